@@ -1,0 +1,27 @@
+#!/bin/sh
+# Installs the Debian 12 packages sessiond needs to build, run and test.
+# Idempotent and non-interactive: it only calls apt-get when a package is missing.
+# Usage: scripts/install-deps.sh [build|test]   (default: build)
+set -eu
+
+build_pkgs="gcc make pkg-config libmicrohttpd-dev libsqlite3-dev libjansson-dev libssl-dev"
+test_pkgs="libcmocka-dev python3 python3-pytest python3-requests sqlite3 curl"
+
+want="$build_pkgs"
+[ "${1:-build}" = test ] && want="$build_pkgs $test_pkgs"
+
+missing=""
+for p in $want; do
+	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+		missing="$missing $p"
+	fi
+done
+[ -z "$missing" ] && exit 0
+
+echo "installing:$missing" >&2
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing

@@ -1,0 +1,74 @@
+/*
+ * api.h - the HTTP API of sessiond: the route table and what its handlers
+ * share. Handlers turn requests into calls of the session domain and the
+ * store wrappers, and results into JSON; they hold no state of their own.
+ */
+#ifndef SD_API_H
+#define SD_API_H
+
+#include "http/server.h"
+#include "session/session.h"
+#include "store/store.h"
+
+typedef struct sd_app {
+    sd_policy policy;
+    sd_store_handle *store;
+} sd_app;
+
+extern const sd_route sd_api_routes[];
+extern const int sd_api_nroutes;
+
+/* ---- handlers (one file per resource) ----------------------------------- */
+void sd_api_session_create(sd_req *r, void *app);   /* sessions.c */
+void sd_api_session_get(sd_req *r, void *app);
+void sd_api_session_update(sd_req *r, void *app);
+void sd_api_session_delete(sd_req *r, void *app);
+void sd_api_validate_id(sd_req *r, void *app);      /* validate.c */
+void sd_api_validate_token(sd_req *r, void *app);
+void sd_api_user_list(sd_req *r, void *app);        /* users.c */
+void sd_api_user_revoke(sd_req *r, void *app);
+void sd_api_bulk_delete(sd_req *r, void *app);      /* admin.c */
+void sd_api_healthz(sd_req *r, void *app);          /* health.c */
+void sd_api_readyz(sd_req *r, void *app);
+void sd_api_metrics(sd_req *r, void *app);
+
+/* ---- shared by the handlers (common.c) ---------------------------------- */
+
+/* Parses the request body as JSON. On failure answers 400 and returns NULL.
+ * New reference. */
+json_t *sd_api_body(sd_req *r);
+
+/* Answers a failed domain or store result: SD_ENOTFOUND 404, SD_ECONFLICT
+ * 412, SD_EINVALID 400 with detail, anything else 503. */
+void sd_api_fail(sd_req *r, int rc, const char *detail);
+
+/* Answers 200/201 with the session's JSON (plus token when given) and its
+ * ETag; extra headers may add Location. */
+void sd_api_reply_session(sd_req *r, int status, const sd_session *s, const char *token,
+                          const char *location);
+
+/* Checks a userId taken from a path or body: 1..256 bytes, no control
+ * characters. */
+int sd_api_user_id_ok(const char *user_id);
+
+#define SD_MAX_USER_ID 256
+
+/* A write in flight, with what its completion needs to answer. */
+typedef struct sd_api_write {
+    sd_write w; /* w.udata points back here */
+    sd_req *req;
+    sd_app *app;
+    json_t *body;   /* owned: keeps borrowed strings of the write alive */
+    sd_patch patch;
+    char token[SD_TOKEN_LEN + 1];
+    const char **list; /* owned array for bulk writes */
+} sd_api_write;
+
+/* Allocates a write of kind whose completion calls done; answers 503 and
+ * returns NULL when out of memory. */
+sd_api_write *sd_api_write_new(sd_req *r, sd_app *app, sd_write_kind kind,
+                               void (*done)(sd_write *));
+/* Frees it (wiping the token). */
+void sd_api_write_free(sd_api_write *c);
+
+#endif

@@ -1,0 +1,114 @@
+/* common.c - helpers every handler uses: body parsing, error mapping, the
+ * session reply with its ETag. */
+#include "api/api.h"
+#include "util/err.h"
+
+#include "util/clock.h"
+
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+json_t *sd_api_body(sd_req *r)
+{
+    size_t len;
+    const char *body = sd_req_body(r, &len);
+    if (len == 0) {
+        sd_reply_problem(r, 400, "the body is empty; a JSON object is expected");
+        return NULL;
+    }
+    json_error_t e;
+    json_t *v = json_loadb(body, len, JSON_REJECT_DUPLICATES, &e);
+    if (!v) {
+        sd_reply_problem(r, 400, "the body is not valid JSON: %s (at byte %d)", e.text,
+                         e.position);
+        return NULL;
+    }
+    if (!json_is_object(v)) {
+        json_decref(v);
+        sd_reply_problem(r, 400, "the body must be a JSON object");
+        return NULL;
+    }
+    return v;
+}
+
+void sd_api_fail(sd_req *r, int rc, const char *detail)
+{
+    switch (rc) {
+    case SD_ENOTFOUND:
+        sd_reply_problem(r, 404, "no active session with this id");
+        break;
+    case SD_ECONFLICT:
+        sd_reply_problem(r, 412, "the session has changed: its version does not match "
+                                 "If-Match or 'version' (GET it again, then retry)");
+        break;
+    case SD_EINVALID:
+        sd_reply_problem(r, 400, "%s", detail && *detail ? detail : "invalid request");
+        break;
+    case SD_ERANDOM:
+        sd_reply_problem(r, 503, "the random source failed; nothing was created");
+        break;
+    default:
+        sd_reply_problem(r, 503, "the store cannot take the request right now (%s)",
+                         sd_strerror(rc));
+        break;
+    }
+}
+
+void sd_api_reply_session(sd_req *r, int status, const sd_session *s, const char *token,
+                          const char *location)
+{
+    json_t *o = sd_session_to_json(s);
+    if (!o) {
+        sd_api_fail(r, SD_ENOMEM, NULL);
+        return;
+    }
+    if (token)
+        json_object_set_new(o, "token", json_string(token));
+    char etag[32];
+    snprintf(etag, sizeof etag, "\"%lld\"", (long long)s->version);
+    const char *headers[] = {"ETag", etag, location ? "Location" : NULL, location, NULL};
+    sd_reply_json(r, status, o, headers);
+}
+
+int sd_api_user_id_ok(const char *u)
+{
+    size_t n = strlen(u);
+    if (n == 0 || n > SD_MAX_USER_ID)
+        return 0;
+    for (const char *p = u; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            return 0;
+    json_t *utf8 = json_stringn(u, n); /* NULL unless valid UTF-8 */
+    int ok = utf8 != NULL;
+    json_decref(utf8);
+    return ok;
+}
+
+sd_api_write *sd_api_write_new(sd_req *r, sd_app *app, sd_write_kind kind,
+                               void (*done)(sd_write *))
+{
+    sd_api_write *c = calloc(1, sizeof *c);
+    if (!c) {
+        sd_api_fail(r, SD_ENOMEM, NULL);
+        return NULL;
+    }
+    c->req = r;
+    c->app = app;
+    c->w.kind = kind;
+    c->w.now = sd_now_ms();
+    c->w.policy = &app->policy;
+    c->w.done = done;
+    c->w.udata = c;
+    return c;
+}
+
+void sd_api_write_free(sd_api_write *c)
+{
+    sd_session_clear(&c->w.session);
+    json_decref(c->body);
+    free(c->list);
+    OPENSSL_cleanse(c->token, sizeof c->token);
+    free(c);
+}

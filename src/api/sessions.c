@@ -1,0 +1,192 @@
+/*
+ * sessions.c - POST /sessions, GET/PUT/DELETE /sessions/{sessionId}.
+ *
+ * Writes go to the store asynchronously; the reply is sent from the write's
+ * completion, after the write is durable.
+ */
+#include "api/api.h"
+#include "util/clock.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The path's session id, or NULL after answering 404 for a malformed one. */
+static const char *path_id(sd_req *r)
+{
+    const char *id = sd_req_capture(r, 0);
+    if (!id || !sd_id_wellformed(id, strlen(id))) {
+        sd_reply_problem(r, 404, "no active session with this id");
+        return NULL;
+    }
+    return id;
+}
+
+/* ---- create ------------------------------------------------------------ */
+
+static void create_done(sd_write *w)
+{
+    sd_api_write *c = w->udata;
+    if (w->rc) {
+        sd_api_fail(c->req, w->rc, w->detail);
+    } else {
+        char location[64];
+        snprintf(location, sizeof location, "/sessions/%s", w->session.id);
+        sd_info("session_created session=%s user=%s", w->session.id, w->session.user_id);
+        sd_api_reply_session(c->req, 201, &w->session, c->token, location);
+    }
+    sd_api_write_free(c);
+}
+
+void sd_api_session_create(sd_req *r, void *app_)
+{
+    sd_app *app = app_;
+    json_t *body = sd_api_body(r);
+    if (!body)
+        return;
+    sd_api_write *c = sd_api_write_new(r, app, SD_W_CREATE, create_done);
+    if (!c) {
+        json_decref(body);
+        return;
+    }
+    c->body = body;
+    char err[256] = "";
+    int rc = sd_session_from_create(body, &app->policy, c->w.now, &c->w.session, c->token, err,
+                                    sizeof err);
+    if (rc) {
+        if (rc == SD_ERANDOM)
+            sd_error("random source failed: no session created");
+        sd_api_fail(r, rc, err);
+        sd_api_write_free(c);
+        return;
+    }
+    sd_store_write(app->store, &c->w);
+}
+
+/* ---- get ----------------------------------------------------------------- */
+
+void sd_api_session_get(sd_req *r, void *app_)
+{
+    sd_app *app = app_;
+    const char *id = path_id(r);
+    if (!id)
+        return;
+    sd_session s;
+    int rc = sd_store_get(app->store, id, &s);
+    if (rc == 0 && !sd_session_active(&s, sd_now_ms())) {
+        sd_session_clear(&s);
+        rc = SD_ENOTFOUND;
+    }
+    if (rc) {
+        sd_api_fail(r, rc, NULL);
+        return;
+    }
+    sd_api_reply_session(r, 200, &s, NULL, NULL);
+    sd_session_clear(&s);
+}
+
+/* ---- update -------------------------------------------------------------- */
+
+static void update_done(sd_write *w)
+{
+    sd_api_write *c = w->udata;
+    if (w->rc)
+        sd_api_fail(c->req, w->rc, w->detail);
+    else
+        sd_api_reply_session(c->req, 200, &w->session, NULL, NULL);
+    sd_api_write_free(c);
+}
+
+/* Parses If-Match: '*' (any version), or one strong ETag "N". Returns 1 and
+ * sets *version for an ETag, 0 for absent or '*', -1 for anything else
+ * (a weak or unknown tag can never match: 412). */
+static int parse_if_match(const char *h, int64_t *version)
+{
+    if (!h)
+        return 0;
+    while (*h == ' ')
+        h++;
+    if (strcmp(h, "*") == 0)
+        return 0;
+    char *end;
+    if (h[0] != '"' || h[1] < '0' || h[1] > '9')
+        return -1;
+    long long v = strtoll(h + 1, &end, 10);
+    if (end[0] != '"' || (end[1] != '\0' && end[1] != ' '))
+        return -1;
+    *version = v;
+    return 1;
+}
+
+void sd_api_session_update(sd_req *r, void *app_)
+{
+    sd_app *app = app_;
+    const char *id = path_id(r);
+    if (!id)
+        return;
+    json_t *body = sd_api_body(r);
+    if (!body)
+        return;
+    sd_api_write *c = sd_api_write_new(r, app, SD_W_UPDATE, update_done);
+    if (!c) {
+        json_decref(body);
+        return;
+    }
+    c->body = body;
+    char err[256] = "";
+    int rc = sd_patch_parse(body, &app->policy, &c->patch, err, sizeof err);
+    if (rc) {
+        sd_api_fail(r, rc, err);
+        sd_api_write_free(c);
+        return;
+    }
+    int64_t etag_version = 0;
+    int im = parse_if_match(sd_req_header(r, "If-Match"), &etag_version);
+    if (im < 0) {
+        /* Cannot match any current version; still 404 if there is no session. */
+        etag_version = -1;
+        im = 1;
+    }
+    if (im == 1) {
+        if (c->patch.has_version && c->patch.version != etag_version && etag_version >= 0) {
+            sd_reply_problem(r, 400, "If-Match and 'version' disagree");
+            sd_api_write_free(c);
+            return;
+        }
+        c->patch.has_version = true;
+        c->patch.version = etag_version;
+    }
+    memcpy(c->w.id, id, SD_ID_LEN + 1);
+    c->w.patch = &c->patch;
+    sd_store_write(app->store, &c->w);
+}
+
+/* ---- delete -------------------------------------------------------------- */
+
+static void delete_done(sd_write *w)
+{
+    sd_api_write *c = w->udata;
+    if (w->rc) {
+        sd_api_fail(c->req, w->rc, w->detail);
+    } else {
+        sd_info("session_logout session=%s", w->id);
+        sd_reply_json(c->req, 204, NULL, NULL);
+    }
+    sd_api_write_free(c);
+}
+
+void sd_api_session_delete(sd_req *r, void *app_)
+{
+    sd_app *app = app_;
+    const char *id = path_id(r);
+    if (!id)
+        return;
+    sd_api_write *c = sd_api_write_new(r, app, SD_W_END, delete_done);
+    if (!c)
+        return;
+    memcpy(c->w.id, id, SD_ID_LEN + 1);
+    c->w.reason = "revoked";
+    sd_store_write(app->store, &c->w);
+}

@@ -1,0 +1,130 @@
+/*
+ * users.c - GET and DELETE /users/{userId}/sessions: a user's active
+ * sessions (device management), and "log out everywhere (except here)".
+ */
+#include "api/api.h"
+#include "util/clock.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_LIMIT 50
+#define MAX_LIMIT     1000
+
+/* The path's user id, or NULL after answering 400. */
+static const char *path_user(sd_req *r)
+{
+    const char *u = sd_req_capture(r, 0);
+    if (!u || !sd_api_user_id_ok(u)) {
+        sd_reply_problem(r, 400, "userId in the path must be 1 to %d bytes of UTF-8 without "
+                                 "control characters",
+                         SD_MAX_USER_ID);
+        return NULL;
+    }
+    return u;
+}
+
+/* Cursor text: "<lastSeen ms>.<sessionId>". */
+static int parse_cursor(const char *s, sd_cursor *c)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end != '.' || !sd_id_wellformed(end + 1, strlen(end + 1)))
+        return -1;
+    c->last_seen = v;
+    memcpy(c->id, end + 1, SD_ID_LEN + 1);
+    return 0;
+}
+
+void sd_api_user_list(sd_req *r, void *app_)
+{
+    sd_app *app = app_;
+    const char *user = path_user(r);
+    if (!user)
+        return;
+    const char *q;
+    int limit = DEFAULT_LIMIT;
+    int has = sd_req_query(r, "limit", &q);
+    if (has) {
+        char *end;
+        errno = 0;
+        long v = has > 0 ? strtol(q, &end, 10) : 0;
+        if (has < 0 || errno || end == q || *end || v < 1 || v > MAX_LIMIT) {
+            sd_reply_problem(r, 400, "query 'limit' must be an integer from 1 to %d", MAX_LIMIT);
+            return;
+        }
+        limit = (int)v;
+    }
+    sd_cursor cursor, *after = NULL;
+    has = sd_req_query(r, "cursor", &q);
+    if (has) {
+        if (has < 0 || parse_cursor(q, &cursor)) {
+            sd_reply_problem(r, 400, "query 'cursor' is not a cursor this server issued");
+            return;
+        }
+        after = &cursor;
+    }
+    sd_session *v;
+    size_t n;
+    int rc = sd_store_list_user(app->store, user, sd_now_ms(), after, limit + 1, &v, &n);
+    if (rc) {
+        sd_api_fail(r, rc, NULL);
+        return;
+    }
+    json_t *arr = json_array();
+    size_t shown = n > (size_t)limit ? (size_t)limit : n;
+    for (size_t i = 0; i < shown; i++)
+        json_array_append_new(arr, sd_session_to_json(&v[i]));
+    json_t *next = json_null();
+    if (n > (size_t)limit) {
+        char text[64];
+        snprintf(text, sizeof text, "%lld.%s", (long long)v[shown - 1].last_seen,
+                 v[shown - 1].id);
+        next = json_string(text);
+    }
+    sd_sessions_free(v, n);
+    sd_reply_json(r, 200,
+                  json_pack("{s:s, s:o, s:o}", "userId", user, "sessions", arr, "nextCursor",
+                            next),
+                  NULL);
+}
+
+static void revoke_done(sd_write *w)
+{
+    sd_api_write *c = w->udata;
+    if (w->rc) {
+        sd_api_fail(c->req, w->rc, w->detail);
+    } else {
+        sd_info("user_sessions_revoked user=%s except=%s count=%lld", w->user_id,
+                w->except_id ? w->except_id : "-", (long long)w->affected);
+        sd_reply_json(c->req, 200, json_pack("{s:I}", "deleted", (json_int_t)w->affected),
+                      NULL);
+    }
+    sd_api_write_free(c);
+}
+
+void sd_api_user_revoke(sd_req *r, void *app_)
+{
+    sd_app *app = app_;
+    const char *user = path_user(r);
+    if (!user)
+        return;
+    const char *except = NULL;
+    int has = sd_req_query(r, "except", &except);
+    if (has < 0 || (has > 0 && !sd_id_wellformed(except, strlen(except)))) {
+        sd_reply_problem(r, 400, "query 'except' must be a sessionId");
+        return;
+    }
+    sd_api_write *c = sd_api_write_new(r, app, SD_W_END_USER, revoke_done);
+    if (!c)
+        return;
+    c->w.user_id = user; /* the capture lives until the request completes */
+    c->w.except_id = has > 0 ? except : NULL;
+    c->w.reason = "revoked";
+    sd_store_write(app->store, &c->w);
+}

@@ -1,0 +1,186 @@
+/*
+ * validate.c - the hot path. POST /sessions/validate (by token, for gateways
+ * and middleware) and GET /sessions/{sessionId}/validate (by id).
+ *
+ * By token: shape check, SHA-256, one indexed lookup, the domain's expiry
+ * check. Rolling expiry writes only when the extension is worth it
+ * (touch_fraction) and never waits for that write: the reply reports the
+ * extended expiry; if the process dies before the batched write commits, the
+ * session keeps its earlier (shorter) expiry - the safe direction.
+ */
+#include "api/api.h"
+#include "metrics/metrics.h"
+#include "util/clock.h"
+#include "util/err.h"
+
+#include <openssl/crypto.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static void reply_invalid(sd_req *r)
+{
+    sd_metrics_validation(0);
+    sd_reply_json(r, 200, json_pack("{s:b, s:n}", "isValid", 0, "expiry"), NULL);
+}
+
+static json_t *time_json(int64_t ms)
+{
+    char buf[SD_TIME_TEXT_LEN + 1];
+    return json_string(sd_time_format(ms, buf));
+}
+
+void sd_api_validate_id(sd_req *r, void *app_)
+{
+    sd_app *app = app_;
+    const char *id = sd_req_capture(r, 0);
+    if (!id || !sd_id_wellformed(id, strlen(id))) {
+        reply_invalid(r);
+        return;
+    }
+    sd_session s;
+    int rc = sd_store_get(app->store, id, &s);
+    if (rc == SD_ENOTFOUND || (rc == 0 && !sd_session_active(&s, sd_now_ms()))) {
+        if (rc == 0)
+            sd_session_clear(&s);
+        reply_invalid(r);
+        return;
+    }
+    if (rc) {
+        sd_api_fail(r, rc, NULL);
+        return;
+    }
+    sd_metrics_validation(1);
+    sd_reply_json(r, 200, json_pack("{s:b, s:o}", "isValid", 1, "expiry", time_json(s.expiry)),
+                  NULL);
+    sd_session_clear(&s);
+}
+
+static void touch_done(sd_write *w)
+{
+    free(w);
+}
+
+/* Finds the token: Authorization: Bearer, or {"token": "..."}. Copies it
+ * into out (at most SD_TOKEN_LEN + 1 bytes kept, *len the real length).
+ * Returns 0, or answers 400 and returns -1. */
+static int find_token(sd_req *r, char *out, size_t *len)
+{
+    const char *auth = sd_req_header(r, "Authorization");
+    const char *tok = NULL;
+    json_t *body = NULL;
+    if (auth) {
+        while (*auth == ' ')
+            auth++;
+        if (strncasecmp(auth, "Bearer ", 7) != 0) {
+            sd_reply_problem(r, 400, "the Authorization header must use the Bearer scheme");
+            return -1;
+        }
+        tok = auth + 7;
+        while (*tok == ' ')
+            tok++;
+    }
+    size_t blen;
+    sd_req_body(r, &blen);
+    if (blen > 0) {
+        body = sd_api_body(r);
+        if (!body)
+            return -1;
+        const char *key;
+        json_t *v;
+        json_object_foreach(body, key, v)
+        {
+            if (strcmp(key, "token") != 0 || !json_is_string(v)) {
+                sd_reply_problem(r, 400, "the body may only hold 'token', a string");
+                json_decref(body);
+                return -1;
+            }
+        }
+        json_t *t = json_object_get(body, "token");
+        if (t) {
+            if (tok) {
+                sd_reply_problem(r, 400, "give the token in the Authorization header or the "
+                                         "body, not both");
+                json_decref(body);
+                return -1;
+            }
+            tok = json_string_value(t);
+        }
+    }
+    if (!tok) {
+        sd_reply_problem(r, 400, "no token: send 'Authorization: Bearer <token>' or "
+                                 "{\"token\": \"...\"}");
+        json_decref(body);
+        return -1;
+    }
+    *len = strlen(tok);
+    size_t n = *len < SD_TOKEN_LEN ? *len : SD_TOKEN_LEN;
+    memcpy(out, tok, n);
+    out[n] = '\0';
+    json_decref(body);
+    return 0;
+}
+
+void sd_api_validate_token(sd_req *r, void *app_)
+{
+    sd_app *app = app_;
+    bool touch = true;
+    const char *q;
+    int has = sd_req_query(r, "touch", &q);
+    if (has < 0 || (has == 1 && strcmp(q, "true") && strcmp(q, "false") && strcmp(q, "1") &&
+                    strcmp(q, "0"))) {
+        sd_reply_problem(r, 400, "query 'touch' must be true or false");
+        return;
+    }
+    if (has == 1 && (strcmp(q, "false") == 0 || strcmp(q, "0") == 0))
+        touch = false;
+
+    char token[SD_TOKEN_LEN + 1];
+    size_t len;
+    if (find_token(r, token, &len))
+        return;
+    if (!sd_token_wellformed(token, len)) {
+        OPENSSL_cleanse(token, sizeof token);
+        reply_invalid(r);
+        return;
+    }
+    unsigned char hash[SD_HASH_LEN];
+    sd_token_hash(token, len, hash);
+    OPENSSL_cleanse(token, sizeof token);
+
+    sd_session s;
+    int rc = sd_store_get_by_token(app->store, hash, false, &s);
+    int64_t now = sd_now_ms();
+    if (rc == SD_ENOTFOUND || (rc == 0 && !sd_session_active(&s, now))) {
+        if (rc == 0)
+            sd_session_clear(&s);
+        reply_invalid(r);
+        return;
+    }
+    if (rc) {
+        sd_api_fail(r, rc, NULL);
+        return;
+    }
+    int64_t expiry = s.expiry;
+    if (touch) {
+        int64_t extended;
+        if (sd_session_touch(&s, &app->policy, now, &extended)) {
+            sd_write *w = calloc(1, sizeof *w);
+            if (w) {
+                w->kind = SD_W_TOUCH;
+                w->now = now;
+                memcpy(w->id, s.id, sizeof w->id);
+                w->touch_expiry = extended;
+                w->done = touch_done;
+                sd_store_write(app->store, w);
+                expiry = extended;
+            }
+        }
+    }
+    sd_metrics_validation(1);
+    sd_reply_json(r, 200,
+                  json_pack("{s:b, s:o, s:s, s:s}", "isValid", 1, "expiry", time_json(expiry),
+                            "sessionId", s.id, "userId", s.user_id),
+                  NULL);
+    sd_session_clear(&s);
+}

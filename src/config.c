@@ -1,0 +1,309 @@
+/*
+ * config.c - the option table and the code that reads it.
+ *
+ * To add a setting: a field in sd_config (config.h) and one row in options[].
+ * Everything else (flag, env name, config-file key, --help line, bounds
+ * check) follows from the row.
+ */
+#include "config.h"
+#include "util/clock.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum opt_type { OPT_STRING, OPT_INT, OPT_DURATION, OPT_FRACTION, OPT_LOGLEVEL };
+
+typedef struct option {
+    const char *name; /* flag --name, env SESSIOND_NAME, file key name */
+    enum opt_type type;
+    size_t offset;
+    size_t size; /* for strings: buffer size */
+    const char *def;
+    int64_t min, max; /* for ints and durations (ms) */
+    const char *help;
+} option;
+
+#define F(field) offsetof(sd_config, field), sizeof(((sd_config *)0)->field)
+#define DAY      (86400LL * 1000)
+
+static const option options[] = {
+    {"config", OPT_STRING, F(config_file), "", 0, 0,
+     "config file of 'name = value' lines ('#' starts a comment)"},
+    {"listen", OPT_STRING, F(listen), "127.0.0.1:8080", 0, 0,
+     "address to serve HTTP on, HOST:PORT ([v6]:PORT for IPv6)"},
+    {"data-dir", OPT_STRING, F(data_dir), "./var", 0, 0,
+     "directory of the embedded store (created if missing)"},
+    {"log-level", OPT_LOGLEVEL, F(log_level), "info", 0, 0, "debug, info, warn or error"},
+    {"idle-timeout", OPT_DURATION, F(idle_timeout_ms), "1h", 1000, 365 * DAY,
+     "default idle timeout of a session (ttlSeconds overrides it per session)"},
+    {"absolute-timeout", OPT_DURATION, F(absolute_timeout_ms), "24h", 1000, 3650 * DAY,
+     "hard lifetime of a session from its creation; nothing extends it"},
+    {"max-idle-timeout", OPT_DURATION, F(max_idle_timeout_ms), "24h", 1000, 3650 * DAY,
+     "largest idle timeout a client may ask for with ttlSeconds"},
+    {"touch-fraction", OPT_FRACTION, F(touch_fraction), "0.05", 0, 0,
+     "rolling expiry is written only when it moves expiry by more than this fraction of "
+     "the session's idle timeout (0 writes every extension)"},
+    {"sweep-interval", OPT_DURATION, F(sweep_interval_ms), "1s", 10, DAY,
+     "how often expired sessions are moved to history, and old history purged"},
+    {"sweep-batch", OPT_INT, F(sweep_batch), "500", 1, 100000,
+     "most sessions one sweep transaction moves (keeps sweeps from stalling writes)"},
+    {"history-retention", OPT_DURATION, F(history_retention_ms), "30d", 0, 3650 * DAY,
+     "how long ended sessions are kept as history before they are purged"},
+    {"max-body-bytes", OPT_INT, F(max_body_bytes), "65536", 1024, 16 << 20,
+     "largest request body accepted (413 beyond)"},
+    {"max-data-bytes", OPT_INT, F(max_data_bytes), "4096", 2, 1 << 20,
+     "largest JSON encoding of a session's data object"},
+    {"max-header-bytes", OPT_INT, F(max_header_bytes), "16384", 2048, 1 << 20,
+     "per-connection buffer for the request line and headers (431 or 414 beyond)"},
+    {"max-connections", OPT_INT, F(max_connections), "4096", 1, 1000000,
+     "most client connections at once"},
+    {"max-connections-per-ip", OPT_INT, F(max_connections_per_ip), "512", 0, 1000000,
+     "most connections from one client address (0: no limit)"},
+    {"connection-timeout", OPT_DURATION, F(connection_timeout_ms), "30s", 1000, DAY,
+     "a connection idle (or trickling nothing) this long is closed"},
+    {"threads", OPT_INT, F(threads), "2", 1, 256, "HTTP worker threads"},
+    {"commit-batch", OPT_INT, F(commit_batch), "1024", 1, 100000,
+     "most writes that share one transaction and one fsync (group commit)"},
+    {"shutdown-timeout", OPT_DURATION, F(shutdown_timeout_ms), "10s", 0, DAY,
+     "how long SIGTERM waits for requests in flight"},
+};
+#define NOPTIONS (sizeof options / sizeof options[0])
+
+static void env_name(const option *o, char *out, size_t n)
+{
+    size_t j = (size_t)snprintf(out, n, "SESSIOND_");
+    for (const char *p = o->name; *p && j + 1 < n; p++)
+        out[j++] = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+    out[j] = '\0';
+}
+
+static const option *find(const char *name, size_t len)
+{
+    for (size_t i = 0; i < NOPTIONS; i++)
+        if (strlen(options[i].name) == len && strncmp(options[i].name, name, len) == 0)
+            return &options[i];
+    return NULL;
+}
+
+/* Parses text into the field of o; on error writes why into err. */
+static int set(sd_config *cfg, const option *o, const char *text, const char *from, FILE *err)
+{
+    char *field = (char *)cfg + o->offset;
+    switch (o->type) {
+    case OPT_STRING:
+        if (strlen(text) >= o->size) {
+            fprintf(err, "sessiond: %s (%s): value too long\n", o->name, from);
+            return SD_ECONFIG;
+        }
+        memcpy(field, text, strlen(text) + 1);
+        return 0;
+    case OPT_LOGLEVEL:
+        if (sd_log_level_parse(text) < 0) {
+            fprintf(err, "sessiond: %s (%s): '%s' is not debug, info, warn or error\n", o->name,
+                    from, text);
+            return SD_ECONFIG;
+        }
+        snprintf(field, o->size, "%s", text);
+        return 0;
+    case OPT_FRACTION: {
+        char *end;
+        errno = 0;
+        double v = strtod(text, &end);
+        if (errno || end == text || *end || !(v >= 0.0 && v <= 1.0)) {
+            fprintf(err, "sessiond: %s (%s): '%s' is not a number from 0 to 1\n", o->name, from,
+                    text);
+            return SD_ECONFIG;
+        }
+        *(double *)field = v;
+        return 0;
+    }
+    case OPT_INT:
+    case OPT_DURATION: {
+        int64_t v;
+        if (o->type == OPT_DURATION) {
+            if (sd_duration_parse(text, &v)) {
+                fprintf(err, "sessiond: %s (%s): '%s' is not a duration (e.g. 500ms, 30s, 5m, 1h, 30d)\n",
+                        o->name, from, text);
+                return SD_ECONFIG;
+            }
+        } else {
+            char *end;
+            errno = 0;
+            long long ll = strtoll(text, &end, 10);
+            if (errno || end == text || *end) {
+                fprintf(err, "sessiond: %s (%s): '%s' is not an integer\n", o->name, from, text);
+                return SD_ECONFIG;
+            }
+            v = ll;
+        }
+        if (v < o->min || v > o->max) {
+            fprintf(err, "sessiond: %s (%s): '%s' is out of range\n", o->name, from, text);
+            return SD_ECONFIG;
+        }
+        *(int64_t *)field = v;
+        return 0;
+    }
+    }
+    return SD_ECONFIG;
+}
+
+static char *trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+static int load_file(sd_config *cfg, const char *path, FILE *err)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(err, "sessiond: cannot open config file %s: %s\n", path, strerror(errno));
+        return SD_ECONFIG;
+    }
+    char line[4096], from[1100];
+    int lineno = 0, rc = 0;
+    while (rc == 0 && fgets(line, sizeof line, f)) {
+        lineno++;
+        snprintf(from, sizeof from, "%s:%d", path, lineno);
+        if (!strchr(line, '\n') && !feof(f)) {
+            fprintf(err, "sessiond: %s: line too long\n", from);
+            rc = SD_ECONFIG;
+            break;
+        }
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char *s = trim(line);
+        if (*s == '\0')
+            continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            fprintf(err, "sessiond: %s: expected 'name = value'\n", from);
+            rc = SD_ECONFIG;
+            break;
+        }
+        *eq = '\0';
+        char *name = trim(s), *value = trim(eq + 1);
+        const option *o = find(name, strlen(name));
+        if (!o || strcmp(o->name, "config") == 0) {
+            fprintf(err, "sessiond: %s: unknown option '%s'\n", from, name);
+            rc = SD_ECONFIG;
+            break;
+        }
+        rc = set(cfg, o, value, from, err);
+    }
+    fclose(f);
+    return rc;
+}
+
+void sd_config_usage(FILE *out)
+{
+    fprintf(out, "usage: sessiond [--option value | --option=value]...\n\n"
+                 "A session management service. Every option can also be set by the\n"
+                 "environment variable shown, or as 'name = value' in the config file.\n"
+                 "Precedence: flag > environment > config file > default.\n\n");
+    for (size_t i = 0; i < NOPTIONS; i++) {
+        const option *o = &options[i];
+        char env[64];
+        env_name(o, env, sizeof env);
+        fprintf(out, "  --%-24s %s\n  %-26s env %s, default '%s'\n", o->name, o->help, "", env,
+                o->def);
+    }
+    fprintf(out, "  --%-24s %s\n  --%-24s %s\n", "help", "print this and exit", "version",
+            "print the version and exit");
+}
+
+int sd_config_load(sd_config *cfg, int argc, char **argv, char **envp, FILE *err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    for (size_t i = 0; i < NOPTIONS; i++)
+        if (set(cfg, &options[i], options[i].def, "default", err))
+            return SD_CONFIG_EXIT_ERR;
+
+    /* Pass 1: flags into a list of (option, value), so the config file named
+     * by a flag can be read before the flags are applied. */
+    const option *fopt[256];
+    const char *fval[256];
+    int nflags = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            sd_config_usage(stdout);
+            return SD_CONFIG_EXIT_OK;
+        }
+        if (strcmp(a, "--version") == 0) {
+            printf("sessiond " SD_VERSION "\n");
+            return SD_CONFIG_EXIT_OK;
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            fprintf(err, "sessiond: unexpected argument '%s' (try --help)\n", a);
+            return SD_CONFIG_EXIT_ERR;
+        }
+        const char *name = a + 2, *eq = strchr(name, '=');
+        const option *o = find(name, eq ? (size_t)(eq - name) : strlen(name));
+        if (!o) {
+            fprintf(err, "sessiond: unknown option '%s' (try --help)\n", a);
+            return SD_CONFIG_EXIT_ERR;
+        }
+        const char *val = eq ? eq + 1 : NULL;
+        if (!val) {
+            if (i + 1 >= argc) {
+                fprintf(err, "sessiond: option --%s needs a value\n", o->name);
+                return SD_CONFIG_EXIT_ERR;
+            }
+            val = argv[++i];
+        }
+        if (nflags == 256) {
+            fprintf(err, "sessiond: too many arguments\n");
+            return SD_CONFIG_EXIT_ERR;
+        }
+        fopt[nflags] = o;
+        fval[nflags++] = val;
+    }
+
+    /* The config file: a flag names it, else the environment. */
+    const char *file = NULL;
+    char env[64];
+    for (int i = 0; i < nflags; i++)
+        if (strcmp(fopt[i]->name, "config") == 0)
+            file = fval[i];
+    if (!file && envp)
+        for (char **e = envp; *e; e++)
+            if (strncmp(*e, "SESSIOND_CONFIG=", 16) == 0)
+                file = *e + 16;
+    if (file && *file) {
+        if (set(cfg, find("config", 6), file, "--config", err) || load_file(cfg, file, err))
+            return SD_CONFIG_EXIT_ERR;
+    }
+
+    if (envp) {
+        for (size_t i = 0; i < NOPTIONS; i++) {
+            env_name(&options[i], env, sizeof env);
+            size_t n = strlen(env);
+            for (char **e = envp; *e; e++)
+                if (strncmp(*e, env, n) == 0 && (*e)[n] == '=' &&
+                    set(cfg, &options[i], *e + n + 1, env, err))
+                    return SD_CONFIG_EXIT_ERR;
+        }
+    }
+    for (int i = 0; i < nflags; i++) {
+        char from[80];
+        snprintf(from, sizeof from, "--%s", fopt[i]->name);
+        if (set(cfg, fopt[i], fval[i], from, err))
+            return SD_CONFIG_EXIT_ERR;
+    }
+    if (cfg->idle_timeout_ms > cfg->max_idle_timeout_ms) {
+        fprintf(err, "sessiond: idle-timeout must not exceed max-idle-timeout\n");
+        return SD_CONFIG_EXIT_ERR;
+    }
+    return SD_CONFIG_RUN;
+}

@@ -1,0 +1,49 @@
+/*
+ * config.h - every setting of sessiond, from one table (config.c).
+ *
+ * The table feeds the command-line flags, the SESSIOND_<NAME> environment
+ * variables, the config file and --help. Precedence, lowest to highest:
+ * built-in default < config file (--config FILE or SESSIOND_CONFIG) <
+ * environment < command-line flag.
+ */
+#ifndef SD_CONFIG_H
+#define SD_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct sd_config {
+    char listen[256];
+    char data_dir[1024];
+    char config_file[1024];
+    char log_level[16];
+    int64_t idle_timeout_ms;
+    int64_t absolute_timeout_ms;
+    int64_t max_idle_timeout_ms;
+    double touch_fraction;
+    int64_t sweep_interval_ms;
+    int64_t sweep_batch;
+    int64_t history_retention_ms;
+    int64_t max_body_bytes;
+    int64_t max_data_bytes;
+    int64_t max_header_bytes;
+    int64_t max_connections;
+    int64_t max_connections_per_ip;
+    int64_t connection_timeout_ms;
+    int64_t threads;
+    int64_t commit_batch;
+    int64_t shutdown_timeout_ms;
+} sd_config;
+
+/* Result of sd_config_load: go on, or exit now with the given status
+ * (after --help, --version or an error that was already printed). */
+enum { SD_CONFIG_RUN = 0, SD_CONFIG_EXIT_OK = 1, SD_CONFIG_EXIT_ERR = 2 };
+
+/* Fills cfg from defaults, the config file, the environment (envp, may be
+ * NULL for none) and argv, in that order of precedence. Messages go to err. */
+int sd_config_load(sd_config *cfg, int argc, char **argv, char **envp, FILE *err);
+
+/* Writes --help text: every option with its env name, default and help. */
+void sd_config_usage(FILE *out);
+
+#endif

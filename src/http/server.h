@@ -1,0 +1,79 @@
+/*
+ * server.h - the HTTP layer: libmicrohttpd underneath, routes and replies on
+ * top. It knows nothing of sessions or storage.
+ *
+ * A handler receives a request whose route, captures, headers and (whole)
+ * body are ready, and must answer it exactly once with one of the sd_reply*
+ * calls - either before it returns, or later from any thread (for example the
+ * store's writer thread once a write is durable). In the second case the
+ * connection is suspended meanwhile, so the worker thread serves others.
+ *
+ * Every response carries Content-Type, X-Content-Type-Options: nosniff,
+ * Cache-Control: no-store and X-Request-Id. Errors are problem+json
+ * (RFC 9457).
+ */
+#ifndef SD_HTTP_SERVER_H
+#define SD_HTTP_SERVER_H
+
+#include "http/router.h"
+
+#include <jansson.h>
+#include <stddef.h>
+
+typedef struct sd_http sd_http;
+
+typedef struct sd_http_options {
+    const char *listen; /* "HOST:PORT" or "[V6]:PORT" */
+    int threads;
+    int max_connections;
+    int max_connections_per_ip;
+    int connection_timeout_s;
+    size_t max_header_bytes;
+    size_t max_body_bytes;
+} sd_http_options;
+
+/* Starts serving routes (borrowed, must outlive the server). app is passed to
+ * every handler. On failure writes a sentence into err. */
+int sd_http_start(const sd_http_options *opt, const sd_route *routes, int nroutes, void *app,
+                  sd_http **out, char *err, size_t errlen);
+
+/* The address actually bound (useful with port 0). */
+const char *sd_http_address(const sd_http *h);
+
+/* Graceful stop, step 1: close the listening socket and answer any further
+ * request on open connections with 503 and Connection: close. */
+void sd_http_drain(sd_http *h);
+
+/* Requests accepted and not yet completed. */
+int sd_http_inflight(sd_http *h);
+
+/* Step 2: close every connection and free the server. */
+void sd_http_stop(sd_http *h);
+
+/* ---- the request, for handlers ----------------------------------------- */
+
+const char *sd_req_method(const sd_req *r);
+/* Header value by case-insensitive name, or NULL. Borrowed until reply. */
+const char *sd_req_header(const sd_req *r, const char *name);
+/* Decoded path capture i (0-based), or NULL. Borrowed until completion. */
+const char *sd_req_capture(const sd_req *r, int i);
+/* Query argument, percent-decoded. Returns 1 and sets *value when present,
+ * 0 when absent, -1 when its encoding is invalid. Borrowed until completion. */
+int sd_req_query(sd_req *r, const char *name, const char **value);
+/* The whole body (NUL-terminated for convenience); *len may be 0. */
+const char *sd_req_body(const sd_req *r, size_t *len);
+/* True when the request carried a body (Content-Length > 0 or chunked). */
+int sd_req_has_body(const sd_req *r);
+const char *sd_req_id(const sd_req *r);
+
+/* ---- replies: exactly one per request, from any thread ------------------ */
+
+/* Extra headers: NULL-terminated array of name, value, name, value, ... */
+void sd_reply(sd_req *r, int status, const char *content_type, char *body, size_t len,
+              const char *const *headers);
+/* body is stolen (json_decref'd); NULL means no body (e.g. 204). */
+void sd_reply_json(sd_req *r, int status, json_t *body, const char *const *headers);
+void sd_reply_problem(sd_req *r, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif

@@ -1,0 +1,117 @@
+/*
+ * main.c - start-up, signals and wiring; nothing else.
+ *
+ * Order of start: config, store, sweeper, HTTP. Order of stop (SIGTERM or
+ * SIGINT): stop accepting and answer new requests 503, wait for requests in
+ * flight (their writes finish), stop HTTP, stop the sweeper, close the store
+ * (which commits what is queued and checkpoints). SIGHUP is logged; reloads
+ * come with the settings that can change at run time.
+ */
+#include "api/api.h"
+#include "config.h"
+#include "metrics/metrics.h"
+#include "session/sweeper.h"
+#include "util/clock.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+extern char **environ;
+
+int main(int argc, char **argv)
+{
+    sd_config cfg;
+    int rc = sd_config_load(&cfg, argc, argv, environ, stderr);
+    if (rc == SD_CONFIG_EXIT_OK)
+        return 0;
+    if (rc != SD_CONFIG_RUN)
+        return 2;
+    sd_log_set_level((enum sd_log_level)sd_log_level_parse(cfg.log_level));
+
+    /* Every thread inherits this mask; only sigwait() below sees the signals. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    static const char *route_names[SD_METRICS_MAX_ROUTES];
+    for (int i = 0; i < sd_api_nroutes && i < SD_METRICS_MAX_ROUTES; i++)
+        route_names[i] = sd_api_routes[i].pattern;
+    sd_metrics_init(route_names, sd_api_nroutes);
+
+    char err[512] = "";
+    sd_app app = {
+        .policy = {.idle_timeout_ms = cfg.idle_timeout_ms,
+                   .absolute_timeout_ms = cfg.absolute_timeout_ms,
+                   .max_idle_timeout_ms = cfg.max_idle_timeout_ms,
+                   .touch_fraction = cfg.touch_fraction,
+                   .max_data_bytes = (size_t)cfg.max_data_bytes},
+    };
+    sd_store_options sopt = {.commit_batch = (int)cfg.commit_batch};
+    if ((rc = sd_store_open(&sd_store_sqlite, cfg.data_dir, &sopt, &app.store, err,
+                            sizeof err))) {
+        sd_error("cannot open the store: %s", err);
+        return 1;
+    }
+    sd_sweeper *sweeper = NULL;
+    if ((rc = sd_sweeper_start(app.store, cfg.sweep_interval_ms, (int)cfg.sweep_batch,
+                               cfg.history_retention_ms, &sweeper))) {
+        sd_error("cannot start the sweeper: %s", sd_strerror(rc));
+        sd_store_close(app.store);
+        return 1;
+    }
+    sd_http_options hopt = {
+        .listen = cfg.listen,
+        .threads = (int)cfg.threads,
+        .max_connections = (int)cfg.max_connections,
+        .max_connections_per_ip = (int)cfg.max_connections_per_ip,
+        .connection_timeout_s = (int)((cfg.connection_timeout_ms + 999) / 1000),
+        .max_header_bytes = (size_t)cfg.max_header_bytes,
+        .max_body_bytes = (size_t)cfg.max_body_bytes,
+    };
+    sd_http *http = NULL;
+    if ((rc = sd_http_start(&hopt, sd_api_routes, sd_api_nroutes, &app, &http, err,
+                            sizeof err))) {
+        sd_error("%s", err);
+        sd_sweeper_stop(sweeper);
+        sd_store_close(app.store);
+        return 1;
+    }
+    sd_info("sessiond " SD_VERSION " listening on %s, store sqlite in %s (idle %llds, absolute "
+            "%llds)",
+            sd_http_address(http), cfg.data_dir, (long long)(cfg.idle_timeout_ms / 1000),
+            (long long)(cfg.absolute_timeout_ms / 1000));
+
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&sigs, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            sd_info("SIGHUP: nothing to reload in this version");
+            continue;
+        }
+        sd_info("signal %d: stopping (waiting up to %lldms for requests in flight)", sig,
+                (long long)cfg.shutdown_timeout_ms);
+        break;
+    }
+    sd_http_drain(http);
+    int64_t deadline = sd_mono_ns() + cfg.shutdown_timeout_ms * 1000000;
+    while (sd_http_inflight(http) > 0 && sd_mono_ns() < deadline)
+        usleep(5000);
+    if (sd_http_inflight(http) > 0)
+        sd_warn("%d requests still in flight at the shutdown deadline", sd_http_inflight(http));
+    sd_http_stop(http);
+    sd_sweeper_stop(sweeper);
+    sd_store_close(app.store);
+    sd_info("stopped");
+    return 0;
+}

@@ -1,0 +1,193 @@
+/* metrics.c - the registry of metrics.h and its text rendering. */
+#include "metrics/metrics.h"
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const double bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                0.025,  0.05,    0.1,    0.25,  0.5,    1,     2.5};
+#define NB (sizeof bounds / sizeof bounds[0])
+
+typedef struct histo {
+    _Atomic uint64_t bucket[NB + 1];
+    _Atomic uint64_t sum_ns;
+    _Atomic uint64_t count;
+} histo;
+
+static const int statuses[] = {200, 201, 204, 400, 401, 403, 404, 405, 411, 412,
+                               413, 414, 415, 429, 431, 500, 501, 503, 0};
+#define NS (sizeof statuses / sizeof statuses[0]) /* last: any other */
+
+static const char *const op_names[SD_OP_COUNT] = {
+    "get",     "get_by_token", "list_user", "create", "update", "end",
+    "end_user", "bulk_end",    "touch",     "sweep",  "purge"};
+
+static const char *const *routes;
+static int nroutes;
+static _Atomic uint64_t requests[SD_METRICS_MAX_ROUTES + 1][NS];
+static histo req_latency[SD_METRICS_MAX_ROUTES + 1];
+static histo op_latency[SD_OP_COUNT];
+static _Atomic uint64_t validations[2];
+
+void sd_metrics_init(const char *const *route_names, int n)
+{
+    routes = route_names;
+    nroutes = n > SD_METRICS_MAX_ROUTES ? SD_METRICS_MAX_ROUTES : n;
+}
+
+static void observe(histo *h, int64_t ns)
+{
+    double s = (double)ns / 1e9;
+    size_t i = 0;
+    while (i < NB && s > bounds[i])
+        i++;
+    atomic_fetch_add_explicit(&h->bucket[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->sum_ns, (uint64_t)(ns > 0 ? ns : 0), memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
+}
+
+void sd_metrics_request(int route, int status, int64_t ns)
+{
+    if (route < 0 || route > nroutes)
+        route = nroutes;
+    size_t s = 0;
+    while (s < NS - 1 && statuses[s] != status)
+        s++;
+    atomic_fetch_add_explicit(&requests[route][s], 1, memory_order_relaxed);
+    observe(&req_latency[route], ns);
+}
+
+void sd_metrics_store_op(enum sd_store_op op, int64_t ns)
+{
+    if (op >= 0 && op < SD_OP_COUNT)
+        observe(&op_latency[op], ns);
+}
+
+void sd_metrics_validation(int valid)
+{
+    atomic_fetch_add_explicit(&validations[valid ? 1 : 0], 1, memory_order_relaxed);
+}
+
+typedef struct buf {
+    char *p;
+    size_t len, cap;
+    int oom;
+} buf;
+
+static void put(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(buf *b, const char *fmt, ...)
+{
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->p ? b->p + b->len : NULL, b->p ? b->cap - b->len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return;
+        if (b->p && b->len + (size_t)n < b->cap) {
+            b->len += (size_t)n;
+            return;
+        }
+        size_t cap = b->cap ? b->cap * 2 : 16384;
+        while (cap < b->len + (size_t)n + 1)
+            cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) {
+            b->oom = 1;
+            return;
+        }
+        b->p = p;
+        b->cap = cap;
+    }
+}
+
+static void put_histo(buf *b, const char *name, const char *label, const char *value,
+                      const histo *h)
+{
+    uint64_t cum = 0;
+    for (size_t i = 0; i <= NB; i++) {
+        cum += atomic_load_explicit(&h->bucket[i], memory_order_relaxed);
+        if (i < NB)
+            put(b, "%s_bucket{%s=\"%s\",le=\"%g\"} %llu\n", name, label, value, bounds[i],
+                (unsigned long long)cum);
+        else
+            put(b, "%s_bucket{%s=\"%s\",le=\"+Inf\"} %llu\n", name, label, value,
+                (unsigned long long)cum);
+    }
+    put(b, "%s_sum{%s=\"%s\"} %.9f\n", name, label, value,
+        (double)atomic_load_explicit(&h->sum_ns, memory_order_relaxed) / 1e9);
+    put(b, "%s_count{%s=\"%s\"} %llu\n", name, label, value,
+        (unsigned long long)atomic_load_explicit(&h->count, memory_order_relaxed));
+}
+
+static const char *route_name(int r)
+{
+    return r < nroutes && routes ? routes[r] : "unmatched";
+}
+
+char *sd_metrics_render(const sd_store_stats *st, size_t *len)
+{
+    buf b = {0};
+    put(&b, "# HELP sessiond_http_requests_total HTTP requests by route and status.\n"
+            "# TYPE sessiond_http_requests_total counter\n");
+    for (int r = 0; r <= nroutes; r++)
+        for (size_t s = 0; s < NS; s++) {
+            uint64_t v = atomic_load_explicit(&requests[r][s], memory_order_relaxed);
+            if (!v)
+                continue;
+            char code[8];
+            snprintf(code, sizeof code, "%d", statuses[s]);
+            put(&b, "sessiond_http_requests_total{route=\"%s\",status=\"%s\"} %llu\n",
+                route_name(r), statuses[s] ? code : "other", (unsigned long long)v);
+        }
+    put(&b, "# HELP sessiond_http_request_duration_seconds Time from request to response.\n"
+            "# TYPE sessiond_http_request_duration_seconds histogram\n");
+    for (int r = 0; r <= nroutes; r++)
+        if (atomic_load_explicit(&req_latency[r].count, memory_order_relaxed))
+            put_histo(&b, "sessiond_http_request_duration_seconds", "route", route_name(r),
+                      &req_latency[r]);
+    put(&b, "# HELP sessiond_store_operation_duration_seconds Store operations, writes from "
+            "submission to durable commit.\n"
+            "# TYPE sessiond_store_operation_duration_seconds histogram\n");
+    for (int o = 0; o < SD_OP_COUNT; o++)
+        put_histo(&b, "sessiond_store_operation_duration_seconds", "op", op_names[o],
+                  &op_latency[o]);
+    put(&b,
+        "# HELP sessiond_validations_total Token and id validations by outcome.\n"
+        "# TYPE sessiond_validations_total counter\n"
+        "sessiond_validations_total{result=\"valid\"} %llu\n"
+        "sessiond_validations_total{result=\"invalid\"} %llu\n",
+        (unsigned long long)atomic_load(&validations[1]),
+        (unsigned long long)atomic_load(&validations[0]));
+    put(&b,
+        "# HELP sessiond_sessions_active Sessions in the active table (expired ones until the "
+        "next sweep).\n"
+        "# TYPE sessiond_sessions_active gauge\n"
+        "sessiond_sessions_active %lld\n"
+        "# HELP sessiond_expiry_sweeps_total Expiry sweeps run.\n"
+        "# TYPE sessiond_expiry_sweeps_total counter\n"
+        "sessiond_expiry_sweeps_total %lld\n"
+        "# HELP sessiond_sessions_expired_total Sessions moved to history by sweeps.\n"
+        "# TYPE sessiond_sessions_expired_total counter\n"
+        "sessiond_sessions_expired_total %lld\n"
+        "# HELP sessiond_store_commits_total Group commits (one fsync each).\n"
+        "# TYPE sessiond_store_commits_total counter\n"
+        "sessiond_store_commits_total %lld\n"
+        "# HELP sessiond_store_writes_total Writes committed.\n"
+        "# TYPE sessiond_store_writes_total counter\n"
+        "sessiond_store_writes_total %lld\n"
+        "# HELP sessiond_store_broken 1 after a fatal store I/O error.\n"
+        "# TYPE sessiond_store_broken gauge\n"
+        "sessiond_store_broken %d\n",
+        (long long)st->active_rows, (long long)st->sweeps_total, (long long)st->swept_total,
+        (long long)st->commits_total, (long long)st->writes_total, st->broken ? 1 : 0);
+    if (b.oom) {
+        free(b.p);
+        return NULL;
+    }
+    *len = b.len;
+    return b.p;
+}

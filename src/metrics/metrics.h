@@ -1,0 +1,42 @@
+/*
+ * metrics.h - counters and latency histograms, rendered in the Prometheus
+ * text exposition format. Lock-free (relaxed atomics): recording a sample
+ * costs a few increments on the request path.
+ */
+#ifndef SD_METRICS_H
+#define SD_METRICS_H
+
+#include "store/store.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SD_METRICS_MAX_ROUTES 32
+
+enum sd_store_op {
+    SD_OP_GET,
+    SD_OP_GET_BY_TOKEN,
+    SD_OP_LIST_USER,
+    SD_OP_CREATE,
+    SD_OP_UPDATE,
+    SD_OP_END,
+    SD_OP_END_USER,
+    SD_OP_BULK_END,
+    SD_OP_TOUCH,
+    SD_OP_SWEEP,
+    SD_OP_PURGE,
+    SD_OP_COUNT
+};
+
+/* Names the routes (borrowed; they must live as long as the process).
+ * Route index n_routes is "unmatched". Call once before serving. */
+void sd_metrics_init(const char *const *route_names, int n_routes);
+
+void sd_metrics_request(int route, int status, int64_t ns);
+void sd_metrics_store_op(enum sd_store_op op, int64_t ns);
+void sd_metrics_validation(int valid);
+
+/* Renders every metric; the text is malloc'd, *len its length. */
+char *sd_metrics_render(const sd_store_stats *st, size_t *len);
+
+#endif

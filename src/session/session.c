@@ -1,0 +1,418 @@
+/*
+ * session.c - the session domain of session.h: input validation for create
+ * and update, the JSON view, and the expiry policy.
+ */
+#include "session/session.h"
+#include "util/clock.h"
+#include "util/err.h"
+
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_ID_BYTES   256  /* userId, deviceId */
+#define MAX_TEXT_BYTES 1024 /* deviceInfo, userAgent */
+#define MAX_GEO_BYTES  1024 /* geoLocation, as text or encoded object */
+#define FUTURE_SKEW_MS (60 * 1000)
+
+static int fail(char *err, size_t n, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(char *err, size_t n, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, n, fmt, ap);
+    va_end(ap);
+    return SD_EINVALID;
+}
+
+void sd_session_clear(sd_session *s)
+{
+    free(s->user_id);
+    json_decref(s->attrs);
+    memset(s, 0, sizeof *s);
+}
+
+int sd_session_copy(sd_session *dst, const sd_session *src)
+{
+    *dst = *src;
+    dst->user_id = src->user_id ? strdup(src->user_id) : NULL;
+    dst->attrs = src->attrs ? json_deep_copy(src->attrs) : NULL;
+    if ((src->user_id && !dst->user_id) || (src->attrs && !dst->attrs)) {
+        sd_session_clear(dst);
+        return SD_ENOMEM;
+    }
+    return 0;
+}
+
+bool sd_session_active(const sd_session *s, int64_t now)
+{
+    return now < s->expiry && now < s->absolute_expiry;
+}
+
+static void put_time(json_t *o, const char *key, int64_t ms)
+{
+    char buf[SD_TIME_TEXT_LEN + 1];
+    json_object_set_new(o, key, json_string(sd_time_format(ms, buf)));
+}
+
+json_t *sd_session_to_json(const sd_session *s)
+{
+    json_t *o = json_object();
+    if (!o)
+        return NULL;
+    json_object_set_new(o, "sessionId", json_string(s->id));
+    json_object_set_new(o, "userId", json_string(s->user_id ? s->user_id : ""));
+    static const char *const optional[] = {"deviceId", "deviceInfo", "userAgent", "ipAddress",
+                                           "geoLocation"};
+    for (size_t i = 0; i < sizeof optional / sizeof optional[0]; i++) {
+        json_t *v = s->attrs ? json_object_get(s->attrs, optional[i]) : NULL;
+        if (v)
+            json_object_set(o, optional[i], v);
+    }
+    json_t *mfa = s->attrs ? json_object_get(s->attrs, "mfa") : NULL;
+    json_object_set_new(o, "mfa", json_boolean(json_is_true(mfa)));
+    json_t *data = s->attrs ? json_object_get(s->attrs, "data") : NULL;
+    json_object_set_new(o, "data", data ? json_incref(data) : json_object());
+    put_time(o, "createdAt", s->created_at);
+    put_time(o, "lastSeen", s->last_seen);
+    put_time(o, "expiry", s->expiry);
+    put_time(o, "absoluteExpiry", s->absolute_expiry);
+    json_object_set_new(o, "idleTimeoutSeconds", json_integer(s->idle_ttl / 1000));
+    json_object_set_new(o, "version", json_integer(s->version));
+    return o;
+}
+
+/* ---- field checks shared by create and update -------------------------- */
+
+static bool has_control(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return true;
+    return false;
+}
+
+/* A string field of 1..max bytes; ids also refuse control characters. */
+static int check_string(const char *key, const json_t *v, size_t max, bool id, char *err,
+                        size_t n)
+{
+    if (!json_is_string(v))
+        return fail(err, n, "field '%s' must be a string", key);
+    size_t len = json_string_length(v);
+    if (len == 0 || len > max)
+        return fail(err, n, "field '%s' must be 1 to %zu bytes long", key, max);
+    if (id && has_control(json_string_value(v)))
+        return fail(err, n, "field '%s' must not contain control characters", key);
+    return 0;
+}
+
+static size_t encoded_size(const json_t *v)
+{
+    return json_dumpb(v, NULL, 0, JSON_COMPACT);
+}
+
+static int check_geo(const json_t *v, char *err, size_t n)
+{
+    if (json_is_string(v))
+        return check_string("geoLocation", v, MAX_GEO_BYTES, false, err, n);
+    if (json_is_object(v)) {
+        if (encoded_size(v) > MAX_GEO_BYTES)
+            return fail(err, n, "field 'geoLocation' must encode to at most %d bytes",
+                        MAX_GEO_BYTES);
+        return 0;
+    }
+    return fail(err, n, "field 'geoLocation' must be a string or an object");
+}
+
+static int check_data(const json_t *v, const sd_policy *p, char *err, size_t n)
+{
+    if (!json_is_object(v))
+        return fail(err, n, "field 'data' must be a JSON object");
+    if (encoded_size(v) > p->max_data_bytes)
+        return fail(err, n, "field 'data' must encode to at most %zu bytes", p->max_data_bytes);
+    return 0;
+}
+
+/* ttlSeconds: an integer >= 1, clamped to the policy's maximum. */
+static int check_ttl(const json_t *v, const sd_policy *p, int64_t *ttl_ms, char *err, size_t n)
+{
+    if (!json_is_integer(v) || json_integer_value(v) < 1)
+        return fail(err, n, "field 'ttlSeconds' must be an integer of at least 1");
+    json_int_t secs = json_integer_value(v);
+    *ttl_ms = secs > p->max_idle_timeout_ms / 1000 ? p->max_idle_timeout_ms : secs * 1000;
+    return 0;
+}
+
+static const char *const server_fields[] = {"sessionId", "id", "token", "createdAt",
+                                            "lastSeen", "expiry", "absoluteExpiry", "version",
+                                            "idleTimeoutSeconds", "tokenHash"};
+
+static bool in_list(const char *key, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(key, list[i]) == 0)
+            return true;
+    return false;
+}
+#define IN(key, arr) in_list(key, arr, sizeof arr / sizeof arr[0])
+
+/* ---- create ------------------------------------------------------------ */
+
+int sd_session_from_create(const json_t *body, const sd_policy *p, int64_t now, sd_session *out,
+                           char token_out[SD_TOKEN_LEN + 1], char *err, size_t n)
+{
+    memset(out, 0, sizeof *out);
+    if (!json_is_object(body))
+        return fail(err, n, "the body must be a JSON object");
+
+    const char *key;
+    json_t *v;
+    int64_t ttl = p->idle_timeout_ms;
+    json_object_foreach((json_t *)body, key, v)
+    {
+        int rc = 0;
+        if (strcmp(key, "userId") == 0 || strcmp(key, "deviceId") == 0)
+            rc = check_string(key, v, MAX_ID_BYTES, true, err, n);
+        else if (strcmp(key, "deviceInfo") == 0 || strcmp(key, "userAgent") == 0)
+            rc = check_string(key, v, MAX_TEXT_BYTES, false, err, n);
+        else if (strcmp(key, "ipAddress") == 0) {
+            unsigned char buf[16];
+            if (!json_is_string(v) || json_string_length(v) > 64 ||
+                (inet_pton(AF_INET, json_string_value(v), buf) != 1 &&
+                 inet_pton(AF_INET6, json_string_value(v), buf) != 1))
+                rc = fail(err, n, "field 'ipAddress' must be an IPv4 or IPv6 address");
+        } else if (strcmp(key, "geoLocation") == 0)
+            rc = check_geo(v, err, n);
+        else if (strcmp(key, "mfa") == 0) {
+            if (!json_is_boolean(v))
+                rc = fail(err, n, "field 'mfa' must be a boolean");
+        } else if (strcmp(key, "data") == 0)
+            rc = check_data(v, p, err, n);
+        else if (strcmp(key, "ttlSeconds") == 0)
+            rc = check_ttl(v, p, &ttl, err, n);
+        else if (IN(key, server_fields))
+            rc = fail(err, n, "field '%s' is set by the server and cannot be chosen by the client",
+                      key);
+        else
+            rc = fail(err, n, "unknown field '%.64s'", key);
+        if (rc)
+            return rc;
+    }
+    json_t *uid = json_object_get(body, "userId");
+    if (!uid)
+        return fail(err, n, "field 'userId' is required");
+
+    json_t *attrs = json_object();
+    if (!attrs)
+        return SD_ENOMEM;
+    static const char *const copied[] = {"deviceId", "deviceInfo", "userAgent", "geoLocation"};
+    for (size_t i = 0; i < sizeof copied / sizeof copied[0]; i++)
+        if ((v = json_object_get(body, copied[i])))
+            json_object_set(attrs, copied[i], v);
+    if ((v = json_object_get(body, "ipAddress"))) {
+        /* Stored in canonical text form. */
+        unsigned char buf[16];
+        char text[INET6_ADDRSTRLEN];
+        int af = inet_pton(AF_INET, json_string_value(v), buf) == 1 ? AF_INET : AF_INET6;
+        inet_pton(af, json_string_value(v), buf);
+        inet_ntop(af, buf, text, sizeof text);
+        json_object_set_new(attrs, "ipAddress", json_string(text));
+    }
+    json_object_set_new(attrs, "mfa", json_boolean(json_is_true(json_object_get(body, "mfa"))));
+    v = json_object_get(body, "data");
+    json_object_set_new(attrs, "data", v ? json_deep_copy(v) : json_object());
+
+    int rc = sd_id_mint(out->id);
+    if (rc == 0)
+        rc = sd_token_mint(token_out);
+    if (rc) {
+        json_decref(attrs);
+        memset(out, 0, sizeof *out);
+        return rc;
+    }
+    sd_token_hash(token_out, SD_TOKEN_LEN, out->token_hash);
+    out->user_id = strdup(json_string_value(uid));
+    out->attrs = attrs;
+    out->created_at = out->last_seen = now;
+    out->idle_ttl = ttl;
+    out->absolute_expiry = now + p->absolute_timeout_ms;
+    out->expiry = now + ttl < out->absolute_expiry ? now + ttl : out->absolute_expiry;
+    out->version = 1;
+    if (!out->user_id) {
+        sd_session_clear(out);
+        return SD_ENOMEM;
+    }
+    return 0;
+}
+
+/* ---- update ------------------------------------------------------------ */
+
+static const char *const read_only[] = {"userId",   "sessionId", "createdAt",
+                                        "absoluteExpiry", "token", "deviceId",
+                                        "userAgent", "ipAddress", "idleTimeoutSeconds", "id"};
+
+static int parse_time_field(const char *key, const json_t *v, int64_t *ms, char *err, size_t n)
+{
+    if (!json_is_string(v) || sd_time_parse(json_string_value(v), ms))
+        return fail(err, n, "field '%s' must be an RFC 3339 date-time such as "
+                            "2026-11-28T02:33:35.123Z",
+                    key);
+    return 0;
+}
+
+int sd_patch_parse(const json_t *body, const sd_policy *p, sd_patch *out, char *err, size_t n)
+{
+    memset(out, 0, sizeof *out);
+    out->body = body;
+    if (!json_is_object(body))
+        return fail(err, n, "the body must be a JSON object");
+    const char *key;
+    json_t *v;
+    int updatable = 0;
+    json_object_foreach((json_t *)body, key, v)
+    {
+        int rc = 0;
+        if (strcmp(key, "expiry") == 0) {
+            rc = parse_time_field(key, v, &out->expiry, err, n);
+            out->has_expiry = true;
+        } else if (strcmp(key, "lastSeen") == 0) {
+            rc = parse_time_field(key, v, &out->last_seen, err, n);
+            out->has_last_seen = true;
+        } else if (strcmp(key, "ttlSeconds") == 0) {
+            rc = check_ttl(v, p, &out->ttl_ms, err, n);
+            out->has_ttl = true;
+        } else if (strcmp(key, "version") == 0) {
+            if (!json_is_integer(v) || json_integer_value(v) < 1)
+                return fail(err, n, "field 'version' must be an integer of at least 1");
+            out->version = json_integer_value(v);
+            out->has_version = true;
+            continue;
+        } else if (strcmp(key, "geoLocation") == 0) {
+            rc = json_is_null(v) ? 0 : check_geo(v, err, n);
+        } else if (strcmp(key, "deviceInfo") == 0) {
+            rc = json_is_null(v) ? 0 : check_string(key, v, MAX_TEXT_BYTES, false, err, n);
+        } else if (strcmp(key, "mfa") == 0) {
+            if (!json_is_boolean(v))
+                rc = fail(err, n, "field 'mfa' must be a boolean");
+        } else if (strcmp(key, "data") == 0) {
+            if (!json_is_object(v))
+                rc = fail(err, n, "field 'data' must be a JSON object (a merge patch: null "
+                                  "removes a key)");
+            else if (encoded_size(v) > 4 * p->max_data_bytes)
+                rc = fail(err, n, "field 'data' must encode to at most %zu bytes",
+                          p->max_data_bytes);
+        } else if (IN(key, read_only)) {
+            rc = fail(err, n, "field '%s' is read-only", key);
+        } else {
+            rc = fail(err, n, "unknown field '%.64s'", key);
+        }
+        if (rc)
+            return rc;
+        updatable++;
+    }
+    if (out->has_expiry && out->has_ttl)
+        return fail(err, n, "give either 'expiry' or 'ttlSeconds', not both");
+    if (updatable == 0)
+        return fail(err, n, "the body names no field to update (expiry, ttlSeconds, lastSeen, "
+                            "geoLocation, mfa, deviceInfo, data)");
+    return 0;
+}
+
+/* RFC 7396 merge of patch into target (both objects). */
+static void merge_patch(json_t *target, const json_t *patch)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach((json_t *)patch, key, v)
+    {
+        if (json_is_null(v)) {
+            json_object_del(target, key);
+        } else if (json_is_object(v)) {
+            json_t *t = json_object_get(target, key);
+            if (!json_is_object(t)) {
+                t = json_object();
+                json_object_set_new(target, key, t);
+            }
+            merge_patch(t, v);
+        } else {
+            json_object_set(target, key, v);
+        }
+    }
+}
+
+int sd_patch_apply(const sd_patch *patch, const sd_policy *p, sd_session *s, int64_t now,
+                   char *err, size_t n)
+{
+    if (!sd_session_active(s, now))
+        return SD_ENOTFOUND;
+    if (patch->has_version && patch->version != s->version)
+        return SD_ECONFLICT;
+
+    int64_t expiry = s->expiry, idle = s->idle_ttl, last_seen = s->last_seen;
+    if (patch->has_expiry) {
+        if (patch->expiry <= now)
+            return fail(err, n, "field 'expiry' must be in the future (DELETE ends a session)");
+        expiry = patch->expiry;
+    }
+    if (patch->has_ttl) {
+        idle = patch->ttl_ms;
+        expiry = now + patch->ttl_ms;
+    }
+    if (expiry > s->absolute_expiry)
+        expiry = s->absolute_expiry;
+    if (patch->has_last_seen) {
+        if (patch->last_seen < s->created_at || patch->last_seen > now + FUTURE_SKEW_MS)
+            return fail(err, n, "field 'lastSeen' must lie between createdAt and now");
+        last_seen = patch->last_seen > now ? now : patch->last_seen;
+    }
+
+    json_t *attrs = s->attrs ? json_deep_copy(s->attrs) : json_object();
+    if (!attrs)
+        return SD_ENOMEM;
+    const json_t *b = patch->body;
+    json_t *v;
+    static const char *const nullable[] = {"geoLocation", "deviceInfo"};
+    for (size_t i = 0; i < 2; i++) {
+        if ((v = json_object_get(b, nullable[i]))) {
+            if (json_is_null(v))
+                json_object_del(attrs, nullable[i]);
+            else
+                json_object_set(attrs, nullable[i], v);
+        }
+    }
+    if ((v = json_object_get(b, "mfa")))
+        json_object_set(attrs, "mfa", v);
+    if ((v = json_object_get(b, "data"))) {
+        json_t *data = json_object_get(attrs, "data");
+        if (!json_is_object(data)) {
+            data = json_object();
+            json_object_set_new(attrs, "data", data);
+        }
+        merge_patch(data, v);
+        if (encoded_size(data) > p->max_data_bytes) {
+            json_decref(attrs);
+            return fail(err, n, "field 'data' would encode to more than %zu bytes after the merge",
+                        p->max_data_bytes);
+        }
+    }
+    json_decref(s->attrs);
+    s->attrs = attrs;
+    s->expiry = expiry;
+    s->idle_ttl = idle;
+    s->last_seen = last_seen;
+    s->version++;
+    return 0;
+}
+
+bool sd_session_touch(const sd_session *s, const sd_policy *p, int64_t now, int64_t *new_expiry)
+{
+    int64_t e = now + s->idle_ttl;
+    if (e > s->absolute_expiry)
+        e = s->absolute_expiry;
+    if (e < s->expiry)
+        e = s->expiry;
+    *new_expiry = e;
+    return e - s->expiry > (int64_t)(p->touch_fraction * (double)s->idle_ttl);
+}

@@ -1,0 +1,79 @@
+/*
+ * session.h - the session domain: what a session is, how client input
+ * becomes one, how an update applies, and the expiry policy (idle, absolute,
+ * rolling). Pure functions of their inputs and a clock value: no I/O, no
+ * HTTP, no store. Handlers call these; the store runs sd_patch_apply inside
+ * its write transaction, so an update is a read-modify-write no one can race.
+ */
+#ifndef SD_SESSION_H
+#define SD_SESSION_H
+
+#include "session/token.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct sd_policy {
+    int64_t idle_timeout_ms;     /* default idle timeout */
+    int64_t absolute_timeout_ms; /* lifetime from creation */
+    int64_t max_idle_timeout_ms; /* clamp for ttlSeconds */
+    double touch_fraction;       /* rolling-expiry coalescing */
+    size_t max_data_bytes;       /* JSON size of `data` */
+} sd_policy;
+
+typedef struct sd_session {
+    char id[SD_ID_LEN + 1];
+    unsigned char token_hash[SD_HASH_LEN];
+    char *user_id;           /* owned, NUL-terminated */
+    int64_t created_at;      /* all times: ms since the epoch */
+    int64_t last_seen;
+    int64_t expiry;          /* idle expiry; invariant: expiry <= absolute_expiry */
+    int64_t absolute_expiry;
+    int64_t idle_ttl;        /* ms; what one unit of activity extends by */
+    int64_t version;
+    json_t *attrs;           /* owned reference or NULL: the optional fields, mfa, data */
+} sd_session;
+
+/* Frees what s owns and zeroes it. Safe on a zeroed struct. */
+void sd_session_clear(sd_session *s);
+
+/* Deep copy of src into dst (dst's old contents are not freed). */
+int sd_session_copy(sd_session *dst, const sd_session *src);
+
+/* Active: now is before both expiries. Decided here, never by a TTL. */
+bool sd_session_active(const sd_session *s, int64_t now);
+
+/* The public JSON view (never the token or its hash). New reference. */
+json_t *sd_session_to_json(const sd_session *s);
+
+/* Builds a new session from a create body. Mints the id and the token
+ * (written to token_out, for the create response only). Returns 0,
+ * SD_EINVALID with a sentence for the client in err, or SD_ERANDOM. */
+int sd_session_from_create(const json_t *body, const sd_policy *p, int64_t now, sd_session *out,
+                           char token_out[SD_TOKEN_LEN + 1], char *err, size_t errlen);
+
+/* A parsed, validated PUT body. Borrowing: body must outlive the patch. */
+typedef struct sd_patch {
+    const json_t *body;
+    bool has_expiry, has_ttl, has_last_seen, has_version;
+    int64_t expiry, ttl_ms, last_seen, version;
+} sd_patch;
+
+/* Validates a PUT body. Returns 0 or SD_EINVALID with err. */
+int sd_patch_parse(const json_t *body, const sd_policy *p, sd_patch *out, char *err,
+                   size_t errlen);
+
+/* Applies patch to s at time now: checks the expected version (SD_ECONFLICT),
+ * clamps expiry to absoluteExpiry, merges data (RFC 7396), bumps version.
+ * Returns 0, SD_ENOTFOUND (s no longer active), SD_ECONFLICT or SD_EINVALID
+ * with err. On error s is unchanged. */
+int sd_patch_apply(const sd_patch *patch, const sd_policy *p, sd_session *s, int64_t now,
+                   char *err, size_t errlen);
+
+/* Rolling expiry. Sets *new_expiry to the expiry that activity at now earns
+ * (never past absoluteExpiry, never earlier than the current one) and returns
+ * true when the move is large enough to be worth a write (touch_fraction). */
+bool sd_session_touch(const sd_session *s, const sd_policy *p, int64_t now, int64_t *new_expiry);
+
+#endif

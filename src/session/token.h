@@ -1,0 +1,45 @@
+/*
+ * token.h - the secrets and identifiers of a session.
+ *
+ * A token is 32 bytes from getrandom(2), written as 43 characters of
+ * unpadded base64url. It is the bearer credential: only its SHA-256 is ever
+ * stored, and it is shown to the client once, when issued.
+ * A session id is 16 random bytes (22 characters): public, not a secret.
+ */
+#ifndef SD_TOKEN_H
+#define SD_TOKEN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#define SD_TOKEN_BYTES 32
+#define SD_TOKEN_LEN   43 /* base64url chars, no padding */
+#define SD_ID_BYTES    16
+#define SD_ID_LEN      22
+#define SD_HASH_LEN    32 /* SHA-256 */
+
+/* Fills buf with n bytes from the kernel CSPRNG. Returns 0, or SD_ERANDOM
+ * when the source fails (callers must then fail closed). */
+int sd_random(void *buf, size_t n);
+
+/* Writes the unpadded base64url text of n bytes into out (4*ceil(n/3)+1
+ * bytes at most) and returns its length. */
+size_t sd_b64url(const unsigned char *in, size_t n, char *out);
+
+/* Mints a new token (SD_TOKEN_LEN + 1 bytes) or session id (SD_ID_LEN + 1).
+ * Returns 0 or SD_ERANDOM. */
+int sd_token_mint(char out[SD_TOKEN_LEN + 1]);
+int sd_id_mint(char out[SD_ID_LEN + 1]);
+
+/* True when s (of length n) has the exact shape of a token / a session id.
+ * Checked before any store is touched. */
+bool sd_token_wellformed(const char *s, size_t n);
+bool sd_id_wellformed(const char *s, size_t n);
+
+/* SHA-256 of the token text. */
+void sd_token_hash(const char *token, size_t n, unsigned char out[SD_HASH_LEN]);
+
+/* Constant-time equality of two hashes. */
+bool sd_hash_equal(const unsigned char a[SD_HASH_LEN], const unsigned char b[SD_HASH_LEN]);
+
+#endif

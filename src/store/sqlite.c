@@ -1,0 +1,845 @@
+/*
+ * sqlite.c - the embedded store: SQLite in WAL mode, one writer thread with
+ * group commit, one read connection per reading thread.
+ *
+ * Durability: synchronous=FULL, so a COMMIT has been fsync'd when it returns;
+ * a write's done() runs only after its transaction committed. The writer
+ * takes every write queued while the previous commit ran (up to
+ * commit_batch) and commits them together: one fsync for all of them. Each
+ * write runs inside its own SAVEPOINT so a failing one leaves the others.
+ * A failed COMMIT with an I/O error marks the store broken: no later write is
+ * acknowledged (retrying an fsync can falsely report success).
+ *
+ * Checkpoints run on their own thread and connection, off the commit path;
+ * the writer's WAL hook wakes it when the log grows.
+ *
+ * Tables: sessions (active), session_history (ended: revoked or expired,
+ * kept for the retention period). Times are ms since the epoch.
+ */
+#include "store/store.h"
+#include "util/clock.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define COLS                                                                                       \
+    "id, token_hash, user_id, created_at, last_seen, expiry, absolute_expiry, idle_ttl, version, " \
+    "attrs"
+#define CHECKPOINT_PAGES 4000
+
+static const char schema[] =
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS sessions("
+    " id TEXT NOT NULL UNIQUE, token_hash BLOB NOT NULL UNIQUE, user_id TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL, last_seen INTEGER NOT NULL, expiry INTEGER NOT NULL,"
+    " absolute_expiry INTEGER NOT NULL, idle_ttl INTEGER NOT NULL, version INTEGER NOT NULL,"
+    " attrs TEXT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions(user_id, last_seen, id);"
+    "CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions(expiry, id);"
+    "CREATE TABLE IF NOT EXISTS session_history("
+    " id TEXT NOT NULL UNIQUE, token_hash BLOB NOT NULL, user_id TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL, last_seen INTEGER NOT NULL, expiry INTEGER NOT NULL,"
+    " absolute_expiry INTEGER NOT NULL, idle_ttl INTEGER NOT NULL, version INTEGER NOT NULL,"
+    " attrs TEXT NOT NULL, ended_at INTEGER NOT NULL, end_reason TEXT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS history_by_ended ON session_history(ended_at);"
+    "CREATE INDEX IF NOT EXISTS history_by_user ON session_history(user_id, ended_at);"
+    "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '1');";
+
+/* Statements of the writer connection, prepared once. */
+enum {
+    W_BEGIN,
+    W_COMMIT,
+    W_ROLLBACK,
+    W_SAVEPOINT,
+    W_RELEASE,
+    W_ROLLBACK_TO,
+    W_INSERT,
+    W_SELECT,
+    W_UPDATE,
+    W_END_ONE_COPY,
+    W_END_ONE_DEL,
+    W_END_USER_COPY,
+    W_END_USER_DEL,
+    W_TOUCH,
+    W_SWEEP_COPY,
+    W_SWEEP_DEL,
+    W_PURGE,
+    W_COUNT,
+    W_NSTMT
+};
+
+static const char *const wsql[W_NSTMT] = {
+    [W_BEGIN] = "BEGIN IMMEDIATE",
+    [W_COMMIT] = "COMMIT",
+    [W_ROLLBACK] = "ROLLBACK",
+    [W_SAVEPOINT] = "SAVEPOINT w",
+    [W_RELEASE] = "RELEASE w",
+    [W_ROLLBACK_TO] = "ROLLBACK TO w",
+    [W_INSERT] = "INSERT INTO sessions(" COLS ") VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+    [W_SELECT] = "SELECT " COLS " FROM sessions WHERE id = ?1",
+    [W_UPDATE] = "UPDATE sessions SET last_seen=?2, expiry=?3, idle_ttl=?4, version=?5, attrs=?6 "
+                 "WHERE id = ?1",
+    [W_END_ONE_COPY] = "INSERT OR REPLACE INTO session_history(" COLS ", ended_at, end_reason) "
+                       "SELECT " COLS ", ?2, ?3 FROM sessions WHERE id = ?1 AND expiry > ?2",
+    [W_END_ONE_DEL] = "DELETE FROM sessions WHERE id = ?1",
+    [W_END_USER_COPY] = "INSERT OR REPLACE INTO session_history(" COLS ", ended_at, end_reason) "
+                        "SELECT " COLS ", ?2, ?3 FROM sessions "
+                        "WHERE user_id = ?1 AND expiry > ?2 AND id IS NOT ?4",
+    [W_END_USER_DEL] = "DELETE FROM sessions WHERE user_id = ?1 AND expiry > ?2 AND id IS NOT ?4",
+    [W_TOUCH] = "UPDATE sessions SET expiry = max(expiry, min(?2, absolute_expiry)), "
+                "last_seen = max(last_seen, ?3) WHERE id = ?1 AND expiry > ?3",
+    [W_SWEEP_COPY] = "INSERT OR REPLACE INTO session_history(" COLS ", ended_at, end_reason) "
+                     "SELECT " COLS ", min(expiry, absolute_expiry), 'expired' FROM sessions "
+                     "WHERE id IN (SELECT id FROM sessions WHERE expiry <= ?1 "
+                     "ORDER BY expiry, id LIMIT ?2)",
+    [W_SWEEP_DEL] = "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE expiry <= ?1 "
+                    "ORDER BY expiry, id LIMIT ?2)",
+    [W_PURGE] = "DELETE FROM session_history WHERE rowid IN (SELECT rowid FROM session_history "
+                "WHERE ended_at < ?1 LIMIT ?2)",
+    [W_COUNT] = "SELECT count(*) FROM sessions",
+};
+
+/* Statements of a read connection. */
+enum { R_GET, R_TOKEN, R_LIST_FIRST, R_LIST_AFTER, R_PING, R_NSTMT };
+static const char *const rsql[R_NSTMT] = {
+    [R_GET] = "SELECT " COLS " FROM sessions WHERE id = ?1",
+    [R_TOKEN] = "SELECT " COLS " FROM sessions WHERE token_hash = ?1",
+    [R_LIST_FIRST] = "SELECT " COLS " FROM sessions WHERE user_id = ?1 AND expiry > ?2 "
+                     "ORDER BY last_seen DESC, id DESC LIMIT ?3",
+    [R_LIST_AFTER] = "SELECT " COLS " FROM sessions WHERE user_id = ?1 AND expiry > ?2 "
+                     "AND (last_seen, id) < (?4, ?5) ORDER BY last_seen DESC, id DESC LIMIT ?3",
+    [R_PING] = "SELECT 1 FROM meta LIMIT 1",
+};
+
+typedef struct reader {
+    sqlite3 *db;
+    sqlite3_stmt *stmt[R_NSTMT];
+    struct reader *next;
+} reader;
+
+struct sd_store {
+    char path[1100];
+    int lock_fd;
+    uint64_t generation;
+    sqlite3 *wdb;
+    sqlite3_stmt *w[W_NSTMT];
+    int commit_batch;
+
+    pthread_t writer, checkpointer;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;      /* writer: work queued or stopping */
+    pthread_cond_t ckpt_cv; /* checkpointer: WAL grew or stopping */
+    sd_write *head, *tail;
+    bool stopping, ckpt_wanted;
+
+    pthread_mutex_t readers_mu;
+    reader *readers;
+
+    _Atomic bool broken;
+    _Atomic int64_t active_rows, swept_total, sweeps_total, commits_total, writes_total;
+};
+
+static _Atomic uint64_t generations;
+static _Thread_local struct {
+    uint64_t generation;
+    reader *r;
+} tl_reader;
+
+/* ---- small helpers ----------------------------------------------------- */
+
+static int open_db(const char *path, int flags, sqlite3 **out, char *err, size_t errlen)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2(path, &db, flags | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open %s: %s", path, db ? sqlite3_errmsg(db) : "no memory");
+        sqlite3_close(db);
+        return SD_EUNAVAILABLE;
+    }
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_extended_result_codes(db, 1);
+    *out = db;
+    return 0;
+}
+
+static int exec(sqlite3 *db, const char *sql, char *err, size_t errlen)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        snprintf(err, errlen, "%s: %s", sql, msg ? msg : "error");
+        sqlite3_free(msg);
+        return SD_EUNAVAILABLE;
+    }
+    return 0;
+}
+
+static void bind_text(sqlite3_stmt *s, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(s, i);
+}
+
+/* Reads the COLS columns of the current row. */
+static int row_to_session(sqlite3_stmt *s, bool want_attrs, sd_session *out)
+{
+    memset(out, 0, sizeof *out);
+    const char *id = (const char *)sqlite3_column_text(s, 0);
+    snprintf(out->id, sizeof out->id, "%s", id ? id : "");
+    if (sqlite3_column_bytes(s, 1) == SD_HASH_LEN)
+        memcpy(out->token_hash, sqlite3_column_blob(s, 1), SD_HASH_LEN);
+    const char *uid = (const char *)sqlite3_column_text(s, 2);
+    out->user_id = strdup(uid ? uid : "");
+    out->created_at = sqlite3_column_int64(s, 3);
+    out->last_seen = sqlite3_column_int64(s, 4);
+    out->expiry = sqlite3_column_int64(s, 5);
+    out->absolute_expiry = sqlite3_column_int64(s, 6);
+    out->idle_ttl = sqlite3_column_int64(s, 7);
+    out->version = sqlite3_column_int64(s, 8);
+    if (want_attrs) {
+        const char *a = (const char *)sqlite3_column_text(s, 9);
+        out->attrs = a ? json_loadb(a, (size_t)sqlite3_column_bytes(s, 9), 0, NULL) : NULL;
+        if (!out->attrs)
+            out->attrs = json_object();
+    }
+    if (!out->user_id || (want_attrs && !out->attrs)) {
+        sd_session_clear(out);
+        return SD_ENOMEM;
+    }
+    return 0;
+}
+
+/* ---- readers ----------------------------------------------------------- */
+
+static reader *get_reader(sd_store *st)
+{
+    if (tl_reader.generation == st->generation && tl_reader.r)
+        return tl_reader.r;
+    reader *r = calloc(1, sizeof *r);
+    char err[256];
+    if (!r || open_db(st->path, SQLITE_OPEN_READWRITE, &r->db, err, sizeof err)) {
+        sd_error("store: cannot open a read connection: %s", r ? err : "no memory");
+        free(r);
+        return NULL;
+    }
+    exec(r->db, "PRAGMA query_only=1; PRAGMA mmap_size=268435456; PRAGMA cache_size=-65536",
+         err, sizeof err);
+    for (int i = 0; i < R_NSTMT; i++) {
+        if (sqlite3_prepare_v3(r->db, rsql[i], -1, SQLITE_PREPARE_PERSISTENT, &r->stmt[i], NULL)) {
+            sd_error("store: prepare failed: %s", sqlite3_errmsg(r->db));
+            for (int j = 0; j < i; j++)
+                sqlite3_finalize(r->stmt[j]);
+            sqlite3_close(r->db);
+            free(r);
+            return NULL;
+        }
+    }
+    pthread_mutex_lock(&st->readers_mu);
+    r->next = st->readers;
+    st->readers = r;
+    pthread_mutex_unlock(&st->readers_mu);
+    tl_reader.generation = st->generation;
+    tl_reader.r = r;
+    return r;
+}
+
+/* Steps a single-row query; maps SQLite codes to ours. */
+static int read_one(sqlite3_stmt *s, bool want_attrs, sd_session *out)
+{
+    int rc = sqlite3_step(s), ret;
+    if (rc == SQLITE_ROW)
+        ret = row_to_session(s, want_attrs, out);
+    else if (rc == SQLITE_DONE)
+        ret = SD_ENOTFOUND;
+    else
+        ret = SD_EUNAVAILABLE;
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return ret;
+}
+
+static int sq_get(sd_store *st, const char *id, sd_session *out)
+{
+    reader *r = get_reader(st);
+    if (!r)
+        return SD_EUNAVAILABLE;
+    sqlite3_stmt *s = r->stmt[R_GET];
+    bind_text(s, 1, id);
+    return read_one(s, true, out);
+}
+
+static int sq_get_by_token(sd_store *st, const unsigned char hash[SD_HASH_LEN], bool want_attrs,
+                           sd_session *out)
+{
+    reader *r = get_reader(st);
+    if (!r)
+        return SD_EUNAVAILABLE;
+    sqlite3_stmt *s = r->stmt[R_TOKEN];
+    sqlite3_bind_blob(s, 1, hash, SD_HASH_LEN, SQLITE_STATIC);
+    int rc = read_one(s, want_attrs, out);
+    if (rc == 0 && !sd_hash_equal(out->token_hash, hash)) {
+        sd_session_clear(out);
+        rc = SD_ENOTFOUND;
+    }
+    return rc;
+}
+
+static int sq_list_user(sd_store *st, const char *user_id, int64_t now, const sd_cursor *after,
+                        int limit, sd_session **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    reader *r = get_reader(st);
+    if (!r)
+        return SD_EUNAVAILABLE;
+    sqlite3_stmt *s = r->stmt[after ? R_LIST_AFTER : R_LIST_FIRST];
+    bind_text(s, 1, user_id);
+    sqlite3_bind_int64(s, 2, now);
+    sqlite3_bind_int(s, 3, limit);
+    if (after) {
+        sqlite3_bind_int64(s, 4, after->last_seen);
+        bind_text(s, 5, after->id);
+    }
+    sd_session *v = calloc((size_t)limit, sizeof *v);
+    int ret = v ? 0 : SD_ENOMEM, rc;
+    size_t k = 0;
+    while (ret == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW && k < (size_t)limit)
+        if ((ret = row_to_session(s, true, &v[k])) == 0)
+            k++;
+    if (ret == 0 && rc != SQLITE_DONE && rc != SQLITE_ROW)
+        ret = SD_EUNAVAILABLE;
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    if (ret) {
+        sd_sessions_free(v, k);
+        return ret;
+    }
+    *out = v;
+    *n = k;
+    return 0;
+}
+
+static int sq_ready(sd_store *st)
+{
+    if (atomic_load(&st->broken))
+        return SD_EUNAVAILABLE;
+    reader *r = get_reader(st);
+    if (!r)
+        return SD_EUNAVAILABLE;
+    sqlite3_stmt *s = r->stmt[R_PING];
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    return rc == SQLITE_ROW ? 0 : SD_EUNAVAILABLE;
+}
+
+static void sq_stats(sd_store *st, sd_store_stats *out)
+{
+    out->active_rows = atomic_load(&st->active_rows);
+    out->swept_total = atomic_load(&st->swept_total);
+    out->sweeps_total = atomic_load(&st->sweeps_total);
+    out->commits_total = atomic_load(&st->commits_total);
+    out->writes_total = atomic_load(&st->writes_total);
+    out->broken = atomic_load(&st->broken);
+}
+
+/* ---- the writer -------------------------------------------------------- */
+
+/* Runs a prepared statement of the writer to completion; returns the SQLite
+ * result code (SQLITE_DONE on success) and resets it. */
+static int wstep(sd_store *st, int which)
+{
+    sqlite3_stmt *s = st->w[which];
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+        ;
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return rc;
+}
+
+#define WOK(rc) ((rc) == SQLITE_DONE)
+
+static int do_create(sd_store *st, sd_write *w, int64_t *delta)
+{
+    sd_session *s = &w->session;
+    char *attrs = json_dumps(s->attrs, JSON_COMPACT);
+    if (!attrs)
+        return SD_ENOMEM;
+    sqlite3_stmt *q = st->w[W_INSERT];
+    bind_text(q, 1, s->id);
+    sqlite3_bind_blob(q, 2, s->token_hash, SD_HASH_LEN, SQLITE_STATIC);
+    bind_text(q, 3, s->user_id);
+    sqlite3_bind_int64(q, 4, s->created_at);
+    sqlite3_bind_int64(q, 5, s->last_seen);
+    sqlite3_bind_int64(q, 6, s->expiry);
+    sqlite3_bind_int64(q, 7, s->absolute_expiry);
+    sqlite3_bind_int64(q, 8, s->idle_ttl);
+    sqlite3_bind_int64(q, 9, s->version);
+    sqlite3_bind_text(q, 10, attrs, -1, SQLITE_STATIC);
+    int rc = wstep(st, W_INSERT);
+    free(attrs);
+    if (!WOK(rc))
+        return SD_EUNAVAILABLE; /* a UNIQUE clash of 128/256-bit random values included */
+    *delta += 1;
+    return 0;
+}
+
+static int do_update(sd_store *st, sd_write *w)
+{
+    sqlite3_stmt *q = st->w[W_SELECT];
+    bind_text(q, 1, w->id);
+    sd_session cur;
+    int rc = read_one(q, true, &cur);
+    if (rc)
+        return rc;
+    rc = sd_patch_apply(w->patch, w->policy, &cur, w->now, w->detail, sizeof w->detail);
+    if (rc) {
+        sd_session_clear(&cur);
+        return rc;
+    }
+    char *attrs = json_dumps(cur.attrs, JSON_COMPACT);
+    if (!attrs) {
+        sd_session_clear(&cur);
+        return SD_ENOMEM;
+    }
+    q = st->w[W_UPDATE];
+    bind_text(q, 1, cur.id);
+    sqlite3_bind_int64(q, 2, cur.last_seen);
+    sqlite3_bind_int64(q, 3, cur.expiry);
+    sqlite3_bind_int64(q, 4, cur.idle_ttl);
+    sqlite3_bind_int64(q, 5, cur.version);
+    sqlite3_bind_text(q, 6, attrs, -1, SQLITE_STATIC);
+    rc = wstep(st, W_UPDATE);
+    free(attrs);
+    if (!WOK(rc)) {
+        sd_session_clear(&cur);
+        return SD_EUNAVAILABLE;
+    }
+    w->session = cur;
+    return 0;
+}
+
+/* Moves one active session to history. *n gets 0 or 1. */
+static int end_one(sd_store *st, const char *id, int64_t now, const char *reason, int64_t *n)
+{
+    sqlite3_stmt *q = st->w[W_END_ONE_COPY];
+    bind_text(q, 1, id);
+    sqlite3_bind_int64(q, 2, now);
+    bind_text(q, 3, reason);
+    if (!WOK(wstep(st, W_END_ONE_COPY)))
+        return SD_EUNAVAILABLE;
+    *n = sqlite3_changes(st->wdb);
+    if (*n == 0)
+        return 0;
+    bind_text(st->w[W_END_ONE_DEL], 1, id);
+    return WOK(wstep(st, W_END_ONE_DEL)) ? 0 : SD_EUNAVAILABLE;
+}
+
+static int end_user(sd_store *st, const char *user, const char *except, int64_t now,
+                    const char *reason, int64_t *n)
+{
+    sqlite3_stmt *q = st->w[W_END_USER_COPY];
+    bind_text(q, 1, user);
+    sqlite3_bind_int64(q, 2, now);
+    bind_text(q, 3, reason);
+    bind_text(q, 4, except);
+    if (!WOK(wstep(st, W_END_USER_COPY)))
+        return SD_EUNAVAILABLE;
+    *n = sqlite3_changes(st->wdb);
+    if (*n == 0)
+        return 0;
+    q = st->w[W_END_USER_DEL];
+    bind_text(q, 1, user);
+    sqlite3_bind_int64(q, 2, now);
+    bind_text(q, 4, except);
+    return WOK(wstep(st, W_END_USER_DEL)) ? 0 : SD_EUNAVAILABLE;
+}
+
+static int do_sweep(sd_store *st, sd_write *w, int64_t *delta)
+{
+    for (int i = W_SWEEP_COPY; i <= W_SWEEP_DEL; i++) {
+        sqlite3_bind_int64(st->w[i], 1, w->now);
+        sqlite3_bind_int(st->w[i], 2, w->limit);
+        if (!WOK(wstep(st, i)))
+            return SD_EUNAVAILABLE;
+    }
+    w->affected = sqlite3_changes(st->wdb);
+    *delta -= w->affected;
+    return 0;
+}
+
+/* Runs one write inside the open transaction. Returns its result code;
+ * *delta collects the change of active rows. */
+static int run_write(sd_store *st, sd_write *w, int64_t *delta)
+{
+    int rc = 0;
+    int64_t n = 0;
+    w->affected = 0;
+    switch (w->kind) {
+    case SD_W_CREATE:
+        rc = do_create(st, w, delta);
+        break;
+    case SD_W_UPDATE:
+        rc = do_update(st, w);
+        break;
+    case SD_W_END:
+        rc = end_one(st, w->id, w->now, w->reason, &n);
+        if (rc == 0 && n == 0)
+            rc = SD_ENOTFOUND;
+        w->affected = n;
+        break;
+    case SD_W_END_USER:
+        rc = end_user(st, w->user_id, w->except_id, w->now, w->reason, &n);
+        w->affected = n;
+        break;
+    case SD_W_BULK_END:
+        for (size_t i = 0; rc == 0 && i < w->n_ids; i++) {
+            rc = end_one(st, w->ids[i], w->now, w->reason, &n);
+            w->affected += n;
+        }
+        for (size_t i = 0; rc == 0 && i < w->n_users; i++) {
+            rc = end_user(st, w->users[i], NULL, w->now, w->reason, &n);
+            w->affected += n;
+        }
+        break;
+    case SD_W_TOUCH: {
+        sqlite3_stmt *q = st->w[W_TOUCH];
+        bind_text(q, 1, w->id);
+        sqlite3_bind_int64(q, 2, w->touch_expiry);
+        sqlite3_bind_int64(q, 3, w->now);
+        rc = WOK(wstep(st, W_TOUCH)) ? 0 : SD_EUNAVAILABLE;
+        w->affected = sqlite3_changes(st->wdb);
+        return rc;
+    }
+    case SD_W_SWEEP:
+        return do_sweep(st, w, delta);
+    case SD_W_PURGE: {
+        sqlite3_stmt *q = st->w[W_PURGE];
+        sqlite3_bind_int64(q, 1, w->before);
+        sqlite3_bind_int(q, 2, w->limit);
+        rc = WOK(wstep(st, W_PURGE)) ? 0 : SD_EUNAVAILABLE;
+        w->affected = sqlite3_changes(st->wdb);
+        return rc;
+    }
+    }
+    if (rc == 0 && (w->kind == SD_W_END || w->kind == SD_W_END_USER || w->kind == SD_W_BULK_END))
+        *delta -= w->affected;
+    return rc;
+}
+
+static bool fatal_code(int rc)
+{
+    int primary = rc & 0xff;
+    return primary == SQLITE_IOERR || primary == SQLITE_CORRUPT || primary == SQLITE_FULL ||
+           primary == SQLITE_NOTADB || primary == SQLITE_CANTOPEN;
+}
+
+static void complete(sd_write *list)
+{
+    while (list) {
+        sd_write *next = list->next;
+        list->next = NULL;
+        list->done(list);
+        list = next;
+    }
+}
+
+/* Commits one batch of writes. */
+static void commit_batch(sd_store *st, sd_write *batch)
+{
+    int rc = atomic_load(&st->broken) ? SQLITE_IOERR : wstep(st, W_BEGIN);
+    if (!WOK(rc)) {
+        for (sd_write *w = batch; w; w = w->next)
+            w->rc = SD_EUNAVAILABLE;
+        complete(batch);
+        return;
+    }
+    int64_t delta = 0;
+    int64_t swept = 0;
+    int nwrites = 0;
+    for (sd_write *w = batch; w; w = w->next) {
+        nwrites++;
+        int64_t d = 0;
+        if (!WOK(wstep(st, W_SAVEPOINT))) {
+            w->rc = SD_EUNAVAILABLE;
+            continue;
+        }
+        w->rc = run_write(st, w, &d);
+        if (w->rc == 0 || w->rc == SD_ENOTFOUND || w->rc == SD_ECONFLICT ||
+            w->rc == SD_EINVALID) {
+            delta += d;
+            if (w->kind == SD_W_SWEEP)
+                swept += w->affected;
+            wstep(st, W_RELEASE);
+        } else {
+            wstep(st, W_ROLLBACK_TO);
+            wstep(st, W_RELEASE);
+            w->rc = SD_EUNAVAILABLE;
+        }
+    }
+    rc = wstep(st, W_COMMIT);
+    if (!WOK(rc)) {
+        int ext = sqlite3_extended_errcode(st->wdb);
+        sd_error("store: commit failed: %s (%d)", sqlite3_errmsg(st->wdb), ext);
+        if (!sqlite3_get_autocommit(st->wdb))
+            wstep(st, W_ROLLBACK);
+        if (fatal_code(ext) && (ext & 0xff) != SQLITE_FULL) {
+            atomic_store(&st->broken, true);
+            sd_error("store: marked broken after an I/O error; no further write will be "
+                     "acknowledged until restart");
+        }
+        for (sd_write *w = batch; w; w = w->next)
+            w->rc = SD_EUNAVAILABLE;
+    } else {
+        atomic_fetch_add(&st->active_rows, delta);
+        atomic_fetch_add(&st->commits_total, 1);
+        atomic_fetch_add(&st->writes_total, nwrites);
+        atomic_fetch_add(&st->swept_total, swept);
+    }
+    complete(batch);
+}
+
+static void *writer_main(void *arg)
+{
+    sd_store *st = arg;
+    pthread_mutex_lock(&st->mu);
+    for (;;) {
+        while (!st->head && !st->stopping)
+            pthread_cond_wait(&st->cv, &st->mu);
+        if (!st->head)
+            break;
+        sd_write *batch = st->head, *last = batch;
+        int n = 1;
+        while (last->next && n < st->commit_batch) {
+            last = last->next;
+            n++;
+        }
+        st->head = last->next;
+        if (!st->head)
+            st->tail = NULL;
+        last->next = NULL;
+        pthread_mutex_unlock(&st->mu);
+        commit_batch(st, batch);
+        pthread_mutex_lock(&st->mu);
+    }
+    pthread_mutex_unlock(&st->mu);
+    return NULL;
+}
+
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    (void)db;
+    (void)name;
+    sd_store *st = arg;
+    if (pages >= CHECKPOINT_PAGES) {
+        pthread_mutex_lock(&st->mu);
+        st->ckpt_wanted = true;
+        pthread_cond_signal(&st->ckpt_cv);
+        pthread_mutex_unlock(&st->mu);
+    }
+    return SQLITE_OK;
+}
+
+static void *checkpointer_main(void *arg)
+{
+    sd_store *st = arg;
+    sqlite3 *db;
+    char err[256];
+    if (open_db(st->path, SQLITE_OPEN_READWRITE, &db, err, sizeof err)) {
+        sd_error("store: checkpointer: %s", err);
+        return NULL;
+    }
+    pthread_mutex_lock(&st->mu);
+    while (!st->stopping) {
+        while (!st->ckpt_wanted && !st->stopping)
+            pthread_cond_wait(&st->ckpt_cv, &st->mu);
+        if (st->stopping)
+            break;
+        st->ckpt_wanted = false;
+        pthread_mutex_unlock(&st->mu);
+        int log = 0, done = 0;
+        int rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+            sd_warn("store: checkpoint: %s", sqlite3_errmsg(db));
+        pthread_mutex_lock(&st->mu);
+    }
+    pthread_mutex_unlock(&st->mu);
+    sqlite3_close(db);
+    return NULL;
+}
+
+static void sq_write(sd_store *st, sd_write *w)
+{
+    w->next = NULL;
+    pthread_mutex_lock(&st->mu);
+    if (st->stopping) {
+        pthread_mutex_unlock(&st->mu);
+        w->rc = SD_EUNAVAILABLE;
+        w->done(w);
+        return;
+    }
+    if (st->tail)
+        st->tail->next = w;
+    else
+        st->head = w;
+    st->tail = w;
+    pthread_cond_signal(&st->cv);
+    pthread_mutex_unlock(&st->mu);
+}
+
+/* ---- open and close ---------------------------------------------------- */
+
+static void free_store(sd_store *st)
+{
+    for (int i = 0; i < W_NSTMT; i++)
+        sqlite3_finalize(st->w[i]);
+    for (reader *r = st->readers, *next; r; r = next) {
+        next = r->next;
+        for (int i = 0; i < R_NSTMT; i++)
+            sqlite3_finalize(r->stmt[i]);
+        sqlite3_close(r->db);
+        free(r);
+    }
+    if (st->wdb)
+        sqlite3_close(st->wdb);
+    if (st->lock_fd >= 0)
+        close(st->lock_fd);
+    pthread_mutex_destroy(&st->mu);
+    pthread_mutex_destroy(&st->readers_mu);
+    pthread_cond_destroy(&st->cv);
+    pthread_cond_destroy(&st->ckpt_cv);
+    free(st);
+}
+
+static int make_dir(const char *dir, char *err, size_t errlen)
+{
+    struct stat sb;
+    if (stat(dir, &sb) == 0) {
+        if (!S_ISDIR(sb.st_mode)) {
+            snprintf(err, errlen, "data directory %s is not a directory", dir);
+            return SD_ECONFIG;
+        }
+        return 0;
+    }
+    if (mkdir(dir, 0700) != 0) {
+        snprintf(err, errlen, "cannot create data directory %s: %s", dir, strerror(errno));
+        return SD_ECONFIG;
+    }
+    return 0;
+}
+
+static int sq_open(const char *dir, const sd_store_options *opt, sd_store **out, char *err,
+                   size_t errlen)
+{
+    int rc = make_dir(dir, err, errlen);
+    if (rc)
+        return rc;
+    sd_store *st = calloc(1, sizeof *st);
+    if (!st)
+        return SD_ENOMEM;
+    st->lock_fd = -1;
+    st->commit_batch = opt && opt->commit_batch > 0 ? opt->commit_batch : 1024;
+    st->generation = atomic_fetch_add(&generations, 1) + 1;
+    pthread_mutex_init(&st->mu, NULL);
+    pthread_mutex_init(&st->readers_mu, NULL);
+    pthread_cond_init(&st->cv, NULL);
+    pthread_cond_init(&st->ckpt_cv, NULL);
+
+    char lock[1100];
+    snprintf(lock, sizeof lock, "%s/LOCK", dir);
+    snprintf(st->path, sizeof st->path, "%s/sessiond.db", dir);
+    st->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (st->lock_fd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s (is the data directory writable?)", lock,
+                 strerror(errno));
+        rc = SD_ECONFIG;
+        goto fail;
+    }
+    if (flock(st->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        snprintf(err, errlen, "data directory %s is in use by another sessiond", dir);
+        rc = SD_ECONFIG;
+        goto fail;
+    }
+    if ((rc = open_db(st->path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &st->wdb, err,
+                      errlen)))
+        goto fail;
+    if ((rc = exec(st->wdb,
+                   "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
+                   "PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-65536;",
+                   err, errlen)) ||
+        (rc = exec(st->wdb, "BEGIN IMMEDIATE", err, errlen)) ||
+        (rc = exec(st->wdb, schema, err, errlen)) || (rc = exec(st->wdb, "COMMIT", err, errlen)))
+        goto fail;
+    for (int i = 0; i < W_NSTMT; i++) {
+        if (sqlite3_prepare_v3(st->wdb, wsql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->w[i], NULL)) {
+            snprintf(err, errlen, "prepare: %s", sqlite3_errmsg(st->wdb));
+            rc = SD_EUNAVAILABLE;
+            goto fail;
+        }
+    }
+    if (sqlite3_step(st->w[W_COUNT]) == SQLITE_ROW)
+        st->active_rows = sqlite3_column_int64(st->w[W_COUNT], 0);
+    sqlite3_reset(st->w[W_COUNT]);
+    sqlite3_wal_hook(st->wdb, wal_hook, st);
+
+    if (pthread_create(&st->writer, NULL, writer_main, st)) {
+        snprintf(err, errlen, "cannot start the writer thread");
+        rc = SD_ENOMEM;
+        goto fail;
+    }
+    if (pthread_create(&st->checkpointer, NULL, checkpointer_main, st)) {
+        pthread_mutex_lock(&st->mu);
+        st->stopping = true;
+        pthread_cond_broadcast(&st->cv);
+        pthread_mutex_unlock(&st->mu);
+        pthread_join(st->writer, NULL);
+        snprintf(err, errlen, "cannot start the checkpoint thread");
+        rc = SD_ENOMEM;
+        goto fail;
+    }
+    *out = st;
+    return 0;
+fail:
+    free_store(st);
+    return rc;
+}
+
+static void sq_close(sd_store *st)
+{
+    pthread_mutex_lock(&st->mu);
+    st->stopping = true;
+    pthread_cond_broadcast(&st->cv);
+    pthread_cond_broadcast(&st->ckpt_cv);
+    pthread_mutex_unlock(&st->mu);
+    pthread_join(st->writer, NULL);
+    pthread_join(st->checkpointer, NULL);
+    char err[256];
+    if (!atomic_load(&st->broken) &&
+        exec(st->wdb, "PRAGMA wal_checkpoint(TRUNCATE)", err, sizeof err))
+        sd_warn("store: final checkpoint: %s", err);
+    free_store(st);
+}
+
+const sd_store_ops sd_store_sqlite = {
+    .name = "sqlite",
+    .open = sq_open,
+    .close = sq_close,
+    .get = sq_get,
+    .get_by_token = sq_get_by_token,
+    .list_user = sq_list_user,
+    .write = sq_write,
+    .ready = sq_ready,
+    .stats = sq_stats,
+};

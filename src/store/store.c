@@ -1,0 +1,115 @@
+/*
+ * store.c - the backend registry and the thin wrappers every caller goes
+ * through (the one place for store metrics, and later fault injection).
+ */
+#include "store/store.h"
+#include "metrics/metrics.h"
+#include "util/clock.h"
+#include "util/err.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct sd_store_handle {
+    const sd_store_ops *ops;
+    sd_store *st;
+};
+
+static const sd_store_ops *const backends[] = {&sd_store_sqlite};
+
+const sd_store_ops *sd_store_find(const char *name)
+{
+    for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++)
+        if (strcmp(backends[i]->name, name) == 0)
+            return backends[i];
+    return NULL;
+}
+
+int sd_store_open(const sd_store_ops *ops, const char *location, const sd_store_options *opt,
+                  sd_store_handle **out, char *err, size_t errlen)
+{
+    sd_store_handle *h = calloc(1, sizeof *h);
+    if (!h)
+        return SD_ENOMEM;
+    h->ops = ops;
+    int rc = ops->open(location, opt, &h->st, err, errlen);
+    if (rc) {
+        free(h);
+        return rc;
+    }
+    *out = h;
+    return 0;
+}
+
+void sd_store_close(sd_store_handle *h)
+{
+    if (!h)
+        return;
+    h->ops->close(h->st);
+    free(h);
+}
+
+int sd_store_get(sd_store_handle *h, const char *id, sd_session *out)
+{
+    int64_t t0 = sd_mono_ns();
+    int rc = h->ops->get(h->st, id, out);
+    sd_metrics_store_op(SD_OP_GET, sd_mono_ns() - t0);
+    return rc;
+}
+
+int sd_store_get_by_token(sd_store_handle *h, const unsigned char hash[SD_HASH_LEN],
+                          bool want_attrs, sd_session *out)
+{
+    int64_t t0 = sd_mono_ns();
+    int rc = h->ops->get_by_token(h->st, hash, want_attrs, out);
+    sd_metrics_store_op(SD_OP_GET_BY_TOKEN, sd_mono_ns() - t0);
+    return rc;
+}
+
+int sd_store_list_user(sd_store_handle *h, const char *user_id, int64_t now,
+                       const sd_cursor *after, int limit, sd_session **out, size_t *n)
+{
+    int64_t t0 = sd_mono_ns();
+    int rc = h->ops->list_user(h->st, user_id, now, after, limit, out, n);
+    sd_metrics_store_op(SD_OP_LIST_USER, sd_mono_ns() - t0);
+    return rc;
+}
+
+static const enum sd_store_op write_op[] = {
+    [SD_W_CREATE] = SD_OP_CREATE,     [SD_W_UPDATE] = SD_OP_UPDATE, [SD_W_END] = SD_OP_END,
+    [SD_W_END_USER] = SD_OP_END_USER, [SD_W_BULK_END] = SD_OP_BULK_END,
+    [SD_W_TOUCH] = SD_OP_TOUCH,       [SD_W_SWEEP] = SD_OP_SWEEP,   [SD_W_PURGE] = SD_OP_PURGE,
+};
+
+static void timed_done(sd_write *w)
+{
+    sd_metrics_store_op(write_op[w->kind], sd_mono_ns() - w->t_submit_ns);
+    w->done = w->wrapped_done;
+    w->done(w);
+}
+
+void sd_store_write(sd_store_handle *h, sd_write *w)
+{
+    w->t_submit_ns = sd_mono_ns();
+    w->wrapped_done = w->done;
+    w->done = timed_done;
+    h->ops->write(h->st, w);
+}
+
+int sd_store_ready(sd_store_handle *h)
+{
+    return h->ops->ready(h->st);
+}
+
+void sd_store_get_stats(sd_store_handle *h, sd_store_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    h->ops->stats(h->st, out);
+}
+
+void sd_sessions_free(sd_session *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        sd_session_clear(&v[i]);
+    free(v);
+}

@@ -1,0 +1,138 @@
+/*
+ * store.h - the storage interface: what every backend (SQLite now,
+ * PostgreSQL later) provides, as a const struct of function pointers.
+ *
+ * Reads are synchronous and run on the caller's thread (a backend keeps one
+ * read connection per thread). Writes are asynchronous: the caller fills an
+ * sd_write, hands it to sd_store_write(), and gets it back through
+ * w->done(w) on a backend thread once the write is durable (fsync'd) or has
+ * failed. Concurrent writes share one transaction and one fsync (group
+ * commit). The backend knows nothing of HTTP; handlers know nothing of SQL.
+ *
+ * Callers use the sd_store_* wrappers below, never the ops directly: the
+ * wrappers are the one place for metrics and fault injection.
+ */
+#ifndef SD_STORE_H
+#define SD_STORE_H
+
+#include "session/session.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct sd_store sd_store; /* opaque, owned by the backend */
+typedef struct sd_write sd_write;
+
+typedef enum sd_write_kind {
+    SD_W_CREATE,   /* insert w->session */
+    SD_W_UPDATE,   /* read w->id, run w->patch through sd_patch_apply, write back */
+    SD_W_END,      /* move w->id to history with w->reason */
+    SD_W_END_USER, /* end every active session of w->user_id except w->except_id */
+    SD_W_BULK_END, /* end w->ids[] and every session of w->users[] */
+    SD_W_TOUCH,    /* rolling expiry: raise expiry to w->touch_expiry (not awaited) */
+    SD_W_SWEEP,    /* move up to w->limit expired sessions to history */
+    SD_W_PURGE,    /* delete up to w->limit history rows that ended before w->before */
+} sd_write_kind;
+
+struct sd_write {
+    /* in */
+    sd_write_kind kind;
+    int64_t now;
+    sd_session session;   /* CREATE: the new session (owned by the write);
+                             UPDATE: the result on success (owned by the write) */
+    char id[SD_ID_LEN + 1];
+    const char *user_id;  /* END_USER; borrowed */
+    const char *except_id;
+    const char *const *ids;
+    size_t n_ids;
+    const char *const *users;
+    size_t n_users;
+    const sd_patch *patch; /* UPDATE; borrowed */
+    const sd_policy *policy;
+    const char *reason;    /* END: "revoked" */
+    int64_t touch_expiry;  /* TOUCH */
+    int64_t before;        /* PURGE */
+    int limit;             /* SWEEP, PURGE */
+
+    /* out */
+    int rc;                /* 0, SD_ENOTFOUND, SD_ECONFLICT, SD_EINVALID, SD_EUNAVAILABLE */
+    int64_t affected;      /* rows ended/removed */
+    char detail[256];      /* for SD_EINVALID: the sentence for the client */
+
+    /* completion: called exactly once, on a backend thread */
+    void (*done)(sd_write *w);
+    void *udata;
+
+    sd_write *next; /* backend-private queue link */
+    int64_t t_submit_ns;               /* wrapper-private */
+    void (*wrapped_done)(sd_write *w); /* wrapper-private */
+};
+
+/* A keyset cursor for listing a user's sessions: (lastSeen, id) of the last
+ * row of the previous page. */
+typedef struct sd_cursor {
+    int64_t last_seen;
+    char id[SD_ID_LEN + 1];
+} sd_cursor;
+
+typedef struct sd_store_stats {
+    int64_t active_rows;    /* rows in the active table (expired ones until swept) */
+    int64_t swept_total;    /* sessions moved to history by sweeps */
+    int64_t sweeps_total;
+    int64_t commits_total;
+    int64_t writes_total;
+    bool broken;            /* a fatal I/O error: no further write is acknowledged */
+} sd_store_stats;
+
+typedef struct sd_store_options {
+    int commit_batch;
+} sd_store_options;
+
+typedef struct sd_store_ops {
+    const char *name;
+    /* Opens the store at location (for sqlite: a data directory). */
+    int (*open)(const char *location, const sd_store_options *opt, sd_store **out,
+                char *err, size_t errlen);
+    /* Finishes every queued write, then closes. */
+    void (*close)(sd_store *st);
+    /* Reads. out is filled on 0 and owned by the caller (sd_session_clear).
+     * They return rows of the active table whatever their expiry: the domain
+     * decides validity. want_attrs=false skips the optional fields. */
+    int (*get)(sd_store *st, const char *id, sd_session *out);
+    int (*get_by_token)(sd_store *st, const unsigned char hash[SD_HASH_LEN], bool want_attrs,
+                        sd_session *out);
+    /* Active (expiry > now) sessions of a user, lastSeen descending, after
+     * the cursor when given; *out is a malloc'd array of *n sessions. */
+    int (*list_user)(sd_store *st, const char *user_id, int64_t now, const sd_cursor *after,
+                     int limit, sd_session **out, size_t *n);
+    void (*write)(sd_store *st, sd_write *w);
+    /* 0 when the store can take requests. */
+    int (*ready)(sd_store *st);
+    void (*stats)(sd_store *st, sd_store_stats *out);
+} sd_store_ops;
+
+extern const sd_store_ops sd_store_sqlite;
+
+/* Picks a backend by name from the compiled-in list; NULL when unknown. */
+const sd_store_ops *sd_store_find(const char *name);
+
+/* ---- the wrappers every caller uses ------------------------------------ */
+
+typedef struct sd_store_handle sd_store_handle;
+
+int sd_store_open(const sd_store_ops *ops, const char *location, const sd_store_options *opt,
+                  sd_store_handle **out, char *err, size_t errlen);
+void sd_store_close(sd_store_handle *h);
+int sd_store_get(sd_store_handle *h, const char *id, sd_session *out);
+int sd_store_get_by_token(sd_store_handle *h, const unsigned char hash[SD_HASH_LEN],
+                          bool want_attrs, sd_session *out);
+int sd_store_list_user(sd_store_handle *h, const char *user_id, int64_t now,
+                       const sd_cursor *after, int limit, sd_session **out, size_t *n);
+void sd_store_write(sd_store_handle *h, sd_write *w);
+int sd_store_ready(sd_store_handle *h);
+void sd_store_get_stats(sd_store_handle *h, sd_store_stats *out);
+
+/* Frees an array from list_user. */
+void sd_sessions_free(sd_session *v, size_t n);
+
+#endif

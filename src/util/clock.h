@@ -1,0 +1,33 @@
+/*
+ * clock.h - wall-clock time in milliseconds and its RFC 3339 text form.
+ *
+ * sessiond keeps every timestamp as int64 milliseconds since the Unix epoch
+ * (UTC). The text form on the wire is "2026-11-28T02:33:35.123Z".
+ */
+#ifndef SD_CLOCK_H
+#define SD_CLOCK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SD_TIME_TEXT_LEN 24 /* "YYYY-MM-DDTHH:MM:SS.mmmZ" without the NUL */
+
+/* Current wall-clock time, ms since the epoch. */
+int64_t sd_now_ms(void);
+
+/* Monotonic time in nanoseconds, for measuring durations. */
+int64_t sd_mono_ns(void);
+
+/* Writes ms as RFC 3339 UTC with milliseconds into out (at least
+ * SD_TIME_TEXT_LEN + 1 bytes). Returns out. */
+char *sd_time_format(int64_t ms, char *out);
+
+/* Parses an RFC 3339 date-time ("Z" or "+hh:mm" offset, optional fraction of
+ * any length, truncated to ms). Returns 0 and sets *ms, or SD_EINVALID. */
+int sd_time_parse(const char *s, int64_t *ms);
+
+/* Parses a duration: "500ms", "2s", "5m", "1h", "30d" or a bare integer of
+ * seconds. Returns 0 and sets *ms, or SD_EINVALID. */
+int sd_duration_parse(const char *s, int64_t *ms);
+
+#endif

@@ -1,0 +1,132 @@
+"""Command line, environment and config-file options."""
+
+import json
+import subprocess
+
+import pytest
+
+from conftest import (SESSIOND_BIN, child_env, free_port, history_rows, http_request_bytes, RawConn,
+                      new_user, observe_raw, seconds_between, wait_for)
+
+OPTIONS = ["--listen", "--data-dir", "--idle-timeout", "--absolute-timeout", "--max-idle-timeout",
+           "--touch-fraction", "--sweep-interval", "--history-retention", "--max-body-bytes", "--log-level",
+           "--config", "--help"]
+
+
+def _run(args, tmp_path, timeout=10):
+    """Run the binary to completion (it is killed by PID if it outlives the timeout)."""
+    try:
+        p = subprocess.run([SESSIOND_BIN, *args], cwd=tmp_path, env=child_env(), stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"`sessiond {' '.join(args)}` was still running after {timeout}s "
+                    f"(stderr: {(e.stderr or b'')[-500:]!r})")
+    return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+
+
+def test_help_lists_every_option(tmp_path):
+    rc, out, err = _run(["--help"], tmp_path)
+    assert rc == 0, f"--help must exit 0, got {rc}: {err[-500:]}"
+    text = out + err
+    missing = [o for o in OPTIONS if o not in text]
+    assert not missing, f"--help does not mention {missing}:\n{text}"
+
+
+def test_unknown_flag_fails_with_message(tmp_path):
+    rc, out, err = _run(["--no-such-flag", "--listen", f"127.0.0.1:{free_port()}", "--data-dir", str(tmp_path)],
+                        tmp_path)
+    assert rc != 0, "an unknown flag must exit non-zero"
+    assert "no-such-flag" in (out + err), f"the error message should name the flag: {(out + err)[-500:]!r}"
+
+
+@pytest.mark.parametrize("args", [["--idle-timeout", "abc"], ["--idle-timeout", "-5s"], ["--sweep-interval", "1x"],
+                                  ["--log-level", "verbose"], ["--max-body-bytes", "lots"],
+                                  ["--touch-fraction", "abc"]],
+                         ids=["duration-word", "duration-negative", "duration-unit", "log-level", "max-body", "fraction"])
+def test_invalid_option_values_fail(tmp_path, args):
+    rc, out, err = _run([*args, "--listen", f"127.0.0.1:{free_port()}", "--data-dir", str(tmp_path)], tmp_path)
+    assert rc != 0, f"`{' '.join(args)}` must be rejected at startup with a non-zero exit"
+    assert (out + err).strip(), "rejection should print a message"
+
+
+@pytest.mark.parametrize("value,seconds", [("500ms", 0.5), ("2s", 2), ("5m", 300), ("1h", 3600),
+                                           ("30d", 30 * 86400), ("90", 90)])
+def test_duration_formats(make_server, value, seconds):
+    srv = make_server("--idle-timeout", value, "--absolute-timeout", "31d", "--max-idle-timeout", "31d")
+    s = srv.api.create()
+    got = seconds_between(s["createdAt"], s["expiry"])
+    assert abs(got - seconds) <= 0.1, f"--idle-timeout {value}: expiry - createdAt = {got}s, want {seconds}s"
+
+
+def _idle_of(srv):
+    s = srv.api.create()
+    return round(seconds_between(s["createdAt"], s["expiry"]))
+
+
+def test_precedence_flag_env_config_default(make_server):
+    assert _idle_of(make_server()) == 3600, "default idle timeout is 1h"
+    cfg = {"idle-timeout": "100"}
+    assert _idle_of(make_server(config=cfg)) == 100, "config file value must apply"
+    assert _idle_of(make_server(config=cfg, env={"SESSIOND_IDLE_TIMEOUT": "200"})) == 200, \
+        "env must beat config file"
+    assert _idle_of(make_server("--idle-timeout", "300", config=cfg, env={"SESSIOND_IDLE_TIMEOUT": "200"})) == 300, \
+        "flag must beat env and config file"
+    assert _idle_of(make_server(env={"SESSIOND_IDLE_TIMEOUT": "2m"})) == 120, "env alone must apply"
+
+
+def _post_size(srv, size):
+    base = json.dumps({"userId": new_user("cfg")}).encode()
+    body = base + b" " * (size - len(base))
+    c = RawConn(srv.port)
+    try:
+        c.send(http_request_bytes("POST", "/sessions", headers=[("Content-Type", "application/json"),
+                                                                ("Content-Length", str(len(body)))], body=body))
+        r = c.read_response(timeout=20)
+    finally:
+        c.close()
+    assert r is not None
+    observe_raw("POST", "/sessions", r)
+    return r.status
+
+
+def test_precedence_max_body_bytes(make_server):
+    srv = make_server(config={"max-body-bytes": "1000"}, env={"SESSIOND_MAX_BODY_BYTES": "2000"})
+    assert _post_size(srv, 1500) == 201, "env max-body-bytes=2000 must beat config 1000"
+    assert _post_size(srv, 2500) == 413
+    srv = make_server("--max-body-bytes", "3000", config={"max-body-bytes": "1000"},
+                      env={"SESSIOND_MAX_BODY_BYTES": "2000"})
+    assert _post_size(srv, 2500) == 201, "flag max-body-bytes=3000 must beat env and config"
+    srv = make_server(config={"max-body-bytes": "1000", "log-level": "warn"})
+    assert _post_size(srv, 1500) == 413, "config max-body-bytes=1000 must apply"
+
+
+def test_config_file_multiple_options(make_server):
+    srv = make_server(config="idle-timeout = 45\nabsolute-timeout = 2h\nmax-idle-timeout = 90\n")
+    s = srv.api.create()
+    assert round(seconds_between(s["createdAt"], s["expiry"])) == 45
+    assert round(seconds_between(s["createdAt"], s["absoluteExpiry"])) == 7200
+    s = srv.api.create(ttlSeconds=1000)
+    assert round(seconds_between(s["createdAt"], s["expiry"])) == 90, "max-idle-timeout from config must clamp ttl"
+
+
+def test_log_level_controls_verbosity(make_server):
+    counts = {}
+    for level in ("debug", "error"):
+        srv = make_server("--log-level", level)
+        s = srv.api.create()
+        srv.api.validate(s["token"])
+        srv.api.get(f"/sessions/{s['sessionId']}")
+        srv.api.get("/no-such-path", expect=404)
+        srv.stop()
+        counts[level] = len([ln for ln in srv.log_text().splitlines() if ln.strip()])
+    assert counts["debug"] > counts["error"], f"debug should log more lines than error: {counts}"
+
+
+def test_history_retention_purges_old_history(make_server):
+    srv = make_server("--history-retention", "2s", "--sweep-interval", "200ms")
+    s = srv.api.create()
+    srv.api.delete(f"/sessions/{s['sessionId']}", expect=204)
+    rows = history_rows(srv.data_dir, s["sessionId"])
+    assert [r[3] for r in rows] == ["revoked"], f"history row right after delete: {rows}"
+    wait_for(lambda: history_rows(srv.data_dir, s["sessionId"]) == [], timeout=15,
+             what="history rows older than --history-retention 2s to be purged")

@@ -1,0 +1,311 @@
+"""HTTP-level behaviour: common headers, 404/405, health/metrics, keep-alive,
+pipelining, and a battery of malformed requests over raw sockets."""
+
+import json
+import re
+import socket
+import time
+
+import pytest
+import requests
+
+from conftest import (RawConn, check_common_headers, http_request_bytes, new_user, observe_raw,
+                      raw_exchange, wait_for)
+
+
+@pytest.fixture(scope="module")
+def battery_server(tmp_path_factory):
+    """Large --max-body-bytes so that oversized-nesting bodies reach the JSON parser."""
+    from conftest import ServerFactory
+    f = ServerFactory(tmp_path_factory)
+    s = f("--max-body-bytes", "1048576")
+    yield s
+    f.close_all()
+
+
+# ------------------------------------------------------------ basics --------
+def test_health_and_ready(api):
+    r = api.get("/healthz", expect=200)
+    r = api.get("/readyz", expect=200)
+
+
+def test_request_ids_differ(api):
+    a = api.get("/healthz").headers["X-Request-Id"]
+    b = api.get("/healthz").headers["X-Request-Id"]
+    assert a != b, f"X-Request-Id should be unique per request, got {a!r} twice"
+
+
+def test_json_content_type_on_success(api):
+    s = api.create()
+    for r in (api.get(f"/sessions/{s['sessionId']}"), api.get(f"/users/{s['userId']}/sessions"),
+              api.get(f"/sessions/{s['sessionId']}/validate")):
+        assert r.headers["Content-Type"].split(";")[0].strip() == "application/json", r.headers["Content-Type"]
+
+
+@pytest.mark.parametrize("path", ["/", "/nope", "/sessions/abc/def", "/sessions/abc/validate/x", "/users/x",
+                                  "/users/x/sessions/y", "/healthz/x", "/metricsx",
+                                  "/SESSIONS"])
+def test_unknown_path_404(api, path):
+    api.get(path, expect=404)
+
+
+@pytest.mark.parametrize("method,path,allowed", [
+    ("PATCH", "/sessions/AAAAAAAAAAAAAAAAAAAAAA", {"GET", "PUT", "DELETE"}),
+    ("POST", "/sessions/AAAAAAAAAAAAAAAAAAAAAA", {"GET", "PUT", "DELETE"}),
+    ("TRACE", "/healthz", {"GET"}),
+    ("DELETE", "/healthz", {"GET"}),
+    ("POST", "/readyz", {"GET"}),
+    ("PUT", "/metrics", {"GET"}),
+    ("GET", "/sessions/bulk-delete", {"POST"}),
+    ("GET", "/sessions", {"POST"}),
+    ("DELETE", "/sessions", {"POST"}),
+    ("PUT", "/sessions/AAAAAAAAAAAAAAAAAAAAAA/validate", {"GET"}),
+    ("POST", "/users/u1/sessions", {"GET", "DELETE"}),
+])
+def test_wrong_method_405(api, method, path, allowed):
+    r = api.request(method, path, expect=405)
+    got = {m.strip().upper() for m in r.headers.get("Allow", "").split(",") if m.strip()}
+    assert allowed <= got, f"{method} {path}: Allow {r.headers.get('Allow')!r} should list {sorted(allowed)}"
+    assert method not in got, f"{method} {path}: Allow {r.headers.get('Allow')!r} lists the rejected method"
+
+
+def test_metrics(make_server):
+    srv = make_server("--sweep-interval", "200ms")
+    api = srv.api
+    user = new_user()
+    a, b, c = api.create(user), api.create(user), api.create(user)
+    api.delete(f"/sessions/{c['sessionId']}", expect=204)
+    api.validate(a["token"])
+    r = api.get("/metrics", expect=200)
+    ctype = r.headers["Content-Type"].replace(" ", "").lower()
+    assert ctype.startswith("text/plain") and "version=0.0.4" in ctype, f"metrics Content-Type {ctype!r}"
+    text = r.text
+    for name in ("sessiond_http_requests_total", "sessiond_http_request_duration_seconds_bucket",
+                 "sessiond_sessions_active", "sessiond_store_operation_duration_seconds",
+                 "sessiond_expiry_sweeps_total"):
+        assert re.search(rf"^{name}(\{{[^}}]*\}})? ", text, re.M) or \
+            re.search(rf"^{name}\S* ", text, re.M), f"/metrics lacks a sample for {name}"
+    # every non-comment line is "name{labels} value"
+    sample = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{.*\})? [-+]?([0-9.eE+-]+|NaN|\+Inf|-Inf)( \d+)?$')
+    bad = [ln for ln in text.splitlines() if ln and not ln.startswith("#") and not sample.match(ln)]
+    assert not bad, f"malformed metrics lines: {bad[:5]}"
+    assert 'le="+Inf"' in text, "histogram buckets need an le=\"+Inf\" bucket"
+
+    def gauge(name):
+        m = re.search(rf"^{name}(?:\{{.*\}})? (\S+)$", api.get("/metrics").text, re.M)
+        return float(m.group(1)) if m else None
+
+    wait_for(lambda: gauge("sessiond_sessions_active") == 2, timeout=5,
+             what="sessiond_sessions_active == 2 (3 created, 1 deleted)")
+    s0 = gauge("sessiond_expiry_sweeps_total")
+    wait_for(lambda: gauge("sessiond_expiry_sweeps_total") > s0, timeout=5,
+             what="sessiond_expiry_sweeps_total to grow with --sweep-interval 200ms")
+
+
+# ------------------------------------------------- keep-alive / pipelining --
+def _get(path, extra=()):
+    return http_request_bytes("GET", path, headers=list(extra))
+
+
+def test_keep_alive(module_server):
+    c = RawConn(module_server.port)
+    try:
+        for i in range(3):
+            c.send(_get("/healthz"))
+            r = c.read_response()
+            assert r is not None and r.status == 200, f"keep-alive request #{i + 1}: {r}"
+            observe_raw("GET", "/healthz", r)
+        assert not c.eof, "server closed a keep-alive connection"
+    finally:
+        c.close()
+
+
+def test_pipelining_responses_in_order(module_server):
+    user = new_user("pipe")
+    body = json.dumps({"userId": user}).encode()
+    data = (_get("/healthz") + _get("/no-such-path") +
+            http_request_bytes("POST", "/sessions", headers=[("Content-Type", "application/json"),
+                                                             ("Content-Length", str(len(body)))], body=body) +
+            _get(f"/users/{user}/sessions"))
+    c = RawConn(module_server.port)
+    try:
+        c.send(data)
+        got = [c.read_response(timeout=15) for _ in range(4)]
+    finally:
+        c.close()
+    assert all(r is not None for r in got), f"expected 4 pipelined responses, got {got}"
+    assert [r.status for r in got] == [200, 404, 201, 200], f"pipelined responses out of order: {got}"
+    observe_raw("GET", "/healthz", got[0])
+    observe_raw("GET", "/no-such-path", got[1])
+    observe_raw("POST", "/sessions", got[2])
+    observe_raw("GET", "/users/x/sessions", got[3])
+    created = got[2].json()
+    listed = [x["sessionId"] for x in got[3].json()["sessions"]]
+    assert listed == [created["sessionId"]], "the pipelined list must see the pipelined create"
+
+
+def test_connection_close_honoured(module_server):
+    c = RawConn(module_server.port)
+    try:
+        c.send(_get("/healthz", [("Connection", "close")]))
+        r = c.read_response()
+        assert r is not None and r.status == 200
+        assert c.wait_closed(5), "server kept the connection open after 'Connection: close'"
+    finally:
+        c.close()
+
+
+def test_http10_without_host_ok(module_server):
+    rs, _ = raw_exchange(module_server.port, http_request_bytes("GET", "/healthz", version="HTTP/1.0", host=False))
+    assert rs and rs[0].status == 200, f"HTTP/1.0 without Host should be served: {rs}"
+
+
+def test_slow_client_does_not_block_others(module_server):
+    c = RawConn(module_server.port)
+    try:
+        c.send(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")     # never finished
+        c2 = RawConn(module_server.port)
+        try:
+            c2.send(b"POST /sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: 100\r\n\r\n{\"userId\":")             # body never finished
+            for _ in range(3):
+                r = requests.get(module_server.url + "/healthz", timeout=10)
+                assert r.status_code == 200
+        finally:
+            c2.close()
+    finally:
+        c.close()
+
+
+# ------------------------------------------------------ malformed battery --
+def _post(path, body, headers=None, ctype="application/json"):
+    hdrs = [("Content-Type", ctype)] if ctype else []
+    hdrs += list(headers or [])
+    if not any(k.lower() in ("content-length", "transfer-encoding") for k, _ in hdrs):
+        hdrs.append(("Content-Length", str(len(body))))
+    return http_request_bytes("POST", path, headers=hdrs, body=body)
+
+
+DEEP = b"[" * 100000
+DEEP_IN_OBJECT = b'{"userId":"u","data":{"a":' + b"[" * 100000 + b"]" * 100000 + b"}}"
+DEEP_OBJECTS = b'{"userId":"u","data":' + b'{"a":' * 50000 + b"1" + b"}" * 50000 + b"}"
+
+# id -> (raw bytes, allowed statuses (None: any non-5xx), must_respond, shutdown_write)
+BATTERY = {
+    "garbage-request-line": (b"GARBAGE\r\n\r\n", {400}, False, False),
+    "garbage-method": (b"G@RB(AGE) /healthz HTTP/1.1\r\nHost: x\r\n\r\n", {400, 405}, False, False),
+    "request-line-extra-spaces": (b"GET  /healthz  HTTP/1.1\r\nHost: x\r\n\r\n", None, False, False),
+    "header-without-colon": (b"GET /healthz HTTP/1.1\r\nHost: x\r\nNoColonHere\r\n\r\n", {400}, False, False),
+    "header-space-before-colon": (b"GET /healthz HTTP/1.1\r\nHost: x\r\nFoo : bar\r\n\r\n", None, False, False),
+    "huge-header": (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 200000 + b"\r\n\r\n",
+                    {431, 400}, True, False),
+    "many-headers": (b"GET /healthz HTTP/1.1\r\nHost: x\r\n" +
+                     b"".join(b"X-H%d: v\r\n" % i for i in range(20000)) + b"\r\n", {431, 400}, True, False),
+    "huge-url": (b"GET /" + b"a" * 200000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", {414, 400}, True, False),
+    "huge-query": (b"GET /users/u/sessions?limit=" + b"9" * 100000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+                   {414, 400, 431}, True, False),
+    "http11-no-host": (b"GET /healthz HTTP/1.1\r\n\r\n", {400}, True, False),
+    "bad-json": (_post("/sessions", b'{"userId": "u",'), {400}, True, False),
+    "deep-nesting-array": (_post("/sessions", DEEP), {400}, True, False),
+    "deep-nesting-closed-in-object": (_post("/sessions", DEEP_IN_OBJECT), {400}, True, False),
+    "deep-nesting-objects": (_post("/sessions", DEEP_OBJECTS), {400}, True, False),
+    "deep-nesting-put": (http_request_bytes("PUT", "/sessions/AAAAAAAAAAAAAAAAAAAAAA", headers=[
+        ("Content-Type", "application/json"), ("Content-Length", str(len(DEEP)))], body=DEEP), {400, 404}, True, False),
+    "deep-nesting-validate": (_post("/sessions/validate", b'{"token":' + DEEP), {400}, True, False),
+    "deep-nesting-bulk": (_post("/sessions/bulk-delete", b'{"userIds":' + DEEP), {400}, True, False),
+    "invalid-utf8-userId": (_post("/sessions", b'{"userId": "\xff\xfe\xc3"}'), {400}, True, False),
+    "invalid-utf8-overlong": (_post("/sessions", b'{"userId": "\xc0\xaf"}'), {400}, True, False),
+    "invalid-utf8-surrogate": (_post("/sessions", b'{"userId": "\xed\xa0\x80"}'), {400}, True, False),
+    "lone-surrogate-escape": (_post("/sessions", b'{"userId": "\\ud800"}'), {400}, True, False),
+    "invalid-utf8-key": (_post("/sessions", b'{"userId": "u", "data": {"\xff": 1}}'), {400}, True, False),
+    "invalid-utf8-path": (b"GET /users/%FF%FE/sessions HTTP/1.1\r\nHost: x\r\n\r\n", None, True, False),
+    "nul-in-body": (_post("/sessions", b'{"userId": "a\x00b"}'), {400}, True, False),
+    "nul-after-json": (_post("/sessions", b'{"userId": "u"}\x00'), {400}, True, False),
+    "escaped-nul-data-key": (_post("/sessions", b'{"userId": "u", "data": {"a\\u0000b": 1}}'), None, True, False),
+    "nul-in-path": (b"GET /hea\x00lthz HTTP/1.1\r\nHost: x\r\n\r\n", None, False, False),
+    "nul-in-header": (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n", None, False, False),
+    "cl-longer-than-body": (_post("/sessions", b'{"userId": "u"}', headers=[("Content-Length", "500")]),
+                            None, False, True),
+    "cl-shorter-than-body": (_post("/sessions", b'{"userId": "u"}', headers=[("Content-Length", "5")]),
+                             {400}, True, False),
+    "cl-negative": (_post("/sessions", b'{"userId": "u"}', headers=[("Content-Length", "-5")]), {400}, False, False),
+    "cl-not-a-number": (_post("/sessions", b'{"userId": "u"}', headers=[("Content-Length", "abc")]),
+                        {400}, False, False),
+    "cl-overflow": (_post("/sessions", b'{"userId": "u"}', headers=[("Content-Length", "99999999999999999999999")]),
+                    {400, 413}, False, False),
+    "cl-conflicting-duplicates": (_post("/sessions", b'{"userId": "u"}', headers=[
+        ("Content-Length", "15"), ("Content-Length", "3")]), None, False, False),
+    "chunked-bad-size": (_post("/sessions", b"zz\r\n{}\r\n0\r\n\r\n", headers=[("Transfer-Encoding", "chunked")]),
+                         {400}, False, False),
+    "chunked-negative-size": (_post("/sessions", b"-5\r\nhello\r\n0\r\n\r\n",
+                                    headers=[("Transfer-Encoding", "chunked")]), {400}, False, False),
+    "chunked-overflow-size": (_post("/sessions", b"ffffffffffffffffffff\r\nab\r\n0\r\n\r\n",
+                                    headers=[("Transfer-Encoding", "chunked")]), {400, 413}, False, False),
+    "chunked-size-mismatch": (_post("/sessions", b"3\r\n{\"userId\":\"u\"}\r\n0\r\n\r\n",
+                                    headers=[("Transfer-Encoding", "chunked")]), {400}, False, False),
+    "chunked-truncated": (_post("/sessions", b"20\r\n{\"userId\"", headers=[("Transfer-Encoding", "chunked")]),
+                          None, False, True),
+    "obs-fold-header": (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\r\n  folded\r\n\r\n", None, False, False),
+}
+
+
+def _run_battery_case(srv, key):
+    data, allowed, must_respond, shut = BATTERY[key]
+    rs, closed = raw_exchange(srv.port, data, shutdown_write=shut, timeout=10, max_responses=3)
+    return rs, closed
+
+
+@pytest.mark.parametrize("key", list(BATTERY))
+def test_malformed_request_battery(battery_server, key):
+    data, allowed, must_respond, shut = BATTERY[key]
+    rs, closed = _run_battery_case(battery_server, key)
+    for r in rs:
+        assert r.status < 500, f"{key}: server answered {r.status} (5xx is never acceptable): {r.body[:200]!r}"
+    if must_respond:
+        assert rs, f"{key}: no response at all (connection closed={closed})"
+    if rs and allowed is not None:
+        assert rs[0].status in allowed, f"{key}: want one of {sorted(allowed)}, got {rs[0].status} {rs[0].body[:200]!r}"
+    r = requests.get(battery_server.url + "/healthz", timeout=10)
+    assert r.status_code == 200, f"{key}: /healthz answered {r.status_code} afterwards"
+    assert battery_server.running(), f"{key}: server process died"
+
+
+@pytest.mark.parametrize("key", [k for k, v in BATTERY.items() if v[2]])
+def test_malformed_request_responses_have_standard_headers(battery_server, key):
+    """Even rejections of broken requests carry nosniff/no-store/X-Request-Id and problem+json."""
+    rs, _ = _run_battery_case(battery_server, key)
+    assert rs, f"{key}: no response"
+    for r in rs:
+        observe_raw("RAW", key, r)
+
+
+def test_deep_nesting_default_body_limit(module_server):
+    rs, _ = raw_exchange(module_server.port, _post("/sessions", DEEP), timeout=15)
+    assert rs and rs[0].status in (400, 413), f"100000-deep nesting: want 400/413, got {rs}"
+    assert requests.get(module_server.url + "/healthz", timeout=10).status_code == 200
+
+
+def test_cl_and_te_together_400_and_closed(module_server):
+    body = b'{"userId": "u"}'
+    chunked = b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+    data = http_request_bytes("POST", "/sessions", headers=[
+        ("Content-Type", "application/json"), ("Content-Length", str(len(chunked))),
+        ("Transfer-Encoding", "chunked")], body=chunked) + _get("/healthz")
+    c = RawConn(module_server.port)
+    try:
+        c.send(data)
+        r = c.read_response()
+        assert r is not None, "no response to a request with both Content-Length and Transfer-Encoding"
+        observe_raw("POST", "/sessions", r)
+        assert r.status == 400, f"CL + TE: want 400, got {r.status} {r.body[:200]!r}"
+        extra = c.read_response(timeout=5)
+        assert extra is None, f"server kept processing the connection after CL+TE rejection: {extra}"
+        assert c.wait_closed(5), "connection must be closed after a CL+TE request"
+    finally:
+        c.close()
+    assert requests.get(module_server.url + "/healthz", timeout=10).status_code == 200
+
+
+def test_raw_errors_after_battery_server_still_serves_api(battery_server):
+    s = battery_server.api.create()
+    assert battery_server.api.validate(s["token"])["isValid"] is True
