@@ -245,8 +245,29 @@ const char *sd_req_id(const sd_req *r)
 /* ---- the MHD callbacks ------------------------------------------------- */
 
 typedef struct framing {
-    int content_length, transfer_encoding, host;
+    int content_length, transfer_encoding, host, malformed;
 } framing;
+
+/* RFC 9110 token characters, for header names. */
+static bool is_token(const char *s)
+{
+    if (!*s)
+        return false;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && !strchr("!#$%&'*+-.^_`|~", *s))
+            return false;
+    return true;
+}
+
+/* A field value must hold no control characters but HTAB (a bare CR
+ * included, RFC 9112 section 2.2). */
+static bool clean_value(const char *s)
+{
+    for (; s && *s; s++)
+        if (((unsigned char)*s < 0x20 && *s != '\t') || *s == 0x7f)
+            return false;
+    return true;
+}
 
 static enum MHD_Result count_headers(void *cls, enum MHD_ValueKind kind, const char *key,
                                      const char *value)
@@ -254,6 +275,8 @@ static enum MHD_Result count_headers(void *cls, enum MHD_ValueKind kind, const c
     (void)kind;
     (void)value;
     framing *f = cls;
+    if (!is_token(key) || !clean_value(value))
+        f->malformed++;
     if (strcasecmp(key, "Content-Length") == 0)
         f->content_length++;
     else if (strcasecmp(key, "Transfer-Encoding") == 0)
@@ -283,6 +306,9 @@ static enum MHD_Result first_call(sd_req *r, const char *url)
         return reply_now(r, 503, "the server is shutting down");
     framing f = {0};
     MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_headers, &f);
+    if (f.malformed)
+        return reply_now(r, 400, "a header name is not a token, or a header value holds a "
+                                 "control character");
     if (f.content_length && f.transfer_encoding)
         return reply_now(r, 400, "a request must not carry both Content-Length and "
                                  "Transfer-Encoding");

@@ -1,0 +1,250 @@
+/* Unit tests of session/session.c: create validation, updates, expiry. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "session/session.h"
+#include "util/err.h"
+
+#include <string.h>
+
+static const sd_policy P = {.idle_timeout_ms = 3600 * 1000,
+                            .absolute_timeout_ms = 24 * 3600 * 1000,
+                            .max_idle_timeout_ms = 7200 * 1000,
+                            .touch_fraction = 0.05,
+                            .max_data_bytes = 64};
+static const int64_t NOW = 1795833215123LL;
+
+static int create(const char *json, sd_session *s, char *err, size_t n)
+{
+    json_t *body = json_loads(json, 0, NULL);
+    assert_non_null(body);
+    char tok[SD_TOKEN_LEN + 1];
+    int rc = sd_session_from_create(body, &P, NOW, s, tok, err, n);
+    if (rc == 0) {
+        unsigned char h[SD_HASH_LEN];
+        sd_token_hash(tok, strlen(tok), h);
+        assert_memory_equal(h, s->token_hash, SD_HASH_LEN);
+        if (strlen(s->user_id) >= 5) /* a short id can occur by chance */
+            assert_null(strstr(tok, s->user_id));
+    }
+    json_decref(body);
+    return rc;
+}
+
+static void create_fills_server_fields(void **state)
+{
+    (void)state;
+    sd_session s;
+    char err[256];
+    assert_int_equal(create("{\"userId\":\"alice\",\"ipAddress\":\"2001:db8::0:1\"}", &s, err,
+                            sizeof err),
+                     0);
+    assert_string_equal(s.user_id, "alice");
+    assert_true(s.created_at == NOW && s.last_seen == NOW && s.version == 1);
+    assert_true(s.expiry == NOW + P.idle_timeout_ms);
+    assert_true(s.absolute_expiry == NOW + P.absolute_timeout_ms);
+    assert_string_equal(json_string_value(json_object_get(s.attrs, "ipAddress")), "2001:db8::1");
+    assert_true(json_is_false(json_object_get(s.attrs, "mfa")));
+    assert_true(sd_id_wellformed(s.id, strlen(s.id)));
+    sd_session_clear(&s);
+}
+
+static void create_clamps_ttl(void **state)
+{
+    (void)state;
+    sd_session s;
+    char err[256];
+    assert_int_equal(create("{\"userId\":\"a\",\"ttlSeconds\":999999999}", &s, err, sizeof err),
+                     0);
+    assert_true(s.idle_ttl == P.max_idle_timeout_ms);
+    assert_true(s.expiry == NOW + P.max_idle_timeout_ms);
+    sd_session_clear(&s);
+}
+
+static void create_rejects_bad_input(void **state)
+{
+    (void)state;
+    struct {
+        const char *json, *field;
+    } bad[] = {
+        {"{}", "userId"},
+        {"{\"userId\":\"\"}", "userId"},
+        {"{\"userId\":5}", "userId"},
+        {"{\"userId\":\"a\\nb\"}", "userId"},
+        {"{\"userId\":\"a\",\"ipAddress\":\"1.2.3\"}", "ipAddress"},
+        {"{\"userId\":\"a\",\"token\":\"x\"}", "token"},
+        {"{\"userId\":\"a\",\"sessionId\":\"x\"}", "sessionId"},
+        {"{\"userId\":\"a\",\"expiry\":\"x\"}", "expiry"},
+        {"{\"userId\":\"a\",\"nope\":1}", "nope"},
+        {"{\"userId\":\"a\",\"mfa\":\"yes\"}", "mfa"},
+        {"{\"userId\":\"a\",\"data\":[1]}", "data"},
+        {"{\"userId\":\"a\",\"data\":{\"k\":\"0123456789012345678901234567890123456789012345678901"
+         "234567890123456789\"}}",
+         "data"},
+        {"{\"userId\":\"a\",\"ttlSeconds\":0}", "ttlSeconds"},
+        {"{\"userId\":\"a\",\"ttlSeconds\":1.5}", "ttlSeconds"},
+        {"{\"userId\":\"a\",\"geoLocation\":7}", "geoLocation"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sd_session s;
+        char err[256] = "";
+        assert_int_equal(create(bad[i].json, &s, err, sizeof err), SD_EINVALID);
+        if (!strstr(err, bad[i].field))
+            fail_msg("%s: detail '%s' does not name '%s'", bad[i].json, err, bad[i].field);
+    }
+}
+
+static sd_session fresh(void)
+{
+    sd_session s;
+    char err[256];
+    assert_int_equal(create("{\"userId\":\"u\",\"data\":{\"a\":1,\"b\":2}}", &s, err, sizeof err),
+                     0);
+    return s;
+}
+
+static int patch(sd_session *s, const char *json, int64_t now, char *err, size_t n)
+{
+    json_t *body = json_loads(json, 0, NULL);
+    assert_non_null(body);
+    sd_patch p;
+    int rc = sd_patch_parse(body, &P, &p, err, n);
+    if (rc == 0)
+        rc = sd_patch_apply(&p, &P, s, now, err, n);
+    json_decref(body);
+    return rc;
+}
+
+static void update_merges_and_bumps_version(void **state)
+{
+    (void)state;
+    sd_session s = fresh();
+    char err[256];
+    assert_int_equal(patch(&s, "{\"data\":{\"a\":null,\"c\":3},\"mfa\":true}", NOW + 1, err,
+                           sizeof err),
+                     0);
+    json_t *data = json_object_get(s.attrs, "data");
+    assert_null(json_object_get(data, "a"));
+    assert_int_equal(json_integer_value(json_object_get(data, "b")), 2);
+    assert_int_equal(json_integer_value(json_object_get(data, "c")), 3);
+    assert_true(json_is_true(json_object_get(s.attrs, "mfa")));
+    assert_true(s.version == 2);
+    sd_session_clear(&s);
+}
+
+static void update_checks_version_and_clamps(void **state)
+{
+    (void)state;
+    sd_session s = fresh();
+    char err[256];
+    assert_int_equal(patch(&s, "{\"version\":7,\"mfa\":true}", NOW, err, sizeof err),
+                     SD_ECONFLICT);
+    assert_true(s.version == 1);
+    assert_int_equal(patch(&s, "{\"version\":1,\"expiry\":\"2099-01-01T00:00:00Z\"}", NOW, err,
+                           sizeof err),
+                     0);
+    assert_true(s.expiry == s.absolute_expiry);
+    assert_int_equal(patch(&s, "{\"expiry\":\"2000-01-01T00:00:00Z\"}", NOW, err, sizeof err),
+                     SD_EINVALID);
+    assert_int_equal(patch(&s, "{\"ttlSeconds\":60}", NOW, err, sizeof err), 0);
+    assert_true(s.expiry == NOW + 60000 && s.idle_ttl == 60000);
+    /* After expiry the session cannot be updated back to life. */
+    assert_int_equal(patch(&s, "{\"ttlSeconds\":60}", NOW + 60000, err, sizeof err),
+                     SD_ENOTFOUND);
+    sd_session_clear(&s);
+}
+
+static void update_rejects_bad_bodies(void **state)
+{
+    (void)state;
+    const char *bad[] = {"{}", "{\"version\":1}", "{\"userId\":\"x\"}", "{\"ipAddress\":\"1.1.1.1\"}",
+                         "{\"expiry\":\"2099-01-01T00:00:00Z\",\"ttlSeconds\":5}",
+                         "{\"lastSeen\":\"yesterday\"}", "{\"bogus\":1}",
+                         "{\"absoluteExpiry\":\"2099-01-01T00:00:00Z\"}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sd_session s = fresh();
+        char err[256] = "";
+        if (patch(&s, bad[i], NOW, err, sizeof err) != SD_EINVALID)
+            fail_msg("accepted %s", bad[i]);
+        sd_session_clear(&s);
+    }
+}
+
+static void data_limit_applies_after_merge(void **state)
+{
+    (void)state;
+    sd_session s = fresh();
+    char err[256];
+    assert_int_equal(patch(&s, "{\"data\":{\"x\":\"01234567890123456789012345678901234567890123456789\"}}",
+                           NOW, err, sizeof err),
+                     SD_EINVALID);
+    assert_true(s.version == 1);
+    assert_non_null(json_object_get(json_object_get(s.attrs, "data"), "a"));
+    sd_session_clear(&s);
+}
+
+static void touch_is_coalesced_and_capped(void **state)
+{
+    (void)state;
+    sd_session s = fresh();
+    int64_t e;
+    /* A second after creation: the move is below 5% of an hour, no write. */
+    assert_false(sd_session_touch(&s, &P, NOW + 1000, &e));
+    assert_true(e == NOW + 1000 + P.idle_timeout_ms);
+    /* Ten minutes later: worth a write. */
+    assert_true(sd_session_touch(&s, &P, NOW + 600000, &e));
+    assert_true(e == NOW + 600000 + P.idle_timeout_ms);
+    /* Near the absolute limit, never past it. */
+    s.expiry = s.absolute_expiry - 1000;
+    sd_session_touch(&s, &P, s.absolute_expiry - 500, &e);
+    assert_true(e == s.absolute_expiry);
+    /* Never shortens an expiry a PUT set further out. */
+    s.expiry = NOW + 2 * P.idle_timeout_ms;
+    assert_false(sd_session_touch(&s, &P, NOW + 1, &e));
+    assert_true(e == s.expiry);
+    sd_session_clear(&s);
+}
+
+static void active_respects_both_limits(void **state)
+{
+    (void)state;
+    sd_session s = fresh();
+    assert_true(sd_session_active(&s, s.expiry - 1));
+    assert_false(sd_session_active(&s, s.expiry));
+    s.expiry = s.absolute_expiry + 1000; /* even a broken invariant stays capped */
+    assert_false(sd_session_active(&s, s.absolute_expiry));
+    sd_session_clear(&s);
+}
+
+static void json_view_has_no_secret(void **state)
+{
+    (void)state;
+    sd_session s = fresh();
+    json_t *o = sd_session_to_json(&s);
+    assert_null(json_object_get(o, "token"));
+    assert_null(json_object_get(o, "tokenHash"));
+    assert_string_equal(json_string_value(json_object_get(o, "sessionId")), s.id);
+    assert_string_equal(json_string_value(json_object_get(o, "createdAt")),
+                        "2026-11-28T02:33:35.123Z");
+    json_decref(o);
+    sd_session_clear(&s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(create_fills_server_fields),
+        cmocka_unit_test(create_clamps_ttl),
+        cmocka_unit_test(create_rejects_bad_input),
+        cmocka_unit_test(update_merges_and_bumps_version),
+        cmocka_unit_test(update_checks_version_and_clamps),
+        cmocka_unit_test(update_rejects_bad_bodies),
+        cmocka_unit_test(data_limit_applies_after_merge),
+        cmocka_unit_test(touch_is_coalesced_and_capped),
+        cmocka_unit_test(active_respects_both_limits),
+        cmocka_unit_test(json_view_has_no_secret),
+    };
+    return cmocka_run_group_tests_name("session", tests, NULL, NULL);
+}

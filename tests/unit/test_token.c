@@ -1,0 +1,100 @@
+/* Unit tests of session/token.c: minting, shapes, hashing. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "session/token.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int cmp(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+static void tokens_are_long_unique_and_urlsafe(void **state)
+{
+    (void)state;
+    enum { N = 20000 };
+    char(*t)[SD_TOKEN_LEN + 1] = malloc(N * sizeof *t);
+    assert_non_null(t);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(sd_token_mint(t[i]), 0);
+        assert_int_equal(strlen(t[i]), SD_TOKEN_LEN);
+        assert_true(sd_token_wellformed(t[i], SD_TOKEN_LEN));
+    }
+    qsort(t, N, sizeof *t, cmp);
+    for (int i = 1; i < N; i++)
+        assert_string_not_equal(t[i - 1], t[i]);
+    free(t);
+}
+
+static void ids_are_distinct_from_tokens(void **state)
+{
+    (void)state;
+    char id[SD_ID_LEN + 1], tok[SD_TOKEN_LEN + 1];
+    assert_int_equal(sd_id_mint(id), 0);
+    assert_int_equal(sd_token_mint(tok), 0);
+    assert_int_equal(strlen(id), SD_ID_LEN);
+    assert_true(sd_id_wellformed(id, strlen(id)));
+    assert_false(sd_token_wellformed(id, strlen(id)));
+    assert_false(sd_id_wellformed(tok, strlen(tok)));
+}
+
+static void shapes_are_strict(void **state)
+{
+    (void)state;
+    char tok[SD_TOKEN_LEN + 1];
+    sd_token_mint(tok);
+    tok[5] = '+';
+    assert_false(sd_token_wellformed(tok, SD_TOKEN_LEN));
+    tok[5] = '=';
+    assert_false(sd_token_wellformed(tok, SD_TOKEN_LEN));
+    assert_false(sd_token_wellformed("", 0));
+    assert_false(sd_token_wellformed(tok, SD_TOKEN_LEN - 1));
+}
+
+static void b64url_matches_rfc4648_vectors(void **state)
+{
+    (void)state;
+    char out[16];
+    sd_b64url((const unsigned char *)"f", 1, out);
+    assert_string_equal(out, "Zg");
+    sd_b64url((const unsigned char *)"fo", 2, out);
+    assert_string_equal(out, "Zm8");
+    sd_b64url((const unsigned char *)"foo", 3, out);
+    assert_string_equal(out, "Zm9v");
+    sd_b64url((const unsigned char *)"foobar", 6, out);
+    assert_string_equal(out, "Zm9vYmFy");
+    const unsigned char hi[] = {0xfb, 0xff};
+    sd_b64url(hi, 2, out);
+    assert_string_equal(out, "-_8");
+}
+
+static void hash_is_sha256_and_compare_works(void **state)
+{
+    (void)state;
+    unsigned char h1[SD_HASH_LEN], h2[SD_HASH_LEN];
+    sd_token_hash("abc", 3, h1);
+    static const unsigned char want[] = {0xba, 0x78, 0x16, 0xbf, 0x8f, 0x01, 0xcf, 0xea,
+                                         0x41, 0x41, 0x40, 0xde, 0x5d, 0xae, 0x22, 0x23};
+    assert_memory_equal(h1, want, sizeof want);
+    sd_token_hash("abd", 3, h2);
+    assert_false(sd_hash_equal(h1, h2));
+    sd_token_hash("abc", 3, h2);
+    assert_true(sd_hash_equal(h1, h2));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(tokens_are_long_unique_and_urlsafe),
+        cmocka_unit_test(ids_are_distinct_from_tokens),
+        cmocka_unit_test(shapes_are_strict),
+        cmocka_unit_test(b64url_matches_rfc4648_vectors),
+        cmocka_unit_test(hash_is_sha256_and_compare_works),
+    };
+    return cmocka_run_group_tests_name("token", tests, NULL, NULL);
+}
