@@ -51,11 +51,11 @@ deps-test: $(TEST_STAMP)
 
 build/obj/%.o: src/%.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_REL) -MMD -MP -c $< -o $@
+	@echo "CC $<"; $(CC) $(CFLAGS_REL) -MMD -MP -c $< -o $@
 
 build/asan/obj/%.o: src/%.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ASAN) -MMD -MP -c $< -o $@
+	@echo "CC (asan) $<"; $(CC) $(CFLAGS_ASAN) -MMD -MP -c $< -o $@
 
 build/sessiond: $(REL_OBJS)
 	$(CC) $(CFLAGS_REL) -o $@ $^ $(PKG_LIBS)

@@ -9,6 +9,7 @@
 #include "util/err.h"
 #include "util/log.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -99,25 +100,41 @@ static void update_done(sd_write *w)
     sd_api_write_free(c);
 }
 
-/* Parses If-Match: '*' (any version), or one strong ETag "N". Returns 1 and
- * sets *version for an ETag, 0 for absent or '*', -1 for anything else
- * (a weak or unknown tag can never match: 412). */
-static int parse_if_match(const char *h, int64_t *version)
+/* Parses If-Match (RFC 9110 section 13.1.1): '*' or a list of entity tags.
+ * Our tags are strong, "<version>"; a weak or foreign tag can never match
+ * (it is kept as -1 so that a header of only such tags fails with 412). */
+static void parse_if_match(const char *h, sd_patch *p)
 {
+    p->n_if_match = 0;
     if (!h)
-        return 0;
-    while (*h == ' ')
+        return;
+    while (*h == ' ' || *h == '\t')
         h++;
     if (strcmp(h, "*") == 0)
-        return 0;
-    char *end;
-    if (h[0] != '"' || h[1] < '0' || h[1] > '9')
-        return -1;
-    long long v = strtoll(h + 1, &end, 10);
-    if (end[0] != '"' || (end[1] != '\0' && end[1] != ' '))
-        return -1;
-    *version = v;
-    return 1;
+        return;
+    while (*h && p->n_if_match < (int)(sizeof p->if_match / sizeof p->if_match[0])) {
+        int64_t v = -1;
+        const char *end = strchr(h, ',');
+        size_t len = end ? (size_t)(end - h) : strlen(h);
+        while (len && (h[len - 1] == ' ' || h[len - 1] == '\t'))
+            len--;
+        if (len >= 3 && h[0] == '"' && h[len - 1] == '"') {
+            v = 0;
+            for (size_t i = 1; i + 1 < len; i++) {
+                if (h[i] < '0' || h[i] > '9' || v > INT64_MAX / 10 - 10) {
+                    v = -1;
+                    break;
+                }
+                v = v * 10 + (h[i] - '0');
+            }
+        }
+        p->if_match[p->n_if_match++] = v;
+        if (!end)
+            break;
+        h = end + 1;
+        while (*h == ' ' || *h == '\t')
+            h++;
+    }
 }
 
 void sd_api_session_update(sd_req *r, void *app_)
@@ -142,22 +159,7 @@ void sd_api_session_update(sd_req *r, void *app_)
         sd_api_write_free(c);
         return;
     }
-    int64_t etag_version = 0;
-    int im = parse_if_match(sd_req_header(r, "If-Match"), &etag_version);
-    if (im < 0) {
-        /* Cannot match any current version; still 404 if there is no session. */
-        etag_version = -1;
-        im = 1;
-    }
-    if (im == 1) {
-        if (c->patch.has_version && c->patch.version != etag_version && etag_version >= 0) {
-            sd_reply_problem(r, 400, "If-Match and 'version' disagree");
-            sd_api_write_free(c);
-            return;
-        }
-        c->patch.has_version = true;
-        c->patch.version = etag_version;
-    }
+    parse_if_match(sd_req_header(r, "If-Match"), &c->patch);
     memcpy(c->w.id, id, SD_ID_LEN + 1);
     c->w.patch = &c->patch;
     sd_store_write(app->store, &c->w);

@@ -79,6 +79,8 @@ static int find_token(sd_req *r, char *out, size_t *len)
         tok = auth + 7;
         while (*tok == ' ')
             tok++;
+        if (*tok == '\0')
+            tok = NULL;
     }
     size_t blen;
     sd_req_body(r, &blen);

@@ -63,6 +63,7 @@ struct sd_req {
     char *body;
     size_t body_len, body_cap;
     bool dispatched;
+    size_t discarded; /* body bytes past the limit, thrown away */
     query_value *queries;
 
     pthread_mutex_t mu;
@@ -149,8 +150,17 @@ void sd_reply_json(sd_req *r, int status, json_t *body, const char *const *heade
     sd_reply(r, status, "application/json", text, strlen(text), headers);
 }
 
-static char *problem_text(sd_req *r, int status, const char *detail)
+static char *problem_text(sd_req *r, int status, const char *detail_in)
 {
+    /* A detail may quote client bytes; keep it valid UTF-8 for JSON. */
+    char detail[512];
+    snprintf(detail, sizeof detail, "%s", detail_in);
+    json_t *probe = json_string(detail);
+    if (!probe)
+        for (char *p = detail; *p; p++)
+            if ((unsigned char)*p >= 0x80)
+                *p = '?';
+    json_decref(probe);
     json_t *o = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", "about:blank", "title",
                           reason(status), "status", status, "detail", detail, "requestId", r->id);
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
@@ -177,7 +187,8 @@ void sd_reply_problem(sd_req *r, int status, const char *fmt, ...)
 static enum MHD_Result reply_now(sd_req *r, int status, const char *detail)
 {
     char *text = problem_text(r, status, detail);
-    const char *close_hdr[] = {MHD_HTTP_HEADER_CONNECTION, "close", NULL};
+    const char *close_hdr[] = {MHD_HTTP_HEADER_CONNECTION, "close",
+                               status == 503 ? "Retry-After" : NULL, "1", NULL};
     struct MHD_Response *resp = build(r, "application/problem+json", text,
                                       text ? strlen(text) : 0, close_hdr);
     if (!resp)
@@ -413,9 +424,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             return MHD_YES;
         }
         size_t n = *upload_size;
-        if (r->body_len + n > h->max_body) {
-            *upload_size = 0;
-            return reply_now(r, 413, "the body is larger than the server accepts");
+        *upload_size = 0;
+        if (r->discarded || r->body_len + n > h->max_body) {
+            /* libmicrohttpd cannot answer in the middle of a body: drop the
+             * rest and answer 413 at its end, or close past a hard cap. */
+            r->discarded += n;
+            return r->discarded > 16 * h->max_body ? MHD_NO : MHD_YES;
         }
         if (r->body_len + n + 1 > r->body_cap) {
             size_t cap = r->body_cap ? r->body_cap : 1024;
@@ -430,13 +444,14 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         memcpy(r->body + r->body_len, upload, n);
         r->body_len += n;
         r->body[r->body_len] = '\0';
-        *upload_size = 0;
         return MHD_YES;
     }
     if (r->resp) /* resumed, or answered inline */
         return queue_stored(r);
     if (r->dispatched)
         return MHD_YES;
+    if (r->discarded)
+        return reply_now(r, 413, "the body is larger than the server accepts");
     dispatch(r);
     pthread_mutex_lock(&r->mu);
     enum MHD_Result ret = MHD_YES;

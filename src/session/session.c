@@ -301,8 +301,9 @@ int sd_patch_parse(const json_t *body, const sd_policy *p, sd_patch *out, char *
                 rc = fail(err, n, "field 'data' must be a JSON object (a merge patch: null "
                                   "removes a key)");
             else if (encoded_size(v) > 4 * p->max_data_bytes)
-                rc = fail(err, n, "field 'data' must encode to at most %zu bytes",
-                          p->max_data_bytes);
+                rc = fail(err, n, "field 'data' (the merge patch) must encode to at most %zu "
+                                  "bytes",
+                          4 * p->max_data_bytes);
         } else if (IN(key, read_only)) {
             rc = fail(err, n, "field '%s' is read-only", key);
         } else {
@@ -349,6 +350,13 @@ int sd_patch_apply(const sd_patch *patch, const sd_policy *p, sd_session *s, int
         return SD_ENOTFOUND;
     if (patch->has_version && patch->version != s->version)
         return SD_ECONFLICT;
+    if (patch->n_if_match > 0) {
+        bool any = false;
+        for (int i = 0; i < patch->n_if_match; i++)
+            any |= patch->if_match[i] == s->version;
+        if (!any)
+            return SD_ECONFLICT;
+    }
 
     int64_t expiry = s->expiry, idle = s->idle_ttl, last_seen = s->last_seen;
     if (patch->has_expiry) {

@@ -58,6 +58,10 @@ typedef struct sd_patch {
     const json_t *body;
     bool has_expiry, has_ttl, has_last_seen, has_version;
     int64_t expiry, ttl_ms, last_seen, version;
+    /* If-Match: the versions any of which may match (-1 never matches);
+     * n_if_match 0 means no precondition from the header. */
+    int64_t if_match[8];
+    int n_if_match;
 } sd_patch;
 
 /* Validates a PUT body. Returns 0 or SD_EINVALID with err. */

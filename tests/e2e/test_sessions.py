@@ -40,6 +40,17 @@ def test_create_minimal_defaults(api):
         f"default absolute timeout should be 24h, got {s['createdAt']} -> {s['absoluteExpiry']}"
 
 
+def test_session_json_has_only_contract_fields(api):
+    from conftest import SESSION_OPTIONAL, SESSION_REQUIRED
+    s = api.create(deviceId="d", deviceInfo="i", userAgent="ua", ipAddress="10.1.2.3", geoLocation="x")
+    allowed = set(SESSION_REQUIRED) | set(SESSION_OPTIONAL)
+    extra = set(s) - allowed - {"token"}
+    assert not extra, f"create response has fields outside the session contract: {sorted(extra)}"
+    g = api.get_session(s["sessionId"]).json()
+    extra = set(g) - allowed
+    assert not extra, f"GET response has fields outside the session contract: {sorted(extra)}"
+
+
 def test_create_all_optional_fields(api):
     user = new_user()
     body = {
