@@ -32,7 +32,7 @@ UNIT_BINS:= $(patsubst tests/unit/%.c,build/asan/tests/%,$(UNIT_SRCS))
 DEPS_STAMP := build/.deps-build
 TEST_STAMP := build/.deps-test
 
-.PHONY: all deps deps-test run test unit e2e asan format format-check clean
+.PHONY: all deps deps-test run test unit e2e asan bench bench-quick format format-check clean
 
 all: build/sessiond
 
@@ -84,6 +84,16 @@ e2e: build/sessiond build/asan/sessiond | $(TEST_STAMP)
 	SESSIOND_BIN=$(CURDIR)/build/sessiond $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
 
 test: unit e2e
+
+# Benchmarks: never part of make test. Prints the table and writes
+# bench/results/latest.md (see docs/performance.md).
+bench: build/sessiond
+	scripts/install-deps.sh bench
+	$(PYTHON) bench/bench.py
+
+bench-quick: build/sessiond
+	scripts/install-deps.sh bench
+	$(PYTHON) bench/bench.py --quick
 
 format:
 	clang-format -i $(wildcard src/*.c src/*.h src/*/*.c src/*/*.h tests/unit/*.c)

@@ -1,14 +1,23 @@
 #!/bin/sh
 # Installs the Debian 12 packages sessiond needs to build, run and test.
 # Idempotent and non-interactive: it only calls apt-get when a package is missing.
-# Usage: scripts/install-deps.sh [build|test]   (default: build)
+# Usage: scripts/install-deps.sh [build|test|bench]   (default: build)
 set -eu
 
 build_pkgs="gcc make pkg-config libmicrohttpd-dev libsqlite3-dev libjansson-dev libssl-dev"
 test_pkgs="libcmocka-dev python3 python3-pytest python3-requests sqlite3 curl"
 
+bench_pkgs="wrk nginx-light redis-server redis-tools"
+
 want="$build_pkgs"
-[ "${1:-build}" = test ] && want="$build_pkgs $test_pkgs"
+case "${1:-build}" in
+test) want="$build_pkgs $test_pkgs" ;;
+bench)
+	want="$build_pkgs $bench_pkgs"
+	# Node.js for the express-session peer: the machine's own if it has one.
+	command -v npm >/dev/null 2>&1 || want="$want nodejs npm"
+	;;
+esac
 
 missing=""
 for p in $want; do

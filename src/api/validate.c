@@ -39,7 +39,7 @@ void sd_api_validate_id(sd_req *r, void *app_)
         return;
     }
     sd_session s;
-    int rc = sd_store_get(app->store, id, &s);
+    int rc = sd_store_get(app->store, id, false, &s);
     if (rc == SD_ENOTFOUND || (rc == 0 && !sd_session_active(&s, sd_now_ms()))) {
         if (rc == 0)
             sd_session_clear(&s);

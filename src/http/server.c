@@ -124,15 +124,19 @@ void sd_reply(sd_req *r, int status, const char *ctype, char *body, size_t len,
               const char *const *headers)
 {
     struct MHD_Response *resp = build(r, ctype, body, len, headers);
+    struct MHD_Connection *conn = r->conn;
     pthread_mutex_lock(&r->mu);
     sd_assert(!r->resp);
     r->resp = resp;
     r->status = (unsigned)status;
-    if (r->suspended) {
-        r->suspended = false;
-        MHD_resume_connection(r->conn);
-    }
+    bool resume = r->suspended;
+    r->suspended = false;
     pthread_mutex_unlock(&r->mu);
+    /* Once resumed, the request may complete and be freed on a worker thread
+     * at once: r must not be touched after this call. While suspended it
+     * cannot go away, so the unlock above is safe. */
+    if (resume)
+        MHD_resume_connection(conn);
 }
 
 void sd_reply_json(sd_req *r, int status, json_t *body, const char *const *headers)

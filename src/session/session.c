@@ -79,7 +79,6 @@ json_t *sd_session_to_json(const sd_session *s)
     put_time(o, "lastSeen", s->last_seen);
     put_time(o, "expiry", s->expiry);
     put_time(o, "absoluteExpiry", s->absolute_expiry);
-    json_object_set_new(o, "idleTimeoutSeconds", json_integer(s->idle_ttl / 1000));
     json_object_set_new(o, "version", json_integer(s->version));
     return o;
 }

@@ -16,6 +16,7 @@
  * Tables: sessions (active), session_history (ended: revoked or expired,
  * kept for the retention period). Times are ms since the epoch.
  */
+#include "store/index.h"
 #include "store/store.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -75,7 +76,7 @@ enum {
     W_SWEEP_COPY,
     W_SWEEP_DEL,
     W_PURGE,
-    W_COUNT,
+    W_LOAD,
     W_NSTMT
 };
 
@@ -92,11 +93,12 @@ static const char *const wsql[W_NSTMT] = {
                  "WHERE id = ?1",
     [W_END_ONE_COPY] = "INSERT OR REPLACE INTO session_history(" COLS ", ended_at, end_reason) "
                        "SELECT " COLS ", ?2, ?3 FROM sessions WHERE id = ?1 AND expiry > ?2",
-    [W_END_ONE_DEL] = "DELETE FROM sessions WHERE id = ?1",
+    [W_END_ONE_DEL] = "DELETE FROM sessions WHERE id = ?1 RETURNING id",
     [W_END_USER_COPY] = "INSERT OR REPLACE INTO session_history(" COLS ", ended_at, end_reason) "
                         "SELECT " COLS ", ?2, ?3 FROM sessions "
                         "WHERE user_id = ?1 AND expiry > ?2 AND id IS NOT ?4",
-    [W_END_USER_DEL] = "DELETE FROM sessions WHERE user_id = ?1 AND expiry > ?2 AND id IS NOT ?4",
+    [W_END_USER_DEL] = "DELETE FROM sessions WHERE user_id = ?1 AND expiry > ?2 AND id IS NOT ?4 "
+                       "RETURNING id",
     [W_TOUCH] = "UPDATE sessions SET expiry = max(expiry, min(?2, absolute_expiry)), "
                 "last_seen = max(last_seen, ?3) WHERE id = ?1 AND expiry > ?3",
     [W_SWEEP_COPY] = "INSERT OR REPLACE INTO session_history(" COLS ", ended_at, end_reason) "
@@ -104,10 +106,10 @@ static const char *const wsql[W_NSTMT] = {
                      "WHERE id IN (SELECT id FROM sessions WHERE expiry <= ?1 "
                      "ORDER BY expiry, id LIMIT ?2)",
     [W_SWEEP_DEL] = "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE expiry <= ?1 "
-                    "ORDER BY expiry, id LIMIT ?2)",
+                    "ORDER BY expiry, id LIMIT ?2) RETURNING id",
+    [W_LOAD] = "SELECT " COLS " FROM sessions",
     [W_PURGE] = "DELETE FROM session_history WHERE rowid IN (SELECT rowid FROM session_history "
                 "WHERE ended_at < ?1 LIMIT ?2)",
-    [W_COUNT] = "SELECT count(*) FROM sessions",
 };
 
 /* Statements of a read connection. */
@@ -145,6 +147,10 @@ struct sd_store {
 
     pthread_mutex_t readers_mu;
     reader *readers;
+
+    sd_index *index;         /* exact in-memory index of the active table */
+    char (*removed)[SD_ID_LEN + 1]; /* ids the current batch deleted (RETURNING) */
+    size_t n_removed, cap_removed;
 
     _Atomic bool broken;
     _Atomic int64_t active_rows, swept_total, sweeps_total, commits_total, writes_total;
@@ -270,19 +276,23 @@ static int read_one(sqlite3_stmt *s, bool want_attrs, sd_session *out)
     return ret;
 }
 
-static int sq_get(sd_store *st, const char *id, sd_session *out)
+static int sq_get(sd_store *st, const char *id, bool want_attrs, sd_session *out)
 {
+    if (!want_attrs && st->index)
+        return sd_index_get_by_id(st->index, id, out);
     reader *r = get_reader(st);
     if (!r)
         return SD_EUNAVAILABLE;
     sqlite3_stmt *s = r->stmt[R_GET];
     bind_text(s, 1, id);
-    return read_one(s, true, out);
+    return read_one(s, want_attrs, out);
 }
 
 static int sq_get_by_token(sd_store *st, const unsigned char hash[SD_HASH_LEN], bool want_attrs,
                            sd_session *out)
 {
+    if (!want_attrs && st->index)
+        return sd_index_get_by_token(st->index, hash, out);
     reader *r = get_reader(st);
     if (!r)
         return SD_EUNAVAILABLE;
@@ -362,8 +372,24 @@ static int wstep(sd_store *st, int which)
 {
     sqlite3_stmt *s = st->w[which];
     int rc;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
-        ;
+    /* Every DELETE FROM sessions returns the ids it removed, for the index. */
+    bool returning = which == W_END_ONE_DEL || which == W_END_USER_DEL || which == W_SWEEP_DEL;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        if (!returning)
+            continue;
+        if (st->n_removed == st->cap_removed) {
+            size_t cap = st->cap_removed ? st->cap_removed * 2 : 256;
+            void *p = realloc(st->removed, cap * sizeof *st->removed);
+            if (!p) {
+                rc = SQLITE_NOMEM;
+                break;
+            }
+            st->removed = p;
+            st->cap_removed = cap;
+        }
+        const char *id = (const char *)sqlite3_column_text(s, 0);
+        snprintf(st->removed[st->n_removed++], SD_ID_LEN + 1, "%s", id ? id : "");
+    }
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
     return rc;
@@ -556,9 +582,37 @@ static void complete(sd_write *list)
     }
 }
 
+/* After a successful COMMIT, and before any write of the batch is
+ * acknowledged: bring the in-memory index to the committed state. */
+static void apply_to_index(sd_store *st, sd_write *batch)
+{
+    sd_index_lock(st->index);
+    for (sd_write *w = batch; w; w = w->next) {
+        if (w->rc != 0)
+            continue;
+        switch (w->kind) {
+        case SD_W_CREATE:
+        case SD_W_UPDATE:
+            if (sd_index_put_locked(st->index, &w->session))
+                sd_error("store: index out of memory; validation falls back to the table");
+            break;
+        case SD_W_TOUCH:
+            if (w->affected)
+                sd_index_touch_locked(st->index, w->id, w->touch_expiry, w->now);
+            break;
+        default:
+            break;
+        }
+    }
+    for (size_t i = 0; i < st->n_removed; i++)
+        sd_index_remove_locked(st->index, st->removed[i]);
+    sd_index_unlock(st->index);
+}
+
 /* Commits one batch of writes. */
 static void commit_batch(sd_store *st, sd_write *batch)
 {
+    st->n_removed = 0;
     int rc = atomic_load(&st->broken) ? SQLITE_IOERR : wstep(st, W_BEGIN);
     if (!WOK(rc)) {
         for (sd_write *w = batch; w; w = w->next)
@@ -567,11 +621,12 @@ static void commit_batch(sd_store *st, sd_write *batch)
         return;
     }
     int64_t delta = 0;
-    int64_t swept = 0;
+    int64_t swept = 0, sweeps = 0;
     int nwrites = 0;
     for (sd_write *w = batch; w; w = w->next) {
         nwrites++;
         int64_t d = 0;
+        size_t removed_mark = st->n_removed;
         if (!WOK(wstep(st, W_SAVEPOINT))) {
             w->rc = SD_EUNAVAILABLE;
             continue;
@@ -580,12 +635,15 @@ static void commit_batch(sd_store *st, sd_write *batch)
         if (w->rc == 0 || w->rc == SD_ENOTFOUND || w->rc == SD_ECONFLICT ||
             w->rc == SD_EINVALID) {
             delta += d;
-            if (w->kind == SD_W_SWEEP)
+            if (w->kind == SD_W_SWEEP) {
                 swept += w->affected;
+                sweeps++;
+            }
             wstep(st, W_RELEASE);
         } else {
             wstep(st, W_ROLLBACK_TO);
             wstep(st, W_RELEASE);
+            st->n_removed = removed_mark;
             w->rc = SD_EUNAVAILABLE;
         }
     }
@@ -603,12 +661,45 @@ static void commit_batch(sd_store *st, sd_write *batch)
         for (sd_write *w = batch; w; w = w->next)
             w->rc = SD_EUNAVAILABLE;
     } else {
+        apply_to_index(st, batch);
         atomic_fetch_add(&st->active_rows, delta);
         atomic_fetch_add(&st->commits_total, 1);
         atomic_fetch_add(&st->writes_total, nwrites);
         atomic_fetch_add(&st->swept_total, swept);
+        atomic_fetch_add(&st->sweeps_total, sweeps);
     }
     complete(batch);
+}
+
+/* Fills the index from the active table (at open, before any thread runs). */
+static int load_index(sd_store *st, char *err, size_t errlen)
+{
+    st->index = sd_index_new();
+    if (!st->index) {
+        snprintf(err, errlen, "out of memory for the session index");
+        return SD_ENOMEM;
+    }
+    sqlite3_stmt *s = st->w[W_LOAD];
+    int rc;
+    int64_t n = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        sd_session sess;
+        if (row_to_session(s, false, &sess) || sd_index_put(st->index, &sess)) {
+            sd_session_clear(&sess);
+            rc = SQLITE_NOMEM;
+            break;
+        }
+        sd_session_clear(&sess);
+        n++;
+    }
+    sqlite3_reset(s);
+    if (rc != SQLITE_DONE) {
+        snprintf(err, errlen, "cannot load the session index: %s", sqlite3_errmsg(st->wdb));
+        return SD_EUNAVAILABLE;
+    }
+    st->active_rows = n;
+    sd_info("store: %lld sessions in the active table, indexed in memory", (long long)n);
+    return 0;
 }
 
 static void *writer_main(void *arg)
@@ -716,6 +807,8 @@ static void free_store(sd_store *st)
         sqlite3_close(st->wdb);
     if (st->lock_fd >= 0)
         close(st->lock_fd);
+    sd_index_free(st->index);
+    free(st->removed);
     pthread_mutex_destroy(&st->mu);
     pthread_mutex_destroy(&st->readers_mu);
     pthread_cond_destroy(&st->cv);
@@ -789,9 +882,8 @@ static int sq_open(const char *dir, const sd_store_options *opt, sd_store **out,
             goto fail;
         }
     }
-    if (sqlite3_step(st->w[W_COUNT]) == SQLITE_ROW)
-        st->active_rows = sqlite3_column_int64(st->w[W_COUNT], 0);
-    sqlite3_reset(st->w[W_COUNT]);
+    if ((rc = load_index(st, err, errlen)))
+        goto fail;
     sqlite3_wal_hook(st->wdb, wal_hook, st);
 
     if (pthread_create(&st->writer, NULL, writer_main, st)) {

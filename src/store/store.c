@@ -49,10 +49,10 @@ void sd_store_close(sd_store_handle *h)
     free(h);
 }
 
-int sd_store_get(sd_store_handle *h, const char *id, sd_session *out)
+int sd_store_get(sd_store_handle *h, const char *id, bool want_attrs, sd_session *out)
 {
     int64_t t0 = sd_mono_ns();
-    int rc = h->ops->get(h->st, id, out);
+    int rc = h->ops->get(h->st, id, want_attrs, out);
     sd_metrics_store_op(SD_OP_GET, sd_mono_ns() - t0);
     return rc;
 }

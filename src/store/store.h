@@ -98,7 +98,7 @@ typedef struct sd_store_ops {
     /* Reads. out is filled on 0 and owned by the caller (sd_session_clear).
      * They return rows of the active table whatever their expiry: the domain
      * decides validity. want_attrs=false skips the optional fields. */
-    int (*get)(sd_store *st, const char *id, sd_session *out);
+    int (*get)(sd_store *st, const char *id, bool want_attrs, sd_session *out);
     int (*get_by_token)(sd_store *st, const unsigned char hash[SD_HASH_LEN], bool want_attrs,
                         sd_session *out);
     /* Active (expiry > now) sessions of a user, lastSeen descending, after
@@ -123,7 +123,7 @@ typedef struct sd_store_handle sd_store_handle;
 int sd_store_open(const sd_store_ops *ops, const char *location, const sd_store_options *opt,
                   sd_store_handle **out, char *err, size_t errlen);
 void sd_store_close(sd_store_handle *h);
-int sd_store_get(sd_store_handle *h, const char *id, sd_session *out);
+int sd_store_get(sd_store_handle *h, const char *id, bool want_attrs, sd_session *out);
 int sd_store_get_by_token(sd_store_handle *h, const unsigned char hash[SD_HASH_LEN],
                           bool want_attrs, sd_session *out);
 int sd_store_list_user(sd_store_handle *h, const char *user_id, int64_t now,

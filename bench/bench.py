@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""sessiond benchmark harness (make bench). Starts every target on loopback,
+drives it with wrk, and prints one table: throughput, p50/p99/p99.9, server
+CPU and peak RSS, with ratios against baselines measured in the same run.
+Runs alternate between targets and repeat (--reps); the table shows medians
+and the min-max spread.
+
+  bench/bench.py [--reps 3] [--duration 5] [--sizes 10000,100000,1000000] [--quick]
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench")
+LUA = os.path.join(BENCH, "lua")
+SESSIOND = os.path.join(ROOT, "build", "sessiond")
+TMP = tempfile.mkdtemp(prefix="sessiond-bench-")
+PROCS = []
+JSON_BODY = '{"isValid":true,"expiry":"2026-11-28T05:23:53.585Z","sessionId":"EBDIWiJAahK2fvOtPXXRDw","userId":"user-1234"}'
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def wait_port(port, proc, timeout=30):
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise SystemExit(f"process exited early: {proc.args}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"port {port} never opened")
+
+
+def start(args, port, log, env=None):
+    with open(os.path.join(TMP, log), "ab") as f:
+        p = subprocess.Popen(args, stdout=f, stderr=f, env=env, start_new_session=True)
+    PROCS.append(p)
+    wait_port(port, p)
+    return p
+
+
+def stop(p):
+    if p.poll() is None:
+        os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+    if p in PROCS:
+        PROCS.remove(p)
+
+
+def tree_pids(pid):
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    kids = [int(x) for x in out.stdout.split()]
+    return [pid] + [k for c in kids for k in tree_pids(c)]
+
+
+def cpu_ticks(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total
+
+
+def peak_rss_kb(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                m = re.search(r"VmHWM:\s+(\d+)", f.read())
+                total += int(m.group(1)) if m else 0
+        except OSError:
+            pass
+    return total
+
+
+def wrk(port, script, args=(), duration=5, conns=64, proc=None):
+    pids = tree_pids(proc.pid) if proc else []
+    c0, t0 = cpu_ticks(pids), time.time()
+    cmd = ["wrk", "-t2", f"-c{conns}", f"-d{duration}s", "-s", os.path.join(LUA, script),
+           f"http://127.0.0.1:{port}", "--"] + list(args)
+    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, BENCH_LUA=LUA))
+    wall = time.time() - t0
+    m = re.search(r"BENCHJSON (\{.*\})", out.stdout)
+    if not m:
+        raise SystemExit(f"wrk failed: {out.stdout}\n{out.stderr}")
+    r = json.loads(m.group(1))
+    r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
+    hz = os.sysconf("SC_CLK_TCK")
+    r["cpu"] = (cpu_ticks(pids) - c0) / hz / wall * 100 if pids else 0
+    r["rss_mb"] = peak_rss_kb(pids) / 1024 if pids else 0
+    return r
+
+
+class Results:
+    def __init__(self):
+        self.rows = {}
+
+    def add(self, name, r):
+        self.rows.setdefault(name, []).append(r)
+
+    def med(self, name, key):
+        return statistics.median(x[key] for x in self.rows[name])
+
+    def line(self, name, base=None, note=""):
+        rs = self.rows[name]
+        rps = [x["rps"] for x in rs]
+        ratio = f"{self.med(name, 'rps') / self.med(base, 'rps'):.2f}x {base}" if base else ""
+        return (f"| {name} | {statistics.median(rps):,.0f} | {min(rps):,.0f}–{max(rps):,.0f} | "
+                f"{self.med(name, 'p50_us') / 1000:.2f} | {self.med(name, 'p99_us') / 1000:.2f} | "
+                f"{self.med(name, 'p999_us') / 1000:.2f} | {self.med(name, 'cpu'):.0f}% | "
+                f"{max(x['rss_mb'] for x in rs):.0f} | {sum(x['non2xx'] + x['errors'] for x in rs)} | "
+                f"{ratio} {note}|")
+
+
+def start_sessiond(extra=()):
+    port = free_port()
+    d = tempfile.mkdtemp(dir=TMP)
+    p = start([SESSIOND, "--listen", f"127.0.0.1:{port}", "--data-dir", d, "--log-level", "warn",
+               "--max-connections-per-ip", "0"] + list(extra), port, "sessiond.log")
+    return p, port
+
+
+def populate(port, n, path):
+    t = time.time()
+    subprocess.run([sys.executable, os.path.join(BENCH, "populate.py"), f"127.0.0.1:{port}", str(n),
+                    path], check=True)
+    return time.time() - t
+
+
+def start_nginx():
+    port = free_port()
+    d = tempfile.mkdtemp(dir=TMP)
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""worker_processes 2; daemon off; pid {d}/nginx.pid; error_log {d}/error.log;
+events {{ worker_connections 4096; }}
+http {{ access_log off; keepalive_requests 1000000;
+  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d};
+  uwsgi_temp_path {d}; scgi_temp_path {d};
+  server {{ listen 127.0.0.1:{port}; default_type application/json;
+    location / {{ return 200 '{JSON_BODY}'; }} }} }}
+""")
+    return start(["nginx", "-c", conf, "-p", d], port, "nginx.log"), port
+
+
+def start_redis():
+    port = free_port()
+    d = tempfile.mkdtemp(dir=TMP)
+    p = start(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--dir", d], port, "redis.log")
+    return p, port
+
+
+def redis_benchmark(port):
+    out = subprocess.run(["redis-benchmark", "-p", str(port), "-t", "get", "-n", "300000", "-c", "64",
+                          "--csv"], capture_output=True, text=True).stdout
+    m = re.search(r'"GET","([\d.]+)"', out)
+    return float(m.group(1)) if m else 0.0
+
+
+def peer_available():
+    return os.path.exists(os.path.join(BENCH, "peer", "server.js"))
+
+
+def start_peer(redis_port, n, cookies):
+    peer = os.path.join(BENCH, "peer")
+    if not os.path.isdir(os.path.join(peer, "node_modules")):
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=peer, check=True)
+    url = f"redis://127.0.0.1:{redis_port}"
+    subprocess.run(["node", os.path.join(peer, "populate.js"), url, str(n), cookies], check=True)
+    port = free_port()
+    env = dict(os.environ, PORT=str(port), REDIS_URL=url)
+    return start(["node", os.path.join(peer, "server.js")], port, "peer.log", env=env), port
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=5)
+    ap.add_argument("--population", type=int, default=100000)
+    ap.add_argument("--sizes", default="10000,100000,1000000")
+    ap.add_argument("--quick", action="store_true", help="1 rep, 3 s runs, small sizes")
+    ap.add_argument("--out", default=os.path.join(BENCH, "results", "latest.md"))
+    a = ap.parse_args()
+    if a.quick:
+        a.reps, a.duration, a.sizes = 1, 3, "10000,100000"
+    R = Results()
+    notes = []
+
+    nginx, nginx_port = start_nginx()
+    sd, sd_port = start_sessiond()
+    tokens = os.path.join(TMP, "tokens.txt")
+    secs = populate(sd_port, a.population, tokens)
+    notes.append(f"population: {a.population:,} sessions created through POST /sessions in {secs:.1f} s "
+                 f"({a.population / secs:,.0f}/s from a Python asyncio client)")
+    peer = redis = None
+    if peer_available():
+        redis, redis_port = start_redis()
+        cookies = os.path.join(TMP, "cookies.txt")
+        peer, peer_port = start_peer(redis_port, a.population, cookies)
+
+    print(f"# running {a.reps} alternating reps of {a.duration}s per scenario (wrk -t2 -c64)", flush=True)
+    for rep in range(a.reps):
+        R.add("nginx return 200", wrk(nginx_port, "static.lua", duration=a.duration, proc=nginx))
+        R.add("validate token", wrk(sd_port, "validate_token.lua", [tokens], a.duration, proc=sd))
+        R.add("validate id", wrk(sd_port, "validate_id.lua", [tokens], a.duration, proc=sd))
+        if peer:
+            R.add("express-session validate", wrk(peer_port, "peer_validate.lua", [cookies],
+                                                  a.duration, proc=peer))
+        R.add("list user sessions", wrk(sd_port, "list.lua", [tokens, str(max(1, a.population // 10))],
+                                        a.duration, proc=sd))
+        R.add("update If-Match", wrk(sd_port, "update.lua", [tokens], a.duration, proc=sd))
+        R.add("create (durable)", wrk(sd_port, "create.lua", [], a.duration, proc=sd))
+        R.add("mixed 4:1", wrk(sd_port, "mixed.lua", [tokens], a.duration, proc=sd))
+        print(f"# rep {rep + 1} done", flush=True)
+    redis_rps = redis_benchmark(redis_port) if redis else 0.0
+    for p in (sd, nginx, peer, redis):
+        if p:
+            stop(p)
+
+    scaling = []
+    for n in [int(x) for x in a.sizes.split(",") if x]:
+        sdn, port = start_sessiond()
+        tk = os.path.join(TMP, f"tokens-{n}.txt")
+        secs = populate(port, n, tk)
+        rss_before = peak_rss_kb([sdn.pid])
+        rs = [wrk(port, "validate_token.lua", [tk], a.duration, proc=sdn) for _ in range(a.reps)]
+        scaling.append((n, statistics.median(x["rps"] for x in rs),
+                        statistics.median(x["p99_us"] for x in rs) / 1000,
+                        peak_rss_kb([sdn.pid]) / 1024, rss_before / 1024, secs))
+        stop(sdn)
+
+    head = ("| scenario | req/s (median) | spread | p50 ms | p99 ms | p99.9 ms | server CPU | "
+            "peak RSS MB | errors+non-2xx | ratio |\n|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head, R.line("nginx return 200")]
+    lines.append(R.line("validate token", "nginx return 200"))
+    lines.append(R.line("validate id", "nginx return 200"))
+    if peer:
+        lines.append(R.line("express-session validate", "nginx return 200"))
+        base = R.med("express-session validate", "rps")
+        notes.append(f"validate token vs express-session peer: "
+                     f"{R.med('validate token', 'rps') / base:.1f}x")
+    for name in ("list user sessions", "update If-Match", "create (durable)", "mixed 4:1"):
+        lines.append(R.line(name, "nginx return 200"))
+    if redis_rps:
+        notes.append(f"redis-benchmark GET (-c 64, no pipelining): {redis_rps:,.0f} req/s")
+    lines.append("")
+    lines.append("| stored sessions | validate req/s | p99 ms | peak RSS MB | vs smallest |\n|---|---|---|---|---|")
+    for n, rps, p99, rss, _, _ in scaling:
+        lines.append(f"| {n:,} | {rps:,.0f} | {p99:.2f} | {rss:.0f} | {rps / scaling[0][1]:.2f}x |")
+    text = "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    print(text)
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    with open(a.out, "w") as f:
+        f.write(f"<!-- written by bench/bench.py on {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+                f"{os.cpu_count()} CPUs -->\n" + text)
+
+
+try:
+    main()
+finally:
+    for p in list(PROCS):
+        stop(p)
+    shutil.rmtree(TMP, ignore_errors=True)

@@ -1,0 +1,30 @@
+-- common.lua - shared by the wrk scripts: token/id lists and a done() that
+-- prints the latency percentiles as one JSON line for bench.py.
+local M = {}
+
+function M.load(path)
+  local tokens, ids = {}, {}
+  local f = assert(io.open(path, "r"))
+  for line in f:lines() do
+    local t, id = line:match("^(%S+)%s+(%S+)$")
+    if t then tokens[#tokens + 1] = t; ids[#ids + 1] = id end
+  end
+  f:close()
+  return tokens, ids
+end
+
+function M.seed()
+  -- each wrk thread has its own Lua state: seed each differently
+  math.randomseed(os.time() + math.floor(os.clock() * 1e6) + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
+end
+
+function M.done(summary, latency, requests)
+  io.write(string.format(
+    'BENCHJSON {"requests":%d,"duration_us":%d,"errors":%d,"non2xx":%d,"p50_us":%d,"p99_us":%d,"p999_us":%d,"max_us":%d}\n',
+    summary.requests, summary.duration,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status,
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9), latency.max))
+end
+
+return M

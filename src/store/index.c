@@ -1,0 +1,262 @@
+/*
+ * index.c - two chained hash tables (by token hash, by id) over one set of
+ * entries, behind a writer-preferring rwlock. Token hashes are SHA-256
+ * output and ids are random, so their first 8 bytes are already a uniform
+ * hash.
+ */
+#include "store/index.h"
+#include "util/err.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct entry {
+    unsigned char token_hash[SD_HASH_LEN];
+    char id[SD_ID_LEN + 1];
+    char *user_id;
+    int64_t created_at, last_seen, expiry, absolute_expiry, idle_ttl, version;
+    struct entry *next_token, *next_id;
+} entry;
+
+struct sd_index {
+    pthread_rwlock_t lock;
+    entry **by_token, **by_id;
+    size_t nbuckets; /* power of two */
+    size_t count;
+};
+
+static uint64_t h64(const void *p)
+{
+    uint64_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* Ids are base64url text: mix their first 16 characters. */
+static uint64_t hid(const char *id)
+{
+    uint64_t a = h64(id), b = h64(id + 8);
+    uint64_t x = a ^ (b * 0x9e3779b97f4a7c15ULL);
+    x ^= x >> 31;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    return x ^ (x >> 29);
+}
+
+sd_index *sd_index_new(void)
+{
+    sd_index *ix = calloc(1, sizeof *ix);
+    if (!ix)
+        return NULL;
+    ix->nbuckets = 1024;
+    ix->by_token = calloc(ix->nbuckets, sizeof *ix->by_token);
+    ix->by_id = calloc(ix->nbuckets, sizeof *ix->by_id);
+    pthread_rwlockattr_t attr;
+    pthread_rwlockattr_init(&attr);
+    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&ix->lock, &attr);
+    pthread_rwlockattr_destroy(&attr);
+    if (!ix->by_token || !ix->by_id) {
+        sd_index_free(ix);
+        return NULL;
+    }
+    return ix;
+}
+
+void sd_index_free(sd_index *ix)
+{
+    if (!ix)
+        return;
+    for (size_t i = 0; ix->by_id && i < ix->nbuckets; i++) {
+        for (entry *e = ix->by_id[i], *next; e; e = next) {
+            next = e->next_id;
+            free(e->user_id);
+            free(e);
+        }
+    }
+    free(ix->by_token);
+    free(ix->by_id);
+    pthread_rwlock_destroy(&ix->lock);
+    free(ix);
+}
+
+void sd_index_lock(sd_index *ix)
+{
+    pthread_rwlock_wrlock(&ix->lock);
+}
+
+void sd_index_unlock(sd_index *ix)
+{
+    pthread_rwlock_unlock(&ix->lock);
+}
+
+static entry **find_id(sd_index *ix, const char *id)
+{
+    entry **pp = &ix->by_id[hid(id) & (ix->nbuckets - 1)];
+    while (*pp && strcmp((*pp)->id, id) != 0)
+        pp = &(*pp)->next_id;
+    return pp;
+}
+
+static entry **find_token(sd_index *ix, const unsigned char *hash)
+{
+    entry **pp = &ix->by_token[h64(hash) & (ix->nbuckets - 1)];
+    while (*pp && memcmp((*pp)->token_hash, hash, SD_HASH_LEN) != 0)
+        pp = &(*pp)->next_token;
+    return pp;
+}
+
+/* Doubles the tables when the load passes 1. Failure is harmless: the
+ * chains just grow longer. */
+static void grow(sd_index *ix)
+{
+    size_t n = ix->nbuckets * 2;
+    entry **bt = calloc(n, sizeof *bt), **bi = calloc(n, sizeof *bi);
+    if (!bt || !bi) {
+        free(bt);
+        free(bi);
+        return;
+    }
+    for (size_t i = 0; i < ix->nbuckets; i++) {
+        for (entry *e = ix->by_id[i], *next; e; e = next) {
+            next = e->next_id;
+            size_t k = hid(e->id) & (n - 1);
+            e->next_id = bi[k];
+            bi[k] = e;
+            k = h64(e->token_hash) & (n - 1);
+            e->next_token = bt[k];
+            bt[k] = e;
+        }
+    }
+    free(ix->by_token);
+    free(ix->by_id);
+    ix->by_token = bt;
+    ix->by_id = bi;
+    ix->nbuckets = n;
+}
+
+void sd_index_remove_locked(sd_index *ix, const char *id)
+{
+    entry **pp = find_id(ix, id), *e = *pp;
+    if (!e)
+        return;
+    *pp = e->next_id;
+    entry **tp = find_token(ix, e->token_hash);
+    sd_assert(*tp == e);
+    *tp = e->next_token;
+    ix->count--;
+    free(e->user_id);
+    free(e);
+}
+
+int sd_index_put_locked(sd_index *ix, const sd_session *s)
+{
+    entry *e = *find_id(ix, s->id);
+    if (e && memcmp(e->token_hash, s->token_hash, SD_HASH_LEN) != 0) {
+        sd_index_remove_locked(ix, s->id); /* a new token: re-link by hash */
+        e = NULL;
+    }
+    if (!e) {
+        e = calloc(1, sizeof *e);
+        char *uid = e ? strdup(s->user_id) : NULL;
+        if (!uid) {
+            free(e);
+            return SD_ENOMEM;
+        }
+        e->user_id = uid;
+        memcpy(e->id, s->id, sizeof e->id);
+        memcpy(e->token_hash, s->token_hash, SD_HASH_LEN);
+        if (ix->count >= ix->nbuckets)
+            grow(ix);
+        entry **pp = &ix->by_id[hid(e->id) & (ix->nbuckets - 1)];
+        e->next_id = *pp;
+        *pp = e;
+        pp = &ix->by_token[h64(e->token_hash) & (ix->nbuckets - 1)];
+        e->next_token = *pp;
+        *pp = e;
+        ix->count++;
+    }
+    e->created_at = s->created_at;
+    e->last_seen = s->last_seen;
+    e->expiry = s->expiry;
+    e->absolute_expiry = s->absolute_expiry;
+    e->idle_ttl = s->idle_ttl;
+    e->version = s->version;
+    return 0;
+}
+
+void sd_index_touch_locked(sd_index *ix, const char *id, int64_t expiry, int64_t now)
+{
+    entry *e = *find_id(ix, id);
+    if (!e || e->expiry <= now)
+        return;
+    if (expiry > e->absolute_expiry)
+        expiry = e->absolute_expiry;
+    if (expiry > e->expiry)
+        e->expiry = expiry;
+    if (now > e->last_seen)
+        e->last_seen = now;
+}
+
+int sd_index_put(sd_index *ix, const sd_session *s)
+{
+    sd_index_lock(ix);
+    int rc = sd_index_put_locked(ix, s);
+    sd_index_unlock(ix);
+    return rc;
+}
+
+void sd_index_remove(sd_index *ix, const char *id)
+{
+    sd_index_lock(ix);
+    sd_index_remove_locked(ix, id);
+    sd_index_unlock(ix);
+}
+
+void sd_index_touch(sd_index *ix, const char *id, int64_t expiry, int64_t now)
+{
+    sd_index_lock(ix);
+    sd_index_touch_locked(ix, id, expiry, now);
+    sd_index_unlock(ix);
+}
+
+static int fill(const entry *e, sd_session *out)
+{
+    memset(out, 0, sizeof *out);
+    memcpy(out->id, e->id, sizeof out->id);
+    memcpy(out->token_hash, e->token_hash, SD_HASH_LEN);
+    out->user_id = strdup(e->user_id);
+    out->created_at = e->created_at;
+    out->last_seen = e->last_seen;
+    out->expiry = e->expiry;
+    out->absolute_expiry = e->absolute_expiry;
+    out->idle_ttl = e->idle_ttl;
+    out->version = e->version;
+    return out->user_id ? 0 : SD_ENOMEM;
+}
+
+int sd_index_get_by_token(sd_index *ix, const unsigned char hash[SD_HASH_LEN], sd_session *out)
+{
+    pthread_rwlock_rdlock(&ix->lock);
+    entry *e = *find_token(ix, hash);
+    int rc = e ? fill(e, out) : SD_ENOTFOUND;
+    pthread_rwlock_unlock(&ix->lock);
+    return rc;
+}
+
+int sd_index_get_by_id(sd_index *ix, const char *id, sd_session *out)
+{
+    pthread_rwlock_rdlock(&ix->lock);
+    entry *e = *find_id(ix, id);
+    int rc = e ? fill(e, out) : SD_ENOTFOUND;
+    pthread_rwlock_unlock(&ix->lock);
+    return rc;
+}
+
+size_t sd_index_count(sd_index *ix)
+{
+    pthread_rwlock_rdlock(&ix->lock);
+    size_t n = ix->count;
+    pthread_rwlock_unlock(&ix->lock);
+    return n;
+}

@@ -1,0 +1,55 @@
+/*
+ * index.h - the in-memory index of active sessions that the embedded store
+ * keeps in front of SQLite, so that validation (the hot path) is a hash
+ * lookup instead of a B-tree walk.
+ *
+ * It holds what validation needs (id, token hash, user, expiries, idle
+ * timeout, lastSeen, version), not the optional fields. It is exact: the
+ * store's writer applies every committed change to it before any write of the
+ * batch is acknowledged, and it is loaded from the table at start. It only
+ * makes sense where one process owns the store (the embedded mode).
+ *
+ * Thread-safety: any number of readers, one writer (a writer-preferring
+ * read-write lock).
+ */
+#ifndef SD_INDEX_H
+#define SD_INDEX_H
+
+#include "session/session.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct sd_index sd_index;
+
+sd_index *sd_index_new(void);
+void sd_index_free(sd_index *ix);
+
+/* Inserts s, or replaces the entry with the same id. Copies what it keeps.
+ * Returns 0 or SD_ENOMEM. */
+int sd_index_put(sd_index *ix, const sd_session *s);
+
+/* Removes the entry of id, if any. */
+void sd_index_remove(sd_index *ix, const char *id);
+
+/* Raises the expiry of id to min(expiry, absolute) and lastSeen to now,
+ * as the TOUCH write does in the table. */
+void sd_index_touch(sd_index *ix, const char *id, int64_t expiry, int64_t now);
+
+/* Lookups fill out without attrs (out->attrs NULL, user_id malloc'd).
+ * Return 0 or SD_ENOTFOUND (or SD_ENOMEM). */
+int sd_index_get_by_token(sd_index *ix, const unsigned char hash[SD_HASH_LEN], sd_session *out);
+int sd_index_get_by_id(sd_index *ix, const char *id, sd_session *out);
+
+size_t sd_index_count(sd_index *ix);
+
+/* Exclusive access for applying a batch of changes at once: between
+ * sd_index_lock and sd_index_unlock use the *_locked variants. */
+void sd_index_lock(sd_index *ix);
+void sd_index_unlock(sd_index *ix);
+int sd_index_put_locked(sd_index *ix, const sd_session *s);
+void sd_index_remove_locked(sd_index *ix, const char *id);
+void sd_index_touch_locked(sd_index *ix, const char *id, int64_t expiry, int64_t now);
+
+#endif
