@@ -4,7 +4,7 @@
 # Usage: scripts/install-deps.sh [build|test|bench]   (default: build)
 set -eu
 
-build_pkgs="gcc make pkg-config libmicrohttpd-dev libsqlite3-dev libjansson-dev libssl-dev"
+build_pkgs="gcc make pkg-config libhttp-parser-dev libsqlite3-dev libjansson-dev libssl-dev"
 test_pkgs="libcmocka-dev python3 python3-pytest python3-requests sqlite3 curl"
 
 bench_pkgs="wrk nginx-light redis-server redis-tools"

@@ -1,14 +1,31 @@
 /*
- * server.c - the libmicrohttpd adapter behind server.h.
+ * server.c - the HTTP/1.1 server behind server.h: one epoll event loop per
+ * worker thread, each with its own SO_REUSEPORT listening socket, and
+ * Debian's http-parser for the message grammar.
  *
- * MHD calls on_access() several times per request: once with the headers,
- * then once per chunk of body, then once with nothing left. We check the
- * framing on the first call (smuggling, size), collect the body, and run the
- * handler on the last call. A handler that answers later leaves the
- * connection suspended; sd_reply() from another thread stores the response
- * and resumes it, and MHD calls on_access() again, which queues it.
- * (Queueing on the first call makes MHD close the connection, so we only do
- * that for errors where closing is right.)
+ * Why our own loop (see docs/architecture.md): it answers every error itself
+ * (problem+json, the common headers, correct framing), it owns the limits and
+ * timeouts that stop slow or hostile clients, and a deferred reply (a write
+ * waiting for its fsync) costs one eventfd wake-up instead of a
+ * suspend/resume cycle.
+ *
+ * A connection belongs to one loop thread for its whole life. It parses one
+ * request at a time: when a request is complete the parser pauses, the
+ * handler runs, and parsing of any pipelined bytes resumes only after the
+ * response is queued, so responses leave in request order. A handler may
+ * answer later from any thread: sd_reply() then renders the response and
+ * hands the request back to its loop through a mutex-protected list and an
+ * eventfd. A connection whose peer went away while a request was in flight
+ * is freed when that reply arrives.
+ *
+ * Framing rules (RFC 9112): Content-Length with Transfer-Encoding, repeated
+ * Content-Length or Host, a missing Host on HTTP/1.1, obsolete line folding,
+ * whitespace before a colon, control bytes in a field value, invalid
+ * Content-Length or chunk sizes: 400 and close. A transfer coding other than
+ * chunked: 501 and close. Head too large: 431 (414 when the target alone is),
+ * body too large: 413, both before reading the body. Header and body must
+ * arrive within the request timeout (slowloris), and an idle keep-alive
+ * connection is closed after the connection timeout.
  */
 #include "http/server.h"
 #include "metrics/metrics.h"
@@ -20,8 +37,12 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
-#include <microhttpd.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <http_parser.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -29,54 +50,112 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
+#define MAX_HEADERS      100
+#define READ_CHUNK       16384
+#define REQUEST_TIMEOUT_MS 10000
+
+typedef struct conn conn;
+typedef struct loop loop;
+
+typedef struct header {
+    char *name, *value;
+} header;
+
+struct sd_req {
+    conn *c;
+    loop *lp;
+    char id[32];
+    int64_t t0;
+    const char *method;
+    bool head;           /* HEAD: send no body */
+    char *url;           /* raw request target */
+    size_t url_len;
+    char *path, *query;  /* split url (point into url) */
+    header headers[MAX_HEADERS];
+    int nheaders;
+    char *body;
+    size_t body_len, body_cap;
+    bool has_body;
+    bool keep_alive;
+    sd_match match;
+    enum sd_match_result match_result;
+    char *queries[8];    /* decoded query values handed out */
+    int nqueries;
+
+    /* the response, rendered by sd_reply on any thread */
+    char *out;
+    size_t out_len;
+    int status;
+    bool close_after;
+    sd_req *next_done;   /* the loop's list of finished deferred requests */
+};
+
+struct conn {
+    int fd;
+    loop *lp;
+    http_parser parser;
+    char *in;            /* unparsed input */
+    size_t in_len, in_cap;
+    char *out;           /* pending output */
+    size_t out_len, out_off, out_cap;
+    sd_req *req;         /* being parsed, or in flight */
+    bool in_flight;      /* a handler owns req until it replies */
+    bool in_process;     /* process_input() is on the stack: it frees, not us */
+    bool peer_gone;      /* freed when the in-flight reply arrives */
+    bool close_after_write;
+    bool want_out;
+    bool reading_field;  /* http-parser: last callback was a header field */
+    size_t head_bytes;
+    bool body_too_large;
+    int64_t request_deadline, idle_deadline;
+    char ip[INET6_ADDRSTRLEN];
+    conn *prev, *next;
+};
+
+struct loop {
+    sd_http *h;
+    pthread_t thread;
+    int ep, listen_fd, wake_fd;
+    pthread_mutex_t mu;
+    sd_req *done_head, *done_tail;
+    conn *conns;
+};
+
 struct sd_http {
-    struct MHD_Daemon *d;
     const sd_route *routes;
     int nroutes;
     void *app;
-    size_t max_body;
-    int listen_fd;
+    sd_http_options opt;
+    loop *loops;
+    int nloops;
     char address[128];
     char id_prefix[8];
     _Atomic uint64_t next_id;
     _Atomic int inflight;
-    _Atomic bool draining;
+    _Atomic int nconns;
+    _Atomic bool draining, stopping;
+    pthread_mutex_t ip_mu;
+    struct ip_count {
+        char ip[INET6_ADDRSTRLEN];
+        int n;
+    } *ips;
+    size_t nips, cap_ips;
 };
 
-typedef struct query_value {
-    char *value;
-    struct query_value *next;
-} query_value;
-
-struct sd_req {
-    sd_http *http;
-    struct MHD_Connection *conn;
-    const char *method;
-    int64_t t0;
-    char id[32];
-    sd_match match;
-    enum sd_match_result match_result;
-    int has_body;
-    char *body;
-    size_t body_len, body_cap;
-    bool dispatched;
-    size_t discarded; /* body bytes past the limit, thrown away */
-    query_value *queries;
-
-    pthread_mutex_t mu;
-    bool suspended;
-    struct MHD_Response *resp;
-    unsigned status;
-};
+static http_parser_settings parser_settings;
 
 /* ---- responses --------------------------------------------------------- */
 
 static const char *reason(int status)
 {
     switch (status) {
+    case 100: return "Continue";
     case 200: return "OK";
     case 201: return "Created";
     case 204: return "No Content";
@@ -85,58 +164,104 @@ static const char *reason(int status)
     case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
     case 411: return "Length Required";
     case 412: return "Precondition Failed";
     case 413: return "Content Too Large";
     case 414: return "URI Too Long";
     case 415: return "Unsupported Media Type";
+    case 417: return "Expectation Failed";
     case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 501: return "Not Implemented";
     case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
     default: return "Error";
     }
 }
 
-static struct MHD_Response *build(sd_req *r, const char *ctype, char *body, size_t len,
-                                  const char *const *headers)
+/* The Date header text, cached per thread per second. */
+static const char *http_date(void)
 {
-    struct MHD_Response *resp =
-        body ? MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE)
-             : MHD_create_response_from_buffer(0, NULL, MHD_RESPMEM_PERSISTENT);
-    if (!resp) {
-        free(body);
-        return NULL;
+    static _Thread_local char buf[64];
+    static _Thread_local time_t at;
+    time_t now = time(NULL);
+    if (now != at) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        at = now;
     }
-    if (ctype)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
-    MHD_add_response_header(resp, "X-Content-Type-Options", "nosniff");
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
-    MHD_add_response_header(resp, "X-Request-Id", r->id);
-    for (const char *const *h = headers; h && h[0]; h += 2)
-        MHD_add_response_header(resp, h[0], h[1]);
-    if (atomic_load(&r->http->draining))
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
-    return resp;
+    return buf;
 }
 
-void sd_reply(sd_req *r, int status, const char *ctype, char *body, size_t len,
+/* Renders the whole response into r->out. body is consumed (freed). */
+static void render(sd_req *r, int status, const char *ctype, char *body, size_t len,
+                   const char *const *headers)
+{
+    sd_http *h = r->lp->h;
+    bool close = !r->keep_alive || r->close_after || atomic_load(&h->draining);
+    const char *date = http_date();
+    size_t extra = 0;
+    for (const char *const *p = headers; p && p[0]; p += 2)
+        extra += strlen(p[0]) + strlen(p[1] ? p[1] : "") + 4;
+    size_t cap = 512 + extra + (r->head ? 0 : len);
+    char *out = malloc(cap);
+    if (!out) {
+        free(body);
+        r->out = NULL;
+        r->status = status;
+        r->close_after = true;
+        return;
+    }
+    int n = snprintf(out, cap,
+                     "HTTP/1.1 %d %s\r\nDate: %s\r\nX-Content-Type-Options: nosniff\r\n"
+                     "Cache-Control: no-store\r\nX-Request-Id: %s\r\n",
+                     status, reason(status), date, r->id);
+    size_t o = (size_t)n;
+    if (ctype)
+        o += (size_t)snprintf(out + o, cap - o, "Content-Type: %s\r\n", ctype);
+    for (const char *const *p = headers; p && p[0]; p += 2)
+        if (p[1])
+            o += (size_t)snprintf(out + o, cap - o, "%s: %s\r\n", p[0], p[1]);
+    if (status != 204 && status >= 200)
+        o += (size_t)snprintf(out + o, cap - o, "Content-Length: %zu\r\n", len);
+    if (close)
+        o += (size_t)snprintf(out + o, cap - o, "Connection: close\r\n");
+    o += (size_t)snprintf(out + o, cap - o, "\r\n");
+    if (!r->head && len && status != 204) {
+        memcpy(out + o, body, len);
+        o += len;
+    }
+    free(body);
+    r->out = out;
+    r->out_len = o;
+    r->status = status;
+    r->close_after = close;
+}
+
+static void deliver(sd_req *r);
+
+void sd_reply(sd_req *r, int status, const char *content_type, char *body, size_t len,
               const char *const *headers)
 {
-    struct MHD_Response *resp = build(r, ctype, body, len, headers);
-    struct MHD_Connection *conn = r->conn;
-    pthread_mutex_lock(&r->mu);
-    sd_assert(!r->resp);
-    r->resp = resp;
-    r->status = (unsigned)status;
-    bool resume = r->suspended;
-    r->suspended = false;
-    pthread_mutex_unlock(&r->mu);
-    /* Once resumed, the request may complete and be freed on a worker thread
-     * at once: r must not be touched after this call. While suspended it
-     * cannot go away, so the unlock above is safe. */
-    if (resume)
-        MHD_resume_connection(conn);
+    render(r, status, content_type, body, len, headers);
+    loop *lp = r->lp;
+    if (pthread_equal(pthread_self(), lp->thread)) {
+        deliver(r);
+        return;
+    }
+    pthread_mutex_lock(&lp->mu);
+    r->next_done = NULL;
+    if (lp->done_tail)
+        lp->done_tail->next_done = r;
+    else
+        lp->done_head = r;
+    lp->done_tail = r;
+    pthread_mutex_unlock(&lp->mu);
+    uint64_t one = 1;
+    ssize_t w = write(lp->wake_fd, &one, sizeof one);
+    (void)w;
 }
 
 void sd_reply_json(sd_req *r, int status, json_t *body, const char *const *headers)
@@ -186,24 +311,6 @@ void sd_reply_problem(sd_req *r, int status, const char *fmt, ...)
     sd_reply(r, status, "application/problem+json", text, text ? strlen(text) : 0, extra);
 }
 
-/* Answers at once, on the first call: MHD will close the connection after
- * the response, which is what a framing error needs. */
-static enum MHD_Result reply_now(sd_req *r, int status, const char *detail)
-{
-    char *text = problem_text(r, status, detail);
-    const char *close_hdr[] = {MHD_HTTP_HEADER_CONNECTION, "close",
-                               status == 503 ? "Retry-After" : NULL, "1", NULL};
-    struct MHD_Response *resp = build(r, "application/problem+json", text,
-                                      text ? strlen(text) : 0, close_hdr);
-    if (!resp)
-        return MHD_NO;
-    r->status = (unsigned)status;
-    r->dispatched = true;
-    enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)status, resp);
-    MHD_destroy_response(resp);
-    return ret;
-}
-
 /* ---- request accessors ------------------------------------------------- */
 
 const char *sd_req_method(const sd_req *r)
@@ -213,7 +320,18 @@ const char *sd_req_method(const sd_req *r)
 
 const char *sd_req_header(const sd_req *r, const char *name)
 {
-    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+    for (int i = 0; i < r->nheaders; i++)
+        if (strcasecmp(r->headers[i].name, name) == 0)
+            return r->headers[i].value;
+    return NULL;
+}
+
+static int header_count(const sd_req *r, const char *name)
+{
+    int n = 0;
+    for (int i = 0; i < r->nheaders; i++)
+        n += strcasecmp(r->headers[i].name, name) == 0;
+    return n;
 }
 
 const char *sd_req_capture(const sd_req *r, int i)
@@ -223,22 +341,26 @@ const char *sd_req_capture(const sd_req *r, int i)
 
 int sd_req_query(sd_req *r, const char *name, const char **value)
 {
-    const char *raw = MHD_lookup_connection_value(r->conn, MHD_GET_ARGUMENT_KIND, name);
-    if (!raw)
-        return 0;
-    char *dec;
-    if (sd_pct_decode(raw, strlen(raw), &dec) != 0)
-        return -1;
-    query_value *q = malloc(sizeof *q);
-    if (!q) {
-        free(dec);
-        return -1;
+    size_t nlen = strlen(name);
+    for (const char *p = r->query; p && *p;) {
+        const char *amp = strchr(p, '&');
+        size_t len = amp ? (size_t)(amp - p) : strlen(p);
+        const char *eq = memchr(p, '=', len);
+        size_t klen = eq ? (size_t)(eq - p) : len;
+        if (klen == nlen && memcmp(p, name, nlen) == 0) {
+            const char *v = eq ? eq + 1 : p + len;
+            size_t vlen = (size_t)(p + len - v);
+            char *dec;
+            if (r->nqueries == (int)(sizeof r->queries / sizeof r->queries[0]) ||
+                sd_pct_decode(v, vlen, &dec) != 0)
+                return -1;
+            r->queries[r->nqueries++] = dec;
+            *value = dec;
+            return 1;
+        }
+        p = amp ? amp + 1 : p + len;
     }
-    q->value = dec;
-    q->next = r->queries;
-    r->queries = q;
-    *value = dec;
-    return 1;
+    return 0;
 }
 
 const char *sd_req_body(const sd_req *r, size_t *len)
@@ -249,7 +371,7 @@ const char *sd_req_body(const sd_req *r, size_t *len)
 
 int sd_req_has_body(const sd_req *r)
 {
-    return r->has_body || r->body_len > 0;
+    return r->has_body;
 }
 
 const char *sd_req_id(const sd_req *r)
@@ -257,49 +379,382 @@ const char *sd_req_id(const sd_req *r)
     return r->id;
 }
 
-/* ---- the MHD callbacks ------------------------------------------------- */
+/* ---- connections ------------------------------------------------------- */
 
-typedef struct framing {
-    int content_length, transfer_encoding, host, malformed;
-} framing;
-
-/* RFC 9110 token characters, for header names. */
-static bool is_token(const char *s)
+static void req_free(sd_req *r)
 {
-    if (!*s)
+    if (!r)
+        return;
+    for (int i = 0; i < r->nheaders; i++) {
+        free(r->headers[i].name);
+        free(r->headers[i].value);
+    }
+    for (int i = 0; i < r->nqueries; i++)
+        free(r->queries[i]);
+    sd_match_free(&r->match);
+    free(r->url);
+    free(r->body);
+    free(r->out);
+    free(r);
+}
+
+static sd_req *req_new(conn *c)
+{
+    sd_req *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    sd_http *h = c->lp->h;
+    r->c = c;
+    r->lp = c->lp;
+    r->t0 = sd_mono_ns();
+    r->match.route = -1;
+    r->keep_alive = true;
+    snprintf(r->id, sizeof r->id, "%s-%llu", h->id_prefix,
+             (unsigned long long)atomic_fetch_add(&h->next_id, 1));
+    return r;
+}
+
+static void ip_release(sd_http *h, const char *ip)
+{
+    if (h->opt.max_connections_per_ip <= 0)
+        return;
+    pthread_mutex_lock(&h->ip_mu);
+    for (size_t i = 0; i < h->nips; i++) {
+        if (strcmp(h->ips[i].ip, ip) == 0) {
+            if (--h->ips[i].n == 0)
+                h->ips[i] = h->ips[--h->nips];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&h->ip_mu);
+}
+
+/* Counts a new connection from ip; false when over the per-address cap. */
+static bool ip_acquire(sd_http *h, const char *ip)
+{
+    if (h->opt.max_connections_per_ip <= 0)
+        return true;
+    bool ok = true;
+    pthread_mutex_lock(&h->ip_mu);
+    size_t i = 0;
+    while (i < h->nips && strcmp(h->ips[i].ip, ip) != 0)
+        i++;
+    if (i == h->nips) {
+        if (h->nips == h->cap_ips) {
+            size_t cap = h->cap_ips ? h->cap_ips * 2 : 64;
+            void *p = realloc(h->ips, cap * sizeof *h->ips);
+            if (!p) {
+                pthread_mutex_unlock(&h->ip_mu);
+                return false;
+            }
+            h->ips = p;
+            h->cap_ips = cap;
+        }
+        snprintf(h->ips[i].ip, sizeof h->ips[i].ip, "%s", ip);
+        h->ips[i].n = 0;
+        h->nips++;
+    }
+    if (h->ips[i].n >= h->opt.max_connections_per_ip)
+        ok = false;
+    else
+        h->ips[i].n++;
+    pthread_mutex_unlock(&h->ip_mu);
+    return ok;
+}
+
+static void conn_free(conn *c)
+{
+    loop *lp = c->lp;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        lp->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    ip_release(lp->h, c->ip);
+    atomic_fetch_sub(&lp->h->nconns, 1);
+    free(c->in);
+    free(c->out);
+    free(c);
+}
+
+/* Closes the socket. With a request in flight the struct lives on until its
+ * reply arrives (deliver() frees it then). */
+static void conn_close(conn *c)
+{
+    if (c->fd >= 0) {
+        epoll_ctl(c->lp->ep, EPOLL_CTL_DEL, c->fd, NULL);
+        close(c->fd);
+        c->fd = -1;
+    }
+    if (c->in_flight) {
+        c->peer_gone = true;
+        return;
+    }
+    if (c->in_process)
+        return; /* process_input() frees it on its way out */
+    req_free(c->req);
+    c->req = NULL;
+    conn_free(c);
+}
+
+static void set_events(conn *c)
+{
+    if (c->fd < 0)
+        return;
+    struct epoll_event ev = {.data.ptr = c};
+    ev.events = (c->in_flight ? 0 : EPOLLIN) | (c->out_len > c->out_off ? EPOLLOUT : 0) | EPOLLRDHUP;
+    epoll_ctl(c->lp->ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+/* Writes what it can. Returns false when the connection was closed. */
+static bool flush_out(conn *c)
+{
+    while (c->out_off < c->out_len) {
+        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        if (n > 0) {
+            c->out_off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return true;
+        conn_close(c);
         return false;
-    for (; *s; s++)
-        if (!isalnum((unsigned char)*s) && !strchr("!#$%&'*+-.^_`|~", *s))
-            return false;
+    }
+    c->out_off = c->out_len = 0;
+    if (c->close_after_write) {
+        conn_close(c);
+        return false;
+    }
     return true;
 }
 
-/* A field value must hold no control characters but HTAB (a bare CR
- * included, RFC 9112 section 2.2). */
-static bool clean_value(const char *s)
+static bool append_out(conn *c, const char *data, size_t len)
 {
-    for (; s && *s; s++)
-        if (((unsigned char)*s < 0x20 && *s != '\t') || *s == 0x7f)
+    if (c->out_len + len > c->out_cap) {
+        size_t cap = c->out_cap ? c->out_cap : 4096;
+        while (cap < c->out_len + len)
+            cap *= 2;
+        char *p = realloc(c->out, cap);
+        if (!p)
             return false;
+        c->out = p;
+        c->out_cap = cap;
+    }
+    memcpy(c->out + c->out_len, data, len);
+    c->out_len += len;
     return true;
 }
 
-static enum MHD_Result count_headers(void *cls, enum MHD_ValueKind kind, const char *key,
-                                     const char *value)
+static void process_input(conn *c);
+
+/* A rendered response reaches its connection (on the loop thread). */
+static void deliver(sd_req *r)
 {
-    (void)kind;
-    (void)value;
-    framing *f = cls;
-    if (!is_token(key) || !clean_value(value))
-        f->malformed++;
-    if (strcasecmp(key, "Content-Length") == 0)
-        f->content_length++;
-    else if (strcasecmp(key, "Transfer-Encoding") == 0)
-        f->transfer_encoding++;
-    else if (strcasecmp(key, "Host") == 0)
-        f->host++;
-    return MHD_YES;
+    conn *c = r->c;
+    sd_http *h = r->lp->h;
+    int route = r->match_result == SD_MATCH_OK ? r->match.route : -1;
+    int64_t ns = sd_mono_ns() - r->t0;
+    sd_metrics_request(route, r->status, ns);
+    if (sd_log_get_level() <= SD_LOG_DEBUG)
+        sd_debug("request id=%s method=%s route=%s status=%d us=%lld", r->id, r->method,
+                 route >= 0 ? h->routes[route].pattern : "-", r->status, (long long)(ns / 1000));
+    if (c->in_flight) {
+        c->in_flight = false;
+        atomic_fetch_sub(&h->inflight, 1);
+    }
+    c->req = NULL;
+    if (c->peer_gone) {
+        req_free(r);
+        conn_free(c);
+        return;
+    }
+    bool ok = r->out && append_out(c, r->out, r->out_len);
+    if (!ok || r->close_after)
+        c->close_after_write = true;
+    req_free(r);
+    if (!flush_out(c))
+        return;
+    c->idle_deadline = sd_now_ms() + h->opt.connection_timeout_s * 1000LL;
+    if (c->close_after_write) { /* output pending: close once it is out */
+        set_events(c);
+        return;
+    }
+    /* Pipelined requests already buffered are parsed now, in order (by the
+     * caller's loop when process_input() is on the stack). */
+    if (c->in_process)
+        return;
+    if (c->in_len > 0 && c->out_len == 0)
+        process_input(c);
+    else
+        set_events(c);
 }
+
+/* An error found while reading a request: answer it and close. */
+static void fail_request(conn *c, int status, const char *detail)
+{
+    if (!c->req)
+        c->req = req_new(c);
+    if (!c->req) {
+        conn_close(c);
+        return;
+    }
+    sd_req *r = c->req;
+    r->method = r->method ? r->method : "-";
+    r->close_after = true;
+    r->keep_alive = false;
+    char *text = problem_text(r, status, detail);
+    const char *retry[] = {"Retry-After", "1", NULL};
+    render(r, status, "application/problem+json", text, text ? strlen(text) : 0,
+           status == 503 ? retry : NULL);
+    c->in_len = 0; /* nothing after a framing error is trusted */
+    deliver(r);
+}
+
+/* ---- http-parser callbacks --------------------------------------------- */
+
+static int grow_append(char **buf, size_t *len, const char *at, size_t n)
+{
+    char *p = realloc(*buf, *len + n + 1);
+    if (!p)
+        return -1;
+    memcpy(p + *len, at, n);
+    *len += n;
+    p[*len] = '\0';
+    *buf = p;
+    return 0;
+}
+
+static int on_message_begin(http_parser *p)
+{
+    conn *c = p->data;
+    if (!c->req && !(c->req = req_new(c)))
+        return -1;
+    c->request_deadline = sd_now_ms() + REQUEST_TIMEOUT_MS;
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n)
+{
+    conn *c = p->data;
+    return grow_append(&c->req->url, &c->req->url_len, at, n);
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t n)
+{
+    conn *c = p->data;
+    sd_req *r = c->req;
+    if (!c->reading_field || r->nheaders == 0) {
+        if (r->nheaders == MAX_HEADERS)
+            return -1;
+        r->nheaders++;
+        c->reading_field = true;
+    }
+    header *hd = &r->headers[r->nheaders - 1];
+    size_t len = hd->name ? strlen(hd->name) : 0;
+    return grow_append(&hd->name, &len, at, n);
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t n)
+{
+    conn *c = p->data;
+    sd_req *r = c->req;
+    c->reading_field = false;
+    header *hd = &r->headers[r->nheaders - 1];
+    size_t len = hd->value ? strlen(hd->value) : 0;
+    if (!hd->value && grow_append(&hd->value, &len, "", 0))
+        return -1;
+    return grow_append(&hd->value, &len, at, n);
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    conn *c = p->data;
+    sd_req *r = c->req;
+    c->reading_field = false;
+    r->method = http_method_str((enum http_method)p->method);
+    r->head = p->method == HTTP_HEAD;
+    r->keep_alive = http_should_keep_alive(p);
+    for (int i = 0; i < r->nheaders; i++)
+        if (!r->headers[i].value)
+            r->headers[i].value = strdup("");
+    r->has_body = (p->flags & F_CHUNKED) || p->content_length > 0;
+    if (p->content_length != ULLONG_MAX && p->content_length > c->lp->h->opt.max_body_bytes)
+        return -1; /* checked by the caller: 413 before the body is read */
+    /* The request must not be answered with a body the handler never sees:
+     * Expect: 100-continue is honoured once the head is accepted. */
+    const char *expect = sd_req_header(r, "Expect");
+    if (expect && strcasecmp(expect, "100-continue") == 0 && r->has_body)
+        append_out(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n)
+{
+    conn *c = p->data;
+    sd_req *r = c->req;
+    if (r->body_len + n > c->lp->h->opt.max_body_bytes) {
+        c->body_too_large = true;
+        return -1;
+    }
+    if (r->body_len + n + 1 > r->body_cap) {
+        size_t cap = r->body_cap ? r->body_cap : 1024;
+        while (cap < r->body_len + n + 1)
+            cap *= 2;
+        char *b = realloc(r->body, cap);
+        if (!b)
+            return -1;
+        r->body = b;
+        r->body_cap = cap;
+    }
+    memcpy(r->body + r->body_len, at, n);
+    r->body_len += n;
+    r->body[r->body_len] = '\0';
+    return 0;
+}
+
+static int on_message_complete(http_parser *p)
+{
+    http_parser_pause(p, 1);
+    return 0;
+}
+
+/* ---- checks on the raw head, before http-parser ------------------------ */
+
+/* Scans the bytes of a complete request head (up to the blank line) for what
+ * http-parser tolerates but RFC 9112 forbids. Returns NULL or the reason. */
+static const char *check_head(const char *s, size_t n)
+{
+    const char *line_end = memchr(s, '\n', n);
+    if (!line_end)
+        return NULL;
+    for (const char *p = line_end + 1; p < s + n;) {
+        const char *e = memchr(p, '\n', (size_t)(s + n - p));
+        if (!e)
+            break;
+        size_t len = (size_t)(e - p);
+        if (len > 0 && p[len - 1] == '\r')
+            len--;
+        if (len == 0)
+            break; /* end of head */
+        if (p[0] == ' ' || p[0] == '\t')
+            return "obsolete line folding is not accepted";
+        const char *colon = memchr(p, ':', len);
+        if (!colon)
+            return "a header line has no colon";
+        if (colon == p || colon[-1] == ' ' || colon[-1] == '\t')
+            return "whitespace before a header colon";
+        for (const char *q = p; q < p + len; q++)
+            if (((unsigned char)*q < 0x20 && *q != '\t') || *q == 0x7f)
+                return "a header holds a control character";
+        p = e + 1;
+    }
+    return NULL;
+}
+
+/* ---- dispatch ---------------------------------------------------------- */
 
 static bool is_json(const char *ctype)
 {
@@ -312,49 +767,50 @@ static bool is_json(const char *ctype)
            (ctype[n] == '\0' || ctype[n] == ';' || ctype[n] == ' ');
 }
 
-/* First call: framing checks and routing. Returns MHD_YES to go on, or the
- * result of an immediate error reply. */
-static enum MHD_Result first_call(sd_req *r, const char *url)
+static void dispatch(conn *c)
 {
-    sd_http *h = r->http;
-    if (atomic_load(&h->draining))
-        return reply_now(r, 503, "the server is shutting down");
-    framing f = {0};
-    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_headers, &f);
-    if (f.malformed)
-        return reply_now(r, 400, "a header name is not a token, or a header value holds a "
-                                 "control character");
-    if (f.content_length && f.transfer_encoding)
-        return reply_now(r, 400, "a request must not carry both Content-Length and "
-                                 "Transfer-Encoding");
-    if (f.content_length > 1 || f.transfer_encoding > 1)
-        return reply_now(r, 400, "repeated Content-Length or Transfer-Encoding header");
-    if (f.host > 1)
-        return reply_now(r, 400, "repeated Host header");
-    const char *te = sd_req_header(r, MHD_HTTP_HEADER_TRANSFER_ENCODING);
-    if (te && strcasecmp(te, "chunked") != 0)
-        return reply_now(r, 501, "the only transfer coding supported is chunked");
-    const char *cl = sd_req_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl) {
-        char *end;
-        errno = 0;
-        unsigned long long n = strtoull(cl, &end, 10);
-        if (!isdigit((unsigned char)*cl) || *end || errno)
-            return reply_now(r, 400, "invalid Content-Length");
-        if (n > h->max_body)
-            return reply_now(r, 413, "the body is larger than the server accepts");
-        r->has_body = n > 0;
+    sd_req *r = c->req;
+    sd_http *h = c->lp->h;
+    c->in_flight = true;
+    atomic_fetch_add(&h->inflight, 1);
+    if (atomic_load(&h->draining)) {
+        r->close_after = true;
+        sd_reply_problem(r, 503, "the server is shutting down");
+        return;
     }
-    if (te)
-        r->has_body = 1;
-    r->match_result = sd_route_match(h->routes, h->nroutes, r->method, url, &r->match);
-    return MHD_YES;
-}
-
-/* Last call: validate what the route needs, then run the handler. */
-static void dispatch(sd_req *r)
-{
-    r->dispatched = true;
+    /* Framing checks http-parser leaves to us. */
+    const char *te = sd_req_header(r, "Transfer-Encoding");
+    if (header_count(r, "Content-Length") > 1 || header_count(r, "Transfer-Encoding") > 1) {
+        r->close_after = true;
+        sd_reply_problem(r, 400, "repeated Content-Length or Transfer-Encoding header");
+        return;
+    }
+    if (header_count(r, "Host") > 1 ||
+        (header_count(r, "Host") == 0 && c->parser.http_major == 1 && c->parser.http_minor >= 1)) {
+        r->close_after = true;
+        sd_reply_problem(r, 400, "HTTP/1.1 requests need exactly one Host header");
+        return;
+    }
+    if (te && strcasecmp(te, "chunked") != 0) {
+        r->close_after = true;
+        sd_reply_problem(r, 501, "the only transfer coding supported is chunked");
+        return;
+    }
+    /* Split the target into path and query; only origin-form is served. */
+    if (!r->url || r->url[0] != '/') {
+        sd_reply_problem(r, 400, "the request target must be a path");
+        return;
+    }
+    r->path = r->url;
+    char *q = strchr(r->url, '?');
+    if (q) {
+        *q = '\0';
+        r->query = q + 1;
+    }
+    char *frag = strchr(r->url, '#');
+    if (frag)
+        *frag = '\0';
+    r->match_result = sd_route_match(h->routes, h->nroutes, r->method, r->path, &r->match);
     switch (r->match_result) {
     case SD_MATCH_NOT_FOUND:
         sd_reply_problem(r, 404, "no such resource");
@@ -369,11 +825,10 @@ static void dispatch(sd_req *r)
     case SD_MATCH_OK:
         break;
     }
-    const sd_route *route = &r->http->routes[r->match.route];
-    const char *ctype = sd_req_header(r, MHD_HTTP_HEADER_CONTENT_TYPE);
+    const sd_route *route = &h->routes[r->match.route];
+    const char *ctype = sd_req_header(r, "Content-Type");
     if (route->body == SD_ROUTE_BODY) {
-        if (!sd_req_header(r, MHD_HTTP_HEADER_CONTENT_LENGTH) &&
-            !sd_req_header(r, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+        if (!sd_req_header(r, "Content-Length") && !te) {
             sd_reply_problem(r, 411, "this request needs a JSON body with a Content-Length");
             return;
         }
@@ -385,162 +840,363 @@ static void dispatch(sd_req *r)
         sd_reply_problem(r, 415, "the body must be application/json");
         return;
     }
-    route->fn(r, r->http->app);
+    route->fn(r, h->app);
 }
 
-static enum MHD_Result queue_stored(sd_req *r)
-{
-    struct MHD_Response *resp = r->resp;
-    r->resp = NULL;
-    if (!resp)
-        return MHD_NO;
-    enum MHD_Result ret = MHD_queue_response(r->conn, r->status, resp);
-    MHD_destroy_response(resp);
-    return ret;
-}
+static void process_input_locked(conn *c);
 
-static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
-                                 const char *method, const char *version, const char *upload,
-                                 size_t *upload_size, void **con_cls)
+/* Parses buffered input, dispatching complete requests one at a time. The
+ * connection may be closed meanwhile; it is freed here, at the end. */
+static void process_input(conn *c)
 {
-    (void)version;
-    sd_http *h = cls;
-    sd_req *r = *con_cls;
-    if (!r) {
-        r = calloc(1, sizeof *r);
-        if (!r)
-            return MHD_NO;
-        r->http = h;
-        r->conn = conn;
-        r->method = method;
-        r->t0 = sd_mono_ns();
-        r->match.route = -1;
-        pthread_mutex_init(&r->mu, NULL);
-        snprintf(r->id, sizeof r->id, "%s-%llu", h->id_prefix,
-                 (unsigned long long)atomic_fetch_add(&h->next_id, 1));
-        atomic_fetch_add(&h->inflight, 1);
-        *con_cls = r;
-        return first_call(r, url);
-    }
-    if (*upload_size) {
-        if (r->dispatched) { /* answered early: discard */
-            *upload_size = 0;
-            return MHD_YES;
+    c->in_process = true;
+    process_input_locked(c);
+    c->in_process = false;
+    if (c->fd < 0) {
+        if (!c->in_flight) {
+            req_free(c->req);
+            c->req = NULL;
+            conn_free(c);
         }
-        size_t n = *upload_size;
-        *upload_size = 0;
-        if (r->discarded || r->body_len + n > h->max_body) {
-            /* libmicrohttpd cannot answer in the middle of a body: drop the
-             * rest and answer 413 at its end, or close past a hard cap. */
-            r->discarded += n;
-            return r->discarded > 16 * h->max_body ? MHD_NO : MHD_YES;
-        }
-        if (r->body_len + n + 1 > r->body_cap) {
-            size_t cap = r->body_cap ? r->body_cap : 1024;
-            while (cap < r->body_len + n + 1)
-                cap *= 2;
-            char *b = realloc(r->body, cap);
-            if (!b)
-                return MHD_NO;
-            r->body = b;
-            r->body_cap = cap;
-        }
-        memcpy(r->body + r->body_len, upload, n);
-        r->body_len += n;
-        r->body[r->body_len] = '\0';
-        return MHD_YES;
-    }
-    if (r->resp) /* resumed, or answered inline */
-        return queue_stored(r);
-    if (r->dispatched)
-        return MHD_YES;
-    if (r->discarded)
-        return reply_now(r, 413, "the body is larger than the server accepts");
-    dispatch(r);
-    pthread_mutex_lock(&r->mu);
-    enum MHD_Result ret = MHD_YES;
-    if (r->resp) {
-        ret = queue_stored(r);
-    } else {
-        r->suspended = true;
-        MHD_suspend_connection(conn);
-    }
-    pthread_mutex_unlock(&r->mu);
-    return ret;
-}
-
-static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-                         enum MHD_RequestTerminationCode toe)
-{
-    (void)conn;
-    sd_http *h = cls;
-    sd_req *r = *con_cls;
-    if (!r)
         return;
-    int64_t ns = sd_mono_ns() - r->t0;
-    int route = r->match_result == SD_MATCH_OK ? r->match.route : -1;
-    sd_metrics_request(route, (int)r->status, ns);
-    if (sd_log_get_level() <= SD_LOG_DEBUG)
-        sd_debug("request id=%s method=%s route=%s status=%u us=%lld end=%d", r->id, r->method,
-                 route >= 0 ? h->routes[route].pattern : "-", r->status, (long long)(ns / 1000),
-                 (int)toe);
-    if (r->resp)
-        MHD_destroy_response(r->resp);
-    sd_match_free(&r->match);
-    for (query_value *q = r->queries, *next; q; q = next) {
-        next = q->next;
-        free(q->value);
-        free(q);
     }
-    free(r->body);
-    pthread_mutex_destroy(&r->mu);
-    free(r);
-    *con_cls = NULL;
-    atomic_fetch_sub(&h->inflight, 1);
+    set_events(c);
 }
 
-/* Leaves percent-escapes alone: the router decodes each path segment and
- * sd_req_query each value, so that an encoded '/' stays inside its segment. */
-static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s)
+static void process_input_locked(conn *c)
 {
-    (void)cls;
-    (void)c;
-    return strlen(s);
+    sd_http *h = c->lp->h;
+    while (c->in_len > 0 && !c->in_flight && c->fd >= 0 && c->out_len == c->out_off) {
+        /* Before the parser sees a head, check it whole (bounded). */
+        if (!c->req || c->head_bytes == 0) {
+            char *end = NULL;
+            for (size_t i = 0; i + 3 < c->in_len && !end; i++)
+                if (c->in[i] == '\r' && c->in[i + 1] == '\n' && c->in[i + 2] == '\r' &&
+                    c->in[i + 3] == '\n')
+                    end = c->in + i + 4;
+            if (!end) {
+                for (size_t i = 0; i + 1 < c->in_len && !end; i++)
+                    if (c->in[i] == '\n' && c->in[i + 1] == '\n')
+                        end = c->in + i + 2;
+            }
+            if (!end) {
+                if (c->in_len > h->opt.max_header_bytes) {
+                    const char *sp = memchr(c->in, ' ', c->in_len);
+                    const char *nl = memchr(c->in, '\n', c->in_len);
+                    fail_request(c, nl ? 431 : 414,
+                                 nl ? "the request head is larger than the server accepts"
+                                    : "the request target is longer than the server accepts");
+                    (void)sp;
+                    return;
+                }
+                if (!c->req) {
+                    c->request_deadline = sd_now_ms() + REQUEST_TIMEOUT_MS;
+                    if (!(c->req = req_new(c))) {
+                        conn_close(c);
+                        return;
+                    }
+                }
+                return; /* wait for the rest of the head */
+            }
+            size_t head_len = (size_t)(end - c->in);
+            if (head_len > h->opt.max_header_bytes) {
+                const char *nl = memchr(c->in, '\n', head_len);
+                bool long_target = nl && (size_t)(nl - c->in) > h->opt.max_header_bytes / 2;
+                fail_request(c, long_target ? 414 : 431,
+                             long_target ? "the request target is longer than the server accepts"
+                                         : "the request head is larger than the server accepts");
+                return;
+            }
+            const char *why = check_head(c->in, head_len);
+            if (why) {
+                fail_request(c, 400, why);
+                return;
+            }
+            c->head_bytes = head_len;
+        }
+        size_t n = http_parser_execute(&c->parser, &parser_settings, c->in, c->in_len);
+        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+        memmove(c->in, c->in + n, c->in_len - n);
+        c->in_len -= n;
+        if (e == HPE_PAUSED) {
+            http_parser_pause(&c->parser, 0);
+            c->head_bytes = 0;
+            if (c->parser.upgrade) {
+                fail_request(c, 400, "protocol upgrades are not supported");
+                return;
+            }
+            dispatch(c);
+            continue;
+        }
+        if (e != HPE_OK) {
+            int status = 400;
+            const char *detail = http_errno_description(e);
+            if (e == HPE_CB_headers_complete && c->req && c->req->method) {
+                status = 413;
+                detail = "the body is larger than the server accepts";
+            } else if (c->body_too_large) {
+                status = 413;
+                detail = "the body is larger than the server accepts";
+            } else if (e == HPE_HEADER_OVERFLOW || e == HPE_CB_header_field) {
+                status = 431;
+                detail = "too many or too large headers";
+            } else if (e == HPE_INVALID_METHOD) {
+                detail = "unknown or malformed method";
+            } else if (e == HPE_INVALID_TRANSFER_ENCODING) {
+                status = 501;
+            } else if (e == HPE_UNEXPECTED_CONTENT_LENGTH) {
+                detail = "a request must not carry both Content-Length and Transfer-Encoding";
+            }
+            fail_request(c, status, detail);
+            return;
+        }
+        if (c->out_len > c->out_off && !flush_out(c)) /* e.g. 100 Continue */
+            return;
+        if (c->in_len == 0 || c->parser.http_errno == HPE_OK)
+            break; /* the rest of this message has not arrived */
+    }
 }
 
-static void mhd_log(void *cls, const char *fmt, va_list ap)
+static void on_readable(conn *c)
 {
-    (void)cls;
-    char msg[512];
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    size_t n = strlen(msg);
-    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
-        msg[--n] = '\0';
-    sd_debug("http: %s", msg);
+    for (;;) {
+        if (c->in_cap - c->in_len < READ_CHUNK) {
+            size_t cap = c->in_cap ? c->in_cap * 2 : READ_CHUNK * 2;
+            char *p = realloc(c->in, cap);
+            if (!p) {
+                conn_close(c);
+                return;
+            }
+            c->in = p;
+            c->in_cap = cap;
+        }
+        ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+        if (n > 0) {
+            c->in_len += (size_t)n;
+            if ((size_t)n < READ_CHUNK)
+                break;
+            if (c->in_len > c->lp->h->opt.max_header_bytes + c->lp->h->opt.max_body_bytes + 65536)
+                break; /* parse what we have before reading more */
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        conn_close(c); /* EOF or error */
+        return;
+    }
+    process_input(c);
+}
+
+/* ---- the loop ---------------------------------------------------------- */
+
+static void accept_all(loop *lp)
+{
+    sd_http *h = lp->h;
+    for (;;) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(lp->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        char ip[INET6_ADDRSTRLEN] = "?";
+        if (ss.ss_family == AF_INET)
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof ip);
+        else if (ss.ss_family == AF_INET6)
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof ip);
+        if (atomic_load(&h->nconns) >= h->opt.max_connections || !ip_acquire(h, ip)) {
+            static const char busy[] =
+                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\n"
+                "X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nRetry-After: 1\r\n"
+                "Connection: close\r\nContent-Length: 108\r\n\r\n"
+                "{\"type\":\"about:blank\",\"title\":\"Service Unavailable\",\"status\":503,"
+                "\"detail\":\"too many connections\"}   ";
+            ssize_t w = send(fd, busy, sizeof busy - 1, MSG_NOSIGNAL);
+            (void)w;
+            close(fd);
+            continue;
+        }
+        conn *c = calloc(1, sizeof *c);
+        if (!c) {
+            ip_release(h, ip);
+            close(fd);
+            continue;
+        }
+        atomic_fetch_add(&h->nconns, 1);
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        c->fd = fd;
+        c->lp = lp;
+        snprintf(c->ip, sizeof c->ip, "%s", ip);
+        http_parser_init(&c->parser, HTTP_REQUEST);
+        c->parser.data = c;
+        c->idle_deadline = sd_now_ms() + h->opt.connection_timeout_s * 1000LL;
+        c->next = lp->conns;
+        if (lp->conns)
+            lp->conns->prev = c;
+        lp->conns = c;
+        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
+        epoll_ctl(lp->ep, EPOLL_CTL_ADD, fd, &ev);
+    }
+}
+
+static void drain_done(loop *lp)
+{
+    uint64_t v;
+    ssize_t rd = read(lp->wake_fd, &v, sizeof v);
+    (void)rd;
+    pthread_mutex_lock(&lp->mu);
+    sd_req *list = lp->done_head;
+    lp->done_head = lp->done_tail = NULL;
+    pthread_mutex_unlock(&lp->mu);
+    while (list) {
+        sd_req *next = list->next_done;
+        deliver(list);
+        list = next;
+    }
+}
+
+/* Timeouts: a request that takes too long to arrive, an idle keep-alive
+ * connection, and (when draining) every idle connection. */
+static void check_timers(loop *lp)
+{
+    int64_t now = sd_now_ms();
+    bool draining = atomic_load(&lp->h->draining);
+    for (conn *c = lp->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->fd < 0 || c->in_flight || c->out_len > c->out_off)
+            continue;
+        bool mid_request = c->req != NULL || c->in_len > 0;
+        if (mid_request && now > c->request_deadline)
+            fail_request(c, 408, "the request did not arrive in time");
+        else if (!mid_request && (draining || now > c->idle_deadline))
+            conn_close(c);
+    }
+}
+
+static void *loop_main(void *arg)
+{
+    loop *lp = arg;
+    sd_http *h = lp->h;
+    struct epoll_event evs[128];
+    int64_t next_timer = sd_now_ms() + 1000;
+    bool listening = true;
+    while (!atomic_load(&h->stopping)) {
+        if (listening && atomic_load(&h->draining)) {
+            epoll_ctl(lp->ep, EPOLL_CTL_DEL, lp->listen_fd, NULL);
+            close(lp->listen_fd);
+            lp->listen_fd = -1;
+            listening = false;
+            check_timers(lp);
+        }
+        int n = epoll_wait(lp->ep, evs, 128, 250);
+        for (int i = 0; i < n; i++) {
+            void *p = evs[i].data.ptr;
+            if (p == &lp->listen_fd) {
+                if (listening)
+                    accept_all(lp);
+            } else if (p == &lp->wake_fd) {
+                drain_done(lp);
+            } else {
+                conn *c = p;
+                if (c->fd < 0)
+                    continue;
+                if (evs[i].events & EPOLLOUT) {
+                    if (!flush_out(c))
+                        continue;
+                    if (c->out_len == 0 && c->in_len > 0 && !c->in_flight) {
+                        process_input(c);
+                        continue; /* c may be gone; level-triggered events come again */
+                    }
+                    set_events(c);
+                }
+                if (c->fd >= 0 && (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)))
+                    on_readable(c);
+            }
+        }
+        int64_t now = sd_now_ms();
+        if (now >= next_timer || atomic_load(&h->draining)) {
+            check_timers(lp);
+            next_timer = now + 1000;
+        }
+    }
+    return NULL;
 }
 
 /* ---- start and stop ---------------------------------------------------- */
 
-static int open_listener(sd_http *h, const char *listen_addr, char *err, size_t errlen)
+static int parse_listen(const char *listen_addr, char *host, size_t hostlen, const char **port,
+                        char *err, size_t errlen)
 {
-    char host[256];
-    const char *port;
     if (listen_addr[0] == '[') {
-        const char *close = strchr(listen_addr, ']');
-        if (!close || close[1] != ':' || (size_t)(close - listen_addr) >= sizeof host) {
+        const char *close_b = strchr(listen_addr, ']');
+        if (!close_b || close_b[1] != ':' || (size_t)(close_b - listen_addr) >= hostlen) {
             snprintf(err, errlen, "listen address '%s' is not [IPV6]:PORT", listen_addr);
             return SD_ECONFIG;
         }
-        snprintf(host, sizeof host, "%.*s", (int)(close - listen_addr - 1), listen_addr + 1);
-        port = close + 2;
-    } else {
-        const char *colon = strrchr(listen_addr, ':');
-        if (!colon || (size_t)(colon - listen_addr) >= sizeof host) {
-            snprintf(err, errlen, "listen address '%s' is not HOST:PORT", listen_addr);
-            return SD_ECONFIG;
-        }
-        snprintf(host, sizeof host, "%.*s", (int)(colon - listen_addr), listen_addr);
-        port = colon + 1;
+        snprintf(host, hostlen, "%.*s", (int)(close_b - listen_addr - 1), listen_addr + 1);
+        *port = close_b + 2;
+        return 0;
+    }
+    const char *colon = strrchr(listen_addr, ':');
+    if (!colon || (size_t)(colon - listen_addr) >= hostlen) {
+        snprintf(err, errlen, "listen address '%s' is not HOST:PORT", listen_addr);
+        return SD_ECONFIG;
+    }
+    snprintf(host, hostlen, "%.*s", (int)(colon - listen_addr), listen_addr);
+    *port = colon + 1;
+    return 0;
+}
+
+/* Opens one listening socket; the first fixes the port for the others. */
+static int open_listener(sd_http *h, const struct addrinfo *ai, int *out, char *err,
+                         size_t errlen)
+{
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) || listen(fd, 4096)) {
+        snprintf(err, errlen, "cannot listen on %s: %s", h->opt.listen, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return SD_ECONFIG;
+    }
+    *out = fd;
+    return 0;
+}
+
+int sd_http_start(const sd_http_options *opt, const sd_route *routes, int nroutes, void *app,
+                  sd_http **out, char *err, size_t errlen)
+{
+    parser_settings = (http_parser_settings){
+        .on_message_begin = on_message_begin,
+        .on_url = on_url,
+        .on_header_field = on_header_field,
+        .on_header_value = on_header_value,
+        .on_headers_complete = on_headers_complete,
+        .on_body = on_body,
+        .on_message_complete = on_message_complete,
+    };
+    http_parser_set_max_header_size((uint32_t)opt->max_header_bytes);
+    sd_http *h = calloc(1, sizeof *h);
+    if (!h)
+        return SD_ENOMEM;
+    h->routes = routes;
+    h->nroutes = nroutes;
+    h->app = app;
+    h->opt = *opt;
+    pthread_mutex_init(&h->ip_mu, NULL);
+    unsigned char rnd[3];
+    if (sd_random(rnd, sizeof rnd) == 0)
+        snprintf(h->id_prefix, sizeof h->id_prefix, "%02x%02x%02x", rnd[0], rnd[1], rnd[2]);
+
+    char host[256];
+    const char *port;
+    int rc = parse_listen(opt->listen, host, sizeof host, &port, err, errlen);
+    if (rc) {
+        free(h);
+        return rc;
     }
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
@@ -548,75 +1204,67 @@ static int open_listener(sd_http *h, const char *listen_addr, char *err, size_t 
                     *res = NULL;
     int gai = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
     if (gai) {
-        snprintf(err, errlen, "cannot resolve listen address '%s': %s", listen_addr,
+        snprintf(err, errlen, "cannot resolve listen address '%s': %s", opt->listen,
                  gai_strerror(gai));
+        free(h);
         return SD_ECONFIG;
     }
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0), one = 1;
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
-        bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, 1024)) {
-        snprintf(err, errlen, "cannot listen on %s: %s", listen_addr, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        freeaddrinfo(res);
-        return SD_ECONFIG;
+    h->nloops = opt->threads > 0 ? opt->threads : 1;
+    h->loops = calloc((size_t)h->nloops, sizeof *h->loops);
+    int started = 0;
+    rc = h->loops ? 0 : SD_ENOMEM;
+    for (int i = 0; rc == 0 && i < h->nloops; i++) {
+        loop *lp = &h->loops[i];
+        lp->h = h;
+        lp->listen_fd = lp->wake_fd = lp->ep = -1;
+        pthread_mutex_init(&lp->mu, NULL);
+        if ((rc = open_listener(h, res, &lp->listen_fd, err, errlen)))
+            break;
+        if (i == 0) { /* port 0: the others must bind the port the first got */
+            struct sockaddr_storage ss;
+            socklen_t sl = sizeof ss;
+            getsockname(lp->listen_fd, (struct sockaddr *)&ss, &sl);
+            char ip[INET6_ADDRSTRLEN] = "?";
+            if (ss.ss_family == AF_INET6) {
+                struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+                inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
+                snprintf(h->address, sizeof h->address, "[%s]:%d", ip, ntohs(a->sin6_port));
+                ((struct sockaddr_in6 *)res->ai_addr)->sin6_port = a->sin6_port;
+            } else {
+                struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+                inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
+                snprintf(h->address, sizeof h->address, "%s:%d", ip, ntohs(a->sin_port));
+                ((struct sockaddr_in *)res->ai_addr)->sin_port = a->sin_port;
+            }
+        }
+        lp->ep = epoll_create1(EPOLL_CLOEXEC);
+        lp->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        if (lp->ep < 0 || lp->wake_fd < 0) {
+            snprintf(err, errlen, "epoll/eventfd: %s", strerror(errno));
+            rc = SD_ENOMEM;
+            break;
+        }
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &lp->listen_fd};
+        epoll_ctl(lp->ep, EPOLL_CTL_ADD, lp->listen_fd, &ev);
+        ev.data.ptr = &lp->wake_fd;
+        epoll_ctl(lp->ep, EPOLL_CTL_ADD, lp->wake_fd, &ev);
     }
     freeaddrinfo(res);
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    getsockname(fd, (struct sockaddr *)&ss, &sl);
-    char ip[INET6_ADDRSTRLEN] = "?";
-    int bound_port = 0;
-    if (ss.ss_family == AF_INET6) {
-        struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-        inet_ntop(AF_INET6, &a->sin6_addr, ip, sizeof ip);
-        bound_port = ntohs(a->sin6_port);
-        snprintf(h->address, sizeof h->address, "[%s]:%d", ip, bound_port);
-    } else {
-        struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-        inet_ntop(AF_INET, &a->sin_addr, ip, sizeof ip);
-        bound_port = ntohs(a->sin_port);
-        snprintf(h->address, sizeof h->address, "%s:%d", ip, bound_port);
+    for (int i = 0; rc == 0 && i < h->nloops; i++) {
+        if (pthread_create(&h->loops[i].thread, NULL, loop_main, &h->loops[i])) {
+            snprintf(err, errlen, "cannot start HTTP threads");
+            rc = SD_ENOMEM;
+            break;
+        }
+        started++;
     }
-    h->listen_fd = fd;
-    return 0;
-}
-
-int sd_http_start(const sd_http_options *opt, const sd_route *routes, int nroutes, void *app,
-                  sd_http **out, char *err, size_t errlen)
-{
-    sd_http *h = calloc(1, sizeof *h);
-    if (!h)
-        return SD_ENOMEM;
-    h->routes = routes;
-    h->nroutes = nroutes;
-    h->app = app;
-    h->max_body = opt->max_body_bytes;
-    h->listen_fd = -1;
-    unsigned char rnd[3];
-    if (sd_random(rnd, sizeof rnd) == 0)
-        snprintf(h->id_prefix, sizeof h->id_prefix, "%02x%02x%02x", rnd[0], rnd[1], rnd[2]);
-    int rc = open_listener(h, opt->listen, err, errlen);
     if (rc) {
-        free(h);
+        atomic_store(&h->stopping, true);
+        for (int i = 0; i < started; i++)
+            pthread_join(h->loops[i].thread, NULL);
+        started = 0;
+        sd_http_stop(h);
         return rc;
-    }
-    unsigned int flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
-    h->d = MHD_start_daemon(
-        flags, 0, NULL, NULL, on_access, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-        MHD_OPTION_LISTEN_SOCKET, h->listen_fd,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)opt->threads, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned int)opt->max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        (unsigned int)opt->max_connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)opt->connection_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)opt->max_header_bytes, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-        MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
-        MHD_OPTION_END);
-    if (!h->d) {
-        snprintf(err, errlen, "cannot start the HTTP server on %s", h->address);
-        close(h->listen_fd);
-        free(h);
-        return SD_ECONFIG;
     }
     *out = h;
     return 0;
@@ -630,10 +1278,11 @@ const char *sd_http_address(const sd_http *h)
 void sd_http_drain(sd_http *h)
 {
     atomic_store(&h->draining, true);
-    MHD_socket fd = MHD_quiesce_daemon(h->d);
-    if (fd != MHD_INVALID_SOCKET)
-        close(fd);
-    h->listen_fd = -1;
+    for (int i = 0; i < h->nloops; i++) {
+        uint64_t one = 1;
+        ssize_t w = write(h->loops[i].wake_fd, &one, sizeof one);
+        (void)w;
+    }
 }
 
 int sd_http_inflight(sd_http *h)
@@ -645,8 +1294,43 @@ void sd_http_stop(sd_http *h)
 {
     if (!h)
         return;
-    MHD_stop_daemon(h->d);
-    if (h->listen_fd >= 0)
-        close(h->listen_fd);
+    if (!atomic_exchange(&h->stopping, true)) {
+        for (int i = 0; h->loops && i < h->nloops; i++) {
+            uint64_t one = 1;
+            if (h->loops[i].wake_fd >= 0) {
+                ssize_t w = write(h->loops[i].wake_fd, &one, sizeof one);
+                (void)w;
+            }
+        }
+        for (int i = 0; h->loops && i < h->nloops; i++)
+            if (h->loops[i].thread)
+                pthread_join(h->loops[i].thread, NULL);
+    }
+    for (int i = 0; h->loops && i < h->nloops; i++) {
+        loop *lp = &h->loops[i];
+        /* Requests still in flight here belong to handlers that never
+         * answered within the shutdown deadline: their memory is left to
+         * the process exit rather than freed under a running handler. */
+        for (conn *c = lp->conns, *next; c; c = next) {
+            next = c->next;
+            if (c->fd >= 0)
+                close(c->fd);
+            c->fd = -1;
+            if (!c->in_flight) {
+                req_free(c->req);
+                conn_free(c);
+            }
+        }
+        if (lp->listen_fd >= 0)
+            close(lp->listen_fd);
+        if (lp->wake_fd >= 0)
+            close(lp->wake_fd);
+        if (lp->ep >= 0)
+            close(lp->ep);
+        pthread_mutex_destroy(&lp->mu);
+    }
+    free(h->loops);
+    free(h->ips);
+    pthread_mutex_destroy(&h->ip_mu);
     free(h);
 }

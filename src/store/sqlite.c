@@ -153,6 +153,7 @@ struct sd_store {
     size_t n_removed, cap_removed;
 
     _Atomic bool broken;
+    _Atomic bool write_failing; /* the last commit that tried to change something failed */
     _Atomic int64_t active_rows, swept_total, sweeps_total, commits_total, writes_total;
 };
 
@@ -343,7 +344,7 @@ static int sq_list_user(sd_store *st, const char *user_id, int64_t now, const sd
 
 static int sq_ready(sd_store *st)
 {
-    if (atomic_load(&st->broken))
+    if (atomic_load(&st->broken) || atomic_load(&st->write_failing))
         return SD_EUNAVAILABLE;
     reader *r = get_reader(st);
     if (!r)
@@ -622,6 +623,7 @@ static void commit_batch(sd_store *st, sd_write *batch)
     }
     int64_t delta = 0;
     int64_t swept = 0, sweeps = 0;
+    int changes_before = sqlite3_total_changes(st->wdb);
     int nwrites = 0;
     for (sd_write *w = batch; w; w = w->next) {
         nwrites++;
@@ -660,7 +662,11 @@ static void commit_batch(sd_store *st, sd_write *batch)
         }
         for (sd_write *w = batch; w; w = w->next)
             w->rc = SD_EUNAVAILABLE;
+        atomic_store(&st->write_failing, true);
     } else {
+        /* Readiness comes back with the first commit that really wrote. */
+        if (sqlite3_total_changes(st->wdb) != changes_before)
+            atomic_store(&st->write_failing, false);
         apply_to_index(st, batch);
         atomic_fetch_add(&st->active_rows, delta);
         atomic_fetch_add(&st->commits_total, 1);

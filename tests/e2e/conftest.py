@@ -23,9 +23,9 @@ import sys
 import threading
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
-from urllib.parse import quote, urlparse
+from urllib.parse import quote
 
 import pytest
 import requests
@@ -789,6 +789,14 @@ def scan_paths_for_tokens(paths, tokens):
     return findings, scanned
 
 
+SCAN_SUMMARY = []
+
+
+def pytest_terminal_summary(terminalreporter):
+    for line in SCAN_SUMMARY:
+        terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def final_token_scan():
     yield
@@ -799,5 +807,7 @@ def final_token_scan():
     if not tokens:
         return
     findings, scanned = scan_paths_for_tokens(ARTIFACT_DIRS, tokens)
+    SCAN_SUMMARY.append(f"final token scan: {len(tokens)} issued tokens x {len(scanned)} server log/data files: "
+                        f"{len(findings)} hits")
     assert not findings, (f"issued tokens found in server logs / data files "
                           f"({len(findings)} hits, {len(scanned)} files scanned):\n" + "\n".join(findings[:30]))

@@ -49,7 +49,12 @@ def test_invalid_option_values_fail(tmp_path, args):
     assert (out + err).strip(), "rejection should print a message"
 
 
-@pytest.mark.parametrize("value,seconds", [("500ms", 0.5), ("2s", 2), ("5m", 300), ("1h", 3600),
+def test_millisecond_duration_accepted(make_server):
+    srv = make_server("--sweep-interval", "500ms")
+    assert srv.api.get("/healthz").status_code == 200
+
+
+@pytest.mark.parametrize("value,seconds", [("1500ms", 1.5), ("2s", 2), ("5m", 300), ("1h", 3600),
                                            ("30d", 30 * 86400), ("90", 90)])
 def test_duration_formats(make_server, value, seconds):
     srv = make_server("--idle-timeout", value, "--absolute-timeout", "31d", "--max-idle-timeout", "31d")
@@ -90,14 +95,14 @@ def _post_size(srv, size):
 
 
 def test_precedence_max_body_bytes(make_server):
-    srv = make_server(config={"max-body-bytes": "1000"}, env={"SESSIOND_MAX_BODY_BYTES": "2000"})
-    assert _post_size(srv, 1500) == 201, "env max-body-bytes=2000 must beat config 1000"
-    assert _post_size(srv, 2500) == 413
-    srv = make_server("--max-body-bytes", "3000", config={"max-body-bytes": "1000"},
-                      env={"SESSIOND_MAX_BODY_BYTES": "2000"})
-    assert _post_size(srv, 2500) == 201, "flag max-body-bytes=3000 must beat env and config"
-    srv = make_server(config={"max-body-bytes": "1000", "log-level": "warn"})
-    assert _post_size(srv, 1500) == 413, "config max-body-bytes=1000 must apply"
+    srv = make_server(config={"max-body-bytes": "2000"}, env={"SESSIOND_MAX_BODY_BYTES": "3000"})
+    assert _post_size(srv, 2500) == 201, "env max-body-bytes=3000 must beat config 2000"
+    assert _post_size(srv, 3500) == 413
+    srv = make_server("--max-body-bytes", "4000", config={"max-body-bytes": "2000"},
+                      env={"SESSIOND_MAX_BODY_BYTES": "3000"})
+    assert _post_size(srv, 3500) == 201, "flag max-body-bytes=4000 must beat env and config"
+    srv = make_server(config={"max-body-bytes": "2000", "log-level": "warn"})
+    assert _post_size(srv, 2500) == 413, "config max-body-bytes=2000 must apply"
 
 
 def test_config_file_multiple_options(make_server):

@@ -3,13 +3,11 @@ pipelining, and a battery of malformed requests over raw sockets."""
 
 import json
 import re
-import socket
 import time
 
 import pytest
-import requests
 
-from conftest import (RawConn, check_common_headers, http_request_bytes, new_user, observe_raw,
+from conftest import (RawConn, http_request_bytes, new_user, observe_raw,
                       raw_exchange, wait_for)
 
 
@@ -25,8 +23,8 @@ def battery_server(tmp_path_factory):
 
 # ------------------------------------------------------------ basics --------
 def test_health_and_ready(api):
-    r = api.get("/healthz", expect=200)
-    r = api.get("/readyz", expect=200)
+    api.get("/healthz", expect=200)
+    api.get("/readyz", expect=200)
 
 
 def test_request_ids_differ(api):
@@ -73,7 +71,9 @@ def test_metrics(make_server):
     srv = make_server("--sweep-interval", "200ms")
     api = srv.api
     user = new_user()
-    a, b, c = api.create(user), api.create(user), api.create(user)
+    a = api.create(user)
+    api.create(user)
+    c = api.create(user)
     api.delete(f"/sessions/{c['sessionId']}", expect=204)
     api.validate(a["token"])
     r = api.get("/metrics", expect=200)
@@ -168,7 +168,7 @@ def test_slow_client_does_not_block_others(module_server):
             c2.send(b"POST /sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                     b"Content-Length: 100\r\n\r\n{\"userId\":")             # body never finished
             for _ in range(3):
-                r = requests.get(module_server.url + "/healthz", timeout=10)
+                r = module_server.api.get("/healthz", timeout=10)
                 assert r.status_code == 200
         finally:
             c2.close()
@@ -223,8 +223,6 @@ BATTERY = {
     "escaped-nul-data-key": (_post("/sessions", b'{"userId": "u", "data": {"a\\u0000b": 1}}'), None, True, False),
     "nul-in-path": (b"GET /hea\x00lthz HTTP/1.1\r\nHost: x\r\n\r\n", None, False, False),
     "nul-in-header": (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n", None, False, False),
-    "cl-longer-than-body": (_post("/sessions", b'{"userId": "u"}', headers=[("Content-Length", "500")]),
-                            None, False, True),
     "cl-shorter-than-body": (_post("/sessions", b'{"userId": "u"}', headers=[("Content-Length", "5")]),
                              {400}, True, False),
     "cl-negative": (_post("/sessions", b'{"userId": "u"}', headers=[("Content-Length", "-5")]), {400}, False, False),
@@ -242,15 +240,15 @@ BATTERY = {
                                     headers=[("Transfer-Encoding", "chunked")]), {400, 413}, False, False),
     "chunked-size-mismatch": (_post("/sessions", b"3\r\n{\"userId\":\"u\"}\r\n0\r\n\r\n",
                                     headers=[("Transfer-Encoding", "chunked")]), {400}, False, False),
-    "chunked-truncated": (_post("/sessions", b"20\r\n{\"userId\"", headers=[("Transfer-Encoding", "chunked")]),
-                          None, False, True),
     "obs-fold-header": (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\r\n  folded\r\n\r\n", None, False, False),
 }
 
 
 def _run_battery_case(srv, key):
     data, allowed, must_respond, shut = BATTERY[key]
-    rs, closed = raw_exchange(srv.port, data, shutdown_write=shut, timeout=10, max_responses=3)
+    # a server may legitimately wait for more bytes where no answer is required
+    rs, closed = raw_exchange(srv.port, data, shutdown_write=shut, timeout=10 if must_respond else 3,
+                              max_responses=3, more_timeout=0.2)
     return rs, closed
 
 
@@ -264,24 +262,28 @@ def test_malformed_request_battery(battery_server, key):
         assert rs, f"{key}: no response at all (connection closed={closed})"
     if rs and allowed is not None:
         assert rs[0].status in allowed, f"{key}: want one of {sorted(allowed)}, got {rs[0].status} {rs[0].body[:200]!r}"
-    r = requests.get(battery_server.url + "/healthz", timeout=10)
+    r = battery_server.api.get("/healthz", timeout=10)
     assert r.status_code == 200, f"{key}: /healthz answered {r.status_code} afterwards"
     assert battery_server.running(), f"{key}: server process died"
 
 
-@pytest.mark.parametrize("key", [k for k, v in BATTERY.items() if v[2]])
-def test_malformed_request_responses_have_standard_headers(battery_server, key):
-    """Even rejections of broken requests carry nosniff/no-store/X-Request-Id and problem+json."""
+@pytest.mark.parametrize("key", list(BATTERY))
+def test_malformed_request_responses_are_well_formed(battery_server, key):
+    """Whatever answer a broken request gets is one well-formed HTTP response with the
+    standard headers (nosniff, no-store, X-Request-Id) and a problem+json body.
+    (A case the server answers by just closing the connection passes here.)"""
     rs, _ = _run_battery_case(battery_server, key)
-    assert rs, f"{key}: no response"
     for r in rs:
+        assert not r.body.lstrip().startswith(b"HTTP/1."), \
+            (f"{key}: malformed framing - the body of the {r.status} response is another status line and "
+             f"header block (headers sent twice): {r.raw[:400]!r}")
         observe_raw("RAW", key, r)
 
 
 def test_deep_nesting_default_body_limit(module_server):
     rs, _ = raw_exchange(module_server.port, _post("/sessions", DEEP), timeout=15)
     assert rs and rs[0].status in (400, 413), f"100000-deep nesting: want 400/413, got {rs}"
-    assert requests.get(module_server.url + "/healthz", timeout=10).status_code == 200
+    assert module_server.api.get("/healthz", timeout=10).status_code == 200
 
 
 def test_cl_and_te_together_400_and_closed(module_server):
@@ -302,7 +304,7 @@ def test_cl_and_te_together_400_and_closed(module_server):
         assert c.wait_closed(5), "connection must be closed after a CL+TE request"
     finally:
         c.close()
-    assert requests.get(module_server.url + "/healthz", timeout=10).status_code == 200
+    assert module_server.api.get("/healthz", timeout=10).status_code == 200
 
 
 def test_raw_errors_after_battery_server_still_serves_api(battery_server):
@@ -340,3 +342,33 @@ def test_oversized_body_413_on_every_endpoint(module_server, method, path):
     finally:
         c.close()
     assert module_server.api.get_session(s["sessionId"]).json()["version"] == 1
+
+
+ABANDONED = {
+    "cl-longer-than-body": _post("/sessions", b'{"userId": "u"}', headers=[("Content-Length", "500")]),
+    "chunked-truncated": _post("/sessions", b'20\r\n{"userId"', headers=[("Transfer-Encoding", "chunked")]),
+}
+
+
+@pytest.mark.parametrize("key", list(ABANDONED))
+def test_abandoned_request_body_does_not_block_shutdown(make_server, key):
+    """A client that sends part of a body, half-closes and goes away: no 5xx, the
+    server keeps serving, and SIGTERM still stops it promptly (exit 0 within the
+    harness's 10 s)."""
+    srv = make_server()
+    c = RawConn(srv.port)
+    try:
+        c.send(ABANDONED[key])
+        c.shutdown_write()
+        r = c.read_response(timeout=3)
+        if r is not None:
+            assert r.status < 500, f"{key}: {r.status}"
+    finally:
+        c.close()
+    assert srv.api.get("/healthz", timeout=10).status_code == 200
+    t0 = time.monotonic()
+    try:
+        srv.stop()
+    except pytest.fail.Exception as e:
+        pytest.fail(f"{key}: after a client abandoned a request mid-body, SIGTERM did not stop the server "
+                    f"within 10 s ({time.monotonic() - t0:.1f}s): {e}")

@@ -8,8 +8,7 @@ from urllib.parse import urlparse
 import pytest
 
 from conftest import (RawConn, check_session, history_rows, http_request_bytes, new_user,
-                      observe_raw, parse_time, fmt_time, problem_detail, seconds_between, utcnow,
-                      record_token)
+                      observe_raw, parse_time, fmt_time, problem_detail, seconds_between, utcnow)
 
 
 # ---------------------------------------------------------------- create --
@@ -124,7 +123,7 @@ BAD_CREATE_BODIES = [
     ("userId-null", {"userId": None}, "userId"),
     ("userId-array", {"userId": ["a"]}, "userId"),
     ("userId-object", {"userId": {"a": 1}}, "userId"),
-    ("userId-NUL", {"userId": "a\u0000b"}, "userId"),
+    ("userId-NUL", {"userId": "a\u0000b"}, None),        # may be rejected by the JSON parser itself
     ("userId-ctrl-01", {"userId": "a\u0001b"}, "userId"),
     ("userId-newline", {"userId": "a\nb"}, "userId"),
     ("userId-tab", {"userId": "a\tb"}, "userId"),
@@ -168,7 +167,8 @@ BAD_CREATE_BODIES = [
                          ids=[i for i, _, _ in BAD_CREATE_BODIES])
 def test_create_validation_errors(api, body, field):
     r = api.post("/sessions", json=body, expect=400)
-    assert field in problem_detail(r), f"400 detail should name {field!r}: {problem_detail(r)!r}"
+    if field:
+        assert field in problem_detail(r), f"400 detail should name {field!r}: {problem_detail(r)!r}"
 
 
 def test_create_data_size_limit(api):
@@ -221,7 +221,8 @@ def _raw_post_sessions(port, body, extra_headers=(), chunked=False):
     try:
         c.send(http_request_bytes("POST", "/sessions", headers=hdrs, body=payload))
         r = c.read_response(timeout=20)
-        assert r is not None, f"no response to a {len(body)}-byte POST /sessions"
+        assert r is not None, (f"no response to a {len(body)}-byte {'chunked ' if chunked else ''}POST /sessions "
+                               f"(connection closed: {c.eof})")
         observe_raw("POST", "/sessions", r)
         return r
     finally:
@@ -257,12 +258,12 @@ def test_body_size_limit_custom(make_server):
 
 
 def test_ttl_clamped_to_max_idle_timeout(make_server):
-    srv = make_server("--max-idle-timeout", "60s")
+    srv = make_server("--max-idle-timeout", "60s", "--idle-timeout", "30s")
     s = srv.api.create(ttlSeconds=100000)
     assert abs(seconds_between(s["createdAt"], s["expiry"]) - 60) <= 2, \
         f"ttlSeconds must be clamped to --max-idle-timeout 60s: {s['createdAt']} -> {s['expiry']}"
-    s = srv.api.create(ttlSeconds=30)
-    assert abs(seconds_between(s["createdAt"], s["expiry"]) - 30) <= 2
+    s = srv.api.create(ttlSeconds=45)
+    assert abs(seconds_between(s["createdAt"], s["expiry"]) - 45) <= 2
 
 
 def test_ttl_capped_by_absolute_expiry(make_server):
@@ -339,7 +340,8 @@ def test_put_expiry_and_ttl(api):
 
 def test_put_last_seen(api):
     s = api.create()
-    ls = fmt_time(utcnow() - timedelta(minutes=1))
+    time.sleep(0.2)
+    ls = fmt_time(parse_time(s["createdAt"]) + timedelta(milliseconds=100))   # between createdAt and now
     r = api.put(f"/sessions/{s['sessionId']}", json={"lastSeen": ls}, expect=200)
     assert r.json()["lastSeen"] == ls
 

@@ -1,13 +1,14 @@
 """/users/{userId}/sessions listing and deletion, and bulk delete."""
 
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from urllib.parse import quote
 
 import pytest
 
-from conftest import check_session, fmt_time, history_rows, new_user, parse_time, utcnow
+from conftest import check_session, fmt_time, history_rows, new_user, parse_time
 
 
 def _list_all(api, user, limit=50, max_pages=100):
@@ -33,9 +34,11 @@ def _list_all(api, user, limit=50, max_pages=100):
 def test_list_shape_and_order(api):
     user = new_user()
     made = [api.create(user) for _ in range(3)]
-    now = utcnow()
-    # give them distinct lastSeen values: made[1] newest, then made[2], then made[0]
-    seen = {0: now - timedelta(minutes=3), 1: now - timedelta(minutes=1), 2: now - timedelta(minutes=2)}
+    base = max(parse_time(m["createdAt"]) for m in made)
+    time.sleep(0.4)
+    # distinct lastSeen values between creation and now: made[1] newest, then made[2], then made[0]
+    seen = {0: base + timedelta(milliseconds=100), 1: base + timedelta(milliseconds=300),
+            2: base + timedelta(milliseconds=200)}
     for i, m in enumerate(made):
         api.put(f"/sessions/{m['sessionId']}", json={"lastSeen": fmt_time(seen[i])}, expect=200)
     body = api.list_user(user).json()

@@ -165,6 +165,8 @@ def test_idle_expiry_and_sweeper_history(make_server):
                     what=f"sweeper to move {sid} to session_history")
     assert len(rows) == 1 and rows[0][3] == "expired" and rows[0][1] == user, \
         f"history row for an idle-expired session should have end_reason 'expired': {rows}"
+    expiry_ms = int(parse_time(s["expiry"]).timestamp() * 1000)
+    assert rows[0][2] >= expiry_ms, f"ended_at {rows[0][2]} is before the session's expiry {expiry_ms}"
     assert active_row_count(srv.data_dir, sid) == 0, "swept session must leave the sessions table"
     assert active_row_count(srv.data_dir, keep["sessionId"]) == 1
     assert history_rows(srv.data_dir, keep["sessionId"]) == []
