@@ -1,12 +1,12 @@
 /*
- * server.h - the HTTP layer: libmicrohttpd underneath, routes and replies on
- * top. It knows nothing of sessions or storage.
+ * server.h - the HTTP layer: our own epoll loops with http-parser underneath,
+ * routes and replies on top. It knows nothing of sessions or storage.
  *
  * A handler receives a request whose route, captures, headers and (whole)
  * body are ready, and must answer it exactly once with one of the sd_reply*
  * calls - either before it returns, or later from any thread (for example the
  * store's writer thread once a write is durable). In the second case the
- * connection is suspended meanwhile, so the worker thread serves others.
+ * connection stops reading meanwhile, so the loop thread serves others.
  *
  * Every response carries Content-Type, X-Content-Type-Options: nosniff,
  * Cache-Control: no-store and X-Request-Id. Errors are problem+json
