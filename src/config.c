@@ -127,8 +127,10 @@ static int set(sd_config *cfg, const option *o, const char *text, const char *fr
         int64_t v;
         if (o->type == OPT_DURATION) {
             if (sd_duration_parse(text, &v)) {
-                fprintf(err, "sessiond: %s (%s): '%s' is not a duration (e.g. 500ms, 30s, 5m, 1h, 30d)\n",
-                        o->name, from, text);
+                fprintf(
+                    err,
+                    "sessiond: %s (%s): '%s' is not a duration (e.g. 500ms, 30s, 5m, 1h, 30d)\n",
+                    o->name, from, text);
                 return SD_ECONFIG;
             }
         } else {

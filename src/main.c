@@ -57,8 +57,7 @@ int main(int argc, char **argv)
                    .max_data_bytes = (size_t)cfg.max_data_bytes},
     };
     sd_store_options sopt = {.commit_batch = (int)cfg.commit_batch};
-    if ((rc = sd_store_open(&sd_store_sqlite, cfg.data_dir, &sopt, &app.store, err,
-                            sizeof err))) {
+    if ((rc = sd_store_open(&sd_store_sqlite, cfg.data_dir, &sopt, &app.store, err, sizeof err))) {
         sd_error("cannot open the store: %s", err);
         return 1;
     }
@@ -79,8 +78,7 @@ int main(int argc, char **argv)
         .max_body_bytes = (size_t)cfg.max_body_bytes,
     };
     sd_http *http = NULL;
-    if ((rc = sd_http_start(&hopt, sd_api_routes, sd_api_nroutes, &app, &http, err,
-                            sizeof err))) {
+    if ((rc = sd_http_start(&hopt, sd_api_routes, sd_api_nroutes, &app, &http, err, sizeof err))) {
         sd_error("%s", err);
         sd_sweeper_stop(sweeper);
         sd_store_close(app.store);

@@ -19,16 +19,16 @@ extern const sd_route sd_api_routes[];
 extern const int sd_api_nroutes;
 
 /* ---- handlers (one file per resource) ----------------------------------- */
-void sd_api_session_create(sd_req *r, void *app);   /* sessions.c */
+void sd_api_session_create(sd_req *r, void *app); /* sessions.c */
 void sd_api_session_get(sd_req *r, void *app);
 void sd_api_session_update(sd_req *r, void *app);
 void sd_api_session_delete(sd_req *r, void *app);
-void sd_api_validate_id(sd_req *r, void *app);      /* validate.c */
+void sd_api_validate_id(sd_req *r, void *app); /* validate.c */
 void sd_api_validate_token(sd_req *r, void *app);
-void sd_api_user_list(sd_req *r, void *app);        /* users.c */
+void sd_api_user_list(sd_req *r, void *app); /* users.c */
 void sd_api_user_revoke(sd_req *r, void *app);
-void sd_api_bulk_delete(sd_req *r, void *app);      /* admin.c */
-void sd_api_healthz(sd_req *r, void *app);          /* health.c */
+void sd_api_bulk_delete(sd_req *r, void *app); /* admin.c */
+void sd_api_healthz(sd_req *r, void *app);     /* health.c */
 void sd_api_readyz(sd_req *r, void *app);
 void sd_api_metrics(sd_req *r, void *app);
 
@@ -53,12 +53,16 @@ int sd_api_user_id_ok(const char *user_id);
 
 #define SD_MAX_USER_ID 256
 
+/* Writes s (n bytes of valid UTF-8) JSON-escaped, without quotes, into out,
+ * which must hold 6 * n bytes. Returns the length written. */
+size_t sd_api_json_escape(const char *s, size_t n, char *out);
+
 /* A write in flight, with what its completion needs to answer. */
 typedef struct sd_api_write {
     sd_write w; /* w.udata points back here */
     sd_req *req;
     sd_app *app;
-    json_t *body;   /* owned: keeps borrowed strings of the write alive */
+    json_t *body; /* owned: keeps borrowed strings of the write alive */
     sd_patch patch;
     char token[SD_TOKEN_LEN + 1];
     const char **list; /* owned array for bulk writes */

@@ -21,8 +21,7 @@ json_t *sd_api_body(sd_req *r)
     json_error_t e;
     json_t *v = json_loadb(body, len, JSON_REJECT_DUPLICATES, &e);
     if (!v) {
-        sd_reply_problem(r, 400, "the body is not valid JSON: %s (at byte %d)", e.text,
-                         e.position);
+        sd_reply_problem(r, 400, "the body is not valid JSON: %s (at byte %d)", e.text, e.position);
         return NULL;
     }
     if (!json_is_object(v)) {
@@ -40,8 +39,9 @@ void sd_api_fail(sd_req *r, int rc, const char *detail)
         sd_reply_problem(r, 404, "no active session with this id");
         break;
     case SD_ECONFLICT:
-        sd_reply_problem(r, 412, "the session has changed: its version does not match "
-                                 "If-Match or 'version' (GET it again, then retry)");
+        sd_reply_problem(r, 412,
+                         "the session has changed: its version does not match "
+                         "If-Match or 'version' (GET it again, then retry)");
         break;
     case SD_EINVALID:
         sd_reply_problem(r, 400, "%s", detail && *detail ? detail : "invalid request");
@@ -86,8 +86,7 @@ int sd_api_user_id_ok(const char *u)
     return ok;
 }
 
-sd_api_write *sd_api_write_new(sd_req *r, sd_app *app, sd_write_kind kind,
-                               void (*done)(sd_write *))
+sd_api_write *sd_api_write_new(sd_req *r, sd_app *app, sd_write_kind kind, void (*done)(sd_write *))
 {
     sd_api_write *c = calloc(1, sizeof *c);
     if (!c) {
@@ -111,4 +110,27 @@ void sd_api_write_free(sd_api_write *c)
     free(c->list);
     OPENSSL_cleanse(c->token, sizeof c->token);
     free(c);
+}
+
+size_t sd_api_json_escape(const char *s, size_t n, char *out)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+        } else if (c < 0x20 || c == 0x7f) {
+            out[o++] = '\\';
+            out[o++] = 'u';
+            out[o++] = '0';
+            out[o++] = '0';
+            out[o++] = hex[c >> 4];
+            out[o++] = hex[c & 15];
+        } else {
+            out[o++] = (char)c;
+        }
+    }
+    return o;
 }

@@ -20,8 +20,9 @@ static const char *path_user(sd_req *r)
 {
     const char *u = sd_req_capture(r, 0);
     if (!u || !sd_api_user_id_ok(u)) {
-        sd_reply_problem(r, 400, "userId in the path must be 1 to %d bytes of UTF-8 without "
-                                 "control characters",
+        sd_reply_problem(r, 400,
+                         "userId in the path must be 1 to %d bytes of UTF-8 without "
+                         "control characters",
                          SD_MAX_USER_ID);
         return NULL;
     }
@@ -83,14 +84,12 @@ void sd_api_user_list(sd_req *r, void *app_)
     json_t *next = json_null();
     if (n > (size_t)limit) {
         char text[64];
-        snprintf(text, sizeof text, "%lld.%s", (long long)v[shown - 1].last_seen,
-                 v[shown - 1].id);
+        snprintf(text, sizeof text, "%lld.%s", (long long)v[shown - 1].last_seen, v[shown - 1].id);
         next = json_string(text);
     }
     sd_sessions_free(v, n);
     sd_reply_json(r, 200,
-                  json_pack("{s:s, s:o, s:o}", "userId", user, "sessions", arr, "nextCursor",
-                            next),
+                  json_pack("{s:s, s:o, s:o}", "userId", user, "sessions", arr, "nextCursor", next),
                   NULL);
 }
 
@@ -102,8 +101,7 @@ static void revoke_done(sd_write *w)
     } else {
         sd_info("user_sessions_revoked user=%s except=%s count=%lld", w->user_id,
                 w->except_id ? w->except_id : "-", (long long)w->affected);
-        sd_reply_json(c->req, 200, json_pack("{s:I}", "deleted", (json_int_t)w->affected),
-                      NULL);
+        sd_reply_json(c->req, 200, json_pack("{s:I}", "deleted", (json_int_t)w->affected), NULL);
     }
     sd_api_write_free(c);
 }

@@ -14,6 +14,7 @@
 #include "util/err.h"
 
 #include <openssl/crypto.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -54,6 +55,28 @@ void sd_api_validate_id(sd_req *r, void *app_)
     sd_reply_json(r, 200, json_pack("{s:b, s:o}", "isValid", 1, "expiry", time_json(s.expiry)),
                   NULL);
     sd_session_clear(&s);
+}
+
+/* The hot path's answer, written by hand rather than through a JSON tree:
+ * {"isValid":true,"expiry":"...","sessionId":"...","userId":"..."}. */
+static void reply_valid(sd_req *r, int64_t expiry, const char *id, const char *user_id)
+{
+    size_t ulen = strlen(user_id);
+    size_t cap = 96 + SD_TIME_TEXT_LEN + SD_ID_LEN + 6 * ulen;
+    char *out = malloc(cap);
+    if (!out) {
+        sd_api_fail(r, SD_ENOMEM, NULL);
+        return;
+    }
+    char t[SD_TIME_TEXT_LEN + 1];
+    size_t o = (size_t)snprintf(out, cap,
+                                "{\"isValid\":true,\"expiry\":\"%s\",\"sessionId\":\"%s\","
+                                "\"userId\":\"",
+                                sd_time_format(expiry, t), id);
+    o += sd_api_json_escape(user_id, ulen, out + o);
+    out[o++] = '"';
+    out[o++] = '}';
+    sd_reply(r, 200, "application/json", out, o, NULL);
 }
 
 static void touch_done(sd_write *w)
@@ -101,8 +124,9 @@ static int find_token(sd_req *r, char *out, size_t *len)
         json_t *t = json_object_get(body, "token");
         if (t) {
             if (tok) {
-                sd_reply_problem(r, 400, "give the token in the Authorization header or the "
-                                         "body, not both");
+                sd_reply_problem(r, 400,
+                                 "give the token in the Authorization header or the "
+                                 "body, not both");
                 json_decref(body);
                 return -1;
             }
@@ -110,8 +134,9 @@ static int find_token(sd_req *r, char *out, size_t *len)
         }
     }
     if (!tok) {
-        sd_reply_problem(r, 400, "no token: send 'Authorization: Bearer <token>' or "
-                                 "{\"token\": \"...\"}");
+        sd_reply_problem(r, 400,
+                         "no token: send 'Authorization: Bearer <token>' or "
+                         "{\"token\": \"...\"}");
         json_decref(body);
         return -1;
     }
@@ -129,8 +154,8 @@ void sd_api_validate_token(sd_req *r, void *app_)
     bool touch = true;
     const char *q;
     int has = sd_req_query(r, "touch", &q);
-    if (has < 0 || (has == 1 && strcmp(q, "true") && strcmp(q, "false") && strcmp(q, "1") &&
-                    strcmp(q, "0"))) {
+    if (has < 0 ||
+        (has == 1 && strcmp(q, "true") && strcmp(q, "false") && strcmp(q, "1") && strcmp(q, "0"))) {
         sd_reply_problem(r, 400, "query 'touch' must be true or false");
         return;
     }
@@ -180,9 +205,6 @@ void sd_api_validate_token(sd_req *r, void *app_)
         }
     }
     sd_metrics_validation(1);
-    sd_reply_json(r, 200,
-                  json_pack("{s:b, s:o, s:s, s:s}", "isValid", 1, "expiry", time_json(expiry),
-                            "sessionId", s.id, "userId", s.user_id),
-                  NULL);
+    reply_valid(r, expiry, s.id, s.user_id);
     sd_session_clear(&s);
 }

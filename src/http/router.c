@@ -95,8 +95,8 @@ enum sd_match_result sd_route_match(const sd_route *routes, int n, const char *m
         if (m->route < 0 && (strcmp(routes[i].method, method) == 0 || is_head))
             m->route = i;
         size_t len = strlen(m->allow);
-        snprintf(m->allow + len, sizeof m->allow - len, "%s%s%s", len ? ", " : "",
-                 routes[i].method, strcmp(routes[i].method, "GET") == 0 ? ", HEAD" : "");
+        snprintf(m->allow + len, sizeof m->allow - len, "%s%s%s", len ? ", " : "", routes[i].method,
+                 strcmp(routes[i].method, "GET") == 0 ? ", HEAD" : "");
     }
     if (!group)
         return SD_MATCH_NOT_FOUND;

@@ -35,7 +35,7 @@ typedef struct sd_match {
     int route;                       /* index into the table when OK or METHOD */
     char *captures[SD_MAX_CAPTURES]; /* malloc'd; free with sd_match_free */
     int ncaptures;
-    char allow[96];                  /* for SD_MATCH_METHOD, e.g. "GET, PUT, DELETE" */
+    char allow[96]; /* for SD_MATCH_METHOD, e.g. "GET, PUT, DELETE" */
 } sd_match;
 
 enum sd_match_result sd_route_match(const sd_route *routes, int n, const char *method,

@@ -56,8 +56,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_HEADERS      100
-#define READ_CHUNK       16384
+#define MAX_HEADERS        100
+#define READ_CHUNK         16384
 #define REQUEST_TIMEOUT_MS 10000
 
 typedef struct conn conn;
@@ -73,10 +73,10 @@ struct sd_req {
     char id[32];
     int64_t t0;
     const char *method;
-    bool head;           /* HEAD: send no body */
-    char *url;           /* raw request target */
+    bool head; /* HEAD: send no body */
+    char *url; /* raw request target */
     size_t url_len;
-    char *path, *query;  /* split url (point into url) */
+    char *path, *query; /* split url (point into url) */
     header headers[MAX_HEADERS];
     int nheaders;
     char *body;
@@ -85,7 +85,7 @@ struct sd_req {
     bool keep_alive;
     sd_match match;
     enum sd_match_result match_result;
-    char *queries[8];    /* decoded query values handed out */
+    char *queries[8]; /* decoded query values handed out */
     int nqueries;
 
     /* the response, rendered by sd_reply on any thread */
@@ -93,24 +93,24 @@ struct sd_req {
     size_t out_len;
     int status;
     bool close_after;
-    sd_req *next_done;   /* the loop's list of finished deferred requests */
+    sd_req *next_done; /* the loop's list of finished deferred requests */
 };
 
 struct conn {
     int fd;
     loop *lp;
     http_parser parser;
-    char *in;            /* unparsed input */
+    char *in; /* unparsed input */
     size_t in_len, in_cap;
-    char *out;           /* pending output */
+    char *out; /* pending output */
     size_t out_len, out_off, out_cap;
-    sd_req *req;         /* being parsed, or in flight */
-    bool in_flight;      /* a handler owns req until it replies */
-    bool in_process;     /* process_input() is on the stack: it frees, not us */
-    bool peer_gone;      /* freed when the in-flight reply arrives */
+    sd_req *req;     /* being parsed, or in flight */
+    bool in_flight;  /* a handler owns req until it replies */
+    bool in_process; /* process_input() is on the stack: it frees, not us */
+    bool peer_gone;  /* freed when the in-flight reply arrives */
     bool close_after_write;
-    bool want_out;
-    bool reading_field;  /* http-parser: last callback was a header field */
+    uint32_t events;    /* what epoll watches now */
+    bool reading_field; /* http-parser: last callback was a header field */
     size_t head_bytes;
     bool body_too_large;
     int64_t request_deadline, idle_deadline;
@@ -144,7 +144,7 @@ struct sd_http {
     struct ip_count {
         char ip[INET6_ADDRSTRLEN];
         int n;
-    } *ips;
+    } * ips;
     size_t nips, cap_ips;
 };
 
@@ -155,28 +155,50 @@ static http_parser_settings parser_settings;
 static const char *reason(int status)
 {
     switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 411: return "Length Required";
-    case 412: return "Precondition Failed";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 417: return "Expectation Failed";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Error";
+    case 100:
+        return "Continue";
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 204:
+        return "No Content";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 408:
+        return "Request Timeout";
+    case 411:
+        return "Length Required";
+    case 412:
+        return "Precondition Failed";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 415:
+        return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 501:
+        return "Not Implemented";
+    case 503:
+        return "Service Unavailable";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Error";
     }
 }
 
@@ -195,17 +217,42 @@ static const char *http_date(void)
     return buf;
 }
 
-/* Renders the whole response into r->out. body is consumed (freed). */
+/* Appends n bytes; the caller sized the buffer. */
+#define PUT(out, o, str, n) (memcpy((out) + (o), (str), (n)), (o) += (n))
+#define PUTS(out, o, lit)   PUT(out, o, lit, sizeof(lit) - 1)
+
+static size_t put_str(char *out, size_t o, const char *s)
+{
+    size_t n = strlen(s);
+    memcpy(out + o, s, n);
+    return o + n;
+}
+
+static size_t put_uint(char *out, size_t o, size_t v)
+{
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        out[o++] = tmp[--n];
+    return o;
+}
+
+/* Renders the whole response into r->out (no printf: this is the hot path).
+ * body is consumed (freed). */
 static void render(sd_req *r, int status, const char *ctype, char *body, size_t len,
                    const char *const *headers)
 {
     sd_http *h = r->lp->h;
     bool close = !r->keep_alive || r->close_after || atomic_load(&h->draining);
     const char *date = http_date();
-    size_t extra = 0;
+    size_t extra = ctype ? strlen(ctype) + 16 : 0;
     for (const char *const *p = headers; p && p[0]; p += 2)
         extra += strlen(p[0]) + strlen(p[1] ? p[1] : "") + 4;
-    size_t cap = 512 + extra + (r->head ? 0 : len);
+    size_t cap = 256 + strlen(date) + strlen(r->id) + extra + (r->head ? 0 : len);
     char *out = malloc(cap);
     if (!out) {
         free(body);
@@ -214,25 +261,41 @@ static void render(sd_req *r, int status, const char *ctype, char *body, size_t 
         r->close_after = true;
         return;
     }
-    int n = snprintf(out, cap,
-                     "HTTP/1.1 %d %s\r\nDate: %s\r\nX-Content-Type-Options: nosniff\r\n"
-                     "Cache-Control: no-store\r\nX-Request-Id: %s\r\n",
-                     status, reason(status), date, r->id);
-    size_t o = (size_t)n;
-    if (ctype)
-        o += (size_t)snprintf(out + o, cap - o, "Content-Type: %s\r\n", ctype);
-    for (const char *const *p = headers; p && p[0]; p += 2)
-        if (p[1])
-            o += (size_t)snprintf(out + o, cap - o, "%s: %s\r\n", p[0], p[1]);
-    if (status != 204 && status >= 200)
-        o += (size_t)snprintf(out + o, cap - o, "Content-Length: %zu\r\n", len);
-    if (close)
-        o += (size_t)snprintf(out + o, cap - o, "Connection: close\r\n");
-    o += (size_t)snprintf(out + o, cap - o, "\r\n");
-    if (!r->head && len && status != 204) {
-        memcpy(out + o, body, len);
-        o += len;
+    size_t o = 0;
+    PUTS(out, o, "HTTP/1.1 ");
+    o = put_uint(out, o, (size_t)status);
+    out[o++] = ' ';
+    o = put_str(out, o, reason(status));
+    PUTS(out, o, "\r\nDate: ");
+    o = put_str(out, o, date);
+    PUTS(out, o,
+         "\r\nX-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nX-Request-Id: ");
+    o = put_str(out, o, r->id);
+    PUTS(out, o, "\r\n");
+    if (ctype) {
+        PUTS(out, o, "Content-Type: ");
+        o = put_str(out, o, ctype);
+        PUTS(out, o, "\r\n");
     }
+    for (const char *const *p = headers; p && p[0]; p += 2) {
+        if (!p[1])
+            continue;
+        o = put_str(out, o, p[0]);
+        PUTS(out, o, ": ");
+        o = put_str(out, o, p[1]);
+        PUTS(out, o, "\r\n");
+    }
+    if (status != 204 && status >= 200) {
+        PUTS(out, o, "Content-Length: ");
+        o = put_uint(out, o, len);
+        PUTS(out, o, "\r\n");
+    }
+    if (close)
+        PUTS(out, o, "Connection: close\r\n");
+    PUTS(out, o, "\r\n");
+    if (!r->head && len && status != 204)
+        PUT(out, o, body, len);
+    sd_assert(o <= cap);
     free(body);
     r->out = out;
     r->out_len = o;
@@ -502,9 +565,13 @@ static void set_events(conn *c)
 {
     if (c->fd < 0)
         return;
-    struct epoll_event ev = {.data.ptr = c};
-    ev.events = (c->in_flight ? 0 : EPOLLIN) | (c->out_len > c->out_off ? EPOLLOUT : 0) | EPOLLRDHUP;
+    uint32_t want =
+        (c->in_flight ? 0 : EPOLLIN) | (c->out_len > c->out_off ? EPOLLOUT : 0) | EPOLLRDHUP;
+    if (want == c->events)
+        return; /* the common case: no system call */
+    struct epoll_event ev = {.events = want, .data.ptr = c};
     epoll_ctl(c->lp->ep, EPOLL_CTL_MOD, c->fd, &ev);
+    c->events = want;
 }
 
 /* Writes what it can. Returns false when the connection was closed. */
@@ -816,8 +883,7 @@ static void dispatch(conn *c)
         sd_reply_problem(r, 404, "no such resource");
         return;
     case SD_MATCH_METHOD:
-        sd_reply_problem(r, 405, "%s is not allowed here; allowed: %s", r->method,
-                         r->match.allow);
+        sd_reply_problem(r, 405, "%s is not allowed here; allowed: %s", r->method, r->match.allow);
         return;
     case SD_MATCH_BAD_PATH:
         sd_reply_problem(r, 400, "a path segment is empty or badly percent-encoded");
@@ -1037,6 +1103,7 @@ static void accept_all(loop *lp)
             lp->conns->prev = c;
         lp->conns = c;
         struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.ptr = c};
+        c->events = ev.events;
         epoll_ctl(lp->ep, EPOLL_CTL_ADD, fd, &ev);
     }
 }
@@ -1150,8 +1217,7 @@ static int parse_listen(const char *listen_addr, char *host, size_t hostlen, con
 }
 
 /* Opens one listening socket; the first fixes the port for the others. */
-static int open_listener(sd_http *h, const struct addrinfo *ai, int *out, char *err,
-                         size_t errlen)
+static int open_listener(sd_http *h, const struct addrinfo *ai, int *out, char *err, size_t errlen)
 {
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||

@@ -94,8 +94,7 @@ static bool has_control(const char *s)
 }
 
 /* A string field of 1..max bytes; ids also refuse control characters. */
-static int check_string(const char *key, const json_t *v, size_t max, bool id, char *err,
-                        size_t n)
+static int check_string(const char *key, const json_t *v, size_t max, bool id, char *err, size_t n)
 {
     if (!json_is_string(v))
         return fail(err, n, "field '%s' must be a string", key);
@@ -144,9 +143,10 @@ static int check_ttl(const json_t *v, const sd_policy *p, int64_t *ttl_ms, char 
     return 0;
 }
 
-static const char *const server_fields[] = {"sessionId", "id", "token", "createdAt",
-                                            "lastSeen", "expiry", "absoluteExpiry", "version",
-                                            "idleTimeoutSeconds", "tokenHash"};
+static const char *const server_fields[] = {"sessionId",      "id",       "token",
+                                            "createdAt",      "lastSeen", "expiry",
+                                            "absoluteExpiry", "version",  "idleTimeoutSeconds",
+                                            "tokenHash"};
 
 static bool in_list(const char *key, const char *const *list, size_t n)
 {
@@ -248,15 +248,16 @@ int sd_session_from_create(const json_t *body, const sd_policy *p, int64_t now, 
 
 /* ---- update ------------------------------------------------------------ */
 
-static const char *const read_only[] = {"userId",   "sessionId", "createdAt",
-                                        "absoluteExpiry", "token", "deviceId",
-                                        "userAgent", "ipAddress", "idleTimeoutSeconds", "id"};
+static const char *const read_only[] = {
+    "userId",   "sessionId", "createdAt", "absoluteExpiry",     "token",
+    "deviceId", "userAgent", "ipAddress", "idleTimeoutSeconds", "id"};
 
 static int parse_time_field(const char *key, const json_t *v, int64_t *ms, char *err, size_t n)
 {
     if (!json_is_string(v) || sd_time_parse(json_string_value(v), ms))
-        return fail(err, n, "field '%s' must be an RFC 3339 date-time such as "
-                            "2026-11-28T02:33:35.123Z",
+        return fail(err, n,
+                    "field '%s' must be an RFC 3339 date-time such as "
+                    "2026-11-28T02:33:35.123Z",
                     key);
     return 0;
 }
@@ -297,11 +298,13 @@ int sd_patch_parse(const json_t *body, const sd_policy *p, sd_patch *out, char *
                 rc = fail(err, n, "field 'mfa' must be a boolean");
         } else if (strcmp(key, "data") == 0) {
             if (!json_is_object(v))
-                rc = fail(err, n, "field 'data' must be a JSON object (a merge patch: null "
-                                  "removes a key)");
+                rc = fail(err, n,
+                          "field 'data' must be a JSON object (a merge patch: null "
+                          "removes a key)");
             else if (encoded_size(v) > 4 * p->max_data_bytes)
-                rc = fail(err, n, "field 'data' (the merge patch) must encode to at most %zu "
-                                  "bytes",
+                rc = fail(err, n,
+                          "field 'data' (the merge patch) must encode to at most %zu "
+                          "bytes",
                           4 * p->max_data_bytes);
         } else if (IN(key, read_only)) {
             rc = fail(err, n, "field '%s' is read-only", key);
@@ -315,8 +318,9 @@ int sd_patch_parse(const json_t *body, const sd_policy *p, sd_patch *out, char *
     if (out->has_expiry && out->has_ttl)
         return fail(err, n, "give either 'expiry' or 'ttlSeconds', not both");
     if (updatable == 0)
-        return fail(err, n, "the body names no field to update (expiry, ttlSeconds, lastSeen, "
-                            "geoLocation, mfa, deviceInfo, data)");
+        return fail(err, n,
+                    "the body names no field to update (expiry, ttlSeconds, lastSeen, "
+                    "geoLocation, mfa, deviceInfo, data)");
     return 0;
 }
 
@@ -342,8 +346,8 @@ static void merge_patch(json_t *target, const json_t *patch)
     }
 }
 
-int sd_patch_apply(const sd_patch *patch, const sd_policy *p, sd_session *s, int64_t now,
-                   char *err, size_t n)
+int sd_patch_apply(const sd_patch *patch, const sd_policy *p, sd_session *s, int64_t now, char *err,
+                   size_t n)
 {
     if (!sd_session_active(s, now))
         return SD_ENOTFOUND;

@@ -25,14 +25,14 @@ typedef struct sd_policy {
 typedef struct sd_session {
     char id[SD_ID_LEN + 1];
     unsigned char token_hash[SD_HASH_LEN];
-    char *user_id;           /* owned, NUL-terminated */
-    int64_t created_at;      /* all times: ms since the epoch */
+    char *user_id;      /* owned, NUL-terminated */
+    int64_t created_at; /* all times: ms since the epoch */
     int64_t last_seen;
-    int64_t expiry;          /* idle expiry; invariant: expiry <= absolute_expiry */
+    int64_t expiry; /* idle expiry; invariant: expiry <= absolute_expiry */
     int64_t absolute_expiry;
-    int64_t idle_ttl;        /* ms; what one unit of activity extends by */
+    int64_t idle_ttl; /* ms; what one unit of activity extends by */
     int64_t version;
-    json_t *attrs;           /* owned reference or NULL: the optional fields, mfa, data */
+    json_t *attrs; /* owned reference or NULL: the optional fields, mfa, data */
 } sd_session;
 
 /* Frees what s owns and zeroes it. Safe on a zeroed struct. */
@@ -65,15 +65,14 @@ typedef struct sd_patch {
 } sd_patch;
 
 /* Validates a PUT body. Returns 0 or SD_EINVALID with err. */
-int sd_patch_parse(const json_t *body, const sd_policy *p, sd_patch *out, char *err,
-                   size_t errlen);
+int sd_patch_parse(const json_t *body, const sd_policy *p, sd_patch *out, char *err, size_t errlen);
 
 /* Applies patch to s at time now: checks the expected version (SD_ECONFLICT),
  * clamps expiry to absoluteExpiry, merges data (RFC 7396), bumps version.
  * Returns 0, SD_ENOTFOUND (s no longer active), SD_ECONFLICT or SD_EINVALID
  * with err. On error s is unchanged. */
-int sd_patch_apply(const sd_patch *patch, const sd_policy *p, sd_session *s, int64_t now,
-                   char *err, size_t errlen);
+int sd_patch_apply(const sd_patch *patch, const sd_policy *p, sd_session *s, int64_t now, char *err,
+                   size_t errlen);
 
 /* Rolling expiry. Sets *new_expiry to the expiry that activity at now earns
  * (never past absoluteExpiry, never earlier than the current one) and returns

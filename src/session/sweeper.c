@@ -91,8 +91,8 @@ static void *sweeper_main(void *arg)
     return NULL;
 }
 
-int sd_sweeper_start(sd_store_handle *store, int64_t interval_ms, int batch,
-                     int64_t retention_ms, sd_sweeper **out)
+int sd_sweeper_start(sd_store_handle *store, int64_t interval_ms, int batch, int64_t retention_ms,
+                     sd_sweeper **out)
 {
     sd_sweeper *s = calloc(1, sizeof *s);
     if (!s)

@@ -12,8 +12,8 @@
 
 typedef struct sd_sweeper sd_sweeper;
 
-int sd_sweeper_start(sd_store_handle *store, int64_t interval_ms, int batch,
-                     int64_t retention_ms, sd_sweeper **out);
+int sd_sweeper_start(sd_store_handle *store, int64_t interval_ms, int batch, int64_t retention_ms,
+                     sd_sweeper **out);
 /* Stops the thread (waits for the batch in flight) and frees it. */
 void sd_sweeper_stop(sd_sweeper *s);
 

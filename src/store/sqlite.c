@@ -37,7 +37,7 @@
 #define COLS                                                                                       \
     "id, token_hash, user_id, created_at, last_seen, expiry, absolute_expiry, idle_ttl, version, " \
     "attrs"
-#define CHECKPOINT_PAGES 4000
+#define CHECKPOINT_PAGES 1000
 
 static const char schema[] =
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
@@ -148,7 +148,7 @@ struct sd_store {
     pthread_mutex_t readers_mu;
     reader *readers;
 
-    sd_index *index;         /* exact in-memory index of the active table */
+    sd_index *index;                /* exact in-memory index of the active table */
     char (*removed)[SD_ID_LEN + 1]; /* ids the current batch deleted (RETURNING) */
     size_t n_removed, cap_removed;
 
@@ -241,8 +241,8 @@ static reader *get_reader(sd_store *st)
         free(r);
         return NULL;
     }
-    exec(r->db, "PRAGMA query_only=1; PRAGMA mmap_size=268435456; PRAGMA cache_size=-65536",
-         err, sizeof err);
+    exec(r->db, "PRAGMA query_only=1; PRAGMA mmap_size=268435456; PRAGMA cache_size=-65536", err,
+         sizeof err);
     for (int i = 0; i < R_NSTMT; i++) {
         if (sqlite3_prepare_v3(r->db, rsql[i], -1, SQLITE_PREPARE_PERSISTENT, &r->stmt[i], NULL)) {
             sd_error("store: prepare failed: %s", sqlite3_errmsg(r->db));
@@ -634,8 +634,7 @@ static void commit_batch(sd_store *st, sd_write *batch)
             continue;
         }
         w->rc = run_write(st, w, &d);
-        if (w->rc == 0 || w->rc == SD_ENOTFOUND || w->rc == SD_ECONFLICT ||
-            w->rc == SD_EINVALID) {
+        if (w->rc == 0 || w->rc == SD_ENOTFOUND || w->rc == SD_ECONFLICT || w->rc == SD_EINVALID) {
             delta += d;
             if (w->kind == SD_W_SWEEP) {
                 swept += w->affected;
@@ -735,11 +734,20 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* After each commit, on the writer thread. Past CHECKPOINT_PAGES the
+ * checkpoint thread copies frames back to the database in the background.
+ * Under constant writes it can never finish (the writer keeps appending), and
+ * the WAL is only reused once a checkpoint is complete when a write begins,
+ * so past four times that the writer copies the (few) remaining frames
+ * itself: the WAL then restarts from its beginning instead of growing. */
 static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
 {
-    (void)db;
-    (void)name;
     sd_store *st = arg;
+    if (pages >= 4 * CHECKPOINT_PAGES) {
+        int log = 0, done = 0;
+        sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+        return SQLITE_OK;
+    }
     if (pages >= CHECKPOINT_PAGES) {
         pthread_mutex_lock(&st->mu);
         st->ckpt_wanted = true;
@@ -754,8 +762,10 @@ static void *checkpointer_main(void *arg)
     sd_store *st = arg;
     sqlite3 *db;
     char err[256];
-    if (open_db(st->path, SQLITE_OPEN_READWRITE, &db, err, sizeof err)) {
+    if (open_db(st->path, SQLITE_OPEN_READWRITE, &db, err, sizeof err) ||
+        exec(db, "PRAGMA journal_mode=WAL", err, sizeof err)) { /* opens the WAL */
         sd_error("store: checkpointer: %s", err);
+        sqlite3_close(db);
         return NULL;
     }
     pthread_mutex_lock(&st->mu);
@@ -871,8 +881,7 @@ static int sq_open(const char *dir, const sd_store_options *opt, sd_store **out,
         rc = SD_ECONFIG;
         goto fail;
     }
-    if ((rc = open_db(st->path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &st->wdb, err,
-                      errlen)))
+    if ((rc = open_db(st->path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &st->wdb, err, errlen)))
         goto fail;
     if ((rc = exec(st->wdb,
                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "

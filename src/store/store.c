@@ -66,8 +66,8 @@ int sd_store_get_by_token(sd_store_handle *h, const unsigned char hash[SD_HASH_L
     return rc;
 }
 
-int sd_store_list_user(sd_store_handle *h, const char *user_id, int64_t now,
-                       const sd_cursor *after, int limit, sd_session **out, size_t *n)
+int sd_store_list_user(sd_store_handle *h, const char *user_id, int64_t now, const sd_cursor *after,
+                       int limit, sd_session **out, size_t *n)
 {
     int64_t t0 = sd_mono_ns();
     int rc = h->ops->list_user(h->st, user_id, now, after, limit, out, n);
@@ -76,9 +76,9 @@ int sd_store_list_user(sd_store_handle *h, const char *user_id, int64_t now,
 }
 
 static const enum sd_store_op write_op[] = {
-    [SD_W_CREATE] = SD_OP_CREATE,     [SD_W_UPDATE] = SD_OP_UPDATE, [SD_W_END] = SD_OP_END,
-    [SD_W_END_USER] = SD_OP_END_USER, [SD_W_BULK_END] = SD_OP_BULK_END,
-    [SD_W_TOUCH] = SD_OP_TOUCH,       [SD_W_SWEEP] = SD_OP_SWEEP,   [SD_W_PURGE] = SD_OP_PURGE,
+    [SD_W_CREATE] = SD_OP_CREATE,     [SD_W_UPDATE] = SD_OP_UPDATE,     [SD_W_END] = SD_OP_END,
+    [SD_W_END_USER] = SD_OP_END_USER, [SD_W_BULK_END] = SD_OP_BULK_END, [SD_W_TOUCH] = SD_OP_TOUCH,
+    [SD_W_SWEEP] = SD_OP_SWEEP,       [SD_W_PURGE] = SD_OP_PURGE,
 };
 
 static void timed_done(sd_write *w)

@@ -38,10 +38,10 @@ struct sd_write {
     /* in */
     sd_write_kind kind;
     int64_t now;
-    sd_session session;   /* CREATE: the new session (owned by the write);
-                             UPDATE: the result on success (owned by the write) */
+    sd_session session; /* CREATE: the new session (owned by the write);
+                           UPDATE: the result on success (owned by the write) */
     char id[SD_ID_LEN + 1];
-    const char *user_id;  /* END_USER; borrowed */
+    const char *user_id; /* END_USER; borrowed */
     const char *except_id;
     const char *const *ids;
     size_t n_ids;
@@ -49,21 +49,21 @@ struct sd_write {
     size_t n_users;
     const sd_patch *patch; /* UPDATE; borrowed */
     const sd_policy *policy;
-    const char *reason;    /* END: "revoked" */
-    int64_t touch_expiry;  /* TOUCH */
-    int64_t before;        /* PURGE */
-    int limit;             /* SWEEP, PURGE */
+    const char *reason;   /* END: "revoked" */
+    int64_t touch_expiry; /* TOUCH */
+    int64_t before;       /* PURGE */
+    int limit;            /* SWEEP, PURGE */
 
     /* out */
-    int rc;                /* 0, SD_ENOTFOUND, SD_ECONFLICT, SD_EINVALID, SD_EUNAVAILABLE */
-    int64_t affected;      /* rows ended/removed */
-    char detail[256];      /* for SD_EINVALID: the sentence for the client */
+    int rc;           /* 0, SD_ENOTFOUND, SD_ECONFLICT, SD_EINVALID, SD_EUNAVAILABLE */
+    int64_t affected; /* rows ended/removed */
+    char detail[256]; /* for SD_EINVALID: the sentence for the client */
 
     /* completion: called exactly once, on a backend thread */
     void (*done)(sd_write *w);
     void *udata;
 
-    sd_write *next; /* backend-private queue link */
+    sd_write *next;                    /* backend-private queue link */
     int64_t t_submit_ns;               /* wrapper-private */
     void (*wrapped_done)(sd_write *w); /* wrapper-private */
 };
@@ -76,12 +76,12 @@ typedef struct sd_cursor {
 } sd_cursor;
 
 typedef struct sd_store_stats {
-    int64_t active_rows;    /* rows in the active table (expired ones until swept) */
-    int64_t swept_total;    /* sessions moved to history by sweeps */
+    int64_t active_rows; /* rows in the active table (expired ones until swept) */
+    int64_t swept_total; /* sessions moved to history by sweeps */
     int64_t sweeps_total;
     int64_t commits_total;
     int64_t writes_total;
-    bool broken;            /* a fatal I/O error: no further write is acknowledged */
+    bool broken; /* a fatal I/O error: no further write is acknowledged */
 } sd_store_stats;
 
 typedef struct sd_store_options {
@@ -91,8 +91,8 @@ typedef struct sd_store_options {
 typedef struct sd_store_ops {
     const char *name;
     /* Opens the store at location (for sqlite: a data directory). */
-    int (*open)(const char *location, const sd_store_options *opt, sd_store **out,
-                char *err, size_t errlen);
+    int (*open)(const char *location, const sd_store_options *opt, sd_store **out, char *err,
+                size_t errlen);
     /* Finishes every queued write, then closes. */
     void (*close)(sd_store *st);
     /* Reads. out is filled on 0 and owned by the caller (sd_session_clear).
@@ -126,8 +126,8 @@ void sd_store_close(sd_store_handle *h);
 int sd_store_get(sd_store_handle *h, const char *id, bool want_attrs, sd_session *out);
 int sd_store_get_by_token(sd_store_handle *h, const unsigned char hash[SD_HASH_LEN],
                           bool want_attrs, sd_session *out);
-int sd_store_list_user(sd_store_handle *h, const char *user_id, int64_t now,
-                       const sd_cursor *after, int limit, sd_session **out, size_t *n);
+int sd_store_list_user(sd_store_handle *h, const char *user_id, int64_t now, const sd_cursor *after,
+                       int limit, sd_session **out, size_t *n);
 void sd_store_write(sd_store_handle *h, sd_write *w);
 int sd_store_ready(sd_store_handle *h);
 void sd_store_get_stats(sd_store_handle *h, sd_store_stats *out);

@@ -77,9 +77,9 @@ static void rejects_bad_values(void **state)
     (void)state;
     sd_config c;
     char *cases[][4] = {
-        {"sessiond", "--idle-timeout", "soon", NULL},   {"sessiond", "--threads", "0", NULL},
-        {"sessiond", "--touch-fraction", "2", NULL},    {"sessiond", "--nope", "1", NULL},
-        {"sessiond", "--listen", NULL, NULL},           {"sessiond", "stray", NULL, NULL},
+        {"sessiond", "--idle-timeout", "soon", NULL}, {"sessiond", "--threads", "0", NULL},
+        {"sessiond", "--touch-fraction", "2", NULL},  {"sessiond", "--nope", "1", NULL},
+        {"sessiond", "--listen", NULL, NULL},         {"sessiond", "stray", NULL, NULL},
         {"sessiond", "--log-level", "loud", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)

@@ -63,8 +63,13 @@ static void misses_and_bad_paths(void **state)
 {
     (void)state;
     sd_match m;
-    const char *missing[] = {"/", "", "/sessions/", "/sessions/a/b", "/users//sessions",
-                             "/sessionsx", "/users/a/sessions/"};
+    const char *missing[] = {"/",
+                             "",
+                             "/sessions/",
+                             "/sessions/a/b",
+                             "/users//sessions",
+                             "/sessionsx",
+                             "/users/a/sessions/"};
     for (size_t i = 0; i < sizeof missing / sizeof missing[0]; i++) {
         if (sd_route_match(R, N, "GET", missing[i], &m) != SD_MATCH_NOT_FOUND)
             fail_msg("matched %s", missing[i]);

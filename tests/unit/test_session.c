@@ -38,9 +38,8 @@ static void create_fills_server_fields(void **state)
     (void)state;
     sd_session s;
     char err[256];
-    assert_int_equal(create("{\"userId\":\"alice\",\"ipAddress\":\"2001:db8::0:1\"}", &s, err,
-                            sizeof err),
-                     0);
+    assert_int_equal(
+        create("{\"userId\":\"alice\",\"ipAddress\":\"2001:db8::0:1\"}", &s, err, sizeof err), 0);
     assert_string_equal(s.user_id, "alice");
     assert_true(s.created_at == NOW && s.last_seen == NOW && s.version == 1);
     assert_true(s.expiry == NOW + P.idle_timeout_ms);
@@ -56,8 +55,7 @@ static void create_clamps_ttl(void **state)
     (void)state;
     sd_session s;
     char err[256];
-    assert_int_equal(create("{\"userId\":\"a\",\"ttlSeconds\":999999999}", &s, err, sizeof err),
-                     0);
+    assert_int_equal(create("{\"userId\":\"a\",\"ttlSeconds\":999999999}", &s, err, sizeof err), 0);
     assert_true(s.idle_ttl == P.max_idle_timeout_ms);
     assert_true(s.expiry == NOW + P.max_idle_timeout_ms);
     sd_session_clear(&s);
@@ -122,9 +120,8 @@ static void update_merges_and_bumps_version(void **state)
     (void)state;
     sd_session s = fresh();
     char err[256];
-    assert_int_equal(patch(&s, "{\"data\":{\"a\":null,\"c\":3},\"mfa\":true}", NOW + 1, err,
-                           sizeof err),
-                     0);
+    assert_int_equal(
+        patch(&s, "{\"data\":{\"a\":null,\"c\":3},\"mfa\":true}", NOW + 1, err, sizeof err), 0);
     json_t *data = json_object_get(s.attrs, "data");
     assert_null(json_object_get(data, "a"));
     assert_int_equal(json_integer_value(json_object_get(data, "b")), 2);
@@ -139,29 +136,30 @@ static void update_checks_version_and_clamps(void **state)
     (void)state;
     sd_session s = fresh();
     char err[256];
-    assert_int_equal(patch(&s, "{\"version\":7,\"mfa\":true}", NOW, err, sizeof err),
-                     SD_ECONFLICT);
+    assert_int_equal(patch(&s, "{\"version\":7,\"mfa\":true}", NOW, err, sizeof err), SD_ECONFLICT);
     assert_true(s.version == 1);
-    assert_int_equal(patch(&s, "{\"version\":1,\"expiry\":\"2099-01-01T00:00:00Z\"}", NOW, err,
-                           sizeof err),
-                     0);
+    assert_int_equal(
+        patch(&s, "{\"version\":1,\"expiry\":\"2099-01-01T00:00:00Z\"}", NOW, err, sizeof err), 0);
     assert_true(s.expiry == s.absolute_expiry);
     assert_int_equal(patch(&s, "{\"expiry\":\"2000-01-01T00:00:00Z\"}", NOW, err, sizeof err),
                      SD_EINVALID);
     assert_int_equal(patch(&s, "{\"ttlSeconds\":60}", NOW, err, sizeof err), 0);
     assert_true(s.expiry == NOW + 60000 && s.idle_ttl == 60000);
     /* After expiry the session cannot be updated back to life. */
-    assert_int_equal(patch(&s, "{\"ttlSeconds\":60}", NOW + 60000, err, sizeof err),
-                     SD_ENOTFOUND);
+    assert_int_equal(patch(&s, "{\"ttlSeconds\":60}", NOW + 60000, err, sizeof err), SD_ENOTFOUND);
     sd_session_clear(&s);
 }
 
 static void update_rejects_bad_bodies(void **state)
 {
     (void)state;
-    const char *bad[] = {"{}", "{\"version\":1}", "{\"userId\":\"x\"}", "{\"ipAddress\":\"1.1.1.1\"}",
+    const char *bad[] = {"{}",
+                         "{\"version\":1}",
+                         "{\"userId\":\"x\"}",
+                         "{\"ipAddress\":\"1.1.1.1\"}",
                          "{\"expiry\":\"2099-01-01T00:00:00Z\",\"ttlSeconds\":5}",
-                         "{\"lastSeen\":\"yesterday\"}", "{\"bogus\":1}",
+                         "{\"lastSeen\":\"yesterday\"}",
+                         "{\"bogus\":1}",
                          "{\"absoluteExpiry\":\"2099-01-01T00:00:00Z\"}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         sd_session s = fresh();
@@ -177,9 +175,10 @@ static void data_limit_applies_after_merge(void **state)
     (void)state;
     sd_session s = fresh();
     char err[256];
-    assert_int_equal(patch(&s, "{\"data\":{\"x\":\"01234567890123456789012345678901234567890123456789\"}}",
-                           NOW, err, sizeof err),
-                     SD_EINVALID);
+    assert_int_equal(
+        patch(&s, "{\"data\":{\"x\":\"01234567890123456789012345678901234567890123456789\"}}", NOW,
+              err, sizeof err),
+        SD_EINVALID);
     assert_true(s.version == 1);
     assert_non_null(json_object_get(json_object_get(s.attrs, "data"), "a"));
     sd_session_clear(&s);
