@@ -108,6 +108,7 @@ struct conn {
     bool in_flight;  /* a handler owns req until it replies */
     bool in_process; /* process_input() is on the stack: it frees, not us */
     bool peer_gone;  /* freed when the in-flight reply arrives */
+    bool peer_eof;   /* the peer half-closed: answer, then close */
     bool close_after_write;
     uint32_t events;    /* what epoll watches now */
     bool reading_field; /* http-parser: last callback was a header field */
@@ -543,13 +544,18 @@ static void conn_free(conn *c)
 
 /* Closes the socket. With a request in flight the struct lives on until its
  * reply arrives (deliver() frees it then). */
-static void conn_close(conn *c)
+static void close_fd(conn *c)
 {
     if (c->fd >= 0) {
         epoll_ctl(c->lp->ep, EPOLL_CTL_DEL, c->fd, NULL);
         close(c->fd);
         c->fd = -1;
     }
+}
+
+static void conn_close(conn *c)
+{
+    close_fd(c);
     if (c->in_flight) {
         c->peer_gone = true;
         return;
@@ -565,8 +571,8 @@ static void set_events(conn *c)
 {
     if (c->fd < 0)
         return;
-    uint32_t want =
-        (c->in_flight ? 0 : EPOLLIN) | (c->out_len > c->out_off ? EPOLLOUT : 0) | EPOLLRDHUP;
+    uint32_t want = (c->in_flight || c->peer_eof ? 0 : EPOLLIN | EPOLLRDHUP) |
+                    (c->out_len > c->out_off ? EPOLLOUT : 0);
     if (want == c->events)
         return; /* the common case: no system call */
     struct epoll_event ev = {.events = want, .data.ptr = c};
@@ -653,6 +659,10 @@ static void deliver(sd_req *r)
      * caller's loop when process_input() is on the stack). */
     if (c->in_process)
         return;
+    if (c->peer_eof && c->in_len == 0 && c->out_len == 0) {
+        conn_close(c);
+        return;
+    }
     if (c->in_len > 0 && c->out_len == 0)
         process_input(c);
     else
@@ -918,6 +928,8 @@ static void process_input(conn *c)
     c->in_process = true;
     process_input_locked(c);
     c->in_process = false;
+    if (c->fd >= 0 && c->peer_eof && !c->in_flight && c->out_len == c->out_off)
+        close_fd(c); /* everything the peer sent is answered; freed below */
     if (c->fd < 0) {
         if (!c->in_flight) {
             req_free(c->req);
@@ -1049,6 +1061,12 @@ static void on_readable(conn *c)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             break;
+        if (n == 0 && c->in_len > 0 && !c->peer_eof) {
+            /* The peer has finished sending (half-close): answer what it
+             * sent, then close. */
+            c->peer_eof = true;
+            break;
+        }
         conn_close(c); /* EOF or error */
         return;
     }
@@ -1172,6 +1190,10 @@ static void *loop_main(void *arg)
                 if (evs[i].events & EPOLLOUT) {
                     if (!flush_out(c))
                         continue;
+                    if (c->out_len == 0 && c->peer_eof && c->in_len == 0 && !c->in_flight) {
+                        conn_close(c);
+                        continue;
+                    }
                     if (c->out_len == 0 && c->in_len > 0 && !c->in_flight) {
                         process_input(c);
                         continue; /* c may be gone; level-triggered events come again */
