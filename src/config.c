@@ -69,6 +69,8 @@ static const option options[] = {
     {"threads", OPT_INT, F(threads), "2", 1, 256, "HTTP worker threads"},
     {"commit-batch", OPT_INT, F(commit_batch), "1024", 1, 100000,
      "most writes that share one transaction and one fsync (group commit)"},
+    {"max-queued-writes", OPT_INT, F(max_queued_writes), "10000", 1, 10000000,
+     "writes waiting for the disk beyond which new writes get 503 (load shedding)"},
     {"shutdown-timeout", OPT_DURATION, F(shutdown_timeout_ms), "10s", 0, DAY,
      "how long SIGTERM waits for requests in flight"},
 };

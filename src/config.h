@@ -32,6 +32,7 @@ typedef struct sd_config {
     int64_t connection_timeout_ms;
     int64_t threads;
     int64_t commit_batch;
+    int64_t max_queued_writes;
     int64_t shutdown_timeout_ms;
 } sd_config;
 

@@ -4,8 +4,8 @@
  * Order of start: config, store, sweeper, HTTP. Order of stop (SIGTERM or
  * SIGINT): stop accepting and answer new requests 503, wait for requests in
  * flight (their writes finish), stop HTTP, stop the sweeper, close the store
- * (which commits what is queued and checkpoints). SIGHUP is logged; reloads
- * come with the settings that can change at run time.
+ * (which commits what is queued and checkpoints). SIGHUP reloads the
+ * settings that can change at run time (the log level).
  */
 #include "api/api.h"
 #include "config.h"
@@ -56,7 +56,8 @@ int main(int argc, char **argv)
                    .touch_fraction = cfg.touch_fraction,
                    .max_data_bytes = (size_t)cfg.max_data_bytes},
     };
-    sd_store_options sopt = {.commit_batch = (int)cfg.commit_batch};
+    sd_store_options sopt = {.commit_batch = (int)cfg.commit_batch,
+                             .max_queued = (int)cfg.max_queued_writes};
     if ((rc = sd_store_open(&sd_store_sqlite, cfg.data_dir, &sopt, &app.store, err, sizeof err))) {
         sd_error("cannot open the store: %s", err);
         return 1;
@@ -94,7 +95,15 @@ int main(int argc, char **argv)
         if (sigwait(&sigs, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            sd_info("SIGHUP: nothing to reload in this version");
+            /* Reload what can change at run time: the log level, from the
+             * same sources in the same precedence. */
+            sd_config fresh;
+            if (sd_config_load(&fresh, argc, argv, environ, stderr) == SD_CONFIG_RUN) {
+                sd_log_set_level((enum sd_log_level)sd_log_level_parse(fresh.log_level));
+                sd_info("SIGHUP: reloaded; log-level %s", fresh.log_level);
+            } else {
+                sd_warn("SIGHUP: the configuration has errors; nothing reloaded");
+            }
             continue;
         }
         sd_info("signal %d: stopping (waiting up to %lldms for requests in flight)", sig,

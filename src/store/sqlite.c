@@ -137,6 +137,8 @@ struct sd_store {
     sqlite3 *wdb;
     sqlite3_stmt *w[W_NSTMT];
     int commit_batch;
+    int max_queued;
+    int queued; /* under mu */
 
     pthread_t writer, checkpointer;
     pthread_mutex_t mu;
@@ -726,6 +728,7 @@ static void *writer_main(void *arg)
         if (!st->head)
             st->tail = NULL;
         last->next = NULL;
+        st->queued -= n;
         pthread_mutex_unlock(&st->mu);
         commit_batch(st, batch);
         pthread_mutex_lock(&st->mu);
@@ -791,12 +794,15 @@ static void sq_write(sd_store *st, sd_write *w)
 {
     w->next = NULL;
     pthread_mutex_lock(&st->mu);
-    if (st->stopping) {
+    if (st->stopping || st->queued >= st->max_queued) {
+        /* Shed load early rather than queue without bound. */
+        int rc = st->stopping ? SD_EUNAVAILABLE : SD_EBUSY;
         pthread_mutex_unlock(&st->mu);
-        w->rc = SD_EUNAVAILABLE;
+        w->rc = rc;
         w->done(w);
         return;
     }
+    st->queued++;
     if (st->tail)
         st->tail->next = w;
     else
@@ -860,6 +866,7 @@ static int sq_open(const char *dir, const sd_store_options *opt, sd_store **out,
         return SD_ENOMEM;
     st->lock_fd = -1;
     st->commit_batch = opt && opt->commit_batch > 0 ? opt->commit_batch : 1024;
+    st->max_queued = opt && opt->max_queued > 0 ? opt->max_queued : 10000;
     st->generation = atomic_fetch_add(&generations, 1) + 1;
     pthread_mutex_init(&st->mu, NULL);
     pthread_mutex_init(&st->readers_mu, NULL);

@@ -55,7 +55,8 @@ struct sd_write {
     int limit;            /* SWEEP, PURGE */
 
     /* out */
-    int rc;           /* 0, SD_ENOTFOUND, SD_ECONFLICT, SD_EINVALID, SD_EUNAVAILABLE */
+    int rc;           /* 0, SD_ENOTFOUND, SD_ECONFLICT, SD_EINVALID, SD_EUNAVAILABLE, or
+                         SD_EBUSY: the writer's queue is full (shed; retry later) */
     int64_t affected; /* rows ended/removed */
     char detail[256]; /* for SD_EINVALID: the sentence for the client */
 
@@ -86,6 +87,7 @@ typedef struct sd_store_stats {
 
 typedef struct sd_store_options {
     int commit_batch;
+    int max_queued;   /* writes waiting for the writer; beyond, SD_EBUSY (0: 10000) */
 } sd_store_options;
 
 typedef struct sd_store_ops {

@@ -1,6 +1,8 @@
 """Command line, environment and config-file options."""
 
 import json
+import os
+import signal
 import subprocess
 
 import pytest
@@ -135,3 +137,21 @@ def test_history_retention_purges_old_history(make_server):
     assert [r[3] for r in rows] == ["revoked"], f"history row right after delete: {rows}"
     wait_for(lambda: history_rows(srv.data_dir, s["sessionId"]) == [], timeout=15,
              what="history rows older than --history-retention 2s to be purged")
+
+
+def test_sighup_reloads_the_log_level_without_dropping_connections(make_server):
+    srv = make_server(config={"log-level": "info"})
+    s = srv.api.create()
+    srv.api.get("/healthz")
+    assert "request id=" not in srv.log_text(), "info level must not log each request"
+    # The config file now says debug; SIGHUP applies it in place.
+    path = srv.proc.args[srv.proc.args.index("--config") + 1]
+    with open(path, "w") as f:
+        f.write("log-level = debug\n")
+    os.kill(srv.proc.pid, signal.SIGHUP)
+    wait_for(lambda: "SIGHUP: reloaded; log-level debug" in srv.log_text(), timeout=5,
+             what="the reload to be logged")
+    srv.api.validate(s["token"])
+    wait_for(lambda: "request id=" in srv.log_text(), timeout=5,
+             what="a debug request line after the reload")
+    assert srv.proc.poll() is None, "SIGHUP must not stop the server"
