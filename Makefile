@@ -58,14 +58,14 @@ build/asan/obj/%.o: src/%.c | $(DEPS_STAMP)
 	@echo "CC (asan) $<"; $(CC) $(CFLAGS_ASAN) -MMD -MP -c $< -o $@
 
 build/sessiond: $(REL_OBJS)
-	$(CC) $(CFLAGS_REL) -o $@ $^ $(PKG_LIBS)
+	@echo "LD $@"; $(CC) $(CFLAGS_REL) -o $@ $^ $(PKG_LIBS)
 
 build/asan/sessiond: $(ASAN_OBJS)
-	$(CC) $(CFLAGS_ASAN) -o $@ $^ $(PKG_LIBS)
+	@echo "LD $@"; $(CC) $(CFLAGS_ASAN) -o $@ $^ $(PKG_LIBS)
 
 build/asan/tests/%: tests/unit/%.c $(ASAN_LIB) | $(TEST_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ASAN) -o $@ $< $(ASAN_LIB) $(PKG_LIBS) -lcmocka
+	@echo "LD $@"; $(CC) $(CFLAGS_ASAN) -o $@ $< $(ASAN_LIB) $(PKG_LIBS) -lcmocka
 
 asan: build/asan/sessiond
 

@@ -47,8 +47,9 @@ void sd_api_fail(sd_req *r, int rc, const char *detail)
         sd_reply_problem(r, 400, "%s", detail && *detail ? detail : "invalid request");
         break;
     case SD_EBUSY:
-        sd_reply_problem(r, 503, "the server is overloaded: too many writes are waiting for the "
-                                 "disk; retry shortly");
+        sd_reply_problem(r, 503,
+                         "the server is overloaded: too many writes are waiting for the "
+                         "disk; retry shortly");
         break;
     case SD_ERANDOM:
         sd_reply_problem(r, 503, "the random source failed; nothing was created");

@@ -118,7 +118,8 @@ static void parse_if_match(const char *h, sd_patch *p)
         size_t len = end ? (size_t)(end - h) : strlen(h);
         while (len && (h[len - 1] == ' ' || h[len - 1] == '\t'))
             len--;
-        if (len >= 3 && h[0] == '"' && h[len - 1] == '"') {
+        /* Strong comparison is exact: "05" is not the tag of version 5. */
+        if (len >= 3 && h[0] == '"' && h[len - 1] == '"' && !(len > 3 && h[1] == '0')) {
             v = 0;
             for (size_t i = 1; i + 1 < len; i++) {
                 if (h[i] < '0' || h[i] > '9' || v > INT64_MAX / 10 - 10) {

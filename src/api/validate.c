@@ -198,6 +198,7 @@ void sd_api_validate_token(sd_req *r, void *app_)
                 w->now = now;
                 memcpy(w->id, s.id, sizeof w->id);
                 w->touch_expiry = extended;
+                w->touch_version = s.version;
                 w->done = touch_done;
                 sd_store_write(app->store, w);
                 expiry = extended;

@@ -707,7 +707,9 @@ static int grow_append(char **buf, size_t *len, const char *at, size_t n)
 static int on_message_begin(http_parser *p)
 {
     conn *c = p->data;
-    if (!c->req && !(c->req = req_new(c)))
+    if (c->req) /* created when its first bytes arrived: the clock runs from then */
+        return 0;
+    if (!(c->req = req_new(c)))
         return -1;
     c->request_deadline = sd_now_ms() + REQUEST_TIMEOUT_MS;
     return 0;
@@ -754,9 +756,22 @@ static int on_headers_complete(http_parser *p)
     r->method = http_method_str((enum http_method)p->method);
     r->head = p->method == HTTP_HEAD;
     r->keep_alive = http_should_keep_alive(p);
-    for (int i = 0; i < r->nheaders; i++)
+    for (int i = 0; i < r->nheaders; i++) {
         if (!r->headers[i].value)
             r->headers[i].value = strdup("");
+        /* Field values lose their surrounding whitespace (RFC 9110 5.5). */
+        char *v = r->headers[i].value;
+        size_t n = v ? strlen(v) : 0;
+        while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+            v[--n] = '\0';
+        size_t lead = 0;
+        while (lead < n && (v[lead] == ' ' || v[lead] == '\t'))
+            lead++;
+        if (lead)
+            memmove(v, v + lead, n - lead + 1);
+    }
+    if (p->http_major != 1)
+        return -1; /* see process_input: 400 */
     r->has_body = (p->flags & F_CHUNKED) || p->content_length > 0;
     if (p->content_length != ULLONG_MAX && p->content_length > c->lp->h->opt.max_body_bytes)
         return -1; /* checked by the caller: 413 before the body is read */
@@ -1009,7 +1024,9 @@ static void process_input_locked(conn *c)
         if (e != HPE_OK) {
             int status = 400;
             const char *detail = http_errno_description(e);
-            if (e == HPE_CB_headers_complete && c->req && c->req->method) {
+            if (e == HPE_CB_headers_complete && c->parser.http_major != 1) {
+                detail = "only HTTP/1.0 and HTTP/1.1 are served";
+            } else if (e == HPE_CB_headers_complete && c->req && c->req->method) {
                 status = 413;
                 detail = "the body is larger than the server accepts";
             } else if (c->body_too_large) {
@@ -1023,7 +1040,8 @@ static void process_input_locked(conn *c)
             } else if (e == HPE_INVALID_TRANSFER_ENCODING) {
                 status = 501;
             } else if (e == HPE_UNEXPECTED_CONTENT_LENGTH) {
-                detail = "a request must not carry both Content-Length and Transfer-Encoding";
+                detail = "conflicting framing: repeated Content-Length, or Content-Length with "
+                         "Transfer-Encoding";
             }
             fail_request(c, status, detail);
             return;
@@ -1090,14 +1108,22 @@ static void accept_all(loop *lp)
         else if (ss.ss_family == AF_INET6)
             inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof ip);
         if (atomic_load(&h->nconns) >= h->opt.max_connections || !ip_acquire(h, ip)) {
-            static const char busy[] =
-                "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/problem+json\r\n"
-                "X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nRetry-After: 1\r\n"
-                "Connection: close\r\nContent-Length: 108\r\n\r\n"
+            /* Over a connection cap: a well-formed 503 without reading the
+             * request, then close (shutdown first, so the unread request
+             * does not turn the close into a reset before the answer). */
+            static const char body[] =
                 "{\"type\":\"about:blank\",\"title\":\"Service Unavailable\",\"status\":503,"
-                "\"detail\":\"too many connections\"}   ";
-            ssize_t w = send(fd, busy, sizeof busy - 1, MSG_NOSIGNAL);
+                "\"detail\":\"too many connections; retry shortly\"}";
+            char busy[512];
+            int n = snprintf(busy, sizeof busy,
+                             "HTTP/1.1 503 Service Unavailable\r\nDate: %s\r\n"
+                             "Content-Type: application/problem+json\r\n"
+                             "X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\n"
+                             "Retry-After: 1\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
+                             http_date(), sizeof body - 1, body);
+            ssize_t w = send(fd, busy, (size_t)n, MSG_NOSIGNAL);
             (void)w;
+            shutdown(fd, SHUT_WR);
             close(fd);
             continue;
         }

@@ -100,7 +100,7 @@ static const char *const wsql[W_NSTMT] = {
     [W_END_USER_DEL] = "DELETE FROM sessions WHERE user_id = ?1 AND expiry > ?2 AND id IS NOT ?4 "
                        "RETURNING id",
     [W_TOUCH] = "UPDATE sessions SET expiry = max(expiry, min(?2, absolute_expiry)), "
-                "last_seen = max(last_seen, ?3) WHERE id = ?1 AND expiry > ?3",
+                "last_seen = max(last_seen, ?3) WHERE id = ?1 AND expiry > ?3 AND version = ?4",
     [W_SWEEP_COPY] = "INSERT OR REPLACE INTO session_history(" COLS ", ended_at, end_reason) "
                      "SELECT " COLS ", min(expiry, absolute_expiry), 'expired' FROM sessions "
                      "WHERE id IN (SELECT id FROM sessions WHERE expiry <= ?1 "
@@ -548,6 +548,7 @@ static int run_write(sd_store *st, sd_write *w, int64_t *delta)
         bind_text(q, 1, w->id);
         sqlite3_bind_int64(q, 2, w->touch_expiry);
         sqlite3_bind_int64(q, 3, w->now);
+        sqlite3_bind_int64(q, 4, w->touch_version);
         rc = WOK(wstep(st, W_TOUCH)) ? 0 : SD_EUNAVAILABLE;
         w->affected = sqlite3_changes(st->wdb);
         return rc;

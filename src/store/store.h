@@ -49,10 +49,11 @@ struct sd_write {
     size_t n_users;
     const sd_patch *patch; /* UPDATE; borrowed */
     const sd_policy *policy;
-    const char *reason;   /* END: "revoked" */
-    int64_t touch_expiry; /* TOUCH */
-    int64_t before;       /* PURGE */
-    int limit;            /* SWEEP, PURGE */
+    const char *reason;    /* END: "revoked" */
+    int64_t touch_expiry;  /* TOUCH: applied only while the session still has */
+    int64_t touch_version; /* this version (a PUT since the read wins) */
+    int64_t before;        /* PURGE */
+    int limit;             /* SWEEP, PURGE */
 
     /* out */
     int rc;           /* 0, SD_ENOTFOUND, SD_ECONFLICT, SD_EINVALID, SD_EUNAVAILABLE, or
@@ -87,7 +88,7 @@ typedef struct sd_store_stats {
 
 typedef struct sd_store_options {
     int commit_batch;
-    int max_queued;   /* writes waiting for the writer; beyond, SD_EBUSY (0: 10000) */
+    int max_queued; /* writes waiting for the writer; beyond, SD_EBUSY (0: 10000) */
 } sd_store_options;
 
 typedef struct sd_store_ops {
