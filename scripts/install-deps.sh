@@ -5,7 +5,7 @@
 set -eu
 
 build_pkgs="gcc make pkg-config libhttp-parser-dev libsqlite3-dev libjansson-dev libssl-dev"
-test_pkgs="libcmocka-dev python3 python3-pytest python3-requests python3-yaml sqlite3 curl"
+test_pkgs="libcmocka-dev python3 python3-pytest python3-requests python3-yaml sqlite3 curl nginx-light"
 
 bench_pkgs="wrk nginx-light redis-server redis-tools"
 

@@ -38,6 +38,8 @@ static const option options[] = {
      "address to serve HTTP on, HOST:PORT ([v6]:PORT for IPv6)"},
     {"data-dir", OPT_STRING, F(data_dir), "./var", 0, 0,
      "directory of the embedded store (created if missing)"},
+    {"auth-cookie", OPT_STRING, F(auth_cookie), "session", 0, 0,
+     "cookie that GET /auth (forward-auth) reads the session token from"},
     {"log-level", OPT_LOGLEVEL, F(log_level), "info", 0, 0, "debug, info, warn or error"},
     {"idle-timeout", OPT_DURATION, F(idle_timeout_ms), "1h", 1000, 365 * DAY,
      "default idle timeout of a session (ttlSeconds overrides it per session)"},

@@ -50,6 +50,7 @@ int main(int argc, char **argv)
 
     char err[512] = "";
     sd_app app = {
+        .auth_cookie = cfg.auth_cookie,
         .policy = {.idle_timeout_ms = cfg.idle_timeout_ms,
                    .absolute_timeout_ms = cfg.absolute_timeout_ms,
                    .max_idle_timeout_ms = cfg.max_idle_timeout_ms,

@@ -13,6 +13,7 @@
 typedef struct sd_app {
     sd_policy policy;
     sd_store_handle *store;
+    const char *auth_cookie; /* cookie GET /auth reads the token from */
 } sd_app;
 
 extern const sd_route sd_api_routes[];
@@ -27,10 +28,20 @@ void sd_api_validate_id(sd_req *r, void *app); /* validate.c */
 void sd_api_validate_token(sd_req *r, void *app);
 void sd_api_user_list(sd_req *r, void *app); /* users.c */
 void sd_api_user_revoke(sd_req *r, void *app);
-void sd_api_bulk_delete(sd_req *r, void *app); /* admin.c */
-void sd_api_healthz(sd_req *r, void *app);     /* health.c */
+void sd_api_bulk_delete(sd_req *r, void *app);  /* admin.c */
+void sd_api_forward_auth(sd_req *r, void *app); /* auth.c */
+void sd_api_introspect(sd_req *r, void *app);
+void sd_api_healthz(sd_req *r, void *app); /* health.c */
 void sd_api_readyz(sd_req *r, void *app);
 void sd_api_metrics(sd_req *r, void *app);
+
+/* The validation core (validate.c), shared by /sessions/validate, /auth and
+ * /introspect: shape check, hash, index lookup, expiry, rolling touch.
+ * Returns 1 (valid: *s filled, owned by the caller; *expiry the enforced
+ * expiry), 0 (invalid for any reason), or a negative store error. The
+ * caller wipes the token. */
+int sd_api_check_token(sd_app *app, const char *token, size_t len, bool touch, sd_session *s,
+                       int64_t *expiry);
 
 /* ---- shared by the handlers (common.c) ---------------------------------- */
 

@@ -11,6 +11,8 @@ const sd_route sd_api_routes[] = {
     {"GET", "/sessions/{sessionId}/validate", sd_api_validate_id, SD_ROUTE_NO_BODY},
     {"GET", "/users/{userId}/sessions", sd_api_user_list, SD_ROUTE_NO_BODY},
     {"DELETE", "/users/{userId}/sessions", sd_api_user_revoke, SD_ROUTE_NO_BODY},
+    {"GET", "/auth", sd_api_forward_auth, SD_ROUTE_NO_BODY},
+    {"POST", "/introspect", sd_api_introspect, SD_ROUTE_FORM},
     {"GET", "/healthz", sd_api_healthz, SD_ROUTE_NO_BODY},
     {"GET", "/readyz", sd_api_readyz, SD_ROUTE_NO_BODY},
     {"GET", "/metrics", sd_api_metrics, SD_ROUTE_NO_BODY},

@@ -21,7 +21,6 @@
 
 static void reply_invalid(sd_req *r)
 {
-    sd_metrics_validation(0);
     sd_reply_json(r, 200, json_pack("{s:b, s:n}", "isValid", 0, "expiry"), NULL);
 }
 
@@ -36,6 +35,7 @@ void sd_api_validate_id(sd_req *r, void *app_)
     sd_app *app = app_;
     const char *id = sd_req_capture(r, 0);
     if (!id || !sd_id_wellformed(id, strlen(id))) {
+        sd_metrics_validation(0);
         reply_invalid(r);
         return;
     }
@@ -44,6 +44,7 @@ void sd_api_validate_id(sd_req *r, void *app_)
     if (rc == SD_ENOTFOUND || (rc == 0 && !sd_session_active(&s, sd_now_ms()))) {
         if (rc == 0)
             sd_session_clear(&s);
+        sd_metrics_validation(0);
         reply_invalid(r);
         return;
     }
@@ -82,6 +83,42 @@ static void reply_valid(sd_req *r, int64_t expiry, const char *id, const char *u
 static void touch_done(sd_write *w)
 {
     free(w);
+}
+
+int sd_api_check_token(sd_app *app, const char *token, size_t len, bool touch, sd_session *s,
+                       int64_t *expiry)
+{
+    if (!sd_token_wellformed(token, len))
+        return 0;
+    unsigned char hash[SD_HASH_LEN];
+    sd_token_hash(token, len, hash);
+    int rc = sd_store_get_by_token(app->store, hash, false, s);
+    int64_t now = sd_now_ms();
+    if (rc == SD_ENOTFOUND || (rc == 0 && !sd_session_active(s, now))) {
+        if (rc == 0)
+            sd_session_clear(s);
+        sd_metrics_validation(0);
+        return 0;
+    }
+    if (rc)
+        return rc;
+    *expiry = s->expiry;
+    int64_t extended;
+    if (touch && sd_session_touch(s, &app->policy, now, &extended)) {
+        sd_write *w = calloc(1, sizeof *w);
+        if (w) {
+            w->kind = SD_W_TOUCH;
+            w->now = now;
+            memcpy(w->id, s->id, sizeof w->id);
+            w->touch_expiry = extended;
+            w->touch_version = s->version;
+            w->done = touch_done;
+            sd_store_write(app->store, w);
+            *expiry = extended;
+        }
+    }
+    sd_metrics_validation(1);
+    return 1;
 }
 
 /* Finds the token: Authorization: Bearer, or {"token": "..."}. Copies it
@@ -166,46 +203,18 @@ void sd_api_validate_token(sd_req *r, void *app_)
     size_t len;
     if (find_token(r, token, &len))
         return;
-    if (!sd_token_wellformed(token, len)) {
-        OPENSSL_cleanse(token, sizeof token);
-        reply_invalid(r);
-        return;
-    }
-    unsigned char hash[SD_HASH_LEN];
-    sd_token_hash(token, len, hash);
-    OPENSSL_cleanse(token, sizeof token);
-
     sd_session s;
-    int rc = sd_store_get_by_token(app->store, hash, false, &s);
-    int64_t now = sd_now_ms();
-    if (rc == SD_ENOTFOUND || (rc == 0 && !sd_session_active(&s, now))) {
-        if (rc == 0)
-            sd_session_clear(&s);
+    int64_t expiry;
+    int rc = sd_api_check_token(app, token, len, touch, &s, &expiry);
+    OPENSSL_cleanse(token, sizeof token);
+    if (rc == 0) {
         reply_invalid(r);
         return;
     }
-    if (rc) {
+    if (rc < 0) {
         sd_api_fail(r, rc, NULL);
         return;
     }
-    int64_t expiry = s.expiry;
-    if (touch) {
-        int64_t extended;
-        if (sd_session_touch(&s, &app->policy, now, &extended)) {
-            sd_write *w = calloc(1, sizeof *w);
-            if (w) {
-                w->kind = SD_W_TOUCH;
-                w->now = now;
-                memcpy(w->id, s.id, sizeof w->id);
-                w->touch_expiry = extended;
-                w->touch_version = s.version;
-                w->done = touch_done;
-                sd_store_write(app->store, w);
-                expiry = extended;
-            }
-        }
-    }
-    sd_metrics_validation(1);
     reply_valid(r, expiry, s.id, s.user_id);
     sd_session_clear(&s);
 }

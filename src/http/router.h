@@ -20,7 +20,9 @@
 typedef struct sd_req sd_req;
 typedef void (*sd_handler_fn)(sd_req *req, void *app);
 
-enum { SD_ROUTE_NO_BODY = 0, SD_ROUTE_BODY = 1, SD_ROUTE_BODY_OPTIONAL = 2 };
+/* What a route reads: nothing, a JSON body (required or optional), or a
+ * form-encoded body (RFC 7662 introspection). */
+enum { SD_ROUTE_NO_BODY = 0, SD_ROUTE_BODY = 1, SD_ROUTE_BODY_OPTIONAL = 2, SD_ROUTE_FORM = 3 };
 
 typedef struct sd_route {
     const char *method;

@@ -361,18 +361,35 @@ static char *problem_text(sd_req *r, int status, const char *detail_in)
     return text;
 }
 
-void sd_reply_problem(sd_req *r, int status, const char *fmt, ...)
+static void problem_va(sd_req *r, int status, const char *const *headers, const char *fmt,
+                       va_list ap)
 {
     char detail[512];
-    va_list ap;
-    va_start(ap, fmt);
     vsnprintf(detail, sizeof detail, fmt, ap);
-    va_end(ap);
     char *text = problem_text(r, status, detail);
     const char *allow[] = {"Allow", r->match.allow, NULL};
     const char *retry[] = {"Retry-After", "1", NULL};
-    const char *const *extra = status == 405 ? allow : status == 503 ? retry : NULL;
+    const char *const *extra = headers         ? headers
+                               : status == 405 ? allow
+                               : status == 503 ? retry
+                                               : NULL;
     sd_reply(r, status, "application/problem+json", text, text ? strlen(text) : 0, extra);
+}
+
+void sd_reply_problem(sd_req *r, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    problem_va(r, status, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void sd_reply_problem_with(sd_req *r, int status, const char *const *headers, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    problem_va(r, status, headers, fmt, ap);
+    va_end(ap);
 }
 
 /* ---- request accessors ------------------------------------------------- */
@@ -925,6 +942,11 @@ static void dispatch(conn *c)
         }
         if (!is_json(ctype)) {
             sd_reply_problem(r, 415, "the body must be application/json");
+            return;
+        }
+    } else if (route->body == SD_ROUTE_FORM) {
+        if (!ctype || strncasecmp(ctype, "application/x-www-form-urlencoded", 33) != 0) {
+            sd_reply_problem(r, 415, "the body must be application/x-www-form-urlencoded");
             return;
         }
     } else if (route->body == SD_ROUTE_BODY_OPTIONAL && r->body_len > 0 && !is_json(ctype)) {

@@ -75,5 +75,8 @@ void sd_reply(sd_req *r, int status, const char *content_type, char *body, size_
 void sd_reply_json(sd_req *r, int status, json_t *body, const char *const *headers);
 void sd_reply_problem(sd_req *r, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The same with extra headers (NULL-terminated name, value pairs). */
+void sd_reply_problem_with(sd_req *r, int status, const char *const *headers, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 #endif

@@ -1,0 +1,149 @@
+/*
+ * auth.c - the gateway conventions on top of the validation core:
+ *
+ * GET /auth - forward-auth for nginx auth_request, Traefik ForwardAuth and
+ *   Envoy ext_authz: the token comes from `Authorization: Bearer` or the
+ *   cookie named by --auth-cookie; 200 with X-Session-Id and X-User-Id, or
+ *   401. Counts as activity (rolling expiry), like POST /sessions/validate.
+ * POST /introspect - RFC 7662 token introspection: a form-encoded `token`,
+ *   answering {"active": true, "sub", "exp", "iat", "sid"} or
+ *   {"active": false}. It does not extend the session (looking is not use).
+ */
+#include "api/api.h"
+#include "util/err.h"
+
+#include <openssl/crypto.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Finds cookie `name` in a Cookie header; returns its value's span. */
+static const char *find_cookie(const char *header, const char *name, size_t *len)
+{
+    size_t nlen = strlen(name);
+    for (const char *p = header; p && *p;) {
+        while (*p == ' ' || *p == ';')
+            p++;
+        const char *end = strchr(p, ';');
+        size_t plen = end ? (size_t)(end - p) : strlen(p);
+        if (plen > nlen && memcmp(p, name, nlen) == 0 && p[nlen] == '=') {
+            const char *v = p + nlen + 1;
+            size_t vlen = plen - nlen - 1;
+            while (vlen && v[vlen - 1] == ' ')
+                vlen--;
+            if (vlen >= 2 && v[0] == '"' && v[vlen - 1] == '"') { /* quoted cookie-value */
+                v++;
+                vlen -= 2;
+            }
+            *len = vlen;
+            return v;
+        }
+        p = end;
+    }
+    return NULL;
+}
+
+static void unauthorized(sd_req *r, const char *why)
+{
+    const char *hdr[] = {"WWW-Authenticate", "Bearer", NULL};
+    sd_reply_problem_with(r, 401, hdr, "%s", why);
+}
+
+void sd_api_forward_auth(sd_req *r, void *app_)
+{
+    sd_app *app = app_;
+    const char *tok = NULL;
+    size_t len = 0;
+    const char *auth = sd_req_header(r, "Authorization");
+    if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
+        tok = auth + 7;
+        while (*tok == ' ')
+            tok++;
+        len = strlen(tok);
+    } else if (sd_req_header(r, "Cookie")) {
+        tok = find_cookie(sd_req_header(r, "Cookie"), app->auth_cookie, &len);
+    }
+    if (!tok || len == 0) {
+        unauthorized(r, "no session token (Authorization: Bearer or the session cookie)");
+        return;
+    }
+    char token[SD_TOKEN_LEN + 1];
+    size_t n = len < SD_TOKEN_LEN ? len : SD_TOKEN_LEN;
+    memcpy(token, tok, n);
+    token[n] = '\0';
+    sd_session s;
+    int64_t expiry;
+    int rc = sd_api_check_token(app, token, len, true, &s, &expiry);
+    OPENSSL_cleanse(token, sizeof token);
+    if (rc < 0) {
+        sd_api_fail(r, rc, NULL);
+        return;
+    }
+    if (rc == 0) {
+        unauthorized(r, "the session is unknown, expired or revoked");
+        return;
+    }
+    /* Header values must not carry CR/LF: user ids with control characters
+     * are refused at creation, so the id is safe to echo. */
+    const char *hdr[] = {"X-Session-Id", s.id, "X-User-Id", s.user_id, NULL};
+    sd_reply_json(r, 200, json_pack("{s:s, s:s}", "sessionId", s.id, "userId", s.user_id), hdr);
+    sd_session_clear(&s);
+}
+
+/* The value of `name` in an application/x-www-form-urlencoded body,
+ * decoded (malloc'd), or NULL. '+' means a space there. */
+static char *form_value(const char *body, size_t blen, const char *name)
+{
+    size_t nlen = strlen(name);
+    for (const char *p = body, *end = body + blen; p < end;) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        size_t len = amp ? (size_t)(amp - p) : (size_t)(end - p);
+        if (len > nlen && memcmp(p, name, nlen) == 0 && p[nlen] == '=') {
+            char *plus = strndup(p + nlen + 1, len - nlen - 1), *dec = NULL;
+            if (!plus)
+                return NULL;
+            for (char *q = plus; *q; q++)
+                if (*q == '+')
+                    *q = ' ';
+            if (sd_pct_decode(plus, strlen(plus), &dec) != 0)
+                dec = NULL;
+            OPENSSL_cleanse(plus, strlen(plus));
+            free(plus);
+            return dec;
+        }
+        p = amp ? amp + 1 : end;
+    }
+    return NULL;
+}
+
+void sd_api_introspect(sd_req *r, void *app_)
+{
+    sd_app *app = app_;
+    size_t blen;
+    const char *body = sd_req_body(r, &blen);
+    char *tok = form_value(body, blen, "token");
+    if (!tok) {
+        sd_reply_problem(r, 400, "the form body needs a 'token' parameter (RFC 7662)");
+        return;
+    }
+    size_t len = strlen(tok);
+    sd_session s;
+    int64_t expiry;
+    int rc = sd_api_check_token(app, tok, len, false, &s, &expiry);
+    OPENSSL_cleanse(tok, len);
+    free(tok);
+    if (rc < 0) {
+        sd_api_fail(r, rc, NULL);
+        return;
+    }
+    if (rc == 0) {
+        sd_reply_json(r, 200, json_pack("{s:b}", "active", 0), NULL);
+        return;
+    }
+    sd_reply_json(r, 200,
+                  json_pack("{s:b, s:s, s:I, s:I, s:s, s:s}", "active", 1, "sub", s.user_id, "exp",
+                            (json_int_t)(expiry / 1000), "iat", (json_int_t)(s.created_at / 1000),
+                            "sid", s.id, "token_type", "session"),
+                  NULL);
+    sd_session_clear(&s);
+}
