@@ -38,6 +38,9 @@ static const option options[] = {
      "address to serve HTTP on, HOST:PORT ([v6]:PORT for IPv6)"},
     {"data-dir", OPT_STRING, F(data_dir), "./var", 0, 0,
      "directory of the embedded store (created if missing)"},
+    {"api-keys", OPT_STRING, F(api_keys), "", 0, 0,
+     "file of API keys ('<id> <sha256 hex> <scopes>' lines); without it sessiond only "
+     "serves loopback addresses (protected mode)"},
     {"auth-cookie", OPT_STRING, F(auth_cookie), "session", 0, 0,
      "cookie that GET /auth (forward-auth) reads the session token from"},
     {"log-level", OPT_LOGLEVEL, F(log_level), "info", 0, 0, "debug, info, warn or error"},

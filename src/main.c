@@ -8,6 +8,7 @@
  * settings that can change at run time (the log level).
  */
 #include "api/api.h"
+#include "api/keys.h"
 #include "config.h"
 #include "metrics/metrics.h"
 #include "session/sweeper.h"
@@ -17,12 +18,33 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 extern char **environ;
+
+/* True when the listen address can only be reached from this machine. */
+static bool loopback_only(const char *listen)
+{
+    return strncmp(listen, "127.", 4) == 0 || strncmp(listen, "localhost:", 10) == 0 ||
+           strncmp(listen, "[::1]:", 6) == 0;
+}
+
+/* Loads the key file named in cfg (none: NULL). Returns 0 or an error. */
+static int load_keys(const sd_config *cfg, sd_keys **out)
+{
+    *out = NULL;
+    if (!cfg->api_keys[0])
+        return 0;
+    char err[512];
+    int rc = sd_keys_load(cfg->api_keys, out, err, sizeof err);
+    if (rc)
+        sd_error("%s", err);
+    return rc;
+}
 
 int main(int argc, char **argv)
 {
@@ -48,8 +70,26 @@ int main(int argc, char **argv)
         route_names[i] = sd_api_routes[i].pattern;
     sd_metrics_init(route_names, sd_api_nroutes);
 
+    /* Protected mode (as Redis does it): without API keys, only loopback. */
+    sd_keys *keys = NULL;
+    if (load_keys(&cfg, &keys))
+        return 2;
+    if (!keys && !loopback_only(cfg.listen)) {
+        sd_error("refusing to listen on %s without API keys: anyone who can reach it could "
+                 "create, read and revoke sessions. Give --api-keys FILE, or listen on a "
+                 "loopback address.",
+                 cfg.listen);
+        return 2;
+    }
+    if (!keys)
+        sd_info("protected mode: no API keys configured; serving loopback only, callers are "
+                "not authenticated");
+    else
+        sd_info("%d API keys loaded from %s", sd_keys_count(keys), cfg.api_keys);
+
     char err[512] = "";
     sd_app app = {
+        .keys = keys,
         .auth_cookie = cfg.auth_cookie,
         .policy = {.idle_timeout_ms = cfg.idle_timeout_ms,
                    .absolute_timeout_ms = cfg.absolute_timeout_ms,
@@ -78,7 +118,9 @@ int main(int argc, char **argv)
         .connection_timeout_s = (int)((cfg.connection_timeout_ms + 999) / 1000),
         .max_header_bytes = (size_t)cfg.max_header_bytes,
         .max_body_bytes = (size_t)cfg.max_body_bytes,
+        .authorize = sd_api_authorize,
     };
+    pthread_rwlock_init(&app.keys_lock, NULL);
     sd_http *http = NULL;
     if ((rc = sd_http_start(&hopt, sd_api_routes, sd_api_nroutes, &app, &http, err, sizeof err))) {
         sd_error("%s", err);
@@ -99,10 +141,19 @@ int main(int argc, char **argv)
             /* Reload what can change at run time: the log level, from the
              * same sources in the same precedence. */
             sd_config fresh;
-            if (sd_config_load(&fresh, argc, argv, environ, stderr) == SD_CONFIG_RUN) {
+            sd_keys *nk = NULL;
+            if (sd_config_load(&fresh, argc, argv, environ, stderr) == SD_CONFIG_RUN &&
+                load_keys(&fresh, &nk) == 0 && (nk || loopback_only(cfg.listen))) {
                 sd_log_set_level((enum sd_log_level)sd_log_level_parse(fresh.log_level));
-                sd_info("SIGHUP: reloaded; log-level %s", fresh.log_level);
+                pthread_rwlock_wrlock(&app.keys_lock);
+                sd_keys *old = app.keys;
+                app.keys = nk;
+                pthread_rwlock_unlock(&app.keys_lock);
+                sd_keys_free(old);
+                sd_info("SIGHUP: reloaded; log-level %s, %d API keys", fresh.log_level,
+                        sd_keys_count(nk));
             } else {
+                sd_keys_free(nk);
                 sd_warn("SIGHUP: the configuration has errors; nothing reloaded");
             }
             continue;
@@ -120,6 +171,8 @@ int main(int argc, char **argv)
     sd_http_stop(http);
     sd_sweeper_stop(sweeper);
     sd_store_close(app.store);
+    sd_keys_free(app.keys);
+    pthread_rwlock_destroy(&app.keys_lock);
     sd_info("stopped");
     return 0;
 }

@@ -10,11 +10,19 @@
 #include "session/session.h"
 #include "store/store.h"
 
+#include <pthread.h>
+
 typedef struct sd_app {
     sd_policy policy;
     sd_store_handle *store;
-    const char *auth_cookie; /* cookie GET /auth reads the token from */
+    const char *auth_cookie;    /* cookie GET /auth reads the token from */
+    pthread_rwlock_t keys_lock; /* guards keys (swapped on SIGHUP) */
+    struct sd_keys *keys;       /* NULL: no caller authentication (loopback only) */
 } sd_app;
+
+/* The authorize hook of the HTTP layer (common.c): checks X-Api-Key for the
+ * route's scope; answers 401/403 itself. */
+int sd_api_authorize(void *app, sd_req *r, const char *scope);
 
 extern const sd_route sd_api_routes[];
 extern const int sd_api_nroutes;

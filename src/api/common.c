@@ -1,6 +1,8 @@
 /* common.c - helpers every handler uses: body parsing, error mapping, the
  * session reply with its ETag. */
 #include "api/api.h"
+#include "api/keys.h"
+#include "util/log.h"
 #include "util/err.h"
 
 #include "util/clock.h"
@@ -138,4 +140,38 @@ size_t sd_api_json_escape(const char *s, size_t n, char *out)
         }
     }
     return o;
+}
+
+int sd_api_authorize(void *app_, sd_req *r, const char *scope)
+{
+    sd_app *app = app_;
+    pthread_rwlock_rdlock(&app->keys_lock);
+    if (!app->keys) {
+        pthread_rwlock_unlock(&app->keys_lock);
+        return 0; /* protected mode: loopback only, no keys */
+    }
+    const char *id = NULL;
+    enum sd_key_result res = sd_keys_check(app->keys, sd_req_header(r, "X-Api-Key"), scope, &id);
+    char key_id[64];
+    snprintf(key_id, sizeof key_id, "%s", id ? id : "-");
+    pthread_rwlock_unlock(&app->keys_lock);
+    const char *hdr[] = {"WWW-Authenticate", "ApiKey header=\"X-Api-Key\"", NULL};
+    switch (res) {
+    case SD_KEY_OK:
+        return 0;
+    case SD_KEY_MISSING:
+        sd_warn("caller_auth_failed reason=missing_key scope=%s request=%s", scope, sd_req_id(r));
+        sd_reply_problem_with(r, 401, hdr, "this endpoint needs an API key in X-Api-Key");
+        return 1;
+    case SD_KEY_UNKNOWN:
+        sd_warn("caller_auth_failed reason=unknown_key scope=%s request=%s", scope, sd_req_id(r));
+        sd_reply_problem_with(r, 401, hdr, "the API key is not valid");
+        return 1;
+    case SD_KEY_FORBIDDEN:
+        sd_warn("caller_auth_failed reason=scope key=%s scope=%s request=%s", key_id, scope,
+                sd_req_id(r));
+        sd_reply_problem(r, 403, "the API key lacks the '%s' scope", scope);
+        return 1;
+    }
+    return 1;
 }

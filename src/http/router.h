@@ -28,7 +28,8 @@ typedef struct sd_route {
     const char *method;
     const char *pattern;
     sd_handler_fn fn;
-    int body; /* SD_ROUTE_* */
+    int body;          /* SD_ROUTE_* */
+    const char *scope; /* the caller permission it needs (see authorize), or NULL: public */
 } sd_route;
 
 enum sd_match_result { SD_MATCH_OK, SD_MATCH_NOT_FOUND, SD_MATCH_METHOD, SD_MATCH_BAD_PATH };

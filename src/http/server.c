@@ -934,6 +934,8 @@ static void dispatch(conn *c)
         break;
     }
     const sd_route *route = &h->routes[r->match.route];
+    if (route->scope && h->opt.authorize && h->opt.authorize(h->app, r, route->scope))
+        return;
     const char *ctype = sd_req_header(r, "Content-Type");
     if (route->body == SD_ROUTE_BODY) {
         if (!sd_req_header(r, "Content-Length") && !te) {

@@ -30,6 +30,10 @@ typedef struct sd_http_options {
     int connection_timeout_s;
     size_t max_header_bytes;
     size_t max_body_bytes;
+    /* Called before the handler of a route with a scope. Returns 0 to go on,
+     * or non-zero after answering the request itself (401, 403). NULL: no
+     * checks. */
+    int (*authorize)(void *app, sd_req *r, const char *scope);
 } sd_http_options;
 
 /* Starts serving routes (borrowed, must outlive the server). app is passed to

@@ -1,0 +1,33 @@
+/*
+ * keys.h - who may call the API: API keys with scopes.
+ *
+ * Keys are configured as SHA-256 hashes, never in the clear, one a line in
+ * the file named by --api-keys:
+ *
+ *     <key-id> <64 hex digits of sha256(key)> <scope>[,<scope>...]
+ *
+ * Scopes: validate (validation, forward-auth, introspection), sessions
+ * (create, read, update, delete, list), admin (user-wide and bulk
+ * revocation). A caller sends its key in X-Api-Key (Authorization carries
+ * session tokens). Every configured hash is compared, in constant time.
+ */
+#ifndef SD_KEYS_H
+#define SD_KEYS_H
+
+#include <stddef.h>
+
+typedef struct sd_keys sd_keys;
+
+/* Loads a key file. Returns 0, or SD_ECONFIG with a sentence in err. */
+int sd_keys_load(const char *path, sd_keys **out, char *err, size_t errlen);
+void sd_keys_free(sd_keys *k);
+int sd_keys_count(const sd_keys *k);
+
+enum sd_key_result { SD_KEY_OK, SD_KEY_MISSING, SD_KEY_UNKNOWN, SD_KEY_FORBIDDEN };
+
+/* Checks a presented key (may be NULL) for scope. *key_id (borrowed from k)
+ * names the key when it is known. */
+enum sd_key_result sd_keys_check(const sd_keys *k, const char *presented, const char *scope,
+                                 const char **key_id);
+
+#endif
