@@ -74,6 +74,10 @@ static const option options[] = {
     {"threads", OPT_INT, F(threads), "2", 1, 256, "HTTP worker threads"},
     {"commit-batch", OPT_INT, F(commit_batch), "1024", 1, 100000,
      "most writes that share one transaction and one fsync (group commit)"},
+    {"max-sessions-per-user", OPT_INT, F(max_sessions_per_user), "100", 0, 1000000,
+     "active sessions one user may have (0: no limit)"},
+    {"session-limit-policy", OPT_STRING, F(session_limit_policy), "evict", 0, 0,
+     "at the limit: 'evict' ends the least recently seen session, 'reject' answers 429"},
     {"max-queued-writes", OPT_INT, F(max_queued_writes), "10000", 1, 10000000,
      "writes waiting for the disk beyond which new writes get 503 (load shedding)"},
     {"shutdown-timeout", OPT_DURATION, F(shutdown_timeout_ms), "10s", 0, DAY,
@@ -309,6 +313,10 @@ int sd_config_load(sd_config *cfg, int argc, char **argv, char **envp, FILE *err
         snprintf(from, sizeof from, "--%s", fopt[i]->name);
         if (set(cfg, fopt[i], fval[i], from, err))
             return SD_CONFIG_EXIT_ERR;
+    }
+    if (strcmp(cfg->session_limit_policy, "evict") && strcmp(cfg->session_limit_policy, "reject")) {
+        fprintf(err, "sessiond: session-limit-policy must be evict or reject\n");
+        return SD_CONFIG_EXIT_ERR;
     }
     if (cfg->idle_timeout_ms > cfg->max_idle_timeout_ms) {
         fprintf(err, "sessiond: idle-timeout must not exceed max-idle-timeout\n");

@@ -95,7 +95,9 @@ int main(int argc, char **argv)
                    .absolute_timeout_ms = cfg.absolute_timeout_ms,
                    .max_idle_timeout_ms = cfg.max_idle_timeout_ms,
                    .touch_fraction = cfg.touch_fraction,
-                   .max_data_bytes = (size_t)cfg.max_data_bytes},
+                   .max_data_bytes = (size_t)cfg.max_data_bytes,
+                   .max_per_user = (int)cfg.max_sessions_per_user,
+                   .evict_oldest = strcmp(cfg.session_limit_policy, "evict") == 0},
     };
     sd_store_options sopt = {.commit_batch = (int)cfg.commit_batch,
                              .max_queued = (int)cfg.max_queued_writes};

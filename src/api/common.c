@@ -48,6 +48,11 @@ void sd_api_fail(sd_req *r, int rc, const char *detail)
     case SD_EINVALID:
         sd_reply_problem(r, 400, "%s", detail && *detail ? detail : "invalid request");
         break;
+    case SD_ELIMIT:
+        sd_reply_problem(r, 429,
+                         "this user has reached the maximum number of active sessions; "
+                         "end one first");
+        break;
     case SD_EBUSY:
         sd_reply_problem(r, 503,
                          "the server is overloaded: too many writes are waiting for the "

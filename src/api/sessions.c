@@ -31,10 +31,15 @@ static void create_done(sd_write *w)
 {
     sd_api_write *c = w->udata;
     if (w->rc) {
+        if (w->rc == SD_ELIMIT)
+            sd_warn("excess_sessions_exceeded user=%s refused", w->session.user_id);
         sd_api_fail(c->req, w->rc, w->detail);
     } else {
         char location[64];
         snprintf(location, sizeof location, "/sessions/%s", w->session.id);
+        if (w->affected > 0)
+            sd_info("excess_sessions_exceeded user=%s evicted=%lld (least recently seen)",
+                    w->session.user_id, (long long)w->affected);
         sd_info("session_created session=%s user=%s", w->session.id, w->session.user_id);
         sd_api_reply_session(c->req, 201, &w->session, c->token, location);
     }

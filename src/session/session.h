@@ -20,6 +20,8 @@ typedef struct sd_policy {
     int64_t max_idle_timeout_ms; /* clamp for ttlSeconds */
     double touch_fraction;       /* rolling-expiry coalescing */
     size_t max_data_bytes;       /* JSON size of `data` */
+    int max_per_user;            /* active sessions a user may have; 0: no limit */
+    bool evict_oldest;           /* at the limit: end the least recently seen (else refuse) */
 } sd_policy;
 
 typedef struct sd_session {

@@ -77,6 +77,8 @@ enum {
     W_SWEEP_DEL,
     W_PURGE,
     W_LOAD,
+    W_USER_COUNT,
+    W_USER_OLDEST,
     W_NSTMT
 };
 
@@ -108,6 +110,9 @@ static const char *const wsql[W_NSTMT] = {
     [W_SWEEP_DEL] = "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE expiry <= ?1 "
                     "ORDER BY expiry, id LIMIT ?2) RETURNING id",
     [W_LOAD] = "SELECT " COLS " FROM sessions",
+    [W_USER_COUNT] = "SELECT count(*) FROM sessions WHERE user_id = ?1 AND expiry > ?2",
+    [W_USER_OLDEST] = "SELECT id FROM sessions WHERE user_id = ?1 AND expiry > ?2 "
+                      "ORDER BY last_seen, id LIMIT ?3",
     [W_PURGE] = "DELETE FROM session_history WHERE rowid IN (SELECT rowid FROM session_history "
                 "WHERE ended_at < ?1 LIMIT ?2)",
 };
@@ -400,9 +405,53 @@ static int wstep(sd_store *st, int which)
 
 #define WOK(rc) ((rc) == SQLITE_DONE)
 
+static int end_one(sd_store *st, const char *id, int64_t now, const char *reason, int64_t *n);
+
+/* The per-user limit, before a create: refuse, or end the least recently
+ * seen sessions (reason "evicted") to make room. w->affected counts them. */
+static int enforce_user_limit(sd_store *st, sd_write *w, int64_t *delta)
+{
+    int max = w->policy ? w->policy->max_per_user : 0;
+    if (max <= 0)
+        return 0;
+    sqlite3_stmt *q = st->w[W_USER_COUNT];
+    bind_text(q, 1, w->session.user_id);
+    sqlite3_bind_int64(q, 2, w->now);
+    int64_t count = sqlite3_step(q) == SQLITE_ROW ? sqlite3_column_int64(q, 0) : -1;
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    if (count < 0)
+        return SD_EUNAVAILABLE;
+    if (count < max)
+        return 0;
+    if (!w->policy->evict_oldest)
+        return SD_ELIMIT;
+    q = st->w[W_USER_OLDEST];
+    bind_text(q, 1, w->session.user_id);
+    sqlite3_bind_int64(q, 2, w->now);
+    sqlite3_bind_int64(q, 3, count - max + 1);
+    char ids[16][SD_ID_LEN + 1];
+    int n = 0;
+    while (n < 16 && sqlite3_step(q) == SQLITE_ROW)
+        snprintf(ids[n++], SD_ID_LEN + 1, "%s", (const char *)sqlite3_column_text(q, 0));
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    for (int i = 0; i < n; i++) {
+        int64_t ended = 0;
+        if (end_one(st, ids[i], w->now, "evicted", &ended))
+            return SD_EUNAVAILABLE;
+        w->affected += ended;
+        *delta -= ended;
+    }
+    return 0;
+}
+
 static int do_create(sd_store *st, sd_write *w, int64_t *delta)
 {
     sd_session *s = &w->session;
+    int lrc = enforce_user_limit(st, w, delta);
+    if (lrc)
+        return lrc;
     char *attrs = json_dumps(s->attrs, JSON_COMPACT);
     if (!attrs)
         return SD_ENOMEM;
@@ -637,7 +686,8 @@ static void commit_batch(sd_store *st, sd_write *batch)
             continue;
         }
         w->rc = run_write(st, w, &d);
-        if (w->rc == 0 || w->rc == SD_ENOTFOUND || w->rc == SD_ECONFLICT || w->rc == SD_EINVALID) {
+        if (w->rc == 0 || w->rc == SD_ENOTFOUND || w->rc == SD_ECONFLICT || w->rc == SD_EINVALID ||
+            w->rc == SD_ELIMIT) {
             delta += d;
             if (w->kind == SD_W_SWEEP) {
                 swept += w->affected;

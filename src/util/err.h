@@ -17,7 +17,8 @@
     X(NOMEM, -1005, "out of memory")                                                               \
     X(RANDOM, -1006, "random source failed")                                                       \
     X(CONFIG, -1007, "invalid configuration")                                                      \
-    X(BUSY, -1008, "overloaded")
+    X(BUSY, -1008, "overloaded")                                                                   \
+    X(LIMIT, -1009, "limit reached")
 
 enum {
 #define SD_ERR_ENUM(name, code, text) SD_E##name = (code),

@@ -7,7 +7,9 @@ from conftest import new_user
 
 
 def test_writes_beyond_the_queue_limit_get_503_and_nothing_acked_is_lost(make_server):
-    srv = make_server("--max-queued-writes", "2", "--commit-batch", "1")
+    # No per-user limit: every acknowledged create must stay (the limit would
+    # evict the oldest of this user's 480 sessions).
+    srv = make_server("--max-queued-writes", "2", "--commit-batch", "1", "--max-sessions-per-user", "0")
     user = new_user()
     results = []
     lock = threading.Lock()

@@ -449,3 +449,30 @@ def test_delete_session_moves_to_history(module_server):
 
 def test_delete_unknown_404(api):
     api.delete("/sessions/AAAAAAAAAAAAAAAAAAAAAA", expect=404)
+
+
+def test_per_user_limit_evicts_the_least_recently_seen(make_server):
+    srv = make_server("--max-sessions-per-user", "3")
+    user = new_user()
+    made = [srv.api.create(user) for _ in range(3)]
+    # Activity on the first makes the second the least recently seen.
+    srv.api.put(f"/sessions/{made[0]['sessionId']}", json={"lastSeen": made[2]["createdAt"]}, expect=200)
+    fourth = srv.api.create(user)
+    srv.api.get(f"/sessions/{made[1]['sessionId']}", expect=404)
+    for s in (made[0], made[2], fourth):
+        srv.api.get(f"/sessions/{s['sessionId']}", expect=200)
+    assert history_rows(srv.data_dir, made[1]["sessionId"])[0][3] == "evicted"
+    assert "excess_sessions_exceeded" in srv.log_text()
+    # Other users are untouched by this user's limit.
+    srv.api.create(new_user())
+
+
+def test_per_user_limit_can_reject_instead(make_server):
+    srv = make_server("--max-sessions-per-user", "2", "--session-limit-policy", "reject")
+    user = new_user()
+    a = srv.api.create(user)
+    srv.api.create(user)
+    r = srv.api.post("/sessions", json={"userId": user}, expect=429)
+    assert "maximum number of active sessions" in r.json()["detail"]
+    srv.api.delete(f"/sessions/{a['sessionId']}", expect=204)
+    srv.api.create(user)
