@@ -36,6 +36,7 @@ typedef struct sd_config {
     int64_t commit_batch;
     int64_t max_queued_writes;
     int64_t max_sessions_per_user;
+    int64_t refresh_grace_ms;
     char session_limit_policy[16];
     int64_t shutdown_timeout_ms;
 } sd_config;

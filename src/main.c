@@ -97,6 +97,7 @@ int main(int argc, char **argv)
                    .touch_fraction = cfg.touch_fraction,
                    .max_data_bytes = (size_t)cfg.max_data_bytes,
                    .max_per_user = (int)cfg.max_sessions_per_user,
+                   .refresh_grace_ms = cfg.refresh_grace_ms,
                    .evict_oldest = strcmp(cfg.session_limit_policy, "evict") == 0},
     };
     sd_store_options sopt = {.commit_batch = (int)cfg.commit_batch,

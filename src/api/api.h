@@ -32,6 +32,7 @@ void sd_api_session_create(sd_req *r, void *app); /* sessions.c */
 void sd_api_session_get(sd_req *r, void *app);
 void sd_api_session_update(sd_req *r, void *app);
 void sd_api_session_delete(sd_req *r, void *app);
+void sd_api_session_refresh(sd_req *r, void *app);
 void sd_api_validate_id(sd_req *r, void *app); /* validate.c */
 void sd_api_validate_token(sd_req *r, void *app);
 void sd_api_user_list(sd_req *r, void *app); /* users.c */

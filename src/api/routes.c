@@ -10,6 +10,7 @@ const sd_route sd_api_routes[] = {
     {"PUT", "/sessions/{sessionId}", sd_api_session_update, SD_ROUTE_BODY, "sessions"},
     {"DELETE", "/sessions/{sessionId}", sd_api_session_delete, SD_ROUTE_NO_BODY, "sessions"},
     {"GET", "/sessions/{sessionId}/validate", sd_api_validate_id, SD_ROUTE_NO_BODY, "validate"},
+    {"POST", "/sessions/{sessionId}/refresh", sd_api_session_refresh, SD_ROUTE_NO_BODY, "sessions"},
     {"GET", "/users/{userId}/sessions", sd_api_user_list, SD_ROUTE_NO_BODY, "sessions"},
     {"DELETE", "/users/{userId}/sessions", sd_api_user_revoke, SD_ROUTE_NO_BODY, "admin"},
     {"GET", "/auth", sd_api_forward_auth, SD_ROUTE_NO_BODY, "validate"},

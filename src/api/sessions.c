@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* The path's session id, or NULL after answering 404 for a malformed one. */
 static const char *path_id(sd_req *r)
@@ -196,5 +197,73 @@ void sd_api_session_delete(sd_req *r, void *app_)
         return;
     memcpy(c->w.id, id, SD_ID_LEN + 1);
     c->w.reason = "revoked";
+    sd_store_write(app->store, &c->w);
+}
+
+/* ---- refresh (token rotation) -------------------------------------------- */
+
+static void refresh_done(sd_write *w)
+{
+    sd_api_write *c = w->udata;
+    const char *hdr[] = {"WWW-Authenticate", "Bearer", NULL};
+    switch (w->rc) {
+    case 0:
+        sd_info("session_renewed session=%s user=%s", w->session.id, w->session.user_id);
+        sd_api_reply_session(c->req, 200, &w->session, c->token, NULL);
+        break;
+    case SD_ECONFLICT:
+        sd_reply_problem(c->req, 409,
+                         "this token was rotated moments ago by another request; use "
+                         "the token that request received");
+        break;
+    case SD_EREUSED:
+        sd_warn("token_reuse_detected session=%s action=revoked", w->id);
+        sd_reply_problem_with(c->req, 401, hdr,
+                              "token reuse detected: this token was rotated away earlier, so the "
+                              "session has been revoked (sign in again)");
+        break;
+    case SD_EMISMATCH:
+        sd_reply_problem_with(c->req, 401, hdr, "the token does not belong to this session");
+        break;
+    default:
+        sd_api_fail(c->req, w->rc, w->detail);
+    }
+    sd_api_write_free(c);
+}
+
+void sd_api_session_refresh(sd_req *r, void *app_)
+{
+    sd_app *app = app_;
+    const char *id = path_id(r);
+    if (!id)
+        return;
+    const char *auth = sd_req_header(r, "Authorization");
+    const char *tok = auth && strncasecmp(auth, "Bearer ", 7) == 0 ? auth + 7 : NULL;
+    while (tok && *tok == ' ')
+        tok++;
+    if (!tok || !*tok) {
+        sd_reply_problem(r, 400,
+                         "send the session's current token as 'Authorization: Bearer "
+                         "<token>'");
+        return;
+    }
+    size_t len = strlen(tok);
+    if (!sd_token_wellformed(tok, len)) {
+        const char *hdr[] = {"WWW-Authenticate", "Bearer", NULL};
+        sd_reply_problem_with(r, 401, hdr, "the token does not belong to this session");
+        return;
+    }
+    sd_api_write *c = sd_api_write_new(r, app, SD_W_ROTATE, refresh_done);
+    if (!c)
+        return;
+    sd_token_hash(tok, len, c->w.presented_hash);
+    if (sd_token_mint(c->token)) {
+        sd_error("random source failed: no token rotated");
+        sd_api_fail(r, SD_ERANDOM, NULL);
+        sd_api_write_free(c);
+        return;
+    }
+    sd_token_hash(c->token, SD_TOKEN_LEN, c->w.session.token_hash);
+    memcpy(c->w.id, id, SD_ID_LEN + 1);
     sd_store_write(app->store, &c->w);
 }

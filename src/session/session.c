@@ -427,3 +427,13 @@ bool sd_session_touch(const sd_session *s, const sd_policy *p, int64_t now, int6
     *new_expiry = e;
     return e - s->expiry > (int64_t)(p->touch_fraction * (double)s->idle_ttl);
 }
+
+enum sd_rotation sd_rotation_decide(bool is_current, bool was_rotated, int64_t rotated_at,
+                                    int64_t now, int64_t grace_ms)
+{
+    if (is_current)
+        return SD_ROTATE;
+    if (!was_rotated)
+        return SD_ROTATE_MISMATCH;
+    return now - rotated_at <= grace_ms ? SD_ROTATE_RACE : SD_ROTATE_REUSE;
+}

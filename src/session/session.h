@@ -22,6 +22,7 @@ typedef struct sd_policy {
     size_t max_data_bytes;       /* JSON size of `data` */
     int max_per_user;            /* active sessions a user may have; 0: no limit */
     bool evict_oldest;           /* at the limit: end the least recently seen (else refuse) */
+    int64_t refresh_grace_ms;    /* a rotated token's refresh race window */
 } sd_policy;
 
 typedef struct sd_session {
@@ -80,5 +81,16 @@ int sd_patch_apply(const sd_patch *patch, const sd_policy *p, sd_session *s, int
  * (never past absoluteExpiry, never earlier than the current one) and returns
  * true when the move is large enough to be worth a write (touch_fraction). */
 bool sd_session_touch(const sd_session *s, const sd_policy *p, int64_t now, int64_t *new_expiry);
+
+/* Token rotation (refresh-token rotation with reuse detection, RFC 9700).
+ * Given what the presented token is to the session, decides:
+ * ROTATE - it is the current token: issue a new one;
+ * RACE - it was rotated away less than grace ago (two requests of one
+ *        client raced): refuse, revoke nothing;
+ * REUSE - it was rotated away longer ago: treat as theft, end the session;
+ * MISMATCH - it was never this session's token. */
+enum sd_rotation { SD_ROTATE, SD_ROTATE_RACE, SD_ROTATE_REUSE, SD_ROTATE_MISMATCH };
+enum sd_rotation sd_rotation_decide(bool is_current, bool was_rotated, int64_t rotated_at,
+                                    int64_t now, int64_t grace_ms);
 
 #endif

@@ -55,6 +55,10 @@ static const char schema[] =
     " attrs TEXT NOT NULL, ended_at INTEGER NOT NULL, end_reason TEXT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS history_by_ended ON session_history(ended_at);"
     "CREATE INDEX IF NOT EXISTS history_by_user ON session_history(user_id, ended_at);"
+    "CREATE TABLE IF NOT EXISTS rotated_tokens(token_hash BLOB PRIMARY KEY, session_id TEXT NOT "
+    "NULL,"
+    " rotated_at INTEGER NOT NULL) WITHOUT ROWID;"
+    "CREATE INDEX IF NOT EXISTS rotated_by_time ON rotated_tokens(rotated_at);"
     "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '1');";
 
 /* Statements of the writer connection, prepared once. */
@@ -79,6 +83,10 @@ enum {
     W_LOAD,
     W_USER_COUNT,
     W_USER_OLDEST,
+    W_ROT_FIND,
+    W_ROT_ADD,
+    W_ROT_SET,
+    W_ROT_PURGE,
     W_NSTMT
 };
 
@@ -110,6 +118,13 @@ static const char *const wsql[W_NSTMT] = {
     [W_SWEEP_DEL] = "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE expiry <= ?1 "
                     "ORDER BY expiry, id LIMIT ?2) RETURNING id",
     [W_LOAD] = "SELECT " COLS " FROM sessions",
+    [W_ROT_FIND] =
+        "SELECT rotated_at FROM rotated_tokens WHERE token_hash = ?1 AND session_id = ?2",
+    [W_ROT_ADD] = "INSERT OR REPLACE INTO rotated_tokens(token_hash, session_id, rotated_at) "
+                  "VALUES(?1, ?2, ?3)",
+    [W_ROT_SET] = "UPDATE sessions SET token_hash = ?2, version = version + 1 WHERE id = ?1",
+    [W_ROT_PURGE] = "DELETE FROM rotated_tokens WHERE token_hash IN (SELECT token_hash FROM "
+                    "rotated_tokens WHERE rotated_at < ?1 LIMIT ?2)",
     [W_USER_COUNT] = "SELECT count(*) FROM sessions WHERE user_id = ?1 AND expiry > ?2",
     [W_USER_OLDEST] = "SELECT id FROM sessions WHERE user_id = ?1 AND expiry > ?2 "
                       "ORDER BY last_seen, id LIMIT ?3",
@@ -474,6 +489,81 @@ static int do_create(sd_store *st, sd_write *w, int64_t *delta)
     return 0;
 }
 
+/* Token rotation: the domain decides (sd_rotation_decide); on ROTATE the
+ * old hash goes to rotated_tokens so a later reuse is recognised; on REUSE
+ * the session ends (reason token_reuse) in this same transaction. */
+static int do_rotate(sd_store *st, sd_write *w)
+{
+    sqlite3_stmt *q = st->w[W_SELECT];
+    bind_text(q, 1, w->id);
+    sd_session cur;
+    int rc = read_one(q, false, &cur);
+    if (rc)
+        return rc;
+    if (!sd_session_active(&cur, w->now)) {
+        sd_session_clear(&cur);
+        return SD_ENOTFOUND;
+    }
+    bool is_current = sd_hash_equal(cur.token_hash, w->presented_hash);
+    int64_t rotated_at = 0;
+    bool was_rotated = false;
+    if (!is_current) {
+        q = st->w[W_ROT_FIND];
+        sqlite3_bind_blob(q, 1, w->presented_hash, SD_HASH_LEN, SQLITE_STATIC);
+        bind_text(q, 2, w->id);
+        if (sqlite3_step(q) == SQLITE_ROW) {
+            was_rotated = true;
+            rotated_at = sqlite3_column_int64(q, 0);
+        }
+        sqlite3_reset(q);
+        sqlite3_clear_bindings(q);
+    }
+    int64_t grace = w->policy ? w->policy->refresh_grace_ms : 0;
+    switch (sd_rotation_decide(is_current, was_rotated, rotated_at, w->now, grace)) {
+    case SD_ROTATE_MISMATCH:
+        sd_session_clear(&cur);
+        return SD_EMISMATCH;
+    case SD_ROTATE_RACE:
+        sd_session_clear(&cur);
+        return SD_ECONFLICT;
+    case SD_ROTATE_REUSE: {
+        sd_session_clear(&cur);
+        int64_t n = 0;
+        if (end_one(st, w->id, w->now, "token_reuse", &n))
+            return SD_EUNAVAILABLE;
+        w->affected = n;
+        return SD_EREUSED;
+    }
+    case SD_ROTATE:
+        break;
+    }
+    q = st->w[W_ROT_ADD];
+    sqlite3_bind_blob(q, 1, cur.token_hash, SD_HASH_LEN, SQLITE_STATIC);
+    bind_text(q, 2, cur.id);
+    sqlite3_bind_int64(q, 3, w->now);
+    int ok = WOK(wstep(st, W_ROT_ADD));
+    q = st->w[W_ROT_SET];
+    bind_text(q, 1, cur.id);
+    sqlite3_bind_blob(q, 2, w->session.token_hash, SD_HASH_LEN, SQLITE_STATIC);
+    ok = ok && WOK(wstep(st, W_ROT_SET));
+    if (!ok) {
+        sd_session_clear(&cur);
+        return SD_EUNAVAILABLE;
+    }
+    /* The result: the session with its new token hash and version. */
+    memcpy(cur.token_hash, w->session.token_hash, SD_HASH_LEN);
+    cur.version++;
+    q = st->w[W_SELECT];
+    bind_text(q, 1, w->id);
+    sd_session full;
+    rc = read_one(q, true, &full);
+    sd_session_clear(&cur);
+    if (rc)
+        return SD_EUNAVAILABLE;
+    w->session = full;
+    return 0;
+}
+
 static int do_update(sd_store *st, sd_write *w)
 {
     sqlite3_stmt *q = st->w[W_SELECT];
@@ -572,6 +662,9 @@ static int run_write(sd_store *st, sd_write *w, int64_t *delta)
     case SD_W_UPDATE:
         rc = do_update(st, w);
         break;
+    case SD_W_ROTATE:
+        rc = do_rotate(st, w);
+        break;
     case SD_W_END:
         rc = end_one(st, w->id, w->now, w->reason, &n);
         if (rc == 0 && n == 0)
@@ -610,6 +703,11 @@ static int run_write(sd_store *st, sd_write *w, int64_t *delta)
         sqlite3_bind_int(q, 2, w->limit);
         rc = WOK(wstep(st, W_PURGE)) ? 0 : SD_EUNAVAILABLE;
         w->affected = sqlite3_changes(st->wdb);
+        q = st->w[W_ROT_PURGE]; /* rotated tokens are kept as long as history */
+        sqlite3_bind_int64(q, 1, w->before);
+        sqlite3_bind_int(q, 2, w->limit);
+        if (rc == 0 && !WOK(wstep(st, W_ROT_PURGE)))
+            rc = SD_EUNAVAILABLE;
         return rc;
     }
     }
@@ -646,6 +744,7 @@ static void apply_to_index(sd_store *st, sd_write *batch)
         switch (w->kind) {
         case SD_W_CREATE:
         case SD_W_UPDATE:
+        case SD_W_ROTATE:
             if (sd_index_put_locked(st->index, &w->session))
                 sd_error("store: index out of memory; validation falls back to the table");
             break;
@@ -687,7 +786,7 @@ static void commit_batch(sd_store *st, sd_write *batch)
         }
         w->rc = run_write(st, w, &d);
         if (w->rc == 0 || w->rc == SD_ENOTFOUND || w->rc == SD_ECONFLICT || w->rc == SD_EINVALID ||
-            w->rc == SD_ELIMIT) {
+            w->rc == SD_ELIMIT || w->rc == SD_EREUSED || w->rc == SD_EMISMATCH) {
             delta += d;
             if (w->kind == SD_W_SWEEP) {
                 swept += w->affected;

@@ -32,6 +32,7 @@ typedef enum sd_write_kind {
     SD_W_TOUCH,    /* rolling expiry: raise expiry to w->touch_expiry (not awaited) */
     SD_W_SWEEP,    /* move up to w->limit expired sessions to history */
     SD_W_PURGE,    /* delete up to w->limit history rows that ended before w->before */
+    SD_W_ROTATE,   /* replace the token of w->id: w->presented_hash -> w->session.token_hash */
 } sd_write_kind;
 
 struct sd_write {
@@ -49,11 +50,12 @@ struct sd_write {
     size_t n_users;
     const sd_patch *patch; /* UPDATE; borrowed */
     const sd_policy *policy;
-    const char *reason;    /* END: "revoked" */
-    int64_t touch_expiry;  /* TOUCH: applied only while the session still has */
-    int64_t touch_version; /* this version (a PUT since the read wins) */
-    int64_t before;        /* PURGE */
-    int limit;             /* SWEEP, PURGE */
+    const char *reason;                        /* END: "revoked" */
+    int64_t touch_expiry;                      /* TOUCH: applied only while the session still has */
+    int64_t touch_version;                     /* this version (a PUT since the read wins) */
+    unsigned char presented_hash[SD_HASH_LEN]; /* ROTATE: the token the client holds */
+    int64_t before;                            /* PURGE */
+    int limit;                                 /* SWEEP, PURGE */
 
     /* out */
     int rc;           /* 0, SD_ENOTFOUND, SD_ECONFLICT, SD_EINVALID, SD_EUNAVAILABLE, or

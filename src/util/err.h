@@ -18,7 +18,9 @@
     X(RANDOM, -1006, "random source failed")                                                       \
     X(CONFIG, -1007, "invalid configuration")                                                      \
     X(BUSY, -1008, "overloaded")                                                                   \
-    X(LIMIT, -1009, "limit reached")
+    X(LIMIT, -1009, "limit reached")                                                               \
+    X(REUSED, -1010, "rotated token reused")                                                       \
+    X(MISMATCH, -1011, "token does not match")
 
 enum {
 #define SD_ERR_ENUM(name, code, text) SD_E##name = (code),

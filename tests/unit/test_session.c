@@ -231,6 +231,17 @@ static void json_view_has_no_secret(void **state)
     sd_session_clear(&s);
 }
 
+static void rotation_decisions(void **state)
+{
+    (void)state;
+    assert_int_equal(sd_rotation_decide(true, false, 0, 1000, 500), SD_ROTATE);
+    assert_int_equal(sd_rotation_decide(false, false, 0, 1000, 500), SD_ROTATE_MISMATCH);
+    assert_int_equal(sd_rotation_decide(false, true, 600, 1000, 500), SD_ROTATE_RACE);
+    assert_int_equal(sd_rotation_decide(false, true, 500, 1000, 500), SD_ROTATE_RACE);
+    assert_int_equal(sd_rotation_decide(false, true, 499, 1000, 500), SD_ROTATE_REUSE);
+    assert_int_equal(sd_rotation_decide(false, true, 999, 1000, 0), SD_ROTATE_REUSE);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -244,6 +255,7 @@ int main(void)
         cmocka_unit_test(touch_is_coalesced_and_capped),
         cmocka_unit_test(active_respects_both_limits),
         cmocka_unit_test(json_view_has_no_secret),
+        cmocka_unit_test(rotation_decisions),
     };
     return cmocka_run_group_tests_name("session", tests, NULL, NULL);
 }
