@@ -99,10 +99,14 @@ void sd_api_session_get(sd_req *r, void *app_)
 static void update_done(sd_write *w)
 {
     sd_api_write *c = w->udata;
-    if (w->rc)
+    if (w->rc) {
         sd_api_fail(c->req, w->rc, w->detail);
-    else
-        sd_api_reply_session(c->req, 200, &w->session, NULL, NULL);
+    } else {
+        if (w->renewed)
+            sd_info("session_renewed session=%s reason=privilege_raised", w->session.id);
+        /* A renewed token is shown once, here; the old one no longer works. */
+        sd_api_reply_session(c->req, 200, &w->session, w->renewed ? c->token : NULL, NULL);
+    }
     sd_api_write_free(c);
 }
 
@@ -167,6 +171,17 @@ void sd_api_session_update(sd_req *r, void *app_)
         return;
     }
     parse_if_match(sd_req_header(r, "If-Match"), &c->patch);
+    /* Setting mfa true may raise the privilege: have a new token ready (the
+     * writer uses it only if mfa really goes from false to true). */
+    if (json_is_true(json_object_get(body, "mfa"))) {
+        if (sd_token_mint(c->token)) {
+            sd_api_fail(r, SD_ERANDOM, NULL);
+            sd_api_write_free(c);
+            return;
+        }
+        sd_token_hash(c->token, SD_TOKEN_LEN, c->w.renew_hash);
+        c->w.renew_possible = true;
+    }
     memcpy(c->w.id, id, SD_ID_LEN + 1);
     c->w.patch = &c->patch;
     sd_store_write(app->store, &c->w);

@@ -437,3 +437,13 @@ enum sd_rotation sd_rotation_decide(bool is_current, bool was_rotated, int64_t r
         return SD_ROTATE_MISMATCH;
     return now - rotated_at <= grace_ms ? SD_ROTATE_RACE : SD_ROTATE_REUSE;
 }
+
+static bool has_mfa(const sd_session *s)
+{
+    return s->attrs && json_is_true(json_object_get(s->attrs, "mfa"));
+}
+
+bool sd_privilege_raised(const sd_session *before, const sd_session *after)
+{
+    return !has_mfa(before) && has_mfa(after);
+}

@@ -89,6 +89,11 @@ bool sd_session_touch(const sd_session *s, const sd_policy *p, int64_t now, int6
  *        client raced): refuse, revoke nothing;
  * REUSE - it was rotated away longer ago: treat as theft, end the session;
  * MISMATCH - it was never this session's token. */
+/* True when the update from `before` to `after` raised the session's
+ * privilege (mfa false -> true): the token must be renewed (session
+ * fixation defence, OWASP; security checklist item 13). */
+bool sd_privilege_raised(const sd_session *before, const sd_session *after);
+
 enum sd_rotation { SD_ROTATE, SD_ROTATE_RACE, SD_ROTATE_REUSE, SD_ROTATE_MISMATCH };
 enum sd_rotation sd_rotation_decide(bool is_current, bool was_rotated, int64_t rotated_at,
                                     int64_t now, int64_t grace_ms);

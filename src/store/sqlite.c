@@ -87,6 +87,7 @@ enum {
     W_ROT_ADD,
     W_ROT_SET,
     W_ROT_PURGE,
+    W_TOKEN_SET,
     W_NSTMT
 };
 
@@ -125,6 +126,7 @@ static const char *const wsql[W_NSTMT] = {
     [W_ROT_SET] = "UPDATE sessions SET token_hash = ?2, version = version + 1 WHERE id = ?1",
     [W_ROT_PURGE] = "DELETE FROM rotated_tokens WHERE token_hash IN (SELECT token_hash FROM "
                     "rotated_tokens WHERE rotated_at < ?1 LIMIT ?2)",
+    [W_TOKEN_SET] = "UPDATE sessions SET token_hash = ?2 WHERE id = ?1",
     [W_USER_COUNT] = "SELECT count(*) FROM sessions WHERE user_id = ?1 AND expiry > ?2",
     [W_USER_OLDEST] = "SELECT id FROM sessions WHERE user_id = ?1 AND expiry > ?2 "
                       "ORDER BY last_seen, id LIMIT ?3",
@@ -572,10 +574,32 @@ static int do_update(sd_store *st, sd_write *w)
     int rc = read_one(q, true, &cur);
     if (rc)
         return rc;
+    sd_session before = cur;
+    before.attrs = json_incref(cur.attrs); /* sd_patch_apply replaces cur.attrs */
     rc = sd_patch_apply(w->patch, w->policy, &cur, w->now, w->detail, sizeof w->detail);
+    bool raised = rc == 0 && sd_privilege_raised(&before, &cur);
+    json_decref(before.attrs);
     if (rc) {
         sd_session_clear(&cur);
         return rc;
+    }
+    if (raised && w->renew_possible) {
+        /* Renew the token with the privilege; the old one is retired like a
+         * rotated one (its reuse is detected). */
+        q = st->w[W_ROT_ADD];
+        sqlite3_bind_blob(q, 1, cur.token_hash, SD_HASH_LEN, SQLITE_STATIC);
+        bind_text(q, 2, cur.id);
+        sqlite3_bind_int64(q, 3, w->now);
+        int ok = WOK(wstep(st, W_ROT_ADD));
+        q = st->w[W_TOKEN_SET];
+        bind_text(q, 1, cur.id);
+        sqlite3_bind_blob(q, 2, w->renew_hash, SD_HASH_LEN, SQLITE_STATIC);
+        if (!ok || !WOK(wstep(st, W_TOKEN_SET))) {
+            sd_session_clear(&cur);
+            return SD_EUNAVAILABLE;
+        }
+        memcpy(cur.token_hash, w->renew_hash, SD_HASH_LEN);
+        w->renewed = true;
     }
     char *attrs = json_dumps(cur.attrs, JSON_COMPACT);
     if (!attrs) {

@@ -54,8 +54,11 @@ struct sd_write {
     int64_t touch_expiry;                      /* TOUCH: applied only while the session still has */
     int64_t touch_version;                     /* this version (a PUT since the read wins) */
     unsigned char presented_hash[SD_HASH_LEN]; /* ROTATE: the token the client holds */
-    int64_t before;                            /* PURGE */
-    int limit;                                 /* SWEEP, PURGE */
+    bool renew_possible; /* UPDATE: renew_hash is the token to switch to if the update */
+    bool renewed;        /* raises privilege (sd_privilege_raised); out: it did */
+    unsigned char renew_hash[SD_HASH_LEN];
+    int64_t before; /* PURGE */
+    int limit;      /* SWEEP, PURGE */
 
     /* out */
     int rc;           /* 0, SD_ENOTFOUND, SD_ECONFLICT, SD_EINVALID, SD_EUNAVAILABLE, or

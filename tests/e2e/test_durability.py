@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import (ARTIFACT_DIRS, db_query, history_rows, new_user, scan_paths_for_tokens, sleep_until, wait_for)
+from conftest import (record_token, ARTIFACT_DIRS, db_query, history_rows, new_user, scan_paths_for_tokens, sleep_until, wait_for)
 
 
 def _snapshot(api, sids):
@@ -26,7 +26,10 @@ def test_restart_keeps_everything(make_server):
     gone = api.create(user)
     short = api.create(user, ttlSeconds=1)
     t_short = time.monotonic()
-    api.put(f"/sessions/{plain[0]['sessionId']}", json={"data": {"a": 1}, "mfa": True}, expect=200)
+    renewed = api.put(f"/sessions/{plain[0]['sessionId']}", json={"data": {"a": 1}, "mfa": True},
+                      expect=200).json()
+    plain[0] = dict(plain[0], token=renewed["token"])  # mfa raised: the token was renewed
+    record_token(renewed["token"])
     api.put(f"/sessions/{plain[0]['sessionId']}", json={"data": {"b": 2}}, headers={"If-Match": '"2"'}, expect=200)
     api.delete(f"/sessions/{gone['sessionId']}", expect=204)
     live = [full] + plain

@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from conftest import (RawConn, check_session, history_rows, http_request_bytes, new_user,
+from conftest import (RawConn, check_session, record_token, history_rows, http_request_bytes, new_user,
                       observe_raw, parse_time, fmt_time, problem_detail, seconds_between, utcnow)
 
 
@@ -294,8 +294,12 @@ def test_put_updates_and_versions(api):
     s = api.create(data={"a": 1})
     sid = s["sessionId"]
     r = api.put(f"/sessions/{sid}", json={"mfa": True}, expect=200)
-    u = check_session(r.json(), where="PUT response")
+    # mfa false -> true raises the privilege: the token is renewed (shown once).
+    u = check_session(r.json(), with_token=True, where="PUT response (privilege raised)")
+    record_token(u["token"])
     assert u["mfa"] is True and u["version"] == 2
+    assert api.validate(s["token"], touch=False)["isValid"] is False
+    assert api.validate(u["token"], touch=False)["isValid"] is True
     assert r.headers.get("ETag") == '"2"', f"PUT ETag {r.headers.get('ETag')!r}, want '\"2\"'"
     r = api.put(f"/sessions/{sid}", json={"deviceInfo": "new device", "geoLocation": "Paris"}, expect=200)
     u = r.json()
