@@ -67,6 +67,11 @@ void sd_api_fail(sd_req *r, int rc, const char *detail);
 void sd_api_reply_session(sd_req *r, int status, const sd_session *s, const char *token,
                           const char *location);
 
+/* The token of an `Authorization: Bearer <token>` header (surrounding
+ * spaces skipped), or NULL when there is no such header or it is empty.
+ * *other is set when an Authorization header of another scheme is present. */
+const char *sd_api_bearer(const sd_req *r, bool *other);
+
 /* Checks a userId taken from a path or body: 1..256 bytes, no control
  * characters. */
 int sd_api_user_id_ok(const char *user_id);

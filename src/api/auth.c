@@ -15,7 +15,6 @@
 #include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 /* Finds cookie `name` in a Cookie header; returns its value's span. */
 static const char *find_cookie(const char *header, const char *name, size_t *len)
@@ -52,17 +51,12 @@ static void unauthorized(sd_req *r, const char *why)
 void sd_api_forward_auth(sd_req *r, void *app_)
 {
     sd_app *app = app_;
-    const char *tok = NULL;
     size_t len = 0;
-    const char *auth = sd_req_header(r, "Authorization");
-    if (auth && strncasecmp(auth, "Bearer ", 7) == 0) {
-        tok = auth + 7;
-        while (*tok == ' ')
-            tok++;
+    const char *tok = sd_api_bearer(r, NULL);
+    if (tok)
         len = strlen(tok);
-    } else if (sd_req_header(r, "Cookie")) {
+    else if (sd_req_header(r, "Cookie"))
         tok = find_cookie(sd_req_header(r, "Cookie"), app->auth_cookie, &len);
-    }
     if (!tok || len == 0) {
         unauthorized(r, "no session token (Authorization: Bearer or the session cookie)");
         return;

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 json_t *sd_api_body(sd_req *r)
 {
@@ -179,4 +180,22 @@ int sd_api_authorize(void *app_, sd_req *r, const char *scope)
         return 1;
     }
     return 1;
+}
+
+const char *sd_api_bearer(const sd_req *r, bool *other)
+{
+    const char *auth = sd_req_header(r, "Authorization");
+    if (other)
+        *other = false;
+    if (!auth)
+        return NULL;
+    if (strncasecmp(auth, "Bearer ", 7) != 0) {
+        if (other)
+            *other = true;
+        return NULL;
+    }
+    const char *tok = auth + 7;
+    while (*tok == ' ')
+        tok++;
+    return *tok ? tok : NULL;
 }

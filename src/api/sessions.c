@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 /* The path's session id, or NULL after answering 404 for a malformed one. */
 static const char *path_id(sd_req *r)
@@ -252,11 +251,8 @@ void sd_api_session_refresh(sd_req *r, void *app_)
     const char *id = path_id(r);
     if (!id)
         return;
-    const char *auth = sd_req_header(r, "Authorization");
-    const char *tok = auth && strncasecmp(auth, "Bearer ", 7) == 0 ? auth + 7 : NULL;
-    while (tok && *tok == ' ')
-        tok++;
-    if (!tok || !*tok) {
+    const char *tok = sd_api_bearer(r, NULL);
+    if (!tok) {
         sd_reply_problem(r, 400,
                          "send the session's current token as 'Authorization: Bearer "
                          "<token>'");

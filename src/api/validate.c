@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 static void reply_invalid(sd_req *r)
 {
@@ -126,21 +125,12 @@ int sd_api_check_token(sd_app *app, const char *token, size_t len, bool touch, s
  * Returns 0, or answers 400 and returns -1. */
 static int find_token(sd_req *r, char *out, size_t *len)
 {
-    const char *auth = sd_req_header(r, "Authorization");
-    const char *tok = NULL;
+    bool other;
+    const char *tok = sd_api_bearer(r, &other);
     json_t *body = NULL;
-    if (auth) {
-        while (*auth == ' ')
-            auth++;
-        if (strncasecmp(auth, "Bearer ", 7) != 0) {
-            sd_reply_problem(r, 400, "the Authorization header must use the Bearer scheme");
-            return -1;
-        }
-        tok = auth + 7;
-        while (*tok == ' ')
-            tok++;
-        if (*tok == '\0')
-            tok = NULL;
+    if (other) {
+        sd_reply_problem(r, 400, "the Authorization header must use the Bearer scheme");
+        return -1;
     }
     size_t blen;
     sd_req_body(r, &blen);

@@ -491,6 +491,31 @@ static int do_create(sd_store *st, sd_write *w, int64_t *delta)
     return 0;
 }
 
+/* Gives session s the token new_hash and keeps its old hash in
+ * rotated_tokens, so that a later use of the old token is recognised as
+ * reuse. With bump, the version goes up too (a rotation is a change of its
+ * own; a renewal rides on the update that bumps it). Updates s in memory. */
+static int retire_token(sd_store *st, sd_session *s, const unsigned char new_hash[SD_HASH_LEN],
+                        int64_t now, bool bump)
+{
+    sqlite3_stmt *q = st->w[W_ROT_ADD];
+    sqlite3_bind_blob(q, 1, s->token_hash, SD_HASH_LEN, SQLITE_STATIC);
+    bind_text(q, 2, s->id);
+    sqlite3_bind_int64(q, 3, now);
+    if (!WOK(wstep(st, W_ROT_ADD)))
+        return SD_EUNAVAILABLE;
+    int which = bump ? W_ROT_SET : W_TOKEN_SET;
+    q = st->w[which];
+    bind_text(q, 1, s->id);
+    sqlite3_bind_blob(q, 2, new_hash, SD_HASH_LEN, SQLITE_STATIC);
+    if (!WOK(wstep(st, which)))
+        return SD_EUNAVAILABLE;
+    memcpy(s->token_hash, new_hash, SD_HASH_LEN);
+    if (bump)
+        s->version++;
+    return 0;
+}
+
 /* Token rotation: the domain decides (sd_rotation_decide); on ROTATE the
  * old hash goes to rotated_tokens so a later reuse is recognised; on REUSE
  * the session ends (reason token_reuse) in this same transaction. */
@@ -499,7 +524,7 @@ static int do_rotate(sd_store *st, sd_write *w)
     sqlite3_stmt *q = st->w[W_SELECT];
     bind_text(q, 1, w->id);
     sd_session cur;
-    int rc = read_one(q, false, &cur);
+    int rc = read_one(q, true, &cur);
     if (rc)
         return rc;
     if (!sd_session_active(&cur, w->now)) {
@@ -539,30 +564,11 @@ static int do_rotate(sd_store *st, sd_write *w)
     case SD_ROTATE:
         break;
     }
-    q = st->w[W_ROT_ADD];
-    sqlite3_bind_blob(q, 1, cur.token_hash, SD_HASH_LEN, SQLITE_STATIC);
-    bind_text(q, 2, cur.id);
-    sqlite3_bind_int64(q, 3, w->now);
-    int ok = WOK(wstep(st, W_ROT_ADD));
-    q = st->w[W_ROT_SET];
-    bind_text(q, 1, cur.id);
-    sqlite3_bind_blob(q, 2, w->session.token_hash, SD_HASH_LEN, SQLITE_STATIC);
-    ok = ok && WOK(wstep(st, W_ROT_SET));
-    if (!ok) {
+    if (retire_token(st, &cur, w->session.token_hash, w->now, true)) {
         sd_session_clear(&cur);
         return SD_EUNAVAILABLE;
     }
-    /* The result: the session with its new token hash and version. */
-    memcpy(cur.token_hash, w->session.token_hash, SD_HASH_LEN);
-    cur.version++;
-    q = st->w[W_SELECT];
-    bind_text(q, 1, w->id);
-    sd_session full;
-    rc = read_one(q, true, &full);
-    sd_session_clear(&cur);
-    if (rc)
-        return SD_EUNAVAILABLE;
-    w->session = full;
+    w->session = cur; /* the session with its new token hash and version */
     return 0;
 }
 
@@ -586,19 +592,10 @@ static int do_update(sd_store *st, sd_write *w)
     if (raised && w->renew_possible) {
         /* Renew the token with the privilege; the old one is retired like a
          * rotated one (its reuse is detected). */
-        q = st->w[W_ROT_ADD];
-        sqlite3_bind_blob(q, 1, cur.token_hash, SD_HASH_LEN, SQLITE_STATIC);
-        bind_text(q, 2, cur.id);
-        sqlite3_bind_int64(q, 3, w->now);
-        int ok = WOK(wstep(st, W_ROT_ADD));
-        q = st->w[W_TOKEN_SET];
-        bind_text(q, 1, cur.id);
-        sqlite3_bind_blob(q, 2, w->renew_hash, SD_HASH_LEN, SQLITE_STATIC);
-        if (!ok || !WOK(wstep(st, W_TOKEN_SET))) {
+        if (retire_token(st, &cur, w->renew_hash, w->now, false)) {
             sd_session_clear(&cur);
             return SD_EUNAVAILABLE;
         }
-        memcpy(cur.token_hash, w->renew_hash, SD_HASH_LEN);
         w->renewed = true;
     }
     char *attrs = json_dumps(cur.attrs, JSON_COMPACT);
