@@ -31,6 +31,8 @@ echo "installing:$missing" >&2
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
+# Wait for another apt/dpkg run (a parallel install) instead of failing.
+APT="apt-get -o DPkg::Lock::Timeout=600"
+$SUDO $APT update -qq
 # shellcheck disable=SC2086
-$SUDO apt-get install -y -qq --no-install-recommends $missing
+$SUDO $APT install -y -qq --no-install-recommends $missing
