@@ -1,14 +1,16 @@
 /*
  * main.c - start-up, signals and wiring; nothing else.
  *
- * Order of start: config, store, sweeper, HTTP. Order of stop (SIGTERM or
- * SIGINT): stop accepting and answer new requests 503, wait for requests in
- * flight (their writes finish), stop HTTP, stop the sweeper, close the store
+ * Order of start: config, store, audit log, sweeper, HTTP. Order of stop
+ * (SIGTERM or SIGINT): stop accepting and answer new requests 503, wait for
+ * requests in flight (their writes finish), stop HTTP, stop the sweeper,
+ * close the audit log (after logging what was committed), close the store
  * (which commits what is queued and checkpoints). SIGHUP reloads the
  * settings that can change at run time (the log level).
  */
 #include "api/api.h"
 #include "api/keys.h"
+#include "audit/audit.h"
 #include "config.h"
 #include "metrics/metrics.h"
 #include "session/sweeper.h"
@@ -46,8 +48,21 @@ static int load_keys(const sd_config *cfg, sd_keys **out)
     return rc;
 }
 
+/* `sessiond audit verify PATH...` */
+static int audit_command(int argc, char **argv)
+{
+    if (argc < 3 || strcmp(argv[1], "verify") != 0) {
+        fprintf(stderr, "usage: sessiond audit verify PATH...  (files in order, or the audit "
+                        "directory)\n");
+        return 2;
+    }
+    return sd_audit_verify(argc - 2, argv + 2, stdout);
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && strcmp(argv[1], "audit") == 0)
+        return audit_command(argc - 1, argv + 1);
     sd_config cfg;
     int rc = sd_config_load(&cfg, argc, argv, environ, stderr);
     if (rc == SD_CONFIG_EXIT_OK)
@@ -106,10 +121,24 @@ int main(int argc, char **argv)
         sd_error("cannot open the store: %s", err);
         return 1;
     }
+    char audit_dir[1100];
+    snprintf(audit_dir, sizeof audit_dir, "%s", cfg.audit_dir);
+    if (!audit_dir[0])
+        snprintf(audit_dir, sizeof audit_dir, "%s/audit", cfg.data_dir);
+    sd_audit_options aopt = {.dir = audit_dir,
+                             .retention_ms = cfg.audit_retention_ms,
+                             .max_bytes = cfg.audit_max_bytes,
+                             .store = app.store};
+    if ((rc = sd_audit_open(&aopt, err, sizeof err))) {
+        sd_error("cannot open the audit log: %s", err);
+        sd_store_close(app.store);
+        return 1;
+    }
     sd_sweeper *sweeper = NULL;
     if ((rc = sd_sweeper_start(app.store, cfg.sweep_interval_ms, (int)cfg.sweep_batch,
                                cfg.history_retention_ms, &sweeper))) {
         sd_error("cannot start the sweeper: %s", sd_strerror(rc));
+        sd_audit_close();
         sd_store_close(app.store);
         return 1;
     }
@@ -128,6 +157,7 @@ int main(int argc, char **argv)
     if ((rc = sd_http_start(&hopt, sd_api_routes, sd_api_nroutes, &app, &http, err, sizeof err))) {
         sd_error("%s", err);
         sd_sweeper_stop(sweeper);
+        sd_audit_close();
         sd_store_close(app.store);
         return 1;
     }
@@ -173,6 +203,7 @@ int main(int argc, char **argv)
         sd_warn("%d requests still in flight at the shutdown deadline", sd_http_inflight(http));
     sd_http_stop(http);
     sd_sweeper_stop(sweeper);
+    sd_audit_close(); /* logs what the last writes committed */
     sd_store_close(app.store);
     sd_keys_free(app.keys);
     pthread_rwlock_destroy(&app.keys_lock);
