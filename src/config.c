@@ -59,6 +59,11 @@ static const option options[] = {
      "most sessions one sweep transaction moves (keeps sweeps from stalling writes)"},
     {"history-retention", OPT_DURATION, F(history_retention_ms), "30d", 0, 3650 * DAY,
      "how long ended sessions are kept as history before they are purged"},
+    {"failed-validation-rate", OPT_INT, F(failed_validation_rate), "100", 0, 1000000,
+     "failed validations (unknown, expired or malformed tokens) one client address may make "
+     "per second, after a burst, before it gets 429 (0: no throttling)"},
+    {"failed-validation-burst", OPT_INT, F(failed_validation_burst), "1000", 1, 1000000,
+     "failed validations one client address may make at once"},
     {"audit-dir", OPT_STRING, F(audit_dir), "", 0, 0,
      "directory of the hash-chained audit log (default: DATA-DIR/audit)"},
     {"audit-retention", OPT_DURATION, F(audit_retention_ms), "30d", 3600 * 1000, 3650 * DAY,

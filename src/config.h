@@ -26,6 +26,8 @@ typedef struct sd_config {
     int64_t sweep_interval_ms;
     int64_t sweep_batch;
     int64_t history_retention_ms;
+    int64_t failed_validation_rate;
+    int64_t failed_validation_burst;
     char audit_dir[1024];
     int64_t audit_retention_ms;
     int64_t audit_max_bytes;

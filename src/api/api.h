@@ -18,6 +18,7 @@ typedef struct sd_app {
     const char *auth_cookie;    /* cookie GET /auth reads the token from */
     pthread_rwlock_t keys_lock; /* guards keys (swapped on SIGHUP) */
     struct sd_keys *keys;       /* NULL: no caller authentication (loopback only) */
+    struct sd_limiter *guesses; /* failed validations per client address; NULL: off */
 } sd_app;
 
 /* The authorize hook of the HTTP layer (common.c): checks X-Api-Key for the
@@ -53,6 +54,13 @@ void sd_api_metrics(sd_req *r, void *app);
  * r's client), or a negative store error. The caller wipes the token. */
 int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, bool touch,
                        sd_session *s, int64_t *expiry);
+
+/* Guessing defence (validate.c): 0 when r's client may present a token now,
+ * SD_ETHROTTLED while its failures have emptied its bucket. */
+int sd_api_guess_wait(sd_app *app, sd_req *r);
+/* Counts a failed presentation of a token by the client at address; the
+ * moment its bucket empties is logged and audited (client_throttled). */
+void sd_api_guess_failed(sd_app *app, const char *address, const char *actor);
 
 /* ---- shared by the handlers (common.c) ---------------------------------- */
 
