@@ -114,7 +114,10 @@ int main(int argc, char **argv)
                    .max_data_bytes = (size_t)cfg.max_data_bytes,
                    .max_per_user = (int)cfg.max_sessions_per_user,
                    .refresh_grace_ms = cfg.refresh_grace_ms,
-                   .evict_oldest = strcmp(cfg.session_limit_policy, "evict") == 0},
+                   .evict_oldest = strcmp(cfg.session_limit_policy, "evict") == 0,
+                   .bind_v4_prefix = (int)cfg.binding_ipv4_prefix,
+                   .bind_v6_prefix = (int)cfg.binding_ipv6_prefix,
+                   .bind_enforce = strcmp(cfg.binding_policy, "flag") != 0},
     };
     sd_store_options sopt = {.commit_batch = (int)cfg.commit_batch,
                              .max_queued = (int)cfg.max_queued_writes};
