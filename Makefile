@@ -179,7 +179,8 @@ build/asan/sessionctl: $(CLI_AOBJS) $(CLIENT_AOBJS)
 # Regenerated whenever PREFIX (or the template) changes.
 build/sessiond-client.pc: client/sessiond-client.pc.in FORCE
 	@mkdir -p build
-	@sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+	@sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|' \
+	  -e 's|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|' \
 	  -e 's|@VERSION@|$(VERSION)|' $< > $@.tmp
 	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
 
