@@ -26,6 +26,11 @@ typedef struct sd_config {
     int64_t sweep_interval_ms;
     int64_t sweep_batch;
     int64_t history_retention_ms;
+    char binding_policy[16];
+    int64_t binding_ipv4_prefix;
+    int64_t binding_ipv6_prefix;
+    int64_t failed_validation_rate;
+    int64_t failed_validation_burst;
     char audit_dir[1024];
     int64_t audit_retention_ms;
     int64_t audit_max_bytes;

@@ -16,6 +16,7 @@
 #include "session/sweeper.h"
 #include "util/clock.h"
 #include "util/err.h"
+#include "util/limiter.h"
 #include "util/log.h"
 
 #include <pthread.h>
@@ -113,7 +114,10 @@ int main(int argc, char **argv)
                    .max_data_bytes = (size_t)cfg.max_data_bytes,
                    .max_per_user = (int)cfg.max_sessions_per_user,
                    .refresh_grace_ms = cfg.refresh_grace_ms,
-                   .evict_oldest = strcmp(cfg.session_limit_policy, "evict") == 0},
+                   .evict_oldest = strcmp(cfg.session_limit_policy, "evict") == 0,
+                   .bind_v4_prefix = (int)cfg.binding_ipv4_prefix,
+                   .bind_v6_prefix = (int)cfg.binding_ipv6_prefix,
+                   .bind_enforce = strcmp(cfg.binding_policy, "flag") != 0},
     };
     sd_store_options sopt = {.commit_batch = (int)cfg.commit_batch,
                              .max_queued = (int)cfg.max_queued_writes};
@@ -153,9 +157,20 @@ int main(int argc, char **argv)
         .authorize = sd_api_authorize,
     };
     pthread_rwlock_init(&app.keys_lock, NULL);
+    /* 16384 buckets (about 1 MB) whatever the number of client addresses. */
+    if (cfg.failed_validation_rate > 0)
+        app.guesses = sd_limiter_new(16384, (double)cfg.failed_validation_rate,
+                                     (double)cfg.failed_validation_burst);
     sd_http *http = NULL;
-    if ((rc = sd_http_start(&hopt, sd_api_routes, sd_api_nroutes, &app, &http, err, sizeof err))) {
+    if (cfg.failed_validation_rate > 0 && !app.guesses) {
+        snprintf(err, sizeof err, "out of memory for the failed-validation limiter");
+        rc = SD_ENOMEM;
+    } else {
+        rc = sd_http_start(&hopt, sd_api_routes, sd_api_nroutes, &app, &http, err, sizeof err);
+    }
+    if (rc) {
         sd_error("%s", err);
+        sd_limiter_free(app.guesses);
         sd_sweeper_stop(sweeper);
         sd_audit_close();
         sd_store_close(app.store);
@@ -206,6 +221,7 @@ int main(int argc, char **argv)
     sd_audit_close(); /* logs what the last writes committed */
     sd_store_close(app.store);
     sd_keys_free(app.keys);
+    sd_limiter_free(app.guesses);
     pthread_rwlock_destroy(&app.keys_lock);
     sd_info("stopped");
     return 0;

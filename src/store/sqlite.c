@@ -38,7 +38,7 @@
 
 #define COLS                                                                                       \
     "id, token_hash, user_id, created_at, last_seen, expiry, absolute_expiry, idle_ttl, version, " \
-    "attrs"
+    "attrs, binding"
 #define CHECKPOINT_PAGES 1000
 
 static const char schema[] =
@@ -47,14 +47,14 @@ static const char schema[] =
     " id TEXT NOT NULL UNIQUE, token_hash BLOB NOT NULL UNIQUE, user_id TEXT NOT NULL,"
     " created_at INTEGER NOT NULL, last_seen INTEGER NOT NULL, expiry INTEGER NOT NULL,"
     " absolute_expiry INTEGER NOT NULL, idle_ttl INTEGER NOT NULL, version INTEGER NOT NULL,"
-    " attrs TEXT NOT NULL);"
+    " attrs TEXT NOT NULL, binding BLOB);"
     "CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions(user_id, last_seen, id);"
     "CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions(expiry, id);"
     "CREATE TABLE IF NOT EXISTS session_history("
     " id TEXT NOT NULL UNIQUE, token_hash BLOB NOT NULL, user_id TEXT NOT NULL,"
     " created_at INTEGER NOT NULL, last_seen INTEGER NOT NULL, expiry INTEGER NOT NULL,"
     " absolute_expiry INTEGER NOT NULL, idle_ttl INTEGER NOT NULL, version INTEGER NOT NULL,"
-    " attrs TEXT NOT NULL, ended_at INTEGER NOT NULL, end_reason TEXT NOT NULL);"
+    " attrs TEXT NOT NULL, ended_at INTEGER NOT NULL, end_reason TEXT NOT NULL, binding BLOB);"
     "CREATE INDEX IF NOT EXISTS history_by_ended ON session_history(ended_at);"
     "CREATE INDEX IF NOT EXISTS history_by_user ON session_history(user_id, ended_at);"
     "CREATE TABLE IF NOT EXISTS rotated_tokens(token_hash BLOB PRIMARY KEY, session_id TEXT NOT "
@@ -68,7 +68,12 @@ static const char schema[] =
     " actor TEXT, address TEXT, reason TEXT);"
     "CREATE INDEX IF NOT EXISTS events_by_session ON audit_events(session_id, seq);"
     "CREATE INDEX IF NOT EXISTS events_by_user ON audit_events(user_id, seq);"
-    "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '1');";
+    "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '2');";
+
+/* Version 2 added the binding column. Run inside the schema transaction. */
+static const char migrate_v2[] = "ALTER TABLE sessions ADD COLUMN binding BLOB;"
+                                 "ALTER TABLE session_history ADD COLUMN binding BLOB;"
+                                 "UPDATE meta SET value = '2' WHERE key = 'schema_version';";
 
 /* Statements of the writer connection, prepared once. */
 enum {
@@ -112,7 +117,7 @@ static const char *const wsql[W_NSTMT] = {
     [W_SAVEPOINT] = "SAVEPOINT w",
     [W_RELEASE] = "RELEASE w",
     [W_ROLLBACK_TO] = "ROLLBACK TO w",
-    [W_INSERT] = "INSERT INTO sessions(" COLS ") VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+    [W_INSERT] = "INSERT INTO sessions(" COLS ") VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
     [W_SELECT] = "SELECT " COLS " FROM sessions WHERE id = ?1",
     [W_UPDATE] = "UPDATE sessions SET last_seen=?2, expiry=?3, idle_ttl=?4, version=?5, attrs=?6 "
                  "WHERE id = ?1",
@@ -287,6 +292,8 @@ static int row_to_session(sqlite3_stmt *s, bool want_attrs, sd_session *out)
     out->absolute_expiry = sqlite3_column_int64(s, 6);
     out->idle_ttl = sqlite3_column_int64(s, 7);
     out->version = sqlite3_column_int64(s, 8);
+    if (sqlite3_column_bytes(s, 10) == (int)sizeof out->binding)
+        memcpy(&out->binding, sqlite3_column_blob(s, 10), sizeof out->binding);
     if (want_attrs) {
         const char *a = (const char *)sqlite3_column_text(s, 9);
         out->attrs = a ? json_loadb(a, (size_t)sqlite3_column_bytes(s, 9), 0, NULL) : NULL;
@@ -625,6 +632,8 @@ static int do_create(sd_store *st, sd_write *w, int64_t *delta)
     sqlite3_bind_int64(q, 8, s->idle_ttl);
     sqlite3_bind_int64(q, 9, s->version);
     sqlite3_bind_text(q, 10, attrs, -1, SQLITE_STATIC);
+    if (s->binding.flags)
+        sqlite3_bind_blob(q, 11, &s->binding, sizeof s->binding, SQLITE_STATIC);
     int rc = wstep(st, W_INSERT);
     free(attrs);
     if (!WOK(rc))
@@ -1006,6 +1015,18 @@ static void commit_batch(sd_store *st, sd_write *batch)
     complete(batch);
 }
 
+/* Brings a store made by an older version up to date. */
+static int migrate(sd_store *st, char *err, size_t errlen)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(st->wdb, "SELECT binding FROM sessions LIMIT 0", -1, &s, NULL);
+    sqlite3_finalize(s);
+    if (rc == SQLITE_OK)
+        return 0;
+    sd_info("store: upgrading the schema to version 2 (session bindings)");
+    return exec(st->wdb, migrate_v2, err, errlen);
+}
+
 /* Fills the index from the active table (at open, before any thread runs). */
 static int load_index(sd_store *st, char *err, size_t errlen)
 {
@@ -1223,7 +1244,8 @@ static int sq_open(const char *dir, const sd_store_options *opt, sd_store **out,
                    "PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-65536;",
                    err, errlen)) ||
         (rc = exec(st->wdb, "BEGIN IMMEDIATE", err, errlen)) ||
-        (rc = exec(st->wdb, schema, err, errlen)) || (rc = exec(st->wdb, "COMMIT", err, errlen)))
+        (rc = exec(st->wdb, schema, err, errlen)) || (rc = migrate(st, err, errlen)) ||
+        (rc = exec(st->wdb, "COMMIT", err, errlen)))
         goto fail;
     for (int i = 0; i < W_NSTMT; i++) {
         if (sqlite3_prepare_v3(st->wdb, wsql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->w[i], NULL)) {
