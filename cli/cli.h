@@ -33,6 +33,8 @@ typedef struct cli {
     long interval_ms;    /* events --interval */
     int limit;           /* list/events --limit */
     int no_touch;        /* validate --no-touch */
+    const char *ip;      /* validate --ip: the end client's address */
+    const char *ua;      /* validate --user-agent */
     char **args;         /* positional arguments after the command */
     int nargs;
 } cli;

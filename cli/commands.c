@@ -315,8 +315,9 @@ int cmd_validate(cli *x)
     if (x->nargs)
         return cli_usage_error("validate takes no argument: the token is read from stdin or "
                                "--token-file, never from the command line");
-    if (x->session && (x->file || x->no_touch))
-        return cli_usage_error("--session validates an id: no --token-file or --no-touch");
+    if (x->session && (x->file || x->no_touch || x->ip || x->ua))
+        return cli_usage_error("--session validates an id: no --token-file, --no-touch, --ip "
+                               "or --user-agent");
     sd_client_validation v;
     int rc;
     if (x->session) {
@@ -325,7 +326,7 @@ int cmd_validate(cli *x)
         char *token = read_token(x->file);
         if (!token)
             return EXIT_FAIL;
-        rc = sd_client_validate_token(x->c, token, !x->no_touch, &v);
+        rc = sd_client_validate_token_ctx(x->c, token, !x->no_touch, x->ip, x->ua, &v);
         explicit_bzero(token, strlen(token));
         free(token);
     }
@@ -340,6 +341,10 @@ int cmd_validate(cli *x)
             json_object_set_new(o, "sessionId", json_string(v.session_id));
         if (v.user_id[0])
             json_object_set_new(o, "userId", json_string(v.user_id));
+        if (v.reason[0])
+            json_object_set_new(o, "reason", json_string(v.reason));
+        if (v.binding_mismatch)
+            json_object_set_new(o, "bindingMismatch", json_true());
         print_json(o);
     } else if (v.valid) {
         static const char *const hdr[] = {"VALID", "SESSION ID", "USER", "EXPIRES"};
@@ -348,6 +353,12 @@ int cmd_validate(cli *x)
         table_add(t, row);
         table_print(t, stdout);
         table_free(t);
+        if (v.binding_mismatch)
+            puts("warning: validated from another client context (binding mismatch)");
+    } else if (v.reason[0]) {
+        fputs("invalid: ", stdout);
+        print_safe(stdout, v.reason);
+        fputc('\n', stdout);
     } else {
         puts("invalid (unknown, malformed, revoked or expired)");
     }

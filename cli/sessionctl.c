@@ -158,6 +158,8 @@ enum {
     OPT_LIMIT,
     OPT_TOKEN_FILE,
     OPT_NO_TOUCH,
+    OPT_IP,
+    OPT_UA,
     OPT_VERSION,
 };
 
@@ -175,6 +177,8 @@ static const struct option longopts[] = {
     {"limit", required_argument, NULL, OPT_LIMIT},
     {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
     {"no-touch", no_argument, NULL, OPT_NO_TOUCH},
+    {"ip", required_argument, NULL, OPT_IP},
+    {"user-agent", required_argument, NULL, OPT_UA},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -196,6 +200,8 @@ static int option_allowed(const char *cmd, int opt)
         return strcmp(cmd, "events") == 0 || strcmp(cmd, "list") == 0;
     case OPT_TOKEN_FILE:
     case OPT_NO_TOUCH:
+    case OPT_IP:
+    case OPT_UA:
         return strcmp(cmd, "validate") == 0;
     default:
         return 1;
@@ -261,6 +267,12 @@ int main(int argc, char **argv)
             break;
         case OPT_NO_TOUCH:
             x.no_touch = 1;
+            break;
+        case OPT_IP:
+            x.ip = optarg;
+            break;
+        case OPT_UA:
+            x.ua = optarg;
             break;
         case 'h':
             usage(stdout);

@@ -80,6 +80,13 @@ int sd_client_create(sd_client *c, const sd_client_new_session *req, sd_client_s
     if (!rc && req->ttl_seconds > 0)
         rc = json_object_set_new(o, "ttlSeconds", json_integer(req->ttl_seconds)) ? SD_CLIENT_ENOMEM
                                                                                   : 0;
+    if (!rc && (req->bind_ip || req->bind_user_agent)) {
+        json_t *b = json_object();
+        if (!b || (req->bind_ip && json_object_set_new(b, "ip", json_true())) ||
+            (req->bind_user_agent && json_object_set_new(b, "userAgent", json_true())) ||
+            json_object_set_new(o, "bind", b))
+            rc = SD_CLIENT_ENOMEM;
+    }
     if (rc) {
         json_decref(o);
         return rc;
@@ -201,23 +208,45 @@ static int validation_from(sd_client *c, json_t *o, sd_client_validation *out)
     }
     sdc__copy_str(o, "sessionId", out->session_id, sizeof out->session_id);
     sdc__copy_str(o, "userId", out->user_id, sizeof out->user_id);
+    sdc__copy_str(o, "reason", out->reason, sizeof out->reason);
+    out->binding_mismatch = json_is_true(json_object_get(o, "bindingMismatch"));
     return 0;
 }
 
-int sd_client_validate_token(sd_client *c, const char *token, int touch, sd_client_validation *out)
+int sd_client_validate_token_ctx(sd_client *c, const char *token, int touch, const char *ip_address,
+                                 const char *user_agent, sd_client_validation *out)
 {
     if (!c || !token || !out)
         return SD_CLIENT_EINVAL;
     memset(out, 0, sizeof *out);
-    json_t *o;
+    json_t *o = NULL, *ctx = NULL;
+    char *text = NULL;
+    int rc = 0;
+    if (ip_address || user_agent) {
+        ctx = json_object();
+        if (!ctx || set_str(ctx, "ipAddress", ip_address) ||
+            set_str(ctx, "userAgent", user_agent) || !(text = sdc__dumps(ctx)))
+            rc = SD_CLIENT_ENOMEM;
+    }
     sdc_req r = {.method = "POST",
                  .path = touch ? "/sessions/validate" : "/sessions/validate?touch=false",
-                 .bearer = token};
-    int rc = sdc__exchange_json(c, &r, &o);
+                 .bearer = token,
+                 .content_type = text ? "application/json" : NULL,
+                 .body = text,
+                 .body_len = text ? strlen(text) : 0};
+    if (!rc)
+        rc = sdc__exchange_json(c, &r, &o);
     if (rc == 0)
         rc = validation_from(c, o, out);
     json_decref(o);
+    json_decref(ctx);
+    free(text);
     return rc;
+}
+
+int sd_client_validate_token(sd_client *c, const char *token, int touch, sd_client_validation *out)
+{
+    return sd_client_validate_token_ctx(c, token, touch, NULL, NULL, out);
 }
 
 int sd_client_validate_id(sd_client *c, const char *session_id, sd_client_validation *out)

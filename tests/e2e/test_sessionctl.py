@@ -145,6 +145,19 @@ def test_validate_reads_the_token_from_stdin_or_a_file(module_server, tmp_path):
     ctl(url, "validate", "--session", s["sessionId"], expect=INVALID)
 
 
+def test_validate_a_bound_session_with_its_context(module_server):
+    a, url = module_server.api, module_server.url
+    s = a.create(new_user("bound"), ipAddress="203.0.113.7", userAgent="Firefox/1", bind={"ip": True, "userAgent": True})
+    p = ctl(url, "validate", "--no-touch", stdin=s["token"], expect=INVALID)
+    assert "invalid: binding_mismatch" in p.stdout, p.stdout
+    j = json.loads(ctl(url, "--json", "validate", "--ip", "198.51.100.1", "--user-agent", "Firefox/1",
+                       stdin=s["token"], expect=INVALID).stdout)
+    assert j == {"isValid": False, "expiry": None, "reason": "binding_mismatch"}, j
+    ok = ctl(url, "validate", "--ip", "203.0.113.7", "--user-agent", "Firefox/1", stdin=s["token"]).stdout
+    assert rows(ok)[1][:2] == ["yes", s["sessionId"]]
+    ctl(url, "validate", "--session", s["sessionId"], "--ip", "203.0.113.7", expect=USAGE)
+
+
 def test_stats(module_server):
     a, url = module_server.api, module_server.url
     a.create(new_user("stats"))

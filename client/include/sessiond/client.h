@@ -131,6 +131,8 @@ typedef struct sd_client_new_session {
     const char *data;         /* JSON text of an object */
     int mfa;                  /* 0 or 1 */
     int64_t ttl_seconds;      /* 0: the server's --idle-timeout */
+    int bind_ip;              /* 1: bind to the network of ip_address */
+    int bind_user_agent;      /* 1: bind to user_agent */
 } sd_client_new_session;
 
 /* Creates a session; *out holds the token (shown this once). */
@@ -176,12 +178,18 @@ typedef struct sd_client_validation {
     char expiry[32];       /* "" when not valid */
     char session_id[32];   /* by token only */
     char user_id[257 * 4]; /* by token only */
+    char reason[32];       /* not valid: "binding_mismatch" when that is why, else "" */
+    int binding_mismatch;  /* valid, but from another context (--binding-policy flag) */
 } sd_client_validation;
 
 /* POST /sessions/validate with Authorization: Bearer. touch = 0 asks the
  * server not to extend the session (?touch=false). An invalid token is not an
  * error: 0 with out->valid = 0. */
 int sd_client_validate_token(sd_client *c, const char *token, int touch, sd_client_validation *out);
+/* The same with the end client's context (either may be NULL), which a
+ * session created with bind_ip / bind_user_agent needs to validate. */
+int sd_client_validate_token_ctx(sd_client *c, const char *token, int touch, const char *ip_address,
+                                 const char *user_agent, sd_client_validation *out);
 /* GET /sessions/{id}/validate: never extends the session. */
 int sd_client_validate_id(sd_client *c, const char *session_id, sd_client_validation *out);
 
