@@ -38,6 +38,10 @@ static const option options[] = {
      "address to serve HTTP on, HOST:PORT ([v6]:PORT for IPv6)"},
     {"data-dir", OPT_STRING, F(data_dir), "./var", 0, 0,
      "directory of the embedded store (created if missing)"},
+    {"encryption-keys", OPT_STRING, F(encryption_keys), "", 0, 0,
+     "file of '<key id> <64 hex digits>' lines: session metadata is stored encrypted "
+     "(AES-256-GCM) under the last key; every listed key decrypts (rotate by appending a key, "
+     "then run 'sessiond reencrypt')"},
     {"api-keys", OPT_STRING, F(api_keys), "", 0, 0,
      "file of API keys ('<id> <sha256 hex> <scopes>' lines); without it sessiond only "
      "serves loopback addresses (protected mode)"},
