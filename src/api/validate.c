@@ -151,6 +151,19 @@ static void touch_done(sd_write *w)
     free(w);
 }
 
+/* True with probability p: a per-thread xorshift, seeded from the clock
+ * (sampling needs no cryptographic randomness). */
+static bool sample(double p)
+{
+    static _Thread_local uint64_t x;
+    if (!x)
+        x = (uint64_t)sd_mono_ns() | 1;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return (double)(x >> 11) * 0x1.0p-53 < p;
+}
+
 int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, sd_check *c)
 {
     sd_session *s = &c->s;
@@ -203,6 +216,8 @@ int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, sd
         }
     }
     sd_metrics_validation(1);
+    if (app->audit_sample > 0 && sample(app->audit_sample))
+        sd_audit_emit("validated", s->id, s->user_id, sd_req_actor(r), sd_req_peer(r), "sampled");
     return 1;
 }
 
