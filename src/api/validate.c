@@ -87,8 +87,10 @@ static void touch_done(sd_write *w)
 int sd_api_check_token(sd_app *app, const char *token, size_t len, bool touch, sd_session *s,
                        int64_t *expiry)
 {
-    if (!sd_token_wellformed(token, len))
+    if (!sd_token_wellformed(token, len)) {
+        sd_metrics_validation(0);
         return 0;
+    }
     unsigned char hash[SD_HASH_LEN];
     sd_token_hash(token, len, hash);
     int rc = sd_store_get_by_token(app->store, hash, false, s);
