@@ -14,8 +14,11 @@
  * the writer's WAL hook wakes it when the log grows.
  *
  * Tables: sessions (active), session_history (ended: revoked or expired,
- * kept for the retention period). Times are ms since the epoch.
+ * kept for the retention period), rotated_tokens, audit_events (every
+ * lifecycle change, written in the change's own transaction). Times are ms
+ * since the epoch.
  */
+#include "store/crypt.h"
 #include "store/index.h"
 #include "store/store.h"
 #include "util/clock.h"
@@ -24,6 +27,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
@@ -36,7 +40,7 @@
 
 #define COLS                                                                                       \
     "id, token_hash, user_id, created_at, last_seen, expiry, absolute_expiry, idle_ttl, version, " \
-    "attrs"
+    "attrs, binding"
 #define CHECKPOINT_PAGES 1000
 
 static const char schema[] =
@@ -45,21 +49,33 @@ static const char schema[] =
     " id TEXT NOT NULL UNIQUE, token_hash BLOB NOT NULL UNIQUE, user_id TEXT NOT NULL,"
     " created_at INTEGER NOT NULL, last_seen INTEGER NOT NULL, expiry INTEGER NOT NULL,"
     " absolute_expiry INTEGER NOT NULL, idle_ttl INTEGER NOT NULL, version INTEGER NOT NULL,"
-    " attrs TEXT NOT NULL);"
+    " attrs TEXT NOT NULL, binding BLOB);"
     "CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions(user_id, last_seen, id);"
     "CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions(expiry, id);"
     "CREATE TABLE IF NOT EXISTS session_history("
     " id TEXT NOT NULL UNIQUE, token_hash BLOB NOT NULL, user_id TEXT NOT NULL,"
     " created_at INTEGER NOT NULL, last_seen INTEGER NOT NULL, expiry INTEGER NOT NULL,"
     " absolute_expiry INTEGER NOT NULL, idle_ttl INTEGER NOT NULL, version INTEGER NOT NULL,"
-    " attrs TEXT NOT NULL, ended_at INTEGER NOT NULL, end_reason TEXT NOT NULL);"
+    " attrs TEXT NOT NULL, ended_at INTEGER NOT NULL, end_reason TEXT NOT NULL, binding BLOB);"
     "CREATE INDEX IF NOT EXISTS history_by_ended ON session_history(ended_at);"
     "CREATE INDEX IF NOT EXISTS history_by_user ON session_history(user_id, ended_at);"
     "CREATE TABLE IF NOT EXISTS rotated_tokens(token_hash BLOB PRIMARY KEY, session_id TEXT NOT "
     "NULL,"
     " rotated_at INTEGER NOT NULL) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS rotated_by_time ON rotated_tokens(rotated_at);"
-    "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '1');";
+    /* AUTOINCREMENT: a seq is never reused, even after a purge emptied the
+     * table, so the audit log's cursor into it stays valid. */
+    "CREATE TABLE IF NOT EXISTS audit_events(seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " at INTEGER NOT NULL, event TEXT NOT NULL, session_id TEXT, user_id TEXT,"
+    " actor TEXT, address TEXT, reason TEXT);"
+    "CREATE INDEX IF NOT EXISTS events_by_session ON audit_events(session_id, seq);"
+    "CREATE INDEX IF NOT EXISTS events_by_user ON audit_events(user_id, seq);"
+    "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '2');";
+
+/* Version 2 added the binding column. Run inside the schema transaction. */
+static const char migrate_v2[] = "ALTER TABLE sessions ADD COLUMN binding BLOB;"
+                                 "ALTER TABLE session_history ADD COLUMN binding BLOB;"
+                                 "UPDATE meta SET value = '2' WHERE key = 'schema_version';";
 
 /* Statements of the writer connection, prepared once. */
 enum {
@@ -88,6 +104,15 @@ enum {
     W_ROT_SET,
     W_ROT_PURGE,
     W_TOKEN_SET,
+    W_EV_ONE,
+    W_EV_END_ONE,
+    W_EV_END_USER,
+    W_EV_SWEEP,
+    W_EV_PURGE,
+    W_RE_SCAN_ACTIVE,
+    W_RE_SCAN_HISTORY,
+    W_RE_SET_ACTIVE,
+    W_RE_SET_HISTORY,
     W_NSTMT
 };
 
@@ -98,7 +123,7 @@ static const char *const wsql[W_NSTMT] = {
     [W_SAVEPOINT] = "SAVEPOINT w",
     [W_RELEASE] = "RELEASE w",
     [W_ROLLBACK_TO] = "ROLLBACK TO w",
-    [W_INSERT] = "INSERT INTO sessions(" COLS ") VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+    [W_INSERT] = "INSERT INTO sessions(" COLS ") VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
     [W_SELECT] = "SELECT " COLS " FROM sessions WHERE id = ?1",
     [W_UPDATE] = "UPDATE sessions SET last_seen=?2, expiry=?3, idle_ttl=?4, version=?5, attrs=?6 "
                  "WHERE id = ?1",
@@ -130,12 +155,47 @@ static const char *const wsql[W_NSTMT] = {
     [W_USER_COUNT] = "SELECT count(*) FROM sessions WHERE user_id = ?1 AND expiry > ?2",
     [W_USER_OLDEST] = "SELECT id FROM sessions WHERE user_id = ?1 AND expiry > ?2 "
                       "ORDER BY last_seen, id LIMIT ?3",
+    [W_EV_ONE] = "INSERT INTO audit_events(at, event, session_id, user_id, actor, address, reason) "
+                 "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    /* The ending events are written from the rows about to end, before the
+     * copy to history: same predicates as W_END_ONE_COPY / W_END_USER_COPY. */
+    [W_EV_END_ONE] = "INSERT INTO audit_events(at, event, session_id, user_id, actor, address, "
+                     "reason) SELECT ?2, ?5, id, user_id, ?6, ?7, ?3 FROM sessions "
+                     "WHERE id = ?1 AND expiry > ?2",
+    [W_EV_END_USER] = "INSERT INTO audit_events(at, event, session_id, user_id, actor, address, "
+                      "reason) SELECT ?2, ?5, id, user_id, ?6, ?7, ?3 FROM sessions "
+                      "WHERE user_id = ?1 AND expiry > ?2 AND id IS NOT ?4",
+    [W_EV_SWEEP] = "INSERT INTO audit_events(at, event, session_id, user_id, reason) "
+                   "SELECT min(expiry, absolute_expiry), 'expired', id, user_id, 'expired' "
+                   "FROM sessions WHERE id IN (SELECT id FROM sessions WHERE expiry <= ?1 "
+                   "ORDER BY expiry, id LIMIT ?2)",
+    /* Events are appended in time order, so the old ones are a prefix: look
+     * at the first ?2 only (no index on time needed). */
+    [W_EV_PURGE] = "DELETE FROM audit_events WHERE seq IN (SELECT seq FROM audit_events "
+                   "ORDER BY seq LIMIT ?2) AND at < ?1",
+    [W_RE_SCAN_ACTIVE] = "SELECT rowid, id, attrs FROM sessions WHERE rowid > ?1 ORDER BY rowid "
+                         "LIMIT ?2",
+    [W_RE_SCAN_HISTORY] = "SELECT rowid, id, attrs FROM session_history WHERE rowid > ?1 "
+                          "ORDER BY rowid LIMIT ?2",
+    [W_RE_SET_ACTIVE] = "UPDATE sessions SET attrs = ?2 WHERE rowid = ?1",
+    [W_RE_SET_HISTORY] = "UPDATE session_history SET attrs = ?2 WHERE rowid = ?1",
     [W_PURGE] = "DELETE FROM session_history WHERE rowid IN (SELECT rowid FROM session_history "
                 "WHERE ended_at < ?1 LIMIT ?2)",
 };
 
 /* Statements of a read connection. */
-enum { R_GET, R_TOKEN, R_LIST_FIRST, R_LIST_AFTER, R_PING, R_NSTMT };
+enum {
+    R_GET,
+    R_TOKEN,
+    R_LIST_FIRST,
+    R_LIST_AFTER,
+    R_PING,
+    R_EV_ALL,
+    R_EV_SESSION,
+    R_EV_USER,
+    R_NSTMT
+};
+#define EV_COLS "seq, at, event, session_id, user_id, actor, address, reason"
 static const char *const rsql[R_NSTMT] = {
     [R_GET] = "SELECT " COLS " FROM sessions WHERE id = ?1",
     [R_TOKEN] = "SELECT " COLS " FROM sessions WHERE token_hash = ?1",
@@ -144,6 +204,11 @@ static const char *const rsql[R_NSTMT] = {
     [R_LIST_AFTER] = "SELECT " COLS " FROM sessions WHERE user_id = ?1 AND expiry > ?2 "
                      "AND (last_seen, id) < (?4, ?5) ORDER BY last_seen DESC, id DESC LIMIT ?3",
     [R_PING] = "SELECT 1 FROM meta LIMIT 1",
+    [R_EV_ALL] = "SELECT " EV_COLS " FROM audit_events WHERE seq > ?2 ORDER BY seq LIMIT ?3",
+    [R_EV_SESSION] = "SELECT " EV_COLS " FROM audit_events WHERE session_id = ?1 AND seq > ?2 "
+                     "ORDER BY seq LIMIT ?3",
+    [R_EV_USER] = "SELECT " EV_COLS " FROM audit_events WHERE user_id = ?1 AND seq > ?2 "
+                  "ORDER BY seq LIMIT ?3",
 };
 
 typedef struct reader {
@@ -176,6 +241,7 @@ struct sd_store {
     char (*removed)[SD_ID_LEN + 1]; /* ids the current batch deleted (RETURNING) */
     size_t n_removed, cap_removed;
 
+    const sd_keyring *keys; /* encryption at rest of attrs; NULL: plain */
     _Atomic bool broken;
     _Atomic bool write_failing; /* the last commit that tried to change something failed */
     _Atomic int64_t active_rows, swept_total, sweeps_total, commits_total, writes_total;
@@ -224,7 +290,7 @@ static void bind_text(sqlite3_stmt *s, int i, const char *v)
 }
 
 /* Reads the COLS columns of the current row. */
-static int row_to_session(sqlite3_stmt *s, bool want_attrs, sd_session *out)
+static int row_to_session(const sd_store *st, sqlite3_stmt *s, bool want_attrs, sd_session *out)
 {
     memset(out, 0, sizeof *out);
     const char *id = (const char *)sqlite3_column_text(s, 0);
@@ -239,9 +305,25 @@ static int row_to_session(sqlite3_stmt *s, bool want_attrs, sd_session *out)
     out->absolute_expiry = sqlite3_column_int64(s, 6);
     out->idle_ttl = sqlite3_column_int64(s, 7);
     out->version = sqlite3_column_int64(s, 8);
+    if (sqlite3_column_bytes(s, 10) == (int)sizeof out->binding)
+        memcpy(&out->binding, sqlite3_column_blob(s, 10), sizeof out->binding);
     if (want_attrs) {
+        /* Sealed when the store has keys (crypt.h); plain JSON otherwise. */
         const char *a = (const char *)sqlite3_column_text(s, 9);
-        out->attrs = a ? json_loadb(a, (size_t)sqlite3_column_bytes(s, 9), 0, NULL) : NULL;
+        size_t n = 0;
+        char *plain =
+            a ? sd_open(st->keys, out->id, a, (size_t)sqlite3_column_bytes(s, 9), &n) : NULL;
+        if (a && !plain) {
+            sd_error("store: cannot decrypt the metadata of session %s (unknown key or altered "
+                     "row)",
+                     out->id);
+            sd_session_clear(out);
+            return SD_EUNAVAILABLE;
+        }
+        out->attrs = plain ? json_loadb(plain, n, 0, NULL) : NULL;
+        if (plain)
+            OPENSSL_cleanse(plain, n);
+        free(plain);
         if (!out->attrs)
             out->attrs = json_object();
     }
@@ -287,11 +369,11 @@ static reader *get_reader(sd_store *st)
 }
 
 /* Steps a single-row query; maps SQLite codes to ours. */
-static int read_one(sqlite3_stmt *s, bool want_attrs, sd_session *out)
+static int read_one(const sd_store *st, sqlite3_stmt *s, bool want_attrs, sd_session *out)
 {
     int rc = sqlite3_step(s), ret;
     if (rc == SQLITE_ROW)
-        ret = row_to_session(s, want_attrs, out);
+        ret = row_to_session(st, s, want_attrs, out);
     else if (rc == SQLITE_DONE)
         ret = SD_ENOTFOUND;
     else
@@ -310,7 +392,7 @@ static int sq_get(sd_store *st, const char *id, bool want_attrs, sd_session *out
         return SD_EUNAVAILABLE;
     sqlite3_stmt *s = r->stmt[R_GET];
     bind_text(s, 1, id);
-    return read_one(s, want_attrs, out);
+    return read_one(st, s, want_attrs, out);
 }
 
 static int sq_get_by_token(sd_store *st, const unsigned char hash[SD_HASH_LEN], bool want_attrs,
@@ -323,7 +405,7 @@ static int sq_get_by_token(sd_store *st, const unsigned char hash[SD_HASH_LEN], 
         return SD_EUNAVAILABLE;
     sqlite3_stmt *s = r->stmt[R_TOKEN];
     sqlite3_bind_blob(s, 1, hash, SD_HASH_LEN, SQLITE_STATIC);
-    int rc = read_one(s, want_attrs, out);
+    int rc = read_one(st, s, want_attrs, out);
     if (rc == 0 && !sd_hash_equal(out->token_hash, hash)) {
         sd_session_clear(out);
         rc = SD_ENOTFOUND;
@@ -351,7 +433,7 @@ static int sq_list_user(sd_store *st, const char *user_id, int64_t now, const sd
     int ret = v ? 0 : SD_ENOMEM, rc;
     size_t k = 0;
     while (ret == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW && k < (size_t)limit)
-        if ((ret = row_to_session(s, true, &v[k])) == 0)
+        if ((ret = row_to_session(st, s, true, &v[k])) == 0)
             k++;
     if (ret == 0 && rc != SQLITE_DONE && rc != SQLITE_ROW)
         ret = SD_EUNAVAILABLE;
@@ -359,6 +441,54 @@ static int sq_list_user(sd_store *st, const char *user_id, int64_t now, const sd
     sqlite3_clear_bindings(s);
     if (ret) {
         sd_sessions_free(v, k);
+        return ret;
+    }
+    *out = v;
+    *n = k;
+    return 0;
+}
+
+static void column_copy(sqlite3_stmt *s, int i, char *out, size_t size)
+{
+    const char *v = (const char *)sqlite3_column_text(s, i);
+    snprintf(out, size, "%s", v ? v : "");
+}
+
+static int sq_events(sd_store *st, sd_event_scope scope, const char *key, int64_t after, int limit,
+                     sd_event **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    reader *r = get_reader(st);
+    if (!r)
+        return SD_EUNAVAILABLE;
+    sqlite3_stmt *s = r->stmt[scope == SD_EVENTS_SESSION ? R_EV_SESSION
+                              : scope == SD_EVENTS_USER  ? R_EV_USER
+                                                         : R_EV_ALL];
+    if (scope != SD_EVENTS_ALL)
+        bind_text(s, 1, key);
+    sqlite3_bind_int64(s, 2, after);
+    sqlite3_bind_int(s, 3, limit);
+    sd_event *v = calloc(limit > 0 ? (size_t)limit : 1, sizeof *v);
+    int ret = v ? 0 : SD_ENOMEM, rc = SQLITE_DONE;
+    size_t k = 0;
+    while (ret == 0 && k < (size_t)limit && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        sd_event *e = &v[k++];
+        e->seq = sqlite3_column_int64(s, 0);
+        e->time = sqlite3_column_int64(s, 1);
+        column_copy(s, 2, e->event, sizeof e->event);
+        column_copy(s, 3, e->session_id, sizeof e->session_id);
+        column_copy(s, 4, e->user_id, sizeof e->user_id);
+        column_copy(s, 5, e->actor, sizeof e->actor);
+        column_copy(s, 6, e->address, sizeof e->address);
+        column_copy(s, 7, e->reason, sizeof e->reason);
+    }
+    if (ret == 0 && rc != SQLITE_DONE && rc != SQLITE_ROW)
+        ret = SD_EUNAVAILABLE;
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    if (ret) {
+        free(v);
         return ret;
     }
     *out = v;
@@ -422,7 +552,67 @@ static int wstep(sd_store *st, int which)
 
 #define WOK(rc) ((rc) == SQLITE_DONE)
 
-static int end_one(sd_store *st, const char *id, int64_t now, const char *reason, int64_t *n);
+static void bind_opt(sqlite3_stmt *s, int i, const char *v)
+{
+    bind_text(s, i, v && v[0] ? v : NULL);
+}
+
+/* Appends one audit event for write w (its time, actor and address). */
+static int add_event(sd_store *st, const sd_write *w, const char *event, const char *id,
+                     const char *user, const char *reason)
+{
+    sqlite3_stmt *q = st->w[W_EV_ONE];
+    sqlite3_bind_int64(q, 1, w->now);
+    bind_text(q, 2, event);
+    bind_text(q, 3, id);
+    bind_text(q, 4, user);
+    bind_opt(q, 5, w->actor);
+    bind_opt(q, 6, w->address);
+    bind_text(q, 7, reason);
+    return WOK(wstep(st, W_EV_ONE)) ? 0 : SD_EUNAVAILABLE;
+}
+
+/* The event an ending writes, by its reason. */
+static const char *end_event(const char *reason)
+{
+    if (strcmp(reason, "evicted") == 0 || strcmp(reason, "expired") == 0)
+        return reason;
+    return "revoked";
+}
+
+/* Binds the parameters W_EV_END_ONE / W_EV_END_USER share with the copies
+ * (?1 id or user, ?2 now, ?3 reason, ?4 except) plus ?5 event, ?6 actor,
+ * ?7 address, and runs it. */
+static int end_events(sd_store *st, int which, const sd_write *w, const char *key,
+                      const char *except, const char *reason)
+{
+    sqlite3_stmt *q = st->w[which];
+    bind_text(q, 1, key);
+    sqlite3_bind_int64(q, 2, w->now);
+    bind_text(q, 3, reason);
+    if (which == W_EV_END_USER)
+        bind_text(q, 4, except);
+    bind_text(q, 5, end_event(reason));
+    bind_opt(q, 6, w->actor);
+    bind_opt(q, 7, w->address);
+    return WOK(wstep(st, which)) ? 0 : SD_EUNAVAILABLE;
+}
+
+static int end_one(sd_store *st, const sd_write *w, const char *id, const char *reason, int64_t *n);
+
+/* The attrs column of session id: its JSON, sealed when the store has
+ * keys. malloc'd; NULL when out of memory. */
+static char *attrs_text(const sd_store *st, const char *id, const json_t *attrs)
+{
+    char *json = json_dumps(attrs, JSON_COMPACT);
+    if (!json || !st->keys)
+        return json;
+    size_t n = strlen(json);
+    char *sealed = sd_seal(st->keys, id, json, n);
+    OPENSSL_cleanse(json, n);
+    free(json);
+    return sealed;
+}
 
 /* The per-user limit, before a create: refuse, or end the least recently
  * seen sessions (reason "evicted") to make room. w->affected counts them. */
@@ -455,7 +645,7 @@ static int enforce_user_limit(sd_store *st, sd_write *w, int64_t *delta)
     sqlite3_clear_bindings(q);
     for (int i = 0; i < n; i++) {
         int64_t ended = 0;
-        if (end_one(st, ids[i], w->now, "evicted", &ended))
+        if (end_one(st, w, ids[i], "evicted", &ended))
             return SD_EUNAVAILABLE;
         w->affected += ended;
         *delta -= ended;
@@ -469,7 +659,7 @@ static int do_create(sd_store *st, sd_write *w, int64_t *delta)
     int lrc = enforce_user_limit(st, w, delta);
     if (lrc)
         return lrc;
-    char *attrs = json_dumps(s->attrs, JSON_COMPACT);
+    char *attrs = attrs_text(st, s->id, s->attrs);
     if (!attrs)
         return SD_ENOMEM;
     sqlite3_stmt *q = st->w[W_INSERT];
@@ -483,12 +673,14 @@ static int do_create(sd_store *st, sd_write *w, int64_t *delta)
     sqlite3_bind_int64(q, 8, s->idle_ttl);
     sqlite3_bind_int64(q, 9, s->version);
     sqlite3_bind_text(q, 10, attrs, -1, SQLITE_STATIC);
+    if (s->binding.flags)
+        sqlite3_bind_blob(q, 11, &s->binding, sizeof s->binding, SQLITE_STATIC);
     int rc = wstep(st, W_INSERT);
     free(attrs);
     if (!WOK(rc))
         return SD_EUNAVAILABLE; /* a UNIQUE clash of 128/256-bit random values included */
     *delta += 1;
-    return 0;
+    return add_event(st, w, "created", s->id, s->user_id, NULL);
 }
 
 /* Gives session s the token new_hash and keeps its old hash in
@@ -524,7 +716,7 @@ static int do_rotate(sd_store *st, sd_write *w)
     sqlite3_stmt *q = st->w[W_SELECT];
     bind_text(q, 1, w->id);
     sd_session cur;
-    int rc = read_one(q, true, &cur);
+    int rc = read_one(st, q, true, &cur);
     if (rc)
         return rc;
     if (!sd_session_active(&cur, w->now)) {
@@ -554,9 +746,10 @@ static int do_rotate(sd_store *st, sd_write *w)
         sd_session_clear(&cur);
         return SD_ECONFLICT;
     case SD_ROTATE_REUSE: {
-        sd_session_clear(&cur);
         int64_t n = 0;
-        if (end_one(st, w->id, w->now, "token_reuse", &n))
+        rc = add_event(st, w, "token_reuse_detected", cur.id, cur.user_id, NULL);
+        sd_session_clear(&cur);
+        if (rc || end_one(st, w, w->id, "token_reuse", &n))
             return SD_EUNAVAILABLE;
         w->affected = n;
         return SD_EREUSED;
@@ -564,7 +757,8 @@ static int do_rotate(sd_store *st, sd_write *w)
     case SD_ROTATE:
         break;
     }
-    if (retire_token(st, &cur, w->session.token_hash, w->now, true)) {
+    if (retire_token(st, &cur, w->session.token_hash, w->now, true) ||
+        add_event(st, w, "refreshed", cur.id, cur.user_id, NULL)) {
         sd_session_clear(&cur);
         return SD_EUNAVAILABLE;
     }
@@ -577,7 +771,7 @@ static int do_update(sd_store *st, sd_write *w)
     sqlite3_stmt *q = st->w[W_SELECT];
     bind_text(q, 1, w->id);
     sd_session cur;
-    int rc = read_one(q, true, &cur);
+    int rc = read_one(st, q, true, &cur);
     if (rc)
         return rc;
     sd_session before = cur;
@@ -598,7 +792,7 @@ static int do_update(sd_store *st, sd_write *w)
         }
         w->renewed = true;
     }
-    char *attrs = json_dumps(cur.attrs, JSON_COMPACT);
+    char *attrs = attrs_text(st, cur.id, cur.attrs);
     if (!attrs) {
         sd_session_clear(&cur);
         return SD_ENOMEM;
@@ -612,7 +806,8 @@ static int do_update(sd_store *st, sd_write *w)
     sqlite3_bind_text(q, 6, attrs, -1, SQLITE_STATIC);
     rc = wstep(st, W_UPDATE);
     free(attrs);
-    if (!WOK(rc)) {
+    if (!WOK(rc) || add_event(st, w, "updated", cur.id, cur.user_id, NULL) ||
+        (w->renewed && add_event(st, w, "renewed", cur.id, cur.user_id, "privilege_raised"))) {
         sd_session_clear(&cur);
         return SD_EUNAVAILABLE;
     }
@@ -621,11 +816,13 @@ static int do_update(sd_store *st, sd_write *w)
 }
 
 /* Moves one active session to history. *n gets 0 or 1. */
-static int end_one(sd_store *st, const char *id, int64_t now, const char *reason, int64_t *n)
+static int end_one(sd_store *st, const sd_write *w, const char *id, const char *reason, int64_t *n)
 {
+    if (end_events(st, W_EV_END_ONE, w, id, NULL, reason))
+        return SD_EUNAVAILABLE;
     sqlite3_stmt *q = st->w[W_END_ONE_COPY];
     bind_text(q, 1, id);
-    sqlite3_bind_int64(q, 2, now);
+    sqlite3_bind_int64(q, 2, w->now);
     bind_text(q, 3, reason);
     if (!WOK(wstep(st, W_END_ONE_COPY)))
         return SD_EUNAVAILABLE;
@@ -636,9 +833,12 @@ static int end_one(sd_store *st, const char *id, int64_t now, const char *reason
     return WOK(wstep(st, W_END_ONE_DEL)) ? 0 : SD_EUNAVAILABLE;
 }
 
-static int end_user(sd_store *st, const char *user, const char *except, int64_t now,
+static int end_user(sd_store *st, const sd_write *w, const char *user, const char *except,
                     const char *reason, int64_t *n)
 {
+    if (end_events(st, W_EV_END_USER, w, user, except, reason))
+        return SD_EUNAVAILABLE;
+    int64_t now = w->now;
     sqlite3_stmt *q = st->w[W_END_USER_COPY];
     bind_text(q, 1, user);
     sqlite3_bind_int64(q, 2, now);
@@ -658,7 +858,9 @@ static int end_user(sd_store *st, const char *user, const char *except, int64_t 
 
 static int do_sweep(sd_store *st, sd_write *w, int64_t *delta)
 {
-    for (int i = W_SWEEP_COPY; i <= W_SWEEP_DEL; i++) {
+    static const int steps[] = {W_EV_SWEEP, W_SWEEP_COPY, W_SWEEP_DEL};
+    for (size_t k = 0; k < sizeof steps / sizeof steps[0]; k++) {
+        int i = steps[k];
         sqlite3_bind_int64(st->w[i], 1, w->now);
         sqlite3_bind_int(st->w[i], 2, w->limit);
         if (!WOK(wstep(st, i)))
@@ -667,6 +869,66 @@ static int do_sweep(sd_store *st, sd_write *w, int64_t *delta)
     w->affected = sqlite3_changes(st->wdb);
     *delta -= w->affected;
     return 0;
+}
+
+/* Seals the attrs of up to w->limit rows after w->cursor under the newest
+ * key (rows already sealed under it are skipped). w->affected counts the
+ * rows rewritten; w->limit comes back as the rows scanned (fewer than asked:
+ * the table is done). */
+static int do_reencrypt(sd_store *st, sd_write *w)
+{
+    if (!st->keys || w->limit <= 0)
+        return SD_EINVALID;
+    int scan = w->table ? W_RE_SCAN_HISTORY : W_RE_SCAN_ACTIVE;
+    int set = w->table ? W_RE_SET_HISTORY : W_RE_SET_ACTIVE;
+    sqlite3_stmt *q = st->w[scan];
+    sqlite3_bind_int64(q, 1, w->cursor);
+    sqlite3_bind_int(q, 2, w->limit);
+    /* Collect first, then update: the scan must not run over rows it changes. */
+    typedef struct change {
+        int64_t rowid;
+        char *sealed;
+    } change;
+    change *v = calloc((size_t)w->limit, sizeof *v);
+    int rc = v ? 0 : SD_ENOMEM, scanned = 0;
+    size_t n = 0;
+    while (rc == 0 && sqlite3_step(q) == SQLITE_ROW) {
+        scanned++;
+        w->cursor = sqlite3_column_int64(q, 0);
+        const char *id = (const char *)sqlite3_column_text(q, 1);
+        const char *a = (const char *)sqlite3_column_text(q, 2);
+        size_t alen = (size_t)sqlite3_column_bytes(q, 2), plen = 0;
+        if (!id || !a || sd_sealed_current(st->keys, a, alen))
+            continue;
+        char *plain = sd_open(st->keys, id, a, alen, &plen);
+        char *sealed = plain ? sd_seal(st->keys, id, plain, plen) : NULL;
+        if (plain)
+            OPENSSL_cleanse(plain, plen);
+        free(plain);
+        if (!sealed) {
+            sd_error("store: cannot re-encrypt session %s (unknown key or altered row)", id);
+            rc = SD_EUNAVAILABLE;
+            break;
+        }
+        v[n].rowid = w->cursor;
+        v[n++].sealed = sealed;
+    }
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    for (size_t i = 0; i < n; i++) {
+        q = st->w[set];
+        sqlite3_bind_int64(q, 1, v[i].rowid);
+        sqlite3_bind_text(q, 2, v[i].sealed, -1, SQLITE_STATIC);
+        if (rc == 0 && !WOK(wstep(st, set)))
+            rc = SD_EUNAVAILABLE;
+        else
+            sqlite3_clear_bindings(q);
+        free(v[i].sealed);
+    }
+    free(v);
+    w->affected = (int64_t)n;
+    w->limit = scanned;
+    return rc;
 }
 
 /* Runs one write inside the open transaction. Returns its result code;
@@ -687,22 +949,22 @@ static int run_write(sd_store *st, sd_write *w, int64_t *delta)
         rc = do_rotate(st, w);
         break;
     case SD_W_END:
-        rc = end_one(st, w->id, w->now, w->reason, &n);
+        rc = end_one(st, w, w->id, w->reason, &n);
         if (rc == 0 && n == 0)
             rc = SD_ENOTFOUND;
         w->affected = n;
         break;
     case SD_W_END_USER:
-        rc = end_user(st, w->user_id, w->except_id, w->now, w->reason, &n);
+        rc = end_user(st, w, w->user_id, w->except_id, w->reason, &n);
         w->affected = n;
         break;
     case SD_W_BULK_END:
         for (size_t i = 0; rc == 0 && i < w->n_ids; i++) {
-            rc = end_one(st, w->ids[i], w->now, w->reason, &n);
+            rc = end_one(st, w, w->ids[i], w->reason, &n);
             w->affected += n;
         }
         for (size_t i = 0; rc == 0 && i < w->n_users; i++) {
-            rc = end_user(st, w->users[i], NULL, w->now, w->reason, &n);
+            rc = end_user(st, w, w->users[i], NULL, w->reason, &n);
             w->affected += n;
         }
         break;
@@ -718,6 +980,8 @@ static int run_write(sd_store *st, sd_write *w, int64_t *delta)
     }
     case SD_W_SWEEP:
         return do_sweep(st, w, delta);
+    case SD_W_REENCRYPT:
+        return do_reencrypt(st, w);
     case SD_W_PURGE: {
         sqlite3_stmt *q = st->w[W_PURGE];
         sqlite3_bind_int64(q, 1, w->before);
@@ -728,6 +992,11 @@ static int run_write(sd_store *st, sd_write *w, int64_t *delta)
         sqlite3_bind_int64(q, 1, w->before);
         sqlite3_bind_int(q, 2, w->limit);
         if (rc == 0 && !WOK(wstep(st, W_ROT_PURGE)))
+            rc = SD_EUNAVAILABLE;
+        q = st->w[W_EV_PURGE]; /* and so are audit events */
+        sqlite3_bind_int64(q, 1, w->before);
+        sqlite3_bind_int(q, 2, w->limit);
+        if (rc == 0 && !WOK(wstep(st, W_EV_PURGE)))
             rc = SD_EUNAVAILABLE;
         return rc;
     }
@@ -849,6 +1118,18 @@ static void commit_batch(sd_store *st, sd_write *batch)
     complete(batch);
 }
 
+/* Brings a store made by an older version up to date. */
+static int migrate(sd_store *st, char *err, size_t errlen)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(st->wdb, "SELECT binding FROM sessions LIMIT 0", -1, &s, NULL);
+    sqlite3_finalize(s);
+    if (rc == SQLITE_OK)
+        return 0;
+    sd_info("store: upgrading the schema to version 2 (session bindings)");
+    return exec(st->wdb, migrate_v2, err, errlen);
+}
+
 /* Fills the index from the active table (at open, before any thread runs). */
 static int load_index(sd_store *st, char *err, size_t errlen)
 {
@@ -862,7 +1143,7 @@ static int load_index(sd_store *st, char *err, size_t errlen)
     int64_t n = 0;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         sd_session sess;
-        if (row_to_session(s, false, &sess) || sd_index_put(st->index, &sess)) {
+        if (row_to_session(st, s, false, &sess) || sd_index_put(st->index, &sess)) {
             sd_session_clear(&sess);
             rc = SQLITE_NOMEM;
             break;
@@ -1036,6 +1317,7 @@ static int sq_open(const char *dir, const sd_store_options *opt, sd_store **out,
     if (!st)
         return SD_ENOMEM;
     st->lock_fd = -1;
+    st->keys = opt ? opt->keys : NULL;
     st->commit_batch = opt && opt->commit_batch > 0 ? opt->commit_batch : 1024;
     st->max_queued = opt && opt->max_queued > 0 ? opt->max_queued : 10000;
     st->generation = atomic_fetch_add(&generations, 1) + 1;
@@ -1066,7 +1348,8 @@ static int sq_open(const char *dir, const sd_store_options *opt, sd_store **out,
                    "PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-65536;",
                    err, errlen)) ||
         (rc = exec(st->wdb, "BEGIN IMMEDIATE", err, errlen)) ||
-        (rc = exec(st->wdb, schema, err, errlen)) || (rc = exec(st->wdb, "COMMIT", err, errlen)))
+        (rc = exec(st->wdb, schema, err, errlen)) || (rc = migrate(st, err, errlen)) ||
+        (rc = exec(st->wdb, "COMMIT", err, errlen)))
         goto fail;
     for (int i = 0; i < W_NSTMT; i++) {
         if (sqlite3_prepare_v3(st->wdb, wsql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->w[i], NULL)) {
@@ -1127,4 +1410,5 @@ const sd_store_ops sd_store_sqlite = {
     .write = sq_write,
     .ready = sq_ready,
     .stats = sq_stats,
+    .events = sq_events,
 };

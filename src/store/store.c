@@ -75,12 +75,18 @@ int sd_store_list_user(sd_store_handle *h, const char *user_id, int64_t now, con
     return rc;
 }
 
+int sd_store_events(sd_store_handle *h, sd_event_scope scope, const char *key, int64_t after,
+                    int limit, sd_event **out, size_t *n)
+{
+    return h->ops->events(h->st, scope, key, after, limit, out, n);
+}
+
 static const enum sd_store_op write_op[] = {
     [SD_W_CREATE] = SD_OP_CREATE,     [SD_W_UPDATE] = SD_OP_UPDATE,
     [SD_W_END] = SD_OP_END,           [SD_W_END_USER] = SD_OP_END_USER,
     [SD_W_BULK_END] = SD_OP_BULK_END, [SD_W_TOUCH] = SD_OP_TOUCH,
     [SD_W_SWEEP] = SD_OP_SWEEP,       [SD_W_PURGE] = SD_OP_PURGE,
-    [SD_W_ROTATE] = SD_OP_UPDATE,
+    [SD_W_ROTATE] = SD_OP_UPDATE,     [SD_W_REENCRYPT] = SD_OP_UPDATE,
 };
 
 static void timed_done(sd_write *w)
