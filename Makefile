@@ -87,6 +87,26 @@ e2e: build/sessiond build/asan/sessiond | $(TEST_STAMP)
 
 test: unit e2e
 
+# OpenAPI tooling (tools/api: Redocly CLI for lint, Prism for the validating
+# proxy), versions pinned by package-lock.json; installed without prompts.
+API_STAMP := tools/api/node_modules/.stamp
+$(API_STAMP): tools/api/package.json tools/api/package-lock.json | $(TEST_STAMP)
+	cd tools/api && CI=true npm ci --no-audit --no-fund </dev/null
+	@touch $@
+
+e2e: | $(API_STAMP)
+
+# The API suite once more, on the release build, through Prism: every response
+# (and every request the server accepts) must match docs/openapi.yaml.
+PRISM_TESTS := tests/e2e/test_api_contract.py tests/e2e/test_sessions.py tests/e2e/test_validate.py \
+               tests/e2e/test_users.py tests/e2e/test_rotation.py tests/e2e/test_api_keys.py
+.PHONY: e2e-prism
+e2e-prism: build/sessiond | $(TEST_STAMP) $(API_STAMP)
+	SESSIOND_VIA_PRISM=1 SESSIOND_BIN=$(CURDIR)/build/sessiond \
+	  $(PYTHON) -m pytest -q -p no:cacheprovider $(PRISM_TESTS)
+
+test: e2e-prism
+
 # Benchmarks: never part of make test. Prints the table and writes
 # bench/results/latest.md (see docs/performance.md).
 bench: build/sessiond

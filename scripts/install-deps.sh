@@ -6,12 +6,18 @@ set -eu
 
 build_pkgs="gcc make pkg-config libhttp-parser-dev libsqlite3-dev libjansson-dev libssl-dev libcurl4-openssl-dev"
 test_pkgs="libcmocka-dev python3 python3-pytest python3-requests python3-yaml sqlite3 curl nginx-light"
+# promtool (Prometheus conventions: tests/e2e/test_prometheus.py)
+test_pkgs="$test_pkgs prometheus"
 
 bench_pkgs="wrk nginx-light redis-server redis-tools"
 
 want="$build_pkgs"
 case "${1:-build}" in
-test) want="$build_pkgs $test_pkgs" ;;
+test)
+	want="$build_pkgs $test_pkgs"
+	# Node.js for the OpenAPI tooling (tools/api): the machine's own if it has one.
+	command -v npm >/dev/null 2>&1 || want="$want nodejs npm"
+	;;
 bench)
 	want="$build_pkgs $bench_pkgs"
 	# Node.js for the express-session peer: the machine's own if it has one.
