@@ -118,10 +118,12 @@ bench-quick: build/sessiond
 	$(PYTHON) bench/bench.py --quick
 
 format:
-	clang-format -i $(wildcard src/*.c src/*.h src/*/*.c src/*/*.h tests/unit/*.c)
+	clang-format -i $(wildcard src/*.c src/*.h src/*/*.c src/*/*.h tests/unit/*.c \
+	  fuzz/*.c fuzz/*.h client/*.c client/*.h client/include/sessiond/*.h cli/*.c cli/*.h examples/client/*.c)
 
 format-check:
-	@clang-format --dry-run --Werror $(wildcard src/*.c src/*.h src/*/*.c src/*/*.h tests/unit/*.c)
+	@clang-format --dry-run --Werror $(wildcard src/*.c src/*.h src/*/*.c src/*/*.h tests/unit/*.c \
+	  fuzz/*.c fuzz/*.h client/*.c client/*.h client/include/sessiond/*.h cli/*.c cli/*.h examples/client/*.c)
 
 clean:
 	rm -rf build
@@ -235,3 +237,52 @@ uninstall:
 	-rmdir $(DESTDIR)$(INCLUDEDIR)/sessiond
 
 -include $(CLIENT_OBJS:.o=.d) $(CLI_OBJS:.o=.d) $(CLIENT_AOBJS:.o=.d) $(CLI_AOBJS:.o=.d)
+
+# ---- fuzzing (libFuzzer, clang from Debian) -----------------------------
+#   make fuzz              each target for FUZZ_SECONDS (default 300), corpus kept in build/fuzz/corpus
+#   make fuzz-smoke        each target for FUZZ_SMOKE_SECONDS (default 20): part of make test
+# Seeds live in fuzz/corpus/<target>/; findings are written to build/fuzz/.
+FUZZ_CC      := clang
+FUZZ_TARGETS := fuzz_http fuzz_bodies fuzz_router fuzz_text fuzz_files
+FUZZ_BINS    := $(patsubst %,build/fuzz/%,$(FUZZ_TARGETS))
+FUZZ_OBJS    := $(patsubst src/%.c,build/fuzz/obj/%.o,$(LIB_SRCS))
+FUZZ_SECONDS ?= 300
+FUZZ_SMOKE_SECONDS ?= 20
+CFLAGS_FUZZ   = $(BASE) -O1 -g -fsanitize=fuzzer-no-link,address,undefined \
+                -fno-sanitize-recover=undefined -fno-omit-frame-pointer $(PKG_CFLAGS)
+.PHONY: fuzz fuzz-smoke fuzz-build
+
+build/fuzz/obj/%.o: src/%.c | $(TEST_STAMP)
+	@mkdir -p $(dir $@)
+	@echo "CC (fuzz) $<"; $(FUZZ_CC) $(CFLAGS_FUZZ) -MMD -MP -c $< -o $@
+
+build/fuzz/%: fuzz/%.c fuzz/policy.h $(FUZZ_OBJS) | $(TEST_STAMP)
+	@mkdir -p $(dir $@)
+	@echo "LD $@"; $(FUZZ_CC) $(CFLAGS_FUZZ) -Ifuzz -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJS) $(PKG_LIBS)
+
+fuzz-build: $(FUZZ_BINS)
+
+# Runs every target for $(1) seconds on a working corpus seeded from the
+# tree; stops at the first crash (its input is left in build/fuzz/).
+define run_fuzzers
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build/fuzz/corpus/$$t; \
+	  echo "== $$t ($(1) s)"; \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/fuzz/lsan.supp \
+	    build/fuzz/$$t -max_total_time=$(1) \
+	    -artifact_prefix=build/fuzz/$$t- -print_final_stats=1 -max_len=16384 \
+	    build/fuzz/corpus/$$t fuzz/corpus/$$t 2>build/fuzz/$$t.log || \
+	    { tail -60 build/fuzz/$$t.log; exit 1; }; \
+	  grep -E "stat::number_of_executed_units|cov: " build/fuzz/$$t.log | tail -2; \
+	done
+endef
+
+fuzz: fuzz-build
+	$(call run_fuzzers,$(FUZZ_SECONDS))
+
+fuzz-smoke: fuzz-build
+	$(call run_fuzzers,$(FUZZ_SMOKE_SECONDS))
+
+test: fuzz-smoke
+
+-include $(FUZZ_OBJS:.o=.d)

@@ -8,6 +8,7 @@ build_pkgs="gcc make pkg-config libhttp-parser-dev libsqlite3-dev libjansson-dev
 test_pkgs="libcmocka-dev python3 python3-pytest python3-requests python3-yaml sqlite3 curl nginx-light"
 # promtool (Prometheus conventions: tests/e2e/test_prometheus.py)
 test_pkgs="$test_pkgs prometheus"
+test_pkgs="$test_pkgs clang" # libFuzzer harnesses (make fuzz, fuzz-smoke in make test)
 
 bench_pkgs="wrk nginx-light redis-server redis-tools"
 
