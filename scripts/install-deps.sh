@@ -4,14 +4,18 @@
 # Usage: scripts/install-deps.sh [build|test|bench]   (default: build)
 set -eu
 
-build_pkgs="gcc make pkg-config libhttp-parser-dev libsqlite3-dev libjansson-dev libssl-dev"
-test_pkgs="libcmocka-dev python3 python3-pytest python3-requests python3-yaml sqlite3 curl nginx-light"
+build_pkgs="gcc make pkg-config libhttp-parser-dev libsqlite3-dev libjansson-dev libssl-dev xxd"
+test_pkgs="libcmocka-dev python3 python3-pytest python3-requests python3-yaml sqlite3 curl nginx-light chromium"
 
 bench_pkgs="wrk nginx-light redis-server redis-tools"
 
 want="$build_pkgs"
 case "${1:-build}" in
-test) want="$build_pkgs $test_pkgs" ;;
+test)
+	want="$build_pkgs $test_pkgs"
+	# Node.js runs the console's browser tests (playwright-core from npm).
+	command -v npm >/dev/null 2>&1 || want="$want nodejs npm"
+	;;
 bench)
 	want="$build_pkgs $bench_pkgs"
 	# Node.js for the express-session peer: the machine's own if it has one.
