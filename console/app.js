@@ -257,14 +257,14 @@ function sessionRow(s, count) {
   revoke.addEventListener('click', () => revokeOne(s, revoke));
   others.addEventListener('click', () => revokeOthers(s, others));
   return h('tr', { 'data-session-id': s.sessionId },
-    h('td', { 'data-label': 'Device' }, deviceCell(s)),
+    h('td', { 'data-label': 'Device', class: 'wrap' }, deviceCell(s)),
     h('td', { 'data-label': 'Browser', class: 'ua' }, ua || '—'),
-    h('td', { 'data-label': 'IP address', class: 'mono' }, s.ipAddress || '—'),
-    h('td', { 'data-label': 'Location' }, fmt.location(s.geoLocation) || '—'),
+    h('td', { 'data-label': 'IP address', class: 'mono ip' }, s.ipAddress || '—'),
+    h('td', { 'data-label': 'Location', class: 'wrap' }, fmt.location(s.geoLocation) || '—'),
     h('td', { 'data-label': 'MFA' }, h('span', { class: s.mfa ? 'badge good' : 'badge' }, s.mfa ? 'Yes' : 'No')),
-    h('td', { 'data-label': 'Created' }, timeEl(s.createdAt, fmt.relative(s.createdAt))),
-    h('td', { 'data-label': 'Last seen' }, timeEl(s.lastSeen, fmt.relative(s.lastSeen))),
-    h('td', { 'data-label': 'Expires' }, timeEl(s.expiry, fmt.relative(s.expiry))),
+    h('td', { 'data-label': 'Created', class: 'when' }, timeEl(s.createdAt, fmt.relative(s.createdAt))),
+    h('td', { 'data-label': 'Last seen', class: 'when' }, timeEl(s.lastSeen, fmt.relative(s.lastSeen))),
+    h('td', { 'data-label': 'Expires', class: 'when' }, timeEl(s.expiry, fmt.relative(s.expiry))),
     h('td', { class: 'actions' },
       h('a', { href: `#/sessions/${encodeURIComponent(s.sessionId)}`, class: 'button small' }, 'Details'),
       revoke, others));
@@ -295,6 +295,31 @@ async function loadUser(userId, { focus = false } = {}) {
     ? 'No active sessions. Ended sessions are in the audit trail.'
     : `${sessions.length} active session${sessions.length === 1 ? '' : 's'}, newest first.`;
   if (focus) $('user-title').focus();
+  loadActivity(userId);
+}
+
+// The user's latest audit events (ended sessions included), newest first.
+const ACTIVITY_ROWS = 20;
+async function loadActivity(userId) {
+  const body = $('activity-table').tBodies[0];
+  let events = [];
+  try {
+    let after = null;
+    for (let page = 0; page < 20; page++) {
+      const q = after ? `&after=${encodeURIComponent(after)}` : '';
+      const r = await call('GET', `${seg`users/${userId}/events`}?limit=1000${q}`);
+      events = events.concat(r.events).slice(-ACTIVITY_ROWS);
+      after = r.next;
+      if (!after) break;
+    }
+  } catch (e) {
+    if (e.status !== 401) showError(`Could not read the user's history: ${e.message}`);
+    return;
+  }
+  if (currentUser !== userId) return;
+  clear(body);
+  for (const e of events.reverse()) body.append(eventRow(e, true));
+  $('activity').hidden = events.length === 0;
 }
 
 async function revokeOne(s, opener) {
@@ -397,14 +422,21 @@ const EVENT_TEXT = {
   token_reuse_detected: 'Token reuse detected',
 };
 
-function eventRow(e) {
+const ENDINGS = ['revoked', 'expired', 'evicted'];
+
+function eventRow(e, withSession = false) {
   const bad = ['revoked', 'expired', 'evicted', 'token_reuse_detected'].includes(e.event);
+  const session = withSession
+    ? [h('td', { 'data-label': 'Session', class: 'wrap' },
+      h('a', { href: `#/sessions/${encodeURIComponent(e.sessionId)}` }, e.sessionId))]
+    : [];
   return h('tr', { 'data-event': e.event },
-    h('td', { 'data-label': 'Time' }, timeEl(e.time, fmt.absolute(e.time))),
+    h('td', { 'data-label': 'Time', class: 'when' }, timeEl(e.time, fmt.absolute(e.time))),
+    ...session,
     h('td', { 'data-label': 'Event' }, h('span', { class: bad ? 'badge bad' : 'badge' }, EVENT_TEXT[e.event] || e.event)),
     h('td', { 'data-label': 'Reason' }, e.reason || '—'),
-    h('td', { 'data-label': 'By key' }, e.actor || '—'),
-    h('td', { 'data-label': 'From', class: 'mono' }, e.clientAddress || '—'));
+    h('td', { 'data-label': 'By key', class: 'wrap' }, e.actor || '—'),
+    h('td', { 'data-label': 'From', class: 'mono ip' }, e.clientAddress || '—'));
 }
 
 async function loadEvents(id, after) {
@@ -466,7 +498,11 @@ async function loadSession(id) {
     });
     $('session-actions').append(revoke);
   } else if (meta.reason.status === 404) {
-    $('session-state').textContent = 'Ended: no longer active';
+    const list = events.status === 'fulfilled' && events.value ? events.value.events : [];
+    const end = [...list].reverse().find((e) => ENDINGS.includes(e.event));
+    $('session-state').textContent = end
+      ? `Ended: ${EVENT_TEXT[end.event] || end.event}${end.reason && end.reason !== end.event ? ` (${end.reason})` : ''} ${fmt.relative(end.time)}`
+      : 'Ended: no longer active';
     $('session-state').className = 'badge bad';
   } else {
     $('session-state').textContent = '';

@@ -38,11 +38,13 @@ export function drawChart(canvas, series, format) {
   const values = pts.filter((v) => v !== null);
   const top = 14;
   const bottom = hgt - 4;
-  let max = values.length ? Math.max(...values) : 0;
-  if (max <= 0) max = 1;
+  const highest = values.length ? Math.max(...values) : 0;
+  const max = highest > 0 ? highest : 1;
   const y = (v) => bottom - (v / max) * (bottom - top);
-  const step = series.max > 1 ? w / (series.max - 1) : w;
-  const x = (i) => w - (pts.length - 1 - i) * step;
+  // Few points spread over the width; a full series scrolls from the right.
+  const slots = Math.max(pts.length, 12);
+  const step = w / (slots - 1);
+  const x = (i) => (slots - pts.length + i) * step;
 
   ctx.strokeStyle = STYLE.grid;
   ctx.lineWidth = 1;
@@ -54,11 +56,11 @@ export function drawChart(canvas, series, format) {
   ctx.fillStyle = STYLE.text;
   ctx.font = '11px system-ui, sans-serif';
   ctx.textBaseline = 'top';
-  ctx.fillText(`max ${format(max)}`, 2, 0);
   if (!values.length) {
-    ctx.fillText('waiting for data…', 2, top + 4);
+    ctx.fillText('no data yet', 2, top + 4);
     return;
   }
+  ctx.fillText(`max ${format(highest)}`, 2, 0);
 
   // Runs of consecutive points, each filled and stroked.
   let run = [];

@@ -273,3 +273,11 @@ def test_console_without_keys_on_loopback(server, tmp_path):
         "outDir": str(_out_dir()),
     })
     assert "No key needed" in result["authState"]
+
+
+def test_console_modules_under_node():
+    """metrics.js, ua.js and format.js under node's test runner."""
+    assert shutil.which("node"), "node is needed (scripts/install-deps.sh test)"
+    r = subprocess.run(["node", "--test", str(BROWSER_DIR / "modules.test.mjs")], capture_output=True, text=True,
+                       timeout=120, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
