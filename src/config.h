@@ -19,6 +19,7 @@ typedef struct sd_config {
     char log_level[16];
     char auth_cookie[128];
     char api_keys[1024];
+    char encryption_keys[1024];
     int64_t idle_timeout_ms;
     int64_t absolute_timeout_ms;
     int64_t max_idle_timeout_ms;
@@ -26,6 +27,11 @@ typedef struct sd_config {
     int64_t sweep_interval_ms;
     int64_t sweep_batch;
     int64_t history_retention_ms;
+    char binding_policy[16];
+    int64_t binding_ipv4_prefix;
+    int64_t binding_ipv6_prefix;
+    int64_t failed_validation_rate;
+    int64_t failed_validation_burst;
     char audit_dir[1024];
     int64_t audit_retention_ms;
     int64_t audit_max_bytes;

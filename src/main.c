@@ -11,11 +11,14 @@
 #include "api/api.h"
 #include "api/keys.h"
 #include "audit/audit.h"
+#include "commands.h"
 #include "config.h"
+#include "store/crypt.h"
 #include "metrics/metrics.h"
 #include "session/sweeper.h"
 #include "util/clock.h"
 #include "util/err.h"
+#include "util/limiter.h"
 #include "util/log.h"
 
 #include <pthread.h>
@@ -48,21 +51,12 @@ static int load_keys(const sd_config *cfg, sd_keys **out)
     return rc;
 }
 
-/* `sessiond audit verify PATH...` */
-static int audit_command(int argc, char **argv)
-{
-    if (argc < 3 || strcmp(argv[1], "verify") != 0) {
-        fprintf(stderr, "usage: sessiond audit verify PATH...  (files in order, or the audit "
-                        "directory)\n");
-        return 2;
-    }
-    return sd_audit_verify(argc - 2, argv + 2, stdout);
-}
-
 int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "audit") == 0)
-        return audit_command(argc - 1, argv + 1);
+        return sd_cmd_audit(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "reencrypt") == 0)
+        return sd_cmd_reencrypt(argc - 1, argv + 1);
     sd_config cfg;
     int rc = sd_config_load(&cfg, argc, argv, environ, stderr);
     if (rc == SD_CONFIG_EXIT_OK)
@@ -103,6 +97,18 @@ int main(int argc, char **argv)
         sd_info("%d API keys loaded from %s", sd_keys_count(keys), cfg.api_keys);
 
     char err[512] = "";
+    sd_keyring *ring = NULL;
+    if (cfg.encryption_keys[0] &&
+        sd_keyring_load(cfg.encryption_keys, &ring, err, sizeof err) != 0) {
+        sd_error("%s", err);
+        sd_keys_free(keys);
+        return 2;
+    }
+    if (ring)
+        sd_info("session metadata is encrypted at rest under key '%s'", sd_keyring_current(ring));
+    else
+        sd_info("no --encryption-keys: session metadata (ipAddress, userAgent, deviceInfo, "
+                "geoLocation, data) is stored in the clear");
     sd_app app = {
         .keys = keys,
         .auth_cookie = cfg.auth_cookie,
@@ -113,12 +119,18 @@ int main(int argc, char **argv)
                    .max_data_bytes = (size_t)cfg.max_data_bytes,
                    .max_per_user = (int)cfg.max_sessions_per_user,
                    .refresh_grace_ms = cfg.refresh_grace_ms,
-                   .evict_oldest = strcmp(cfg.session_limit_policy, "evict") == 0},
+                   .evict_oldest = strcmp(cfg.session_limit_policy, "evict") == 0,
+                   .bind_v4_prefix = (int)cfg.binding_ipv4_prefix,
+                   .bind_v6_prefix = (int)cfg.binding_ipv6_prefix,
+                   .bind_enforce = strcmp(cfg.binding_policy, "flag") != 0},
     };
-    sd_store_options sopt = {.commit_batch = (int)cfg.commit_batch,
+    sd_store_options sopt = {.keys = ring,
+                             .commit_batch = (int)cfg.commit_batch,
                              .max_queued = (int)cfg.max_queued_writes};
     if ((rc = sd_store_open(&sd_store_sqlite, cfg.data_dir, &sopt, &app.store, err, sizeof err))) {
         sd_error("cannot open the store: %s", err);
+        sd_keyring_free(ring);
+        sd_keys_free(keys);
         return 1;
     }
     char audit_dir[1100];
@@ -132,6 +144,7 @@ int main(int argc, char **argv)
     if ((rc = sd_audit_open(&aopt, err, sizeof err))) {
         sd_error("cannot open the audit log: %s", err);
         sd_store_close(app.store);
+        sd_keyring_free(ring);
         return 1;
     }
     sd_sweeper *sweeper = NULL;
@@ -140,6 +153,7 @@ int main(int argc, char **argv)
         sd_error("cannot start the sweeper: %s", sd_strerror(rc));
         sd_audit_close();
         sd_store_close(app.store);
+        sd_keyring_free(ring);
         return 1;
     }
     sd_http_options hopt = {
@@ -153,12 +167,24 @@ int main(int argc, char **argv)
         .authorize = sd_api_authorize,
     };
     pthread_rwlock_init(&app.keys_lock, NULL);
+    /* 16384 buckets (about 1 MB) whatever the number of client addresses. */
+    if (cfg.failed_validation_rate > 0)
+        app.guesses = sd_limiter_new(16384, (double)cfg.failed_validation_rate,
+                                     (double)cfg.failed_validation_burst);
     sd_http *http = NULL;
-    if ((rc = sd_http_start(&hopt, sd_api_routes, sd_api_nroutes, &app, &http, err, sizeof err))) {
+    if (cfg.failed_validation_rate > 0 && !app.guesses) {
+        snprintf(err, sizeof err, "out of memory for the failed-validation limiter");
+        rc = SD_ENOMEM;
+    } else {
+        rc = sd_http_start(&hopt, sd_api_routes, sd_api_nroutes, &app, &http, err, sizeof err);
+    }
+    if (rc) {
         sd_error("%s", err);
+        sd_limiter_free(app.guesses);
         sd_sweeper_stop(sweeper);
         sd_audit_close();
         sd_store_close(app.store);
+        sd_keyring_free(ring);
         return 1;
     }
     sd_info("sessiond " SD_VERSION " listening on %s, store sqlite in %s (idle %llds, absolute "
@@ -205,7 +231,9 @@ int main(int argc, char **argv)
     sd_sweeper_stop(sweeper);
     sd_audit_close(); /* logs what the last writes committed */
     sd_store_close(app.store);
+    sd_keyring_free(ring);
     sd_keys_free(app.keys);
+    sd_limiter_free(app.guesses);
     pthread_rwlock_destroy(&app.keys_lock);
     sd_info("stopped");
     return 0;

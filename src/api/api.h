@@ -18,6 +18,7 @@ typedef struct sd_app {
     const char *auth_cookie;    /* cookie GET /auth reads the token from */
     pthread_rwlock_t keys_lock; /* guards keys (swapped on SIGHUP) */
     struct sd_keys *keys;       /* NULL: no caller authentication (loopback only) */
+    struct sd_limiter *guesses; /* failed validations per client address; NULL: off */
 } sd_app;
 
 /* The authorize hook of the HTTP layer (common.c): checks X-Api-Key for the
@@ -51,11 +52,28 @@ void sd_api_console_asset(sd_req *r, void *app);
 
 /* The validation core (validate.c), shared by /sessions/validate, /auth and
  * /introspect: shape check, hash, index lookup, expiry, rolling touch.
- * Returns 1 (valid: *s filled, owned by the caller; *expiry the enforced
+ * Returns 1 (valid: c->s filled, owned by the caller; c->expiry the enforced
  * expiry), 0 (invalid for any reason; audited as validation_failed with
  * r's client), or a negative store error. The caller wipes the token. */
-int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, bool touch,
-                       sd_session *s, int64_t *expiry);
+typedef struct sd_check {
+    bool touch;             /* rolling expiry */
+    const char *ip;         /* the client's context, for bound sessions; NULL: unknown */
+    const char *user_agent; /* (a bound session fails closed without it) */
+    /* out */
+    sd_session s;          /* valid: the session, owned by the caller */
+    int64_t expiry;        /* valid: the enforced expiry */
+    bool binding_mismatch; /* the context does not match the session's binding
+                              (invalid with --binding-policy enforce, else valid) */
+} sd_check;
+
+int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, sd_check *c);
+
+/* Guessing defence (validate.c): 0 when r's client may present a token now,
+ * SD_ETHROTTLED while its failures have emptied its bucket. */
+int sd_api_guess_wait(sd_app *app, sd_req *r);
+/* Counts a failed presentation of a token by the client at address; the
+ * moment its bucket empties is logged and audited (client_throttled). */
+void sd_api_guess_failed(sd_app *app, const char *address, const char *actor);
 
 /* ---- shared by the handlers (common.c) ---------------------------------- */
 

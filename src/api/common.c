@@ -56,6 +56,14 @@ void sd_api_fail(sd_req *r, int rc, const char *detail)
                          "this user has reached the maximum number of active sessions; "
                          "end one first");
         break;
+    case SD_ETHROTTLED: {
+        /* A bucket refills at least one token a second: 1 s is always enough. */
+        const char *hdr[] = {"Retry-After", "1", NULL};
+        sd_reply_problem_with(r, 429, hdr,
+                              "too many failed validations from this address; retry after the "
+                              "Retry-After delay");
+        break;
+    }
     case SD_EBUSY:
         sd_reply_problem(r, 503,
                          "the server is overloaded: too many writes are waiting for the "
