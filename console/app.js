@@ -217,8 +217,8 @@ function drawCharts() {
   if ($('view-overview').hidden) return;
   drawChart($('ch-active'), series.active, fmt.count);
   drawChart($('ch-rps'), series.rps, fmt.rate);
-  drawChart($('ch-lat'), series.lat, fmt.latency);
-  drawChart($('ch-err'), series.err, fmt.percent);
+  drawChart($('ch-lat'), series.lat, fmt.latency, 'no validations in the last intervals');
+  drawChart($('ch-err'), series.err, fmt.percent, 'no requests in the last intervals');
 }
 
 $('ov-refresh').addEventListener('click', () => refreshOverview());

@@ -21,8 +21,9 @@ export class Series {
   }
 }
 
-// Draws series on canvas; format renders the axis labels.
-export function drawChart(canvas, series, format) {
+// Draws series on canvas; format renders the axis labels; empty is what
+// to say while the series has no value.
+export function drawChart(canvas, series, format, empty = 'no data yet') {
   const dpr = window.devicePixelRatio || 1;
   const w = Math.max(1, canvas.clientWidth);
   const hgt = Math.max(1, canvas.clientHeight);
@@ -57,7 +58,7 @@ export function drawChart(canvas, series, format) {
   ctx.font = '11px system-ui, sans-serif';
   ctx.textBaseline = 'top';
   if (!values.length) {
-    ctx.fillText('no data yet', 2, top + 4);
+    ctx.fillText(empty, 2, top + 4);
     return;
   }
   ctx.fillText(`max ${format(highest)}`, 2, 0);
