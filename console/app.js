@@ -571,7 +571,10 @@ function route(focusMain = false) {
   }
 }
 
-window.addEventListener('hashchange', () => route(true));
+window.addEventListener('hashchange', () => {
+  $('status').classList.remove('shown');
+  route(true);
+});
 document.addEventListener('visibilitychange', () => {
   if (!document.hidden && overviewTimer) refreshOverview();
 });
