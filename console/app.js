@@ -21,10 +21,11 @@ function show(view, title) {
   for (const v of VIEWS) $(v).hidden = v !== view;
   $('view-error').hidden = true;
   $('nav').hidden = view === 'view-login';
-  $('nav-overview').toggleAttribute('aria-current', view === 'view-overview');
-  $('nav-users').toggleAttribute('aria-current', view === 'view-users' || view === 'view-session');
-  if ($('nav-overview').hasAttribute('aria-current')) $('nav-overview').setAttribute('aria-current', 'page');
-  if ($('nav-users').hasAttribute('aria-current')) $('nav-users').setAttribute('aria-current', 'page');
+  const current = { 'nav-overview': view === 'view-overview', 'nav-users': view === 'view-users' || view === 'view-session' };
+  for (const [id, on] of Object.entries(current)) {
+    if (on) $(id).setAttribute('aria-current', 'page');
+    else $(id).removeAttribute('aria-current');
+  }
   document.title = `${title} · sessiond console`;
   if (view !== 'view-overview') stopOverview();
 }

@@ -4,7 +4,7 @@
 //
 //   node console-check.mjs CONFIG.json
 //
-// CONFIG: {scenario: "full" | "nokey", baseUrl, key, wrongKey, user:
+// CONFIG: {scenario: "full" | "nokey", baseUrl, key, wrongKey, narrowKey, user:
 // {id, sessions: [ids, oldest first]}, unicodeUser: {id, sessions}, outDir,
 // resultPath}. Screenshots go to outDir; what the page showed goes to
 // resultPath as JSON (the Python side compares it with /metrics and the
@@ -67,7 +67,7 @@ async function newPage(viewport) {
   page.on('response', (r) => {
     if (r.status() < 400) return;
     const u = new URL(r.url());
-    const expected = (r.status() === 401 && /^\/users\/console-sign-in-check\/(sessions|events)$/.test(u.pathname)) ||
+    const expected = ((r.status() === 401 || r.status() === 403) && /^\/users\/console-sign-in-check\/(sessions|events)$/.test(u.pathname)) ||
       expectedErrors.has(`${r.status()} ${r.request().method()} ${u.pathname}`);
     if (!expected) problems.badResponses.push(`${r.status()} ${r.request().method()} ${u.pathname}`);
   });
@@ -163,6 +163,13 @@ async function full() {
   await page.waitForFunction(() => document.getElementById('login-error').textContent.length > 0);
   result.wrongKeyMessage = await page.textContent('#login-error');
   await shot(page, '02-wrong-key');
+
+  step = 'a key without the admin scope';
+  await page.fill('#api-key', cfg.narrowKey);
+  await page.press('#api-key', 'Enter');
+  await page.waitForFunction(() => /scope/.test(document.getElementById('login-error').textContent));
+  result.narrowKeyMessage = await page.textContent('#login-error');
+  check(await page.isHidden('#nav'), 'a key without admin got past sign-in');
 
   step = 'sign in';
   await page.fill('#api-key', cfg.key);

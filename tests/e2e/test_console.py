@@ -186,9 +186,9 @@ def _expected_overview(text):
 
 
 def test_console_in_chromium(make_server, tmp_path):
-    key, wrong = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    key, wrong, narrow = (secrets.token_urlsafe(32) for _ in range(3))
     keys = tmp_path / "keys"
-    keys.write_text(_key_line("ops", key, "sessions,admin,validate"))
+    keys.write_text(_key_line("ops", key, "sessions,admin,validate") + _key_line("support", narrow, "sessions"))
     srv = make_server("--api-keys", str(keys))
     api = srv.api
 
@@ -210,13 +210,14 @@ def test_console_in_chromium(make_server, tmp_path):
 
     out = _out_dir()
     result = _run_browser(tmp_path, {
-        "scenario": "full", "baseUrl": srv.url, "key": key, "wrongKey": wrong,
+        "scenario": "full", "baseUrl": srv.url, "key": key, "wrongKey": wrong, "narrowKey": narrow,
         "user": {"id": user, "sessions": ids}, "unicodeUser": {"id": uni_user, "sessions": uni_ids},
         "outDir": str(out),
     })
 
     assert result["csp"] == CSP
     assert "does not know this key" in result["wrongKeyMessage"]
+    assert "needs both sessions and admin" in result["narrowKeyMessage"]
     assert result["storedKey"] == "present" and result["localStorageEmpty"]
     assert result["keyAfterForget"] is None
     assert "API key" in result["authState"]
@@ -262,7 +263,10 @@ def test_console_in_chromium(make_server, tmp_path):
     assert reasons == sorted([(ids[1], "revoked"), (ids[0], "user_revoked"), (ids[3], "user_revoked")])
     assert all(e["actor"] == "ops" for e in ev if e["event"] == "revoked")
     # The key never reached the log.
-    assert key not in srv.log_text()
+    # No key reached the log, the audit log or the store.
+    blobs = [srv.log_text().encode()] + [p.read_bytes() for p in srv.data_dir.rglob("*") if p.is_file()]
+    for k in (key, narrow, wrong):
+        assert not any(k.encode() in b for b in blobs), "an API key was written to disk"
 
 
 def test_console_without_keys_on_loopback(server, tmp_path):
