@@ -243,9 +243,16 @@ async function fetchAllSessions(userId) {
   return all.sort((a, b) => b.createdAt.localeCompare(a.createdAt) || a.sessionId.localeCompare(b.sessionId));
 }
 
+// At most n code points of text, with an ellipsis when cut (the detail
+// view shows the whole value).
+function clip(text, n) {
+  const chars = Array.from(text);
+  return chars.length > n ? `${chars.slice(0, n - 1).join('')}…` : text;
+}
+
 function deviceCell(s) {
-  const main = s.deviceInfo || s.deviceId || 'Unknown device';
-  const sub = s.deviceInfo && s.deviceId ? s.deviceId : null;
+  const main = clip(s.deviceInfo || s.deviceId || 'Unknown device', 60);
+  const sub = s.deviceInfo && s.deviceId ? clip(s.deviceId, 40) : null;
   return h('span', {}, h('span', { class: 'strong' }, main), sub && h('span', { class: 'sub' }, sub));
 }
 
@@ -261,12 +268,12 @@ function sessionRow(s, count) {
     h('td', { 'data-label': 'Device', class: 'wrap' }, deviceCell(s)),
     h('td', { 'data-label': 'Browser', class: 'ua' }, ua || '—'),
     h('td', { 'data-label': 'IP address', class: 'mono ip' }, s.ipAddress || '—'),
-    h('td', { 'data-label': 'Location', class: 'wrap' }, fmt.location(s.geoLocation) || '—'),
+    h('td', { 'data-label': 'Location', class: 'wrap' }, clip(fmt.location(s.geoLocation), 60) || '—'),
     h('td', { 'data-label': 'MFA' }, h('span', { class: s.mfa ? 'badge good' : 'badge' }, s.mfa ? 'Yes' : 'No')),
     h('td', { 'data-label': 'Created', class: 'when' }, timeEl(s.createdAt, fmt.relative(s.createdAt))),
     h('td', { 'data-label': 'Last seen', class: 'when' }, timeEl(s.lastSeen, fmt.relative(s.lastSeen))),
     h('td', { 'data-label': 'Expires', class: 'when' }, timeEl(s.expiry, fmt.relative(s.expiry))),
-    h('td', { class: 'actions' },
+    h('td', { class: 'row-actions' },
       h('a', { href: `#/sessions/${encodeURIComponent(s.sessionId)}`, class: 'button small' }, 'Details'),
       revoke, others));
 }
