@@ -4,7 +4,7 @@
 # Usage: scripts/install-deps.sh [build|test|bench]   (default: build)
 set -eu
 
-build_pkgs="gcc make pkg-config libhttp-parser-dev libsqlite3-dev libjansson-dev libssl-dev xxd"
+build_pkgs="gcc make pkg-config libhttp-parser-dev libsqlite3-dev libjansson-dev libssl-dev libcurl4-openssl-dev xxd"
 test_pkgs="libcmocka-dev python3 python3-pytest python3-requests python3-yaml sqlite3 curl nginx-light chromium"
 
 bench_pkgs="wrk nginx-light redis-server redis-tools"
