@@ -402,7 +402,8 @@ function renderMeta(s) {
   const dl = $('session-meta');
   clear(dl);
   const ua = describeUserAgent(s.userAgent);
-  dl.append(
+  const bound = s.bind ? [s.bind.ip && 'its IP network', s.bind.userAgent && 'its user agent'].filter(Boolean) : [];
+  const rows = [
     metaRow('Session id', h('code', {}, s.sessionId)),
     metaRow('User', h('a', { href: `#/users/${encodeURIComponent(s.userId)}` }, s.userId)),
     metaRow('Device', s.deviceInfo || '—', s.deviceId ? h('span', { class: 'sub' }, `id ${s.deviceId}`) : null),
@@ -410,13 +411,18 @@ function renderMeta(s) {
     metaRow('IP address', s.ipAddress || '—'),
     metaRow('Location', fmt.location(s.geoLocation) || '—'),
     metaRow('MFA', s.mfa ? 'Yes' : 'No'),
+    s.authTime ? metaRow('Authenticated', timeEl(s.authTime, `${fmt.absolute(s.authTime)} (${fmt.relative(s.authTime)})`)) : null,
+    s.acr ? metaRow('Assurance (acr)', s.acr) : null,
+    Array.isArray(s.amr) && s.amr.length ? metaRow('Methods (amr)', s.amr.join(', ')) : null,
     metaRow('Created', timeEl(s.createdAt, `${fmt.absolute(s.createdAt)} (${fmt.relative(s.createdAt)})`)),
     metaRow('Last seen', timeEl(s.lastSeen, `${fmt.absolute(s.lastSeen)} (${fmt.relative(s.lastSeen)})`)),
     metaRow('Expires', timeEl(s.expiry, `${fmt.absolute(s.expiry)} (${fmt.relative(s.expiry)})`)),
     metaRow('Absolute expiry', timeEl(s.absoluteExpiry, `${fmt.absolute(s.absoluteExpiry)} (${fmt.relative(s.absoluteExpiry)})`)),
     metaRow('Version', String(s.version)),
+    bound.length ? metaRow('Bound to', bound.join(' and ')) : null,
     metaRow('Data', h('pre', {}, JSON.stringify(s.data ?? {}, null, 2))),
-  );
+  ];
+  dl.append(...rows.filter(Boolean)); // rows a session does not have are null
 }
 
 const EVENT_TEXT = {

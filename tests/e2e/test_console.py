@@ -197,7 +197,8 @@ def test_console_in_chromium(make_server, tmp_path):
         {"userAgent": FIREFOX_WIN, "deviceInfo": "Work laptop", "deviceId": "dev-1", "ipAddress": "203.0.113.7",
          "geoLocation": {"country": "FR", "city": "Paris"}},
         {"userAgent": SAFARI_IPHONE, "deviceInfo": "iPhone", "ipAddress": "2001:db8::42", "mfa": True},
-        {"userAgent": CHROME_ANDROID, "deviceInfo": "Pixel 8", "geoLocation": {"country": "DE"}},
+        {"userAgent": CHROME_ANDROID, "deviceInfo": "Pixel 8", "geoLocation": {"country": "DE"},
+         "acr": "urn:example:loa:2", "amr": ["pwd", "otp"], "data": {"plan": "pro"}},
         {"userAgent": EDGE_MAC, "ipAddress": "198.51.100.23"},
     ])
     uni_user = "Ünïcødé/用户-δοκιμή 🙂 " + "長" * 20 + "-" + "z" * 60
@@ -246,7 +247,10 @@ def test_console_in_chromium(make_server, tmp_path):
     # History from the audit trail: the active session and the revoked one.
     assert result["activeDetail"]["state"] == "Active"
     assert result["activeDetail"]["events"][0] == "created"
-    assert "Firefox" not in result["activeDetail"]["meta"] and "Chrome 119 on Android 14" in result["activeDetail"]["meta"]
+    meta = result["activeDetail"]["meta"]
+    assert "Firefox" not in meta and "Chrome 119 on Android 14" in meta
+    assert "urn:example:loa:2" in meta and "pwd, otp" in meta and '"plan": "pro"' in meta
+    assert "null" not in meta
     ended = result["endedDetail"]
     assert ended["state"].startswith("Ended")
     assert [e["event"] for e in ended["events"]] == ["created", "revoked"]
