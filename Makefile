@@ -30,10 +30,18 @@ ASAN_LIB := $(patsubst src/%.c,build/asan/obj/%.o,$(LIB_SRCS))
 UNIT_SRCS:= $(wildcard tests/unit/test_*.c)
 UNIT_BINS:= $(patsubst tests/unit/%.c,build/asan/tests/%,$(UNIT_SRCS))
 DEPS_STAMP := build/.deps-build
+# The operator console (console/), compiled into the binary as generated C.
+CONSOLE_FILES := $(sort $(wildcard console/*))
+CONSOLE_GEN   := build/gen/console_assets.c
+REL_OBJS  += build/obj/gen/console_assets.o
+ASAN_OBJS += build/asan/obj/gen/console_assets.o
+ASAN_LIB  += build/asan/obj/gen/console_assets.o
+# The console's browser tests: playwright-core from npm, driving Debian's chromium.
+BROWSER_STAMP := build/.deps-browser
 TEST_STAMP := build/.deps-test
 
 .PHONY: install uninstall FORCE
-.PHONY: all deps deps-test run test unit e2e asan bench bench-quick format format-check clean
+.PHONY: all deps deps-test deps-browser run test unit e2e asan bench bench-quick format format-check clean
 
 all: build/sessiond
 all: build/sessionctl build/libsessiond-client.a build/libsessiond-client.so build/sessiond-client.pc
@@ -50,6 +58,7 @@ $(TEST_STAMP): scripts/install-deps.sh
 
 deps: $(DEPS_STAMP)
 deps-test: $(TEST_STAMP)
+deps-browser: $(BROWSER_STAMP)
 
 build/obj/%.o: src/%.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
@@ -58,6 +67,22 @@ build/obj/%.o: src/%.c | $(DEPS_STAMP)
 build/asan/obj/%.o: src/%.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	@echo "CC (asan) $<"; $(CC) $(CFLAGS_ASAN) -MMD -MP -c $< -o $@
+
+$(CONSOLE_GEN): scripts/embed-console.sh $(CONSOLE_FILES) console | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@echo "GEN $@"; scripts/embed-console.sh $@ $(CONSOLE_FILES)
+
+build/obj/gen/%.o: build/gen/%.c
+	@mkdir -p $(dir $@)
+	@echo "CC $<"; $(CC) $(CFLAGS_REL) -MMD -MP -c $< -o $@
+
+build/asan/obj/gen/%.o: build/gen/%.c
+	@mkdir -p $(dir $@)
+	@echo "CC (asan) $<"; $(CC) $(CFLAGS_ASAN) -MMD -MP -c $< -o $@
+
+$(BROWSER_STAMP): tests/browser/package.json tests/browser/package-lock.json | $(TEST_STAMP)
+	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
 
 build/sessiond: $(REL_OBJS)
 	@echo "LD $@"; $(CC) $(CFLAGS_REL) -o $@ $^ $(PKG_LIBS)
@@ -80,7 +105,7 @@ unit: $(UNIT_BINS)
 
 # The end-to-end suite runs twice: against the sanitizer build (catches
 # memory errors on every path the tests drive) and the release build.
-e2e: build/sessiond build/asan/sessiond | $(TEST_STAMP)
+e2e: build/sessiond build/asan/sessiond | $(TEST_STAMP) $(BROWSER_STAMP)
 	SESSIOND_BIN=$(CURDIR)/build/asan/sessiond ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
 	SESSIOND_BIN=$(CURDIR)/build/sessiond $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
