@@ -270,7 +270,7 @@ uninstall:
 FUZZ_CC      := clang
 FUZZ_TARGETS := fuzz_http fuzz_bodies fuzz_router fuzz_text fuzz_files
 FUZZ_BINS    := $(patsubst %,build/fuzz/%,$(FUZZ_TARGETS))
-FUZZ_OBJS    := $(patsubst src/%.c,build/fuzz/obj/%.o,$(LIB_SRCS))
+FUZZ_OBJS    := $(patsubst src/%.c,build/fuzz/obj/%.o,$(LIB_SRCS)) build/fuzz/obj/gen/console_assets.o
 FUZZ_SECONDS ?= 300
 FUZZ_SMOKE_SECONDS ?= 20
 CFLAGS_FUZZ   = $(BASE) -O1 -g -fsanitize=fuzzer-no-link,address,undefined \
@@ -280,6 +280,10 @@ CFLAGS_FUZZ   = $(BASE) -O1 -g -fsanitize=fuzzer-no-link,address,undefined \
 build/fuzz/obj/%.o: src/%.c | $(TEST_STAMP)
 	@mkdir -p $(dir $@)
 	@echo "CC (fuzz) $<"; $(FUZZ_CC) $(CFLAGS_FUZZ) -MMD -MP -c $< -o $@
+
+build/fuzz/obj/gen/%.o: build/gen/%.c | $(TEST_STAMP)
+	@mkdir -p $(dir $@)
+	@echo "CC (fuzz) $<"; $(FUZZ_CC) $(CFLAGS_FUZZ) -c $< -o $@
 
 build/fuzz/%: fuzz/%.c fuzz/policy.h $(FUZZ_OBJS) | $(TEST_STAMP)
 	@mkdir -p $(dir $@)
