@@ -142,6 +142,12 @@ bench-quick: build/sessiond
 	scripts/install-deps.sh bench
 	$(PYTHON) bench/bench.py --quick
 
+# An hour of steady mixed load sampling RSS and descriptors (SOAK_MINUTES).
+SOAK_MINUTES ?= 60
+soak: build/sessiond
+	scripts/install-deps.sh bench
+	$(PYTHON) bench/soak.py --minutes $(SOAK_MINUTES)
+
 format:
 	clang-format -i $(wildcard src/*.c src/*.h src/*/*.c src/*/*.h tests/unit/*.c \
 	  fuzz/*.c fuzz/*.h client/*.c client/*.h client/include/sessiond/*.h cli/*.c cli/*.h examples/client/*.c)

@@ -8,114 +8,17 @@ and the min-max spread.
   bench/bench.py [--reps 3] [--duration 5] [--sizes 10000,100000,1000000] [--quick]
 """
 import argparse
-import json
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BENCH = os.path.join(ROOT, "bench")
-LUA = os.path.join(BENCH, "lua")
-SESSIOND = os.path.join(ROOT, "build", "sessiond")
-TMP = tempfile.mkdtemp(prefix="sessiond-bench-")
-PROCS = []
+from harness import (BENCH, PROCS, TMP, free_port, peak_rss_kb, populate, start, start_sessiond, stop,
+                     wrk)
 JSON_BODY = '{"isValid":true,"expiry":"2026-11-28T05:23:53.585Z","sessionId":"EBDIWiJAahK2fvOtPXXRDw","userId":"user-1234"}'
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
-def wait_port(port, proc, timeout=30):
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise SystemExit(f"process exited early: {proc.args}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"port {port} never opened")
-
-
-def start(args, port, log, env=None):
-    with open(os.path.join(TMP, log), "ab") as f:
-        p = subprocess.Popen(args, stdout=f, stderr=f, env=env, start_new_session=True)
-    PROCS.append(p)
-    wait_port(port, p)
-    return p
-
-
-def stop(p):
-    if p.poll() is None:
-        os.killpg(p.pid, signal.SIGTERM)
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
-    if p in PROCS:
-        PROCS.remove(p)
-
-
-def tree_pids(pid):
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
-    kids = [int(x) for x in out.stdout.split()]
-    return [pid] + [k for c in kids for k in tree_pids(c)]
-
-
-def cpu_ticks(pids):
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except OSError:
-            pass
-    return total
-
-
-def peak_rss_kb(pids):
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/status") as f:
-                m = re.search(r"VmHWM:\s+(\d+)", f.read())
-                total += int(m.group(1)) if m else 0
-        except OSError:
-            pass
-    return total
-
-
-def wrk(port, script, args=(), duration=5, conns=64, proc=None):
-    pids = tree_pids(proc.pid) if proc else []
-    c0, t0 = cpu_ticks(pids), time.time()
-    cmd = ["wrk", "-t2", f"-c{conns}", f"-d{duration}s", "-s", os.path.join(LUA, script),
-           f"http://127.0.0.1:{port}", "--"] + list(args)
-    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, BENCH_LUA=LUA))
-    wall = time.time() - t0
-    m = re.search(r"BENCHJSON (\{.*\})", out.stdout)
-    if not m:
-        raise SystemExit(f"wrk failed: {out.stdout}\n{out.stderr}")
-    r = json.loads(m.group(1))
-    r["rps"] = r["requests"] / (r["duration_us"] / 1e6)
-    hz = os.sysconf("SC_CLK_TCK")
-    r["cpu"] = (cpu_ticks(pids) - c0) / hz / wall * 100 if pids else 0
-    r["rss_mb"] = peak_rss_kb(pids) / 1024 if pids else 0
-    return r
 
 
 class Results:
@@ -137,21 +40,6 @@ class Results:
                 f"{self.med(name, 'p999_us') / 1000:.2f} | {self.med(name, 'cpu'):.0f}% | "
                 f"{max(x['rss_mb'] for x in rs):.0f} | {sum(x['non2xx'] + x['errors'] for x in rs)} | "
                 f"{ratio} {note}|")
-
-
-def start_sessiond(extra=()):
-    port = free_port()
-    d = tempfile.mkdtemp(dir=TMP)
-    p = start([SESSIOND, "--listen", f"127.0.0.1:{port}", "--data-dir", d, "--log-level", "warn",
-               "--max-connections-per-ip", "0"] + list(extra), port, "sessiond.log")
-    return p, port
-
-
-def populate(port, n, path):
-    t = time.time()
-    subprocess.run([sys.executable, os.path.join(BENCH, "populate.py"), f"127.0.0.1:{port}", str(n),
-                    path], check=True)
-    return time.time() - t
 
 
 def start_nginx():

@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""sessiond soak (make soak, never in make test): a steady mixed load (the
+article's mix, bench/lua/mixed.lua) for --minutes (default 60) against a
+sessiond with a populated store, sampling the server's RSS and open file
+descriptors every --every seconds. Prints the samples and a verdict: both
+must be flat (the last quarter's mean within --slack of the second
+quarter's; the first quarter is warm-up).
+
+  bench/soak.py [--minutes 60] [--every 10] [--sessions 100000] [--slack 0.10]
+"""
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import time
+
+from harness import PROCS, TMP, populate, start_sessiond, stop, wrk
+
+
+def sample(pid):
+    with open(f"/proc/{pid}/status") as f:
+        rss = int(next(line for line in f if line.startswith("VmRSS:")).split()[1])
+    return rss / 1024, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def flat(values, slack):
+    q = max(1, len(values) // 4)
+    warm, last = statistics.mean(values[q:2 * q]), statistics.mean(values[-q:])
+    return last <= warm * (1 + slack) + 1, warm, last
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--minutes", type=float, default=60)
+    ap.add_argument("--every", type=float, default=10)
+    ap.add_argument("--sessions", type=int, default=100000)
+    ap.add_argument("--slack", type=float, default=0.10)
+    a = ap.parse_args()
+    proc, port = start_sessiond()
+    path = os.path.join(TMP, "tokens.txt")
+    populate(port, a.sessions, path)
+    end = time.time() + a.minutes * 60
+    rows = []
+    print(f"soak: {a.minutes:g} min of mixed load, {a.sessions} sessions, sampling every {a.every:g} s")
+    print("| minute | req/s | p99 ms | errors | RSS MB | fds |\n|---|---|---|---|---|---|")
+    while time.time() < end:
+        r = wrk(port, "mixed.lua", [path], duration=max(1, int(a.every)), conns=32, proc=proc)
+        rss, fds = sample(proc.pid)
+        rows.append((rss, fds))
+        print(f"| {(a.minutes * 60 - (end - time.time())) / 60:.1f} | {r['rps']:,.0f} | "
+              f"{r['p99_us'] / 1000:.2f} | {r['non2xx'] + r['errors']} | {rss:.0f} | {fds} |", flush=True)
+    ok_rss, w_rss, l_rss = flat([x[0] for x in rows], a.slack)
+    ok_fds, w_fds, l_fds = flat([x[1] for x in rows], a.slack)
+    print(f"RSS {w_rss:.0f} -> {l_rss:.0f} MB: {'flat' if ok_rss else 'GROWING'}; "
+          f"fds {w_fds:.0f} -> {l_fds:.0f}: {'flat' if ok_fds else 'GROWING'}")
+    stop(proc)
+    return 0 if ok_rss and ok_fds else 1
+
+
+if __name__ == "__main__":
+    try:
+        rc = main()
+    finally:
+        for p in list(PROCS):
+            stop(p)
+        shutil.rmtree(TMP, ignore_errors=True)
+    sys.exit(rc)
