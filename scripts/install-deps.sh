@@ -4,8 +4,8 @@
 # Usage: scripts/install-deps.sh [build|test|bench]   (default: build)
 set -eu
 
-build_pkgs="gcc make pkg-config libhttp-parser-dev libsqlite3-dev libjansson-dev libssl-dev libcurl4-openssl-dev"
-test_pkgs="libcmocka-dev python3 python3-pytest python3-requests python3-yaml sqlite3 curl nginx-light"
+build_pkgs="gcc make pkg-config libhttp-parser-dev libsqlite3-dev libjansson-dev libssl-dev libcurl4-openssl-dev libpq-dev"
+test_pkgs="libcmocka-dev python3 python3-pytest python3-requests python3-yaml sqlite3 curl nginx-light postgresql-15 postgresql-client-15"
 
 bench_pkgs="wrk nginx-light redis-server redis-tools"
 

@@ -30,6 +30,8 @@ from urllib.parse import quote
 import pytest
 import requests
 
+import pgserver
+
 REPO = Path(__file__).resolve().parents[2]
 SESSIOND_BIN = os.environ.get("SESSIOND_BIN") or str(REPO / "build" / "sessiond")
 
@@ -55,6 +57,32 @@ _TOKEN_SET = set()
 _TOKEN_LOCK = threading.Lock()
 ARTIFACT_DIRS = []          # per-server work dirs (logs + data dir inside)
 _LIVE_SERVERS = []          # safety net: anything still running at the end
+
+# SESSIOND_STORE=postgres: every server runs on its own database of one private
+# PostgreSQL (pgserver.py), started on first use and stopped at the end.
+PG_MODE = pgserver.enabled()
+_PG = []
+
+
+def pg():
+    if not _PG:
+        _PG.append(pgserver.PgServer())
+    return _PG[0]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sqlite_only(reason): needs the embedded store (skipped with "
+                                       "SESSIOND_STORE=postgres)")
+    config.addinivalue_line("markers", "postgres_only: needs SESSIOND_STORE=postgres")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        m = item.get_closest_marker("sqlite_only")
+        if m and PG_MODE:
+            item.add_marker(pytest.mark.skip(reason="embedded store only: " + (m.args[0] if m.args else "")))
+        if item.get_closest_marker("postgres_only") and not PG_MODE:
+            item.add_marker(pytest.mark.skip(reason="needs SESSIOND_STORE=postgres"))
 
 
 def record_token(token):
@@ -329,8 +357,9 @@ class Server:
         return self.data_dir / "sessiond.db"
 
     def command(self):
+        store = ["--store", pg().url(pg().database_for(self.data_dir))] if PG_MODE else []
         return [SESSIOND_BIN, "--listen", f"127.0.0.1:{self.port}",
-                "--data-dir", str(self.data_dir), *self.args]
+                "--data-dir", str(self.data_dir), *store, *self.args]
 
     def log_text(self):
         out = []
@@ -683,6 +712,8 @@ def observe_raw(method, path, resp):
 # Database helpers (read-only)
 # --------------------------------------------------------------------------
 def db_query(data_dir, sql, params=()):
+    if PG_MODE:
+        return pg().query(data_dir, sql, params)
     path = Path(data_dir) / "sessiond.db"
     assert path.exists(), f"{path} does not exist"
     uri = "file:" + quote(str(path)) + "?mode=ro"
@@ -804,6 +835,17 @@ def final_token_scan():
     for s in list(_LIVE_SERVERS):      # safety net; fixtures should have stopped them
         if s.proc is not None:
             s.kill9()
+    if _PG:                            # its files are scanned too, then removed
+        _PG[0].stop()
+        ARTIFACT_DIRS.append(_PG[0].root)
+    try:
+        _final_scan()
+    finally:
+        if _PG:
+            _PG.pop().close()
+
+
+def _final_scan():
     tokens = list(ISSUED_TOKENS)
     if not tokens:
         return
