@@ -356,10 +356,13 @@ class Server:
     def db_path(self):
         return self.data_dir / "sessiond.db"
 
+    def store_args(self):
+        """--store for this server's database in PostgreSQL mode; [] otherwise."""
+        return ["--store", pg().url(pg().database_for(self.data_dir))] if PG_MODE else []
+
     def command(self):
-        store = ["--store", pg().url(pg().database_for(self.data_dir))] if PG_MODE else []
         return [SESSIOND_BIN, "--listen", f"127.0.0.1:{self.port}",
-                "--data-dir", str(self.data_dir), *store, *self.args]
+                "--data-dir", str(self.data_dir), *self.store_args(), *self.args]
 
     def log_text(self):
         out = []
@@ -722,6 +725,28 @@ def db_query(data_dir, sql, params=()):
         return con.execute(sql, params).fetchall()
     finally:
         con.close()
+
+
+def db_exec(data_dir, sql, params=()):
+    """Changes the store behind a stopped server (tests of tampering)."""
+    if PG_MODE:
+        pg().query(data_dir, sql, params)
+        return
+    con = sqlite3.connect(Path(data_dir) / "sessiond.db", timeout=10)
+    try:
+        con.execute(sql, params)
+        con.commit()
+    finally:
+        con.close()
+
+
+def store_files(data_dir):
+    """Where the store of data_dir keeps its bytes on disk: the data directory,
+    or in PostgreSQL mode the whole private cluster (checkpointed first)."""
+    if PG_MODE:
+        pg().psql("CHECKPOINT")
+        return [pg().data]
+    return [Path(data_dir)]
 
 
 def history_rows(data_dir, session_id):
