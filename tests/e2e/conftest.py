@@ -58,7 +58,7 @@ _TOKEN_LOCK = threading.Lock()
 ARTIFACT_DIRS = []          # per-server work dirs (logs + data dir inside)
 _LIVE_SERVERS = []          # safety net: anything still running at the end
 
-# SESSIOND_STORE=postgres: every server runs on its own database of one private
+# SESSIOND_TEST_STORE=postgres: every server runs on its own database of one private
 # PostgreSQL (pgserver.py), started on first use and stopped at the end.
 PG_MODE = pgserver.enabled()
 _PG = []
@@ -72,8 +72,8 @@ def pg():
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "sqlite_only(reason): needs the embedded store (skipped with "
-                                       "SESSIOND_STORE=postgres)")
-    config.addinivalue_line("markers", "postgres_only: needs SESSIOND_STORE=postgres")
+                                       "SESSIOND_TEST_STORE=postgres)")
+    config.addinivalue_line("markers", "postgres_only: needs SESSIOND_TEST_STORE=postgres")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -82,7 +82,7 @@ def pytest_collection_modifyitems(config, items):
         if m and PG_MODE:
             item.add_marker(pytest.mark.skip(reason="embedded store only: " + (m.args[0] if m.args else "")))
         if item.get_closest_marker("postgres_only") and not PG_MODE:
-            item.add_marker(pytest.mark.skip(reason="needs SESSIOND_STORE=postgres"))
+            item.add_marker(pytest.mark.skip(reason="needs SESSIOND_TEST_STORE=postgres"))
 
 
 def record_token(token):

@@ -1,4 +1,4 @@
-"""A private PostgreSQL 15 for the end-to-end suite (SESSIOND_STORE=postgres).
+"""A private PostgreSQL 15 for the end-to-end suite (SESSIOND_TEST_STORE=postgres).
 
 One instance per test session: initdb in a temporary directory, postgres on
 a free loopback port with fsync on, stopped by PID at the end. PostgreSQL
@@ -25,7 +25,7 @@ PSQL = shutil.which("psql") or "/usr/bin/psql"
 
 
 def enabled():
-    return os.environ.get("SESSIOND_STORE", "sqlite") == "postgres"
+    return os.environ.get("SESSIOND_TEST_STORE", "sqlite") == "postgres"
 
 
 def _free_port():
@@ -138,6 +138,9 @@ class PgServer:
         str/int/None."""
         db = self.dbs.get(str(Path(data_dir).resolve()))
         assert db, f"no database for {data_dir}"
+        return self.query_db(db, sql, params)
+
+    def query_db(self, db, sql, params=()):
         parts = sql.split("?")
         assert len(parts) == len(params) + 1, "placeholder count"
         text = parts[0]
