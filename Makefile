@@ -8,7 +8,7 @@
 
 VERSION := 0.1.0
 CC      ?= cc
-PKGS    := jansson sqlite3 libcrypto
+PKGS    := jansson sqlite3 libcrypto libpq
 PYTHON  := /usr/bin/python3
 
 # Recursively expanded on purpose: pkg-config runs when a recipe needs it,
@@ -110,7 +110,18 @@ e2e: build/sessiond build/asan/sessiond | $(TEST_STAMP) $(BROWSER_STAMP)
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
 	SESSIOND_BIN=$(CURDIR)/build/sessiond $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
 
-test: unit e2e
+test: unit e2e e2e-postgres
+
+# The API suite once more against the PostgreSQL backend (release build): the
+# harness starts a private PostgreSQL 15 as the postgres user on a loopback
+# port and gives every sessiond its own database (tests/e2e/pgserver.py).
+PG_SUITE := test_sessions test_validate test_users test_rotation test_audit test_binding \
+            test_concurrency test_durability test_throttle test_encryption test_api_keys \
+            test_forward_auth test_fail_closed test_postgres
+.PHONY: e2e-postgres
+e2e-postgres: build/sessiond | $(TEST_STAMP)
+	SESSIOND_TEST_STORE=postgres SESSIOND_BIN=$(CURDIR)/build/sessiond \
+	  $(PYTHON) -m pytest -q -p no:cacheprovider $(patsubst %,tests/e2e/%.py,$(PG_SUITE))
 
 # OpenAPI tooling (tools/api: Redocly CLI for lint, Prism for the validating
 # proxy), versions pinned by package-lock.json; installed without prompts.

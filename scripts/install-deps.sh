@@ -4,11 +4,12 @@
 # Usage: scripts/install-deps.sh [build|test|bench]   (default: build)
 set -eu
 
-build_pkgs="gcc make pkg-config libhttp-parser-dev libsqlite3-dev libjansson-dev libssl-dev libcurl4-openssl-dev xxd"
+build_pkgs="gcc make pkg-config libhttp-parser-dev libsqlite3-dev libjansson-dev libssl-dev libcurl4-openssl-dev xxd libpq-dev"
 test_pkgs="libcmocka-dev python3 python3-pytest python3-requests python3-yaml sqlite3 curl nginx-light chromium"
 # promtool (Prometheus conventions: tests/e2e/test_prometheus.py)
 test_pkgs="$test_pkgs prometheus"
 test_pkgs="$test_pkgs clang" # libFuzzer harnesses (make fuzz, fuzz-smoke in make test)
+test_pkgs="$test_pkgs postgresql-15 postgresql-client-15" # make e2e-postgres (tests/e2e/pgserver.py)
 
 bench_pkgs="wrk nginx-light redis-server redis-tools"
 

@@ -90,7 +90,15 @@ int sd_cmd_reencrypt(int argc, char **argv)
     }
     sd_store_options opt = {.keys = keys, .commit_batch = 1};
     sd_store_handle *st = NULL;
-    if (sd_store_open(&sd_store_sqlite, cfg.data_dir, &opt, &st, err, sizeof err)) {
+    const char *at = NULL;
+    const sd_store_ops *ops = sd_store_from_setting(cfg.store, cfg.data_dir, &at);
+    if (!ops) {
+        fprintf(stderr, "sessiond reencrypt: --store: expected 'sqlite' or a PostgreSQL "
+                        "connection string\n");
+        sd_keyring_free(keys);
+        return 2;
+    }
+    if (sd_store_open(ops, at, &opt, &st, err, sizeof err)) {
         fprintf(stderr, "sessiond reencrypt: %s\n", err);
         sd_keyring_free(keys);
         return 1;

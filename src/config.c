@@ -38,6 +38,11 @@ static const option options[] = {
      "address to serve HTTP on, HOST:PORT ([v6]:PORT for IPv6)"},
     {"data-dir", OPT_STRING, F(data_dir), "./var", 0, 0,
      "directory of the embedded store (created if missing)"},
+    {"store", OPT_STRING, F(store), "sqlite", 0, 0,
+     "'sqlite': the embedded store in --data-dir; or a PostgreSQL connection string "
+     "(postgres://USER@HOST:PORT/DB?..., or libpq key=value pairs; multi-host with "
+     "target_session_attrs=read-write; give the password through PGPASSWORD or PGPASSFILE, "
+     "not here): shared by every replica"},
     {"encryption-keys", OPT_STRING, F(encryption_keys), "", 0, 0,
      "file of '<key id> <64 hex digits>' lines: session metadata is stored encrypted "
      "(AES-256-GCM) under the last key; every listed key decrypts (rotate by appending a key, "

@@ -15,6 +15,7 @@
 typedef struct sd_config {
     char listen[256];
     char data_dir[1024];
+    char store[2048];
     char config_file[1024];
     char log_level[16];
     char auth_cookie[128];

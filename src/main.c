@@ -130,7 +130,16 @@ int main(int argc, char **argv)
     sd_store_options sopt = {.keys = ring,
                              .commit_batch = (int)cfg.commit_batch,
                              .max_queued = (int)cfg.max_queued_writes};
-    if ((rc = sd_store_open(&sd_store_sqlite, cfg.data_dir, &sopt, &app.store, err, sizeof err))) {
+    const char *store_at = NULL;
+    const sd_store_ops *store_ops = sd_store_from_setting(cfg.store, cfg.data_dir, &store_at);
+    if (!store_ops) {
+        sd_error("--store: expected 'sqlite' or a PostgreSQL connection string "
+                 "(postgres://..., postgresql://... or key=value pairs)");
+        sd_keyring_free(ring);
+        sd_keys_free(keys);
+        return 2;
+    }
+    if ((rc = sd_store_open(store_ops, store_at, &sopt, &app.store, err, sizeof err))) {
         sd_error("cannot open the store: %s", err);
         sd_keyring_free(ring);
         sd_keys_free(keys);
@@ -190,10 +199,13 @@ int main(int argc, char **argv)
         sd_keyring_free(ring);
         return 1;
     }
-    sd_info("sessiond " SD_VERSION " listening on %s, store sqlite in %s (idle %llds, absolute "
+    /* Never the connection string: it may hold a password (postgres.c logs
+     * its host and dbname). */
+    sd_info("sessiond " SD_VERSION " listening on %s, store %s%s%s (idle %llds, absolute "
             "%llds)",
-            sd_http_address(http), cfg.data_dir, (long long)(cfg.idle_timeout_ms / 1000),
-            (long long)(cfg.absolute_timeout_ms / 1000));
+            sd_http_address(http), store_ops->name, store_ops == &sd_store_sqlite ? " in " : "",
+            store_ops == &sd_store_sqlite ? cfg.data_dir : "",
+            (long long)(cfg.idle_timeout_ms / 1000), (long long)(cfg.absolute_timeout_ms / 1000));
 
     for (;;) {
         int sig = 0;

@@ -15,13 +15,28 @@ struct sd_store_handle {
     sd_store *st;
 };
 
-static const sd_store_ops *const backends[] = {&sd_store_sqlite};
+static const sd_store_ops *const backends[] = {&sd_store_sqlite, &sd_store_postgres};
 
 const sd_store_ops *sd_store_find(const char *name)
 {
     for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++)
         if (strcmp(backends[i]->name, name) == 0)
             return backends[i];
+    return NULL;
+}
+
+const sd_store_ops *sd_store_from_setting(const char *setting, const char *data_dir,
+                                          const char **location)
+{
+    if (setting[0] == '\0' || strcmp(setting, "sqlite") == 0) {
+        *location = data_dir;
+        return &sd_store_sqlite;
+    }
+    if (strncmp(setting, "postgres://", 11) == 0 || strncmp(setting, "postgresql://", 13) == 0 ||
+        strchr(setting, '=')) {
+        *location = setting;
+        return &sd_store_postgres;
+    }
     return NULL;
 }
 

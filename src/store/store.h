@@ -153,9 +153,17 @@ typedef struct sd_store_ops {
 } sd_store_ops;
 
 extern const sd_store_ops sd_store_sqlite;
+extern const sd_store_ops sd_store_postgres;
 
 /* Picks a backend by name from the compiled-in list; NULL when unknown. */
 const sd_store_ops *sd_store_find(const char *name);
+
+/* Picks the backend the --store setting names: "sqlite" (the embedded store
+ * in data_dir) or a PostgreSQL connection string (postgres://...,
+ * postgresql://... or libpq key=value pairs). *location gets what to pass to
+ * open (data_dir or the setting itself; borrowed). NULL when unrecognised. */
+const sd_store_ops *sd_store_from_setting(const char *setting, const char *data_dir,
+                                          const char **location);
 
 /* ---- the wrappers every caller uses ------------------------------------ */
 

@@ -36,6 +36,8 @@ from urllib.parse import quote
 import pytest
 import requests
 
+import pgserver
+
 REPO = Path(__file__).resolve().parents[2]
 SESSIOND_BIN = os.environ.get("SESSIOND_BIN") or str(REPO / "build" / "sessiond")
 
@@ -64,6 +66,32 @@ _TOKEN_SET = set()
 _TOKEN_LOCK = threading.Lock()
 ARTIFACT_DIRS = []          # per-server work dirs (logs + data dir inside)
 _LIVE_SERVERS = []          # safety net: anything still running at the end
+
+# SESSIOND_TEST_STORE=postgres: every server runs on its own database of one private
+# PostgreSQL (pgserver.py), started on first use and stopped at the end.
+PG_MODE = pgserver.enabled()
+_PG = []
+
+
+def pg():
+    if not _PG:
+        _PG.append(pgserver.PgServer())
+    return _PG[0]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "sqlite_only(reason): needs the embedded store (skipped with "
+                                       "SESSIOND_TEST_STORE=postgres)")
+    config.addinivalue_line("markers", "postgres_only: needs SESSIOND_TEST_STORE=postgres")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        m = item.get_closest_marker("sqlite_only")
+        if m and PG_MODE:
+            item.add_marker(pytest.mark.skip(reason="embedded store only: " + (m.args[0] if m.args else "")))
+        if item.get_closest_marker("postgres_only") and not PG_MODE:
+            item.add_marker(pytest.mark.skip(reason="needs SESSIOND_TEST_STORE=postgres"))
 
 
 def record_token(token):
@@ -380,9 +408,13 @@ class Server:
     def db_path(self):
         return self.data_dir / "sessiond.db"
 
+    def store_args(self):
+        """--store for this server's database in PostgreSQL mode; [] otherwise."""
+        return ["--store", pg().url(pg().database_for(self.data_dir))] if PG_MODE else []
+
     def command(self):
         return [SESSIOND_BIN, "--listen", f"127.0.0.1:{self.port}",
-                "--data-dir", str(self.data_dir), *self.args]
+                "--data-dir", str(self.data_dir), *self.store_args(), *self.args]
 
     def log_text(self):
         out = []
@@ -832,6 +864,8 @@ def observe_raw(method, path, resp):
 # Database helpers (read-only)
 # --------------------------------------------------------------------------
 def db_query(data_dir, sql, params=()):
+    if PG_MODE:
+        return pg().query(data_dir, sql, params)
     path = Path(data_dir) / "sessiond.db"
     assert path.exists(), f"{path} does not exist"
     uri = "file:" + quote(str(path)) + "?mode=ro"
@@ -840,6 +874,28 @@ def db_query(data_dir, sql, params=()):
         return con.execute(sql, params).fetchall()
     finally:
         con.close()
+
+
+def db_exec(data_dir, sql, params=()):
+    """Changes the store behind a stopped server (tests of tampering)."""
+    if PG_MODE:
+        pg().query(data_dir, sql, params)
+        return
+    con = sqlite3.connect(Path(data_dir) / "sessiond.db", timeout=10)
+    try:
+        con.execute(sql, params)
+        con.commit()
+    finally:
+        con.close()
+
+
+def store_files(data_dir):
+    """Where the store of data_dir keeps its bytes on disk: the data directory,
+    or in PostgreSQL mode the whole private cluster (checkpointed first)."""
+    if PG_MODE:
+        pg().psql("CHECKPOINT")
+        return [pg().data]
+    return [Path(data_dir)]
 
 
 def history_rows(data_dir, session_id):
@@ -955,6 +1011,17 @@ def final_token_scan():
             s.kill9()
     for p in list(_LIVE_PRISMS):
         p.stop()
+    if _PG:                            # its files are scanned too, then removed
+        _PG[0].stop()
+        ARTIFACT_DIRS.append(_PG[0].root)
+    try:
+        _final_scan()
+    finally:
+        if _PG:
+            _PG.pop().close()
+
+
+def _final_scan():
     tokens = list(ISSUED_TOKENS)
     if not tokens:
         return

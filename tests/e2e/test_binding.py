@@ -4,6 +4,8 @@ userAgent); policy enforce (invalid, reason binding_mismatch) or flag."""
 import json
 import sqlite3
 
+import pytest
+
 from conftest import new_user, record_token, wait_for
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"
@@ -120,6 +122,7 @@ INSERT INTO meta VALUES('schema_version', '1');
 """
 
 
+@pytest.mark.sqlite_only("an old SQLite store file is upgraded; PostgreSQL has its own migrations")
 def test_a_version_1_store_is_upgraded_in_place(make_server, tmp_path):
     data = tmp_path / "old"
     data.mkdir()

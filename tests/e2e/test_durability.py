@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import (SESSIOND_BIN, ARTIFACT_DIRS, child_env, db_query, history_rows, new_user, record_token,
-                      scan_paths_for_tokens, sleep_until, wait_for)
+from conftest import (SESSIOND_BIN, ARTIFACT_DIRS, PG_MODE, child_env, db_query, history_rows, new_user,
+                      record_token, scan_paths_for_tokens, sleep_until, store_files, wait_for)
 
 
 def _snapshot(api, sids):
@@ -193,17 +193,27 @@ def test_db_layout(make_server):
     srv = make_server()
     s = srv.api.create()
     srv.api.delete(f"/sessions/{s['sessionId']}", expect=204)
-    assert srv.db_path.exists(), f"{srv.db_path} missing"
-    tables = {r[0] for r in db_query(srv.data_dir, "SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"sessions", "session_history"} <= tables, f"tables: {tables}"
-    cols = {r[1] for r in db_query(srv.data_dir, "PRAGMA table_info(session_history)")}
+    if PG_MODE:
+        tables = {r[0] for r in db_query(srv.data_dir, "SELECT table_name FROM information_schema.tables "
+                                                       "WHERE table_schema = 'public'")}
+        assert {"sessions", "session_history", "rotated_tokens", "audit_events",
+                "sessiond_schema_migrations"} <= tables, f"tables: {tables}"
+        cols = {r[0] for r in db_query(srv.data_dir, "SELECT column_name FROM information_schema.columns "
+                                                     "WHERE table_name = 'session_history'")}
+        assert db_query(srv.data_dir, "SELECT version FROM sessiond_schema_migrations") == [(1,)]
+    else:
+        assert srv.db_path.exists(), f"{srv.db_path} missing"
+        tables = {r[0] for r in db_query(srv.data_dir, "SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"sessions", "session_history"} <= tables, f"tables: {tables}"
+        cols = {r[1] for r in db_query(srv.data_dir, "PRAGMA table_info(session_history)")}
     assert {"id", "user_id", "ended_at", "end_reason"} <= cols, f"session_history columns: {cols}"
     assert db_query(srv.data_dir, "SELECT COUNT(*) FROM sessions WHERE id = ?", (s["sessionId"],))[0][0] == 0
 
 
 def _scan_data_dir(srv, tokens):
-    findings, scanned = scan_paths_for_tokens([srv.data_dir], tokens)
-    assert any(p.endswith("sessiond.db") for p in scanned), f"no sessiond.db among scanned files {scanned}"
+    findings, scanned = scan_paths_for_tokens([srv.data_dir, *store_files(srv.data_dir)], tokens)
+    want = "/pg_wal/" if PG_MODE else "sessiond.db"
+    assert any(want in p or p.endswith(want) for p in scanned), f"no {want} among scanned files {scanned[:20]}"
     return findings, scanned
 
 
@@ -312,6 +322,7 @@ def _fill_disk_and_create(srv, fs):
     return statuses, acked, filler
 
 
+@pytest.mark.sqlite_only("the small filesystem holds the embedded store; PostgreSQL keeps its files elsewhere")
 def test_full_disk_fails_writes_without_false_acks(small_fs, make_server):
     srv = make_server(data_dir=small_fs / "data")
     api = srv.api
@@ -335,6 +346,7 @@ def test_full_disk_fails_writes_without_false_acks(small_fs, make_server):
     api.get("/readyz", expect=200)
 
 
+@pytest.mark.sqlite_only("the small filesystem holds the embedded store; PostgreSQL keeps its files elsewhere")
 def test_readyz_503_when_store_cannot_write(small_fs, make_server):
     srv = make_server(data_dir=small_fs / "data")
     srv.api.get("/readyz", expect=200)
@@ -347,6 +359,7 @@ def test_readyz_503_when_store_cannot_write(small_fs, make_server):
         (small_fs / "filler").unlink(missing_ok=True)
 
 
+@pytest.mark.sqlite_only("the small filesystem holds the embedded store; PostgreSQL keeps its files elsewhere")
 def test_full_disk_recovers_without_a_restart_and_stays_sound(small_fs, make_server):
     """Issue #6: once space is freed, writes come back by themselves (no
     restart), readiness returns, and the database passes its integrity

@@ -3,6 +3,8 @@ getrandom() failing (an LD_PRELOAD shim), no session is created, nothing is
 stored, and everything else keeps working."""
 import os
 import subprocess
+
+import pytest
 from pathlib import Path
 
 from conftest import db_query, new_user, record_token
@@ -40,6 +42,7 @@ def test_no_session_without_randomness(make_server, tmp_path):
     assert "random source failed" in srv.log_text()
 
 
+@pytest.mark.sqlite_only("sessiond itself fsyncs only the embedded store; PostgreSQL fsyncs its own files")
 def test_an_fsync_error_is_fatal_for_the_store(make_server, tmp_path):
     """SECURITY.md item 35 (PostgreSQL's fsync lesson): after an fsync
     failure no write is acknowledged again until a restart, even once the
