@@ -38,6 +38,11 @@ int sd_cmd_backup(int argc, char **argv)
     int rc = sd_config_load(&cfg, argc - 1, argv + 1, environ, stderr);
     if (rc != SD_CONFIG_RUN)
         return rc == SD_CONFIG_EXIT_OK ? 0 : 2;
+    if (strcmp(cfg.store, "sqlite") != 0) {
+        fprintf(stderr, "sessiond backup: copies the embedded store only; back up PostgreSQL with "
+                        "its own tools (pg_dump, or a base backup with WAL archiving)\n");
+        return 2;
+    }
     char err[1200];
     int64_t t0 = sd_mono_ns();
     if (sd_sqlite_backup(cfg.data_dir, dest, err, sizeof err)) {

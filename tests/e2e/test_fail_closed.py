@@ -3,9 +3,9 @@ getrandom() failing (an LD_PRELOAD shim), no session is created, nothing is
 stored, and everything else keeps working."""
 import os
 import subprocess
+from pathlib import Path
 
 import pytest
-from pathlib import Path
 
 from conftest import db_query, new_user, record_token
 
