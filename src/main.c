@@ -21,12 +21,14 @@
 #include "util/limiter.h"
 #include "util/log.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -138,6 +140,21 @@ int main(int argc, char **argv)
         sd_keyring_free(ring);
         sd_keys_free(keys);
         return 2;
+    }
+    /* A shared store tells replicas apart by an id kept in the data dir. */
+    char origin[17] = "";
+    if (store_ops != &sd_store_sqlite) {
+        if (mkdir(cfg.data_dir, 0700) != 0 && errno != EEXIST)
+            rc = -errno;
+        else
+            rc = sd_store_replica_id(cfg.data_dir, origin);
+        if (rc) {
+            sd_error("cannot keep this replica's id in %s: %s", cfg.data_dir, sd_strerror(rc));
+            sd_keyring_free(ring);
+            sd_keys_free(keys);
+            return 1;
+        }
+        sopt.origin = origin;
     }
     if ((rc = sd_store_open(store_ops, store_at, &sopt, &app.store, err, sizeof err))) {
         sd_error("cannot open the store: %s", err);

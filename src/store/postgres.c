@@ -97,6 +97,15 @@ static const migration migrations[] = {
      " reason text);"
      "CREATE INDEX events_by_session ON audit_events(session_id, seq);"
      "CREATE INDEX events_by_user ON audit_events(user_id, seq);"},
+    /* Each replica's audit log follows the events its own writer committed:
+     * one writer commits in order, so its seqs are increasing in commit
+     * order (across replicas a lower seq can commit after a higher one, and
+     * a cursor over all of them could skip it). The writer connection sets
+     * sessiond.origin; the default writes it into every event. */
+    {2, "audit events carry the replica that wrote them",
+     "ALTER TABLE audit_events ADD COLUMN origin text "
+     " DEFAULT current_setting('sessiond.origin', true);"
+     "CREATE INDEX events_by_origin ON audit_events(origin, seq);"},
 };
 #define NMIGRATIONS (sizeof migrations / sizeof migrations[0])
 
@@ -219,7 +228,8 @@ static const char *const rsql[R_NSTMT] = {
     [R_LIST_AFTER] = "SELECT " COLS " FROM sessions WHERE user_id = $1 AND expiry > $2 "
                      "AND (last_seen, id) < ($4, $5) ORDER BY last_seen DESC, id DESC LIMIT $3",
     [R_PING] = "SELECT 1",
-    [R_EV_ALL] = "SELECT " EV_COLS " FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2",
+    [R_EV_ALL] = "SELECT " EV_COLS " FROM audit_events WHERE seq > $1 AND origin = $3 "
+                 "ORDER BY seq LIMIT $2",
     [R_EV_SESSION] = "SELECT " EV_COLS " FROM audit_events WHERE session_id = $1 AND seq > $2 "
                      "ORDER BY seq LIMIT $3",
     [R_EV_USER] = "SELECT " EV_COLS " FROM audit_events WHERE user_id = $1 AND seq > $2 "
@@ -236,6 +246,7 @@ typedef struct reader {
 struct sd_store {
     char *conninfo;  /* as given; holds the password, if any: never logged */
     char where[300]; /* "host=... port=... dbname=..." for messages */
+    char origin[65]; /* this replica's id: its writer's events feed its audit log */
     uint64_t generation;
     PGconn *wconn; /* the writer's; NULL while down */
     bool lost;     /* the writer's connection broke in this batch */
@@ -393,8 +404,10 @@ static PGconn *open_conn(sd_store *st, char role, bool log_fail)
         PQfinish(c);
         return NULL;
     }
+    char origin[160];
+    snprintf(origin, sizeof origin, "SET sessiond.origin = '%s'", st->origin);
     bool ok =
-        exec_ok(c, "SET bytea_output = 'hex'; SET TIME ZONE 'UTC'") &&
+        exec_ok(c, "SET bytea_output = 'hex'; SET TIME ZONE 'UTC'") && exec_ok(c, origin) &&
         (role == 'w' ? prepare_all(c, 'w', wsql, W_NSTMT) : prepare_all(c, 'r', rsql, R_NSTMT));
     if (!ok) {
         PQfinish(c);
@@ -634,6 +647,8 @@ static int pg_events(sd_store *st, sd_event_scope scope, const char *key, int64_
         p_text(&p, key);
     p_int(&p, after);
     p_int(&p, limit > 0 ? limit : 0);
+    if (scope == SD_EVENTS_ALL)
+        p_text(&p, st->origin);
     int rc;
     PGresult *res = rquery(st,
                            scope == SD_EVENTS_SESSION ? R_EV_SESSION
@@ -1396,6 +1411,8 @@ static int pg_open(const char *conninfo, const sd_store_options *opt, sd_store *
         return SD_ENOMEM;
     st->conninfo = strdup(conninfo);
     st->keys = opt ? opt->keys : NULL;
+    /* Checked by the caller's shape rule: letters, digits, '-' and '_'. */
+    snprintf(st->origin, sizeof st->origin, "%s", opt && opt->origin ? opt->origin : "default");
     st->commit_batch = opt && opt->commit_batch > 0 ? opt->commit_batch : 1024;
     st->max_queued = opt && opt->max_queued > 0 ? opt->max_queued : 10000;
     st->generation = atomic_fetch_add(&generations, 1) + 1;

@@ -7,8 +7,12 @@
 #include "util/clock.h"
 #include "util/err.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 struct sd_store_handle {
     const sd_store_ops *ops;
@@ -135,4 +139,28 @@ void sd_sessions_free(sd_session *v, size_t n)
     for (size_t i = 0; i < n; i++)
         sd_session_clear(&v[i]);
     free(v);
+}
+
+int sd_store_replica_id(const char *data_dir, char out[17])
+{
+    char path[1100];
+    snprintf(path, sizeof path, "%s/replica-id", data_dir);
+    FILE *f = fopen(path, "r");
+    if (f) {
+        int ok = fscanf(f, "%16[0-9a-f]", out) == 1 && strlen(out) == 16;
+        fclose(f);
+        if (ok)
+            return 0;
+    }
+    unsigned char raw[8];
+    if (sd_random(raw, sizeof raw))
+        return SD_ERANDOM;
+    for (int i = 0; i < 8; i++)
+        snprintf(out + 2 * i, 3, "%02x", raw[i]);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    int rc = write(fd, out, 16) == 16 && fsync(fd) == 0 ? 0 : -errno;
+    close(fd);
+    return rc;
 }

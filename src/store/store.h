@@ -120,6 +120,7 @@ typedef struct sd_store_stats {
 
 typedef struct sd_store_options {
     const struct sd_keyring *keys; /* encryption at rest (store/crypt.h); NULL: plain */
+    const char *origin; /* this replica's id in a shared store (its audit feed): [A-Za-z0-9_-]{1,64} */
     int commit_batch;
     int max_queued; /* writes waiting for the writer; beyond, SD_EBUSY (0: 10000) */
 } sd_store_options;
@@ -178,6 +179,9 @@ int sd_store_get_by_token(sd_store_handle *h, const unsigned char hash[SD_HASH_L
 int sd_store_list_user(sd_store_handle *h, const char *user_id, int64_t now, const sd_cursor *after,
                        int limit, sd_session **out, size_t *n);
 void sd_store_write(sd_store_handle *h, sd_write *w);
+/* This replica's id, kept in data_dir/replica-id (made on first use: 16
+ * random hex digits), so that it survives restarts. 0 or an error. */
+int sd_store_replica_id(const char *data_dir, char out[17]);
 int sd_store_events(sd_store_handle *h, sd_event_scope scope, const char *key, int64_t after,
                     int limit, sd_event **out, size_t *n);
 int sd_store_ready(sd_store_handle *h);

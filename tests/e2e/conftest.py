@@ -79,14 +79,21 @@ def pg():
     return _PG[0]
 
 
+# One definition of each hook: a second def of the same name would silently
+# replace the first.
 def pytest_configure(config):
     config.addinivalue_line("markers", "sqlite_only(reason): needs the embedded store (skipped with "
                                        "SESSIOND_TEST_STORE=postgres)")
     config.addinivalue_line("markers", "postgres_only: needs SESSIOND_TEST_STORE=postgres")
+    config.addinivalue_line("markers", "no_prism(reason): skipped when SESSIOND_VIA_PRISM=1 "
+                                       "(the test needs sessiond's own connection or framing behaviour)")
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
+        m = item.get_closest_marker("no_prism")
+        if m and VIA_PRISM:
+            item.add_marker(pytest.mark.skip(reason="not through Prism: " + (m.args[0] if m.args else "")))
         m = item.get_closest_marker("sqlite_only")
         if m and PG_MODE:
             item.add_marker(pytest.mark.skip(reason="embedded store only: " + (m.args[0] if m.args else "")))
@@ -589,20 +596,6 @@ def skip_if_prism_cannot_relay(raw_json_body):
         jsonlib.loads(raw_json_body) if raw_json_body else None
     except ValueError:
         pytest.skip("Prism cannot relay a body that is not JSON")
-
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "no_prism(reason): skipped when SESSIOND_VIA_PRISM=1 "
-                                       "(the test needs sessiond's own connection or framing behaviour)")
-
-
-def pytest_collection_modifyitems(config, items):
-    if not VIA_PRISM:
-        return
-    for item in items:
-        m = item.get_closest_marker("no_prism")
-        if m:
-            item.add_marker(pytest.mark.skip(reason="not through Prism: " + (m.args[0] if m.args else "")))
 
 
 def _write_config(workdir, config):

@@ -100,3 +100,36 @@ def test_postgres_crash_under_write_load_loses_no_acknowledged_write(pgs, make_s
         assert api.validate(s["token"], touch=False)["isValid"] is True, f"acknowledged {s['sessionId']} lost"
     n = pgs.query_db("outage", "SELECT count(*) FROM sessions")[0][0]
     assert n >= len(acked)
+
+
+def test_each_replica_logs_the_events_its_own_writer_committed(pgs, make_server):
+    """Two replicas on one database: every lifecycle event reaches exactly
+    one audit log, the writing replica's (a per-replica feed: seqs from two
+    writers interleave, so one cursor over both could skip events); the
+    events endpoints still see everything. A replica keeps its id (and its
+    feed) across a restart."""
+    import json
+    pgs.psql("CREATE DATABASE shared")
+    a = make_server("--store", pgs.url("shared"))
+    b = make_server("--store", pgs.url("shared"))
+    user = new_user("pg")
+    made = {a: [], b: []}
+    for _ in range(5):
+        for srv in (a, b):
+            s = srv.api.create(user)
+            record_token(s["token"])
+            made[srv].append(s["sessionId"])
+    a.restart()  # same data dir, same replica id
+    s = a.api.create(user)
+    record_token(s["token"])
+    made[a].append(s["sessionId"])
+
+    def logged(srv):
+        path = srv.data_dir / "audit" / "audit.log"
+        recs = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+        return [r["sessionId"] for r in recs if r["event"] == "created"]
+    for srv in (a, b):
+        wait_for(lambda: sorted(logged(srv)) == sorted(made[srv]), timeout=10,
+                 what="each replica's audit log to hold exactly its own creates")
+    everything = b.api.get(f"/users/{user}/events", params={"limit": 100}, expect=200).json()["events"]
+    assert sorted(e["sessionId"] for e in everything if e["event"] == "created") == sorted(made[a] + made[b])
