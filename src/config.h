@@ -19,6 +19,10 @@ typedef struct sd_config {
     char log_level[16];
     char auth_cookie[128];
     char api_keys[1024];
+    char tls_cert[1024];
+    char tls_key[1024];
+    char tls_client_ca[1024];
+    char tls_client_auth[16];
     int64_t idle_timeout_ms;
     int64_t absolute_timeout_ms;
     int64_t max_idle_timeout_ms;

@@ -10,6 +10,7 @@
 #include "api/api.h"
 #include "api/keys.h"
 #include "config.h"
+#include "http/tls.h"
 #include "metrics/metrics.h"
 #include "session/sweeper.h"
 #include "util/clock.h"
@@ -44,6 +45,30 @@ static int load_keys(const sd_config *cfg, sd_keys **out)
     if (rc)
         sd_error("%s", err);
     return rc;
+}
+
+/* The TLS settings of cfg in *o; NULL when cfg names no certificate. */
+static const sd_tls_options *tls_options(const sd_config *cfg, sd_tls_options *o)
+{
+    *o = (sd_tls_options){.cert_file = cfg->tls_cert,
+                          .key_file = cfg->tls_key,
+                          .client_ca_file = cfg->tls_client_ca,
+                          .client_auth_required = strcmp(cfg->tls_client_auth, "require") == 0};
+    return cfg->tls_cert[0] ? o : NULL;
+}
+
+/* SIGHUP: a new TLS context from the files; on any error the old one stays.
+ * Live connections keep the context they started with. */
+static void reload_tls(sd_tls *tls, const sd_config *fresh)
+{
+    sd_tls_options o;
+    char err[512];
+    if (!tls_options(fresh, &o))
+        sd_warn("SIGHUP: TLS is not turned off without a restart; keeping the current certificate");
+    else if (sd_tls_reload(tls, &o, err, sizeof err))
+        sd_error("SIGHUP: %s; keeping the current TLS certificate", err);
+    else
+        sd_info("SIGHUP: TLS certificate reloaded from %s", fresh->tls_cert);
 }
 
 int main(int argc, char **argv)
@@ -88,6 +113,19 @@ int main(int argc, char **argv)
         sd_info("%d API keys loaded from %s", sd_keys_count(keys), cfg.api_keys);
 
     char err[512] = "";
+    sd_tls *tls = NULL;
+    sd_tls_options topt;
+    if (tls_options(&cfg, &topt)) {
+        if (sd_tls_create(&topt, &tls, err, sizeof err)) {
+            sd_error("%s", err);
+            sd_keys_free(keys);
+            return 2;
+        }
+        sd_info("TLS 1.2/1.3 with %s; client certificates %s", cfg.tls_cert,
+                !cfg.tls_client_ca[0]       ? "not requested"
+                : topt.client_auth_required ? "required"
+                                            : "optional");
+    }
     sd_app app = {
         .keys = keys,
         .auth_cookie = cfg.auth_cookie,
@@ -104,6 +142,7 @@ int main(int argc, char **argv)
                              .max_queued = (int)cfg.max_queued_writes};
     if ((rc = sd_store_open(&sd_store_sqlite, cfg.data_dir, &sopt, &app.store, err, sizeof err))) {
         sd_error("cannot open the store: %s", err);
+        sd_tls_free(tls);
         return 1;
     }
     sd_sweeper *sweeper = NULL;
@@ -111,6 +150,7 @@ int main(int argc, char **argv)
                                cfg.history_retention_ms, &sweeper))) {
         sd_error("cannot start the sweeper: %s", sd_strerror(rc));
         sd_store_close(app.store);
+        sd_tls_free(tls);
         return 1;
     }
     sd_http_options hopt = {
@@ -122,6 +162,7 @@ int main(int argc, char **argv)
         .max_header_bytes = (size_t)cfg.max_header_bytes,
         .max_body_bytes = (size_t)cfg.max_body_bytes,
         .authorize = sd_api_authorize,
+        .tls = tls,
     };
     pthread_rwlock_init(&app.keys_lock, NULL);
     sd_http *http = NULL;
@@ -129,6 +170,7 @@ int main(int argc, char **argv)
         sd_error("%s", err);
         sd_sweeper_stop(sweeper);
         sd_store_close(app.store);
+        sd_tls_free(tls);
         return 1;
     }
     sd_info("sessiond " SD_VERSION " listening on %s, store sqlite in %s (idle %llds, absolute "
@@ -145,8 +187,10 @@ int main(int argc, char **argv)
              * same sources in the same precedence. */
             sd_config fresh;
             sd_keys *nk = NULL;
-            if (sd_config_load(&fresh, argc, argv, environ, stderr) == SD_CONFIG_RUN &&
-                load_keys(&fresh, &nk) == 0 && (nk || loopback_only(cfg.listen))) {
+            bool loaded = sd_config_load(&fresh, argc, argv, environ, stderr) == SD_CONFIG_RUN;
+            if (loaded && tls)
+                reload_tls(tls, &fresh);
+            if (loaded && load_keys(&fresh, &nk) == 0 && (nk || loopback_only(cfg.listen))) {
                 sd_log_set_level((enum sd_log_level)sd_log_level_parse(fresh.log_level));
                 pthread_rwlock_wrlock(&app.keys_lock);
                 sd_keys *old = app.keys;
@@ -172,6 +216,7 @@ int main(int argc, char **argv)
     if (sd_http_inflight(http) > 0)
         sd_warn("%d requests still in flight at the shutdown deadline", sd_http_inflight(http));
     sd_http_stop(http);
+    sd_tls_free(tls);
     sd_sweeper_stop(sweeper);
     sd_store_close(app.store);
     sd_keys_free(app.keys);
