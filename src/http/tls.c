@@ -104,12 +104,12 @@ static int build_ctx(const sd_tls_options *opt, SSL_CTX **out, char *err, size_t
         fail(err, errlen, "cannot load the TLS certificate", opt->cert_file);
         goto out;
     }
-    if (SSL_CTX_use_PrivateKey_file(ctx, opt->key_file, SSL_FILETYPE_PEM) != 1) {
-        fail(err, errlen, "cannot load the TLS key", opt->key_file);
-        goto out;
-    }
-    if (SSL_CTX_check_private_key(ctx) != 1) {
-        fail(err, errlen, "the TLS key does not match the certificate in", opt->cert_file);
+    if (SSL_CTX_use_PrivateKey_file(ctx, opt->key_file, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        bool mismatch = ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH;
+        fail(err, errlen,
+             mismatch ? "the TLS certificate does not match the key" : "cannot load the TLS key",
+             opt->key_file);
         goto out;
     }
     if (mtls) {
