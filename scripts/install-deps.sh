@@ -6,6 +6,8 @@ set -eu
 
 build_pkgs="gcc make pkg-config libhttp-parser-dev libsqlite3-dev libjansson-dev libssl-dev"
 test_pkgs="libcmocka-dev python3 python3-pytest python3-requests python3-yaml sqlite3 curl nginx-light"
+# The TLS tests make certificates and run s_client with the openssl CLI.
+test_pkgs="$test_pkgs openssl"
 
 bench_pkgs="wrk nginx-light redis-server redis-tools"
 
