@@ -5,7 +5,8 @@
  * SIGINT): stop accepting and answer new requests 503, wait for requests in
  * flight (their writes finish), stop HTTP, stop the sweeper, close the store
  * (which commits what is queued and checkpoints). SIGHUP reloads the
- * settings that can change at run time (the log level).
+ * settings that can change at run time (the log level, API keys, the TLS
+ * certificate).
  */
 #include "api/api.h"
 #include "api/keys.h"
