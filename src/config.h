@@ -30,6 +30,11 @@ typedef struct sd_config {
     int64_t sweep_interval_ms;
     int64_t sweep_batch;
     int64_t history_retention_ms;
+    int64_t failed_validation_rate;
+    int64_t failed_validation_burst;
+    char audit_dir[1024];
+    int64_t audit_retention_ms;
+    int64_t audit_max_bytes;
     int64_t max_body_bytes;
     int64_t max_data_bytes;
     int64_t max_header_bytes;

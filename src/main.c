@@ -1,21 +1,24 @@
 /*
  * main.c - start-up, signals and wiring; nothing else.
  *
- * Order of start: config, store, sweeper, HTTP. Order of stop (SIGTERM or
- * SIGINT): stop accepting and answer new requests 503, wait for requests in
- * flight (their writes finish), stop HTTP, stop the sweeper, close the store
+ * Order of start: config, store, audit log, sweeper, HTTP. Order of stop
+ * (SIGTERM or SIGINT): stop accepting and answer new requests 503, wait for
+ * requests in flight (their writes finish), stop HTTP, stop the sweeper,
+ * close the audit log (after logging what was committed), close the store
  * (which commits what is queued and checkpoints). SIGHUP reloads the
  * settings that can change at run time (the log level, API keys, the TLS
  * certificate).
  */
 #include "api/api.h"
 #include "api/keys.h"
+#include "audit/audit.h"
 #include "config.h"
 #include "http/tls.h"
 #include "metrics/metrics.h"
 #include "session/sweeper.h"
 #include "util/clock.h"
 #include "util/err.h"
+#include "util/limiter.h"
 #include "util/log.h"
 
 #include <pthread.h>
@@ -72,8 +75,21 @@ static void reload_tls(sd_tls *tls, const sd_config *fresh)
         sd_info("SIGHUP: TLS certificate reloaded from %s", fresh->tls_cert);
 }
 
+/* `sessiond audit verify PATH...` */
+static int audit_command(int argc, char **argv)
+{
+    if (argc < 3 || strcmp(argv[1], "verify") != 0) {
+        fprintf(stderr, "usage: sessiond audit verify PATH...  (files in order, or the audit "
+                        "directory)\n");
+        return 2;
+    }
+    return sd_audit_verify(argc - 2, argv + 2, stdout);
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && strcmp(argv[1], "audit") == 0)
+        return audit_command(argc - 1, argv + 1);
     sd_config cfg;
     int rc = sd_config_load(&cfg, argc, argv, environ, stderr);
     if (rc == SD_CONFIG_EXIT_OK)
@@ -146,10 +162,25 @@ int main(int argc, char **argv)
         sd_tls_free(tls);
         return 1;
     }
+    char audit_dir[1100];
+    snprintf(audit_dir, sizeof audit_dir, "%s", cfg.audit_dir);
+    if (!audit_dir[0])
+        snprintf(audit_dir, sizeof audit_dir, "%s/audit", cfg.data_dir);
+    sd_audit_options aopt = {.dir = audit_dir,
+                             .retention_ms = cfg.audit_retention_ms,
+                             .max_bytes = cfg.audit_max_bytes,
+                             .store = app.store};
+    if ((rc = sd_audit_open(&aopt, err, sizeof err))) {
+        sd_error("cannot open the audit log: %s", err);
+        sd_store_close(app.store);
+        sd_tls_free(tls);
+        return 1;
+    }
     sd_sweeper *sweeper = NULL;
     if ((rc = sd_sweeper_start(app.store, cfg.sweep_interval_ms, (int)cfg.sweep_batch,
                                cfg.history_retention_ms, &sweeper))) {
         sd_error("cannot start the sweeper: %s", sd_strerror(rc));
+        sd_audit_close();
         sd_store_close(app.store);
         sd_tls_free(tls);
         return 1;
@@ -166,10 +197,22 @@ int main(int argc, char **argv)
         .tls = tls,
     };
     pthread_rwlock_init(&app.keys_lock, NULL);
+    /* 16384 buckets (about 1 MB) whatever the number of client addresses. */
+    if (cfg.failed_validation_rate > 0)
+        app.guesses = sd_limiter_new(16384, (double)cfg.failed_validation_rate,
+                                     (double)cfg.failed_validation_burst);
     sd_http *http = NULL;
-    if ((rc = sd_http_start(&hopt, sd_api_routes, sd_api_nroutes, &app, &http, err, sizeof err))) {
+    if (cfg.failed_validation_rate > 0 && !app.guesses) {
+        snprintf(err, sizeof err, "out of memory for the failed-validation limiter");
+        rc = SD_ENOMEM;
+    } else {
+        rc = sd_http_start(&hopt, sd_api_routes, sd_api_nroutes, &app, &http, err, sizeof err);
+    }
+    if (rc) {
         sd_error("%s", err);
+        sd_limiter_free(app.guesses);
         sd_sweeper_stop(sweeper);
+        sd_audit_close();
         sd_store_close(app.store);
         sd_tls_free(tls);
         return 1;
@@ -188,11 +231,11 @@ int main(int argc, char **argv)
              * same sources in the same precedence. */
             sd_config fresh;
             sd_keys *nk = NULL;
-            bool loaded = sd_config_load(&fresh, argc, argv, environ, stderr) == SD_CONFIG_RUN;
-            if (loaded && tls)
-                reload_tls(tls, &fresh);
-            if (loaded && load_keys(&fresh, &nk) == 0 && (nk || loopback_only(cfg.listen))) {
+            if (sd_config_load(&fresh, argc, argv, environ, stderr) == SD_CONFIG_RUN &&
+                load_keys(&fresh, &nk) == 0 && (nk || loopback_only(cfg.listen))) {
                 sd_log_set_level((enum sd_log_level)sd_log_level_parse(fresh.log_level));
+                if (tls)
+                    reload_tls(tls, &fresh);
                 pthread_rwlock_wrlock(&app.keys_lock);
                 sd_keys *old = app.keys;
                 app.keys = nk;
@@ -219,8 +262,10 @@ int main(int argc, char **argv)
     sd_http_stop(http);
     sd_tls_free(tls);
     sd_sweeper_stop(sweeper);
+    sd_audit_close(); /* logs what the last writes committed */
     sd_store_close(app.store);
     sd_keys_free(app.keys);
+    sd_limiter_free(app.guesses);
     pthread_rwlock_destroy(&app.keys_lock);
     sd_info("stopped");
     return 0;

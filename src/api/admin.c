@@ -95,6 +95,6 @@ void sd_api_bulk_delete(sd_req *r, void *app_)
     c->w.n_ids = (size_t)n_ids;
     c->w.users = c->list + MAX_BULK;
     c->w.n_users = (size_t)n_users;
-    c->w.reason = "revoked";
+    c->w.reason = "bulk_revoked";
     sd_store_write(app->store, &c->w);
 }

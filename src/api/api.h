@@ -18,6 +18,7 @@ typedef struct sd_app {
     const char *auth_cookie;    /* cookie GET /auth reads the token from */
     pthread_rwlock_t keys_lock; /* guards keys (swapped on SIGHUP) */
     struct sd_keys *keys;       /* NULL: no caller authentication (loopback only) */
+    struct sd_limiter *guesses; /* failed validations per client address; NULL: off */
 } sd_app;
 
 /* The authorize hook of the HTTP layer (common.c): checks X-Api-Key for the
@@ -37,6 +38,8 @@ void sd_api_validate_id(sd_req *r, void *app); /* validate.c */
 void sd_api_validate_token(sd_req *r, void *app);
 void sd_api_user_list(sd_req *r, void *app); /* users.c */
 void sd_api_user_revoke(sd_req *r, void *app);
+void sd_api_session_events(sd_req *r, void *app); /* events.c */
+void sd_api_user_events(sd_req *r, void *app);
 void sd_api_bulk_delete(sd_req *r, void *app);  /* admin.c */
 void sd_api_forward_auth(sd_req *r, void *app); /* auth.c */
 void sd_api_introspect(sd_req *r, void *app);
@@ -47,10 +50,17 @@ void sd_api_metrics(sd_req *r, void *app);
 /* The validation core (validate.c), shared by /sessions/validate, /auth and
  * /introspect: shape check, hash, index lookup, expiry, rolling touch.
  * Returns 1 (valid: *s filled, owned by the caller; *expiry the enforced
- * expiry), 0 (invalid for any reason), or a negative store error. The
- * caller wipes the token. */
-int sd_api_check_token(sd_app *app, const char *token, size_t len, bool touch, sd_session *s,
-                       int64_t *expiry);
+ * expiry), 0 (invalid for any reason; audited as validation_failed with
+ * r's client), or a negative store error. The caller wipes the token. */
+int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, bool touch,
+                       sd_session *s, int64_t *expiry);
+
+/* Guessing defence (validate.c): 0 when r's client may present a token now,
+ * SD_ETHROTTLED while its failures have emptied its bucket. */
+int sd_api_guess_wait(sd_app *app, sd_req *r);
+/* Counts a failed presentation of a token by the client at address; the
+ * moment its bucket empties is logged and audited (client_throttled). */
+void sd_api_guess_failed(sd_app *app, const char *address, const char *actor);
 
 /* ---- shared by the handlers (common.c) ---------------------------------- */
 
@@ -77,6 +87,13 @@ const char *sd_api_bearer(const sd_req *r, bool *other);
 int sd_api_user_id_ok(const char *user_id);
 
 #define SD_MAX_USER_ID 256
+
+/* The userId of the path's first capture, or NULL after answering 400. */
+const char *sd_api_path_user(sd_req *r);
+
+/* Query 'limit' (dflt when absent, 1..max). Returns 0, or answers 400 and
+ * returns -1. */
+int sd_api_query_limit(sd_req *r, int dflt, int max, int *limit);
 
 /* Writes s (n bytes of valid UTF-8) JSON-escaped, without quotes, into out,
  * which must hold 6 * n bytes. Returns the length written. */

@@ -67,7 +67,7 @@ void sd_api_forward_auth(sd_req *r, void *app_)
     token[n] = '\0';
     sd_session s;
     int64_t expiry;
-    int rc = sd_api_check_token(app, token, len, true, &s, &expiry);
+    int rc = sd_api_check_token(app, r, token, len, true, &s, &expiry);
     OPENSSL_cleanse(token, sizeof token);
     if (rc < 0) {
         sd_api_fail(r, rc, NULL);
@@ -123,7 +123,7 @@ void sd_api_introspect(sd_req *r, void *app_)
     size_t len = strlen(tok);
     sd_session s;
     int64_t expiry;
-    int rc = sd_api_check_token(app, tok, len, false, &s, &expiry);
+    int rc = sd_api_check_token(app, r, tok, len, false, &s, &expiry);
     OPENSSL_cleanse(tok, len);
     free(tok);
     if (rc < 0) {

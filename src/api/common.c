@@ -2,11 +2,13 @@
  * session reply with its ETag. */
 #include "api/api.h"
 #include "api/keys.h"
+#include "audit/audit.h"
 #include "util/log.h"
 #include "util/err.h"
 
 #include "util/clock.h"
 
+#include <errno.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +56,14 @@ void sd_api_fail(sd_req *r, int rc, const char *detail)
                          "this user has reached the maximum number of active sessions; "
                          "end one first");
         break;
+    case SD_ETHROTTLED: {
+        /* A bucket refills at least one token a second: 1 s is always enough. */
+        const char *hdr[] = {"Retry-After", "1", NULL};
+        sd_reply_problem_with(r, 429, hdr,
+                              "too many failed validations from this address; retry after the "
+                              "Retry-After delay");
+        break;
+    }
     case SD_EBUSY:
         sd_reply_problem(r, 503,
                          "the server is overloaded: too many writes are waiting for the "
@@ -113,6 +123,8 @@ sd_api_write *sd_api_write_new(sd_req *r, sd_app *app, sd_write_kind kind, void 
     c->w.policy = &app->policy;
     c->w.done = done;
     c->w.udata = c;
+    snprintf(c->w.actor, sizeof c->w.actor, "%s", sd_req_actor(r));
+    snprintf(c->w.address, sizeof c->w.address, "%s", sd_req_peer(r));
     return c;
 }
 
@@ -168,24 +180,32 @@ int sd_api_authorize(void *app_, sd_req *r, const char *scope)
     const char *hdr[] = {"WWW-Authenticate", "ApiKey header=\"X-Api-Key\"", NULL};
     switch (res) {
     case SD_KEY_OK:
+        sd_req_set_actor(r, key_id);
         return 0;
     case SD_KEY_MISSING:
         sd_warn("caller_auth_failed reason=missing_key scope=%s request=%s", scope, sd_req_id(r));
+        sd_audit_emit("caller_auth_failed", NULL, NULL, NULL, sd_req_peer(r), "missing_key");
         sd_reply_problem_with(r, 401, hdr, "this endpoint needs an API key in X-Api-Key");
         return 1;
     case SD_KEY_UNKNOWN:
         sd_warn("caller_auth_failed reason=%s scope=%s request=%s",
                 cn ? "unmapped_certificate" : "unknown_key", scope, sd_req_id(r));
+        sd_audit_emit("caller_auth_failed", NULL, NULL, NULL, sd_req_peer(r),
+                      cn ? "unmapped_certificate" : "unknown_key");
         sd_reply_problem_with(r, 401, hdr,
                               cn ? "the client certificate is not mapped to a caller"
                                  : "the API key is not valid");
         return 1;
-    case SD_KEY_FORBIDDEN:
+    case SD_KEY_FORBIDDEN: {
         sd_warn("caller_auth_failed reason=scope key=%s scope=%s request=%s", key_id, scope,
                 sd_req_id(r));
+        char why[32];
+        snprintf(why, sizeof why, "lacks_scope_%s", scope);
+        sd_audit_emit("caller_forbidden", NULL, NULL, key_id, sd_req_peer(r), why);
         sd_reply_problem(r, 403, "the %s lacks the '%s' scope",
                          cn ? "client certificate" : "API key", scope);
         return 1;
+    }
     }
     return 1;
 }
@@ -206,4 +226,35 @@ const char *sd_api_bearer(const sd_req *r, bool *other)
     while (*tok == ' ')
         tok++;
     return *tok ? tok : NULL;
+}
+
+const char *sd_api_path_user(sd_req *r)
+{
+    const char *u = sd_req_capture(r, 0);
+    if (!u || !sd_api_user_id_ok(u)) {
+        sd_reply_problem(r, 400,
+                         "userId in the path must be 1 to %d bytes of UTF-8 without "
+                         "control characters",
+                         SD_MAX_USER_ID);
+        return NULL;
+    }
+    return u;
+}
+
+int sd_api_query_limit(sd_req *r, int dflt, int max, int *limit)
+{
+    const char *q;
+    *limit = dflt;
+    int has = sd_req_query(r, "limit", &q);
+    if (has) {
+        char *end;
+        errno = 0;
+        long v = has > 0 ? strtol(q, &end, 10) : 0;
+        if (has < 0 || errno || end == q || *end || v < 1 || v > max) {
+            sd_reply_problem(r, 400, "query 'limit' must be an integer from 1 to %d", max);
+            return -1;
+        }
+        *limit = (int)v;
+    }
+    return 0;
 }

@@ -237,6 +237,7 @@ static void refresh_done(sd_write *w)
                               "session has been revoked (sign in again)");
         break;
     case SD_EMISMATCH:
+        sd_api_guess_failed(c->app, c->w.address, c->w.actor);
         sd_reply_problem_with(c->req, 401, hdr, "the token does not belong to this session");
         break;
     default:
@@ -258,8 +259,14 @@ void sd_api_session_refresh(sd_req *r, void *app_)
                          "<token>'");
         return;
     }
+    int rc = sd_api_guess_wait(app, r);
+    if (rc) {
+        sd_api_fail(r, rc, NULL);
+        return;
+    }
     size_t len = strlen(tok);
     if (!sd_token_wellformed(tok, len)) {
+        sd_api_guess_failed(app, sd_req_peer(r), sd_req_actor(r));
         const char *hdr[] = {"WWW-Authenticate", "Bearer", NULL};
         sd_reply_problem_with(r, 401, hdr, "the token does not belong to this session");
         return;

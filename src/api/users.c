@@ -15,20 +15,6 @@
 #define DEFAULT_LIMIT 50
 #define MAX_LIMIT     1000
 
-/* The path's user id, or NULL after answering 400. */
-static const char *path_user(sd_req *r)
-{
-    const char *u = sd_req_capture(r, 0);
-    if (!u || !sd_api_user_id_ok(u)) {
-        sd_reply_problem(r, 400,
-                         "userId in the path must be 1 to %d bytes of UTF-8 without "
-                         "control characters",
-                         SD_MAX_USER_ID);
-        return NULL;
-    }
-    return u;
-}
-
 /* Cursor text: "<lastSeen ms>.<sessionId>". */
 static int parse_cursor(const char *s, sd_cursor *c)
 {
@@ -45,24 +31,15 @@ static int parse_cursor(const char *s, sd_cursor *c)
 void sd_api_user_list(sd_req *r, void *app_)
 {
     sd_app *app = app_;
-    const char *user = path_user(r);
+    const char *user = sd_api_path_user(r);
     if (!user)
         return;
+    int limit;
+    if (sd_api_query_limit(r, DEFAULT_LIMIT, MAX_LIMIT, &limit))
+        return;
     const char *q;
-    int limit = DEFAULT_LIMIT;
-    int has = sd_req_query(r, "limit", &q);
-    if (has) {
-        char *end;
-        errno = 0;
-        long v = has > 0 ? strtol(q, &end, 10) : 0;
-        if (has < 0 || errno || end == q || *end || v < 1 || v > MAX_LIMIT) {
-            sd_reply_problem(r, 400, "query 'limit' must be an integer from 1 to %d", MAX_LIMIT);
-            return;
-        }
-        limit = (int)v;
-    }
     sd_cursor cursor, *after = NULL;
-    has = sd_req_query(r, "cursor", &q);
+    int has = sd_req_query(r, "cursor", &q);
     if (has) {
         if (has < 0 || parse_cursor(q, &cursor)) {
             sd_reply_problem(r, 400, "query 'cursor' is not a cursor this server issued");
@@ -109,7 +86,7 @@ static void revoke_done(sd_write *w)
 void sd_api_user_revoke(sd_req *r, void *app_)
 {
     sd_app *app = app_;
-    const char *user = path_user(r);
+    const char *user = sd_api_path_user(r);
     if (!user)
         return;
     const char *except = NULL;
@@ -123,6 +100,6 @@ void sd_api_user_revoke(sd_req *r, void *app_)
         return;
     c->w.user_id = user; /* the capture lives until the request completes */
     c->w.except_id = has > 0 ? except : NULL;
-    c->w.reason = "revoked";
+    c->w.reason = "user_revoked";
     sd_store_write(app->store, &c->w);
 }

@@ -9,9 +9,12 @@
  * session keeps its earlier (shorter) expiry - the safe direction.
  */
 #include "api/api.h"
+#include "audit/audit.h"
 #include "metrics/metrics.h"
 #include "util/clock.h"
 #include "util/err.h"
+#include "util/limiter.h"
+#include "util/log.h"
 
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -29,21 +32,58 @@ static json_t *time_json(int64_t ms)
     return json_string(sd_time_format(ms, buf));
 }
 
+int sd_api_guess_wait(sd_app *app, sd_req *r)
+{
+    if (app->guesses && sd_limiter_wait(app->guesses, sd_req_peer(r), sd_now_ms()) > 0)
+        return SD_ETHROTTLED;
+    return 0;
+}
+
+void sd_api_guess_failed(sd_app *app, const char *address, const char *actor)
+{
+    if (app->guesses && sd_limiter_charge(app->guesses, address, sd_now_ms())) {
+        sd_warn("client_throttled address=%s reason=failed_validations", address);
+        sd_audit_emit("client_throttled", NULL, NULL, actor, address, "failed_validations");
+    }
+}
+
+/* A failed validation: counted, charged to the client's bucket, and audited
+ * with who asked from where (the session when the token was known but has
+ * expired). */
+static int invalid(sd_app *app, sd_req *r, const sd_session *s, const char *reason)
+{
+    sd_metrics_validation(0);
+    sd_api_guess_failed(app, sd_req_peer(r), sd_req_actor(r));
+    sd_audit_emit("validation_failed", s ? s->id : NULL, s ? s->user_id : NULL, sd_req_actor(r),
+                  sd_req_peer(r), reason);
+    return 0;
+}
+
 void sd_api_validate_id(sd_req *r, void *app_)
 {
     sd_app *app = app_;
     const char *id = sd_req_capture(r, 0);
+    int rc = sd_api_guess_wait(app, r);
+    if (rc) {
+        sd_api_fail(r, rc, NULL);
+        return;
+    }
     if (!id || !sd_id_wellformed(id, strlen(id))) {
-        sd_metrics_validation(0);
+        invalid(app, r, NULL, "malformed_id");
         reply_invalid(r);
         return;
     }
     sd_session s;
-    int rc = sd_store_get(app->store, id, false, &s);
+    rc = sd_store_get(app->store, id, false, &s);
     if (rc == SD_ENOTFOUND || (rc == 0 && !sd_session_active(&s, sd_now_ms()))) {
-        if (rc == 0)
+        if (rc == 0) {
+            invalid(app, r, &s, "expired");
             sd_session_clear(&s);
-        sd_metrics_validation(0);
+        } else {
+            sd_session unknown = {.user_id = NULL};
+            snprintf(unknown.id, sizeof unknown.id, "%s", id);
+            invalid(app, r, &unknown, "unknown_session");
+        }
         reply_invalid(r);
         return;
     }
@@ -84,19 +124,23 @@ static void touch_done(sd_write *w)
     free(w);
 }
 
-int sd_api_check_token(sd_app *app, const char *token, size_t len, bool touch, sd_session *s,
-                       int64_t *expiry)
+int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, bool touch,
+                       sd_session *s, int64_t *expiry)
 {
+    int rc = sd_api_guess_wait(app, r);
+    if (rc)
+        return rc;
     if (!sd_token_wellformed(token, len))
-        return 0;
+        return invalid(app, r, NULL, "malformed_token");
     unsigned char hash[SD_HASH_LEN];
     sd_token_hash(token, len, hash);
-    int rc = sd_store_get_by_token(app->store, hash, false, s);
+    rc = sd_store_get_by_token(app->store, hash, false, s);
     int64_t now = sd_now_ms();
-    if (rc == SD_ENOTFOUND || (rc == 0 && !sd_session_active(s, now))) {
-        if (rc == 0)
-            sd_session_clear(s);
-        sd_metrics_validation(0);
+    if (rc == SD_ENOTFOUND)
+        return invalid(app, r, NULL, "unknown_token");
+    if (rc == 0 && !sd_session_active(s, now)) {
+        invalid(app, r, s, "expired");
+        sd_session_clear(s);
         return 0;
     }
     if (rc)
@@ -195,7 +239,7 @@ void sd_api_validate_token(sd_req *r, void *app_)
         return;
     sd_session s;
     int64_t expiry;
-    int rc = sd_api_check_token(app, token, len, touch, &s, &expiry);
+    int rc = sd_api_check_token(app, r, token, len, touch, &s, &expiry);
     OPENSSL_cleanse(token, sizeof token);
     if (rc == 0) {
         reply_invalid(r);

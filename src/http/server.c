@@ -88,6 +88,7 @@ struct sd_req {
     enum sd_match_result match_result;
     char *queries[8]; /* decoded query values handed out */
     int nqueries;
+    char actor[64]; /* the caller's key id, set by the authorize hook */
 
     /* the response, rendered by sd_reply on any thread */
     char *out;
@@ -468,6 +469,21 @@ const char *sd_req_client_cert(const sd_req *r)
 const char *sd_req_id(const sd_req *r)
 {
     return r->id;
+}
+
+const char *sd_req_peer(const sd_req *r)
+{
+    return r->c->ip;
+}
+
+void sd_req_set_actor(sd_req *r, const char *actor)
+{
+    snprintf(r->actor, sizeof r->actor, "%s", actor ? actor : "");
+}
+
+const char *sd_req_actor(const sd_req *r)
+{
+    return r->actor;
 }
 
 /* ---- connections ------------------------------------------------------- */

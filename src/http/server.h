@@ -72,6 +72,12 @@ const char *sd_req_body(const sd_req *r, size_t *len);
 /* True when the request carried a body (Content-Length > 0 or chunked). */
 int sd_req_has_body(const sd_req *r);
 const char *sd_req_id(const sd_req *r);
+/* The client's IP address (text). Valid until the request is answered. */
+const char *sd_req_peer(const sd_req *r);
+/* Who the caller is (an API key id), as the authorize hook found it, for
+ * audit records; "" when unknown. */
+void sd_req_set_actor(sd_req *r, const char *actor);
+const char *sd_req_actor(const sd_req *r);
 /* The subject CN of the client certificate the TLS handshake verified
  * against --tls-client-ca, or NULL (plain TCP, no certificate, no single
  * CN). Borrowed until reply. */

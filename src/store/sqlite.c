@@ -14,7 +14,9 @@
  * the writer's WAL hook wakes it when the log grows.
  *
  * Tables: sessions (active), session_history (ended: revoked or expired,
- * kept for the retention period). Times are ms since the epoch.
+ * kept for the retention period), rotated_tokens, audit_events (every
+ * lifecycle change, written in the change's own transaction). Times are ms
+ * since the epoch.
  */
 #include "store/index.h"
 #include "store/store.h"
@@ -59,6 +61,13 @@ static const char schema[] =
     "NULL,"
     " rotated_at INTEGER NOT NULL) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS rotated_by_time ON rotated_tokens(rotated_at);"
+    /* AUTOINCREMENT: a seq is never reused, even after a purge emptied the
+     * table, so the audit log's cursor into it stays valid. */
+    "CREATE TABLE IF NOT EXISTS audit_events(seq INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " at INTEGER NOT NULL, event TEXT NOT NULL, session_id TEXT, user_id TEXT,"
+    " actor TEXT, address TEXT, reason TEXT);"
+    "CREATE INDEX IF NOT EXISTS events_by_session ON audit_events(session_id, seq);"
+    "CREATE INDEX IF NOT EXISTS events_by_user ON audit_events(user_id, seq);"
     "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '1');";
 
 /* Statements of the writer connection, prepared once. */
@@ -88,6 +97,11 @@ enum {
     W_ROT_SET,
     W_ROT_PURGE,
     W_TOKEN_SET,
+    W_EV_ONE,
+    W_EV_END_ONE,
+    W_EV_END_USER,
+    W_EV_SWEEP,
+    W_EV_PURGE,
     W_NSTMT
 };
 
@@ -130,12 +144,41 @@ static const char *const wsql[W_NSTMT] = {
     [W_USER_COUNT] = "SELECT count(*) FROM sessions WHERE user_id = ?1 AND expiry > ?2",
     [W_USER_OLDEST] = "SELECT id FROM sessions WHERE user_id = ?1 AND expiry > ?2 "
                       "ORDER BY last_seen, id LIMIT ?3",
+    [W_EV_ONE] = "INSERT INTO audit_events(at, event, session_id, user_id, actor, address, reason) "
+                 "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    /* The ending events are written from the rows about to end, before the
+     * copy to history: same predicates as W_END_ONE_COPY / W_END_USER_COPY. */
+    [W_EV_END_ONE] = "INSERT INTO audit_events(at, event, session_id, user_id, actor, address, "
+                     "reason) SELECT ?2, ?5, id, user_id, ?6, ?7, ?3 FROM sessions "
+                     "WHERE id = ?1 AND expiry > ?2",
+    [W_EV_END_USER] = "INSERT INTO audit_events(at, event, session_id, user_id, actor, address, "
+                      "reason) SELECT ?2, ?5, id, user_id, ?6, ?7, ?3 FROM sessions "
+                      "WHERE user_id = ?1 AND expiry > ?2 AND id IS NOT ?4",
+    [W_EV_SWEEP] = "INSERT INTO audit_events(at, event, session_id, user_id, reason) "
+                   "SELECT min(expiry, absolute_expiry), 'expired', id, user_id, 'expired' "
+                   "FROM sessions WHERE id IN (SELECT id FROM sessions WHERE expiry <= ?1 "
+                   "ORDER BY expiry, id LIMIT ?2)",
+    /* Events are appended in time order, so the old ones are a prefix: look
+     * at the first ?2 only (no index on time needed). */
+    [W_EV_PURGE] = "DELETE FROM audit_events WHERE seq IN (SELECT seq FROM audit_events "
+                   "ORDER BY seq LIMIT ?2) AND at < ?1",
     [W_PURGE] = "DELETE FROM session_history WHERE rowid IN (SELECT rowid FROM session_history "
                 "WHERE ended_at < ?1 LIMIT ?2)",
 };
 
 /* Statements of a read connection. */
-enum { R_GET, R_TOKEN, R_LIST_FIRST, R_LIST_AFTER, R_PING, R_NSTMT };
+enum {
+    R_GET,
+    R_TOKEN,
+    R_LIST_FIRST,
+    R_LIST_AFTER,
+    R_PING,
+    R_EV_ALL,
+    R_EV_SESSION,
+    R_EV_USER,
+    R_NSTMT
+};
+#define EV_COLS "seq, at, event, session_id, user_id, actor, address, reason"
 static const char *const rsql[R_NSTMT] = {
     [R_GET] = "SELECT " COLS " FROM sessions WHERE id = ?1",
     [R_TOKEN] = "SELECT " COLS " FROM sessions WHERE token_hash = ?1",
@@ -144,6 +187,11 @@ static const char *const rsql[R_NSTMT] = {
     [R_LIST_AFTER] = "SELECT " COLS " FROM sessions WHERE user_id = ?1 AND expiry > ?2 "
                      "AND (last_seen, id) < (?4, ?5) ORDER BY last_seen DESC, id DESC LIMIT ?3",
     [R_PING] = "SELECT 1 FROM meta LIMIT 1",
+    [R_EV_ALL] = "SELECT " EV_COLS " FROM audit_events WHERE seq > ?2 ORDER BY seq LIMIT ?3",
+    [R_EV_SESSION] = "SELECT " EV_COLS " FROM audit_events WHERE session_id = ?1 AND seq > ?2 "
+                     "ORDER BY seq LIMIT ?3",
+    [R_EV_USER] = "SELECT " EV_COLS " FROM audit_events WHERE user_id = ?1 AND seq > ?2 "
+                  "ORDER BY seq LIMIT ?3",
 };
 
 typedef struct reader {
@@ -366,6 +414,54 @@ static int sq_list_user(sd_store *st, const char *user_id, int64_t now, const sd
     return 0;
 }
 
+static void column_copy(sqlite3_stmt *s, int i, char *out, size_t size)
+{
+    const char *v = (const char *)sqlite3_column_text(s, i);
+    snprintf(out, size, "%s", v ? v : "");
+}
+
+static int sq_events(sd_store *st, sd_event_scope scope, const char *key, int64_t after, int limit,
+                     sd_event **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    reader *r = get_reader(st);
+    if (!r)
+        return SD_EUNAVAILABLE;
+    sqlite3_stmt *s = r->stmt[scope == SD_EVENTS_SESSION ? R_EV_SESSION
+                              : scope == SD_EVENTS_USER  ? R_EV_USER
+                                                         : R_EV_ALL];
+    if (scope != SD_EVENTS_ALL)
+        bind_text(s, 1, key);
+    sqlite3_bind_int64(s, 2, after);
+    sqlite3_bind_int(s, 3, limit);
+    sd_event *v = calloc(limit > 0 ? (size_t)limit : 1, sizeof *v);
+    int ret = v ? 0 : SD_ENOMEM, rc = SQLITE_DONE;
+    size_t k = 0;
+    while (ret == 0 && k < (size_t)limit && (rc = sqlite3_step(s)) == SQLITE_ROW) {
+        sd_event *e = &v[k++];
+        e->seq = sqlite3_column_int64(s, 0);
+        e->time = sqlite3_column_int64(s, 1);
+        column_copy(s, 2, e->event, sizeof e->event);
+        column_copy(s, 3, e->session_id, sizeof e->session_id);
+        column_copy(s, 4, e->user_id, sizeof e->user_id);
+        column_copy(s, 5, e->actor, sizeof e->actor);
+        column_copy(s, 6, e->address, sizeof e->address);
+        column_copy(s, 7, e->reason, sizeof e->reason);
+    }
+    if (ret == 0 && rc != SQLITE_DONE && rc != SQLITE_ROW)
+        ret = SD_EUNAVAILABLE;
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    if (ret) {
+        free(v);
+        return ret;
+    }
+    *out = v;
+    *n = k;
+    return 0;
+}
+
 static int sq_ready(sd_store *st)
 {
     if (atomic_load(&st->broken) || atomic_load(&st->write_failing))
@@ -422,7 +518,53 @@ static int wstep(sd_store *st, int which)
 
 #define WOK(rc) ((rc) == SQLITE_DONE)
 
-static int end_one(sd_store *st, const char *id, int64_t now, const char *reason, int64_t *n);
+static void bind_opt(sqlite3_stmt *s, int i, const char *v)
+{
+    bind_text(s, i, v && v[0] ? v : NULL);
+}
+
+/* Appends one audit event for write w (its time, actor and address). */
+static int add_event(sd_store *st, const sd_write *w, const char *event, const char *id,
+                     const char *user, const char *reason)
+{
+    sqlite3_stmt *q = st->w[W_EV_ONE];
+    sqlite3_bind_int64(q, 1, w->now);
+    bind_text(q, 2, event);
+    bind_text(q, 3, id);
+    bind_text(q, 4, user);
+    bind_opt(q, 5, w->actor);
+    bind_opt(q, 6, w->address);
+    bind_text(q, 7, reason);
+    return WOK(wstep(st, W_EV_ONE)) ? 0 : SD_EUNAVAILABLE;
+}
+
+/* The event an ending writes, by its reason. */
+static const char *end_event(const char *reason)
+{
+    if (strcmp(reason, "evicted") == 0 || strcmp(reason, "expired") == 0)
+        return reason;
+    return "revoked";
+}
+
+/* Binds the parameters W_EV_END_ONE / W_EV_END_USER share with the copies
+ * (?1 id or user, ?2 now, ?3 reason, ?4 except) plus ?5 event, ?6 actor,
+ * ?7 address, and runs it. */
+static int end_events(sd_store *st, int which, const sd_write *w, const char *key,
+                      const char *except, const char *reason)
+{
+    sqlite3_stmt *q = st->w[which];
+    bind_text(q, 1, key);
+    sqlite3_bind_int64(q, 2, w->now);
+    bind_text(q, 3, reason);
+    if (which == W_EV_END_USER)
+        bind_text(q, 4, except);
+    bind_text(q, 5, end_event(reason));
+    bind_opt(q, 6, w->actor);
+    bind_opt(q, 7, w->address);
+    return WOK(wstep(st, which)) ? 0 : SD_EUNAVAILABLE;
+}
+
+static int end_one(sd_store *st, const sd_write *w, const char *id, const char *reason, int64_t *n);
 
 /* The per-user limit, before a create: refuse, or end the least recently
  * seen sessions (reason "evicted") to make room. w->affected counts them. */
@@ -455,7 +597,7 @@ static int enforce_user_limit(sd_store *st, sd_write *w, int64_t *delta)
     sqlite3_clear_bindings(q);
     for (int i = 0; i < n; i++) {
         int64_t ended = 0;
-        if (end_one(st, ids[i], w->now, "evicted", &ended))
+        if (end_one(st, w, ids[i], "evicted", &ended))
             return SD_EUNAVAILABLE;
         w->affected += ended;
         *delta -= ended;
@@ -488,7 +630,7 @@ static int do_create(sd_store *st, sd_write *w, int64_t *delta)
     if (!WOK(rc))
         return SD_EUNAVAILABLE; /* a UNIQUE clash of 128/256-bit random values included */
     *delta += 1;
-    return 0;
+    return add_event(st, w, "created", s->id, s->user_id, NULL);
 }
 
 /* Gives session s the token new_hash and keeps its old hash in
@@ -554,9 +696,10 @@ static int do_rotate(sd_store *st, sd_write *w)
         sd_session_clear(&cur);
         return SD_ECONFLICT;
     case SD_ROTATE_REUSE: {
-        sd_session_clear(&cur);
         int64_t n = 0;
-        if (end_one(st, w->id, w->now, "token_reuse", &n))
+        rc = add_event(st, w, "token_reuse_detected", cur.id, cur.user_id, NULL);
+        sd_session_clear(&cur);
+        if (rc || end_one(st, w, w->id, "token_reuse", &n))
             return SD_EUNAVAILABLE;
         w->affected = n;
         return SD_EREUSED;
@@ -564,7 +707,8 @@ static int do_rotate(sd_store *st, sd_write *w)
     case SD_ROTATE:
         break;
     }
-    if (retire_token(st, &cur, w->session.token_hash, w->now, true)) {
+    if (retire_token(st, &cur, w->session.token_hash, w->now, true) ||
+        add_event(st, w, "refreshed", cur.id, cur.user_id, NULL)) {
         sd_session_clear(&cur);
         return SD_EUNAVAILABLE;
     }
@@ -612,7 +756,8 @@ static int do_update(sd_store *st, sd_write *w)
     sqlite3_bind_text(q, 6, attrs, -1, SQLITE_STATIC);
     rc = wstep(st, W_UPDATE);
     free(attrs);
-    if (!WOK(rc)) {
+    if (!WOK(rc) || add_event(st, w, "updated", cur.id, cur.user_id, NULL) ||
+        (w->renewed && add_event(st, w, "renewed", cur.id, cur.user_id, "privilege_raised"))) {
         sd_session_clear(&cur);
         return SD_EUNAVAILABLE;
     }
@@ -621,11 +766,13 @@ static int do_update(sd_store *st, sd_write *w)
 }
 
 /* Moves one active session to history. *n gets 0 or 1. */
-static int end_one(sd_store *st, const char *id, int64_t now, const char *reason, int64_t *n)
+static int end_one(sd_store *st, const sd_write *w, const char *id, const char *reason, int64_t *n)
 {
+    if (end_events(st, W_EV_END_ONE, w, id, NULL, reason))
+        return SD_EUNAVAILABLE;
     sqlite3_stmt *q = st->w[W_END_ONE_COPY];
     bind_text(q, 1, id);
-    sqlite3_bind_int64(q, 2, now);
+    sqlite3_bind_int64(q, 2, w->now);
     bind_text(q, 3, reason);
     if (!WOK(wstep(st, W_END_ONE_COPY)))
         return SD_EUNAVAILABLE;
@@ -636,9 +783,12 @@ static int end_one(sd_store *st, const char *id, int64_t now, const char *reason
     return WOK(wstep(st, W_END_ONE_DEL)) ? 0 : SD_EUNAVAILABLE;
 }
 
-static int end_user(sd_store *st, const char *user, const char *except, int64_t now,
+static int end_user(sd_store *st, const sd_write *w, const char *user, const char *except,
                     const char *reason, int64_t *n)
 {
+    if (end_events(st, W_EV_END_USER, w, user, except, reason))
+        return SD_EUNAVAILABLE;
+    int64_t now = w->now;
     sqlite3_stmt *q = st->w[W_END_USER_COPY];
     bind_text(q, 1, user);
     sqlite3_bind_int64(q, 2, now);
@@ -658,7 +808,9 @@ static int end_user(sd_store *st, const char *user, const char *except, int64_t 
 
 static int do_sweep(sd_store *st, sd_write *w, int64_t *delta)
 {
-    for (int i = W_SWEEP_COPY; i <= W_SWEEP_DEL; i++) {
+    static const int steps[] = {W_EV_SWEEP, W_SWEEP_COPY, W_SWEEP_DEL};
+    for (size_t k = 0; k < sizeof steps / sizeof steps[0]; k++) {
+        int i = steps[k];
         sqlite3_bind_int64(st->w[i], 1, w->now);
         sqlite3_bind_int(st->w[i], 2, w->limit);
         if (!WOK(wstep(st, i)))
@@ -687,22 +839,22 @@ static int run_write(sd_store *st, sd_write *w, int64_t *delta)
         rc = do_rotate(st, w);
         break;
     case SD_W_END:
-        rc = end_one(st, w->id, w->now, w->reason, &n);
+        rc = end_one(st, w, w->id, w->reason, &n);
         if (rc == 0 && n == 0)
             rc = SD_ENOTFOUND;
         w->affected = n;
         break;
     case SD_W_END_USER:
-        rc = end_user(st, w->user_id, w->except_id, w->now, w->reason, &n);
+        rc = end_user(st, w, w->user_id, w->except_id, w->reason, &n);
         w->affected = n;
         break;
     case SD_W_BULK_END:
         for (size_t i = 0; rc == 0 && i < w->n_ids; i++) {
-            rc = end_one(st, w->ids[i], w->now, w->reason, &n);
+            rc = end_one(st, w, w->ids[i], w->reason, &n);
             w->affected += n;
         }
         for (size_t i = 0; rc == 0 && i < w->n_users; i++) {
-            rc = end_user(st, w->users[i], NULL, w->now, w->reason, &n);
+            rc = end_user(st, w, w->users[i], NULL, w->reason, &n);
             w->affected += n;
         }
         break;
@@ -728,6 +880,11 @@ static int run_write(sd_store *st, sd_write *w, int64_t *delta)
         sqlite3_bind_int64(q, 1, w->before);
         sqlite3_bind_int(q, 2, w->limit);
         if (rc == 0 && !WOK(wstep(st, W_ROT_PURGE)))
+            rc = SD_EUNAVAILABLE;
+        q = st->w[W_EV_PURGE]; /* and so are audit events */
+        sqlite3_bind_int64(q, 1, w->before);
+        sqlite3_bind_int(q, 2, w->limit);
+        if (rc == 0 && !WOK(wstep(st, W_EV_PURGE)))
             rc = SD_EUNAVAILABLE;
         return rc;
     }
@@ -1127,4 +1284,5 @@ const sd_store_ops sd_store_sqlite = {
     .write = sq_write,
     .ready = sq_ready,
     .stats = sq_stats,
+    .events = sq_events,
 };

@@ -57,8 +57,10 @@ struct sd_write {
     bool renew_possible; /* UPDATE: renew_hash is the token to switch to if the update */
     bool renewed;        /* raises privilege (sd_privilege_raised); out: it did */
     unsigned char renew_hash[SD_HASH_LEN];
-    int64_t before; /* PURGE */
-    int limit;      /* SWEEP, PURGE */
+    int64_t before;   /* PURGE */
+    int limit;        /* SWEEP, PURGE */
+    char actor[64];   /* who asked (API key id), for the audit events; "" when none */
+    char address[48]; /* the client's address; "" when none */
 
     /* out */
     int rc;           /* 0, SD_ENOTFOUND, SD_ECONFLICT, SD_EINVALID, SD_EUNAVAILABLE, or
@@ -81,6 +83,27 @@ typedef struct sd_cursor {
     int64_t last_seen;
     char id[SD_ID_LEN + 1];
 } sd_cursor;
+
+/* One event of the store's audit trail: a lifecycle change (created,
+ * updated, refreshed, renewed, revoked, expired, evicted,
+ * token_reuse_detected), written in the same transaction as the change, so
+ * that it exists exactly when the change does. Empty strings for none. */
+typedef struct sd_event {
+    int64_t seq;  /* increasing, never reused */
+    int64_t time; /* ms since the epoch */
+    char event[32];
+    char session_id[SD_ID_LEN + 1];
+    char user_id[257]; /* userId is at most 256 bytes (checked by the API) */
+    char actor[64];
+    char address[48];
+    char reason[32];
+} sd_event;
+
+typedef enum sd_event_scope {
+    SD_EVENTS_ALL,     /* every event after the cursor (the audit log's feed) */
+    SD_EVENTS_SESSION, /* one session's */
+    SD_EVENTS_USER,    /* one user's */
+} sd_event_scope;
 
 typedef struct sd_store_stats {
     int64_t active_rows; /* rows in the active table (expired ones until swept) */
@@ -114,6 +137,11 @@ typedef struct sd_store_ops {
     int (*list_user)(sd_store *st, const char *user_id, int64_t now, const sd_cursor *after,
                      int limit, sd_session **out, size_t *n);
     void (*write)(sd_store *st, sd_write *w);
+    /* Audit events with seq > after (of the session or user named by key),
+     * oldest first, at most limit; *out is a malloc'd array of *n. Events are
+     * kept for the history retention. */
+    int (*events)(sd_store *st, sd_event_scope scope, const char *key, int64_t after, int limit,
+                  sd_event **out, size_t *n);
     /* 0 when the store can take requests. */
     int (*ready)(sd_store *st);
     void (*stats)(sd_store *st, sd_store_stats *out);
@@ -137,6 +165,8 @@ int sd_store_get_by_token(sd_store_handle *h, const unsigned char hash[SD_HASH_L
 int sd_store_list_user(sd_store_handle *h, const char *user_id, int64_t now, const sd_cursor *after,
                        int limit, sd_session **out, size_t *n);
 void sd_store_write(sd_store_handle *h, sd_write *w);
+int sd_store_events(sd_store_handle *h, sd_event_scope scope, const char *key, int64_t after,
+                    int limit, sd_event **out, size_t *n);
 int sd_store_ready(sd_store_handle *h);
 void sd_store_get_stats(sd_store_handle *h, sd_store_stats *out);
 

@@ -20,7 +20,8 @@
     X(BUSY, -1008, "overloaded")                                                                   \
     X(LIMIT, -1009, "limit reached")                                                               \
     X(REUSED, -1010, "rotated token reused")                                                       \
-    X(MISMATCH, -1011, "token does not match")
+    X(MISMATCH, -1011, "token does not match")                                                     \
+    X(THROTTLED, -1012, "too many failed attempts")
 
 enum {
 #define SD_ERR_ENUM(name, code, text) SD_E##name = (code),

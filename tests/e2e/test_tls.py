@@ -429,6 +429,9 @@ def test_client_certificates_authenticate_callers(make_server, pki, tmp_path):
     assert "client certificate" in r.json()["detail"]
     # An X-Api-Key, when sent, decides (even with a certificate).
     a.post("/sessions", json=body, headers={"X-Api-Key": "wrong"}, expect=401)
+    # The audit trail names the certificate's caller (the key-file id).
+    ev = a.get(f"/sessions/{s['sessionId']}/events", headers={"X-Api-Key": api_key}, expect=200).json()
+    assert ev["events"][0]["event"] == "created" and ev["events"][0]["actor"] == "gw-cert", ev
     a.post("/sessions/bulk-delete", json={"userIds": [body["userId"]]}, headers={"X-Api-Key": api_key},
            expect=200)
     # A verified certificate whose CN is not in the key file: 401.

@@ -153,7 +153,7 @@ def test_delete_user_sessions(module_server):
     for m in mine:
         assert api.validate(m["token"])["isValid"] is False
         rows = history_rows(module_server.data_dir, m["sessionId"])
-        assert [x[3] for x in rows] == ["revoked"], f"history for {m['sessionId']}: {rows}"
+        assert [x[3] for x in rows] == ["user_revoked"], f"history for {m['sessionId']}: {rows}"
     assert api.validate(theirs["token"])["isValid"] is True, "other users' sessions must be untouched"
     assert api.delete(f"/users/{user}/sessions", expect=200).json() == {"deleted": 0}
     assert api.delete(f"/users/{new_user('nobody')}/sessions", expect=200).json() == {"deleted": 0}
@@ -186,7 +186,7 @@ def test_bulk_delete(module_server):
     assert api.validate(s3["token"])["isValid"] is True
     for s in (s1[0], s1[1], s2[0], s2[1]):
         rows = history_rows(module_server.data_dir, s["sessionId"])
-        assert [x[3] for x in rows] == ["revoked"], f"history for bulk-deleted {s['sessionId']}: {rows}"
+        assert [x[3] for x in rows] == ["bulk_revoked"], f"history for bulk-deleted {s['sessionId']}: {rows}"
     # repeating it deletes nothing
     assert api.post("/sessions/bulk-delete", json=body, expect=200).json() == {"deleted": 0}
     # only one list given
