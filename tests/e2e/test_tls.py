@@ -15,6 +15,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import SimpleNamespace
@@ -115,8 +116,12 @@ def client_ctx(pki, cert=None):
 class TlsConn(RawConn):
     """RawConn over TLS: raw HTTP bytes inside a verified TLS connection."""
 
-    def __init__(self, port, ctx, timeout=10.0):
-        raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    def __init__(self, port, ctx, timeout=10.0, rcvbuf=None):
+        raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:  # a small window: the server's writes block sooner
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        raw.settimeout(timeout)
+        raw.connect(("127.0.0.1", port))
         self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
         self.buf = b""
         self.eof = False
@@ -206,6 +211,31 @@ def test_pipelined_and_large_requests_over_tls(make_server, pki):
         c.send(http_request_bytes("GET", "/healthz"))
         r = c.read_response()
         assert r is not None and r.status == 200
+    finally:
+        c.close()
+
+
+def test_large_responses_to_a_slow_reader_over_tls(make_server, pki):
+    # 6 pipelined listings of ~2.5 MB each, read only after a pause: the
+    # server's TLS writes fill the socket buffers and resume (partial writes).
+    srv = tls_server(make_server, pki.cert, pki.key, "--max-data-bytes", "30000")
+    user = new_user("big")
+    for _ in range(100):
+        s = srv.api.post("/sessions", json={"userId": user, "data": {"pad": "x" * 25000}}, expect=201).json()
+        conftest.record_token(s["token"])
+    path = f"/users/{user}/sessions?limit=100"
+    c = TlsConn(srv.port, client_ctx(pki), timeout=30, rcvbuf=8192)
+    try:
+        c.send(b"".join(http_request_bytes("GET", path) for _ in range(6)))
+        time.sleep(1)  # let the server run into a full socket
+        c.sock.settimeout(30)
+        bodies = []
+        for _ in range(6):
+            r = c.read_response(timeout=30)
+            assert r is not None and r.status == 200, r
+            bodies.append(r.body)
+        assert len(bodies[0]) > 2500000 and all(b == bodies[0] for b in bodies)
+        assert len(srv.api.list_user(user, limit=100).json()["sessions"]) == 100
     finally:
         c.close()
 
