@@ -116,13 +116,17 @@ def client_ctx(pki, cert=None):
 class TlsConn(RawConn):
     """RawConn over TLS: raw HTTP bytes inside a verified TLS connection."""
 
-    def __init__(self, port, ctx, timeout=10.0, rcvbuf=None):
+    def __init__(self, port, ctx, timeout=10.0, rcvbuf=None, strict_eof=False):
         raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf:  # a small window: the server's writes block sooner
             raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         raw.settimeout(timeout)
         raw.connect(("127.0.0.1", port))
-        self.sock = ctx.wrap_socket(raw, server_hostname="localhost")
+        # strict_eof: a TCP close without close_notify raises SSLEOFError
+        # (Debian's Python ignores an unexpected EOF by default).
+        if strict_eof:
+            ctx.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+        self.sock = ctx.wrap_socket(raw, server_hostname="localhost", suppress_ragged_eofs=not strict_eof)
         self.buf = b""
         self.eof = False
         self.send_failed = False
@@ -236,6 +240,27 @@ def test_large_responses_to_a_slow_reader_over_tls(make_server, pki):
             bodies.append(r.body)
         assert len(bodies[0]) > 2500000 and all(b == bodies[0] for b in bodies)
         assert len(srv.api.list_user(user, limit=100).json()["sessions"]) == 100
+    finally:
+        c.close()
+
+
+def test_the_server_closes_tls_cleanly(make_server, pki):
+    # Connection: close, and an idle timeout: both end with close_notify, not
+    # a bare TCP close (which strict_eof turns into SSLEOFError).
+    srv = tls_server(make_server, pki.cert, pki.key, "--connection-timeout", "1s")
+    c = TlsConn(srv.port, client_ctx(pki), strict_eof=True)
+    try:
+        c.send(http_request_bytes("GET", "/healthz", headers=[("Connection", "close")]))
+        r = c.read_response()
+        assert r is not None and r.status == 200 and r.header("Connection") == "close"
+        assert c.wait_closed(timeout=10)
+    finally:
+        c.close()
+    c = TlsConn(srv.port, client_ctx(pki), strict_eof=True)
+    try:
+        c.send(http_request_bytes("GET", "/healthz"))
+        assert c.read_response().status == 200
+        assert c.wait_closed(timeout=15), "an idle TLS connection outlived the connection timeout"
     finally:
         c.close()
 
