@@ -15,6 +15,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -280,6 +281,32 @@ def test_only_tls12_and_tls13_are_accepted(make_server, pki):
     assert "unsupported protocol" in srv.log_text()
     assert s_client(srv.port, "-tls1_2", ca=pki.ca)[0] == "TLSv1.2"
     assert s_client(srv.port, "-tls1_3", ca=pki.ca)[0] == "TLSv1.3"
+    srv.api.get("/healthz", expect=200)
+
+
+def test_renegotiation_is_refused(make_server, pki):
+    srv = tls_server(make_server, pki.cert, pki.key)
+    # s_client: "R" on its input asks for a TLS 1.2 renegotiation.
+    p = subprocess.Popen(["openssl", "s_client", "-connect", f"127.0.0.1:{srv.port}", "-servername",
+                          "localhost", "-tls1_2", "-CAfile", str(pki.ca)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    watchdog = threading.Timer(30, p.kill)
+    watchdog.start()
+    out = ""
+    try:
+        p.stdin.write(b"R\n")
+        p.stdin.flush()
+        for line in p.stdout:  # until the refusal, or s_client's exit
+            out += line.decode(errors="replace")
+            if "no renegotiation" in out:
+                break
+    finally:
+        watchdog.cancel()
+        p.kill()
+        p.wait()
+        p.stdin.close()
+        p.stdout.close()
+    assert "RENEGOTIATING" in out and "no renegotiation" in out, out[-1500:]
     srv.api.get("/healthz", expect=200)
 
 
