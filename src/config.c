@@ -38,6 +38,10 @@ static const option options[] = {
      "address to serve HTTP on, HOST:PORT ([v6]:PORT for IPv6)"},
     {"data-dir", OPT_STRING, F(data_dir), "./var", 0, 0,
      "directory of the embedded store (created if missing)"},
+    {"encryption-keys", OPT_STRING, F(encryption_keys), "", 0, 0,
+     "file of '<key id> <64 hex digits>' lines: session metadata is stored encrypted "
+     "(AES-256-GCM) under the last key; every listed key decrypts (rotate by appending a key, "
+     "then run 'sessiond reencrypt')"},
     {"api-keys", OPT_STRING, F(api_keys), "", 0, 0,
      "file of API keys ('<id> <sha256 hex> <scopes>' lines); without it sessiond only "
      "serves loopback addresses (protected mode)"},
@@ -69,6 +73,13 @@ static const option options[] = {
      "most sessions one sweep transaction moves (keeps sweeps from stalling writes)"},
     {"history-retention", OPT_DURATION, F(history_retention_ms), "30d", 0, 3650 * DAY,
      "how long ended sessions are kept as history before they are purged"},
+    {"binding-policy", OPT_STRING, F(binding_policy), "enforce", 0, 0,
+     "a bound session validated from another context: 'enforce' answers invalid "
+     "(reason binding_mismatch), 'flag' answers valid with bindingMismatch; both are audited"},
+    {"binding-ipv4-prefix", OPT_INT, F(binding_ipv4_prefix), "32", 0, 32,
+     "bits of an IPv4 address an ip binding keeps (24: the /24 network)"},
+    {"binding-ipv6-prefix", OPT_INT, F(binding_ipv6_prefix), "64", 0, 128,
+     "bits of an IPv6 address an ip binding keeps"},
     {"failed-validation-rate", OPT_INT, F(failed_validation_rate), "100", 0, 1000000,
      "failed validations (unknown, expired or malformed tokens) one client address may make "
      "per second, after a burst, before it gets 429 (0: no throttling)"},
@@ -348,6 +359,10 @@ int sd_config_load(sd_config *cfg, int argc, char **argv, char **envp, FILE *err
     }
     if (strcmp(cfg->tls_client_auth, "optional") && strcmp(cfg->tls_client_auth, "require")) {
         fprintf(err, "sessiond: tls-client-auth must be optional or require\n");
+        return SD_CONFIG_EXIT_ERR;
+    }
+    if (strcmp(cfg->binding_policy, "enforce") && strcmp(cfg->binding_policy, "flag")) {
+        fprintf(err, "sessiond: binding-policy must be enforce or flag\n");
         return SD_CONFIG_EXIT_ERR;
     }
     if (cfg->idle_timeout_ms > cfg->max_idle_timeout_ms) {

@@ -23,6 +23,7 @@ typedef struct sd_config {
     char tls_key[1024];
     char tls_client_ca[1024];
     char tls_client_auth[16];
+    char encryption_keys[1024];
     int64_t idle_timeout_ms;
     int64_t absolute_timeout_ms;
     int64_t max_idle_timeout_ms;
@@ -30,6 +31,9 @@ typedef struct sd_config {
     int64_t sweep_interval_ms;
     int64_t sweep_batch;
     int64_t history_retention_ms;
+    char binding_policy[16];
+    int64_t binding_ipv4_prefix;
+    int64_t binding_ipv6_prefix;
     int64_t failed_validation_rate;
     int64_t failed_validation_burst;
     char audit_dir[1024];

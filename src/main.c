@@ -12,8 +12,10 @@
 #include "api/api.h"
 #include "api/keys.h"
 #include "audit/audit.h"
+#include "commands.h"
 #include "config.h"
 #include "http/tls.h"
+#include "store/crypt.h"
 #include "metrics/metrics.h"
 #include "session/sweeper.h"
 #include "util/clock.h"
@@ -75,21 +77,12 @@ static void reload_tls(sd_tls *tls, const sd_config *fresh)
         sd_info("SIGHUP: TLS certificate reloaded from %s", fresh->tls_cert);
 }
 
-/* `sessiond audit verify PATH...` */
-static int audit_command(int argc, char **argv)
-{
-    if (argc < 3 || strcmp(argv[1], "verify") != 0) {
-        fprintf(stderr, "usage: sessiond audit verify PATH...  (files in order, or the audit "
-                        "directory)\n");
-        return 2;
-    }
-    return sd_audit_verify(argc - 2, argv + 2, stdout);
-}
-
 int main(int argc, char **argv)
 {
     if (argc >= 2 && strcmp(argv[1], "audit") == 0)
-        return audit_command(argc - 1, argv + 1);
+        return sd_cmd_audit(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "reencrypt") == 0)
+        return sd_cmd_reencrypt(argc - 1, argv + 1);
     sd_config cfg;
     int rc = sd_config_load(&cfg, argc, argv, environ, stderr);
     if (rc == SD_CONFIG_EXIT_OK)
@@ -130,11 +123,24 @@ int main(int argc, char **argv)
         sd_info("%d API keys loaded from %s", sd_keys_count(keys), cfg.api_keys);
 
     char err[512] = "";
+    sd_keyring *ring = NULL;
+    if (cfg.encryption_keys[0] &&
+        sd_keyring_load(cfg.encryption_keys, &ring, err, sizeof err) != 0) {
+        sd_error("%s", err);
+        sd_keys_free(keys);
+        return 2;
+    }
+    if (ring)
+        sd_info("session metadata is encrypted at rest under key '%s'", sd_keyring_current(ring));
+    else
+        sd_info("no --encryption-keys: session metadata (ipAddress, userAgent, deviceInfo, "
+                "geoLocation, data) is stored in the clear");
     sd_tls *tls = NULL;
     sd_tls_options topt;
     if (tls_options(&cfg, &topt)) {
         if (sd_tls_create(&topt, &tls, err, sizeof err)) {
             sd_error("%s", err);
+            sd_keyring_free(ring);
             sd_keys_free(keys);
             return 2;
         }
@@ -153,13 +159,19 @@ int main(int argc, char **argv)
                    .max_data_bytes = (size_t)cfg.max_data_bytes,
                    .max_per_user = (int)cfg.max_sessions_per_user,
                    .refresh_grace_ms = cfg.refresh_grace_ms,
-                   .evict_oldest = strcmp(cfg.session_limit_policy, "evict") == 0},
+                   .evict_oldest = strcmp(cfg.session_limit_policy, "evict") == 0,
+                   .bind_v4_prefix = (int)cfg.binding_ipv4_prefix,
+                   .bind_v6_prefix = (int)cfg.binding_ipv6_prefix,
+                   .bind_enforce = strcmp(cfg.binding_policy, "flag") != 0},
     };
-    sd_store_options sopt = {.commit_batch = (int)cfg.commit_batch,
+    sd_store_options sopt = {.keys = ring,
+                             .commit_batch = (int)cfg.commit_batch,
                              .max_queued = (int)cfg.max_queued_writes};
     if ((rc = sd_store_open(&sd_store_sqlite, cfg.data_dir, &sopt, &app.store, err, sizeof err))) {
         sd_error("cannot open the store: %s", err);
         sd_tls_free(tls);
+        sd_keyring_free(ring);
+        sd_keys_free(keys);
         return 1;
     }
     char audit_dir[1100];
@@ -174,6 +186,7 @@ int main(int argc, char **argv)
         sd_error("cannot open the audit log: %s", err);
         sd_store_close(app.store);
         sd_tls_free(tls);
+        sd_keyring_free(ring);
         return 1;
     }
     sd_sweeper *sweeper = NULL;
@@ -183,6 +196,7 @@ int main(int argc, char **argv)
         sd_audit_close();
         sd_store_close(app.store);
         sd_tls_free(tls);
+        sd_keyring_free(ring);
         return 1;
     }
     sd_http_options hopt = {
@@ -215,6 +229,7 @@ int main(int argc, char **argv)
         sd_audit_close();
         sd_store_close(app.store);
         sd_tls_free(tls);
+        sd_keyring_free(ring);
         return 1;
     }
     sd_info("sessiond " SD_VERSION " listening on %s, store sqlite in %s (idle %llds, absolute "
@@ -264,6 +279,7 @@ int main(int argc, char **argv)
     sd_sweeper_stop(sweeper);
     sd_audit_close(); /* logs what the last writes committed */
     sd_store_close(app.store);
+    sd_keyring_free(ring);
     sd_keys_free(app.keys);
     sd_limiter_free(app.guesses);
     pthread_rwlock_destroy(&app.keys_lock);

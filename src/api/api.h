@@ -49,11 +49,21 @@ void sd_api_metrics(sd_req *r, void *app);
 
 /* The validation core (validate.c), shared by /sessions/validate, /auth and
  * /introspect: shape check, hash, index lookup, expiry, rolling touch.
- * Returns 1 (valid: *s filled, owned by the caller; *expiry the enforced
+ * Returns 1 (valid: c->s filled, owned by the caller; c->expiry the enforced
  * expiry), 0 (invalid for any reason; audited as validation_failed with
  * r's client), or a negative store error. The caller wipes the token. */
-int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, bool touch,
-                       sd_session *s, int64_t *expiry);
+typedef struct sd_check {
+    bool touch;             /* rolling expiry */
+    const char *ip;         /* the client's context, for bound sessions; NULL: unknown */
+    const char *user_agent; /* (a bound session fails closed without it) */
+    /* out */
+    sd_session s;          /* valid: the session, owned by the caller */
+    int64_t expiry;        /* valid: the enforced expiry */
+    bool binding_mismatch; /* the context does not match the session's binding
+                              (invalid with --binding-policy enforce, else valid) */
+} sd_check;
+
+int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, sd_check *c);
 
 /* Guessing defence (validate.c): 0 when r's client may present a token now,
  * SD_ETHROTTLED while its failures have emptied its bucket. */

@@ -65,23 +65,33 @@ void sd_api_forward_auth(sd_req *r, void *app_)
     size_t n = len < SD_TOKEN_LEN ? len : SD_TOKEN_LEN;
     memcpy(token, tok, n);
     token[n] = '\0';
-    sd_session s;
-    int64_t expiry;
-    int rc = sd_api_check_token(app, r, token, len, true, &s, &expiry);
+    /* The gateway names the client: X-Real-IP (nginx: proxy_set_header
+     * X-Real-IP $remote_addr) and the forwarded User-Agent. */
+    sd_check c = {.touch = true,
+                  .ip = sd_req_header(r, "X-Real-IP"),
+                  .user_agent = sd_req_header(r, "User-Agent")};
+    int rc = sd_api_check_token(app, r, token, len, &c);
     OPENSSL_cleanse(token, sizeof token);
     if (rc < 0) {
         sd_api_fail(r, rc, NULL);
         return;
     }
     if (rc == 0) {
-        unauthorized(r, "the session is unknown, expired or revoked");
+        unauthorized(r, c.binding_mismatch ? "the session is bound to another client context"
+                                           : "the session is unknown, expired or revoked");
         return;
     }
     /* Header values must not carry CR/LF: user ids with control characters
      * are refused at creation, so the id is safe to echo. */
-    const char *hdr[] = {"X-Session-Id", s.id, "X-User-Id", s.user_id, NULL};
-    sd_reply_json(r, 200, json_pack("{s:s, s:s}", "sessionId", s.id, "userId", s.user_id), hdr);
-    sd_session_clear(&s);
+    const char *hdr[] = {"X-Session-Id",
+                         c.s.id,
+                         "X-User-Id",
+                         c.s.user_id,
+                         c.binding_mismatch ? "X-Session-Binding-Mismatch" : NULL,
+                         "1",
+                         NULL};
+    sd_reply_json(r, 200, json_pack("{s:s, s:s}", "sessionId", c.s.id, "userId", c.s.user_id), hdr);
+    sd_session_clear(&c.s);
 }
 
 /* The value of `name` in an application/x-www-form-urlencoded body,
@@ -121,9 +131,10 @@ void sd_api_introspect(sd_req *r, void *app_)
         return;
     }
     size_t len = strlen(tok);
-    sd_session s;
-    int64_t expiry;
-    int rc = sd_api_check_token(app, r, tok, len, false, &s, &expiry);
+    sd_check c = {.touch = false}; /* RFC 7662 carries no client context */
+    int rc = sd_api_check_token(app, r, tok, len, &c);
+    sd_session s = c.s;
+    int64_t expiry = c.expiry;
     OPENSSL_cleanse(tok, len);
     free(tok);
     if (rc < 0) {

@@ -26,6 +26,15 @@ static void reply_invalid(sd_req *r)
     sd_reply_json(r, 200, json_pack("{s:b, s:n}", "isValid", 0, "expiry"), NULL);
 }
 
+/* The one invalid answer that says why: the token is good, the client's
+ * context is not what the session is bound to. */
+static void reply_mismatch(sd_req *r)
+{
+    sd_reply_json(
+        r, 200, json_pack("{s:b, s:n, s:s}", "isValid", 0, "expiry", "reason", "binding_mismatch"),
+        NULL);
+}
+
 static json_t *time_json(int64_t ms)
 {
     char buf[SD_TIME_TEXT_LEN + 1];
@@ -98,8 +107,10 @@ void sd_api_validate_id(sd_req *r, void *app_)
 }
 
 /* The hot path's answer, written by hand rather than through a JSON tree:
- * {"isValid":true,"expiry":"...","sessionId":"...","userId":"..."}. */
-static void reply_valid(sd_req *r, int64_t expiry, const char *id, const char *user_id)
+ * {"isValid":true,"expiry":"...","sessionId":"...","userId":"..."}, plus
+ * "bindingMismatch":true when the binding policy only flags. */
+static void reply_valid(sd_req *r, int64_t expiry, const char *id, const char *user_id,
+                        bool mismatch)
 {
     size_t ulen = strlen(user_id);
     size_t cap = 96 + SD_TIME_TEXT_LEN + SD_ID_LEN + 6 * ulen;
@@ -115,6 +126,11 @@ static void reply_valid(sd_req *r, int64_t expiry, const char *id, const char *u
                                 sd_time_format(expiry, t), id);
     o += sd_api_json_escape(user_id, ulen, out + o);
     out[o++] = '"';
+    if (mismatch) {
+        static const char flag[] = ",\"bindingMismatch\":true";
+        memcpy(out + o, flag, sizeof flag - 1);
+        o += sizeof flag - 1;
+    }
     out[o++] = '}';
     sd_reply(r, 200, "application/json", out, o, NULL);
 }
@@ -124,9 +140,10 @@ static void touch_done(sd_write *w)
     free(w);
 }
 
-int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, bool touch,
-                       sd_session *s, int64_t *expiry)
+int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, sd_check *c)
 {
+    sd_session *s = &c->s;
+    c->binding_mismatch = false;
     int rc = sd_api_guess_wait(app, r);
     if (rc)
         return rc;
@@ -145,9 +162,23 @@ int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, bo
     }
     if (rc)
         return rc;
-    *expiry = s->expiry;
+    if (s->binding.flags && !sd_binding_matches(&s->binding, c->ip, c->user_agent)) {
+        /* A stolen token used from elsewhere, or a client that moved. */
+        bool enforce = app->policy.bind_enforce;
+        c->binding_mismatch = true;
+        sd_warn("binding_mismatch session=%s address=%s action=%s", s->id, sd_req_peer(r),
+                enforce ? "rejected" : "flagged");
+        sd_audit_emit("binding_mismatch", s->id, s->user_id, sd_req_actor(r), sd_req_peer(r),
+                      enforce ? "rejected" : "flagged");
+        if (enforce) {
+            sd_metrics_validation(0);
+            sd_session_clear(s);
+            return 0;
+        }
+    }
+    c->expiry = s->expiry;
     int64_t extended;
-    if (touch && sd_session_touch(s, &app->policy, now, &extended)) {
+    if (c->touch && sd_session_touch(s, &app->policy, now, &extended)) {
         sd_write *w = calloc(1, sizeof *w);
         if (w) {
             w->kind = SD_W_TOUCH;
@@ -157,7 +188,7 @@ int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, bo
             w->touch_version = s->version;
             w->done = touch_done;
             sd_store_write(app->store, w);
-            *expiry = extended;
+            c->expiry = extended;
         }
     }
     sd_metrics_validation(1);
@@ -166,8 +197,10 @@ int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, bo
 
 /* Finds the token: Authorization: Bearer, or {"token": "..."}. Copies it
  * into out (at most SD_TOKEN_LEN + 1 bytes kept, *len the real length).
+ * The body may also give the client's context ("ipAddress", "userAgent")
+ * for bound sessions: c points into *body_out, which the caller releases.
  * Returns 0, or answers 400 and returns -1. */
-static int find_token(sd_req *r, char *out, size_t *len)
+static int find_token(sd_req *r, char *out, size_t *len, json_t **body_out, sd_check *c)
 {
     bool other;
     const char *tok = sd_api_bearer(r, &other);
@@ -186,12 +219,18 @@ static int find_token(sd_req *r, char *out, size_t *len)
         json_t *v;
         json_object_foreach(body, key, v)
         {
-            if (strcmp(key, "token") != 0 || !json_is_string(v)) {
-                sd_reply_problem(r, 400, "the body may only hold 'token', a string");
+            if ((strcmp(key, "token") != 0 && strcmp(key, "ipAddress") != 0 &&
+                 strcmp(key, "userAgent") != 0) ||
+                !json_is_string(v)) {
+                sd_reply_problem(r, 400,
+                                 "the body may only hold 'token', 'ipAddress' and 'userAgent', "
+                                 "strings");
                 json_decref(body);
                 return -1;
             }
         }
+        c->ip = json_string_value(json_object_get(body, "ipAddress"));
+        c->user_agent = json_string_value(json_object_get(body, "userAgent"));
         json_t *t = json_object_get(body, "token");
         if (t) {
             if (tok) {
@@ -215,7 +254,7 @@ static int find_token(sd_req *r, char *out, size_t *len)
     size_t n = *len < SD_TOKEN_LEN ? *len : SD_TOKEN_LEN;
     memcpy(out, tok, n);
     out[n] = '\0';
-    json_decref(body);
+    *body_out = body;
     return 0;
 }
 
@@ -235,20 +274,24 @@ void sd_api_validate_token(sd_req *r, void *app_)
 
     char token[SD_TOKEN_LEN + 1];
     size_t len;
-    if (find_token(r, token, &len))
+    json_t *body = NULL;
+    sd_check c = {.touch = touch};
+    if (find_token(r, token, &len, &body, &c))
         return;
-    sd_session s;
-    int64_t expiry;
-    int rc = sd_api_check_token(app, r, token, len, touch, &s, &expiry);
+    int rc = sd_api_check_token(app, r, token, len, &c);
     OPENSSL_cleanse(token, sizeof token);
+    json_decref(body);
     if (rc == 0) {
-        reply_invalid(r);
+        if (c.binding_mismatch)
+            reply_mismatch(r);
+        else
+            reply_invalid(r);
         return;
     }
     if (rc < 0) {
         sd_api_fail(r, rc, NULL);
         return;
     }
-    reply_valid(r, expiry, s.id, s.user_id);
-    sd_session_clear(&s);
+    reply_valid(r, c.expiry, c.s.id, c.s.user_id, c.binding_mismatch);
+    sd_session_clear(&c.s);
 }

@@ -7,6 +7,7 @@
 #include "util/err.h"
 
 #include <arpa/inet.h>
+#include <openssl/crypto.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,6 +76,14 @@ json_t *sd_session_to_json(const sd_session *s)
     json_object_set_new(o, "mfa", json_boolean(json_is_true(mfa)));
     json_t *data = s->attrs ? json_object_get(s->attrs, "data") : NULL;
     json_object_set_new(o, "data", data ? json_incref(data) : json_object());
+    if (s->binding.flags) {
+        json_t *b = json_object();
+        if (s->binding.flags & SD_BIND_IP)
+            json_object_set_new(b, "ip", json_true());
+        if (s->binding.flags & SD_BIND_UA)
+            json_object_set_new(b, "userAgent", json_true());
+        json_object_set_new(o, "bind", b);
+    }
     put_time(o, "createdAt", s->created_at);
     put_time(o, "lastSeen", s->last_seen);
     put_time(o, "expiry", s->expiry);
@@ -157,6 +166,89 @@ static bool in_list(const char *key, const char *const *list, size_t n)
 }
 #define IN(key, arr) in_list(key, arr, sizeof arr / sizeof arr[0])
 
+/* ---- binding ----------------------------------------------------------- */
+
+static void ua_digest(const char *ua, unsigned char out[16])
+{
+    unsigned char md[SD_HASH_LEN];
+    sd_token_hash(ua, strlen(ua), md); /* SHA-256 */
+    memcpy(out, md, 16);
+}
+
+/* Parses ip and masks it to the prefix of its family. */
+static bool masked_ip(const char *text, const sd_binding *like, int v4_prefix, int v6_prefix,
+                      unsigned char out[16], unsigned char *family, unsigned char *prefix)
+{
+    memset(out, 0, 16);
+    if (inet_pton(AF_INET, text, out) == 1) {
+        *family = 4;
+        *prefix = (unsigned char)(like ? like->prefix : v4_prefix);
+    } else if (inet_pton(AF_INET6, text, out) == 1) {
+        *family = 6;
+        *prefix = (unsigned char)(like ? like->prefix : v6_prefix);
+    } else {
+        return false;
+    }
+    for (int bit = *prefix; bit < 128; bit++)
+        out[bit / 8] &= (unsigned char)~(0x80 >> (bit % 8));
+    return true;
+}
+
+bool sd_binding_matches(const sd_binding *b, const char *ip, const char *user_agent)
+{
+    if (b->flags & SD_BIND_IP) {
+        unsigned char a[16], family, prefix;
+        if (!ip || !masked_ip(ip, b, 0, 0, a, &family, &prefix) || family != b->family ||
+            memcmp(a, b->ip, 16) != 0)
+            return false;
+    }
+    if (b->flags & SD_BIND_UA) {
+        unsigned char d[16];
+        if (!user_agent)
+            return false;
+        ua_digest(user_agent, d);
+        if (CRYPTO_memcmp(d, b->ua, 16) != 0)
+            return false;
+    }
+    return true;
+}
+
+/* The create body's "bind": {"ip": bool, "userAgent": bool}. */
+static int parse_bind(const json_t *body, const json_t *v, const sd_policy *p, sd_binding *out,
+                      char *err, size_t n)
+{
+    memset(out, 0, sizeof *out);
+    if (!json_is_object(v))
+        return fail(err, n,
+                    "field 'bind' must be an object like {\"ip\": true, \"userAgent\": "
+                    "true}");
+    const char *key;
+    json_t *f;
+    json_object_foreach((json_t *)v, key, f)
+    {
+        if (strcmp(key, "ip") != 0 && strcmp(key, "userAgent") != 0)
+            return fail(err, n, "field 'bind' may only hold 'ip' and 'userAgent'");
+        if (!json_is_boolean(f))
+            return fail(err, n, "'bind.%s' must be a boolean", key);
+    }
+    if (json_is_true(json_object_get(v, "ip"))) {
+        json_t *ip = json_object_get(body, "ipAddress");
+        if (!ip)
+            return fail(err, n, "'bind.ip' needs the session's 'ipAddress'");
+        masked_ip(json_string_value(ip), NULL, p->bind_v4_prefix, p->bind_v6_prefix, out->ip,
+                  &out->family, &out->prefix);
+        out->flags |= SD_BIND_IP;
+    }
+    if (json_is_true(json_object_get(v, "userAgent"))) {
+        json_t *ua = json_object_get(body, "userAgent");
+        if (!ua)
+            return fail(err, n, "'bind.userAgent' needs the session's 'userAgent'");
+        ua_digest(json_string_value(ua), out->ua);
+        out->flags |= SD_BIND_UA;
+    }
+    return 0;
+}
+
 /* ---- create ------------------------------------------------------------ */
 
 int sd_session_from_create(const json_t *body, const sd_policy *p, int64_t now, sd_session *out,
@@ -191,6 +283,8 @@ int sd_session_from_create(const json_t *body, const sd_policy *p, int64_t now, 
             rc = check_data(v, p, err, n);
         else if (strcmp(key, "ttlSeconds") == 0)
             rc = check_ttl(v, p, &ttl, err, n);
+        else if (strcmp(key, "bind") == 0)
+            rc = 0; /* after the loop: it needs the other fields checked */
         else if (IN(key, server_fields))
             rc = fail(err, n, "field '%s' is set by the server and cannot be chosen by the client",
                       key);
@@ -202,6 +296,12 @@ int sd_session_from_create(const json_t *body, const sd_policy *p, int64_t now, 
     json_t *uid = json_object_get(body, "userId");
     if (!uid)
         return fail(err, n, "field 'userId' is required");
+    sd_binding binding = {0};
+    if ((v = json_object_get(body, "bind"))) {
+        int rc = parse_bind(body, v, p, &binding, err, n);
+        if (rc)
+            return rc;
+    }
 
     json_t *attrs = json_object();
     if (!attrs)
@@ -234,6 +334,7 @@ int sd_session_from_create(const json_t *body, const sd_policy *p, int64_t now, 
     sd_token_hash(token_out, SD_TOKEN_LEN, out->token_hash);
     out->user_id = strdup(json_string_value(uid));
     out->attrs = attrs;
+    out->binding = binding;
     out->created_at = out->last_seen = now;
     out->idle_ttl = ttl;
     out->absolute_expiry = now + p->absolute_timeout_ms;
@@ -250,7 +351,8 @@ int sd_session_from_create(const json_t *body, const sd_policy *p, int64_t now, 
 
 static const char *const read_only[] = {
     "userId",   "sessionId", "createdAt", "absoluteExpiry",     "token",
-    "deviceId", "userAgent", "ipAddress", "idleTimeoutSeconds", "id"};
+    "deviceId", "userAgent", "ipAddress", "idleTimeoutSeconds", "id",
+    "bind"};
 
 static int parse_time_field(const char *key, const json_t *v, int64_t *ms, char *err, size_t n)
 {

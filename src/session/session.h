@@ -23,7 +23,22 @@ typedef struct sd_policy {
     int max_per_user;            /* active sessions a user may have; 0: no limit */
     bool evict_oldest;           /* at the limit: end the least recently seen (else refuse) */
     int64_t refresh_grace_ms;    /* a rotated token's refresh race window */
+    int bind_v4_prefix;          /* bits of an IPv4 address a binding keeps */
+    int bind_v6_prefix;          /* bits of an IPv6 address a binding keeps */
+    bool bind_enforce;           /* a binding mismatch fails validation (else only flagged) */
 } sd_policy;
+
+/* Optional binding of a session to its client's context, chosen at
+ * creation: the network of its ipAddress and/or its userAgent. Compact and
+ * fixed-size, so that the validation index carries it. */
+enum { SD_BIND_IP = 1, SD_BIND_UA = 2 };
+typedef struct sd_binding {
+    unsigned char flags;  /* SD_BIND_*; 0: not bound */
+    unsigned char family; /* 4 or 6 */
+    unsigned char prefix; /* bits of ip that count */
+    unsigned char ip[16]; /* masked to prefix */
+    unsigned char ua[16]; /* SHA-256(userAgent), first 16 bytes */
+} sd_binding;
 
 typedef struct sd_session {
     char id[SD_ID_LEN + 1];
@@ -36,7 +51,12 @@ typedef struct sd_session {
     int64_t idle_ttl; /* ms; what one unit of activity extends by */
     int64_t version;
     json_t *attrs; /* owned reference or NULL: the optional fields, mfa, data */
+    sd_binding binding;
 } sd_session;
+
+/* True when the client context (ip, user_agent; NULL when unknown) matches
+ * what s is bound to; always true for an unbound session. */
+bool sd_binding_matches(const sd_binding *b, const char *ip, const char *user_agent);
 
 /* Frees what s owns and zeroes it. Safe on a zeroed struct. */
 void sd_session_clear(sd_session *s);

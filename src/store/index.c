@@ -16,6 +16,7 @@ typedef struct entry {
     char id[SD_ID_LEN + 1];
     char *user_id;
     int64_t created_at, last_seen, expiry, absolute_expiry, idle_ttl, version;
+    sd_binding *binding; /* NULL unless the session is bound (most are not) */
     struct entry *next_token, *next_id;
 } entry;
 
@@ -71,6 +72,7 @@ void sd_index_free(sd_index *ix)
         for (entry *e = ix->by_id[i], *next; e; e = next) {
             next = e->next_id;
             free(e->user_id);
+            free(e->binding);
             free(e);
         }
     }
@@ -146,6 +148,7 @@ void sd_index_remove_locked(sd_index *ix, const char *id)
     *tp = e->next_token;
     ix->count--;
     free(e->user_id);
+    free(e->binding);
     free(e);
 }
 
@@ -159,11 +162,16 @@ int sd_index_put_locked(sd_index *ix, const sd_session *s)
     if (!e) {
         e = calloc(1, sizeof *e);
         char *uid = e ? strdup(s->user_id) : NULL;
-        if (!uid) {
+        sd_binding *b = uid && s->binding.flags ? malloc(sizeof *b) : NULL;
+        if (!uid || (s->binding.flags && !b)) {
+            free(uid);
             free(e);
             return SD_ENOMEM;
         }
+        if (b)
+            *b = s->binding;
         e->user_id = uid;
+        e->binding = b;
         memcpy(e->id, s->id, sizeof e->id);
         memcpy(e->token_hash, s->token_hash, SD_HASH_LEN);
         if (ix->count >= ix->nbuckets)
@@ -232,6 +240,8 @@ static int fill(const entry *e, sd_session *out)
     out->absolute_expiry = e->absolute_expiry;
     out->idle_ttl = e->idle_ttl;
     out->version = e->version;
+    if (e->binding)
+        out->binding = *e->binding;
     return out->user_id ? 0 : SD_ENOMEM;
 }
 

@@ -18,6 +18,7 @@
  * lifecycle change, written in the change's own transaction). Times are ms
  * since the epoch.
  */
+#include "store/crypt.h"
 #include "store/index.h"
 #include "store/store.h"
 #include "util/clock.h"
@@ -26,6 +27,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
@@ -38,7 +40,7 @@
 
 #define COLS                                                                                       \
     "id, token_hash, user_id, created_at, last_seen, expiry, absolute_expiry, idle_ttl, version, " \
-    "attrs"
+    "attrs, binding"
 #define CHECKPOINT_PAGES 1000
 
 static const char schema[] =
@@ -47,14 +49,14 @@ static const char schema[] =
     " id TEXT NOT NULL UNIQUE, token_hash BLOB NOT NULL UNIQUE, user_id TEXT NOT NULL,"
     " created_at INTEGER NOT NULL, last_seen INTEGER NOT NULL, expiry INTEGER NOT NULL,"
     " absolute_expiry INTEGER NOT NULL, idle_ttl INTEGER NOT NULL, version INTEGER NOT NULL,"
-    " attrs TEXT NOT NULL);"
+    " attrs TEXT NOT NULL, binding BLOB);"
     "CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions(user_id, last_seen, id);"
     "CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions(expiry, id);"
     "CREATE TABLE IF NOT EXISTS session_history("
     " id TEXT NOT NULL UNIQUE, token_hash BLOB NOT NULL, user_id TEXT NOT NULL,"
     " created_at INTEGER NOT NULL, last_seen INTEGER NOT NULL, expiry INTEGER NOT NULL,"
     " absolute_expiry INTEGER NOT NULL, idle_ttl INTEGER NOT NULL, version INTEGER NOT NULL,"
-    " attrs TEXT NOT NULL, ended_at INTEGER NOT NULL, end_reason TEXT NOT NULL);"
+    " attrs TEXT NOT NULL, ended_at INTEGER NOT NULL, end_reason TEXT NOT NULL, binding BLOB);"
     "CREATE INDEX IF NOT EXISTS history_by_ended ON session_history(ended_at);"
     "CREATE INDEX IF NOT EXISTS history_by_user ON session_history(user_id, ended_at);"
     "CREATE TABLE IF NOT EXISTS rotated_tokens(token_hash BLOB PRIMARY KEY, session_id TEXT NOT "
@@ -68,7 +70,12 @@ static const char schema[] =
     " actor TEXT, address TEXT, reason TEXT);"
     "CREATE INDEX IF NOT EXISTS events_by_session ON audit_events(session_id, seq);"
     "CREATE INDEX IF NOT EXISTS events_by_user ON audit_events(user_id, seq);"
-    "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '1');";
+    "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '2');";
+
+/* Version 2 added the binding column. Run inside the schema transaction. */
+static const char migrate_v2[] = "ALTER TABLE sessions ADD COLUMN binding BLOB;"
+                                 "ALTER TABLE session_history ADD COLUMN binding BLOB;"
+                                 "UPDATE meta SET value = '2' WHERE key = 'schema_version';";
 
 /* Statements of the writer connection, prepared once. */
 enum {
@@ -102,6 +109,10 @@ enum {
     W_EV_END_USER,
     W_EV_SWEEP,
     W_EV_PURGE,
+    W_RE_SCAN_ACTIVE,
+    W_RE_SCAN_HISTORY,
+    W_RE_SET_ACTIVE,
+    W_RE_SET_HISTORY,
     W_NSTMT
 };
 
@@ -112,7 +123,7 @@ static const char *const wsql[W_NSTMT] = {
     [W_SAVEPOINT] = "SAVEPOINT w",
     [W_RELEASE] = "RELEASE w",
     [W_ROLLBACK_TO] = "ROLLBACK TO w",
-    [W_INSERT] = "INSERT INTO sessions(" COLS ") VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
+    [W_INSERT] = "INSERT INTO sessions(" COLS ") VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
     [W_SELECT] = "SELECT " COLS " FROM sessions WHERE id = ?1",
     [W_UPDATE] = "UPDATE sessions SET last_seen=?2, expiry=?3, idle_ttl=?4, version=?5, attrs=?6 "
                  "WHERE id = ?1",
@@ -162,6 +173,12 @@ static const char *const wsql[W_NSTMT] = {
      * at the first ?2 only (no index on time needed). */
     [W_EV_PURGE] = "DELETE FROM audit_events WHERE seq IN (SELECT seq FROM audit_events "
                    "ORDER BY seq LIMIT ?2) AND at < ?1",
+    [W_RE_SCAN_ACTIVE] = "SELECT rowid, id, attrs FROM sessions WHERE rowid > ?1 ORDER BY rowid "
+                         "LIMIT ?2",
+    [W_RE_SCAN_HISTORY] = "SELECT rowid, id, attrs FROM session_history WHERE rowid > ?1 "
+                          "ORDER BY rowid LIMIT ?2",
+    [W_RE_SET_ACTIVE] = "UPDATE sessions SET attrs = ?2 WHERE rowid = ?1",
+    [W_RE_SET_HISTORY] = "UPDATE session_history SET attrs = ?2 WHERE rowid = ?1",
     [W_PURGE] = "DELETE FROM session_history WHERE rowid IN (SELECT rowid FROM session_history "
                 "WHERE ended_at < ?1 LIMIT ?2)",
 };
@@ -224,6 +241,7 @@ struct sd_store {
     char (*removed)[SD_ID_LEN + 1]; /* ids the current batch deleted (RETURNING) */
     size_t n_removed, cap_removed;
 
+    const sd_keyring *keys; /* encryption at rest of attrs; NULL: plain */
     _Atomic bool broken;
     _Atomic bool write_failing; /* the last commit that tried to change something failed */
     _Atomic int64_t active_rows, swept_total, sweeps_total, commits_total, writes_total;
@@ -272,7 +290,7 @@ static void bind_text(sqlite3_stmt *s, int i, const char *v)
 }
 
 /* Reads the COLS columns of the current row. */
-static int row_to_session(sqlite3_stmt *s, bool want_attrs, sd_session *out)
+static int row_to_session(const sd_store *st, sqlite3_stmt *s, bool want_attrs, sd_session *out)
 {
     memset(out, 0, sizeof *out);
     const char *id = (const char *)sqlite3_column_text(s, 0);
@@ -287,9 +305,25 @@ static int row_to_session(sqlite3_stmt *s, bool want_attrs, sd_session *out)
     out->absolute_expiry = sqlite3_column_int64(s, 6);
     out->idle_ttl = sqlite3_column_int64(s, 7);
     out->version = sqlite3_column_int64(s, 8);
+    if (sqlite3_column_bytes(s, 10) == (int)sizeof out->binding)
+        memcpy(&out->binding, sqlite3_column_blob(s, 10), sizeof out->binding);
     if (want_attrs) {
+        /* Sealed when the store has keys (crypt.h); plain JSON otherwise. */
         const char *a = (const char *)sqlite3_column_text(s, 9);
-        out->attrs = a ? json_loadb(a, (size_t)sqlite3_column_bytes(s, 9), 0, NULL) : NULL;
+        size_t n = 0;
+        char *plain =
+            a ? sd_open(st->keys, out->id, a, (size_t)sqlite3_column_bytes(s, 9), &n) : NULL;
+        if (a && !plain) {
+            sd_error("store: cannot decrypt the metadata of session %s (unknown key or altered "
+                     "row)",
+                     out->id);
+            sd_session_clear(out);
+            return SD_EUNAVAILABLE;
+        }
+        out->attrs = plain ? json_loadb(plain, n, 0, NULL) : NULL;
+        if (plain)
+            OPENSSL_cleanse(plain, n);
+        free(plain);
         if (!out->attrs)
             out->attrs = json_object();
     }
@@ -335,11 +369,11 @@ static reader *get_reader(sd_store *st)
 }
 
 /* Steps a single-row query; maps SQLite codes to ours. */
-static int read_one(sqlite3_stmt *s, bool want_attrs, sd_session *out)
+static int read_one(const sd_store *st, sqlite3_stmt *s, bool want_attrs, sd_session *out)
 {
     int rc = sqlite3_step(s), ret;
     if (rc == SQLITE_ROW)
-        ret = row_to_session(s, want_attrs, out);
+        ret = row_to_session(st, s, want_attrs, out);
     else if (rc == SQLITE_DONE)
         ret = SD_ENOTFOUND;
     else
@@ -358,7 +392,7 @@ static int sq_get(sd_store *st, const char *id, bool want_attrs, sd_session *out
         return SD_EUNAVAILABLE;
     sqlite3_stmt *s = r->stmt[R_GET];
     bind_text(s, 1, id);
-    return read_one(s, want_attrs, out);
+    return read_one(st, s, want_attrs, out);
 }
 
 static int sq_get_by_token(sd_store *st, const unsigned char hash[SD_HASH_LEN], bool want_attrs,
@@ -371,7 +405,7 @@ static int sq_get_by_token(sd_store *st, const unsigned char hash[SD_HASH_LEN], 
         return SD_EUNAVAILABLE;
     sqlite3_stmt *s = r->stmt[R_TOKEN];
     sqlite3_bind_blob(s, 1, hash, SD_HASH_LEN, SQLITE_STATIC);
-    int rc = read_one(s, want_attrs, out);
+    int rc = read_one(st, s, want_attrs, out);
     if (rc == 0 && !sd_hash_equal(out->token_hash, hash)) {
         sd_session_clear(out);
         rc = SD_ENOTFOUND;
@@ -399,7 +433,7 @@ static int sq_list_user(sd_store *st, const char *user_id, int64_t now, const sd
     int ret = v ? 0 : SD_ENOMEM, rc;
     size_t k = 0;
     while (ret == 0 && (rc = sqlite3_step(s)) == SQLITE_ROW && k < (size_t)limit)
-        if ((ret = row_to_session(s, true, &v[k])) == 0)
+        if ((ret = row_to_session(st, s, true, &v[k])) == 0)
             k++;
     if (ret == 0 && rc != SQLITE_DONE && rc != SQLITE_ROW)
         ret = SD_EUNAVAILABLE;
@@ -566,6 +600,20 @@ static int end_events(sd_store *st, int which, const sd_write *w, const char *ke
 
 static int end_one(sd_store *st, const sd_write *w, const char *id, const char *reason, int64_t *n);
 
+/* The attrs column of session id: its JSON, sealed when the store has
+ * keys. malloc'd; NULL when out of memory. */
+static char *attrs_text(const sd_store *st, const char *id, const json_t *attrs)
+{
+    char *json = json_dumps(attrs, JSON_COMPACT);
+    if (!json || !st->keys)
+        return json;
+    size_t n = strlen(json);
+    char *sealed = sd_seal(st->keys, id, json, n);
+    OPENSSL_cleanse(json, n);
+    free(json);
+    return sealed;
+}
+
 /* The per-user limit, before a create: refuse, or end the least recently
  * seen sessions (reason "evicted") to make room. w->affected counts them. */
 static int enforce_user_limit(sd_store *st, sd_write *w, int64_t *delta)
@@ -611,7 +659,7 @@ static int do_create(sd_store *st, sd_write *w, int64_t *delta)
     int lrc = enforce_user_limit(st, w, delta);
     if (lrc)
         return lrc;
-    char *attrs = json_dumps(s->attrs, JSON_COMPACT);
+    char *attrs = attrs_text(st, s->id, s->attrs);
     if (!attrs)
         return SD_ENOMEM;
     sqlite3_stmt *q = st->w[W_INSERT];
@@ -625,6 +673,8 @@ static int do_create(sd_store *st, sd_write *w, int64_t *delta)
     sqlite3_bind_int64(q, 8, s->idle_ttl);
     sqlite3_bind_int64(q, 9, s->version);
     sqlite3_bind_text(q, 10, attrs, -1, SQLITE_STATIC);
+    if (s->binding.flags)
+        sqlite3_bind_blob(q, 11, &s->binding, sizeof s->binding, SQLITE_STATIC);
     int rc = wstep(st, W_INSERT);
     free(attrs);
     if (!WOK(rc))
@@ -666,7 +716,7 @@ static int do_rotate(sd_store *st, sd_write *w)
     sqlite3_stmt *q = st->w[W_SELECT];
     bind_text(q, 1, w->id);
     sd_session cur;
-    int rc = read_one(q, true, &cur);
+    int rc = read_one(st, q, true, &cur);
     if (rc)
         return rc;
     if (!sd_session_active(&cur, w->now)) {
@@ -721,7 +771,7 @@ static int do_update(sd_store *st, sd_write *w)
     sqlite3_stmt *q = st->w[W_SELECT];
     bind_text(q, 1, w->id);
     sd_session cur;
-    int rc = read_one(q, true, &cur);
+    int rc = read_one(st, q, true, &cur);
     if (rc)
         return rc;
     sd_session before = cur;
@@ -742,7 +792,7 @@ static int do_update(sd_store *st, sd_write *w)
         }
         w->renewed = true;
     }
-    char *attrs = json_dumps(cur.attrs, JSON_COMPACT);
+    char *attrs = attrs_text(st, cur.id, cur.attrs);
     if (!attrs) {
         sd_session_clear(&cur);
         return SD_ENOMEM;
@@ -821,6 +871,66 @@ static int do_sweep(sd_store *st, sd_write *w, int64_t *delta)
     return 0;
 }
 
+/* Seals the attrs of up to w->limit rows after w->cursor under the newest
+ * key (rows already sealed under it are skipped). w->affected counts the
+ * rows rewritten; w->limit comes back as the rows scanned (fewer than asked:
+ * the table is done). */
+static int do_reencrypt(sd_store *st, sd_write *w)
+{
+    if (!st->keys || w->limit <= 0)
+        return SD_EINVALID;
+    int scan = w->table ? W_RE_SCAN_HISTORY : W_RE_SCAN_ACTIVE;
+    int set = w->table ? W_RE_SET_HISTORY : W_RE_SET_ACTIVE;
+    sqlite3_stmt *q = st->w[scan];
+    sqlite3_bind_int64(q, 1, w->cursor);
+    sqlite3_bind_int(q, 2, w->limit);
+    /* Collect first, then update: the scan must not run over rows it changes. */
+    typedef struct change {
+        int64_t rowid;
+        char *sealed;
+    } change;
+    change *v = calloc((size_t)w->limit, sizeof *v);
+    int rc = v ? 0 : SD_ENOMEM, scanned = 0;
+    size_t n = 0;
+    while (rc == 0 && sqlite3_step(q) == SQLITE_ROW) {
+        scanned++;
+        w->cursor = sqlite3_column_int64(q, 0);
+        const char *id = (const char *)sqlite3_column_text(q, 1);
+        const char *a = (const char *)sqlite3_column_text(q, 2);
+        size_t alen = (size_t)sqlite3_column_bytes(q, 2), plen = 0;
+        if (!id || !a || sd_sealed_current(st->keys, a, alen))
+            continue;
+        char *plain = sd_open(st->keys, id, a, alen, &plen);
+        char *sealed = plain ? sd_seal(st->keys, id, plain, plen) : NULL;
+        if (plain)
+            OPENSSL_cleanse(plain, plen);
+        free(plain);
+        if (!sealed) {
+            sd_error("store: cannot re-encrypt session %s (unknown key or altered row)", id);
+            rc = SD_EUNAVAILABLE;
+            break;
+        }
+        v[n].rowid = w->cursor;
+        v[n++].sealed = sealed;
+    }
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    for (size_t i = 0; i < n; i++) {
+        q = st->w[set];
+        sqlite3_bind_int64(q, 1, v[i].rowid);
+        sqlite3_bind_text(q, 2, v[i].sealed, -1, SQLITE_STATIC);
+        if (rc == 0 && !WOK(wstep(st, set)))
+            rc = SD_EUNAVAILABLE;
+        else
+            sqlite3_clear_bindings(q);
+        free(v[i].sealed);
+    }
+    free(v);
+    w->affected = (int64_t)n;
+    w->limit = scanned;
+    return rc;
+}
+
 /* Runs one write inside the open transaction. Returns its result code;
  * *delta collects the change of active rows. */
 static int run_write(sd_store *st, sd_write *w, int64_t *delta)
@@ -870,6 +980,8 @@ static int run_write(sd_store *st, sd_write *w, int64_t *delta)
     }
     case SD_W_SWEEP:
         return do_sweep(st, w, delta);
+    case SD_W_REENCRYPT:
+        return do_reencrypt(st, w);
     case SD_W_PURGE: {
         sqlite3_stmt *q = st->w[W_PURGE];
         sqlite3_bind_int64(q, 1, w->before);
@@ -1006,6 +1118,18 @@ static void commit_batch(sd_store *st, sd_write *batch)
     complete(batch);
 }
 
+/* Brings a store made by an older version up to date. */
+static int migrate(sd_store *st, char *err, size_t errlen)
+{
+    sqlite3_stmt *s = NULL;
+    int rc = sqlite3_prepare_v2(st->wdb, "SELECT binding FROM sessions LIMIT 0", -1, &s, NULL);
+    sqlite3_finalize(s);
+    if (rc == SQLITE_OK)
+        return 0;
+    sd_info("store: upgrading the schema to version 2 (session bindings)");
+    return exec(st->wdb, migrate_v2, err, errlen);
+}
+
 /* Fills the index from the active table (at open, before any thread runs). */
 static int load_index(sd_store *st, char *err, size_t errlen)
 {
@@ -1019,7 +1143,7 @@ static int load_index(sd_store *st, char *err, size_t errlen)
     int64_t n = 0;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         sd_session sess;
-        if (row_to_session(s, false, &sess) || sd_index_put(st->index, &sess)) {
+        if (row_to_session(st, s, false, &sess) || sd_index_put(st->index, &sess)) {
             sd_session_clear(&sess);
             rc = SQLITE_NOMEM;
             break;
@@ -1193,6 +1317,7 @@ static int sq_open(const char *dir, const sd_store_options *opt, sd_store **out,
     if (!st)
         return SD_ENOMEM;
     st->lock_fd = -1;
+    st->keys = opt ? opt->keys : NULL;
     st->commit_batch = opt && opt->commit_batch > 0 ? opt->commit_batch : 1024;
     st->max_queued = opt && opt->max_queued > 0 ? opt->max_queued : 10000;
     st->generation = atomic_fetch_add(&generations, 1) + 1;
@@ -1223,7 +1348,8 @@ static int sq_open(const char *dir, const sd_store_options *opt, sd_store **out,
                    "PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-65536;",
                    err, errlen)) ||
         (rc = exec(st->wdb, "BEGIN IMMEDIATE", err, errlen)) ||
-        (rc = exec(st->wdb, schema, err, errlen)) || (rc = exec(st->wdb, "COMMIT", err, errlen)))
+        (rc = exec(st->wdb, schema, err, errlen)) || (rc = migrate(st, err, errlen)) ||
+        (rc = exec(st->wdb, "COMMIT", err, errlen)))
         goto fail;
     for (int i = 0; i < W_NSTMT; i++) {
         if (sqlite3_prepare_v3(st->wdb, wsql[i], -1, SQLITE_PREPARE_PERSISTENT, &st->w[i], NULL)) {

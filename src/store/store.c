@@ -86,7 +86,7 @@ static const enum sd_store_op write_op[] = {
     [SD_W_END] = SD_OP_END,           [SD_W_END_USER] = SD_OP_END_USER,
     [SD_W_BULK_END] = SD_OP_BULK_END, [SD_W_TOUCH] = SD_OP_TOUCH,
     [SD_W_SWEEP] = SD_OP_SWEEP,       [SD_W_PURGE] = SD_OP_PURGE,
-    [SD_W_ROTATE] = SD_OP_UPDATE,
+    [SD_W_ROTATE] = SD_OP_UPDATE,     [SD_W_REENCRYPT] = SD_OP_UPDATE,
 };
 
 static void timed_done(sd_write *w)

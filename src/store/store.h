@@ -24,15 +24,17 @@ typedef struct sd_store sd_store; /* opaque, owned by the backend */
 typedef struct sd_write sd_write;
 
 typedef enum sd_write_kind {
-    SD_W_CREATE,   /* insert w->session */
-    SD_W_UPDATE,   /* read w->id, run w->patch through sd_patch_apply, write back */
-    SD_W_END,      /* move w->id to history with w->reason */
-    SD_W_END_USER, /* end every active session of w->user_id except w->except_id */
-    SD_W_BULK_END, /* end w->ids[] and every session of w->users[] */
-    SD_W_TOUCH,    /* rolling expiry: raise expiry to w->touch_expiry (not awaited) */
-    SD_W_SWEEP,    /* move up to w->limit expired sessions to history */
-    SD_W_PURGE,    /* delete up to w->limit history rows that ended before w->before */
-    SD_W_ROTATE,   /* replace the token of w->id: w->presented_hash -> w->session.token_hash */
+    SD_W_CREATE,    /* insert w->session */
+    SD_W_UPDATE,    /* read w->id, run w->patch through sd_patch_apply, write back */
+    SD_W_END,       /* move w->id to history with w->reason */
+    SD_W_END_USER,  /* end every active session of w->user_id except w->except_id */
+    SD_W_BULK_END,  /* end w->ids[] and every session of w->users[] */
+    SD_W_TOUCH,     /* rolling expiry: raise expiry to w->touch_expiry (not awaited) */
+    SD_W_SWEEP,     /* move up to w->limit expired sessions to history */
+    SD_W_PURGE,     /* delete up to w->limit history rows that ended before w->before */
+    SD_W_ROTATE,    /* replace the token of w->id: w->presented_hash -> w->session.token_hash */
+    SD_W_REENCRYPT, /* seal under the newest key up to w->limit rows of table w->table
+                       (0 active, 1 history) after rowid w->cursor; w->cursor moves on */
 } sd_write_kind;
 
 struct sd_write {
@@ -58,7 +60,9 @@ struct sd_write {
     bool renewed;        /* raises privilege (sd_privilege_raised); out: it did */
     unsigned char renew_hash[SD_HASH_LEN];
     int64_t before;   /* PURGE */
-    int limit;        /* SWEEP, PURGE */
+    int limit;        /* SWEEP, PURGE, REENCRYPT (out: rows scanned) */
+    int table;        /* REENCRYPT */
+    int64_t cursor;   /* REENCRYPT (in and out) */
     char actor[64];   /* who asked (API key id), for the audit events; "" when none */
     char address[48]; /* the client's address; "" when none */
 
@@ -115,6 +119,7 @@ typedef struct sd_store_stats {
 } sd_store_stats;
 
 typedef struct sd_store_options {
+    const struct sd_keyring *keys; /* encryption at rest (store/crypt.h); NULL: plain */
     int commit_batch;
     int max_queued; /* writes waiting for the writer; beyond, SD_EBUSY (0: 10000) */
 } sd_store_options;

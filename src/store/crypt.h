@@ -1,0 +1,45 @@
+/*
+ * crypt.h - encryption at rest of a session's sensitive metadata (the attrs
+ * column: ipAddress, userAgent, deviceInfo, geoLocation, data, ...) with
+ * AES-256-GCM from OpenSSL.
+ *
+ * Keys come from a file of `<key id> <64 hex digits>` lines ('#' comments);
+ * the last line is the newest key, used for every new write; every listed
+ * key decrypts. A sealed value is text:
+ *
+ *     $sd1$<key id>$<base64url(12-byte nonce | ciphertext | 16-byte tag)>
+ *
+ * with the row's session id as associated data, so a sealed value moved to
+ * another row does not open. Plain JSON (it starts with '{') is what a store
+ * without keys writes, and is read as it is.
+ */
+#ifndef SD_STORE_CRYPT_H
+#define SD_STORE_CRYPT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct sd_keyring sd_keyring;
+
+/* Loads the key file. Refuses a malformed file (err names the line) and
+ * warns when others may read it. */
+int sd_keyring_load(const char *path, sd_keyring **out, char *err, size_t errlen);
+void sd_keyring_free(sd_keyring *k);
+
+/* The id of the newest key. */
+const char *sd_keyring_current(const sd_keyring *k);
+
+/* Seals plain (n bytes) for the row id under the newest key. Returns a
+ * malloc'd NUL-terminated text, or NULL (out of memory, crypto failure). */
+char *sd_seal(const sd_keyring *k, const char *id, const char *plain, size_t n);
+
+/* Opens text (n bytes) of row id: sealed, or plain JSON as it is. Returns a
+ * malloc'd NUL-terminated plaintext (length in *out_len) or NULL when the
+ * key is unknown, the value was altered or moved, or it is sealed and k is
+ * NULL. */
+char *sd_open(const sd_keyring *k, const char *id, const char *text, size_t n, size_t *out_len);
+
+/* True when text is sealed under the newest key (nothing to re-encrypt). */
+bool sd_sealed_current(const sd_keyring *k, const char *text, size_t n);
+
+#endif

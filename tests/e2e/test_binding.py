@@ -1,0 +1,138 @@
+"""Optional session binding: a session created with "bind" validates only
+from the client context it was created in (its ipAddress network and/or
+userAgent); policy enforce (invalid, reason binding_mismatch) or flag."""
+import json
+import sqlite3
+
+from conftest import new_user, record_token, wait_for
+
+UA = "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"
+
+
+def _validate(api, token, **ctx):
+    return api.post("/sessions/validate", json={"token": token, **ctx}, expect=200).json()
+
+
+def test_enforced_binding_to_ip_and_user_agent(make_server):
+    srv = make_server()
+    a = srv.api
+    s = a.create(new_user("bind"), ipAddress="203.0.113.7", userAgent=UA, bind={"ip": True, "userAgent": True})
+    record_token(s["token"])
+    assert s["bind"] == {"ip": True, "userAgent": True}
+    assert a.get_session(s["sessionId"]).json()["bind"] == {"ip": True, "userAgent": True}
+    ok = _validate(a, s["token"], ipAddress="203.0.113.7", userAgent=UA)
+    assert ok["isValid"] is True and "bindingMismatch" not in ok
+    for ctx in ({"ipAddress": "198.51.100.1", "userAgent": UA}, {"ipAddress": "203.0.113.7", "userAgent": "curl/8"},
+                {"ipAddress": "203.0.113.7"}, {}, {"ipAddress": "not-an-ip", "userAgent": UA}):
+        bad = _validate(a, s["token"], **ctx)
+        assert bad == {"isValid": False, "expiry": None, "reason": "binding_mismatch"}, (ctx, bad)
+    # Bearer plus context in the body works the same.
+    r = a.post("/sessions/validate", headers={"Authorization": f"Bearer {s['token']}"},
+               json={"ipAddress": "203.0.113.7", "userAgent": UA}, expect=200).json()
+    assert r["isValid"] is True
+    # An unbound session ignores the context.
+    u = a.create(new_user("bind"), ipAddress="203.0.113.7")
+    record_token(u["token"])
+    assert "bind" not in u
+    assert _validate(a, u["token"], ipAddress="192.0.2.1")["isValid"] is True
+    # Mismatches are logged and audited, never with the token.
+    assert "binding_mismatch session=" + s["sessionId"] in srv.log_text()
+
+    def audited():
+        recs = [json.loads(x) for x in (srv.data_dir / "audit" / "audit.log").read_text().splitlines()]
+        return [r for r in recs if r["event"] == "binding_mismatch"]
+    recs = wait_for(lambda: len(audited()) >= 5 and audited(), timeout=5, what="binding_mismatch records")
+    assert recs[0]["sessionId"] == s["sessionId"] and recs[0]["reason"] == "rejected"
+    # The binding survives a restart (the index is rebuilt from the store).
+    srv.restart()
+    assert _validate(a, s["token"], ipAddress="198.51.100.1", userAgent=UA)["isValid"] is False
+    assert _validate(a, s["token"], ipAddress="203.0.113.7", userAgent=UA)["isValid"] is True
+
+
+def test_network_prefixes(make_server):
+    srv = make_server("--binding-ipv4-prefix", "24", "--binding-ipv6-prefix", "48")
+    a = srv.api
+    v4 = a.create(new_user("bind"), ipAddress="203.0.113.7", bind={"ip": True})
+    v6 = a.create(new_user("bind"), ipAddress="2001:db8:1:2::7", bind={"ip": True})
+    for s in (v4, v6):
+        record_token(s["token"])
+    assert _validate(a, v4["token"], ipAddress="203.0.113.250")["isValid"] is True
+    assert _validate(a, v4["token"], ipAddress="203.0.114.7")["isValid"] is False
+    assert _validate(a, v4["token"], ipAddress="::ffff:203.0.113.7")["isValid"] is False  # another family
+    assert _validate(a, v6["token"], ipAddress="2001:db8:1:ffff::1")["isValid"] is True
+    assert _validate(a, v6["token"], ipAddress="2001:db8:2::7")["isValid"] is False
+
+
+def test_flag_policy_answers_valid_and_says_so(make_server):
+    srv = make_server("--binding-policy", "flag")
+    a = srv.api
+    s = a.create(new_user("bind"), userAgent=UA, bind={"userAgent": True})
+    record_token(s["token"])
+    r = _validate(a, s["token"], userAgent="curl/8")
+    assert r["isValid"] is True and r["bindingMismatch"] is True
+    assert "bindingMismatch" not in _validate(a, s["token"], userAgent=UA)
+    h = a.get("/auth", headers={"Authorization": f"Bearer {s['token']}", "User-Agent": "curl/8"}, expect=200)
+    assert h.headers["X-Session-Binding-Mismatch"] == "1"
+
+
+def test_forward_auth_reads_the_gateways_client_context(make_server):
+    srv = make_server()
+    a = srv.api
+    s = a.create(new_user("bind"), ipAddress="203.0.113.7", userAgent=UA, bind={"ip": True, "userAgent": True})
+    record_token(s["token"])
+    auth = {"Authorization": f"Bearer {s['token']}", "User-Agent": UA}
+    a.get("/auth", headers={**auth, "X-Real-IP": "203.0.113.7"}, expect=200)
+    r = a.get("/auth", headers={**auth, "X-Real-IP": "198.51.100.1"}, expect=401)
+    assert "bound to another client context" in r.json()["detail"]
+    a.get("/auth", headers=auth, expect=401)  # no X-Real-IP: fails closed
+    # Introspection carries no context: a bound session is inactive there.
+    r = a.post("/introspect", data=f"token={s['token']}",
+               headers={"Content-Type": "application/x-www-form-urlencoded"}, expect=200)
+    assert r.json() == {"active": False}
+
+
+def test_bad_bindings_are_refused(server):
+    a = server.api
+    u = new_user("bind")
+    for body, word in (({"bind": {"ip": True}}, "ipAddress"), ({"bind": {"userAgent": True}}, "userAgent"),
+                       ({"bind": True}, "object"), ({"bind": {"ip": "yes"}, "ipAddress": "192.0.2.1"}, "boolean"),
+                       ({"bind": {"mac": True}}, "may only hold")):
+        r = a.post("/sessions", json={"userId": u, **body}, expect=400)
+        assert word in r.json()["detail"], (body, r.json())
+    s = a.create(u, ipAddress="192.0.2.1", bind={"ip": True})
+    record_token(s["token"])
+    r = a.put(f"/sessions/{s['sessionId']}", json={"bind": {"ip": False}}, expect=400)
+    assert "bind" in r.json()["detail"]
+    a.post("/sessions/validate", json={"token": s["token"], "ipAddress": 7}, expect=400)
+    a.post("/sessions/validate", json={"token": s["token"], "other": "x"}, expect=400)
+
+
+V1_SCHEMA = """
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE sessions( id TEXT NOT NULL UNIQUE, token_hash BLOB NOT NULL UNIQUE, user_id TEXT NOT NULL,
+ created_at INTEGER NOT NULL, last_seen INTEGER NOT NULL, expiry INTEGER NOT NULL,
+ absolute_expiry INTEGER NOT NULL, idle_ttl INTEGER NOT NULL, version INTEGER NOT NULL, attrs TEXT NOT NULL);
+CREATE TABLE session_history( id TEXT NOT NULL UNIQUE, token_hash BLOB NOT NULL, user_id TEXT NOT NULL,
+ created_at INTEGER NOT NULL, last_seen INTEGER NOT NULL, expiry INTEGER NOT NULL,
+ absolute_expiry INTEGER NOT NULL, idle_ttl INTEGER NOT NULL, version INTEGER NOT NULL,
+ attrs TEXT NOT NULL, ended_at INTEGER NOT NULL, end_reason TEXT NOT NULL);
+INSERT INTO meta VALUES('schema_version', '1');
+"""
+
+
+def test_a_version_1_store_is_upgraded_in_place(make_server, tmp_path):
+    data = tmp_path / "old"
+    data.mkdir()
+    db = sqlite3.connect(data / "sessiond.db")
+    db.executescript(V1_SCHEMA)
+    db.close()
+    srv = make_server(data_dir=data)
+    s = srv.api.create(new_user("bind"), ipAddress="192.0.2.1", bind={"ip": True})
+    record_token(s["token"])
+    assert _validate(srv.api, s["token"], ipAddress="192.0.2.1")["isValid"] is True
+    srv.api.delete(f"/sessions/{s['sessionId']}", expect=204)  # copies into history with the new column
+    assert "upgrading the schema to version 2" in srv.log_text()
+    srv.stop()
+    db = sqlite3.connect(data / "sessiond.db")
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)
+    db.close()
