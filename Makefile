@@ -32,9 +32,11 @@ UNIT_BINS:= $(patsubst tests/unit/%.c,build/asan/tests/%,$(UNIT_SRCS))
 DEPS_STAMP := build/.deps-build
 TEST_STAMP := build/.deps-test
 
+.PHONY: install uninstall FORCE
 .PHONY: all deps deps-test run test unit e2e asan bench bench-quick format format-check clean
 
 all: build/sessiond
+all: build/sessionctl build/libsessiond-client.a build/libsessiond-client.so build/sessiond-client.pc
 
 $(DEPS_STAMP): scripts/install-deps.sh
 	@mkdir -p build
@@ -105,3 +107,111 @@ clean:
 	rm -rf build
 
 -include $(REL_OBJS:.o=.d) $(ASAN_OBJS:.o=.d)
+
+# --------------------------------------------------------------------------
+# libsessiond-client (client/), sessionctl (cli/), make install
+# The client side links libcurl and jansson only; it never sees src/.
+# --------------------------------------------------------------------------
+PREFIX     ?= /usr/local
+DESTDIR    ?=
+BINDIR     ?= $(PREFIX)/bin
+SBINDIR    ?= $(PREFIX)/sbin
+LIBDIR     ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR     ?= $(PREFIX)/share/man
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+SOMAJOR    := 0
+
+CLIENT_PKGS  := libcurl jansson
+CLIENT_CFLAGS_PKG = $(shell pkg-config --cflags $(CLIENT_PKGS))
+CLIENT_LIBS  = $(shell pkg-config --libs $(CLIENT_PKGS)) -lpthread
+CLIENT_BASE  := -std=c17 -D_GNU_SOURCE -DSD_VERSION=\"$(VERSION)\" -Iclient/include $(WARN)
+CLIENT_ASAN  := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
+                -fno-sanitize-recover=undefined
+CLIENT_SRCS  := $(wildcard client/*.c)
+CLI_SRCS     := $(wildcard cli/*.c)
+CLIENT_OBJS  := $(patsubst client/%.c,build/client/%.o,$(CLIENT_SRCS))
+CLI_OBJS     := $(patsubst cli/%.c,build/cli/%.o,$(CLI_SRCS))
+CLIENT_AOBJS := $(patsubst client/%.c,build/asan/client/%.o,$(CLIENT_SRCS))
+CLI_AOBJS    := $(patsubst cli/%.c,build/asan/cli/%.o,$(CLI_SRCS))
+CLIENT_SO    := build/libsessiond-client.so.$(VERSION)
+CLIENT_ALL   := build/sessionctl build/asan/sessionctl build/libsessiond-client.a \
+                build/libsessiond-client.so build/sessiond-client.pc
+
+build/client/%.o: client/%.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@echo "CC $<"; $(CC) $(CLIENT_BASE) -O2 -g -fPIC $(CLIENT_CFLAGS_PKG) -MMD -MP -c $< -o $@
+
+build/cli/%.o: cli/%.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@echo "CC $<"; $(CC) $(CLIENT_BASE) -O2 -g $(CLIENT_CFLAGS_PKG) -MMD -MP -c $< -o $@
+
+build/asan/client/%.o: client/%.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@echo "CC (asan) $<"; $(CC) $(CLIENT_BASE) $(CLIENT_ASAN) $(CLIENT_CFLAGS_PKG) \
+	   -MMD -MP -c $< -o $@
+
+build/asan/cli/%.o: cli/%.c | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@echo "CC (asan) $<"; $(CC) $(CLIENT_BASE) $(CLIENT_ASAN) $(CLIENT_CFLAGS_PKG) \
+	   -MMD -MP -c $< -o $@
+
+# The end-to-end tests drive sessionctl (ASan and release) and the library.
+e2e: $(CLIENT_ALL)
+
+build/libsessiond-client.a: $(CLIENT_OBJS)
+	@echo "AR $@"; rm -f $@; ar rcs $@ $^
+
+$(CLIENT_SO): $(CLIENT_OBJS) client/libsessiond-client.map
+	@echo "LD $@"; $(CC) -shared -Wl,-soname,libsessiond-client.so.$(SOMAJOR) \
+	  -Wl,--version-script,client/libsessiond-client.map -Wl,-z,defs -o $@ $(CLIENT_OBJS) $(CLIENT_LIBS)
+
+build/libsessiond-client.so: $(CLIENT_SO)
+	ln -sf $(notdir $(CLIENT_SO)) build/libsessiond-client.so.$(SOMAJOR)
+	ln -sf libsessiond-client.so.$(SOMAJOR) $@
+
+build/sessionctl: $(CLI_OBJS) build/libsessiond-client.a
+	@echo "LD $@"; $(CC) -o $@ $(CLI_OBJS) build/libsessiond-client.a $(CLIENT_LIBS)
+
+build/asan/sessionctl: $(CLI_AOBJS) $(CLIENT_AOBJS)
+	@echo "LD $@"; $(CC) -fsanitize=address,undefined -o $@ $^ $(CLIENT_LIBS)
+
+# Regenerated whenever PREFIX (or the template) changes.
+build/sessiond-client.pc: client/sessiond-client.pc.in FORCE
+	@mkdir -p build
+	@sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|' \
+	  -e 's|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|' \
+	  -e 's|@VERSION@|$(VERSION)|' $< > $@.tmp
+	@if cmp -s $@.tmp $@; then rm -f $@.tmp; else mv $@.tmp $@; fi
+
+FORCE:
+
+install: build/sessiond build/sessionctl build/libsessiond-client.a build/libsessiond-client.so \
+         build/sessiond-client.pc
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig \
+	  $(DESTDIR)$(INCLUDEDIR)/sessiond $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man8 \
+	  $(DESTDIR)$(UNITDIR)
+	install -m 755 build/sessiond $(DESTDIR)$(SBINDIR)/sessiond
+	install -m 755 build/sessionctl $(DESTDIR)$(BINDIR)/sessionctl
+	install -m 644 build/libsessiond-client.a $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(CLIENT_SO) $(DESTDIR)$(LIBDIR)/
+	ln -sf $(notdir $(CLIENT_SO)) $(DESTDIR)$(LIBDIR)/libsessiond-client.so.$(SOMAJOR)
+	ln -sf libsessiond-client.so.$(SOMAJOR) $(DESTDIR)$(LIBDIR)/libsessiond-client.so
+	install -m 644 client/include/sessiond/client.h $(DESTDIR)$(INCLUDEDIR)/sessiond/client.h
+	install -m 644 build/sessiond-client.pc $(DESTDIR)$(LIBDIR)/pkgconfig/sessiond-client.pc
+	install -m 644 man/sessionctl.1 $(DESTDIR)$(MANDIR)/man1/sessionctl.1
+	install -m 644 man/sessiond.8 $(DESTDIR)$(MANDIR)/man8/sessiond.8
+	sed 's|/usr/local/sbin/|$(SBINDIR)/|' deploy/systemd/sessiond.service \
+	  > $(DESTDIR)$(UNITDIR)/sessiond.service
+	chmod 644 $(DESTDIR)$(UNITDIR)/sessiond.service
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/sessiond $(DESTDIR)$(BINDIR)/sessionctl \
+	  $(DESTDIR)$(LIBDIR)/libsessiond-client.a $(DESTDIR)$(LIBDIR)/$(notdir $(CLIENT_SO)) \
+	  $(DESTDIR)$(LIBDIR)/libsessiond-client.so.$(SOMAJOR) $(DESTDIR)$(LIBDIR)/libsessiond-client.so \
+	  $(DESTDIR)$(INCLUDEDIR)/sessiond/client.h $(DESTDIR)$(LIBDIR)/pkgconfig/sessiond-client.pc \
+	  $(DESTDIR)$(MANDIR)/man1/sessionctl.1 $(DESTDIR)$(MANDIR)/man8/sessiond.8 \
+	  $(DESTDIR)$(UNITDIR)/sessiond.service
+	-rmdir $(DESTDIR)$(INCLUDEDIR)/sessiond
+
+-include $(CLIENT_OBJS:.o=.d) $(CLI_OBJS:.o=.d) $(CLIENT_AOBJS:.o=.d) $(CLI_AOBJS:.o=.d)

@@ -85,6 +85,9 @@ static const option options[] = {
      "per second, after a burst, before it gets 429 (0: no throttling)"},
     {"failed-validation-burst", OPT_INT, F(failed_validation_burst), "1000", 1, 1000000,
      "failed validations one client address may make at once"},
+    {"audit-sample-validations", OPT_FRACTION, F(audit_sample_validations), "0", 0, 0,
+     "fraction of successful validations written to the audit log (they are the hot path: "
+     "all are counted in /metrics, none logged by default; failures are always logged)"},
     {"audit-dir", OPT_STRING, F(audit_dir), "", 0, 0,
      "directory of the hash-chained audit log (default: DATA-DIR/audit)"},
     {"audit-retention", OPT_DURATION, F(audit_retention_ms), "30d", 3600 * 1000, 3650 * DAY,

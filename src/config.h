@@ -36,6 +36,7 @@ typedef struct sd_config {
     int64_t binding_ipv6_prefix;
     int64_t failed_validation_rate;
     int64_t failed_validation_burst;
+    double audit_sample_validations;
     char audit_dir[1024];
     int64_t audit_retention_ms;
     int64_t audit_max_bytes;

@@ -152,6 +152,7 @@ int main(int argc, char **argv)
     sd_app app = {
         .keys = keys,
         .auth_cookie = cfg.auth_cookie,
+        .audit_sample = cfg.audit_sample_validations,
         .policy = {.idle_timeout_ms = cfg.idle_timeout_ms,
                    .absolute_timeout_ms = cfg.absolute_timeout_ms,
                    .max_idle_timeout_ms = cfg.max_idle_timeout_ms,

@@ -19,6 +19,7 @@ typedef struct sd_app {
     pthread_rwlock_t keys_lock; /* guards keys (swapped on SIGHUP) */
     struct sd_keys *keys;       /* NULL: no caller authentication (loopback only) */
     struct sd_limiter *guesses; /* failed validations per client address; NULL: off */
+    double audit_sample;        /* fraction of successful validations audited */
 } sd_app;
 
 /* The authorize hook of the HTTP layer (common.c): checks X-Api-Key for the

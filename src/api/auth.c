@@ -145,10 +145,13 @@ void sd_api_introspect(sd_req *r, void *app_)
         sd_reply_json(r, 200, json_pack("{s:b}", "active", 0), NULL);
         return;
     }
-    sd_reply_json(r, 200,
-                  json_pack("{s:b, s:s, s:I, s:I, s:s, s:s}", "active", 1, "sub", s.user_id, "exp",
-                            (json_int_t)(expiry / 1000), "iat", (json_int_t)(s.created_at / 1000),
-                            "sid", s.id, "token_type", "session"),
-                  NULL);
+    json_t *o = json_pack("{s:b, s:s, s:I, s:I, s:s, s:s}", "active", 1, "sub", s.user_id, "exp",
+                          (json_int_t)(expiry / 1000), "iat", (json_int_t)(s.created_at / 1000),
+                          "sid", s.id, "token_type", "session");
+    if (o && s.auth_time) /* OpenID Connect's names for the authentication context */
+        json_object_set_new(o, "auth_time", json_integer((json_int_t)(s.auth_time / 1000)));
+    if (o && s.acr[0])
+        json_object_set_new(o, "acr", json_string(s.acr));
+    sd_reply_json(r, 200, o, NULL);
     sd_session_clear(&s);
 }

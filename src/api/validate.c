@@ -107,13 +107,15 @@ void sd_api_validate_id(sd_req *r, void *app_)
 }
 
 /* The hot path's answer, written by hand rather than through a JSON tree:
- * {"isValid":true,"expiry":"...","sessionId":"...","userId":"..."}, plus
- * "bindingMismatch":true when the binding policy only flags. */
-static void reply_valid(sd_req *r, int64_t expiry, const char *id, const char *user_id,
-                        bool mismatch)
+ * {"isValid":true,"expiry":"...","sessionId":"...","userId":"...",
+ * "authTime":"...","acr":"..."}, plus "bindingMismatch":true when the
+ * binding policy only flags. authTime and acr are there when known, for
+ * step-up decisions. */
+static void reply_valid(sd_req *r, int64_t expiry, const sd_session *s, bool mismatch)
 {
-    size_t ulen = strlen(user_id);
-    size_t cap = 96 + SD_TIME_TEXT_LEN + SD_ID_LEN + 6 * ulen;
+    const char *id = s->id, *user_id = s->user_id;
+    size_t ulen = strlen(user_id), alen = strlen(s->acr);
+    size_t cap = 128 + 2 * SD_TIME_TEXT_LEN + SD_ID_LEN + 6 * ulen + 6 * alen;
     char *out = malloc(cap);
     if (!out) {
         sd_api_fail(r, SD_ENOMEM, NULL);
@@ -126,6 +128,15 @@ static void reply_valid(sd_req *r, int64_t expiry, const char *id, const char *u
                                 sd_time_format(expiry, t), id);
     o += sd_api_json_escape(user_id, ulen, out + o);
     out[o++] = '"';
+    if (s->auth_time)
+        o += (size_t)snprintf(out + o, cap - o, ",\"authTime\":\"%s\"",
+                              sd_time_format(s->auth_time, t));
+    if (alen) {
+        memcpy(out + o, ",\"acr\":\"", 8);
+        o += 8;
+        o += sd_api_json_escape(s->acr, alen, out + o);
+        out[o++] = '"';
+    }
     if (mismatch) {
         static const char flag[] = ",\"bindingMismatch\":true";
         memcpy(out + o, flag, sizeof flag - 1);
@@ -138,6 +149,19 @@ static void reply_valid(sd_req *r, int64_t expiry, const char *id, const char *u
 static void touch_done(sd_write *w)
 {
     free(w);
+}
+
+/* True with probability p: a per-thread xorshift, seeded from the clock
+ * (sampling needs no cryptographic randomness). */
+static bool sample(double p)
+{
+    static _Thread_local uint64_t x;
+    if (!x)
+        x = (uint64_t)sd_mono_ns() | 1;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return (double)(x >> 11) * 0x1.0p-53 < p;
 }
 
 int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, sd_check *c)
@@ -192,6 +216,8 @@ int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, sd
         }
     }
     sd_metrics_validation(1);
+    if (app->audit_sample > 0 && sample(app->audit_sample))
+        sd_audit_emit("validated", s->id, s->user_id, sd_req_actor(r), sd_req_peer(r), "sampled");
     return 1;
 }
 
@@ -292,6 +318,6 @@ void sd_api_validate_token(sd_req *r, void *app_)
         sd_api_fail(r, rc, NULL);
         return;
     }
-    reply_valid(r, c.expiry, c.s.id, c.s.user_id, c.binding_mismatch);
+    reply_valid(r, c.expiry, &c.s, c.binding_mismatch);
     sd_session_clear(&c.s);
 }

@@ -84,6 +84,13 @@ json_t *sd_session_to_json(const sd_session *s)
             json_object_set_new(b, "userAgent", json_true());
         json_object_set_new(o, "bind", b);
     }
+    if (s->acr[0])
+        json_object_set_new(o, "acr", json_string(s->acr));
+    json_t *amr = s->attrs ? json_object_get(s->attrs, "amr") : NULL;
+    if (amr)
+        json_object_set(o, "amr", amr);
+    if (s->auth_time)
+        put_time(o, "authTime", s->auth_time);
     put_time(o, "createdAt", s->created_at);
     put_time(o, "lastSeen", s->last_seen);
     put_time(o, "expiry", s->expiry);
@@ -165,6 +172,37 @@ static bool in_list(const char *key, const char *const *list, size_t n)
     return false;
 }
 #define IN(key, arr) in_list(key, arr, sizeof arr / sizeof arr[0])
+
+/* ---- authentication context (NIST 800-63B: time, level, methods) -------- */
+
+/* "amr": up to 8 method names (RFC 8176 values such as "pwd", "otp"). */
+static int check_amr(const json_t *v, char *err, size_t n)
+{
+    if (!json_is_array(v) || json_array_size(v) > 8)
+        return fail(err, n, "field 'amr' must be an array of at most 8 method names");
+    size_t i;
+    json_t *m;
+    json_array_foreach(v, i, m)
+    {
+        if (check_string("amr", m, 32, true, err, n))
+            return fail(err, n,
+                        "each 'amr' entry must be a string of 1 to 32 bytes without "
+                        "control characters");
+    }
+    return 0;
+}
+
+/* "authTime": RFC 3339, not in the future, not before the oldest moment a
+ * session of this policy could still be alive for. */
+static int check_auth_time(const json_t *v, const sd_policy *p, int64_t now, char *err, size_t n)
+{
+    int64_t t;
+    if (!json_is_string(v) || sd_time_parse(json_string_value(v), &t) != 0)
+        return fail(err, n, "field 'authTime' must be an RFC 3339 time");
+    if (t > now + FUTURE_SKEW_MS || t < now - p->absolute_timeout_ms)
+        return fail(err, n, "field 'authTime' must be within --absolute-timeout before now");
+    return 0;
+}
 
 /* ---- binding ----------------------------------------------------------- */
 
@@ -285,6 +323,12 @@ int sd_session_from_create(const json_t *body, const sd_policy *p, int64_t now, 
             rc = check_ttl(v, p, &ttl, err, n);
         else if (strcmp(key, "bind") == 0)
             rc = 0; /* after the loop: it needs the other fields checked */
+        else if (strcmp(key, "acr") == 0)
+            rc = check_string(key, v, SD_ACR_MAX, true, err, n);
+        else if (strcmp(key, "amr") == 0)
+            rc = check_amr(v, err, n);
+        else if (strcmp(key, "authTime") == 0)
+            rc = check_auth_time(v, p, now, err, n);
         else if (IN(key, server_fields))
             rc = fail(err, n, "field '%s' is set by the server and cannot be chosen by the client",
                       key);
@@ -320,6 +364,8 @@ int sd_session_from_create(const json_t *body, const sd_policy *p, int64_t now, 
         json_object_set_new(attrs, "ipAddress", json_string(text));
     }
     json_object_set_new(attrs, "mfa", json_boolean(json_is_true(json_object_get(body, "mfa"))));
+    if ((v = json_object_get(body, "amr")))
+        json_object_set(attrs, "amr", v);
     v = json_object_get(body, "data");
     json_object_set_new(attrs, "data", v ? json_deep_copy(v) : json_object());
 
@@ -335,6 +381,11 @@ int sd_session_from_create(const json_t *body, const sd_policy *p, int64_t now, 
     out->user_id = strdup(json_string_value(uid));
     out->attrs = attrs;
     out->binding = binding;
+    out->auth_time = now;
+    if ((v = json_object_get(body, "authTime")))
+        sd_time_parse(json_string_value(v), &out->auth_time);
+    if ((v = json_object_get(body, "acr")))
+        snprintf(out->acr, sizeof out->acr, "%s", json_string_value(v));
     out->created_at = out->last_seen = now;
     out->idle_ttl = ttl;
     out->absolute_expiry = now + p->absolute_timeout_ms;
@@ -349,10 +400,20 @@ int sd_session_from_create(const json_t *body, const sd_policy *p, int64_t now, 
 
 /* ---- update ------------------------------------------------------------ */
 
-static const char *const read_only[] = {
-    "userId",   "sessionId", "createdAt", "absoluteExpiry",     "token",
-    "deviceId", "userAgent", "ipAddress", "idleTimeoutSeconds", "id",
-    "bind"};
+static const char *const read_only[] = {"userId",
+                                        "sessionId",
+                                        "createdAt",
+                                        "absoluteExpiry",
+                                        "token",
+                                        "deviceId",
+                                        "userAgent",
+                                        "ipAddress",
+                                        "idleTimeoutSeconds",
+                                        "id",
+                                        "bind",
+                                        "acr",
+                                        "amr",
+                                        "authTime"};
 
 static int parse_time_field(const char *key, const json_t *v, int64_t *ms, char *err, size_t n)
 {

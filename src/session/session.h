@@ -28,6 +28,8 @@ typedef struct sd_policy {
     bool bind_enforce;           /* a binding mismatch fails validation (else only flagged) */
 } sd_policy;
 
+#define SD_ACR_MAX 32
+
 /* Optional binding of a session to its client's context, chosen at
  * creation: the network of its ipAddress and/or its userAgent. Compact and
  * fixed-size, so that the validation index carries it. */
@@ -50,8 +52,10 @@ typedef struct sd_session {
     int64_t absolute_expiry;
     int64_t idle_ttl; /* ms; what one unit of activity extends by */
     int64_t version;
-    json_t *attrs; /* owned reference or NULL: the optional fields, mfa, data */
+    json_t *attrs; /* owned reference or NULL: the optional fields, mfa, amr, data */
     sd_binding binding;
+    int64_t auth_time;        /* when the user authenticated (default: creation) */
+    char acr[SD_ACR_MAX + 1]; /* assurance level ("aal2", ...); "" when not given */
 } sd_session;
 
 /* True when the client context (ip, user_agent; NULL when unknown) matches

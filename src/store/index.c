@@ -11,12 +11,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* What only some sessions have, out of line to keep the common entry small. */
+typedef struct extra {
+    sd_binding binding;
+    char acr[SD_ACR_MAX + 1];
+} extra;
+
 typedef struct entry {
     unsigned char token_hash[SD_HASH_LEN];
     char id[SD_ID_LEN + 1];
     char *user_id;
-    int64_t created_at, last_seen, expiry, absolute_expiry, idle_ttl, version;
-    sd_binding *binding; /* NULL unless the session is bound (most are not) */
+    int64_t created_at, last_seen, expiry, absolute_expiry, idle_ttl, version, auth_time;
+    extra *extra; /* NULL unless the session is bound or has an acr */
     struct entry *next_token, *next_id;
 } entry;
 
@@ -72,7 +78,7 @@ void sd_index_free(sd_index *ix)
         for (entry *e = ix->by_id[i], *next; e; e = next) {
             next = e->next_id;
             free(e->user_id);
-            free(e->binding);
+            free(e->extra);
             free(e);
         }
     }
@@ -148,7 +154,7 @@ void sd_index_remove_locked(sd_index *ix, const char *id)
     *tp = e->next_token;
     ix->count--;
     free(e->user_id);
-    free(e->binding);
+    free(e->extra);
     free(e);
 }
 
@@ -162,16 +168,20 @@ int sd_index_put_locked(sd_index *ix, const sd_session *s)
     if (!e) {
         e = calloc(1, sizeof *e);
         char *uid = e ? strdup(s->user_id) : NULL;
-        sd_binding *b = uid && s->binding.flags ? malloc(sizeof *b) : NULL;
-        if (!uid || (s->binding.flags && !b)) {
+        bool need = s->binding.flags || s->acr[0];
+        extra *x = uid && need ? malloc(sizeof *x) : NULL;
+        if (!uid || (need && !x)) {
             free(uid);
             free(e);
             return SD_ENOMEM;
         }
-        if (b)
-            *b = s->binding;
+        if (x) {
+            x->binding = s->binding;
+            memcpy(x->acr, s->acr, sizeof x->acr);
+        }
         e->user_id = uid;
-        e->binding = b;
+        e->extra = x;
+        e->auth_time = s->auth_time;
         memcpy(e->id, s->id, sizeof e->id);
         memcpy(e->token_hash, s->token_hash, SD_HASH_LEN);
         if (ix->count >= ix->nbuckets)
@@ -240,8 +250,11 @@ static int fill(const entry *e, sd_session *out)
     out->absolute_expiry = e->absolute_expiry;
     out->idle_ttl = e->idle_ttl;
     out->version = e->version;
-    if (e->binding)
-        out->binding = *e->binding;
+    out->auth_time = e->auth_time;
+    if (e->extra) {
+        out->binding = e->extra->binding;
+        memcpy(out->acr, e->extra->acr, sizeof out->acr);
+    }
     return out->user_id ? 0 : SD_ENOMEM;
 }
 

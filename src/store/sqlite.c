@@ -40,7 +40,7 @@
 
 #define COLS                                                                                       \
     "id, token_hash, user_id, created_at, last_seen, expiry, absolute_expiry, idle_ttl, version, " \
-    "attrs, binding"
+    "attrs, binding, auth_time, acr"
 #define CHECKPOINT_PAGES 1000
 
 static const char schema[] =
@@ -49,14 +49,15 @@ static const char schema[] =
     " id TEXT NOT NULL UNIQUE, token_hash BLOB NOT NULL UNIQUE, user_id TEXT NOT NULL,"
     " created_at INTEGER NOT NULL, last_seen INTEGER NOT NULL, expiry INTEGER NOT NULL,"
     " absolute_expiry INTEGER NOT NULL, idle_ttl INTEGER NOT NULL, version INTEGER NOT NULL,"
-    " attrs TEXT NOT NULL, binding BLOB);"
+    " attrs TEXT NOT NULL, binding BLOB, auth_time INTEGER, acr TEXT);"
     "CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions(user_id, last_seen, id);"
     "CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions(expiry, id);"
     "CREATE TABLE IF NOT EXISTS session_history("
     " id TEXT NOT NULL UNIQUE, token_hash BLOB NOT NULL, user_id TEXT NOT NULL,"
     " created_at INTEGER NOT NULL, last_seen INTEGER NOT NULL, expiry INTEGER NOT NULL,"
     " absolute_expiry INTEGER NOT NULL, idle_ttl INTEGER NOT NULL, version INTEGER NOT NULL,"
-    " attrs TEXT NOT NULL, ended_at INTEGER NOT NULL, end_reason TEXT NOT NULL, binding BLOB);"
+    " attrs TEXT NOT NULL, ended_at INTEGER NOT NULL, end_reason TEXT NOT NULL, binding BLOB,"
+    " auth_time INTEGER, acr TEXT);"
     "CREATE INDEX IF NOT EXISTS history_by_ended ON session_history(ended_at);"
     "CREATE INDEX IF NOT EXISTS history_by_user ON session_history(user_id, ended_at);"
     "CREATE TABLE IF NOT EXISTS rotated_tokens(token_hash BLOB PRIMARY KEY, session_id TEXT NOT "
@@ -72,10 +73,11 @@ static const char schema[] =
     "CREATE INDEX IF NOT EXISTS events_by_user ON audit_events(user_id, seq);"
     "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '2');";
 
-/* Version 2 added the binding column. Run inside the schema transaction. */
-static const char migrate_v2[] = "ALTER TABLE sessions ADD COLUMN binding BLOB;"
-                                 "ALTER TABLE session_history ADD COLUMN binding BLOB;"
-                                 "UPDATE meta SET value = '2' WHERE key = 'schema_version';";
+/* Version 2 added columns to sessions and session_history: the binding and
+ * the authentication context. Added where missing, inside the schema
+ * transaction. */
+static const char *const v2_columns[][2] = {
+    {"binding", "BLOB"}, {"auth_time", "INTEGER"}, {"acr", "TEXT"}};
 
 /* Statements of the writer connection, prepared once. */
 enum {
@@ -123,7 +125,8 @@ static const char *const wsql[W_NSTMT] = {
     [W_SAVEPOINT] = "SAVEPOINT w",
     [W_RELEASE] = "RELEASE w",
     [W_ROLLBACK_TO] = "ROLLBACK TO w",
-    [W_INSERT] = "INSERT INTO sessions(" COLS ") VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+    [W_INSERT] =
+        "INSERT INTO sessions(" COLS ") VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
     [W_SELECT] = "SELECT " COLS " FROM sessions WHERE id = ?1",
     [W_UPDATE] = "UPDATE sessions SET last_seen=?2, expiry=?3, idle_ttl=?4, version=?5, attrs=?6 "
                  "WHERE id = ?1",
@@ -307,6 +310,9 @@ static int row_to_session(const sd_store *st, sqlite3_stmt *s, bool want_attrs, 
     out->version = sqlite3_column_int64(s, 8);
     if (sqlite3_column_bytes(s, 10) == (int)sizeof out->binding)
         memcpy(&out->binding, sqlite3_column_blob(s, 10), sizeof out->binding);
+    out->auth_time = sqlite3_column_int64(s, 11);
+    const char *acr = (const char *)sqlite3_column_text(s, 12);
+    snprintf(out->acr, sizeof out->acr, "%s", acr ? acr : "");
     if (want_attrs) {
         /* Sealed when the store has keys (crypt.h); plain JSON otherwise. */
         const char *a = (const char *)sqlite3_column_text(s, 9);
@@ -675,6 +681,8 @@ static int do_create(sd_store *st, sd_write *w, int64_t *delta)
     sqlite3_bind_text(q, 10, attrs, -1, SQLITE_STATIC);
     if (s->binding.flags)
         sqlite3_bind_blob(q, 11, &s->binding, sizeof s->binding, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 12, s->auth_time);
+    bind_text(q, 13, s->acr[0] ? s->acr : NULL);
     int rc = wstep(st, W_INSERT);
     free(attrs);
     if (!WOK(rc))
@@ -1121,13 +1129,27 @@ static void commit_batch(sd_store *st, sd_write *batch)
 /* Brings a store made by an older version up to date. */
 static int migrate(sd_store *st, char *err, size_t errlen)
 {
-    sqlite3_stmt *s = NULL;
-    int rc = sqlite3_prepare_v2(st->wdb, "SELECT binding FROM sessions LIMIT 0", -1, &s, NULL);
-    sqlite3_finalize(s);
-    if (rc == SQLITE_OK)
+    static const char *const tables[] = {"sessions", "session_history"};
+    int changed = 0;
+    for (size_t t = 0; t < 2; t++)
+        for (size_t c = 0; c < sizeof v2_columns / sizeof v2_columns[0]; c++) {
+            char sql[160];
+            sqlite3_stmt *s = NULL;
+            snprintf(sql, sizeof sql, "SELECT %s FROM %s LIMIT 0", v2_columns[c][0], tables[t]);
+            int rc = sqlite3_prepare_v2(st->wdb, sql, -1, &s, NULL);
+            sqlite3_finalize(s);
+            if (rc == SQLITE_OK)
+                continue;
+            snprintf(sql, sizeof sql, "ALTER TABLE %s ADD COLUMN %s %s", tables[t],
+                     v2_columns[c][0], v2_columns[c][1]);
+            if ((rc = exec(st->wdb, sql, err, errlen)))
+                return rc;
+            changed++;
+        }
+    if (!changed)
         return 0;
-    sd_info("store: upgrading the schema to version 2 (session bindings)");
-    return exec(st->wdb, migrate_v2, err, errlen);
+    sd_info("store: upgraded the schema to version 2 (bindings, authentication context)");
+    return exec(st->wdb, "UPDATE meta SET value = '2' WHERE key = 'schema_version'", err, errlen);
 }
 
 /* Fills the index from the active table (at open, before any thread runs). */

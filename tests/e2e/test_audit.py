@@ -233,3 +233,19 @@ def test_rotation_by_size_keeps_one_chain_and_prunes_old_files(make_server):
     wait_for(lambda: not rotated[0].exists(), timeout=5, what="the expired audit file to be pruned")
     assert rotated[1].exists()
     srv.stop()
+
+
+def test_successful_validations_are_sampled_only_when_asked(make_server):
+    quiet = make_server()
+    loud = make_server("--audit-sample-validations", "1")
+    for srv in (quiet, loud):
+        s = srv.api.create(new_user("audit"))
+        record_token(s["token"])
+        for _ in range(5):
+            assert srv.api.validate(s["token"])["isValid"] is True
+        srv.api.validate("Z" * 43)  # a failure: always logged
+        wait_for(lambda: any(r["event"] == "validation_failed" for r in _records(srv)), timeout=10,
+                 what="the failed validation in the audit log")
+    assert not [r for r in _records(quiet) if r["event"] == "validated"]
+    sampled = [r for r in _records(loud) if r["event"] == "validated"]
+    assert len(sampled) == 5 and sampled[0]["reason"] == "sampled" and sampled[0]["sessionId"]

@@ -131,7 +131,7 @@ def test_a_version_1_store_is_upgraded_in_place(make_server, tmp_path):
     record_token(s["token"])
     assert _validate(srv.api, s["token"], ipAddress="192.0.2.1")["isValid"] is True
     srv.api.delete(f"/sessions/{s['sessionId']}", expect=204)  # copies into history with the new column
-    assert "upgrading the schema to version 2" in srv.log_text()
+    assert "upgraded the schema to version 2" in srv.log_text()
     srv.stop()
     db = sqlite3.connect(data / "sessiond.db")
     assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)

@@ -1,10 +1,11 @@
 """Races: optimistic locking, lost updates, concurrent deletes and creates."""
 
 import threading
+import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
-from conftest import new_user
+from conftest import new_user, wait_for
 
 
 def _run_with_barrier(n, fn):
@@ -109,3 +110,39 @@ def test_delete_user_sessions_while_validating(api):
     assert r.json() == {"deleted": 10}
     for m in made:
         assert api.validate(m["token"])["isValid"] is False, "a touch racing a delete must not resurrect a session"
+
+
+def test_user_revocation_is_atomic_against_concurrent_creates(server):
+    """SECURITY.md item 11: revoking a user while creates for that user run;
+    every session whose create was acknowledged before the revocation was
+    sent is invalid afterwards, and other users are untouched. (The single
+    writer orders the revocation against every create: there is no window.)"""
+    a = server.api
+    user = new_user("cut")
+    bystander = a.create(new_user("cut"))
+    created, lock, stop = [], threading.Lock(), threading.Event()
+
+    def creator():
+        while not stop.is_set():
+            s = a.create(user)
+            with lock:
+                created.append((time.monotonic(), s))
+
+    threads = [threading.Thread(target=creator) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: len(created) >= 40, timeout=30, what="40 creates")
+        t_send = time.monotonic()
+        deleted = a.delete(f"/users/{user}/sessions", expect=200).json()["deleted"]
+        time.sleep(0.2)  # creates keep running after the cut-off
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    before = [s for t, s in created if t < t_send]
+    assert deleted >= 1 and before
+    for s in before:
+        assert a.validate(s["token"], touch=False)["isValid"] is False, \
+            f"session {s['sessionId']} acknowledged before the revocation still validates"
+    assert a.validate(bystander["token"], touch=False)["isValid"] is True

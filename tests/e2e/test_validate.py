@@ -5,7 +5,7 @@ from datetime import timedelta
 
 import pytest
 
-from conftest import (active_row_count, history_rows, new_user, parse_time, sleep_until, utcnow,
+from conftest import (active_row_count, fmt_time, history_rows, new_user, parse_time, sleep_until, utcnow,
                       wait_for)
 
 INVALID = {"isValid": False, "expiry": None}
@@ -17,8 +17,10 @@ def test_validate_with_bearer_header(api):
     s = api.create(user)
     r = api.post("/sessions/validate", headers={"Authorization": f"Bearer {s['token']}"}, expect=200)
     v = r.json()
-    assert set(v) == {"isValid", "expiry", "sessionId", "userId"}, f"unexpected validate keys: {sorted(v)}"
+    assert set(v) == {"isValid", "expiry", "sessionId", "userId", "authTime"}, \
+        f"unexpected validate keys: {sorted(v)}"
     assert v["isValid"] is True and v["sessionId"] == s["sessionId"] and v["userId"] == user
+    assert v["authTime"] == s["authTime"] == s["createdAt"], "authTime defaults to the creation time"
     parse_time(v["expiry"], "validate.expiry")
     assert parse_time(v["expiry"]) <= parse_time(s["absoluteExpiry"])
 
@@ -222,3 +224,29 @@ def test_absolute_timeout_caps_rolling_extension(make_server):
     rows = wait_for(lambda: history_rows(srv.data_dir, s["sessionId"]), timeout=10,
                     what="sweeper to record the absolute expiry")
     assert rows[0][3] == "expired", f"absolute-timeout end must be recorded as 'expired': {rows}"
+
+
+# ------------------------------------------------ authentication context --
+def test_auth_time_level_and_methods_for_step_up(api):
+    """NIST 800-63B: the session keeps when and how the user authenticated;
+    validation and introspection return it; no update can change it."""
+    when = fmt_time(utcnow() - timedelta(minutes=5))
+    s = api.create(new_user(), acr="aal2", amr=["pwd", "otp"], authTime=when)
+    assert (s["acr"], s["amr"], parse_time(s["authTime"])) == ("aal2", ["pwd", "otp"], parse_time(when))
+    v = api.validate(s["token"])
+    assert v["acr"] == "aal2" and parse_time(v["authTime"]) == parse_time(when)
+    r = api.post("/introspect", data=f"token={s['token']}",
+                 headers={"Content-Type": "application/x-www-form-urlencoded"}, expect=200).json()
+    assert r["acr"] == "aal2" and r["auth_time"] == int(parse_time(when).timestamp())
+    for field, value in (("acr", "aal3"), ("amr", ["hwk"]), ("authTime", fmt_time(utcnow()))):
+        r = api.put(f"/sessions/{s['sessionId']}", json={field: value}, expect=400)
+        assert field in r.json()["detail"]
+    g = api.get_session(s["sessionId"]).json()
+    assert g["acr"] == "aal2" and g["amr"] == ["pwd", "otp"]
+    for body, word in (({"acr": ""}, "acr"), ({"acr": "x" * 33}, "acr"), ({"amr": "pwd"}, "amr"),
+                       ({"amr": ["a"] * 9}, "amr"), ({"amr": [""]}, "amr"),
+                       ({"authTime": "yesterday"}, "authTime"),
+                       ({"authTime": fmt_time(utcnow() + timedelta(hours=1))}, "authTime"),
+                       ({"authTime": fmt_time(utcnow() - timedelta(days=2))}, "authTime")):
+        r = api.post("/sessions", json={"userId": new_user(), **body}, expect=400)
+        assert word in r.json()["detail"], (body, r.json())

@@ -1,0 +1,327 @@
+/*
+ * sessionctl.c - the operator's command line for sessiond: global options,
+ * the API key (never from argv), the command table, exit codes. The
+ * commands themselves live in commands.c and ops.c.
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define DEFAULT_URL "http://127.0.0.1:8080"
+
+static const struct {
+    const char *name;
+    cli_command_fn fn;
+    const char *usage;
+} commands[] = {
+    {"list", cmd_list, "list USER [--limit N]         a user's active sessions"},
+    {"show", cmd_show, "show SESSION-ID               one session"},
+    {"revoke", cmd_revoke, "revoke SESSION-ID             end one session"},
+    {"revoke-user", cmd_revoke_user,
+     "revoke-user USER [--except SESSION-ID]\n"
+     "                                end all of a user's sessions"},
+    {"bulk-revoke", cmd_bulk_revoke,
+     "bulk-revoke FILE|-            end the sessions listed in FILE "
+     "(one id a line)"},
+    {"validate", cmd_validate,
+     "validate [--token-file FILE] [--no-touch] | --session ID\n"
+     "                                check a token read from stdin "
+     "(or FILE)"},
+    {"events", cmd_events,
+     "events --session ID|--user USER [--follow] [--interval DUR] "
+     "[--limit N]\n"
+     "                                the audit trail (admin scope)"},
+    {"stats", cmd_stats, "stats                         readiness and figures from /metrics"},
+};
+
+static void usage(FILE *f)
+{
+    fputs("usage: sessionctl [options] COMMAND [args]\n\n"
+          "Commands:\n",
+          f);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %s\n", commands[i].usage);
+    fputs("\nOptions:\n"
+          "  --url URL            server (env SESSIOND_URL, default " DEFAULT_URL ")\n"
+          "  --api-key-file FILE  read the API key from FILE (default: env SESSIOND_API_KEY)\n"
+          "  --timeout DUR        per-request timeout, e.g. 500ms, 10s (default 30s)\n"
+          "  --cacert FILE        CA bundle (PEM) to verify an https server\n"
+          "  --json               machine-readable output\n"
+          "  -h, --help           this help;  --version  the version\n"
+          "\nExit codes: 0 ok, 1 failure, 2 usage, 3 not found, 4 API key refused,\n"
+          "5 server unavailable, 6 invalid token. See sessionctl(1).\n",
+          f);
+}
+
+int cli_usage_error(const char *fmt, ...)
+{
+    va_list ap;
+    fputs("sessionctl: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputs("\n(sessionctl --help lists the commands)\n", stderr);
+    return EXIT_USAGE;
+}
+
+int cli_fail(cli *x, const char *what, int rc)
+{
+    const char *detail = sd_client_last_detail(x->c);
+    fputs("sessionctl: ", stderr);
+    print_safe(stderr, what);
+    fprintf(stderr, ": %s", sd_client_strerror(rc));
+    if (detail[0]) {
+        fputs(": ", stderr);
+        print_safe(stderr, detail);
+    }
+    fputc('\n', stderr);
+    switch (rc) {
+    case SD_CLIENT_ENOTFOUND:
+        return EXIT_NOTFOUND;
+    case SD_CLIENT_EAUTH:
+    case SD_CLIENT_EFORBIDDEN:
+        return EXIT_AUTH;
+    case SD_CLIENT_ECONNECT:
+    case SD_CLIENT_ETIMEDOUT:
+    case SD_CLIENT_EUNAVAILABLE:
+        return EXIT_UNAVAILABLE;
+    default:
+        return EXIT_FAIL;
+    }
+}
+
+/* "500ms", "10s", "2m" or plain seconds -> ms; -1 when malformed. */
+static long parse_duration(const char *s)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || v < 0)
+        return -1;
+    double ms;
+    if (strcmp(end, "ms") == 0)
+        ms = v;
+    else if (*end == '\0' || strcmp(end, "s") == 0)
+        ms = v * 1000;
+    else if (strcmp(end, "m") == 0)
+        ms = v * 60000;
+    else
+        return -1;
+    return ms > 86400000.0 ? -1 : (long)ms;
+}
+
+static long parse_count(const char *s, long max)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    return errno || end == s || *end || v < 1 || v > max ? -1 : v;
+}
+
+/* The first line of path, without its line break; NULL on failure. */
+static char *read_key_file(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "sessionctl: %s: %s\n", path, strerror(errno));
+        return NULL;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n = getline(&line, &cap, f);
+    fclose(f);
+    if (n <= 0) {
+        fprintf(stderr, "sessionctl: %s: empty API key file\n", path);
+        free(line);
+        return NULL;
+    }
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' '))
+        line[--n] = '\0';
+    return line;
+}
+
+enum {
+    OPT_URL = 256,
+    OPT_KEYFILE,
+    OPT_TIMEOUT,
+    OPT_CACERT,
+    OPT_JSON,
+    OPT_EXCEPT,
+    OPT_SESSION,
+    OPT_USER,
+    OPT_FOLLOW,
+    OPT_INTERVAL,
+    OPT_LIMIT,
+    OPT_TOKEN_FILE,
+    OPT_NO_TOUCH,
+    OPT_IP,
+    OPT_UA,
+    OPT_VERSION,
+};
+
+static const struct option longopts[] = {
+    {"url", required_argument, NULL, OPT_URL},
+    {"api-key-file", required_argument, NULL, OPT_KEYFILE},
+    {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"cacert", required_argument, NULL, OPT_CACERT},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"except", required_argument, NULL, OPT_EXCEPT},
+    {"session", required_argument, NULL, OPT_SESSION},
+    {"user", required_argument, NULL, OPT_USER},
+    {"follow", no_argument, NULL, OPT_FOLLOW},
+    {"interval", required_argument, NULL, OPT_INTERVAL},
+    {"limit", required_argument, NULL, OPT_LIMIT},
+    {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
+    {"no-touch", no_argument, NULL, OPT_NO_TOUCH},
+    {"ip", required_argument, NULL, OPT_IP},
+    {"user-agent", required_argument, NULL, OPT_UA},
+    {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {NULL, 0, NULL, 0},
+};
+
+/* Which command-specific options each command takes. */
+static int option_allowed(const char *cmd, int opt)
+{
+    switch (opt) {
+    case OPT_EXCEPT:
+        return strcmp(cmd, "revoke-user") == 0;
+    case OPT_SESSION:
+        return strcmp(cmd, "events") == 0 || strcmp(cmd, "validate") == 0;
+    case OPT_USER:
+    case OPT_FOLLOW:
+    case OPT_INTERVAL:
+        return strcmp(cmd, "events") == 0;
+    case OPT_LIMIT:
+        return strcmp(cmd, "events") == 0 || strcmp(cmd, "list") == 0;
+    case OPT_TOKEN_FILE:
+    case OPT_NO_TOUCH:
+    case OPT_IP:
+    case OPT_UA:
+        return strcmp(cmd, "validate") == 0;
+    default:
+        return 1;
+    }
+}
+
+int main(int argc, char **argv)
+{
+    cli x = {.interval_ms = 2000};
+    sd_client_options o = {0};
+    const char *key_file = NULL;
+    int seen[OPT_VERSION + 1] = {0};
+    int opt;
+
+    o.base_url = getenv("SESSIOND_URL");
+    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        if (opt >= OPT_URL && opt <= OPT_VERSION)
+            seen[opt] = 1;
+        switch (opt) {
+        case OPT_URL:
+            o.base_url = optarg;
+            break;
+        case OPT_KEYFILE:
+            key_file = optarg;
+            break;
+        case OPT_TIMEOUT:
+            o.timeout_ms = parse_duration(optarg);
+            if (o.timeout_ms <= 0)
+                return cli_usage_error("--timeout: '%s' is not a duration (500ms, 10s, 1m)",
+                                       optarg);
+            o.connect_timeout_ms = o.timeout_ms < 5000 ? o.timeout_ms : 5000;
+            break;
+        case OPT_CACERT:
+            o.ca_file = optarg;
+            break;
+        case OPT_JSON:
+            x.json = 1;
+            break;
+        case OPT_EXCEPT:
+            x.except = optarg;
+            break;
+        case OPT_SESSION:
+            x.session = optarg;
+            break;
+        case OPT_USER:
+            x.user = optarg;
+            break;
+        case OPT_FOLLOW:
+            x.follow = 1;
+            break;
+        case OPT_INTERVAL:
+            x.interval_ms = parse_duration(optarg);
+            if (x.interval_ms < 100)
+                return cli_usage_error("--interval: '%s' is not a duration of at least 100ms",
+                                       optarg);
+            break;
+        case OPT_LIMIT:
+            if ((x.limit = (int)parse_count(optarg, 1000000)) < 0)
+                return cli_usage_error("--limit: '%s' is not a count of at least 1", optarg);
+            break;
+        case OPT_TOKEN_FILE:
+            x.file = optarg;
+            break;
+        case OPT_NO_TOUCH:
+            x.no_touch = 1;
+            break;
+        case OPT_IP:
+            x.ip = optarg;
+            break;
+        case OPT_UA:
+            x.ua = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return EXIT_OK;
+        case OPT_VERSION:
+            printf("sessionctl %s (libsessiond-client %s)\n", SD_VERSION, SD_CLIENT_VERSION);
+            return EXIT_OK;
+        default:
+            return cli_usage_error("unknown option");
+        }
+    }
+    if (optind >= argc)
+        return cli_usage_error("no command given");
+    const char *name = argv[optind];
+    cli_command_fn fn = NULL;
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            fn = commands[i].fn;
+    if (!fn)
+        return cli_usage_error("unknown command '%s'", name);
+    for (int i = OPT_URL; i <= OPT_VERSION; i++)
+        if (seen[i] && !option_allowed(name, i)) {
+            for (const struct option *lo = longopts; lo->name; lo++)
+                if (lo->val == i)
+                    return cli_usage_error("%s does not take --%s", name, lo->name);
+        }
+    x.args = argv + optind + 1;
+    x.nargs = argc - optind - 1;
+
+    char *key = NULL;
+    if (key_file) {
+        if (!(key = read_key_file(key_file)))
+            return EXIT_FAIL;
+    } else if (getenv("SESSIOND_API_KEY") && *getenv("SESSIOND_API_KEY")) {
+        key = strdup(getenv("SESSIOND_API_KEY"));
+    }
+    o.api_key = key;
+    o.user_agent = "sessionctl/" SD_VERSION;
+    int rc = sd_client_open(&o, &x.c);
+    if (key) {
+        explicit_bzero(key, strlen(key));
+        free(key);
+    }
+    if (rc) {
+        fprintf(stderr, "sessionctl: %s (check --url: http://HOST:PORT or https://...)\n",
+                sd_client_strerror(rc));
+        return EXIT_USAGE;
+    }
+    int code = fn(&x);
+    sd_client_close(x.c);
+    return code;
+}

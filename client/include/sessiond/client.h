@@ -1,0 +1,282 @@
+/*
+ * sessiond/client.h - libsessiond-client, the C client of sessiond's HTTP API.
+ *
+ * One sd_client is one keep-alive connection to one server (one libcurl easy
+ * handle): calls on it are sequential and reuse the connection. Use one client
+ * per thread; different clients may be used from different threads at once.
+ *
+ * Every call returns 0 (SD_CLIENT_OK) or a negative SD_CLIENT_E* value;
+ * sd_client_strerror() names it. When the server answered with an error, the
+ * HTTP status and the problem's `detail` sentence stay available on the
+ * client (sd_client_last_status, sd_client_last_detail) until the next call.
+ *
+ * Secrets: tokens travel only in `Authorization: Bearer` headers or request
+ * bodies, never in URLs; the API key only in `X-Api-Key`. The client wipes its
+ * copies of them when it is done with them.
+ *
+ * Ownership: every pointer the library returns through an `out` argument is
+ * the caller's, freed with the matching *_free function (NULL is accepted).
+ * Input strings are read during the call only.
+ *
+ * Link: pkg-config --cflags --libs sessiond-client
+ */
+#ifndef SESSIOND_CLIENT_H
+#define SESSIOND_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define SD_CLIENT_VERSION "0.1.0"
+
+/* The error values. A problem answered by the server maps from its status. */
+#define SD_CLIENT_ERRNO_MAP(X)                                                                     \
+    X(EINVAL, -1, "invalid argument")                                                              \
+    X(ENOMEM, -2, "out of memory")                                                                 \
+    X(ECONNECT, -3, "cannot connect to the server")                                                \
+    X(ETIMEDOUT, -4, "timed out")                                                                  \
+    X(ETLS, -5, "TLS handshake or certificate verification failed")                                \
+    X(ETRANSPORT, -6, "connection failed during the exchange")                                     \
+    X(EPROTO, -7, "unexpected response from the server")                                           \
+    X(EBADREQ, -8, "the server refused the request as malformed (4xx)")                            \
+    X(EAUTH, -9, "missing or unknown API key (401)")                                               \
+    X(EFORBIDDEN, -10, "the API key lacks the scope for this call (403)")                          \
+    X(ENOTFOUND, -11, "not found (404)")                                                           \
+    X(ECONFLICT, -12, "conflict (409)")                                                            \
+    X(EPRECONDITION, -13, "version mismatch (412)")                                                \
+    X(ELIMIT, -14, "too many requests or sessions (429)")                                          \
+    X(EUNAVAILABLE, -15, "server unavailable or overloaded (503)")                                 \
+    X(EHTTP, -16, "unexpected HTTP status")
+
+enum {
+    SD_CLIENT_OK = 0,
+#define SD_CLIENT_ERR_ENUM(name, code, text) SD_CLIENT_##name = (code),
+    SD_CLIENT_ERRNO_MAP(SD_CLIENT_ERR_ENUM)
+#undef SD_CLIENT_ERR_ENUM
+};
+
+/* A static sentence naming rc (never NULL). */
+const char *sd_client_strerror(int rc);
+
+/* ------------------------------------------------------------------ */
+/* The client                                                         */
+/* ------------------------------------------------------------------ */
+
+typedef struct sd_client sd_client;
+
+/* Zero-initialise, then set what you need. Strings are copied by open. */
+typedef struct sd_client_options {
+    const char *base_url;    /* default "http://127.0.0.1:8080"; http or https */
+    const char *api_key;     /* sent as X-Api-Key; NULL: none (protected mode) */
+    long connect_timeout_ms; /* 0: 5000 */
+    long timeout_ms;         /* whole request; 0: 30000 */
+    const char *ca_file;     /* PEM CA bundle for https; NULL: the system's */
+    const char *ca_path;     /* directory of hashed CA certificates */
+    const char *cert_file;   /* client certificate (PEM) for mutual TLS */
+    const char *key_file;    /* its private key (PEM) */
+    const char *user_agent;  /* default "libsessiond-client/VERSION" */
+} sd_client_options;
+
+/* Creates a client; nothing is sent until the first call. opt may be NULL. */
+int sd_client_open(const sd_client_options *opt, sd_client **out);
+/* Closes the connection and frees c (NULL is fine). */
+void sd_client_close(sd_client *c);
+
+/* The HTTP status of the last exchange (0 when none reached the server). */
+int sd_client_last_status(const sd_client *c);
+/* The last error's detail: the server's problem `detail`, or the transport's
+ * message; "" when there is none. Valid until the next call on c. */
+const char *sd_client_last_detail(const sd_client *c);
+/* X-Request-Id of the last response ("" when none). Valid until the next call. */
+const char *sd_client_last_request_id(const sd_client *c);
+
+/* ------------------------------------------------------------------ */
+/* Sessions                                                           */
+/* ------------------------------------------------------------------ */
+
+/* A session as the server shows it. Optional strings are NULL when absent. */
+typedef struct sd_client_session {
+    char *session_id;
+    char *user_id;
+    char *device_id;
+    char *device_info;
+    char *user_agent;
+    char *ip_address;
+    char *geo_location; /* JSON text (a string or an object), or NULL */
+    char *data;         /* JSON text of the data object */
+    int mfa;            /* 0 or 1 */
+    char *created_at;   /* RFC 3339 UTC, e.g. 2026-11-28T02:33:35.123Z */
+    char *last_seen;
+    char *expiry;
+    char *absolute_expiry;
+    int64_t version;
+    char *token; /* only after create, refresh, or an update that renewed it */
+    char *json;  /* the whole object as compact JSON (holds the token if any) */
+} sd_client_session;
+
+/* Frees s and its strings; wipes the token first. */
+void sd_client_session_free(sd_client_session *s);
+
+/* POST /sessions. user_id is required; NULL members are left out. */
+typedef struct sd_client_new_session {
+    const char *user_id;
+    const char *device_id;
+    const char *device_info;
+    const char *user_agent;
+    const char *ip_address;
+    const char *geo_location; /* JSON text: "\"Paris\"" or an object */
+    const char *data;         /* JSON text of an object */
+    int mfa;                  /* 0 or 1 */
+    int64_t ttl_seconds;      /* 0: the server's --idle-timeout */
+    int bind_ip;              /* 1: bind to the network of ip_address */
+    int bind_user_agent;      /* 1: bind to user_agent */
+} sd_client_new_session;
+
+/* Creates a session; *out holds the token (shown this once). */
+int sd_client_create(sd_client *c, const sd_client_new_session *req, sd_client_session **out);
+
+/* GET /sessions/{id}. SD_CLIENT_ENOTFOUND when not active. */
+int sd_client_get(sd_client *c, const char *session_id, sd_client_session **out);
+
+enum { SD_CLIENT_MFA_KEEP = 0, SD_CLIENT_MFA_FALSE = 1, SD_CLIENT_MFA_TRUE = 2 };
+
+/* PUT /sessions/{id}: a partial update; zero members are left unchanged. */
+typedef struct sd_client_update {
+    int64_t if_match;         /* > 0: sent as If-Match: "N" (412 on a race) */
+    int64_t version;          /* > 0: the body's `version` expectation */
+    const char *expiry;       /* RFC 3339 */
+    int64_t ttl_seconds;      /* > 0 */
+    const char *last_seen;    /* RFC 3339 */
+    const char *geo_location; /* JSON text; "null" removes it */
+    const char *device_info;  /* new text */
+    int remove_device_info;   /* 1: send deviceInfo: null */
+    int mfa;                  /* SD_CLIENT_MFA_* */
+    const char *data;         /* JSON text of an RFC 7396 merge patch */
+} sd_client_update;
+
+/* Updates a session; *out (optional, may be NULL) gets the result, with a new
+ * token when mfa went from false to true. SD_CLIENT_EPRECONDITION on a race. */
+int sd_client_update_session(sd_client *c, const char *session_id, const sd_client_update *u,
+                             sd_client_session **out);
+
+/* DELETE /sessions/{id}: revoke. SD_CLIENT_ENOTFOUND when not active. */
+int sd_client_delete(sd_client *c, const char *session_id);
+
+/* POST /sessions/{id}/refresh with the current token: *out has the new one. */
+int sd_client_refresh(sd_client *c, const char *session_id, const char *token,
+                      sd_client_session **out);
+
+/* ------------------------------------------------------------------ */
+/* Validation                                                         */
+/* ------------------------------------------------------------------ */
+
+typedef struct sd_client_validation {
+    int valid;             /* 1 valid, 0 not (unknown, malformed, ended, expired) */
+    char expiry[32];       /* "" when not valid */
+    char session_id[32];   /* by token only */
+    char user_id[257 * 4]; /* by token only */
+    char reason[32];       /* not valid: "binding_mismatch" when that is why, else "" */
+    int binding_mismatch;  /* valid, but from another context (--binding-policy flag) */
+} sd_client_validation;
+
+/* POST /sessions/validate with Authorization: Bearer. touch = 0 asks the
+ * server not to extend the session (?touch=false). An invalid token is not an
+ * error: 0 with out->valid = 0. */
+int sd_client_validate_token(sd_client *c, const char *token, int touch, sd_client_validation *out);
+/* The same with the end client's context (either may be NULL), which a
+ * session created with bind_ip / bind_user_agent needs to validate. */
+int sd_client_validate_token_ctx(sd_client *c, const char *token, int touch, const char *ip_address,
+                                 const char *user_agent, sd_client_validation *out);
+/* GET /sessions/{id}/validate: never extends the session. */
+int sd_client_validate_id(sd_client *c, const char *session_id, sd_client_validation *out);
+
+typedef struct sd_client_introspection {
+    int active;
+    char sub[257 * 4]; /* the userId */
+    char sid[32];      /* the sessionId */
+    int64_t exp, iat;  /* seconds since the epoch */
+} sd_client_introspection;
+
+/* POST /introspect (RFC 7662, the token in a form body). */
+int sd_client_introspect(sd_client *c, const char *token, sd_client_introspection *out);
+
+/* ------------------------------------------------------------------ */
+/* Users and bulk revocation                                          */
+/* ------------------------------------------------------------------ */
+
+typedef struct sd_client_session_list {
+    sd_client_session **sessions; /* count entries, newest activity first */
+    size_t count;
+    char *next_cursor; /* pass as cursor for the next page; NULL on the last */
+} sd_client_session_list;
+
+void sd_client_session_list_free(sd_client_session_list *l);
+
+/* GET /users/{user}/sessions: one page. limit 0: the server's default (50);
+ * cursor NULL: the first page. */
+int sd_client_list_user(sd_client *c, const char *user_id, int limit, const char *cursor,
+                        sd_client_session_list **out);
+
+/* DELETE /users/{user}/sessions[?except=ID]; *deleted (optional) counts them. */
+int sd_client_revoke_user(sd_client *c, const char *user_id, const char *except_session_id,
+                          int64_t *deleted);
+
+/* POST /sessions/bulk-delete: up to 1000 ids in each array (either may be
+ * empty, not both). Unknown or ended ids are skipped by the server. */
+int sd_client_bulk_delete(sd_client *c, const char *const *session_ids, size_t n_sessions,
+                          const char *const *user_ids, size_t n_users, int64_t *deleted);
+
+/* ------------------------------------------------------------------ */
+/* Audit events (admin scope)                                         */
+/* ------------------------------------------------------------------ */
+
+typedef struct sd_client_event {
+    int64_t seq; /* increasing, never reused */
+    char *time;
+    char *event; /* created, updated, refreshed, renewed, revoked, ... */
+    char *session_id;
+    char *user_id;
+    char *actor;          /* API key id, or NULL */
+    char *client_address; /* or NULL */
+    char *reason;         /* or NULL */
+    char *json;           /* the event as compact JSON */
+} sd_client_event;
+
+typedef struct sd_client_event_list {
+    sd_client_event *events; /* count entries, oldest first */
+    size_t count;
+    char *next; /* pass as `after` for the next page; NULL when no more yet */
+} sd_client_event_list;
+
+void sd_client_event_list_free(sd_client_event_list *l);
+
+/* GET /sessions/{id}/events and GET /users/{user}/events: one page.
+ * limit 0: the server's default (100); after NULL: from the first event. */
+int sd_client_session_events(sd_client *c, const char *session_id, int limit, const char *after,
+                             sd_client_event_list **out);
+int sd_client_user_events(sd_client *c, const char *user_id, int limit, const char *after,
+                          sd_client_event_list **out);
+
+/* ------------------------------------------------------------------ */
+/* Operations                                                         */
+/* ------------------------------------------------------------------ */
+
+/* GET /healthz and GET /readyz: 0 when ok/ready, SD_CLIENT_EUNAVAILABLE not. */
+int sd_client_health(sd_client *c);
+int sd_client_ready(sd_client *c);
+
+/* GET /metrics: the Prometheus text in *text (NUL-terminated), freed with
+ * sd_client_free(). */
+int sd_client_metrics(sd_client *c, char **text);
+
+/* Frees memory the library returned as a plain pointer. */
+void sd_client_free(void *p);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

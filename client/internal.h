@@ -1,0 +1,70 @@
+/*
+ * internal.h - what the files of libsessiond-client share and nothing else
+ * sees: the client object, the one HTTP exchange (http.c) and the JSON
+ * helpers (json.c). Names crossing files start with sdc__; the exported ones
+ * (sd_client_*) are listed by libsessiond-client.map.
+ */
+#ifndef SDC_INTERNAL_H
+#define SDC_INTERNAL_H
+
+#include "sessiond/client.h"
+
+#include <curl/curl.h>
+#include <jansson.h>
+#include <stddef.h>
+
+/* Responses larger than this are refused (SD_CLIENT_EPROTO). */
+#define SDC_MAX_RESPONSE (16u << 20)
+
+struct sd_client {
+    CURL *curl; /* one easy handle: its connection is kept alive between calls */
+    char *base_url;
+    char *api_key_header; /* "X-Api-Key: ..." (wiped on close) */
+    char *user_agent;
+    char errbuf[CURL_ERROR_SIZE];
+    /* The last exchange. */
+    int status;
+    char detail[512];
+    char request_id[64];
+    char *body; /* response body, NUL-terminated */
+    size_t body_len, body_cap;
+};
+
+/* One request to the server. */
+typedef struct sdc_req {
+    const char *method; /* GET, POST, PUT, DELETE */
+    const char *path;   /* already escaped, may carry a query string */
+    const char *content_type;
+    const char *body; /* NULL: none */
+    size_t body_len;
+    const char *bearer;   /* token for Authorization: Bearer, or NULL */
+    const char *if_match; /* the If-Match header's value, or NULL */
+} sdc_req;
+
+/*
+ * Sends req and reads the answer into c->body. Returns 0 for a 2xx, else the
+ * SD_CLIENT_E* value matching the transport failure or the status (and sets
+ * c->detail from the problem body or the transport's message).
+ */
+int sdc__exchange(sd_client *c, const sdc_req *req);
+
+/* Like sdc__exchange, then parses a 2xx body as a JSON object into *out. */
+int sdc__exchange_json(sd_client *c, const sdc_req *req, json_t **out);
+
+/* "prefix/<escaped seg>suffix" in a fresh string (NULL when out of memory). */
+char *sdc__path(sd_client *c, const char *prefix, const char *seg, const char *suffix);
+/* Appends "&name=<escaped value>" (or "?" for the first) to *path. */
+int sdc__query(sd_client *c, char **path, const char *name, const char *value);
+
+/* Sets c->detail (printf-style). */
+void sdc__set_detail(sd_client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* JSON helpers (json.c). */
+char *sdc__strdup_or_null(json_t *o, const char *key);
+int sdc__copy_str(json_t *o, const char *key, char *dst, size_t cap);
+int sdc__session_from_json(json_t *o, sd_client_session **out);
+char *sdc__dumps(json_t *o);
+/* Overwrites s with zeros before freeing it. */
+void sdc__free_secret(char *s);
+
+#endif
