@@ -555,3 +555,12 @@ def test_required_client_certificates_refuse_the_handshake_without_one(make_serv
         requests.get(f"{srv.url}/healthz", cert=(str(pki.forged[0]), str(pki.forged[1])), timeout=10)
     assert srv.running()
 
+
+
+def test_sessionctl_speaks_tls_with_its_cacert(make_server, pki):
+    from test_sessionctl import ctl
+    srv = tls_server(make_server, pki.cert, pki.key)
+    p = ctl(srv.url, "--cacert", pki.ca, "stats")
+    assert "ready" in p.stdout and "yes" in p.stdout, p.stdout
+    p = ctl(srv.url, "stats", expect=None)  # the system CAs do not know the test CA
+    assert p.returncode != 0 and "certificate" in p.stderr, p.stderr
