@@ -30,10 +30,18 @@ ASAN_LIB := $(patsubst src/%.c,build/asan/obj/%.o,$(LIB_SRCS))
 UNIT_SRCS:= $(wildcard tests/unit/test_*.c)
 UNIT_BINS:= $(patsubst tests/unit/%.c,build/asan/tests/%,$(UNIT_SRCS))
 DEPS_STAMP := build/.deps-build
+# The operator console (console/), compiled into the binary as generated C.
+CONSOLE_FILES := $(sort $(wildcard console/*))
+CONSOLE_GEN   := build/gen/console_assets.c
+REL_OBJS  += build/obj/gen/console_assets.o
+ASAN_OBJS += build/asan/obj/gen/console_assets.o
+ASAN_LIB  += build/asan/obj/gen/console_assets.o
+# The console's browser tests: playwright-core from npm, driving Debian's chromium.
+BROWSER_STAMP := build/.deps-browser
 TEST_STAMP := build/.deps-test
 
 .PHONY: install uninstall FORCE
-.PHONY: all deps deps-test run test unit e2e asan bench bench-quick format format-check clean
+.PHONY: all deps deps-test deps-browser run test unit e2e asan bench bench-quick format format-check clean
 
 all: build/sessiond
 all: build/sessionctl build/libsessiond-client.a build/libsessiond-client.so build/sessiond-client.pc
@@ -50,6 +58,7 @@ $(TEST_STAMP): scripts/install-deps.sh
 
 deps: $(DEPS_STAMP)
 deps-test: $(TEST_STAMP)
+deps-browser: $(BROWSER_STAMP)
 
 build/obj/%.o: src/%.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
@@ -58,6 +67,22 @@ build/obj/%.o: src/%.c | $(DEPS_STAMP)
 build/asan/obj/%.o: src/%.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	@echo "CC (asan) $<"; $(CC) $(CFLAGS_ASAN) -MMD -MP -c $< -o $@
+
+$(CONSOLE_GEN): scripts/embed-console.sh $(CONSOLE_FILES) console | $(DEPS_STAMP)
+	@mkdir -p $(dir $@)
+	@echo "GEN $@"; scripts/embed-console.sh $@ $(CONSOLE_FILES)
+
+build/obj/gen/%.o: build/gen/%.c
+	@mkdir -p $(dir $@)
+	@echo "CC $<"; $(CC) $(CFLAGS_REL) -MMD -MP -c $< -o $@
+
+build/asan/obj/gen/%.o: build/gen/%.c
+	@mkdir -p $(dir $@)
+	@echo "CC (asan) $<"; $(CC) $(CFLAGS_ASAN) -MMD -MP -c $< -o $@
+
+$(BROWSER_STAMP): tests/browser/package.json tests/browser/package-lock.json | $(TEST_STAMP)
+	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
 
 build/sessiond: $(REL_OBJS)
 	@echo "LD $@"; $(CC) $(CFLAGS_REL) -o $@ $^ $(PKG_LIBS)
@@ -80,12 +105,32 @@ unit: $(UNIT_BINS)
 
 # The end-to-end suite runs twice: against the sanitizer build (catches
 # memory errors on every path the tests drive) and the release build.
-e2e: build/sessiond build/asan/sessiond | $(TEST_STAMP)
+e2e: build/sessiond build/asan/sessiond | $(TEST_STAMP) $(BROWSER_STAMP)
 	SESSIOND_BIN=$(CURDIR)/build/asan/sessiond ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
 	SESSIOND_BIN=$(CURDIR)/build/sessiond $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
 
 test: unit e2e
+
+# OpenAPI tooling (tools/api: Redocly CLI for lint, Prism for the validating
+# proxy), versions pinned by package-lock.json; installed without prompts.
+API_STAMP := tools/api/node_modules/.stamp
+$(API_STAMP): tools/api/package.json tools/api/package-lock.json | $(TEST_STAMP)
+	cd tools/api && CI=true npm ci --no-audit --no-fund </dev/null
+	@touch $@
+
+e2e: | $(API_STAMP)
+
+# The API suite once more, on the release build, through Prism: every response
+# (and every request the server accepts) must match docs/openapi.yaml.
+PRISM_TESTS := tests/e2e/test_api_contract.py tests/e2e/test_sessions.py tests/e2e/test_validate.py \
+               tests/e2e/test_users.py tests/e2e/test_rotation.py tests/e2e/test_api_keys.py
+.PHONY: e2e-prism
+e2e-prism: build/sessiond | $(TEST_STAMP) $(API_STAMP)
+	SESSIOND_VIA_PRISM=1 SESSIOND_BIN=$(CURDIR)/build/sessiond \
+	  $(PYTHON) -m pytest -q -p no:cacheprovider $(PRISM_TESTS)
+
+test: e2e-prism
 
 # Benchmarks: never part of make test. Prints the table and writes
 # bench/results/latest.md (see docs/performance.md).
@@ -98,10 +143,12 @@ bench-quick: build/sessiond
 	$(PYTHON) bench/bench.py --quick
 
 format:
-	clang-format -i $(wildcard src/*.c src/*.h src/*/*.c src/*/*.h tests/unit/*.c)
+	clang-format -i $(wildcard src/*.c src/*.h src/*/*.c src/*/*.h tests/unit/*.c \
+	  fuzz/*.c fuzz/*.h client/*.c client/*.h client/include/sessiond/*.h cli/*.c cli/*.h examples/client/*.c)
 
 format-check:
-	@clang-format --dry-run --Werror $(wildcard src/*.c src/*.h src/*/*.c src/*/*.h tests/unit/*.c)
+	@clang-format --dry-run --Werror $(wildcard src/*.c src/*.h src/*/*.c src/*/*.h tests/unit/*.c \
+	  fuzz/*.c fuzz/*.h client/*.c client/*.h client/include/sessiond/*.h cli/*.c cli/*.h examples/client/*.c)
 
 clean:
 	rm -rf build
@@ -215,3 +262,56 @@ uninstall:
 	-rmdir $(DESTDIR)$(INCLUDEDIR)/sessiond
 
 -include $(CLIENT_OBJS:.o=.d) $(CLI_OBJS:.o=.d) $(CLIENT_AOBJS:.o=.d) $(CLI_AOBJS:.o=.d)
+
+# ---- fuzzing (libFuzzer, clang from Debian) -----------------------------
+#   make fuzz              each target for FUZZ_SECONDS (default 300), corpus kept in build/fuzz/corpus
+#   make fuzz-smoke        each target for FUZZ_SMOKE_SECONDS (default 20): part of make test
+# Seeds live in fuzz/corpus/<target>/; findings are written to build/fuzz/.
+FUZZ_CC      := clang
+FUZZ_TARGETS := fuzz_http fuzz_bodies fuzz_router fuzz_text fuzz_files
+FUZZ_BINS    := $(patsubst %,build/fuzz/%,$(FUZZ_TARGETS))
+FUZZ_OBJS    := $(patsubst src/%.c,build/fuzz/obj/%.o,$(LIB_SRCS)) build/fuzz/obj/gen/console_assets.o
+FUZZ_SECONDS ?= 300
+FUZZ_SMOKE_SECONDS ?= 20
+CFLAGS_FUZZ   = $(BASE) -O1 -g -fsanitize=fuzzer-no-link,address,undefined \
+                -fno-sanitize-recover=undefined -fno-omit-frame-pointer $(PKG_CFLAGS)
+.PHONY: fuzz fuzz-smoke fuzz-build
+
+build/fuzz/obj/%.o: src/%.c | $(TEST_STAMP)
+	@mkdir -p $(dir $@)
+	@echo "CC (fuzz) $<"; $(FUZZ_CC) $(CFLAGS_FUZZ) -MMD -MP -c $< -o $@
+
+build/fuzz/obj/gen/%.o: build/gen/%.c | $(TEST_STAMP)
+	@mkdir -p $(dir $@)
+	@echo "CC (fuzz) $<"; $(FUZZ_CC) $(CFLAGS_FUZZ) -c $< -o $@
+
+build/fuzz/%: fuzz/%.c fuzz/policy.h $(FUZZ_OBJS) | $(TEST_STAMP)
+	@mkdir -p $(dir $@)
+	@echo "LD $@"; $(FUZZ_CC) $(CFLAGS_FUZZ) -Ifuzz -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJS) $(PKG_LIBS)
+
+fuzz-build: $(FUZZ_BINS)
+
+# Runs every target for $(1) seconds on a working corpus seeded from the
+# tree; stops at the first crash (its input is left in build/fuzz/).
+define run_fuzzers
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build/fuzz/corpus/$$t; \
+	  echo "== $$t ($(1) s)"; \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/fuzz/lsan.supp \
+	    build/fuzz/$$t -max_total_time=$(1) \
+	    -artifact_prefix=build/fuzz/$$t- -print_final_stats=1 -max_len=16384 \
+	    build/fuzz/corpus/$$t fuzz/corpus/$$t 2>build/fuzz/$$t.log || \
+	    { tail -60 build/fuzz/$$t.log; exit 1; }; \
+	  grep -E "stat::number_of_executed_units|cov: " build/fuzz/$$t.log | tail -2; \
+	done
+endef
+
+fuzz: fuzz-build
+	$(call run_fuzzers,$(FUZZ_SECONDS))
+
+fuzz-smoke: fuzz-build
+	$(call run_fuzzers,$(FUZZ_SMOKE_SECONDS))
+
+test: fuzz-smoke
+
+-include $(FUZZ_OBJS:.o=.d)

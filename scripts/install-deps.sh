@@ -4,8 +4,11 @@
 # Usage: scripts/install-deps.sh [build|test|bench]   (default: build)
 set -eu
 
-build_pkgs="gcc make pkg-config libhttp-parser-dev libsqlite3-dev libjansson-dev libssl-dev libcurl4-openssl-dev"
-test_pkgs="libcmocka-dev python3 python3-pytest python3-requests python3-yaml sqlite3 curl nginx-light"
+build_pkgs="gcc make pkg-config libhttp-parser-dev libsqlite3-dev libjansson-dev libssl-dev libcurl4-openssl-dev xxd"
+test_pkgs="libcmocka-dev python3 python3-pytest python3-requests python3-yaml sqlite3 curl nginx-light chromium"
+# promtool (Prometheus conventions: tests/e2e/test_prometheus.py)
+test_pkgs="$test_pkgs prometheus"
+test_pkgs="$test_pkgs clang" # libFuzzer harnesses (make fuzz, fuzz-smoke in make test)
 # The TLS tests make certificates and run s_client with the openssl CLI.
 test_pkgs="$test_pkgs openssl"
 
@@ -13,7 +16,12 @@ bench_pkgs="wrk nginx-light redis-server redis-tools"
 
 want="$build_pkgs"
 case "${1:-build}" in
-test) want="$build_pkgs $test_pkgs" ;;
+test)
+	want="$build_pkgs $test_pkgs"
+	# Node.js for the OpenAPI tooling (tools/api) and the console's browser tests
+	# (playwright-core): the machine's own if it has one.
+	command -v npm >/dev/null 2>&1 || want="$want nodejs npm"
+	;;
 bench)
 	want="$build_pkgs $bench_pkgs"
 	# Node.js for the express-session peer: the machine's own if it has one.

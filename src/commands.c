@@ -2,6 +2,7 @@
 #include "commands.h"
 #include "audit/audit.h"
 #include "config.h"
+#include "store/backup.h"
 #include "store/crypt.h"
 #include "store/store.h"
 #include "util/clock.h"
@@ -21,6 +22,31 @@ int sd_cmd_audit(int argc, char **argv)
         return 2;
     }
     return sd_audit_verify(argc - 2, argv + 2, stdout);
+}
+
+int sd_cmd_backup(int argc, char **argv)
+{
+    /* sessiond backup DEST [options]: the options are the server's (for
+     * --data-dir and --config). */
+    if (argc < 2 || argv[1][0] == '-') {
+        fprintf(stderr, "usage: sessiond backup DEST [--data-dir DIR]  (DEST: a new directory)\n");
+        return 2;
+    }
+    const char *dest = argv[1];
+    argv[1] = argv[0];
+    sd_config cfg;
+    int rc = sd_config_load(&cfg, argc - 1, argv + 1, environ, stderr);
+    if (rc != SD_CONFIG_RUN)
+        return rc == SD_CONFIG_EXIT_OK ? 0 : 2;
+    char err[1200];
+    int64_t t0 = sd_mono_ns();
+    if (sd_sqlite_backup(cfg.data_dir, dest, err, sizeof err)) {
+        fprintf(stderr, "sessiond backup: %s\n", err);
+        return 1;
+    }
+    printf("backed up %s to %s/sessiond.db in %.0f ms\n", cfg.data_dir, dest,
+           (double)(sd_mono_ns() - t0) / 1e6);
+    return 0;
 }
 
 typedef struct sync_write {

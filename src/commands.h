@@ -2,6 +2,8 @@
  * commands.h - the subcommands of the sessiond binary besides serving:
  *
  *   sessiond audit verify PATH...   check the audit log's hash chain
+ *   sessiond backup DEST [OPTIONS]  copy the live store (a consistent
+ *                                   snapshot) into DEST/sessiond.db
  *   sessiond reencrypt [OPTIONS]    seal every stored session's metadata
  *                                   under the newest encryption key (offline:
  *                                   the data directory's lock keeps a running
@@ -14,5 +16,6 @@
 
 int sd_cmd_audit(int argc, char **argv);
 int sd_cmd_reencrypt(int argc, char **argv);
+int sd_cmd_backup(int argc, char **argv);
 
 #endif

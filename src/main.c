@@ -83,6 +83,8 @@ int main(int argc, char **argv)
         return sd_cmd_audit(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "reencrypt") == 0)
         return sd_cmd_reencrypt(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "backup") == 0)
+        return sd_cmd_backup(argc - 1, argv + 1);
     sd_config cfg;
     int rc = sd_config_load(&cfg, argc, argv, environ, stderr);
     if (rc == SD_CONFIG_EXIT_OK)

@@ -30,7 +30,7 @@ void sd_api_metrics(sd_req *r, void *app_)
     sd_store_stats st;
     sd_store_get_stats(app->store, &st);
     size_t len;
-    char *text = sd_metrics_render(&st, &len);
+    char *text = sd_metrics_render(&st, sd_store_ready(app->store) == 0, &len);
     char audit[512];
     int n =
         snprintf(audit, sizeof audit,

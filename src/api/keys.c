@@ -80,6 +80,7 @@ int sd_keys_load(const char *path, sd_keys **out, char *err, size_t errlen)
             if (hi < 0 || lo < 0) {
                 snprintf(err, errlen, "%s:%d: the hash is not hexadecimal", path, lineno);
                 rc = SD_ECONFIG;
+                break;
             }
             e.hash[i] = (unsigned char)(hi << 4 | lo);
         }

@@ -20,6 +20,9 @@ const sd_route sd_api_routes[] = {
     {"GET", "/healthz", sd_api_healthz, SD_ROUTE_NO_BODY, NULL},
     {"GET", "/readyz", sd_api_readyz, SD_ROUTE_NO_BODY, NULL},
     {"GET", "/metrics", sd_api_metrics, SD_ROUTE_NO_BODY, NULL},
+    {"GET", "/console", sd_api_console_redirect, SD_ROUTE_NO_BODY, NULL},
+    {"GET", "/console/", sd_api_console_index, SD_ROUTE_NO_BODY, NULL},
+    {"GET", "/console/{asset}", sd_api_console_asset, SD_ROUTE_NO_BODY, NULL},
 };
 
 const int sd_api_nroutes = (int)(sizeof sd_api_routes / sizeof sd_api_routes[0]);

@@ -128,7 +128,7 @@ static const char *route_name(int r)
     return r < nroutes && routes ? routes[r] : "unmatched";
 }
 
-char *sd_metrics_render(const sd_store_stats *st, size_t *len)
+char *sd_metrics_render(const sd_store_stats *st, int ready, size_t *len)
 {
     buf b = {0};
     put(&b, "# HELP sessiond_http_requests_total HTTP requests by route and status.\n"
@@ -181,9 +181,13 @@ char *sd_metrics_render(const sd_store_stats *st, size_t *len)
         "sessiond_store_writes_total %lld\n"
         "# HELP sessiond_store_broken 1 after a fatal store I/O error.\n"
         "# TYPE sessiond_store_broken gauge\n"
-        "sessiond_store_broken %d\n",
+        "sessiond_store_broken %d\n"
+        "# HELP sessiond_ready 1 when the store takes requests (GET /readyz answers 200).\n"
+        "# TYPE sessiond_ready gauge\n"
+        "sessiond_ready %d\n",
         (long long)st->active_rows, (long long)st->sweeps_total, (long long)st->swept_total,
-        (long long)st->commits_total, (long long)st->writes_total, st->broken ? 1 : 0);
+        (long long)st->commits_total, (long long)st->writes_total, st->broken ? 1 : 0,
+        ready ? 1 : 0);
     if (b.oom) {
         free(b.p);
         return NULL;

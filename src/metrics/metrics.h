@@ -36,7 +36,8 @@ void sd_metrics_request(int route, int status, int64_t ns);
 void sd_metrics_store_op(enum sd_store_op op, int64_t ns);
 void sd_metrics_validation(int valid);
 
-/* Renders every metric; the text is malloc'd, *len its length. */
-char *sd_metrics_render(const sd_store_stats *st, size_t *len);
+/* Renders every metric; ready: whether /readyz would answer 200 now. The
+ * text is malloc'd, *len its length. */
+char *sd_metrics_render(const sd_store_stats *st, int ready, size_t *len);
 
 #endif

@@ -8,6 +8,12 @@ end of the session every log file and data file the servers produced is
 scanned for every token the suite was issued.
 
 Run:  /usr/bin/python3 -m pytest tests/e2e      (from the repo root)
+
+SESSIOND_VIA_PRISM=1 puts a validating proxy (Prism, tools/api) in front of
+every server: `server.url` and `server.api` then go through it, and every
+response it relays is checked against docs/openapi.yaml (see check_violations).
+Raw-socket helpers (`server.port`) still talk to sessiond directly; tests that
+cannot pass through a proxy carry @pytest.mark.no_prism and are skipped then.
 """
 
 import array
@@ -34,6 +40,9 @@ REPO = Path(__file__).resolve().parents[2]
 SESSIOND_BIN = os.environ.get("SESSIOND_BIN") or str(REPO / "build" / "sessiond")
 
 START_TIMEOUT = 10.0      # seconds to wait for /healthz after spawning
+VIA_PRISM = os.environ.get("SESSIOND_VIA_PRISM") == "1"
+PRISM_BIN = REPO / "tools" / "api" / "node_modules" / ".bin" / "prism"
+PRISM_START_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0       # seconds to wait for exit after SIGTERM
 HTTP_TIMEOUT = 30.0       # per-request timeout (generous for ASan builds)
 
@@ -182,9 +191,46 @@ def check_common_headers(status, headers, body, where):
     return h
 
 
+def check_violations(status, headers, body, where):
+    """Under SESSIOND_VIA_PRISM: fail on any departure from docs/openapi.yaml
+    that Prism reports in its `sl-violations` header. A response departure
+    always fails. A request departure fails unless sessiond refused the
+    request too (4xx): a test may send a malformed request on purpose, but
+    the server must then say no, and its answer must still match the spec."""
+    h = {k.lower(): v for k, v in (headers.items() if hasattr(headers, "items") else headers)}
+    if "application/problem+json" in h.get("content-type", "") and body:
+        try:
+            ptype = jsonlib.loads(body).get("type", "")
+        except (ValueError, AttributeError):
+            ptype = ""
+        assert not str(ptype).startswith("https://stoplight.io/prism/"), \
+            f"{where}: Prism answered itself instead of sessiond: {body[:600]!r}"
+    raw = h.get("sl-violations")
+    if raw is None:
+        return
+    if raw.startswith("Too many violations!"):
+        # Prism cut the list at 8 KiB. Request departures come first; any
+        # response departure is also in Prism's log, which the factory checks
+        # when it stops the proxy (PrismProxy.response_violations).
+        parts = set(re.findall(r'"location":\["(\w+)"', raw))
+        assert parts == {"request"} and 400 <= status < 500, \
+            f"{where}: {status} with more departures than Prism lists: {raw[:600]}"
+        return
+    try:
+        violations = jsonlib.loads(raw)
+    except ValueError:
+        raise AssertionError(f"{where}: Prism reports violations it could not list: {raw[:600]}")
+    bad = [v for v in violations if v.get("location", [""])[0] == "response"
+           or not 400 <= status < 500]
+    assert not bad, (f"{where}: {status} departs from docs/openapi.yaml: "
+                     + "; ".join(f"{'.'.join(map(str, v.get('location', [])))}: {v.get('message')}" for v in bad))
+
+
 def observe_response(method, path, status, headers, body, where=None):
     """Checks applied to every response; records tokens from create responses."""
     where = where or f"{method} {path}"
+    if VIA_PRISM:
+        check_violations(status, headers, body, where)
     check_common_headers(status, headers, body, where)
     is_create = method.upper() == "POST" and path.split("?")[0] == "/sessions" and status == 201
     if is_create:
@@ -309,6 +355,7 @@ class Server:
         self.args = [str(a) for a in args]
         self.env_extra = dict(env or {})
         self.proc = None
+        self.prism = None
         self.starts = 0
         self.log_paths = []
         self.api = Api(self.url)
@@ -318,6 +365,11 @@ class Server:
 
     @property
     def url(self):
+        """The HTTP-level address tests use: Prism's when it is in front."""
+        return self.prism.url if self.prism else self.direct_url
+
+    @property
+    def direct_url(self):
         return f"http://127.0.0.1:{self.port}"
 
     @property
@@ -365,8 +417,11 @@ class Server:
                 pytest.fail(f"sessiond exited with {rc} during startup; cmd={self.command()}\n"
                             f"stderr:\n{self._log_tail()}")
             try:
-                r = requests.get(self.url + "/healthz", timeout=2)
+                r = requests.get(self.direct_url + "/healthz", timeout=2)
                 if r.status_code == 200:
+                    if VIA_PRISM and self.prism is None:
+                        self.prism = PrismProxy(self.workdir, self.port).start()
+                        self.api.base = self.prism.url
                     return self
             except requests.RequestException:
                 pass
@@ -427,6 +482,97 @@ class Server:
         self.stop()
 
 
+class PrismProxy:
+    """`prism proxy docs/openapi.yaml <sessiond>` on a free port; it outlives
+    restarts of its server (same port) and is stopped with the factory."""
+
+    def __init__(self, workdir, upstream_port, spec=None):
+        self.port = free_port()
+        self.upstream_port = upstream_port
+        self.spec = Path(spec) if spec else REPO / "docs" / "openapi.yaml"
+        self.log_path = Path(workdir) / "prism.log"
+        self.proc = None
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self):
+        if not PRISM_BIN.exists():
+            pytest.fail(f"{PRISM_BIN} not found: run `make tools/api/node_modules/.stamp` (npm ci in tools/api)")
+        cmd = [str(PRISM_BIN), "proxy", str(self.spec),
+               f"http://127.0.0.1:{self.upstream_port}", "--host", "127.0.0.1", "--port", str(self.port)]
+        with open(self.log_path, "wb") as logf:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+                                         cwd=str(REPO), start_new_session=True)
+        _LIVE_PRISMS.append(self)
+        deadline = time.monotonic() + PRISM_START_TIMEOUT
+        while True:
+            if self.proc.poll() is not None:
+                self.proc = None
+                pytest.fail(f"prism exited during startup:\n{self.log_path.read_text(errors='replace')[-3000:]}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return self
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"prism did not answer within {PRISM_START_TIMEOUT}s:\n"
+                            f"{self.log_path.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.1)
+
+    def response_violations(self):
+        """Every response departure Prism logged (its header can be cut)."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return []
+        return [ln.strip() for ln in text.splitlines() if "Violation: response" in ln]
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)   # its own session: prism and any child
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+
+_LIVE_PRISMS = []
+
+
+def skip_if_prism_cannot_relay(raw_json_body):
+    """Prism parses an application/json body before relaying it and answers a
+    body that is not JSON at all itself, so such a request never reaches
+    sessiond through it: skip under SESSIOND_VIA_PRISM (the direct passes
+    still run it)."""
+    if not VIA_PRISM:
+        return
+    try:
+        jsonlib.loads(raw_json_body) if raw_json_body else None
+    except ValueError:
+        pytest.skip("Prism cannot relay a body that is not JSON")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "no_prism(reason): skipped when SESSIOND_VIA_PRISM=1 "
+                                       "(the test needs sessiond's own connection or framing behaviour)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not VIA_PRISM:
+        return
+    for item in items:
+        m = item.get_closest_marker("no_prism")
+        if m:
+            item.add_marker(pytest.mark.skip(reason="not through Prism: " + (m.args[0] if m.args else "")))
+
+
 def _write_config(workdir, config):
     path = Path(workdir) / "sessiond.conf"
     if isinstance(config, dict):
@@ -462,6 +608,9 @@ class ServerFactory:
                 errors.append(str(e))
             finally:
                 s.kill9()
+                if s.prism:
+                    s.prism.stop()
+                    errors.extend(f"Prism (port {s.prism.port}): {v}" for v in s.prism.response_violations())
         if errors:
             pytest.fail("server teardown problems:\n" + "\n---\n".join(errors))
 
@@ -804,6 +953,8 @@ def final_token_scan():
     for s in list(_LIVE_SERVERS):      # safety net; fixtures should have stopped them
         if s.proc is not None:
             s.kill9()
+    for p in list(_LIVE_PRISMS):
+        p.stop()
     tokens = list(ISSUED_TOKENS)
     if not tokens:
         return

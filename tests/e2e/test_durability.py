@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import (record_token, ARTIFACT_DIRS, db_query, history_rows, new_user, scan_paths_for_tokens, sleep_until, wait_for)
+from conftest import (SESSIOND_BIN, ARTIFACT_DIRS, child_env, db_query, history_rows, new_user, record_token,
+                      scan_paths_for_tokens, sleep_until, wait_for)
 
 
 def _snapshot(api, sids):
@@ -344,3 +345,53 @@ def test_readyz_503_when_store_cannot_write(small_fs, make_server):
                  what=f"/readyz to answer 503 once the store cannot write (create got {statuses[-1]})")
     finally:
         (small_fs / "filler").unlink(missing_ok=True)
+
+
+def test_full_disk_recovers_without_a_restart_and_stays_sound(small_fs, make_server):
+    """Issue #6: once space is freed, writes come back by themselves (no
+    restart), readiness returns, and the database passes its integrity
+    check with every acknowledged write in it."""
+    srv = make_server(data_dir=small_fs / "data")
+    api = srv.api
+    try:
+        statuses, acked, filler = _fill_disk_and_create(srv, small_fs)
+        assert statuses[-1] == 503, f"a create the disk cannot take should be 503, got {statuses[-1]}"
+        wait_for(lambda: api.get("/readyz").status_code == 503, timeout=10, what="not ready while full")
+    finally:
+        (small_fs / "filler").unlink(missing_ok=True)
+    later = wait_for(lambda: (r := api.post("/sessions", json={"userId": new_user("full")})).status_code == 201
+                     and r.json(), timeout=10, what="a create to succeed after space was freed")
+    record_token(later["token"])
+    acked[later["sessionId"]] = later["token"]
+    api.get("/readyz", expect=200)
+    srv.stop()
+    assert db_query(srv.data_dir, "PRAGMA integrity_check") == [("ok",)]
+    have = {r[0] for r in db_query(srv.data_dir, "SELECT id FROM sessions")}
+    assert not set(acked) - have, "acknowledged sessions are missing"
+
+
+def _start_fails(args):
+    r = subprocess.run([SESSIOND_BIN, "--listen", "127.0.0.1:0", *args], capture_output=True, text=True,
+                       env=child_env(), timeout=30, stdin=subprocess.DEVNULL)
+    assert r.returncode not in (0, -6, -11), f"exit {r.returncode}: {r.stderr}"
+    assert "Sanitizer" not in r.stderr and "runtime error" not in r.stderr, r.stderr
+    return r
+
+
+def test_a_read_only_or_unusable_data_dir_is_a_clear_error(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,ro", "tmpfs", str(ro)], capture_output=True)
+    if p.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {p.stderr.decode(errors='replace').strip()}")
+    try:
+        r = _start_fails(["--data-dir", str(ro)])
+        assert "cannot" in r.stderr and str(ro) in r.stderr, r.stderr
+        r = _start_fails(["--data-dir", str(ro / "sub")])
+        assert "cannot" in r.stderr, r.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], capture_output=True)
+    afile = tmp_path / "a-file"
+    afile.write_text("not a directory")
+    r = _start_fails(["--data-dir", str(afile)])
+    assert "cannot" in r.stderr, r.stderr

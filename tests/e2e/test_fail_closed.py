@@ -38,3 +38,37 @@ def test_no_session_without_randomness(make_server, tmp_path):
         flag.unlink()
     a.create(new_user("rand"))  # and it recovers by itself
     assert "random source failed" in srv.log_text()
+
+
+def test_an_fsync_error_is_fatal_for_the_store(make_server, tmp_path):
+    """SECURITY.md item 35 (PostgreSQL's fsync lesson): after an fsync
+    failure no write is acknowledged again until a restart, even once the
+    disk works; reads keep working; what was acknowledged before survives."""
+    so = tmp_path / "failsync.so"
+    subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(so), str(SHIM.parent / "failsync.c"), "-ldl"],
+                   check=True, stdin=subprocess.DEVNULL, timeout=60)
+    flag = tmp_path / "fail-sync"
+    env = {"LD_PRELOAD": str(so), "SD_FAIL_SYNC_FILE": str(flag),
+           "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"}
+    srv = make_server(env=env)
+    a = srv.api
+    before = a.create(new_user("sync"))
+    record_token(before["token"])
+    flag.touch()
+    r = a.post("/sessions", json={"userId": new_user("sync")}, expect=503)
+    assert "token" not in r.text
+    flag.unlink()
+    # The disk "works" again, but a failed fsync may have lost pages the
+    # kernel reported as written: nothing more is acknowledged.
+    for _ in range(3):
+        a.post("/sessions", json={"userId": new_user("sync")}, expect=503)
+    a.get("/readyz", expect=503)
+    assert a.validate(before["token"], touch=False)["isValid"] is True
+    assert "marked broken" in srv.log_text()
+    # A restart recovers from the log; what was acknowledged is there.
+    srv.stop()
+    srv.start()
+    assert a.validate(before["token"], touch=False)["isValid"] is True
+    after = a.create(new_user("sync"))
+    record_token(after["token"])
+    a.get("/readyz", expect=200)

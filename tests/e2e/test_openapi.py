@@ -18,7 +18,8 @@ ROUTES_C = REPO / "src" / "api" / "routes.c"
 METHODS = ("get", "put", "post", "delete", "head", "options", "patch", "trace")
 
 # Valid-looking values for path parameters: routing is the point, not success.
-PARAM_VALUES = {"sessionId": "AAAAAAAAAAAAAAAAAAAAAA", "userId": "openapi-routing-user"}
+PARAM_VALUES = {"sessionId": "AAAAAAAAAAAAAAAAAAAAAA", "userId": "openapi-routing-user",
+                "asset": "app.js"}
 
 
 @pytest.fixture(scope="module")
