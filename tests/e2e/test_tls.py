@@ -94,8 +94,12 @@ def _trust_test_ca(pki, monkeypatch):
 
 class TlsServer(Server):
     @property
-    def url(self):
+    def direct_url(self):  # the harness's health probe
         return f"https://127.0.0.1:{self.port}"
+
+    @property
+    def url(self):  # never behind the (plain HTTP) Prism proxy
+        return self.direct_url
 
 
 def tls_server(make_server, cert, key, *args, start=True):
