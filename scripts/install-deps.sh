@@ -10,6 +10,8 @@ test_pkgs="libcmocka-dev python3 python3-pytest python3-requests python3-yaml sq
 test_pkgs="$test_pkgs prometheus"
 test_pkgs="$test_pkgs clang" # libFuzzer harnesses (make fuzz, fuzz-smoke in make test)
 test_pkgs="$test_pkgs postgresql-15 postgresql-client-15" # make e2e-postgres (tests/e2e/pgserver.py)
+# The TLS tests make certificates and run s_client with the openssl CLI.
+test_pkgs="$test_pkgs openssl"
 
 bench_pkgs="wrk nginx-light redis-server redis-tools"
 

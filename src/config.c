@@ -52,6 +52,16 @@ static const option options[] = {
      "serves loopback addresses (protected mode)"},
     {"auth-cookie", OPT_STRING, F(auth_cookie), "session", 0, 0,
      "cookie that GET /auth (forward-auth) reads the session token from"},
+    {"tls-cert", OPT_STRING, F(tls_cert), "", 0, 0,
+     "PEM certificate chain (leaf first); with --tls-key the listener speaks TLS 1.2/1.3 only. "
+     "SIGHUP reloads it"},
+    {"tls-key", OPT_STRING, F(tls_key), "", 0, 0, "PEM private key of --tls-cert"},
+    {"tls-client-ca", OPT_STRING, F(tls_client_ca), "", 0, 0,
+     "PEM CA certificate(s) for client certificates (mTLS); a verified certificate's subject CN "
+     "authenticates as the 'cert:<CN>' line of --api-keys"},
+    {"tls-client-auth", OPT_STRING, F(tls_client_auth), "optional", 0, 0,
+     "with --tls-client-ca: 'optional' (callers may use an API key instead) or 'require' (no "
+     "handshake without a verified client certificate)"},
     {"log-level", OPT_LOGLEVEL, F(log_level), "info", 0, 0, "debug, info, warn or error"},
     {"idle-timeout", OPT_DURATION, F(idle_timeout_ms), "1h", 1000, 365 * DAY,
      "default idle timeout of a session (ttlSeconds overrides it per session)"},
@@ -349,6 +359,14 @@ int sd_config_load(sd_config *cfg, int argc, char **argv, char **envp, FILE *err
     }
     if (strcmp(cfg->session_limit_policy, "evict") && strcmp(cfg->session_limit_policy, "reject")) {
         fprintf(err, "sessiond: session-limit-policy must be evict or reject\n");
+        return SD_CONFIG_EXIT_ERR;
+    }
+    if (!cfg->tls_cert[0] != !cfg->tls_key[0] || (cfg->tls_client_ca[0] && !cfg->tls_cert[0])) {
+        fprintf(err, "sessiond: tls-cert and tls-key go together, and tls-client-ca needs them\n");
+        return SD_CONFIG_EXIT_ERR;
+    }
+    if (strcmp(cfg->tls_client_auth, "optional") && strcmp(cfg->tls_client_auth, "require")) {
+        fprintf(err, "sessiond: tls-client-auth must be optional or require\n");
         return SD_CONFIG_EXIT_ERR;
     }
     if (strcmp(cfg->binding_policy, "enforce") && strcmp(cfg->binding_policy, "flag")) {

@@ -20,6 +20,10 @@ typedef struct sd_config {
     char log_level[16];
     char auth_cookie[128];
     char api_keys[1024];
+    char tls_cert[1024];
+    char tls_key[1024];
+    char tls_client_ca[1024];
+    char tls_client_auth[16];
     char encryption_keys[1024];
     int64_t idle_timeout_ms;
     int64_t absolute_timeout_ms;

@@ -6,13 +6,15 @@
  * requests in flight (their writes finish), stop HTTP, stop the sweeper,
  * close the audit log (after logging what was committed), close the store
  * (which commits what is queued and checkpoints). SIGHUP reloads the
- * settings that can change at run time (the log level).
+ * settings that can change at run time (the log level, API keys, the TLS
+ * certificate).
  */
 #include "api/api.h"
 #include "api/keys.h"
 #include "audit/audit.h"
 #include "commands.h"
 #include "config.h"
+#include "http/tls.h"
 #include "store/crypt.h"
 #include "metrics/metrics.h"
 #include "session/sweeper.h"
@@ -51,6 +53,30 @@ static int load_keys(const sd_config *cfg, sd_keys **out)
     if (rc)
         sd_error("%s", err);
     return rc;
+}
+
+/* The TLS settings of cfg in *o; NULL when cfg names no certificate. */
+static const sd_tls_options *tls_options(const sd_config *cfg, sd_tls_options *o)
+{
+    *o = (sd_tls_options){.cert_file = cfg->tls_cert,
+                          .key_file = cfg->tls_key,
+                          .client_ca_file = cfg->tls_client_ca,
+                          .client_auth_required = strcmp(cfg->tls_client_auth, "require") == 0};
+    return cfg->tls_cert[0] ? o : NULL;
+}
+
+/* SIGHUP: a new TLS context from the files; on any error the old one stays.
+ * Live connections keep the context they started with. */
+static void reload_tls(sd_tls *tls, const sd_config *fresh)
+{
+    sd_tls_options o;
+    char err[512];
+    if (!tls_options(fresh, &o))
+        sd_warn("SIGHUP: TLS is not turned off without a restart; keeping the current certificate");
+    else if (sd_tls_reload(tls, &o, err, sizeof err))
+        sd_error("SIGHUP: %s; keeping the current TLS certificate", err);
+    else
+        sd_info("SIGHUP: TLS certificate reloaded from %s", fresh->tls_cert);
 }
 
 int main(int argc, char **argv)
@@ -113,6 +139,20 @@ int main(int argc, char **argv)
     else
         sd_info("no --encryption-keys: session metadata (ipAddress, userAgent, deviceInfo, "
                 "geoLocation, data) is stored in the clear");
+    sd_tls *tls = NULL;
+    sd_tls_options topt;
+    if (tls_options(&cfg, &topt)) {
+        if (sd_tls_create(&topt, &tls, err, sizeof err)) {
+            sd_error("%s", err);
+            sd_keyring_free(ring);
+            sd_keys_free(keys);
+            return 2;
+        }
+        sd_info("TLS 1.2/1.3 with %s; client certificates %s", cfg.tls_cert,
+                !cfg.tls_client_ca[0]       ? "not requested"
+                : topt.client_auth_required ? "required"
+                                            : "optional");
+    }
     sd_app app = {
         .keys = keys,
         .auth_cookie = cfg.auth_cookie,
@@ -158,6 +198,7 @@ int main(int argc, char **argv)
     }
     if ((rc = sd_store_open(store_ops, store_at, &sopt, &app.store, err, sizeof err))) {
         sd_error("cannot open the store: %s", err);
+        sd_tls_free(tls);
         sd_keyring_free(ring);
         sd_keys_free(keys);
         return 1;
@@ -173,6 +214,7 @@ int main(int argc, char **argv)
     if ((rc = sd_audit_open(&aopt, err, sizeof err))) {
         sd_error("cannot open the audit log: %s", err);
         sd_store_close(app.store);
+        sd_tls_free(tls);
         sd_keyring_free(ring);
         return 1;
     }
@@ -182,6 +224,7 @@ int main(int argc, char **argv)
         sd_error("cannot start the sweeper: %s", sd_strerror(rc));
         sd_audit_close();
         sd_store_close(app.store);
+        sd_tls_free(tls);
         sd_keyring_free(ring);
         return 1;
     }
@@ -194,6 +237,7 @@ int main(int argc, char **argv)
         .max_header_bytes = (size_t)cfg.max_header_bytes,
         .max_body_bytes = (size_t)cfg.max_body_bytes,
         .authorize = sd_api_authorize,
+        .tls = tls,
     };
     pthread_rwlock_init(&app.keys_lock, NULL);
     /* 16384 buckets (about 1 MB) whatever the number of client addresses. */
@@ -213,6 +257,7 @@ int main(int argc, char **argv)
         sd_sweeper_stop(sweeper);
         sd_audit_close();
         sd_store_close(app.store);
+        sd_tls_free(tls);
         sd_keyring_free(ring);
         return 1;
     }
@@ -236,6 +281,8 @@ int main(int argc, char **argv)
             if (sd_config_load(&fresh, argc, argv, environ, stderr) == SD_CONFIG_RUN &&
                 load_keys(&fresh, &nk) == 0 && (nk || loopback_only(cfg.listen))) {
                 sd_log_set_level((enum sd_log_level)sd_log_level_parse(fresh.log_level));
+                if (tls)
+                    reload_tls(tls, &fresh);
                 pthread_rwlock_wrlock(&app.keys_lock);
                 sd_keys *old = app.keys;
                 app.keys = nk;
@@ -260,6 +307,7 @@ int main(int argc, char **argv)
     if (sd_http_inflight(http) > 0)
         sd_warn("%d requests still in flight at the shutdown deadline", sd_http_inflight(http));
     sd_http_stop(http);
+    sd_tls_free(tls);
     sd_sweeper_stop(sweeper);
     sd_audit_close(); /* logs what the last writes committed */
     sd_store_close(app.store);

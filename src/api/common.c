@@ -168,8 +168,12 @@ int sd_api_authorize(void *app_, sd_req *r, const char *scope)
         pthread_rwlock_unlock(&app->keys_lock);
         return 0; /* protected mode: loopback only, no keys */
     }
-    const char *id = NULL;
-    enum sd_key_result res = sd_keys_check(app->keys, sd_req_header(r, "X-Api-Key"), scope, &id);
+    /* An X-Api-Key decides when present; otherwise a verified client
+     * certificate (mTLS) is looked up by its subject CN. */
+    const char *id = NULL, *key = sd_req_header(r, "X-Api-Key");
+    const char *cn = key ? NULL : sd_req_client_cert(r);
+    enum sd_key_result res = cn ? sd_keys_check_cert(app->keys, cn, scope, &id)
+                                : sd_keys_check(app->keys, key, scope, &id);
     char key_id[64];
     snprintf(key_id, sizeof key_id, "%s", id ? id : "-");
     pthread_rwlock_unlock(&app->keys_lock);
@@ -184,9 +188,13 @@ int sd_api_authorize(void *app_, sd_req *r, const char *scope)
         sd_reply_problem_with(r, 401, hdr, "this endpoint needs an API key in X-Api-Key");
         return 1;
     case SD_KEY_UNKNOWN:
-        sd_warn("caller_auth_failed reason=unknown_key scope=%s request=%s", scope, sd_req_id(r));
-        sd_audit_emit("caller_auth_failed", NULL, NULL, NULL, sd_req_peer(r), "unknown_key");
-        sd_reply_problem_with(r, 401, hdr, "the API key is not valid");
+        sd_warn("caller_auth_failed reason=%s scope=%s request=%s",
+                cn ? "unmapped_certificate" : "unknown_key", scope, sd_req_id(r));
+        sd_audit_emit("caller_auth_failed", NULL, NULL, NULL, sd_req_peer(r),
+                      cn ? "unmapped_certificate" : "unknown_key");
+        sd_reply_problem_with(r, 401, hdr,
+                              cn ? "the client certificate is not mapped to a caller"
+                                 : "the API key is not valid");
         return 1;
     case SD_KEY_FORBIDDEN: {
         sd_warn("caller_auth_failed reason=scope key=%s scope=%s request=%s", key_id, scope,
@@ -194,7 +202,8 @@ int sd_api_authorize(void *app_, sd_req *r, const char *scope)
         char why[32];
         snprintf(why, sizeof why, "lacks_scope_%s", scope);
         sd_audit_emit("caller_forbidden", NULL, NULL, key_id, sd_req_peer(r), why);
-        sd_reply_problem(r, 403, "the API key lacks the '%s' scope", scope);
+        sd_reply_problem(r, 403, "the %s lacks the '%s' scope",
+                         cn ? "client certificate" : "API key", scope);
         return 1;
     }
     }

@@ -17,6 +17,7 @@ typedef struct key {
     char id[64];
     unsigned char hash[SD_HASH_LEN];
     unsigned scopes;
+    char *cn; /* cert:<CN> line: a client certificate's subject CN, not a key */
 } key;
 
 struct sd_keys {
@@ -58,17 +59,23 @@ int sd_keys_load(const char *path, sd_keys **out, char *err, size_t errlen)
         char *hash = strchr(line, '#');
         if (hash)
             *hash = '\0';
-        char id[64], hex[80], scopes[256];
-        int got = sscanf(line, "%63s %79s %255s", id, hex, scopes);
+        char id[64], hex[256], scopes[256];
+        int got = sscanf(line, "%63s %255s %255s", id, hex, scopes);
         if (got <= 0)
             continue;
         key e = {0};
-        if (got != 3 || strlen(hex) != 2 * SD_HASH_LEN) {
-            snprintf(err, errlen, "%s:%d: expected '<key-id> <sha256 hex> <scopes>'", path, lineno);
+        bool cert = got == 3 && strncmp(hex, "cert:", 5) == 0 && hex[5];
+        if (got != 3 || (!cert && strlen(hex) != 2 * SD_HASH_LEN)) {
+            snprintf(err, errlen, "%s:%d: expected '<key-id> <sha256 hex or cert:CN> <scopes>'",
+                     path, lineno);
             rc = SD_ECONFIG;
             break;
         }
-        for (int i = 0; i < SD_HASH_LEN && rc == 0; i++) {
+        if (cert && !(e.cn = strdup(hex + 5))) {
+            rc = SD_ENOMEM;
+            break;
+        }
+        for (int i = 0; i < SD_HASH_LEN && rc == 0 && !cert; i++) {
             int hi = hexval((unsigned char)hex[2 * i]), lo = hexval((unsigned char)hex[2 * i + 1]);
             if (hi < 0 || lo < 0) {
                 snprintf(err, errlen, "%s:%d: the hash is not hexadecimal", path, lineno);
@@ -89,11 +96,14 @@ int sd_keys_load(const char *path, sd_keys **out, char *err, size_t errlen)
             e.scopes |= bit;
             p = comma ? comma + 1 : p + n;
         }
-        if (rc)
+        if (rc) {
+            free(e.cn);
             break;
+        }
         snprintf(e.id, sizeof e.id, "%s", id);
         key *v = realloc(k->v, (size_t)(k->n + 1) * sizeof *v);
         if (!v) {
+            free(e.cn);
             rc = SD_ENOMEM;
             break;
         }
@@ -113,6 +123,8 @@ void sd_keys_free(sd_keys *k)
 {
     if (!k)
         return;
+    for (int i = 0; i < k->n; i++)
+        free(k->v[i].cn);
     OPENSSL_cleanse(k->v, (size_t)k->n * sizeof *k->v);
     free(k->v);
     free(k);
@@ -133,7 +145,24 @@ enum sd_key_result sd_keys_check(const sd_keys *k, const char *presented, const 
     sd_token_hash(presented, strlen(presented), h);
     const key *match = NULL;
     for (int i = 0; i < k->n; i++) /* every entry, so timing says nothing */
-        if (sd_hash_equal(h, k->v[i].hash) && !match)
+        if (sd_hash_equal(h, k->v[i].hash) && !k->v[i].cn && !match)
+            match = &k->v[i];
+    if (!match)
+        return SD_KEY_UNKNOWN;
+    *key_id = match->id;
+    unsigned need = scope ? scope_bit(scope, strlen(scope)) : 0;
+    return (match->scopes & need) == need ? SD_KEY_OK : SD_KEY_FORBIDDEN;
+}
+
+enum sd_key_result sd_keys_check_cert(const sd_keys *k, const char *cn, const char *scope,
+                                      const char **key_id)
+{
+    *key_id = NULL;
+    if (!cn)
+        return SD_KEY_MISSING;
+    const key *match = NULL; /* a CN is public: no need for constant time */
+    for (int i = 0; i < k->n && !match; i++)
+        if (k->v[i].cn && strcmp(k->v[i].cn, cn) == 0)
             match = &k->v[i];
     if (!match)
         return SD_KEY_UNKNOWN;

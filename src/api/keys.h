@@ -10,6 +10,12 @@
  * (create, read, update, delete, list), admin (user-wide and bulk
  * revocation). A caller sends its key in X-Api-Key (Authorization carries
  * session tokens). Every configured hash is compared, in constant time.
+ *
+ * A caller may instead present a client certificate (mTLS, --tls-client-ca):
+ * a line whose second field is cert:<CN> gives the scopes of the caller
+ * whose verified certificate has that subject common name:
+ *
+ *     <key-id> cert:<subject CN> <scope>[,<scope>...]
  */
 #ifndef SD_KEYS_H
 #define SD_KEYS_H
@@ -29,5 +35,10 @@ enum sd_key_result { SD_KEY_OK, SD_KEY_MISSING, SD_KEY_UNKNOWN, SD_KEY_FORBIDDEN
  * names the key when it is known. */
 enum sd_key_result sd_keys_check(const sd_keys *k, const char *presented, const char *scope,
                                  const char **key_id);
+
+/* Checks the subject CN of a verified client certificate (may be NULL)
+ * against the cert:<CN> lines, as sd_keys_check does for keys. */
+enum sd_key_result sd_keys_check_cert(const sd_keys *k, const char *cn, const char *scope,
+                                      const char **key_id);
 
 #endif

@@ -28,6 +28,7 @@
  * connection is closed after the connection timeout.
  */
 #include "http/server.h"
+#include "http/tls.h"
 #include "metrics/metrics.h"
 #include "session/token.h"
 #include "util/clock.h"
@@ -117,6 +118,10 @@ struct conn {
     bool body_too_large;
     int64_t request_deadline, idle_deadline;
     char ip[INET6_ADDRSTRLEN];
+    struct ssl_st *ssl;  /* NULL: plain TCP */
+    bool handshaking;    /* TLS: no HTTP before the handshake is done */
+    uint32_t tls_events; /* TLS: EPOLLOUT a read waits for, EPOLLIN a write waits for */
+    char *peer_cn;       /* TLS: the verified client certificate's CN, or NULL */
     conn *prev, *next;
 };
 
@@ -458,6 +463,11 @@ int sd_req_has_body(const sd_req *r)
     return r->has_body;
 }
 
+const char *sd_req_client_cert(const sd_req *r)
+{
+    return r->c->peer_cn;
+}
+
 const char *sd_req_id(const sd_req *r)
 {
     return r->id;
@@ -572,6 +582,8 @@ static void conn_free(conn *c)
         c->next->prev = c->prev;
     ip_release(lp->h, c->ip);
     atomic_fetch_sub(&lp->h->nconns, 1);
+    sd_tls_close(c->ssl, false);
+    free(c->peer_cn);
     free(c->in);
     free(c->out);
     free(c);
@@ -583,6 +595,8 @@ static void close_fd(conn *c)
 {
     if (c->fd >= 0) {
         epoll_ctl(c->lp->ep, EPOLL_CTL_DEL, c->fd, NULL);
+        sd_tls_close(c->ssl, true);
+        c->ssl = NULL;
         close(c->fd);
         c->fd = -1;
     }
@@ -607,7 +621,7 @@ static void set_events(conn *c)
     if (c->fd < 0)
         return;
     uint32_t want = (c->in_flight || c->peer_eof ? 0 : EPOLLIN | EPOLLRDHUP) |
-                    (c->out_len > c->out_off ? EPOLLOUT : 0);
+                    (c->out_len > c->out_off ? EPOLLOUT : 0) | c->tls_events;
     if (want == c->events)
         return; /* the common case: no system call */
     struct epoll_event ev = {.events = want, .data.ptr = c};
@@ -615,11 +629,35 @@ static void set_events(conn *c)
     c->events = want;
 }
 
+/* The transport: plain TCP or TLS, one branch per call. A TLS read may have
+ * to write first and a write to read (tls_events adds what they wait for). */
+static ssize_t conn_recv(conn *c, char *buf, size_t n)
+{
+    if (!c->ssl)
+        return recv(c->fd, buf, n, 0);
+    int want = 0;
+    ssize_t r = sd_tls_read(c->ssl, buf, n, &want);
+    c->tls_events =
+        (c->tls_events & ~(uint32_t)EPOLLOUT) | (r < 0 && want == SD_TLS_WANT_WRITE ? EPOLLOUT : 0);
+    return r;
+}
+
+static ssize_t conn_send(conn *c, const char *buf, size_t n)
+{
+    if (!c->ssl)
+        return send(c->fd, buf, n, MSG_NOSIGNAL);
+    int want = 0;
+    ssize_t r = sd_tls_write(c->ssl, buf, n, &want);
+    c->tls_events =
+        (c->tls_events & ~(uint32_t)EPOLLIN) | (r < 0 && want == SD_TLS_WANT_READ ? EPOLLIN : 0);
+    return r;
+}
+
 /* Writes what it can. Returns false when the connection was closed. */
 static bool flush_out(conn *c)
 {
     while (c->out_off < c->out_len) {
-        ssize_t n = send(c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
+        ssize_t n = conn_send(c, c->out + c->out_off, c->out_len - c->out_off);
         if (n > 0) {
             c->out_off += (size_t)n;
             continue;
@@ -1108,10 +1146,10 @@ static void on_readable(conn *c)
             c->in = p;
             c->in_cap = cap;
         }
-        ssize_t n = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+        ssize_t n = conn_recv(c, c->in + c->in_len, c->in_cap - c->in_len);
         if (n > 0) {
             c->in_len += (size_t)n;
-            if ((size_t)n < READ_CHUNK)
+            if ((size_t)n < READ_CHUNK && !(c->ssl && sd_tls_pending(c->ssl)))
                 break;
             if (c->in_len > c->lp->h->opt.max_header_bytes + c->lp->h->opt.max_body_bytes + 65536)
                 break; /* parse what we have before reading more */
@@ -1131,6 +1169,27 @@ static void on_readable(conn *c)
         return;
     }
     process_input(c);
+}
+
+/* A new TLS connection: the handshake first. Once it is done the verified
+ * client certificate's name is kept and HTTP starts; request bytes may
+ * already wait inside the SSL object, so they are read at once. */
+static void tls_handshake(conn *c)
+{
+    int want = 0, rc = sd_tls_handshake(c->ssl, &want);
+    if (rc < 0) {
+        conn_close(c);
+        return;
+    }
+    c->tls_events = rc == 0 && want == SD_TLS_WANT_WRITE ? EPOLLOUT : 0;
+    if (rc == 0) {
+        set_events(c);
+        return;
+    }
+    c->handshaking = false;
+    c->peer_cn = sd_tls_peer_cn(c->ssl);
+    c->idle_deadline = sd_now_ms() + c->lp->h->opt.connection_timeout_s * 1000LL;
+    on_readable(c);
 }
 
 /* ---- the loop ---------------------------------------------------------- */
@@ -1163,13 +1222,17 @@ static void accept_all(loop *lp)
                              "X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\n"
                              "Retry-After: 1\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
                              http_date(), sizeof body - 1, body);
-            ssize_t w = send(fd, busy, (size_t)n, MSG_NOSIGNAL);
+            ssize_t w = h->opt.tls ? 0 : send(fd, busy, (size_t)n, MSG_NOSIGNAL);
             (void)w;
             shutdown(fd, SHUT_WR);
             close(fd);
             continue;
         }
         conn *c = calloc(1, sizeof *c);
+        if (c && h->opt.tls && !(c->ssl = sd_tls_accept(h->opt.tls, fd))) {
+            free(c);
+            c = NULL;
+        }
         if (!c) {
             ip_release(h, ip);
             close(fd);
@@ -1184,6 +1247,11 @@ static void accept_all(loop *lp)
         http_parser_init(&c->parser, HTTP_REQUEST);
         c->parser.data = c;
         c->idle_deadline = sd_now_ms() + h->opt.connection_timeout_s * 1000LL;
+        if (c->ssl) { /* the handshake must end within the request and idle timeouts */
+            c->handshaking = true;
+            int64_t ms = h->opt.connection_timeout_s * 1000LL;
+            c->request_deadline = sd_now_ms() + (ms < REQUEST_TIMEOUT_MS ? ms : REQUEST_TIMEOUT_MS);
+        }
         c->next = lp->conns;
         if (lp->conns)
             lp->conns->prev = c;
@@ -1220,6 +1288,11 @@ static void check_timers(loop *lp)
         next = c->next;
         if (c->fd < 0 || c->in_flight || c->out_len > c->out_off)
             continue;
+        if (c->handshaking) {
+            if (draining || now > c->request_deadline)
+                conn_close(c);
+            continue;
+        }
         bool mid_request = c->req != NULL || c->in_len > 0;
         if (mid_request && now > c->request_deadline)
             fail_request(c, 408, "the request did not arrive in time");
@@ -1255,7 +1328,15 @@ static void *loop_main(void *arg)
                 conn *c = p;
                 if (c->fd < 0)
                     continue;
-                if (evs[i].events & EPOLLOUT) {
+                if (c->handshaking) {
+                    tls_handshake(c);
+                    continue;
+                }
+                uint32_t ev = evs[i].events;
+                if (c->tls_events) /* a TLS read that waited to write, or a write to read */
+                    ev |= (ev & c->tls_events & EPOLLOUT ? EPOLLIN : 0) |
+                          (ev & c->tls_events & EPOLLIN ? EPOLLOUT : 0);
+                if (ev & EPOLLOUT) {
                     if (!flush_out(c))
                         continue;
                     if (c->out_len == 0 && c->peer_eof && c->in_len == 0 && !c->in_flight) {
@@ -1268,7 +1349,7 @@ static void *loop_main(void *arg)
                     }
                     set_events(c);
                 }
-                if (c->fd >= 0 && (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)))
+                if (c->fd >= 0 && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)))
                     on_readable(c);
             }
         }

@@ -34,6 +34,9 @@ typedef struct sd_http_options {
      * or non-zero after answering the request itself (401, 403). NULL: no
      * checks. */
     int (*authorize)(void *app, sd_req *r, const char *scope);
+    /* NULL: plain TCP. Otherwise (borrowed, must outlive the server) the
+     * listener speaks TLS only; see http/tls.h. */
+    struct sd_tls *tls;
 } sd_http_options;
 
 /* Starts serving routes (borrowed, must outlive the server). app is passed to
@@ -75,6 +78,10 @@ const char *sd_req_peer(const sd_req *r);
  * audit records; "" when unknown. */
 void sd_req_set_actor(sd_req *r, const char *actor);
 const char *sd_req_actor(const sd_req *r);
+/* The subject CN of the client certificate the TLS handshake verified
+ * against --tls-client-ca, or NULL (plain TCP, no certificate, no single
+ * CN). Borrowed until reply. */
+const char *sd_req_client_cert(const sd_req *r);
 
 /* ---- replies: exactly one per request, from any thread ------------------ */
 

@@ -88,12 +88,38 @@ static void rejects_bad_values(void **state)
     assert_int_equal(load(&c, argv, NULL), SD_CONFIG_EXIT_ERR);
 }
 
+static void tls_options_go_together(void **state)
+{
+    (void)state;
+    sd_config c;
+    char *ok[] = {"sessiond", "--tls-cert", "c.pem", "--tls-key", "k.pem", NULL};
+    assert_int_equal(load(&c, ok, NULL), SD_CONFIG_RUN);
+    assert_string_equal(c.tls_client_auth, "optional");
+    char *envp[] = {"SESSIOND_TLS_CERT=c.pem", "SESSIOND_TLS_KEY=k.pem",
+                    "SESSIOND_TLS_CLIENT_CA=ca.pem", "SESSIOND_TLS_CLIENT_AUTH=require", NULL};
+    char *argv[] = {"sessiond", NULL};
+    assert_int_equal(load(&c, argv, envp), SD_CONFIG_RUN);
+    assert_string_equal(c.tls_client_ca, "ca.pem");
+    assert_string_equal(c.tls_client_auth, "require");
+    char *bad[][4] = {
+        {"sessiond", "--tls-cert", "c.pem", NULL},
+        {"sessiond", "--tls-key", "k.pem", NULL},
+        {"sessiond", "--tls-client-ca", "ca.pem", NULL},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(load(&c, bad[i], NULL), SD_CONFIG_EXIT_ERR);
+    char *auth[] = {"sessiond", "--tls-cert",        "c.pem",     "--tls-key",
+                    "k.pem",    "--tls-client-auth", "sometimes", NULL};
+    assert_int_equal(load(&c, auth, NULL), SD_CONFIG_EXIT_ERR);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(defaults),
         cmocka_unit_test(precedence),
         cmocka_unit_test(rejects_bad_values),
+        cmocka_unit_test(tls_options_go_together),
     };
     return cmocka_run_group_tests_name("config", tests, setup, teardown);
 }
