@@ -5,9 +5,11 @@
  */
 #include "cli.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -208,8 +210,65 @@ static int option_allowed(const char *cmd, int opt)
     }
 }
 
+/* True when arg is a long option that takes its value from the next
+ * argument ("--except ID"). */
+static bool takes_argument(const char *arg)
+{
+    if (strncmp(arg, "--", 2) != 0 || strchr(arg, '='))
+        return false;
+    for (const struct option *o = longopts; o->name; o++)
+        if (strcmp(arg + 2, o->name) == 0)
+            return o->has_arg == required_argument;
+    return false;
+}
+
+/* A session id is 22 base64url characters and may begin with '-' (or
+ * "--"): getopt would take it for an option. Such arguments, unless they
+ * name a known option, are moved after a "--" so that they stay operands
+ * (their order among themselves is kept). Returns the new argc. */
+static int protect_ids(int argc, char **argv, char **out)
+{
+    int n = 0, nids = 0;
+    char *ids[64];
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        bool id_shaped = i > 0 && a[0] == '-' && strlen(a) == 22 && nids < 64;
+        for (const char *p = a; id_shaped && *p; p++)
+            id_shaped = isalnum((unsigned char)*p) || *p == '-' || *p == '_';
+        for (const struct option *o = longopts; id_shaped && o->name; o++)
+            if (strncmp(a, "--", 2) == 0 && strcmp(a + 2, o->name) == 0)
+                id_shaped = false;
+        if (strcmp(a, "--") == 0) { /* the user ended the options already */
+            while (i < argc)
+                out[n++] = argv[i++];
+            break;
+        }
+        if (id_shaped && !(i > 0 && takes_argument(argv[i - 1])))
+            ids[nids++] = argv[i];
+        else
+            out[n++] = argv[i];
+    }
+    if (nids) {
+        bool has_dd = false;
+        for (int i = 0; i < n; i++)
+            has_dd = has_dd || strcmp(out[i], "--") == 0;
+        if (!has_dd)
+            out[n++] = "--";
+        for (int i = 0; i < nids; i++)
+            out[n++] = ids[i];
+    }
+    out[n] = NULL;
+    return n;
+}
+
 int main(int argc, char **argv)
 {
+    static char **args; /* lives as long as the process: argv does */
+    args = calloc((size_t)argc + 2, sizeof *args);
+    if (!args)
+        return 1;
+    argc = protect_ids(argc, argv, args);
+    argv = args;
     cli x = {.interval_ms = 2000};
     sd_client_options o = {0};
     const char *key_file = NULL;

@@ -120,7 +120,8 @@ typedef struct sd_store_stats {
 
 typedef struct sd_store_options {
     const struct sd_keyring *keys; /* encryption at rest (store/crypt.h); NULL: plain */
-    const char *origin; /* this replica's id in a shared store (its audit feed): [A-Za-z0-9_-]{1,64} */
+    const char
+        *origin; /* this replica's id in a shared store (its audit feed): [A-Za-z0-9_-]{1,64} */
     int commit_batch;
     int max_queued; /* writes waiting for the writer; beyond, SD_EBUSY (0: 10000) */
 } sd_store_options;

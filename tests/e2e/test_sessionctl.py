@@ -281,3 +281,16 @@ def test_timeout_is_exit_5(make_server):
     finally:
         srv.proc.send_signal(signal.SIGCONT)
     ctl(url, "stats")
+
+
+def test_ids_that_begin_with_a_dash_are_operands(module_server):
+    """A session id is 22 base64url characters and may begin with '-' (one
+    in 64) or even "--": sessionctl must not read it as an option."""
+    url = module_server.url
+    for sid in ("-" + "A" * 21, "--" + "B" * 20, "-x" + "_" * 20):
+        p = ctl(url, "show", sid, expect=NOTFOUND)
+        assert "no active session" in p.stderr, p.stderr
+        p = ctl(url, "show", sid, "--json", expect=NOTFOUND)
+        assert "no active session" in p.stderr, p.stderr
+        p = ctl(url, "revoke-user", new_user("ctl"), "--except", sid)
+        assert "revoked 0 sessions" in p.stdout, p.stdout
