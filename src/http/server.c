@@ -129,6 +129,7 @@ struct loop {
     sd_http *h;
     pthread_t thread;
     int ep, listen_fd, wake_fd;
+    int spare_fd; /* held for the out-of-descriptors case (accept_all) */
     pthread_mutex_t mu;
     sd_req *done_head, *done_tail;
     conn *conns;
@@ -1201,6 +1202,26 @@ static void accept_all(loop *lp)
         struct sockaddr_storage ss;
         socklen_t sl = sizeof ss;
         int fd = accept4(lp->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE) && lp->spare_fd >= 0) {
+            /* Out of descriptors: the pending connection would keep the
+             * (level-triggered) listener readable and the loop spinning.
+             * Give up the spare descriptor, take the connection and close
+             * it at once (the client sees a reset), then take the spare
+             * back. */
+            close(lp->spare_fd);
+            fd = accept4(lp->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+            if (fd >= 0)
+                close(fd);
+            lp->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+            static _Atomic int64_t last_warn;
+            int64_t now = sd_mono_ns();
+            if (now - atomic_load(&last_warn) > 10 * 1000000000LL) {
+                atomic_store(&last_warn, now);
+                sd_warn("out of file descriptors: refusing connections (raise the limit or "
+                        "lower --max-connections)");
+            }
+            continue;
+        }
         if (fd < 0)
             return;
         char ip[INET6_ADDRSTRLEN] = "?";
@@ -1450,10 +1471,13 @@ int sd_http_start(const sd_http_options *opt, const sd_route *routes, int nroute
     h->loops = calloc((size_t)h->nloops, sizeof *h->loops);
     int started = 0;
     rc = h->loops ? 0 : SD_ENOMEM;
+    for (int i = 0; h->loops && i < h->nloops; i++)
+        h->loops[i].spare_fd = -1;
     for (int i = 0; rc == 0 && i < h->nloops; i++) {
         loop *lp = &h->loops[i];
         lp->h = h;
         lp->listen_fd = lp->wake_fd = lp->ep = -1;
+        lp->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* see accept_all */
         pthread_mutex_init(&lp->mu, NULL);
         if ((rc = open_listener(h, res, &lp->listen_fd, err, errlen)))
             break;
@@ -1564,6 +1588,8 @@ void sd_http_stop(sd_http *h)
             close(lp->wake_fd);
         if (lp->ep >= 0)
             close(lp->ep);
+        if (lp->spare_fd >= 0)
+            close(lp->spare_fd);
         pthread_mutex_destroy(&lp->mu);
     }
     free(h->loops);

@@ -2,6 +2,7 @@
 Retry-After at once instead of queueing without bound; nothing acknowledged
 is lost, and the server serves normally afterwards. Slowloris: thousands of
 trickling connections do not starve normal clients."""
+import os
 import socket
 import threading
 import time
@@ -99,3 +100,68 @@ def test_a_slowloris_flood_does_not_starve_normal_clients(make_server):
         s.close()
     assert closed >= 1990, f"only {closed} of 2000 trickling connections were closed by the request timeout"
     srv.api.get("/healthz", expect=200)
+
+
+def test_running_out_of_descriptors_refuses_connections_without_spinning(tmp_path):
+    """With its descriptor limit exhausted by idle connections, sessiond
+    refuses further connections (accepts and closes them with a spare
+    descriptor) instead of spinning on a listener that stays readable, and
+    serves again once connections close."""
+    import resource
+    import subprocess
+
+    import requests
+
+    from conftest import SESSIOND_BIN, child_env, free_port
+
+    port = free_port()
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+    err = open(tmp_path / "stderr.log", "wb")
+    p = subprocess.Popen([SESSIOND_BIN, "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "d")],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, env=child_env(),
+                         preexec_fn=limit)
+    held = []
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except requests.RequestException:
+                assert time.monotonic() < deadline and p.poll() is None, "sessiond did not start"
+                time.sleep(0.05)
+        for _ in range(100):  # more than the limit allows
+            held.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        time.sleep(0.5)
+
+        def cpu():
+            with open(f"/proc/{p.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        c0 = cpu()
+        time.sleep(2)
+        used = cpu() - c0
+        assert used < 1.0, f"sessiond used {used:.2f} s of CPU in 2 s while out of descriptors (spinning?)"
+        for s in held:
+            s.close()
+        held.clear()
+        ok = False
+        for _ in range(100):
+            try:
+                ok = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+            except requests.RequestException:
+                pass
+            if ok:
+                break
+            time.sleep(0.1)
+        assert ok, "sessiond did not serve again after descriptors were freed"
+    finally:
+        for s in held:
+            s.close()
+        p.terminate()
+        assert p.wait(timeout=20) == 0
+        err.close()
+    assert "out of file descriptors" in (tmp_path / "stderr.log").read_text()
