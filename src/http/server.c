@@ -129,7 +129,8 @@ struct loop {
     sd_http *h;
     pthread_t thread;
     int ep, listen_fd, wake_fd;
-    int spare_fd; /* held for the out-of-descriptors case (accept_all) */
+    int spare_fd;                /* held for the out-of-descriptors case (accept_all) */
+    int64_t accept_paused_until; /* mono ns; 0: the listener is watched */
     pthread_mutex_t mu;
     sd_req *done_head, *done_tail;
     conn *conns;
@@ -1202,17 +1203,21 @@ static void accept_all(loop *lp)
         struct sockaddr_storage ss;
         socklen_t sl = sizeof ss;
         int fd = accept4(lp->listen_fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0 && (errno == EMFILE || errno == ENFILE) && lp->spare_fd >= 0) {
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
             /* Out of descriptors: the pending connection would keep the
              * (level-triggered) listener readable and the loop spinning.
              * Give up the spare descriptor, take the connection and close
              * it at once (the client sees a reset), then take the spare
-             * back. */
-            close(lp->spare_fd);
-            fd = accept4(lp->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-            if (fd >= 0)
-                close(fd);
-            lp->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+             * back. Another thread may take the freed slot first: then
+             * stop watching the listener for a moment instead. */
+            int taken = -1;
+            if (lp->spare_fd >= 0) {
+                close(lp->spare_fd);
+                taken = accept4(lp->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+                if (taken >= 0)
+                    close(taken);
+                lp->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+            }
             static _Atomic int64_t last_warn;
             int64_t now = sd_mono_ns();
             if (now - atomic_load(&last_warn) > 10 * 1000000000LL) {
@@ -1220,7 +1225,12 @@ static void accept_all(loop *lp)
                 sd_warn("out of file descriptors: refusing connections (raise the limit or "
                         "lower --max-connections)");
             }
-            continue;
+            if (taken >= 0 && lp->spare_fd >= 0)
+                continue;
+            struct epoll_event ev = {.events = 0, .data.ptr = &lp->listen_fd};
+            epoll_ctl(lp->ep, EPOLL_CTL_MOD, lp->listen_fd, &ev);
+            lp->accept_paused_until = now + 100 * 1000000LL;
+            return;
         }
         if (fd < 0)
             return;
@@ -1373,6 +1383,13 @@ static void *loop_main(void *arg)
                 if (c->fd >= 0 && (ev & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)))
                     on_readable(c);
             }
+        }
+        if (lp->accept_paused_until && listening && sd_mono_ns() >= lp->accept_paused_until) {
+            struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &lp->listen_fd};
+            epoll_ctl(lp->ep, EPOLL_CTL_MOD, lp->listen_fd, &ev);
+            lp->accept_paused_until = 0;
+            if (lp->spare_fd < 0)
+                lp->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         }
         int64_t now = sd_now_ms();
         if (now >= next_timer || atomic_load(&h->draining)) {
