@@ -44,21 +44,25 @@
 #define BREAKER_FAILS       3
 #define BREAKER_COOLDOWN_MS 1000
 
-/* KEYS[1] t:<hash>. {id, the entry of the session the token maps to}. */
-static const char lookup_lua[] = "local id = redis.call('GET', KEYS[1]) "
-                                 "if not id then return false end "
-                                 "return {id, redis.call('GET', '" KEY_S "' .. id)}";
 /* KEYS[1] s:<id>, KEYS[2] t:<hash>; ARGV: entry, version, expiry, absolute
- * expiry (ms since the epoch), id. Never over a tombstone or a newer version. */
-static const char fill_lua[] = "local c = redis.call('GET', KEYS[1]) "
-                               "if c == 'x' then return 0 end "
-                               "if c then local v = tonumber(string.match(c, '^%a|(%d+)|?')) "
-                               "if v and v > tonumber(ARGV[2]) then return 0 end end "
-                               "redis.call('SET', KEYS[1], ARGV[1], 'PXAT', ARGV[3]) "
-                               "redis.call('SET', KEYS[2], ARGV[5], 'PXAT', ARGV[4]) "
-                               "return 1";
-/* KEYS[1] s:<id>; ARGV: marker, ms. Leaves a tombstone alone. */
-static const char invalidate_lua[] = "if redis.call('GET', KEYS[1]) == 'x' then return 0 end "
+ * expiry (ms since the epoch), index ("e|<version>|<hash>"). Never over a
+ * tombstone or a newer version; the token key it replaces goes (one token
+ * key per session, the one its index names). */
+static const char fill_lua[] =
+    "local c = redis.call('GET', KEYS[1]) "
+    "if c == 'x' then return 0 end "
+    "if c then local v, h = string.match(c, '^%a|(%d+)|?(%x*)$') "
+    "if not v or tonumber(v) > tonumber(ARGV[2]) then return 0 end "
+    "if h ~= '' and '" KEY_T "' .. h ~= KEYS[2] then redis.call('DEL', '" KEY_T "' .. h) end end "
+    "redis.call('SET', KEYS[2], ARGV[1], 'PXAT', ARGV[3]) "
+    "redis.call('SET', KEYS[1], ARGV[5], 'PXAT', ARGV[4]) "
+    "return 1";
+/* KEYS[1] s:<id>; ARGV: tombstone or marker, ms. Deletes the token key the
+ * index names; leaves a tombstone alone. */
+static const char invalidate_lua[] = "local c = redis.call('GET', KEYS[1]) "
+                                     "if c == 'x' then return 0 end "
+                                     "if c then local h = string.match(c, '^e|%d+|(%x+)$') "
+                                     "if h then redis.call('DEL', '" KEY_T "' .. h) end end "
                                      "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) "
                                      "return 1";
 
@@ -360,7 +364,7 @@ static bool unhex(const char *s, unsigned char *out, size_t n)
     return true;
 }
 
-/* "e|version|epoch|hash|created|last_seen|expiry|absolute|idle|auth_time|
+/* "e|version|epoch|id|hash|created|last_seen|expiry|absolute|idle|auth_time|
  * binding|acr length|user length|" then acr and user id. malloc'd. */
 static char *encode(const sd_session *s, int64_t epoch, size_t *len)
 {
@@ -373,8 +377,8 @@ static char *encode(const sd_session *s, int64_t epoch, size_t *len)
     if (!v)
         return NULL;
     int n =
-        snprintf(v, cap, "e|%lld|%lld|%s|%lld|%lld|%lld|%lld|%lld|%lld|%s|%zu|%zu|%s%s",
-                 (long long)s->version, (long long)epoch, hh, (long long)s->created_at,
+        snprintf(v, cap, "e|%lld|%lld|%s|%s|%lld|%lld|%lld|%lld|%lld|%lld|%s|%zu|%zu|%s%s",
+                 (long long)s->version, (long long)epoch, s->id, hh, (long long)s->created_at,
                  (long long)s->last_seen, (long long)s->expiry, (long long)s->absolute_expiry,
                  (long long)s->idle_ttl, (long long)s->auth_time, bh, al, ul, s->acr, s->user_id);
     *len = (size_t)n;
@@ -394,8 +398,9 @@ static bool field(const char **p, const char *end, int64_t *out)
     return true;
 }
 
-/* Parses an entry into out (id from the caller). false: not an entry. */
-static bool decode(const char *v, size_t len, const char *id, int64_t *epoch, sd_session *out)
+/* Parses an entry into out (owned by the caller on true). false: not an
+ * entry. */
+static bool decode(const char *v, size_t len, int64_t *epoch, sd_session *out)
 {
     const char *p = v, *end = v + len;
     int64_t f[12];
@@ -405,6 +410,11 @@ static bool decode(const char *v, size_t len, const char *id, int64_t *epoch, sd
     memset(out, 0, sizeof *out);
     if (!field(&p, end, &out->version) || !field(&p, end, epoch))
         return false;
+    if (end - p < SD_ID_LEN + 1 || p[SD_ID_LEN] != '|' || memchr(p, '|', SD_ID_LEN))
+        return false;
+    memcpy(out->id, p, SD_ID_LEN);
+    out->id[SD_ID_LEN] = '\0';
+    p += SD_ID_LEN + 1;
     if (end - p < 2 * SD_HASH_LEN + 1 || !unhex(p, out->token_hash, SD_HASH_LEN) ||
         p[2 * SD_HASH_LEN] != '|')
         return false;
@@ -429,7 +439,6 @@ static bool decode(const char *v, size_t len, const char *id, int64_t *epoch, sd
         return false;
     memcpy(out->user_id, p + al, ul);
     out->user_id[ul] = '\0';
-    snprintf(out->id, sizeof out->id, "%s", id);
     out->created_at = f[0];
     out->last_seen = f[1];
     out->expiry = f[2];
@@ -454,25 +463,19 @@ int sd_cache_get(sd_cache *c, const unsigned char hash[SD_HASH_LEN], sd_session 
     char key[sizeof KEY_T + 2 * SD_HASH_LEN];
     memcpy(key, KEY_T, sizeof KEY_T - 1);
     hex(hash, SD_HASH_LEN, key + sizeof KEY_T - 1);
-    const char *keys[] = {key};
-    redisReply *r = NULL;
-    if (!eval(c, lookup_lua, 1, keys, 0, NULL, &r)) {
+    const char *argv[] = {"GET", key};
+    size_t lens[] = {3, sizeof key - 1};
+    redisReply *r = call(c, 2, argv, lens);
+    if (!r) {
         atomic_fetch_add(&c->misses, 1);
         *fill_epoch = -1; /* Redis is failing: do not add to its trouble */
         return SD_ENOTFOUND;
     }
     int rc = SD_ENOTFOUND;
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-        r->element[0]->type == REDIS_REPLY_STRING && r->element[0]->len == SD_ID_LEN &&
-        r->element[1]->type == REDIS_REPLY_STRING) {
+    if (r->type == REDIS_REPLY_STRING) {
         int64_t e = -1;
         sd_session s;
-        char id[SD_ID_LEN + 1];
-        memcpy(id, r->element[0]->str, SD_ID_LEN);
-        id[SD_ID_LEN] = '\0';
-        /* The entry's own hash must be the token's: after a rotation the
-         * old token's key still names the session. */
-        if (decode(r->element[1]->str, r->element[1]->len, id, &e, &s)) {
+        if (decode(r->str, r->len, &e, &s)) {
             if (e == want && sd_hash_equal(s.token_hash, hash) && s.expiry > sd_now_ms()) {
                 *out = s;
                 rc = 0;
@@ -498,12 +501,13 @@ void sd_cache_fill(sd_cache *c, const sd_session *s, int64_t fill_epoch)
     snprintf(skey, sizeof skey, KEY_S "%s", s->id);
     memcpy(tkey, KEY_T, sizeof KEY_T - 1);
     hex(s->token_hash, SD_HASH_LEN, tkey + sizeof KEY_T - 1);
-    char ver[24], exp[24], abs_[24];
+    char ver[24], exp[24], abs_[24], index[40 + 2 * SD_HASH_LEN];
     snprintf(ver, sizeof ver, "%lld", (long long)s->version);
     snprintf(exp, sizeof exp, "%lld", (long long)s->expiry);
     snprintf(abs_, sizeof abs_, "%lld", (long long)s->absolute_expiry);
+    snprintf(index, sizeof index, "e|%lld|%s", (long long)s->version, tkey + sizeof KEY_T - 1);
     const char *keys[] = {skey, tkey};
-    const char *args[] = {v, ver, exp, abs_, s->id};
+    const char *args[] = {v, ver, exp, abs_, index};
     eval(c, fill_lua, 2, keys, 5, args, NULL);
     free(v);
 }
@@ -517,16 +521,10 @@ static bool invalidate(sd_cache *c, const char *id, bool ended, int64_t version)
     snprintf(key, sizeof key, KEY_S "%.63s", id);
     char ttl[24], marker[32];
     snprintf(ttl, sizeof ttl, "%lld", (long long)c->tombstone_ms);
-    if (ended) {
-        const char *argv[] = {"SET", key, "x", "PX", ttl};
-        size_t lens[5];
-        for (int i = 0; i < 5; i++)
-            lens[i] = strlen(argv[i]);
-        redisReply *r = call(c, 5, argv, lens);
-        freeReplyObject(r);
-        return r != NULL;
-    }
-    snprintf(marker, sizeof marker, "m|%lld", (long long)version);
+    if (ended)
+        snprintf(marker, sizeof marker, "x");
+    else
+        snprintf(marker, sizeof marker, "m|%lld", (long long)version);
     const char *keys[] = {key};
     const char *args[] = {marker, ttl};
     return eval(c, invalidate_lua, 1, keys, 2, args, NULL);

@@ -5,10 +5,13 @@
  * see it: store.c's wrappers call it (see "The Redis cache" in
  * docs/architecture.md for the revocation argument).
  *
- * Keys: sessiond:t:<token hash hex> -> session id; sessiond:s:<id> -> the
- * session's fields without attrs ("e|..."), an invalidation marker
- * ("m|<version>") or a tombstone ("x", the session ended). An entry carries
- * the cache epoch it was read under; the epoch lives in the database and is
+ * Keys: sessiond:t:<token hash hex> -> the session's fields without attrs
+ * ("e|...", read with one GET on the hot path); sessiond:s:<id> -> its
+ * index ("e|<version>|<token hash hex>": the one token key of the session),
+ * an invalidation marker ("m|<version>") or a tombstone ("x", the session
+ * ended). Fills and invalidations are Lua scripts, atomic in Redis: an
+ * invalidation deletes the token key its index names. An entry carries the
+ * cache epoch it was read under; the epoch lives in the database and is
  * bumped, before a write is acknowledged, whenever the cache could not be
  * invalidated, so that every older entry is ignored by every replica.
  */

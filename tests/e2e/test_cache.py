@@ -76,12 +76,12 @@ def is_valid(api, token):
 def stale_copy(rds, session):
     """The session's cache entries as they are now (to put back later)."""
     sid = session["sessionId"]
-    keys = [k.decode() for k in rds.cmd("KEYS", "sessiond:*")]
-    entry = rds.cmd("GET", f"sessiond:s:{sid}")
-    assert entry and entry.startswith(b"e|"), f"no cache entry for the session (keys: {keys})"
-    tkeys = [k for k in keys if k.startswith("sessiond:t:") and rds.cmd("GET", k) == sid.encode()]
-    assert tkeys, "no token key for the session"
-    return [(f"sessiond:s:{sid}", entry)] + [(k, sid.encode()) for k in tkeys]
+    index = rds.cmd("GET", f"sessiond:s:{sid}")
+    assert index and index.startswith(b"e|"), f"no cache index for the session ({index!r})"
+    tkey = "sessiond:t:" + index.decode().split("|")[2]
+    entry = rds.cmd("GET", tkey)
+    assert entry and sid.encode() in entry, "no cache entry for the session"
+    return [(f"sessiond:s:{sid}", index), (tkey, entry)]
 
 
 def put_back(rds, stale):
@@ -101,13 +101,14 @@ def test_validation_is_served_from_the_cache_and_delete_is_immediate(make_server
     assert is_valid(b.api, s["token"]) and is_valid(b.api, s["token"])
     assert metric(b, "sessiond_cache_requests_total", '{result="hit"}') >= 1
     assert metric(a, "sessiond_cache_degraded") == 0
-    entry = rds.cmd("GET", f"sessiond:s:{s['sessionId']}")
-    assert s["token"].encode() not in entry, "the cache holds the token's hash, never the token"
-    ttl = rds.cmd("PTTL", f"sessiond:s:{s['sessionId']}")
+    (_, index), (tkey, entry) = stale_copy(rds, s)
+    assert s["token"].encode() not in entry + index, "the cache holds the token's hash, never the token"
+    ttl = rds.cmd("PTTL", tkey)
     assert 0 < ttl <= 3600 * 1000, f"the entry expires with the session (PTTL {ttl})"
 
     a.api.delete(f"/sessions/{s['sessionId']}", expect=204)
-    assert rds.cmd("GET", f"sessiond:s:{s['sessionId']}") == b"x", "a tombstone replaces the entry"
+    assert rds.cmd("GET", f"sessiond:s:{s['sessionId']}") == b"x", "a tombstone replaces the index"
+    assert rds.cmd("GET", tkey) is None, "the entry is gone"
     assert not is_valid(a.api, s["token"]) and not is_valid(b.api, s["token"])
     assert metric(a, "sessiond_cache_fences_total") == 0, "Redis was up: no fence needed"
 
