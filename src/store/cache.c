@@ -535,10 +535,12 @@ static bool invalidate(sd_cache *c, const char *id, bool ended, int64_t version)
 static bool write_through(sd_cache *c, const struct sd_write *w)
 {
     switch (w->kind) {
-    case SD_W_END:
-        if (w->rc != 0 && w->rc != SD_ENOTFOUND)
-            return true; /* not acknowledged as done */
-        return invalidate(c, w->id, true, 0);
+    case SD_W_END: {
+        /* Also after an unknown outcome (best effort: that 503 promises
+         * nothing, and its retry answers 404 and is fenced if need be). */
+        bool ok = invalidate(c, w->id, true, 0);
+        return ok || (w->rc != 0 && w->rc != SD_ENOTFOUND);
+    }
     case SD_W_BULK_END:
         if (w->rc != 0)
             return true;

@@ -22,7 +22,7 @@ import pytest
 
 import pgserver
 import redisserver
-from conftest import new_user, record_token, wait_for
+from conftest import new_user, parse_time, record_token, wait_for
 
 pytestmark = pytest.mark.no_prism("the test reads sessiond's own metrics and timing of replicas")
 
@@ -111,6 +111,22 @@ def test_validation_is_served_from_the_cache_and_delete_is_immediate(make_server
     assert rds.cmd("GET", tkey) is None, "the entry is gone"
     assert not is_valid(a.api, s["token"]) and not is_valid(b.api, s["token"])
     assert metric(a, "sessiond_cache_fences_total") == 0, "Redis was up: no fence needed"
+
+
+def test_validity_never_rests_on_the_cache_ttl(make_server, db, rds):
+    """Security checklist item 9: an entry Redis still holds past the
+    session's expiry (its TTL removed here) does not make it valid: the
+    expiry fields are checked with the server clock."""
+    a = replica(make_server, db, rds, "--sweep-interval", "1h")
+    s = a.api.create(new_user("cache"), ttlSeconds=1)
+    assert is_valid(a.api, s["token"]) and is_valid(a.api, s["token"])
+    for key, _ in stale_copy(rds, s):
+        assert rds.cmd("PERSIST", key) == 1
+    deadline = parse_time(s["expiry"]).timestamp()
+    while time.time() <= deadline + 0.05:
+        time.sleep(0.05)
+    assert not is_valid(a.api, s["token"])
+    assert rds.cmd("EXISTS", stale_copy(rds, s)[1][0]) == 1, "the entry is still in Redis"
 
 
 def test_update_and_rotation_go_through_to_the_cache(make_server, db, rds):
