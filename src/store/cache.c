@@ -9,14 +9,19 @@
  *     a fill (Lua, atomic in Redis) never overwrites a tombstone nor a newer
  *     version, so a read that raced the write cannot put the old row back.
  *  2. When that invalidation fails (Redis down, slow beyond the timeout,
- *     breaker open), the write is not acknowledged until the fence thread
- *     has bumped the cache epoch in the database and waited FENCE_WAIT_MS.
+ *     breaker open), the write is not acknowledged until the cache epoch was
+ *     bumped in the database and FENCE_WAIT_MS have passed.
  *  3. A hit counts only when its entry's epoch equals an epoch this replica
  *     read from the database by a query that started less than FRESH_MS
  *     ago (FENCE_WAIT_MS > FRESH_MS). So once a fenced write is
  *     acknowledged, every replica ignores every entry written before it.
  * Validity never rests on the cache: a hit is returned as the store's row
  * and the domain checks its expiry with this server's clock.
+ *
+ * Threads: the store's writer never waits on Redis: completed writes go to
+ * the write-through thread, which invalidates for all of them in one
+ * pipelined round trip, fences those that need it, then completes them. The
+ * keeper thread reads the epoch every EPOCH_POLL_MS.
  *
  * Degradation: every call is bounded by the timeout; after BREAKER_FAILS
  * failures in a row the breaker opens for BREAKER_COOLDOWN_MS (reads go to
@@ -91,10 +96,10 @@ struct sd_cache {
     _Atomic bool degraded;
     _Atomic int64_t hits, misses, errors, fences;
 
-    pthread_t keeper, fencer;
+    pthread_t keeper, througher;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    struct sd_write *fence_head, *fence_tail; /* under mu */
+    struct sd_write *queue_head, *queue_tail; /* under mu: awaiting write-through */
     bool stopping, closed;                    /* under mu */
     bool started;
 };
@@ -162,45 +167,51 @@ static void drop(conn *k)
  * needed). The reply (not an error reply) or NULL: the failure is counted,
  * the connection dropped (after a timeout its replies are out of step). With
  * the breaker open nothing is sent. */
-static redisReply *call(sd_cache *c, int argc, const char **argv, const size_t *lens)
+static conn *ready_conn(sd_cache *c)
 {
     if (breaker_open(c))
         return NULL;
     conn *k = get_conn(c);
-    if (!k)
+    if (!k || k->rc)
+        return k;
+    k->rc = redisConnectWithTimeout(c->host, c->port, c->tv);
+    if (!k->rc || k->rc->err) {
+        note_failure(c, "connect", k->rc ? k->rc->errstr : "out of memory");
+        if (k->rc)
+            drop(k);
         return NULL;
-    if (!k->rc) {
-        k->rc = redisConnectWithTimeout(c->host, c->port, c->tv);
-        if (!k->rc || k->rc->err) {
-            note_failure(c, "connect", k->rc ? k->rc->errstr : "out of memory");
-            if (k->rc)
-                drop(k);
+    }
+    redisSetTimeout(k->rc, c->tv);
+    redisEnableKeepAlive(k->rc);
+    redisReply *r = NULL;
+    if (c->password[0]) {
+        r = redisCommand(k->rc, "AUTH %s", c->password);
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            note_failure(c, "AUTH", r ? "refused" : k->rc->errstr);
+            freeReplyObject(r);
+            drop(k);
             return NULL;
         }
-        redisSetTimeout(k->rc, c->tv);
-        redisEnableKeepAlive(k->rc);
-        redisReply *r = NULL;
-        if (c->password[0]) {
-            r = redisCommand(k->rc, "AUTH %s", c->password);
-            if (!r || r->type == REDIS_REPLY_ERROR) {
-                note_failure(c, "AUTH", r ? "refused" : k->rc->errstr);
-                freeReplyObject(r);
-                drop(k);
-                return NULL;
-            }
-            freeReplyObject(r);
-        }
-        if (c->db) {
-            r = redisCommand(k->rc, "SELECT %d", c->db);
-            if (!r || r->type == REDIS_REPLY_ERROR) {
-                note_failure(c, "SELECT", r ? r->str : k->rc->errstr);
-                freeReplyObject(r);
-                drop(k);
-                return NULL;
-            }
-            freeReplyObject(r);
-        }
+        freeReplyObject(r);
     }
+    if (c->db) {
+        r = redisCommand(k->rc, "SELECT %d", c->db);
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            note_failure(c, "SELECT", r ? r->str : k->rc->errstr);
+            freeReplyObject(r);
+            drop(k);
+            return NULL;
+        }
+        freeReplyObject(r);
+    }
+    return k;
+}
+
+static redisReply *call(sd_cache *c, int argc, const char **argv, const size_t *lens)
+{
+    conn *k = ready_conn(c);
+    if (!k)
+        return NULL;
     redisReply *r = redisCommandArgv(k->rc, argc, argv, lens);
     if (!r) {
         note_failure(c, argv[0], k->rc->errstr);
@@ -295,41 +306,25 @@ static void *keeper_main(void *arg)
     return NULL;
 }
 
-/* Acknowledges fenced writes: one epoch bump for every write queued, then a
- * wait longer than FRESH_MS, so that no replica still trusts an older epoch. */
-static void *fencer_main(void *arg)
+static void through(sd_cache *c, struct sd_write *list, bool may_fence);
+
+/* The write-through thread: takes every write queued since its last turn,
+ * invalidates for all of them in one pipelined round trip, fences those
+ * whose invalidation failed, then completes them all. So the store's writer
+ * never waits on Redis. */
+static void *through_main(void *arg)
 {
     sd_cache *c = arg;
     pthread_mutex_lock(&c->mu);
     for (;;) {
-        while (!c->fence_head && !c->stopping)
+        while (!c->queue_head && !c->stopping)
             pthread_cond_wait(&c->cv, &c->mu);
-        struct sd_write *list = c->fence_head;
-        c->fence_head = c->fence_tail = NULL;
+        struct sd_write *list = c->queue_head;
+        c->queue_head = c->queue_tail = NULL;
         if (!list && c->stopping)
             break;
         pthread_mutex_unlock(&c->mu);
-        int64_t t0 = sd_mono_ns(), e = 0;
-        int rc = c->epoch_fn(c->epoch_ctx, true, &e);
-        if (rc == 0) {
-            set_epoch(c, e, t0);
-            atomic_fetch_add(&c->fences, 1);
-            struct timespec ts = {0, FENCE_WAIT_MS * 1000000L};
-            while (nanosleep(&ts, &ts) != 0)
-                ;
-        } else {
-            sd_error("cache: cannot bump the cache epoch in the store (%s): the writes it "
-                     "fences answer 503",
-                     sd_strerror(rc));
-        }
-        while (list) {
-            struct sd_write *next = list->next;
-            list->next = NULL;
-            if (rc)
-                list->rc = SD_EUNAVAILABLE;
-            list->done(list);
-            list = next;
-        }
+        through(c, list, true);
         pthread_mutex_lock(&c->mu);
     }
     pthread_mutex_unlock(&c->mu);
@@ -514,82 +509,207 @@ void sd_cache_fill(sd_cache *c, const sd_session *s, int64_t fill_epoch)
 
 /* ---- write-through ----------------------------------------------------- */
 
-/* Puts a tombstone (ended) or an invalidation marker over id's entry. */
-static bool invalidate(sd_cache *c, const char *id, bool ended, int64_t version)
-{
-    char key[sizeof KEY_S + 64];
-    snprintf(key, sizeof key, KEY_S "%.63s", id);
-    char ttl[24], marker[32];
-    snprintf(ttl, sizeof ttl, "%lld", (long long)c->tombstone_ms);
-    if (ended)
-        snprintf(marker, sizeof marker, "x");
-    else
-        snprintf(marker, sizeof marker, "m|%lld", (long long)version);
-    const char *keys[] = {key};
-    const char *args[] = {marker, ttl};
-    return eval(c, invalidate_lua, 1, keys, 2, args, NULL);
-}
+/* One invalidation: a tombstone (ended) or a marker with version over the
+ * session's key. */
+typedef struct inv {
+    const char *id;
+    bool ended;
+    int64_t version;
+} inv;
 
-/* What a completed write changed in the cache; false when it could not be
- * brought in step (the write must be fenced). */
-static bool write_through(sd_cache *c, const struct sd_write *w)
+/* What a completed write needs: up to max invalidations into v (*n), *fence
+ * when it must be fenced whatever Redis says, *optional when a failed
+ * invalidation need not be fenced (nothing was acknowledged, or only an
+ * earlier expiry can be stale). Returns the number of invalidations wanted
+ * (may exceed max: the caller asks again with room). */
+static size_t plan(const struct sd_write *w, inv *v, size_t max, bool *fence, bool *optional)
 {
+    size_t n = 0;
+    *fence = false;
+    *optional = false;
+#define ADD(i, e, ver)                                                                             \
+    do {                                                                                           \
+        if (n < max)                                                                               \
+            v[n] = (inv){(i), (e), (ver)};                                                         \
+        n++;                                                                                       \
+    } while (0)
     switch (w->kind) {
-    case SD_W_END: {
+    case SD_W_END:
         /* Also after an unknown outcome (best effort: that 503 promises
-         * nothing, and its retry answers 404 and is fenced if need be). */
-        bool ok = invalidate(c, w->id, true, 0);
-        return ok || (w->rc != 0 && w->rc != SD_ENOTFOUND);
-    }
+         * nothing; its retry answers 404 and is fenced if need be). */
+        ADD(w->id, true, 0);
+        *optional = w->rc != 0 && w->rc != SD_ENOTFOUND;
+        break;
     case SD_W_BULK_END:
         if (w->rc != 0)
-            return true;
+            break;
         for (size_t i = 0; i < w->n_ids; i++)
-            if (!invalidate(c, w->ids[i], true, 0))
-                return false;
-        /* The ids of users' sessions are not known here: fence. */
-        return w->n_users == 0;
+            ADD(w->ids[i], true, 0);
+        *fence = w->n_users > 0; /* the ids of users' sessions are not known here */
+        break;
     case SD_W_END_USER:
-        return w->rc != 0; /* fence every acknowledged user revocation */
+        *fence = w->rc == 0;
+        break;
     case SD_W_ROTATE:
         if (w->rc == SD_EREUSED)
-            return invalidate(c, w->id, true, 0);
-        return w->rc != 0 || invalidate(c, w->id, false, w->session.version);
+            ADD(w->id, true, 0);
+        else if (w->rc == 0)
+            ADD(w->id, false, w->session.version);
+        break;
     case SD_W_UPDATE:
-        return w->rc != 0 || invalidate(c, w->id, false, w->session.version);
+        if (w->rc == 0)
+            ADD(w->id, false, w->session.version);
+        break;
     case SD_W_TOUCH:
-        /* Not awaited; a stale entry only has an earlier expiry. */
         if (w->rc == 0 && w->affected > 0)
-            invalidate(c, w->id, false, w->touch_version);
-        return true;
+            ADD(w->id, false, w->touch_version);
+        *optional = true;
+        break;
     case SD_W_CREATE:
     case SD_W_SWEEP: /* expired: every hit checks expiry */
     case SD_W_PURGE:
     case SD_W_REENCRYPT:
-        return true;
+        break;
     }
-    return true;
+#undef ADD
+    return n;
+}
+
+/* Runs n invalidations in one pipelined round trip; ok[i] says which Redis
+ * ran. */
+static void invalidate_all(sd_cache *c, const inv *v, size_t n, bool *ok)
+{
+    for (size_t i = 0; i < n; i++)
+        ok[i] = false;
+    conn *k = n ? ready_conn(c) : NULL;
+    if (!k)
+        return;
+    char ttl[24];
+    snprintf(ttl, sizeof ttl, "%lld", (long long)c->tombstone_ms);
+    for (size_t i = 0; i < n; i++) {
+        char key[sizeof KEY_S + 64], marker[32];
+        snprintf(key, sizeof key, KEY_S "%.63s", v[i].id);
+        if (v[i].ended)
+            snprintf(marker, sizeof marker, "x");
+        else
+            snprintf(marker, sizeof marker, "m|%lld", (long long)v[i].version);
+        const char *argv[] = {"EVAL", invalidate_lua, "1", key, marker, ttl};
+        size_t lens[6];
+        for (int j = 0; j < 6; j++)
+            lens[j] = strlen(argv[j]);
+        if (redisAppendCommandArgv(k->rc, 6, argv, lens) != REDIS_OK) {
+            note_failure(c, "EVAL", "out of memory");
+            drop(k);
+            return;
+        }
+    }
+    bool any = false;
+    for (size_t i = 0; i < n; i++) {
+        void *r = NULL;
+        if (redisGetReply(k->rc, &r) != REDIS_OK) {
+            note_failure(c, "EVAL", k->rc->errstr);
+            drop(k);
+            return;
+        }
+        redisReply *rr = r;
+        if (rr->type == REDIS_REPLY_ERROR)
+            note_failure(c, "EVAL", rr->str);
+        else
+            ok[i] = any = true;
+        freeReplyObject(rr);
+    }
+    if (any)
+        note_success(c);
+}
+
+/* Bumps the epoch for writes that need a fence and waits until no replica
+ * trusts the old one. 0 or the bump's error. */
+static int fence(sd_cache *c)
+{
+    int64_t t0 = sd_mono_ns(), e = 0;
+    int rc = c->epoch_fn(c->epoch_ctx, true, &e);
+    if (rc) {
+        sd_error("cache: cannot bump the cache epoch in the store (%s): the writes it fences "
+                 "answer 503",
+                 sd_strerror(rc));
+        return rc;
+    }
+    set_epoch(c, e, t0);
+    atomic_fetch_add(&c->fences, 1);
+    struct timespec ts = {0, FENCE_WAIT_MS * 1000000L};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+    return 0;
+}
+
+/* Write-through for a list of completed writes, then their completions.
+ * Without may_fence (at shutdown) a write that needs a fence answers 503. */
+static void through(sd_cache *c, struct sd_write *list, bool may_fence)
+{
+    size_t total = 0, nw = 0;
+    bool f, o;
+    for (struct sd_write *w = list; w; w = w->next, nw++)
+        total += plan(w, NULL, 0, &f, &o);
+    inv *v = calloc(total ? total : 1, sizeof *v);
+    bool *ok = calloc(total ? total : 1, sizeof *ok);
+    bool *fenced = calloc(nw, sizeof *fenced);
+    size_t at = 0;
+    if (v && ok) {
+        for (struct sd_write *w = list; w; w = w->next)
+            at += plan(w, v + at, total - at, &f, &o);
+        invalidate_all(c, v, total, ok);
+    }
+    /* A write waits for a fence when it always needs one, or when an
+     * invalidation it needs failed. */
+    bool need_fence = false;
+    at = 0;
+    size_t k = 0;
+    for (struct sd_write *w = list; w; w = w->next, k++) {
+        size_t n = plan(w, NULL, 0, &f, &o);
+        bool failed = !v || !ok;
+        for (size_t i = 0; !failed && i < n; i++)
+            failed = !ok[at + i];
+        at += n;
+        bool must = f || (failed && !o);
+        if (fenced)
+            fenced[k] = must;
+        need_fence |= must;
+    }
+    int rc = !need_fence ? 0 : may_fence && fenced ? fence(c) : SD_EUNAVAILABLE;
+    k = 0;
+    while (list) {
+        struct sd_write *next = list->next;
+        list->next = NULL;
+        if (rc && (!fenced || fenced[k]))
+            list->rc = SD_EUNAVAILABLE;
+        list->done(list);
+        list = next;
+        k++;
+    }
+    free(v);
+    free(ok);
+    free(fenced);
 }
 
 void sd_cache_after_write(sd_cache *c, struct sd_write *w)
 {
-    if (write_through(c, w)) {
-        w->done(w);
-        return;
-    }
-    pthread_mutex_lock(&c->mu);
-    if (c->closed) { /* no fence any more: never acknowledge what may be stale */
-        pthread_mutex_unlock(&c->mu);
-        w->rc = SD_EUNAVAILABLE;
+    bool f, o;
+    if (plan(w, NULL, 0, &f, &o) == 0 && !f) {
         w->done(w);
         return;
     }
     w->next = NULL;
-    if (c->fence_tail)
-        c->fence_tail->next = w;
+    pthread_mutex_lock(&c->mu);
+    if (c->closed) { /* the thread is gone: on this thread, and no fence any more */
+        pthread_mutex_unlock(&c->mu);
+        through(c, w, false);
+        return;
+    }
+    if (c->queue_tail)
+        c->queue_tail->next = w;
     else
-        c->fence_head = w;
-    c->fence_tail = w;
+        c->queue_head = w;
+    c->queue_tail = w;
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
 }
@@ -721,7 +841,7 @@ int sd_cache_open(const sd_cache_options *opt, sd_cache **out, char *err, size_t
         free_cache(c);
         return SD_ENOMEM;
     }
-    if (pthread_create(&c->fencer, NULL, fencer_main, c)) {
+    if (pthread_create(&c->througher, NULL, through_main, c)) {
         pthread_mutex_lock(&c->mu);
         c->stopping = true;
         pthread_cond_broadcast(&c->cv);
@@ -745,7 +865,7 @@ void sd_cache_shutdown(sd_cache *c)
     pthread_cond_broadcast(&c->cv);
     pthread_mutex_unlock(&c->mu);
     pthread_join(c->keeper, NULL);
-    pthread_join(c->fencer, NULL); /* it fences what is queued first */
+    pthread_join(c->througher, NULL); /* it finishes what is queued first */
     pthread_mutex_lock(&c->mu);
     c->closed = true;
     pthread_mutex_unlock(&c->mu);

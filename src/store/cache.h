@@ -46,12 +46,12 @@ typedef struct sd_cache_stats {
 } sd_cache_stats;
 
 /* Opens the cache (one connection per calling thread, made on first use)
- * and starts its two threads (epoch keeper, fence). An unreachable Redis is
+ * and starts its two threads (epoch keeper, write-through). An unreachable Redis is
  * not an error: the cache starts degraded. */
 int sd_cache_open(const sd_cache_options *opt, sd_cache **out, char *err, size_t errlen);
-/* Stops the threads; writes waiting for a fence are fenced first. After it,
- * sd_cache_after_write no longer fences (a failed invalidation fails the
- * write). */
+/* Stops the threads; the writes queued for write-through are done first.
+ * After it, sd_cache_after_write works on the calling thread and no longer
+ * fences (a write that would need a fence answers 503). */
 void sd_cache_shutdown(sd_cache *c);
 void sd_cache_close(sd_cache *c);
 
@@ -65,9 +65,9 @@ int sd_cache_get(sd_cache *c, const unsigned char hash[SD_HASH_LEN], sd_session 
 void sd_cache_fill(sd_cache *c, const sd_session *s, int64_t fill_epoch);
 
 /* Called once a write completed in the store (w->done is the caller's
- * completion): invalidates what it changed and calls w->done, now or, when
- * the cache could not be invalidated, on the fence thread after the epoch
- * was bumped and every replica has seen it. */
+ * completion): w->done is called now when the write changed nothing cached;
+ * otherwise on the write-through thread, after the invalidation, or, when it
+ * failed, after the epoch was bumped and every replica has seen it. */
 void sd_cache_after_write(sd_cache *c, struct sd_write *w);
 
 void sd_cache_get_stats(sd_cache *c, sd_cache_stats *out);
