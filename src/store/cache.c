@@ -471,7 +471,10 @@ int sd_cache_get(sd_cache *c, const unsigned char hash[SD_HASH_LEN], sd_session 
         int64_t e = -1;
         sd_session s;
         if (decode(r->str, r->len, &e, &s)) {
-            if (e == want && sd_hash_equal(s.token_hash, hash) && s.expiry > sd_now_ms()) {
+            /* The epoch must still be fresh now that the entry is read:
+             * the decision is taken now, not when the lookup began. */
+            if (e == want && e == fresh_epoch(c) && sd_hash_equal(s.token_hash, hash) &&
+                s.expiry > sd_now_ms()) {
                 *out = s;
                 rc = 0;
             } else {

@@ -174,6 +174,20 @@ def test_revoking_a_users_sessions_is_fenced_through_the_epoch(make_server, db, 
         assert not is_valid(srv.api, s1["token"]) and not is_valid(srv.api, s2["token"])
 
 
+def test_bulk_revocation_by_id_leaves_tombstones(make_server, db, rds):
+    a = replica(make_server, db, rds)
+    b = replica(make_server, db, rds)
+    s1, s2 = a.api.create(new_user("cache")), a.api.create(new_user("cache"))
+    for s in (s1, s2):
+        warm(b, rds, s)
+    r = a.api.post("/sessions/bulk-delete", json={"sessionIds": [s1["sessionId"], s2["sessionId"]]}, expect=200)
+    assert r.json()["deleted"] == 2
+    for s in (s1, s2):
+        assert rds.cmd("GET", f"sessiond:s:{s['sessionId']}") == b"x"
+        assert not is_valid(a.api, s["token"]) and not is_valid(b.api, s["token"])
+    assert metric(a, "sessiond_cache_fences_total") == 0
+
+
 @pytest.mark.parametrize("outage", ["paused", "killed"])
 def test_delete_during_a_redis_outage_never_validates_again(make_server, db, rds, outage):
     a = replica(make_server, db, rds)
