@@ -8,7 +8,7 @@
 
 VERSION := 0.1.0
 CC      ?= cc
-PKGS    := jansson sqlite3 libcrypto libssl libpq
+PKGS    := jansson sqlite3 libcrypto libssl libpq hiredis
 PYTHON  := /usr/bin/python3
 
 # Recursively expanded on purpose: pkg-config runs when a recipe needs it,
@@ -110,7 +110,7 @@ e2e: build/sessiond build/asan/sessiond | $(TEST_STAMP) $(BROWSER_STAMP)
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
 	SESSIOND_BIN=$(CURDIR)/build/sessiond $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
 
-test: unit e2e e2e-postgres
+test: unit e2e e2e-postgres e2e-cache
 
 # The API suite once more against the PostgreSQL backend (release build): the
 # harness starts a private PostgreSQL 15 as the postgres user on a loopback
@@ -122,6 +122,16 @@ PG_SUITE := test_sessions test_validate test_users test_rotation test_audit test
 e2e-postgres: build/sessiond | $(TEST_STAMP)
 	SESSIOND_TEST_STORE=postgres SESSIOND_BIN=$(CURDIR)/build/sessiond \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider $(patsubst %,tests/e2e/%.py,$(PG_SUITE))
+
+# The validation-heavy API files once more with the Redis cache tier in front
+# of PostgreSQL (--cache on a private Redis, tests/e2e/redisserver.py);
+# tests/e2e/test_cache.py (in e2e) holds the cache's own failure tests.
+CACHE_SUITE := test_sessions test_validate test_users test_rotation test_binding \
+               test_forward_auth test_concurrency
+.PHONY: e2e-cache
+e2e-cache: build/sessiond | $(TEST_STAMP)
+	SESSIOND_TEST_STORE=postgres SESSIOND_TEST_CACHE=redis SESSIOND_BIN=$(CURDIR)/build/sessiond \
+	  $(PYTHON) -m pytest -q -p no:cacheprovider $(patsubst %,tests/e2e/%.py,$(CACHE_SUITE))
 
 # OpenAPI tooling (tools/api: Redocly CLI for lint, Prism for the validating
 # proxy), versions pinned by package-lock.json; installed without prompts.

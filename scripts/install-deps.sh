@@ -5,11 +5,13 @@
 set -eu
 
 build_pkgs="gcc make pkg-config libhttp-parser-dev libsqlite3-dev libjansson-dev libssl-dev libcurl4-openssl-dev xxd libpq-dev"
+build_pkgs="$build_pkgs libhiredis-dev" # the Redis cache tier (--cache redis://...)
 test_pkgs="libcmocka-dev python3 python3-pytest python3-requests python3-yaml sqlite3 curl nginx-light chromium"
 # promtool (Prometheus conventions: tests/e2e/test_prometheus.py)
 test_pkgs="$test_pkgs prometheus"
 test_pkgs="$test_pkgs clang" # libFuzzer harnesses (make fuzz, fuzz-smoke in make test)
 test_pkgs="$test_pkgs postgresql-15 postgresql-client-15" # make e2e-postgres (tests/e2e/pgserver.py)
+test_pkgs="$test_pkgs redis-server" # tests/e2e/test_cache.py starts a private Redis
 # The TLS tests make certificates and run s_client with the openssl CLI.
 test_pkgs="$test_pkgs openssl"
 

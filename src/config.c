@@ -43,6 +43,15 @@ static const option options[] = {
      "(postgres://USER@HOST:PORT/DB?..., or libpq key=value pairs; multi-host with "
      "target_session_attrs=read-write; give the password through PGPASSWORD or PGPASSFILE, "
      "not here): shared by every replica"},
+    {"cache", OPT_STRING, F(cache), "", 0, 0,
+     "Redis cache tier in front of a shared --store for validation: "
+     "redis://[:PASSWORD@]HOST[:PORT][/DB] ('' for none); write-through, revocation-safe, "
+     "served from the store while Redis is down"},
+    {"cache-password", OPT_STRING, F(cache_password), "", 0, 0,
+     "password of --cache (better SESSIOND_CACHE_PASSWORD or the config file than the URL); "
+     "never logged"},
+    {"cache-timeout", OPT_DURATION, F(cache_timeout_ms), "50ms", 1, 10000,
+     "bound on every Redis connect and command; beyond it the request falls back to the store"},
     {"encryption-keys", OPT_STRING, F(encryption_keys), "", 0, 0,
      "file of '<key id> <64 hex digits>' lines: session metadata is stored encrypted "
      "(AES-256-GCM) under the last key; every listed key decrypts (rotate by appending a key, "

@@ -16,6 +16,9 @@ typedef struct sd_config {
     char listen[256];
     char data_dir[1024];
     char store[2048];
+    char cache[1024];
+    char cache_password[256];
+    int64_t cache_timeout_ms;
     char config_file[1024];
     char log_level[16];
     char auth_cookie[128];

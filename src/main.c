@@ -203,6 +203,17 @@ int main(int argc, char **argv)
         sd_keys_free(keys);
         return 1;
     }
+    if (cfg.cache[0] && (rc = sd_store_attach_cache(
+                             app.store, cfg.cache, cfg.cache_password, (int)cfg.cache_timeout_ms,
+                             cfg.absolute_timeout_ms + 60000, err, sizeof err))) {
+        sd_error("cannot start the cache: %s", err);
+        sd_store_close(app.store);
+        sd_tls_free(tls);
+        sd_keyring_free(ring);
+        sd_keys_free(keys);
+        return 1;
+    }
+    explicit_bzero(cfg.cache_password, sizeof cfg.cache_password);
     char audit_dir[1100];
     snprintf(audit_dir, sizeof audit_dir, "%s", cfg.audit_dir);
     if (!audit_dir[0])

@@ -188,6 +188,25 @@ char *sd_metrics_render(const sd_store_stats *st, int ready, size_t *len)
         (long long)st->active_rows, (long long)st->sweeps_total, (long long)st->swept_total,
         (long long)st->commits_total, (long long)st->writes_total, st->broken ? 1 : 0,
         ready ? 1 : 0);
+    if (st->cache)
+        put(&b,
+            "# HELP sessiond_cache_degraded 1 while the Redis cache tier is failing (breaker "
+            "open): validation reads go to the store.\n"
+            "# TYPE sessiond_cache_degraded gauge\n"
+            "sessiond_cache_degraded %d\n"
+            "# HELP sessiond_cache_requests_total Cache lookups of validation by result.\n"
+            "# TYPE sessiond_cache_requests_total counter\n"
+            "sessiond_cache_requests_total{result=\"hit\"} %lld\n"
+            "sessiond_cache_requests_total{result=\"miss\"} %lld\n"
+            "# HELP sessiond_cache_errors_total Redis calls that failed or timed out.\n"
+            "# TYPE sessiond_cache_errors_total counter\n"
+            "sessiond_cache_errors_total %lld\n"
+            "# HELP sessiond_cache_fences_total Cache epoch bumps: writes the cache could not "
+            "invalidate.\n"
+            "# TYPE sessiond_cache_fences_total counter\n"
+            "sessiond_cache_fences_total %lld\n",
+            st->cache_degraded ? 1 : 0, (long long)st->cache_hits, (long long)st->cache_misses,
+            (long long)st->cache_errors, (long long)st->cache_fences);
     if (b.oom) {
         free(b.p);
         return NULL;

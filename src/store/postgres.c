@@ -106,6 +106,13 @@ static const migration migrations[] = {
      "ALTER TABLE audit_events ADD COLUMN origin text "
      " DEFAULT current_setting('sessiond.origin', true);"
      "CREATE INDEX events_by_origin ON audit_events(origin, seq);"},
+    /* The Redis cache tier's epoch (store/cache.c): an entry is trusted only
+     * under the current one; a replica that could not invalidate the cache
+     * bumps it before acknowledging the write. */
+    {3, "the cache epoch",
+     "CREATE TABLE sessiond_cache_epoch(id integer PRIMARY KEY CHECK (id = 1),"
+     " epoch bigint NOT NULL);"
+     "INSERT INTO sessiond_cache_epoch VALUES (1, 1);"},
 };
 #define NMIGRATIONS (sizeof migrations / sizeof migrations[0])
 
@@ -218,6 +225,8 @@ enum {
     R_EV_ALL,
     R_EV_SESSION,
     R_EV_USER,
+    R_EPOCH,
+    R_EPOCH_BUMP,
     R_NSTMT
 };
 static const char *const rsql[R_NSTMT] = {
@@ -234,6 +243,10 @@ static const char *const rsql[R_NSTMT] = {
                      "ORDER BY seq LIMIT $3",
     [R_EV_USER] = "SELECT " EV_COLS " FROM audit_events WHERE user_id = $1 AND seq > $2 "
                   "ORDER BY seq LIMIT $3",
+    [R_EPOCH] = "SELECT epoch FROM sessiond_cache_epoch WHERE id = 1",
+    /* Autocommit on the reader: durable when it returns. */
+    [R_EPOCH_BUMP] = "UPDATE sessiond_cache_epoch SET epoch = epoch + 1 WHERE id = 1 "
+                     "RETURNING epoch",
 };
 
 /* ---- the store --------------------------------------------------------- */
@@ -688,6 +701,20 @@ static int pg_ready(sd_store *st)
     params p = {0};
     int rc;
     PGresult *res = rquery(st, R_PING, &p, &rc);
+    PQclear(res);
+    return rc;
+}
+
+static int pg_cache_epoch(sd_store *st, bool bump, int64_t *epoch)
+{
+    params p = {0};
+    int rc;
+    PGresult *res = rquery(st, bump ? R_EPOCH_BUMP : R_EPOCH, &p, &rc);
+    if (!res)
+        return rc;
+    rc = PQntuples(res) == 1 ? 0 : SD_EUNAVAILABLE;
+    if (rc == 0)
+        *epoch = col_int(res, 0, 0);
     PQclear(res);
     return rc;
 }
@@ -1488,4 +1515,5 @@ const sd_store_ops sd_store_postgres = {
     .ready = pg_ready,
     .stats = pg_stats,
     .events = pg_events,
+    .cache_epoch = pg_cache_epoch,
 };

@@ -3,6 +3,7 @@
  * through (the one place for store metrics, and later fault injection).
  */
 #include "store/store.h"
+#include "store/cache.h"
 #include "metrics/metrics.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -17,6 +18,7 @@
 struct sd_store_handle {
     const sd_store_ops *ops;
     sd_store *st;
+    sd_cache *cache; /* NULL without --cache */
 };
 
 static const sd_store_ops *const backends[] = {&sd_store_sqlite, &sd_store_postgres};
@@ -64,7 +66,9 @@ void sd_store_close(sd_store_handle *h)
 {
     if (!h)
         return;
+    sd_cache_shutdown(h->cache); /* fences what waits, while the store is open */
     h->ops->close(h->st);
+    sd_cache_close(h->cache);
     free(h);
 }
 
@@ -79,8 +83,15 @@ int sd_store_get(sd_store_handle *h, const char *id, bool want_attrs, sd_session
 int sd_store_get_by_token(sd_store_handle *h, const unsigned char hash[SD_HASH_LEN],
                           bool want_attrs, sd_session *out)
 {
-    int64_t t0 = sd_mono_ns();
+    int64_t t0 = sd_mono_ns(), fill_epoch = -1;
+    /* The hot path (validation, without attrs) reads the cache first. */
+    if (h->cache && !want_attrs && sd_cache_get(h->cache, hash, out, &fill_epoch) == 0) {
+        sd_metrics_store_op(SD_OP_GET_BY_TOKEN, sd_mono_ns() - t0);
+        return 0;
+    }
     int rc = h->ops->get_by_token(h->st, hash, want_attrs, out);
+    if (rc == 0 && fill_epoch >= 0)
+        sd_cache_fill(h->cache, out, fill_epoch);
     sd_metrics_store_op(SD_OP_GET_BY_TOKEN, sd_mono_ns() - t0);
     return rc;
 }
@@ -112,7 +123,10 @@ static void timed_done(sd_write *w)
 {
     sd_metrics_store_op(write_op[w->kind], sd_mono_ns() - w->t_submit_ns);
     w->done = w->wrapped_done;
-    w->done(w);
+    if (w->cache)
+        sd_cache_after_write(w->cache, w); /* write-through; calls done */
+    else
+        w->done(w);
 }
 
 void sd_store_write(sd_store_handle *h, sd_write *w)
@@ -120,6 +134,7 @@ void sd_store_write(sd_store_handle *h, sd_write *w)
     w->t_submit_ns = sd_mono_ns();
     w->wrapped_done = w->done;
     w->done = timed_done;
+    w->cache = h->cache;
     h->ops->write(h->st, w);
 }
 
@@ -132,6 +147,38 @@ void sd_store_get_stats(sd_store_handle *h, sd_store_stats *out)
 {
     memset(out, 0, sizeof *out);
     h->ops->stats(h->st, out);
+    if (h->cache) {
+        sd_cache_stats cs;
+        sd_cache_get_stats(h->cache, &cs);
+        out->cache = true;
+        out->cache_degraded = cs.degraded;
+        out->cache_hits = cs.hits;
+        out->cache_misses = cs.misses;
+        out->cache_errors = cs.errors;
+        out->cache_fences = cs.fences;
+    }
+}
+
+static int epoch_of(void *ctx, bool bump, int64_t *epoch)
+{
+    sd_store_handle *h = ctx;
+    return h->ops->cache_epoch(h->st, bump, epoch);
+}
+
+int sd_store_attach_cache(sd_store_handle *h, const char *url, const char *password, int timeout_ms,
+                          int64_t tombstone_ms, char *err, size_t errlen)
+{
+    if (!h->ops->cache_epoch) {
+        snprintf(err, errlen, "--cache needs a shared store (--store postgres://...)");
+        return SD_EINVALID;
+    }
+    sd_cache_options opt = {.url = url,
+                            .password = password,
+                            .timeout_ms = timeout_ms,
+                            .tombstone_ms = tombstone_ms,
+                            .epoch = epoch_of,
+                            .epoch_ctx = h};
+    return sd_cache_open(&opt, &h->cache, err, errlen);
 }
 
 void sd_sessions_free(sd_session *v, size_t n)

@@ -79,6 +79,7 @@ struct sd_write {
     sd_write *next;                    /* backend-private queue link */
     int64_t t_submit_ns;               /* wrapper-private */
     void (*wrapped_done)(sd_write *w); /* wrapper-private */
+    struct sd_cache *cache;            /* wrapper-private */
 };
 
 /* A keyset cursor for listing a user's sessions: (lastSeen, id) of the last
@@ -116,6 +117,9 @@ typedef struct sd_store_stats {
     int64_t commits_total;
     int64_t writes_total;
     bool broken; /* a fatal I/O error: no further write is acknowledged */
+    bool cache;  /* a Redis cache tier is attached (--cache): the fields below count */
+    bool cache_degraded;
+    int64_t cache_hits, cache_misses, cache_errors, cache_fences;
 } sd_store_stats;
 
 typedef struct sd_store_options {
@@ -152,6 +156,9 @@ typedef struct sd_store_ops {
     /* 0 when the store can take requests. */
     int (*ready)(sd_store *st);
     void (*stats)(sd_store *st, sd_store_stats *out);
+    /* The cache tier's epoch (store/cache.h): read, or increment durably
+     * (bump) and read. NULL when the backend cannot share one (sqlite). */
+    int (*cache_epoch)(sd_store *st, bool bump, int64_t *epoch);
 } sd_store_ops;
 
 extern const sd_store_ops sd_store_sqlite;
@@ -174,6 +181,11 @@ typedef struct sd_store_handle sd_store_handle;
 int sd_store_open(const sd_store_ops *ops, const char *location, const sd_store_options *opt,
                   sd_store_handle **out, char *err, size_t errlen);
 void sd_store_close(sd_store_handle *h);
+/* Puts the Redis cache tier (store/cache.h) in front of the backend's
+ * validation reads, with write-through after every commit. url and password
+ * are borrowed for the call. The backend must provide cache_epoch. */
+int sd_store_attach_cache(sd_store_handle *h, const char *url, const char *password, int timeout_ms,
+                          int64_t tombstone_ms, char *err, size_t errlen);
 int sd_store_get(sd_store_handle *h, const char *id, bool want_attrs, sd_session *out);
 int sd_store_get_by_token(sd_store_handle *h, const unsigned char hash[SD_HASH_LEN],
                           bool want_attrs, sd_session *out);

@@ -37,6 +37,7 @@ import pytest
 import requests
 
 import pgserver
+import redisserver
 
 REPO = Path(__file__).resolve().parents[2]
 SESSIOND_BIN = os.environ.get("SESSIOND_BIN") or str(REPO / "build" / "sessiond")
@@ -77,6 +78,18 @@ def pg():
     if not _PG:
         _PG.append(pgserver.PgServer())
     return _PG[0]
+
+
+# SESSIOND_TEST_CACHE=redis (with SESSIOND_TEST_STORE=postgres): every server
+# also gets --cache on one private Redis (redisserver.py), started on first use.
+CACHE_MODE = PG_MODE and redisserver.enabled()
+_REDIS = []
+
+
+def redis():
+    if not _REDIS:
+        _REDIS.append(redisserver.RedisServer())
+    return _REDIS[0]
 
 
 # One definition of each hook: a second def of the same name would silently
@@ -417,7 +430,8 @@ class Server:
 
     def store_args(self):
         """--store for this server's database in PostgreSQL mode; [] otherwise."""
-        return ["--store", pg().url(pg().database_for(self.data_dir))] if PG_MODE else []
+        cache = ["--cache", redis().url()] if CACHE_MODE else []
+        return ["--store", pg().url(pg().database_for(self.data_dir)), *cache] if PG_MODE else []
 
     def command(self):
         return [SESSIOND_BIN, "--listen", f"127.0.0.1:{self.port}",
@@ -1007,11 +1021,16 @@ def final_token_scan():
     if _PG:                            # its files are scanned too, then removed
         _PG[0].stop()
         ARTIFACT_DIRS.append(_PG[0].root)
+    if _REDIS:
+        _REDIS[0].stop()
+        ARTIFACT_DIRS.append(Path(_REDIS[0].dir))
     try:
         _final_scan()
     finally:
         if _PG:
             _PG.pop().close()
+        if _REDIS:
+            _REDIS.pop().close()
 
 
 def _final_scan():

@@ -1,0 +1,893 @@
+/*
+ * cache.c - the Redis cache tier (hiredis, synchronous with timeouts, one
+ * connection per calling thread like the PostgreSQL readers).
+ *
+ * Revocation safety rests on three rules (docs/architecture.md, "The Redis
+ * cache"):
+ *  1. After a write committed, its session's entry is replaced by a
+ *     tombstone (ended) or an invalidation marker carrying the new version;
+ *     a fill (Lua, atomic in Redis) never overwrites a tombstone nor a newer
+ *     version, so a read that raced the write cannot put the old row back.
+ *  2. When that invalidation fails (Redis down, slow beyond the timeout,
+ *     breaker open), the write is not acknowledged until the cache epoch was
+ *     bumped in the database and FENCE_WAIT_MS have passed.
+ *  3. A hit counts only when its entry's epoch equals an epoch this replica
+ *     read from the database by a query that started less than FRESH_MS
+ *     ago (FENCE_WAIT_MS > FRESH_MS). So once a fenced write is
+ *     acknowledged, every replica ignores every entry written before it.
+ * Validity never rests on the cache: a hit is returned as the store's row
+ * and the domain checks its expiry with this server's clock.
+ *
+ * Threads: the store's writer never waits on Redis: completed writes go to
+ * the write-through thread, which invalidates for all of them in one
+ * pipelined round trip, fences those that need it, then completes them. The
+ * keeper thread reads the epoch every EPOCH_POLL_MS.
+ *
+ * Degradation: every call is bounded by the timeout; after BREAKER_FAILS
+ * failures in a row the breaker opens for BREAKER_COOLDOWN_MS (reads go to
+ * the store; writes are fenced); the keeper thread then probes with PING.
+ */
+#include "store/cache.h"
+#include "store/store.h"
+#include "util/clock.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <hiredis/hiredis.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define KEY_T               "sessiond:t:"
+#define KEY_S               "sessiond:s:"
+#define EPOCH_POLL_MS       50
+#define FRESH_MS            250
+#define FENCE_WAIT_MS       (FRESH_MS + 50)
+#define BREAKER_FAILS       3
+#define BREAKER_COOLDOWN_MS 1000
+
+/* KEYS[1] s:<id>, KEYS[2] t:<hash>; ARGV: entry, version, expiry, absolute
+ * expiry (ms since the epoch), index ("e|<version>|<hash>"). Never over a
+ * tombstone or a newer version; the token key it replaces goes (one token
+ * key per session, the one its index names). */
+static const char fill_lua[] =
+    "local c = redis.call('GET', KEYS[1]) "
+    "if c == 'x' then return 0 end "
+    "if c then local v, h = string.match(c, '^%a|(%d+)|?(%x*)$') "
+    "if not v or tonumber(v) > tonumber(ARGV[2]) then return 0 end "
+    "if h ~= '' and '" KEY_T "' .. h ~= KEYS[2] then redis.call('DEL', '" KEY_T "' .. h) end end "
+    "redis.call('SET', KEYS[2], ARGV[1], 'PXAT', ARGV[3]) "
+    "redis.call('SET', KEYS[1], ARGV[5], 'PXAT', ARGV[4]) "
+    "return 1";
+/* KEYS[1] s:<id>; ARGV: tombstone or marker, ms. Deletes the token key the
+ * index names; leaves a tombstone alone. */
+static const char invalidate_lua[] = "local c = redis.call('GET', KEYS[1]) "
+                                     "if c == 'x' then return 0 end "
+                                     "if c then local h = string.match(c, '^e|%d+|(%x+)$') "
+                                     "if h then redis.call('DEL', '" KEY_T "' .. h) end end "
+                                     "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) "
+                                     "return 1";
+
+typedef struct conn {
+    redisContext *rc;
+    struct conn *next;
+} conn;
+
+struct sd_cache {
+    char host[256];
+    int port, db;
+    char password[256]; /* never logged; wiped at close */
+    char where[300];    /* host:port/db for messages */
+    struct timeval tv;
+    int64_t tombstone_ms;
+    sd_cache_epoch_fn epoch_fn;
+    void *epoch_ctx;
+    uint64_t generation;
+
+    pthread_mutex_t conns_mu;
+    conn *conns;
+
+    _Atomic int64_t epoch, epoch_read_ns; /* the last epoch read, when its query started */
+    _Atomic int fails;                    /* failures in a row */
+    _Atomic int64_t open_until_ns;        /* the breaker skips Redis until then */
+    _Atomic bool degraded;
+    _Atomic int64_t hits, misses, errors, fences;
+
+    pthread_t keeper, througher;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct sd_write *queue_head, *queue_tail; /* under mu: awaiting write-through */
+    bool stopping, closed;                    /* under mu */
+    bool started;
+};
+
+static _Atomic uint64_t generations;
+static _Thread_local struct {
+    uint64_t generation;
+    conn *c;
+} tl;
+
+/* ---- the breaker ------------------------------------------------------- */
+
+static bool breaker_open(sd_cache *c)
+{
+    return atomic_load(&c->open_until_ns) > sd_mono_ns();
+}
+
+static void note_failure(sd_cache *c, const char *what, const char *why)
+{
+    atomic_fetch_add(&c->errors, 1);
+    if (atomic_fetch_add(&c->fails, 1) + 1 >= BREAKER_FAILS) {
+        atomic_store(&c->open_until_ns, sd_mono_ns() + (int64_t)BREAKER_COOLDOWN_MS * 1000000);
+        if (!atomic_exchange(&c->degraded, true))
+            sd_warn("cache: redis (%s) failing (%s: %s): degraded, validation reads go to the "
+                    "store, writes are fenced through the database epoch",
+                    c->where, what, why);
+    }
+}
+
+static void note_success(sd_cache *c)
+{
+    if (atomic_load(&c->fails))
+        atomic_store(&c->fails, 0);
+    if (atomic_load(&c->degraded) && atomic_exchange(&c->degraded, false)) {
+        atomic_store(&c->open_until_ns, 0);
+        sd_info("cache: redis (%s) is back", c->where);
+    }
+}
+
+/* ---- connections ------------------------------------------------------- */
+
+static conn *get_conn(sd_cache *c)
+{
+    if (tl.generation == c->generation && tl.c)
+        return tl.c;
+    conn *k = calloc(1, sizeof *k);
+    if (!k)
+        return NULL;
+    pthread_mutex_lock(&c->conns_mu);
+    k->next = c->conns;
+    c->conns = k;
+    pthread_mutex_unlock(&c->conns_mu);
+    tl.generation = c->generation;
+    tl.c = k;
+    return k;
+}
+
+static void drop(conn *k)
+{
+    redisFree(k->rc);
+    k->rc = NULL;
+}
+
+/* Runs one command on this thread's connection (connecting first when
+ * needed). The reply (not an error reply) or NULL: the failure is counted,
+ * the connection dropped (after a timeout its replies are out of step). With
+ * the breaker open nothing is sent. */
+static conn *ready_conn(sd_cache *c)
+{
+    if (breaker_open(c))
+        return NULL;
+    conn *k = get_conn(c);
+    if (!k || k->rc)
+        return k;
+    k->rc = redisConnectWithTimeout(c->host, c->port, c->tv);
+    if (!k->rc || k->rc->err) {
+        note_failure(c, "connect", k->rc ? k->rc->errstr : "out of memory");
+        if (k->rc)
+            drop(k);
+        return NULL;
+    }
+    redisSetTimeout(k->rc, c->tv);
+    redisEnableKeepAlive(k->rc);
+    redisReply *r = NULL;
+    if (c->password[0]) {
+        r = redisCommand(k->rc, "AUTH %s", c->password);
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            note_failure(c, "AUTH", r ? "refused" : k->rc->errstr);
+            freeReplyObject(r);
+            drop(k);
+            return NULL;
+        }
+        freeReplyObject(r);
+    }
+    if (c->db) {
+        r = redisCommand(k->rc, "SELECT %d", c->db);
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            note_failure(c, "SELECT", r ? r->str : k->rc->errstr);
+            freeReplyObject(r);
+            drop(k);
+            return NULL;
+        }
+        freeReplyObject(r);
+    }
+    return k;
+}
+
+static redisReply *call(sd_cache *c, int argc, const char **argv, const size_t *lens)
+{
+    conn *k = ready_conn(c);
+    if (!k)
+        return NULL;
+    redisReply *r = redisCommandArgv(k->rc, argc, argv, lens);
+    if (!r) {
+        note_failure(c, argv[0], k->rc->errstr);
+        drop(k);
+        return NULL;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        note_failure(c, argv[0], r->str);
+        freeReplyObject(r);
+        return NULL;
+    }
+    note_success(c);
+    return r;
+}
+
+/* An EVAL of script over keys and args; true when Redis ran it. */
+static bool eval(sd_cache *c, const char *script, int nkeys, const char *const *keys, int nargs,
+                 const char *const *args, redisReply **out)
+{
+    const char *argv[12];
+    size_t lens[12];
+    char nk[8];
+    snprintf(nk, sizeof nk, "%d", nkeys);
+    int n = 0;
+    argv[n++] = "EVAL";
+    argv[n++] = script;
+    argv[n++] = nk;
+    for (int i = 0; i < nkeys; i++)
+        argv[n++] = keys[i];
+    for (int i = 0; i < nargs; i++)
+        argv[n++] = args[i];
+    for (int i = 0; i < n; i++)
+        lens[i] = strlen(argv[i]);
+    redisReply *r = call(c, n, argv, lens);
+    if (out)
+        *out = r;
+    else
+        freeReplyObject(r);
+    return r != NULL;
+}
+
+/* ---- the epoch --------------------------------------------------------- */
+
+/* The epoch a hit must carry, or -1 when the last read is not fresh. */
+static int64_t fresh_epoch(sd_cache *c)
+{
+    int64_t at = atomic_load(&c->epoch_read_ns);
+    int64_t e = atomic_load(&c->epoch);
+    return at && sd_mono_ns() - at < (int64_t)FRESH_MS * 1000000 ? e : -1;
+}
+
+static void set_epoch(sd_cache *c, int64_t e, int64_t read_ns)
+{
+    if (e > atomic_load(&c->epoch))
+        atomic_store(&c->epoch, e);
+    atomic_store(&c->epoch_read_ns, read_ns);
+}
+
+static void deadline_in(struct timespec *ts, int ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += ms / 1000;
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/* Keeps the epoch fresh; probes Redis while the breaker is open. */
+static void *keeper_main(void *arg)
+{
+    sd_cache *c = arg;
+    pthread_mutex_lock(&c->mu);
+    while (!c->stopping) {
+        pthread_mutex_unlock(&c->mu);
+        int64_t t0 = sd_mono_ns(), e = 0;
+        if (c->epoch_fn(c->epoch_ctx, false, &e) == 0)
+            set_epoch(c, e, t0);
+        if (atomic_load(&c->degraded) && !breaker_open(c)) {
+            const char *argv[] = {"PING"};
+            size_t lens[] = {4};
+            freeReplyObject(call(c, 1, argv, lens));
+        }
+        struct timespec ts;
+        deadline_in(&ts, EPOCH_POLL_MS);
+        pthread_mutex_lock(&c->mu);
+        if (!c->stopping)
+            pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+static void through(sd_cache *c, struct sd_write *list, bool may_fence);
+
+/* The write-through thread: takes every write queued since its last turn,
+ * invalidates for all of them in one pipelined round trip, fences those
+ * whose invalidation failed, then completes them all. So the store's writer
+ * never waits on Redis. */
+static void *through_main(void *arg)
+{
+    sd_cache *c = arg;
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (!c->queue_head && !c->stopping)
+            pthread_cond_wait(&c->cv, &c->mu);
+        struct sd_write *list = c->queue_head;
+        c->queue_head = c->queue_tail = NULL;
+        if (!list && c->stopping)
+            break;
+        pthread_mutex_unlock(&c->mu);
+        through(c, list, true);
+        pthread_mutex_lock(&c->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+/* ---- entries ----------------------------------------------------------- */
+
+static void hex(const unsigned char *b, size_t n, char *out)
+{
+    static const char d[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = d[b[i] >> 4];
+        out[2 * i + 1] = d[b[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static bool unhex(const char *s, unsigned char *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int v = 0;
+        for (int j = 0; j < 2; j++) {
+            char ch = s[2 * i + j];
+            int x = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+            if (x < 0)
+                return false;
+            v = v * 16 + x;
+        }
+        out[i] = (unsigned char)v;
+    }
+    return true;
+}
+
+/* "e|version|epoch|id|hash|created|last_seen|expiry|absolute|idle|auth_time|
+ * binding|acr length|user length|" then acr and user id. malloc'd. */
+static char *encode(const sd_session *s, int64_t epoch, size_t *len)
+{
+    char hh[2 * SD_HASH_LEN + 1], bh[2 * sizeof s->binding + 1];
+    hex(s->token_hash, SD_HASH_LEN, hh);
+    hex((const unsigned char *)&s->binding, sizeof s->binding, bh);
+    size_t al = strlen(s->acr), ul = strlen(s->user_id);
+    size_t cap = 512 + al + ul;
+    char *v = malloc(cap);
+    if (!v)
+        return NULL;
+    int n =
+        snprintf(v, cap, "e|%lld|%lld|%s|%s|%lld|%lld|%lld|%lld|%lld|%lld|%s|%zu|%zu|%s%s",
+                 (long long)s->version, (long long)epoch, s->id, hh, (long long)s->created_at,
+                 (long long)s->last_seen, (long long)s->expiry, (long long)s->absolute_expiry,
+                 (long long)s->idle_ttl, (long long)s->auth_time, bh, al, ul, s->acr, s->user_id);
+    *len = (size_t)n;
+    return v;
+}
+
+static bool field(const char **p, const char *end, int64_t *out)
+{
+    char *e;
+    if (*p >= end)
+        return false;
+    long long x = strtoll(*p, &e, 10);
+    if (e == *p || e >= end || *e != '|')
+        return false;
+    *out = x;
+    *p = e + 1;
+    return true;
+}
+
+/* Parses an entry into out (owned by the caller on true). false: not an
+ * entry. */
+static bool decode(const char *v, size_t len, int64_t *epoch, sd_session *out)
+{
+    const char *p = v, *end = v + len;
+    int64_t f[12];
+    if (len < 2 || memcmp(v, "e|", 2) != 0)
+        return false;
+    p += 2;
+    memset(out, 0, sizeof *out);
+    if (!field(&p, end, &out->version) || !field(&p, end, epoch))
+        return false;
+    if (end - p < SD_ID_LEN + 1 || p[SD_ID_LEN] != '|' || memchr(p, '|', SD_ID_LEN))
+        return false;
+    memcpy(out->id, p, SD_ID_LEN);
+    out->id[SD_ID_LEN] = '\0';
+    p += SD_ID_LEN + 1;
+    if (end - p < 2 * SD_HASH_LEN + 1 || !unhex(p, out->token_hash, SD_HASH_LEN) ||
+        p[2 * SD_HASH_LEN] != '|')
+        return false;
+    p += 2 * SD_HASH_LEN + 1;
+    for (int i = 0; i < 6; i++)
+        if (!field(&p, end, &f[i]))
+            return false;
+    size_t bl = 2 * sizeof out->binding;
+    if ((size_t)(end - p) < bl + 1 ||
+        !unhex(p, (unsigned char *)&out->binding, sizeof out->binding) || p[bl] != '|')
+        return false;
+    p += bl + 1;
+    if (!field(&p, end, &f[6]) || !field(&p, end, &f[7]))
+        return false;
+    size_t al = (size_t)f[6], ul = (size_t)f[7];
+    if (f[6] < 0 || f[7] < 0 || al > SD_ACR_MAX || (size_t)(end - p) != al + ul)
+        return false;
+    memcpy(out->acr, p, al);
+    out->acr[al] = '\0';
+    out->user_id = malloc(ul + 1);
+    if (!out->user_id)
+        return false;
+    memcpy(out->user_id, p + al, ul);
+    out->user_id[ul] = '\0';
+    out->created_at = f[0];
+    out->last_seen = f[1];
+    out->expiry = f[2];
+    out->absolute_expiry = f[3];
+    out->idle_ttl = f[4];
+    out->auth_time = f[5];
+    return true;
+}
+
+/* ---- lookups and fills ------------------------------------------------- */
+
+int sd_cache_get(sd_cache *c, const unsigned char hash[SD_HASH_LEN], sd_session *out,
+                 int64_t *fill_epoch)
+{
+    int64_t want = fresh_epoch(c);
+    *fill_epoch = want;
+    if (want < 0 || breaker_open(c)) {
+        atomic_fetch_add(&c->misses, 1);
+        *fill_epoch = -1;
+        return SD_ENOTFOUND;
+    }
+    char key[sizeof KEY_T + 2 * SD_HASH_LEN];
+    memcpy(key, KEY_T, sizeof KEY_T - 1);
+    hex(hash, SD_HASH_LEN, key + sizeof KEY_T - 1);
+    const char *argv[] = {"GET", key};
+    size_t lens[] = {3, sizeof key - 1};
+    redisReply *r = call(c, 2, argv, lens);
+    if (!r) {
+        atomic_fetch_add(&c->misses, 1);
+        *fill_epoch = -1; /* Redis is failing: do not add to its trouble */
+        return SD_ENOTFOUND;
+    }
+    int rc = SD_ENOTFOUND;
+    if (r->type == REDIS_REPLY_STRING) {
+        int64_t e = -1;
+        sd_session s;
+        if (decode(r->str, r->len, &e, &s)) {
+            /* The epoch must still be fresh now that the entry is read:
+             * the decision is taken now, not when the lookup began. */
+            if (e == want && e == fresh_epoch(c) && sd_hash_equal(s.token_hash, hash) &&
+                s.expiry > sd_now_ms()) {
+                *out = s;
+                rc = 0;
+            } else {
+                sd_session_clear(&s);
+            }
+        }
+    }
+    freeReplyObject(r);
+    atomic_fetch_add(rc == 0 ? &c->hits : &c->misses, 1);
+    return rc;
+}
+
+void sd_cache_fill(sd_cache *c, const sd_session *s, int64_t fill_epoch)
+{
+    if (fill_epoch < 0 || s->expiry <= sd_now_ms())
+        return;
+    size_t len;
+    char *v = encode(s, fill_epoch, &len);
+    if (!v)
+        return;
+    char skey[sizeof KEY_S + SD_ID_LEN], tkey[sizeof KEY_T + 2 * SD_HASH_LEN];
+    snprintf(skey, sizeof skey, KEY_S "%s", s->id);
+    memcpy(tkey, KEY_T, sizeof KEY_T - 1);
+    hex(s->token_hash, SD_HASH_LEN, tkey + sizeof KEY_T - 1);
+    char ver[24], exp[24], abs_[24], index[40 + 2 * SD_HASH_LEN];
+    snprintf(ver, sizeof ver, "%lld", (long long)s->version);
+    snprintf(exp, sizeof exp, "%lld", (long long)s->expiry);
+    snprintf(abs_, sizeof abs_, "%lld", (long long)s->absolute_expiry);
+    snprintf(index, sizeof index, "e|%lld|%s", (long long)s->version, tkey + sizeof KEY_T - 1);
+    const char *keys[] = {skey, tkey};
+    const char *args[] = {v, ver, exp, abs_, index};
+    eval(c, fill_lua, 2, keys, 5, args, NULL);
+    free(v);
+}
+
+/* ---- write-through ----------------------------------------------------- */
+
+/* One invalidation: a tombstone (ended) or a marker with version over the
+ * session's key. */
+typedef struct inv {
+    const char *id;
+    bool ended;
+    int64_t version;
+} inv;
+
+/* What a completed write needs: up to max invalidations into v (*n), *fence
+ * when it must be fenced whatever Redis says, *optional when a failed
+ * invalidation need not be fenced (nothing was acknowledged, or only an
+ * earlier expiry can be stale). Returns the number of invalidations wanted
+ * (may exceed max: the caller asks again with room). */
+static size_t plan(const struct sd_write *w, inv *v, size_t max, bool *fence, bool *optional)
+{
+    size_t n = 0;
+    *fence = false;
+    *optional = false;
+#define ADD(i, e, ver)                                                                             \
+    do {                                                                                           \
+        if (n < max)                                                                               \
+            v[n] = (inv){(i), (e), (ver)};                                                         \
+        n++;                                                                                       \
+    } while (0)
+    switch (w->kind) {
+    case SD_W_END:
+        /* Also after an unknown outcome (best effort: that 503 promises
+         * nothing; its retry answers 404 and is fenced if need be). */
+        ADD(w->id, true, 0);
+        *optional = w->rc != 0 && w->rc != SD_ENOTFOUND;
+        break;
+    case SD_W_BULK_END:
+        if (w->rc != 0)
+            break;
+        for (size_t i = 0; i < w->n_ids; i++)
+            ADD(w->ids[i], true, 0);
+        *fence = w->n_users > 0; /* the ids of users' sessions are not known here */
+        break;
+    case SD_W_END_USER:
+        *fence = w->rc == 0;
+        break;
+    case SD_W_ROTATE:
+        if (w->rc == SD_EREUSED)
+            ADD(w->id, true, 0);
+        else if (w->rc == 0)
+            ADD(w->id, false, w->session.version);
+        break;
+    case SD_W_UPDATE:
+        if (w->rc == 0)
+            ADD(w->id, false, w->session.version);
+        break;
+    case SD_W_TOUCH:
+        if (w->rc == 0 && w->affected > 0)
+            ADD(w->id, false, w->touch_version);
+        *optional = true;
+        break;
+    case SD_W_CREATE:
+    case SD_W_SWEEP: /* expired: every hit checks expiry */
+    case SD_W_PURGE:
+    case SD_W_REENCRYPT:
+        break;
+    }
+#undef ADD
+    return n;
+}
+
+/* Runs n invalidations in one pipelined round trip; ok[i] says which Redis
+ * ran. */
+static void invalidate_all(sd_cache *c, const inv *v, size_t n, bool *ok)
+{
+    for (size_t i = 0; i < n; i++)
+        ok[i] = false;
+    conn *k = n ? ready_conn(c) : NULL;
+    if (!k)
+        return;
+    char ttl[24];
+    snprintf(ttl, sizeof ttl, "%lld", (long long)c->tombstone_ms);
+    for (size_t i = 0; i < n; i++) {
+        char key[sizeof KEY_S + 64], marker[32];
+        snprintf(key, sizeof key, KEY_S "%.63s", v[i].id);
+        if (v[i].ended)
+            snprintf(marker, sizeof marker, "x");
+        else
+            snprintf(marker, sizeof marker, "m|%lld", (long long)v[i].version);
+        const char *argv[] = {"EVAL", invalidate_lua, "1", key, marker, ttl};
+        size_t lens[6];
+        for (int j = 0; j < 6; j++)
+            lens[j] = strlen(argv[j]);
+        if (redisAppendCommandArgv(k->rc, 6, argv, lens) != REDIS_OK) {
+            note_failure(c, "EVAL", "out of memory");
+            drop(k);
+            return;
+        }
+    }
+    bool any = false;
+    for (size_t i = 0; i < n; i++) {
+        void *r = NULL;
+        if (redisGetReply(k->rc, &r) != REDIS_OK) {
+            note_failure(c, "EVAL", k->rc->errstr);
+            drop(k);
+            return;
+        }
+        redisReply *rr = r;
+        if (rr->type == REDIS_REPLY_ERROR)
+            note_failure(c, "EVAL", rr->str);
+        else
+            ok[i] = any = true;
+        freeReplyObject(rr);
+    }
+    if (any)
+        note_success(c);
+}
+
+/* Bumps the epoch for writes that need a fence and waits until no replica
+ * trusts the old one. 0 or the bump's error. */
+static int fence(sd_cache *c)
+{
+    int64_t t0 = sd_mono_ns(), e = 0;
+    int rc = c->epoch_fn(c->epoch_ctx, true, &e);
+    if (rc) {
+        sd_error("cache: cannot bump the cache epoch in the store (%s): the writes it fences "
+                 "answer 503",
+                 sd_strerror(rc));
+        return rc;
+    }
+    set_epoch(c, e, t0);
+    atomic_fetch_add(&c->fences, 1);
+    struct timespec ts = {0, FENCE_WAIT_MS * 1000000L};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+    return 0;
+}
+
+/* Write-through for a list of completed writes, then their completions.
+ * Without may_fence (at shutdown) a write that needs a fence answers 503. */
+static void through(sd_cache *c, struct sd_write *list, bool may_fence)
+{
+    size_t total = 0, nw = 0;
+    bool f, o;
+    for (struct sd_write *w = list; w; w = w->next, nw++)
+        total += plan(w, NULL, 0, &f, &o);
+    inv *v = calloc(total ? total : 1, sizeof *v);
+    bool *ok = calloc(total ? total : 1, sizeof *ok);
+    bool *fenced = calloc(nw, sizeof *fenced);
+    size_t at = 0;
+    if (v && ok) {
+        for (struct sd_write *w = list; w; w = w->next)
+            at += plan(w, v + at, total - at, &f, &o);
+        invalidate_all(c, v, total, ok);
+    }
+    /* A write waits for a fence when it always needs one, or when an
+     * invalidation it needs failed. */
+    bool need_fence = false;
+    at = 0;
+    size_t k = 0;
+    for (struct sd_write *w = list; w; w = w->next, k++) {
+        size_t n = plan(w, NULL, 0, &f, &o);
+        bool failed = !v || !ok;
+        for (size_t i = 0; !failed && i < n; i++)
+            failed = !ok[at + i];
+        at += n;
+        bool must = f || (failed && !o);
+        if (fenced)
+            fenced[k] = must;
+        need_fence |= must;
+    }
+    int rc = !need_fence ? 0 : may_fence && fenced ? fence(c) : SD_EUNAVAILABLE;
+    k = 0;
+    while (list) {
+        struct sd_write *next = list->next;
+        list->next = NULL;
+        if (rc && (!fenced || fenced[k]))
+            list->rc = SD_EUNAVAILABLE;
+        list->done(list);
+        list = next;
+        k++;
+    }
+    free(v);
+    free(ok);
+    free(fenced);
+}
+
+void sd_cache_after_write(sd_cache *c, struct sd_write *w)
+{
+    bool f, o;
+    if (plan(w, NULL, 0, &f, &o) == 0 && !f) {
+        w->done(w);
+        return;
+    }
+    w->next = NULL;
+    pthread_mutex_lock(&c->mu);
+    if (c->closed) { /* the thread is gone: on this thread, and no fence any more */
+        pthread_mutex_unlock(&c->mu);
+        through(c, w, false);
+        return;
+    }
+    if (c->queue_tail)
+        c->queue_tail->next = w;
+    else
+        c->queue_head = w;
+    c->queue_tail = w;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* ---- open and close ---------------------------------------------------- */
+
+/* redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] */
+static int parse_url(sd_cache *c, const char *url, char *err, size_t errlen)
+{
+    if (strncmp(url, "redis://", 8) != 0) {
+        snprintf(err, errlen, "--cache: expected redis://[:PASSWORD@]HOST[:PORT][/DB]");
+        return SD_EINVALID;
+    }
+    const char *p = url + 8, *at = strrchr(p, '@');
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        const char *pw = colon ? colon + 1 : p;
+        size_t n = (size_t)(at - pw);
+        if (n >= sizeof c->password) {
+            snprintf(err, errlen, "--cache: the password is too long");
+            return SD_EINVALID;
+        }
+        memcpy(c->password, pw, n);
+        c->password[n] = '\0';
+        p = at + 1;
+    }
+    const char *hend;
+    if (*p == '[') {
+        hend = strchr(p, ']');
+        if (!hend) {
+            snprintf(err, errlen, "--cache: unterminated [IPv6 address]");
+            return SD_EINVALID;
+        }
+        snprintf(c->host, sizeof c->host, "%.*s", (int)(hend - p - 1), p + 1);
+        hend++;
+    } else {
+        hend = p + strcspn(p, ":/");
+        snprintf(c->host, sizeof c->host, "%.*s", (int)(hend - p), p);
+    }
+    c->port = 6379;
+    if (*hend == ':') {
+        char *e;
+        long v = strtol(hend + 1, &e, 10);
+        if (e == hend + 1 || v < 1 || v > 65535 || (*e && *e != '/')) {
+            snprintf(err, errlen, "--cache: bad port");
+            return SD_EINVALID;
+        }
+        c->port = (int)v;
+        hend = e;
+    }
+    if (*hend == '/' && hend[1]) {
+        char *e;
+        long v = strtol(hend + 1, &e, 10);
+        if (e == hend + 1 || *e || v < 0 || v > 1000000) {
+            snprintf(err, errlen, "--cache: bad database number");
+            return SD_EINVALID;
+        }
+        c->db = (int)v;
+    } else if (*hend && strcmp(hend, "/") != 0) {
+        snprintf(err, errlen, "--cache: unexpected text after the host");
+        return SD_EINVALID;
+    }
+    if (!c->host[0]) {
+        snprintf(err, errlen, "--cache: no host");
+        return SD_EINVALID;
+    }
+    return 0;
+}
+
+static void free_cache(sd_cache *c)
+{
+    for (conn *k = c->conns, *next; k; k = next) {
+        next = k->next;
+        redisFree(k->rc);
+        free(k);
+    }
+    explicit_bzero(c->password, sizeof c->password);
+    pthread_mutex_destroy(&c->conns_mu);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    free(c);
+}
+
+int sd_cache_open(const sd_cache_options *opt, sd_cache **out, char *err, size_t errlen)
+{
+    sd_cache *c = calloc(1, sizeof *c);
+    if (!c)
+        return SD_ENOMEM;
+    pthread_mutex_init(&c->conns_mu, NULL);
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    int rc = parse_url(c, opt->url, err, errlen);
+    if (rc) {
+        free_cache(c);
+        return rc;
+    }
+    if (opt->password && opt->password[0])
+        snprintf(c->password, sizeof c->password, "%s", opt->password);
+    snprintf(c->where, sizeof c->where, "%s:%d/%d", c->host, c->port, c->db);
+    int ms = opt->timeout_ms > 0 ? opt->timeout_ms : 50;
+    c->tv.tv_sec = ms / 1000;
+    c->tv.tv_usec = (ms % 1000) * 1000;
+    c->tombstone_ms = opt->tombstone_ms > 0 ? opt->tombstone_ms : 86400000;
+    c->epoch_fn = opt->epoch;
+    c->epoch_ctx = opt->epoch_ctx;
+    c->generation = atomic_fetch_add(&generations, 1) + 1;
+    int64_t t0 = sd_mono_ns(), e = 0;
+    if ((rc = c->epoch_fn(c->epoch_ctx, false, &e))) {
+        snprintf(err, errlen, "cannot read the cache epoch from the store: %s", sd_strerror(rc));
+        free_cache(c);
+        return rc;
+    }
+    set_epoch(c, e, t0);
+    const char *argv[] = {"PING"};
+    size_t lens[] = {4};
+    redisReply *r = call(c, 1, argv, lens);
+    if (r)
+        sd_info("cache: redis (%s), epoch %lld", c->where, (long long)e);
+    else
+        sd_warn("cache: redis (%s) not reachable at start: serving from the store until it is",
+                c->where);
+    freeReplyObject(r);
+    if (pthread_create(&c->keeper, NULL, keeper_main, c)) {
+        snprintf(err, errlen, "cannot start the cache threads");
+        free_cache(c);
+        return SD_ENOMEM;
+    }
+    if (pthread_create(&c->througher, NULL, through_main, c)) {
+        pthread_mutex_lock(&c->mu);
+        c->stopping = true;
+        pthread_cond_broadcast(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+        pthread_join(c->keeper, NULL);
+        snprintf(err, errlen, "cannot start the cache threads");
+        free_cache(c);
+        return SD_ENOMEM;
+    }
+    c->started = true;
+    *out = c;
+    return 0;
+}
+
+void sd_cache_shutdown(sd_cache *c)
+{
+    if (!c || !c->started)
+        return;
+    pthread_mutex_lock(&c->mu);
+    c->stopping = true;
+    pthread_cond_broadcast(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->keeper, NULL);
+    pthread_join(c->througher, NULL); /* it finishes what is queued first */
+    pthread_mutex_lock(&c->mu);
+    c->closed = true;
+    pthread_mutex_unlock(&c->mu);
+    c->started = false;
+}
+
+void sd_cache_close(sd_cache *c)
+{
+    if (!c)
+        return;
+    sd_cache_shutdown(c);
+    free_cache(c);
+}
+
+void sd_cache_get_stats(sd_cache *c, sd_cache_stats *out)
+{
+    out->degraded = atomic_load(&c->degraded);
+    out->hits = atomic_load(&c->hits);
+    out->misses = atomic_load(&c->misses);
+    out->errors = atomic_load(&c->errors);
+    out->fences = atomic_load(&c->fences);
+}

@@ -1,0 +1,342 @@
+"""The Redis cache tier (--cache redis://...) on a private PostgreSQL 15
+(pgserver.py) and a private Redis 7 (redisserver.py), both started by this
+module on loopback ports in temporary directories and stopped by PID.
+
+What is proved: validation is served from the cache (hits counted); a DELETE
+is honoured at once by every replica; a revoked session never validates
+again, on this replica or another sharing PostgreSQL and Redis, even when
+Redis was paused or killed during the DELETE and comes back holding the
+stale entry (the stale entries are written back on purpose); while Redis is
+down sessiond serves from PostgreSQL, stays ready and reports
+sessiond_cache_degraded 1, then 0 once Redis is back; killing and restarting
+Redis under a validation load fails no request and brings nothing revoked
+back. The design is in docs/architecture.md, "The Redis cache".
+"""
+import re
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+
+import pgserver
+import redisserver
+from conftest import new_user, parse_time, record_token, wait_for
+
+pytestmark = pytest.mark.no_prism("the test reads sessiond's own metrics and timing of replicas")
+
+
+@pytest.fixture(scope="module")
+def pgs():
+    try:
+        p = pgserver.PgServer()
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    yield p
+    p.close()
+
+
+@pytest.fixture(scope="module")
+def rds():
+    try:
+        r = redisserver.RedisServer()
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def db(pgs, rds):
+    """A fresh database per test; Redis running and empty."""
+    if rds.proc is None:
+        rds.start()
+    rds.cmd("FLUSHALL")
+    name = "cache_" + uuid.uuid4().hex[:10]
+    pgs.psql(f"CREATE DATABASE {name}")
+    return pgs.url(name)
+
+
+def replica(make_server, db, rds, *args):
+    return make_server("--store", db, "--cache", rds.url(), *args)
+
+
+def metric(srv, name, labels=""):
+    text = srv.api.get("/metrics", expect=200).text
+    m = re.search(r"^" + re.escape(name + labels) + r" (\S+)$", text, re.M)
+    assert m, f"{name}{labels} not in /metrics"
+    return float(m.group(1))
+
+
+def is_valid(api, token):
+    return api.validate(token, touch=False)["isValid"]
+
+
+def hits(srv):
+    return metric(srv, "sessiond_cache_requests_total", '{result="hit"}')
+
+
+def warm(srv, rds, session, version=1):
+    """Validates through srv until the session is in the cache and srv has
+    hit it. (A replica counts no hit and fills nothing while its epoch is
+    not fresh, e.g. when its keeper thread waits for a CPU: no timing is
+    assumed, only that it catches up.)"""
+    before = hits(srv)
+
+    def cached():
+        assert is_valid(srv.api, session["token"])
+        index = rds.cmd("GET", f"sessiond:s:{session['sessionId']}") or b""
+        return index.startswith(b"e|%d|" % version) and hits(srv) > before
+    wait_for(cached, timeout=30, interval=0.02, what="the session served from the cache")
+
+
+def stale_copy(rds, session):
+    """The session's cache entries as they are now (to put back later)."""
+    sid = session["sessionId"]
+    index = rds.cmd("GET", f"sessiond:s:{sid}")
+    assert index and index.startswith(b"e|"), f"no cache index for the session ({index!r})"
+    tkey = "sessiond:t:" + index.decode().split("|")[2]
+    entry = rds.cmd("GET", tkey)
+    assert entry and sid.encode() in entry, "no cache entry for the session"
+    return [(f"sessiond:s:{sid}", index), (tkey, entry)]
+
+
+def put_back(rds, stale):
+    for k, v in stale:
+        rds.cmd("SET", k, v)
+
+
+def test_validation_is_served_from_the_cache_and_delete_is_immediate(make_server, db, rds):
+    a = replica(make_server, db, rds)
+    b = replica(make_server, db, rds)
+    s = a.api.create(new_user("cache"))
+    warm(a, rds, s)          # a miss fills the cache, then hits
+    warm(b, rds, s)          # the other replica hits the same entry
+    assert metric(a, "sessiond_cache_degraded") == 0
+    (_, index), (tkey, entry) = stale_copy(rds, s)
+    assert s["token"].encode() not in entry + index, "the cache holds the token's hash, never the token"
+    ttl = rds.cmd("PTTL", tkey)
+    assert 0 < ttl <= 3600 * 1000, f"the entry expires with the session (PTTL {ttl})"
+
+    a.api.delete(f"/sessions/{s['sessionId']}", expect=204)
+    assert rds.cmd("GET", f"sessiond:s:{s['sessionId']}") == b"x", "a tombstone replaces the index"
+    assert rds.cmd("GET", tkey) is None, "the entry is gone"
+    assert not is_valid(a.api, s["token"]) and not is_valid(b.api, s["token"])
+    assert metric(a, "sessiond_cache_fences_total") == 0, "Redis was up: no fence needed"
+
+
+def test_validity_never_rests_on_the_cache_ttl(make_server, db, rds):
+    """Security checklist item 9: an entry Redis still holds past the
+    session's expiry (its TTL removed here) does not make it valid: the
+    expiry fields are checked with the server clock."""
+    a = replica(make_server, db, rds, "--sweep-interval", "1h")
+    s = a.api.create(new_user("cache"), ttlSeconds=1)
+    warm(a, rds, s)
+    for key, _ in stale_copy(rds, s):
+        assert rds.cmd("PERSIST", key) == 1
+    deadline = parse_time(s["expiry"]).timestamp()
+    while time.time() <= deadline + 0.05:
+        time.sleep(0.05)
+    assert not is_valid(a.api, s["token"])
+    assert rds.cmd("EXISTS", stale_copy(rds, s)[1][0]) == 1, "the entry is still in Redis"
+
+
+def test_update_and_rotation_go_through_to_the_cache(make_server, db, rds):
+    a = replica(make_server, db, rds)
+    b = replica(make_server, db, rds)
+    s = a.api.create(new_user("cache"))
+    warm(b, rds, s)
+    a.api.put(f"/sessions/{s['sessionId']}", json={"data": {"k": 1}}, expect=200)
+    assert rds.cmd("GET", f"sessiond:s:{s['sessionId']}") == b"m|2", \
+        "an update leaves a marker with its version: an older read cannot be put back"
+    warm(b, rds, s, version=2)  # refilled at version 2
+    r = a.api.post(f"/sessions/{s['sessionId']}/refresh", headers={"Authorization": f"Bearer {s['token']}"},
+                   expect=(200, 201))
+    new = r.json()["token"]
+    record_token(new)
+    assert is_valid(b.api, new)
+    assert not is_valid(b.api, s["token"]), "the rotated-out token's cached entry is gone"
+
+
+def test_revoking_a_users_sessions_is_fenced_through_the_epoch(make_server, db, rds):
+    a = replica(make_server, db, rds)
+    b = replica(make_server, db, rds)
+    user = new_user("cache")
+    s1, s2 = a.api.create(user), a.api.create(user)
+    for s in (s1, s2):
+        warm(b, rds, s)
+    stale = stale_copy(rds, s1) + stale_copy(rds, s2)
+    a.api.delete(f"/users/{user}/sessions", expect=(200, 204))
+    assert metric(a, "sessiond_cache_fences_total") >= 1
+    put_back(rds, stale)  # even with the entries still there
+    for srv in (a, b):
+        assert not is_valid(srv.api, s1["token"]) and not is_valid(srv.api, s2["token"])
+
+
+def test_bulk_revocation_by_id_leaves_tombstones(make_server, db, rds):
+    a = replica(make_server, db, rds)
+    b = replica(make_server, db, rds)
+    s1, s2 = a.api.create(new_user("cache")), a.api.create(new_user("cache"))
+    for s in (s1, s2):
+        warm(b, rds, s)
+    r = a.api.post("/sessions/bulk-delete", json={"sessionIds": [s1["sessionId"], s2["sessionId"]]}, expect=200)
+    assert r.json()["deleted"] == 2
+    for s in (s1, s2):
+        assert rds.cmd("GET", f"sessiond:s:{s['sessionId']}") == b"x"
+        assert not is_valid(a.api, s["token"]) and not is_valid(b.api, s["token"])
+    assert metric(a, "sessiond_cache_fences_total") == 0
+
+
+@pytest.mark.parametrize("outage", ["paused", "killed"])
+def test_delete_during_a_redis_outage_never_validates_again(make_server, db, rds, outage):
+    a = replica(make_server, db, rds)
+    b = replica(make_server, db, rds)
+    user = new_user("cache")
+    gone, kept = a.api.create(user), a.api.create(user)
+    for srv in (a, b):
+        for s in (gone, kept):
+            warm(srv, rds, s)
+    stale = stale_copy(rds, gone)
+
+    if outage == "paused":
+        rds.pause()   # slower than any timeout: every call times out
+    else:
+        rds.kill()
+    try:
+        a.api.delete(f"/sessions/{gone['sessionId']}", expect=204)
+        assert not is_valid(a.api, gone["token"]) and not is_valid(b.api, gone["token"])
+        assert is_valid(a.api, kept["token"]) and is_valid(b.api, kept["token"])
+        a.api.get("/readyz", expect=200)
+    finally:
+        if outage == "paused":
+            rds.resume()
+        else:
+            rds.start()
+    # Redis is back and holds the revoked session's entry, as it was before
+    # the DELETE (a paused Redis may also run the late tombstone: put the
+    # stale entry back over it either way).
+    put_back(rds, stale)
+    assert metric(a, "sessiond_cache_fences_total") >= 1
+    for _ in range(10):
+        for srv in (a, b):
+            assert not is_valid(srv.api, gone["token"]), f"revoked session validated on {srv.port}"
+            assert is_valid(srv.api, kept["token"])
+    # The cache serves again (new entries under the new epoch).
+    wait_for(lambda: metric(b, "sessiond_cache_degraded") == 0 and metric(a, "sessiond_cache_degraded") == 0,
+             timeout=20, what="cache no longer degraded")
+    warm(b, rds, kept)
+    assert "requirepass" not in a.log_text()
+
+
+def test_redis_down_degrades_to_postgres_and_recovers(make_server, db, rds):
+    a = replica(make_server, db, rds)
+    s = a.api.create(new_user("cache"))
+    warm(a, rds, s)
+    rds.kill()
+    try:
+        def degraded():
+            assert is_valid(a.api, s["token"]), "validation keeps working from PostgreSQL"
+            return metric(a, "sessiond_cache_degraded") == 1
+        wait_for(degraded, timeout=20, what="sessiond_cache_degraded 1")
+        a.api.get("/readyz", expect=200)
+        assert metric(a, "sessiond_ready") == 1
+        assert metric(a, "sessiond_cache_errors_total") >= 1
+        created = a.api.create(new_user("cache"))   # writes do not need Redis
+        assert is_valid(a.api, created["token"])
+        assert "degraded" in a.log_text()
+    finally:
+        rds.start()
+    wait_for(lambda: metric(a, "sessiond_cache_degraded") == 0, timeout=20,
+             what="sessiond_cache_degraded back to 0 once Redis is back")
+    assert "is back" in a.log_text()
+
+
+def test_redis_killed_and_restarted_under_load(make_server, db, rds):
+    a = replica(make_server, db, rds)
+    b = replica(make_server, db, rds)
+    user = new_user("load")
+    sessions = [a.api.create(user) for _ in range(12)]
+    revoked = sessions[:4]
+    live = sessions[4:]
+    failures, revoked_done = [], set()
+    stop = threading.Event()
+    counts = [0]
+
+    def load(srv):
+        while not stop.is_set():
+            for s in sessions:
+                was_revoked = s["sessionId"] in revoked_done   # DELETE returned before this request
+                r = srv.api.request("POST", "/sessions/validate",
+                                    headers={"Authorization": f"Bearer {s['token']}"}, params={"touch": "false"})
+                counts[0] += 1
+                if r.status_code != 200:
+                    failures.append(f"{srv.port}: {r.status_code} {r.text[:200]}")
+                elif was_revoked and r.json()["isValid"]:
+                    failures.append(f"{srv.port}: revoked {s['sessionId']} validated")
+                elif s in live and not r.json()["isValid"]:
+                    failures.append(f"{srv.port}: live {s['sessionId']} invalid")
+
+    threads = [threading.Thread(target=load, args=(srv,)) for srv in (a, b, a, b)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1)
+        rds.kill()
+        a.api.delete(f"/sessions/{revoked[0]['sessionId']}", expect=204)
+        revoked_done.add(revoked[0]["sessionId"])
+        time.sleep(1)
+        rds.start()
+        a.api.delete(f"/sessions/{revoked[1]['sessionId']}", expect=204)
+        revoked_done.add(revoked[1]["sessionId"])
+        time.sleep(1)
+        rds.kill()
+        b.api.delete(f"/sessions/{revoked[2]['sessionId']}", expect=204)
+        revoked_done.add(revoked[2]["sessionId"])
+        rds.start()
+        b.api.delete(f"/sessions/{revoked[3]['sessionId']}", expect=204)
+        revoked_done.add(revoked[3]["sessionId"])
+        time.sleep(1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert counts[0] > 0
+    assert not failures, f"{len(failures)} failed requests under the Redis restarts, e.g. {failures[:5]}"
+    for srv in (a, b):
+        for s in revoked:
+            assert not is_valid(srv.api, s["token"])
+        for s in live:
+            assert is_valid(srv.api, s["token"])
+
+
+def test_cache_options_and_secrets(make_server, db, rds):
+    # --cache needs a shared store.
+    srv = make_server("--cache", rds.url(), start=False)
+    cmd = srv.command()
+    if "--store" in cmd:  # SESSIOND_TEST_STORE=postgres adds one
+        i = cmd.index("--store")
+        del cmd[i:i + 2]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    assert r.returncode != 0 and "--cache needs a shared store" in r.stderr
+
+    # A password-protected Redis: the password in the URL authenticates and
+    # is never logged; a wrong one leaves sessiond serving, degraded.
+    secret = "s3cret-" + uuid.uuid4().hex[:8]
+    locked = redisserver.RedisServer(password=secret)
+    try:
+        url = f"redis://:{secret}@127.0.0.1:{locked.port}/2"
+        a = make_server("--store", db, "--cache", url)
+        s = a.api.create(new_user("cache"))
+        wait_for(lambda: is_valid(a.api, s["token"]) and hits(a) >= 1, timeout=30, interval=0.02,
+                 what="hits on a password-protected Redis")
+        assert b"db2:keys=" in locked.cmd("INFO", "keyspace"), "the URL's database number is used"
+        w = make_server("--store", db, "--cache", f"redis://127.0.0.1:{locked.port}",
+                        "--cache-password", "wrong-" + secret)
+        wait_for(lambda: is_valid(w.api, s["token"]) and metric(w, "sessiond_cache_degraded") == 1,
+                 timeout=20, what="degraded with a wrong password")
+        for srv in (a, w):
+            srv.stop()
+            assert secret not in srv.log_text(), "the Redis password is never logged"
+    finally:
+        locked.close()
