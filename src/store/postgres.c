@@ -245,8 +245,8 @@ static const char *const rsql[R_NSTMT] = {
                   "ORDER BY seq LIMIT $3",
     [R_EPOCH] = "SELECT epoch FROM sessiond_cache_epoch WHERE id = 1",
     /* Autocommit on the reader: durable when it returns. */
-    [R_EPOCH_BUMP] = "UPDATE sessiond_cache_epoch SET epoch = epoch + 1 WHERE id = 1 "
-                     "RETURNING epoch",
+    [R_EPOCH_BUMP] = ("UPDATE sessiond_cache_epoch SET epoch = epoch + 1 WHERE id = 1 "
+                      "RETURNING epoch"), /* parenthesised: clang's -Wstring-concatenation */
 };
 
 /* ---- the store --------------------------------------------------------- */
