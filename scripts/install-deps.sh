@@ -12,6 +12,8 @@ test_pkgs="$test_pkgs clang" # libFuzzer harnesses (make fuzz, fuzz-smoke in mak
 test_pkgs="$test_pkgs postgresql-15 postgresql-client-15" # make e2e-postgres (tests/e2e/pgserver.py)
 # The TLS tests make certificates and run s_client with the openssl CLI.
 test_pkgs="$test_pkgs openssl"
+# Replicas behind a load balancer (tests/e2e/test_replicas.py, make scale-demo).
+test_pkgs="$test_pkgs haproxy"
 
 bench_pkgs="wrk nginx-light redis-server redis-tools"
 
