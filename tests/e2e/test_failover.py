@@ -33,14 +33,16 @@ def pair():
         for p in made:
             p.close()
         pytest.skip(str(e))
-    primary.psql("ALTER SYSTEM SET synchronous_standby_names = '*'")
-    primary.psql("SELECT pg_reload_conf()")
-    wait_for(lambda: primary.psql("SELECT sync_state FROM pg_stat_replication").split() == ["sync"],
-             timeout=30, what="the standby to stream synchronously")
-    assert standby.psql("SELECT pg_is_in_recovery()").strip() == "t"
-    yield primary, standby
-    for p in made:
-        p.close()
+    try:
+        primary.psql("ALTER SYSTEM SET synchronous_standby_names = '*'")
+        primary.psql("SELECT pg_reload_conf()")
+        wait_for(lambda: primary.psql("SELECT sync_state FROM pg_stat_replication").split() == ["sync"],
+                 timeout=30, what="the standby to stream synchronously")
+        assert standby.psql("SELECT pg_is_in_recovery()").strip() == "t"
+        yield primary, standby
+    finally:
+        for p in made:
+            p.close()
 
 
 def test_primary_crash_and_promotion_under_load_loses_no_acknowledged_write(pair, make_server):
