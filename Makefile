@@ -342,3 +342,11 @@ fuzz-smoke: fuzz-build
 test: fuzz-smoke
 
 -include $(FUZZ_OBJS:.o=.d)
+
+# Scale-out mode on one machine: a private PostgreSQL, two replicas and
+# haproxy on 127.0.0.1:$(SCALE_DEMO_PORT); Ctrl-C stops everything.
+SCALE_DEMO_PORT ?= 8080
+.PHONY: scale-demo
+scale-demo: build/sessiond
+	scripts/install-deps.sh scale
+	$(PYTHON) scripts/scale-demo.py --port $(SCALE_DEMO_PORT)

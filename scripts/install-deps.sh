@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs the Debian 12 packages sessiond needs to build, run and test.
 # Idempotent and non-interactive: it only calls apt-get when a package is missing.
-# Usage: scripts/install-deps.sh [build|test|bench]   (default: build)
+# Usage: scripts/install-deps.sh [build|test|scale|bench]   (default: build)
 set -eu
 
 build_pkgs="gcc make pkg-config libhttp-parser-dev libsqlite3-dev libjansson-dev libssl-dev libcurl4-openssl-dev xxd libpq-dev"
@@ -14,6 +14,11 @@ test_pkgs="$test_pkgs postgresql-15 postgresql-client-15" # make e2e-postgres (t
 test_pkgs="$test_pkgs redis-server" # tests/e2e/test_cache.py starts a private Redis
 # The TLS tests make certificates and run s_client with the openssl CLI.
 test_pkgs="$test_pkgs openssl"
+# Replicas behind a load balancer (tests/e2e/test_replicas.py, make scale-demo).
+test_pkgs="$test_pkgs haproxy"
+
+# make scale-demo: PostgreSQL and haproxy on loopback (scripts/scale-demo.py).
+scale_pkgs="python3 postgresql-15 postgresql-client-15 haproxy"
 
 bench_pkgs="wrk nginx-light redis-server redis-tools"
 
@@ -24,6 +29,9 @@ test)
 	# Node.js for the OpenAPI tooling (tools/api) and the console's browser tests
 	# (playwright-core): the machine's own if it has one.
 	command -v npm >/dev/null 2>&1 || want="$want nodejs npm"
+	;;
+scale)
+	want="$build_pkgs $scale_pkgs"
 	;;
 bench)
 	want="$build_pkgs $bench_pkgs"

@@ -43,7 +43,10 @@ def _as_postgres():
 
 
 class PgServer:
-    def __init__(self):
+    def __init__(self, standby_of=None):
+        """A new cluster (initdb), or with standby_of=<PgServer> a streaming
+        standby of that primary (pg_basebackup -R: standby.signal and
+        primary_conninfo written for us)."""
         if not (PG_BIN / "postgres").exists():
             raise RuntimeError(f"PostgreSQL 15 not found in {PG_BIN} (scripts/install-deps.sh test installs it)")
         self.root = Path(tempfile.mkdtemp(prefix="sessiond-pg-"))
@@ -63,9 +66,14 @@ class PgServer:
         kw = _as_postgres()
         # --no-sync only skips initdb's final flush of the template files; the
         # server itself runs with fsync on.
-        subprocess.run([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
-                        "-E", "UTF8", "--no-sync", "--locale=C"],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=str(self.root), **kw)
+        if standby_of is not None:
+            subprocess.run([str(PG_BIN / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(standby_of.port),
+                            "-U", "postgres", "-D", str(self.data), "-R", "-X", "stream", "-c", "fast"],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=str(self.root), **kw)
+        else:
+            subprocess.run([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
+                            "-E", "UTF8", "--no-sync", "--locale=C"],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=str(self.root), **kw)
         self.start()
 
     # -- process ---------------------------------------------------------
@@ -106,6 +114,36 @@ class PgServer:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         self.proc = None
+
+    def crash(self):
+        """A machine crash: SIGKILL for the postmaster and every backend
+        (a postmaster killed alone leaves its backends serving a while)."""
+        if self.proc is None:
+            return
+        pid = self.proc.pid
+        os.kill(pid, signal.SIGSTOP)  # forks nothing more
+        kids = []
+        for d in Path("/proc").iterdir():
+            try:
+                stat = (d / "stat").read_text()
+            except (OSError, ValueError):
+                continue
+            if stat.rsplit(")", 1)[-1].split()[1] == str(pid):  # field 4: ppid
+                kids.append(d.name)
+        for k in kids:
+            try:
+                os.kill(int(k), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        os.kill(pid, signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+
+    def promote(self):
+        """pg_ctl promote on a standby; returns once it accepts writes."""
+        subprocess.run([str(PG_BIN / "pg_ctl"), "promote", "-w", "-D", str(self.data)],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=str(self.root),
+                       **_as_postgres())
 
     def close(self):
         self.stop()

@@ -1,0 +1,127 @@
+"""A private haproxy in front of sessiond replicas (tests and make scale-demo).
+
+Round-robin over the given backends, health checks on GET /readyz (a replica
+whose store is down, or that is gone, leaves the rotation within a few
+checks), and a stats listener whose CSV export says which backends are UP.
+The server side of every request is a fresh connection (http-server-close),
+so a request is never sent on a connection to a replica that has died: only
+requests in flight on a replica at the moment it dies can fail (502), every
+later one is dispatched to a live replica (a refused connect is retried on
+another one). Runs in the foreground (-db) as a child, stopped by PID.
+"""
+
+import csv
+import io
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
+
+
+def _free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def config_text(port, stats_port, backends):
+    """haproxy.cfg for `backends` (a list of (name, host:port))."""
+    servers = "".join(f"    server {name} {addr} check\n" for name, addr in backends)
+    return f"""# Written by tests/e2e/lbserver.py: sessiond replicas behind one address.
+global
+    maxconn 2000
+
+defaults
+    mode http
+    option http-server-close
+    timeout connect 1s
+    timeout client 30s
+    timeout server 30s
+    # A refused connect (replica gone) is retried, the last try on another server.
+    retries 3
+    option redispatch
+
+frontend sessiond
+    bind 127.0.0.1:{port}
+    default_backend replicas
+
+backend replicas
+    balance roundrobin
+    option httpchk GET /readyz
+    http-check expect status 200
+    default-server inter 200ms fall 2 rise 1
+{servers}
+listen stats
+    bind 127.0.0.1:{stats_port}
+    stats enable
+    stats uri /stats
+"""
+
+
+class HaProxy:
+    def __init__(self, backends, workdir=None, port=None):
+        if not Path(HAPROXY).exists():
+            raise RuntimeError("haproxy not found (scripts/install-deps.sh test installs it)")
+        self.root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="sessiond-lb-"))
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = port or _free_port()
+        self.stats_port = _free_port()
+        self.cfg = self.root / "haproxy.cfg"
+        self.log = self.root / "haproxy.log"
+        self.cfg.write_text(config_text(self.port, self.stats_port, backends))
+        self.names = [n for n, _ in backends]
+        self.proc = None
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout=20):
+        subprocess.run([HAPROXY, "-c", "-q", "-f", str(self.cfg)], check=True)
+        logf = open(self.log, "ab")
+        self.proc = subprocess.Popen([HAPROXY, "-db", "-f", str(self.cfg)], stdin=subprocess.DEVNULL,
+                                     stdout=logf, stderr=logf, cwd=str(self.root))
+        logf.close()
+        self.wait_states({n: "UP" for n in self.names}, timeout)
+        return self
+
+    def states(self):
+        """{server name: status} from the stats CSV (UP, DOWN, 'UP 1/2', ...)."""
+        if self.proc is None or self.proc.poll() is not None:
+            raise RuntimeError(f"haproxy is not running:\n{self.log.read_text(errors='replace')[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.stats_port}/stats;csv", timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            return {}
+        rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
+        return {row["svname"]: row["status"] for row in rows if row["pxname"] == "replicas"}
+
+    def wait_states(self, want, timeout=20):
+        deadline = time.monotonic() + timeout
+        while True:
+            got = self.states()
+            if all(got.get(k) == v for k, v in want.items()):
+                return got
+            if time.monotonic() > deadline:
+                raise AssertionError(f"haproxy backends {got}, want {want} within {timeout}s")
+            time.sleep(0.1)
+
+    def stop(self):
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None

@@ -1,0 +1,207 @@
+"""The deployment files (Dockerfile, deploy/k8s/, deploy/systemd/) checked
+for what can be checked without a cluster or an image registry: the YAML
+parses and holds the fields that matter (probes on /healthz and /readyz,
+resources, selectors that match the pods, the HPA aimed at the Deployment,
+env names sessiond knows, secret references that resolve, the image's user),
+the Dockerfile's stages, non-root user, port and runtime libraries (the
+shared libraries the built binary needs map to packages the final stage
+installs). The systemd unit is verified by test_client_lib.py
+(systemd-analyze verify on the installed unit); here only its PostgreSQL
+readiness. Nothing is built or pulled.
+"""
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from conftest import REPO, SESSIOND_BIN
+
+K8S = REPO / "deploy" / "k8s"
+DOCKERFILE = REPO / "Dockerfile"
+
+
+def _docs():
+    out = {}
+    for p in sorted(K8S.glob("*.yaml")):
+        for d in yaml.safe_load_all(p.read_text()):
+            assert isinstance(d, dict) and d.get("apiVersion") and d.get("kind"), f"{p.name}: {d!r:.200}"
+            if d["kind"] != "Kustomization":
+                assert d["metadata"]["name"], p.name
+            out.setdefault(d["kind"], []).append(d)
+    return out
+
+
+@pytest.fixture(scope="module")
+def k8s():
+    return _docs()
+
+
+def _one(k8s, kind):
+    assert len(k8s.get(kind, [])) == 1, f"want exactly one {kind} in deploy/k8s"
+    return k8s[kind][0]
+
+
+def _matches(selector, labels):
+    return selector and all(labels.get(k) == v for k, v in selector.items())
+
+
+def _known_env():
+    out = subprocess.run([SESSIOND_BIN, "--help"], capture_output=True, text=True, timeout=30).stdout
+    return set(re.findall(r"env (SESSIOND_[A-Z_]+)", out))
+
+
+def _stages():
+    """[(base image, name, [instructions])] of the Dockerfile."""
+    stages = []
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        word, _, rest = line.partition(" ")
+        if word.upper() == "FROM":
+            m = re.match(r"(\S+)(?:\s+AS\s+(\S+))?", rest, re.I)
+            stages.append((m.group(1), m.group(2), []))
+        else:
+            assert stages, "instruction before FROM"
+            stages[-1][2].append((word.upper(), rest.strip()))
+    return stages
+
+
+def test_every_manifest_parses_and_kustomization_lists_them(k8s):
+    listed = set(_one(k8s, "Kustomization")["resources"])
+    files = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == files
+    for kind in ("Deployment", "Service", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Secret"):
+        _one(k8s, kind)
+
+
+def test_deployment_probes_resources_and_security(k8s):
+    dep = _one(k8s, "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    assert _matches(dep["spec"]["selector"]["matchLabels"], dep["spec"]["template"]["metadata"]["labels"])
+    (c,) = pod["containers"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"http": 8080}
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"]["port"] in ("http", 8080)
+    for part in ("requests", "limits"):
+        assert set(c["resources"][part]) >= {"cpu", "memory"}, part
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    assert c["securityContext"]["allowPrivilegeEscalation"] is False
+    # sessiond drains in --shutdown-timeout (10 s); the pod must give it that.
+    assert pod["terminationGracePeriodSeconds"] > 10
+
+
+def test_deployment_env_is_sessiond_options_and_secrets_resolve(k8s):
+    if not Path(SESSIOND_BIN).exists():
+        pytest.skip(f"{SESSIOND_BIN} not built")
+    dep, secret = _one(k8s, "Deployment"), _one(k8s, "Secret")
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    keys = set(secret.get("stringData", {})) | set(secret.get("data", {}))
+    known = _known_env()
+    env = {e["name"]: e for e in c["env"]}
+    for name, e in env.items():
+        if name.startswith("SESSIOND_"):
+            assert name in known, f"{name} is not an option of sessiond --help"
+        ref = e.get("valueFrom", {}).get("secretKeyRef")
+        if ref:
+            assert ref["name"] == secret["metadata"]["name"] and ref["key"] in keys, e
+    assert env["SESSIOND_LISTEN"]["value"].endswith(":8080")
+    # Beyond loopback sessiond needs API keys; the key file comes from the Secret.
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    vols = {v["name"]: v for v in pod["volumes"]}
+    assert set(mounts) == set(vols)
+    keyfile = env["SESSIOND_API_KEYS"]["value"]
+    (vol,) = [n for n, path in mounts.items() if keyfile.startswith(path + "/")]
+    sec = vols[vol]["secret"]
+    assert sec["secretName"] == secret["metadata"]["name"]
+    assert any(i["key"] in keys and keyfile.endswith("/" + i["path"]) for i in sec["items"])
+    assert mounts["data"] == env["SESSIOND_DATA_DIR"]["value"]
+    # The password never sits in the connection string (sessiond logs host/port/db only).
+    netloc = urlsplit(secret["stringData"]["store-url"]).netloc
+    assert "@" in netloc and ":" not in netloc.rsplit("@", 1)[0], "user only, password via PGPASSWORD"
+
+
+def test_service_pdb_and_hpa_point_at_the_deployment(k8s):
+    dep = _one(k8s, "Deployment")
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    svc, pdb, hpa = _one(k8s, "Service"), _one(k8s, "PodDisruptionBudget"), _one(k8s, "HorizontalPodAutoscaler")
+    assert _matches(svc["spec"]["selector"], labels)
+    assert svc["spec"]["ports"][0]["targetPort"] in ("http", 8080)
+    assert _matches(pdb["spec"]["selector"]["matchLabels"], labels)
+    assert ("minAvailable" in pdb["spec"]) != ("maxUnavailable" in pdb["spec"])
+    ref = hpa["spec"]["scaleTargetRef"]
+    assert (ref["apiVersion"], ref["kind"], ref["name"]) == ("apps/v1", "Deployment", dep["metadata"]["name"])
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    assert 2 <= hpa["spec"]["minReplicas"] <= dep["spec"]["replicas"] <= hpa["spec"]["maxReplicas"]
+    # The PDB must leave room to evict: at least one pod may go at the smallest size.
+    max_unavailable = pdb["spec"].get("maxUnavailable", hpa["spec"]["minReplicas"] - pdb["spec"].get("minAvailable", 0))
+    assert max_unavailable >= 1
+    assert any(m["resource"]["name"] == "cpu" for m in hpa["spec"]["metrics"]), "CPU needs the resource requests"
+
+
+def test_dockerfile_stages_user_and_port(k8s):
+    stages = _stages()
+    assert len(stages) >= 2, "multi-stage"
+    for base, _, _ in stages:
+        assert base in ("debian:12-slim", "debian:bookworm-slim"), base
+    final = stages[-1][2]
+    users = [rest for word, rest in final if word == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    assert ("EXPOSE", "8080") in final
+    assert any(w == "VOLUME" and "/var/lib/sessiond" in r for w, r in final)
+    assert any(w == "COPY" and r.startswith("--from=") for w, r in final)
+    # The Deployment runs as the image's user.
+    uid = int(users[-1].split(":")[0])
+    assert _one(k8s, "Deployment")["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == uid
+
+
+def _final_packages():
+    pkgs = set()
+    for word, rest in _stages()[-1][2]:
+        if word == "RUN" and "apt-get install" in rest:
+            tail = rest.split("apt-get install", 1)[1].split("&&")[0]
+            pkgs |= {w for w in tail.split() if not w.startswith("-")}
+    return pkgs
+
+
+def test_final_stage_installs_exactly_runtime_libraries():
+    pkgs = _final_packages()
+    assert pkgs, "the final stage installs its runtime libraries"
+    assert not [p for p in pkgs if p.endswith("-dev") or p in ("gcc", "make", "pkg-config")], pkgs
+    if not Path(SESSIOND_BIN).exists() or not shutil.which("readelf") or not shutil.which("dpkg"):
+        pytest.skip("needs the built binary, readelf and dpkg")
+    dyn = subprocess.run(["readelf", "-d", SESSIOND_BIN], capture_output=True, text=True, check=True).stdout
+    needed = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dyn)
+    assert needed
+    for lib in needed:
+        if "asan" in lib or "ubsan" in lib:
+            continue  # the sanitizer build's runtime; the image holds the release build
+        owner = subprocess.run(["dpkg", "-S", f"*/{lib}"], capture_output=True, text=True).stdout
+        pkg = owner.split(":")[0].strip()
+        assert pkg, f"no package owns {lib}"
+        # glibc is in every Debian image (essential packages depend on it).
+        assert pkg in pkgs or pkg == "libc6", f"{lib} ({pkg}) is not installed by the final stage"
+
+
+def test_systemd_unit_waits_for_the_network_and_keeps_retrying():
+    """With --store postgres://... the database may be unreachable at boot:
+    sessiond then exits, and systemd must keep restarting it."""
+    unit = (REPO / "deploy" / "systemd" / "sessiond.service").read_text()
+    assert re.search(r"^After=.*\bnetwork-online\.target", unit, re.M)
+    assert re.search(r"^Wants=.*\bnetwork-online\.target", unit, re.M)
+    assert "StartLimitIntervalSec=0" in unit and "Restart=on-failure" in unit
+
+
+def test_deployment_doc_explains_every_file():
+    doc = (REPO / "docs" / "deployment.md").read_text()
+    for p in [DOCKERFILE, *K8S.glob("*.yaml"), REPO / "deploy" / "systemd" / "sessiond.service"]:
+        assert p.relative_to(REPO).as_posix() in doc, f"docs/deployment.md does not mention {p.name}"
