@@ -18,7 +18,7 @@ test_pkgs="$test_pkgs openssl"
 test_pkgs="$test_pkgs haproxy"
 
 # make scale-demo: PostgreSQL and haproxy on loopback (scripts/scale-demo.py).
-scale_pkgs="python3 postgresql-15 postgresql-client-15 haproxy"
+scale_pkgs="python3 postgresql-15 postgresql-client-15 haproxy redis-server"
 
 bench_pkgs="wrk nginx-light redis-server redis-tools"
 

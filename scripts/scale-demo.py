@@ -2,7 +2,8 @@
 """make scale-demo: sessiond's scale-out mode on one machine.
 
 Starts a private PostgreSQL 15 (temporary directory, loopback port, as the
-postgres user when run as root), two sessiond replicas sharing it (each with
+postgres user when run as root), a private Redis (the validation cache), two
+sessiond replicas sharing both (each with
 its own data directory for its replica id and audit log) and haproxy in
 front of them (round-robin, health checks on /readyz), all on 127.0.0.1.
 Prints the URL and waits; Ctrl-C (or SIGTERM) stops everything by PID and
@@ -27,6 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 import lbserver  # noqa: E402
 import pgserver  # noqa: E402
+import redisserver  # noqa: E402
 
 
 def free_port():
@@ -72,14 +74,14 @@ def main():
     for sig in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: it may arrive ignored (background job)
         signal.signal(sig, lambda *_: stopping.append(1))
     root = Path(tempfile.mkdtemp(prefix="sessiond-scale-demo-"))
-    pg, lb, replicas = None, None, []
+    pg, lb, cache, replicas = None, None, None, []
     try:
         pg = pgserver.PgServer()
         pg.psql("CREATE DATABASE sessiond")
         store = pg.url("sessiond")
         print(f"postgresql  {store}  (data in {pg.root})", flush=True)
-        # Redis cache tier (issue #4): start a private redis-server here and
-        # pass --cache redis://127.0.0.1:PORT to every replica below.
+        cache = redisserver.RedisServer()  # the validation cache all replicas share
+        print(f"redis       {cache.url()}  (no persistence: see docs/architecture.md)", flush=True)
         for i in range(args.replicas):
             port = free_port()
             data = root / f"replica{i}"
@@ -87,7 +89,8 @@ def main():
             log = root / f"replica{i}.log"
             with open(log, "wb") as f:
                 proc = subprocess.Popen([args.bin, "--listen", f"127.0.0.1:{port}", "--data-dir", str(data),
-                                         "--store", store], stdin=subprocess.DEVNULL, stdout=f, stderr=f)
+                                         "--store", store, "--cache", cache.url()],
+                                        stdin=subprocess.DEVNULL, stdout=f, stderr=f)
             replicas.append((proc, port, log))
             wait_healthy(f"http://127.0.0.1:{port}", proc, log)
             print(f"replica {i}   http://127.0.0.1:{port}  (pid {proc.pid}, log {log})", flush=True)
@@ -115,6 +118,8 @@ def main():
             lb.stop()
         for proc, _, _ in replicas:
             stop(proc)
+        if cache:
+            cache.close()
         if pg:
             pg.close()
         shutil.rmtree(root, ignore_errors=True)
