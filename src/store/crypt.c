@@ -144,7 +144,8 @@ char *sd_seal(const sd_keyring *k, const char *id, const char *plain, size_t n)
     size_t raw_len = NONCE_LEN + n + TAG_LEN;
     unsigned char *raw = malloc(raw_len);
     size_t idlen = strlen(cur->id);
-    char *out = malloc(sizeof PREFIX + idlen + 1 + 4 * ((raw_len + 2) / 3) + 1);
+    size_t cap = sizeof PREFIX + idlen + 1 + 4 * ((raw_len + 2) / 3) + 1;
+    char *out = malloc(cap);
     if (!raw || !out || n > INT32_MAX || RAND_bytes(raw, NONCE_LEN) != 1 ||
         gcm(true, cur->bytes, raw, id, (const unsigned char *)plain, (int)n, raw + NONCE_LEN,
             raw + NONCE_LEN + n)) {
@@ -152,7 +153,7 @@ char *sd_seal(const sd_keyring *k, const char *id, const char *plain, size_t n)
         free(out);
         return NULL;
     }
-    size_t o = (size_t)sprintf(out, PREFIX "%s$", cur->id);
+    size_t o = (size_t)snprintf(out, cap, PREFIX "%s$", cur->id);
     EVP_EncodeBlock((unsigned char *)out + o, raw, (int)raw_len);
     free(raw);
     return out;
