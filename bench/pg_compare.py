@@ -3,7 +3,10 @@
 on this machine: starts a private PostgreSQL 15 (tests/e2e/pgserver.py), then
 build/sessiond in each mode, populates 10,000 sessions and runs wrk -t2 -c64
 -d10s with the given bench/lua scripts. Not part of make bench or make test.
-Usage: bench/pg_compare.py validate_token.lua validate_id.lua create.lua"""
+Usage: bench/pg_compare.py validate_token.lua validate_id.lua create.lua
+PG_MODES="name:args;name:args" replaces the default modes ("sqlite:" and
+"postgres:"), e.g. PG_MODES="pool0:--handler-threads 0;pool16:--handler-threads 16"
+(a mode whose name does not start with "sqlite" runs on PostgreSQL)."""
 import os, shutil, subprocess, sys, time, signal, tempfile, requests
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "e2e"))
@@ -27,9 +30,13 @@ def wrk(port, script, arg):
     rps = [l for l in r.stdout.splitlines() if "Requests/sec" in l][0]
     return rps.strip() + " " + line[10:]
 pg = pgserver.PgServer()
-pg.psql("CREATE DATABASE bench")
 try:
-    for name, args in (("sqlite", []), ("postgres", ["--store", pg.url("bench")])):
+    modes = [m.split(":", 1) for m in os.environ.get("PG_MODES", "sqlite:;postgres:").split(";")]
+    for i, (name, extra) in enumerate(modes):
+        args = extra.split()
+        if not name.startswith("sqlite"):
+            pg.psql(f"CREATE DATABASE bench{i}")
+            args = ["--store", pg.url(f"bench{i}")] + args
         port = pgserver._free_port()
         p, d = start(args, port)
         toks = os.path.join(tempfile.gettempdir(), f"sessiond-tokens-{name}")

@@ -121,6 +121,10 @@ static const option options[] = {
     {"connection-timeout", OPT_DURATION, F(connection_timeout_ms), "30s", 1000, DAY,
      "a connection idle (or trickling nothing) this long is closed"},
     {"threads", OPT_INT, F(threads), "2", 1, 256, "HTTP worker threads"},
+    {"handler-threads", OPT_INT, F(handler_threads), "8", 0, 1024,
+     "with the PostgreSQL store: threads that run request handlers, whose reads wait on the "
+     "database and the cache while the HTTP threads go on serving (0: on the HTTP threads; "
+     "the embedded store always answers on the HTTP threads)"},
     {"commit-batch", OPT_INT, F(commit_batch), "1024", 1, 100000,
      "most writes that share one transaction and one fsync (group commit)"},
     {"refresh-grace", OPT_DURATION, F(refresh_grace_ms), "10s", 0, 3600 * 1000,

@@ -51,6 +51,7 @@ typedef struct sd_config {
     int64_t max_connections_per_ip;
     int64_t connection_timeout_ms;
     int64_t threads;
+    int64_t handler_threads;
     int64_t commit_batch;
     int64_t max_queued_writes;
     int64_t max_sessions_per_user;

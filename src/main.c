@@ -249,6 +249,8 @@ int main(int argc, char **argv)
         .max_body_bytes = (size_t)cfg.max_body_bytes,
         .authorize = sd_api_authorize,
         .tls = tls,
+        /* the embedded store answers from memory: no pool to hop through */
+        .handler_threads = store_ops == &sd_store_sqlite ? 0 : (int)cfg.handler_threads,
     };
     pthread_rwlock_init(&app.keys_lock, NULL);
     /* 16384 buckets (about 1 MB) whatever the number of client addresses. */

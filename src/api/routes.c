@@ -1,28 +1,31 @@
 /* routes.c - the route table: method, path, handler, body kind, the scope a
- * caller's API key needs (NULL: public). Literal paths come before captures. */
+ * caller's API key needs (NULL: public), and 1 for the routes that answer from
+ * memory on the loop thread even when a handler pool runs the others (see
+ * sd_http_options.handler_threads). Literal paths come before captures. */
 #include "api/api.h"
 
 const sd_route sd_api_routes[] = {
-    {"POST", "/sessions", sd_api_session_create, SD_ROUTE_BODY, "sessions"},
-    {"POST", "/sessions/validate", sd_api_validate_token, SD_ROUTE_BODY_OPTIONAL, "validate"},
-    {"POST", "/sessions/bulk-delete", sd_api_bulk_delete, SD_ROUTE_BODY, "admin"},
-    {"GET", "/sessions/{sessionId}", sd_api_session_get, SD_ROUTE_NO_BODY, "sessions"},
-    {"PUT", "/sessions/{sessionId}", sd_api_session_update, SD_ROUTE_BODY, "sessions"},
-    {"DELETE", "/sessions/{sessionId}", sd_api_session_delete, SD_ROUTE_NO_BODY, "sessions"},
-    {"GET", "/sessions/{sessionId}/validate", sd_api_validate_id, SD_ROUTE_NO_BODY, "validate"},
-    {"POST", "/sessions/{sessionId}/refresh", sd_api_session_refresh, SD_ROUTE_NO_BODY, "sessions"},
-    {"GET", "/sessions/{sessionId}/events", sd_api_session_events, SD_ROUTE_NO_BODY, "admin"},
-    {"GET", "/users/{userId}/sessions", sd_api_user_list, SD_ROUTE_NO_BODY, "sessions"},
-    {"DELETE", "/users/{userId}/sessions", sd_api_user_revoke, SD_ROUTE_NO_BODY, "admin"},
-    {"GET", "/users/{userId}/events", sd_api_user_events, SD_ROUTE_NO_BODY, "admin"},
-    {"GET", "/auth", sd_api_forward_auth, SD_ROUTE_NO_BODY, "validate"},
-    {"POST", "/introspect", sd_api_introspect, SD_ROUTE_FORM, "validate"},
-    {"GET", "/healthz", sd_api_healthz, SD_ROUTE_NO_BODY, NULL},
-    {"GET", "/readyz", sd_api_readyz, SD_ROUTE_NO_BODY, NULL},
-    {"GET", "/metrics", sd_api_metrics, SD_ROUTE_NO_BODY, NULL},
-    {"GET", "/console", sd_api_console_redirect, SD_ROUTE_NO_BODY, NULL},
-    {"GET", "/console/", sd_api_console_index, SD_ROUTE_NO_BODY, NULL},
-    {"GET", "/console/{asset}", sd_api_console_asset, SD_ROUTE_NO_BODY, NULL},
+    {"POST", "/sessions", sd_api_session_create, SD_ROUTE_BODY, "sessions", 0},
+    {"POST", "/sessions/validate", sd_api_validate_token, SD_ROUTE_BODY_OPTIONAL, "validate", 0},
+    {"POST", "/sessions/bulk-delete", sd_api_bulk_delete, SD_ROUTE_BODY, "admin", 0},
+    {"GET", "/sessions/{sessionId}", sd_api_session_get, SD_ROUTE_NO_BODY, "sessions", 0},
+    {"PUT", "/sessions/{sessionId}", sd_api_session_update, SD_ROUTE_BODY, "sessions", 0},
+    {"DELETE", "/sessions/{sessionId}", sd_api_session_delete, SD_ROUTE_NO_BODY, "sessions", 0},
+    {"GET", "/sessions/{sessionId}/validate", sd_api_validate_id, SD_ROUTE_NO_BODY, "validate", 0},
+    {"POST", "/sessions/{sessionId}/refresh", sd_api_session_refresh, SD_ROUTE_NO_BODY, "sessions",
+     0},
+    {"GET", "/sessions/{sessionId}/events", sd_api_session_events, SD_ROUTE_NO_BODY, "admin", 0},
+    {"GET", "/users/{userId}/sessions", sd_api_user_list, SD_ROUTE_NO_BODY, "sessions", 0},
+    {"DELETE", "/users/{userId}/sessions", sd_api_user_revoke, SD_ROUTE_NO_BODY, "admin", 0},
+    {"GET", "/users/{userId}/events", sd_api_user_events, SD_ROUTE_NO_BODY, "admin", 0},
+    {"GET", "/auth", sd_api_forward_auth, SD_ROUTE_NO_BODY, "validate", 0},
+    {"POST", "/introspect", sd_api_introspect, SD_ROUTE_FORM, "validate", 0},
+    {"GET", "/healthz", sd_api_healthz, SD_ROUTE_NO_BODY, NULL, 1},
+    {"GET", "/readyz", sd_api_readyz, SD_ROUTE_NO_BODY, NULL, 0},
+    {"GET", "/metrics", sd_api_metrics, SD_ROUTE_NO_BODY, NULL, 0},
+    {"GET", "/console", sd_api_console_redirect, SD_ROUTE_NO_BODY, NULL, 1},
+    {"GET", "/console/", sd_api_console_index, SD_ROUTE_NO_BODY, NULL, 1},
+    {"GET", "/console/{asset}", sd_api_console_asset, SD_ROUTE_NO_BODY, NULL, 1},
 };
 
 const int sd_api_nroutes = (int)(sizeof sd_api_routes / sizeof sd_api_routes[0]);

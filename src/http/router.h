@@ -30,6 +30,8 @@ typedef struct sd_route {
     sd_handler_fn fn;
     int body;          /* SD_ROUTE_* */
     const char *scope; /* the caller permission it needs (see authorize), or NULL: public */
+    int on_loop;       /* 1: answers from memory; runs on the loop thread even with a
+                          handler pool (liveness answers while the pool waits) */
 } sd_route;
 
 enum sd_match_result { SD_MATCH_OK, SD_MATCH_NOT_FOUND, SD_MATCH_METHOD, SD_MATCH_BAD_PATH };

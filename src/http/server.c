@@ -96,6 +96,7 @@ struct sd_req {
     int status;
     bool close_after;
     sd_req *next_done; /* the loop's list of finished deferred requests */
+    sd_req *next_work; /* the handler pool's queue */
 };
 
 struct conn {
@@ -149,6 +150,14 @@ struct sd_http {
     _Atomic int inflight;
     _Atomic int nconns;
     _Atomic bool draining, stopping;
+    /* the handler pool (opt.handler_threads > 0): requests whose handler may
+     * wait on the network, queued by the loops */
+    pthread_t *workers;
+    int nworkers;
+    pthread_mutex_t work_mu;
+    pthread_cond_t work_cv;
+    sd_req *work_head, *work_tail;
+    bool work_stop;
     pthread_mutex_t ip_mu;
     struct ip_count {
         char ip[INET6_ADDRSTRLEN];
@@ -1013,7 +1022,44 @@ static void dispatch(conn *c)
         sd_reply_problem(r, 415, "the body must be application/json");
         return;
     }
+    if (h->nworkers > 0 && !route->on_loop) {
+        /* The connection reads nothing more until the reply arrives, as
+         * for any deferred reply. */
+        r->next_work = NULL;
+        pthread_mutex_lock(&h->work_mu);
+        if (h->work_tail)
+            h->work_tail->next_work = r;
+        else
+            h->work_head = r;
+        h->work_tail = r;
+        pthread_cond_signal(&h->work_cv);
+        pthread_mutex_unlock(&h->work_mu);
+        return;
+    }
     route->fn(r, h->app);
+}
+
+/* A handler pool thread: runs queued handlers until the server stops. The
+ * request belongs to its loop again once the handler has replied. */
+static void *worker_main(void *arg)
+{
+    sd_http *h = arg;
+    pthread_mutex_lock(&h->work_mu);
+    for (;;) {
+        while (!h->work_head && !h->work_stop)
+            pthread_cond_wait(&h->work_cv, &h->work_mu);
+        if (h->work_stop)
+            break;
+        sd_req *r = h->work_head;
+        h->work_head = r->next_work;
+        if (!h->work_head)
+            h->work_tail = NULL;
+        pthread_mutex_unlock(&h->work_mu);
+        h->routes[r->match.route].fn(r, h->app);
+        pthread_mutex_lock(&h->work_mu);
+    }
+    pthread_mutex_unlock(&h->work_mu);
+    return NULL;
 }
 
 static void process_input_locked(conn *c);
@@ -1462,6 +1508,8 @@ int sd_http_start(const sd_http_options *opt, const sd_route *routes, int nroute
     h->app = app;
     h->opt = *opt;
     pthread_mutex_init(&h->ip_mu, NULL);
+    pthread_mutex_init(&h->work_mu, NULL);
+    pthread_cond_init(&h->work_cv, NULL);
     unsigned char rnd[3];
     if (sd_random(rnd, sizeof rnd) == 0)
         snprintf(h->id_prefix, sizeof h->id_prefix, "%02x%02x%02x", rnd[0], rnd[1], rnd[2]);
@@ -1528,6 +1576,15 @@ int sd_http_start(const sd_http_options *opt, const sd_route *routes, int nroute
         epoll_ctl(lp->ep, EPOLL_CTL_ADD, lp->wake_fd, &ev);
     }
     freeaddrinfo(res);
+    if (rc == 0 && opt->handler_threads > 0) {
+        h->workers = calloc((size_t)opt->handler_threads, sizeof *h->workers);
+        rc = h->workers ? 0 : SD_ENOMEM;
+        for (int i = 0; rc == 0 && i < opt->handler_threads; i++, h->nworkers++)
+            if (pthread_create(&h->workers[i], NULL, worker_main, h)) {
+                snprintf(err, errlen, "cannot start handler threads");
+                rc = SD_ENOMEM;
+            }
+    }
     for (int i = 0; rc == 0 && i < h->nloops; i++) {
         if (pthread_create(&h->loops[i].thread, NULL, loop_main, &h->loops[i])) {
             snprintf(err, errlen, "cannot start HTTP threads");
@@ -1568,6 +1625,30 @@ int sd_http_inflight(sd_http *h)
     return atomic_load(&h->inflight);
 }
 
+/* Joins the handler pool. A worker still inside a handler past the
+ * shutdown deadline (a database that stopped answering) is given two seconds;
+ * after that it and the server's memory are left to the process exit rather
+ * than freed under it. Queued requests that never started are dropped with
+ * their connections (main waited for requests in flight first). */
+static int stop_workers(sd_http *h)
+{
+    pthread_mutex_lock(&h->work_mu);
+    h->work_stop = true;
+    pthread_cond_broadcast(&h->work_cv);
+    pthread_mutex_unlock(&h->work_mu);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 2;
+    int left = 0;
+    for (int i = 0; i < h->nworkers; i++)
+        if (pthread_timedjoin_np(h->workers[i], NULL, &until) != 0)
+            h->workers[left++] = h->workers[i];
+    if (left)
+        sd_warn("%d handler threads still busy at shutdown; leaving them to the exit", left);
+    h->nworkers = left;
+    return left;
+}
+
 void sd_http_stop(sd_http *h)
 {
     if (!h)
@@ -1584,6 +1665,8 @@ void sd_http_stop(sd_http *h)
             if (h->loops[i].thread)
                 pthread_join(h->loops[i].thread, NULL);
     }
+    if (stop_workers(h) > 0)
+        return; /* a handler may still reply through the loops' memory */
     for (int i = 0; h->loops && i < h->nloops; i++) {
         loop *lp = &h->loops[i];
         /* Requests still in flight here belong to handlers that never
@@ -1612,5 +1695,8 @@ void sd_http_stop(sd_http *h)
     free(h->loops);
     free(h->ips);
     pthread_mutex_destroy(&h->ip_mu);
+    free(h->workers);
+    pthread_mutex_destroy(&h->work_mu);
+    pthread_cond_destroy(&h->work_cv);
     free(h);
 }

@@ -7,6 +7,8 @@
  * calls - either before it returns, or later from any thread (for example the
  * store's writer thread once a write is durable). In the second case the
  * connection stops reading meanwhile, so the loop thread serves others.
+ * With handler_threads, handlers run on a pool instead of the loop thread
+ * (see sd_http_options).
  *
  * Every response carries Content-Type, X-Content-Type-Options: nosniff,
  * Cache-Control: no-store and X-Request-Id. Errors are problem+json
@@ -37,6 +39,12 @@ typedef struct sd_http_options {
     /* NULL: plain TCP. Otherwise (borrowed, must outlive the server) the
      * listener speaks TLS only; see http/tls.h. */
     struct sd_tls *tls;
+    /* 0: handlers run on the loop threads (the embedded store answers from
+     * memory). N > 0: a pool of N threads runs the handlers of every route
+     * not marked on_loop, so a loop thread never waits on a handler that
+     * waits on the network (PostgreSQL, Redis); its connections are served
+     * meanwhile. */
+    int handler_threads;
 } sd_http_options;
 
 /* Starts serving routes (borrowed, must outlive the server). app is passed to

@@ -824,12 +824,17 @@ int sd_cache_open(const sd_cache_options *opt, sd_cache **out, char *err, size_t
     c->epoch_ctx = opt->epoch_ctx;
     c->generation = atomic_fetch_add(&generations, 1) + 1;
     int64_t t0 = sd_mono_ns(), e = 0;
-    if ((rc = c->epoch_fn(c->epoch_ctx, false, &e))) {
+    if ((rc = c->epoch_fn(c->epoch_ctx, false, &e)) == SD_EUNAVAILABLE) {
+        /* The store is down at start: no hit counts until the keeper has
+         * read the epoch (fresh_epoch says -1 before the first read). */
+        sd_warn("cache: the store is unavailable: no cache hit counts until it is back");
+    } else if (rc) {
         snprintf(err, errlen, "cannot read the cache epoch from the store: %s", sd_strerror(rc));
         free_cache(c);
         return rc;
+    } else {
+        set_epoch(c, e, t0);
     }
-    set_epoch(c, e, t0);
     const char *argv[] = {"PING"};
     size_t lens[] = {4};
     redisReply *r = call(c, 1, argv, lens);

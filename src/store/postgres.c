@@ -16,7 +16,8 @@
  * Reads: one connection per reading thread (thread-local), prepared
  * statements, straight to the database (no in-memory index: other replicas
  * change rows behind our back). They block the calling thread for one round
- * trip.
+ * trip: with this store the server runs handlers on its handler pool
+ * (--handler-threads), never on an HTTP loop thread.
  *
  * Connection loss: the writer owns the health of the store. When a statement
  * or its idle ping finds the connection broken, the store is down: writes
@@ -278,6 +279,7 @@ struct sd_store {
     reader *readers;
 
     const sd_keyring *keys;
+    bool migrated;              /* writer-private after open: the schema is current */
     _Atomic bool up;            /* the writer's connection works */
     _Atomic bool write_failing; /* the last COMMIT failed */
     _Atomic int64_t active_rows, swept_total, sweeps_total, commits_total, writes_total;
@@ -1261,6 +1263,45 @@ static int next_backoff(sd_store *st)
     return step / 2 + (int)(r % (unsigned)(step / 2 + 1));
 }
 
+static int migrate(PGconn *c, char *err, size_t errlen);
+
+/* Connects, migrates the schema and counts the active rows: at open, and on
+ * the writer thread while the database has been unreachable since the start.
+ * SD_EUNAVAILABLE when it cannot connect (logged when log_fail), SD_ECONFIG
+ * for a database this binary cannot use (always logged). */
+static int first_connect(sd_store *st, bool log_fail)
+{
+    char err[512] = "";
+    PGconn *c = connect_db(st->conninfo);
+    int rc = 0;
+    if (!c || PQstatus(c) != CONNECTION_OK) {
+        conn_error(c, err, sizeof err);
+        rc = SD_EUNAVAILABLE;
+    } else {
+        exec_ok(c, "SET client_min_messages = warning");
+        rc = migrate(c, err, sizeof err);
+        if (rc && PQstatus(c) == CONNECTION_OK)
+            rc = SD_ECONFIG; /* not the network: it would fail again */
+    }
+    if (rc == 0) {
+        PGresult *r = PQexec(c, "SELECT count(*) FROM sessions");
+        if (PQresultStatus(r) == PGRES_TUPLES_OK)
+            atomic_store(&st->active_rows, col_int(r, 0, 0));
+        PQclear(r);
+        st->migrated = true;
+        sd_info("store: postgres (%s), schema version %d, %lld sessions in the active table",
+                st->where, migrations[NMIGRATIONS - 1].version,
+                (long long)atomic_load(&st->active_rows));
+    } else if (log_fail || rc != SD_EUNAVAILABLE) {
+        sd_log(rc == SD_EUNAVAILABLE ? SD_LOG_WARN : SD_LOG_ERROR,
+               "store: cannot connect to postgres (%s): %s; writes and reads answer 503 until it "
+               "can",
+               st->where, err);
+    }
+    PQfinish(c);
+    return rc;
+}
+
 /* On the writer thread, without mu: reconnects when down, pings when up.
  * Returns the ms until the next check. */
 static int health_check(sd_store *st)
@@ -1270,6 +1311,8 @@ static int health_check(sd_store *st)
             return PING_INTERVAL_MS;
         drop_writer_conn(st, "ping failed");
     }
+    if (!st->migrated && first_connect(st, st->backoff_ms >= BACKOFF_MAX_MS) != 0)
+        return next_backoff(st);
     st->wconn = open_conn(st, 'w', st->backoff_ms >= BACKOFF_MAX_MS);
     if (!st->wconn)
         return next_backoff(st);
@@ -1455,38 +1498,25 @@ static int pg_open(const char *conninfo, const sd_store_options *opt, sd_store *
     if (!st->conninfo)
         goto fail;
     describe(conninfo, st->where, sizeof st->where);
-    PGconn *c = connect_db(conninfo);
-    if (!c || PQstatus(c) != CONNECTION_OK) {
-        char m[320];
-        conn_error(c, m, sizeof m);
-        PQfinish(c);
-        snprintf(err, errlen, "cannot connect to postgres (%s): %s", st->where, m);
-        rc = SD_EUNAVAILABLE;
+    /* Unreachable at start is not fatal: sessiond serves 503 (not ready)
+     * and the writer keeps trying, as after a loss. A database it cannot
+     * use (a newer schema, a failed migration) is. */
+    rc = first_connect(st, true);
+    if (rc == SD_ECONFIG) {
+        snprintf(err, errlen, "the database at %s cannot be used (see the log)", st->where);
         goto fail;
     }
-    exec_ok(c, "SET client_min_messages = warning");
-    if ((rc = migrate(c, err, errlen))) {
-        PQfinish(c);
-        goto fail;
-    }
-    PGresult *r = PQexec(c, "SELECT count(*) FROM sessions");
-    if (PQresultStatus(r) == PGRES_TUPLES_OK)
-        st->active_rows = col_int(r, 0, 0);
-    PQclear(r);
-    PQfinish(c);
-    if (!(st->wconn = open_conn(st, 'w', true))) {
+    if (rc == 0 && !(st->wconn = open_conn(st, 'w', true))) {
         snprintf(err, errlen, "cannot prepare the writer's connection to postgres (%s)", st->where);
         rc = SD_EUNAVAILABLE;
         goto fail;
     }
-    atomic_store(&st->up, true);
+    atomic_store(&st->up, st->wconn != NULL);
     if (pthread_create(&st->writer, NULL, writer_main, st)) {
         snprintf(err, errlen, "cannot start the writer thread");
         rc = SD_ENOMEM;
         goto fail;
     }
-    sd_info("store: postgres (%s), schema version %d, %lld sessions in the active table", st->where,
-            migrations[NMIGRATIONS - 1].version, (long long)st->active_rows);
     *out = st;
     return 0;
 fail:

@@ -340,3 +340,28 @@ def test_cache_options_and_secrets(make_server, db, rds):
             assert secret not in srv.log_text(), "the Redis password is never logged"
     finally:
         locked.close()
+
+
+def test_a_replica_started_while_postgres_is_down_trusts_no_cached_entry(pgs, rds, db, make_server):
+    """A replica that starts during a database outage has never read the
+    cache epoch, so it must not answer from Redis (it cannot know what was
+    revoked meanwhile): validation is 503 even though Redis holds a valid
+    entry. Once PostgreSQL is back it reads the epoch and serves, without a
+    restart."""
+    a = replica(make_server, db, rds)
+    s = a.api.create(new_user("cache"))
+    record_token(s["token"])
+    warm(a, rds, s)
+    pgs.stop()
+    try:
+        b = replica(make_server, db, rds)
+        b.api.get("/readyz", expect=503)
+        r = b.api.post("/sessions/validate", headers={"Authorization": f"Bearer {s['token']}"},
+                       params={"touch": "false"}, expect=503)
+        assert r.headers.get("Retry-After")
+        assert metric(b, "sessiond_cache_requests_total", '{result="hit"}') == 0
+    finally:
+        pgs.start()
+    wait_for(lambda: b.api.get("/readyz").status_code == 200, timeout=30,
+             what="the replica ready once postgres answers")
+    wait_for(lambda: is_valid(b.api, s["token"]), timeout=10, what="validation through b")

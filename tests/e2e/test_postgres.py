@@ -133,3 +133,94 @@ def test_each_replica_logs_the_events_its_own_writer_committed(pgs, make_server)
                  what="each replica's audit log to hold exactly its own creates")
     everything = b.api.get(f"/users/{user}/events", params={"limit": 100}, expect=200).json()["events"]
     assert sorted(e["sessionId"] for e in everything if e["event"] == "created") == sorted(made[a] + made[b])
+
+
+def _hold_table_lock(pgs, db, table):
+    """A psql session holding ACCESS EXCLUSIVE on table until released: every
+    read of it waits in PostgreSQL meanwhile."""
+    import subprocess
+    p = subprocess.Popen([pgserver.PSQL, "-h", "127.0.0.1", "-p", str(pgs.port), "-U", "postgres",
+                          "-d", db, "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p.stdin.write(f"BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE; SELECT 'locked';\n")
+    p.stdin.flush()
+    assert p.stdout.readline().strip() == "locked", p.stderr.read()
+    return p
+
+
+def _release(p):
+    p.stdin.write("ROLLBACK;\n")
+    p.stdin.close()
+    p.wait(timeout=30)
+
+
+@pytest.mark.parametrize("pool", ["4", "0"])
+def test_a_database_read_that_waits_does_not_stall_the_http_thread(pgs, make_server, pool):
+    """One HTTP thread; validations whose reads wait in PostgreSQL (the table
+    is locked) - more of them than there are handler threads. With the
+    handler pool the HTTP thread goes on serving other connections (the
+    liveness probe answers); with --handler-threads 0 (the blocking design,
+    kept as the control that shows this test can fail) it does not, until
+    the database answers. Either way the waiting validations succeed once
+    the lock is gone."""
+    import requests
+    srv = _server(make_server, pgs, "--threads", "1", "--handler-threads", pool)
+    s = srv.api.create(new_user("pg"))
+    record_token(s["token"])
+    locker = _hold_table_lock(pgs, "outage", "sessions")
+    codes = []
+
+    def validate():
+        r = srv.api.post("/sessions/validate", headers={"Authorization": f"Bearer {s['token']}"},
+                         timeout=60)
+        codes.append((r.status_code, r.json().get("isValid")))
+    ts = [threading.Thread(target=validate) for _ in range(6)]
+    try:
+        for t in ts:
+            t.start()
+        waiting = ("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sessiond' "
+                   "AND wait_event_type = 'Lock'")
+        wait_for(lambda: int(pgs.psql(waiting).strip()) >= 1, timeout=20,
+                 what="a sessiond read waiting on the lock")
+        try:
+            live = requests.get(srv.direct_url + "/healthz", timeout=3).status_code
+        except requests.exceptions.Timeout:
+            live = None
+    finally:
+        _release(locker)
+    for t in ts:
+        t.join(timeout=60)
+    assert codes == [(200, True)] * 6
+    if pool == "0":
+        assert live is None, "the control: a blocking read holds the only HTTP thread"
+    else:
+        assert live == 200, "the HTTP thread answered while handlers waited on the database"
+
+
+def test_starts_while_postgres_is_unreachable_and_migrates_once_it_is_back(pgs, make_server):
+    """A replica (re)started during a database outage (a failover, a
+    database still booting) does not exit: it serves 503 with Retry-After
+    and is not ready, then creates its schema and serves by itself once
+    PostgreSQL answers - no restart, no crash loop. The database is new, so
+    the schema is created only after the start."""
+    pgs.psql("CREATE DATABASE late")
+    pgs.stop()
+    srv = make_server("--store", pgs.url("late"))
+    api = srv.api
+    user = new_user("pg")
+    api.get("/healthz", expect=200)
+    api.get("/readyz", expect=503)
+    r = api.post("/sessions", json={"userId": user}, expect=503)
+    assert r.headers.get("Retry-After")
+    api.post("/sessions/validate", headers={"Authorization": "Bearer " + "x" * 43}, expect=503)
+    assert "cannot connect to postgres" in srv.log_text()
+    assert "password" not in srv.log_text()
+
+    pgs.start()
+    wait_for(lambda: _status(api, "GET", "/readyz") == 200, timeout=30,
+             what="/readyz 200 once postgres answers")
+    s = api.create(user)
+    record_token(s["token"])
+    assert api.validate(s["token"], touch=False)["isValid"] is True
+    assert pgs.query_db("late", "SELECT count(*) FROM sessions")[0][0] == 1
+    assert "schema migrated" in srv.log_text()

@@ -16,11 +16,11 @@ static void h(sd_req *r, void *a)
 }
 
 static const sd_route R[] = {
-    {"POST", "/sessions", h, SD_ROUTE_BODY, NULL},
-    {"POST", "/sessions/validate", h, SD_ROUTE_BODY_OPTIONAL, NULL},
-    {"GET", "/sessions/{id}", h, 0, NULL},
-    {"DELETE", "/sessions/{id}", h, 0, NULL},
-    {"GET", "/users/{u}/sessions", h, 0, NULL},
+    {"POST", "/sessions", h, SD_ROUTE_BODY, NULL, 0},
+    {"POST", "/sessions/validate", h, SD_ROUTE_BODY_OPTIONAL, NULL, 0},
+    {"GET", "/sessions/{id}", h, 0, NULL, 0},
+    {"DELETE", "/sessions/{id}", h, 0, NULL, 0},
+    {"GET", "/users/{u}/sessions", h, 0, NULL, 0},
 };
 #define N (int)(sizeof R / sizeof R[0])
 
