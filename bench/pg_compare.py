@@ -11,7 +11,7 @@ import os, shutil, subprocess, sys, time, signal, tempfile, requests
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "e2e"))
 import pgserver
-BIN = os.path.join(REPO, "build", "sessiond")
+BIN = os.environ.get("SESSIOND_BIN") or os.path.join(REPO, "build", "sessiond")
 os.chdir(REPO)
 def start(args, port):
     d = tempfile.mkdtemp(prefix="sdb-")

@@ -152,8 +152,11 @@ enum {
 };
 
 static const char *const wsql[W_NSTMT] = {
-    [W_INSERT] =
-        "INSERT INTO sessions(" COLS ") VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)",
+    /* The session and its "created" event in one round trip. */
+    [W_INSERT] = "WITH s AS (INSERT INTO sessions(" COLS ") "
+                 "VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) RETURNING id, user_id) "
+                 "INSERT INTO audit_events(at, event, session_id, user_id, actor, address) "
+                 "SELECT $14, 'created', id, user_id, $15, $16 FROM s",
     [W_SELECT_LOCK] = "SELECT " COLS " FROM sessions WHERE id = $1 FOR UPDATE",
     /* Conditional on the version read under the row lock: optimistic
      * locking holds even if the lock were ever dropped. */
@@ -905,12 +908,15 @@ static int do_create(sd_store *st, sd_write *w, int64_t *delta)
         p_text(&p, NULL);
     p_int(&p, s->auth_time);
     p_opt(&p, s->acr);
+    p_int(&p, w->now);
+    p_opt(&p, w->actor);
+    p_opt(&p, w->address);
     rc = wrun(st, W_INSERT, &p, NULL);
     free(attrs);
     if (rc)
         return SD_EUNAVAILABLE;
     *delta += 1;
-    return add_event(st, w, "created", s->id, s->user_id, NULL);
+    return 0;
 }
 
 /* Reads session id under a row lock (to the end of the transaction). */
@@ -1191,18 +1197,25 @@ static void drop_writer_conn(sd_store *st, const char *why)
 /* Commits one batch. Acknowledges (rc 0) only after COMMIT returned OK. */
 static void commit_batch(sd_store *st, sd_write *batch)
 {
-    if (!st->wconn || !wcmd(st, "BEGIN")) {
+    /* Each write runs after a SAVEPOINT, so that a failed one is undone
+     * alone. The commands around it share round trips (a simple query may
+     * hold several): BEGIN with the first SAVEPOINT, each RELEASE with the
+     * next SAVEPOINT, and ROLLBACK TO keeps the savepoint for the next. */
+    if (!st->wconn || !wcmd(st, "BEGIN; SAVEPOINT w")) {
         if (st->wconn && st->lost)
             drop_writer_conn(st, "BEGIN failed");
+        if (st->wconn && !st->lost)
+            exec_ok(st->wconn, "ROLLBACK");
         complete(batch, SD_EUNAVAILABLE);
         return;
     }
     int64_t delta = 0, swept = 0, sweeps = 0;
     int nwrites = 0;
+    bool savepoint = true;
     for (sd_write *w = batch; w && !st->lost; w = w->next) {
         nwrites++;
         int64_t d = 0;
-        if (!wcmd(st, "SAVEPOINT w")) {
+        if (!savepoint && !(savepoint = wcmd(st, "SAVEPOINT w"))) {
             w->rc = SD_EUNAVAILABLE;
             continue;
         }
@@ -1214,10 +1227,9 @@ static void commit_batch(sd_store *st, sd_write *batch)
                 swept += w->affected;
                 sweeps++;
             }
-            wcmd(st, "RELEASE w");
+            savepoint = wcmd(st, w->next ? "RELEASE w; SAVEPOINT w" : "RELEASE w") && w->next;
         } else {
-            wcmd(st, "ROLLBACK TO w");
-            wcmd(st, "RELEASE w");
+            savepoint = wcmd(st, "ROLLBACK TO w");
             w->rc = SD_EUNAVAILABLE;
         }
     }

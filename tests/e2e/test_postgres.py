@@ -224,3 +224,34 @@ def test_starts_while_postgres_is_unreachable_and_migrates_once_it_is_back(pgs, 
     assert api.validate(s["token"], touch=False)["isValid"] is True
     assert pgs.query_db("late", "SELECT count(*) FROM sessions")[0][0] == 1
     assert "schema migrated" in srv.log_text()
+
+
+def test_a_write_the_database_refuses_fails_alone_in_its_batch(pgs, make_server):
+    """Group commit shares one transaction among concurrent writes, each
+    behind a savepoint: a write PostgreSQL refuses (here a CHECK constraint
+    the test adds) answers 503 and is rolled back alone; the writes around
+    it in the same batch commit, and later batches reuse the savepoint."""
+    from concurrent.futures import ThreadPoolExecutor
+    srv = _server(make_server, pgs)
+    srv.api.create(new_user("pg"))  # the schema exists
+    pgs.query_db("outage", "ALTER TABLE sessions ADD CONSTRAINT refuse_one CHECK (user_id <> 'refused')")
+    users = [new_user("pg") if i % 4 else "refused" for i in range(48)]
+
+    def create(u):
+        r = srv.api.post("/sessions", json={"userId": u})
+        if r.status_code == 201:
+            record_token(r.json()["token"])
+        return u, r.status_code, r.json()
+    with ThreadPoolExecutor(16) as ex:
+        results = list(ex.map(create, users))
+    for u, code, body in results:
+        if u == "refused":
+            assert code == 503, body
+        else:
+            assert code == 201, body
+            assert srv.api.validate(body["token"], touch=False)["isValid"] is True
+    stored = {r[0] for r in pgs.query_db("outage", "SELECT user_id FROM sessions")}
+    assert "refused" not in stored
+    assert {u for u in users if u != "refused"} <= stored
+    events = pgs.query_db("outage", "SELECT count(*) FROM audit_events WHERE user_id = 'refused'")
+    assert events[0][0] == 0, "a rolled-back create leaves no event"
