@@ -1,8 +1,8 @@
 /*
  * index.c - two chained hash tables (by token hash, by id) over one set of
  * entries, behind a writer-preferring rwlock. Token hashes are SHA-256
- * output and ids are random, so their first 8 bytes are already a uniform
- * hash.
+ * output, so their first 8 bytes are already a uniform hash; ids are mixed
+ * whole (hid).
  */
 #include "store/index.h"
 #include "util/err.h"
@@ -40,11 +40,20 @@ static uint64_t h64(const void *p)
     return v;
 }
 
-/* Ids are base64url text: mix their first 16 characters. */
+/* Ids are base64url text: mix all of it, 8 bytes at a time. Ids that share
+ * a long prefix (bulk-loaded or imported ones) must not share a bucket: with
+ * only the first 16 characters mixed, a million such ids made one chain and
+ * the start's index load quadratic. */
 static uint64_t hid(const char *id)
 {
-    uint64_t a = h64(id), b = h64(id + 8);
-    uint64_t x = a ^ (b * 0x9e3779b97f4a7c15ULL);
+    size_t n = strnlen(id, SD_ID_LEN);
+    uint64_t x = n;
+    for (size_t i = 0; i < n; i += 8) {
+        uint64_t w = 0;
+        memcpy(&w, id + i, n - i < 8 ? n - i : 8);
+        x = (x ^ w) * 0x9e3779b97f4a7c15ULL;
+        x ^= x >> 32;
+    }
     x ^= x >> 31;
     x *= 0xbf58476d1ce4e5b9ULL;
     return x ^ (x >> 29);
@@ -282,4 +291,23 @@ size_t sd_index_count(sd_index *ix)
     size_t n = ix->count;
     pthread_rwlock_unlock(&ix->lock);
     return n;
+}
+
+size_t sd_index_longest_chain(sd_index *ix)
+{
+    size_t longest = 0;
+    pthread_rwlock_rdlock(&ix->lock);
+    for (size_t i = 0; i < ix->nbuckets; i++) {
+        size_t a = 0, b = 0;
+        for (entry *e = ix->by_id[i]; e; e = e->next_id)
+            a++;
+        for (entry *e = ix->by_token[i]; e; e = e->next_token)
+            b++;
+        if (a > longest)
+            longest = a;
+        if (b > longest)
+            longest = b;
+    }
+    pthread_rwlock_unlock(&ix->lock);
+    return longest;
 }

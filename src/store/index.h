@@ -44,6 +44,9 @@ int sd_index_get_by_id(sd_index *ix, const char *id, sd_session *out);
 
 size_t sd_index_count(sd_index *ix);
 
+/* The longest chain of either table (a full scan: for tests). */
+size_t sd_index_longest_chain(sd_index *ix);
+
 /* Exclusive access for applying a batch of changes at once: between
  * sd_index_lock and sd_index_unlock use the *_locked variants. */
 void sd_index_lock(sd_index *ix);

@@ -1,0 +1,92 @@
+/* Unit tests of store/index.c: lookups, replacement, and the spread of its
+ * hash tables. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "session/token.h"
+#include "store/index.h"
+#include "util/err.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void session_n(sd_session *s, const char *fmt, unsigned n)
+{
+    memset(s, 0, sizeof *s);
+    snprintf(s->id, sizeof s->id, fmt, n);
+    char tok[32];
+    snprintf(tok, sizeof tok, "token-%u", n);
+    sd_token_hash(tok, strlen(tok), s->token_hash);
+    s->user_id = "user";
+    s->expiry = s->absolute_expiry = 1000 + n;
+    s->version = 1;
+}
+
+static void put_get_replace_remove(void **state)
+{
+    (void)state;
+    sd_index *ix = sd_index_new();
+    assert_non_null(ix);
+    sd_session s, out;
+    session_n(&s, "A%021u", 7);
+    assert_int_equal(sd_index_put(ix, &s), 0);
+    assert_int_equal(sd_index_get_by_id(ix, s.id, &out), 0);
+    assert_string_equal(out.user_id, "user");
+    free(out.user_id);
+
+    /* The same id with a new token: the old token no longer finds it. */
+    unsigned char old[SD_HASH_LEN];
+    memcpy(old, s.token_hash, sizeof old);
+    sd_token_hash("rotated", 7, s.token_hash);
+    s.version = 2;
+    assert_int_equal(sd_index_put(ix, &s), 0);
+    assert_int_equal(sd_index_get_by_token(ix, old, &out), SD_ENOTFOUND);
+    assert_int_equal(sd_index_get_by_token(ix, s.token_hash, &out), 0);
+    assert_int_equal(out.version, 2);
+    free(out.user_id);
+    assert_int_equal(sd_index_count(ix), 1);
+
+    sd_index_remove(ix, s.id);
+    assert_int_equal(sd_index_get_by_id(ix, s.id, &out), SD_ENOTFOUND);
+    assert_int_equal(sd_index_count(ix), 0);
+    sd_index_free(ix);
+}
+
+/* Ids that differ only in their last characters (as bulk-loaded or imported
+ * ones do) must still spread over the buckets: before, only the first 16
+ * characters were hashed and such ids made one chain. */
+static void ids_sharing_a_long_prefix_spread(void **state)
+{
+    (void)state;
+    enum { N = 20000 };
+    sd_index *ix = sd_index_new();
+    assert_non_null(ix);
+    sd_session s, out;
+    for (unsigned i = 0; i < N; i++) {
+        session_n(&s, "L%021u", i);
+        assert_int_equal(sd_index_put(ix, &s), 0);
+    }
+    assert_int_equal(sd_index_count(ix), N);
+    size_t longest = sd_index_longest_chain(ix);
+    /* Uniform hashing at load <= 1 gives chains of about 8-10 here. */
+    assert_in_range(longest, 1, 16);
+    for (unsigned i = 0; i < N; i += 997) {
+        session_n(&s, "L%021u", i);
+        assert_int_equal(sd_index_get_by_id(ix, s.id, &out), 0);
+        assert_int_equal(out.expiry, 1000 + i);
+        free(out.user_id);
+    }
+    sd_index_free(ix);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(put_get_replace_remove),
+        cmocka_unit_test(ids_sharing_a_long_prefix_spread),
+    };
+    return cmocka_run_group_tests_name("index", tests, NULL, NULL);
+}
