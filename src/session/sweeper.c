@@ -17,6 +17,7 @@ struct sd_sweeper {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     bool stopping, write_done;
+    bool failing; /* the last sweep failed: said once, not every interval */
     sd_write w;
 };
 
@@ -79,8 +80,11 @@ static void *sweeper_main(void *arg)
             ;
         if (total > 0)
             sd_info("session_expired count=%lld (moved to history)", (long long)total);
-        if (n < 0)
-            sd_warn("sweeper: sweep failed; will retry");
+        if (n < 0 && !s->failing)
+            sd_warn("sweeper: sweep failed (store unavailable?); retrying every interval, quietly");
+        else if (n >= 0 && s->failing)
+            sd_info("sweeper: sweeping again");
+        s->failing = n < 0;
         total = 0;
         while ((n = run(s, SD_W_PURGE, sd_now_ms())) > 0 && (total += n) && n == s->batch &&
                !stopping(s))
