@@ -369,7 +369,7 @@ int sd_session_from_create(const json_t *body, const sd_policy *p, int64_t now, 
     v = json_object_get(body, "data");
     json_object_set_new(attrs, "data", v ? json_deep_copy(v) : json_object());
 
-    int rc = sd_id_mint(out->id);
+    int rc = sd_id_mint(now, out->id);
     if (rc == 0)
         rc = sd_token_mint(token_out);
     if (rc) {

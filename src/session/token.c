@@ -52,24 +52,33 @@ size_t sd_b64url(const unsigned char *in, size_t n, char *out)
     return o;
 }
 
-static int mint(size_t nbytes, char *out)
+int sd_token_mint(char out[SD_TOKEN_LEN + 1])
 {
     unsigned char raw[SD_TOKEN_BYTES];
-    int rc = sd_random(raw, nbytes);
+    int rc = sd_random(raw, sizeof raw);
     if (rc == 0)
-        sd_b64url(raw, nbytes, out);
+        sd_b64url(raw, sizeof raw, out);
     OPENSSL_cleanse(raw, sizeof raw);
     return rc;
 }
 
-int sd_token_mint(char out[SD_TOKEN_LEN + 1])
-{
-    return mint(SD_TOKEN_BYTES, out);
-}
+/* The base64url characters in ASCII order: text in it sorts as its value. */
+static const char sorted64[] = "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz";
 
-int sd_id_mint(char out[SD_ID_LEN + 1])
+int sd_id_mint(int64_t now_ms, char out[SD_ID_LEN + 1])
 {
-    return mint(SD_ID_BYTES, out);
+    unsigned char raw[SD_ID_RANDOM_CHARS];
+    int rc = sd_random(raw, sizeof raw);
+    if (rc)
+        return rc;
+    uint64_t t = now_ms < 0 ? 0 : (uint64_t)now_ms; /* the low 42 bits are written */
+    for (int i = SD_ID_TIME_CHARS - 1; i >= 0; i--, t >>= 6)
+        out[i] = sorted64[t & 63];
+    for (int i = 0; i < SD_ID_RANDOM_CHARS; i++)
+        out[SD_ID_TIME_CHARS + i] = b64[raw[i] & 63];
+    out[SD_ID_LEN] = '\0';
+    OPENSSL_cleanse(raw, sizeof raw);
+    return 0;
 }
 
 static bool b64url_only(const char *s, size_t n)

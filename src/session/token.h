@@ -4,19 +4,26 @@
  * A token is 32 bytes from getrandom(2), written as 43 characters of
  * unpadded base64url. It is the bearer credential: only its SHA-256 is ever
  * stored, and it is shown to the client once, when issued.
- * A session id is 16 random bytes (22 characters): public, not a secret.
+ * A session id is public, not a secret: 22 base64url characters, of which
+ * the first 7 are the creation time in milliseconds (42 bits: until 2109,
+ * then it wraps; written in the base64url characters taken in ASCII order,
+ * so ids sort by creation time and the stores' id indexes grow at one end
+ * instead of dirtying a random page per insert) and the other 15 are random
+ * (90 bits from getrandom(2)).
  */
 #ifndef SD_TOKEN_H
 #define SD_TOKEN_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
-#define SD_TOKEN_BYTES 32
-#define SD_TOKEN_LEN   43 /* base64url chars, no padding */
-#define SD_ID_BYTES    16
-#define SD_ID_LEN      22
-#define SD_HASH_LEN    32 /* SHA-256 */
+#define SD_TOKEN_BYTES     32
+#define SD_TOKEN_LEN       43 /* base64url chars, no padding */
+#define SD_ID_LEN          22
+#define SD_ID_TIME_CHARS   7
+#define SD_ID_RANDOM_CHARS 15
+#define SD_HASH_LEN        32 /* SHA-256 */
 
 /* Fills buf with n bytes from the kernel CSPRNG. Returns 0, or SD_ERANDOM
  * when the source fails (callers must then fail closed). */
@@ -26,10 +33,10 @@ int sd_random(void *buf, size_t n);
  * bytes at most) and returns its length. */
 size_t sd_b64url(const unsigned char *in, size_t n, char *out);
 
-/* Mints a new token (SD_TOKEN_LEN + 1 bytes) or session id (SD_ID_LEN + 1).
- * Returns 0 or SD_ERANDOM. */
+/* Mints a new token (SD_TOKEN_LEN + 1 bytes), or a session id (SD_ID_LEN +
+ * 1) created at now_ms. Return 0 or SD_ERANDOM. */
 int sd_token_mint(char out[SD_TOKEN_LEN + 1]);
-int sd_id_mint(char out[SD_ID_LEN + 1]);
+int sd_id_mint(int64_t now_ms, char out[SD_ID_LEN + 1]);
 
 /* True when s (of length n) has the exact shape of a token / a session id.
  * Checked before any store is touched. */

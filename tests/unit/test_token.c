@@ -35,12 +35,60 @@ static void ids_are_distinct_from_tokens(void **state)
 {
     (void)state;
     char id[SD_ID_LEN + 1], tok[SD_TOKEN_LEN + 1];
-    assert_int_equal(sd_id_mint(id), 0);
+    assert_int_equal(sd_id_mint(1795833215123LL, id), 0);
     assert_int_equal(sd_token_mint(tok), 0);
     assert_int_equal(strlen(id), SD_ID_LEN);
     assert_true(sd_id_wellformed(id, strlen(id)));
     assert_false(sd_token_wellformed(id, strlen(id)));
     assert_false(sd_id_wellformed(tok, strlen(tok)));
+}
+
+/* Ids sort by their creation time (strcmp, as the stores' text indexes
+ * do), also across the characters where base64url's own order is not ASCII
+ * order, and keep 90 random bits after the time; none starts with '-'
+ * (it would read as an option on a command line) before 2109. */
+static void ids_sort_by_time_and_stay_random(void **state)
+{
+    (void)state;
+    static const int64_t times[] = {0,
+                                    1,
+                                    63,
+                                    64,
+                                    1795833215123LL,
+                                    1795833215124LL,
+                                    1795833216000LL,
+                                    2000000000000LL,
+                                    (1LL << 42) - 1};
+    char prev[SD_ID_LEN + 1] = "";
+    for (size_t i = 0; i < sizeof times / sizeof times[0]; i++) {
+        char id[SD_ID_LEN + 1];
+        assert_int_equal(sd_id_mint(times[i], id), 0);
+        assert_true(sd_id_wellformed(id, strlen(id)));
+        if (i > 0)
+            assert_true(strncmp(prev, id, SD_ID_TIME_CHARS) < 0);
+        if (times[i] >= 1000000000000LL) /* 2001 on */
+            assert_true(id[0] != '-');
+        memcpy(prev, id, sizeof prev);
+    }
+    /* Same millisecond: same prefix, different random part. */
+    enum { N = 2000 };
+    static char ids[N][SD_ID_LEN + 1];
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(sd_id_mint(1795833215123LL, ids[i]), 0);
+        assert_memory_equal(ids[i], ids[0], SD_ID_TIME_CHARS);
+    }
+    int counts[256] = {0};
+    for (int i = 0; i < N; i++) {
+        for (int j = 0; j < i; j++)
+            assert_string_not_equal(ids[i], ids[j]);
+        for (int k = SD_ID_TIME_CHARS; k < SD_ID_LEN; k++)
+            counts[(unsigned char)ids[i][k]]++;
+    }
+    /* All 64 characters occur in the random part (30,000 draws). */
+    int used = 0;
+    for (int c = 0; c < 256; c++)
+        used += counts[c] > 0;
+    assert_int_equal(used, 64);
 }
 
 static void shapes_are_strict(void **state)
@@ -92,6 +140,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(tokens_are_long_unique_and_urlsafe),
         cmocka_unit_test(ids_are_distinct_from_tokens),
+        cmocka_unit_test(ids_sort_by_time_and_stay_random),
         cmocka_unit_test(shapes_are_strict),
         cmocka_unit_test(b64url_matches_rfc4648_vectors),
         cmocka_unit_test(hash_is_sha256_and_compare_works),
