@@ -40,11 +40,11 @@ def wait_port(port, proc, timeout=30):
     raise SystemExit(f"port {port} never opened")
 
 
-def start(args, port, log, env=None):
+def start(args, port, log, env=None, timeout=30):
     with open(os.path.join(TMP, log), "ab") as f:
         p = subprocess.Popen(args, stdout=f, stderr=f, env=env, start_new_session=True)
     PROCS.append(p)
-    wait_port(port, p)
+    wait_port(port, p, timeout)
     return p
 
 
@@ -108,14 +108,24 @@ def wrk(port, script, args=(), duration=5, conns=64, proc=None):
     return r
 
 
-def start_sessiond(extra=()):
+def status_kb(pid, field):
+    """A /proc/PID/status figure in KiB (VmRSS, VmHWM, RssAnon, ...), 0 if gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            m = re.search(field + r":\s+(\d+)", f.read())
+        return int(m.group(1)) if m else 0
+    except OSError:
+        return 0
+
+
+def start_sessiond(extra=(), data_dir=None, timeout=30):
     port = free_port()
-    d = tempfile.mkdtemp(dir=TMP)
+    d = data_dir or tempfile.mkdtemp(dir=TMP)
     p = start([SESSIOND, "--listen", f"127.0.0.1:{port}", "--data-dir", d, "--log-level", "warn",
                "--max-connections-per-ip", "0",
                # all load comes from one address: the guessing throttle would
                # turn the mixed load's renewed (retired) tokens into 429s
-               "--failed-validation-rate", "0"] + list(extra), port, "sessiond.log")
+               "--failed-validation-rate", "0"] + list(extra), port, "sessiond.log", timeout=timeout)
     return p, port
 
 
@@ -124,3 +134,19 @@ def populate(port, n, path):
     subprocess.run([sys.executable, os.path.join(BENCH, "populate.py"), f"127.0.0.1:{port}", str(n),
                     path], check=True)
     return time.time() - t
+
+
+def loaded_sessiond(n, path, extra=()):
+    """A sessiond whose embedded store holds n live sessions, bulk-loaded by
+    load.py (the schema comes from a first start). Returns the process, its
+    port, the load's and the second start's seconds (the start loads the
+    in-memory index from the table)."""
+    d = tempfile.mkdtemp(dir=TMP)
+    p, _ = start_sessiond(extra, d)
+    stop(p)
+    t = time.time()
+    subprocess.run([sys.executable, os.path.join(BENCH, "load.py"), d, str(n), path], check=True)
+    load_s = time.time() - t
+    t = time.time()
+    p, port = start_sessiond(extra, d, timeout=900)
+    return p, port, load_s, time.time() - t

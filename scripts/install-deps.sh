@@ -21,6 +21,8 @@ test_pkgs="$test_pkgs haproxy"
 scale_pkgs="python3 postgresql-15 postgresql-client-15 haproxy redis-server"
 
 bench_pkgs="wrk nginx-light redis-server redis-tools"
+# the scale-out rows: a private PostgreSQL (tests/e2e/pgserver.py)
+bench_pkgs="$bench_pkgs postgresql-15 postgresql-client-15"
 
 want="$build_pkgs"
 case "${1:-build}" in
