@@ -167,6 +167,49 @@ void sd_index_remove_locked(sd_index *ix, const char *id)
     free(e);
 }
 
+/* Links a new entry for s (whose id is not in the index). */
+static entry *insert_new(sd_index *ix, const sd_session *s)
+{
+    entry *e = calloc(1, sizeof *e);
+    char *uid = e ? strdup(s->user_id) : NULL;
+    bool need = s->binding.flags || s->acr[0];
+    extra *x = uid && need ? malloc(sizeof *x) : NULL;
+    if (!uid || (need && !x)) {
+        free(uid);
+        free(e);
+        return NULL;
+    }
+    if (x) {
+        x->binding = s->binding;
+        memcpy(x->acr, s->acr, sizeof x->acr);
+    }
+    e->user_id = uid;
+    e->extra = x;
+    e->auth_time = s->auth_time;
+    memcpy(e->id, s->id, sizeof e->id);
+    memcpy(e->token_hash, s->token_hash, SD_HASH_LEN);
+    if (ix->count >= ix->nbuckets)
+        grow(ix);
+    entry **pp = &ix->by_id[hid(e->id) & (ix->nbuckets - 1)];
+    e->next_id = *pp;
+    *pp = e;
+    pp = &ix->by_token[h64(e->token_hash) & (ix->nbuckets - 1)];
+    e->next_token = *pp;
+    *pp = e;
+    ix->count++;
+    return e;
+}
+
+static void set_fields(entry *e, const sd_session *s)
+{
+    e->created_at = s->created_at;
+    e->last_seen = s->last_seen;
+    e->expiry = s->expiry;
+    e->absolute_expiry = s->absolute_expiry;
+    e->idle_ttl = s->idle_ttl;
+    e->version = s->version;
+}
+
 int sd_index_put_locked(sd_index *ix, const sd_session *s)
 {
     entry *e = *find_id(ix, s->id);
@@ -174,42 +217,32 @@ int sd_index_put_locked(sd_index *ix, const sd_session *s)
         sd_index_remove_locked(ix, s->id); /* a new token: re-link by hash */
         e = NULL;
     }
-    if (!e) {
-        e = calloc(1, sizeof *e);
-        char *uid = e ? strdup(s->user_id) : NULL;
-        bool need = s->binding.flags || s->acr[0];
-        extra *x = uid && need ? malloc(sizeof *x) : NULL;
-        if (!uid || (need && !x)) {
-            free(uid);
-            free(e);
-            return SD_ENOMEM;
-        }
-        if (x) {
-            x->binding = s->binding;
-            memcpy(x->acr, s->acr, sizeof x->acr);
-        }
-        e->user_id = uid;
-        e->extra = x;
-        e->auth_time = s->auth_time;
-        memcpy(e->id, s->id, sizeof e->id);
-        memcpy(e->token_hash, s->token_hash, SD_HASH_LEN);
-        if (ix->count >= ix->nbuckets)
-            grow(ix);
-        entry **pp = &ix->by_id[hid(e->id) & (ix->nbuckets - 1)];
-        e->next_id = *pp;
-        *pp = e;
-        pp = &ix->by_token[h64(e->token_hash) & (ix->nbuckets - 1)];
-        e->next_token = *pp;
-        *pp = e;
-        ix->count++;
-    }
-    e->created_at = s->created_at;
-    e->last_seen = s->last_seen;
-    e->expiry = s->expiry;
-    e->absolute_expiry = s->absolute_expiry;
-    e->idle_ttl = s->idle_ttl;
-    e->version = s->version;
+    if (!e && !(e = insert_new(ix, s)))
+        return SD_ENOMEM;
+    set_fields(e, s);
     return 0;
+}
+
+int sd_index_add(sd_index *ix, const sd_session *s)
+{
+    sd_index_lock(ix);
+    entry *e = insert_new(ix, s);
+    if (e)
+        set_fields(e, s);
+    sd_index_unlock(ix);
+    return e ? 0 : SD_ENOMEM;
+}
+
+void sd_index_reserve(sd_index *ix, size_t n)
+{
+    sd_index_lock(ix);
+    while (ix->nbuckets < n) {
+        size_t before = ix->nbuckets;
+        grow(ix);
+        if (ix->nbuckets == before)
+            break; /* out of memory: the tables grow as entries come */
+    }
+    sd_index_unlock(ix);
 }
 
 void sd_index_touch_locked(sd_index *ix, const char *id, int64_t expiry, int64_t now)

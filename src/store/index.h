@@ -30,6 +30,13 @@ void sd_index_free(sd_index *ix);
  * Returns 0 or SD_ENOMEM. */
 int sd_index_put(sd_index *ix, const sd_session *s);
 
+/* For loading a store's rows at start: sd_index_reserve sizes the tables
+ * for about n entries at once (instead of doubling them as they fill), and
+ * sd_index_add inserts s without looking for its id first, so the caller
+ * must know the id is not in the index (ids are unique in the table). */
+void sd_index_reserve(sd_index *ix, size_t n);
+int sd_index_add(sd_index *ix, const sd_session *s);
+
 /* Removes the entry of id, if any. */
 void sd_index_remove(sd_index *ix, const char *id);
 

@@ -82,11 +82,44 @@ static void ids_sharing_a_long_prefix_spread(void **state)
     sd_index_free(ix);
 }
 
+/* The start's path: tables sized once, entries added without a lookup;
+ * every entry is found by id and by token, and the index still takes puts. */
+static void reserve_then_add_finds_everything(void **state)
+{
+    (void)state;
+    enum { N = 50000 };
+    sd_index *ix = sd_index_new();
+    assert_non_null(ix);
+    sd_index_reserve(ix, N);
+    sd_session s, out;
+    for (unsigned i = 0; i < N; i++) {
+        session_n(&s, "R%021u", i);
+        assert_int_equal(sd_index_add(ix, &s), 0);
+    }
+    assert_int_equal(sd_index_count(ix), N);
+    assert_in_range(sd_index_longest_chain(ix), 1, 16);
+    for (unsigned i = 0; i < N; i += 101) {
+        session_n(&s, "R%021u", i);
+        assert_int_equal(sd_index_get_by_token(ix, s.token_hash, &out), 0);
+        assert_string_equal(out.id, s.id);
+        free(out.user_id);
+    }
+    session_n(&s, "R%021u", 7);
+    s.version = 9;
+    assert_int_equal(sd_index_put(ix, &s), 0); /* replaces, does not duplicate */
+    assert_int_equal(sd_index_count(ix), N);
+    assert_int_equal(sd_index_get_by_id(ix, s.id, &out), 0);
+    assert_int_equal(out.version, 9);
+    free(out.user_id);
+    sd_index_free(ix);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(put_get_replace_remove),
         cmocka_unit_test(ids_sharing_a_long_prefix_spread),
+        cmocka_unit_test(reserve_then_add_finds_everything),
     };
     return cmocka_run_group_tests_name("index", tests, NULL, NULL);
 }
