@@ -7,7 +7,7 @@ import subprocess
 import threading
 import time
 
-from conftest import SESSIOND_BIN, child_env, new_user, record_token
+from conftest import SESSIOND_BIN, child_env, new_user, record_token, wait_for
 
 
 def _backup(data_dir, dest):
@@ -31,10 +31,11 @@ def test_backup_under_load_and_restore(make_server, tmp_path):
     for t in threads:
         t.start()
     try:
-        time.sleep(1.0)
+        wait_for(lambda: len(acked) > 10, timeout=60, what="creates before the backup")
         t_start = time.monotonic()
         r = _backup(srv.data_dir, tmp_path / "bk")
-        time.sleep(0.3)
+        n = len(acked)
+        wait_for(lambda: len(acked) > n + 3, timeout=60, what="creates during and after the backup")
     finally:
         stop.set()
         for t in threads:
