@@ -24,12 +24,13 @@ import re
 import signal
 import socket
 import sqlite3
+import struct
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import quote
 
@@ -934,6 +935,47 @@ def wait_for(pred, timeout=10.0, interval=0.1, what="condition"):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what} (last={last!r})")
         time.sleep(interval)
+
+
+class ShiftedClock:
+    """A wall clock a test moves forward instead of sleeping: `env` starts a
+    server with the LD_PRELOAD shim tests/e2e/shim/clockshift.c, whose
+    CLOCK_REALTIME is the real time plus `shift` seconds. Timeouts, expiry and
+    the sweeper's decisions follow it; the monotonic clock (request timeouts,
+    timer intervals) does not. `now()` is the server's wall clock as a
+    datetime."""
+
+    SHIM = Path(__file__).parent / "shim" / "clockshift.c"
+
+    def __init__(self, tmp_path):
+        self.so = Path(tmp_path) / "clockshift.so"
+        subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", str(self.so), str(self.SHIM), "-ldl"],
+                       check=True, stdin=subprocess.DEVNULL, timeout=60)
+        self.file = Path(tmp_path) / "clock-shift"
+        self.file.write_bytes(struct.pack("<q", 0))
+        self.shift_ms = 0
+
+    @property
+    def env(self):
+        return {"LD_PRELOAD": str(self.so), "SD_CLOCK_SHIFT_FILE": str(self.file),
+                # the sanitizer runtime wants to be first; the shim only wraps the clock calls
+                "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"}
+
+    def advance(self, seconds):
+        self.shift_ms += int(round(seconds * 1000))
+        fd = os.open(self.file, os.O_WRONLY)
+        try:
+            os.pwrite(fd, struct.pack("<q", self.shift_ms), 0)
+        finally:
+            os.close(fd)
+
+    def now(self):
+        return utcnow() + timedelta(milliseconds=self.shift_ms)
+
+
+@pytest.fixture
+def clock(tmp_path):
+    return ShiftedClock(tmp_path)
 
 
 def sleep_until(t_monotonic):
