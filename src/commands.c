@@ -1,4 +1,4 @@
-/* commands.c - `sessiond audit verify` and `sessiond reencrypt` (commands.h). */
+/* commands.c - the subcommands of the binary and their one table (commands.h). */
 #include "commands.h"
 #include "audit/audit.h"
 #include "config.h"
@@ -14,7 +14,7 @@
 
 extern char **environ;
 
-int sd_cmd_audit(int argc, char **argv)
+static int cmd_audit(int argc, char **argv)
 {
     if (argc < 3 || strcmp(argv[1], "verify") != 0) {
         fprintf(stderr, "usage: sessiond audit verify PATH...  (files in order, or the audit "
@@ -24,7 +24,7 @@ int sd_cmd_audit(int argc, char **argv)
     return sd_audit_verify(argc - 2, argv + 2, stdout);
 }
 
-int sd_cmd_backup(int argc, char **argv)
+static int cmd_backup(int argc, char **argv)
 {
     /* sessiond backup DEST [options]: the options are the server's (for
      * --data-dir and --config). */
@@ -76,7 +76,7 @@ static int run_sync(sd_store_handle *st, sync_write *s)
     return s->w.rc;
 }
 
-int sd_cmd_reencrypt(int argc, char **argv)
+static int cmd_reencrypt(int argc, char **argv)
 {
     sd_config cfg;
     int rc = sd_config_load(&cfg, argc, argv, environ, stderr);
@@ -136,4 +136,73 @@ int sd_cmd_reencrypt(int argc, char **argv)
     sd_store_close(st);
     sd_keyring_free(keys);
     return status;
+}
+
+static int cmd_help(int argc, char **argv);
+
+static const sd_command commands[] = {
+    {"audit", "verify PATH...",
+     "check the audit log's hash chain (files in order, or the directory)",
+     "Reports the first altered, removed, inserted or reordered record; exit 0 when the\n"
+     "chain is whole, 1 when it is not.",
+     cmd_audit},
+    {"backup", "DEST [--data-dir DIR | --config FILE]",
+     "copy the live embedded store, a consistent snapshot, into the new directory DEST",
+     "Runs beside a serving sessiond. The server's options say where the store is;\n"
+     "PostgreSQL is backed up with its own tools.",
+     cmd_backup},
+    {"reencrypt", "--encryption-keys FILE [--data-dir DIR | --store URL]",
+     "seal every stored session's metadata under the newest encryption key (offline)",
+     "Takes the server's options. The data directory's lock keeps a running server out\n"
+     "of the embedded store; stop it first.",
+     cmd_reencrypt},
+    {"help", "[COMMAND]", "list the commands, or print one command's usage", NULL, cmd_help},
+};
+#define NCOMMANDS (sizeof commands / sizeof commands[0])
+
+const sd_command *sd_cmd_find(const char *name)
+{
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        if (strcmp(commands[i].name, name) == 0)
+            return &commands[i];
+    return NULL;
+}
+
+void sd_cmd_list(FILE *out)
+{
+    fprintf(out, "\ncommands (sessiond COMMAND --help for each):\n");
+    for (size_t i = 0; i < NCOMMANDS; i++)
+        fprintf(out, "  sessiond %-10s %s\n", commands[i].name, commands[i].summary);
+}
+
+int sd_cmd_wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            return 1;
+    return 0;
+}
+
+void sd_cmd_usage(const sd_command *c, FILE *out)
+{
+    fprintf(out, "usage: sessiond %s %s\n\n%s.\n", c->name, c->usage, c->summary);
+    if (c->detail)
+        fprintf(out, "%s\n", c->detail);
+}
+
+static int cmd_help(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stdout, "usage: sessiond [OPTIONS]      serve (sessiond --help lists the options)\n"
+                        "       sessiond COMMAND [ARGS]\n");
+        sd_cmd_list(stdout);
+        return 0;
+    }
+    const sd_command *c = sd_cmd_find(argv[1]);
+    if (!c) {
+        fprintf(stderr, "sessiond help: no command '%s' (sessiond help lists them)\n", argv[1]);
+        return 2;
+    }
+    sd_cmd_usage(c, stdout);
+    return 0;
 }

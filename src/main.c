@@ -81,16 +81,28 @@ static void reload_tls(sd_tls *tls, const sd_config *fresh)
 
 int main(int argc, char **argv)
 {
-    if (argc >= 2 && strcmp(argv[1], "audit") == 0)
-        return sd_cmd_audit(argc - 1, argv + 1);
-    if (argc >= 2 && strcmp(argv[1], "reencrypt") == 0)
-        return sd_cmd_reencrypt(argc - 1, argv + 1);
-    if (argc >= 2 && strcmp(argv[1], "backup") == 0)
-        return sd_cmd_backup(argc - 1, argv + 1);
+    if (argc >= 2 && argv[1][0] != '-') {
+        const sd_command *c = sd_cmd_find(argv[1]);
+        if (!c) {
+            fprintf(stderr,
+                    "sessiond: no command '%s' (sessiond help lists the commands, "
+                    "sessiond --help the options)\n",
+                    argv[1]);
+            return 2;
+        }
+        if (sd_cmd_wants_help(argc - 1, argv + 1)) {
+            sd_cmd_usage(c, stdout);
+            return 0;
+        }
+        return c->run(argc - 1, argv + 1);
+    }
     sd_config cfg;
     int rc = sd_config_load(&cfg, argc, argv, environ, stderr);
-    if (rc == SD_CONFIG_EXIT_OK)
+    if (rc == SD_CONFIG_EXIT_OK) {
+        if (sd_cmd_wants_help(argc, argv)) /* --help: the options, then the commands */
+            sd_cmd_list(stdout);
         return 0;
+    }
     if (rc != SD_CONFIG_RUN)
         return 2;
     sd_log_set_level((enum sd_log_level)sd_log_level_parse(cfg.log_level));

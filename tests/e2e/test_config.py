@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import re
 import subprocess
 
 import pytest
@@ -32,6 +33,25 @@ def test_help_lists_every_option(tmp_path):
     text = out + err
     missing = [o for o in OPTIONS if o not in text]
     assert not missing, f"--help does not mention {missing}:\n{text}"
+
+
+COMMANDS = ["audit", "backup", "reencrypt", "help"]
+
+
+def test_help_lists_the_commands_and_each_has_its_own_help(tmp_path):
+    rc, out, _ = _run(["--help"], tmp_path)
+    listed = [c for c in COMMANDS if re.search(rf"^  sessiond {c} +\S", out, re.M)]
+    assert listed == COMMANDS, f"--help lists {listed} of the commands {COMMANDS}:\n{out[-1500:]}"
+    rc, out, err = _run(["help"], tmp_path)
+    assert rc == 0 and all(f"sessiond {c} " in out for c in COMMANDS), (rc, out, err)
+    for c in COMMANDS:
+        for args in ([c, "--help"], ["help", c]):
+            rc, out, err = _run(args, tmp_path)
+            assert rc == 0 and out.startswith(f"usage: sessiond {c} "), (args, rc, out, err)
+    rc, out, err = _run(["frobnicate"], tmp_path)
+    assert rc == 2 and "no command 'frobnicate'" in err and "sessiond help" in err, (rc, err)
+    rc, out, err = _run(["help", "frobnicate"], tmp_path)
+    assert rc == 2 and "no command" in err
 
 
 def test_unknown_flag_fails_with_message(tmp_path):
