@@ -222,7 +222,7 @@ static void refresh_done(sd_write *w)
     const char *hdr[] = {"WWW-Authenticate", "Bearer", NULL};
     switch (w->rc) {
     case 0:
-        sd_info("session_renewed session=%s user=%s", w->session.id, w->session.user_id);
+        sd_info("session_refreshed session=%s user=%s", w->session.id, w->session.user_id);
         sd_api_reply_session(c->req, 200, &w->session, c->token, NULL);
         break;
     case SD_ECONFLICT:

@@ -335,21 +335,24 @@ static void write_batch(audit *a, const sd_event *q, size_t nq)
 static void *audit_main(void *arg)
 {
     audit *a = arg;
+    /* Out of memory for the batch: drain one event at a time rather than
+     * never (a stop waits for an empty queue). */
+    sd_event one;
+    size_t cap = QUEUE_CAP;
     sd_event *local = malloc(QUEUE_CAP * sizeof *local);
+    if (!local) {
+        local = &one;
+        cap = 1;
+    }
     pthread_mutex_lock(&a->mu);
     for (;;) {
         if (!a->stopping && a->qlen == 0) {
             struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += POLL_MS * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            sd_mono_deadline(&ts, POLL_MS);
             pthread_cond_timedwait(&a->cv, &a->mu, &ts);
         }
         size_t n = 0;
-        while (local && a->qlen > 0) {
+        while (n < cap && a->qlen > 0) {
             local[n++] = a->q[a->qhead];
             a->qhead = (a->qhead + 1) % QUEUE_CAP;
             a->qlen--;
@@ -364,7 +367,8 @@ static void *audit_main(void *arg)
             break;
     }
     pthread_mutex_unlock(&a->mu);
-    free(local);
+    if (local != &one)
+        free(local);
     return NULL;
 }
 
@@ -413,7 +417,7 @@ int sd_audit_open(const sd_audit_options *opt, char *err, size_t errlen)
     }
     prune(a);
     pthread_mutex_init(&a->mu, NULL);
-    pthread_cond_init(&a->cv, NULL);
+    sd_cond_init_mono(&a->cv);
     if (pthread_create(&a->thread, NULL, audit_main, a)) {
         snprintf(err, errlen, "cannot start the audit thread");
         pthread_mutex_destroy(&a->mu);

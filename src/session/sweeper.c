@@ -62,10 +62,7 @@ static void *sweeper_main(void *arg)
     sd_sweeper *s = arg;
     for (;;) {
         struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        int64_t ns = until.tv_nsec + (s->interval_ms % 1000) * 1000000;
-        until.tv_sec += s->interval_ms / 1000 + ns / 1000000000;
-        until.tv_nsec = ns % 1000000000;
+        sd_mono_deadline(&until, s->interval_ms);
         pthread_mutex_lock(&s->mu);
         while (!s->stopping && pthread_cond_timedwait(&s->cv, &s->mu, &until) == 0)
             ;
@@ -106,7 +103,7 @@ int sd_sweeper_start(sd_store_handle *store, int64_t interval_ms, int batch, int
     s->batch = batch;
     s->retention_ms = retention_ms;
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
+    sd_cond_init_mono(&s->cv);
     if (pthread_create(&s->thread, NULL, sweeper_main, s)) {
         free(s);
         return SD_ENOMEM;

@@ -1055,7 +1055,9 @@ static void apply_to_index(sd_store *st, sd_write *batch)
         case SD_W_UPDATE:
         case SD_W_ROTATE:
             if (sd_index_put_locked(st->index, &w->session))
-                sd_error("store: index out of memory; validation falls back to the table");
+                sd_error("store: out of memory adding session %s to the validation index: it "
+                         "validates as unknown (fails closed) until a restart reloads the index",
+                         w->session.id);
             break;
         case SD_W_TOUCH:
             if (w->affected)

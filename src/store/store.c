@@ -204,10 +204,30 @@ int sd_store_replica_id(const char *data_dir, char out[17])
         return SD_ERANDOM;
     for (int i = 0; i < 8; i++)
         snprintf(out + 2 * i, 3, "%02x", raw[i]);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    /* A new file under a temporary name, made durable, then renamed over:
+     * a crash leaves the old id or the whole new one, never a torn one. */
+    char tmp[1120];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
         return -errno;
-    int rc = write(fd, out, 16) == 16 && fsync(fd) == 0 ? 0 : -errno;
-    close(fd);
+    ssize_t w = write(fd, out, 16);
+    int rc = w == 16 ? 0 : w < 0 ? -errno : -EIO;
+    if (rc == 0 && fsync(fd) != 0)
+        rc = -errno;
+    if (close(fd) != 0 && rc == 0)
+        rc = -errno;
+    if (rc == 0 && rename(tmp, path) != 0)
+        rc = -errno;
+    if (rc) {
+        unlink(tmp);
+        return rc;
+    }
+    int dfd = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) { /* the rename itself durable */
+        if (fsync(dfd) != 0)
+            rc = -errno;
+        close(dfd);
+    }
     return rc;
 }

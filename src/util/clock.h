@@ -7,8 +7,10 @@
 #ifndef SD_CLOCK_H
 #define SD_CLOCK_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #define SD_TIME_TEXT_LEN 24 /* "YYYY-MM-DDTHH:MM:SS.mmmZ" without the NUL */
 
@@ -17,6 +19,15 @@ int64_t sd_now_ms(void);
 
 /* Monotonic time in nanoseconds, for measuring durations. */
 int64_t sd_mono_ns(void);
+
+/* Initialises cv to time its waits on the monotonic clock, so that a step of
+ * the wall clock (NTP, an operator) neither stalls nor hurries a periodic
+ * thread. Returns pthread_cond_init's result. */
+int sd_cond_init_mono(pthread_cond_t *cv);
+
+/* *ts = the monotonic clock now plus ms: an absolute deadline for
+ * pthread_cond_timedwait on a condition made by sd_cond_init_mono. */
+void sd_mono_deadline(struct timespec *ts, int64_t ms);
 
 /* Writes ms as RFC 3339 UTC with milliseconds into out (at least
  * SD_TIME_TEXT_LEN + 1 bytes). Returns out. */

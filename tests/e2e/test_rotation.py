@@ -37,6 +37,8 @@ def test_reuse_inside_the_grace_window_is_a_race_not_theft(make_server):
     _refresh(srv.api, s["sessionId"], s["token"], expect=409)
     assert srv.api.validate(new)["isValid"] is True
     srv.api.get(f"/sessions/{s['sessionId']}", expect=200)
+    # The log names it as the audit trail does: a refresh, not a renewal.
+    assert f"session_refreshed session={s['sessionId']}" in srv.log_text()
 
 
 def test_reuse_after_the_grace_window_revokes_the_session(make_server):
