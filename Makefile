@@ -2,6 +2,7 @@
 #
 #   make          build build/sessiond (installs missing Debian packages first)
 #   make run      build and start on 127.0.0.1:8080 with the store in ./var
+#                 (make run LISTEN=127.0.0.1:9090 DATA=./var2 for another)
 #   make test     unit + end-to-end tests, under ASan+UBSan and on the release build
 #   make asan     build/asan/sessiond, the sanitizer build
 #   make format   clang-format every C file; make format-check fails on a diff
@@ -96,9 +97,15 @@ build/asan/tests/%: tests/unit/%.c $(ASAN_LIB) | $(TEST_STAMP)
 
 asan: build/asan/sessiond
 
-run: build/sessiond
-	@mkdir -p var
-	exec build/sessiond --listen 127.0.0.1:8080 --data-dir ./var
+# make run LISTEN=127.0.0.1:9090 DATA=./var2 runs a second one beside the first
+# (the data directory is locked by the server using it). SESSIOND_LISTEN and
+# SESSIOND_DATA_DIR in the environment count too; a variable on the command
+# line wins.
+LISTEN ?= $(or $(SESSIOND_LISTEN),127.0.0.1:8080)
+DATA   ?= $(or $(SESSIOND_DATA_DIR),./var)
+run: build/sessiond build/sessionctl
+	@mkdir -p '$(DATA)'
+	exec build/sessiond --listen '$(LISTEN)' --data-dir '$(DATA)'
 
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
