@@ -285,6 +285,9 @@ install: build/sessiond build/sessionctl build/libsessiond-client.a build/libses
 	sed 's|/usr/local/sbin/|$(SBINDIR)/|' deploy/systemd/sessiond.service \
 	  > $(DESTDIR)$(UNITDIR)/sessiond.service
 	chmod 644 $(DESTDIR)$(UNITDIR)/sessiond.service
+	@# The dynamic loader's cache learns the new library (installs into a
+	@# staging DESTDIR leave that to the package's own trigger).
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" -eq 0 ] && command -v ldconfig >/dev/null; then ldconfig; fi
 
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/sessiond $(DESTDIR)$(BINDIR)/sessionctl \
