@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import (SESSIOND_BIN, child_env, free_port, history_rows, http_request_bytes, RawConn,
+from conftest import (REPO, SESSIOND_BIN, child_env, free_port, history_rows, http_request_bytes, RawConn,
                       new_user, observe_raw, seconds_between, wait_for)
 
 OPTIONS = ["--listen", "--data-dir", "--idle-timeout", "--absolute-timeout", "--max-idle-timeout",
@@ -175,3 +175,19 @@ def test_sighup_reloads_the_log_level_without_dropping_connections(make_server):
     wait_for(lambda: "request id=" in srv.log_text(), timeout=5,
              what="a debug request line after the reload")
     assert srv.proc.poll() is None, "SIGHUP must not stop the server"
+
+
+def test_make_run_takes_an_address_and_a_data_directory(tmp_path):
+    # A second `make run` beside the first: LISTEN= and DATA= on the command
+    # line, SESSIOND_LISTEN / SESSIOND_DATA_DIR from the environment; the
+    # command line wins. (make -n prints the command without running it.)
+    def cmd(*args, env=None):
+        p = subprocess.run(["make", "-n", "-s", "run", *args], cwd=REPO, capture_output=True, text=True,
+                           stdin=subprocess.DEVNULL, timeout=120, env={**child_env(), **(env or {})})
+        assert p.returncode == 0, p.stderr
+        return p.stdout.strip().splitlines()[-1]
+    assert "--listen '127.0.0.1:8080' --data-dir './var'" in cmd()
+    assert "--listen '127.0.0.1:9090' --data-dir './var2'" in cmd("LISTEN=127.0.0.1:9090", "DATA=./var2")
+    env = {"SESSIOND_LISTEN": "127.0.0.1:9191", "SESSIOND_DATA_DIR": "/tmp/x"}
+    assert "--listen '127.0.0.1:9191' --data-dir '/tmp/x'" in cmd(env=env)
+    assert "--listen '127.0.0.1:9292'" in cmd("LISTEN=127.0.0.1:9292", env=env)
