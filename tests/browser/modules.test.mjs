@@ -96,3 +96,14 @@ test('relative times and other formats', () => {
   assert.equal(fmt.location({ country: 'FR', city: 'Paris' }), 'Paris, FR');
   assert.equal(fmt.location({ lat: 1.5 }), 'lat: 1.5');
 });
+
+test('a geoLocation given as a string is shown as given', () => {
+  // docs/openapi.yaml's own example of GeoLocation is the string "Paris, FR".
+  assert.equal(fmt.location('Paris, FR'), 'Paris, FR');
+  assert.equal(fmt.location(' Paris '), 'Paris');
+  assert.equal(fmt.location({ lat: 48.8566, lon: 2.3522, accuracyMeters: 50 }),
+    'lat: 48.8566, lon: 2.3522, accuracyMeters: 50');
+  assert.equal(fmt.location(null), '');
+  assert.equal(fmt.location(undefined), '');
+  assert.equal(fmt.location(42), '');
+});
