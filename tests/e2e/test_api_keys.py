@@ -6,7 +6,10 @@ import secrets
 import signal
 import subprocess
 
-from conftest import SESSIOND_BIN, child_env, free_port, new_user, wait_for
+import requests
+
+from conftest import (HTTP_TIMEOUT, SESSIOND_BIN, child_env, free_port, new_user, observe_response, problem_detail,
+                      record_token, wait_for)
 
 
 def _key_line(key_id, key, scopes):
@@ -81,3 +84,101 @@ def test_bad_key_file_is_a_clear_start_error(tmp_path):
                         str(tmp_path / "d"), "--api-keys", str(path)], capture_output=True,
                        text=True, timeout=30, env=child_env(), stdin=subprocess.DEVNULL)
     assert r.returncode != 0 and "keys:1" in r.stderr, r.stderr
+
+
+# --------------------------------------------------------------------------
+# Protected mode and DNS rebinding (issue 15, item 4). Without keys sessiond
+# listens on loopback only, but a page in a browser on the same machine can
+# rebind its own name to 127.0.0.1 (its requests then carry Host: its name)
+# or post to 127.0.0.1 from its own origin. These requests go straight to
+# the server (not through Prism, which may rewrite Host).
+# --------------------------------------------------------------------------
+def _raw(srv, method, path, headers, **kw):
+    r = requests.request(method, srv.direct_url + path, headers=headers, timeout=HTTP_TIMEOUT,
+                         allow_redirects=False, **kw)
+    observe_response(method, path, r.status_code, r.headers, r.content)
+    return r
+
+
+def _refused_as_protected(r, what):
+    assert r.status_code == 403, f"{what}: {r.status_code} {r.text[:300]}"
+    detail = problem_detail(r)
+    assert "protected mode" in detail and "--api-keys" in detail, f"{what}: unhelpful detail {detail!r}"
+    return detail
+
+
+def test_protected_mode_refuses_a_rebound_host(server):
+    api = server.api
+    user = new_user("rebind")
+    s = api.create(user)
+    # The reviewer's request: a page on evil.example, its name rebound to 127.0.0.1.
+    evil = {"Host": "evil.example", "Origin": "http://evil.example"}
+    r = _raw(server, "POST", "/sessions/bulk-delete", evil, json={"userIds": [user]})
+    detail = _refused_as_protected(r, "bulk-delete through a rebound name")
+    assert "Host 'evil.example'" in detail, detail
+    # The same page could read what it may not change: refused too, as is /metrics.
+    for path in (f"/users/{user}/sessions", f"/sessions/{s['sessionId']}", "/metrics"):
+        _refused_as_protected(_raw(server, "GET", path, {"Host": f"evil.example:{server.port}"}), path)
+    # Probes and the console's static files stay public; they hold no data.
+    assert _raw(server, "GET", "/healthz", {"Host": "evil.example"}).status_code == 200
+    assert _raw(server, "GET", "/console/app.js", {"Host": "evil.example"}).status_code == 200
+    # Nothing was deleted, and the refusals are logged without the key material.
+    assert api.validate(s["token"])["isValid"] is True
+    assert [x["sessionId"] for x in api.list_user(user).json()["sessions"]] == [s["sessionId"]]
+    assert "protected_mode_refused reason=host host=evil.example" in server.log_text()
+
+
+def test_protected_mode_accepts_loopback_host_variants(server):
+    user = new_user("hosts")
+    p = server.port
+    accepted = ["localhost", f"localhost:{p}", "LocalHost", "localhost.", f"console.localhost:{p}",
+                "a-b.c.localhost", "127.0.0.1", f"127.0.0.1:{p}", "127.1.2.3", "127.255.255.255:80",
+                "[::1]", f"[::1]:{p}", "[0:0:0:0:0:0:0:1]", "[::ffff:127.0.0.1]", "[::ffff:7f00:1]"]
+    refused = ["evil.example", f"evil.example:{p}", "localhost.evil.example", "127.0.0.1.nip.io",
+               "evil-localhost", ".localhost", "a..localhost", "0.0.0.0", f"0.0.0.0:{p}", "10.0.0.1",
+               "192.168.1.10", "128.0.0.1", "127.0.0.256", "127.0.0", "127.0.0.1.5", "127.1",
+               "2130706433", "0x7f.0.0.1", "[::2]", "[fe80::1]", "[::ffff:10.0.0.1]", "[::1",
+               "localhost:", "localhost:123456", "localhost:8o", "[::1]x", ""]
+    for host in accepted:
+        r = _raw(server, "GET", f"/users/{user}/sessions", {"Host": host})
+        assert r.status_code == 200, f"Host {host!r} is loopback: {r.status_code} {r.text[:200]}"
+    for host in refused:
+        _refused_as_protected(_raw(server, "GET", f"/users/{user}/sessions", {"Host": host}), f"Host {host!r}")
+
+
+def test_protected_mode_refuses_cross_site_origins_on_writes(server):
+    api = server.api
+    user = new_user("origin")
+    for origin in ("http://evil.example", "https://evil.example", "null", "http://127.0.0.1.evil.example",
+                   f"http://evil.example:{server.port}", "chrome-extension://abcdef", "file://"):
+        r = _raw(server, "POST", "/sessions", {"Origin": origin}, json={"userId": user})
+        detail = _refused_as_protected(r, f"POST with Origin {origin!r}")
+        assert "Origin" in detail
+    assert api.list_user(user).json()["sessions"] == [], "a refused create stored a session"
+    s = api.create(user)
+    _refused_as_protected(_raw(server, "DELETE", f"/sessions/{s['sessionId']}", {"Origin": "http://evil.example"}),
+                          "DELETE from another site")
+    _refused_as_protected(_raw(server, "POST", "/introspect", {"Origin": "null"}, data={"token": s["token"]}),
+                          "introspection from a sandboxed page")
+    assert api.validate(s["token"])["isValid"] is True
+    # Pages on loopback origins (the console, a local development server) may write.
+    for origin in (f"http://127.0.0.1:{server.port}", "http://localhost:3000", "https://app.localhost",
+                   f"http://[::1]:{server.port}"):
+        r = _raw(server, "POST", "/sessions", {"Origin": origin}, json={"userId": user})
+        assert r.status_code == 201, f"Origin {origin}: {r.status_code} {r.text[:200]}"
+    # Reads are not refused for their Origin: a gateway's GET /auth carries its
+    # end user's Origin, and browsers send none on simple cross-site GETs anyway.
+    r = _raw(server, "GET", "/auth", {"Origin": "http://evil.example", "Authorization": f"Bearer {s['token']}"})
+    assert r.status_code == 200, r.text
+
+
+def test_with_keys_any_host_and_origin_are_served(make_server, tmp_path):
+    key = secrets.token_urlsafe(32)
+    srv = make_server("--api-keys", str(_keys(tmp_path, [_key_line("app", key, "sessions")])))
+    r = _raw(srv, "POST", "/sessions", {"Host": "sessiond.internal.example", "Origin": "https://app.example",
+                                        "X-Api-Key": key}, json={"userId": new_user()})
+    assert r.status_code == 201, r.text
+    record_token(r.json()["token"])
+    # Without the key, still 401, not the protected-mode 403.
+    r = _raw(srv, "POST", "/sessions", {"Host": "evil.example"}, json={"userId": new_user()})
+    assert r.status_code == 401
