@@ -203,3 +203,42 @@ def test_no_series_is_exported_twice(server):
     assert unmatched and all(ls["method"] == "other" for ls in unmatched), unmatched
     assert all("method" in ls for n, ls, _ in series if n.startswith("sessiond_http_")), "an HTTP series lacks method"
 
+
+def _grafana(expr):
+    """A dashboard query with Grafana's variables filled in."""
+    return expr.replace("$__rate_interval", "5m").replace("$instance", ".*")
+
+
+def test_dashboard_error_ratios_are_zero_on_a_healthy_server(tmp_path):
+    """A healthy server exports no 5xx (or 4xx) series at all, and a ratio
+    whose numerator is an empty vector is itself empty: Grafana showed "No
+    data" in the 5xx ratio panel instead of 0. Evaluated by promtool's own
+    PromQL engine on the series a healthy server exports."""
+    exprs = [e for e in dashboard_exprs() if re.search(r'status=~"[45]\.\."', e)]
+    assert len(exprs) >= 3, exprs  # the 5xx stat, the error-rate panel's 5xx and 4xx lines
+    healthy = [
+        ('sessiond_http_requests_total{job="sessiond",instance="a:8080",method="POST",'
+         'route="/sessions/validate",status="200"}', "0+596x20"),
+        ('sessiond_http_requests_total{job="sessiond",instance="a:8080",method="GET",'
+         'route="/metrics",status="200"}', "0+4x20"),
+    ]
+    spec = {"rule_files": [], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [{"series": s, "values": v} for s, v in healthy],
+        "promql_expr_test": [{"expr": _grafana(e), "eval_time": "15m",
+                              "exp_samples": [{"labels": "{}", "value": 0}]} for e in exprs],
+    }]}
+    path = tmp_path / "healthy.test.yml"
+    path.write_text(json.dumps(spec))
+    r = promtool("test", "rules", str(path))
+    assert r.returncode == 0, f"an error ratio is not 0 on a healthy server:\n{r.stdout}{r.stderr}"
+    # And on a failing one the same query still measures the failures: 200 of 800 a minute are 503s.
+    failing = healthy + [('sessiond_http_requests_total{job="sessiond",instance="a:8080",method="POST",'
+                          'route="/sessions",status="503"}', "0+200x20")]
+    e5 = next(e for e in exprs if "5.." in e)
+    spec["tests"][0]["input_series"] = [{"series": s, "values": v} for s, v in failing]
+    spec["tests"][0]["promql_expr_test"] = [{"expr": _grafana(e5), "eval_time": "15m",
+                                             "exp_samples": [{"labels": "{}", "value": 0.25}]}]
+    path.write_text(json.dumps(spec))
+    r = promtool("test", "rules", str(path))
+    assert r.returncode == 0, f"the 5xx ratio misreads failures:\n{r.stdout}{r.stderr}"
