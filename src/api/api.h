@@ -22,10 +22,17 @@ typedef struct sd_app {
     double audit_sample;        /* fraction of successful validations audited */
 } sd_app;
 
-/* The authorize hook of the HTTP layer (common.c): checks X-Api-Key for the
- * route's scope; answers 401/403 itself. In protected mode (no keys) it
- * applies sd_api_loopback_only instead. */
+/* The authorize hook of the HTTP layer (common.c): checks X-Api-Key (or a
+ * client certificate) for the route's scope, and on POST /introspect also
+ * RFC 7662 client credentials (HTTP Basic: a key's id, then the key);
+ * answers 401/403 itself, and 400 to two credentials (two X-Api-Key, or
+ * X-Api-Key and Authorization on /introspect). In protected mode (no keys)
+ * it applies sd_api_loopback_only instead. */
 int sd_api_authorize(void *app, sd_req *r, const char *scope);
+
+/* The scope of POST /introspect ("validate"), an object of its own: the
+ * authorize hook knows that route by this address (routes.c). */
+extern const char sd_api_scope_introspect[];
 
 /* Protected mode (no API keys) serves loopback addresses only, but a page in
  * a browser on the same machine can still reach it: through a DNS name it
