@@ -37,7 +37,8 @@ CONSOLE_GEN   := build/gen/console_assets.c
 REL_OBJS  += build/obj/gen/console_assets.o
 ASAN_OBJS += build/asan/obj/gen/console_assets.o
 ASAN_LIB  += build/asan/obj/gen/console_assets.o
-# The console's browser tests: playwright-core from npm, driving Debian's chromium.
+# The console's browser tests (playwright-core from npm, driving Debian's chromium)
+# and the OAuth client library test_api_keys.py introspects with (oauth4webapi).
 BROWSER_STAMP := build/.deps-browser
 TEST_STAMP := build/.deps-test
 
@@ -126,7 +127,7 @@ PG_SUITE := test_sessions test_validate test_users test_rotation test_audit test
             test_concurrency test_durability test_throttle test_encryption test_api_keys \
             test_forward_auth test_fail_closed test_postgres
 .PHONY: e2e-postgres
-e2e-postgres: build/sessiond | $(TEST_STAMP)
+e2e-postgres: build/sessiond | $(TEST_STAMP) $(BROWSER_STAMP)
 	SESSIOND_TEST_STORE=postgres SESSIOND_BIN=$(CURDIR)/build/sessiond \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider $(patsubst %,tests/e2e/%.py,$(PG_SUITE))
 
@@ -154,7 +155,7 @@ e2e: | $(API_STAMP)
 PRISM_TESTS := tests/e2e/test_api_contract.py tests/e2e/test_sessions.py tests/e2e/test_validate.py \
                tests/e2e/test_users.py tests/e2e/test_rotation.py tests/e2e/test_api_keys.py
 .PHONY: e2e-prism
-e2e-prism: build/sessiond | $(TEST_STAMP) $(API_STAMP)
+e2e-prism: build/sessiond | $(TEST_STAMP) $(API_STAMP) $(BROWSER_STAMP)
 	SESSIOND_VIA_PRISM=1 SESSIOND_BIN=$(CURDIR)/build/sessiond \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider $(PRISM_TESTS)
 

@@ -13,8 +13,9 @@ async def worker(host, port, todo, users, out):
         i = todo.pop()
         body = json.dumps({"userId": f"user-{i % users}", "ipAddress": "192.0.2.1",
                            "userAgent": "populate", "data": {"plan": "free"}}).encode()
-        writer.write(b"POST /sessions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        # The real address as Host: without keys sessiond answers only loopback names.
+        writer.write(b"POST /sessions HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (host.encode(), port, len(body), body))
         status = await reader.readline()
         length = 0
         while True:

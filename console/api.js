@@ -73,6 +73,9 @@ export async function probe(k) {
   } catch (e) {
     if (!(e instanceof ApiError)) throw e;
     if (e.status === 401) return k ? 'sessiond does not know this key.' : 'sessiond asks for an API key.';
+    // Without a key, a 403 is protected mode refusing this page's address:
+    // its detail says why and what to do.
+    if (e.status === 403 && !k) return e.message;
     if (e.status === 403) return 'This key lacks a scope the console needs: it needs both sessions and admin.';
     return e.message;
   }

@@ -53,9 +53,11 @@ export function rate(n) {
   return n < 10 ? n.toFixed(2) : n.toFixed(1);
 }
 
-// A geoLocation object ({"country": "FR", "city": "Paris"}, or anything a
-// client sent) in one line.
+// A geoLocation in one line: the API takes a string ("Paris, FR", shown as
+// given) or an object ({"country": "FR", "city": "Paris"}, or anything a
+// client sent).
 export function location(geo) {
+  if (typeof geo === 'string') return geo.trim();
   if (!geo || typeof geo !== 'object') return '';
   const parts = ['city', 'region', 'country']
     .map((k) => geo[k])

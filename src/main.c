@@ -116,10 +116,12 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    static const char *route_names[SD_METRICS_MAX_ROUTES];
-    for (int i = 0; i < sd_api_nroutes && i < SD_METRICS_MAX_ROUTES; i++)
+    static const char *route_methods[SD_METRICS_MAX_ROUTES], *route_names[SD_METRICS_MAX_ROUTES];
+    for (int i = 0; i < sd_api_nroutes && i < SD_METRICS_MAX_ROUTES; i++) {
+        route_methods[i] = sd_api_routes[i].method;
         route_names[i] = sd_api_routes[i].pattern;
-    sd_metrics_init(route_names, sd_api_nroutes);
+    }
+    sd_metrics_init(route_methods, route_names, sd_api_nroutes);
 
     /* Protected mode (as Redis does it): without API keys, only loopback. */
     sd_keys *keys = NULL;

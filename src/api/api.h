@@ -22,9 +22,35 @@ typedef struct sd_app {
     double audit_sample;        /* fraction of successful validations audited */
 } sd_app;
 
-/* The authorize hook of the HTTP layer (common.c): checks X-Api-Key for the
- * route's scope; answers 401/403 itself. */
+/* The authorize hook of the HTTP layer (common.c): checks X-Api-Key (or a
+ * client certificate) for the route's scope, and on POST /introspect also
+ * RFC 7662 client credentials (HTTP Basic: a key's id, then the key);
+ * answers 401/403 itself, and 400 to two credentials (two X-Api-Key, or
+ * X-Api-Key and Authorization on /introspect). In protected mode (no keys)
+ * it applies sd_api_loopback_only instead. */
 int sd_api_authorize(void *app, sd_req *r, const char *scope);
+
+/* The scope of POST /introspect ("validate"), an object of its own: the
+ * authorize hook knows that route by this address (routes.c). */
+extern const char sd_api_scope_introspect[];
+
+/* Protected mode (no API keys) serves loopback addresses only, but a page in
+ * a browser on the same machine can still reach it: through a DNS name it
+ * rebinds to 127.0.0.1, or by sending a form or fetch from another site.
+ * So a request whose Host is not a loopback name or address, or a
+ * state-changing one (not GET, HEAD, OPTIONS) whose Origin is not a
+ * loopback origin, is answered 403 here (returns 1); otherwise returns 0.
+ * A request without Host (HTTP/1.0) or without Origin (not from a browser
+ * page) passes. */
+int sd_api_loopback_only(sd_req *r);
+
+/* Whether a Host value or an Origin's authority (host, optional :port) names
+ * the loopback: localhost and *.localhost (with or without a final dot),
+ * 127.a.b.c in dotted decimal, [::1] or [::ffff:127.a.b.c]. n bytes of a. */
+bool sd_api_loopback_authority(const char *a, size_t n);
+
+/* True while no API keys are configured (protected mode). */
+bool sd_api_protected_mode(sd_app *app);
 
 extern const sd_route sd_api_routes[];
 extern const int sd_api_nroutes;

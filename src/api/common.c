@@ -1,5 +1,6 @@
 /* common.c - helpers every handler uses: body parsing, error mapping, the
- * session reply with its ETag. */
+ * session reply with its ETag; caller authentication (the authorize hook)
+ * and protected mode's loopback-only rule for Host and Origin. */
 #include "api/api.h"
 #include "api/keys.h"
 #include "audit/audit.h"
@@ -8,8 +9,12 @@
 
 #include "util/clock.h"
 
+#include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <openssl/crypto.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -160,24 +165,317 @@ size_t sd_api_json_escape(const char *s, size_t n, char *out)
     return o;
 }
 
+/* ---- protected mode: loopback names only -------------------------------- */
+
+/* 1 to 5 decimal digits. */
+static bool port_ok(const char *s, size_t n)
+{
+    if (n < 1 || n > 5)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isdigit((unsigned char)s[i]))
+            return false;
+    return true;
+}
+
+/* 127.a.b.c in dotted decimal, each part 0-255 (what a browser's URL parser
+ * writes into Host for any spelling of a 127/8 address). */
+static bool ipv4_loopback(const char *s, size_t n)
+{
+    if (n < 9 || memcmp(s, "127.", 4) != 0)
+        return false;
+    int parts = 0;
+    for (size_t i = 4; i <= n; parts++) {
+        size_t j = i;
+        unsigned v = 0;
+        while (j < n && isdigit((unsigned char)s[j]) && j - i < 3)
+            v = v * 10 + (unsigned)(s[j++] - '0');
+        if (j == i || v > 255 || (j < n && s[j] != '.'))
+            return false;
+        i = j + 1;
+    }
+    return parts == 3;
+}
+
+/* localhost or <labels>.localhost (RFC 6761: always the loopback; no DNS
+ * answer can move them), case-insensitive, with or without a final dot. */
+static bool localhost_name(const char *s, size_t n)
+{
+    if (n && s[n - 1] == '.')
+        n--;
+    if (n == 9)
+        return strncasecmp(s, "localhost", 9) == 0;
+    if (n < 11 || strncasecmp(s + n - 10, ".localhost", 10) != 0)
+        return false;
+    for (size_t i = 0, label = 0; i < n - 10; i++) {
+        if (s[i] == '.') {
+            if (!label)
+                return false;
+            label = 0;
+        } else if (isalnum((unsigned char)s[i]) || s[i] == '-') {
+            label++;
+        } else {
+            return false;
+        }
+        if (i == n - 11 && !label)
+            return false;
+    }
+    return true;
+}
+
+bool sd_api_loopback_authority(const char *a, size_t n)
+{
+    if (n && a[0] == '[') {
+        const char *close = memchr(a, ']', n);
+        if (!close)
+            return false;
+        size_t len = (size_t)(close - a) - 1, rest = n - len - 2;
+        if (rest && (close[1] != ':' || !port_ok(close + 2, rest - 1)))
+            return false;
+        char text[INET6_ADDRSTRLEN];
+        struct in6_addr in6;
+        if (len >= sizeof text)
+            return false;
+        memcpy(text, a + 1, len);
+        text[len] = '\0';
+        if (inet_pton(AF_INET6, text, &in6) != 1)
+            return false;
+        return IN6_IS_ADDR_LOOPBACK(&in6) || (IN6_IS_ADDR_V4MAPPED(&in6) && in6.s6_addr[12] == 127);
+    }
+    const char *colon = memchr(a, ':', n);
+    size_t hlen = colon ? (size_t)(colon - a) : n;
+    if (colon && !port_ok(colon + 1, n - hlen - 1))
+        return false;
+    return ipv4_loopback(a, hlen) || localhost_name(a, hlen);
+}
+
+/* An Origin (RFC 6454 serialization: scheme "://" host [":" port]) whose
+ * host is a loopback name or address. "null" and anything else: false. */
+static bool loopback_origin(const char *o)
+{
+    const char *sep = strstr(o, "://");
+    if (!sep)
+        return false;
+    size_t slen = (size_t)(sep - o);
+    if (!((slen == 4 && strncasecmp(o, "http", 4) == 0) ||
+          (slen == 5 && strncasecmp(o, "https", 5) == 0)))
+        return false;
+    const char *auth = sep + 3;
+    if (strpbrk(auth, "/?#@"))
+        return false;
+    return sd_api_loopback_authority(auth, strlen(auth));
+}
+
+static bool state_changing(const char *method)
+{
+    return strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0 &&
+           strcmp(method, "OPTIONS") != 0;
+}
+
+int sd_api_loopback_only(sd_req *r)
+{
+    const char *host = sd_req_header(r, "Host");
+    if (host && !sd_api_loopback_authority(host, strlen(host))) {
+        sd_warn("protected_mode_refused reason=host host=%.64s request=%s", host, sd_req_id(r));
+        sd_audit_emit("caller_auth_failed", NULL, NULL, NULL, sd_req_peer(r), "non_loopback_host");
+        sd_reply_problem(
+            r, 403,
+            "protected mode (no --api-keys): sessiond answers only requests addressed "
+            "to a loopback name (localhost, 127.0.0.1, [::1]), and Host '%.64s' is not "
+            "one (a DNS rebinding defence). Call it by a loopback address, or give it "
+            "API keys (--api-keys FILE) to serve other names",
+            host);
+        return 1;
+    }
+    const char *origin = sd_req_header(r, "Origin");
+    if (origin && state_changing(sd_req_method(r)) && !loopback_origin(origin)) {
+        sd_warn("protected_mode_refused reason=origin origin=%.64s request=%s", origin,
+                sd_req_id(r));
+        sd_audit_emit("caller_auth_failed", NULL, NULL, NULL, sd_req_peer(r), "cross_site_origin");
+        sd_reply_problem(r, 403,
+                         "protected mode (no --api-keys): a %s from a page whose Origin is '%.64s' "
+                         "is refused; only pages served from a loopback address (such as the "
+                         "console at /console/) may change state. Give sessiond API keys "
+                         "(--api-keys FILE) to authenticate callers instead",
+                         sd_req_method(r), origin);
+        return 1;
+    }
+    return 0;
+}
+
+bool sd_api_protected_mode(sd_app *app)
+{
+    pthread_rwlock_rdlock(&app->keys_lock);
+    bool open = app->keys == NULL;
+    pthread_rwlock_unlock(&app->keys_lock);
+    return open;
+}
+
+/* ---- caller authentication ---------------------------------------------- */
+
+static int b64_value(int c)
+{
+    return c >= 'A' && c <= 'Z'   ? c - 'A'
+           : c >= 'a' && c <= 'z' ? c - 'a' + 26
+           : c >= '0' && c <= '9' ? c - '0' + 52
+           : c == '+'             ? 62
+           : c == '/'             ? 63
+                                  : -1;
+}
+
+/* Standard base64 (RFC 4648 section 4), final padding optional. Decodes n
+ * bytes of in into out, which holds n * 3 / 4 + 1 bytes, NUL-terminated.
+ * Returns the decoded length, or -1. */
+static long b64_decode(const char *in, size_t n, unsigned char *out)
+{
+    size_t pad = 0;
+    while (n && in[n - 1] == '=' && pad < 2) {
+        n--;
+        pad++;
+    }
+    if ((pad && (n + pad) % 4) || n % 4 == 1)
+        return -1;
+    size_t o = 0;
+    uint32_t acc = 0;
+    int bits = 0;
+    for (size_t i = 0; i < n; i++) {
+        int v = b64_value((unsigned char)in[i]);
+        if (v < 0)
+            return -1;
+        acc = acc << 6 | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (unsigned char)(acc >> bits);
+            acc &= (1u << bits) - 1;
+        }
+    }
+    out[o] = '\0';
+    return (long)o;
+}
+
+/* n bytes of application/x-www-form-urlencoded text decoded ('+' a space,
+ * %XX a byte), malloc'd; NULL on a bad escape or %00. */
+static char *form_decode(const char *s, size_t n)
+{
+    char *plus = strndup(s, n), *dec = NULL;
+    if (!plus)
+        return NULL;
+    for (char *q = plus; *q; q++)
+        if (*q == '+')
+            *q = ' ';
+    if (sd_pct_decode(plus, strlen(plus), &dec) != 0)
+        dec = NULL;
+    OPENSSL_cleanse(plus, strlen(plus));
+    free(plus);
+    return dec;
+}
+
+static void free_secret(char *s)
+{
+    if (s)
+        OPENSSL_cleanse(s, strlen(s));
+    free(s);
+}
+
+/* Checks `Authorization: Basic <credentials>` (RFC 7617) as RFC 7662
+ * introspection clients send them: base64 of "<client id>:<secret>", each
+ * form-urlencoded first (RFC 6749 section 2.3.1; oauth4webapi encodes '-'
+ * and '_' too). Clients that skip that encoding (curl -u) send a key as it
+ * is, which decodes to itself unless it holds '+' or '%': those are tried as
+ * sent as well. *malformed: the credentials do not decode to "id:secret".
+ * Call with keys_lock held. */
+static enum sd_key_result check_basic(const sd_keys *k, const char *auth, const char *scope,
+                                      const char **key_id, bool *malformed)
+{
+    const char *p = auth + 5;
+    while (*p == ' ')
+        p++;
+    size_t n = strlen(p);
+    while (n && p[n - 1] == ' ')
+        n--;
+    unsigned char raw[1540];
+    long len = n && n <= 2048 ? b64_decode(p, n, raw) : -1;
+    char *colon = len > 0 ? memchr(raw, ':', (size_t)len) : NULL;
+    enum sd_key_result res = SD_KEY_UNKNOWN;
+    *malformed = !colon || memchr(raw, '\0', (size_t)len);
+    if (!*malformed) {
+        size_t idn = (size_t)(colon - (char *)raw);
+        char *id = form_decode((char *)raw, idn);
+        char *secret = form_decode(colon + 1, (size_t)len - idn - 1);
+        *colon = '\0';
+        const char *raw_id = (char *)raw, *raw_secret = colon + 1;
+        if (id && secret)
+            res = sd_keys_check_client(k, id, secret, scope, key_id);
+        if (res == SD_KEY_UNKNOWN &&
+            (!id || !secret || strcmp(id, raw_id) != 0 || strcmp(secret, raw_secret) != 0))
+            res = sd_keys_check_client(k, raw_id, raw_secret, scope, key_id);
+        free_secret(id);
+        free_secret(secret);
+    }
+    OPENSSL_cleanse(raw, sizeof raw);
+    return res;
+}
+
+#define APIKEY_CHALLENGE "ApiKey header=\"X-Api-Key\""
+
 int sd_api_authorize(void *app_, sd_req *r, const char *scope)
 {
     sd_app *app = app_;
     pthread_rwlock_rdlock(&app->keys_lock);
     if (!app->keys) {
         pthread_rwlock_unlock(&app->keys_lock);
-        return 0; /* protected mode: loopback only, no keys */
+        /* protected mode: loopback only, no keys; a browser page must not
+         * reach it through a rebound name or from another site */
+        return sd_api_loopback_only(r);
     }
-    /* An X-Api-Key decides when present; otherwise a verified client
-     * certificate (mTLS) is looked up by its subject CN. */
+    /* /introspect also takes RFC 7662 client credentials (HTTP Basic), so
+     * Authorization is a credential there. Two credentials are refused
+     * rather than one picked: which caller asked would be a guess. */
+    bool introspect = scope == sd_api_scope_introspect;
+    int nkeys = sd_req_header_count(r, "X-Api-Key");
+    int nauth = introspect ? sd_req_header_count(r, "Authorization") : 0;
+    if (nkeys > 1 || nauth > 1 || (nkeys && nauth)) {
+        pthread_rwlock_unlock(&app->keys_lock);
+        sd_warn("caller_auth_failed reason=ambiguous_credentials scope=%s request=%s", scope,
+                sd_req_id(r));
+        sd_audit_emit("caller_auth_failed", NULL, NULL, NULL, sd_req_peer(r),
+                      "ambiguous_credentials");
+        if (nkeys > 1)
+            sd_reply_problem(r, 400,
+                             "the request carries %d X-Api-Key headers; send exactly one API key",
+                             nkeys);
+        else if (nauth > 1)
+            sd_reply_problem(r, 400,
+                             "the request carries %d Authorization headers; send one set of "
+                             "client credentials",
+                             nauth);
+        else
+            sd_reply_problem(r, 400,
+                             "the request carries both X-Api-Key and Authorization; authenticate "
+                             "one way: the API key in X-Api-Key, or HTTP Basic client credentials "
+                             "(the key's id, then the key)");
+        return 1;
+    }
+    /* An X-Api-Key decides when present; on /introspect, Basic credentials;
+     * otherwise a verified client certificate (mTLS) is looked up by its
+     * subject CN. */
     const char *id = NULL, *key = sd_req_header(r, "X-Api-Key");
-    const char *cn = key ? NULL : sd_req_client_cert(r);
-    enum sd_key_result res = cn ? sd_keys_check_cert(app->keys, cn, scope, &id)
-                                : sd_keys_check(app->keys, key, scope, &id);
+    const char *auth = introspect && !key ? sd_req_header(r, "Authorization") : NULL;
+    bool basic = auth && strncasecmp(auth, "Basic", 5) == 0 && (auth[5] == ' ' || !auth[5]);
+    bool malformed = false;
+    const char *cn = key || basic ? NULL : sd_req_client_cert(r);
+    enum sd_key_result res = basic ? check_basic(app->keys, auth, scope, &id, &malformed)
+                             : cn  ? sd_keys_check_cert(app->keys, cn, scope, &id)
+                                   : sd_keys_check(app->keys, key, scope, &id);
     char key_id[64];
     snprintf(key_id, sizeof key_id, "%s", id ? id : "-");
     pthread_rwlock_unlock(&app->keys_lock);
-    const char *hdr[] = {"WWW-Authenticate", "ApiKey header=\"X-Api-Key\"", NULL};
+    const char *hdr[] = {"WWW-Authenticate",
+                         introspect ? APIKEY_CHALLENGE
+                             ", Basic realm=\"sessiond\", charset=\"UTF-8\""
+                                    : APIKEY_CHALLENGE,
+                         NULL};
     switch (res) {
     case SD_KEY_OK:
         sd_req_set_actor(r, key_id);
@@ -185,17 +483,31 @@ int sd_api_authorize(void *app_, sd_req *r, const char *scope)
     case SD_KEY_MISSING:
         sd_warn("caller_auth_failed reason=missing_key scope=%s request=%s", scope, sd_req_id(r));
         sd_audit_emit("caller_auth_failed", NULL, NULL, NULL, sd_req_peer(r), "missing_key");
-        sd_reply_problem_with(r, 401, hdr, "this endpoint needs an API key in X-Api-Key");
+        sd_reply_problem_with(r, 401, hdr, "%s",
+                              !introspect ? "this endpoint needs an API key in X-Api-Key"
+                              : auth ? "this endpoint takes an API key in X-Api-Key or HTTP Basic "
+                                       "client credentials (the key's id, then the key); an "
+                                       "Authorization header of another scheme is neither"
+                                     : "this endpoint needs an API key in X-Api-Key, or HTTP Basic "
+                                       "client credentials (the key's id, then the key)");
         return 1;
-    case SD_KEY_UNKNOWN:
-        sd_warn("caller_auth_failed reason=%s scope=%s request=%s",
-                cn ? "unmapped_certificate" : "unknown_key", scope, sd_req_id(r));
-        sd_audit_emit("caller_auth_failed", NULL, NULL, NULL, sd_req_peer(r),
-                      cn ? "unmapped_certificate" : "unknown_key");
-        sd_reply_problem_with(r, 401, hdr,
-                              cn ? "the client certificate is not mapped to a caller"
-                                 : "the API key is not valid");
+    case SD_KEY_UNKNOWN: {
+        const char *why = cn          ? "unmapped_certificate"
+                          : malformed ? "malformed_client_credentials"
+                          : basic     ? "unknown_client_credentials"
+                                      : "unknown_key";
+        sd_warn("caller_auth_failed reason=%s scope=%s request=%s", why, scope, sd_req_id(r));
+        sd_audit_emit("caller_auth_failed", NULL, NULL, NULL, sd_req_peer(r), why);
+        sd_reply_problem_with(
+            r, 401, hdr, "%s",
+            cn          ? "the client certificate is not mapped to a caller"
+            : malformed ? "the Basic credentials are not base64 of '<key id>:<key>' (each "
+                          "form-urlencoded, RFC 6749 section 2.3.1)"
+            : basic     ? "the client credentials are not valid: the user name must be the id "
+                          "of an API key and the password that key"
+                        : "the API key is not valid");
         return 1;
+    }
     case SD_KEY_FORBIDDEN: {
         sd_warn("caller_auth_failed reason=scope key=%s scope=%s request=%s", key_id, scope,
                 sd_req_id(r));

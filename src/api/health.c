@@ -27,6 +27,9 @@ void sd_api_readyz(sd_req *r, void *app_)
 void sd_api_metrics(sd_req *r, void *app_)
 {
     sd_app *app = app_;
+    /* Public, but not to a page that rebound its name to this loopback port. */
+    if (sd_api_protected_mode(app) && sd_api_loopback_only(r))
+        return;
     sd_store_stats st;
     sd_store_get_stats(app->store, &st);
     size_t len;

@@ -154,6 +154,30 @@ enum sd_key_result sd_keys_check(const sd_keys *k, const char *presented, const 
     return (match->scopes & need) == need ? SD_KEY_OK : SD_KEY_FORBIDDEN;
 }
 
+enum sd_key_result sd_keys_check_client(const sd_keys *k, const char *client_id, const char *secret,
+                                        const char *scope, const char **key_id)
+{
+    *key_id = NULL;
+    if (!client_id || !*client_id || !secret || !*secret)
+        return SD_KEY_UNKNOWN;
+    unsigned char h[SD_HASH_LEN];
+    sd_token_hash(secret, strlen(secret), h);
+    const key *match = NULL;
+    /* every entry's hash, so timing says nothing about the key; ids are not
+     * secret (they name the caller in logs and audit records) */
+    for (int i = 0; i < k->n; i++) {
+        bool same_hash = sd_hash_equal(h, k->v[i].hash);
+        if (same_hash && !k->v[i].cn && !match && strcmp(k->v[i].id, client_id) == 0)
+            match = &k->v[i];
+    }
+    OPENSSL_cleanse(h, sizeof h);
+    if (!match)
+        return SD_KEY_UNKNOWN;
+    *key_id = match->id;
+    unsigned need = scope ? scope_bit(scope, strlen(scope)) : 0;
+    return (match->scopes & need) == need ? SD_KEY_OK : SD_KEY_FORBIDDEN;
+}
+
 enum sd_key_result sd_keys_check_cert(const sd_keys *k, const char *cn, const char *scope,
                                       const char **key_id)
 {

@@ -9,7 +9,9 @@
  * Scopes: validate (validation, forward-auth, introspection), sessions
  * (create, read, update, delete, list), admin (user-wide and bulk
  * revocation). A caller sends its key in X-Api-Key (Authorization carries
- * session tokens). Every configured hash is compared, in constant time.
+ * session tokens), or on POST /introspect as HTTP Basic client credentials
+ * (the line's id, then the key). Every configured hash is compared, in
+ * constant time.
  *
  * A caller may instead present a client certificate (mTLS, --tls-client-ca):
  * a line whose second field is cert:<CN> gives the scopes of the caller
@@ -35,6 +37,14 @@ enum sd_key_result { SD_KEY_OK, SD_KEY_MISSING, SD_KEY_UNKNOWN, SD_KEY_FORBIDDEN
  * names the key when it is known. */
 enum sd_key_result sd_keys_check(const sd_keys *k, const char *presented, const char *scope,
                                  const char **key_id);
+
+/* Checks client credentials as RFC 7662 introspection clients send them
+ * (HTTP Basic: client id and secret): the key lines whose id is client_id,
+ * with secret as their key. Every line's hash is compared, in constant
+ * time; a key that belongs to another id does not match. NULL or empty
+ * client_id or secret: SD_KEY_UNKNOWN (credentials were presented). */
+enum sd_key_result sd_keys_check_client(const sd_keys *k, const char *client_id, const char *secret,
+                                        const char *scope, const char **key_id);
 
 /* Checks the subject CN of a verified client certificate (may be NULL)
  * against the cert:<CN> lines, as sd_keys_check does for keys. */

@@ -4,6 +4,8 @@
  * sd_http_options.handler_threads). Literal paths come before captures. */
 #include "api/api.h"
 
+const char sd_api_scope_introspect[] = "validate";
+
 const sd_route sd_api_routes[] = {
     {"POST", "/sessions", sd_api_session_create, SD_ROUTE_BODY, "sessions", 0},
     {"POST", "/sessions/validate", sd_api_validate_token, SD_ROUTE_BODY_OPTIONAL, "validate", 0},
@@ -19,7 +21,7 @@ const sd_route sd_api_routes[] = {
     {"DELETE", "/users/{userId}/sessions", sd_api_user_revoke, SD_ROUTE_NO_BODY, "admin", 0},
     {"GET", "/users/{userId}/events", sd_api_user_events, SD_ROUTE_NO_BODY, "admin", 0},
     {"GET", "/auth", sd_api_forward_auth, SD_ROUTE_NO_BODY, "validate", 0},
-    {"POST", "/introspect", sd_api_introspect, SD_ROUTE_FORM, "validate", 0},
+    {"POST", "/introspect", sd_api_introspect, SD_ROUTE_FORM, sd_api_scope_introspect, 0},
     {"GET", "/healthz", sd_api_healthz, SD_ROUTE_NO_BODY, NULL, 1},
     {"GET", "/readyz", sd_api_readyz, SD_ROUTE_NO_BODY, NULL, 0},
     {"GET", "/metrics", sd_api_metrics, SD_ROUTE_NO_BODY, NULL, 0},

@@ -434,6 +434,11 @@ static int header_count(const sd_req *r, const char *name)
     return n;
 }
 
+int sd_req_header_count(const sd_req *r, const char *name)
+{
+    return header_count(r, name);
+}
+
 const char *sd_req_capture(const sd_req *r, int i)
 {
     return i >= 0 && i < r->match.ncaptures ? r->match.captures[i] : NULL;

@@ -70,6 +70,9 @@ void sd_http_stop(sd_http *h);
 const char *sd_req_method(const sd_req *r);
 /* Header value by case-insensitive name, or NULL. Borrowed until reply. */
 const char *sd_req_header(const sd_req *r, const char *name);
+/* How many times the request carries the header (case-insensitive name):
+ * sd_req_header returns the first of them. */
+int sd_req_header_count(const sd_req *r, const char *name);
 /* Decoded path capture i (0-based), or NULL. Borrowed until completion. */
 const char *sd_req_capture(const sd_req *r, int i);
 /* Query argument, percent-decoded. Returns 1 and sets *value when present,

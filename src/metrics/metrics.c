@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,14 +27,16 @@ static const char *const op_names[SD_OP_COUNT] = {"get",    "get_by_token", "lis
                                                   "touch",  "sweep",        "purge"};
 
 static const char *const *routes;
+static const char *const *methods;
 static int nroutes;
 static _Atomic uint64_t requests[SD_METRICS_MAX_ROUTES + 1][NS];
 static histo req_latency[SD_METRICS_MAX_ROUTES + 1];
 static histo op_latency[SD_OP_COUNT];
 static _Atomic uint64_t validations[2];
 
-void sd_metrics_init(const char *const *route_names, int n)
+void sd_metrics_init(const char *const *route_methods, const char *const *route_names, int n)
 {
+    methods = route_methods;
     routes = route_names;
     nroutes = n > SD_METRICS_MAX_ROUTES ? SD_METRICS_MAX_ROUTES : n;
 }
@@ -104,34 +107,37 @@ static void put(buf *b, const char *fmt, ...)
     }
 }
 
-static void put_histo(buf *b, const char *name, const char *label, const char *value,
-                      const histo *h)
+/* labels: the series' label pairs, rendered (`op="get"`). */
+static void put_histo(buf *b, const char *name, const char *labels, const histo *h)
 {
     uint64_t cum = 0;
     for (size_t i = 0; i <= NB; i++) {
         cum += atomic_load_explicit(&h->bucket[i], memory_order_relaxed);
         if (i < NB)
-            put(b, "%s_bucket{%s=\"%s\",le=\"%g\"} %llu\n", name, label, value, bounds[i],
+            put(b, "%s_bucket{%s,le=\"%g\"} %llu\n", name, labels, bounds[i],
                 (unsigned long long)cum);
         else
-            put(b, "%s_bucket{%s=\"%s\",le=\"+Inf\"} %llu\n", name, label, value,
-                (unsigned long long)cum);
+            put(b, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, labels, (unsigned long long)cum);
     }
-    put(b, "%s_sum{%s=\"%s\"} %.9f\n", name, label, value,
+    put(b, "%s_sum{%s} %.9f\n", name, labels,
         (double)atomic_load_explicit(&h->sum_ns, memory_order_relaxed) / 1e9);
-    put(b, "%s_count{%s=\"%s\"} %llu\n", name, label, value,
+    put(b, "%s_count{%s} %llu\n", name, labels,
         (unsigned long long)atomic_load_explicit(&h->count, memory_order_relaxed));
 }
 
-static const char *route_name(int r)
+/* The method and route labels of route r (patterns hold no '"' or '\\'). */
+static void route_labels(int r, char *out, size_t n)
 {
-    return r < nroutes && routes ? routes[r] : "unmatched";
+    bool known = r < nroutes && routes && methods;
+    snprintf(out, n, "method=\"%s\",route=\"%s\"", known ? methods[r] : "other",
+             known ? routes[r] : "unmatched");
 }
 
 char *sd_metrics_render(const sd_store_stats *st, int ready, size_t *len)
 {
     buf b = {0};
-    put(&b, "# HELP sessiond_http_requests_total HTTP requests by route and status.\n"
+    char labels[256];
+    put(&b, "# HELP sessiond_http_requests_total HTTP requests by method, route and status.\n"
             "# TYPE sessiond_http_requests_total counter\n");
     for (int r = 0; r <= nroutes; r++)
         for (size_t s = 0; s < NS; s++) {
@@ -140,21 +146,24 @@ char *sd_metrics_render(const sd_store_stats *st, int ready, size_t *len)
                 continue;
             char code[8];
             snprintf(code, sizeof code, "%d", statuses[s]);
-            put(&b, "sessiond_http_requests_total{route=\"%s\",status=\"%s\"} %llu\n",
-                route_name(r), statuses[s] ? code : "other", (unsigned long long)v);
+            route_labels(r, labels, sizeof labels);
+            put(&b, "sessiond_http_requests_total{%s,status=\"%s\"} %llu\n", labels,
+                statuses[s] ? code : "other", (unsigned long long)v);
         }
     put(&b, "# HELP sessiond_http_request_duration_seconds Time from request to response.\n"
             "# TYPE sessiond_http_request_duration_seconds histogram\n");
     for (int r = 0; r <= nroutes; r++)
-        if (atomic_load_explicit(&req_latency[r].count, memory_order_relaxed))
-            put_histo(&b, "sessiond_http_request_duration_seconds", "route", route_name(r),
-                      &req_latency[r]);
+        if (atomic_load_explicit(&req_latency[r].count, memory_order_relaxed)) {
+            route_labels(r, labels, sizeof labels);
+            put_histo(&b, "sessiond_http_request_duration_seconds", labels, &req_latency[r]);
+        }
     put(&b, "# HELP sessiond_store_operation_duration_seconds Store operations, writes from "
             "submission to durable commit.\n"
             "# TYPE sessiond_store_operation_duration_seconds histogram\n");
-    for (int o = 0; o < SD_OP_COUNT; o++)
-        put_histo(&b, "sessiond_store_operation_duration_seconds", "op", op_names[o],
-                  &op_latency[o]);
+    for (int o = 0; o < SD_OP_COUNT; o++) {
+        snprintf(labels, sizeof labels, "op=\"%s\"", op_names[o]);
+        put_histo(&b, "sessiond_store_operation_duration_seconds", labels, &op_latency[o]);
+    }
     put(&b,
         "# HELP sessiond_validations_total Token and id validations by outcome.\n"
         "# TYPE sessiond_validations_total counter\n"

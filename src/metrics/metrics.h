@@ -28,9 +28,13 @@ enum sd_store_op {
     SD_OP_COUNT
 };
 
-/* Names the routes (borrowed; they must live as long as the process).
- * Route index n_routes is "unmatched". Call once before serving. */
-void sd_metrics_init(const char *const *route_names, int n_routes);
+/* Names the routes: route i is methods[i] on route_names[i] (a pattern),
+ * the labels method and route of the HTTP series. Each method + pattern
+ * pair must be unique, so that no two series share a label set. Borrowed;
+ * they must live as long as the process. Route index n_routes is
+ * route="unmatched", method="other" (no route: 400, 404, 405, HTTP-layer
+ * errors). Call once before serving. */
+void sd_metrics_init(const char *const *methods, const char *const *route_names, int n_routes);
 
 void sd_metrics_request(int route, int status, int64_t ns);
 void sd_metrics_store_op(enum sd_store_op op, int64_t ns);

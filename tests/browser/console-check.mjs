@@ -4,9 +4,10 @@
 //
 //   node console-check.mjs CONFIG.json
 //
-// CONFIG: {scenario: "full" | "nokey", baseUrl, key, wrongKey, narrowKey, user:
-// {id, sessions: [ids, oldest first]}, unicodeUser: {id, sessions}, outDir,
-// resultPath}. Screenshots go to outDir; what the page showed goes to
+// CONFIG: {scenario: "full" | "nokey" | "rebind", baseUrl, key, wrongKey,
+// narrowKey, user: {id, sessions: [ids, oldest first]}, unicodeUser: {id,
+// sessions}, rebindHost (rebind: a name Chromium resolves to 127.0.0.1, as
+// a DNS rebinding attacker's would), outDir, resultPath}. Screenshots go to outDir; what the page showed goes to
 // resultPath as JSON (the Python side compares it with /metrics and the
 // API). Any failed step exits 1 with a message naming it.
 
@@ -39,7 +40,8 @@ async function api(method, path) {
 const browser = await chromium.launch({
   executablePath: '/usr/bin/chromium',
   headless: true,
-  args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu'],
+  args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu',
+    ...(cfg.rebindHost ? [`--host-resolver-rules=MAP ${cfg.rebindHost} 127.0.0.1`] : [])],
 });
 
 async function newPage(viewport) {
@@ -56,6 +58,9 @@ async function newPage(viewport) {
   page.on('console', (m) => {
     if (m.type() !== 'error' && m.type() !== 'warning') return;
     const text = m.text();
+    // A rebound name is plain http and not localhost, so Chromium ignores
+    // the console's Cross-Origin-Opener-Policy there, and says so.
+    if (cfg.rebindHost && /Cross-Origin-Opener-Policy header has been ignored/.test(text)) return;
     if (/Content Security Policy/i.test(text)) problems.csp.push(text);
     // Statuses the page expects (the sign-in check's 401s) are judged
     // through the responses below.
@@ -295,12 +300,57 @@ async function nokey() {
   step = 'search a user without a key';
   await searchUser(page, cfg.user.id, cfg.user.sessions.length);
   await shot(page, 'nokey-sessions');
+  const [first, second] = cfg.user.sessions;
+  result.firstRowText = await page.textContent(`#sessions-table tr[data-session-id="${first}"]`);
+  step = 'revoke without a key (a write from the page\'s own loopback origin)';
+  await confirm(page, `#sessions-table tr[data-session-id="${second}"] button.danger`, null);
+  await page.waitForFunction((id) => !document.querySelector(`#sessions-table tr[data-session-id="${id}"]`), second);
+  const gone = await api('GET', `/sessions/${second}`);
+  check(gone.status === 404, `the API still has the revoked session (${gone.status})`);
   result.cspViolations = await page.evaluate(() => window.__csp);
+}
+
+// A page whose name was rebound to 127.0.0.1 (Chromium maps cfg.rebindHost
+// there): the console's files load, but sessiond answers none of its API
+// calls, and a script on that page can change nothing.
+async function rebind() {
+  const page = await newPage({ width: 1280, height: 900 });
+  const origin = `http://${cfg.rebindHost}:${new URL(cfg.baseUrl).port}`;
+  step = 'the console through a rebound name';
+  await page.goto(`${origin}/console/`);
+  await page.waitForSelector('#view-login:not([hidden])');
+  await page.waitForFunction(() => document.getElementById('login-error').textContent.length > 0);
+  result.loginMessage = await page.textContent('#login-error');
+  await shot(page, 'rebind-sign-in');
+  step = 'a script on the rebound page asks for a bulk delete';
+  expectedErrors.add('403 POST /sessions/bulk-delete');
+  result.sameNameAttack = await page.evaluate(async (user) => {
+    const r = await fetch('/sessions/bulk-delete', {
+      method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ userIds: [user] }),
+    });
+    return { status: r.status, detail: (await r.json()).detail };
+  }, cfg.user.id);
+  result.cspViolations = await page.evaluate(() => window.__csp);
+  step = 'a page of that name posts to 127.0.0.1 itself (cross-site, no-cors)';
+  // The console's CSP would block this fetch; an attacker's own page has
+  // none. Any document of the rebound origin without one will do.
+  await page.goto(`${origin}/healthz`);
+  const [victim] = cfg.user.sessions;
+  expectedErrors.add(`403 POST /sessions/${victim}/refresh`);
+  const [sent] = await Promise.all([
+    page.waitForResponse((r) => new URL(r.url()).pathname === `/sessions/${victim}/refresh`),
+    page.evaluate(async (url) => {
+      await fetch(url, { method: 'POST', mode: 'no-cors' });
+    }, `${cfg.baseUrl}/sessions/${encodeURIComponent(victim)}/refresh`),
+  ]);
+  result.crossSiteStatus = sent.status();
+  const still = await api('GET', `/sessions/${victim}`);
+  check(still.status === 200, `the session the page attacked is gone (${still.status})`);
 }
 
 let failed = null;
 try {
-  await (cfg.scenario === 'nokey' ? nokey() : full());
+  await ({ nokey, rebind, full }[cfg.scenario] || full)();
 } catch (e) {
   failed = e.message || String(e);
   try {

@@ -58,6 +58,27 @@ test('summarizes requests, errors and validation latency', () => {
   assert.equal(o.p95, 0.01);
 });
 
+test('series split by method (one route, several methods) are all counted', () => {
+  // /metrics labels the HTTP series by method too: GET, PUT and DELETE of
+  // one route are separate series, and the overview sums them.
+  const text = `sessiond_http_requests_total{method="GET",route="/sessions/{sessionId}",status="200"} 6
+sessiond_http_requests_total{method="PUT",route="/sessions/{sessionId}",status="200"} 3
+sessiond_http_requests_total{method="DELETE",route="/sessions/{sessionId}",status="503"} 1
+sessiond_http_requests_total{method="other",route="unmatched",status="404"} 2
+sessiond_http_request_duration_seconds_bucket{method="GET",route="/sessions/{sessionId}/validate",le="0.001"} 4
+sessiond_http_request_duration_seconds_bucket{method="GET",route="/sessions/{sessionId}/validate",le="+Inf"} 4
+sessiond_http_request_duration_seconds_bucket{method="POST",route="/sessions/validate",le="0.001"} 2
+sessiond_http_request_duration_seconds_bucket{method="POST",route="/sessions/validate",le="+Inf"} 6
+sessiond_http_request_duration_seconds_bucket{method="PUT",route="/sessions/{sessionId}",le="+Inf"} 3
+`;
+  const o = metrics.summarize(text);
+  assert.equal(o.requests, 12);
+  assert.equal(o.errors5xx, 1);
+  assert.equal(o.errors4xx, 2);
+  assert.equal(o.validations, 10); // both validation routes, not the PUT
+  assert.deepEqual(o.validationBuckets, [{ le: 0.001, count: 6 }, { le: Infinity, count: 10 }]);
+});
+
 test('quantiles of empty histograms and interval deltas', () => {
   assert.equal(metrics.quantile(0.5, []), null);
   assert.equal(metrics.quantile(0.5, [{ le: 0.1, count: 0 }, { le: Infinity, count: 0 }]), null);
@@ -95,4 +116,15 @@ test('relative times and other formats', () => {
   assert.equal(fmt.percent(0.05), '5.0 %');
   assert.equal(fmt.location({ country: 'FR', city: 'Paris' }), 'Paris, FR');
   assert.equal(fmt.location({ lat: 1.5 }), 'lat: 1.5');
+});
+
+test('a geoLocation given as a string is shown as given', () => {
+  // docs/openapi.yaml's own example of GeoLocation is the string "Paris, FR".
+  assert.equal(fmt.location('Paris, FR'), 'Paris, FR');
+  assert.equal(fmt.location(' Paris '), 'Paris');
+  assert.equal(fmt.location({ lat: 48.8566, lon: 2.3522, accuracyMeters: 50 }),
+    'lat: 48.8566, lon: 2.3522, accuracyMeters: 50');
+  assert.equal(fmt.location(null), '');
+  assert.equal(fmt.location(undefined), '');
+  assert.equal(fmt.location(42), '');
 });

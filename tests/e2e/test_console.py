@@ -273,14 +273,42 @@ def test_console_in_chromium(make_server, tmp_path):
         assert not any(k.encode() in b for b in blobs), "an API key was written to disk"
 
 
-def test_console_without_keys_on_loopback(server, tmp_path):
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+def test_console_without_keys_on_loopback(server, tmp_path, host):
+    """Protected mode: the console works by any loopback name, writes
+    included (its fetches carry its own loopback Origin)."""
     user = new_user("console-open")
-    ids = [server.api.create(user, userAgent=FIREFOX_WIN)["sessionId"] for _ in range(2)]
+    ids = [server.api.create(user, userAgent=FIREFOX_WIN, geoLocation="Paris, FR")["sessionId"],
+           server.api.create(user, userAgent=FIREFOX_WIN)["sessionId"]]
     result = _run_browser(tmp_path, {
-        "scenario": "nokey", "baseUrl": server.url, "key": "", "user": {"id": user, "sessions": ids},
-        "outDir": str(_out_dir()),
+        "scenario": "nokey", "baseUrl": f"http://{host}:{server.port}", "key": "",
+        "user": {"id": user, "sessions": ids}, "outDir": str(_out_dir()),
     })
     assert "No key needed" in result["authState"]
+    # geoLocation may be a string (the OpenAPI example): shown as given, not "—".
+    assert "Paris, FR" in result["firstRowText"], result["firstRowText"]
+    server.api.get_session(ids[1], expect=404)
+
+
+def test_console_through_a_rebound_name_changes_nothing(server, tmp_path):
+    """DNS rebinding in a real browser: Chromium resolves a name of the
+    attacker's to 127.0.0.1. The console's static files load, but protected
+    mode refuses every API call of that page, says why, and neither the page
+    (same name) nor a cross-site post to 127.0.0.1 changes anything."""
+    user = new_user("rebind")
+    s = server.api.create(user)
+    result = _run_browser(tmp_path, {
+        "scenario": "rebind", "baseUrl": server.url, "key": "", "rebindHost": "rebind.test",
+        "user": {"id": user, "sessions": [s["sessionId"]]}, "outDir": str(_out_dir()),
+    })
+    assert "protected mode" in result["loginMessage"] and "rebind.test" in result["loginMessage"], result
+    assert result["sameNameAttack"]["status"] == 403, result["sameNameAttack"]
+    assert "Host 'rebind.test:" in result["sameNameAttack"]["detail"]
+    assert result["crossSiteStatus"] == 403
+    assert server.api.validate(s["token"])["isValid"] is True
+    log = server.log_text()
+    assert "protected_mode_refused reason=host host=rebind.test" in log
+    assert "protected_mode_refused reason=origin origin=http://rebind.test" in log
 
 
 def test_console_modules_under_node():

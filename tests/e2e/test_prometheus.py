@@ -137,3 +137,108 @@ def test_dashboard_and_rules_use_exported_metrics(metrics_text):
     rules_used = promql_metric_names(RULES.read_text())
     missing = rules_used - exported - NOT_EXPORTED_HERE
     assert not missing, f"the alerting rules use metrics /metrics does not export: {sorted(missing)}"
+
+
+# A sample line of the text format: name, optional {labels}, value.
+SAMPLE_RE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\S+)?$')
+LABEL_RE = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*(?:,|$)')
+
+
+def parse_series(text):
+    """[(name, {label: value}, value)] of every sample; fails on a line that
+    is not a comment, blank or a well-formed sample."""
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = SAMPLE_RE.match(line)
+        assert m, f"not a sample line: {line!r}"
+        labels, body = {}, m.group(2) or ""
+        pos = 0
+        while pos < len(body):
+            lm = LABEL_RE.match(body, pos)
+            assert lm and lm.end() > pos, f"bad label set in {line!r}"
+            assert lm.group(1) not in labels, f"label {lm.group(1)} twice in {line!r}"
+            labels[lm.group(1)] = lm.group(2)
+            pos = lm.end()
+        out.append((m.group(1), labels, float(m.group(3))))
+    return out
+
+
+def test_no_series_is_exported_twice(server):
+    """Prometheus drops a scrape's repeated series: the same metric name with
+    the same label set twice. The HTTP families used to label by route only,
+    so GET, PUT and DELETE of /sessions/{sessionId} (and HEAD, served as GET)
+    repeated both the request counters and every histogram bucket."""
+    api = server.api
+    user = new_user("dup")
+    s = api.create(user)
+    sid = s["sessionId"]
+    api.get(f"/sessions/{sid}", expect=200)
+    api.request("HEAD", f"/sessions/{sid}", expect=200)
+    api.put(f"/sessions/{sid}", json={"mfa": True}, expect=200)
+    api.get(f"/sessions/{sid}/validate", expect=200)
+    api.list_user(user)
+    api.delete(f"/users/{user}/sessions", expect=(200, 204))
+    api.delete(f"/sessions/{sid}", expect=404)
+    api.get(f"/sessions/{sid}", expect=404)
+    api.request("PATCH", f"/sessions/{sid}", expect=405)
+    api.get("/no/such/path", expect=404)
+    text = api.get("/metrics", expect=200).text
+    seen = {}
+    for name, labels, _ in parse_series(text):
+        key = (name, tuple(sorted(labels.items())))
+        seen[key] = seen.get(key, 0) + 1
+    repeated = [f"{n}{{{','.join(f'{k}={v!r}' for k, v in ls)}}} x{c}" for (n, ls), c in seen.items() if c > 1]
+    assert not repeated, f"{len(repeated)} series exported more than once, e.g. {repeated[:5]}"
+    # Each method of the route is its own series, named by its method.
+    series = parse_series(text)
+    by_method = {(ls["method"], ls["status"]): v for n, ls, v in series
+                 if n == "sessiond_http_requests_total" and ls["route"] == "/sessions/{sessionId}"}
+    assert by_method == {("GET", "200"): 2, ("PUT", "200"): 1, ("DELETE", "404"): 1, ("GET", "404"): 1}, by_method
+    counts = {ls["method"]: v for n, ls, v in series
+              if n == "sessiond_http_request_duration_seconds_count" and ls["route"] == "/sessions/{sessionId}"}
+    assert counts == {"GET": 3, "PUT": 1, "DELETE": 1}, counts
+    unmatched = [ls for n, ls, _ in series if n == "sessiond_http_requests_total" and ls["route"] == "unmatched"]
+    assert unmatched and all(ls["method"] == "other" for ls in unmatched), unmatched
+    assert all("method" in ls for n, ls, _ in series if n.startswith("sessiond_http_")), "an HTTP series lacks method"
+
+
+def _grafana(expr):
+    """A dashboard query with Grafana's variables filled in."""
+    return expr.replace("$__rate_interval", "5m").replace("$instance", ".*")
+
+
+def test_dashboard_error_ratios_are_zero_on_a_healthy_server(tmp_path):
+    """A healthy server exports no 5xx (or 4xx) series at all, and a ratio
+    whose numerator is an empty vector is itself empty: Grafana showed "No
+    data" in the 5xx ratio panel instead of 0. Evaluated by promtool's own
+    PromQL engine on the series a healthy server exports."""
+    exprs = [e for e in dashboard_exprs() if re.search(r'status=~"[45]\.\."', e)]
+    assert len(exprs) >= 3, exprs  # the 5xx stat, the error-rate panel's 5xx and 4xx lines
+    healthy = [
+        ('sessiond_http_requests_total{job="sessiond",instance="a:8080",method="POST",'
+         'route="/sessions/validate",status="200"}', "0+596x20"),
+        ('sessiond_http_requests_total{job="sessiond",instance="a:8080",method="GET",'
+         'route="/metrics",status="200"}', "0+4x20"),
+    ]
+    spec = {"rule_files": [], "evaluation_interval": "1m", "tests": [{
+        "interval": "1m",
+        "input_series": [{"series": s, "values": v} for s, v in healthy],
+        "promql_expr_test": [{"expr": _grafana(e), "eval_time": "15m",
+                              "exp_samples": [{"labels": "{}", "value": 0}]} for e in exprs],
+    }]}
+    path = tmp_path / "healthy.test.yml"
+    path.write_text(json.dumps(spec))
+    r = promtool("test", "rules", str(path))
+    assert r.returncode == 0, f"an error ratio is not 0 on a healthy server:\n{r.stdout}{r.stderr}"
+    # And on a failing one the same query still measures the failures: 200 of 800 a minute are 503s.
+    failing = healthy + [('sessiond_http_requests_total{job="sessiond",instance="a:8080",method="POST",'
+                          'route="/sessions",status="503"}', "0+200x20")]
+    e5 = next(e for e in exprs if "5.." in e)
+    spec["tests"][0]["input_series"] = [{"series": s, "values": v} for s, v in failing]
+    spec["tests"][0]["promql_expr_test"] = [{"expr": _grafana(e5), "eval_time": "15m",
+                                             "exp_samples": [{"labels": "{}", "value": 0.25}]}]
+    path.write_text(json.dumps(spec))
+    r = promtool("test", "rules", str(path))
+    assert r.returncode == 0, f"the 5xx ratio misreads failures:\n{r.stdout}{r.stderr}"

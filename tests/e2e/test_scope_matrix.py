@@ -2,7 +2,9 @@
 docs/openapi.yaml. For every operation, the scope its security requirement
 names is the one the server enforces: no key gets 401, a key with every
 other scope gets 403, a key with that scope gets past authorization (any
-status but 401/403), and public operations need no key at all."""
+status but 401/403), and public operations need no key at all. The same for
+HTTP Basic client credentials (clientBasic) where the spec lists them, and
+nowhere else."""
 import hashlib
 import secrets
 from pathlib import Path
@@ -16,18 +18,23 @@ SCOPES = ("validate", "sessions", "admin")
 PARAMS = {"sessionId": "AAAAAAAAAAAAAAAAAAAAAA", "userId": "matrix-user", "asset": "app.js"}
 
 
-def _operations():
+def _operations(scheme="apiKey"):
     spec = yaml.safe_load(SPEC.read_text())
     for path, item in spec["paths"].items():
         for method, op in item.items():
             if method not in ("get", "post", "put", "delete", "head"):
                 continue
-            scopes = {s for req in op.get("security", spec.get("security", [])) for s in req.get("apiKey", [])}
+            reqs = op.get("security", spec.get("security", []))
+            scopes = {s for req in reqs for s in req.get(scheme, [])}
             assert len(scopes) <= 1, f"{method} {path} names several scopes: {scopes}"
-            yield method.upper(), path, (scopes.pop() if scopes else None)
+            yield method.upper(), path, (scopes.pop() if scopes else None), any(scheme in r for r in reqs)
 
 
-OPS = list(_operations())
+OPS = [op[:3] for op in _operations()]
+# Operations that also take HTTP Basic client credentials (the key's id, then
+# the key): RFC 7662 introspection. Every other keyed operation must not.
+BASIC_OPS = [op for op in _operations("clientBasic") if op[3]]
+OTHER_KEYED = [op for op in OPS if op[2] and op[:2] not in {b[:2] for b in BASIC_OPS}]
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +88,40 @@ def test_scope_is_enforced_as_documented(keyed, method, path, scope):
             assert call(keys[other])[0] == 403, f"{method} {path} with a '{other}' key (needs '{scope}')"
     status, challenged = call(keys[scope])
     assert status != 403 and not challenged, f"{method} {path} with its own '{scope}' key: {status}"
+
+
+def test_basic_client_credentials_where_documented():
+    assert [(m, p) for m, p, _, _ in BASIC_OPS] == [("POST", "/introspect")], BASIC_OPS
+    apikey = dict(((m, p), sc) for m, p, sc in OPS)
+    for method, path, scope, _ in BASIC_OPS:
+        assert scope == apikey[(method, path)], f"{method} {path}: clientBasic and apiKey name different scopes"
+
+
+@pytest.mark.parametrize("method,path,scope,_", BASIC_OPS, ids=[f"{m} {p}" for m, p, _, _ in BASIC_OPS])
+def test_basic_scope_is_enforced_as_documented(keyed, method, path, scope, _):
+    keys, srv = keyed
+    url = srv.url + path.format(**PARAMS)
+
+    def call(auth):
+        r = requests.request(method, url, auth=auth, data={"token": "A" * 43}, timeout=30)
+        return r.status_code, r.headers.get("WWW-Authenticate", "")
+
+    status, challenge = call(None)
+    assert status == 401 and "Basic" in challenge and "ApiKey" in challenge, (status, challenge)
+    for other in SCOPES:
+        if other != scope:
+            assert call((f"k-{other}", keys[other]))[0] == 403, f"{method} {path} with the '{other}' client"
+    assert call((f"k-{scope}", "wrong"))[0] == 401
+    assert call((f"k-{scope}", keys[scope]))[0] not in (401, 403), f"{method} {path} with its own client"
+
+
+@pytest.mark.parametrize("method,path,scope", OTHER_KEYED, ids=[f"{m} {p}" for m, p, _ in OTHER_KEYED])
+def test_basic_is_not_a_credential_elsewhere(keyed, method, path, scope):
+    """Elsewhere Authorization carries session tokens: a key sent as Basic
+    credentials does not authenticate the caller."""
+    keys, srv = keyed
+    body = {"json": {}} if method in ("POST", "PUT") else {}
+    r = requests.request(method, srv.url + path.format(**PARAMS), auth=(f"k-{scope}", keys[scope]), timeout=30,
+                         **body)
+    assert r.status_code == 401 and "Basic" not in r.headers.get("WWW-Authenticate", ""), \
+        f"{method} {path}: {r.status_code} {r.headers.get('WWW-Authenticate')}"

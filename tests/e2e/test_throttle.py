@@ -12,7 +12,7 @@ from conftest import new_user, record_token, wait_for
 def _raw_validate(port, token, source):
     """POST /sessions/validate from a given loopback source address."""
     with socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0)) as s:
-        s.sendall((f"POST /sessions/validate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+        s.sendall((f"POST /sessions/validate HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n"
                    "Content-Length: 0\r\nConnection: close\r\n\r\n").encode())
         data = b""
         while chunk := s.recv(65536):

@@ -1,4 +1,5 @@
-/* Unit tests of api/keys.c: hashed keys and cert:<CN> identities, scopes. */
+/* Unit tests of api/keys.c: hashed keys, cert:<CN> identities and client
+ * credentials (id and key), scopes. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -61,6 +62,40 @@ static void keys_and_certificates(void **state)
     sd_keys_free(k);
 }
 
+/* RFC 7662 client credentials: the key of the line whose id is given. */
+static void client_credentials(void **state)
+{
+    (void)state;
+    /* The same key under two ids (a rotation overlap), a cert line named
+     * like a key id, and an id with two keys. */
+    write_file("old " SECRET_HASH " validate\nnew " SECRET_HASH " validate,sessions\n"
+               "certid cert:secret validate\n"
+               "twice 0000000000000000000000000000000000000000000000000000000000000000 admin\n"
+               "twice " SECRET_HASH " admin\n");
+    sd_keys *k = NULL;
+    char err[256];
+    assert_int_equal(sd_keys_load(path, &k, err, sizeof err), 0);
+    const char *id;
+    assert_int_equal(sd_keys_check_client(k, "old", "secret", "validate", &id), SD_KEY_OK);
+    assert_string_equal(id, "old");
+    assert_int_equal(sd_keys_check_client(k, "new", "secret", "sessions", &id), SD_KEY_OK);
+    assert_string_equal(id, "new");
+    /* The scope is the named line's, not another line's with the same key. */
+    assert_int_equal(sd_keys_check_client(k, "old", "secret", "sessions", &id), SD_KEY_FORBIDDEN);
+    assert_string_equal(id, "old");
+    assert_int_equal(sd_keys_check_client(k, "twice", "secret", "admin", &id), SD_KEY_OK);
+    /* A right key under an unknown or wrong id, a wrong key, a cert line. */
+    assert_int_equal(sd_keys_check_client(k, "nobody", "secret", "validate", &id), SD_KEY_UNKNOWN);
+    assert_null(id);
+    assert_int_equal(sd_keys_check_client(k, "old", "secreT", "validate", &id), SD_KEY_UNKNOWN);
+    assert_int_equal(sd_keys_check_client(k, "certid", "secret", "validate", &id), SD_KEY_UNKNOWN);
+    /* Presented but empty: unknown, not missing. */
+    assert_int_equal(sd_keys_check_client(k, "old", "", "validate", &id), SD_KEY_UNKNOWN);
+    assert_int_equal(sd_keys_check_client(k, "", "secret", "validate", &id), SD_KEY_UNKNOWN);
+    assert_int_equal(sd_keys_check_client(k, NULL, NULL, "validate", &id), SD_KEY_UNKNOWN);
+    sd_keys_free(k);
+}
+
 static void bad_lines(void **state)
 {
     (void)state;
@@ -80,6 +115,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(keys_and_certificates),
+        cmocka_unit_test(client_credentials),
         cmocka_unit_test(bad_lines),
     };
     return cmocka_run_group_tests_name("keys", tests, setup, teardown);
