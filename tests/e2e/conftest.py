@@ -638,7 +638,7 @@ class ServerFactory:
         # default burst depends on the machine's speed. So test servers run
         # without it unless a test sets it (test_throttle.py does, with small
         # limits of its own); no test depends on a default its traffic exceeds.
-        said = " ".join(args) + " " + (config if isinstance(config, str) else " ".join(config or {}))
+        said = " ".join(map(str, args)) + " " + (config if isinstance(config, str) else " ".join(config or {}))
         if "failed-validation" not in said and not any("FAILED_VALIDATION" in k for k in env):
             env["SESSIOND_FAILED_VALIDATION_RATE"] = "0"
         if config is not None:
