@@ -2,9 +2,10 @@
 protected upstream, running the shipped configurations: nginx with
 examples/nginx-forward-auth.conf and Caddy with
 examples/caddy-forward-auth.Caddyfile. Every gateway test runs on both. A
-valid session cookie passes with the user id forwarded; expired, revoked,
-tampered and missing tokens are refused; a client can inject neither
-X-User-Id nor X-Real-IP (IP binding)."""
+valid session cookie passes with the user id forwarded exactly as stored;
+expired, revoked, tampered and missing tokens are refused; a client can
+inject neither X-User-Id nor X-Real-IP (IP binding); a session whose stored
+user id a header would alter is refused, never forwarded altered."""
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import free_port, new_user, wait_for
+from conftest import db_exec, free_port, new_user, problem_detail, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -187,6 +188,70 @@ def test_introspection_rfc7662(server):
     server.api.post("/introspect", data=b"tok=1",
                     headers={"Content-Type": "application/x-www-form-urlencoded"}, expect=400)
     server.api.post("/introspect", json={"token": s["token"]}, expect=415)
+
+
+# User ids a gateway would alter on their way to the application: HTTP
+# parsers strip spaces around a header's value (so " admin" arrived as
+# "admin", and "   " as no header at all), and C1 controls and separators
+# split or garble header and log lines. Then ids that must pass unchanged.
+ALTERED_BY_A_HEADER = [" admin", "admin ", "   ", "\tadmin", "\u00a0admin", "admin\u3000",
+                       "admin\ufeff", "a\u0085b", "a\u0080b", "a\u009bb", "a\u2028b", "a\u2029b"]
+KEPT_BY_A_HEADER = ["x except=- count=999", "Jean  Dupont", "tenant/élise", 'q"uote\\d=1', "日本"]
+
+
+def test_the_application_sees_exactly_the_stored_user_id_or_nothing(gateway):
+    """Each id is either refused at creation (400 naming userId) or reaches
+    the application byte for byte, once, as the only identity header."""
+    srv, url, _, kind = gateway
+    wrong = []
+    for uid in ALTERED_BY_A_HEADER + KEPT_BY_A_HEADER:
+        r = srv.api.post("/sessions", json={"userId": uid})
+        if r.status_code == 400:
+            assert "userId" in problem_detail(r), problem_detail(r)
+            continue
+        assert r.status_code == 201, r.text
+        s = r.json()
+        assert s["userId"] == uid
+        g = requests.get(url + "/", cookies={"session": s["token"]}, timeout=5)
+        if g.status_code == 401:
+            continue
+        seen = sorted((k.lower(), v) for k, v in identity_headers(g.json()))
+        if seen != [("x-session-id", s["sessionId"]), ("x-user-id", uid)]:
+            wrong.append((uid, seen))
+    assert not wrong, f"behind {kind} the application saw another user id than the stored one " \
+                      f"(stored, seen): {wrong}"
+    # The ids that a header keeps are accepted: the rule refuses no more than it must.
+    for uid in KEPT_BY_A_HEADER:
+        s = srv.api.create(uid)
+        seen = requests.get(url + "/", cookies={"session": s["token"]}, timeout=5).json()
+        assert seen["users"] == [uid]
+
+
+def test_a_stored_user_id_a_header_would_alter_is_refused_not_forwarded(gateway):
+    """Sessions stored before the identifier rule (the rows are changed behind
+    a stopped server) are refused by GET /auth, so the application never
+    sees " admin" as "admin"; the sessions themselves are kept as they are."""
+    srv, url, _, kind = gateway
+    tag = new_user("legacy")
+    legacy = {f" {tag}": None, f"{tag} ": None, "   ": None, f"{tag}\u0085": None,
+              f"a\u2028{tag}": None}
+    for uid in legacy:
+        legacy[uid] = srv.api.create(tag)
+    ok = srv.api.create(new_user())
+    srv.stop()
+    for uid, s in legacy.items():
+        db_exec(srv.data_dir, "UPDATE sessions SET user_id = ? WHERE id = ?", (uid, s["sessionId"]))
+    srv.start()
+    for uid, s in legacy.items():
+        assert srv.api.get_session(s["sessionId"]).json()["userId"] == uid
+        g = requests.get(url + "/", cookies={"session": s["token"]}, timeout=5)
+        assert g.status_code == 401, f"behind {kind}, the stored id {uid!r} reached the " \
+                                     f"application as {g.json()['users']!r}"
+        r = srv.api.get("/auth", headers={"Authorization": f"Bearer {s['token']}"}, expect=401)
+        assert "identifier rule" in problem_detail(r)
+        assert "x-user-id" not in {k.lower() for k in r.headers}
+    assert requests.get(url + "/", cookies={"session": ok["token"]}, timeout=5).status_code == 200
+    assert "forward_auth_refused" in srv.log_text()
 
 
 def test_a_forged_x_real_ip_cannot_satisfy_an_ip_binding(gateway):
