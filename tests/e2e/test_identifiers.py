@@ -5,7 +5,10 @@ control characters (C0, DEL, C1), U+2028/U+2029, or whitespace at either
 end; a create that breaks it gets a 400 whose detail names the field and
 the rule. Inner spaces are kept. User ids in paths name stored sessions and
 match them byte for byte (sessions stored before the rule stay reachable).
-(What a gateway forwards: test_forward_auth.py.)"""
+Log lines quote the values a client chose, so none can forge a key=value
+field, and escape C1 controls and separators. (What a gateway forwards:
+test_forward_auth.py.)"""
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -84,3 +87,76 @@ def test_path_user_ids_match_stored_ids_byte_for_byte(make_server):
     # sessiond itself: Prism cannot relay the path).
     r = requests.get(srv.direct_url + "/users/%FFadmin/sessions", timeout=HTTP_TIMEOUT)
     assert r.status_code == 400 and "userId" in problem_detail(r)
+
+
+def log_fields(line):
+    """The key=value fields of a log line after its time, level and event name,
+    read as logfmt: a value is a bare word or a double-quoted string with
+    backslash escapes. Returns a list of (key, value)."""
+    rest = line.split(" ", 3)[3] if line.count(" ") >= 3 else ""
+    out, i = [], 0
+    while i < len(rest):
+        if rest[i] == " ":
+            i += 1
+            continue
+        j = i
+        while j < len(rest) and rest[j] not in " =":
+            j += 1
+        key = rest[i:j]
+        if j >= len(rest) or rest[j] != "=":
+            out.append((key, None))  # a bare word
+            i = j
+            continue
+        j += 1
+        if j < len(rest) and rest[j] == '"':
+            j += 1
+            value = ""
+            while j < len(rest) and rest[j] != '"':
+                if rest[j] == "\\" and j + 1 < len(rest):
+                    j += 1
+                value += rest[j]
+                j += 1
+            i = j + 1
+        else:
+            k = j
+            while k < len(rest) and rest[k] != " ":
+                k += 1
+            value, i = rest[j:k], k
+        out.append((key, value))
+    return out
+
+
+def log_lines(srv, event):
+    text = srv.log_text()
+    return [ln for ln in text.splitlines() if f" {event} " in ln]
+
+
+def test_log_lines_quote_client_chosen_values(make_server):
+    """A user id with spaces, '=' or quotes stays one field of the line: no
+    bare count=999 can be forged into a create's or a revocation's line."""
+    srv = make_server()
+    for uid in ("x except=- count=999", 'y" count=999 user="z', "back\\slash count=999"):
+        s = srv.api.create(uid)
+        created = [log_fields(ln) for ln in log_lines(srv, "session_created") if s["sessionId"] in ln]
+        assert created == [[("session", s["sessionId"]), ("user", uid)]], \
+            f"the create of {uid!r} logged {log_lines(srv, 'session_created')[-1]!r}"
+        srv.api.delete(f"/users/{quote(uid, safe='')}/sessions", expect=200)
+        revoked = [log_fields(ln) for ln in log_lines(srv, "user_sessions_revoked")]
+        assert revoked[-1] == [("user", uid), ("except", "-"), ("count", "1")], \
+            f"the revocation of {uid!r} logged {log_lines(srv, 'user_sessions_revoked')[-1]!r}"
+    # Plain ids are written as they are.
+    s = srv.api.create("alice.example-1")
+    assert f"session_created session={s['sessionId']} user=alice.example-1" in srv.log_text()
+
+
+def test_log_lines_escape_c1_controls_and_separators(make_server):
+    """Ids in paths follow the older, wider rule (so that old rows stay
+    reachable); their C1 controls and separators are escaped in the log, as
+    C0 controls always were: the log holds no raw U+0085, U+009B or U+2028."""
+    srv = make_server()
+    srv.api.delete("/users/a%C2%85b%C2%9B2J%E2%80%A8c%E2%80%A9d/sessions", expect=200)
+    raw = b"".join(Path(p).read_bytes() for p in srv.log_paths)
+    for bad in ("\u0085", "\u009b", "\u2028", "\u2029"):
+        assert bad.encode() not in raw, f"raw {bad!r} in the log"
+    line = log_lines(srv, "user_sessions_revoked")[-1]
+    assert 'user="a\\u0085b\\u009b2J\\u2028c\\u2029d"' in line, line
