@@ -2,6 +2,7 @@
  * when several threads log at once. */
 #include "util/log.h"
 #include "util/clock.h"
+#include "util/err.h"
 #include "util/utf8.h"
 
 #include <stdarg.h>
@@ -40,8 +41,9 @@ const char *sd_log_quote(const char *v, char *buf, size_t n)
     bool plain = *v != '\0';
     for (const unsigned char *p = (const unsigned char *)v; *p && plain; p++)
         plain = *p > 0x20 && *p < 0x7f && *p != '"' && *p != '=' && *p != '\\';
-    if (plain || n < 3)
-        return plain ? v : "\"\"";
+    if (plain)
+        return v;
+    sd_assert(n >= 3); /* two quotes and the NUL */
     size_t o = 0;
     buf[o++] = '"';
     for (const char *p = v; *p; p++) {

@@ -26,11 +26,11 @@ int sd_log_level_parse(const char *s);
 void sd_log(enum sd_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* A log field's value (logfmt): v itself when it is a non-empty run of
- * printable ASCII other than '"', '=' and '\\'; otherwise v in double quotes
+ * visible ASCII (no space) other than '"', '=' and '\\'; otherwise v in quotes
  * with '"' and '\\' escaped by a backslash, so that a value with spaces or
- * '=' stays one field. Returns v, or buf (n bytes, SD_LOG_QUOTED(len) for a
- * value of len bytes) holding the quoted form, cut short if buf is smaller
- * (the closing quote is always there). NULL gives "-". */
+ * '=' stays one field. Returns v, or buf (n >= 3 bytes; SD_LOG_QUOTED(len)
+ * for a value of len bytes) holding the quoted form, cut short if buf is
+ * smaller (the closing quote is always there). NULL gives "-". */
 const char *sd_log_quote(const char *v, char *buf, size_t n);
 #define SD_LOG_QUOTED(len) (2 * (len) + 3)
 
