@@ -125,7 +125,7 @@ test: unit e2e e2e-postgres e2e-cache
 # port and gives every sessiond its own database (tests/e2e/pgserver.py).
 PG_SUITE := test_sessions test_validate test_users test_rotation test_audit test_binding \
             test_concurrency test_durability test_throttle test_encryption test_api_keys \
-            test_forward_auth test_fail_closed test_postgres
+            test_forward_auth test_fail_closed test_postgres test_identifiers
 .PHONY: e2e-postgres
 e2e-postgres: build/sessiond | $(TEST_STAMP) $(BROWSER_STAMP)
 	SESSIOND_TEST_STORE=postgres SESSIOND_BIN=$(CURDIR)/build/sessiond \
@@ -153,7 +153,8 @@ e2e: | $(API_STAMP)
 # The API suite once more, on the release build, through Prism: every response
 # (and every request the server accepts) must match docs/openapi.yaml.
 PRISM_TESTS := tests/e2e/test_api_contract.py tests/e2e/test_sessions.py tests/e2e/test_validate.py \
-               tests/e2e/test_users.py tests/e2e/test_rotation.py tests/e2e/test_api_keys.py
+               tests/e2e/test_users.py tests/e2e/test_rotation.py tests/e2e/test_api_keys.py \
+               tests/e2e/test_identifiers.py
 .PHONY: e2e-prism
 e2e-prism: build/sessiond | $(TEST_STAMP) $(API_STAMP) $(BROWSER_STAMP)
 	SESSIOND_VIA_PRISM=1 SESSIOND_BIN=$(CURDIR)/build/sessiond \

@@ -16,6 +16,8 @@ test_pkgs="$test_pkgs redis-server" # tests/e2e/test_cache.py starts a private R
 test_pkgs="$test_pkgs openssl"
 # Replicas behind a load balancer (tests/e2e/test_replicas.py, make scale-demo).
 test_pkgs="$test_pkgs haproxy"
+# The second gateway of tests/e2e/test_forward_auth.py (examples/caddy-forward-auth.Caddyfile).
+test_pkgs="$test_pkgs caddy"
 
 # make scale-demo: PostgreSQL and haproxy on loopback (scripts/scale-demo.py).
 scale_pkgs="python3 postgresql-15 postgresql-client-15 haproxy redis-server"

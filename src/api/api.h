@@ -86,11 +86,15 @@ typedef struct sd_check {
     bool touch;             /* rolling expiry */
     const char *ip;         /* the client's context, for bound sessions; NULL: unknown */
     const char *user_agent; /* (a bound session fails closed without it) */
+    bool to_header;         /* the user id goes into a header (GET /auth): a session
+                               whose id breaks the identifier rule (stored before
+                               it) is invalid, never forwarded altered */
     /* out */
     sd_session s;          /* valid: the session, owned by the caller */
     int64_t expiry;        /* valid: the enforced expiry */
     bool binding_mismatch; /* the context does not match the session's binding
                               (invalid with --binding-policy enforce, else valid) */
+    bool unforwardable;    /* to_header and the user id breaks the rule: invalid */
 } sd_check;
 
 int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, sd_check *c);
@@ -122,8 +126,11 @@ void sd_api_reply_session(sd_req *r, int status, const sd_session *s, const char
  * *other is set when an Authorization header of another scheme is present. */
 const char *sd_api_bearer(const sd_req *r, bool *other);
 
-/* Checks a userId taken from a path or body: 1..256 bytes, no control
- * characters. */
+/* Checks a userId that names existing sessions (a path's, a bulk
+ * revocation's): 1..256 bytes of UTF-8 without C0 controls or DEL, the rule
+ * creates followed before the identifier rule (sd_ident_check), so sessions
+ * stored before it can still be listed and revoked. The id is compared
+ * byte for byte with the stored ones, never trimmed or folded. */
 int sd_api_user_id_ok(const char *user_id);
 
 #define SD_MAX_USER_ID 256

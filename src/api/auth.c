@@ -69,7 +69,8 @@ void sd_api_forward_auth(sd_req *r, void *app_)
      * X-Real-IP $remote_addr) and the forwarded User-Agent. */
     sd_check c = {.touch = true,
                   .ip = sd_req_header(r, "X-Real-IP"),
-                  .user_agent = sd_req_header(r, "User-Agent")};
+                  .user_agent = sd_req_header(r, "User-Agent"),
+                  .to_header = true};
     int rc = sd_api_check_token(app, r, token, len, &c);
     OPENSSL_cleanse(token, sizeof token);
     if (rc < 0) {
@@ -77,12 +78,17 @@ void sd_api_forward_auth(sd_req *r, void *app_)
         return;
     }
     if (rc == 0) {
-        unauthorized(r, c.binding_mismatch ? "the session is bound to another client context"
-                                           : "the session is unknown, expired or revoked");
+        unauthorized(r, c.unforwardable ? "the session's userId cannot be passed on in a header "
+                                          "unchanged (it was stored before the identifier rule): "
+                                          "sign in again"
+                        : c.binding_mismatch ? "the session is bound to another client context"
+                                             : "the session is unknown, expired or revoked");
         return;
     }
-    /* Header values must not carry CR/LF: user ids with control characters
-     * are refused at creation, so the id is safe to echo. */
+    /* The application must see exactly the stored id: sessions whose id
+     * breaks the identifier rule (edge whitespace, which HTTP parsers strip;
+     * control characters; separators) were refused above, so it is echoed
+     * as it is. */
     const char *hdr[] = {"X-Session-Id",
                          c.s.id,
                          "X-User-Id",

@@ -30,17 +30,19 @@ static const char *path_id(sd_req *r)
 static void create_done(sd_write *w)
 {
     sd_api_write *c = w->udata;
+    char q[SD_LOG_QUOTED(SD_MAX_USER_ID)];
+    const char *user = sd_log_quote(w->session.user_id, q, sizeof q);
     if (w->rc) {
         if (w->rc == SD_ELIMIT)
-            sd_warn("excess_sessions_exceeded user=%s refused", w->session.user_id);
+            sd_warn("excess_sessions_exceeded user=%s refused", user);
         sd_api_fail(c->req, w->rc, w->detail);
     } else {
         char location[64];
         snprintf(location, sizeof location, "/sessions/%s", w->session.id);
         if (w->affected > 0)
-            sd_info("excess_sessions_exceeded user=%s evicted=%lld (least recently seen)",
-                    w->session.user_id, (long long)w->affected);
-        sd_info("session_created session=%s user=%s", w->session.id, w->session.user_id);
+            sd_info("excess_sessions_exceeded user=%s evicted=%lld (least recently seen)", user,
+                    (long long)w->affected);
+        sd_info("session_created session=%s user=%s", w->session.id, user);
         sd_api_reply_session(c->req, 201, &w->session, c->token, location);
     }
     sd_api_write_free(c);
@@ -220,9 +222,11 @@ static void refresh_done(sd_write *w)
 {
     sd_api_write *c = w->udata;
     const char *hdr[] = {"WWW-Authenticate", "Bearer", NULL};
+    char q[SD_LOG_QUOTED(SD_MAX_USER_ID)];
     switch (w->rc) {
     case 0:
-        sd_info("session_refreshed session=%s user=%s", w->session.id, w->session.user_id);
+        sd_info("session_refreshed session=%s user=%s", w->session.id,
+                sd_log_quote(w->session.user_id, q, sizeof q));
         sd_api_reply_session(c->req, 200, &w->session, c->token, NULL);
         break;
     case SD_ECONFLICT:

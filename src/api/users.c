@@ -76,8 +76,10 @@ static void revoke_done(sd_write *w)
     if (w->rc) {
         sd_api_fail(c->req, w->rc, w->detail);
     } else {
-        sd_info("user_sessions_revoked user=%s except=%s count=%lld", w->user_id,
-                w->except_id ? w->except_id : "-", (long long)w->affected);
+        char q[SD_LOG_QUOTED(SD_MAX_USER_ID)];
+        sd_info("user_sessions_revoked user=%s except=%s count=%lld",
+                sd_log_quote(w->user_id, q, sizeof q), w->except_id ? w->except_id : "-",
+                (long long)w->affected);
         sd_reply_json(c->req, 200, json_pack("{s:I}", "deleted", (json_int_t)w->affected), NULL);
     }
     sd_api_write_free(c);

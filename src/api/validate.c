@@ -167,7 +167,7 @@ static bool sample(double p)
 int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, sd_check *c)
 {
     sd_session *s = &c->s;
-    c->binding_mismatch = false;
+    c->binding_mismatch = c->unforwardable = false;
     int rc = sd_api_guess_wait(app, r);
     if (rc)
         return rc;
@@ -186,6 +186,18 @@ int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, sd
     }
     if (rc)
         return rc;
+    if (c->to_header && sd_ident_check(s->user_id, strlen(s->user_id), SD_MAX_USER_ID)) {
+        /* Stored before the identifier rule: a gateway would strip or split
+         * the id on its way to the application. Not a guess: the throttle
+         * is not charged. */
+        c->unforwardable = true;
+        sd_warn("forward_auth_refused session=%s reason=user_id_not_forwardable", s->id);
+        sd_metrics_validation(0);
+        sd_audit_emit("validation_failed", s->id, s->user_id, sd_req_actor(r), sd_req_peer(r),
+                      "user_id_not_forwardable");
+        sd_session_clear(s);
+        return 0;
+    }
     if (s->binding.flags && !sd_binding_matches(&s->binding, c->ip, c->user_agent)) {
         /* A stolen token used from elsewhere, or a client that moved. */
         bool enforce = app->policy.bind_enforce;

@@ -5,6 +5,7 @@
 #include "session/session.h"
 #include "util/clock.h"
 #include "util/err.h"
+#include "util/utf8.h"
 
 #include <arpa/inet.h>
 #include <openssl/crypto.h>
@@ -99,26 +100,66 @@ json_t *sd_session_to_json(const sd_session *s)
     return o;
 }
 
-/* ---- field checks shared by create and update -------------------------- */
+/* ---- the identifier rule ------------------------------------------------ */
 
-static bool has_control(const char *s)
+static bool is_control(uint32_t c)
 {
-    for (; *s; s++)
-        if ((unsigned char)*s < 0x20 || *s == 0x7f)
-            return true;
-    return false;
+    return c < 0x20 || (c >= 0x7f && c <= 0x9f);
 }
 
-/* A string field of 1..max bytes; ids also refuse control characters. */
+/* Unicode White_Space, plus U+FEFF: the characters JavaScript's \s and most
+ * trim functions remove. */
+static bool is_space(uint32_t c)
+{
+    return (c >= 0x09 && c <= 0x0d) || c == 0x20 || c == 0x85 || c == 0xa0 || c == 0x1680 ||
+           (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f ||
+           c == 0x205f || c == 0x3000 || c == 0xfeff;
+}
+
+const char *sd_ident_check(const char *s, size_t len, size_t max)
+{
+    if (len == 0)
+        return "must not be empty";
+    if (len > max)
+        return "is too long";
+    const unsigned char *p = (const unsigned char *)s;
+    uint32_t c = 0;
+    bool all_space = true, first_space = false;
+    for (size_t i = 0; i < len;) {
+        size_t k = sd_utf8_next(p + i, len - i, &c);
+        if (k == 0)
+            return "must be valid UTF-8";
+        if (is_control(c))
+            return "must not contain control characters";
+        if (c == 0x2028 || c == 0x2029)
+            return "must not contain a line or paragraph separator";
+        if (i == 0)
+            first_space = is_space(c);
+        all_space &= is_space(c);
+        i += k;
+    }
+    if (all_space)
+        return "must not be only whitespace";
+    if (first_space)
+        return "must not begin with whitespace";
+    if (is_space(c)) /* the last character */
+        return "must not end with whitespace";
+    return NULL;
+}
+
+/* ---- field checks shared by create and update -------------------------- */
+
+/* A string field of 1..max bytes; ids also follow the identifier rule. */
 static int check_string(const char *key, const json_t *v, size_t max, bool id, char *err, size_t n)
 {
     if (!json_is_string(v))
         return fail(err, n, "field '%s' must be a string", key);
     size_t len = json_string_length(v);
-    if (len == 0 || len > max)
+    if (!id && (len == 0 || len > max))
         return fail(err, n, "field '%s' must be 1 to %zu bytes long", key, max);
-    if (id && has_control(json_string_value(v)))
-        return fail(err, n, "field '%s' must not contain control characters", key);
+    const char *why = id ? sd_ident_check(json_string_value(v), len, max) : NULL;
+    if (why)
+        return fail(err, n, "field '%s' %s (an identifier is " SD_IDENT_RULE ")", key, why, max);
     return 0;
 }
 
@@ -184,10 +225,10 @@ static int check_amr(const json_t *v, char *err, size_t n)
     json_t *m;
     json_array_foreach(v, i, m)
     {
-        if (check_string("amr", m, 32, true, err, n))
-            return fail(err, n,
-                        "each 'amr' entry must be a string of 1 to 32 bytes without "
-                        "control characters");
+        char label[32];
+        snprintf(label, sizeof label, "amr[%zu]", i);
+        if (check_string(label, m, 32, true, err, n))
+            return SD_EINVALID;
     }
     return 0;
 }

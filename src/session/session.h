@@ -74,6 +74,26 @@ bool sd_session_active(const sd_session *s, int64_t now);
 /* The public JSON view (never the token or its hash). New reference. */
 json_t *sd_session_to_json(const sd_session *s);
 
+/* The identifier rule, for every client-chosen identifier that can reach an
+ * HTTP header or a log line (userId, deviceId, acr, each amr entry): 1 to
+ * max bytes of valid UTF-8 (no overlong forms, no surrogates); no control
+ * character (C0 U+0000-U+001F, DEL U+007F, C1 U+0080-U+009F) and no line
+ * or paragraph separator (U+2028, U+2029) anywhere; no whitespace at either
+ * end, so none is empty or only whitespace. Whitespace is Unicode's
+ * White_Space plus U+FEFF (what JavaScript's \s matches). Inner spaces are
+ * allowed. HTTP parsers strip spaces around a header's value, so an id with
+ * spaces at an end would reach an application behind a gateway as another
+ * user's id; control characters and separators would split or alter
+ * headers and log lines.
+ * Returns NULL when the len bytes at s follow the rule, else what they
+ * break, as a phrase for a 400's detail ("must not ..."). Static string. */
+const char *sd_ident_check(const char *s, size_t len, size_t max);
+
+/* The rule above in one sentence, for details and documentation. */
+#define SD_IDENT_RULE                                                                              \
+    "1 to %zu bytes of UTF-8 without control characters (U+0000-U+001F, U+007F-U+009F), "          \
+    "U+2028 or U+2029, and without whitespace at either end"
+
 /* Builds a new session from a create body. Mints the id and the token
  * (written to token_out, for the create response only). Returns 0,
  * SD_EINVALID with a sentence for the client in err, or SD_ERANDOM. */

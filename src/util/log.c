@@ -2,9 +2,13 @@
  * when several threads log at once. */
 #include "util/log.h"
 #include "util/clock.h"
+#include "util/err.h"
+#include "util/utf8.h"
 
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -30,6 +34,31 @@ int sd_log_level_parse(const char *s)
     return -1;
 }
 
+const char *sd_log_quote(const char *v, char *buf, size_t n)
+{
+    if (!v)
+        return "-";
+    bool plain = *v != '\0';
+    for (const unsigned char *p = (const unsigned char *)v; *p && plain; p++)
+        plain = *p > 0x20 && *p < 0x7f && *p != '"' && *p != '=' && *p != '\\';
+    if (plain)
+        return v;
+    sd_assert(n >= 3); /* two quotes and the NUL */
+    size_t o = 0;
+    buf[o++] = '"';
+    for (const char *p = v; *p; p++) {
+        bool esc = *p == '"' || *p == '\\';
+        if (o + (esc ? 2 : 1) + 1 >= n) /* room for it, the quote and the NUL */
+            break;
+        if (esc)
+            buf[o++] = '\\';
+        buf[o++] = *p;
+    }
+    buf[o++] = '"';
+    buf[o] = '\0';
+    return buf;
+}
+
 void sd_log(enum sd_log_level level, const char *fmt, ...)
 {
     if ((int)level < atomic_load(&min_level))
@@ -45,14 +74,23 @@ void sd_log(enum sd_log_level level, const char *fmt, ...)
     size_t n = (size_t)snprintf(line, sizeof line, "%s %s ", sd_time_format(sd_now_ms(), ts),
                                 names[level]);
     static const char hex[] = "0123456789abcdef";
-    for (const unsigned char *p = (const unsigned char *)text; *p && n < sizeof line - 6; p++) {
-        if (*p < 0x20 || *p == 0x7f) {
+    const unsigned char *p = (const unsigned char *)text, *end = p + strlen(text);
+    while (p < end && n < sizeof line - 8) {
+        uint32_t c;
+        size_t k = sd_utf8_next(p, (size_t)(end - p), &c);
+        if (k == 0 || c < 0x20 || c == 0x7f) { /* one byte as \xNN */
             line[n++] = '\\';
             line[n++] = 'x';
             line[n++] = hex[*p >> 4];
             line[n++] = hex[*p & 15];
+            p++;
+        } else if ((c >= 0x80 && c <= 0x9f) || c == 0x2028 || c == 0x2029) {
+            n += (size_t)snprintf(line + n, sizeof line - n, "\\u%04x", (unsigned)c);
+            p += k;
         } else {
-            line[n++] = (char)*p;
+            memcpy(line + n, p, k);
+            n += k;
+            p += k;
         }
     }
     line[n++] = '\n';

@@ -186,3 +186,28 @@ def test_session_view_matches_schema(server, spec):
     got = server.api.get(f"/sessions/{created['sessionId']}", expect=200).json()
     assert not set(got) - props, f"GET /sessions/{{id}} returned undeclared properties: {set(got) - props}"
     assert not required - set(got), f"GET /sessions/{{id}} lacks required properties: {required - set(got)}"
+
+
+# Identifiers on both sides of the identifier rule (docs/security.md, "Identifiers").
+IDENT_SAMPLES = ["alice", "Jean  Dupont", "x except=- count=999", "élise", "日本 語", "a\u00a0b",
+                 "\U0001F600", "", " admin", "admin ", "   ", "\tadmin", "\u00a0admin", "admin\u3000",
+                 "admin\ufeff", "\u1680x", "a\u0085b", "a\u0080", "a\u009fb", "a\u007f", "a\u2028b",
+                 "a\u2029", "a\u001bb"]
+
+
+def test_identifier_patterns_match_what_the_server_accepts(server, spec):
+    """The create schema's pattern for userId (and the same for deviceId, acr
+    and each amr entry) accepts exactly the ids the server accepts."""
+    schemas = spec["components"]["schemas"]
+    create = schemas["CreateSessionRequest"]["properties"]
+    pattern = schemas["UserId"]["pattern"]
+    assert create["deviceId"]["pattern"] == pattern and create["acr"]["pattern"] == pattern
+    assert create["amr"]["items"]["pattern"] == pattern
+    rule = re.compile(pattern)
+    for uid in IDENT_SAMPLES:
+        r = server.api.post("/sessions", json={"userId": uid})
+        assert r.status_code in (201, 400), r.text
+        spec_says = bool(rule.search(uid))
+        assert (r.status_code == 201) == spec_says, \
+            f"userId {uid!r}: the server answered {r.status_code}, the UserId pattern says " \
+            f"{'valid' if spec_says else 'invalid'}"

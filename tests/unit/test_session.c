@@ -94,6 +94,103 @@ static void create_rejects_bad_input(void **state)
     }
 }
 
+/* The identifier rule (userId, deviceId, acr, amr entries): what it refuses,
+ * with the reason, and what it keeps. */
+static void identifier_rule(void **state)
+{
+    (void)state;
+    struct {
+        const char *s, *why; /* why: a word of the reason; NULL: accepted */
+    } cases[] = {
+        {"alice", NULL},
+        {"Jean  Dupont", NULL},
+        {"x except=- count=999", NULL},
+        {"\xc3\xa9lise", NULL},              /* élise */
+        {"\xe6\x97\xa5 \xe6\x9c\xac", NULL}, /* 日 本 */
+        {"\xf0\x9f\x98\x80", NULL},          /* U+1F600, four bytes */
+        {"a\xc2\xa0"
+         "b",
+         NULL}, /* an inner no-break space */
+        {"", "empty"},
+        {" admin", "begin"},
+        {"admin ", "end"},
+        {" ", "only whitespace"},
+        {"   ", "only whitespace"},
+        {"\xc2\xa0"
+         "admin",
+         "begin"},                    /* U+00A0 */
+        {"admin\xe3\x80\x80", "end"}, /* U+3000 */
+        {"admin\xef\xbb\xbf", "end"}, /* U+FEFF */
+        {"\xe1\x9a\x80"
+         "x",
+         "begin"}, /* U+1680 */
+        {"\ta", "control"},
+        {"a\x1b[2J", "control"},
+        {"a\x7f", "control"},
+        {"a\xc2\x80", "control"}, /* U+0080 */
+        {"a\xc2\x85"
+         "b",
+         "control"},              /* NEL */
+        {"a\xc2\x9b", "control"}, /* CSI */
+        {"a\xc2\x9f", "control"}, /* U+009F */
+        {"a\xe2\x80\xa8"
+         "b",
+         "separator"}, /* U+2028 */
+        {"a\xe2\x80\xa9"
+         "b",
+         "separator"},                  /* U+2029 */
+        {"a\x80", "UTF-8"},             /* stray continuation */
+        {"a\xc0\xa0", "UTF-8"},         /* overlong space */
+        {"a\xe0\x80\xaf", "UTF-8"},     /* overlong '/' */
+        {"a\xed\xa0\x80", "UTF-8"},     /* a surrogate */
+        {"a\xf4\x90\x80\x80", "UTF-8"}, /* past U+10FFFF */
+        {"a\xe2\x80", "UTF-8"},         /* truncated */
+        {"a\xff", "UTF-8"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *why = sd_ident_check(cases[i].s, strlen(cases[i].s), 256);
+        if (!cases[i].why && why)
+            fail_msg("case %zu refused: %s", i, why);
+        if (cases[i].why && (!why || !strstr(why, cases[i].why)))
+            fail_msg("case %zu: want a reason with '%s', got %s", i, cases[i].why,
+                     why ? why : "accepted");
+    }
+    /* The bound is in bytes. */
+    assert_null(sd_ident_check("abcd", 4, 4));
+    assert_non_null(strstr(sd_ident_check("abcde", 5, 4), "too long"));
+    /* A NUL inside the given length is a control character. */
+    assert_non_null(strstr(sd_ident_check("a\0b", 3, 256), "control"));
+}
+
+static void create_applies_the_identifier_rule(void **state)
+{
+    (void)state;
+    const char *bad[] = {"{\"userId\":\" admin\"}",
+                         "{\"userId\":\"admin\\u00a0\"}",
+                         "{\"userId\":\"a\\u0085b\"}",
+                         "{\"userId\":\"u\",\"deviceId\":\"d \"}",
+                         "{\"userId\":\"u\",\"acr\":\"aal2\\u2028\"}",
+                         "{\"userId\":\"u\",\"amr\":[\"pwd\",\"  \"]}"};
+    const char *field[] = {"'userId'", "'userId'", "'userId'", "'deviceId'", "'acr'", "'amr[1]'"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sd_session s;
+        char err[256] = "";
+        assert_int_equal(create(bad[i], &s, err, sizeof err), SD_EINVALID);
+        if (!strstr(err, field[i]) || !strstr(err, "whitespace at either end"))
+            fail_msg("%s: detail '%s' names neither %s nor the rule", bad[i], err, field[i]);
+    }
+    sd_session s;
+    char err[256];
+    assert_int_equal(
+        create("{\"userId\":\"x except=- count=999\",\"deviceId\":\"Pixel 8\",\"acr\":\"a b\","
+               "\"amr\":[\"pwd\"]}",
+               &s, err, sizeof err),
+        0);
+    assert_string_equal(s.user_id, "x except=- count=999");
+    assert_string_equal(s.acr, "a b");
+    sd_session_clear(&s);
+}
+
 static sd_session fresh(void)
 {
     sd_session s;
@@ -248,6 +345,8 @@ int main(void)
         cmocka_unit_test(create_fills_server_fields),
         cmocka_unit_test(create_clamps_ttl),
         cmocka_unit_test(create_rejects_bad_input),
+        cmocka_unit_test(identifier_rule),
+        cmocka_unit_test(create_applies_the_identifier_rule),
         cmocka_unit_test(update_merges_and_bumps_version),
         cmocka_unit_test(update_checks_version_and_clamps),
         cmocka_unit_test(update_rejects_bad_bodies),
