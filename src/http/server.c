@@ -18,16 +18,24 @@
  * eventfd. A connection whose peer went away while a request was in flight
  * is freed when that reply arrives.
  *
- * Framing rules (RFC 9112): Content-Length with Transfer-Encoding, repeated
- * Content-Length or Host, a missing Host on HTTP/1.1, obsolete line folding,
- * whitespace before a colon, control bytes in a field value, invalid
- * Content-Length or chunk sizes: 400 and close. A transfer coding other than
- * chunked: 501 and close. Head too large: 431 (414 when the target alone is),
- * body too large: 413, both before reading the body. Header and body must
- * arrive within the request timeout (slowloris), and an idle keep-alive
- * connection is closed after the connection timeout.
+ * Framing rules (RFC 9112): the parser is not built strict, so every head
+ * and every chunked body is checked first (http/framing.h) and the parser is
+ * given only checked bytes: a line not ended by CRLF (bare LF, or CR without
+ * LF), a malformed request line (a tab, control or non-ASCII byte in the
+ * target), obsolete line folding, whitespace before a colon, a header name
+ * that is not a token, control bytes in a field value, Transfer-Encoding in
+ * HTTP/1.0, malformed chunk framing (the CRLF after chunk data, chunk-size
+ * lines and extensions, trailer lines, the final CRLF), Content-Length with
+ * Transfer-Encoding, repeated Content-Length or Host, a missing Host on
+ * HTTP/1.1, invalid Content-Length or chunk sizes: 400 and close, nothing
+ * after it read. Trailer fields are dropped, never merged into the headers.
+ * A transfer coding other than chunked: 501 and close. Head too large: 431 (414 when the target
+ * alone is), body too large: 413, both before reading the body. Header and body must arrive within
+ * the request timeout (slowloris), and an idle keep-alive connection is closed after the connection
+ * timeout.
  */
 #include "http/server.h"
+#include "http/framing.h"
 #include "http/tls.h"
 #include "metrics/metrics.h"
 #include "session/token.h"
@@ -84,6 +92,7 @@ struct sd_req {
     size_t body_len, body_cap;
     bool has_body;
     bool keep_alive;
+    bool head_done; /* headers complete: later fields are trailers, not kept */
     sd_match match;
     enum sd_match_result match_result;
     char *queries[8]; /* decoded query values handed out */
@@ -115,7 +124,10 @@ struct conn {
     bool close_after_write;
     uint32_t events;    /* what epoll watches now */
     bool reading_field; /* http-parser: last callback was a header field */
-    size_t head_bytes;
+    bool in_message;    /* the head was checked; the parser is inside this request */
+    size_t head_len;    /* that head's bytes, given to the parser alone */
+    bool chunked;       /* the body is chunked: checked (chunk) before the parser sees it */
+    sd_chunk_state chunk;
     bool body_too_large;
     int64_t request_deadline, idle_deadline;
     char ip[INET6_ADDRSTRLEN];
@@ -809,6 +821,8 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
 {
     conn *c = p->data;
     sd_req *r = c->req;
+    if (r->head_done)
+        return 0; /* a trailer field: never merged into the header section (RFC 9110 6.5.1) */
     if (!c->reading_field || r->nheaders == 0) {
         if (r->nheaders == MAX_HEADERS)
             return -1;
@@ -824,6 +838,8 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
 {
     conn *c = p->data;
     sd_req *r = c->req;
+    if (r->head_done)
+        return 0;
     c->reading_field = false;
     header *hd = &r->headers[r->nheaders - 1];
     size_t len = hd->value ? strlen(hd->value) : 0;
@@ -837,6 +853,7 @@ static int on_headers_complete(http_parser *p)
     conn *c = p->data;
     sd_req *r = c->req;
     c->reading_field = false;
+    r->head_done = true;
     r->method = http_method_str((enum http_method)p->method);
     r->head = p->method == HTTP_HEAD;
     r->keep_alive = http_should_keep_alive(p);
@@ -857,6 +874,10 @@ static int on_headers_complete(http_parser *p)
     if (p->http_major != 1)
         return -1; /* see process_input: 400 */
     r->has_body = (p->flags & F_CHUNKED) || p->content_length > 0;
+    /* The parser frames a chunked body as it does, whatever the bytes
+     * between chunks: process_input_locked() checks them first. */
+    c->chunked = (p->flags & F_CHUNKED) != 0;
+    c->chunk = (sd_chunk_state){0};
     if (p->content_length != ULLONG_MAX && p->content_length > c->lp->h->opt.max_body_bytes)
         return -1; /* checked by the caller: 413 before the body is read */
     /* The request must not be answered with a body the handler never sees:
@@ -895,39 +916,6 @@ static int on_message_complete(http_parser *p)
 {
     http_parser_pause(p, 1);
     return 0;
-}
-
-/* ---- checks on the raw head, before http-parser ------------------------ */
-
-/* Scans the bytes of a complete request head (up to the blank line) for what
- * http-parser tolerates but RFC 9112 forbids. Returns NULL or the reason. */
-static const char *check_head(const char *s, size_t n)
-{
-    const char *line_end = memchr(s, '\n', n);
-    if (!line_end)
-        return NULL;
-    for (const char *p = line_end + 1; p < s + n;) {
-        const char *e = memchr(p, '\n', (size_t)(s + n - p));
-        if (!e)
-            break;
-        size_t len = (size_t)(e - p);
-        if (len > 0 && p[len - 1] == '\r')
-            len--;
-        if (len == 0)
-            break; /* end of head */
-        if (p[0] == ' ' || p[0] == '\t')
-            return "obsolete line folding is not accepted";
-        const char *colon = memchr(p, ':', len);
-        if (!colon)
-            return "a header line has no colon";
-        if (colon == p || colon[-1] == ' ' || colon[-1] == '\t')
-            return "whitespace before a header colon";
-        for (const char *q = p; q < p + len; q++)
-            if (((unsigned char)*q < 0x20 && *q != '\t') || *q == 0x7f)
-                return "a header holds a control character";
-        p = e + 1;
-    }
-    return NULL;
 }
 
 /* ---- dispatch ---------------------------------------------------------- */
@@ -1084,64 +1072,76 @@ static void process_input(conn *c)
     set_events(c);
 }
 
+/* The head of the next request: empty lines before it are dropped (RFC 9112
+ * section 2.2), then it is checked whole (sd_http_check_head, bounded by the
+ * head limit) before the parser sees a byte of it. Returns true with
+ * c->head_len set once it has all arrived and passed; false when it has not
+ * all arrived yet, or after answering it (400, 414, 431). */
+static bool next_head(conn *c)
+{
+    sd_http *h = c->lp->h;
+    size_t skip = 0;
+    while (skip + 1 < c->in_len && c->in[skip] == '\r' && c->in[skip + 1] == '\n')
+        skip += 2;
+    if (skip) {
+        memmove(c->in, c->in + skip, c->in_len - skip);
+        c->in_len -= skip;
+    }
+    size_t limit = c->in_len < h->opt.max_header_bytes ? c->in_len : h->opt.max_header_bytes;
+    const char *why = sd_http_check_head(c->in, limit, &c->head_len);
+    if (why) {
+        fail_request(c, 400, why);
+        return false;
+    }
+    if (c->head_len)
+        return true;
+    if (c->in_len > h->opt.max_header_bytes) {
+        /* 414 when the request line alone is over half the limit */
+        const char *nl = memchr(c->in, '\n', c->in_len);
+        bool long_target = !nl || (size_t)(nl - c->in) > h->opt.max_header_bytes / 2;
+        fail_request(c, long_target ? 414 : 431,
+                     long_target ? "the request target is longer than the server accepts"
+                                 : "the request head is larger than the server accepts");
+        return false;
+    }
+    if (c->in_len && !c->req) { /* the request's clock runs from its first byte */
+        c->request_deadline = sd_now_ms() + REQUEST_TIMEOUT_MS;
+        if (!(c->req = req_new(c)))
+            conn_close(c);
+    }
+    return false;
+}
+
 static void process_input_locked(conn *c)
 {
     sd_http *h = c->lp->h;
     while (c->in_len > 0 && !c->in_flight && c->fd >= 0 && c->out_len == c->out_off) {
-        /* Before the parser sees a head, check it whole (bounded). */
-        if (!c->req || c->head_bytes == 0) {
-            char *end = NULL;
-            for (size_t i = 0; i + 3 < c->in_len && !end; i++)
-                if (c->in[i] == '\r' && c->in[i + 1] == '\n' && c->in[i + 2] == '\r' &&
-                    c->in[i + 3] == '\n')
-                    end = c->in + i + 4;
-            if (!end) {
-                for (size_t i = 0; i + 1 < c->in_len && !end; i++)
-                    if (c->in[i] == '\n' && c->in[i + 1] == '\n')
-                        end = c->in + i + 2;
-            }
-            if (!end) {
-                if (c->in_len > h->opt.max_header_bytes) {
-                    const char *sp = memchr(c->in, ' ', c->in_len);
-                    const char *nl = memchr(c->in, '\n', c->in_len);
-                    fail_request(c, nl ? 431 : 414,
-                                 nl ? "the request head is larger than the server accepts"
-                                    : "the request target is longer than the server accepts");
-                    (void)sp;
-                    return;
-                }
-                if (!c->req) {
-                    c->request_deadline = sd_now_ms() + REQUEST_TIMEOUT_MS;
-                    if (!(c->req = req_new(c))) {
-                        conn_close(c);
-                        return;
-                    }
-                }
-                return; /* wait for the rest of the head */
-            }
-            size_t head_len = (size_t)(end - c->in);
-            if (head_len > h->opt.max_header_bytes) {
-                const char *nl = memchr(c->in, '\n', head_len);
-                bool long_target = nl && (size_t)(nl - c->in) > h->opt.max_header_bytes / 2;
-                fail_request(c, long_target ? 414 : 431,
-                             long_target ? "the request target is longer than the server accepts"
-                                         : "the request head is larger than the server accepts");
+        /* What the parser may see: a checked head alone (so that a chunked
+         * body after it is checked too), then the body - all of it when
+         * Content-Length frames it, the checked part when it is chunked. */
+        size_t avail = c->in_len, feed = avail;
+        if (!c->in_message) {
+            if (!next_head(c))
+                return;
+            feed = c->head_len;
+            c->in_message = true;
+        } else if (c->chunked) {
+            int status;
+            const char *why = sd_chunk_check(&c->chunk, c->in, avail,
+                                             (uint64_t)h->opt.max_body_bytes, &feed, &status);
+            if (why || feed == 0) { /* feed 0: the check ended the body, the parser did not */
+                fail_request(c, why ? status : 400,
+                             why ? why : "the chunked body's framing is inconsistent");
                 return;
             }
-            const char *why = check_head(c->in, head_len);
-            if (why) {
-                fail_request(c, 400, why);
-                return;
-            }
-            c->head_bytes = head_len;
         }
-        size_t n = http_parser_execute(&c->parser, &parser_settings, c->in, c->in_len);
+        size_t n = http_parser_execute(&c->parser, &parser_settings, c->in, feed);
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
         memmove(c->in, c->in + n, c->in_len - n);
         c->in_len -= n;
         if (e == HPE_PAUSED) {
             http_parser_pause(&c->parser, 0);
-            c->head_bytes = 0;
+            c->in_message = c->chunked = false;
             if (c->parser.upgrade) {
                 fail_request(c, 400, "protocol upgrades are not supported");
                 return;
@@ -1176,7 +1176,7 @@ static void process_input_locked(conn *c)
         }
         if (c->out_len > c->out_off && !flush_out(c)) /* e.g. 100 Continue */
             return;
-        if (c->in_len == 0 || c->parser.http_errno == HPE_OK)
+        if (feed == avail)
             break; /* the rest of this message has not arrived */
     }
 }
