@@ -36,6 +36,7 @@
  */
 #include "http/server.h"
 #include "http/framing.h"
+#include "http/status.h"
 #include "http/tls.h"
 #include "metrics/metrics.h"
 #include "session/token.h"
@@ -182,58 +183,6 @@ static http_parser_settings parser_settings;
 
 /* ---- responses --------------------------------------------------------- */
 
-static const char *reason(int status)
-{
-    switch (status) {
-    case 100:
-        return "Continue";
-    case 200:
-        return "OK";
-    case 201:
-        return "Created";
-    case 204:
-        return "No Content";
-    case 301:
-        return "Moved Permanently";
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 408:
-        return "Request Timeout";
-    case 411:
-        return "Length Required";
-    case 412:
-        return "Precondition Failed";
-    case 413:
-        return "Content Too Large";
-    case 414:
-        return "URI Too Long";
-    case 415:
-        return "Unsupported Media Type";
-    case 417:
-        return "Expectation Failed";
-    case 429:
-        return "Too Many Requests";
-    case 431:
-        return "Request Header Fields Too Large";
-    case 501:
-        return "Not Implemented";
-    case 503:
-        return "Service Unavailable";
-    case 505:
-        return "HTTP Version Not Supported";
-    default:
-        return "Error";
-    }
-}
-
 /* The Date header text, cached per thread per second. */
 static const char *http_date(void)
 {
@@ -297,7 +246,7 @@ static void render(sd_req *r, int status, const char *ctype, char *body, size_t 
     PUTS(out, o, "HTTP/1.1 ");
     o = put_uint(out, o, (size_t)status);
     out[o++] = ' ';
-    o = put_str(out, o, reason(status));
+    o = put_str(out, o, sd_http_reason_or_class(status));
     PUTS(out, o, "\r\nDate: ");
     o = put_str(out, o, date);
     PUTS(out, o,
@@ -386,7 +335,8 @@ static char *problem_text(sd_req *r, int status, const char *detail_in)
                 *p = '?';
     json_decref(probe);
     json_t *o = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", "about:blank", "title",
-                          reason(status), "status", status, "detail", detail, "requestId", r->id);
+                          sd_http_reason_or_class(status), "status", status, "detail", detail,
+                          "requestId", r->id);
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     return text;

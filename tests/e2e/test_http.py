@@ -544,3 +544,63 @@ def test_trailer_fields_are_not_taken_for_headers(make_server, tmp_path):
     rs, _ = raw_exchange(srv.port, _chunked(framing, extra=[("X-Api-Key", key)]))
     assert [r.status for r in rs] == [201], f"a trailer Host is not a repeated Host: {rs}"
     observe_raw("POST", "/sessions", rs[0])
+
+
+# ------------------------------------------------------- status phrases --
+# Every status the server sends goes out with its RFC 9110 phrase on the
+# status line and as the problem's title (tests/unit/test_status.c holds the
+# whole table to docs/openapi.yaml; these are end to end).
+RFC_PHRASES = {200: "OK", 201: "Created", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
+               409: "Conflict", 411: "Length Required", 412: "Precondition Failed", 413: "Content Too Large",
+               415: "Unsupported Media Type", 431: "Request Header Fields Too Large"}
+
+
+def _assert_phrase(r, status, what):
+    assert r is not None, f"{what}: no response"
+    assert r.status == status, f"{what}: want {status}, got {r.status} {r.body[:200]!r}"
+    assert r.reason == RFC_PHRASES[status], \
+        f"{what}: status line 'HTTP/1.1 {r.status} {r.reason}', want '{status} {RFC_PHRASES[status]}'"
+    if status >= 400:
+        assert r.json()["title"] == RFC_PHRASES[status], f"{what}: problem title {r.json()['title']!r}"
+
+
+def test_409_goes_out_as_conflict(make_server):
+    """A real 409: a refresh with a token another refresh has just rotated
+    away, inside --refresh-grace (an hour here, so no clock decides it)."""
+    srv = make_server("--refresh-grace", "1h")
+    s = srv.api.create(new_user("phrase"))
+    refresh = f"/sessions/{s['sessionId']}/refresh"
+    hdrs = [("Authorization", f"Bearer {s['token']}"), ("Content-Length", "0")]
+    c = RawConn(srv.port)
+    try:
+        c.send(http_request_bytes("POST", refresh, headers=hdrs))
+        first = c.read_response()
+        _assert_phrase(first, 200, "the first refresh")
+        observe_raw("POST", refresh, first)
+        c.send(http_request_bytes("POST", refresh, headers=hdrs))
+        again = c.read_response()
+        observe_raw("POST", refresh, again)
+        _assert_phrase(again, 409, "a refresh with the token just rotated away")
+        assert again.raw.startswith(b"HTTP/1.1 409 Conflict\r\n"), again.raw[:40]
+    finally:
+        c.close()
+
+
+def test_other_statuses_carry_their_phrases(module_server):
+    s = module_server.api.create(new_user("phrase"))
+    sid = s["sessionId"]
+    put = [("Content-Type", "application/json"), ("Content-Length", "12")]
+    cases = [
+        (http_request_bytes("GET", "/healthz"), 200),
+        (http_request_bytes("GET", "/no-such-path"), 404),
+        (http_request_bytes("DELETE", "/healthz"), 405),
+        (http_request_bytes("POST", "/sessions", headers=[("Content-Type", "application/json")]), 411),
+        (http_request_bytes("PUT", f"/sessions/{sid}", headers=put + [("If-Match", '"99"')], body=b'{"mfa":true}'), 412),
+        (_post("/sessions", b"x" * 70000), 413),
+        (_post("/sessions", b"{}", ctype="text/plain"), 415),
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n", 431),
+        (b"GET /a\tb HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    ]
+    for data, status in cases:
+        rs, _ = raw_exchange(module_server.port, data)
+        _assert_phrase(rs[0] if rs else None, status, data[:40])
