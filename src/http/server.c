@@ -69,6 +69,7 @@
 #define MAX_HEADERS        100
 #define READ_CHUNK         16384
 #define REQUEST_TIMEOUT_MS 10000
+#define STOP_GRACE_NS      2000000000LL /* sd_http_stop: the least it waits for threads */
 
 typedef struct conn conn;
 typedef struct loop loop;
@@ -142,6 +143,7 @@ struct conn {
 struct loop {
     sd_http *h;
     pthread_t thread;
+    bool running; /* thread started and not yet joined */
     int ep, listen_fd, wake_fd;
     int spare_fd;                /* held for the out-of-descriptors case (accept_all) */
     int64_t accept_paused_until; /* mono ns; 0: the listener is watched */
@@ -169,7 +171,9 @@ struct sd_http {
     int nworkers;
     pthread_mutex_t work_mu;
     pthread_cond_t work_cv;
+    pthread_cond_t idle_cv; /* signalled when work_busy drops to 0 */
     sd_req *work_head, *work_tail;
+    int work_busy; /* workers inside a handler */
     bool work_stop;
     pthread_mutex_t ip_mu;
     struct ip_count {
@@ -992,9 +996,12 @@ static void *worker_main(void *arg)
         h->work_head = r->next_work;
         if (!h->work_head)
             h->work_tail = NULL;
+        h->work_busy++;
         pthread_mutex_unlock(&h->work_mu);
         h->routes[r->match.route].fn(r, h->app);
         pthread_mutex_lock(&h->work_mu);
+        if (--h->work_busy == 0)
+            pthread_cond_broadcast(&h->idle_cv); /* sd_http_stop may be waiting */
     }
     pthread_mutex_unlock(&h->work_mu);
     return NULL;
@@ -1460,40 +1467,42 @@ int sd_http_start(const sd_http_options *opt, const sd_route *routes, int nroute
     pthread_mutex_init(&h->ip_mu, NULL);
     pthread_mutex_init(&h->work_mu, NULL);
     pthread_cond_init(&h->work_cv, NULL);
+    pthread_cond_init(&h->idle_cv, NULL);
     unsigned char rnd[3];
     if (sd_random(rnd, sizeof rnd) == 0)
         snprintf(h->id_prefix, sizeof h->id_prefix, "%02x%02x%02x", rnd[0], rnd[1], rnd[2]);
-
-    char host[256];
-    const char *port;
-    int rc = parse_listen(opt->listen, host, sizeof host, &port, err, errlen);
-    if (rc) {
-        free(h);
-        return rc;
+    /* Every loop is made safe to stop and free before any can fail: a
+     * loop the start never reached holds no descriptor (-1, not the 0 of
+     * calloc, which the stop would close). */
+    int n = opt->threads > 0 ? opt->threads : 1;
+    if ((h->loops = calloc((size_t)n, sizeof *h->loops)))
+        h->nloops = n;
+    for (int i = 0; i < h->nloops; i++) {
+        loop *lp = &h->loops[i];
+        lp->h = h;
+        lp->listen_fd = lp->wake_fd = lp->ep = lp->spare_fd = -1;
+        pthread_mutex_init(&lp->mu, NULL);
     }
+
+    char host[256] = "";
+    const char *port = NULL;
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
                     *res = NULL;
-    int gai = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
-    if (gai) {
-        snprintf(err, errlen, "cannot resolve listen address '%s': %s", opt->listen,
-                 gai_strerror(gai));
-        free(h);
-        return SD_ECONFIG;
+    int rc =
+        h->loops ? parse_listen(opt->listen, host, sizeof host, &port, err, errlen) : SD_ENOMEM;
+    if (rc == 0) {
+        int gai = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
+        if (gai) {
+            snprintf(err, errlen, "cannot resolve listen address '%s': %s", opt->listen,
+                     gai_strerror(gai));
+            rc = SD_ECONFIG;
+        }
     }
-    h->nloops = opt->threads > 0 ? opt->threads : 1;
-    h->loops = calloc((size_t)h->nloops, sizeof *h->loops);
-    int started = 0;
-    rc = h->loops ? 0 : SD_ENOMEM;
-    for (int i = 0; h->loops && i < h->nloops; i++)
-        h->loops[i].spare_fd = -1;
     for (int i = 0; rc == 0 && i < h->nloops; i++) {
         loop *lp = &h->loops[i];
-        lp->h = h;
-        lp->listen_fd = lp->wake_fd = lp->ep = -1;
         lp->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* see accept_all */
-        pthread_mutex_init(&lp->mu, NULL);
         if ((rc = open_listener(h, res, &lp->listen_fd, err, errlen)))
             break;
         if (i == 0) { /* port 0: the others must bind the port the first got */
@@ -1525,30 +1534,31 @@ int sd_http_start(const sd_http_options *opt, const sd_route *routes, int nroute
         ev.data.ptr = &lp->wake_fd;
         epoll_ctl(lp->ep, EPOLL_CTL_ADD, lp->wake_fd, &ev);
     }
-    freeaddrinfo(res);
+    if (res)
+        freeaddrinfo(res);
     if (rc == 0 && opt->handler_threads > 0) {
         h->workers = calloc((size_t)opt->handler_threads, sizeof *h->workers);
         rc = h->workers ? 0 : SD_ENOMEM;
-        for (int i = 0; rc == 0 && i < opt->handler_threads; i++, h->nworkers++)
+        for (int i = 0; rc == 0 && i < opt->handler_threads; i++) {
             if (pthread_create(&h->workers[i], NULL, worker_main, h)) {
                 snprintf(err, errlen, "cannot start handler threads");
                 rc = SD_ENOMEM;
+            } else {
+                h->nworkers++;
             }
+        }
     }
     for (int i = 0; rc == 0 && i < h->nloops; i++) {
         if (pthread_create(&h->loops[i].thread, NULL, loop_main, &h->loops[i])) {
             snprintf(err, errlen, "cannot start HTTP threads");
             rc = SD_ENOMEM;
-            break;
+        } else {
+            h->loops[i].running = true;
         }
-        started++;
     }
-    if (rc) {
-        atomic_store(&h->stopping, true);
-        for (int i = 0; i < started; i++)
-            pthread_join(h->loops[i].thread, NULL);
-        started = 0;
-        sd_http_stop(h);
+    if (rc) { /* the threads started have nothing to do: they stop at once */
+        if (sd_http_stop(h, 0) == 0)
+            sd_http_free(h);
         return rc;
     }
     *out = h;
@@ -1575,71 +1585,95 @@ int sd_http_inflight(sd_http *h)
     return atomic_load(&h->inflight);
 }
 
-/* Joins the handler pool. A worker still inside a handler past the
- * shutdown deadline (a database that stopped answering) is given two seconds;
- * after that it and the server's memory are left to the process exit rather
- * than freed under it. Queued requests that never started are dropped with
- * their connections (main waited for requests in flight first). */
-static int stop_workers(sd_http *h)
+/* Stops the handler pool: idle workers leave at once; a worker inside a
+ * handler is waited for until deadline_ns (monotonic). Requests queued and
+ * never started stay with their connections (sd_http_free frees them).
+ * Returns how many workers are still inside a handler (then none is
+ * joined). */
+static int stop_workers(sd_http *h, int64_t deadline_ns)
 {
+    struct timespec until = {.tv_sec = deadline_ns / 1000000000,
+                             .tv_nsec = deadline_ns % 1000000000};
     pthread_mutex_lock(&h->work_mu);
     h->work_stop = true;
     pthread_cond_broadcast(&h->work_cv);
+    while (h->work_busy > 0 &&
+           pthread_cond_clockwait(&h->idle_cv, &h->work_mu, CLOCK_MONOTONIC, &until) == 0)
+        ;
+    int busy = h->work_busy;
     pthread_mutex_unlock(&h->work_mu);
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 2;
-    int left = 0;
+    if (busy)
+        return busy;
     for (int i = 0; i < h->nworkers; i++)
-        if (pthread_timedjoin_np(h->workers[i], NULL, &until) != 0)
-            h->workers[left++] = h->workers[i];
-    if (left)
-        sd_warn("%d handler threads still busy at shutdown; leaving them to the exit", left);
-    h->nworkers = left;
-    return left;
+        pthread_join(h->workers[i], NULL);
+    h->nworkers = 0;
+    return 0;
 }
 
-void sd_http_stop(sd_http *h)
+int sd_http_stop(sd_http *h, int64_t deadline_ns)
+{
+    if (!h)
+        return 0;
+    int64_t least = sd_mono_ns() + STOP_GRACE_NS;
+    if (deadline_ns < least)
+        deadline_ns = least;
+    struct timespec until = {.tv_sec = deadline_ns / 1000000000,
+                             .tv_nsec = deadline_ns % 1000000000};
+    atomic_store(&h->stopping, true);
+    for (int i = 0; i < h->nloops; i++) {
+        uint64_t one = 1;
+        if (h->loops[i].running) {
+            ssize_t w = write(h->loops[i].wake_fd, &one, sizeof one);
+            (void)w;
+        }
+    }
+    /* A loop runs the handlers of its requests itself (the embedded store):
+     * one still inside a handler is waited for like a worker. */
+    int busy = 0;
+    for (int i = 0; i < h->nloops; i++) {
+        loop *lp = &h->loops[i];
+        if (!lp->running)
+            continue;
+        if (pthread_clockjoin_np(lp->thread, NULL, CLOCK_MONOTONIC, &until) == 0)
+            lp->running = false;
+        else
+            busy++;
+    }
+    busy += stop_workers(h, deadline_ns);
+    if (busy)
+        return busy; /* they may still use anything here: nothing is touched */
+    for (int i = 0; i < h->nloops; i++) {
+        loop *lp = &h->loops[i];
+        for (conn *c = lp->conns; c; c = c->next)
+            close_fd(c);
+        if (lp->listen_fd >= 0)
+            close(lp->listen_fd);
+        lp->listen_fd = -1;
+    }
+    return 0;
+}
+
+void sd_http_free(sd_http *h)
 {
     if (!h)
         return;
-    if (!atomic_exchange(&h->stopping, true)) {
-        for (int i = 0; h->loops && i < h->nloops; i++) {
-            uint64_t one = 1;
-            if (h->loops[i].wake_fd >= 0) {
-                ssize_t w = write(h->loops[i].wake_fd, &one, sizeof one);
-                (void)w;
-            }
-        }
-        for (int i = 0; h->loops && i < h->nloops; i++)
-            if (h->loops[i].thread)
-                pthread_join(h->loops[i].thread, NULL);
-    }
-    if (stop_workers(h) > 0)
-        return; /* a handler may still reply through the loops' memory */
-    for (int i = 0; h->loops && i < h->nloops; i++) {
+    sd_assert(h->nworkers == 0);
+    for (int i = 0; i < h->nloops; i++) {
         loop *lp = &h->loops[i];
-        /* Requests still in flight here belong to handlers that never
-         * answered within the shutdown deadline: their memory is left to
-         * the process exit rather than freed under a running handler. */
+        sd_assert(!lp->running);
+        /* A request in flight is its connection's req, whether it waits in
+         * the pool's queue or its reply in the loop's done list (or never
+         * came): freeing the connections frees them all. */
         for (conn *c = lp->conns, *next; c; c = next) {
             next = c->next;
-            if (c->fd >= 0)
-                close(c->fd);
-            c->fd = -1;
-            if (!c->in_flight) {
-                req_free(c->req);
-                conn_free(c);
-            }
+            close_fd(c);
+            req_free(c->req);
+            conn_free(c);
         }
-        if (lp->listen_fd >= 0)
-            close(lp->listen_fd);
-        if (lp->wake_fd >= 0)
-            close(lp->wake_fd);
-        if (lp->ep >= 0)
-            close(lp->ep);
-        if (lp->spare_fd >= 0)
-            close(lp->spare_fd);
+        int fds[] = {lp->listen_fd, lp->wake_fd, lp->ep, lp->spare_fd};
+        for (size_t k = 0; k < sizeof fds / sizeof fds[0]; k++)
+            if (fds[k] >= 0)
+                close(fds[k]);
         pthread_mutex_destroy(&lp->mu);
     }
     free(h->loops);
@@ -1648,5 +1682,6 @@ void sd_http_stop(sd_http *h)
     free(h->workers);
     pthread_mutex_destroy(&h->work_mu);
     pthread_cond_destroy(&h->work_cv);
+    pthread_cond_destroy(&h->idle_cv);
     free(h);
 }

@@ -604,3 +604,56 @@ def test_other_statuses_carry_their_phrases(module_server):
     for data, status in cases:
         rs, _ = raw_exchange(module_server.port, data)
         _assert_phrase(rs[0] if rs else None, status, data[:40])
+
+
+# ---------------------------------------------------------------- shutdown --
+def test_a_handler_running_past_the_shutdown_timeout_is_not_freed_under(make_server):
+    """PostgreSQL mode, where handlers run on the pool: a validation whose read
+    waits on a table the test keeps locked is still running when
+    --shutdown-timeout ends. The HTTP stop waits for it until then and says it
+    still runs; the server must not close the store, the audit log or the
+    limiter, or free the keys, under it: it logs why and exits 1 at once. (The
+    stop used to give up after two seconds without a word, and main closed
+    and freed all of them with the handler inside the store.) The lock is
+    held until the process is gone, so no clock decides the outcome."""
+    import threading
+
+    import pgserver
+    from test_postgres import _hold_table_lock, _release
+    try:
+        pgs = pgserver.PgServer()
+    except RuntimeError as e:
+        pytest.skip(str(e))
+    try:
+        pgs.psql("CREATE DATABASE stuck")
+        srv = make_server("--store", pgs.url("stuck"), "--threads", "1", "--handler-threads", "2",
+                          "--shutdown-timeout", "1s")
+        s = srv.api.create(new_user("stuck"))
+        locker = _hold_table_lock(pgs, "stuck", "sessions")
+        outcome = []
+
+        def validate():
+            try:
+                r = srv.api.post("/sessions/validate", headers={"Authorization": f"Bearer {s['token']}"},
+                                 timeout=60)
+                outcome.append(r.status_code)
+            except Exception as e:  # the process ends under it
+                outcome.append(type(e).__name__)
+        t = threading.Thread(target=validate)
+        try:
+            t.start()
+            waiting = ("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sessiond' "
+                       "AND wait_event_type = 'Lock'")
+            wait_for(lambda: int(pgs.psql(waiting).strip()) >= 1, timeout=20,
+                     what="the validation's read waiting on the lock")
+            rc = srv.stop(expect_rc=None)
+        finally:
+            _release(locker)
+            t.join(timeout=60)
+        log = srv.log_text()
+        assert rc == 1, f"want exit 1 (a handler outlived --shutdown-timeout), got {rc}; log:\n{log[-3000:]}"
+        assert "1 request handler still running after --shutdown-timeout" in log, log[-3000:]
+        assert "stopped" not in log.splitlines()[-1], "the clean-up ran under the running handler"
+        assert outcome and outcome[0] != 200, f"the held validation cannot have been answered: {outcome}"
+    finally:
+        pgs.close()
