@@ -29,10 +29,11 @@
  * Transfer-Encoding, repeated Content-Length or Host, a missing Host on
  * HTTP/1.1, invalid Content-Length or chunk sizes: 400 and close, nothing
  * after it read. Trailer fields are dropped, never merged into the headers.
- * A transfer coding other than chunked: 501 and close. Head too large: 431 (414 when the target
- * alone is), body too large: 413, both before reading the body. Header and body must arrive within
- * the request timeout (slowloris), and an idle keep-alive connection is closed after the connection
- * timeout.
+ * A transfer coding other than chunked: 501 and close. Head too large: 431
+ * (414 when the target alone is), body too large: 413, both before reading
+ * the body. Header and body must arrive within the request timeout
+ * (slowloris), and an idle keep-alive connection is closed after the
+ * connection timeout.
  */
 #include "http/server.h"
 #include "http/framing.h"
