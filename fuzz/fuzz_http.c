@@ -27,8 +27,10 @@ static struct sockaddr_in addr;
 
 static void stop(void)
 {
-    sd_http_stop(http);
+    if (sd_http_stop(http, 0))
+        return; /* a handler still running: leave everything to the exit */
     sd_store_close(app.store);
+    sd_http_free(http);
 }
 
 static void init(void)

@@ -3,9 +3,11 @@
  *
  * Order of start: config, store, audit log, sweeper, HTTP. Order of stop
  * (SIGTERM or SIGINT): stop accepting and answer new requests 503, wait for
- * requests in flight (their writes finish), stop HTTP, stop the sweeper,
- * close the audit log (after logging what was committed), close the store
- * (which commits what is queued and checkpoints). SIGHUP reloads the
+ * requests in flight (their writes finish) up to --shutdown-timeout, stop
+ * HTTP (waiting for handlers still running; if one still runs after that,
+ * exit 1 at once without closing what it uses), stop the sweeper, close the
+ * audit log (after logging what was committed), close the store (which
+ * commits what is queued and checkpoints), free the HTTP server. SIGHUP reloads the
  * settings that can change at run time (the log level, API keys, the TLS
  * certificate).
  */
@@ -333,11 +335,23 @@ int main(int argc, char **argv)
         usleep(5000);
     if (sd_http_inflight(http) > 0)
         sd_warn("%d requests still in flight at the shutdown deadline", sd_http_inflight(http));
-    sd_http_stop(http);
+    int busy = sd_http_stop(http, deadline);
+    if (busy > 0) {
+        /* A handler that never came back (a database that stopped
+         * answering) still uses the store, the keys, the limiter and the
+         * audit log: closing them under it, or running the exit handlers
+         * (OpenSSL's among them), could crash it. What was acknowledged is
+         * durable; leave the rest to the end of the process. */
+        sd_error("%d request handler%s still running after --shutdown-timeout; exiting without "
+                 "closing the store, the audit log or the keys they use",
+                 busy, busy == 1 ? "" : "s");
+        _exit(1);
+    }
     sd_tls_free(tls);
     sd_sweeper_stop(sweeper);
-    sd_audit_close(); /* logs what the last writes committed */
-    sd_store_close(app.store);
+    sd_audit_close();          /* logs what the last writes committed */
+    sd_store_close(app.store); /* a write that completes now replies into the stopped server */
+    sd_http_free(http);
     sd_keyring_free(ring);
     sd_keys_free(app.keys);
     sd_limiter_free(app.guesses);

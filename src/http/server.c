@@ -18,16 +18,26 @@
  * eventfd. A connection whose peer went away while a request was in flight
  * is freed when that reply arrives.
  *
- * Framing rules (RFC 9112): Content-Length with Transfer-Encoding, repeated
- * Content-Length or Host, a missing Host on HTTP/1.1, obsolete line folding,
- * whitespace before a colon, control bytes in a field value, invalid
- * Content-Length or chunk sizes: 400 and close. A transfer coding other than
- * chunked: 501 and close. Head too large: 431 (414 when the target alone is),
- * body too large: 413, both before reading the body. Header and body must
- * arrive within the request timeout (slowloris), and an idle keep-alive
- * connection is closed after the connection timeout.
+ * Framing rules (RFC 9112): the parser is not built strict, so every head
+ * and every chunked body is checked first (http/framing.h) and the parser is
+ * given only checked bytes: a line not ended by CRLF (bare LF, or CR without
+ * LF), a malformed request line (a tab, control or non-ASCII byte in the
+ * target), obsolete line folding, whitespace before a colon, a header name
+ * that is not a token, control bytes in a field value, Transfer-Encoding in
+ * HTTP/1.0, malformed chunk framing (the CRLF after chunk data, chunk-size
+ * lines and extensions, trailer lines, the final CRLF), Content-Length with
+ * Transfer-Encoding, repeated Content-Length or Host, a missing Host on
+ * HTTP/1.1, invalid Content-Length or chunk sizes: 400 and close, nothing
+ * after it read. Trailer fields are dropped, never merged into the headers.
+ * A transfer coding other than chunked: 501 and close. Head too large: 431
+ * (414 when the target alone is), body too large: 413, both before reading
+ * the body. Header and body must arrive within the request timeout
+ * (slowloris), and an idle keep-alive connection is closed after the
+ * connection timeout.
  */
 #include "http/server.h"
+#include "http/framing.h"
+#include "http/status.h"
 #include "http/tls.h"
 #include "metrics/metrics.h"
 #include "session/token.h"
@@ -60,6 +70,7 @@
 #define MAX_HEADERS        100
 #define READ_CHUNK         16384
 #define REQUEST_TIMEOUT_MS 10000
+#define STOP_GRACE_NS      2000000000LL /* sd_http_stop: the least it waits for threads */
 
 typedef struct conn conn;
 typedef struct loop loop;
@@ -84,6 +95,7 @@ struct sd_req {
     size_t body_len, body_cap;
     bool has_body;
     bool keep_alive;
+    bool head_done; /* headers complete: later fields are trailers, not kept */
     sd_match match;
     enum sd_match_result match_result;
     char *queries[8]; /* decoded query values handed out */
@@ -115,7 +127,10 @@ struct conn {
     bool close_after_write;
     uint32_t events;    /* what epoll watches now */
     bool reading_field; /* http-parser: last callback was a header field */
-    size_t head_bytes;
+    bool in_message;    /* the head was checked; the parser is inside this request */
+    size_t head_len;    /* that head's bytes, given to the parser alone */
+    bool chunked;       /* the body is chunked: checked (chunk) before the parser sees it */
+    sd_chunk_state chunk;
     bool body_too_large;
     int64_t request_deadline, idle_deadline;
     char ip[INET6_ADDRSTRLEN];
@@ -129,6 +144,7 @@ struct conn {
 struct loop {
     sd_http *h;
     pthread_t thread;
+    bool running; /* thread started and not yet joined */
     int ep, listen_fd, wake_fd;
     int spare_fd;                /* held for the out-of-descriptors case (accept_all) */
     int64_t accept_paused_until; /* mono ns; 0: the listener is watched */
@@ -156,7 +172,9 @@ struct sd_http {
     int nworkers;
     pthread_mutex_t work_mu;
     pthread_cond_t work_cv;
+    pthread_cond_t idle_cv; /* signalled when work_busy drops to 0 */
     sd_req *work_head, *work_tail;
+    int work_busy; /* workers inside a handler */
     bool work_stop;
     pthread_mutex_t ip_mu;
     struct ip_count {
@@ -169,58 +187,6 @@ struct sd_http {
 static http_parser_settings parser_settings;
 
 /* ---- responses --------------------------------------------------------- */
-
-static const char *reason(int status)
-{
-    switch (status) {
-    case 100:
-        return "Continue";
-    case 200:
-        return "OK";
-    case 201:
-        return "Created";
-    case 204:
-        return "No Content";
-    case 301:
-        return "Moved Permanently";
-    case 400:
-        return "Bad Request";
-    case 401:
-        return "Unauthorized";
-    case 403:
-        return "Forbidden";
-    case 404:
-        return "Not Found";
-    case 405:
-        return "Method Not Allowed";
-    case 408:
-        return "Request Timeout";
-    case 411:
-        return "Length Required";
-    case 412:
-        return "Precondition Failed";
-    case 413:
-        return "Content Too Large";
-    case 414:
-        return "URI Too Long";
-    case 415:
-        return "Unsupported Media Type";
-    case 417:
-        return "Expectation Failed";
-    case 429:
-        return "Too Many Requests";
-    case 431:
-        return "Request Header Fields Too Large";
-    case 501:
-        return "Not Implemented";
-    case 503:
-        return "Service Unavailable";
-    case 505:
-        return "HTTP Version Not Supported";
-    default:
-        return "Error";
-    }
-}
 
 /* The Date header text, cached per thread per second. */
 static const char *http_date(void)
@@ -285,7 +251,7 @@ static void render(sd_req *r, int status, const char *ctype, char *body, size_t 
     PUTS(out, o, "HTTP/1.1 ");
     o = put_uint(out, o, (size_t)status);
     out[o++] = ' ';
-    o = put_str(out, o, reason(status));
+    o = put_str(out, o, sd_http_reason_or_class(status));
     PUTS(out, o, "\r\nDate: ");
     o = put_str(out, o, date);
     PUTS(out, o,
@@ -374,7 +340,8 @@ static char *problem_text(sd_req *r, int status, const char *detail_in)
                 *p = '?';
     json_decref(probe);
     json_t *o = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", "about:blank", "title",
-                          reason(status), "status", status, "detail", detail, "requestId", r->id);
+                          sd_http_reason_or_class(status), "status", status, "detail", detail,
+                          "requestId", r->id);
     char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     return text;
@@ -814,6 +781,8 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
 {
     conn *c = p->data;
     sd_req *r = c->req;
+    if (r->head_done)
+        return 0; /* a trailer field: never merged into the header section (RFC 9110 6.5.1) */
     if (!c->reading_field || r->nheaders == 0) {
         if (r->nheaders == MAX_HEADERS)
             return -1;
@@ -829,6 +798,8 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
 {
     conn *c = p->data;
     sd_req *r = c->req;
+    if (r->head_done)
+        return 0;
     c->reading_field = false;
     header *hd = &r->headers[r->nheaders - 1];
     size_t len = hd->value ? strlen(hd->value) : 0;
@@ -842,6 +813,7 @@ static int on_headers_complete(http_parser *p)
     conn *c = p->data;
     sd_req *r = c->req;
     c->reading_field = false;
+    r->head_done = true;
     r->method = http_method_str((enum http_method)p->method);
     r->head = p->method == HTTP_HEAD;
     r->keep_alive = http_should_keep_alive(p);
@@ -862,6 +834,10 @@ static int on_headers_complete(http_parser *p)
     if (p->http_major != 1)
         return -1; /* see process_input: 400 */
     r->has_body = (p->flags & F_CHUNKED) || p->content_length > 0;
+    /* The parser frames a chunked body as it does, whatever the bytes
+     * between chunks: process_input_locked() checks them first. */
+    c->chunked = (p->flags & F_CHUNKED) != 0;
+    c->chunk = (sd_chunk_state){0};
     if (p->content_length != ULLONG_MAX && p->content_length > c->lp->h->opt.max_body_bytes)
         return -1; /* checked by the caller: 413 before the body is read */
     /* The request must not be answered with a body the handler never sees:
@@ -900,39 +876,6 @@ static int on_message_complete(http_parser *p)
 {
     http_parser_pause(p, 1);
     return 0;
-}
-
-/* ---- checks on the raw head, before http-parser ------------------------ */
-
-/* Scans the bytes of a complete request head (up to the blank line) for what
- * http-parser tolerates but RFC 9112 forbids. Returns NULL or the reason. */
-static const char *check_head(const char *s, size_t n)
-{
-    const char *line_end = memchr(s, '\n', n);
-    if (!line_end)
-        return NULL;
-    for (const char *p = line_end + 1; p < s + n;) {
-        const char *e = memchr(p, '\n', (size_t)(s + n - p));
-        if (!e)
-            break;
-        size_t len = (size_t)(e - p);
-        if (len > 0 && p[len - 1] == '\r')
-            len--;
-        if (len == 0)
-            break; /* end of head */
-        if (p[0] == ' ' || p[0] == '\t')
-            return "obsolete line folding is not accepted";
-        const char *colon = memchr(p, ':', len);
-        if (!colon)
-            return "a header line has no colon";
-        if (colon == p || colon[-1] == ' ' || colon[-1] == '\t')
-            return "whitespace before a header colon";
-        for (const char *q = p; q < p + len; q++)
-            if (((unsigned char)*q < 0x20 && *q != '\t') || *q == 0x7f)
-                return "a header holds a control character";
-        p = e + 1;
-    }
-    return NULL;
 }
 
 /* ---- dispatch ---------------------------------------------------------- */
@@ -1059,9 +1002,12 @@ static void *worker_main(void *arg)
         h->work_head = r->next_work;
         if (!h->work_head)
             h->work_tail = NULL;
+        h->work_busy++;
         pthread_mutex_unlock(&h->work_mu);
         h->routes[r->match.route].fn(r, h->app);
         pthread_mutex_lock(&h->work_mu);
+        if (--h->work_busy == 0)
+            pthread_cond_broadcast(&h->idle_cv); /* sd_http_stop may be waiting */
     }
     pthread_mutex_unlock(&h->work_mu);
     return NULL;
@@ -1089,64 +1035,76 @@ static void process_input(conn *c)
     set_events(c);
 }
 
+/* The head of the next request: empty lines before it are dropped (RFC 9112
+ * section 2.2), then it is checked whole (sd_http_check_head, bounded by the
+ * head limit) before the parser sees a byte of it. Returns true with
+ * c->head_len set once it has all arrived and passed; false when it has not
+ * all arrived yet, or after answering it (400, 414, 431). */
+static bool next_head(conn *c)
+{
+    sd_http *h = c->lp->h;
+    size_t skip = 0;
+    while (skip + 1 < c->in_len && c->in[skip] == '\r' && c->in[skip + 1] == '\n')
+        skip += 2;
+    if (skip) {
+        memmove(c->in, c->in + skip, c->in_len - skip);
+        c->in_len -= skip;
+    }
+    size_t limit = c->in_len < h->opt.max_header_bytes ? c->in_len : h->opt.max_header_bytes;
+    const char *why = sd_http_check_head(c->in, limit, &c->head_len);
+    if (why) {
+        fail_request(c, 400, why);
+        return false;
+    }
+    if (c->head_len)
+        return true;
+    if (c->in_len > h->opt.max_header_bytes) {
+        /* 414 when the request line alone is over half the limit */
+        const char *nl = memchr(c->in, '\n', c->in_len);
+        bool long_target = !nl || (size_t)(nl - c->in) > h->opt.max_header_bytes / 2;
+        fail_request(c, long_target ? 414 : 431,
+                     long_target ? "the request target is longer than the server accepts"
+                                 : "the request head is larger than the server accepts");
+        return false;
+    }
+    if (c->in_len && !c->req) { /* the request's clock runs from its first byte */
+        c->request_deadline = sd_now_ms() + REQUEST_TIMEOUT_MS;
+        if (!(c->req = req_new(c)))
+            conn_close(c);
+    }
+    return false;
+}
+
 static void process_input_locked(conn *c)
 {
     sd_http *h = c->lp->h;
     while (c->in_len > 0 && !c->in_flight && c->fd >= 0 && c->out_len == c->out_off) {
-        /* Before the parser sees a head, check it whole (bounded). */
-        if (!c->req || c->head_bytes == 0) {
-            char *end = NULL;
-            for (size_t i = 0; i + 3 < c->in_len && !end; i++)
-                if (c->in[i] == '\r' && c->in[i + 1] == '\n' && c->in[i + 2] == '\r' &&
-                    c->in[i + 3] == '\n')
-                    end = c->in + i + 4;
-            if (!end) {
-                for (size_t i = 0; i + 1 < c->in_len && !end; i++)
-                    if (c->in[i] == '\n' && c->in[i + 1] == '\n')
-                        end = c->in + i + 2;
-            }
-            if (!end) {
-                if (c->in_len > h->opt.max_header_bytes) {
-                    const char *sp = memchr(c->in, ' ', c->in_len);
-                    const char *nl = memchr(c->in, '\n', c->in_len);
-                    fail_request(c, nl ? 431 : 414,
-                                 nl ? "the request head is larger than the server accepts"
-                                    : "the request target is longer than the server accepts");
-                    (void)sp;
-                    return;
-                }
-                if (!c->req) {
-                    c->request_deadline = sd_now_ms() + REQUEST_TIMEOUT_MS;
-                    if (!(c->req = req_new(c))) {
-                        conn_close(c);
-                        return;
-                    }
-                }
-                return; /* wait for the rest of the head */
-            }
-            size_t head_len = (size_t)(end - c->in);
-            if (head_len > h->opt.max_header_bytes) {
-                const char *nl = memchr(c->in, '\n', head_len);
-                bool long_target = nl && (size_t)(nl - c->in) > h->opt.max_header_bytes / 2;
-                fail_request(c, long_target ? 414 : 431,
-                             long_target ? "the request target is longer than the server accepts"
-                                         : "the request head is larger than the server accepts");
+        /* What the parser may see: a checked head alone (so that a chunked
+         * body after it is checked too), then the body - all of it when
+         * Content-Length frames it, the checked part when it is chunked. */
+        size_t avail = c->in_len, feed = avail;
+        if (!c->in_message) {
+            if (!next_head(c))
+                return;
+            feed = c->head_len;
+            c->in_message = true;
+        } else if (c->chunked) {
+            int status;
+            const char *why = sd_chunk_check(&c->chunk, c->in, avail,
+                                             (uint64_t)h->opt.max_body_bytes, &feed, &status);
+            if (why || feed == 0) { /* feed 0: the check ended the body, the parser did not */
+                fail_request(c, why ? status : 400,
+                             why ? why : "the chunked body's framing is inconsistent");
                 return;
             }
-            const char *why = check_head(c->in, head_len);
-            if (why) {
-                fail_request(c, 400, why);
-                return;
-            }
-            c->head_bytes = head_len;
         }
-        size_t n = http_parser_execute(&c->parser, &parser_settings, c->in, c->in_len);
+        size_t n = http_parser_execute(&c->parser, &parser_settings, c->in, feed);
         enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
         memmove(c->in, c->in + n, c->in_len - n);
         c->in_len -= n;
         if (e == HPE_PAUSED) {
             http_parser_pause(&c->parser, 0);
-            c->head_bytes = 0;
+            c->in_message = c->chunked = false;
             if (c->parser.upgrade) {
                 fail_request(c, 400, "protocol upgrades are not supported");
                 return;
@@ -1181,7 +1139,7 @@ static void process_input_locked(conn *c)
         }
         if (c->out_len > c->out_off && !flush_out(c)) /* e.g. 100 Continue */
             return;
-        if (c->in_len == 0 || c->parser.http_errno == HPE_OK)
+        if (feed == avail)
             break; /* the rest of this message has not arrived */
     }
 }
@@ -1515,40 +1473,42 @@ int sd_http_start(const sd_http_options *opt, const sd_route *routes, int nroute
     pthread_mutex_init(&h->ip_mu, NULL);
     pthread_mutex_init(&h->work_mu, NULL);
     pthread_cond_init(&h->work_cv, NULL);
+    pthread_cond_init(&h->idle_cv, NULL);
     unsigned char rnd[3];
     if (sd_random(rnd, sizeof rnd) == 0)
         snprintf(h->id_prefix, sizeof h->id_prefix, "%02x%02x%02x", rnd[0], rnd[1], rnd[2]);
-
-    char host[256];
-    const char *port;
-    int rc = parse_listen(opt->listen, host, sizeof host, &port, err, errlen);
-    if (rc) {
-        free(h);
-        return rc;
+    /* Every loop is made safe to stop and free before any can fail: a
+     * loop the start never reached holds no descriptor (-1, not the 0 of
+     * calloc, which the stop would close). */
+    int n = opt->threads > 0 ? opt->threads : 1;
+    if ((h->loops = calloc((size_t)n, sizeof *h->loops)))
+        h->nloops = n;
+    for (int i = 0; i < h->nloops; i++) {
+        loop *lp = &h->loops[i];
+        lp->h = h;
+        lp->listen_fd = lp->wake_fd = lp->ep = lp->spare_fd = -1;
+        pthread_mutex_init(&lp->mu, NULL);
     }
+
+    char host[256] = "";
+    const char *port = NULL;
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
                     *res = NULL;
-    int gai = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
-    if (gai) {
-        snprintf(err, errlen, "cannot resolve listen address '%s': %s", opt->listen,
-                 gai_strerror(gai));
-        free(h);
-        return SD_ECONFIG;
+    int rc =
+        h->loops ? parse_listen(opt->listen, host, sizeof host, &port, err, errlen) : SD_ENOMEM;
+    if (rc == 0) {
+        int gai = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
+        if (gai) {
+            snprintf(err, errlen, "cannot resolve listen address '%s': %s", opt->listen,
+                     gai_strerror(gai));
+            rc = SD_ECONFIG;
+        }
     }
-    h->nloops = opt->threads > 0 ? opt->threads : 1;
-    h->loops = calloc((size_t)h->nloops, sizeof *h->loops);
-    int started = 0;
-    rc = h->loops ? 0 : SD_ENOMEM;
-    for (int i = 0; h->loops && i < h->nloops; i++)
-        h->loops[i].spare_fd = -1;
     for (int i = 0; rc == 0 && i < h->nloops; i++) {
         loop *lp = &h->loops[i];
-        lp->h = h;
-        lp->listen_fd = lp->wake_fd = lp->ep = -1;
         lp->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC); /* see accept_all */
-        pthread_mutex_init(&lp->mu, NULL);
         if ((rc = open_listener(h, res, &lp->listen_fd, err, errlen)))
             break;
         if (i == 0) { /* port 0: the others must bind the port the first got */
@@ -1580,30 +1540,31 @@ int sd_http_start(const sd_http_options *opt, const sd_route *routes, int nroute
         ev.data.ptr = &lp->wake_fd;
         epoll_ctl(lp->ep, EPOLL_CTL_ADD, lp->wake_fd, &ev);
     }
-    freeaddrinfo(res);
+    if (res)
+        freeaddrinfo(res);
     if (rc == 0 && opt->handler_threads > 0) {
         h->workers = calloc((size_t)opt->handler_threads, sizeof *h->workers);
         rc = h->workers ? 0 : SD_ENOMEM;
-        for (int i = 0; rc == 0 && i < opt->handler_threads; i++, h->nworkers++)
+        for (int i = 0; rc == 0 && i < opt->handler_threads; i++) {
             if (pthread_create(&h->workers[i], NULL, worker_main, h)) {
                 snprintf(err, errlen, "cannot start handler threads");
                 rc = SD_ENOMEM;
+            } else {
+                h->nworkers++;
             }
+        }
     }
     for (int i = 0; rc == 0 && i < h->nloops; i++) {
         if (pthread_create(&h->loops[i].thread, NULL, loop_main, &h->loops[i])) {
             snprintf(err, errlen, "cannot start HTTP threads");
             rc = SD_ENOMEM;
-            break;
+        } else {
+            h->loops[i].running = true;
         }
-        started++;
     }
-    if (rc) {
-        atomic_store(&h->stopping, true);
-        for (int i = 0; i < started; i++)
-            pthread_join(h->loops[i].thread, NULL);
-        started = 0;
-        sd_http_stop(h);
+    if (rc) { /* the threads started have nothing to do: they stop at once */
+        if (sd_http_stop(h, 0) == 0)
+            sd_http_free(h);
         return rc;
     }
     *out = h;
@@ -1630,71 +1591,95 @@ int sd_http_inflight(sd_http *h)
     return atomic_load(&h->inflight);
 }
 
-/* Joins the handler pool. A worker still inside a handler past the
- * shutdown deadline (a database that stopped answering) is given two seconds;
- * after that it and the server's memory are left to the process exit rather
- * than freed under it. Queued requests that never started are dropped with
- * their connections (main waited for requests in flight first). */
-static int stop_workers(sd_http *h)
+/* Stops the handler pool: idle workers leave at once; a worker inside a
+ * handler is waited for until deadline_ns (monotonic). Requests queued and
+ * never started stay with their connections (sd_http_free frees them).
+ * Returns how many workers are still inside a handler (then none is
+ * joined). */
+static int stop_workers(sd_http *h, int64_t deadline_ns)
 {
+    struct timespec until = {.tv_sec = deadline_ns / 1000000000,
+                             .tv_nsec = deadline_ns % 1000000000};
     pthread_mutex_lock(&h->work_mu);
     h->work_stop = true;
     pthread_cond_broadcast(&h->work_cv);
+    while (h->work_busy > 0 &&
+           pthread_cond_clockwait(&h->idle_cv, &h->work_mu, CLOCK_MONOTONIC, &until) == 0)
+        ;
+    int busy = h->work_busy;
     pthread_mutex_unlock(&h->work_mu);
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += 2;
-    int left = 0;
+    if (busy)
+        return busy;
     for (int i = 0; i < h->nworkers; i++)
-        if (pthread_timedjoin_np(h->workers[i], NULL, &until) != 0)
-            h->workers[left++] = h->workers[i];
-    if (left)
-        sd_warn("%d handler threads still busy at shutdown; leaving them to the exit", left);
-    h->nworkers = left;
-    return left;
+        pthread_join(h->workers[i], NULL);
+    h->nworkers = 0;
+    return 0;
 }
 
-void sd_http_stop(sd_http *h)
+int sd_http_stop(sd_http *h, int64_t deadline_ns)
+{
+    if (!h)
+        return 0;
+    int64_t least = sd_mono_ns() + STOP_GRACE_NS;
+    if (deadline_ns < least)
+        deadline_ns = least;
+    struct timespec until = {.tv_sec = deadline_ns / 1000000000,
+                             .tv_nsec = deadline_ns % 1000000000};
+    atomic_store(&h->stopping, true);
+    for (int i = 0; i < h->nloops; i++) {
+        uint64_t one = 1;
+        if (h->loops[i].running) {
+            ssize_t w = write(h->loops[i].wake_fd, &one, sizeof one);
+            (void)w;
+        }
+    }
+    /* A loop runs the handlers of its requests itself (the embedded store):
+     * one still inside a handler is waited for like a worker. */
+    int busy = 0;
+    for (int i = 0; i < h->nloops; i++) {
+        loop *lp = &h->loops[i];
+        if (!lp->running)
+            continue;
+        if (pthread_clockjoin_np(lp->thread, NULL, CLOCK_MONOTONIC, &until) == 0)
+            lp->running = false;
+        else
+            busy++;
+    }
+    busy += stop_workers(h, deadline_ns);
+    if (busy)
+        return busy; /* they may still use anything here: nothing is touched */
+    for (int i = 0; i < h->nloops; i++) {
+        loop *lp = &h->loops[i];
+        for (conn *c = lp->conns; c; c = c->next)
+            close_fd(c);
+        if (lp->listen_fd >= 0)
+            close(lp->listen_fd);
+        lp->listen_fd = -1;
+    }
+    return 0;
+}
+
+void sd_http_free(sd_http *h)
 {
     if (!h)
         return;
-    if (!atomic_exchange(&h->stopping, true)) {
-        for (int i = 0; h->loops && i < h->nloops; i++) {
-            uint64_t one = 1;
-            if (h->loops[i].wake_fd >= 0) {
-                ssize_t w = write(h->loops[i].wake_fd, &one, sizeof one);
-                (void)w;
-            }
-        }
-        for (int i = 0; h->loops && i < h->nloops; i++)
-            if (h->loops[i].thread)
-                pthread_join(h->loops[i].thread, NULL);
-    }
-    if (stop_workers(h) > 0)
-        return; /* a handler may still reply through the loops' memory */
-    for (int i = 0; h->loops && i < h->nloops; i++) {
+    sd_assert(h->nworkers == 0);
+    for (int i = 0; i < h->nloops; i++) {
         loop *lp = &h->loops[i];
-        /* Requests still in flight here belong to handlers that never
-         * answered within the shutdown deadline: their memory is left to
-         * the process exit rather than freed under a running handler. */
+        sd_assert(!lp->running);
+        /* A request in flight is its connection's req, whether it waits in
+         * the pool's queue or its reply in the loop's done list (or never
+         * came): freeing the connections frees them all. */
         for (conn *c = lp->conns, *next; c; c = next) {
             next = c->next;
-            if (c->fd >= 0)
-                close(c->fd);
-            c->fd = -1;
-            if (!c->in_flight) {
-                req_free(c->req);
-                conn_free(c);
-            }
+            close_fd(c);
+            req_free(c->req);
+            conn_free(c);
         }
-        if (lp->listen_fd >= 0)
-            close(lp->listen_fd);
-        if (lp->wake_fd >= 0)
-            close(lp->wake_fd);
-        if (lp->ep >= 0)
-            close(lp->ep);
-        if (lp->spare_fd >= 0)
-            close(lp->spare_fd);
+        int fds[] = {lp->listen_fd, lp->wake_fd, lp->ep, lp->spare_fd};
+        for (size_t k = 0; k < sizeof fds / sizeof fds[0]; k++)
+            if (fds[k] >= 0)
+                close(fds[k]);
         pthread_mutex_destroy(&lp->mu);
     }
     free(h->loops);
@@ -1703,5 +1688,6 @@ void sd_http_stop(sd_http *h)
     free(h->workers);
     pthread_mutex_destroy(&h->work_mu);
     pthread_cond_destroy(&h->work_cv);
+    pthread_cond_destroy(&h->idle_cv);
     free(h);
 }

@@ -21,6 +21,7 @@
 
 #include <jansson.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct sd_http sd_http;
 
@@ -62,8 +63,21 @@ void sd_http_drain(sd_http *h);
 /* Requests accepted and not yet completed. */
 int sd_http_inflight(sd_http *h);
 
-/* Step 2: close every connection and free the server. */
-void sd_http_stop(sd_http *h);
+/* Step 2: stops the loops and the handler pool and closes every connection.
+ * A handler still running (on a loop or in the pool) is waited for until
+ * deadline_ns (sd_mono_ns clock; at least two seconds from the call, time
+ * for the threads to notice). Returns 0, or how many handlers are still
+ * running then: their threads run on, and nothing they may use - this
+ * server, the store, the keys, the limiter, the audit log in the handler's
+ * app - may be closed or freed; the caller should end the process without
+ * its clean-up. Calling it again waits again. */
+int sd_http_stop(sd_http *h, int64_t deadline_ns);
+
+/* Step 3: frees the server, once sd_http_stop has returned 0 and nothing can
+ * reply any more (the store, whose writes reply from its writer thread, is
+ * closed). Replies made between the two (a write completing while the store
+ * closes) land in the stopped server and are dropped with it. */
+void sd_http_free(sd_http *h);
 
 /* ---- the request, for handlers ----------------------------------------- */
 
