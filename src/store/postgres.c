@@ -1116,7 +1116,10 @@ static int run_write(sd_store *st, sd_write *w, int64_t *delta)
     case SD_W_UPDATE:
         return do_update(st, w);
     case SD_W_ROTATE:
-        return do_rotate(st, w);
+        rc = do_rotate(st, w);
+        if (rc == SD_EREUSED) /* token reuse ended the session */
+            *delta -= w->affected;
+        return rc;
     case SD_W_END:
         rc = end_rows(st, w, false, w->id, NULL, w->reason, &n);
         if (rc == 0 && n == 0)

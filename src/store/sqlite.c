@@ -966,6 +966,8 @@ static int run_write(sd_store *st, sd_write *w, int64_t *delta)
         break;
     case SD_W_ROTATE:
         rc = do_rotate(st, w);
+        if (rc == SD_EREUSED) /* token reuse ended the session */
+            *delta -= w->affected;
         break;
     case SD_W_END:
         rc = end_one(st, w, w->id, w->reason, &n);

@@ -2,10 +2,18 @@
 POST /sessions/{id}/refresh with the current token issues a new one and
 retires the old; presenting a retired token inside --refresh-grace is a race
 (409, nothing revoked); after it, theft: the session is revoked."""
+import re
 import threading
 import time
 
 from conftest import history_rows, new_user
+
+
+def _metric(srv, name):
+    text = srv.api.get("/metrics", expect=200).text
+    m = re.search(r"^" + re.escape(name) + r" (\S+)$", text, re.M)
+    assert m, f"{name} not in /metrics"
+    return float(m.group(1))
 
 
 def _refresh(api, sid, token, expect=None):
@@ -52,6 +60,7 @@ def test_reuse_after_the_grace_window_revokes_the_session(make_server):
     srv.api.get(f"/sessions/{s['sessionId']}", expect=404)
     assert history_rows(srv.data_dir, s["sessionId"])[0][3] == "token_reuse"
     assert "token_reuse_detected" in srv.log_text()
+    assert _metric(srv, "sessiond_sessions_active") == 0, "the ended session is still counted as active"
 
 
 def test_concurrent_rotations_exactly_one_wins(make_server):
