@@ -128,8 +128,9 @@ static const option options[] = {
     {"commit-batch", OPT_INT, F(commit_batch), "1024", 1, 100000,
      "most writes that share one transaction and one fsync (group commit)"},
     {"refresh-grace", OPT_DURATION, F(refresh_grace_ms), "10s", 0, 3600 * 1000,
-     "after a token is rotated, a refresh with the old one within this window is a race (409); "
-     "later it is reuse: the session is revoked"},
+     "after a token is rotated or renewed, the old one presented within this window (to refresh "
+     "or to validate) is a race: refused, nothing revoked; later it is reuse: the session is "
+     "revoked"},
     {"max-sessions-per-user", OPT_INT, F(max_sessions_per_user), "100", 0, 1000000,
      "active sessions one user may have (0: no limit)"},
     {"session-limit-policy", OPT_STRING, F(session_limit_policy), "evict", 0, 0,

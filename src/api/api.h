@@ -78,7 +78,9 @@ void sd_api_console_index(sd_req *r, void *app);
 void sd_api_console_asset(sd_req *r, void *app);
 
 /* The validation core (validate.c), shared by /sessions/validate, /auth and
- * /introspect: shape check, hash, index lookup, expiry, rolling touch.
+ * /introspect: shape check, hash, index lookup, expiry, rolling touch, and
+ * reuse detection (a token rotated away past --refresh-grace revokes its
+ * session; the answer is invalid and does not wait for that write).
  * Returns 1 (valid: c->s filled, owned by the caller; c->expiry the enforced
  * expiry), 0 (invalid for any reason; audited as validation_failed with
  * r's client), or a negative store error. The caller wipes the token. */

@@ -7,6 +7,11 @@
  * (touch_fraction) and never waits for that write: the reply reports the
  * extended expiry; if the process dies before the batched write commits, the
  * session keeps its earlier (shorter) expiry - the safe direction.
+ *
+ * A token that is no session's current one costs one more indexed read: if
+ * a rotation or a renewal retired it longer than --refresh-grace ago, it is
+ * treated as stolen and its session revoked, on every route that validates
+ * (not only on refresh), by a write that is not awaited either.
  */
 #include "api/api.h"
 #include "audit/audit.h"
@@ -164,6 +169,76 @@ static bool sample(double p)
     return (double)(x >> 11) * 0x1.0p-53 < p;
 }
 
+static void reuse_done(sd_write *w)
+{
+    switch (w->rc) {
+    case SD_EREUSED:
+        sd_warn("token_reuse_detected session=%s address=%s action=revoked", w->id, w->address);
+        break;
+    case SD_ENOTFOUND: /* ended meanwhile (another presentation of the token, a DELETE) */
+    case SD_ECONFLICT:
+    case SD_EMISMATCH:
+        break;
+    default:
+        sd_error("token_reuse_detected session=%s address=%s action=none: the revocation "
+                 "failed (%s); the token's next presentation tries again",
+                 w->id, w->address, sd_strerror(w->rc));
+    }
+    free(w);
+}
+
+/* A well-formed token that is no session's current one: unknown, or
+ * retired by a rotation or a renewal (RFC 9700 section 4.14.2). Retired
+ * within --refresh-grace, it is a race between one client's requests: only
+ * invalid. Retired longer ago, a stolen token is in use: the session is
+ * revoked (history token_reuse, event token_reuse_detected) by an
+ * SD_W_REUSE write that the writer decides again under its lock. Only that
+ * case writes, and only while the session lives (the first such write to
+ * land ends it): an unknown token (a guess) costs one indexed read and
+ * never reaches the writer. The write is not awaited (the
+ * answer is invalid whatever it does); its completion logs the outcome.
+ * Returns 0 (invalid, audited and charged like any failure) or a store
+ * error. */
+static int not_current(sd_app *app, sd_req *r, const unsigned char hash[SD_HASH_LEN], int64_t now)
+{
+    sd_session retired = {.user_id = NULL};
+    int64_t rotated_at = 0;
+    int rc = sd_store_get_rotated(app->store, hash, retired.id, &rotated_at);
+    if (rc == SD_ENOTFOUND)
+        return invalid(app, r, NULL, "unknown_token");
+    if (rc)
+        return rc;
+    if (sd_rotation_decide(false, true, rotated_at, now, app->policy.refresh_grace_ms) ==
+        SD_ROTATE_RACE)
+        return invalid(app, r, &retired, "token_rotated");
+    sd_session s;
+    rc = sd_store_get(app->store, retired.id, false, &s);
+    if (rc == SD_ENOTFOUND || (rc == 0 && !sd_session_active(&s, now))) {
+        if (rc == 0)
+            sd_session_clear(&s);
+        return invalid(app, r, &retired, "token_reuse"); /* nothing left to revoke */
+    }
+    if (rc)
+        return rc;
+    sd_write *w = calloc(1, sizeof *w);
+    if (!w) {
+        sd_session_clear(&s);
+        return SD_ENOMEM;
+    }
+    w->kind = SD_W_REUSE;
+    w->now = now;
+    w->policy = &app->policy;
+    memcpy(w->id, s.id, sizeof w->id);
+    memcpy(w->presented_hash, hash, SD_HASH_LEN);
+    snprintf(w->actor, sizeof w->actor, "%s", sd_req_actor(r));
+    snprintf(w->address, sizeof w->address, "%s", sd_req_peer(r));
+    w->done = reuse_done;
+    sd_store_write(app->store, w);
+    invalid(app, r, &s, "token_reuse");
+    sd_session_clear(&s);
+    return 0;
+}
+
 int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, sd_check *c)
 {
     sd_session *s = &c->s;
@@ -178,7 +253,7 @@ int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, sd
     rc = sd_store_get_by_token(app->store, hash, false, s);
     int64_t now = sd_now_ms();
     if (rc == SD_ENOTFOUND)
-        return invalid(app, r, NULL, "unknown_token");
+        return not_current(app, r, hash, now);
     if (rc == 0 && !sd_session_active(s, now)) {
         invalid(app, r, s, "expired");
         sd_session_clear(s);

@@ -22,9 +22,9 @@ static const int statuses[] = {200, 201, 204, 400, 401, 403, 404, 405, 411, 412,
                                413, 414, 415, 429, 431, 500, 501, 503, 0};
 #define NS (sizeof statuses / sizeof statuses[0]) /* last: any other */
 
-static const char *const op_names[SD_OP_COUNT] = {"get",    "get_by_token", "list_user", "create",
-                                                  "update", "end",          "end_user",  "bulk_end",
-                                                  "touch",  "sweep",        "purge"};
+static const char *const op_names[SD_OP_COUNT] = {
+    "get",      "get_by_token", "list_user", "create", "update", "end",
+    "end_user", "bulk_end",     "touch",     "sweep",  "purge",  "get_rotated"};
 
 static const char *const *routes;
 static const char *const *methods;

@@ -25,6 +25,7 @@ enum sd_store_op {
     SD_OP_TOUCH,
     SD_OP_SWEEP,
     SD_OP_PURGE,
+    SD_OP_GET_ROTATED,
     SD_OP_COUNT
 };
 

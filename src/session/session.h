@@ -22,7 +22,7 @@ typedef struct sd_policy {
     size_t max_data_bytes;       /* JSON size of `data` */
     int max_per_user;            /* active sessions a user may have; 0: no limit */
     bool evict_oldest;           /* at the limit: end the least recently seen (else refuse) */
-    int64_t refresh_grace_ms;    /* a rotated token's refresh race window */
+    int64_t refresh_grace_ms;    /* a rotated token's race window (refresh and validation) */
     int bind_v4_prefix;          /* bits of an IPv4 address a binding keeps */
     int bind_v6_prefix;          /* bits of an IPv6 address a binding keeps */
     bool bind_enforce;           /* a binding mismatch fails validation (else only flagged) */

@@ -559,6 +559,10 @@ static size_t plan(const struct sd_write *w, inv *v, size_t max, bool *fence, bo
         else if (w->rc == 0)
             ADD(w->id, false, w->session.version);
         break;
+    case SD_W_REUSE: /* ended, or nothing changed */
+        if (w->rc == SD_EREUSED)
+            ADD(w->id, true, 0);
+        break;
     case SD_W_UPDATE:
         if (w->rc == 0)
             ADD(w->id, false, w->session.version);

@@ -231,6 +231,7 @@ enum {
     R_EV_USER,
     R_EPOCH,
     R_EPOCH_BUMP,
+    R_ROTATED,
     R_NSTMT
 };
 static const char *const rsql[R_NSTMT] = {
@@ -251,6 +252,7 @@ static const char *const rsql[R_NSTMT] = {
     /* Autocommit on the reader: durable when it returns. */
     [R_EPOCH_BUMP] = ("UPDATE sessiond_cache_epoch SET epoch = epoch + 1 WHERE id = 1 "
                       "RETURNING epoch"), /* parenthesised: clang's -Wstring-concatenation */
+    [R_ROTATED] = "SELECT session_id, rotated_at FROM rotated_tokens WHERE token_hash = $1",
 };
 
 /* ---- the store --------------------------------------------------------- */
@@ -619,6 +621,25 @@ static int pg_get_by_token(sd_store *st, const unsigned char hash[SD_HASH_LEN], 
     return rc;
 }
 
+static int pg_get_rotated(sd_store *st, const unsigned char hash[SD_HASH_LEN],
+                          char session_id[SD_ID_LEN + 1], int64_t *rotated_at)
+{
+    params p = {0};
+    p_bytes(&p, hash, SD_HASH_LEN);
+    int rc;
+    PGresult *res = rquery(st, R_ROTATED, &p, &rc);
+    if (!res)
+        return rc;
+    rc = SD_ENOTFOUND;
+    if (PQntuples(res) > 0) {
+        col_copy(res, 0, 0, session_id, SD_ID_LEN + 1);
+        *rotated_at = col_int(res, 0, 1);
+        rc = 0;
+    }
+    PQclear(res);
+    return rc;
+}
+
 static int pg_list_user(sd_store *st, const char *user_id, int64_t now, const sd_cursor *after,
                         int limit, sd_session **out, size_t *n)
 {
@@ -954,6 +975,10 @@ static int retire_token(sd_store *st, sd_session *s, const unsigned char new_has
     return 0;
 }
 
+/* Rotation and reuse detection, as in sqlite.c: the domain decides
+ * (sd_rotation_decide) on the row read FOR UPDATE; a REUSE write (a retired
+ * token presented for validation) ends the session past the grace window
+ * and never rotates. */
 static int do_rotate(sd_store *st, sd_write *w)
 {
     sd_session cur;
@@ -1000,6 +1025,10 @@ static int do_rotate(sd_store *st, sd_write *w)
         return SD_EREUSED;
     }
     case SD_ROTATE:
+        if (w->kind == SD_W_REUSE) { /* the current token: nothing to end */
+            sd_session_clear(&cur);
+            return SD_ECONFLICT;
+        }
         break;
     }
     if (retire_token(st, &cur, w->session.token_hash, w->now, true) ||
@@ -1116,7 +1145,11 @@ static int run_write(sd_store *st, sd_write *w, int64_t *delta)
     case SD_W_UPDATE:
         return do_update(st, w);
     case SD_W_ROTATE:
-        return do_rotate(st, w);
+    case SD_W_REUSE:
+        rc = do_rotate(st, w);
+        if (rc == SD_EREUSED) /* token reuse ended the session */
+            *delta -= w->affected;
+        return rc;
     case SD_W_END:
         rc = end_rows(st, w, false, w->id, NULL, w->reason, &n);
         if (rc == 0 && n == 0)
@@ -1552,6 +1585,7 @@ const sd_store_ops sd_store_postgres = {
     .close = pg_close,
     .get = pg_get,
     .get_by_token = pg_get_by_token,
+    .get_rotated = pg_get_rotated,
     .list_user = pg_list_user,
     .write = pg_write,
     .ready = pg_ready,

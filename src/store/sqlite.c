@@ -207,6 +207,7 @@ enum {
     R_EV_ALL,
     R_EV_SESSION,
     R_EV_USER,
+    R_ROTATED,
     R_NSTMT
 };
 #define EV_COLS "seq, at, event, session_id, user_id, actor, address, reason"
@@ -223,6 +224,7 @@ static const char *const rsql[R_NSTMT] = {
                      "ORDER BY seq LIMIT ?3",
     [R_EV_USER] = "SELECT " EV_COLS " FROM audit_events WHERE user_id = ?1 AND seq > ?2 "
                   "ORDER BY seq LIMIT ?3",
+    [R_ROTATED] = "SELECT session_id, rotated_at FROM rotated_tokens WHERE token_hash = ?1",
 };
 
 typedef struct reader {
@@ -469,6 +471,27 @@ static void column_copy(sqlite3_stmt *s, int i, char *out, size_t size)
 {
     const char *v = (const char *)sqlite3_column_text(s, i);
     snprintf(out, size, "%s", v ? v : "");
+}
+
+static int sq_get_rotated(sd_store *st, const unsigned char hash[SD_HASH_LEN],
+                          char session_id[SD_ID_LEN + 1], int64_t *rotated_at)
+{
+    reader *r = get_reader(st);
+    if (!r)
+        return SD_EUNAVAILABLE;
+    sqlite3_stmt *s = r->stmt[R_ROTATED];
+    sqlite3_bind_blob(s, 1, hash, SD_HASH_LEN, SQLITE_STATIC);
+    int rc = sqlite3_step(s), ret = SD_EUNAVAILABLE;
+    if (rc == SQLITE_ROW) {
+        column_copy(s, 0, session_id, SD_ID_LEN + 1);
+        *rotated_at = sqlite3_column_int64(s, 1);
+        ret = 0;
+    } else if (rc == SQLITE_DONE) {
+        ret = SD_ENOTFOUND;
+    }
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return ret;
 }
 
 static int sq_events(sd_store *st, sd_event_scope scope, const char *key, int64_t after, int limit,
@@ -729,7 +752,9 @@ static int retire_token(sd_store *st, sd_session *s, const unsigned char new_has
 
 /* Token rotation: the domain decides (sd_rotation_decide); on ROTATE the
  * old hash goes to rotated_tokens so a later reuse is recognised; on REUSE
- * the session ends (reason token_reuse) in this same transaction. */
+ * the session ends (reason token_reuse) in this same transaction. A REUSE
+ * write (a retired token presented for validation) takes the same decision
+ * and never rotates. */
 static int do_rotate(sd_store *st, sd_write *w)
 {
     sqlite3_stmt *q = st->w[W_SELECT];
@@ -774,6 +799,10 @@ static int do_rotate(sd_store *st, sd_write *w)
         return SD_EREUSED;
     }
     case SD_ROTATE:
+        if (w->kind == SD_W_REUSE) { /* the current token: nothing to end */
+            sd_session_clear(&cur);
+            return SD_ECONFLICT;
+        }
         break;
     }
     if (retire_token(st, &cur, w->session.token_hash, w->now, true) ||
@@ -965,7 +994,10 @@ static int run_write(sd_store *st, sd_write *w, int64_t *delta)
         rc = do_update(st, w);
         break;
     case SD_W_ROTATE:
+    case SD_W_REUSE:
         rc = do_rotate(st, w);
+        if (rc == SD_EREUSED) /* token reuse ended the session */
+            *delta -= w->affected;
         break;
     case SD_W_END:
         rc = end_one(st, w, w->id, w->reason, &n);
@@ -1461,6 +1493,7 @@ const sd_store_ops sd_store_sqlite = {
     .close = sq_close,
     .get = sq_get,
     .get_by_token = sq_get_by_token,
+    .get_rotated = sq_get_rotated,
     .list_user = sq_list_user,
     .write = sq_write,
     .ready = sq_ready,

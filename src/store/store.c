@@ -96,6 +96,15 @@ int sd_store_get_by_token(sd_store_handle *h, const unsigned char hash[SD_HASH_L
     return rc;
 }
 
+int sd_store_get_rotated(sd_store_handle *h, const unsigned char hash[SD_HASH_LEN],
+                         char session_id[SD_ID_LEN + 1], int64_t *rotated_at)
+{
+    int64_t t0 = sd_mono_ns();
+    int rc = h->ops->get_rotated(h->st, hash, session_id, rotated_at);
+    sd_metrics_store_op(SD_OP_GET_ROTATED, sd_mono_ns() - t0);
+    return rc;
+}
+
 int sd_store_list_user(sd_store_handle *h, const char *user_id, int64_t now, const sd_cursor *after,
                        int limit, sd_session **out, size_t *n)
 {
@@ -117,6 +126,7 @@ static const enum sd_store_op write_op[] = {
     [SD_W_BULK_END] = SD_OP_BULK_END, [SD_W_TOUCH] = SD_OP_TOUCH,
     [SD_W_SWEEP] = SD_OP_SWEEP,       [SD_W_PURGE] = SD_OP_PURGE,
     [SD_W_ROTATE] = SD_OP_UPDATE,     [SD_W_REENCRYPT] = SD_OP_UPDATE,
+    [SD_W_REUSE] = SD_OP_END,
 };
 
 static void timed_done(sd_write *w)

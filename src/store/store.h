@@ -35,6 +35,12 @@ typedef enum sd_write_kind {
     SD_W_ROTATE,    /* replace the token of w->id: w->presented_hash -> w->session.token_hash */
     SD_W_REENCRYPT, /* seal under the newest key up to w->limit rows of table w->table
                        (0 active, 1 history) after rowid w->cursor; w->cursor moves on */
+    SD_W_REUSE,     /* end w->id (reason token_reuse) when w->presented_hash is a token it
+                       retired longer than the refresh grace ago (a retired token came back
+                       on a validation). Decided again here, as for ROTATE, but never rotates:
+                       SD_EREUSED when it ended the session; else nothing changes (SD_ECONFLICT
+                       within the grace or for the current token, SD_EMISMATCH not a token of
+                       this session, SD_ENOTFOUND the session has ended) */
 } sd_write_kind;
 
 struct sd_write {
@@ -55,7 +61,7 @@ struct sd_write {
     const char *reason;                        /* END: "revoked" */
     int64_t touch_expiry;                      /* TOUCH: applied only while the session still has */
     int64_t touch_version;                     /* this version (a PUT since the read wins) */
-    unsigned char presented_hash[SD_HASH_LEN]; /* ROTATE: the token the client holds */
+    unsigned char presented_hash[SD_HASH_LEN]; /* ROTATE, REUSE: the token the client holds */
     bool renew_possible; /* UPDATE: renew_hash is the token to switch to if the update */
     bool renewed;        /* raises privilege (sd_privilege_raised); out: it did */
     unsigned char renew_hash[SD_HASH_LEN];
@@ -143,6 +149,13 @@ typedef struct sd_store_ops {
     int (*get)(sd_store *st, const char *id, bool want_attrs, sd_session *out);
     int (*get_by_token)(sd_store *st, const unsigned char hash[SD_HASH_LEN], bool want_attrs,
                         sd_session *out);
+    /* A token retired by a rotation or a renewal (rotated_tokens, kept as
+     * long as history): the session it belonged to (session_id, filled on 0)
+     * and when it was retired (ms since the epoch). SD_ENOTFOUND when the
+     * hash was never retired or has been purged. Whether that session is
+     * still active is not looked at. One indexed read, no write. */
+    int (*get_rotated)(sd_store *st, const unsigned char hash[SD_HASH_LEN],
+                       char session_id[SD_ID_LEN + 1], int64_t *rotated_at);
     /* Active (expiry > now) sessions of a user, lastSeen descending, after
      * the cursor when given; *out is a malloc'd array of *n sessions. */
     int (*list_user)(sd_store *st, const char *user_id, int64_t now, const sd_cursor *after,
@@ -189,6 +202,10 @@ int sd_store_attach_cache(sd_store_handle *h, const char *url, const char *passw
 int sd_store_get(sd_store_handle *h, const char *id, bool want_attrs, sd_session *out);
 int sd_store_get_by_token(sd_store_handle *h, const unsigned char hash[SD_HASH_LEN],
                           bool want_attrs, sd_session *out);
+/* The backend's get_rotated (never the cache: retired tokens are not
+ * cached). */
+int sd_store_get_rotated(sd_store_handle *h, const unsigned char hash[SD_HASH_LEN],
+                         char session_id[SD_ID_LEN + 1], int64_t *rotated_at);
 int sd_store_list_user(sd_store_handle *h, const char *user_id, int64_t now, const sd_cursor *after,
                        int limit, sd_session **out, size_t *n);
 void sd_store_write(sd_store_handle *h, sd_write *w);

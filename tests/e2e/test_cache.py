@@ -158,6 +158,27 @@ def test_update_and_rotation_go_through_to_the_cache(make_server, db, rds):
     assert not is_valid(b.api, s["token"]), "the rotated-out token's cached entry is gone"
 
 
+def test_token_reuse_on_validation_leaves_a_tombstone(make_server, db, rds):
+    """A rotated-away token validated past --refresh-grace revokes the
+    session (issue 15). The validation does not wait for that write; once it
+    lands, its tombstone is in Redis and no replica serves the session's
+    current token from the cache (fails without SD_W_REUSE in plan())."""
+    a = replica(make_server, db, rds, "--refresh-grace", "0s")
+    b = replica(make_server, db, rds, "--refresh-grace", "0s")
+    s = a.api.create(new_user("cache"))
+    sid = s["sessionId"]
+    r = a.api.post(f"/sessions/{sid}/refresh", headers={"Authorization": f"Bearer {s['token']}"},
+                   expect=200).json()
+    record_token(r["token"])
+    new = dict(s, token=r["token"])
+    warm(b, rds, new, version=2)  # b serves the new token from the cache
+    time.sleep(0.05)  # past the 0 s window (a lower bound only)
+    assert not is_valid(a.api, s["token"])
+    wait_for(lambda: rds.cmd("GET", f"sessiond:s:{sid}") == b"x", what="the tombstone of the revoked session")
+    assert not is_valid(b.api, new["token"]) and not is_valid(a.api, new["token"])
+    assert metric(a, "sessiond_cache_fences_total") == 0, "Redis was up: no fence needed"
+
+
 def test_revoking_a_users_sessions_is_fenced_through_the_epoch(make_server, db, rds):
     a = replica(make_server, db, rds)
     b = replica(make_server, db, rds)
