@@ -148,6 +148,11 @@ int sd_api_query_limit(sd_req *r, int dflt, int max, int *limit);
  * which must hold 6 * n bytes. Returns the length written. */
 size_t sd_api_json_escape(const char *s, size_t n, char *out);
 
+/* n bytes of application/x-www-form-urlencoded text decoded ('+' a space,
+ * %XX a byte), malloc'd (the caller frees; the undecoded copy is wiped, as
+ * it may hold a secret); NULL on a bad escape, %00 or no memory. */
+char *sd_api_form_decode(const char *s, size_t n);
+
 /* A write in flight, with what its completion needs to answer. */
 typedef struct sd_api_write {
     sd_write w; /* w.udata points back here */

@@ -108,19 +108,8 @@ static char *form_value(const char *body, size_t blen, const char *name)
     for (const char *p = body, *end = body + blen; p < end;) {
         const char *amp = memchr(p, '&', (size_t)(end - p));
         size_t len = amp ? (size_t)(amp - p) : (size_t)(end - p);
-        if (len > nlen && memcmp(p, name, nlen) == 0 && p[nlen] == '=') {
-            char *plus = strndup(p + nlen + 1, len - nlen - 1), *dec = NULL;
-            if (!plus)
-                return NULL;
-            for (char *q = plus; *q; q++)
-                if (*q == '+')
-                    *q = ' ';
-            if (sd_pct_decode(plus, strlen(plus), &dec) != 0)
-                dec = NULL;
-            OPENSSL_cleanse(plus, strlen(plus));
-            free(plus);
-            return dec;
-        }
+        if (len > nlen && memcmp(p, name, nlen) == 0 && p[nlen] == '=')
+            return sd_api_form_decode(p + nlen + 1, len - nlen - 1);
         p = amp ? amp + 1 : end;
     }
     return NULL;

@@ -354,9 +354,7 @@ static long b64_decode(const char *in, size_t n, unsigned char *out)
     return (long)o;
 }
 
-/* n bytes of application/x-www-form-urlencoded text decoded ('+' a space,
- * %XX a byte), malloc'd; NULL on a bad escape or %00. */
-static char *form_decode(const char *s, size_t n)
+char *sd_api_form_decode(const char *s, size_t n)
 {
     char *plus = strndup(s, n), *dec = NULL;
     if (!plus)
@@ -401,8 +399,8 @@ static enum sd_key_result check_basic(const sd_keys *k, const char *auth, const 
     *malformed = !colon || memchr(raw, '\0', (size_t)len);
     if (!*malformed) {
         size_t idn = (size_t)(colon - (char *)raw);
-        char *id = form_decode((char *)raw, idn);
-        char *secret = form_decode(colon + 1, (size_t)len - idn - 1);
+        char *id = sd_api_form_decode((char *)raw, idn);
+        char *secret = sd_api_form_decode(colon + 1, (size_t)len - idn - 1);
         *colon = '\0';
         const char *raw_id = (char *)raw, *raw_secret = colon + 1;
         if (id && secret)
