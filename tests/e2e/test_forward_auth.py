@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -97,9 +96,11 @@ GATEWAYS = {"nginx": start_nginx, "caddy": start_caddy}
 
 
 @pytest.fixture(params=sorted(GATEWAYS))
-def gateway(request, make_server, tmp_path):
-    """(sessiond, the gateway's URL, its directory, "nginx" or "caddy")."""
-    srv = make_server("--idle-timeout", "2s", "--sweep-interval", "200ms")
+def gateway(request, make_server, tmp_path, clock):
+    """(sessiond, the gateway's URL, its directory, "nginx" or "caddy").
+    sessiond runs on a wall clock the test moves (srv.clock)."""
+    srv = make_server("--idle-timeout", "1h", "--sweep-interval", "200ms", env=clock.env)
+    srv.clock = clock
     app = ThreadingHTTPServer(("127.0.0.1", 0), App)
     threading.Thread(target=app.serve_forever, daemon=True).start()
     port = free_port()
@@ -167,7 +168,7 @@ def test_missing_tampered_revoked_and_expired_tokens_are_refused(gateway):
     assert requests.get(url + "/", cookies={"session": s["token"]}, timeout=5).status_code == 401
     e = srv.api.create(new_user())
     assert requests.get(url + "/", cookies={"session": e["token"]}, timeout=5).status_code == 200
-    time.sleep(3.2)  # --idle-timeout 2s, and no activity since
+    srv.clock.advance(2 * 3600)  # --idle-timeout 1h, and no activity since
     assert requests.get(url + "/", cookies={"session": e["token"]}, timeout=5).status_code == 401
     # The proxy's access log never holds a token (it is in a cookie, not the URL).
     if kind == "nginx":  # (Caddy writes no access log unless told to)
