@@ -252,7 +252,9 @@ def test_large_responses_to_a_slow_reader_over_tls(make_server, pki):
 def test_the_server_closes_tls_cleanly(make_server, pki):
     # Connection: close, and an idle timeout: both end with close_notify, not
     # a bare TCP close (which strict_eof turns into SSLEOFError).
-    srv = tls_server(make_server, pki.cert, pki.key, "--connection-timeout", "1s")
+    # (3 s: long enough that a slow handshake under ASan is not cut short
+    # before its request; the wait below is 15 s.)
+    srv = tls_server(make_server, pki.cert, pki.key, "--connection-timeout", "3s")
     c = TlsConn(srv.port, client_ctx(pki), strict_eof=True)
     try:
         c.send(http_request_bytes("GET", "/healthz", headers=[("Connection", "close")]))
