@@ -2,6 +2,7 @@
  * names (see record.h). */
 #include "audit/record.h"
 #include "util/clock.h"
+#include "util/random.h"
 
 #include <dirent.h>
 #include <jansson.h>
@@ -11,14 +12,9 @@
 
 void sd_audit_hash(const char *p, size_t n, char out[SD_AUDIT_HASH_HEX + 1])
 {
-    static const char hex[] = "0123456789abcdef";
     unsigned char md[SHA256_DIGEST_LENGTH];
     SHA256((const unsigned char *)p, n, md);
-    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++) {
-        out[2 * i] = hex[md[i] >> 4];
-        out[2 * i + 1] = hex[md[i] & 15];
-    }
-    out[SD_AUDIT_HASH_HEX] = '\0';
+    sd_hex(md, sizeof md, out);
 }
 
 /* A string member, or null when empty (or not valid UTF-8: ids from a

@@ -40,10 +40,10 @@
 #include "http/status.h"
 #include "http/tls.h"
 #include "metrics/metrics.h"
-#include "session/token.h"
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/random.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -1476,7 +1476,7 @@ int sd_http_start(const sd_http_options *opt, const sd_route *routes, int nroute
     pthread_cond_init(&h->idle_cv, NULL);
     unsigned char rnd[3];
     if (sd_random(rnd, sizeof rnd) == 0)
-        snprintf(h->id_prefix, sizeof h->id_prefix, "%02x%02x%02x", rnd[0], rnd[1], rnd[2]);
+        sd_hex(rnd, sizeof rnd, h->id_prefix);
     /* Every loop is made safe to stop and free before any can fail: a
      * loop the start never reached holds no descriptor (-1, not the 0 of
      * calloc, which the stop would close). */

@@ -6,8 +6,7 @@
 #ifndef SD_METRICS_H
 #define SD_METRICS_H
 
-#include "store/store.h"
-
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,6 +27,22 @@ enum sd_store_op {
     SD_OP_GET_ROTATED,
     SD_OP_COUNT
 };
+
+/* The store's counters, as sd_store_get_stats (store/store.h) fills them
+ * for rendering. Declared here, like the store operations above, so that
+ * metrics knows nothing of the store and whoever records a request (the
+ * HTTP layer) includes no store header. */
+typedef struct sd_store_stats {
+    int64_t active_rows; /* rows in the active table (expired ones until swept) */
+    int64_t swept_total; /* sessions moved to history by sweeps */
+    int64_t sweeps_total;
+    int64_t commits_total;
+    int64_t writes_total;
+    bool broken; /* a fatal I/O error: no further write is acknowledged */
+    bool cache;  /* a Redis cache tier is attached (--cache): the fields below count */
+    bool cache_degraded;
+    int64_t cache_hits, cache_misses, cache_errors, cache_fences;
+} sd_store_stats;
 
 /* Names the routes: route i is methods[i] on route_names[i] (a pattern),
  * the labels method and route of the HTTP series. Each method + pattern

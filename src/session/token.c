@@ -1,56 +1,11 @@
 /* token.c - minting, shape checks and hashing of tokens and session ids. */
 #include "session/token.h"
 #include "util/err.h"
+#include "util/random.h"
 
-#include <errno.h>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 #include <string.h>
-#include <sys/random.h>
-
-int sd_random(void *buf, size_t n)
-{
-    unsigned char *p = buf;
-    while (n > 0) {
-        ssize_t r = getrandom(p, n, 0);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return SD_ERANDOM;
-        }
-        if (r == 0)
-            return SD_ERANDOM;
-        p += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-size_t sd_b64url(const unsigned char *in, size_t n, char *out)
-{
-    size_t o = 0, i = 0;
-    for (; i + 3 <= n; i += 3) {
-        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8 | in[i + 2];
-        out[o++] = b64[v >> 18];
-        out[o++] = b64[(v >> 12) & 63];
-        out[o++] = b64[(v >> 6) & 63];
-        out[o++] = b64[v & 63];
-    }
-    if (n - i == 1) {
-        unsigned v = (unsigned)in[i] << 16;
-        out[o++] = b64[v >> 18];
-        out[o++] = b64[(v >> 12) & 63];
-    } else if (n - i == 2) {
-        unsigned v = (unsigned)in[i] << 16 | (unsigned)in[i + 1] << 8;
-        out[o++] = b64[v >> 18];
-        out[o++] = b64[(v >> 12) & 63];
-        out[o++] = b64[(v >> 6) & 63];
-    }
-    out[o] = '\0';
-    return o;
-}
 
 int sd_token_mint(char out[SD_TOKEN_LEN + 1])
 {
@@ -75,7 +30,7 @@ int sd_id_mint(int64_t now_ms, char out[SD_ID_LEN + 1])
     for (int i = SD_ID_TIME_CHARS - 1; i >= 0; i--, t >>= 6)
         out[i] = sorted64[t & 63];
     for (int i = 0; i < SD_ID_RANDOM_CHARS; i++)
-        out[SD_ID_TIME_CHARS + i] = b64[raw[i] & 63];
+        out[SD_ID_TIME_CHARS + i] = sd_b64url_alphabet[raw[i] & 63];
     out[SD_ID_LEN] = '\0';
     OPENSSL_cleanse(raw, sizeof raw);
     return 0;

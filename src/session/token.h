@@ -25,14 +25,6 @@
 #define SD_ID_RANDOM_CHARS 15
 #define SD_HASH_LEN        32 /* SHA-256 */
 
-/* Fills buf with n bytes from the kernel CSPRNG. Returns 0, or SD_ERANDOM
- * when the source fails (callers must then fail closed). */
-int sd_random(void *buf, size_t n);
-
-/* Writes the unpadded base64url text of n bytes into out (4*ceil(n/3)+1
- * bytes at most) and returns its length. */
-size_t sd_b64url(const unsigned char *in, size_t n, char *out);
-
 /* Mints a new token (SD_TOKEN_LEN + 1 bytes), or a session id (SD_ID_LEN +
  * 1) created at now_ms. Return 0 or SD_ERANDOM. */
 int sd_token_mint(char out[SD_TOKEN_LEN + 1]);

@@ -7,6 +7,7 @@
 #include "metrics/metrics.h"
 #include "util/clock.h"
 #include "util/err.h"
+#include "util/random.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -212,8 +213,7 @@ int sd_store_replica_id(const char *data_dir, char out[17])
     unsigned char raw[8];
     if (sd_random(raw, sizeof raw))
         return SD_ERANDOM;
-    for (int i = 0; i < 8; i++)
-        snprintf(out + 2 * i, 3, "%02x", raw[i]);
+    sd_hex(raw, sizeof raw, out);
     /* A new file under a temporary name, made durable, then renamed over:
      * a crash leaves the old id or the whole new one, never a torn one. */
     char tmp[1120];

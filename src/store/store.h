@@ -15,6 +15,7 @@
 #ifndef SD_STORE_H
 #define SD_STORE_H
 
+#include "metrics/metrics.h"
 #include "session/session.h"
 
 #include <stdbool.h>
@@ -116,17 +117,8 @@ typedef enum sd_event_scope {
     SD_EVENTS_USER,    /* one user's */
 } sd_event_scope;
 
-typedef struct sd_store_stats {
-    int64_t active_rows; /* rows in the active table (expired ones until swept) */
-    int64_t swept_total; /* sessions moved to history by sweeps */
-    int64_t sweeps_total;
-    int64_t commits_total;
-    int64_t writes_total;
-    bool broken; /* a fatal I/O error: no further write is acknowledged */
-    bool cache;  /* a Redis cache tier is attached (--cache): the fields below count */
-    bool cache_degraded;
-    int64_t cache_hits, cache_misses, cache_errors, cache_fences;
-} sd_store_stats;
+/* sd_store_stats (what the store counts) is declared in metrics/metrics.h,
+ * which renders it, beside the store operations it times. */
 
 typedef struct sd_store_options {
     const struct sd_keyring *keys; /* encryption at rest (store/crypt.h); NULL: plain */
