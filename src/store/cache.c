@@ -573,6 +573,13 @@ static size_t plan(const struct sd_write *w, inv *v, size_t max, bool *fence, bo
         *optional = true;
         break;
     case SD_W_CREATE:
+        /* The sessions the per-user cap evicted end as by a DELETE: a
+         * tombstone each, fenced when it fails. After a failed create, best
+         * effort (its evictions were undone, or the outcome is unknown). */
+        for (size_t i = 0; i < w->n_evicted; i++)
+            ADD(w->evicted[i], true, 0);
+        *optional = w->rc != 0;
+        break;
     case SD_W_SWEEP: /* expired: every hit checks expiry */
     case SD_W_PURGE:
     case SD_W_REENCRYPT:

@@ -864,12 +864,15 @@ static char *attrs_text(const sd_store *st, const char *id, const json_t *attrs)
 }
 
 /* The per-user limit, before a create: refuse, or end the least recently
- * seen sessions (reason "evicted"). The advisory lock on the user, held to
- * the end of the transaction, keeps replicas from both taking the last
- * place. */
+ * seen sessions (reason "evicted"), as many as it takes to leave room for
+ * one (a cap lowered since they were created can mean many). w->affected
+ * counts them; their ids go to w->evicted (n_evicted), for the cache. The
+ * advisory lock on the user, held to the end of the transaction, keeps
+ * replicas from both taking the last place. */
 static int enforce_user_limit(sd_store *st, sd_write *w, int64_t *delta)
 {
     int max = w->policy ? w->policy->max_per_user : 0;
+    w->n_evicted = 0;
     if (max <= 0)
         return 0;
     params p = {0};
@@ -888,15 +891,22 @@ static int enforce_user_limit(sd_store *st, sd_write *w, int64_t *delta)
     PGresult *res = wexec(st, W_USER_OLDEST, &p);
     if (!res)
         return SD_EUNAVAILABLE;
-    char ids[16][SD_ID_LEN + 1];
-    int n = PQntuples(res) < 16 ? PQntuples(res) : 16;
-    for (int i = 0; i < n; i++)
-        col_copy(res, i, 0, ids[i], sizeof ids[i]);
+    size_t n = (size_t)PQntuples(res);
+    void *mem = realloc(w->evicted, (n ? n : 1) * sizeof *w->evicted);
+    if (!mem) {
+        PQclear(res);
+        return SD_ENOMEM;
+    }
+    w->evicted = mem;
+    for (size_t i = 0; i < n; i++)
+        col_copy(res, (int)i, 0, w->evicted[i], sizeof w->evicted[i]);
     PQclear(res);
-    for (int i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++) {
         int64_t ended = 0;
-        if (end_rows(st, w, false, ids[i], NULL, "evicted", &ended))
+        if (end_rows(st, w, false, w->evicted[i], NULL, "evicted", &ended))
             return SD_EUNAVAILABLE;
+        if (ended && w->n_evicted++ != i) /* only the ids it ended */
+            memcpy(w->evicted[w->n_evicted - 1], w->evicted[i], sizeof w->evicted[i]);
         w->affected += ended;
         *delta -= ended;
     }

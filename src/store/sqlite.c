@@ -655,10 +655,13 @@ static char *attrs_text(const sd_store *st, const char *id, const json_t *attrs)
 }
 
 /* The per-user limit, before a create: refuse, or end the least recently
- * seen sessions (reason "evicted") to make room. w->affected counts them. */
+ * seen sessions (reason "evicted"), as many as it takes to leave room for
+ * one (a cap lowered since they were created can mean many). w->affected
+ * counts them; their ids go to w->evicted (n_evicted), for the cache. */
 static int enforce_user_limit(sd_store *st, sd_write *w, int64_t *delta)
 {
     int max = w->policy ? w->policy->max_per_user : 0;
+    w->n_evicted = 0;
     if (max <= 0)
         return 0;
     sqlite3_stmt *q = st->w[W_USER_COUNT];
@@ -673,20 +676,32 @@ static int enforce_user_limit(sd_store *st, sd_write *w, int64_t *delta)
         return 0;
     if (!w->policy->evict_oldest)
         return SD_ELIMIT;
+    size_t want = (size_t)(count - max + 1);
+    void *p = realloc(w->evicted, want * sizeof *w->evicted);
+    if (!p)
+        return SD_ENOMEM;
+    w->evicted = p;
+    /* Every id is read before the first ends: no row changes under the
+     * SELECT while it steps. */
     q = st->w[W_USER_OLDEST];
     bind_text(q, 1, w->session.user_id);
     sqlite3_bind_int64(q, 2, w->now);
-    sqlite3_bind_int64(q, 3, count - max + 1);
-    char ids[16][SD_ID_LEN + 1];
-    int n = 0;
-    while (n < 16 && sqlite3_step(q) == SQLITE_ROW)
-        snprintf(ids[n++], SD_ID_LEN + 1, "%s", (const char *)sqlite3_column_text(q, 0));
+    sqlite3_bind_int64(q, 3, (sqlite3_int64)want);
+    size_t n = 0;
+    int rc = SQLITE_DONE;
+    while (n < want && (rc = sqlite3_step(q)) == SQLITE_ROW)
+        snprintf(w->evicted[n++], SD_ID_LEN + 1, "%s", (const char *)sqlite3_column_text(q, 0));
+    bool failed = n < want && rc != SQLITE_DONE;
     sqlite3_reset(q);
     sqlite3_clear_bindings(q);
-    for (int i = 0; i < n; i++) {
+    if (failed)
+        return SD_EUNAVAILABLE;
+    for (size_t i = 0; i < n; i++) {
         int64_t ended = 0;
-        if (end_one(st, w, ids[i], "evicted", &ended))
+        if (end_one(st, w, w->evicted[i], "evicted", &ended))
             return SD_EUNAVAILABLE;
+        if (ended && w->n_evicted++ != i) /* only the ids it ended */
+            memcpy(w->evicted[w->n_evicted - 1], w->evicted[i], sizeof w->evicted[i]);
         w->affected += ended;
         *delta -= ended;
     }

@@ -130,10 +130,21 @@ static const enum sd_store_op write_op[] = {
     [SD_W_REUSE] = SD_OP_END,
 };
 
+/* The last step before the caller's completion: the evicted ids (read by
+ * the write-through) are freed, so that done never has to. */
+static void release_done(sd_write *w)
+{
+    free(w->evicted);
+    w->evicted = NULL;
+    w->n_evicted = 0;
+    w->done = w->wrapped_done;
+    w->done(w);
+}
+
 static void timed_done(sd_write *w)
 {
     sd_metrics_store_op(write_op[w->kind], sd_mono_ns() - w->t_submit_ns);
-    w->done = w->wrapped_done;
+    w->done = release_done;
     if (w->cache)
         sd_cache_after_write(w->cache, w); /* write-through; calls done */
     else
@@ -146,6 +157,8 @@ void sd_store_write(sd_store_handle *h, sd_write *w)
     w->wrapped_done = w->done;
     w->done = timed_done;
     w->cache = h->cache;
+    w->evicted = NULL;
+    w->n_evicted = 0;
     h->ops->write(h->st, w);
 }
 

@@ -25,7 +25,9 @@ typedef struct sd_store sd_store; /* opaque, owned by the backend */
 typedef struct sd_write sd_write;
 
 typedef enum sd_write_kind {
-    SD_W_CREATE,    /* insert w->session */
+    SD_W_CREATE,    /* insert w->session; at w->policy's per-user cap, first end the user's
+                       least recently seen sessions (reason evicted) until the new one fits,
+                       or refuse (SD_ELIMIT); the ended ids go out in w->evicted */
     SD_W_UPDATE,    /* read w->id, run w->patch through sd_patch_apply, write back */
     SD_W_END,       /* move w->id to history with w->reason */
     SD_W_END_USER,  /* end every active session of w->user_id except w->except_id */
@@ -77,6 +79,12 @@ struct sd_write {
     int rc;           /* 0, SD_ENOTFOUND, SD_ECONFLICT, SD_EINVALID, SD_EUNAVAILABLE, or
                          SD_EBUSY: the writer's queue is full (shed; retry later) */
     int64_t affected; /* rows ended/removed */
+    char (*evicted)[SD_ID_LEN + 1]; /* CREATE: the ids of the sessions it evicted (n_evicted of
+                                       them), so that the cache ends them as a DELETE would; a
+                                       failed create may keep ids whose ending was undone.
+                                       Filled by the backend (malloc'd), freed by the store
+                                       wrapper before w->done runs: done never sees them */
+    size_t n_evicted;
     char detail[256]; /* for SD_EINVALID: the sentence for the client */
 
     /* completion: called exactly once, on a backend thread */

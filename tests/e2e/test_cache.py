@@ -3,9 +3,11 @@
 module on loopback ports in temporary directories and stopped by PID.
 
 What is proved: validation is served from the cache (hits counted); a DELETE
-is honoured at once by every replica; a revoked session never validates
-again, on this replica or another sharing PostgreSQL and Redis, even when
-Redis was paused or killed during the DELETE and comes back holding the
+is honoured at once by every replica, and so is the eviction of a session by
+a create at --max-sessions-per-user; a revoked or evicted session never
+validates again, on this replica or another sharing PostgreSQL and Redis,
+even when Redis was paused or killed during the DELETE (or the evicting
+create) and comes back holding the
 stale entry (the stale entries are written back on purpose); while Redis is
 down sessiond serves from PostgreSQL, stays ready and reports
 sessiond_cache_degraded 1, then 0 once Redis is back; killing and restarting
@@ -206,6 +208,66 @@ def test_bulk_revocation_by_id_leaves_tombstones(make_server, db, rds):
         assert rds.cmd("GET", f"sessiond:s:{s['sessionId']}") == b"x"
         assert not is_valid(a.api, s["token"]) and not is_valid(b.api, s["token"])
     assert metric(a, "sessiond_cache_fences_total") == 0
+
+
+def test_a_session_evicted_by_the_cap_is_invalid_at_once_on_every_replica(make_server, db, rds):
+    """Issue 13: a create that evicts a session (--max-sessions-per-user)
+    ends it as a DELETE does: its tombstone is in Redis before the 201, so
+    no replica serves it from the cache (it did until its entry expired)."""
+    a = replica(make_server, db, rds, "--max-sessions-per-user", "1")
+    b = replica(make_server, db, rds, "--max-sessions-per-user", "1")
+    user = new_user("cache")
+    first = a.api.create(user)
+    for srv in (a, b):
+        warm(srv, rds, first)
+    (_, _), (tkey, _) = stale_copy(rds, first)
+    second = b.api.create(user)  # evicts the first, on the other replica
+    for srv in (a, b):
+        assert not is_valid(srv.api, first["token"]), f"evicted session validated on {srv.port}"
+        assert is_valid(srv.api, second["token"])
+    assert rds.cmd("GET", f"sessiond:s:{first['sessionId']}") == b"x", "a tombstone replaces the index"
+    assert rds.cmd("GET", tkey) is None, "the entry is gone"
+    a.api.get(f"/sessions/{first['sessionId']}", expect=404)
+    assert metric(b, "sessiond_cache_fences_total") == 0, "Redis was up: no fence needed"
+
+
+@pytest.mark.parametrize("outage", ["paused", "killed"])
+def test_eviction_during_a_redis_outage_never_validates_again(make_server, db, rds, outage):
+    """An eviction while Redis cannot be reached is fenced as a DELETE is:
+    when Redis comes back holding the evicted session's entry (put back on
+    purpose), no replica serves it, once the cache serves again."""
+    a = replica(make_server, db, rds, "--max-sessions-per-user", "1")
+    b = replica(make_server, db, rds, "--max-sessions-per-user", "1")
+    user = new_user("cache")
+    gone, kept = a.api.create(user), a.api.create(new_user("cache"))
+    for srv in (a, b):
+        for s in (gone, kept):
+            warm(srv, rds, s)
+    stale = stale_copy(rds, gone)
+
+    if outage == "paused":
+        rds.pause()
+    else:
+        rds.kill()
+    try:
+        newer = a.api.create(user)  # evicts gone
+        for srv in (a, b):
+            assert not is_valid(srv.api, gone["token"]) and is_valid(srv.api, newer["token"])
+    finally:
+        if outage == "paused":
+            rds.resume()
+        else:
+            rds.start()
+    put_back(rds, stale)
+    wait_for(lambda: metric(b, "sessiond_cache_degraded") == 0 and metric(a, "sessiond_cache_degraded") == 0,
+             timeout=20, what="cache no longer degraded")
+    for srv in (a, b):
+        warm(srv, rds, kept)  # the cache serves again
+    for _ in range(10):
+        for srv in (a, b):
+            assert not is_valid(srv.api, gone["token"]), f"evicted session validated on {srv.port}"
+            assert is_valid(srv.api, kept["token"]) and is_valid(srv.api, newer["token"])
+    assert metric(a, "sessiond_cache_fences_total") >= 1, "the failed invalidation was fenced"
 
 
 @pytest.mark.parametrize("outage", ["paused", "killed"])

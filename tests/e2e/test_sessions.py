@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from conftest import (RawConn, skip_if_prism_cannot_relay, check_session, record_token, history_rows, http_request_bytes, new_user,
+from conftest import (RawConn, skip_if_prism_cannot_relay, check_session, record_token, db_query, history_rows, http_request_bytes, new_user,
                       observe_raw, parse_time, fmt_time, problem_detail, seconds_between, utcnow)
 
 
@@ -474,6 +474,30 @@ def test_per_user_limit_evicts_the_least_recently_seen(make_server):
     assert "excess_sessions_exceeded" in srv.log_text()
     # Other users are untouched by this user's limit.
     srv.api.create(new_user())
+
+
+def test_a_cap_lowered_by_more_than_16_is_enforced_at_the_next_create(make_server):
+    """Issue 13: eviction stopped after 16 sessions and inserted anyway, so a
+    cap lowered by more than 16 (a restart with a lower
+    --max-sessions-per-user) was not enforced. The next create evicts as many
+    as it takes, least recently seen first."""
+    srv = make_server("--max-sessions-per-user", "100")
+    user = new_user()
+    for _ in range(40):
+        srv.api.create(user)
+    srv.args = ["--max-sessions-per-user", "5"]
+    srv.restart()
+    newest = srv.api.create(user)
+    listed = srv.api.list_user(user, limit=1000).json()["sessions"]
+    assert len(listed) == 5, f"{len(listed)} active sessions after a create at a cap of 5"
+    assert newest["sessionId"] in {s["sessionId"] for s in listed}
+    sql = "SELECT count(*), max(last_seen) FROM session_history WHERE user_id = ? AND end_reason = 'evicted'"
+    [(evicted, newest_evicted)] = db_query(srv.data_dir, sql, (user,))
+    assert evicted == 36, f"{evicted} sessions in history as evicted, want 36"
+    [(oldest_kept,)] = db_query(srv.data_dir, "SELECT min(last_seen) FROM sessions WHERE user_id = ?", (user,))
+    assert newest_evicted <= oldest_kept, "the least recently seen went first"
+    for s in listed:
+        srv.api.get(f"/sessions/{s['sessionId']}", expect=200)
 
 
 def test_per_user_limit_can_reject_instead(make_server):
