@@ -14,6 +14,7 @@ sessiond_cache_degraded 1, then 0 once Redis is back; killing and restarting
 Redis under a validation load fails no request and brings nothing revoked
 back. The design is in docs/architecture.md, "The Redis cache".
 """
+import contextlib
 import re
 import subprocess
 import threading
@@ -107,6 +108,23 @@ def stale_copy(rds, session):
 def put_back(rds, stale):
     for k, v in stale:
         rds.cmd("SET", k, v)
+
+
+@contextlib.contextmanager
+def redis_outage(rds, outage):
+    """Redis "paused" (SIGSTOP: slower than any timeout, every call times
+    out) or "killed" for the body, back (resumed or restarted) after it."""
+    if outage == "paused":
+        rds.pause()
+    else:
+        rds.kill()
+    try:
+        yield
+    finally:
+        if outage == "paused":
+            rds.resume()
+        else:
+            rds.start()
 
 
 def test_validation_is_served_from_the_cache_and_delete_is_immediate(make_server, db, rds):
@@ -245,19 +263,10 @@ def test_eviction_during_a_redis_outage_never_validates_again(make_server, db, r
             warm(srv, rds, s)
     stale = stale_copy(rds, gone)
 
-    if outage == "paused":
-        rds.pause()
-    else:
-        rds.kill()
-    try:
+    with redis_outage(rds, outage):
         newer = a.api.create(user)  # evicts gone
         for srv in (a, b):
             assert not is_valid(srv.api, gone["token"]) and is_valid(srv.api, newer["token"])
-    finally:
-        if outage == "paused":
-            rds.resume()
-        else:
-            rds.start()
     put_back(rds, stale)
     wait_for(lambda: metric(b, "sessiond_cache_degraded") == 0 and metric(a, "sessiond_cache_degraded") == 0,
              timeout=20, what="cache no longer degraded")
@@ -281,20 +290,11 @@ def test_delete_during_a_redis_outage_never_validates_again(make_server, db, rds
             warm(srv, rds, s)
     stale = stale_copy(rds, gone)
 
-    if outage == "paused":
-        rds.pause()   # slower than any timeout: every call times out
-    else:
-        rds.kill()
-    try:
+    with redis_outage(rds, outage):
         a.api.delete(f"/sessions/{gone['sessionId']}", expect=204)
         assert not is_valid(a.api, gone["token"]) and not is_valid(b.api, gone["token"])
         assert is_valid(a.api, kept["token"]) and is_valid(b.api, kept["token"])
         a.api.get("/readyz", expect=200)
-    finally:
-        if outage == "paused":
-            rds.resume()
-        else:
-            rds.start()
     # Redis is back and holds the revoked session's entry, as it was before
     # the DELETE (a paused Redis may also run the late tombstone: put the
     # stale entry back over it either way).
