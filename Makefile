@@ -172,6 +172,12 @@ bench-quick: build/sessiond
 	scripts/install-deps.sh bench
 	$(PYTHON) bench/bench.py --quick
 
+# Heap calls per request on the hot routes, on one warm keep-alive connection
+# (bench/alloccount.c under LD_PRELOAD; issue 14). Never part of make test.
+.PHONY: alloc-count
+alloc-count: build/sessiond
+	$(PYTHON) bench/alloc_per_request.py
+
 # An hour of steady mixed load sampling RSS and descriptors (SOAK_MINUTES).
 SOAK_MINUTES ?= 60
 soak: build/sessiond
