@@ -275,7 +275,7 @@ static void tls_handshake(sd__conn *c)
     }
     c->handshaking = false;
     c->peer_cn = sd_tls_peer_cn(c->ssl);
-    c->idle_deadline = sd_now_ms() + c->lp->h->opt.connection_timeout_s * 1000LL;
+    c->idle_deadline = sd_mono_ms() + c->lp->h->opt.connection_timeout_s * 1000LL;
     on_readable(c);
 }
 
@@ -402,12 +402,12 @@ static void accept_all(sd__thread *lp)
         c->lp = lp;
         snprintf(c->ip, sizeof c->ip, "%s", ip);
         h->up.open(c);
-        c->idle_deadline = sd_now_ms() + h->opt.connection_timeout_s * 1000LL;
+        c->idle_deadline = sd_mono_ms() + h->opt.connection_timeout_s * 1000LL;
         if (c->ssl) { /* the handshake must end within the request and idle timeouts */
             c->handshaking = true;
             int64_t ms = h->opt.connection_timeout_s * 1000LL;
             c->request_deadline =
-                sd_now_ms() + (ms < SD__REQUEST_TIMEOUT_MS ? ms : SD__REQUEST_TIMEOUT_MS);
+                sd_mono_ms() + (ms < SD__REQUEST_TIMEOUT_MS ? ms : SD__REQUEST_TIMEOUT_MS);
         }
         c->next = lp->conns;
         if (lp->conns)
@@ -427,7 +427,7 @@ void sd__conn_on_listen(sd_loop_io *io, uint32_t events)
 
 void sd__conn_scan(sd__thread *lp)
 {
-    int64_t now = sd_now_ms();
+    int64_t now = sd_mono_ms();
     bool draining = atomic_load(&lp->h->draining);
     for (sd__conn *c = lp->conns, *next; c; c = next) {
         next = c->next;

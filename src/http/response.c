@@ -231,7 +231,7 @@ static void deliver(sd_req *r)
     sd__req_free(r);
     if (!sd__conn_flush(c))
         return;
-    c->idle_deadline = sd_now_ms() + h->opt.connection_timeout_s * 1000LL;
+    c->idle_deadline = sd_mono_ms() + h->opt.connection_timeout_s * 1000LL;
     if (c->close_after_write) { /* output pending: close once it is out */
         sd__conn_set_events(c);
         return;

@@ -23,6 +23,11 @@ int64_t sd_mono_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+int64_t sd_mono_ms(void)
+{
+    return sd_mono_ns() / 1000000;
+}
+
 int sd_cond_init_mono(pthread_cond_t *cv)
 {
     pthread_condattr_t ca;

@@ -20,6 +20,10 @@ int64_t sd_now_ms(void);
 /* Monotonic time in nanoseconds, for measuring durations. */
 int64_t sd_mono_ns(void);
 
+/* Monotonic time in milliseconds: for timeouts and deadlines, which a step
+ * of the wall clock must neither fire nor hold off. */
+int64_t sd_mono_ms(void);
+
 /* Initialises cv to time its waits on the monotonic clock, so that a step of
  * the wall clock (NTP, an operator) neither stalls nor hurries a periodic
  * thread. Returns pthread_cond_init's result. */

@@ -268,3 +268,23 @@ def test_the_sweeper_keeps_its_interval_when_the_wall_clock_steps(make_server, c
     rows = wait_for(lambda: history_rows(srv.data_dir, s["sessionId"]), timeout=30,
                     what="the sweeper to end a session after the wall clock stepped")
     assert rows[0][3] == "expired", rows
+
+
+def test_connection_timeouts_keep_to_real_time_when_the_wall_clock_steps(make_server, clock):
+    # Idle and request timeouts are measured on the monotonic clock: a wall
+    # clock stepped forward by an hour must not close every idle keep-alive
+    # connection (it did, and a proxy's pooled connection then hung up), nor
+    # one stepped back keep a slow client's connection open past its timeout.
+    from conftest import RawConn, http_request_bytes
+    srv = make_server("--connection-timeout", "30s", env=clock.env)
+    c = RawConn(srv.port)
+    try:
+        c.send(http_request_bytes("GET", "/healthz"))
+        assert c.read_response().status == 200
+        clock.advance(3600)
+        time.sleep(1.5)  # the timeout scan runs every second (a lower bound only)
+        c.send(http_request_bytes("GET", "/healthz"))
+        r = c.read_response()
+        assert r is not None and r.status == 200, "an idle keep-alive connection was closed by a clock step"
+    finally:
+        c.close()
