@@ -25,13 +25,14 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import time
+
+import harness
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHIM_SRC = os.path.join(ROOT, "bench", "alloccount.c")
@@ -58,14 +59,6 @@ def snapshot(path):
     if magic != MAGIC or n != len(COUNTERS):
         raise SystemExit(f"{path}: not an alloccount file (magic {magic:#x}, {n} counters)")
     return dict(zip(COUNTERS, struct.unpack_from(f"<{n}Q", raw, 16)))
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Conn:
@@ -159,26 +152,11 @@ def main():
     build_shim()
     tmp = tempfile.mkdtemp(prefix="sessiond-alloc-")
     counts = os.path.join(tmp, "alloccount")
-    port = free_port()
+    port = harness.free_port()
     env = dict(os.environ, LD_PRELOAD=SHIM, ALLOCCOUNT_FILE=counts)
-    log = open(os.path.join(tmp, "sessiond.log"), "wb")
-    proc = subprocess.Popen([args.binary, "--listen", f"127.0.0.1:{port}", "--data-dir", os.path.join(tmp, "data"),
-                             "--log-level", "warn"], stdout=log, stderr=log, env=env)
+    proc = harness.start([args.binary, "--listen", f"127.0.0.1:{port}", "--data-dir",
+                          os.path.join(tmp, "data"), "--log-level", "warn"], port, "alloc-sessiond.log", env=env)
     try:
-        end = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                log.flush()
-                sys.stdout.write(open(log.name).read())
-                raise SystemExit(f"sessiond exited early ({proc.returncode})")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > end:
-                    raise SystemExit(f"port {port} never opened")
-                time.sleep(0.05)
-
         c = Conn(port)
         status, reply = c.request("POST", "/sessions", ["Content-Type: application/json"],
                                   json.dumps({"userId": "alloc-count"}).encode())
@@ -200,14 +178,7 @@ def main():
             d, elapsed, bad, _ = measure(port, counts, route, args.requests, args.warmup)
             rows.append((route[0], d, elapsed, bad))
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
+        harness.stop(proc)
         shutil.rmtree(tmp, ignore_errors=True)
 
     n = args.requests
