@@ -32,6 +32,7 @@
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/log.h"
+#include "util/random.h"
 
 #include <hiredis/hiredis.h>
 #include <pthread.h>
@@ -333,16 +334,6 @@ static void *through_main(void *arg)
 
 /* ---- entries ----------------------------------------------------------- */
 
-static void hex(const unsigned char *b, size_t n, char *out)
-{
-    static const char d[] = "0123456789abcdef";
-    for (size_t i = 0; i < n; i++) {
-        out[2 * i] = d[b[i] >> 4];
-        out[2 * i + 1] = d[b[i] & 15];
-    }
-    out[2 * n] = '\0';
-}
-
 static bool unhex(const char *s, unsigned char *out, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -364,8 +355,8 @@ static bool unhex(const char *s, unsigned char *out, size_t n)
 static char *encode(const sd_session *s, int64_t epoch, size_t *len)
 {
     char hh[2 * SD_HASH_LEN + 1], bh[2 * sizeof s->binding + 1];
-    hex(s->token_hash, SD_HASH_LEN, hh);
-    hex((const unsigned char *)&s->binding, sizeof s->binding, bh);
+    sd_hex(s->token_hash, SD_HASH_LEN, hh);
+    sd_hex((const unsigned char *)&s->binding, sizeof s->binding, bh);
     size_t al = strlen(s->acr), ul = strlen(s->user_id);
     size_t cap = 512 + al + ul;
     char *v = malloc(cap);
@@ -457,7 +448,7 @@ int sd_cache_get(sd_cache *c, const unsigned char hash[SD_HASH_LEN], sd_session 
     }
     char key[sizeof KEY_T + 2 * SD_HASH_LEN];
     memcpy(key, KEY_T, sizeof KEY_T - 1);
-    hex(hash, SD_HASH_LEN, key + sizeof KEY_T - 1);
+    sd_hex(hash, SD_HASH_LEN, key + sizeof KEY_T - 1);
     const char *argv[] = {"GET", key};
     size_t lens[] = {3, sizeof key - 1};
     redisReply *r = call(c, 2, argv, lens);
@@ -487,110 +478,91 @@ int sd_cache_get(sd_cache *c, const unsigned char hash[SD_HASH_LEN], sd_session 
     return rc;
 }
 
+/* The EVAL of fill_lua for s under epoch, as argv (v malloc'd). */
+typedef struct fill_cmd {
+    char *v;
+    char skey[sizeof KEY_S + SD_ID_LEN], tkey[sizeof KEY_T + 2 * SD_HASH_LEN];
+    char ver[24], exp[24], abs_[24], index[40 + 2 * SD_HASH_LEN];
+    const char *argv[10];
+} fill_cmd;
+
+static bool fill_prepare(fill_cmd *f, const sd_session *s, int64_t epoch)
+{
+    size_t len;
+    if (!(f->v = encode(s, epoch, &len)))
+        return false;
+    snprintf(f->skey, sizeof f->skey, KEY_S "%s", s->id);
+    memcpy(f->tkey, KEY_T, sizeof KEY_T - 1);
+    sd_hex(s->token_hash, SD_HASH_LEN, f->tkey + sizeof KEY_T - 1);
+    snprintf(f->ver, sizeof f->ver, "%lld", (long long)s->version);
+    snprintf(f->exp, sizeof f->exp, "%lld", (long long)s->expiry);
+    snprintf(f->abs_, sizeof f->abs_, "%lld", (long long)s->absolute_expiry);
+    snprintf(f->index, sizeof f->index, "e|%lld|%s", (long long)s->version,
+             f->tkey + sizeof KEY_T - 1);
+    const char *argv[] = {"EVAL", fill_lua, "2",    f->skey, f->tkey,
+                          f->v,   f->ver,   f->exp, f->abs_, f->index};
+    memcpy(f->argv, argv, sizeof argv);
+    return true;
+}
+
 void sd_cache_fill(sd_cache *c, const sd_session *s, int64_t fill_epoch)
 {
-    if (fill_epoch < 0 || s->expiry <= sd_now_ms())
+    fill_cmd f;
+    if (fill_epoch < 0 || s->expiry <= sd_now_ms() || !fill_prepare(&f, s, fill_epoch))
         return;
-    size_t len;
-    char *v = encode(s, fill_epoch, &len);
-    if (!v)
-        return;
-    char skey[sizeof KEY_S + SD_ID_LEN], tkey[sizeof KEY_T + 2 * SD_HASH_LEN];
-    snprintf(skey, sizeof skey, KEY_S "%s", s->id);
-    memcpy(tkey, KEY_T, sizeof KEY_T - 1);
-    hex(s->token_hash, SD_HASH_LEN, tkey + sizeof KEY_T - 1);
-    char ver[24], exp[24], abs_[24], index[40 + 2 * SD_HASH_LEN];
-    snprintf(ver, sizeof ver, "%lld", (long long)s->version);
-    snprintf(exp, sizeof exp, "%lld", (long long)s->expiry);
-    snprintf(abs_, sizeof abs_, "%lld", (long long)s->absolute_expiry);
-    snprintf(index, sizeof index, "e|%lld|%s", (long long)s->version, tkey + sizeof KEY_T - 1);
-    const char *keys[] = {skey, tkey};
-    const char *args[] = {v, ver, exp, abs_, index};
-    eval(c, fill_lua, 2, keys, 5, args, NULL);
-    free(v);
+    eval(c, fill_lua, 2, f.argv + 3, 5, f.argv + 5, NULL);
+    free(f.v);
 }
 
 /* ---- write-through ----------------------------------------------------- */
 
-/* One invalidation: a tombstone (ended) or a marker with version over the
- * session's key. */
+/* A write whose effects end more sessions than this is fenced instead of
+ * tombstoning each (a user-wide or bulk revocation of a large account). */
+#define MAX_TOMBSTONES 1024
+
+/* One command of the write-through: a tombstone (ended) or a marker with
+ * version over the session's key, or the fill of a new session (the
+ * article's pre-warming: the first validation after a login is a hit). */
 typedef struct inv {
     const char *id;
     bool ended;
     int64_t version;
+    bool required;          /* its failure fences the write (sd_effect_required) */
+    const sd_session *fill; /* a fill: never required */
 } inv;
 
-/* What a completed write needs: up to max invalidations into v (*n), *fence
- * when it must be fenced whatever Redis says, *optional when a failed
- * invalidation need not be fenced (nothing was acknowledged, or only an
- * earlier expiry can be stale). Returns the number of invalidations wanted
- * (may exceed max: the caller asks again with room). */
-static size_t plan(const struct sd_write *w, inv *v, size_t max, bool *fence, bool *optional)
+/* What a completed write needs, from its effects: up to max commands into v,
+ * and *fence when it must be fenced whatever Redis says. Returns the number
+ * of commands wanted (may exceed max: the caller asks again with room). */
+static size_t plan(const struct sd_write *w, inv *v, size_t max, bool *fence)
 {
-    size_t n = 0;
+    size_t n = 0, ends = 0;
     *fence = false;
-    *optional = false;
-#define ADD(i, e, ver)                                                                             \
-    do {                                                                                           \
-        if (n < max)                                                                               \
-            v[n] = (inv){(i), (e), (ver)};                                                         \
-        n++;                                                                                       \
-    } while (0)
-    switch (w->kind) {
-    case SD_W_END:
-        /* Also after an unknown outcome (best effort: that 503 promises
-         * nothing; its retry answers 404 and is fenced if need be). */
-        ADD(w->id, true, 0);
-        *optional = w->rc != 0 && w->rc != SD_ENOTFOUND;
-        break;
-    case SD_W_BULK_END:
-        if (w->rc != 0)
-            break;
-        for (size_t i = 0; i < w->n_ids; i++)
-            ADD(w->ids[i], true, 0);
-        *fence = w->n_users > 0; /* the ids of users' sessions are not known here */
-        break;
-    case SD_W_END_USER:
-        *fence = w->rc == 0;
-        break;
-    case SD_W_ROTATE:
-        if (w->rc == SD_EREUSED)
-            ADD(w->id, true, 0);
-        else if (w->rc == 0)
-            ADD(w->id, false, w->session.version);
-        break;
-    case SD_W_REUSE: /* ended, or nothing changed */
-        if (w->rc == SD_EREUSED)
-            ADD(w->id, true, 0);
-        break;
-    case SD_W_UPDATE:
-        if (w->rc == 0)
-            ADD(w->id, false, w->session.version);
-        break;
-    case SD_W_TOUCH:
-        if (w->rc == 0 && w->affected > 0)
-            ADD(w->id, false, w->touch_version);
-        *optional = true;
-        break;
-    case SD_W_CREATE:
-        /* The sessions the per-user cap evicted end as by a DELETE: a
-         * tombstone each, fenced when it fails. After a failed create, best
-         * effort (its evictions were undone, or the outcome is unknown). */
-        for (size_t i = 0; i < w->n_evicted; i++)
-            ADD(w->evicted[i], true, 0);
-        *optional = w->rc != 0;
-        break;
-    case SD_W_SWEEP: /* expired: every hit checks expiry */
-    case SD_W_PURGE:
-    case SD_W_REENCRYPT:
-        break;
+    for (size_t i = 0; i < w->n_effects; i++)
+        ends += w->effects[i].kind == SD_FX_END && !w->effects[i].expired;
+    bool too_many = ends > MAX_TOMBSTONES;
+    for (size_t i = 0; i < w->n_effects; i++) {
+        const sd_effect *e = &w->effects[i];
+        inv x = {e->id, e->kind == SD_FX_END, e->version, sd_effect_required(w, e), NULL};
+        if (e->kind == SD_FX_END && (e->expired || too_many)) {
+            *fence |= too_many && x.required; /* expired: every hit checks expiry */
+            continue;
+        }
+        if (e->kind == SD_FX_PUT && w->kind == SD_W_CREATE) {
+            if (w->rc != 0)
+                continue;
+            x.fill = &w->session; /* a new id: nothing to invalidate */
+            x.required = false;
+        }
+        if (n < max)
+            v[n] = x;
+        n++;
     }
-#undef ADD
     return n;
 }
 
-/* Runs n invalidations in one pipelined round trip; ok[i] says which Redis
- * ran. */
+/* Runs n commands in one pipelined round trip; ok[i] says which Redis ran.
+ * Fills carry the epoch read last (a stale one is merely not trusted). */
 static void invalidate_all(sd_cache *c, const inv *v, size_t n, bool *ok)
 {
     for (size_t i = 0; i < n; i++)
@@ -600,30 +572,51 @@ static void invalidate_all(sd_cache *c, const inv *v, size_t n, bool *ok)
         return;
     char ttl[24];
     snprintf(ttl, sizeof ttl, "%lld", (long long)c->tombstone_ms);
+    int64_t epoch = atomic_load(&c->epoch), now = sd_now_ms();
+    bool *sent = calloc(n, sizeof *sent);
+    if (!sent)
+        return;
     for (size_t i = 0; i < n; i++) {
+        const char *argv[10];
+        size_t lens[10];
+        int argc = 6;
         char key[sizeof KEY_S + 64], marker[32];
-        snprintf(key, sizeof key, KEY_S "%.63s", v[i].id);
-        if (v[i].ended)
-            snprintf(marker, sizeof marker, "x");
-        else
-            snprintf(marker, sizeof marker, "m|%lld", (long long)v[i].version);
-        const char *argv[] = {"EVAL", invalidate_lua, "1", key, marker, ttl};
-        size_t lens[6];
-        for (int j = 0; j < 6; j++)
+        fill_cmd f = {0};
+        if (v[i].fill) {
+            if (v[i].fill->expiry <= now || !fill_prepare(&f, v[i].fill, epoch))
+                continue; /* best effort: a miss fills it later */
+            memcpy(argv, f.argv, sizeof f.argv);
+            argc = 10;
+        } else {
+            snprintf(key, sizeof key, KEY_S "%.63s", v[i].id);
+            if (v[i].ended)
+                snprintf(marker, sizeof marker, "x");
+            else
+                snprintf(marker, sizeof marker, "m|%lld", (long long)v[i].version);
+            const char *inv_argv[] = {"EVAL", invalidate_lua, "1", key, marker, ttl};
+            memcpy(argv, inv_argv, sizeof inv_argv);
+        }
+        for (int j = 0; j < argc; j++)
             lens[j] = strlen(argv[j]);
-        if (redisAppendCommandArgv(k->rc, 6, argv, lens) != REDIS_OK) {
+        int arc = redisAppendCommandArgv(k->rc, argc, argv, lens);
+        free(f.v);
+        if (arc != REDIS_OK) {
             note_failure(c, "EVAL", "out of memory");
             drop(k);
+            free(sent);
             return;
         }
+        sent[i] = true;
     }
     bool any = false;
     for (size_t i = 0; i < n; i++) {
         void *r = NULL;
+        if (!sent[i])
+            continue;
         if (redisGetReply(k->rc, &r) != REDIS_OK) {
             note_failure(c, "EVAL", k->rc->errstr);
             drop(k);
-            return;
+            break;
         }
         redisReply *rr = r;
         if (rr->type == REDIS_REPLY_ERROR)
@@ -632,6 +625,7 @@ static void invalidate_all(sd_cache *c, const inv *v, size_t n, bool *ok)
             ok[i] = any = true;
         freeReplyObject(rr);
     }
+    free(sent);
     if (any)
         note_success(c);
 }
@@ -661,16 +655,16 @@ static int fence(sd_cache *c)
 static void through(sd_cache *c, struct sd_write *list, bool may_fence)
 {
     size_t total = 0, nw = 0;
-    bool f, o;
+    bool f;
     for (struct sd_write *w = list; w; w = w->next, nw++)
-        total += plan(w, NULL, 0, &f, &o);
+        total += plan(w, NULL, 0, &f);
     inv *v = calloc(total ? total : 1, sizeof *v);
     bool *ok = calloc(total ? total : 1, sizeof *ok);
     bool *fenced = calloc(nw, sizeof *fenced);
     size_t at = 0;
     if (v && ok) {
         for (struct sd_write *w = list; w; w = w->next)
-            at += plan(w, v + at, total - at, &f, &o);
+            at += plan(w, v + at, total - at, &f);
         invalidate_all(c, v, total, ok);
     }
     /* A write waits for a fence when it always needs one, or when an
@@ -679,12 +673,15 @@ static void through(sd_cache *c, struct sd_write *list, bool may_fence)
     at = 0;
     size_t k = 0;
     for (struct sd_write *w = list; w; w = w->next, k++) {
-        size_t n = plan(w, NULL, 0, &f, &o);
-        bool failed = !v || !ok;
-        for (size_t i = 0; !failed && i < n; i++)
-            failed = !ok[at + i];
+        size_t n = plan(w, NULL, 0, &f);
+        bool must = f;
+        if (v && ok)
+            for (size_t i = 0; i < n; i++)
+                must |= !ok[at + i] && v[at + i].required;
+        else /* out of memory: nothing was sent */
+            for (size_t i = 0; i < w->n_effects; i++)
+                must |= sd_effect_required(w, &w->effects[i]);
         at += n;
-        bool must = f || (failed && !o);
         if (fenced)
             fenced[k] = must;
         need_fence |= must;
@@ -707,8 +704,8 @@ static void through(sd_cache *c, struct sd_write *list, bool may_fence)
 
 void sd_cache_after_write(sd_cache *c, struct sd_write *w)
 {
-    bool f, o;
-    if (plan(w, NULL, 0, &f, &o) == 0 && !f) {
+    bool f;
+    if (plan(w, NULL, 0, &f) == 0 && !f) {
         w->done(w);
         return;
     }

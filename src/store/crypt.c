@@ -223,3 +223,32 @@ bool sd_sealed_current(const sd_keyring *k, const char *text, size_t n)
     size_t b64_len;
     return parse(k, text, n, &b64, &b64_len) == &k->v[k->n - 1];
 }
+
+char *sd_attrs_text(const sd_keyring *k, const char *id, const json_t *attrs)
+{
+    char *json = json_dumps(attrs, JSON_COMPACT);
+    if (!json || !k)
+        return json;
+    size_t n = strlen(json);
+    char *sealed = sd_seal(k, id, json, n);
+    OPENSSL_cleanse(json, n);
+    free(json);
+    return sealed;
+}
+
+int sd_reseal(const sd_keyring *k, const char *id, const char *text, size_t n, char **sealed)
+{
+    *sealed = NULL;
+    if (sd_sealed_current(k, text, n))
+        return 0;
+    size_t plen = 0;
+    char *plain = sd_open(k, id, text, n, &plen);
+    *sealed = plain ? sd_seal(k, id, plain, plen) : NULL;
+    if (plain)
+        OPENSSL_cleanse(plain, plen);
+    free(plain);
+    if (*sealed)
+        return 0;
+    sd_error("store: cannot re-encrypt session %s (unknown key or altered row)", id);
+    return SD_EUNAVAILABLE;
+}

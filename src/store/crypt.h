@@ -16,6 +16,7 @@
 #ifndef SD_STORE_CRYPT_H
 #define SD_STORE_CRYPT_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -41,5 +42,15 @@ char *sd_open(const sd_keyring *k, const char *id, const char *text, size_t n, s
 
 /* True when text is sealed under the newest key (nothing to re-encrypt). */
 bool sd_sealed_current(const sd_keyring *k, const char *text, size_t n);
+
+/* The attrs column of session id: the JSON of attrs, sealed when k is not
+ * NULL. malloc'd; NULL when out of memory. (Every backend's.) */
+char *sd_attrs_text(const sd_keyring *k, const char *id, const json_t *attrs);
+
+/* Re-sealing for SD_W_REENCRYPT: the attrs text of session id under k's
+ * newest key into *sealed (malloc'd), or *sealed NULL when it is sealed
+ * under it already. SD_EUNAVAILABLE (logged) when it cannot be opened (an
+ * unknown key or an altered row). */
+int sd_reseal(const sd_keyring *k, const char *id, const char *text, size_t n, char **sealed);
 
 #endif

@@ -58,7 +58,7 @@
 #define PING_INTERVAL_MS 1000
 #define BACKOFF_MIN_MS   50
 #define BACKOFF_MAX_MS   5000
-#define MAXP             16
+#define MAXP             20
 
 /* ---- schema and its migrations ---------------------------------------- */
 
@@ -152,11 +152,11 @@ enum {
 };
 
 static const char *const wsql[W_NSTMT] = {
-    /* The session and its "created" event in one round trip. */
+    /* The session and its event ($17: "created") in one round trip. */
     [W_INSERT] = "WITH s AS (INSERT INTO sessions(" COLS ") "
                  "VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13) RETURNING id, user_id) "
                  "INSERT INTO audit_events(at, event, session_id, user_id, actor, address) "
-                 "SELECT $14, 'created', id, user_id, $15, $16 FROM s",
+                 "SELECT $14, $17, id, user_id, $15, $16 FROM s",
     [W_SELECT_LOCK] = "SELECT " COLS " FROM sessions WHERE id = $1 FOR UPDATE",
     /* Conditional on the version read under the row lock: optimistic
      * locking holds even if the lock were ever dropped. */
@@ -171,14 +171,14 @@ static const char *const wsql[W_NSTMT] = {
                   "reason) SELECT $2::bigint, $4::text, id, user_id, $5::text, $6::text, $3::text "
                   "FROM gone), "
                   "h AS (" TO_HISTORY("gone", "$2::bigint", "$3::text") ") "
-                                                                        "SELECT count(*) FROM gone",
+                                                                        "SELECT id FROM gone",
     [W_END_USER] =
         "WITH gone AS (DELETE FROM sessions WHERE user_id = $1 AND expiry > $2::bigint "
         "AND id IS DISTINCT FROM $7::text RETURNING *), "
         "ev AS (INSERT INTO audit_events(at, event, session_id, user_id, actor, address, reason) "
         "SELECT $2::bigint, $4::text, id, user_id, $5::text, $6::text, $3::text FROM gone), "
         "h AS (" TO_HISTORY("gone", "$2::bigint", "$3::text") ") "
-                                                              "SELECT count(*) FROM gone",
+                                                              "SELECT id FROM gone",
     [W_TOUCH] =
         "UPDATE sessions SET expiry = GREATEST(expiry, LEAST($2::bigint, absolute_expiry)), "
         "last_seen = GREATEST(last_seen, $3::bigint) "
@@ -192,7 +192,7 @@ static const char *const wsql[W_NSTMT] = {
                 "FROM gone ORDER BY expiry, id), "
                 "h AS (" TO_HISTORY("gone", "LEAST(expiry, absolute_expiry)",
                                     "'expired'") ") "
-                                                 "SELECT count(*) FROM gone",
+                                                 "SELECT id FROM gone",
     [W_PURGE] = "DELETE FROM session_history WHERE id IN (SELECT id FROM session_history "
                 "WHERE ended_at < $1 LIMIT $2)",
     [W_USER_LOCK] = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
@@ -813,113 +813,103 @@ static bool wcmd(sd_store *st, const char *sql)
     return ok;
 }
 
-static int add_event(sd_store *st, const sd_write *w, const char *event, const char *id,
-                     const char *user, const char *reason)
+/* Runs a statement whose rows are the ids it ended: each is reported to w. */
+static int wended(sd_store *st, int which, const params *p, sd_write *w, bool expired)
+{
+    PGresult *res = wexec(st, which, p);
+    if (!res)
+        return SD_EUNAVAILABLE;
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < PQntuples(res); i++)
+        rc = sd_write_ended(w, PQgetvalue(res, i, 0), expired);
+    PQclear(res);
+    return rc;
+}
+
+/* ---- the row operations (session/write.h) ------------------------------ */
+
+/* Reads session id under a row lock (to the end of the transaction). */
+static int r_select(void *rows, const char *id, sd_session *out)
+{
+    sd_store *st = rows;
+    params p = {0};
+    p_text(&p, id);
+    PGresult *res = wexec(st, W_SELECT_LOCK, &p);
+    if (!res)
+        return SD_EUNAVAILABLE;
+    int rc = PQntuples(res) > 0 ? row_to_session(st, res, 0, true, out) : SD_ENOTFOUND;
+    PQclear(res);
+    return rc;
+}
+
+/* The advisory lock on the user, held to the end of the transaction, keeps
+ * replicas from both taking the last place under the per-user cap. */
+static int r_lock_user(void *rows, const char *user_id)
+{
+    params p = {0};
+    p_text(&p, user_id);
+    return wrun(rows, W_USER_LOCK, &p, NULL);
+}
+
+static int r_count_user(void *rows, const char *user_id, int64_t now, int64_t *count)
+{
+    params p = {0};
+    p_text(&p, user_id);
+    p_int(&p, now);
+    return wvalue(rows, W_USER_COUNT, &p, count);
+}
+
+static int r_oldest_user(void *rows, const char *user_id, int64_t now, size_t limit,
+                         char (*ids)[SD_ID_LEN + 1], size_t *n)
+{
+    params p = {0};
+    p_text(&p, user_id);
+    p_int(&p, now);
+    p_int(&p, (int64_t)limit);
+    PGresult *res = wexec(rows, W_USER_OLDEST, &p);
+    if (!res)
+        return SD_EUNAVAILABLE;
+    *n = 0;
+    for (int i = 0; i < PQntuples(res) && *n < limit; i++)
+        col_copy(res, i, 0, ids[(*n)++], SD_ID_LEN + 1);
+    PQclear(res);
+    return 0;
+}
+
+static int r_find_retired(void *rows, const unsigned char hash[SD_HASH_LEN], const char *id,
+                          bool *found, int64_t *at)
+{
+    params p = {0};
+    p_bytes(&p, hash, SD_HASH_LEN);
+    p_text(&p, id);
+    PGresult *res = wexec(rows, W_ROT_FIND, &p);
+    if (!res)
+        return SD_EUNAVAILABLE;
+    *found = PQntuples(res) > 0;
+    *at = *found ? col_int(res, 0, 0) : 0;
+    PQclear(res);
+    return 0;
+}
+
+static int r_event(void *rows, const sd_write *w, const char *event, const char *id,
+                   const char *user_id, const char *reason)
 {
     params p = {0};
     p_int(&p, w->now);
     p_text(&p, event);
     p_text(&p, id);
-    p_text(&p, user);
+    p_text(&p, user_id);
     p_opt(&p, w->actor);
     p_opt(&p, w->address);
     p_text(&p, reason);
-    return wrun(st, W_EV_ONE, &p, NULL);
+    return wrun(rows, W_EV_ONE, &p, NULL);
 }
 
-static const char *end_event(const char *reason)
+/* The row and its event in one round trip. */
+static int r_insert(void *rows, const sd_write *w, const sd_session *s, const char *event)
 {
-    if (strcmp(reason, "evicted") == 0 || strcmp(reason, "expired") == 0)
-        return reason;
-    return "revoked";
-}
-
-/* Moves one active session (or a user's, but `except`) to history with its
- * events. *n gets the number ended. */
-static int end_rows(sd_store *st, const sd_write *w, bool user, const char *key, const char *except,
-                    const char *reason, int64_t *n)
-{
-    params p = {0};
-    p_text(&p, key);
-    p_int(&p, w->now);
-    p_text(&p, reason);
-    p_text(&p, end_event(reason));
-    p_opt(&p, w->actor);
-    p_opt(&p, w->address);
-    if (user)
-        p_text(&p, except);
-    return wvalue(st, user ? W_END_USER : W_END_ONE, &p, n);
-}
-
-static char *attrs_text(const sd_store *st, const char *id, const json_t *attrs)
-{
-    char *json = json_dumps(attrs, JSON_COMPACT);
-    if (!json || !st->keys)
-        return json;
-    size_t n = strlen(json);
-    char *sealed = sd_seal(st->keys, id, json, n);
-    OPENSSL_cleanse(json, n);
-    free(json);
-    return sealed;
-}
-
-/* The per-user limit, before a create: refuse, or end the least recently
- * seen sessions (reason "evicted"), as many as it takes to leave room for
- * one (a cap lowered since they were created can mean many). w->affected
- * counts them; their ids go to w->evicted (n_evicted), for the cache. The
- * advisory lock on the user, held to the end of the transaction, keeps
- * replicas from both taking the last place. */
-static int enforce_user_limit(sd_store *st, sd_write *w, int64_t *delta)
-{
-    int max = w->policy ? w->policy->max_per_user : 0;
-    w->n_evicted = 0;
-    if (max <= 0)
-        return 0;
-    params p = {0};
-    p_text(&p, w->session.user_id);
-    int64_t count = 0;
-    if (wrun(st, W_USER_LOCK, &p, NULL))
-        return SD_EUNAVAILABLE;
-    p_int(&p, w->now);
-    if (wvalue(st, W_USER_COUNT, &p, &count))
-        return SD_EUNAVAILABLE;
-    if (count < max)
-        return 0;
-    if (!w->policy->evict_oldest)
-        return SD_ELIMIT;
-    p_int(&p, count - max + 1);
-    PGresult *res = wexec(st, W_USER_OLDEST, &p);
-    if (!res)
-        return SD_EUNAVAILABLE;
-    size_t n = (size_t)PQntuples(res);
-    void *mem = realloc(w->evicted, (n ? n : 1) * sizeof *w->evicted);
-    if (!mem) {
-        PQclear(res);
-        return SD_ENOMEM;
-    }
-    w->evicted = mem;
-    for (size_t i = 0; i < n; i++)
-        col_copy(res, (int)i, 0, w->evicted[i], sizeof w->evicted[i]);
-    PQclear(res);
-    for (size_t i = 0; i < n; i++) {
-        int64_t ended = 0;
-        if (end_rows(st, w, false, w->evicted[i], NULL, "evicted", &ended))
-            return SD_EUNAVAILABLE;
-        if (ended && w->n_evicted++ != i) /* only the ids it ended */
-            memcpy(w->evicted[w->n_evicted - 1], w->evicted[i], sizeof w->evicted[i]);
-        w->affected += ended;
-        *delta -= ended;
-    }
-    return 0;
-}
-
-static int do_create(sd_store *st, sd_write *w, int64_t *delta)
-{
-    sd_session *s = &w->session;
-    int rc = enforce_user_limit(st, w, delta);
-    if (rc)
-        return rc;
-    char *attrs = attrs_text(st, s->id, s->attrs);
+    sd_store *st = rows;
+    char *attrs = sd_attrs_text(st->keys, s->id, s->attrs);
     if (!attrs)
         return SD_ENOMEM;
     params p = {0};
@@ -942,169 +932,95 @@ static int do_create(sd_store *st, sd_write *w, int64_t *delta)
     p_int(&p, w->now);
     p_opt(&p, w->actor);
     p_opt(&p, w->address);
-    rc = wrun(st, W_INSERT, &p, NULL);
+    p_text(&p, event);
+    int rc = wrun(st, W_INSERT, &p, NULL);
     free(attrs);
-    if (rc)
-        return SD_EUNAVAILABLE;
-    *delta += 1;
-    return 0;
-}
-
-/* Reads session id under a row lock (to the end of the transaction). */
-static int select_locked(sd_store *st, const char *id, sd_session *out)
-{
-    params p = {0};
-    p_text(&p, id);
-    PGresult *res = wexec(st, W_SELECT_LOCK, &p);
-    if (!res)
-        return SD_EUNAVAILABLE;
-    int rc = PQntuples(res) > 0 ? row_to_session(st, res, 0, true, out) : SD_ENOTFOUND;
-    PQclear(res);
     return rc;
 }
 
-/* Gives s the token new_hash, keeping the old one in rotated_tokens (a
- * later use of it is reuse). With bump the version goes up too. */
-static int retire_token(sd_store *st, sd_session *s, const unsigned char new_hash[SD_HASH_LEN],
-                        int64_t now, bool bump)
+static int r_update(void *rows, const sd_session *s, int64_t read_version, int64_t *n)
 {
-    params p = {0};
-    p_bytes(&p, s->token_hash, SD_HASH_LEN);
-    p_text(&p, s->id);
-    p_int(&p, now);
-    if (wrun(st, W_ROT_ADD, &p, NULL))
-        return SD_EUNAVAILABLE;
-    params q = {0};
-    p_text(&q, s->id);
-    p_bytes(&q, new_hash, SD_HASH_LEN);
-    if (wrun(st, bump ? W_ROT_SET : W_TOKEN_SET, &q, NULL))
-        return SD_EUNAVAILABLE;
-    memcpy(s->token_hash, new_hash, SD_HASH_LEN);
-    if (bump)
-        s->version++;
-    return 0;
-}
-
-/* Rotation and reuse detection, as in sqlite.c: the domain decides
- * (sd_rotation_decide) on the row read FOR UPDATE; a REUSE write (a retired
- * token presented for validation) ends the session past the grace window
- * and never rotates. */
-static int do_rotate(sd_store *st, sd_write *w)
-{
-    sd_session cur;
-    int rc = select_locked(st, w->id, &cur);
-    if (rc)
-        return rc;
-    if (!sd_session_active(&cur, w->now)) {
-        sd_session_clear(&cur);
-        return SD_ENOTFOUND;
-    }
-    bool is_current = sd_hash_equal(cur.token_hash, w->presented_hash);
-    int64_t rotated_at = 0;
-    bool was_rotated = false;
-    if (!is_current) {
-        params p = {0};
-        p_bytes(&p, w->presented_hash, SD_HASH_LEN);
-        p_text(&p, w->id);
-        PGresult *res = wexec(st, W_ROT_FIND, &p);
-        if (!res) {
-            sd_session_clear(&cur);
-            return SD_EUNAVAILABLE;
-        }
-        if (PQntuples(res) > 0) {
-            was_rotated = true;
-            rotated_at = col_int(res, 0, 0);
-        }
-        PQclear(res);
-    }
-    int64_t grace = w->policy ? w->policy->refresh_grace_ms : 0;
-    switch (sd_rotation_decide(is_current, was_rotated, rotated_at, w->now, grace)) {
-    case SD_ROTATE_MISMATCH:
-        sd_session_clear(&cur);
-        return SD_EMISMATCH;
-    case SD_ROTATE_RACE:
-        sd_session_clear(&cur);
-        return SD_ECONFLICT;
-    case SD_ROTATE_REUSE: {
-        int64_t n = 0;
-        rc = add_event(st, w, "token_reuse_detected", cur.id, cur.user_id, NULL);
-        sd_session_clear(&cur);
-        if (rc || end_rows(st, w, false, w->id, NULL, "token_reuse", &n))
-            return SD_EUNAVAILABLE;
-        w->affected = n;
-        return SD_EREUSED;
-    }
-    case SD_ROTATE:
-        if (w->kind == SD_W_REUSE) { /* the current token: nothing to end */
-            sd_session_clear(&cur);
-            return SD_ECONFLICT;
-        }
-        break;
-    }
-    if (retire_token(st, &cur, w->session.token_hash, w->now, true) ||
-        add_event(st, w, "refreshed", cur.id, cur.user_id, NULL)) {
-        sd_session_clear(&cur);
-        return SD_EUNAVAILABLE;
-    }
-    w->session = cur;
-    return 0;
-}
-
-static int do_update(sd_store *st, sd_write *w)
-{
-    sd_session cur;
-    int rc = select_locked(st, w->id, &cur);
-    if (rc)
-        return rc;
-    int64_t read_version = cur.version;
-    sd_session before = cur;
-    before.attrs = json_incref(cur.attrs);
-    rc = sd_patch_apply(w->patch, w->policy, &cur, w->now, w->detail, sizeof w->detail);
-    bool raised = rc == 0 && sd_privilege_raised(&before, &cur);
-    json_decref(before.attrs);
-    if (rc) {
-        sd_session_clear(&cur);
-        return rc;
-    }
-    if (raised && w->renew_possible) {
-        if (retire_token(st, &cur, w->renew_hash, w->now, false)) {
-            sd_session_clear(&cur);
-            return SD_EUNAVAILABLE;
-        }
-        w->renewed = true;
-    }
-    char *attrs = attrs_text(st, cur.id, cur.attrs);
-    if (!attrs) {
-        sd_session_clear(&cur);
+    sd_store *st = rows;
+    char *attrs = sd_attrs_text(st->keys, s->id, s->attrs);
+    if (!attrs)
         return SD_ENOMEM;
-    }
     params p = {0};
-    p_text(&p, cur.id);
-    p_int(&p, cur.last_seen);
-    p_int(&p, cur.expiry);
-    p_int(&p, cur.idle_ttl);
-    p_int(&p, cur.version);
+    p_text(&p, s->id);
+    p_int(&p, s->last_seen);
+    p_int(&p, s->expiry);
+    p_int(&p, s->idle_ttl);
+    p_int(&p, s->version);
     p_text(&p, attrs);
     p_int(&p, read_version);
-    int64_t n = 0;
-    rc = wrun(st, W_UPDATE, &p, &n);
+    int rc = wrun(st, W_UPDATE, &p, n);
     free(attrs);
-    if (rc == 0 && n == 0)
-        rc = SD_ECONFLICT; /* changed since the read: cannot happen under the row lock */
-    if (rc == 0 &&
-        (add_event(st, w, "updated", cur.id, cur.user_id, NULL) ||
-         (w->renewed && add_event(st, w, "renewed", cur.id, cur.user_id, "privilege_raised"))))
-        rc = SD_EUNAVAILABLE;
-    if (rc) {
-        sd_session_clear(&cur);
-        return rc;
-    }
-    w->session = cur;
+    return rc;
+}
+
+static int r_retire(void *rows, const char *id, const unsigned char old_hash[SD_HASH_LEN],
+                    const unsigned char new_hash[SD_HASH_LEN], int64_t at, bool bump)
+{
+    params p = {0};
+    p_bytes(&p, old_hash, SD_HASH_LEN);
+    p_text(&p, id);
+    p_int(&p, at);
+    if (wrun(rows, W_ROT_ADD, &p, NULL))
+        return SD_EUNAVAILABLE;
+    params q = {0};
+    p_text(&q, id);
+    p_bytes(&q, new_hash, SD_HASH_LEN);
+    return wrun(rows, bump ? W_ROT_SET : W_TOKEN_SET, &q, NULL);
+}
+
+/* Delete, events and history rows in one statement. */
+static int r_end(void *rows, sd_write *w, const sd_end_rows *e)
+{
+    bool user = e->user_id != NULL;
+    params p = {0};
+    p_text(&p, user ? e->user_id : e->id);
+    p_int(&p, w->now);
+    p_text(&p, e->reason);
+    p_text(&p, e->event);
+    p_opt(&p, w->actor);
+    p_opt(&p, w->address);
+    if (user)
+        p_text(&p, e->except_id);
+    return wended(rows, user ? W_END_USER : W_END_ONE, &p, w, false);
+}
+
+static int r_touch(void *rows, const sd_write *w, int64_t *n)
+{
+    params p = {0};
+    p_text(&p, w->id);
+    p_int(&p, w->touch_expiry);
+    p_int(&p, w->now);
+    p_int(&p, w->touch_version);
+    return wrun(rows, W_TOUCH, &p, n);
+}
+
+static int r_sweep(void *rows, sd_write *w)
+{
+    params p = {0};
+    p_int(&p, w->now);
+    p_int(&p, w->limit);
+    return wended(rows, W_SWEEP, &p, w, true);
+}
+
+static int r_purge(void *rows, int64_t before, int limit, int64_t *n)
+{
+    params p = {0};
+    p_int(&p, before);
+    p_int(&p, limit);
+    /* rotated tokens and audit events are kept as long as history */
+    if (wrun(rows, W_PURGE, &p, n) || wrun(rows, W_ROT_PURGE, &p, NULL) ||
+        wrun(rows, W_EV_PURGE, &p, NULL))
+        return SD_EUNAVAILABLE;
     return 0;
 }
 
-static int do_reencrypt(sd_store *st, sd_write *w)
+static int r_reencrypt(void *rows, sd_write *w)
 {
+    sd_store *st = rows;
     if (!st->keys || w->limit <= 0)
         return SD_EINVALID;
     params p = {0};
@@ -1113,24 +1029,15 @@ static int do_reencrypt(sd_store *st, sd_write *w)
     PGresult *res = wexec(st, w->table ? W_RE_SCAN_HISTORY : W_RE_SCAN_ACTIVE, &p);
     if (!res)
         return SD_EUNAVAILABLE;
-    int rows = PQntuples(res), rc = 0;
+    int rows_ = PQntuples(res), rc = 0;
     int64_t changed = 0;
-    for (int i = 0; rc == 0 && i < rows; i++) {
+    for (int i = 0; rc == 0 && i < rows_; i++) {
         w->cursor = col_int(res, i, 0);
-        const char *id = PQgetvalue(res, i, 1), *a = PQgetvalue(res, i, 2);
-        size_t alen = (size_t)PQgetlength(res, i, 2), plen = 0;
-        if (sd_sealed_current(st->keys, a, alen))
+        char *sealed = NULL;
+        rc = sd_reseal(st->keys, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2),
+                       (size_t)PQgetlength(res, i, 2), &sealed);
+        if (rc || !sealed)
             continue;
-        char *plain = sd_open(st->keys, id, a, alen, &plen);
-        char *sealed = plain ? sd_seal(st->keys, id, plain, plen) : NULL;
-        if (plain)
-            OPENSSL_cleanse(plain, plen);
-        free(plain);
-        if (!sealed) {
-            sd_error("store: cannot re-encrypt session %s (unknown key or altered row)", id);
-            rc = SD_EUNAVAILABLE;
-            break;
-        }
         params q = {0};
         p_int(&q, w->cursor);
         p_text(&q, sealed);
@@ -1140,79 +1047,26 @@ static int do_reencrypt(sd_store *st, sd_write *w)
     }
     PQclear(res);
     w->affected = changed;
-    w->limit = rows;
+    w->limit = rows_;
     return rc;
 }
 
-static int run_write(sd_store *st, sd_write *w, int64_t *delta)
-{
-    int rc = 0;
-    int64_t n = 0;
-    w->affected = 0;
-    switch (w->kind) {
-    case SD_W_CREATE:
-        return do_create(st, w, delta);
-    case SD_W_UPDATE:
-        return do_update(st, w);
-    case SD_W_ROTATE:
-    case SD_W_REUSE:
-        rc = do_rotate(st, w);
-        if (rc == SD_EREUSED) /* token reuse ended the session */
-            *delta -= w->affected;
-        return rc;
-    case SD_W_END:
-        rc = end_rows(st, w, false, w->id, NULL, w->reason, &n);
-        if (rc == 0 && n == 0)
-            rc = SD_ENOTFOUND;
-        w->affected = n;
-        break;
-    case SD_W_END_USER:
-        rc = end_rows(st, w, true, w->user_id, w->except_id, w->reason, &n);
-        w->affected = n;
-        break;
-    case SD_W_BULK_END:
-        for (size_t i = 0; rc == 0 && i < w->n_ids; i++) {
-            rc = end_rows(st, w, false, w->ids[i], NULL, w->reason, &n);
-            w->affected += n;
-        }
-        for (size_t i = 0; rc == 0 && i < w->n_users; i++) {
-            rc = end_rows(st, w, true, w->users[i], NULL, w->reason, &n);
-            w->affected += n;
-        }
-        break;
-    case SD_W_TOUCH: {
-        params p = {0};
-        p_text(&p, w->id);
-        p_int(&p, w->touch_expiry);
-        p_int(&p, w->now);
-        p_int(&p, w->touch_version);
-        return wrun(st, W_TOUCH, &p, &w->affected);
-    }
-    case SD_W_SWEEP: {
-        params p = {0};
-        p_int(&p, w->now);
-        p_int(&p, w->limit);
-        rc = wvalue(st, W_SWEEP, &p, &w->affected);
-        *delta -= w->affected;
-        return rc;
-    }
-    case SD_W_REENCRYPT:
-        return do_reencrypt(st, w);
-    case SD_W_PURGE: {
-        params p = {0};
-        p_int(&p, w->before);
-        p_int(&p, w->limit);
-        /* rotated tokens and audit events are kept as long as history */
-        if (wrun(st, W_PURGE, &p, &w->affected) || wrun(st, W_ROT_PURGE, &p, NULL) ||
-            wrun(st, W_EV_PURGE, &p, NULL))
-            return SD_EUNAVAILABLE;
-        return 0;
-    }
-    }
-    if (rc == 0 && (w->kind == SD_W_END || w->kind == SD_W_END_USER || w->kind == SD_W_BULK_END))
-        *delta -= w->affected;
-    return rc;
-}
+static const sd_rows_ops pg_rows = {
+    .select = r_select,
+    .lock_user = r_lock_user,
+    .count_user = r_count_user,
+    .oldest_user = r_oldest_user,
+    .find_retired = r_find_retired,
+    .insert = r_insert,
+    .update = r_update,
+    .retire = r_retire,
+    .event = r_event,
+    .end = r_end,
+    .touch = r_touch,
+    .sweep = r_sweep,
+    .purge = r_purge,
+    .reencrypt = r_reencrypt,
+};
 
 static void complete(sd_write *list, int rc)
 {
@@ -1257,15 +1111,12 @@ static void commit_batch(sd_store *st, sd_write *batch)
     bool savepoint = true;
     for (sd_write *w = batch; w && !st->lost; w = w->next) {
         nwrites++;
-        int64_t d = 0;
         if (!savepoint && !(savepoint = wcmd(st, "SAVEPOINT w"))) {
             w->rc = SD_EUNAVAILABLE;
             continue;
         }
-        w->rc = run_write(st, w, &d);
-        if (w->rc == 0 || w->rc == SD_ENOTFOUND || w->rc == SD_ECONFLICT || w->rc == SD_EINVALID ||
-            w->rc == SD_ELIMIT || w->rc == SD_EREUSED || w->rc == SD_EMISMATCH) {
-            delta += d;
+        if (sd_write_kept(sd_write_apply(&pg_rows, st, w))) {
+            delta += w->delta;
             if (w->kind == SD_W_SWEEP) {
                 swept += w->affected;
                 sweeps++;

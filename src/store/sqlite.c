@@ -140,7 +140,7 @@ static const char *const wsql[W_NSTMT] = {
         "INSERT INTO sessions(" COLS ") VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
     [W_SELECT] = "SELECT " COLS " FROM sessions WHERE id = ?1",
     [W_UPDATE] = "UPDATE sessions SET last_seen=?2, expiry=?3, idle_ttl=?4, version=?5, attrs=?6 "
-                 "WHERE id = ?1",
+                 "WHERE id = ?1 AND version = ?7",
     [W_END_ONE_COPY] = "INSERT OR REPLACE INTO session_history(" COLS ", ended_at, end_reason) "
                        "SELECT " COLS ", ?2, ?3 FROM sessions WHERE id = ?1 AND expiry > ?2",
     [W_END_ONE_DEL] = "DELETE FROM sessions WHERE id = ?1 RETURNING id",
@@ -253,9 +253,7 @@ struct sd_store {
     pthread_mutex_t readers_mu;
     reader *readers;
 
-    sd_index *index;                /* exact in-memory index of the active table */
-    char (*removed)[SD_ID_LEN + 1]; /* ids the current batch deleted (RETURNING) */
-    size_t n_removed, cap_removed;
+    sd_index *index; /* exact in-memory index of the active table */
 
     const sd_keyring *keys; /* encryption at rest of attrs; NULL: plain */
     _Atomic bool broken;
@@ -567,24 +565,8 @@ static int wstep(sd_store *st, int which)
 {
     sqlite3_stmt *s = st->w[which];
     int rc;
-    /* Every DELETE FROM sessions returns the ids it removed, for the index. */
-    bool returning = which == W_END_ONE_DEL || which == W_END_USER_DEL || which == W_SWEEP_DEL;
-    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-        if (!returning)
-            continue;
-        if (st->n_removed == st->cap_removed) {
-            size_t cap = st->cap_removed ? st->cap_removed * 2 : 256;
-            void *p = realloc(st->removed, cap * sizeof *st->removed);
-            if (!p) {
-                rc = SQLITE_NOMEM;
-                break;
-            }
-            st->removed = p;
-            st->cap_removed = cap;
-        }
-        const char *id = (const char *)sqlite3_column_text(s, 0);
-        snprintf(st->removed[st->n_removed++], SD_ID_LEN + 1, "%s", id ? id : "");
-    }
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+        ;
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
     return rc;
@@ -592,129 +574,100 @@ static int wstep(sd_store *st, int which)
 
 #define WOK(rc) ((rc) == SQLITE_DONE)
 
+/* Runs a DELETE FROM sessions ... RETURNING id: each id it removed is
+ * reported to w as ended (the index and the cache follow). */
+static int wstep_ended(sd_store *st, int which, sd_write *w, bool expired)
+{
+    sqlite3_stmt *s = st->w[which];
+    int rc, erc = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *id = (const char *)sqlite3_column_text(s, 0);
+        if (erc == 0)
+            erc = sd_write_ended(w, id ? id : "", expired);
+    }
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return erc ? erc : WOK(rc) ? 0 : SD_EUNAVAILABLE;
+}
+
 static void bind_opt(sqlite3_stmt *s, int i, const char *v)
 {
     bind_text(s, i, v && v[0] ? v : NULL);
 }
 
-/* Appends one audit event for write w (its time, actor and address). */
-static int add_event(sd_store *st, const sd_write *w, const char *event, const char *id,
-                     const char *user, const char *reason)
+/* ---- the row operations (session/write.h) ------------------------------ */
+
+static int r_select(void *rows, const char *id, sd_session *out)
 {
+    sd_store *st = rows;
+    bind_text(st->w[W_SELECT], 1, id);
+    return read_one(st, st->w[W_SELECT], true, out);
+}
+
+static int r_count_user(void *rows, const char *user_id, int64_t now, int64_t *count)
+{
+    sd_store *st = rows;
+    sqlite3_stmt *q = st->w[W_USER_COUNT];
+    bind_text(q, 1, user_id);
+    sqlite3_bind_int64(q, 2, now);
+    int rc = sqlite3_step(q);
+    *count = rc == SQLITE_ROW ? sqlite3_column_int64(q, 0) : 0;
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    return rc == SQLITE_ROW ? 0 : SD_EUNAVAILABLE;
+}
+
+static int r_oldest_user(void *rows, const char *user_id, int64_t now, size_t limit,
+                         char (*ids)[SD_ID_LEN + 1], size_t *n)
+{
+    sd_store *st = rows;
+    sqlite3_stmt *q = st->w[W_USER_OLDEST];
+    bind_text(q, 1, user_id);
+    sqlite3_bind_int64(q, 2, now);
+    sqlite3_bind_int64(q, 3, (sqlite3_int64)limit);
+    int rc = SQLITE_DONE;
+    *n = 0;
+    while (*n < limit && (rc = sqlite3_step(q)) == SQLITE_ROW)
+        snprintf(ids[(*n)++], SD_ID_LEN + 1, "%s", (const char *)sqlite3_column_text(q, 0));
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : SD_EUNAVAILABLE;
+}
+
+static int r_find_retired(void *rows, const unsigned char hash[SD_HASH_LEN], const char *id,
+                          bool *found, int64_t *at)
+{
+    sd_store *st = rows;
+    sqlite3_stmt *q = st->w[W_ROT_FIND];
+    sqlite3_bind_blob(q, 1, hash, SD_HASH_LEN, SQLITE_STATIC);
+    bind_text(q, 2, id);
+    int rc = sqlite3_step(q);
+    *found = rc == SQLITE_ROW;
+    *at = *found ? sqlite3_column_int64(q, 0) : 0;
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : SD_EUNAVAILABLE;
+}
+
+static int r_event(void *rows, const sd_write *w, const char *event, const char *id,
+                   const char *user_id, const char *reason)
+{
+    sd_store *st = rows;
     sqlite3_stmt *q = st->w[W_EV_ONE];
     sqlite3_bind_int64(q, 1, w->now);
     bind_text(q, 2, event);
     bind_text(q, 3, id);
-    bind_text(q, 4, user);
+    bind_text(q, 4, user_id);
     bind_opt(q, 5, w->actor);
     bind_opt(q, 6, w->address);
     bind_text(q, 7, reason);
     return WOK(wstep(st, W_EV_ONE)) ? 0 : SD_EUNAVAILABLE;
 }
 
-/* The event an ending writes, by its reason. */
-static const char *end_event(const char *reason)
+static int r_insert(void *rows, const sd_write *w, const sd_session *s, const char *event)
 {
-    if (strcmp(reason, "evicted") == 0 || strcmp(reason, "expired") == 0)
-        return reason;
-    return "revoked";
-}
-
-/* Binds the parameters W_EV_END_ONE / W_EV_END_USER share with the copies
- * (?1 id or user, ?2 now, ?3 reason, ?4 except) plus ?5 event, ?6 actor,
- * ?7 address, and runs it. */
-static int end_events(sd_store *st, int which, const sd_write *w, const char *key,
-                      const char *except, const char *reason)
-{
-    sqlite3_stmt *q = st->w[which];
-    bind_text(q, 1, key);
-    sqlite3_bind_int64(q, 2, w->now);
-    bind_text(q, 3, reason);
-    if (which == W_EV_END_USER)
-        bind_text(q, 4, except);
-    bind_text(q, 5, end_event(reason));
-    bind_opt(q, 6, w->actor);
-    bind_opt(q, 7, w->address);
-    return WOK(wstep(st, which)) ? 0 : SD_EUNAVAILABLE;
-}
-
-static int end_one(sd_store *st, const sd_write *w, const char *id, const char *reason, int64_t *n);
-
-/* The attrs column of session id: its JSON, sealed when the store has
- * keys. malloc'd; NULL when out of memory. */
-static char *attrs_text(const sd_store *st, const char *id, const json_t *attrs)
-{
-    char *json = json_dumps(attrs, JSON_COMPACT);
-    if (!json || !st->keys)
-        return json;
-    size_t n = strlen(json);
-    char *sealed = sd_seal(st->keys, id, json, n);
-    OPENSSL_cleanse(json, n);
-    free(json);
-    return sealed;
-}
-
-/* The per-user limit, before a create: refuse, or end the least recently
- * seen sessions (reason "evicted"), as many as it takes to leave room for
- * one (a cap lowered since they were created can mean many). w->affected
- * counts them; their ids go to w->evicted (n_evicted), for the cache. */
-static int enforce_user_limit(sd_store *st, sd_write *w, int64_t *delta)
-{
-    int max = w->policy ? w->policy->max_per_user : 0;
-    w->n_evicted = 0;
-    if (max <= 0)
-        return 0;
-    sqlite3_stmt *q = st->w[W_USER_COUNT];
-    bind_text(q, 1, w->session.user_id);
-    sqlite3_bind_int64(q, 2, w->now);
-    int64_t count = sqlite3_step(q) == SQLITE_ROW ? sqlite3_column_int64(q, 0) : -1;
-    sqlite3_reset(q);
-    sqlite3_clear_bindings(q);
-    if (count < 0)
-        return SD_EUNAVAILABLE;
-    if (count < max)
-        return 0;
-    if (!w->policy->evict_oldest)
-        return SD_ELIMIT;
-    size_t want = (size_t)(count - max + 1);
-    void *p = realloc(w->evicted, want * sizeof *w->evicted);
-    if (!p)
-        return SD_ENOMEM;
-    w->evicted = p;
-    /* Every id is read before the first ends: no row changes under the
-     * SELECT while it steps. */
-    q = st->w[W_USER_OLDEST];
-    bind_text(q, 1, w->session.user_id);
-    sqlite3_bind_int64(q, 2, w->now);
-    sqlite3_bind_int64(q, 3, (sqlite3_int64)want);
-    size_t n = 0;
-    int rc = SQLITE_DONE;
-    while (n < want && (rc = sqlite3_step(q)) == SQLITE_ROW)
-        snprintf(w->evicted[n++], SD_ID_LEN + 1, "%s", (const char *)sqlite3_column_text(q, 0));
-    bool failed = n < want && rc != SQLITE_DONE;
-    sqlite3_reset(q);
-    sqlite3_clear_bindings(q);
-    if (failed)
-        return SD_EUNAVAILABLE;
-    for (size_t i = 0; i < n; i++) {
-        int64_t ended = 0;
-        if (end_one(st, w, w->evicted[i], "evicted", &ended))
-            return SD_EUNAVAILABLE;
-        if (ended && w->n_evicted++ != i) /* only the ids it ended */
-            memcpy(w->evicted[w->n_evicted - 1], w->evicted[i], sizeof w->evicted[i]);
-        w->affected += ended;
-        *delta -= ended;
-    }
-    return 0;
-}
-
-static int do_create(sd_store *st, sd_write *w, int64_t *delta)
-{
-    sd_session *s = &w->session;
-    int lrc = enforce_user_limit(st, w, delta);
-    if (lrc)
-        return lrc;
-    char *attrs = attrs_text(st, s->id, s->attrs);
+    sd_store *st = rows;
+    char *attrs = sd_attrs_text(st->keys, s->id, s->attrs);
     if (!attrs)
         return SD_ENOMEM;
     sqlite3_stmt *q = st->w[W_INSERT];
@@ -736,201 +689,126 @@ static int do_create(sd_store *st, sd_write *w, int64_t *delta)
     free(attrs);
     if (!WOK(rc))
         return SD_EUNAVAILABLE; /* a UNIQUE clash of 128/256-bit random values included */
-    *delta += 1;
-    return add_event(st, w, "created", s->id, s->user_id, NULL);
+    return r_event(rows, w, event, s->id, s->user_id, NULL);
 }
 
-/* Gives session s the token new_hash and keeps its old hash in
- * rotated_tokens, so that a later use of the old token is recognised as
- * reuse. With bump, the version goes up too (a rotation is a change of its
- * own; a renewal rides on the update that bumps it). Updates s in memory. */
-static int retire_token(sd_store *st, sd_session *s, const unsigned char new_hash[SD_HASH_LEN],
-                        int64_t now, bool bump)
+static int r_update(void *rows, const sd_session *s, int64_t read_version, int64_t *n)
 {
+    sd_store *st = rows;
+    char *attrs = sd_attrs_text(st->keys, s->id, s->attrs);
+    if (!attrs)
+        return SD_ENOMEM;
+    sqlite3_stmt *q = st->w[W_UPDATE];
+    bind_text(q, 1, s->id);
+    sqlite3_bind_int64(q, 2, s->last_seen);
+    sqlite3_bind_int64(q, 3, s->expiry);
+    sqlite3_bind_int64(q, 4, s->idle_ttl);
+    sqlite3_bind_int64(q, 5, s->version);
+    sqlite3_bind_text(q, 6, attrs, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 7, read_version);
+    int rc = wstep(st, W_UPDATE);
+    free(attrs);
+    *n = sqlite3_changes(st->wdb);
+    return WOK(rc) ? 0 : SD_EUNAVAILABLE;
+}
+
+static int r_retire(void *rows, const char *id, const unsigned char old_hash[SD_HASH_LEN],
+                    const unsigned char new_hash[SD_HASH_LEN], int64_t at, bool bump)
+{
+    sd_store *st = rows;
     sqlite3_stmt *q = st->w[W_ROT_ADD];
-    sqlite3_bind_blob(q, 1, s->token_hash, SD_HASH_LEN, SQLITE_STATIC);
-    bind_text(q, 2, s->id);
-    sqlite3_bind_int64(q, 3, now);
+    sqlite3_bind_blob(q, 1, old_hash, SD_HASH_LEN, SQLITE_STATIC);
+    bind_text(q, 2, id);
+    sqlite3_bind_int64(q, 3, at);
     if (!WOK(wstep(st, W_ROT_ADD)))
         return SD_EUNAVAILABLE;
     int which = bump ? W_ROT_SET : W_TOKEN_SET;
     q = st->w[which];
-    bind_text(q, 1, s->id);
-    sqlite3_bind_blob(q, 2, new_hash, SD_HASH_LEN, SQLITE_STATIC);
-    if (!WOK(wstep(st, which)))
-        return SD_EUNAVAILABLE;
-    memcpy(s->token_hash, new_hash, SD_HASH_LEN);
-    if (bump)
-        s->version++;
-    return 0;
-}
-
-/* Token rotation: the domain decides (sd_rotation_decide); on ROTATE the
- * old hash goes to rotated_tokens so a later reuse is recognised; on REUSE
- * the session ends (reason token_reuse) in this same transaction. A REUSE
- * write (a retired token presented for validation) takes the same decision
- * and never rotates. */
-static int do_rotate(sd_store *st, sd_write *w)
-{
-    sqlite3_stmt *q = st->w[W_SELECT];
-    bind_text(q, 1, w->id);
-    sd_session cur;
-    int rc = read_one(st, q, true, &cur);
-    if (rc)
-        return rc;
-    if (!sd_session_active(&cur, w->now)) {
-        sd_session_clear(&cur);
-        return SD_ENOTFOUND;
-    }
-    bool is_current = sd_hash_equal(cur.token_hash, w->presented_hash);
-    int64_t rotated_at = 0;
-    bool was_rotated = false;
-    if (!is_current) {
-        q = st->w[W_ROT_FIND];
-        sqlite3_bind_blob(q, 1, w->presented_hash, SD_HASH_LEN, SQLITE_STATIC);
-        bind_text(q, 2, w->id);
-        if (sqlite3_step(q) == SQLITE_ROW) {
-            was_rotated = true;
-            rotated_at = sqlite3_column_int64(q, 0);
-        }
-        sqlite3_reset(q);
-        sqlite3_clear_bindings(q);
-    }
-    int64_t grace = w->policy ? w->policy->refresh_grace_ms : 0;
-    switch (sd_rotation_decide(is_current, was_rotated, rotated_at, w->now, grace)) {
-    case SD_ROTATE_MISMATCH:
-        sd_session_clear(&cur);
-        return SD_EMISMATCH;
-    case SD_ROTATE_RACE:
-        sd_session_clear(&cur);
-        return SD_ECONFLICT;
-    case SD_ROTATE_REUSE: {
-        int64_t n = 0;
-        rc = add_event(st, w, "token_reuse_detected", cur.id, cur.user_id, NULL);
-        sd_session_clear(&cur);
-        if (rc || end_one(st, w, w->id, "token_reuse", &n))
-            return SD_EUNAVAILABLE;
-        w->affected = n;
-        return SD_EREUSED;
-    }
-    case SD_ROTATE:
-        if (w->kind == SD_W_REUSE) { /* the current token: nothing to end */
-            sd_session_clear(&cur);
-            return SD_ECONFLICT;
-        }
-        break;
-    }
-    if (retire_token(st, &cur, w->session.token_hash, w->now, true) ||
-        add_event(st, w, "refreshed", cur.id, cur.user_id, NULL)) {
-        sd_session_clear(&cur);
-        return SD_EUNAVAILABLE;
-    }
-    w->session = cur; /* the session with its new token hash and version */
-    return 0;
-}
-
-static int do_update(sd_store *st, sd_write *w)
-{
-    sqlite3_stmt *q = st->w[W_SELECT];
-    bind_text(q, 1, w->id);
-    sd_session cur;
-    int rc = read_one(st, q, true, &cur);
-    if (rc)
-        return rc;
-    sd_session before = cur;
-    before.attrs = json_incref(cur.attrs); /* sd_patch_apply replaces cur.attrs */
-    rc = sd_patch_apply(w->patch, w->policy, &cur, w->now, w->detail, sizeof w->detail);
-    bool raised = rc == 0 && sd_privilege_raised(&before, &cur);
-    json_decref(before.attrs);
-    if (rc) {
-        sd_session_clear(&cur);
-        return rc;
-    }
-    if (raised && w->renew_possible) {
-        /* Renew the token with the privilege; the old one is retired like a
-         * rotated one (its reuse is detected). */
-        if (retire_token(st, &cur, w->renew_hash, w->now, false)) {
-            sd_session_clear(&cur);
-            return SD_EUNAVAILABLE;
-        }
-        w->renewed = true;
-    }
-    char *attrs = attrs_text(st, cur.id, cur.attrs);
-    if (!attrs) {
-        sd_session_clear(&cur);
-        return SD_ENOMEM;
-    }
-    q = st->w[W_UPDATE];
-    bind_text(q, 1, cur.id);
-    sqlite3_bind_int64(q, 2, cur.last_seen);
-    sqlite3_bind_int64(q, 3, cur.expiry);
-    sqlite3_bind_int64(q, 4, cur.idle_ttl);
-    sqlite3_bind_int64(q, 5, cur.version);
-    sqlite3_bind_text(q, 6, attrs, -1, SQLITE_STATIC);
-    rc = wstep(st, W_UPDATE);
-    free(attrs);
-    if (!WOK(rc) || add_event(st, w, "updated", cur.id, cur.user_id, NULL) ||
-        (w->renewed && add_event(st, w, "renewed", cur.id, cur.user_id, "privilege_raised"))) {
-        sd_session_clear(&cur);
-        return SD_EUNAVAILABLE;
-    }
-    w->session = cur;
-    return 0;
-}
-
-/* Moves one active session to history. *n gets 0 or 1. */
-static int end_one(sd_store *st, const sd_write *w, const char *id, const char *reason, int64_t *n)
-{
-    if (end_events(st, W_EV_END_ONE, w, id, NULL, reason))
-        return SD_EUNAVAILABLE;
-    sqlite3_stmt *q = st->w[W_END_ONE_COPY];
     bind_text(q, 1, id);
+    sqlite3_bind_blob(q, 2, new_hash, SD_HASH_LEN, SQLITE_STATIC);
+    return WOK(wstep(st, which)) ? 0 : SD_EUNAVAILABLE;
+}
+
+/* The events first (from the rows about to end), then the copy to history,
+ * then the delete, which reports the ids. */
+static int r_end(void *rows, sd_write *w, const sd_end_rows *e)
+{
+    sd_store *st = rows;
+    bool user = e->user_id != NULL;
+    sqlite3_stmt *q = st->w[user ? W_EV_END_USER : W_EV_END_ONE];
+    bind_text(q, 1, user ? e->user_id : e->id);
     sqlite3_bind_int64(q, 2, w->now);
-    bind_text(q, 3, reason);
-    if (!WOK(wstep(st, W_END_ONE_COPY)))
+    bind_text(q, 3, e->reason);
+    if (user)
+        bind_text(q, 4, e->except_id);
+    bind_text(q, 5, e->event);
+    bind_opt(q, 6, w->actor);
+    bind_opt(q, 7, w->address);
+    if (!WOK(wstep(st, user ? W_EV_END_USER : W_EV_END_ONE)))
         return SD_EUNAVAILABLE;
-    *n = sqlite3_changes(st->wdb);
-    if (*n == 0)
+    q = st->w[user ? W_END_USER_COPY : W_END_ONE_COPY];
+    bind_text(q, 1, user ? e->user_id : e->id);
+    sqlite3_bind_int64(q, 2, w->now);
+    bind_text(q, 3, e->reason);
+    if (user)
+        bind_text(q, 4, e->except_id);
+    if (!WOK(wstep(st, user ? W_END_USER_COPY : W_END_ONE_COPY)))
+        return SD_EUNAVAILABLE;
+    if (sqlite3_changes(st->wdb) == 0)
         return 0;
-    bind_text(st->w[W_END_ONE_DEL], 1, id);
-    return WOK(wstep(st, W_END_ONE_DEL)) ? 0 : SD_EUNAVAILABLE;
+    q = st->w[user ? W_END_USER_DEL : W_END_ONE_DEL];
+    bind_text(q, 1, user ? e->user_id : e->id);
+    if (user) {
+        sqlite3_bind_int64(q, 2, w->now);
+        bind_text(q, 4, e->except_id);
+    }
+    return wstep_ended(st, user ? W_END_USER_DEL : W_END_ONE_DEL, w, false);
 }
 
-static int end_user(sd_store *st, const sd_write *w, const char *user, const char *except,
-                    const char *reason, int64_t *n)
+static int r_touch(void *rows, const sd_write *w, int64_t *n)
 {
-    if (end_events(st, W_EV_END_USER, w, user, except, reason))
-        return SD_EUNAVAILABLE;
-    int64_t now = w->now;
-    sqlite3_stmt *q = st->w[W_END_USER_COPY];
-    bind_text(q, 1, user);
-    sqlite3_bind_int64(q, 2, now);
-    bind_text(q, 3, reason);
-    bind_text(q, 4, except);
-    if (!WOK(wstep(st, W_END_USER_COPY)))
-        return SD_EUNAVAILABLE;
+    sd_store *st = rows;
+    sqlite3_stmt *q = st->w[W_TOUCH];
+    bind_text(q, 1, w->id);
+    sqlite3_bind_int64(q, 2, w->touch_expiry);
+    sqlite3_bind_int64(q, 3, w->now);
+    sqlite3_bind_int64(q, 4, w->touch_version);
+    int rc = wstep(st, W_TOUCH);
     *n = sqlite3_changes(st->wdb);
-    if (*n == 0)
-        return 0;
-    q = st->w[W_END_USER_DEL];
-    bind_text(q, 1, user);
-    sqlite3_bind_int64(q, 2, now);
-    bind_text(q, 4, except);
-    return WOK(wstep(st, W_END_USER_DEL)) ? 0 : SD_EUNAVAILABLE;
+    return WOK(rc) ? 0 : SD_EUNAVAILABLE;
 }
 
-static int do_sweep(sd_store *st, sd_write *w, int64_t *delta)
+static int r_sweep(void *rows, sd_write *w)
 {
+    sd_store *st = rows;
     static const int steps[] = {W_EV_SWEEP, W_SWEEP_COPY, W_SWEEP_DEL};
     for (size_t k = 0; k < sizeof steps / sizeof steps[0]; k++) {
         int i = steps[k];
         sqlite3_bind_int64(st->w[i], 1, w->now);
         sqlite3_bind_int(st->w[i], 2, w->limit);
-        if (!WOK(wstep(st, i)))
-            return SD_EUNAVAILABLE;
+        int rc = i == W_SWEEP_DEL    ? wstep_ended(st, i, w, true)
+                 : WOK(wstep(st, i)) ? 0
+                                     : SD_EUNAVAILABLE;
+        if (rc)
+            return rc;
     }
-    w->affected = sqlite3_changes(st->wdb);
-    *delta -= w->affected;
+    return 0;
+}
+
+static int r_purge(void *rows, int64_t before, int limit, int64_t *n)
+{
+    sd_store *st = rows;
+    /* History, then the retired tokens and audit events, kept as long. */
+    static const int steps[] = {W_PURGE, W_ROT_PURGE, W_EV_PURGE};
+    for (size_t k = 0; k < sizeof steps / sizeof steps[0]; k++) {
+        sqlite3_stmt *q = st->w[steps[k]];
+        sqlite3_bind_int64(q, 1, before);
+        sqlite3_bind_int(q, 2, limit);
+        if (!WOK(wstep(st, steps[k])))
+            return SD_EUNAVAILABLE;
+        if (k == 0)
+            *n = sqlite3_changes(st->wdb);
+    }
     return 0;
 }
 
@@ -938,8 +816,9 @@ static int do_sweep(sd_store *st, sd_write *w, int64_t *delta)
  * key (rows already sealed under it are skipped). w->affected counts the
  * rows rewritten; w->limit comes back as the rows scanned (fewer than asked:
  * the table is done). */
-static int do_reencrypt(sd_store *st, sd_write *w)
+static int r_reencrypt(void *rows, sd_write *w)
 {
+    sd_store *st = rows;
     if (!st->keys || w->limit <= 0)
         return SD_EINVALID;
     int scan = w->table ? W_RE_SCAN_HISTORY : W_RE_SCAN_ACTIVE;
@@ -960,21 +839,13 @@ static int do_reencrypt(sd_store *st, sd_write *w)
         w->cursor = sqlite3_column_int64(q, 0);
         const char *id = (const char *)sqlite3_column_text(q, 1);
         const char *a = (const char *)sqlite3_column_text(q, 2);
-        size_t alen = (size_t)sqlite3_column_bytes(q, 2), plen = 0;
-        if (!id || !a || sd_sealed_current(st->keys, a, alen))
-            continue;
-        char *plain = sd_open(st->keys, id, a, alen, &plen);
-        char *sealed = plain ? sd_seal(st->keys, id, plain, plen) : NULL;
-        if (plain)
-            OPENSSL_cleanse(plain, plen);
-        free(plain);
-        if (!sealed) {
-            sd_error("store: cannot re-encrypt session %s (unknown key or altered row)", id);
-            rc = SD_EUNAVAILABLE;
-            break;
+        char *sealed = NULL;
+        if (id && a &&
+            (rc = sd_reseal(st->keys, id, a, (size_t)sqlite3_column_bytes(q, 2), &sealed)) == 0 &&
+            sealed) {
+            v[n].rowid = w->cursor;
+            v[n++].sealed = sealed;
         }
-        v[n].rowid = w->cursor;
-        v[n++].sealed = sealed;
     }
     sqlite3_reset(q);
     sqlite3_clear_bindings(q);
@@ -994,83 +865,22 @@ static int do_reencrypt(sd_store *st, sd_write *w)
     return rc;
 }
 
-/* Runs one write inside the open transaction. Returns its result code;
- * *delta collects the change of active rows. */
-static int run_write(sd_store *st, sd_write *w, int64_t *delta)
-{
-    int rc = 0;
-    int64_t n = 0;
-    w->affected = 0;
-    switch (w->kind) {
-    case SD_W_CREATE:
-        rc = do_create(st, w, delta);
-        break;
-    case SD_W_UPDATE:
-        rc = do_update(st, w);
-        break;
-    case SD_W_ROTATE:
-    case SD_W_REUSE:
-        rc = do_rotate(st, w);
-        if (rc == SD_EREUSED) /* token reuse ended the session */
-            *delta -= w->affected;
-        break;
-    case SD_W_END:
-        rc = end_one(st, w, w->id, w->reason, &n);
-        if (rc == 0 && n == 0)
-            rc = SD_ENOTFOUND;
-        w->affected = n;
-        break;
-    case SD_W_END_USER:
-        rc = end_user(st, w, w->user_id, w->except_id, w->reason, &n);
-        w->affected = n;
-        break;
-    case SD_W_BULK_END:
-        for (size_t i = 0; rc == 0 && i < w->n_ids; i++) {
-            rc = end_one(st, w, w->ids[i], w->reason, &n);
-            w->affected += n;
-        }
-        for (size_t i = 0; rc == 0 && i < w->n_users; i++) {
-            rc = end_user(st, w, w->users[i], NULL, w->reason, &n);
-            w->affected += n;
-        }
-        break;
-    case SD_W_TOUCH: {
-        sqlite3_stmt *q = st->w[W_TOUCH];
-        bind_text(q, 1, w->id);
-        sqlite3_bind_int64(q, 2, w->touch_expiry);
-        sqlite3_bind_int64(q, 3, w->now);
-        sqlite3_bind_int64(q, 4, w->touch_version);
-        rc = WOK(wstep(st, W_TOUCH)) ? 0 : SD_EUNAVAILABLE;
-        w->affected = sqlite3_changes(st->wdb);
-        return rc;
-    }
-    case SD_W_SWEEP:
-        return do_sweep(st, w, delta);
-    case SD_W_REENCRYPT:
-        return do_reencrypt(st, w);
-    case SD_W_PURGE: {
-        sqlite3_stmt *q = st->w[W_PURGE];
-        sqlite3_bind_int64(q, 1, w->before);
-        sqlite3_bind_int(q, 2, w->limit);
-        rc = WOK(wstep(st, W_PURGE)) ? 0 : SD_EUNAVAILABLE;
-        w->affected = sqlite3_changes(st->wdb);
-        q = st->w[W_ROT_PURGE]; /* rotated tokens are kept as long as history */
-        sqlite3_bind_int64(q, 1, w->before);
-        sqlite3_bind_int(q, 2, w->limit);
-        if (rc == 0 && !WOK(wstep(st, W_ROT_PURGE)))
-            rc = SD_EUNAVAILABLE;
-        q = st->w[W_EV_PURGE]; /* and so are audit events */
-        sqlite3_bind_int64(q, 1, w->before);
-        sqlite3_bind_int(q, 2, w->limit);
-        if (rc == 0 && !WOK(wstep(st, W_EV_PURGE)))
-            rc = SD_EUNAVAILABLE;
-        return rc;
-    }
-    }
-    if (rc == 0 && (w->kind == SD_W_END || w->kind == SD_W_END_USER || w->kind == SD_W_BULK_END))
-        *delta -= w->affected;
-    return rc;
-}
+static const sd_rows_ops sq_rows = {
+    .select = r_select,
+    .lock_user = NULL, /* one writer: the writer thread */
+    .count_user = r_count_user,
+    .oldest_user = r_oldest_user,
+    .find_retired = r_find_retired,
+    .insert = r_insert,
+    .update = r_update,
+    .retire = r_retire,
+    .event = r_event,
+    .end = r_end,
+    .touch = r_touch,
+    .sweep = r_sweep,
+    .purge = r_purge,
+    .reencrypt = r_reencrypt,
+};
 
 static bool fatal_code(int rc)
 {
@@ -1090,39 +900,39 @@ static void complete(sd_write *list)
 }
 
 /* After a successful COMMIT, and before any write of the batch is
- * acknowledged: bring the in-memory index to the committed state. */
+ * acknowledged: bring the in-memory index to the committed state, by the
+ * effects of the writes that were kept. */
 static void apply_to_index(sd_store *st, sd_write *batch)
 {
     sd_index_lock(st->index);
     for (sd_write *w = batch; w; w = w->next) {
-        if (w->rc != 0)
+        if (!sd_write_kept(w->rc))
             continue;
-        switch (w->kind) {
-        case SD_W_CREATE:
-        case SD_W_UPDATE:
-        case SD_W_ROTATE:
-            if (sd_index_put_locked(st->index, &w->session))
-                sd_error("store: out of memory adding session %s to the validation index: it "
-                         "validates as unknown (fails closed) until a restart reloads the index",
-                         w->session.id);
-            break;
-        case SD_W_TOUCH:
-            if (w->affected)
-                sd_index_touch_locked(st->index, w->id, w->touch_expiry, w->now);
-            break;
-        default:
-            break;
+        for (size_t i = 0; i < w->n_effects; i++) {
+            const sd_effect *e = &w->effects[i];
+            switch ((sd_effect_kind)e->kind) {
+            case SD_FX_PUT:
+                if (sd_index_put_locked(st->index, &w->session))
+                    sd_error("store: out of memory adding session %s to the validation index: "
+                             "it validates as unknown (fails closed) until a restart reloads "
+                             "the index",
+                             w->session.id);
+                break;
+            case SD_FX_TOUCH:
+                sd_index_touch_locked(st->index, e->id, e->expiry, w->now);
+                break;
+            case SD_FX_END:
+                sd_index_remove_locked(st->index, e->id);
+                break;
+            }
         }
     }
-    for (size_t i = 0; i < st->n_removed; i++)
-        sd_index_remove_locked(st->index, st->removed[i]);
     sd_index_unlock(st->index);
 }
 
 /* Commits one batch of writes. */
 static void commit_batch(sd_store *st, sd_write *batch)
 {
-    st->n_removed = 0;
     int rc = atomic_load(&st->broken) ? SQLITE_IOERR : wstep(st, W_BEGIN);
     if (!WOK(rc)) {
         for (sd_write *w = batch; w; w = w->next)
@@ -1136,16 +946,12 @@ static void commit_batch(sd_store *st, sd_write *batch)
     int nwrites = 0;
     for (sd_write *w = batch; w; w = w->next) {
         nwrites++;
-        int64_t d = 0;
-        size_t removed_mark = st->n_removed;
         if (!WOK(wstep(st, W_SAVEPOINT))) {
             w->rc = SD_EUNAVAILABLE;
             continue;
         }
-        w->rc = run_write(st, w, &d);
-        if (w->rc == 0 || w->rc == SD_ENOTFOUND || w->rc == SD_ECONFLICT || w->rc == SD_EINVALID ||
-            w->rc == SD_ELIMIT || w->rc == SD_EREUSED || w->rc == SD_EMISMATCH) {
-            delta += d;
+        if (sd_write_kept(sd_write_apply(&sq_rows, st, w))) {
+            delta += w->delta;
             if (w->kind == SD_W_SWEEP) {
                 swept += w->affected;
                 sweeps++;
@@ -1154,7 +960,6 @@ static void commit_batch(sd_store *st, sd_write *batch)
         } else {
             wstep(st, W_ROLLBACK_TO);
             wstep(st, W_RELEASE);
-            st->n_removed = removed_mark;
             w->rc = SD_EUNAVAILABLE;
         }
     }
@@ -1384,7 +1189,6 @@ static void free_store(sd_store *st)
     if (st->lock_fd >= 0)
         close(st->lock_fd);
     drop_index(st->index);
-    free(st->removed);
     pthread_mutex_destroy(&st->mu);
     pthread_mutex_destroy(&st->readers_mu);
     pthread_cond_destroy(&st->cv);

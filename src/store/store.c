@@ -130,13 +130,11 @@ static const enum sd_store_op write_op[] = {
     [SD_W_REUSE] = SD_OP_END,
 };
 
-/* The last step before the caller's completion: the evicted ids (read by
- * the write-through) are freed, so that done never has to. */
+/* The last step before the caller's completion: the effects (read by the
+ * write-through) are freed, so that done never has to. */
 static void release_done(sd_write *w)
 {
-    free(w->evicted);
-    w->evicted = NULL;
-    w->n_evicted = 0;
+    sd_write_free_effects(w);
     w->done = w->wrapped_done;
     w->done(w);
 }
@@ -157,8 +155,8 @@ void sd_store_write(sd_store_handle *h, sd_write *w)
     w->wrapped_done = w->done;
     w->done = timed_done;
     w->cache = h->cache;
-    w->evicted = NULL;
-    w->n_evicted = 0;
+    w->effects = NULL;
+    w->n_effects = w->cap_effects = 0;
     h->ops->write(h->st, w);
 }
 

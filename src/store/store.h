@@ -17,85 +17,15 @@
 
 #include "metrics/metrics.h"
 #include "session/session.h"
+#include "session/write.h"
 
 #include <stdbool.h>
 #include <stdint.h>
 
 typedef struct sd_store sd_store; /* opaque, owned by the backend */
-typedef struct sd_write sd_write;
-
-typedef enum sd_write_kind {
-    SD_W_CREATE,    /* insert w->session; at w->policy's per-user cap, first end the user's
-                       least recently seen sessions (reason evicted) until the new one fits,
-                       or refuse (SD_ELIMIT); the ended ids go out in w->evicted */
-    SD_W_UPDATE,    /* read w->id, run w->patch through sd_patch_apply, write back */
-    SD_W_END,       /* move w->id to history with w->reason */
-    SD_W_END_USER,  /* end every active session of w->user_id except w->except_id */
-    SD_W_BULK_END,  /* end w->ids[] and every session of w->users[] */
-    SD_W_TOUCH,     /* rolling expiry: raise expiry to w->touch_expiry (not awaited) */
-    SD_W_SWEEP,     /* move up to w->limit expired sessions to history */
-    SD_W_PURGE,     /* delete up to w->limit history rows that ended before w->before */
-    SD_W_ROTATE,    /* replace the token of w->id: w->presented_hash -> w->session.token_hash */
-    SD_W_REENCRYPT, /* seal under the newest key up to w->limit rows of table w->table
-                       (0 active, 1 history) after rowid w->cursor; w->cursor moves on */
-    SD_W_REUSE,     /* end w->id (reason token_reuse) when w->presented_hash is a token it
-                       retired longer than the refresh grace ago (a retired token came back
-                       on a validation). Decided again here, as for ROTATE, but never rotates:
-                       SD_EREUSED when it ended the session; else nothing changes (SD_ECONFLICT
-                       within the grace or for the current token, SD_EMISMATCH not a token of
-                       this session, SD_ENOTFOUND the session has ended) */
-} sd_write_kind;
-
-struct sd_write {
-    /* in */
-    sd_write_kind kind;
-    int64_t now;
-    sd_session session; /* CREATE: the new session (owned by the write);
-                           UPDATE: the result on success (owned by the write) */
-    char id[SD_ID_LEN + 1];
-    const char *user_id; /* END_USER; borrowed */
-    const char *except_id;
-    const char *const *ids;
-    size_t n_ids;
-    const char *const *users;
-    size_t n_users;
-    const sd_patch *patch; /* UPDATE; borrowed */
-    const sd_policy *policy;
-    const char *reason;                        /* END: "revoked" */
-    int64_t touch_expiry;                      /* TOUCH: applied only while the session still has */
-    int64_t touch_version;                     /* this version (a PUT since the read wins) */
-    unsigned char presented_hash[SD_HASH_LEN]; /* ROTATE, REUSE: the token the client holds */
-    bool renew_possible; /* UPDATE: renew_hash is the token to switch to if the update */
-    bool renewed;        /* raises privilege (sd_privilege_raised); out: it did */
-    unsigned char renew_hash[SD_HASH_LEN];
-    int64_t before;   /* PURGE */
-    int limit;        /* SWEEP, PURGE, REENCRYPT (out: rows scanned) */
-    int table;        /* REENCRYPT */
-    int64_t cursor;   /* REENCRYPT (in and out) */
-    char actor[64];   /* who asked (API key id), for the audit events; "" when none */
-    char address[48]; /* the client's address; "" when none */
-
-    /* out */
-    int rc;           /* 0, SD_ENOTFOUND, SD_ECONFLICT, SD_EINVALID, SD_EUNAVAILABLE, or
-                         SD_EBUSY: the writer's queue is full (shed; retry later) */
-    int64_t affected; /* rows ended/removed */
-    char (*evicted)[SD_ID_LEN + 1]; /* CREATE: the ids of the sessions it evicted (n_evicted of
-                                       them), so that the cache ends them as a DELETE would; a
-                                       failed create may keep ids whose ending was undone.
-                                       Filled by the backend (malloc'd), freed by the store
-                                       wrapper before w->done runs: done never sees them */
-    size_t n_evicted;
-    char detail[256]; /* for SD_EINVALID: the sentence for the client */
-
-    /* completion: called exactly once, on a backend thread */
-    void (*done)(sd_write *w);
-    void *udata;
-
-    sd_write *next;                    /* backend-private queue link */
-    int64_t t_submit_ns;               /* wrapper-private */
-    void (*wrapped_done)(sd_write *w); /* wrapper-private */
-    struct sd_cache *cache;            /* wrapper-private */
-};
+/* sd_write, its kinds and effects, and the row operations a backend's
+ * writer provides are declared in session/write.h: what a write means is
+ * decided there, once, and every backend follows it. */
 
 /* A keyset cursor for listing a user's sessions: (lastSeen, id) of the last
  * row of the previous page. */

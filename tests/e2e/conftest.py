@@ -895,9 +895,13 @@ def db_query(data_dir, sql, params=()):
 
 
 def db_exec(data_dir, sql, params=()):
-    """Changes the store behind a stopped server (tests of tampering)."""
+    """Changes the store behind a stopped server (tests of tampering). With the
+    cache tier the cache is emptied too: it follows sessiond's own writes
+    (a create fills it), never rows changed behind its back (docs/deployment.md)."""
     if PG_MODE:
         pg().query(data_dir, sql, params)
+        if CACHE_MODE:
+            redis().cmd("FLUSHALL")
         return
     con = sqlite3.connect(Path(data_dir) / "sessiond.db", timeout=10)
     try:

@@ -3,8 +3,10 @@
 module on loopback ports in temporary directories and stopped by PID.
 
 What is proved: validation is served from the cache (hits counted); a DELETE
-is honoured at once by every replica, and so is the eviction of a session by
-a create at --max-sessions-per-user; a revoked or evicted session never
+is honoured at once by every replica, and so are a user-wide revocation and
+the eviction of a session by a create at --max-sessions-per-user (each
+ended session tombstoned; past 1,024 in one write, a fence); a new session
+is in the cache before its 201 (pre-warming); a revoked or evicted session never
 validates again, on this replica or another sharing PostgreSQL and Redis,
 even when Redis was paused or killed during the DELETE (or the evicting
 create) and comes back holding the
@@ -199,19 +201,51 @@ def test_token_reuse_on_validation_leaves_a_tombstone(make_server, db, rds):
     assert metric(a, "sessiond_cache_fences_total") == 0, "Redis was up: no fence needed"
 
 
-def test_revoking_a_users_sessions_is_fenced_through_the_epoch(make_server, db, rds):
+def test_revoking_a_users_sessions_leaves_tombstones(make_server, db, rds):
+    """The write path reports every session a user-wide revocation ended
+    (issue 13), so each gets its tombstone, as a DELETE does; no fence."""
     a = replica(make_server, db, rds)
     b = replica(make_server, db, rds)
     user = new_user("cache")
     s1, s2 = a.api.create(user), a.api.create(user)
     for s in (s1, s2):
         warm(b, rds, s)
-    stale = stale_copy(rds, s1) + stale_copy(rds, s2)
-    a.api.delete(f"/users/{user}/sessions", expect=(200, 204))
+    assert a.api.delete(f"/users/{user}/sessions", expect=200).json()["deleted"] == 2
+    for s in (s1, s2):
+        assert rds.cmd("GET", f"sessiond:s:{s['sessionId']}") == b"x"
+        assert not is_valid(a.api, s["token"]) and not is_valid(b.api, s["token"])
+    assert metric(a, "sessiond_cache_fences_total") == 0, "Redis was up: no fence needed"
+
+
+def test_revoking_a_large_accounts_sessions_is_fenced_through_the_epoch(make_server, db, rds):
+    """Past 1,024 sessions ended by one write (MAX_TOMBSTONES in cache.c)
+    the write is fenced instead of tombstoning each: no entry written before
+    it is trusted, even one put back on purpose."""
+    a = replica(make_server, db, rds, "--max-sessions-per-user", "0")
+    b = replica(make_server, db, rds, "--max-sessions-per-user", "0")
+    user = new_user("cache")
+    s1 = a.api.create(user)
+    for _ in range(1024):
+        a.api.create(user)
+    warm(b, rds, s1)
+    stale = stale_copy(rds, s1)
+    assert a.api.delete(f"/users/{user}/sessions", expect=200).json()["deleted"] == 1025
     assert metric(a, "sessiond_cache_fences_total") >= 1
     put_back(rds, stale)  # even with the entries still there
     for srv in (a, b):
-        assert not is_valid(srv.api, s1["token"]) and not is_valid(srv.api, s2["token"])
+        assert not is_valid(srv.api, s1["token"])
+
+
+def test_a_new_session_is_in_the_cache_before_its_201(make_server, db, rds):
+    """Pre-warming (the article's login spikes): the create's write-through
+    fills the cache, so the first validation on any replica can be a hit
+    instead of a miss every replica repeats."""
+    a = replica(make_server, db, rds)
+    b = replica(make_server, db, rds)
+    s = a.api.create(new_user("cache"))
+    index = rds.cmd("GET", f"sessiond:s:{s['sessionId']}")
+    assert index and index.startswith(b"e|1|"), f"no cache entry after the 201 ({index!r})"
+    warm(b, rds, s)
 
 
 def test_bulk_revocation_by_id_leaves_tombstones(make_server, db, rds):
