@@ -3,11 +3,12 @@
  * semantics as the embedded store (sqlite.c), for several sessiond replicas
  * sharing one database.
  *
- * Writes: one writer thread with its own connection and group commit, as in
- * sqlite.c: it takes every queued write (up to commit_batch), runs them in
- * one transaction with a SAVEPOINT each (a failing write leaves the others)
- * and acknowledges them only after COMMIT returned OK. A COMMIT whose result
- * is unknown (the connection died) is never acknowledged. Other replicas
+ * Writes: the shared writer (store/writer.c) on its own connection, with
+ * group commit, as for sqlite.c: every queued write (up to commit_batch) in
+ * one transaction with a SAVEPOINT each (a failing write leaves the others),
+ * acknowledged only after COMMIT returned OK; this file provides the row
+ * operations and the transaction. A COMMIT whose result is unknown (the
+ * connection died) is never acknowledged. Other replicas
  * write too, so a read-modify-write locks its row (SELECT ... FOR UPDATE) and
  * writes back conditionally on the version it read; a create with a per-user
  * limit takes a transaction-scoped advisory lock on the user; sweeps skip
@@ -36,6 +37,7 @@
  */
 #include "store/crypt.h"
 #include "store/store.h"
+#include "store/writer.h"
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -267,18 +269,12 @@ struct sd_store {
     char where[300]; /* "host=... port=... dbname=..." for messages */
     char origin[65]; /* this replica's id: its writer's events feed its audit log */
     uint64_t generation;
-    PGconn *wconn; /* the writer's; NULL while down */
-    bool lost;     /* the writer's connection broke in this batch */
-    int commit_batch;
-    int max_queued;
-    int queued; /* under mu */
-
-    pthread_t writer;
-    pthread_mutex_t mu;
-    pthread_cond_t cv; /* writer: work queued, a check asked for, or stopping */
-    sd_write *head, *tail;
-    bool stopping, check_wanted;
-    int backoff_ms; /* writer-private */
+    PGconn *wconn;     /* the writer's; NULL while down */
+    bool lost;         /* the writer's connection broke in this batch */
+    bool savepoint;    /* writer-private: a savepoint "w" is open */
+    sd_writer *writer; /* the shared writer (store/writer.c) over this store's rows */
+    int backoff_ms;    /* writer-private */
+    int64_t rows_at_open;
 
     pthread_mutex_t readers_mu;
     reader *readers;
@@ -287,7 +283,6 @@ struct sd_store {
     bool migrated;              /* writer-private after open: the schema is current */
     _Atomic bool up;            /* the writer's connection works */
     _Atomic bool write_failing; /* the last COMMIT failed */
-    _Atomic int64_t active_rows, swept_total, sweeps_total, commits_total, writes_total;
 };
 
 static _Atomic uint64_t generations;
@@ -528,10 +523,7 @@ static void mark_down(sd_store *st, const char *why)
 /* Asks the writer to check the connection now (a reader saw it break). */
 static void want_check(sd_store *st)
 {
-    pthread_mutex_lock(&st->mu);
-    st->check_wanted = true;
-    pthread_cond_signal(&st->cv);
-    pthread_mutex_unlock(&st->mu);
+    sd_writer_poke(st->writer);
 }
 
 /* ---- readers ----------------------------------------------------------- */
@@ -747,11 +739,7 @@ static int pg_cache_epoch(sd_store *st, bool bump, int64_t *epoch)
 
 static void pg_stats(sd_store *st, sd_store_stats *out)
 {
-    out->active_rows = atomic_load(&st->active_rows);
-    out->swept_total = atomic_load(&st->swept_total);
-    out->sweeps_total = atomic_load(&st->sweeps_total);
-    out->commits_total = atomic_load(&st->commits_total);
-    out->writes_total = atomic_load(&st->writes_total);
+    sd_writer_stats(st->writer, out);
     out->broken = false; /* a lost connection is recoverable: see ready() */
 }
 
@@ -1068,18 +1056,6 @@ static const sd_rows_ops pg_rows = {
     .reencrypt = r_reencrypt,
 };
 
-static void complete(sd_write *list, int rc)
-{
-    while (list) {
-        sd_write *next = list->next;
-        list->next = NULL;
-        if (rc)
-            list->rc = rc;
-        list->done(list);
-        list = next;
-    }
-}
-
 static void drop_writer_conn(sd_store *st, const char *why)
 {
     char m[320];
@@ -1091,46 +1067,53 @@ static void drop_writer_conn(sd_store *st, const char *why)
     mark_down(st, m[0] ? m : why);
 }
 
-/* Commits one batch. Acknowledges (rc 0) only after COMMIT returned OK. */
-static void commit_batch(sd_store *st, sd_write *batch)
+/* ---- the transaction (store/writer.h) ---------------------------------- */
+
+/* Each write runs after a SAVEPOINT, so that a failed one is undone alone.
+ * The commands around it share round trips (a simple query may hold
+ * several): BEGIN with the first SAVEPOINT, each RELEASE with the next
+ * SAVEPOINT, and ROLLBACK TO keeps the savepoint for the next. Once the
+ * connection is lost in a batch, the rest of its writes fail at once. */
+static int tx_begin(void *be)
 {
-    /* Each write runs after a SAVEPOINT, so that a failed one is undone
-     * alone. The commands around it share round trips (a simple query may
-     * hold several): BEGIN with the first SAVEPOINT, each RELEASE with the
-     * next SAVEPOINT, and ROLLBACK TO keeps the savepoint for the next. */
-    if (!st->wconn || !wcmd(st, "BEGIN; SAVEPOINT w")) {
-        if (st->wconn && st->lost)
-            drop_writer_conn(st, "BEGIN failed");
-        if (st->wconn && !st->lost)
-            exec_ok(st->wconn, "ROLLBACK");
-        complete(batch, SD_EUNAVAILABLE);
-        return;
-    }
-    int64_t delta = 0, swept = 0, sweeps = 0;
-    int nwrites = 0;
-    bool savepoint = true;
-    for (sd_write *w = batch; w && !st->lost; w = w->next) {
-        nwrites++;
-        if (!savepoint && !(savepoint = wcmd(st, "SAVEPOINT w"))) {
-            w->rc = SD_EUNAVAILABLE;
-            continue;
-        }
-        if (sd_write_kept(sd_write_apply(&pg_rows, st, w))) {
-            delta += w->delta;
-            if (w->kind == SD_W_SWEEP) {
-                swept += w->affected;
-                sweeps++;
-            }
-            savepoint = wcmd(st, w->next ? "RELEASE w; SAVEPOINT w" : "RELEASE w") && w->next;
-        } else {
-            savepoint = wcmd(st, "ROLLBACK TO w");
-            w->rc = SD_EUNAVAILABLE;
-        }
-    }
+    sd_store *st = be;
+    if (st->wconn && (st->savepoint = wcmd(st, "BEGIN; SAVEPOINT w")))
+        return 0;
+    if (st->wconn && st->lost)
+        drop_writer_conn(st, "BEGIN failed");
+    if (st->wconn && !st->lost)
+        exec_ok(st->wconn, "ROLLBACK");
+    return SD_EUNAVAILABLE;
+}
+
+static int tx_savepoint(void *be)
+{
+    sd_store *st = be;
+    if (!st->lost && !st->savepoint)
+        st->savepoint = wcmd(st, "SAVEPOINT w");
+    return !st->lost && st->savepoint ? 0 : SD_EUNAVAILABLE;
+}
+
+static void tx_release(void *be, bool more)
+{
+    sd_store *st = be;
+    st->savepoint = wcmd(st, more ? "RELEASE w; SAVEPOINT w" : "RELEASE w") && more;
+}
+
+static void tx_rollback_to(void *be)
+{
+    sd_store *st = be;
+    st->savepoint = wcmd(st, "ROLLBACK TO w");
+}
+
+/* Acknowledges only after COMMIT returned OK; a COMMIT whose result is
+ * unknown (the connection died) is never acknowledged. */
+static int tx_commit(void *be)
+{
+    sd_store *st = be;
     if (st->lost) {
         drop_writer_conn(st, "connection lost in a transaction");
-        complete(batch, SD_EUNAVAILABLE);
-        return;
+        return SD_EUNAVAILABLE;
     }
     PGresult *res = PQexec(st->wconn, "COMMIT");
     /* A COMMIT of an aborted transaction answers OK with the tag ROLLBACK. */
@@ -1138,24 +1121,46 @@ static void commit_batch(sd_store *st, sd_write *batch)
     if (!ok) {
         sd_error("store: postgres commit failed: %s", PQresultErrorMessage(res));
         PQclear(res);
-        /* Unknown outcome when the connection died: never acknowledged. */
         if (PQstatus(st->wconn) != CONNECTION_OK)
             drop_writer_conn(st, "connection lost at COMMIT");
         else
             exec_ok(st->wconn, "ROLLBACK");
         atomic_store(&st->write_failing, true);
-        complete(batch, SD_EUNAVAILABLE);
-        return;
+        return SD_EUNAVAILABLE;
     }
     PQclear(res);
     atomic_store(&st->write_failing, false);
-    atomic_fetch_add(&st->active_rows, delta);
-    atomic_fetch_add(&st->commits_total, 1);
-    atomic_fetch_add(&st->writes_total, nwrites);
-    atomic_fetch_add(&st->swept_total, swept);
-    atomic_fetch_add(&st->sweeps_total, sweeps);
-    complete(batch, 0);
+    return 0;
 }
+
+static bool tx_accepting(void *be)
+{
+    sd_store *st = be;
+    return atomic_load(&st->up);
+}
+
+static int health_check(sd_store *st);
+static int next_backoff(sd_store *st);
+
+/* The writer owns the connection's health: a ping when idle, reconnection
+ * with backoff when down (also right after a batch that lost it). */
+static int tx_upkeep(void *be, bool after_batch)
+{
+    sd_store *st = be;
+    if (after_batch)
+        return st->wconn ? -1 : next_backoff(st);
+    return health_check(st);
+}
+
+static const sd_tx_ops pg_tx = {
+    .begin = tx_begin,
+    .savepoint = tx_savepoint,
+    .release = tx_release,
+    .rollback_to = tx_rollback_to,
+    .commit = tx_commit,
+    .accepting = tx_accepting,
+    .upkeep = tx_upkeep,
+};
 
 /* Exponential backoff with jitter: the next wait, between half and all of
  * the current step; the step doubles up to BACKOFF_MAX_MS. */
@@ -1191,13 +1196,15 @@ static int first_connect(sd_store *st, bool log_fail)
     }
     if (rc == 0) {
         PGresult *r = PQexec(c, "SELECT count(*) FROM sessions");
-        if (PQresultStatus(r) == PGRES_TUPLES_OK)
-            atomic_store(&st->active_rows, col_int(r, 0, 0));
+        if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+            st->rows_at_open = col_int(r, 0, 0);
+            if (st->writer) /* connected by the writer's upkeep, after an outage */
+                sd_writer_set_active(st->writer, st->rows_at_open);
+        }
         PQclear(r);
         st->migrated = true;
         sd_info("store: postgres (%s), schema version %d, %lld sessions in the active table",
-                st->where, migrations[NMIGRATIONS - 1].version,
-                (long long)atomic_load(&st->active_rows));
+                st->where, migrations[NMIGRATIONS - 1].version, (long long)st->rows_at_open);
     } else if (log_fail || rc != SD_EUNAVAILABLE) {
         sd_log(rc == SD_EUNAVAILABLE ? SD_LOG_WARN : SD_LOG_ERROR,
                "store: cannot connect to postgres (%s): %s; writes and reads answer 503 until it "
@@ -1228,80 +1235,9 @@ static int health_check(sd_store *st)
     return PING_INTERVAL_MS;
 }
 
-static void deadline_in(struct timespec *ts, int ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
-static void *writer_main(void *arg)
-{
-    sd_store *st = arg;
-    struct timespec next;
-    deadline_in(&next, PING_INTERVAL_MS);
-    pthread_mutex_lock(&st->mu);
-    for (;;) {
-        while (!st->head && !st->stopping && !st->check_wanted) {
-            if (pthread_cond_timedwait(&st->cv, &st->mu, &next) != 0)
-                break;
-        }
-        if (!st->head && st->stopping)
-            break;
-        if (!st->head) { /* a check is due or asked for */
-            st->check_wanted = false;
-            pthread_mutex_unlock(&st->mu);
-            int ms = health_check(st);
-            deadline_in(&next, ms);
-            pthread_mutex_lock(&st->mu);
-            continue;
-        }
-        sd_write *batch = st->head, *last = batch;
-        int n = 1;
-        while (last->next && n < st->commit_batch) {
-            last = last->next;
-            n++;
-        }
-        st->head = last->next;
-        if (!st->head)
-            st->tail = NULL;
-        last->next = NULL;
-        st->queued -= n;
-        pthread_mutex_unlock(&st->mu);
-        commit_batch(st, batch);
-        if (!st->wconn)
-            deadline_in(&next, next_backoff(st));
-        pthread_mutex_lock(&st->mu);
-    }
-    pthread_mutex_unlock(&st->mu);
-    return NULL;
-}
-
 static void pg_write(sd_store *st, sd_write *w)
 {
-    w->next = NULL;
-    pthread_mutex_lock(&st->mu);
-    int rc = st->stopping || !atomic_load(&st->up) ? SD_EUNAVAILABLE
-             : st->queued >= st->max_queued        ? SD_EBUSY
-                                                   : 0;
-    if (rc) {
-        pthread_mutex_unlock(&st->mu);
-        w->rc = rc;
-        w->done(w);
-        return;
-    }
-    st->queued++;
-    if (st->tail)
-        st->tail->next = w;
-    else
-        st->head = w;
-    st->tail = w;
-    pthread_cond_signal(&st->cv);
-    pthread_mutex_unlock(&st->mu);
+    sd_writer_submit(st->writer, w);
 }
 
 /* ---- open and close ---------------------------------------------------- */
@@ -1373,9 +1309,7 @@ static void free_store(sd_store *st)
         OPENSSL_cleanse(st->conninfo, strlen(st->conninfo));
         free(st->conninfo);
     }
-    pthread_mutex_destroy(&st->mu);
     pthread_mutex_destroy(&st->readers_mu);
-    pthread_cond_destroy(&st->cv);
     free(st);
 }
 
@@ -1389,17 +1323,9 @@ static int pg_open(const char *conninfo, const sd_store_options *opt, sd_store *
     st->keys = opt ? opt->keys : NULL;
     /* Checked by the caller's shape rule: letters, digits, '-' and '_'. */
     snprintf(st->origin, sizeof st->origin, "%s", opt && opt->origin ? opt->origin : "default");
-    st->commit_batch = opt && opt->commit_batch > 0 ? opt->commit_batch : 1024;
-    st->max_queued = opt && opt->max_queued > 0 ? opt->max_queued : 10000;
     st->generation = atomic_fetch_add(&generations, 1) + 1;
     st->backoff_ms = BACKOFF_MIN_MS;
-    pthread_mutex_init(&st->mu, NULL);
     pthread_mutex_init(&st->readers_mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&st->cv, &ca);
-    pthread_condattr_destroy(&ca);
     int rc = SD_ENOMEM;
     if (!st->conninfo)
         goto fail;
@@ -1418,11 +1344,14 @@ static int pg_open(const char *conninfo, const sd_store_options *opt, sd_store *
         goto fail;
     }
     atomic_store(&st->up, st->wconn != NULL);
-    if (pthread_create(&st->writer, NULL, writer_main, st)) {
+    sd_writer_options wo = {opt ? opt->commit_batch : 0, opt ? opt->max_queued : 0,
+                            PING_INTERVAL_MS};
+    if (sd_writer_start(&wo, &pg_tx, &pg_rows, st, &st->writer)) {
         snprintf(err, errlen, "cannot start the writer thread");
         rc = SD_ENOMEM;
         goto fail;
     }
+    sd_writer_set_active(st->writer, st->rows_at_open);
     *out = st;
     return 0;
 fail:
@@ -1432,11 +1361,7 @@ fail:
 
 static void pg_close(sd_store *st)
 {
-    pthread_mutex_lock(&st->mu);
-    st->stopping = true;
-    pthread_cond_broadcast(&st->cv);
-    pthread_mutex_unlock(&st->mu);
-    pthread_join(st->writer, NULL);
+    sd_writer_stop(st->writer); /* finishes every queued write */
     free_store(st);
 }
 

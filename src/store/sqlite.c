@@ -1,14 +1,15 @@
 /*
- * sqlite.c - the embedded store: SQLite in WAL mode, one writer thread with
- * group commit, one read connection per reading thread.
+ * sqlite.c - the embedded store: SQLite in WAL mode, one read connection per
+ * reading thread, and the row operations (session/write.h) and transaction
+ * (store/writer.h) the shared writer runs on its connection.
  *
  * Durability: synchronous=FULL, so a COMMIT has been fsync'd when it returns;
- * a write's done() runs only after its transaction committed. The writer
- * takes every write queued while the previous commit ran (up to
- * commit_batch) and commits them together: one fsync for all of them. Each
- * write runs inside its own SAVEPOINT so a failing one leaves the others.
- * A failed COMMIT with an I/O error marks the store broken: no later write is
- * acknowledged (retrying an fsync can falsely report success).
+ * the shared writer acknowledges a write only after its batch committed (one
+ * fsync for the batch), each write inside its own SAVEPOINT. A failed COMMIT
+ * with an I/O error marks the store broken: no later write is acknowledged
+ * (retrying an fsync can falsely report success). Each committed batch's
+ * effects reach the in-memory validation index (store/index.c) before any of
+ * its writes is acknowledged.
  *
  * Checkpoints run on their own thread and connection, off the commit path;
  * the writer's WAL hook wakes it when the log grows.
@@ -21,6 +22,7 @@
 #include "store/crypt.h"
 #include "store/index.h"
 #include "store/store.h"
+#include "store/writer.h"
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -239,16 +241,14 @@ struct sd_store {
     uint64_t generation;
     sqlite3 *wdb;
     sqlite3_stmt *w[W_NSTMT];
-    int commit_batch;
-    int max_queued;
-    int queued; /* under mu */
+    sd_writer *writer;    /* the shared writer (store/writer.c) over this store's rows */
+    int changes_at_begin; /* writer-private: sqlite3_total_changes at BEGIN */
 
-    pthread_t writer, checkpointer;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;      /* writer: work queued or stopping */
+    pthread_t checkpointer;
+    pthread_mutex_t mu;     /* the checkpointer's flags */
     pthread_cond_t ckpt_cv; /* checkpointer: WAL grew or stopping */
-    sd_write *head, *tail;
     bool stopping, ckpt_wanted;
+    int64_t rows_at_open; /* counted by load_index */
 
     pthread_mutex_t readers_mu;
     reader *readers;
@@ -258,7 +258,6 @@ struct sd_store {
     const sd_keyring *keys; /* encryption at rest of attrs; NULL: plain */
     _Atomic bool broken;
     _Atomic bool write_failing; /* the last commit that tried to change something failed */
-    _Atomic int64_t active_rows, swept_total, sweeps_total, commits_total, writes_total;
 };
 
 static _Atomic uint64_t generations;
@@ -549,11 +548,7 @@ static int sq_ready(sd_store *st)
 
 static void sq_stats(sd_store *st, sd_store_stats *out)
 {
-    out->active_rows = atomic_load(&st->active_rows);
-    out->swept_total = atomic_load(&st->swept_total);
-    out->sweeps_total = atomic_load(&st->sweeps_total);
-    out->commits_total = atomic_load(&st->commits_total);
-    out->writes_total = atomic_load(&st->writes_total);
+    sd_writer_stats(st->writer, out);
     out->broken = atomic_load(&st->broken);
 }
 
@@ -889,21 +884,64 @@ static bool fatal_code(int rc)
            primary == SQLITE_NOTADB || primary == SQLITE_CANTOPEN;
 }
 
-static void complete(sd_write *list)
+/* ---- the transaction (store/writer.h) ---------------------------------- */
+
+static int tx_begin(void *be)
 {
-    while (list) {
-        sd_write *next = list->next;
-        list->next = NULL;
-        list->done(list);
-        list = next;
+    sd_store *st = be;
+    if (atomic_load(&st->broken) || !WOK(wstep(st, W_BEGIN)))
+        return SD_EUNAVAILABLE;
+    st->changes_at_begin = sqlite3_total_changes(st->wdb);
+    return 0;
+}
+
+static int tx_savepoint(void *be)
+{
+    return WOK(wstep(be, W_SAVEPOINT)) ? 0 : SD_EUNAVAILABLE;
+}
+
+static void tx_release(void *be, bool more)
+{
+    (void)more;
+    wstep(be, W_RELEASE);
+}
+
+static void tx_rollback_to(void *be)
+{
+    wstep(be, W_ROLLBACK_TO);
+    wstep(be, W_RELEASE);
+}
+
+/* A COMMIT that fails with an I/O error marks the store broken: retrying
+ * an fsync can falsely report success. Readiness comes back with the first
+ * commit that really wrote. */
+static int tx_commit(void *be)
+{
+    sd_store *st = be;
+    if (WOK(wstep(st, W_COMMIT))) {
+        if (sqlite3_total_changes(st->wdb) != st->changes_at_begin)
+            atomic_store(&st->write_failing, false);
+        return 0;
     }
+    int ext = sqlite3_extended_errcode(st->wdb);
+    sd_error("store: commit failed: %s (%d)", sqlite3_errmsg(st->wdb), ext);
+    if (!sqlite3_get_autocommit(st->wdb))
+        wstep(st, W_ROLLBACK);
+    if (fatal_code(ext) && (ext & 0xff) != SQLITE_FULL) {
+        atomic_store(&st->broken, true);
+        sd_error("store: marked broken after an I/O error; no further write will be "
+                 "acknowledged until restart");
+    }
+    atomic_store(&st->write_failing, true);
+    return SD_EUNAVAILABLE;
 }
 
 /* After a successful COMMIT, and before any write of the batch is
  * acknowledged: bring the in-memory index to the committed state, by the
  * effects of the writes that were kept. */
-static void apply_to_index(sd_store *st, sd_write *batch)
+static void tx_committed(void *be, sd_write *batch)
 {
+    sd_store *st = be;
     sd_index_lock(st->index);
     for (sd_write *w = batch; w; w = w->next) {
         if (!sd_write_kept(w->rc))
@@ -930,66 +968,14 @@ static void apply_to_index(sd_store *st, sd_write *batch)
     sd_index_unlock(st->index);
 }
 
-/* Commits one batch of writes. */
-static void commit_batch(sd_store *st, sd_write *batch)
-{
-    int rc = atomic_load(&st->broken) ? SQLITE_IOERR : wstep(st, W_BEGIN);
-    if (!WOK(rc)) {
-        for (sd_write *w = batch; w; w = w->next)
-            w->rc = SD_EUNAVAILABLE;
-        complete(batch);
-        return;
-    }
-    int64_t delta = 0;
-    int64_t swept = 0, sweeps = 0;
-    int changes_before = sqlite3_total_changes(st->wdb);
-    int nwrites = 0;
-    for (sd_write *w = batch; w; w = w->next) {
-        nwrites++;
-        if (!WOK(wstep(st, W_SAVEPOINT))) {
-            w->rc = SD_EUNAVAILABLE;
-            continue;
-        }
-        if (sd_write_kept(sd_write_apply(&sq_rows, st, w))) {
-            delta += w->delta;
-            if (w->kind == SD_W_SWEEP) {
-                swept += w->affected;
-                sweeps++;
-            }
-            wstep(st, W_RELEASE);
-        } else {
-            wstep(st, W_ROLLBACK_TO);
-            wstep(st, W_RELEASE);
-            w->rc = SD_EUNAVAILABLE;
-        }
-    }
-    rc = wstep(st, W_COMMIT);
-    if (!WOK(rc)) {
-        int ext = sqlite3_extended_errcode(st->wdb);
-        sd_error("store: commit failed: %s (%d)", sqlite3_errmsg(st->wdb), ext);
-        if (!sqlite3_get_autocommit(st->wdb))
-            wstep(st, W_ROLLBACK);
-        if (fatal_code(ext) && (ext & 0xff) != SQLITE_FULL) {
-            atomic_store(&st->broken, true);
-            sd_error("store: marked broken after an I/O error; no further write will be "
-                     "acknowledged until restart");
-        }
-        for (sd_write *w = batch; w; w = w->next)
-            w->rc = SD_EUNAVAILABLE;
-        atomic_store(&st->write_failing, true);
-    } else {
-        /* Readiness comes back with the first commit that really wrote. */
-        if (sqlite3_total_changes(st->wdb) != changes_before)
-            atomic_store(&st->write_failing, false);
-        apply_to_index(st, batch);
-        atomic_fetch_add(&st->active_rows, delta);
-        atomic_fetch_add(&st->commits_total, 1);
-        atomic_fetch_add(&st->writes_total, nwrites);
-        atomic_fetch_add(&st->swept_total, swept);
-        atomic_fetch_add(&st->sweeps_total, sweeps);
-    }
-    complete(batch);
-}
+static const sd_tx_ops sq_tx = {
+    .begin = tx_begin,
+    .savepoint = tx_savepoint,
+    .release = tx_release,
+    .rollback_to = tx_rollback_to,
+    .commit = tx_commit,
+    .committed = tx_committed,
+};
 
 /* Brings a store made by an older version up to date. */
 static int migrate(sd_store *st, char *err, size_t errlen)
@@ -1050,37 +1036,9 @@ static int load_index(sd_store *st, char *err, size_t errlen)
         snprintf(err, errlen, "cannot load the session index: %s", sqlite3_errmsg(st->wdb));
         return SD_EUNAVAILABLE;
     }
-    st->active_rows = n;
+    st->rows_at_open = n;
     sd_info("store: %lld sessions in the active table, indexed in memory", (long long)n);
     return 0;
-}
-
-static void *writer_main(void *arg)
-{
-    sd_store *st = arg;
-    pthread_mutex_lock(&st->mu);
-    for (;;) {
-        while (!st->head && !st->stopping)
-            pthread_cond_wait(&st->cv, &st->mu);
-        if (!st->head)
-            break;
-        sd_write *batch = st->head, *last = batch;
-        int n = 1;
-        while (last->next && n < st->commit_batch) {
-            last = last->next;
-            n++;
-        }
-        st->head = last->next;
-        if (!st->head)
-            st->tail = NULL;
-        last->next = NULL;
-        st->queued -= n;
-        pthread_mutex_unlock(&st->mu);
-        commit_batch(st, batch);
-        pthread_mutex_lock(&st->mu);
-    }
-    pthread_mutex_unlock(&st->mu);
-    return NULL;
 }
 
 /* After each commit, on the writer thread. Past CHECKPOINT_PAGES the
@@ -1138,24 +1096,7 @@ static void *checkpointer_main(void *arg)
 
 static void sq_write(sd_store *st, sd_write *w)
 {
-    w->next = NULL;
-    pthread_mutex_lock(&st->mu);
-    if (st->stopping || st->queued >= st->max_queued) {
-        /* Shed load early rather than queue without bound. */
-        int rc = st->stopping ? SD_EUNAVAILABLE : SD_EBUSY;
-        pthread_mutex_unlock(&st->mu);
-        w->rc = rc;
-        w->done(w);
-        return;
-    }
-    st->queued++;
-    if (st->tail)
-        st->tail->next = w;
-    else
-        st->head = w;
-    st->tail = w;
-    pthread_cond_signal(&st->cv);
-    pthread_mutex_unlock(&st->mu);
+    sd_writer_submit(st->writer, w);
 }
 
 /* ---- open and close ---------------------------------------------------- */
@@ -1191,7 +1132,6 @@ static void free_store(sd_store *st)
     drop_index(st->index);
     pthread_mutex_destroy(&st->mu);
     pthread_mutex_destroy(&st->readers_mu);
-    pthread_cond_destroy(&st->cv);
     pthread_cond_destroy(&st->ckpt_cv);
     free(st);
 }
@@ -1224,12 +1164,9 @@ static int sq_open(const char *dir, const sd_store_options *opt, sd_store **out,
         return SD_ENOMEM;
     st->lock_fd = -1;
     st->keys = opt ? opt->keys : NULL;
-    st->commit_batch = opt && opt->commit_batch > 0 ? opt->commit_batch : 1024;
-    st->max_queued = opt && opt->max_queued > 0 ? opt->max_queued : 10000;
     st->generation = atomic_fetch_add(&generations, 1) + 1;
     pthread_mutex_init(&st->mu, NULL);
     pthread_mutex_init(&st->readers_mu, NULL);
-    pthread_cond_init(&st->cv, NULL);
     pthread_cond_init(&st->ckpt_cv, NULL);
 
     char lock[1100];
@@ -1268,17 +1205,16 @@ static int sq_open(const char *dir, const sd_store_options *opt, sd_store **out,
         goto fail;
     sqlite3_wal_hook(st->wdb, wal_hook, st);
 
-    if (pthread_create(&st->writer, NULL, writer_main, st)) {
+    sd_writer_options wo = {opt ? opt->commit_batch : 0, opt ? opt->max_queued : 0, 0};
+    if (sd_writer_start(&wo, &sq_tx, &sq_rows, st, &st->writer)) {
         snprintf(err, errlen, "cannot start the writer thread");
         rc = SD_ENOMEM;
         goto fail;
     }
+    sd_writer_set_active(st->writer, st->rows_at_open);
     if (pthread_create(&st->checkpointer, NULL, checkpointer_main, st)) {
-        pthread_mutex_lock(&st->mu);
-        st->stopping = true;
-        pthread_cond_broadcast(&st->cv);
-        pthread_mutex_unlock(&st->mu);
-        pthread_join(st->writer, NULL);
+        sd_writer_stop(st->writer);
+        st->writer = NULL;
         snprintf(err, errlen, "cannot start the checkpoint thread");
         rc = SD_ENOMEM;
         goto fail;
@@ -1292,12 +1228,12 @@ fail:
 
 static void sq_close(sd_store *st)
 {
+    sd_writer_stop(st->writer); /* finishes every queued write */
+    st->writer = NULL;
     pthread_mutex_lock(&st->mu);
     st->stopping = true;
-    pthread_cond_broadcast(&st->cv);
     pthread_cond_broadcast(&st->ckpt_cv);
     pthread_mutex_unlock(&st->mu);
-    pthread_join(st->writer, NULL);
     pthread_join(st->checkpointer, NULL);
     char err[256];
     if (!atomic_load(&st->broken) &&

@@ -1,0 +1,221 @@
+/*
+ * writer.c - the shared writer (see writer.h): queue, load shedding,
+ * batching, a savepoint per write, group commit, acknowledgement after the
+ * commit is durable, and the counts /metrics shows.
+ */
+#include "store/writer.h"
+#include "util/clock.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+struct sd_writer {
+    const sd_tx_ops *tx;
+    const sd_rows_ops *rows;
+    void *be;
+    int commit_batch, max_queued;
+
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv; /* work queued, upkeep asked for, or stopping (monotonic clock) */
+    sd_write *head, *tail;
+    int queued;
+    bool stopping, upkeep_wanted;
+    struct timespec upkeep_at; /* writer-private */
+
+    _Atomic int64_t active_rows, swept_total, sweeps_total, commits_total, writes_total;
+};
+
+static void complete(sd_write *list)
+{
+    while (list) {
+        sd_write *next = list->next;
+        list->next = NULL;
+        list->done(list);
+        list = next;
+    }
+}
+
+static void fail_all(sd_write *batch)
+{
+    for (sd_write *w = batch; w; w = w->next)
+        w->rc = SD_EUNAVAILABLE;
+    complete(batch);
+}
+
+/* One transaction for the batch; each write inside its own savepoint, so
+ * that a failing one is undone alone. Acknowledged only after COMMIT. */
+static void commit_batch(sd_writer *wr, sd_write *batch)
+{
+    const sd_tx_ops *tx = wr->tx;
+    if (tx->begin(wr->be)) {
+        fail_all(batch);
+        return;
+    }
+    int64_t delta = 0, swept = 0, sweeps = 0, nwrites = 0;
+    for (sd_write *w = batch; w; w = w->next) {
+        nwrites++;
+        if (tx->savepoint(wr->be)) {
+            w->rc = SD_EUNAVAILABLE;
+            continue;
+        }
+        if (sd_write_kept(sd_write_apply(wr->rows, wr->be, w))) {
+            delta += w->delta;
+            if (w->kind == SD_W_SWEEP) {
+                swept += w->affected;
+                sweeps++;
+            }
+            tx->release(wr->be, w->next != NULL);
+        } else {
+            tx->rollback_to(wr->be);
+            w->rc = SD_EUNAVAILABLE;
+        }
+    }
+    if (tx->commit(wr->be)) {
+        fail_all(batch);
+        return;
+    }
+    if (tx->committed)
+        tx->committed(wr->be, batch);
+    atomic_fetch_add(&wr->active_rows, delta);
+    atomic_fetch_add(&wr->commits_total, 1);
+    atomic_fetch_add(&wr->writes_total, nwrites);
+    atomic_fetch_add(&wr->swept_total, swept);
+    atomic_fetch_add(&wr->sweeps_total, sweeps);
+    complete(batch);
+}
+
+static void upkeep(sd_writer *wr, bool after_batch)
+{
+    int ms = wr->tx->upkeep(wr->be, after_batch);
+    if (ms >= 0)
+        sd_mono_deadline(&wr->upkeep_at, ms);
+}
+
+static void *writer_main(void *arg)
+{
+    sd_writer *wr = arg;
+    pthread_mutex_lock(&wr->mu);
+    for (;;) {
+        while (!wr->head && !wr->stopping && !wr->upkeep_wanted) {
+            if (!wr->tx->upkeep)
+                pthread_cond_wait(&wr->cv, &wr->mu);
+            else if (pthread_cond_timedwait(&wr->cv, &wr->mu, &wr->upkeep_at) != 0)
+                break;
+        }
+        if (!wr->head && wr->stopping)
+            break;
+        if (!wr->head) { /* upkeep is due or asked for */
+            wr->upkeep_wanted = false;
+            pthread_mutex_unlock(&wr->mu);
+            upkeep(wr, false);
+            pthread_mutex_lock(&wr->mu);
+            continue;
+        }
+        sd_write *batch = wr->head, *last = batch;
+        int n = 1;
+        while (last->next && n < wr->commit_batch) {
+            last = last->next;
+            n++;
+        }
+        wr->head = last->next;
+        if (!wr->head)
+            wr->tail = NULL;
+        last->next = NULL;
+        wr->queued -= n;
+        pthread_mutex_unlock(&wr->mu);
+        commit_batch(wr, batch);
+        if (wr->tx->upkeep)
+            upkeep(wr, true);
+        pthread_mutex_lock(&wr->mu);
+    }
+    pthread_mutex_unlock(&wr->mu);
+    return NULL;
+}
+
+void sd_writer_submit(sd_writer *wr, sd_write *w)
+{
+    w->next = NULL;
+    pthread_mutex_lock(&wr->mu);
+    /* Shed load early rather than queue without bound. */
+    int rc = wr->stopping || (wr->tx->accepting && !wr->tx->accepting(wr->be)) ? SD_EUNAVAILABLE
+             : wr->queued >= wr->max_queued                                    ? SD_EBUSY
+                                                                               : 0;
+    if (rc) {
+        pthread_mutex_unlock(&wr->mu);
+        w->rc = rc;
+        w->done(w);
+        return;
+    }
+    wr->queued++;
+    if (wr->tail)
+        wr->tail->next = w;
+    else
+        wr->head = w;
+    wr->tail = w;
+    pthread_cond_signal(&wr->cv);
+    pthread_mutex_unlock(&wr->mu);
+}
+
+void sd_writer_poke(sd_writer *wr)
+{
+    pthread_mutex_lock(&wr->mu);
+    wr->upkeep_wanted = true;
+    pthread_cond_signal(&wr->cv);
+    pthread_mutex_unlock(&wr->mu);
+}
+
+int sd_writer_start(const sd_writer_options *opt, const sd_tx_ops *tx, const sd_rows_ops *rows,
+                    void *be, sd_writer **out)
+{
+    sd_writer *wr = calloc(1, sizeof *wr);
+    if (!wr)
+        return SD_ENOMEM;
+    wr->tx = tx;
+    wr->rows = rows;
+    wr->be = be;
+    wr->commit_batch = opt && opt->commit_batch > 0 ? opt->commit_batch : 1024;
+    wr->max_queued = opt && opt->max_queued > 0 ? opt->max_queued : 10000;
+    sd_mono_deadline(&wr->upkeep_at, opt ? opt->first_upkeep_ms : 0);
+    pthread_mutex_init(&wr->mu, NULL);
+    sd_cond_init_mono(&wr->cv);
+    if (pthread_create(&wr->thread, NULL, writer_main, wr)) {
+        pthread_mutex_destroy(&wr->mu);
+        pthread_cond_destroy(&wr->cv);
+        free(wr);
+        return SD_ENOMEM;
+    }
+    *out = wr;
+    return 0;
+}
+
+void sd_writer_stop(sd_writer *wr)
+{
+    if (!wr)
+        return;
+    pthread_mutex_lock(&wr->mu);
+    wr->stopping = true;
+    pthread_cond_broadcast(&wr->cv);
+    pthread_mutex_unlock(&wr->mu);
+    pthread_join(wr->thread, NULL);
+    pthread_mutex_destroy(&wr->mu);
+    pthread_cond_destroy(&wr->cv);
+    free(wr);
+}
+
+void sd_writer_set_active(sd_writer *wr, int64_t rows)
+{
+    atomic_store(&wr->active_rows, rows);
+}
+
+void sd_writer_stats(sd_writer *wr, sd_store_stats *out)
+{
+    out->active_rows = atomic_load(&wr->active_rows);
+    out->swept_total = atomic_load(&wr->swept_total);
+    out->sweeps_total = atomic_load(&wr->sweeps_total);
+    out->commits_total = atomic_load(&wr->commits_total);
+    out->writes_total = atomic_load(&wr->writes_total);
+}
