@@ -178,6 +178,13 @@ bench-quick: build/sessiond
 alloc-count: build/sessiond
 	$(PYTHON) bench/alloc_per_request.py
 
+# RSS added by 10,000 idle keep-alive connections to the release build
+# (bench/idle_conns.py; issue 14). Never part of make test.
+IDLE_CONNS ?= 10000
+.PHONY: idle-conns
+idle-conns: build/sessiond
+	$(PYTHON) bench/idle_conns.py --conns $(IDLE_CONNS)
+
 # An hour of steady mixed load sampling RSS and descriptors (SOAK_MINUTES).
 SOAK_MINUTES ?= 60
 soak: build/sessiond

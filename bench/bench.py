@@ -11,9 +11,7 @@ and the min-max spread.
 import argparse
 import os
 import re
-import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,6 +20,7 @@ import time
 
 from harness import (BENCH, PROCS, ROOT, TMP, free_port, loaded_sessiond, peak_rss_kb, populate, start,
                      start_sessiond, status_kb, stop, wrk)
+from idle_conns import idle_connections, raise_nofile  # also make idle-conns on its own
 JSON_BODY = '{"isValid":true,"expiry":"2026-11-28T05:23:53.585Z","sessionId":"EBDIWiJAahK2fvOtPXXRDw","userId":"user-1234"}'
 
 
@@ -92,35 +91,6 @@ def start_peer(redis_port, n, cookies):
     return start(["node", os.path.join(peer, "server.js")], port, "peer.log", env=env), port
 
 
-def idle_connections(n):
-    """RSS a fresh sessiond adds for n idle keep-alive connections, each of
-    which has made one request. Returns (baseline MB, with connections MB)."""
-    sd, port = start_sessiond(["--max-connections", str(n + 100)])
-    time.sleep(0.5)
-    before = status_kb(sd.pid, "VmRSS")
-    socks = []
-    req = b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n"
-    try:
-        for _ in range(n):
-            c = socket.create_connection(("127.0.0.1", port))
-            c.sendall(req)
-            got = b""
-            while b"\r\n\r\n" not in got or not got.rstrip().endswith(b"}"):
-                chunk = c.recv(4096)
-                if not chunk:
-                    raise SystemExit("idle test: connection closed")
-                got += chunk
-            socks.append(c)
-        time.sleep(0.5)
-        after = status_kb(sd.pid, "VmRSS")
-        assert sd.poll() is None
-    finally:
-        for c in socks:
-            c.close()
-        stop(sd)
-    return before / 1024, after / 1024
-
-
 def scaleout(a, R, notes):
     """The scale-out mode: one sessiond on a private PostgreSQL 15 with a
     private Redis cache (validation through Redis, creates through
@@ -165,10 +135,7 @@ def main():
     if a.quick:
         a.reps, a.duration, a.sizes, a.idle, a.pg_population = 1, 3, "10000,100000", 2000, 10000
     # 10k idle connections and their server need descriptors.
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    if a.idle + 200 > hard:
-        a.idle = max(0, hard - 200)
+    a.idle = raise_nofile(a.idle)
     R = Results()
     notes = []
 

@@ -5,11 +5,16 @@
  * connection's buffers, over plain TCP or TLS (http/tls.h: the handshake
  * first, then one branch per read or write), closes and frees connections
  * (never inside a caller that still holds one: the in_flight and in_process
- * flags), and scans for timeouts once a second: a request that does not
- * arrive within SD__REQUEST_TIMEOUT_MS (slowloris), a keep-alive
- * connection idle past --connection-timeout, a TLS handshake that does not
- * end in time, and every idle connection when draining. (A scan of every
- * connection, not a timer each: issue 14 item 4 replaces it.)
+ * flags), and keeps each connection's timeout as a timer of its own on the
+ * loop: a request that does not arrive within SD__REQUEST_TIMEOUT_MS
+ * (slowloris: 408), a keep-alive connection idle past --connection-timeout,
+ * a TLS handshake that does not end in time, and every idle connection
+ * when draining.
+ *
+ * An idle keep-alive connection costs its struct and no buffer: when it
+ * waits for its next request (nothing buffered either way, no request), its
+ * read and write buffers go back to its thread's small pool, and the next
+ * connection of that thread to read or write takes one from there.
  *
  * It knows no HTTP grammar: what it reads goes up to parse.c, a timeout's
  * answer to response.c, both through the upcalls in sd_http (internal.h).
@@ -32,6 +37,8 @@
 #include <unistd.h>
 
 #define READ_CHUNK 16384
+#define IN_BUF     (2 * READ_CHUNK) /* a read buffer as the pool keeps it */
+#define OUT_BUF    4096             /* a write buffer as the pool keeps it */
 
 /* ---- the Date header, per thread ---------------------------------------- */
 
@@ -99,6 +106,108 @@ static bool ip_acquire(sd_http *h, const char *ip)
     return ok;
 }
 
+/* ---- buffers: none kept while a connection is idle ---------------------- */
+
+/* A buffer of the pool's size (IN_BUF or OUT_BUF): a spare or a new one.
+ * NULL when out of memory. */
+static char *buf_take(struct sd__buf_pool *p, size_t size)
+{
+    return p->n ? p->buf[--p->n] : malloc(size);
+}
+
+/* Gives *buf (*cap bytes) back: kept when it is of the pool's size and the
+ * pool has room, freed otherwise. */
+static void buf_give(struct sd__buf_pool *p, size_t size, char **buf, size_t *cap)
+{
+    if (*buf && *cap == size && p->n < SD__POOL_BUFS)
+        p->buf[p->n++] = *buf;
+    else
+        free(*buf);
+    *buf = NULL;
+    *cap = 0;
+}
+
+/* Both buffers go back to the thread's pools (their bytes are dropped). */
+static void conn_release_buffers(sd__conn *c)
+{
+    buf_give(&c->lp->in_pool, IN_BUF, &c->in, &c->in_cap);
+    buf_give(&c->lp->out_pool, OUT_BUF, &c->out, &c->out_cap);
+    c->in_len = c->out_len = c->out_off = 0;
+}
+
+void sd__conn_pools_free(sd__thread *lp)
+{
+    struct sd__buf_pool *pools[] = {&lp->in_pool, &lp->out_pool};
+    for (size_t i = 0; i < sizeof pools / sizeof pools[0]; i++) {
+        while (pools[i]->n)
+            free(pools[i]->buf[--pools[i]->n]);
+    }
+}
+
+/* ---- timeouts: a timer per connection ------------------------------------ */
+
+static void on_timeout(sd_loop_timer *t);
+
+/* Arms c's timer for the deadline that applies now: the handshake's or the
+ * request's (request_deadline), or the idle one; at once for an idle
+ * connection when draining; none while a handler owns the request or output
+ * waits for the peer (the scan this replaced skipped those too; the timer
+ * is armed again when that ends, through sd__conn_set_events). A deadline
+ * that moved later leaves the timer where it is: it runs first, finds the
+ * later deadline and moves then, so a busy keep-alive connection costs no
+ * heap work per request. */
+static void conn_arm(sd__conn *c)
+{
+    sd_loop *l = c->lp->loop;
+    if (c->fd < 0 || c->in_flight || c->out_len > c->out_off) {
+        sd_loop_timer_stop(l, &c->timer);
+        return;
+    }
+    bool mid_request = !c->handshaking && (c->req || c->in_len > 0);
+    int64_t due_ns;
+    if (!mid_request && atomic_load(&c->lp->h->draining))
+        due_ns = 0; /* in the past: this turn */
+    else
+        due_ns = (c->handshaking || mid_request ? c->request_deadline : c->idle_deadline) * 1000000;
+    if (c->timer.armed && c->timer.due_ns <= due_ns)
+        return;
+    sd_loop_timer_start_at(l, &c->timer, due_ns, on_timeout);
+}
+
+/* c's timer: the request's 408, the idle or handshake close, or (when the
+ * deadline has moved on) the timer set again. */
+static void on_timeout(sd_loop_timer *t)
+{
+    sd__conn *c = SD__CONTAINER_OF(t, sd__conn, timer);
+    if (c->fd < 0 || c->in_flight || c->out_len > c->out_off)
+        return; /* armed again when that is over */
+    int64_t now = sd_mono_ms();
+    bool draining = atomic_load(&c->lp->h->draining);
+    if (c->handshaking) {
+        if (draining || now >= c->request_deadline) {
+            sd__conn_close(c);
+            return;
+        }
+    } else {
+        bool mid_request = c->req != NULL || c->in_len > 0;
+        if (mid_request && now >= c->request_deadline) {
+            c->lp->h->up.error(c, 408, "the request did not arrive in time");
+            return;
+        }
+        if (!mid_request && (draining || now >= c->idle_deadline)) {
+            sd__conn_close(c);
+            return;
+        }
+    }
+    conn_arm(c);
+}
+
+void sd__conn_drain(sd__thread *lp)
+{
+    for (sd__conn *c = lp->conns; c; c = c->next)
+        conn_arm(c);
+}
+
 /* ---- lifetime and I/O --------------------------------------------------- */
 
 void sd__conn_free(sd__conn *c)
@@ -114,8 +223,8 @@ void sd__conn_free(sd__conn *c)
     atomic_fetch_sub(&lp->h->nconns, 1);
     sd_tls_close(c->ssl, false);
     free(c->peer_cn);
-    free(c->in);
-    free(c->out);
+    sd_loop_timer_stop(lp->loop, &c->timer);
+    conn_release_buffers(c);
     free(c);
 }
 
@@ -125,6 +234,7 @@ void sd__conn_close_fd(sd__conn *c)
 {
     if (c->fd >= 0) {
         sd_loop_io_stop(c->lp->loop, &c->io);
+        sd_loop_timer_stop(c->lp->loop, &c->timer);
         sd_tls_close(c->ssl, true);
         c->ssl = NULL;
         close(c->fd);
@@ -146,6 +256,9 @@ void sd__conn_close(sd__conn *c)
     sd__conn_free(c);
 }
 
+/* Also the moment a connection's state is settled after reading, replying
+ * or writing: an idle one gives its buffers back, and the timer follows the
+ * deadline that now applies. */
 void sd__conn_set_events(sd__conn *c)
 {
     if (c->fd < 0)
@@ -153,6 +266,9 @@ void sd__conn_set_events(sd__conn *c)
     uint32_t want = (c->in_flight || c->peer_eof ? 0 : EPOLLIN | EPOLLRDHUP) |
                     (c->out_len > c->out_off ? EPOLLOUT : 0) | c->tls_events;
     sd_loop_io_set(c->lp->loop, &c->io, want); /* no system call when unchanged */
+    if (!c->in_process && !c->in_flight && !c->req && c->in_len == 0 && c->out_len == c->out_off)
+        conn_release_buffers(c); /* idle: waits for its next request */
+    conn_arm(c);
 }
 
 /* The transport: plain TCP or TLS, one branch per call. A TLS read may have
@@ -205,6 +321,8 @@ bool sd__conn_flush(sd__conn *c)
 
 bool sd__conn_append(sd__conn *c, const char *data, size_t len)
 {
+    if (!c->out && len <= OUT_BUF && (c->out = buf_take(&c->lp->out_pool, OUT_BUF)))
+        c->out_cap = OUT_BUF;
     if (c->out_len + len > c->out_cap) {
         size_t cap = c->out_cap ? c->out_cap : 4096;
         while (cap < c->out_len + len)
@@ -224,8 +342,8 @@ static void on_readable(sd__conn *c)
 {
     for (;;) {
         if (c->in_cap - c->in_len < READ_CHUNK) {
-            size_t cap = c->in_cap ? c->in_cap * 2 : READ_CHUNK * 2;
-            char *p = realloc(c->in, cap);
+            size_t cap = c->in ? c->in_cap * 2 : IN_BUF;
+            char *p = c->in ? realloc(c->in, cap) : buf_take(&c->lp->in_pool, IN_BUF);
             if (!p) {
                 sd__conn_close(c);
                 return;
@@ -414,6 +532,7 @@ static void accept_all(sd__thread *lp)
             lp->conns->prev = c;
         lp->conns = c;
         sd_loop_io_start(lp->loop, &c->io, fd, EPOLLIN | EPOLLRDHUP, on_event);
+        conn_arm(c);
     }
 }
 
@@ -421,27 +540,4 @@ void sd__conn_on_listen(sd_loop_io *io, uint32_t events)
 {
     (void)events;
     accept_all(SD__CONTAINER_OF(io, sd__thread, listen_io));
-}
-
-/* ---- timeouts ------------------------------------------------------------ */
-
-void sd__conn_scan(sd__thread *lp)
-{
-    int64_t now = sd_mono_ms();
-    bool draining = atomic_load(&lp->h->draining);
-    for (sd__conn *c = lp->conns, *next; c; c = next) {
-        next = c->next;
-        if (c->fd < 0 || c->in_flight || c->out_len > c->out_off)
-            continue;
-        if (c->handshaking) {
-            if (draining || now > c->request_deadline)
-                sd__conn_close(c);
-            continue;
-        }
-        bool mid_request = c->req != NULL || c->in_len > 0;
-        if (mid_request && now > c->request_deadline)
-            lp->h->up.error(c, 408, "the request did not arrive in time");
-        else if (!mid_request && (draining || now > c->idle_deadline))
-            sd__conn_close(c);
-    }
 }

@@ -39,6 +39,7 @@
 
 #define SD__MAX_HEADERS        100
 #define SD__REQUEST_TIMEOUT_MS 10000
+#define SD__POOL_BUFS          64 /* spare buffers of each kind a thread keeps (conn.c) */
 
 /* The struct that holds member p (an sd_loop_io or sd_loop_timer). */
 #define SD__CONTAINER_OF(p, type, member) ((type *)(void *)((char *)(p)-offsetof(type, member)))
@@ -105,7 +106,11 @@ struct sd__conn {
     bool chunked;       /* the body is chunked: checked (chunk) before the parser sees it */
     sd_chunk_state chunk;
     bool body_too_large;
+    /* sd_mono_ms; set by whoever starts a request or ends one, watched by
+     * timer (conn.c arms it for the deadline that applies whenever the
+     * connection's events are set) */
     int64_t request_deadline, idle_deadline;
+    sd_loop_timer timer;
     char ip[INET6_ADDRSTRLEN];
     struct ssl_st *ssl;  /* NULL: plain TCP */
     bool handshaking;    /* TLS: no HTTP before the handshake is done */
@@ -125,7 +130,11 @@ struct sd__thread {
     sd_loop_io listen_io, wake_io;
     int spare_fd;               /* held for the out-of-descriptors case (conn.c) */
     sd_loop_timer accept_timer; /* watches the listener again after a pause */
-    sd_loop_timer scan_timer;   /* the once-a-second timeout scan */
+    /* buffers of idle connections, for the next to read or write (conn.c) */
+    struct sd__buf_pool {
+        int n;
+        char *buf[SD__POOL_BUFS];
+    } in_pool, out_pool;
     pthread_mutex_t mu;
     sd_req *done_head, *done_tail;
     sd__conn *conns;
@@ -179,9 +188,11 @@ struct sd_http {
 const char *sd__http_date(void);
 /* The listener's file event: accepts what it can (registered by server.c). */
 void sd__conn_on_listen(sd_loop_io *io, uint32_t events);
-/* Timeouts: a request that takes too long to arrive, an idle keep-alive
- * connection, and (when draining) every idle connection. */
-void sd__conn_scan(sd__thread *lp);
+/* Draining has begun: every idle connection closes at the end of this
+ * turn (and each that becomes idle later, when it does). */
+void sd__conn_drain(sd__thread *lp);
+/* Frees the thread's spare buffers (once its loop has stopped). */
+void sd__conn_pools_free(sd__thread *lp);
 /* Closes the socket; the struct lives on while a request is in flight or
  * sd__parse_input is on the stack (they free it). */
 void sd__conn_close(sd__conn *c);

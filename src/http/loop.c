@@ -1,12 +1,16 @@
 /*
- * loop.c - the event loop of loop.h: one epoll instance, a short list of
- * timers kept in due order, a before-sleep hook.
+ * loop.c - the event loop of loop.h: one epoll instance, the timers in a
+ * binary min-heap, a before-sleep hook.
  *
  * A turn: the hook, one epoll_wait (up to 128 events, no longer than the
  * next timer or MAX_WAIT_MS), each event's callback in the order epoll
- * gave them, then the timers that are due. Timers are few (the HTTP layer
- * has two a loop), so a sorted list is enough; connection timeouts are
- * not timers here but one periodic scan (see conn.c).
+ * gave them, then the timers that are due. The heap is linked through the
+ * timers (as libuv's heap-inl.h): each node has its parent and two
+ * children, the tree is complete, and the path to position n (1-based,
+ * level order) is the bits of n below its highest, 0 left and 1 right. So
+ * starting or stopping a timer is O(log n) and allocates nothing, which
+ * matters when every connection has one (conn.c: its request, idle or
+ * handshake timeout).
  */
 #include "http/loop.h"
 #include "util/clock.h"
@@ -24,7 +28,9 @@
 struct sd_loop {
     int ep;
     _Atomic bool stop;
-    sd_loop_timer *timers; /* armed, soonest first */
+    sd_loop_timer *heap; /* armed timers: the soonest at the root */
+    size_t ntimers;
+    uint64_t seq; /* timers started so far */
     sd_loop_hook before_sleep;
     void *before_sleep_data;
 };
@@ -88,50 +94,148 @@ void sd_loop_io_stop(sd_loop *l, sd_loop_io *io)
     io->fd = -1;
 }
 
+/* ---- timers: the heap ---------------------------------------------------- */
+
+/* Whether a runs before b: sooner, or as soon and started first. */
+static bool runs_before(const sd_loop_timer *a, const sd_loop_timer *b)
+{
+    return a->due_ns < b->due_ns || (a->due_ns == b->due_ns && a->seq < b->seq);
+}
+
+/* Swaps child c with its parent p in the tree. */
+static void swap_with_parent(sd_loop *l, sd_loop_timer *p, sd_loop_timer *c)
+{
+    sd_loop_timer *gp = p->parent, *cl = c->left, *cr = c->right;
+    if (p->left == c) {
+        c->left = p;
+        c->right = p->right;
+        if (c->right)
+            c->right->parent = c;
+    } else {
+        c->right = p;
+        c->left = p->left;
+        if (c->left)
+            c->left->parent = c;
+    }
+    p->left = cl;
+    p->right = cr;
+    if (cl)
+        cl->parent = p;
+    if (cr)
+        cr->parent = p;
+    p->parent = c;
+    c->parent = gp;
+    if (!gp)
+        l->heap = c;
+    else if (gp->left == p)
+        gp->left = c;
+    else
+        gp->right = c;
+}
+
+/* The link that holds (or will hold) the node at 1-based position n. */
+static sd_loop_timer **slot_of(sd_loop *l, size_t n, sd_loop_timer **parent)
+{
+    sd_loop_timer **slot = &l->heap;
+    *parent = NULL;
+    for (int bit = 62 - __builtin_clzll((unsigned long long)n); bit >= 0; bit--) {
+        *parent = *slot;
+        slot = (n >> bit) & 1 ? &(*parent)->right : &(*parent)->left;
+    }
+    return slot;
+}
+
+static void heap_insert(sd_loop *l, sd_loop_timer *t)
+{
+    sd_loop_timer *parent;
+    sd_loop_timer **slot = slot_of(l, l->ntimers + 1, &parent);
+    t->left = t->right = NULL;
+    t->parent = parent;
+    *slot = t;
+    l->ntimers++;
+    while (t->parent && runs_before(t, t->parent))
+        swap_with_parent(l, t->parent, t);
+}
+
+/* Takes t out: the last node takes its place, then moves down or up. */
+static void heap_remove(sd_loop *l, sd_loop_timer *t)
+{
+    sd_loop_timer *parent;
+    sd_loop_timer **slot = slot_of(l, l->ntimers, &parent);
+    sd_loop_timer *last = *slot;
+    *slot = NULL;
+    l->ntimers--;
+    if (last != t) {
+        last->left = t->left;
+        last->right = t->right;
+        last->parent = t->parent;
+        if (last->left)
+            last->left->parent = last;
+        if (last->right)
+            last->right->parent = last;
+        if (!t->parent)
+            l->heap = last;
+        else if (t->parent->left == t)
+            t->parent->left = last;
+        else
+            t->parent->right = last;
+        for (;;) {
+            sd_loop_timer *first = last;
+            if (last->left && runs_before(last->left, first))
+                first = last->left;
+            if (last->right && runs_before(last->right, first))
+                first = last->right;
+            if (first == last)
+                break;
+            swap_with_parent(l, last, first);
+        }
+        while (last->parent && runs_before(last, last->parent))
+            swap_with_parent(l, last->parent, last);
+    }
+    t->parent = t->left = t->right = NULL;
+    t->armed = false;
+}
+
 void sd_loop_timer_stop(sd_loop *l, sd_loop_timer *t)
 {
-    if (!t->armed)
-        return;
-    sd_loop_timer **p = &l->timers;
-    while (*p != t)
-        p = &(*p)->next;
-    *p = t->next;
-    t->armed = false;
+    if (t->armed)
+        heap_remove(l, t);
+}
+
+void sd_loop_timer_start_at(sd_loop *l, sd_loop_timer *t, int64_t due_ns, sd_loop_timer_cb cb)
+{
+    sd_loop_timer_stop(l, t);
+    t->cb = cb;
+    t->due_ns = due_ns;
+    t->seq = l->seq++;
+    t->armed = true;
+    heap_insert(l, t);
 }
 
 void sd_loop_timer_start(sd_loop *l, sd_loop_timer *t, int64_t after_ms, sd_loop_timer_cb cb)
 {
-    sd_loop_timer_stop(l, t);
-    t->cb = cb;
-    t->due_ns = sd_mono_ns() + after_ms * 1000000;
-    sd_loop_timer **p = &l->timers;
-    while (*p && (*p)->due_ns <= t->due_ns)
-        p = &(*p)->next;
-    t->next = *p;
-    *p = t;
-    t->armed = true;
+    sd_loop_timer_start_at(l, t, sd_mono_ns() + after_ms * 1000000, cb);
 }
 
 /* How long the next wait may last: until the soonest timer, at most
  * MAX_WAIT_MS. */
 static int wait_ms(sd_loop *l)
 {
-    if (!l->timers)
+    if (!l->heap)
         return MAX_WAIT_MS;
-    int64_t ms = (l->timers->due_ns - sd_mono_ns() + 999999) / 1000000;
+    int64_t ms = (l->heap->due_ns - sd_mono_ns() + 999999) / 1000000;
     return ms < 0 ? 0 : ms > MAX_WAIT_MS ? MAX_WAIT_MS : (int)ms;
 }
 
 /* Runs the timers due now, soonest first (one started again from its
- * callback runs again when it is due). */
+ * callback runs again when it is due, not in this turn unless due_ns is
+ * already past). */
 static void run_timers(sd_loop *l)
 {
     int64_t now = sd_mono_ns();
-    while (l->timers && l->timers->due_ns <= now) {
-        sd_loop_timer *t = l->timers;
-        l->timers = t->next;
-        t->armed = false;
-        t->next = NULL;
+    while (l->heap && l->heap->due_ns <= now) {
+        sd_loop_timer *t = l->heap;
+        heap_remove(l, t);
         t->cb(t);
     }
 }

@@ -12,7 +12,7 @@
  * Registrations are structs the caller embeds in its own objects (as
  * libuv's uv__io_t): the loop keeps pointers to them and never frees
  * them. A callback may stop or free its own io or timer, and register
- * others.
+ * others. Thousands of timers are fine (a connection's timeout is one).
  */
 #ifndef SD_HTTP_LOOP_H
 #define SD_HTTP_LOOP_H
@@ -38,11 +38,15 @@ struct sd_loop_io {
     uint32_t events; /* what the loop watches now */
 };
 
+/* A timer: the loop's fields are its node in the loop's heap (a binary
+ * tree linked through the timers themselves, so starting and stopping
+ * allocate nothing and cost O(log n) in the timers armed). */
 struct sd_loop_timer {
     sd_loop_timer_cb cb;
     int64_t due_ns; /* sd_mono_ns clock */
+    uint64_t seq;   /* start order: timers due at the same time run in it */
     bool armed;
-    sd_loop_timer *next; /* the loop's list, soonest first */
+    sd_loop_timer *parent, *left, *right;
 };
 
 /* Creates a loop (nothing registered). Returns 0 or a negative SD_E* code
@@ -64,6 +68,8 @@ void sd_loop_io_stop(sd_loop *l, sd_loop_io *io);
 
 /* Calls cb once, after_ms from now. Starting an armed timer moves it. */
 void sd_loop_timer_start(sd_loop *l, sd_loop_timer *t, int64_t after_ms, sd_loop_timer_cb cb);
+/* The same at due_ns on the sd_mono_ns clock (in the past: the next turn). */
+void sd_loop_timer_start_at(sd_loop *l, sd_loop_timer *t, int64_t due_ns, sd_loop_timer_cb cb);
 void sd_loop_timer_stop(sd_loop *l, sd_loop_timer *t);
 
 /* Runs the loop on the calling thread until sd_loop_stop. It waits for

@@ -4,9 +4,9 @@
  * SO_REUSEPORT listening socket, an eventfd that wakes it for replies made
  * on other threads, and its connections; the handler pool (dispatch.c)
  * runs beside them. Here the layers are wired together (the upcalls, see
- * internal.h) and the loops' two periodic duties set: the timeout scan
- * once a second, and on draining the listener's close and a scan every
- * turn.
+ * internal.h) and the loops' duty on draining set: the listener's close,
+ * and every idle connection's (conn.c keeps a timer per connection for its
+ * timeouts).
  *
  * Why our own loop (see docs/architecture.md): it answers every error itself
  * (problem+json, the common headers, correct framing), it owns the limits and
@@ -38,33 +38,24 @@
 
 /* ---- a thread per loop ---------------------------------------------------- */
 
-/* Before each wait: when draining, the listener closes (once) and the
- * timeout scan runs every turn, so idle connections close at once. */
+/* Before each wait: once draining has begun, the listener closes and idle
+ * connections close at the end of the turn (those idle later close when
+ * they become idle: conn.c). */
 static void before_sleep(void *arg)
 {
     sd__thread *lp = arg;
-    if (!atomic_load(&lp->h->draining))
+    if (lp->listen_fd < 0 || !atomic_load(&lp->h->draining))
         return;
-    if (lp->listen_fd >= 0) {
-        sd_loop_io_stop(lp->loop, &lp->listen_io);
-        close(lp->listen_fd);
-        lp->listen_fd = -1;
-    }
-    sd__conn_scan(lp);
-}
-
-static void on_scan_timer(sd_loop_timer *t)
-{
-    sd__thread *lp = SD__CONTAINER_OF(t, sd__thread, scan_timer);
-    sd__conn_scan(lp);
-    sd_loop_timer_start(lp->loop, t, 1000, on_scan_timer);
+    sd_loop_io_stop(lp->loop, &lp->listen_io);
+    close(lp->listen_fd);
+    lp->listen_fd = -1;
+    sd__conn_drain(lp);
 }
 
 static void *loop_main(void *arg)
 {
     sd__thread *lp = arg;
     sd_loop_set_before_sleep(lp->loop, before_sleep, lp);
-    sd_loop_timer_start(lp->loop, &lp->scan_timer, 1000, on_scan_timer);
     sd_loop_run(lp->loop);
     return NULL;
 }
@@ -297,6 +288,7 @@ void sd_http_free(sd_http *h)
             sd__req_free(c->req);
             sd__conn_free(c);
         }
+        sd__conn_pools_free(lp);
         int fds[] = {lp->listen_fd, lp->wake_fd, lp->spare_fd};
         for (size_t k = 0; k < sizeof fds / sizeof fds[0]; k++)
             if (fds[k] >= 0)

@@ -1,4 +1,13 @@
-/* metrics.c - the registry of metrics.h and its text rendering. */
+/*
+ * metrics.c - the registry of metrics.h and its text rendering.
+ *
+ * The counters are sharded by thread: the first SHARDS threads that record
+ * a sample get a shard of their own (so the HTTP loops never write to the
+ * same cache line, and a sample is a few plain loads and stores, no locked
+ * instruction), later threads share one more with atomic adds. The
+ * renderer sums the shards; every counter is a relaxed atomic, so it reads
+ * them while they are written.
+ */
 #include "metrics/metrics.h"
 
 #include <stdarg.h>
@@ -29,10 +38,52 @@ static const char *const op_names[SD_OP_COUNT] = {
 static const char *const *routes;
 static const char *const *methods;
 static int nroutes;
-static _Atomic uint64_t requests[SD_METRICS_MAX_ROUTES + 1][NS];
-static histo req_latency[SD_METRICS_MAX_ROUTES + 1];
-static histo op_latency[SD_OP_COUNT];
-static _Atomic uint64_t validations[2];
+
+#define SHARDS 32 /* threads with a shard of their own; the rest share shards[SHARDS] */
+
+typedef struct shard {
+    _Alignas(64) _Atomic uint64_t requests[SD_METRICS_MAX_ROUTES + 1][NS];
+    histo req_latency[SD_METRICS_MAX_ROUTES + 1];
+    histo op_latency[SD_OP_COUNT];
+    _Atomic uint64_t validations[2];
+} shard;
+
+static shard shards[SHARDS + 1];
+static _Atomic int shards_taken;
+static _Thread_local shard *mine;
+static _Thread_local bool mine_alone; /* no other thread writes to mine */
+
+static shard *my_shard(void)
+{
+    if (!mine) {
+        int i = atomic_fetch_add_explicit(&shards_taken, 1, memory_order_relaxed);
+        mine_alone = i < SHARDS;
+        mine = &shards[mine_alone ? i : SHARDS];
+    }
+    return mine;
+}
+
+/* Adds v to a counter of the calling thread's shard: a load and a store
+ * when the shard is the thread's alone, an atomic add in the shared one. */
+static void add(_Atomic uint64_t *p, uint64_t v)
+{
+    if (mine_alone)
+        atomic_store_explicit(p, atomic_load_explicit(p, memory_order_relaxed) + v,
+                              memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(p, v, memory_order_relaxed);
+}
+
+/* The sum over every shard of the counter at p's place (p in shards[0]). */
+static uint64_t total(const _Atomic uint64_t *p)
+{
+    size_t off = (size_t)((const char *)p - (const char *)&shards[0]);
+    uint64_t sum = 0;
+    for (int i = 0; i <= SHARDS; i++)
+        sum += atomic_load_explicit((const _Atomic uint64_t *)((const char *)&shards[i] + off),
+                                    memory_order_relaxed);
+    return sum;
+}
 
 void sd_metrics_init(const char *const *route_methods, const char *const *route_names, int n)
 {
@@ -47,9 +98,9 @@ static void observe(histo *h, int64_t ns)
     size_t i = 0;
     while (i < NB && s > bounds[i])
         i++;
-    atomic_fetch_add_explicit(&h->bucket[i], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&h->sum_ns, (uint64_t)(ns > 0 ? ns : 0), memory_order_relaxed);
-    atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
+    add(&h->bucket[i], 1);
+    add(&h->sum_ns, (uint64_t)(ns > 0 ? ns : 0));
+    add(&h->count, 1);
 }
 
 void sd_metrics_request(int route, int status, int64_t ns)
@@ -59,19 +110,20 @@ void sd_metrics_request(int route, int status, int64_t ns)
     size_t s = 0;
     while (s < NS - 1 && statuses[s] != status)
         s++;
-    atomic_fetch_add_explicit(&requests[route][s], 1, memory_order_relaxed);
-    observe(&req_latency[route], ns);
+    shard *sh = my_shard();
+    add(&sh->requests[route][s], 1);
+    observe(&sh->req_latency[route], ns);
 }
 
 void sd_metrics_store_op(enum sd_store_op op, int64_t ns)
 {
     if (op >= 0 && op < SD_OP_COUNT)
-        observe(&op_latency[op], ns);
+        observe(&my_shard()->op_latency[op], ns);
 }
 
 void sd_metrics_validation(int valid)
 {
-    atomic_fetch_add_explicit(&validations[valid ? 1 : 0], 1, memory_order_relaxed);
+    add(&my_shard()->validations[valid ? 1 : 0], 1);
 }
 
 typedef struct buf {
@@ -107,22 +159,21 @@ static void put(buf *b, const char *fmt, ...)
     }
 }
 
-/* labels: the series' label pairs, rendered (`op="get"`). */
+/* labels: the series' label pairs, rendered (`op="get"`); h is in shards[0],
+ * the series is the sum of every shard's. */
 static void put_histo(buf *b, const char *name, const char *labels, const histo *h)
 {
     uint64_t cum = 0;
     for (size_t i = 0; i <= NB; i++) {
-        cum += atomic_load_explicit(&h->bucket[i], memory_order_relaxed);
+        cum += total(&h->bucket[i]);
         if (i < NB)
             put(b, "%s_bucket{%s,le=\"%g\"} %llu\n", name, labels, bounds[i],
                 (unsigned long long)cum);
         else
             put(b, "%s_bucket{%s,le=\"+Inf\"} %llu\n", name, labels, (unsigned long long)cum);
     }
-    put(b, "%s_sum{%s} %.9f\n", name, labels,
-        (double)atomic_load_explicit(&h->sum_ns, memory_order_relaxed) / 1e9);
-    put(b, "%s_count{%s} %llu\n", name, labels,
-        (unsigned long long)atomic_load_explicit(&h->count, memory_order_relaxed));
+    put(b, "%s_sum{%s} %.9f\n", name, labels, (double)total(&h->sum_ns) / 1e9);
+    put(b, "%s_count{%s} %llu\n", name, labels, (unsigned long long)total(&h->count));
 }
 
 /* The method and route labels of route r (patterns hold no '"' or '\\'). */
@@ -141,7 +192,7 @@ char *sd_metrics_render(const sd_store_stats *st, int ready, size_t *len)
             "# TYPE sessiond_http_requests_total counter\n");
     for (int r = 0; r <= nroutes; r++)
         for (size_t s = 0; s < NS; s++) {
-            uint64_t v = atomic_load_explicit(&requests[r][s], memory_order_relaxed);
+            uint64_t v = total(&shards[0].requests[r][s]);
             if (!v)
                 continue;
             char code[8];
@@ -153,24 +204,26 @@ char *sd_metrics_render(const sd_store_stats *st, int ready, size_t *len)
     put(&b, "# HELP sessiond_http_request_duration_seconds Time from request to response.\n"
             "# TYPE sessiond_http_request_duration_seconds histogram\n");
     for (int r = 0; r <= nroutes; r++)
-        if (atomic_load_explicit(&req_latency[r].count, memory_order_relaxed)) {
+        if (total(&shards[0].req_latency[r].count)) {
             route_labels(r, labels, sizeof labels);
-            put_histo(&b, "sessiond_http_request_duration_seconds", labels, &req_latency[r]);
+            put_histo(&b, "sessiond_http_request_duration_seconds", labels,
+                      &shards[0].req_latency[r]);
         }
     put(&b, "# HELP sessiond_store_operation_duration_seconds Store operations, writes from "
             "submission to durable commit.\n"
             "# TYPE sessiond_store_operation_duration_seconds histogram\n");
     for (int o = 0; o < SD_OP_COUNT; o++) {
         snprintf(labels, sizeof labels, "op=\"%s\"", op_names[o]);
-        put_histo(&b, "sessiond_store_operation_duration_seconds", labels, &op_latency[o]);
+        put_histo(&b, "sessiond_store_operation_duration_seconds", labels,
+                  &shards[0].op_latency[o]);
     }
     put(&b,
         "# HELP sessiond_validations_total Token and id validations by outcome.\n"
         "# TYPE sessiond_validations_total counter\n"
         "sessiond_validations_total{result=\"valid\"} %llu\n"
         "sessiond_validations_total{result=\"invalid\"} %llu\n",
-        (unsigned long long)atomic_load(&validations[1]),
-        (unsigned long long)atomic_load(&validations[0]));
+        (unsigned long long)total(&shards[0].validations[1]),
+        (unsigned long long)total(&shards[0].validations[0]));
     put(&b,
         "# HELP sessiond_sessions_active Sessions in the active table (expired ones until the "
         "next sweep).\n"

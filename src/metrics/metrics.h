@@ -1,7 +1,9 @@
 /*
  * metrics.h - counters and latency histograms, rendered in the Prometheus
- * text exposition format. Lock-free (relaxed atomics): recording a sample
- * costs a few increments on the request path.
+ * text exposition format. Lock-free: recording a sample costs a few
+ * increments of relaxed atomics in the calling thread's own shard (no
+ * locked instruction, no cache line shared with another thread's samples);
+ * rendering sums the shards.
  */
 #ifndef SD_METRICS_H
 #define SD_METRICS_H

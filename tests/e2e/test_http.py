@@ -176,6 +176,35 @@ def test_slow_client_does_not_block_others(module_server):
         c.close()
 
 
+def test_every_connection_times_out_on_its_own(make_server):
+    # Each connection's timeout is a timer of its own (issue 14, item 4): with
+    # --connection-timeout 1s, idle keep-alive connections (one that served
+    # requests, one that never sent a byte) are closed without an answer; one
+    # whose head stops halfway, or whose body stops short, is answered 408 by
+    # the request timeout (10 s) and closed. The waits are far longer than the
+    # timeouts: only what happens is asserted, never when.
+    srv = make_server("--connection-timeout", "1s")
+    served, silent, head, body = (RawConn(srv.port) for _ in range(4))
+    try:
+        for _ in range(2):
+            served.send(http_request_bytes("GET", "/healthz"))
+            assert served.read_response().status == 200
+        head.send(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        body.send(b"POST /sessions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 100\r\n\r\n{\"userId\":")
+        for c in (served, silent):
+            assert c.wait_closed(timeout=30), "an idle connection outlived the connection timeout"
+            assert c.buf == b"", c.buf
+        for c in (head, body):
+            r = c.read_response(timeout=60)
+            assert r is not None and r.status == 408, r
+            assert c.wait_closed(timeout=10), "the connection stayed open after its 408"
+    finally:
+        for c in (served, silent, head, body):
+            c.close()
+    srv.api.get("/healthz", expect=200)
+
+
 # ------------------------------------------------------ malformed battery --
 def _post(path, body, headers=None, ctype="application/json"):
     hdrs = [("Content-Type", ctype)] if ctype else []

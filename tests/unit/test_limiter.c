@@ -1,4 +1,6 @@
-/* Unit tests of util/limiter.c: token buckets in bounded memory. */
+/* Unit tests of util/limiter.c: token buckets in bounded memory; the wait
+ * that takes no lock answers as a model of the buckets does, over random
+ * charges and waits (a printed seed, SEED= to replay). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,6 +9,7 @@
 #include "util/limiter.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 static void blocks_after_the_burst_and_refills(void **state)
 {
@@ -78,6 +81,67 @@ static void a_blocked_key_survives_idle_newcomers(void **state)
     sd_limiter_free(l);
 }
 
+/* The buckets' arithmetic, as limiter.h describes it. */
+typedef struct model {
+    double tokens;
+    int64_t at;
+} model;
+
+static void model_refill(model *m, int64_t now, double rate, double burst)
+{
+    if (now > m->at) {
+        m->tokens += (double)(now - m->at) * rate / 1000.0;
+        if (m->tokens > burst)
+            m->tokens = burst;
+        m->at = now;
+    }
+}
+
+static void waits_answer_as_the_buckets_say(void **state)
+{
+    (void)state;
+    unsigned seed = getenv("SEED") ? (unsigned)strtoul(getenv("SEED"), NULL, 10) : 14u;
+    printf("# limiter model: SEED=%u\n", seed);
+    srand(seed);
+    const double rate = 2.0, burst = 3.0;
+    sd_limiter *l = sd_limiter_new(8, rate, burst); /* one set of 8 ways: 5 keys never evicted */
+    const char *keys[] = {"10.0.0.1", "10.0.0.2", "10.0.0.3", "::1", "192.168.1.20"};
+    model m[5];
+    bool seen[5] = {false};
+    int64_t t = 1000000;
+    int blocked = 0, open = 0;
+    for (int i = 0; i < 20000; i++) {
+        t += rand() % 80;
+        int k = rand() % 5;
+        if (!seen[k]) {
+            m[k] = (model){.tokens = burst, .at = t};
+        }
+        if (rand() % 2) {
+            if (seen[k])
+                model_refill(&m[k], t, rate, burst);
+            bool was_open = m[k].tokens >= 1.0;
+            m[k].tokens = m[k].tokens - 1.0 < 0 ? 0 : m[k].tokens - 1.0;
+            seen[k] = true;
+            assert_int_equal(sd_limiter_charge(l, keys[k], t), was_open && m[k].tokens < 1.0);
+        } else {
+            bool want = false;
+            if (seen[k]) {
+                model_refill(&m[k], t, rate, burst);
+                want = m[k].tokens < 1.0;
+            }
+            int64_t w = sd_limiter_wait(l, keys[k], t);
+            if (want != (w > 0))
+                fail_msg("step %d key %s at %lld: wait %lld, the model says %s", i, keys[k],
+                         (long long)t, (long long)w, want ? "blocked" : "open");
+            blocked += want;
+            open += !want;
+        }
+    }
+    printf("# limiter model: %d waits blocked, %d open\n", blocked, open);
+    assert_true(blocked > 100 && open > 100); /* both answers were exercised */
+    sd_limiter_free(l);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -85,6 +149,7 @@ int main(void)
         cmocka_unit_test(never_more_than_the_burst),
         cmocka_unit_test(spraying_addresses_cannot_free_a_blocked_one),
         cmocka_unit_test(a_blocked_key_survives_idle_newcomers),
+        cmocka_unit_test(waits_answer_as_the_buckets_say),
     };
     return cmocka_run_group_tests_name("limiter", tests, NULL, NULL);
 }
