@@ -21,7 +21,11 @@ static size_t round_up(size_t n)
 
 void sd_arena_init(sd_arena *a, void *first, size_t size)
 {
-    *a = (sd_arena){.first = first, .first_size = size, .cur = first, .size = size};
+    size_t pad = first ? (size_t)(-(uintptr_t)first & (ALIGN - 1)) : 0;
+    *a = (sd_arena){.first = first,
+                    .first_size = size,
+                    .cur = pad < size ? (char *)first + pad : NULL,
+                    .size = pad < size ? size - pad : 0};
 }
 
 void *sd_arena_alloc(sd_arena *a, size_t n)

@@ -29,7 +29,8 @@ typedef struct sd_arena {
     sd_arena_chunk *extra; /* malloc'd chunks, newest first */
 } sd_arena;
 
-/* Starts an empty arena on the owner's first chunk (size bytes; may be 0). */
+/* Starts an empty arena on the owner's first chunk (size bytes, any
+ * alignment; NULL and 0 are fine). */
 void sd_arena_init(sd_arena *a, void *first, size_t size);
 
 /* n bytes aligned for any type, valid until the next reset; NULL when out of
