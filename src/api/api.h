@@ -9,6 +9,7 @@
 #include "http/server.h"
 #include "session/session.h"
 #include "store/store.h"
+#include "util/jsonw.h"
 
 #include <pthread.h>
 
@@ -144,14 +145,25 @@ const char *sd_api_path_user(sd_req *r);
  * returns -1. */
 int sd_api_query_limit(sd_req *r, int dflt, int max, int *limit);
 
-/* Writes s (n bytes of valid UTF-8) JSON-escaped, without quotes, into out,
- * which must hold 6 * n bytes. Returns the length written. */
-size_t sd_api_json_escape(const char *s, size_t n, char *out);
+/* Replies written with util/jsonw.h in the request's arena (the hot
+ * routes): answers status with the text and headers, or 503 when the
+ * writer ran out of memory. */
+void sd_api_reply_jw(sd_req *r, int status, sd_jw *w, const char *const *headers);
+/* An RFC 3339 time as a JSON string value. */
+void sd_api_jw_time(sd_jw *w, int64_t ms);
+/* s's userId as a JSON string value. Stored ids are valid UTF-8 (every
+ * create checks it); one that is not is written with U+FFFD for each bad
+ * byte, as the writer does, and logged (the reply no longer names exactly
+ * the stored id). */
+void sd_api_jw_user_id(sd_jw *w, const sd_session *s);
 
 /* n bytes of application/x-www-form-urlencoded text decoded ('+' a space,
  * %XX a byte), malloc'd (the caller frees; the undecoded copy is wiped, as
  * it may hold a secret); NULL on a bad escape, %00 or no memory. */
 char *sd_api_form_decode(const char *s, size_t n);
+/* The same into out (n + 1 bytes, NUL-terminated; out may be s itself: it
+ * decodes in place). Returns the decoded length, or -1. */
+long sd_api_form_decode_into(const char *s, size_t n, char *out);
 
 /* A write in flight, with what its completion needs to answer. */
 typedef struct sd_api_write {

@@ -26,24 +26,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The hot replies are written straight into the request's arena (util/jsonw.h:
+ * no JSON tree, no printf, no malloc once the connection is warm). */
+#define LIT(s) s, sizeof(s) - 1
+
 static void reply_invalid(sd_req *r)
 {
-    sd_reply_json(r, 200, json_pack("{s:b, s:n}", "isValid", 0, "expiry"), NULL);
+    sd_reply_bytes(r, 200, "application/json", LIT("{\"isValid\":false,\"expiry\":null}"), NULL);
 }
 
 /* The one invalid answer that says why: the token is good, the client's
  * context is not what the session is bound to. */
 static void reply_mismatch(sd_req *r)
 {
-    sd_reply_json(
-        r, 200, json_pack("{s:b, s:n, s:s}", "isValid", 0, "expiry", "reason", "binding_mismatch"),
-        NULL);
-}
-
-static json_t *time_json(int64_t ms)
-{
-    char buf[SD_TIME_TEXT_LEN + 1];
-    return json_string(sd_time_format(ms, buf));
+    sd_reply_bytes(r, 200, "application/json",
+                   LIT("{\"isValid\":false,\"expiry\":null,\"reason\":\"binding_mismatch\"}"),
+                   NULL);
 }
 
 int sd_api_guess_wait(sd_app *app, sd_req *r)
@@ -106,49 +104,50 @@ void sd_api_validate_id(sd_req *r, void *app_)
         return;
     }
     sd_metrics_validation(1);
-    sd_reply_json(r, 200, json_pack("{s:b, s:o}", "isValid", 1, "expiry", time_json(s.expiry)),
-                  NULL);
+    sd_jw w;
+    sd_jw_init(&w, sd_req_arena(r), 64);
+    sd_jw_object(&w);
+    sd_jw_key(&w, "isValid");
+    sd_jw_bool(&w, true);
+    sd_jw_key(&w, "expiry");
+    sd_api_jw_time(&w, s.expiry);
+    sd_jw_end(&w);
+    sd_api_reply_jw(r, 200, &w, NULL);
     sd_session_clear(&s);
 }
 
-/* The hot path's answer, written by hand rather than through a JSON tree:
+/* The hot path's answer:
  * {"isValid":true,"expiry":"...","sessionId":"...","userId":"...",
  * "authTime":"...","acr":"..."}, plus "bindingMismatch":true when the
  * binding policy only flags. authTime and acr are there when known, for
  * step-up decisions. */
 static void reply_valid(sd_req *r, int64_t expiry, const sd_session *s, bool mismatch)
 {
-    const char *id = s->id, *user_id = s->user_id;
-    size_t ulen = strlen(user_id), alen = strlen(s->acr);
-    size_t cap = 128 + 2 * SD_TIME_TEXT_LEN + SD_ID_LEN + 6 * ulen + 6 * alen;
-    char *out = malloc(cap);
-    if (!out) {
-        sd_api_fail(r, SD_ENOMEM, NULL);
-        return;
+    sd_jw w;
+    sd_jw_init(&w, sd_req_arena(r), 256);
+    sd_jw_object(&w);
+    sd_jw_key(&w, "isValid");
+    sd_jw_bool(&w, true);
+    sd_jw_key(&w, "expiry");
+    sd_api_jw_time(&w, expiry);
+    sd_jw_key(&w, "sessionId");
+    sd_jw_str(&w, s->id);
+    sd_jw_key(&w, "userId");
+    sd_api_jw_user_id(&w, s);
+    if (s->auth_time) {
+        sd_jw_key(&w, "authTime");
+        sd_api_jw_time(&w, s->auth_time);
     }
-    char t[SD_TIME_TEXT_LEN + 1];
-    size_t o = (size_t)snprintf(out, cap,
-                                "{\"isValid\":true,\"expiry\":\"%s\",\"sessionId\":\"%s\","
-                                "\"userId\":\"",
-                                sd_time_format(expiry, t), id);
-    o += sd_api_json_escape(user_id, ulen, out + o);
-    out[o++] = '"';
-    if (s->auth_time)
-        o += (size_t)snprintf(out + o, cap - o, ",\"authTime\":\"%s\"",
-                              sd_time_format(s->auth_time, t));
-    if (alen) {
-        memcpy(out + o, ",\"acr\":\"", 8);
-        o += 8;
-        o += sd_api_json_escape(s->acr, alen, out + o);
-        out[o++] = '"';
+    if (s->acr[0]) {
+        sd_jw_key(&w, "acr");
+        sd_jw_str(&w, s->acr);
     }
     if (mismatch) {
-        static const char flag[] = ",\"bindingMismatch\":true";
-        memcpy(out + o, flag, sizeof flag - 1);
-        o += sizeof flag - 1;
+        sd_jw_key(&w, "bindingMismatch");
+        sd_jw_bool(&w, true);
     }
-    out[o++] = '}';
-    sd_reply(r, 200, "application/json", out, o, NULL);
+    sd_jw_end(&w);
+    sd_api_reply_jw(r, 200, &w, NULL);
 }
 
 static void touch_done(sd_write *w)
