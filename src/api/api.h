@@ -85,6 +85,8 @@ void sd_api_console_asset(sd_req *r, void *app);
  * Returns 1 (valid: c->s filled, owned by the caller; c->expiry the enforced
  * expiry), 0 (invalid for any reason; audited as validation_failed with
  * r's client), or a negative store error. The caller wipes the token. */
+#define SD_MAX_USER_ID 256
+
 typedef struct sd_check {
     bool touch;             /* rolling expiry */
     const char *ip;         /* the client's context, for bound sessions; NULL: unknown */
@@ -93,11 +95,12 @@ typedef struct sd_check {
                                whose id breaks the identifier rule (stored before
                                it) is invalid, never forwarded altered */
     /* out */
-    sd_session s;          /* valid: the session, owned by the caller */
-    int64_t expiry;        /* valid: the enforced expiry */
-    bool binding_mismatch; /* the context does not match the session's binding
-                              (invalid with --binding-policy enforce, else valid) */
-    bool unforwardable;    /* to_header and the user id breaks the rule: invalid */
+    sd_session s;                         /* valid: the session, owned by the caller */
+    int64_t expiry;                       /* valid: the enforced expiry */
+    bool binding_mismatch;                /* the context does not match the session's binding
+                                             (invalid with --binding-policy enforce, else valid) */
+    bool unforwardable;                   /* to_header and the user id breaks the rule: invalid */
+    char user_id_buf[SD_MAX_USER_ID + 1]; /* where s.user_id is read to (no malloc) */
 } sd_check;
 
 int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, sd_check *c);
@@ -135,8 +138,6 @@ const char *sd_api_bearer(const sd_req *r, bool *other);
  * stored before it can still be listed and revoked. The id is compared
  * byte for byte with the stored ones, never trimmed or folded. */
 int sd_api_user_id_ok(const char *user_id);
-
-#define SD_MAX_USER_ID 256
 
 /* The userId of the path's first capture, or NULL after answering 400. */
 const char *sd_api_path_user(sd_req *r);

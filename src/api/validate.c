@@ -85,8 +85,9 @@ void sd_api_validate_id(sd_req *r, void *app_)
         reply_invalid(r);
         return;
     }
+    char uid[SD_MAX_USER_ID + 1];
     sd_session s;
-    rc = sd_store_get(app->store, id, false, &s);
+    rc = sd_store_get(app->store, id, false, &s, uid, sizeof uid);
     if (rc == SD_ENOTFOUND || (rc == 0 && !sd_session_active(&s, sd_now_ms()))) {
         if (rc == 0) {
             invalid(app, r, &s, "expired");
@@ -211,7 +212,7 @@ static int not_current(sd_app *app, sd_req *r, const unsigned char hash[SD_HASH_
         SD_ROTATE_RACE)
         return invalid(app, r, &retired, "token_rotated");
     sd_session s;
-    rc = sd_store_get(app->store, retired.id, false, &s);
+    rc = sd_store_get(app->store, retired.id, false, &s, NULL, 0);
     if (rc == SD_ENOTFOUND || (rc == 0 && !sd_session_active(&s, now))) {
         if (rc == 0)
             sd_session_clear(&s);
@@ -249,7 +250,7 @@ int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, sd
         return invalid(app, r, NULL, "malformed_token");
     unsigned char hash[SD_HASH_LEN];
     sd_token_hash(token, len, hash);
-    rc = sd_store_get_by_token(app->store, hash, false, s);
+    rc = sd_store_get_by_token(app->store, hash, false, s, c->user_id_buf, sizeof c->user_id_buf);
     int64_t now = sd_now_ms();
     if (rc == SD_ENOTFOUND)
         return not_current(app, r, hash, now);
