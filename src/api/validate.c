@@ -20,6 +20,7 @@
 #include "util/err.h"
 #include "util/limiter.h"
 #include "util/log.h"
+#include "util/utf8.h"
 
 #include <openssl/crypto.h>
 #include <stdio.h>
@@ -308,6 +309,80 @@ int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, sd
     return 1;
 }
 
+/* ---- the body of POST /sessions/validate --------------------------------- */
+
+/* The body as it nearly always comes: one JSON object whose members are
+ * among "token", "ipAddress" and "userAgent", each once, with string values
+ * free of escapes, of control bytes and of invalid UTF-8. Read without
+ * jansson (whose tree costs about nine heap calls), into the request's
+ * arena. Anything else - other members or values, escapes, duplicates,
+ * bad JSON - returns false and goes to jansson as before, so every error
+ * answer stays jansson's; this accepts only texts jansson reads the same. */
+static const char *skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/* A plain string at p (its opening quote): *s and *n its bytes; NULL when
+ * it is not plain. */
+static const char *plain_string(const char *p, const char *end, const char **s, size_t *n)
+{
+    if (p == end || *p != '"')
+        return NULL;
+    const unsigned char *q = (const unsigned char *)p + 1, *e = (const unsigned char *)end;
+    while (q < e && *q != '"') {
+        uint32_t cp;
+        size_t k = *q < 0x80 ? 1 : sd_utf8_next(q, (size_t)(e - q), &cp);
+        if (k == 0 || *q < 0x20 || *q == '\\')
+            return NULL;
+        q += k;
+    }
+    if (q == e)
+        return NULL;
+    *s = p + 1;
+    *n = (size_t)((const char *)q - *s);
+    return (const char *)q + 1;
+}
+
+static bool body_plain(sd_req *r, const char *b, size_t len, const char **tok, sd_check *c)
+{
+    static const char *const keys[] = {"token", "ipAddress", "userAgent"};
+    const char *vals[3] = {NULL, NULL, NULL};
+    const char *p = skip_ws(b, b + len), *end = b + len;
+    if (p == end || *p++ != '{')
+        return false;
+    p = skip_ws(p, end);
+    bool first = true;
+    while (p < end && *p != '}') {
+        if (!first && (*p++ != ',' || (p = skip_ws(p, end)) == end))
+            return false;
+        first = false;
+        const char *k, *v;
+        size_t kn, vn;
+        int which = -1;
+        if (!(p = plain_string(p, end, &k, &kn)))
+            return false;
+        for (int i = 0; i < 3; i++)
+            if (kn == strlen(keys[i]) && memcmp(k, keys[i], kn) == 0)
+                which = i;
+        p = skip_ws(p, end);
+        if (which < 0 || vals[which] || p == end || *p++ != ':')
+            return false;
+        if (!(p = plain_string(skip_ws(p, end), end, &v, &vn)) ||
+            !(vals[which] = sd_arena_strndup(sd_req_arena(r), v, vn)))
+            return false;
+        p = skip_ws(p, end);
+    }
+    if (p == end || skip_ws(p + 1, end) != end)
+        return false;
+    *tok = vals[0];
+    c->ip = vals[1];
+    c->user_agent = vals[2];
+    return true;
+}
+
 /* Finds the token: Authorization: Bearer, or {"token": "..."}. Copies it
  * into out (at most SD_TOKEN_LEN + 1 bytes kept, *len the real length).
  * The body may also give the client's context ("ipAddress", "userAgent")
@@ -323,8 +398,8 @@ static int find_token(sd_req *r, char *out, size_t *len, json_t **body_out, sd_c
         return -1;
     }
     size_t blen;
-    sd_req_body(r, &blen);
-    if (blen > 0) {
+    const char *text = sd_req_body(r, &blen), *in_body = NULL;
+    if (blen > 0 && !body_plain(r, text, blen, &in_body, c)) {
         body = sd_api_body(r);
         if (!body)
             return -1;
@@ -344,18 +419,17 @@ static int find_token(sd_req *r, char *out, size_t *len, json_t **body_out, sd_c
         }
         c->ip = json_string_value(json_object_get(body, "ipAddress"));
         c->user_agent = json_string_value(json_object_get(body, "userAgent"));
-        json_t *t = json_object_get(body, "token");
-        if (t) {
-            if (tok) {
-                sd_reply_problem(r, 400,
-                                 "give the token in the Authorization header or the "
-                                 "body, not both");
-                json_decref(body);
-                return -1;
-            }
-            tok = json_string_value(t);
-        }
+        in_body = json_string_value(json_object_get(body, "token"));
     }
+    if (in_body && tok) {
+        sd_reply_problem(r, 400,
+                         "give the token in the Authorization header or the "
+                         "body, not both");
+        json_decref(body);
+        return -1;
+    }
+    if (in_body)
+        tok = in_body;
     if (!tok) {
         sd_reply_problem(r, 400,
                          "no token: send 'Authorization: Bearer <token>' or "
