@@ -62,6 +62,7 @@ def test_validate_without_token_400(api):
     api.post("/sessions/validate", json={}, expect=400)             # body without token
 
 
+@pytest.mark.no_prism("Prism answers malformed JSON itself and forwards a body it parsed written anew")
 def test_validate_body_read_without_and_with_the_json_library_alike(api):
     """The usual body ({"token"}, optional "ipAddress"/"userAgent", plain
     strings) is read by a small strict reader; anything else goes to jansson
@@ -80,6 +81,7 @@ def test_validate_body_read_without_and_with_the_json_library_alike(api):
         assert v["isValid"] is True and v["sessionId"] == s["sessionId"], f"{body!r}: {v}"
     refused = {
         f'{{"token":"{tok}","token":"{tok}"}}': "duplicate",
+        f'{{"userAgent":"a","token":"{tok}","userAgent":"a"}}': "duplicate",
         f'{{"token":"{tok}","ipaddress":"1.2.3.4"}}': "may only hold",
         f'{{"token":"{tok}","userAgent":5}}': "may only hold",
         f'{{"token":"{tok}"}} x': "not valid JSON",
