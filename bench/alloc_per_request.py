@@ -111,6 +111,8 @@ def routes(token, sid):
     return [
         ("POST /sessions/validate (Bearer, touch default)", "POST", "/sessions/validate", bearer, b""),
         ("POST /sessions/validate?touch=false", "POST", "/sessions/validate?touch=false", bearer, b""),
+        ("POST /sessions/validate (body {\"token\"})", "POST", "/sessions/validate",
+         ["Content-Type: application/json"], json.dumps({"token": token}).encode()),
         ("GET /sessions/{id}/validate", "GET", f"/sessions/{sid}/validate", [], b""),
         ("GET /auth (Bearer)", "GET", "/auth", bearer, b""),
         ("POST /introspect (form token=...)", "POST", "/introspect",

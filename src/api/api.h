@@ -9,6 +9,7 @@
 #include "http/server.h"
 #include "session/session.h"
 #include "store/store.h"
+#include "util/jsonw.h"
 
 #include <pthread.h>
 
@@ -84,6 +85,8 @@ void sd_api_console_asset(sd_req *r, void *app);
  * Returns 1 (valid: c->s filled, owned by the caller; c->expiry the enforced
  * expiry), 0 (invalid for any reason; audited as validation_failed with
  * r's client), or a negative store error. The caller wipes the token. */
+#define SD_MAX_USER_ID 256
+
 typedef struct sd_check {
     bool touch;             /* rolling expiry */
     const char *ip;         /* the client's context, for bound sessions; NULL: unknown */
@@ -92,11 +95,12 @@ typedef struct sd_check {
                                whose id breaks the identifier rule (stored before
                                it) is invalid, never forwarded altered */
     /* out */
-    sd_session s;          /* valid: the session, owned by the caller */
-    int64_t expiry;        /* valid: the enforced expiry */
-    bool binding_mismatch; /* the context does not match the session's binding
-                              (invalid with --binding-policy enforce, else valid) */
-    bool unforwardable;    /* to_header and the user id breaks the rule: invalid */
+    sd_session s;                         /* valid: the session, owned by the caller */
+    int64_t expiry;                       /* valid: the enforced expiry */
+    bool binding_mismatch;                /* the context does not match the session's binding
+                                             (invalid with --binding-policy enforce, else valid) */
+    bool unforwardable;                   /* to_header and the user id breaks the rule: invalid */
+    char user_id_buf[SD_MAX_USER_ID + 1]; /* where s.user_id is read to (no malloc) */
 } sd_check;
 
 int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, sd_check *c);
@@ -135,8 +139,6 @@ const char *sd_api_bearer(const sd_req *r, bool *other);
  * byte for byte with the stored ones, never trimmed or folded. */
 int sd_api_user_id_ok(const char *user_id);
 
-#define SD_MAX_USER_ID 256
-
 /* The userId of the path's first capture, or NULL after answering 400. */
 const char *sd_api_path_user(sd_req *r);
 
@@ -144,14 +146,25 @@ const char *sd_api_path_user(sd_req *r);
  * returns -1. */
 int sd_api_query_limit(sd_req *r, int dflt, int max, int *limit);
 
-/* Writes s (n bytes of valid UTF-8) JSON-escaped, without quotes, into out,
- * which must hold 6 * n bytes. Returns the length written. */
-size_t sd_api_json_escape(const char *s, size_t n, char *out);
+/* Replies written with util/jsonw.h in the request's arena (the hot
+ * routes): answers status with the text and headers, or 503 when the
+ * writer ran out of memory. */
+void sd_api_reply_jw(sd_req *r, int status, sd_jw *w, const char *const *headers);
+/* An RFC 3339 time as a JSON string value. */
+void sd_api_jw_time(sd_jw *w, int64_t ms);
+/* s's userId as a JSON string value. Stored ids are valid UTF-8 (every
+ * create checks it); one that is not is written with U+FFFD for each bad
+ * byte, as the writer does, and logged (the reply no longer names exactly
+ * the stored id). */
+void sd_api_jw_user_id(sd_jw *w, const sd_session *s);
 
 /* n bytes of application/x-www-form-urlencoded text decoded ('+' a space,
  * %XX a byte), malloc'd (the caller frees; the undecoded copy is wiped, as
  * it may hold a secret); NULL on a bad escape, %00 or no memory. */
 char *sd_api_form_decode(const char *s, size_t n);
+/* The same into out (n + 1 bytes, NUL-terminated; out may be s itself: it
+ * decodes in place). Returns the decoded length, or -1. */
+long sd_api_form_decode_into(const char *s, size_t n, char *out);
 
 /* A write in flight, with what its completion needs to answer. */
 typedef struct sd_api_write {

@@ -96,20 +96,35 @@ void sd_api_forward_auth(sd_req *r, void *app_)
                          c.binding_mismatch ? "X-Session-Binding-Mismatch" : NULL,
                          "1",
                          NULL};
-    sd_reply_json(r, 200, json_pack("{s:s, s:s}", "sessionId", c.s.id, "userId", c.s.user_id), hdr);
+    sd_jw w;
+    sd_jw_init(&w, sd_req_arena(r), 128);
+    sd_jw_object(&w);
+    sd_jw_key(&w, "sessionId");
+    sd_jw_str(&w, c.s.id);
+    sd_jw_key(&w, "userId");
+    sd_api_jw_user_id(&w, &c.s);
+    sd_jw_end(&w);
+    sd_api_reply_jw(r, 200, &w, hdr);
     sd_session_clear(&c.s);
 }
 
 /* The value of `name` in an application/x-www-form-urlencoded body,
- * decoded (malloc'd), or NULL. '+' means a space there. */
-static char *form_value(const char *body, size_t blen, const char *name)
+ * decoded into the request's arena (*len its length; the caller wipes it),
+ * or NULL. '+' means a space there. */
+static char *form_value(sd_req *r, const char *body, size_t blen, const char *name, size_t *len)
 {
     size_t nlen = strlen(name);
     for (const char *p = body, *end = body + blen; p < end;) {
         const char *amp = memchr(p, '&', (size_t)(end - p));
-        size_t len = amp ? (size_t)(amp - p) : (size_t)(end - p);
-        if (len > nlen && memcmp(p, name, nlen) == 0 && p[nlen] == '=')
-            return sd_api_form_decode(p + nlen + 1, len - nlen - 1);
+        size_t plen = amp ? (size_t)(amp - p) : (size_t)(end - p);
+        if (plen > nlen && memcmp(p, name, nlen) == 0 && p[nlen] == '=') {
+            char *v = sd_req_alloc(r, plen - nlen);
+            long n = v ? sd_api_form_decode_into(p + nlen + 1, plen - nlen - 1, v) : -1;
+            if (n < 0)
+                return NULL;
+            *len = strlen(v); /* a decoded value ends at its first NUL, as it always has */
+            return v;
+        }
         p = amp ? amp + 1 : end;
     }
     return NULL;
@@ -118,35 +133,49 @@ static char *form_value(const char *body, size_t blen, const char *name)
 void sd_api_introspect(sd_req *r, void *app_)
 {
     sd_app *app = app_;
-    size_t blen;
+    size_t blen, len = 0;
     const char *body = sd_req_body(r, &blen);
-    char *tok = form_value(body, blen, "token");
+    char *tok = form_value(r, body, blen, "token", &len);
     if (!tok) {
         sd_reply_problem(r, 400, "the form body needs a 'token' parameter (RFC 7662)");
         return;
     }
-    size_t len = strlen(tok);
     sd_check c = {.touch = false}; /* RFC 7662 carries no client context */
     int rc = sd_api_check_token(app, r, tok, len, &c);
-    sd_session s = c.s;
-    int64_t expiry = c.expiry;
+    sd_session *s = &c.s;
     OPENSSL_cleanse(tok, len);
-    free(tok);
     if (rc < 0) {
         sd_api_fail(r, rc, NULL);
         return;
     }
     if (rc == 0) {
-        sd_reply_json(r, 200, json_pack("{s:b}", "active", 0), NULL);
+        sd_reply_bytes(r, 200, "application/json", "{\"active\":false}", 16, NULL);
         return;
     }
-    json_t *o = json_pack("{s:b, s:s, s:I, s:I, s:s, s:s}", "active", 1, "sub", s.user_id, "exp",
-                          (json_int_t)(expiry / 1000), "iat", (json_int_t)(s.created_at / 1000),
-                          "sid", s.id, "token_type", "session");
-    if (o && s.auth_time) /* OpenID Connect's names for the authentication context */
-        json_object_set_new(o, "auth_time", json_integer((json_int_t)(s.auth_time / 1000)));
-    if (o && s.acr[0])
-        json_object_set_new(o, "acr", json_string(s.acr));
-    sd_reply_json(r, 200, o, NULL);
-    sd_session_clear(&s);
+    sd_jw w;
+    sd_jw_init(&w, sd_req_arena(r), 256);
+    sd_jw_object(&w);
+    sd_jw_key(&w, "active");
+    sd_jw_bool(&w, true);
+    sd_jw_key(&w, "sub");
+    sd_api_jw_user_id(&w, s);
+    sd_jw_key(&w, "exp");
+    sd_jw_int(&w, c.expiry / 1000);
+    sd_jw_key(&w, "iat");
+    sd_jw_int(&w, s->created_at / 1000);
+    sd_jw_key(&w, "sid");
+    sd_jw_str(&w, s->id);
+    sd_jw_key(&w, "token_type");
+    sd_jw_str(&w, "session");
+    if (s->auth_time) { /* OpenID Connect's names for the authentication context */
+        sd_jw_key(&w, "auth_time");
+        sd_jw_int(&w, s->auth_time / 1000);
+    }
+    if (s->acr[0]) {
+        sd_jw_key(&w, "acr");
+        sd_jw_str(&w, s->acr);
+    }
+    sd_jw_end(&w);
+    sd_api_reply_jw(r, 200, &w, NULL);
+    sd_session_clear(s);
 }

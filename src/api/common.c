@@ -142,27 +142,29 @@ void sd_api_write_free(sd_api_write *c)
     free(c);
 }
 
-size_t sd_api_json_escape(const char *s, size_t n, char *out)
+void sd_api_reply_jw(sd_req *r, int status, sd_jw *w, const char *const *headers)
 {
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') {
-            out[o++] = '\\';
-            out[o++] = (char)c;
-        } else if (c < 0x20 || c == 0x7f) {
-            out[o++] = '\\';
-            out[o++] = 'u';
-            out[o++] = '0';
-            out[o++] = '0';
-            out[o++] = hex[c >> 4];
-            out[o++] = hex[c & 15];
-        } else {
-            out[o++] = (char)c;
-        }
+    size_t len;
+    const char *text = sd_jw_done(w, &len);
+    if (!text) {
+        sd_api_fail(r, SD_ENOMEM, NULL);
+        return;
     }
-    return o;
+    sd_reply_bytes(r, status, "application/json", text, len, headers);
+}
+
+void sd_api_jw_time(sd_jw *w, int64_t ms)
+{
+    char t[SD_TIME_TEXT_LEN + 1];
+    sd_jw_strn(w, sd_time_format(ms, t), SD_TIME_TEXT_LEN);
+}
+
+void sd_api_jw_user_id(sd_jw *w, const sd_session *s)
+{
+    if (sd_jw_str(w, s->user_id))
+        sd_warn("reply_user_id_not_utf8 session=%s: the stored userId is not valid UTF-8; "
+                "answered with U+FFFD in place of each bad byte",
+                s->id);
 }
 
 /* ---- protected mode: loopback names only -------------------------------- */
@@ -354,18 +356,21 @@ static long b64_decode(const char *in, size_t n, unsigned char *out)
     return (long)o;
 }
 
+long sd_api_form_decode_into(const char *s, size_t n, char *out)
+{
+    for (size_t i = 0; i < n; i++) /* decoding never writes ahead of what it reads */
+        out[i] = s[i] == '+' ? ' ' : s[i];
+    return sd_pct_decode_into(out, n, out);
+}
+
 char *sd_api_form_decode(const char *s, size_t n)
 {
-    char *plus = strndup(s, n), *dec = NULL;
-    if (!plus)
-        return NULL;
-    for (char *q = plus; *q; q++)
-        if (*q == '+')
-            *q = ' ';
-    if (sd_pct_decode(plus, strlen(plus), &dec) != 0)
+    char *dec = malloc(n + 1);
+    if (dec && sd_api_form_decode_into(s, n, dec) < 0) {
+        OPENSSL_cleanse(dec, n + 1);
+        free(dec);
         dec = NULL;
-    OPENSSL_cleanse(plus, strlen(plus));
-    free(plus);
+    }
     return dec;
 }
 

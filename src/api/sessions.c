@@ -82,7 +82,7 @@ void sd_api_session_get(sd_req *r, void *app_)
     if (!id)
         return;
     sd_session s;
-    int rc = sd_store_get(app->store, id, true, &s);
+    int rc = sd_store_get(app->store, id, true, &s, NULL, 0);
     if (rc == 0 && !sd_session_active(&s, sd_now_ms())) {
         sd_session_clear(&s);
         rc = SD_ENOTFOUND;

@@ -20,30 +20,29 @@
 #include "util/err.h"
 #include "util/limiter.h"
 #include "util/log.h"
+#include "util/utf8.h"
 
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* The hot replies are written straight into the request's arena (util/jsonw.h:
+ * no JSON tree, no printf, no malloc once the connection is warm). */
+#define LIT(s) s, sizeof(s) - 1
+
 static void reply_invalid(sd_req *r)
 {
-    sd_reply_json(r, 200, json_pack("{s:b, s:n}", "isValid", 0, "expiry"), NULL);
+    sd_reply_bytes(r, 200, "application/json", LIT("{\"isValid\":false,\"expiry\":null}"), NULL);
 }
 
 /* The one invalid answer that says why: the token is good, the client's
  * context is not what the session is bound to. */
 static void reply_mismatch(sd_req *r)
 {
-    sd_reply_json(
-        r, 200, json_pack("{s:b, s:n, s:s}", "isValid", 0, "expiry", "reason", "binding_mismatch"),
-        NULL);
-}
-
-static json_t *time_json(int64_t ms)
-{
-    char buf[SD_TIME_TEXT_LEN + 1];
-    return json_string(sd_time_format(ms, buf));
+    sd_reply_bytes(r, 200, "application/json",
+                   LIT("{\"isValid\":false,\"expiry\":null,\"reason\":\"binding_mismatch\"}"),
+                   NULL);
 }
 
 int sd_api_guess_wait(sd_app *app, sd_req *r)
@@ -87,8 +86,9 @@ void sd_api_validate_id(sd_req *r, void *app_)
         reply_invalid(r);
         return;
     }
+    char uid[SD_MAX_USER_ID + 1];
     sd_session s;
-    rc = sd_store_get(app->store, id, false, &s);
+    rc = sd_store_get(app->store, id, false, &s, uid, sizeof uid);
     if (rc == SD_ENOTFOUND || (rc == 0 && !sd_session_active(&s, sd_now_ms()))) {
         if (rc == 0) {
             invalid(app, r, &s, "expired");
@@ -106,49 +106,50 @@ void sd_api_validate_id(sd_req *r, void *app_)
         return;
     }
     sd_metrics_validation(1);
-    sd_reply_json(r, 200, json_pack("{s:b, s:o}", "isValid", 1, "expiry", time_json(s.expiry)),
-                  NULL);
+    sd_jw w;
+    sd_jw_init(&w, sd_req_arena(r), 64);
+    sd_jw_object(&w);
+    sd_jw_key(&w, "isValid");
+    sd_jw_bool(&w, true);
+    sd_jw_key(&w, "expiry");
+    sd_api_jw_time(&w, s.expiry);
+    sd_jw_end(&w);
+    sd_api_reply_jw(r, 200, &w, NULL);
     sd_session_clear(&s);
 }
 
-/* The hot path's answer, written by hand rather than through a JSON tree:
+/* The hot path's answer:
  * {"isValid":true,"expiry":"...","sessionId":"...","userId":"...",
  * "authTime":"...","acr":"..."}, plus "bindingMismatch":true when the
  * binding policy only flags. authTime and acr are there when known, for
  * step-up decisions. */
 static void reply_valid(sd_req *r, int64_t expiry, const sd_session *s, bool mismatch)
 {
-    const char *id = s->id, *user_id = s->user_id;
-    size_t ulen = strlen(user_id), alen = strlen(s->acr);
-    size_t cap = 128 + 2 * SD_TIME_TEXT_LEN + SD_ID_LEN + 6 * ulen + 6 * alen;
-    char *out = malloc(cap);
-    if (!out) {
-        sd_api_fail(r, SD_ENOMEM, NULL);
-        return;
+    sd_jw w;
+    sd_jw_init(&w, sd_req_arena(r), 256);
+    sd_jw_object(&w);
+    sd_jw_key(&w, "isValid");
+    sd_jw_bool(&w, true);
+    sd_jw_key(&w, "expiry");
+    sd_api_jw_time(&w, expiry);
+    sd_jw_key(&w, "sessionId");
+    sd_jw_str(&w, s->id);
+    sd_jw_key(&w, "userId");
+    sd_api_jw_user_id(&w, s);
+    if (s->auth_time) {
+        sd_jw_key(&w, "authTime");
+        sd_api_jw_time(&w, s->auth_time);
     }
-    char t[SD_TIME_TEXT_LEN + 1];
-    size_t o = (size_t)snprintf(out, cap,
-                                "{\"isValid\":true,\"expiry\":\"%s\",\"sessionId\":\"%s\","
-                                "\"userId\":\"",
-                                sd_time_format(expiry, t), id);
-    o += sd_api_json_escape(user_id, ulen, out + o);
-    out[o++] = '"';
-    if (s->auth_time)
-        o += (size_t)snprintf(out + o, cap - o, ",\"authTime\":\"%s\"",
-                              sd_time_format(s->auth_time, t));
-    if (alen) {
-        memcpy(out + o, ",\"acr\":\"", 8);
-        o += 8;
-        o += sd_api_json_escape(s->acr, alen, out + o);
-        out[o++] = '"';
+    if (s->acr[0]) {
+        sd_jw_key(&w, "acr");
+        sd_jw_str(&w, s->acr);
     }
     if (mismatch) {
-        static const char flag[] = ",\"bindingMismatch\":true";
-        memcpy(out + o, flag, sizeof flag - 1);
-        o += sizeof flag - 1;
+        sd_jw_key(&w, "bindingMismatch");
+        sd_jw_bool(&w, true);
     }
-    out[o++] = '}';
-    sd_reply(r, 200, "application/json", out, o, NULL);
+    sd_jw_end(&w);
+    sd_api_reply_jw(r, 200, &w, NULL);
 }
 
 static void touch_done(sd_write *w)
@@ -212,7 +213,7 @@ static int not_current(sd_app *app, sd_req *r, const unsigned char hash[SD_HASH_
         SD_ROTATE_RACE)
         return invalid(app, r, &retired, "token_rotated");
     sd_session s;
-    rc = sd_store_get(app->store, retired.id, false, &s);
+    rc = sd_store_get(app->store, retired.id, false, &s, NULL, 0);
     if (rc == SD_ENOTFOUND || (rc == 0 && !sd_session_active(&s, now))) {
         if (rc == 0)
             sd_session_clear(&s);
@@ -250,7 +251,7 @@ int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, sd
         return invalid(app, r, NULL, "malformed_token");
     unsigned char hash[SD_HASH_LEN];
     sd_token_hash(token, len, hash);
-    rc = sd_store_get_by_token(app->store, hash, false, s);
+    rc = sd_store_get_by_token(app->store, hash, false, s, c->user_id_buf, sizeof c->user_id_buf);
     int64_t now = sd_now_ms();
     if (rc == SD_ENOTFOUND)
         return not_current(app, r, hash, now);
@@ -308,6 +309,80 @@ int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, sd
     return 1;
 }
 
+/* ---- the body of POST /sessions/validate --------------------------------- */
+
+/* The body as it nearly always comes: one JSON object whose members are
+ * among "token", "ipAddress" and "userAgent", each once, with string values
+ * free of escapes, of control bytes and of invalid UTF-8. Read without
+ * jansson (whose tree costs about nine heap calls), into the request's
+ * arena. Anything else - other members or values, escapes, duplicates,
+ * bad JSON - returns false and goes to jansson as before, so every error
+ * answer stays jansson's; this accepts only texts jansson reads the same. */
+static const char *skip_ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
+/* A plain string at p (its opening quote): *s and *n its bytes; NULL when
+ * it is not plain. */
+static const char *plain_string(const char *p, const char *end, const char **s, size_t *n)
+{
+    if (p == end || *p != '"')
+        return NULL;
+    const unsigned char *q = (const unsigned char *)p + 1, *e = (const unsigned char *)end;
+    while (q < e && *q != '"') {
+        uint32_t cp;
+        size_t k = *q < 0x80 ? 1 : sd_utf8_next(q, (size_t)(e - q), &cp);
+        if (k == 0 || *q < 0x20 || *q == '\\')
+            return NULL;
+        q += k;
+    }
+    if (q == e)
+        return NULL;
+    *s = p + 1;
+    *n = (size_t)((const char *)q - *s);
+    return (const char *)q + 1;
+}
+
+static bool body_plain(sd_req *r, const char *b, size_t len, const char **tok, sd_check *c)
+{
+    static const char *const keys[] = {"token", "ipAddress", "userAgent"};
+    const char *vals[3] = {NULL, NULL, NULL};
+    const char *p = skip_ws(b, b + len), *end = b + len;
+    if (p == end || *p++ != '{')
+        return false;
+    p = skip_ws(p, end);
+    bool first = true;
+    while (p < end && *p != '}') {
+        if (!first && (*p++ != ',' || (p = skip_ws(p, end)) == end))
+            return false;
+        first = false;
+        const char *k, *v;
+        size_t kn, vn;
+        int which = -1;
+        if (!(p = plain_string(p, end, &k, &kn)))
+            return false;
+        for (int i = 0; i < 3; i++)
+            if (kn == strlen(keys[i]) && memcmp(k, keys[i], kn) == 0)
+                which = i;
+        p = skip_ws(p, end);
+        if (which < 0 || vals[which] || p == end || *p++ != ':')
+            return false;
+        if (!(p = plain_string(skip_ws(p, end), end, &v, &vn)) ||
+            !(vals[which] = sd_arena_strndup(sd_req_arena(r), v, vn)))
+            return false;
+        p = skip_ws(p, end);
+    }
+    if (p == end || skip_ws(p + 1, end) != end)
+        return false;
+    *tok = vals[0];
+    c->ip = vals[1];
+    c->user_agent = vals[2];
+    return true;
+}
+
 /* Finds the token: Authorization: Bearer, or {"token": "..."}. Copies it
  * into out (at most SD_TOKEN_LEN + 1 bytes kept, *len the real length).
  * The body may also give the client's context ("ipAddress", "userAgent")
@@ -323,8 +398,8 @@ static int find_token(sd_req *r, char *out, size_t *len, json_t **body_out, sd_c
         return -1;
     }
     size_t blen;
-    sd_req_body(r, &blen);
-    if (blen > 0) {
+    const char *text = sd_req_body(r, &blen), *in_body = NULL;
+    if (blen > 0 && !body_plain(r, text, blen, &in_body, c)) {
         body = sd_api_body(r);
         if (!body)
             return -1;
@@ -344,18 +419,17 @@ static int find_token(sd_req *r, char *out, size_t *len, json_t **body_out, sd_c
         }
         c->ip = json_string_value(json_object_get(body, "ipAddress"));
         c->user_agent = json_string_value(json_object_get(body, "userAgent"));
-        json_t *t = json_object_get(body, "token");
-        if (t) {
-            if (tok) {
-                sd_reply_problem(r, 400,
-                                 "give the token in the Authorization header or the "
-                                 "body, not both");
-                json_decref(body);
-                return -1;
-            }
-            tok = json_string_value(t);
-        }
+        in_body = json_string_value(json_object_get(body, "token"));
     }
+    if (in_body && tok) {
+        sd_reply_problem(r, 400,
+                         "give the token in the Authorization header or the "
+                         "body, not both");
+        json_decref(body);
+        return -1;
+    }
+    if (in_body)
+        tok = in_body;
     if (!tok) {
         sd_reply_problem(r, 400,
                          "no token: send 'Authorization: Bearer <token>' or "

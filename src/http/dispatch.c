@@ -77,7 +77,8 @@ void sd__dispatch(sd__conn *c)
     char *frag = strchr(r->url, '#');
     if (frag)
         *frag = '\0';
-    r->match_result = sd_route_match(h->routes, h->nroutes, r->method, r->path, &r->match);
+    r->match_result =
+        sd_route_match_in(h->routes, h->nroutes, r->method, r->path, &r->match, &r->arena);
     switch (r->match_result) {
     case SD_MATCH_NOT_FOUND:
         sd_reply_problem(r, 404, "no such resource");

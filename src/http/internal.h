@@ -27,10 +27,12 @@
 #include "http/loop.h"
 #include "http/router.h"
 #include "http/server.h"
+#include "util/arena.h"
 
 #include <http_parser.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <stdalign.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -40,6 +42,11 @@
 #define SD__MAX_HEADERS        100
 #define SD__REQUEST_TIMEOUT_MS 10000
 #define SD__POOL_BUFS          64 /* spare buffers of each kind a thread keeps (conn.c) */
+/* The request arena's own chunk (kept while the request waits in its loop's
+ * cache): room for a usual head, a small body and the reply. */
+#define SD__REQ_ARENA 4096
+/* Requests a loop keeps for reuse (request.c); more are freed. */
+#define SD__REQ_CACHE 32
 
 /* The struct that holds member p (an sd_loop_io or sd_loop_timer). */
 #define SD__CONTAINER_OF(p, type, member) ((type *)(void *)((char *)(p)-offsetof(type, member)))
@@ -48,9 +55,13 @@ typedef struct sd__conn sd__conn;
 typedef struct sd__thread sd__thread;
 
 typedef struct sd__header {
-    char *name, *value;
+    char *name, *value; /* in the request's arena */
+    size_t name_len, value_len;
 } sd__header;
 
+/* A request. Everything it points to lives in its arena (reset when the
+ * request is answered, the struct then kept in its loop's cache), except
+ * what the comments say. */
 struct sd_req {
     sd__conn *c;
     sd__thread *lp;
@@ -63,24 +74,26 @@ struct sd_req {
     char *path, *query; /* split url (point into url) */
     sd__header headers[SD__MAX_HEADERS];
     int nheaders;
-    char *body;
+    char *body; /* NUL-terminated */
     size_t body_len, body_cap;
     bool has_body;
     bool keep_alive;
     bool head_done; /* headers complete: later fields are trailers, not kept */
-    sd_match match;
+    sd_match match; /* captures in the arena */
     enum sd_match_result match_result;
-    char *queries[8]; /* decoded query values handed out */
-    int nqueries;
     char actor[64]; /* the caller's key id, set by the authorize hook */
 
     /* the response, rendered by sd_reply on any thread */
-    char *out;
+    char *out; /* in the arena; NULL: out of memory */
     size_t out_len;
     int status;
     bool close_after;
     sd_req *next_done; /* the loop's list of finished deferred requests */
-    sd_req *next_work; /* the handler pool's queue */
+    sd_req *next_work; /* the handler pool's queue, and the loop's cache */
+
+    /* Kept across reuse (sd__req_new clears only what is above). */
+    sd_arena arena;
+    alignas(max_align_t) char arena_mem[SD__REQ_ARENA];
 };
 
 /* A connection: conn.c's bytes and buffers, and the parse state parse.c
@@ -138,6 +151,8 @@ struct sd__thread {
     pthread_mutex_t mu;
     sd_req *done_head, *done_tail;
     sd__conn *conns;
+    sd_req *free_reqs; /* answered requests kept for reuse (request.c; this thread's) */
+    int nfree_reqs;
 };
 
 /* The upward calls, set by sd_http_start. */
@@ -210,10 +225,15 @@ bool sd__conn_append(sd__conn *c, const char *data, size_t len);
 
 /* ---- request.c --------------------------------------------------------- */
 
-/* A new request on c, with its id (NULL when out of memory). */
+/* A new request on c, with its id (NULL when out of memory): one of its
+ * loop's cached requests when there is one. On the loop thread only. */
 sd_req *sd__req_new(sd__conn *c);
-/* Frees a request and all it holds; NULL is fine. */
+/* Releases a request and all it holds (its arena reset, the struct cached
+ * for reuse or freed); NULL is fine. On the loop thread, or once the loops
+ * have stopped. */
 void sd__req_free(sd_req *r);
+/* Frees the loop's cached requests (sd_http_free). */
+void sd__req_cache_free(sd__thread *lp);
 int sd__req_header_count(const sd_req *r, const char *name);
 
 /* ---- response.c -------------------------------------------------------- */

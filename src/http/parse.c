@@ -26,9 +26,12 @@ static http_parser_settings parser_settings;
 
 /* ---- http-parser callbacks ---------------------------------------------- */
 
-static int grow_append(char **buf, size_t *len, const char *at, size_t n)
+/* Appends n bytes to a NUL-terminated string in the request's arena (it
+ * grows in place while it is the arena's last allocation: a header name or
+ * value split across callbacks). */
+static int grow_append(sd_arena *a, char **buf, size_t *len, const char *at, size_t n)
 {
-    char *p = realloc(*buf, *len + n + 1);
+    char *p = sd_arena_grow(a, *buf, *buf ? *len + 1 : 0, *len + n + 1);
     if (!p)
         return -1;
     memcpy(p + *len, at, n);
@@ -52,7 +55,7 @@ static int on_message_begin(http_parser *p)
 static int on_url(http_parser *p, const char *at, size_t n)
 {
     sd__conn *c = p->data;
-    return grow_append(&c->req->url, &c->req->url_len, at, n);
+    return grow_append(&c->req->arena, &c->req->url, &c->req->url_len, at, n);
 }
 
 static int on_header_field(http_parser *p, const char *at, size_t n)
@@ -68,8 +71,7 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
         c->reading_field = true;
     }
     sd__header *hd = &r->headers[r->nheaders - 1];
-    size_t len = hd->name ? strlen(hd->name) : 0;
-    return grow_append(&hd->name, &len, at, n);
+    return grow_append(&r->arena, &hd->name, &hd->name_len, at, n);
 }
 
 static int on_header_value(http_parser *p, const char *at, size_t n)
@@ -80,10 +82,7 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
         return 0;
     c->reading_field = false;
     sd__header *hd = &r->headers[r->nheaders - 1];
-    size_t len = hd->value ? strlen(hd->value) : 0;
-    if (!hd->value && grow_append(&hd->value, &len, "", 0))
-        return -1;
-    return grow_append(&hd->value, &len, at, n);
+    return grow_append(&r->arena, &hd->value, &hd->value_len, at, n);
 }
 
 static int on_headers_complete(http_parser *p)
@@ -96,11 +95,12 @@ static int on_headers_complete(http_parser *p)
     r->head = p->method == HTTP_HEAD;
     r->keep_alive = http_should_keep_alive(p);
     for (int i = 0; i < r->nheaders; i++) {
-        if (!r->headers[i].value)
-            r->headers[i].value = strdup("");
+        sd__header *hd = &r->headers[i];
+        if (!hd->value && grow_append(&r->arena, &hd->value, &hd->value_len, "", 0))
+            return -1;
         /* Field values lose their surrounding whitespace (RFC 9110 5.5). */
-        char *v = r->headers[i].value;
-        size_t n = v ? strlen(v) : 0;
+        char *v = hd->value;
+        size_t n = hd->value_len;
         while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
             v[--n] = '\0';
         size_t lead = 0;
@@ -108,6 +108,7 @@ static int on_headers_complete(http_parser *p)
             lead++;
         if (lead)
             memmove(v, v + lead, n - lead + 1);
+        hd->value_len = n - lead;
     }
     if (p->http_major != 1)
         return -1; /* see sd__parse_input: 400 */
@@ -134,11 +135,11 @@ static int on_body(http_parser *p, const char *at, size_t n)
         c->body_too_large = true;
         return -1;
     }
-    if (r->body_len + n + 1 > r->body_cap) {
-        size_t cap = r->body_cap ? r->body_cap : 1024;
+    if (r->body_len + n + 1 > r->body_cap) { /* in the arena: a copy when it moves */
+        size_t cap = r->body_cap ? r->body_cap * 2 : 256;
         while (cap < r->body_len + n + 1)
             cap *= 2;
-        char *b = realloc(r->body, cap);
+        char *b = sd_arena_grow(&r->arena, r->body, r->body_len + (r->body ? 1 : 0), cap);
         if (!b)
             return -1;
         r->body = b;

@@ -1,14 +1,14 @@
 /*
  * response.c - replies: sd_reply and its problem+json and JSON forms
- * (server.h), rendered whole into the request (status line, the common
- * headers - Date, nosniff, no-store, X-Request-Id -, Content-Length,
- * Connection: close when the connection ends, no body for HEAD) on
- * whichever thread answers, then handed to the connection through conn's
- * API on its loop thread: at once on that thread, otherwise through the
- * loop's done list and its eventfd. Delivering counts the request in the
- * metrics, frees it and, unless the connection closes, goes on with
- * pipelined input (up to parse.c, through the upcall). sd__fail_request
- * answers what parse.c and the timeout scan find wrong, and closes.
+ * (server.h), rendered whole into the request's arena (status line, the
+ * common headers - Date, nosniff, no-store, X-Request-Id -,
+ * Content-Length, Connection: close when the connection ends, no body for
+ * HEAD) on whichever thread answers, without printf or malloc once the
+ * connection is warm, then copied into the connection's output buffer and handed to the connection
+ * through conn's API on its loop thread: at once on that thread, otherwise through the loop's done
+ * list and its eventfd. Delivering counts the request in the metrics, frees it and, unless the
+ * connection closes, goes on with pipelined input (up to parse.c, through the upcall).
+ * sd__fail_request answers what parse.c and a connection's timeout timer find wrong, and closes.
  */
 #include "http/internal.h"
 #include "http/status.h"
@@ -50,9 +50,9 @@ static size_t put_uint(char *out, size_t o, size_t v)
     return o;
 }
 
-/* Renders the whole response into r->out (no printf: this is the hot path).
- * body is consumed (freed). */
-static void render(sd_req *r, int status, const char *ctype, char *body, size_t len,
+/* Renders the whole response into r->out, in the request's arena (no
+ * printf: this is the hot path). body is borrowed. */
+static void render(sd_req *r, int status, const char *ctype, const char *body, size_t len,
                    const char *const *headers)
 {
     sd_http *h = r->lp->h;
@@ -62,9 +62,8 @@ static void render(sd_req *r, int status, const char *ctype, char *body, size_t 
     for (const char *const *p = headers; p && p[0]; p += 2)
         extra += strlen(p[0]) + strlen(p[1] ? p[1] : "") + 4;
     size_t cap = 256 + strlen(date) + strlen(r->id) + extra + (r->head ? 0 : len);
-    char *out = malloc(cap);
+    char *out = sd_arena_alloc(&r->arena, cap);
     if (!out) {
-        free(body);
         r->out = NULL;
         r->status = status;
         r->close_after = true;
@@ -105,7 +104,6 @@ static void render(sd_req *r, int status, const char *ctype, char *body, size_t 
     if (!r->head && len && status != 204)
         PUT(out, o, body, len);
     sd_assert(o <= cap);
-    free(body);
     r->out = out;
     r->out_len = o;
     r->status = status;
@@ -118,6 +116,13 @@ static void deliver(sd_req *r);
 
 void sd_reply(sd_req *r, int status, const char *content_type, char *body, size_t len,
               const char *const *headers)
+{
+    sd_reply_bytes(r, status, content_type, body, len, headers);
+    free(body);
+}
+
+void sd_reply_bytes(sd_req *r, int status, const char *content_type, const char *body, size_t len,
+                    const char *const *headers)
 {
     render(r, status, content_type, body, len, headers);
     sd__thread *lp = r->lp;
@@ -266,6 +271,7 @@ void sd__fail_request(sd__conn *c, int status, const char *detail)
     const char *retry[] = {"Retry-After", "1", NULL};
     render(r, status, "application/problem+json", text, text ? strlen(text) : 0,
            status == 503 ? retry : NULL);
+    free(text);
     c->in_len = 0; /* nothing after a framing error is trusted */
     deliver(r);
 }

@@ -16,20 +16,15 @@ static int hexval(char c)
     return -1;
 }
 
-int sd_pct_decode(const char *in, size_t n, char **out)
+long sd_pct_decode_into(const char *in, size_t n, char *s)
 {
-    char *s = malloc(n + 1);
-    if (!s)
-        return -1;
     size_t j = 0;
     for (size_t i = 0; i < n; i++) {
         if (in[i] == '%') {
             int hi = i + 1 < n ? hexval(in[i + 1]) : -1;
             int lo = i + 2 < n ? hexval(in[i + 2]) : -1;
-            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0)) {
-                free(s);
+            if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
                 return -1;
-            }
             s[j++] = (char)(hi << 4 | lo);
             i += 2;
         } else {
@@ -37,13 +32,25 @@ int sd_pct_decode(const char *in, size_t n, char **out)
         }
     }
     s[j] = '\0';
+    return (long)j;
+}
+
+int sd_pct_decode(const char *in, size_t n, char **out)
+{
+    char *s = malloc(n + 1);
+    if (!s)
+        return -1;
+    if (sd_pct_decode_into(in, n, s) < 0) {
+        free(s);
+        return -1;
+    }
     *out = s;
     return 0;
 }
 
 void sd_match_free(sd_match *m)
 {
-    for (int i = 0; i < m->ncaptures; i++)
+    for (int i = 0; i < m->ncaptures && !m->arena; i++)
         free(m->captures[i]);
     m->ncaptures = 0;
 }
@@ -79,8 +86,27 @@ static int match_pattern(const char *pattern, const char *path, const char **cap
 enum sd_match_result sd_route_match(const sd_route *routes, int n, const char *method,
                                     const char *path, sd_match *m)
 {
+    return sd_route_match_in(routes, n, method, path, m, NULL);
+}
+
+/* A capture decoded into the arena (or malloc'd without one); NULL when
+ * badly encoded, empty or out of memory. */
+static char *decode_capture(const char *s, size_t n, sd_arena *a)
+{
+    char *out = a ? sd_arena_alloc(a, n + 1) : malloc(n + 1);
+    if (out && sd_pct_decode_into(s, n, out) > 0)
+        return out;
+    if (!a)
+        free(out);
+    return NULL;
+}
+
+enum sd_match_result sd_route_match_in(const sd_route *routes, int n, const char *method,
+                                       const char *path, sd_match *m, sd_arena *a)
+{
     memset(m, 0, sizeof *m);
     m->route = -1;
+    m->arena = a;
     const char *cap[SD_MAX_CAPTURES];
     size_t caplen[SD_MAX_CAPTURES];
     int ncap = 0;
@@ -103,9 +129,7 @@ enum sd_match_result sd_route_match(const sd_route *routes, int n, const char *m
     if (m->route < 0)
         return SD_MATCH_METHOD;
     for (int i = 0; i < ncap; i++) {
-        if (sd_pct_decode(cap[i], caplen[i], &m->captures[i]) != 0 || m->captures[i][0] == '\0') {
-            if (m->captures[i])
-                m->ncaptures = i + 1;
+        if (!(m->captures[i] = decode_capture(cap[i], caplen[i], a))) {
             sd_match_free(m);
             return SD_MATCH_BAD_PATH;
         }

@@ -13,6 +13,8 @@
 #ifndef SD_ROUTER_H
 #define SD_ROUTER_H
 
+#include "util/arena.h"
+
 #include <stddef.h>
 
 #define SD_MAX_CAPTURES 2
@@ -38,17 +40,25 @@ enum sd_match_result { SD_MATCH_OK, SD_MATCH_NOT_FOUND, SD_MATCH_METHOD, SD_MATC
 
 typedef struct sd_match {
     int route;                       /* index into the table when OK or METHOD */
-    char *captures[SD_MAX_CAPTURES]; /* malloc'd; free with sd_match_free */
+    char *captures[SD_MAX_CAPTURES]; /* malloc'd (free with sd_match_free) or the arena's */
     int ncaptures;
-    char allow[96]; /* for SD_MATCH_METHOD, e.g. "GET, PUT, DELETE" */
+    sd_arena *arena; /* where the captures live; NULL: malloc'd */
+    char allow[96];  /* for SD_MATCH_METHOD, e.g. "GET, PUT, DELETE" */
 } sd_match;
 
 enum sd_match_result sd_route_match(const sd_route *routes, int n, const char *method,
                                     const char *path, sd_match *m);
+/* The same with the captures decoded into arena a (valid until its reset;
+ * sd_match_free then frees nothing). */
+enum sd_match_result sd_route_match_in(const sd_route *routes, int n, const char *method,
+                                       const char *path, sd_match *m, sd_arena *a);
 void sd_match_free(sd_match *m);
 
 /* Percent-decodes n bytes of in into a malloc'd string (*out). Returns 0, or
  * -1 on a bad escape or an encoded NUL (*out untouched). */
 int sd_pct_decode(const char *in, size_t n, char **out);
+/* The same into out, which holds n + 1 bytes (NUL-terminated). Returns the
+ * decoded length, or -1 (out's content then undefined). */
+long sd_pct_decode_into(const char *in, size_t n, char *out);
 
 #endif

@@ -289,6 +289,7 @@ void sd_http_free(sd_http *h)
             sd__conn_free(c);
         }
         sd__conn_pools_free(lp);
+        sd__req_cache_free(lp);
         int fds[] = {lp->listen_fd, lp->wake_fd, lp->spare_fd};
         for (size_t k = 0; k < sizeof fds / sizeof fds[0]; k++)
             if (fds[k] >= 0)

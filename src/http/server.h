@@ -103,6 +103,13 @@ const char *sd_req_peer(const sd_req *r);
  * audit records; "" when unknown. */
 void sd_req_set_actor(sd_req *r, const char *actor);
 const char *sd_req_actor(const sd_req *r);
+/* n bytes from the request's arena, aligned for any type: they live until
+ * the request is answered (the reply is copied out before sd_reply*
+ * returns), with no free. NULL when out of memory. */
+void *sd_req_alloc(sd_req *r, size_t n);
+/* The request's arena itself, for writers that grow (util/jsonw.h); the
+ * same lifetime. */
+sd_arena *sd_req_arena(sd_req *r);
 /* The subject CN of the client certificate the TLS handshake verified
  * against --tls-client-ca, or NULL (plain TCP, no certificate, no single
  * CN). Borrowed until reply. */
@@ -110,9 +117,15 @@ const char *sd_req_client_cert(const sd_req *r);
 
 /* ---- replies: exactly one per request, from any thread ------------------ */
 
-/* Extra headers: NULL-terminated array of name, value, name, value, ... */
+/* Extra headers: NULL-terminated array of name, value, name, value, ...
+ * body is malloc'd and consumed (freed). */
 void sd_reply(sd_req *r, int status, const char *content_type, char *body, size_t len,
               const char *const *headers);
+/* The same with a borrowed body (static text, or the request's arena): it
+ * is copied into the response before this returns. No malloc on a warm
+ * connection: the hot routes answer through it. */
+void sd_reply_bytes(sd_req *r, int status, const char *content_type, const char *body, size_t len,
+                    const char *const *headers);
 /* body is stolen (json_decref'd); NULL means no body (e.g. 204). */
 void sd_reply_json(sd_req *r, int status, json_t *body, const char *const *headers);
 void sd_reply_problem(sd_req *r, int status, const char *fmt, ...)

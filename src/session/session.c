@@ -31,14 +31,28 @@ static int fail(char *err, size_t n, const char *fmt, ...)
 
 void sd_session_clear(sd_session *s)
 {
-    free(s->user_id);
+    if (s->user_id != s->user_id_buf)
+        free(s->user_id);
     json_decref(s->attrs);
     memset(s, 0, sizeof *s);
+}
+
+int sd_session_set_user_id(sd_session *s, const char *uid, size_t n)
+{
+    char *p = s->user_id_buf && n < s->user_id_cap ? s->user_id_buf : malloc(n + 1);
+    if (!p)
+        return SD_ENOMEM;
+    memcpy(p, uid, n);
+    p[n] = '\0';
+    s->user_id = p;
+    return 0;
 }
 
 int sd_session_copy(sd_session *dst, const sd_session *src)
 {
     *dst = *src;
+    dst->user_id_buf = NULL; /* src's caller's memory */
+    dst->user_id_cap = 0;
     dst->user_id = src->user_id ? strdup(src->user_id) : NULL;
     dst->attrs = src->attrs ? json_deep_copy(src->attrs) : NULL;
     if ((src->user_id && !dst->user_id) || (src->attrs && !dst->attrs)) {

@@ -45,7 +45,7 @@ typedef struct sd_binding {
 typedef struct sd_session {
     char id[SD_ID_LEN + 1];
     unsigned char token_hash[SD_HASH_LEN];
-    char *user_id;      /* owned, NUL-terminated */
+    char *user_id;      /* owned, NUL-terminated; or in user_id_buf (then not freed) */
     int64_t created_at; /* all times: ms since the epoch */
     int64_t last_seen;
     int64_t expiry; /* idle expiry; invariant: expiry <= absolute_expiry */
@@ -56,7 +56,17 @@ typedef struct sd_session {
     sd_binding binding;
     int64_t auth_time;        /* when the user authenticated (default: creation) */
     char acr[SD_ACR_MAX + 1]; /* assurance level ("aal2", ...); "" when not given */
+    /* Optional, set by the caller before a read (validation, the hot path):
+     * memory of the caller's, outliving the struct, where a store may put
+     * user_id instead of a malloc (sd_session_set_user_id). Readers that
+     * do not know it zero it with the rest. */
+    char *user_id_buf;
+    size_t user_id_cap;
 } sd_session;
+
+/* Sets s->user_id to a copy of n bytes of uid: in user_id_buf when it fits,
+ * malloc'd otherwise. Returns 0 or SD_ENOMEM. */
+int sd_session_set_user_id(sd_session *s, const char *uid, size_t n);
 
 /* True when the client context (ip, user_agent; NULL when unknown) matches
  * what s is bound to; always true for an unbound session. */

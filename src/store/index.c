@@ -280,12 +280,18 @@ void sd_index_touch(sd_index *ix, const char *id, int64_t expiry, int64_t now)
     sd_index_unlock(ix);
 }
 
+/* The entry into out; the user id into the caller's out->user_id_buf when
+ * it gave one and it fits (validation: no malloc). */
 static int fill(const entry *e, sd_session *out)
 {
+    char *buf = out->user_id_buf;
+    size_t cap = out->user_id_cap;
     memset(out, 0, sizeof *out);
+    out->user_id_buf = buf;
+    out->user_id_cap = cap;
     memcpy(out->id, e->id, sizeof out->id);
     memcpy(out->token_hash, e->token_hash, SD_HASH_LEN);
-    out->user_id = strdup(e->user_id);
+    int rc = sd_session_set_user_id(out, e->user_id, strlen(e->user_id));
     out->created_at = e->created_at;
     out->last_seen = e->last_seen;
     out->expiry = e->expiry;
@@ -297,7 +303,7 @@ static int fill(const entry *e, sd_session *out)
         out->binding = e->extra->binding;
         memcpy(out->acr, e->extra->acr, sizeof out->acr);
     }
-    return out->user_id ? 0 : SD_ENOMEM;
+    return rc;
 }
 
 int sd_index_get_by_token(sd_index *ix, const unsigned char hash[SD_HASH_LEN], sd_session *out)

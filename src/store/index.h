@@ -44,7 +44,9 @@ void sd_index_remove(sd_index *ix, const char *id);
  * as the TOUCH write does in the table. */
 void sd_index_touch(sd_index *ix, const char *id, int64_t expiry, int64_t now);
 
-/* Lookups fill out without attrs (out->attrs NULL, user_id malloc'd).
+/* Lookups fill out without attrs (out->attrs NULL). The user id goes into
+ * out->user_id_buf when it fits there, malloc'd otherwise: out must arrive
+ * zeroed or with only those two fields set (as the store wrappers pass it).
  * Return 0 or SD_ENOTFOUND (or SD_ENOMEM). */
 int sd_index_get_by_token(sd_index *ix, const unsigned char hash[SD_HASH_LEN], sd_session *out);
 int sd_index_get_by_id(sd_index *ix, const char *id, sd_session *out);

@@ -73,18 +73,21 @@ void sd_store_close(sd_store_handle *h)
     free(h);
 }
 
-int sd_store_get(sd_store_handle *h, const char *id, bool want_attrs, sd_session *out)
+int sd_store_get(sd_store_handle *h, const char *id, bool want_attrs, sd_session *out,
+                 char *uid_buf, size_t uid_cap)
 {
     int64_t t0 = sd_mono_ns();
+    *out = (sd_session){.user_id_buf = uid_buf, .user_id_cap = uid_cap};
     int rc = h->ops->get(h->st, id, want_attrs, out);
     sd_metrics_store_op(SD_OP_GET, sd_mono_ns() - t0);
     return rc;
 }
 
 int sd_store_get_by_token(sd_store_handle *h, const unsigned char hash[SD_HASH_LEN],
-                          bool want_attrs, sd_session *out)
+                          bool want_attrs, sd_session *out, char *uid_buf, size_t uid_cap)
 {
     int64_t t0 = sd_mono_ns(), fill_epoch = -1;
+    *out = (sd_session){.user_id_buf = uid_buf, .user_id_cap = uid_cap};
     /* The hot path (validation, without attrs) reads the cache first. */
     if (h->cache && !want_attrs && sd_cache_get(h->cache, hash, out, &fill_epoch) == 0) {
         sd_metrics_store_op(SD_OP_GET_BY_TOKEN, sd_mono_ns() - t0);

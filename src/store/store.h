@@ -75,7 +75,9 @@ typedef struct sd_store_ops {
     void (*close)(sd_store *st);
     /* Reads. out is filled on 0 and owned by the caller (sd_session_clear).
      * They return rows of the active table whatever their expiry: the domain
-     * decides validity. want_attrs=false skips the optional fields. */
+     * decides validity. want_attrs=false skips the optional fields.
+     * out arrives zeroed but for user_id_buf and user_id_cap (the wrappers
+     * set them): a backend may put the user id there (sd_session_set_user_id). */
     int (*get)(sd_store *st, const char *id, bool want_attrs, sd_session *out);
     int (*get_by_token)(sd_store *st, const unsigned char hash[SD_HASH_LEN], bool want_attrs,
                         sd_session *out);
@@ -129,9 +131,14 @@ void sd_store_close(sd_store_handle *h);
  * are borrowed for the call. The backend must provide cache_epoch. */
 int sd_store_attach_cache(sd_store_handle *h, const char *url, const char *password, int timeout_ms,
                           int64_t tombstone_ms, char *err, size_t errlen);
-int sd_store_get(sd_store_handle *h, const char *id, bool want_attrs, sd_session *out);
+/* The reads: out is filled on 0 and owned by the caller (sd_session_clear).
+ * uid_buf (uid_cap bytes, the caller's, outliving out; NULL and 0: none) is
+ * where the user id may go instead of a malloc: validation passes one, so
+ * the embedded store's index answers without a heap call. */
+int sd_store_get(sd_store_handle *h, const char *id, bool want_attrs, sd_session *out,
+                 char *uid_buf, size_t uid_cap);
 int sd_store_get_by_token(sd_store_handle *h, const unsigned char hash[SD_HASH_LEN],
-                          bool want_attrs, sd_session *out);
+                          bool want_attrs, sd_session *out, char *uid_buf, size_t uid_cap);
 /* The backend's get_rotated (never the cache: retired tokens are not
  * cached). */
 int sd_store_get_rotated(sd_store_handle *h, const unsigned char hash[SD_HASH_LEN],

@@ -62,6 +62,45 @@ def test_validate_without_token_400(api):
     api.post("/sessions/validate", json={}, expect=400)             # body without token
 
 
+@pytest.mark.no_prism("Prism answers malformed JSON itself and forwards a body it parsed written anew")
+def test_validate_body_read_without_and_with_the_json_library_alike(api):
+    """The usual body ({"token"}, optional "ipAddress"/"userAgent", plain
+    strings) is read by a small strict reader; anything else goes to jansson
+    as before. Both must answer alike: escapes decode, duplicates, unknown
+    members, non-strings, bad JSON and bad UTF-8 are 400."""
+    s = api.create()
+    tok = s["token"]
+    ctype = {"Content-Type": "application/json"}
+    valid = [
+        f' \r\n\t{{ "token" : "{tok}" }}\n',
+        f'{{"userAgent":"curl/8 \u00e9","ipAddress":"203.0.113.9","token":"{tok}"}}',
+        '{"token":"\\u%04x%s"}' % (ord(tok[0]), tok[1:]),          # an escape: jansson's path
+    ]
+    for body in valid:
+        v = api.post("/sessions/validate", data=body.encode(), headers=ctype, expect=200).json()
+        assert v["isValid"] is True and v["sessionId"] == s["sessionId"], f"{body!r}: {v}"
+    refused = {
+        f'{{"token":"{tok}","token":"{tok}"}}': "duplicate",
+        f'{{"userAgent":"a","token":"{tok}","userAgent":"a"}}': "duplicate",
+        f'{{"token":"{tok}","ipaddress":"1.2.3.4"}}': "may only hold",
+        f'{{"token":"{tok}","userAgent":5}}': "may only hold",
+        f'{{"token":"{tok}"}} x': "not valid JSON",
+        f'{{"token":"{tok}",}}': "not valid JSON",
+        f'{{"token":"{tok}\u0001"}}': "not valid JSON",                    # a raw control byte
+        f'["{tok}"]': "must be a JSON object",
+        '{}': "no token",
+    }
+    for body, why in refused.items():
+        r = api.post("/sessions/validate", data=body.encode(), headers=ctype, expect=400)
+        assert why in r.json()["detail"], f"{body!r}: {r.json()['detail']}"
+    bad_utf8 = b'{"token":"' + tok.encode() + b'","userAgent":"\xff"}'
+    r = api.post("/sessions/validate", data=bad_utf8, headers=ctype, expect=400)
+    assert "not valid JSON" in r.json()["detail"]
+    r = api.post("/sessions/validate", data=f'{{"token":"{tok}"}}'.encode(),
+                 headers={**ctype, "Authorization": f"Bearer {tok}"}, expect=400)
+    assert "not both" in r.json()["detail"]
+
+
 def test_validate_revoked_token(api):
     s = api.create()
     assert api.validate(s["token"])["isValid"] is True

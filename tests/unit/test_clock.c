@@ -8,6 +8,8 @@
 #include "util/err.h"
 
 #include <stdint.h>
+#include <stdio.h>
+#include <time.h>
 
 static void formats_with_milliseconds(void **state)
 {
@@ -16,6 +18,25 @@ static void formats_with_milliseconds(void **state)
     assert_string_equal(sd_time_format(0, buf), "1970-01-01T00:00:00.000Z");
     assert_string_equal(sd_time_format(1795833215123LL, buf), "2026-11-28T02:33:35.123Z");
     assert_string_equal(sd_time_format(951782400000LL, buf), "2000-02-29T00:00:00.000Z");
+}
+
+/* The formatter is arithmetic only: it agrees with gmtime_r + snprintf, the
+ * way it was written before, across 1970-2400 and before the epoch. */
+static void formats_as_gmtime_does(void **state)
+{
+    (void)state;
+    char buf[SD_TIME_TEXT_LEN + 1], want[64];
+    for (int64_t t = -2208988800000LL; t < 13569465600000LL;
+         t += 3217LL * 86400 * 1000 + 86399999) {
+        int64_t secs = t >= 0 ? t / 1000 : (t - 999) / 1000;
+        time_t tt = (time_t)secs;
+        struct tm tm;
+        gmtime_r(&tt, &tm);
+        snprintf(want, sizeof want, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                 (int)(t - secs * 1000));
+        assert_string_equal(sd_time_format(t, buf), want);
+    }
 }
 
 static void parses_what_it_formats(void **state)
@@ -85,11 +106,9 @@ static void durations(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(formats_with_milliseconds),
-        cmocka_unit_test(parses_what_it_formats),
-        cmocka_unit_test(parses_offsets_and_fractions),
-        cmocka_unit_test(rejects_malformed_times),
-        cmocka_unit_test(durations),
+        cmocka_unit_test(formats_with_milliseconds), cmocka_unit_test(formats_as_gmtime_does),
+        cmocka_unit_test(parses_what_it_formats),    cmocka_unit_test(parses_offsets_and_fractions),
+        cmocka_unit_test(rejects_malformed_times),   cmocka_unit_test(durations),
     };
     return cmocka_run_group_tests_name("clock", tests, NULL, NULL);
 }

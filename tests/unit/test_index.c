@@ -30,7 +30,7 @@ static void put_get_replace_remove(void **state)
     (void)state;
     sd_index *ix = sd_index_new();
     assert_non_null(ix);
-    sd_session s, out;
+    sd_session s, out = {.user_id = NULL};
     session_n(&s, "A%021u", 7);
     assert_int_equal(sd_index_put(ix, &s), 0);
     assert_int_equal(sd_index_get_by_id(ix, s.id, &out), 0);
@@ -64,7 +64,7 @@ static void ids_sharing_a_long_prefix_spread(void **state)
     enum { N = 20000 };
     sd_index *ix = sd_index_new();
     assert_non_null(ix);
-    sd_session s, out;
+    sd_session s, out = {.user_id = NULL};
     for (unsigned i = 0; i < N; i++) {
         session_n(&s, "L%021u", i);
         assert_int_equal(sd_index_put(ix, &s), 0);
@@ -91,7 +91,7 @@ static void reserve_then_add_finds_everything(void **state)
     sd_index *ix = sd_index_new();
     assert_non_null(ix);
     sd_index_reserve(ix, N);
-    sd_session s, out;
+    sd_session s, out = {.user_id = NULL};
     for (unsigned i = 0; i < N; i++) {
         session_n(&s, "R%021u", i);
         assert_int_equal(sd_index_add(ix, &s), 0);
