@@ -61,6 +61,8 @@ bool sd_effect_required(const sd_write *w, const sd_effect *e)
 {
     if (e->kind == SD_FX_TOUCH || e->expired)
         return false;
+    if (e->kind == SD_FX_PUT && w->kind == SD_W_CREATE)
+        return false; /* a new id: no entry of it can be stale */
     if (w->rc == 0 || w->rc == SD_EREUSED)
         return true;
     return w->kind == SD_W_END && w->rc == SD_ENOTFOUND;

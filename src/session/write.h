@@ -194,7 +194,8 @@ void sd_write_free_effects(sd_write *w);
 
 /* Whether an invalidation of effect e that fails must hold w's
  * acknowledgement back (fence): the change is committed and acknowledged.
- * A touch never must (only an earlier expiry can be stale); an END's
+ * A touch never must (only an earlier expiry can be stale), nor a create's
+ * put (no entry of a new id can be stale), nor an expiry; an END's
  * tombstone is wanted also when the session was not found (a retry of an
  * END whose outcome was unknown). */
 bool sd_effect_required(const sd_write *w, const sd_effect *e);

@@ -552,7 +552,6 @@ static size_t plan(const struct sd_write *w, inv *v, size_t max, bool *fence)
             if (w->rc != 0)
                 continue;
             x.fill = &w->session; /* a new id: nothing to invalidate */
-            x.required = false;
         }
         if (n < max)
             v[n] = x;

@@ -1,0 +1,496 @@
+/* Unit tests of session/write.c: what each write does, over an in-memory
+ * row store (a stand-in for the backends, which the e2e suite runs for
+ * real): the per-user cap and its evictions, rotation and reuse, renewal,
+ * the audit events' names and the effects the index and the cache follow. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+
+#include "session/write.h"
+#include "util/err.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAXROWS 128
+static const int64_t NOW = 1795833215123LL;
+static const int64_t HOUR = 3600 * 1000;
+
+typedef struct row {
+    sd_session s;
+    bool active;
+} row;
+
+typedef struct rows {
+    row r[MAXROWS];
+    int n;
+    struct {
+        unsigned char hash[SD_HASH_LEN];
+        char id[SD_ID_LEN + 1];
+        int64_t at;
+    } retired[16];
+    int n_retired;
+    char events[256][40]; /* "event:id" */
+    int n_events;
+} rows;
+
+static rows db;
+
+static row *find(const char *id)
+{
+    for (int i = 0; i < db.n; i++)
+        if (db.r[i].active && strcmp(db.r[i].s.id, id) == 0)
+            return &db.r[i];
+    return NULL;
+}
+
+static int f_select(void *r, const char *id, sd_session *out)
+{
+    (void)r;
+    row *x = find(id);
+    return !x ? SD_ENOTFOUND : sd_session_copy(out, &x->s);
+}
+
+static bool live_of(const row *x, const char *user, int64_t now)
+{
+    return x->active && strcmp(x->s.user_id, user) == 0 && x->s.expiry > now;
+}
+
+static int f_count_user(void *r, const char *user, int64_t now, int64_t *count)
+{
+    (void)r;
+    *count = 0;
+    for (int i = 0; i < db.n; i++)
+        *count += live_of(&db.r[i], user, now);
+    return 0;
+}
+
+static int f_oldest_user(void *r, const char *user, int64_t now, size_t limit,
+                         char (*ids)[SD_ID_LEN + 1], size_t *n)
+{
+    (void)r;
+    *n = 0;
+    bool taken[MAXROWS] = {0};
+    while (*n < limit) {
+        int best = -1;
+        for (int i = 0; i < db.n; i++)
+            if (!taken[i] && live_of(&db.r[i], user, now) &&
+                (best < 0 || db.r[i].s.last_seen < db.r[best].s.last_seen))
+                best = i;
+        if (best < 0)
+            break;
+        taken[best] = true;
+        strcpy(ids[(*n)++], db.r[best].s.id);
+    }
+    return 0;
+}
+
+static int f_find_retired(void *r, const unsigned char hash[SD_HASH_LEN], const char *id,
+                          bool *found, int64_t *at)
+{
+    (void)r;
+    *found = false;
+    for (int i = 0; i < db.n_retired; i++)
+        if (memcmp(db.retired[i].hash, hash, SD_HASH_LEN) == 0 &&
+            strcmp(db.retired[i].id, id) == 0) {
+            *found = true;
+            *at = db.retired[i].at;
+        }
+    return 0;
+}
+
+static int f_event(void *r, const sd_write *w, const char *event, const char *id, const char *user,
+                   const char *reason)
+{
+    (void)r, (void)w, (void)user, (void)reason;
+    snprintf(db.events[db.n_events++], sizeof db.events[0], "%s:%s", event, id);
+    return 0;
+}
+
+static int f_insert(void *r, const sd_write *w, const sd_session *s, const char *event)
+{
+    assert_true(db.n < MAXROWS);
+    row *x = &db.r[db.n++];
+    assert_int_equal(sd_session_copy(&x->s, s), 0);
+    x->active = true;
+    return f_event(r, w, event, s->id, s->user_id, NULL);
+}
+
+static int f_update(void *r, const sd_session *s, int64_t read_version, int64_t *n)
+{
+    (void)r;
+    row *x = find(s->id);
+    *n = 0;
+    if (x && x->s.version == read_version) {
+        sd_session_clear(&x->s);
+        assert_int_equal(sd_session_copy(&x->s, s), 0);
+        *n = 1;
+    }
+    return 0;
+}
+
+static int f_retire(void *r, const char *id, const unsigned char old[SD_HASH_LEN],
+                    const unsigned char new_hash[SD_HASH_LEN], int64_t at, bool bump)
+{
+    (void)r;
+    row *x = find(id);
+    assert_non_null(x);
+    memcpy(db.retired[db.n_retired].hash, old, SD_HASH_LEN);
+    strcpy(db.retired[db.n_retired].id, id);
+    db.retired[db.n_retired++].at = at;
+    memcpy(x->s.token_hash, new_hash, SD_HASH_LEN);
+    x->s.version += bump;
+    return 0;
+}
+
+static int f_end(void *r, sd_write *w, const sd_end_rows *e)
+{
+    for (int i = 0; i < db.n; i++) {
+        row *x = &db.r[i];
+        bool match = e->user_id ? live_of(x, e->user_id, w->now) &&
+                                      !(e->except_id && strcmp(x->s.id, e->except_id) == 0)
+                                : x->active && x->s.expiry > w->now && strcmp(x->s.id, e->id) == 0;
+        if (!match)
+            continue;
+        f_event(r, w, e->event, x->s.id, x->s.user_id, e->reason);
+        x->active = false;
+        assert_int_equal(sd_write_ended(w, x->s.id, false), 0);
+    }
+    return 0;
+}
+
+static int f_touch(void *r, const sd_write *w, int64_t *n)
+{
+    (void)r;
+    row *x = find(w->id);
+    *n = x && x->s.version == w->touch_version && x->s.expiry > w->now;
+    if (*n)
+        x->s.expiry = w->touch_expiry;
+    return 0;
+}
+
+static int f_sweep(void *r, sd_write *w)
+{
+    for (int i = 0; i < db.n && w->affected < w->limit; i++)
+        if (db.r[i].active && db.r[i].s.expiry <= w->now) {
+            f_event(r, w, "expired", db.r[i].s.id, db.r[i].s.user_id, "expired");
+            db.r[i].active = false;
+            assert_int_equal(sd_write_ended(w, db.r[i].s.id, true), 0);
+        }
+    return 0;
+}
+
+static int f_purge(void *r, int64_t before, int limit, int64_t *n)
+{
+    (void)r, (void)before, (void)limit;
+    *n = 0;
+    return 0;
+}
+
+static int f_reencrypt(void *r, sd_write *w)
+{
+    (void)r, (void)w;
+    return SD_EINVALID;
+}
+
+static const sd_rows_ops ops = {
+    .select = f_select,
+    .count_user = f_count_user,
+    .oldest_user = f_oldest_user,
+    .find_retired = f_find_retired,
+    .insert = f_insert,
+    .update = f_update,
+    .retire = f_retire,
+    .event = f_event,
+    .end = f_end,
+    .touch = f_touch,
+    .sweep = f_sweep,
+    .purge = f_purge,
+    .reencrypt = f_reencrypt,
+};
+
+static int setup(void **state)
+{
+    (void)state;
+    memset(&db, 0, sizeof db);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    for (int i = 0; i < db.n; i++)
+        sd_session_clear(&db.r[i].s);
+    return 0;
+}
+
+static void hash_of(int k, unsigned char h[SD_HASH_LEN])
+{
+    memset(h, 0, SD_HASH_LEN);
+    memcpy(h, &k, sizeof k);
+}
+
+/* A create of session number k for user, seen last at last_seen. */
+static int create(const char *user, int k, int64_t last_seen, const sd_policy *p, sd_write *w)
+{
+    memset(w, 0, sizeof *w);
+    w->kind = SD_W_CREATE;
+    w->now = NOW;
+    w->policy = p;
+    snprintf(w->session.id, sizeof w->session.id, "s%04d", k);
+    hash_of(k, w->session.token_hash);
+    w->session.user_id = strdup(user);
+    w->session.created_at = w->session.last_seen = last_seen;
+    w->session.expiry = NOW + HOUR;
+    w->session.absolute_expiry = NOW + 24 * HOUR;
+    w->session.version = 1;
+    w->session.attrs = json_object();
+    return sd_write_apply(&ops, NULL, w);
+}
+
+static void done(sd_write *w)
+{
+    sd_session_clear(&w->session);
+    sd_write_free_effects(w);
+}
+
+static int count_effects(const sd_write *w, sd_effect_kind kind)
+{
+    int n = 0;
+    for (size_t i = 0; i < w->n_effects; i++)
+        n += w->effects[i].kind == kind;
+    return n;
+}
+
+static int count_events(const char *prefix)
+{
+    int n = 0;
+    for (int i = 0; i < db.n_events; i++)
+        n += strncmp(db.events[i], prefix, strlen(prefix)) == 0;
+    return n;
+}
+
+static void create_records_a_put_and_its_event(void **state)
+{
+    (void)state;
+    sd_write w;
+    assert_int_equal(create("ann", 1, NOW, NULL, &w), 0);
+    assert_int_equal(w.n_effects, 1);
+    assert_int_equal(w.effects[0].kind, SD_FX_PUT);
+    assert_string_equal(w.effects[0].id, "s0001");
+    assert_int_equal(w.delta, 1);
+    assert_int_equal(count_events("created:s0001"), 1);
+    done(&w);
+}
+
+/* A cap lowered far below what a user has (issue 13: eviction stopped after
+ * 16 and inserted anyway): one create ends every session over the cap,
+ * least recently seen first, and each ending is an effect. */
+static void a_cap_lowered_by_more_than_16_is_enforced(void **state)
+{
+    (void)state;
+    sd_write w;
+    for (int k = 0; k < 40; k++) {
+        assert_int_equal(create("bob", k, NOW - 1000 + k, NULL, &w), 0);
+        done(&w);
+    }
+    sd_policy p = {.max_per_user = 5, .evict_oldest = true};
+    assert_int_equal(create("bob", 100, NOW, &p, &w), 0);
+    assert_int_equal(w.affected, 36);
+    assert_int_equal(w.delta, 1 - 36);
+    assert_int_equal(count_effects(&w, SD_FX_END), 36);
+    assert_int_equal(count_effects(&w, SD_FX_PUT), 1);
+    assert_string_equal(w.effects[0].id, "s0000"); /* the least recently seen first */
+    assert_string_equal(w.effects[35].id, "s0035");
+    for (size_t i = 0; i < w.n_effects; i++)
+        assert_true(sd_effect_required(&w, &w.effects[i]) == (w.effects[i].kind == SD_FX_END));
+    int64_t live = 0;
+    f_count_user(NULL, "bob", NOW, &live);
+    assert_int_equal(live, 5);
+    assert_int_equal(count_events("evicted:"), 36);
+    done(&w);
+}
+
+static void the_cap_can_refuse_instead(void **state)
+{
+    (void)state;
+    sd_write w;
+    sd_policy p = {.max_per_user = 1, .evict_oldest = false};
+    assert_int_equal(create("cy", 1, NOW, &p, &w), 0);
+    done(&w);
+    assert_int_equal(create("cy", 2, NOW, &p, &w), SD_ELIMIT);
+    assert_true(sd_write_kept(w.rc));
+    assert_int_equal(w.n_effects, 0);
+    done(&w);
+}
+
+/* An END wants its tombstone even when the session is not found (the retry
+ * of an END whose outcome was unknown), and records one effect, not two. */
+static void end_records_its_intent(void **state)
+{
+    (void)state;
+    sd_write w;
+    assert_int_equal(create("dee", 1, NOW, NULL, &w), 0);
+    done(&w);
+    sd_write e = {.kind = SD_W_END, .now = NOW, .reason = "revoked"};
+    strcpy(e.id, "s0001");
+    assert_int_equal(sd_write_apply(&ops, NULL, &e), 0);
+    assert_int_equal(e.n_effects, 1);
+    assert_int_equal(e.affected, 1);
+    assert_true(sd_effect_required(&e, &e.effects[0]));
+    assert_int_equal(count_events("revoked:s0001"), 1);
+    sd_write_free_effects(&e);
+    assert_int_equal(sd_write_apply(&ops, NULL, &e), SD_ENOTFOUND);
+    assert_int_equal(e.n_effects, 1);
+    assert_int_equal(e.effects[0].kind, SD_FX_END);
+    assert_true(sd_effect_required(&e, &e.effects[0]));
+    e.rc = SD_EUNAVAILABLE; /* after a failed write: best effort only */
+    assert_false(sd_effect_required(&e, &e.effects[0]));
+    sd_write_free_effects(&e);
+}
+
+static void a_user_wide_revocation_reports_every_ended_session(void **state)
+{
+    (void)state;
+    sd_write w;
+    for (int k = 1; k <= 3; k++) {
+        assert_int_equal(create("eve", k, NOW, NULL, &w), 0);
+        done(&w);
+    }
+    sd_write e = {.kind = SD_W_END_USER,
+                  .now = NOW,
+                  .reason = "revoked",
+                  .user_id = "eve",
+                  .except_id = "s0002"};
+    assert_int_equal(sd_write_apply(&ops, NULL, &e), 0);
+    assert_int_equal(e.affected, 2);
+    assert_int_equal(count_effects(&e, SD_FX_END), 2);
+    assert_non_null(find("s0002"));
+    sd_write_free_effects(&e);
+}
+
+static sd_write rotation(sd_write_kind kind, int presented, int64_t now)
+{
+    sd_write w = {.kind = kind, .now = now};
+    static const sd_policy p = {.refresh_grace_ms = 1000};
+    w.policy = &p;
+    strcpy(w.id, "s0001");
+    hash_of(presented, w.presented_hash);
+    hash_of(1000 + presented, w.session.token_hash); /* the token to switch to */
+    sd_write_apply(&ops, NULL, &w);
+    return w;
+}
+
+static void rotation_race_and_reuse(void **state)
+{
+    (void)state;
+    sd_write w;
+    assert_int_equal(create("fay", 1, NOW, NULL, &w), 0);
+    done(&w);
+    sd_write r = rotation(SD_W_ROTATE, 1, NOW);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.session.version, 2);
+    assert_int_equal(count_effects(&r, SD_FX_PUT), 1);
+    assert_int_equal(r.effects[0].version, 2);
+    assert_int_equal(count_events("refreshed:s0001"), 1);
+    done(&r);
+    /* The old token again within the grace: a race, nothing changes. */
+    r = rotation(SD_W_ROTATE, 1, NOW + 500);
+    assert_int_equal(r.rc, SD_ECONFLICT);
+    assert_int_equal(r.n_effects, 0);
+    done(&r);
+    /* A token never this session's. */
+    r = rotation(SD_W_REUSE, 7, NOW + 500);
+    assert_int_equal(r.rc, SD_EMISMATCH);
+    done(&r);
+    /* The current one on a REUSE write: nothing to end. */
+    r = rotation(SD_W_REUSE, 1001, NOW + 500);
+    assert_int_equal(r.rc, SD_ECONFLICT);
+    assert_int_equal(r.n_effects, 0);
+    done(&r);
+    /* The old token past the grace: theft; the session ends. */
+    r = rotation(SD_W_REUSE, 1, NOW + 5000);
+    assert_int_equal(r.rc, SD_EREUSED);
+    assert_int_equal(r.delta, -1);
+    assert_int_equal(count_effects(&r, SD_FX_END), 1);
+    assert_true(sd_effect_required(&r, &r.effects[0]));
+    assert_int_equal(count_events("token_reuse_detected:s0001"), 1);
+    assert_int_equal(count_events("revoked:s0001"), 1);
+    assert_null(find("s0001"));
+    done(&r);
+}
+
+static void an_update_that_raises_privilege_renews_the_token(void **state)
+{
+    (void)state;
+    sd_write w;
+    assert_int_equal(create("gus", 1, NOW, NULL, &w), 0);
+    done(&w);
+    json_t *body = json_pack("{s:b}", "mfa", 1);
+    sd_policy p = {.idle_timeout_ms = HOUR,
+                   .absolute_timeout_ms = 24 * HOUR,
+                   .max_idle_timeout_ms = 2 * HOUR,
+                   .max_data_bytes = 1024};
+    sd_patch patch;
+    char err[256];
+    assert_int_equal(sd_patch_parse(body, &p, &patch, err, sizeof err), 0);
+    sd_write u = {
+        .kind = SD_W_UPDATE, .now = NOW, .patch = &patch, .policy = &p, .renew_possible = true};
+    strcpy(u.id, "s0001");
+    hash_of(77, u.renew_hash);
+    assert_int_equal(sd_write_apply(&ops, NULL, &u), 0);
+    assert_true(u.renewed);
+    assert_memory_equal(u.session.token_hash, u.renew_hash, SD_HASH_LEN);
+    assert_int_equal(db.n_retired, 1);
+    assert_int_equal(count_events("updated:s0001"), 1);
+    assert_int_equal(count_events("renewed:s0001"), 1);
+    assert_int_equal(count_effects(&u, SD_FX_PUT), 1);
+    assert_int_equal(u.effects[0].version, u.session.version);
+    done(&u);
+    json_decref(body);
+}
+
+static void touches_and_sweeps_are_never_fenced(void **state)
+{
+    (void)state;
+    sd_write w;
+    assert_int_equal(create("hal", 1, NOW, NULL, &w), 0);
+    done(&w);
+    sd_write t = {
+        .kind = SD_W_TOUCH, .now = NOW, .touch_expiry = NOW + 2 * HOUR, .touch_version = 1};
+    strcpy(t.id, "s0001");
+    assert_int_equal(sd_write_apply(&ops, NULL, &t), 0);
+    assert_int_equal(t.n_effects, 1);
+    assert_int_equal(t.effects[0].kind, SD_FX_TOUCH);
+    assert_int_equal(t.effects[0].expiry, NOW + 2 * HOUR);
+    assert_false(sd_effect_required(&t, &t.effects[0]));
+    sd_write_free_effects(&t);
+    t.touch_version = 9; /* a PUT since the read wins: no change, no effect */
+    assert_int_equal(sd_write_apply(&ops, NULL, &t), 0);
+    assert_int_equal(t.n_effects, 0);
+    sd_write s = {.kind = SD_W_SWEEP, .now = NOW + 3 * HOUR, .limit = 10};
+    assert_int_equal(sd_write_apply(&ops, NULL, &s), 0);
+    assert_int_equal(s.affected, 1);
+    assert_true(s.effects[0].expired);
+    assert_false(sd_effect_required(&s, &s.effects[0]));
+    sd_write_free_effects(&s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(create_records_a_put_and_its_event, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_cap_lowered_by_more_than_16_is_enforced, setup, teardown),
+        cmocka_unit_test_setup_teardown(the_cap_can_refuse_instead, setup, teardown),
+        cmocka_unit_test_setup_teardown(end_records_its_intent, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_user_wide_revocation_reports_every_ended_session, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(rotation_race_and_reuse, setup, teardown),
+        cmocka_unit_test_setup_teardown(an_update_that_raises_privilege_renews_the_token, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(touches_and_sweeps_are_never_fenced, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
