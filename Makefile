@@ -125,7 +125,7 @@ test: unit e2e e2e-postgres e2e-cache
 # port and gives every sessiond its own database (tests/e2e/pgserver.py).
 PG_SUITE := test_sessions test_validate test_users test_rotation test_audit test_binding \
             test_concurrency test_durability test_throttle test_encryption test_api_keys \
-            test_forward_auth test_fail_closed test_postgres test_identifiers
+            test_forward_auth test_fail_closed test_postgres test_identifiers test_write_conformance
 .PHONY: e2e-postgres
 e2e-postgres: build/sessiond | $(TEST_STAMP) $(BROWSER_STAMP)
 	SESSIOND_TEST_STORE=postgres SESSIOND_BIN=$(CURDIR)/build/sessiond \
@@ -135,7 +135,7 @@ e2e-postgres: build/sessiond | $(TEST_STAMP) $(BROWSER_STAMP)
 # of PostgreSQL (--cache on a private Redis, tests/e2e/redisserver.py);
 # tests/e2e/test_cache.py (in e2e) holds the cache's own failure tests.
 CACHE_SUITE := test_sessions test_validate test_users test_rotation test_binding \
-               test_forward_auth test_concurrency
+               test_forward_auth test_concurrency test_write_conformance
 .PHONY: e2e-cache
 e2e-cache: build/sessiond | $(TEST_STAMP)
 	SESSIOND_TEST_STORE=postgres SESSIOND_TEST_CACHE=redis SESSIOND_BIN=$(CURDIR)/build/sessiond \
@@ -184,6 +184,14 @@ IDLE_CONNS ?= 10000
 .PHONY: idle-conns
 idle-conns: build/sessiond
 	$(PYTHON) bench/idle_conns.py --conns $(IDLE_CONNS)
+
+# Issue 13's write targets side by side: embedded durable creates (and the
+# bytes written per create) vs Redis with appendfsync always, updates vs
+# creates, PostgreSQL creates vs pgbench inserts (bench/write_compare.py).
+.PHONY: write-compare
+write-compare: build/sessiond
+	scripts/install-deps.sh bench
+	$(PYTHON) bench/write_compare.py
 
 # An hour of steady mixed load sampling RSS and descriptors (SOAK_MINUTES).
 SOAK_MINUTES ?= 60

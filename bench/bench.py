@@ -21,6 +21,7 @@ import time
 from harness import (BENCH, PROCS, ROOT, TMP, free_port, loaded_sessiond, peak_rss_kb, populate, start,
                      start_sessiond, status_kb, stop, wrk)
 from idle_conns import idle_connections, raise_nofile  # also make idle-conns on its own
+from write_compare import measure as write_targets  # also make write-compare on its own
 JSON_BODY = '{"isValid":true,"expiry":"2026-11-28T05:23:53.585Z","sessionId":"EBDIWiJAahK2fvOtPXXRDw","userId":"user-1234"}'
 
 
@@ -173,6 +174,7 @@ def main():
     if not a.no_scaleout:
         scaleout(a, R, notes)
     idle = idle_connections(a.idle) if a.idle else None
+    writes, write_notes = write_targets(a.duration, min(a.population, 100000), not a.no_scaleout)
 
     scaling = []
     for n in [int(x) for x in a.sizes.split(",") if x]:
@@ -212,6 +214,11 @@ def main():
         per = f"{(anon - anon0) * 1048576 / (n - n0):,.0f}" if n > n0 else "-"
         lines.append(f"| {n:,} | {rps:,.0f} | {p99:.2f} | {rss:.0f} | {anon:.0f} | {per} | "
                      f"{rps / rps0:.2f}x | {load_s:.0f} | {start_s:.1f} |")
+    lines.append("")
+    lines.append("| write (issue 13's targets) | per second | p99 ms |\n|---|---|---|")
+    for name, rps, p99 in writes:
+        lines.append(f"| {name} | {rps:,.0f} | {p99:.1f} |")
+    notes.extend(write_notes)
     if idle:
         notes.append(f"{a.idle:,} idle keep-alive connections (one request each): RSS "
                      f"{idle[0]:.0f} MB -> {idle[1]:.0f} MB, {idle[1] - idle[0]:.1f} MB added "

@@ -424,6 +424,7 @@ int sd_audit_open(const sd_audit_options *opt, char *err, size_t errlen)
         pthread_cond_destroy(&a->cv);
         goto fail;
     }
+    pthread_setname_np(a->thread, "sd-audit");
     sd_info("audit: logging to %s (record %llu, store events after %lld)", a->path,
             (unsigned long long)a->seq, (long long)a->cursor);
     g = a;

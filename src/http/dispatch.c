@@ -168,6 +168,7 @@ int sd__workers_start(sd_http *h, char *err, size_t errlen)
             snprintf(err, errlen, "cannot start handler threads");
             rc = SD_ENOMEM;
         } else {
+            pthread_setname_np(h->workers[i], "sd-handler");
             h->nworkers++;
         }
     }

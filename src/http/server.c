@@ -195,6 +195,7 @@ int sd_http_start(const sd_http_options *opt, const sd_route *routes, int nroute
             snprintf(err, errlen, "cannot start HTTP threads");
             rc = SD_ENOMEM;
         } else {
+            pthread_setname_np(h->loops[i].thread, "sd-http");
             h->loops[i].running = true;
         }
     }

@@ -108,6 +108,7 @@ int sd_sweeper_start(sd_store_handle *store, int64_t interval_ms, int batch, int
         free(s);
         return SD_ENOMEM;
     }
+    pthread_setname_np(s->thread, "sd-sweeper");
     *out = s;
     return 0;
 }

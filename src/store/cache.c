@@ -856,6 +856,7 @@ int sd_cache_open(const sd_cache_options *opt, sd_cache **out, char *err, size_t
         free_cache(c);
         return SD_ENOMEM;
     }
+    pthread_setname_np(c->keeper, "sd-cache-epoch");
     if (pthread_create(&c->througher, NULL, through_main, c)) {
         pthread_mutex_lock(&c->mu);
         c->stopping = true;
@@ -866,6 +867,7 @@ int sd_cache_open(const sd_cache_options *opt, sd_cache **out, char *err, size_t
         free_cache(c);
         return SD_ENOMEM;
     }
+    pthread_setname_np(c->througher, "sd-cache-write");
     c->started = true;
     *out = c;
     return 0;

@@ -1188,7 +1188,8 @@ static int sq_open(const char *dir, const sd_store_options *opt, sd_store **out,
         goto fail;
     if ((rc = exec(st->wdb,
                    "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; "
-                   "PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-65536;",
+                   "PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-65536; "
+                   "PRAGMA temp_store=MEMORY;",
                    err, errlen)) ||
         (rc = exec(st->wdb, "BEGIN IMMEDIATE", err, errlen)) ||
         (rc = exec(st->wdb, schema, err, errlen)) || (rc = migrate(st, err, errlen)) ||
@@ -1219,6 +1220,7 @@ static int sq_open(const char *dir, const sd_store_options *opt, sd_store **out,
         rc = SD_ENOMEM;
         goto fail;
     }
+    pthread_setname_np(st->checkpointer, "sd-checkpoint");
     *out = st;
     return 0;
 fail:

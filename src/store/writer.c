@@ -188,6 +188,7 @@ int sd_writer_start(const sd_writer_options *opt, const sd_tx_ops *tx, const sd_
         free(wr);
         return SD_ENOMEM;
     }
+    pthread_setname_np(wr->thread, "sd-writer");
     *out = wr;
     return 0;
 }

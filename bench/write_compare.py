@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""Issue 13's write targets, measured side by side on this machine
+(`make write-compare`; make bench prints the same rows). Never part of
+make test.
+
+- Embedded durable creates (wrk -t2 -c64, bench/lua/create.lua, every 201
+  after its fsync) into a store of POPULATION sessions, with the bytes the
+  server wrote per create (/proc/PID/io: wchar, all write(2) bytes, and
+  write_bytes, what reached the block layer), against Redis 7 with
+  `appendonly yes` and `appendfsync always` (every SET fsync'd before its
+  reply; redis-benchmark -c 64 -t set -d 200, the size of a session).
+- Updates with If-Match (bench/lua/update.lua) against those creates.
+- PostgreSQL creates (sessiond --store on a private PostgreSQL 15) against
+  pgbench -c 64 inserting rows of the same shape, with the same indexes, into
+  the same server.
+
+Usage: bench/write_compare.py [--duration S] [--population N] [--no-pg]
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import harness
+from harness import TMP, free_port, populate, start, start_sessiond, stop, wrk
+
+sys.path.insert(0, os.path.join(harness.ROOT, "tests", "e2e"))
+
+
+def proc_io(pid):
+    with open(f"/proc/{pid}/io") as f:
+        return {k: int(v) for k, v in (line.split(": ") for line in f.read().splitlines())}
+
+
+def creates(port, proc, duration):
+    """A create run with the server's bytes written per create."""
+    io0 = proc_io(proc.pid)
+    r = wrk(port, "create.lua", [], duration, proc=proc)
+    io1 = proc_io(proc.pid)
+    n = max(1, r["requests"])
+    r["wchar_per"] = (io1["wchar"] - io0["wchar"]) / n
+    r["disk_per"] = (io1["write_bytes"] - io0["write_bytes"]) / n
+    return r
+
+
+def redis_fsync_always(requests=200000):
+    """SETs of 200 bytes, each fsync'd before its reply."""
+    port = free_port()
+    d = tempfile.mkdtemp(dir=TMP)
+    p = start(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "yes", "--appendfsync", "always", "--dir", d], port, "redis-aof.log")
+    try:
+        out = subprocess.run(["redis-benchmark", "-p", str(port), "-t", "set", "-d", "200", "-c", "64",
+                              "-n", str(requests), "-r", "1000000", "--csv"],
+                             capture_output=True, text=True).stdout
+    finally:
+        stop(p)
+    # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms",...
+    m = re.search(r'"SET","([\d.]+)","[\d.]+","[\d.]+","[\d.]+","[\d.]+","([\d.]+)"', out)
+    if not m:
+        raise SystemExit(f"redis-benchmark printed no SET row: {out!r}")
+    return {"rps": float(m.group(1)), "p99_ms": float(m.group(2))}
+
+
+PGBENCH_SCHEMA = """
+CREATE TABLE s(id text PRIMARY KEY, token_hash bytea NOT NULL UNIQUE, user_id text NOT NULL,
+  created_at bigint NOT NULL, last_seen bigint NOT NULL, expiry bigint NOT NULL,
+  absolute_expiry bigint NOT NULL, idle_ttl bigint NOT NULL, version bigint NOT NULL,
+  attrs text NOT NULL, binding bytea, auth_time bigint, acr text);
+CREATE INDEX s_by_user ON s(user_id, last_seen, id);
+CREATE INDEX s_by_expiry ON s(expiry, id);
+"""
+# One row per transaction, as sessiond's create is one row (plus its audit
+# event) per acknowledged request; synchronous_commit on (the default).
+PGBENCH_SCRIPT = """\\set u random(1, 1000000)
+INSERT INTO s VALUES (md5(random()::text) || md5(random()::text), sha256(random()::text::bytea),
+  'bench-' || :u, 1, 1, 2, 3, 3600000, 1,
+  '{"ipAddress":"203.0.113.9","userAgent":"wrk","deviceId":"d1"}', NULL, 1, NULL);
+"""
+
+
+def pg_rows(pg, duration):
+    """sessiond creates on PostgreSQL, then pgbench's inserts, same server."""
+    pg.psql("CREATE DATABASE wc_sessiond")
+    pg.psql("CREATE DATABASE wc_pgbench")
+    pg.psql(PGBENCH_SCHEMA, db="wc_pgbench")
+    sd, port = start_sessiond(["--store", pg.url("wc_sessiond"), "--max-sessions-per-user", "0"])
+    try:
+        r = wrk(port, "create.lua", [], duration, proc=sd)
+    finally:
+        stop(sd)
+    script = os.path.join(TMP, "insert.sql")
+    with open(script, "w") as f:
+        f.write(PGBENCH_SCRIPT)
+    out = subprocess.run(["/usr/lib/postgresql/15/bin/pgbench", "-h", "127.0.0.1", "-p", str(pg.port),
+                          "-U", "postgres", "-n", "-c", "64", "-j", "2", "-T", str(duration), "-f", script,
+                          "wc_pgbench"], capture_output=True, text=True)
+    m = re.search(r"tps = ([\d.]+)", out.stdout)
+    if not m:
+        raise SystemExit(f"pgbench failed: {out.stdout}\n{out.stderr}")
+    return r, float(m.group(1))
+
+
+def measure(duration=10, population=100000, with_pg=True):
+    """The rows and notes of the comparison (make bench calls this too)."""
+    rows, notes = [], []
+    sd, port = start_sessiond(["--max-sessions-per-user", "0"])
+    try:
+        tokens = os.path.join(TMP, "wc-tokens.txt")
+        populate(port, population, tokens)
+        c = creates(port, sd, duration)
+        u = wrk(port, "update.lua", [tokens], duration, proc=sd)
+    finally:
+        stop(sd)
+    red = redis_fsync_always()
+    rows.append(("embedded create (durable)", c["rps"], c["p99_us"] / 1000))
+    rows.append(("Redis SET, appendfsync always", red["rps"], red["p99_ms"]))
+    rows.append(("embedded update If-Match", u["rps"], u["p99_us"] / 1000))
+    notes.append(f"embedded creates / Redis appendfsync always: {c['rps'] / red['rps']:.2f}x "
+                 f"(target 0.5x, p99 < 10 ms: {c['p99_us'] / 1000:.1f} ms)")
+    notes.append(f"updates / creates: {u['rps'] / c['rps']:.2f}x (target 0.8x)")
+    notes.append(f"bytes written per create: {c['wchar_per']:,.0f} (write(2), wchar), "
+                 f"{c['disk_per']:,.0f} reaching the disk (write_bytes), into a store of "
+                 f"{population:,} sessions")
+    if with_pg:
+        import pgserver
+        pg = pgserver.PgServer()
+        try:
+            p, tps = pg_rows(pg, duration)
+        finally:
+            pg.close()
+        rows.append(("PostgreSQL create (sessiond)", p["rps"], p["p99_us"] / 1000))
+        rows.append(("PostgreSQL insert (pgbench -c 64)", tps, float("nan")))
+        notes.append(f"PostgreSQL creates / pgbench inserts: {p['rps'] / tps:.2f}x (target 0.5x)")
+    return rows, notes
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--population", type=int, default=100000)
+    ap.add_argument("--no-pg", action="store_true")
+    a = ap.parse_args()
+    rows, notes = measure(a.duration, a.population, not a.no_pg)
+    print("| write | per second | p99 ms |\n|---|---|---|")
+    for name, rps, p99 in rows:
+        print(f"| {name} | {rps:,.0f} | {p99:.1f} |")
+    for n in notes:
+        print(f"- {n}")
+
+
+if __name__ == "__main__":
+    main()
