@@ -2,7 +2,6 @@
 #include "commands.h"
 #include "audit/audit.h"
 #include "config.h"
-#include "store/backup.h"
 #include "store/crypt.h"
 #include "store/store.h"
 #include "util/clock.h"
@@ -38,14 +37,16 @@ static int cmd_backup(int argc, char **argv)
     int rc = sd_config_load(&cfg, argc - 1, argv + 1, environ, stderr);
     if (rc != SD_CONFIG_RUN)
         return rc == SD_CONFIG_EXIT_OK ? 0 : 2;
-    if (strcmp(cfg.store, "sqlite") != 0) {
+    const char *at = NULL;
+    const sd_store_ops *ops = sd_store_from_setting(cfg.store, cfg.data_dir, &at);
+    if (!ops || !ops->backup) {
         fprintf(stderr, "sessiond backup: copies the embedded store only; back up PostgreSQL with "
                         "its own tools (pg_dump, or a base backup with WAL archiving)\n");
         return 2;
     }
     char err[1200];
     int64_t t0 = sd_mono_ns();
-    if (sd_sqlite_backup(cfg.data_dir, dest, err, sizeof err)) {
+    if (ops->backup(at, dest, err, sizeof err)) {
         fprintf(stderr, "sessiond backup: %s\n", err);
         return 1;
     }

@@ -199,7 +199,7 @@ int main(int argc, char **argv)
     }
     /* A shared store tells replicas apart by an id kept in the data dir. */
     char origin[17] = "";
-    if (store_ops != &sd_store_sqlite) {
+    if (store_ops->caps & SD_STORE_SHARED) {
         if (mkdir(cfg.data_dir, 0700) != 0 && errno != EEXIST)
             rc = -errno;
         else
@@ -266,7 +266,7 @@ int main(int argc, char **argv)
         .authorize = sd_api_authorize,
         .tls = tls,
         /* the embedded store answers from memory: no pool to hop through */
-        .handler_threads = store_ops == &sd_store_sqlite ? 0 : (int)cfg.handler_threads,
+        .handler_threads = store_ops->caps & SD_STORE_MEMORY_READS ? 0 : (int)cfg.handler_threads,
     };
     pthread_rwlock_init(&app.keys_lock, NULL);
     /* 16384 buckets (about 1 MB) whatever the number of client addresses. */
@@ -294,8 +294,8 @@ int main(int argc, char **argv)
      * its host and dbname). */
     sd_info("sessiond " SD_VERSION " listening on %s, store %s%s%s (idle %llds, absolute "
             "%llds)",
-            sd_http_address(http), store_ops->name, store_ops == &sd_store_sqlite ? " in " : "",
-            store_ops == &sd_store_sqlite ? cfg.data_dir : "",
+            sd_http_address(http), store_ops->name, store_ops->caps & SD_STORE_LOCAL ? " in " : "",
+            store_ops->caps & SD_STORE_LOCAL ? cfg.data_dir : "",
             (long long)(cfg.idle_timeout_ms / 1000), (long long)(cfg.absolute_timeout_ms / 1000));
 
     for (;;) {

@@ -1367,6 +1367,7 @@ static void pg_close(sd_store *st)
 
 const sd_store_ops sd_store_postgres = {
     .name = "postgres",
+    .caps = SD_STORE_SHARED,
     .open = pg_open,
     .close = pg_close,
     .get = pg_get,

@@ -19,6 +19,7 @@
  * lifecycle change, written in the change's own transaction). Times are ms
  * since the epoch.
  */
+#include "store/backup.h"
 #include "store/crypt.h"
 #include "store/index.h"
 #include "store/store.h"
@@ -1246,6 +1247,7 @@ static void sq_close(sd_store *st)
 
 const sd_store_ops sd_store_sqlite = {
     .name = "sqlite",
+    .caps = SD_STORE_LOCAL | SD_STORE_MEMORY_READS,
     .open = sq_open,
     .close = sq_close,
     .get = sq_get,
@@ -1256,4 +1258,5 @@ const sd_store_ops sd_store_sqlite = {
     .ready = sq_ready,
     .stats = sq_stats,
     .events = sq_events,
+    .backup = sd_sqlite_backup,
 };

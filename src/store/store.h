@@ -66,8 +66,17 @@ typedef struct sd_store_options {
     int max_queued; /* writes waiting for the writer; beyond, SD_EBUSY (0: 10000) */
 } sd_store_options;
 
+/* What a backend is, for the callers that must know (never which one it
+ * is): sd_store_ops.caps. */
+enum {
+    SD_STORE_LOCAL = 1,        /* lives in this process's data directory; one server owns it */
+    SD_STORE_SHARED = 2,       /* several replicas share it: each needs its own replica id */
+    SD_STORE_MEMORY_READS = 4, /* validation reads answer from memory: no handler pool needed */
+};
+
 typedef struct sd_store_ops {
     const char *name;
+    unsigned caps; /* SD_STORE_* */
     /* Opens the store at location (for sqlite: a data directory). */
     int (*open)(const char *location, const sd_store_options *opt, sd_store **out, char *err,
                 size_t errlen);
@@ -104,6 +113,10 @@ typedef struct sd_store_ops {
     /* The cache tier's epoch (store/cache.h): read, or increment durably
      * (bump) and read. NULL when the backend cannot share one (sqlite). */
     int (*cache_epoch)(sd_store *st, bool bump, int64_t *epoch);
+    /* `sessiond backup`: copies the live store at location into dest (a new
+     * directory); a sentence in err on failure. NULL when the database has
+     * its own tools (PostgreSQL: pg_dump, base backups). */
+    int (*backup)(const char *location, const char *dest, char *err, size_t errlen);
 } sd_store_ops;
 
 extern const sd_store_ops sd_store_sqlite;
