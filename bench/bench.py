@@ -92,6 +92,32 @@ def start_peer(redis_port, n, cookies):
     return start(["node", os.path.join(peer, "server.js")], port, "peer.log", env=env), port
 
 
+def tls_cert():
+    """A throwaway P-256 certificate for localhost (the TLS row)."""
+    d = tempfile.mkdtemp(dir=TMP)
+    cert, key = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def tls_rows(a, R, data_dir, tokens):
+    """Validation over TLS against the same over plain HTTP, side by side on
+    one store (issue 14: TLS at least 0.75x): the store of the main runs,
+    served once with --tls-cert, once without, alternating."""
+    cert, key = tls_cert()
+    for _ in range(a.reps):
+        for name, extra, scheme in (("validate token (plain, same store)", [], "http"),
+                                    ("validate token over TLS", ["--tls-cert", cert, "--tls-key", key],
+                                     "https")):
+            sd, port = start_sessiond(extra, data_dir)
+            try:
+                R.add(name, wrk(port, "validate_token.lua", [tokens], a.duration, proc=sd, scheme=scheme))
+            finally:
+                stop(sd)
+
+
 def scaleout(a, R, notes):
     """The scale-out mode: one sessiond on a private PostgreSQL 15 with a
     private Redis cache (validation through Redis, creates through
@@ -141,7 +167,8 @@ def main():
     notes = []
 
     nginx, nginx_port = start_nginx()
-    sd, sd_port = start_sessiond()
+    main_dir = tempfile.mkdtemp(dir=TMP)
+    sd, sd_port = start_sessiond(data_dir=main_dir)
     tokens = os.path.join(TMP, "tokens.txt")
     secs = populate(sd_port, a.population, tokens)
     notes.append(f"population: {a.population:,} sessions created through POST /sessions in {secs:.1f} s "
@@ -171,6 +198,7 @@ def main():
         if p:
             stop(p)
 
+    tls_rows(a, R, main_dir, tokens)
     if not a.no_scaleout:
         scaleout(a, R, notes)
     idle = idle_connections(a.idle) if a.idle else None
@@ -200,6 +228,8 @@ def main():
                      f"{R.med('validate token', 'rps') / base:.1f}x")
     for name in ("list user sessions", "update If-Match", "create (durable)", "mixed 4:1"):
         lines.append(R.line(name, "nginx return 200"))
+    lines.append(R.line("validate token (plain, same store)", "nginx return 200"))
+    lines.append(R.line("validate token over TLS", "validate token (plain, same store)"))
     if redis_rps:
         notes.append(f"redis-benchmark GET (-c 64, no pipelining): {redis_rps:,.0f} req/s")
     for name in ("PG+Redis: validate token", "PG+Redis: create", "PG: validate token", "PG: create"):

@@ -90,11 +90,11 @@ def peak_rss_kb(pids):
     return total
 
 
-def wrk(port, script, args=(), duration=5, conns=64, proc=None):
+def wrk(port, script, args=(), duration=5, conns=64, proc=None, scheme="http"):
     pids = tree_pids(proc.pid) if proc else []
     c0, t0 = cpu_ticks(pids), time.time()
     cmd = ["wrk", "-t2", f"-c{conns}", f"-d{duration}s", "-s", os.path.join(LUA, script),
-           f"http://127.0.0.1:{port}", "--"] + list(args)
+           f"{scheme}://127.0.0.1:{port}", "--"] + list(args)
     out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, BENCH_LUA=LUA))
     wall = time.time() - t0
     m = re.search(r"BENCHJSON (\{.*\})", out.stdout)
