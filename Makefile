@@ -40,6 +40,8 @@ ASAN_LIB  += build/asan/obj/gen/console_assets.o
 # The console's browser tests (playwright-core from npm, driving Debian's chromium)
 # and the OAuth client library test_api_keys.py introspects with (oauth4webapi).
 BROWSER_STAMP := build/.deps-browser
+# The independent JWT verifier tests/e2e/test_jwt.py runs (panva/jose from npm).
+JWT_STAMP := build/.deps-jwt
 TEST_STAMP := build/.deps-test
 
 .PHONY: install uninstall FORCE
@@ -60,7 +62,7 @@ $(TEST_STAMP): scripts/install-deps.sh
 
 deps: $(DEPS_STAMP)
 deps-test: $(TEST_STAMP)
-deps-browser: $(BROWSER_STAMP)
+deps-browser: $(BROWSER_STAMP) $(JWT_STAMP)
 
 build/obj/%.o: src/%.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
@@ -84,6 +86,10 @@ build/asan/obj/gen/%.o: build/gen/%.c
 
 $(BROWSER_STAMP): tests/browser/package.json tests/browser/package-lock.json | $(TEST_STAMP)
 	cd tests/browser && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(JWT_STAMP): tests/jwt/package.json tests/jwt/package-lock.json | $(TEST_STAMP)
+	cd tests/jwt && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 build/sessiond: $(REL_OBJS)
@@ -113,7 +119,7 @@ unit: $(UNIT_BINS)
 
 # The end-to-end suite runs twice: against the sanitizer build (catches
 # memory errors on every path the tests drive) and the release build.
-e2e: build/sessiond build/asan/sessiond | $(TEST_STAMP) $(BROWSER_STAMP)
+e2e: build/sessiond build/asan/sessiond | $(TEST_STAMP) $(BROWSER_STAMP) $(JWT_STAMP)
 	SESSIOND_BIN=$(CURDIR)/build/asan/sessiond ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
 	SESSIOND_BIN=$(CURDIR)/build/sessiond $(PYTHON) -m pytest -q -p no:cacheprovider tests/e2e
@@ -125,9 +131,9 @@ test: unit e2e e2e-postgres e2e-cache
 # port and gives every sessiond its own database (tests/e2e/pgserver.py).
 PG_SUITE := test_sessions test_validate test_users test_rotation test_audit test_binding \
             test_concurrency test_durability test_throttle test_encryption test_api_keys \
-            test_forward_auth test_fail_closed test_postgres test_identifiers test_write_conformance
+            test_forward_auth test_fail_closed test_postgres test_identifiers test_write_conformance test_jwt
 .PHONY: e2e-postgres
-e2e-postgres: build/sessiond | $(TEST_STAMP) $(BROWSER_STAMP)
+e2e-postgres: build/sessiond | $(TEST_STAMP) $(BROWSER_STAMP) $(JWT_STAMP)
 	SESSIOND_TEST_STORE=postgres SESSIOND_BIN=$(CURDIR)/build/sessiond \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider $(patsubst %,tests/e2e/%.py,$(PG_SUITE))
 
@@ -154,9 +160,9 @@ e2e: | $(API_STAMP)
 # (and every request the server accepts) must match docs/openapi.yaml.
 PRISM_TESTS := tests/e2e/test_api_contract.py tests/e2e/test_sessions.py tests/e2e/test_validate.py \
                tests/e2e/test_users.py tests/e2e/test_rotation.py tests/e2e/test_api_keys.py \
-               tests/e2e/test_identifiers.py
+               tests/e2e/test_identifiers.py tests/e2e/test_jwt.py
 .PHONY: e2e-prism
-e2e-prism: build/sessiond | $(TEST_STAMP) $(API_STAMP) $(BROWSER_STAMP)
+e2e-prism: build/sessiond | $(TEST_STAMP) $(API_STAMP) $(BROWSER_STAMP) $(JWT_STAMP)
 	SESSIOND_VIA_PRISM=1 SESSIOND_BIN=$(CURDIR)/build/sessiond \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider $(PRISM_TESTS)
 

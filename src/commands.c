@@ -2,12 +2,15 @@
 #include "commands.h"
 #include "audit/audit.h"
 #include "config.h"
+#include "jwt/jwk.h"
 #include "store/crypt.h"
 #include "store/store.h"
 #include "util/clock.h"
 #include "util/log.h"
 
+#include <openssl/crypto.h>
 #include <semaphore.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -139,6 +142,38 @@ static int cmd_reencrypt(int argc, char **argv)
     return status;
 }
 
+static int cmd_jwk(int argc, char **argv)
+{
+    const char *alg = "EdDSA", *kid = NULL;
+    bool next = false;
+    int i = 2;
+    if (argc < 2 || strcmp(argv[1], "generate") != 0)
+        goto usage;
+    for (; i < argc; i++) {
+        if (strcmp(argv[i], "--next") == 0)
+            next = true;
+        else if (strcmp(argv[i], "--alg") == 0 && i + 1 < argc)
+            alg = argv[++i];
+        else if (strcmp(argv[i], "--kid") == 0 && i + 1 < argc)
+            kid = argv[++i];
+        else
+            goto usage;
+    }
+    char err[256];
+    char *line = sd_jwk_generate_line(alg, kid, next, err, sizeof err);
+    if (!line) {
+        fprintf(stderr, "sessiond jwk generate: %s\n", err);
+        return 2;
+    }
+    fputs(line, stdout);
+    OPENSSL_cleanse(line, strlen(line));
+    free(line);
+    return fflush(stdout) == 0 ? 0 : 1;
+usage:
+    fprintf(stderr, "usage: sessiond jwk generate [--alg EdDSA|ES256] [--kid ID] [--next]\n");
+    return 2;
+}
+
 static int cmd_help(int argc, char **argv);
 
 static const sd_command commands[] = {
@@ -157,6 +192,12 @@ static const sd_command commands[] = {
      "Takes the server's options. The data directory's lock keeps a running server out\n"
      "of the embedded store; stop it first.",
      cmd_reencrypt},
+    {"jwk", "generate [--alg EdDSA|ES256] [--kid ID] [--next]",
+     "write a new JWT signing key as a --jwt-keys line on stdout",
+     "EdDSA (Ed25519, the default) or ES256 (P-256). The key id defaults to the algorithm,\n"
+     "the date and random digits. --next marks the key published but not signing yet\n"
+     "(rotation: docs/tokens.md). Append it to the key file (chmod 600) and send SIGHUP.",
+     cmd_jwk},
     {"help", "[COMMAND]", "list the commands, or print one command's usage", NULL, cmd_help},
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])

@@ -8,6 +8,7 @@
  *                                   under the newest encryption key (offline:
  *                                   the data directory's lock keeps a running
  *                                   server out)
+ *   sessiond jwk generate [OPTIONS] a new JWT signing key, as a --jwt-keys line
  *   sessiond help [COMMAND]         the commands, or one command's usage
  *
  * One table (commands.c) holds each command's name, usage line and summary:

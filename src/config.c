@@ -6,6 +6,7 @@
  * check) follows from the row.
  */
 #include "config.h"
+#include "jwt/claims.h"
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -56,6 +57,22 @@ static const option options[] = {
      "file of '<key id> <64 hex digits>' lines: session metadata is stored encrypted "
      "(AES-256-GCM) under the last key; every listed key decrypts (rotate by appending a key, "
      "then run 'sessiond reencrypt')"},
+    {"jwt-keys", OPT_STRING, F(jwt_keys), "", 0, 0,
+     "file of JWT signing keys ('<key id> <base64 PKCS#8 Ed25519 or P-256 key> [next]' lines; "
+     "'sessiond jwk generate' writes one): session tokens can be exchanged for short-lived "
+     "signed access tokens, the public keys are served at /.well-known/jwks.json. The last "
+     "line not marked 'next' signs; every line is published. SIGHUP reloads it"},
+    {"jwt-issuer", OPT_STRING, F(jwt_issuer), "sessiond", 0, 0,
+     "the iss claim of access tokens (a verifier checks it)"},
+    {"jwt-audience", OPT_STRING, F(jwt_audience), "sessiond", 0, 0,
+     "the aud claim of access tokens: one value or a comma-separated list"},
+    {"jwt-lifetime", OPT_DURATION, F(jwt_lifetime_ms), "5m", 10000, 3600 * 1000,
+     "longest lifetime of an access token (never past its session's expiry); a revoked "
+     "session's tokens stay valid this long for a verifier that does not poll /revocations"},
+    {"jwt-claims", OPT_STRING, F(jwt_claims), "", 0, 0,
+     "comma-separated session fields access tokens carry besides the standard claims "
+     "(deviceId, deviceInfo, userAgent, ipAddress, geoLocation, mfa, data, createdAt, "
+     "absoluteExpiry)"},
     {"api-keys", OPT_STRING, F(api_keys), "", 0, 0,
      "file of API keys ('<id> <sha256 hex> <scopes>' lines); without it sessiond only "
      "serves loopback addresses (protected mode)"},
@@ -385,6 +402,18 @@ int sd_config_load(sd_config *cfg, int argc, char **argv, char **envp, FILE *err
     }
     if (strcmp(cfg->binding_policy, "enforce") && strcmp(cfg->binding_policy, "flag")) {
         fprintf(err, "sessiond: binding-policy must be enforce or flag\n");
+        return SD_CONFIG_EXIT_ERR;
+    }
+    char why[300];
+    if (sd_jwt_claims_check(cfg->jwt_claims, why, sizeof why)) {
+        fprintf(err, "sessiond: %s\n", why);
+        return SD_CONFIG_EXIT_ERR;
+    }
+    /* The revocation feed lists ended sessions from the audit events, kept
+     * as long as history: at least as long as a token can live. */
+    if (cfg->jwt_keys[0] && cfg->history_retention_ms < cfg->jwt_lifetime_ms) {
+        fprintf(err, "sessiond: history-retention must be at least jwt-lifetime (the revocation "
+                     "feed must cover every live access token)\n");
         return SD_CONFIG_EXIT_ERR;
     }
     if (cfg->idle_timeout_ms > cfg->max_idle_timeout_ms) {

@@ -28,6 +28,11 @@ typedef struct sd_config {
     char tls_client_ca[1024];
     char tls_client_auth[16];
     char encryption_keys[1024];
+    char jwt_keys[1024];
+    char jwt_issuer[256];
+    char jwt_audience[512];
+    char jwt_claims[256];
+    int64_t jwt_lifetime_ms;
     int64_t idle_timeout_ms;
     int64_t absolute_timeout_ms;
     int64_t max_idle_timeout_ms;

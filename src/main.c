@@ -17,6 +17,7 @@
 #include "commands.h"
 #include "config.h"
 #include "http/tls.h"
+#include "jwt/jwk.h"
 #include "store/crypt.h"
 #include "metrics/metrics.h"
 #include "session/sweeper.h"
@@ -65,6 +66,42 @@ static const sd_tls_options *tls_options(const sd_config *cfg, sd_tls_options *o
                           .client_ca_file = cfg->tls_client_ca,
                           .client_auth_required = strcmp(cfg->tls_client_auth, "require") == 0};
     return cfg->tls_cert[0] ? o : NULL;
+}
+
+/* Loads the JWT signing keys named in cfg (none: NULL). 0 or an error. */
+static int load_jwt_keys(const sd_config *cfg, sd_jwks **out)
+{
+    *out = NULL;
+    if (!cfg->jwt_keys[0])
+        return 0;
+    char err[512];
+    int rc = sd_jwks_load(cfg->jwt_keys, out, err, sizeof err);
+    if (rc)
+        sd_error("%s", err);
+    return rc;
+}
+
+/* SIGHUP: the JWT signing keys from their file; on any error (or when the
+ * option was removed) the current ones stay. */
+static void reload_jwt_keys(sd_app *app, const sd_config *fresh)
+{
+    sd_jwks *nk = NULL;
+    if (!fresh->jwt_keys[0]) {
+        sd_warn("SIGHUP: access tokens are not turned off without a restart; keeping the JWT "
+                "keys");
+        return;
+    }
+    if (load_jwt_keys(fresh, &nk)) {
+        sd_error("SIGHUP: keeping the current JWT keys");
+        return;
+    }
+    pthread_rwlock_wrlock(&app->jwt_lock);
+    sd_jwks *old = app->jwt_keys;
+    app->jwt_keys = nk;
+    pthread_rwlock_unlock(&app->jwt_lock);
+    sd_jwks_free(old);
+    sd_info("SIGHUP: JWT keys reloaded: %d published, signing with '%s' (%s)", sd_jwks_count(nk),
+            sd_jwks_current_kid(nk), sd_jwks_current_alg(nk));
 }
 
 /* SIGHUP: a new TLS context from the files; on any error the old one stays.
@@ -155,11 +192,22 @@ int main(int argc, char **argv)
     else
         sd_info("no --encryption-keys: session metadata (ipAddress, userAgent, deviceInfo, "
                 "geoLocation, data) is stored in the clear");
+    sd_jwks *jwt_keys = NULL;
+    if (load_jwt_keys(&cfg, &jwt_keys)) {
+        sd_keyring_free(ring);
+        sd_keys_free(keys);
+        return 2;
+    }
+    if (jwt_keys)
+        sd_info("access tokens: %d JWT keys published, signing with '%s' (%s), lifetime %llds",
+                sd_jwks_count(jwt_keys), sd_jwks_current_kid(jwt_keys),
+                sd_jwks_current_alg(jwt_keys), (long long)(cfg.jwt_lifetime_ms / 1000));
     sd_tls *tls = NULL;
     sd_tls_options topt;
     if (tls_options(&cfg, &topt)) {
         if (sd_tls_create(&topt, &tls, err, sizeof err)) {
             sd_error("%s", err);
+            sd_jwks_free(jwt_keys);
             sd_keyring_free(ring);
             sd_keys_free(keys);
             return 2;
@@ -173,6 +221,11 @@ int main(int argc, char **argv)
         .keys = keys,
         .auth_cookie = cfg.auth_cookie,
         .audit_sample = cfg.audit_sample_validations,
+        .jwt_keys = jwt_keys,
+        .jwt = {.issuer = cfg.jwt_issuer,
+                .audience = cfg.jwt_audience,
+                .lifetime_ms = cfg.jwt_lifetime_ms,
+                .claims = cfg.jwt_claims},
         .policy = {.idle_timeout_ms = cfg.idle_timeout_ms,
                    .absolute_timeout_ms = cfg.absolute_timeout_ms,
                    .max_idle_timeout_ms = cfg.max_idle_timeout_ms,
@@ -194,6 +247,7 @@ int main(int argc, char **argv)
         sd_error("--store: expected 'sqlite' or a PostgreSQL connection string "
                  "(postgres://..., postgresql://... or key=value pairs)");
         sd_keyring_free(ring);
+        sd_jwks_free(jwt_keys);
         sd_keys_free(keys);
         return 2;
     }
@@ -207,6 +261,7 @@ int main(int argc, char **argv)
         if (rc) {
             sd_error("cannot keep this replica's id in %s: %s", cfg.data_dir, sd_strerror(rc));
             sd_keyring_free(ring);
+            sd_jwks_free(jwt_keys);
             sd_keys_free(keys);
             return 1;
         }
@@ -216,6 +271,7 @@ int main(int argc, char **argv)
         sd_error("cannot open the store: %s", err);
         sd_tls_free(tls);
         sd_keyring_free(ring);
+        sd_jwks_free(jwt_keys);
         sd_keys_free(keys);
         return 1;
     }
@@ -226,6 +282,7 @@ int main(int argc, char **argv)
         sd_store_close(app.store);
         sd_tls_free(tls);
         sd_keyring_free(ring);
+        sd_jwks_free(jwt_keys);
         sd_keys_free(keys);
         return 1;
     }
@@ -243,6 +300,7 @@ int main(int argc, char **argv)
         sd_store_close(app.store);
         sd_tls_free(tls);
         sd_keyring_free(ring);
+        sd_jwks_free(jwt_keys);
         return 1;
     }
     sd_sweeper *sweeper = NULL;
@@ -253,6 +311,7 @@ int main(int argc, char **argv)
         sd_store_close(app.store);
         sd_tls_free(tls);
         sd_keyring_free(ring);
+        sd_jwks_free(jwt_keys);
         return 1;
     }
     sd_http_options hopt = {
@@ -269,6 +328,7 @@ int main(int argc, char **argv)
         .handler_threads = store_ops->caps & SD_STORE_MEMORY_READS ? 0 : (int)cfg.handler_threads,
     };
     pthread_rwlock_init(&app.keys_lock, NULL);
+    pthread_rwlock_init(&app.jwt_lock, NULL);
     /* 16384 buckets (about 1 MB) whatever the number of client addresses. */
     if (cfg.failed_validation_rate > 0)
         app.guesses = sd_limiter_new(16384, (double)cfg.failed_validation_rate,
@@ -288,6 +348,7 @@ int main(int argc, char **argv)
         sd_store_close(app.store);
         sd_tls_free(tls);
         sd_keyring_free(ring);
+        sd_jwks_free(jwt_keys);
         return 1;
     }
     /* Never the connection string: it may hold a password (postgres.c logs
@@ -312,6 +373,8 @@ int main(int argc, char **argv)
                 sd_log_set_level((enum sd_log_level)sd_log_level_parse(fresh.log_level));
                 if (tls)
                     reload_tls(tls, &fresh);
+                if (app.jwt_keys)
+                    reload_jwt_keys(&app, &fresh);
                 pthread_rwlock_wrlock(&app.keys_lock);
                 sd_keys *old = app.keys;
                 app.keys = nk;
@@ -354,8 +417,10 @@ int main(int argc, char **argv)
     sd_http_free(http);
     sd_keyring_free(ring);
     sd_keys_free(app.keys);
+    sd_jwks_free(app.jwt_keys);
     sd_limiter_free(app.guesses);
     pthread_rwlock_destroy(&app.keys_lock);
+    pthread_rwlock_destroy(&app.jwt_lock);
     sd_info("stopped");
     return 0;
 }

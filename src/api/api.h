@@ -7,6 +7,7 @@
 #define SD_API_H
 
 #include "http/server.h"
+#include "jwt/claims.h"
 #include "session/session.h"
 #include "store/store.h"
 #include "util/jsonw.h"
@@ -21,6 +22,9 @@ typedef struct sd_app {
     struct sd_keys *keys;       /* NULL: no caller authentication (loopback only) */
     struct sd_limiter *guesses; /* failed validations per client address; NULL: off */
     double audit_sample;        /* fraction of successful validations audited */
+    pthread_rwlock_t jwt_lock;  /* guards jwt_keys (swapped on SIGHUP) */
+    struct sd_jwks *jwt_keys;   /* JWT signing keys; NULL: no access tokens */
+    sd_jwt_options jwt;         /* the access tokens' claims and lifetime */
 } sd_app;
 
 /* The authorize hook of the HTTP layer (common.c): checks X-Api-Key (or a
@@ -71,6 +75,9 @@ void sd_api_user_events(sd_req *r, void *app);
 void sd_api_bulk_delete(sd_req *r, void *app);  /* admin.c */
 void sd_api_forward_auth(sd_req *r, void *app); /* auth.c */
 void sd_api_introspect(sd_req *r, void *app);
+void sd_api_jwks(sd_req *r, void *app); /* tokens.c */
+void sd_api_session_token(sd_req *r, void *app);
+void sd_api_revocations(sd_req *r, void *app);
 void sd_api_healthz(sd_req *r, void *app); /* health.c */
 void sd_api_readyz(sd_req *r, void *app);
 void sd_api_metrics(sd_req *r, void *app);
@@ -112,6 +119,14 @@ int sd_api_guess_wait(sd_app *app, sd_req *r);
  * moment its bucket empties is logged and audited (client_throttled). */
 void sd_api_guess_failed(sd_app *app, const char *address, const char *actor);
 
+/* Mints an access token for s (tokens.c) under the JWT keys' read lock.
+ * Returns 0 (*jwt malloc'd, the caller frees it), SD_ENOTFOUND when the
+ * session ends within the second, SD_ECONFIG without --jwt-keys, or
+ * SD_ERANDOM / SD_ENOMEM. */
+int sd_api_mint(sd_app *app, const sd_session *s, int64_t now, char **jwt, int64_t *expires_in);
+/* True when --jwt-keys is configured (tokens.c). */
+bool sd_api_jwt_enabled(sd_app *app);
+
 /* ---- shared by the handlers (common.c) ---------------------------------- */
 
 /* Parses the request body as JSON. On failure answers 400 and returns NULL.
@@ -126,6 +141,9 @@ void sd_api_fail(sd_req *r, int rc, const char *detail);
  * ETag; extra headers may add Location. */
 void sd_api_reply_session(sd_req *r, int status, const sd_session *s, const char *token,
                           const char *location);
+/* The same with the members of extra (stolen; may be NULL) added. */
+void sd_api_reply_session_with(sd_req *r, int status, const sd_session *s, const char *token,
+                               const char *location, json_t *extra);
 
 /* The token of an `Authorization: Bearer <token>` header (surrounding
  * spaces skipped), or NULL when there is no such header or it is empty.
@@ -175,6 +193,7 @@ typedef struct sd_api_write {
     sd_patch patch;
     char token[SD_TOKEN_LEN + 1];
     const char **list; /* owned array for bulk writes */
+    bool want_jwt;     /* refresh: an access token is asked for too */
 } sd_api_write;
 
 /* Allocates a write of kind whose completion calls done; answers 503 and

@@ -87,13 +87,24 @@ void sd_api_fail(sd_req *r, int rc, const char *detail)
 void sd_api_reply_session(sd_req *r, int status, const sd_session *s, const char *token,
                           const char *location)
 {
+    sd_api_reply_session_with(r, status, s, token, location, NULL);
+}
+
+void sd_api_reply_session_with(sd_req *r, int status, const sd_session *s, const char *token,
+                               const char *location, json_t *extra)
+{
     json_t *o = sd_session_to_json(s);
     if (!o) {
+        json_decref(extra);
         sd_api_fail(r, SD_ENOMEM, NULL);
         return;
     }
     if (token)
         json_object_set_new(o, "token", json_string(token));
+    if (extra) {
+        json_object_update(o, extra);
+        json_decref(extra);
+    }
     char etag[32];
     snprintf(etag, sizeof etag, "\"%lld\"", (long long)s->version);
     const char *headers[] = {"ETag", etag, location ? "Location" : NULL, location, NULL};

@@ -9,6 +9,7 @@
 #include "util/err.h"
 #include "util/log.h"
 
+#include <openssl/crypto.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -218,6 +219,26 @@ void sd_api_session_delete(sd_req *r, void *app_)
 
 /* ---- refresh (token rotation) -------------------------------------------- */
 
+/* The members refresh adds when asked for an access token:
+ * accessToken and accessTokenExpiresIn, or nothing when the session ends
+ * within the second (the rotation stands; the new session token is in the
+ * answer). */
+static json_t *access_token(sd_app *app, const sd_session *s)
+{
+    char *jwt = NULL;
+    int64_t expires_in = 0;
+    int rc = sd_api_mint(app, s, sd_now_ms(), &jwt, &expires_in);
+    if (rc) {
+        sd_warn("refresh: no access token for session=%s: %s", s->id, sd_strerror(rc));
+        return NULL;
+    }
+    json_t *o =
+        json_pack("{s:s, s:I}", "accessToken", jwt, "accessTokenExpiresIn", (json_int_t)expires_in);
+    OPENSSL_cleanse(jwt, strlen(jwt));
+    free(jwt);
+    return o;
+}
+
 static void refresh_done(sd_write *w)
 {
     sd_api_write *c = w->udata;
@@ -227,7 +248,8 @@ static void refresh_done(sd_write *w)
     case 0:
         sd_info("session_refreshed session=%s user=%s", w->session.id,
                 sd_log_quote(w->session.user_id, q, sizeof q));
-        sd_api_reply_session(c->req, 200, &w->session, c->token, NULL);
+        sd_api_reply_session_with(c->req, 200, &w->session, c->token, NULL,
+                                  c->want_jwt ? access_token(c->app, &w->session) : NULL);
         break;
     case SD_ECONFLICT:
         sd_reply_problem(c->req, 409,
@@ -263,6 +285,18 @@ void sd_api_session_refresh(sd_req *r, void *app_)
                          "<token>'");
         return;
     }
+    /* ?accessToken=true: a JWT access token with the new session token. */
+    const char *want;
+    int has = sd_req_query(r, "accessToken", &want);
+    if (has < 0 || (has > 0 && strcmp(want, "true") != 0 && strcmp(want, "false") != 0)) {
+        sd_reply_problem(r, 400, "query 'accessToken' must be true or false");
+        return;
+    }
+    bool want_jwt = has > 0 && strcmp(want, "true") == 0;
+    if (want_jwt && !sd_api_jwt_enabled(app)) {
+        sd_reply_problem(r, 400, "access tokens are not enabled on this server (no --jwt-keys)");
+        return;
+    }
     int rc = sd_api_guess_wait(app, r);
     if (rc) {
         sd_api_fail(r, rc, NULL);
@@ -278,6 +312,7 @@ void sd_api_session_refresh(sd_req *r, void *app_)
     sd_api_write *c = sd_api_write_new(r, app, SD_W_ROTATE, refresh_done);
     if (!c)
         return;
+    c->want_jwt = want_jwt;
     sd_token_hash(tok, len, c->w.presented_hash);
     if (sd_token_mint(c->token)) {
         sd_error("random source failed: no token rotated");

@@ -1,6 +1,7 @@
 /* crypt.c - AES-256-GCM sealing of the attrs column (see crypt.h). */
 #include "store/crypt.h"
 #include "util/err.h"
+#include "util/keyfile.h"
 #include "util/log.h"
 
 #include <errno.h>
@@ -39,26 +40,15 @@ void sd_keyring_free(sd_keyring *k)
 
 static bool id_ok(const char *s, size_t n)
 {
-    if (n == 0 || n > ID_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= 'A' && s[i] <= 'Z') ||
-              (s[i] >= '0' && s[i] <= '9') || s[i] == '-' || s[i] == '_' || s[i] == '.'))
-            return false;
-    return true;
+    return sd_key_id_ok(s, n, ID_MAX);
 }
 
 int sd_keyring_load(const char *path, sd_keyring **out, char *err, size_t errlen)
 {
     *out = NULL;
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(err, errlen, "cannot open the encryption key file %s: %s", path, strerror(errno));
+    FILE *f = sd_key_file_open(path, "encryption key file", err, errlen);
+    if (!f)
         return SD_ECONFIG;
-    }
-    struct stat sb;
-    if (fstat(fileno(f), &sb) == 0 && (sb.st_mode & 077))
-        sd_warn("the encryption key file %s can be read by others (chmod 600 it)", path);
     sd_keyring *k = calloc(1, sizeof *k);
     char line[512];
     int lineno = 0, rc = k ? 0 : SD_ENOMEM;

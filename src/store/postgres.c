@@ -116,6 +116,17 @@ static const migration migrations[] = {
      "CREATE TABLE sessiond_cache_epoch(id integer PRIMARY KEY CHECK (id = 1),"
      " epoch bigint NOT NULL);"
      "INSERT INTO sessiond_cache_epoch VALUES (1, 1);"},
+    /* The revocation feed (pg_ended) reads the ending events of every
+     * replica. Their seqs do not commit in order across replicas, so the
+     * feed goes by the writing transaction's id (a default: every insert
+     * gets it) and lists only events older than every transaction still
+     * running (pg_snapshot_xmin): a cursor past them skips nothing that
+     * commits later. Rows before this migration have none (0: first). */
+    {4, "audit events carry their transaction (the revocation feed)",
+     "ALTER TABLE audit_events ADD COLUMN xid xid8;"
+     "ALTER TABLE audit_events ALTER COLUMN xid SET DEFAULT pg_current_xact_id();"
+     "CREATE INDEX events_ended ON audit_events((COALESCE(xid, '0'::xid8)), seq)"
+     " WHERE event IN ('revoked', 'evicted');"},
 };
 #define NMIGRATIONS (sizeof migrations / sizeof migrations[0])
 
@@ -234,6 +245,7 @@ enum {
     R_EPOCH,
     R_EPOCH_BUMP,
     R_ROTATED,
+    R_ENDED,
     R_NSTMT
 };
 static const char *const rsql[R_NSTMT] = {
@@ -255,6 +267,12 @@ static const char *const rsql[R_NSTMT] = {
     [R_EPOCH_BUMP] = ("UPDATE sessiond_cache_epoch SET epoch = epoch + 1 WHERE id = 1 "
                       "RETURNING epoch"), /* parenthesised: clang's -Wstring-concatenation */
     [R_ROTATED] = "SELECT session_id, rotated_at FROM rotated_tokens WHERE token_hash = $1",
+    [R_ENDED] = "SELECT " EV_COLS ", COALESCE(xid, '0'::xid8)::text FROM audit_events "
+                "WHERE event IN ('revoked', 'evicted') "
+                "AND (COALESCE(xid, '0'::xid8), seq) > ($1::text::xid8, $2::bigint) "
+                "AND at >= $3::bigint "
+                "AND COALESCE(xid, '0'::xid8) < pg_snapshot_xmin(pg_current_snapshot()) "
+                "ORDER BY COALESCE(xid, '0'::xid8), seq LIMIT $4",
 };
 
 /* ---- the store --------------------------------------------------------- */
@@ -668,6 +686,35 @@ static int pg_list_user(sd_store *st, const char *user_id, int64_t now, const sd
     return 0;
 }
 
+/* The rows of res (EV_COLS, then the transaction when with_tx) into a
+ * malloc'd array; clears res. */
+static int read_events(PGresult *res, bool with_tx, sd_event **out, size_t *n)
+{
+    size_t rows = (size_t)PQntuples(res);
+    sd_event *v = calloc(rows ? rows : 1, sizeof *v);
+    if (!v) {
+        PQclear(res);
+        return SD_ENOMEM;
+    }
+    for (size_t k = 0; k < rows; k++) {
+        sd_event *e = &v[k];
+        int i = (int)k;
+        e->seq = col_int(res, i, 0);
+        e->time = col_int(res, i, 1);
+        col_copy(res, i, 2, e->event, sizeof e->event);
+        col_copy(res, i, 3, e->session_id, sizeof e->session_id);
+        col_copy(res, i, 4, e->user_id, sizeof e->user_id);
+        col_copy(res, i, 5, e->actor, sizeof e->actor);
+        col_copy(res, i, 6, e->address, sizeof e->address);
+        col_copy(res, i, 7, e->reason, sizeof e->reason);
+        e->tx = with_tx ? col_int(res, i, 8) : 0;
+    }
+    PQclear(res);
+    *out = v;
+    *n = rows;
+    return 0;
+}
+
 static int pg_events(sd_store *st, sd_event_scope scope, const char *key, int64_t after, int limit,
                      sd_event **out, size_t *n)
 {
@@ -688,28 +735,24 @@ static int pg_events(sd_store *st, sd_event_scope scope, const char *key, int64_
                            &p, &rc);
     if (!res)
         return rc;
-    size_t rows = (size_t)PQntuples(res);
-    sd_event *v = calloc(rows ? rows : 1, sizeof *v);
-    if (!v) {
-        PQclear(res);
-        return SD_ENOMEM;
-    }
-    for (size_t k = 0; k < rows; k++) {
-        sd_event *e = &v[k];
-        int i = (int)k;
-        e->seq = col_int(res, i, 0);
-        e->time = col_int(res, i, 1);
-        col_copy(res, i, 2, e->event, sizeof e->event);
-        col_copy(res, i, 3, e->session_id, sizeof e->session_id);
-        col_copy(res, i, 4, e->user_id, sizeof e->user_id);
-        col_copy(res, i, 5, e->actor, sizeof e->actor);
-        col_copy(res, i, 6, e->address, sizeof e->address);
-        col_copy(res, i, 7, e->reason, sizeof e->reason);
-    }
-    PQclear(res);
-    *out = v;
-    *n = rows;
-    return 0;
+    return read_events(res, false, out, n);
+}
+
+static int pg_ended(sd_store *st, const sd_feed_cursor *after, int64_t since_time, int limit,
+                    sd_event **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    params p = {0};
+    p_int(&p, after->tx);
+    p_int(&p, after->seq);
+    p_int(&p, since_time);
+    p_int(&p, limit > 0 ? limit : 0);
+    int rc;
+    PGresult *res = rquery(st, R_ENDED, &p, &rc);
+    if (!res)
+        return rc;
+    return read_events(res, true, out, n);
 }
 
 static int pg_ready(sd_store *st)
@@ -1378,5 +1421,6 @@ const sd_store_ops sd_store_postgres = {
     .ready = pg_ready,
     .stats = pg_stats,
     .events = pg_events,
+    .ended = pg_ended,
     .cache_epoch = pg_cache_epoch,
 };

@@ -85,6 +85,9 @@ static const char schema[] =
     " actor TEXT, address TEXT, reason TEXT);"
     "CREATE INDEX IF NOT EXISTS events_by_session ON audit_events(session_id, seq);"
     "CREATE INDEX IF NOT EXISTS events_by_user ON audit_events(user_id, seq);"
+    /* The revocation feed's (sq_ended); made at open where missing. */
+    "CREATE INDEX IF NOT EXISTS events_ended ON audit_events(seq) "
+    " WHERE event IN ('revoked', 'evicted');"
     "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '2');";
 
 /* Version 2 added columns to sessions and session_history: the binding and
@@ -211,6 +214,7 @@ enum {
     R_EV_SESSION,
     R_EV_USER,
     R_ROTATED,
+    R_ENDED,
     R_NSTMT
 };
 #define EV_COLS "seq, at, event, session_id, user_id, actor, address, reason"
@@ -228,6 +232,9 @@ static const char *const rsql[R_NSTMT] = {
     [R_EV_USER] = "SELECT " EV_COLS " FROM audit_events WHERE user_id = ?1 AND seq > ?2 "
                   "ORDER BY seq LIMIT ?3",
     [R_ROTATED] = "SELECT session_id, rotated_at FROM rotated_tokens WHERE token_hash = ?1",
+    /* One writer commits in seq order: seq alone is the feed's order. */
+    [R_ENDED] = "SELECT " EV_COLS " FROM audit_events WHERE seq > ?1 AND at >= ?2 "
+                "AND event IN ('revoked', 'evicted') ORDER BY seq LIMIT ?3",
 };
 
 typedef struct reader {
@@ -492,21 +499,10 @@ static int sq_get_rotated(sd_store *st, const unsigned char hash[SD_HASH_LEN],
     return ret;
 }
 
-static int sq_events(sd_store *st, sd_event_scope scope, const char *key, int64_t after, int limit,
-                     sd_event **out, size_t *n)
+/* Steps s (bound, EV_COLS) into a malloc'd array of at most limit events,
+ * then resets it. */
+static int read_events(sqlite3_stmt *s, int limit, sd_event **out, size_t *n)
 {
-    *out = NULL;
-    *n = 0;
-    reader *r = get_reader(st);
-    if (!r)
-        return SD_EUNAVAILABLE;
-    sqlite3_stmt *s = r->stmt[scope == SD_EVENTS_SESSION ? R_EV_SESSION
-                              : scope == SD_EVENTS_USER  ? R_EV_USER
-                                                         : R_EV_ALL];
-    if (scope != SD_EVENTS_ALL)
-        bind_text(s, 1, key);
-    sqlite3_bind_int64(s, 2, after);
-    sqlite3_bind_int(s, 3, limit);
     sd_event *v = calloc(limit > 0 ? (size_t)limit : 1, sizeof *v);
     int ret = v ? 0 : SD_ENOMEM, rc = SQLITE_DONE;
     size_t k = 0;
@@ -532,6 +528,39 @@ static int sq_events(sd_store *st, sd_event_scope scope, const char *key, int64_
     *out = v;
     *n = k;
     return 0;
+}
+
+static int sq_events(sd_store *st, sd_event_scope scope, const char *key, int64_t after, int limit,
+                     sd_event **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    reader *r = get_reader(st);
+    if (!r)
+        return SD_EUNAVAILABLE;
+    sqlite3_stmt *s = r->stmt[scope == SD_EVENTS_SESSION ? R_EV_SESSION
+                              : scope == SD_EVENTS_USER  ? R_EV_USER
+                                                         : R_EV_ALL];
+    if (scope != SD_EVENTS_ALL)
+        bind_text(s, 1, key);
+    sqlite3_bind_int64(s, 2, after);
+    sqlite3_bind_int(s, 3, limit);
+    return read_events(s, limit, out, n);
+}
+
+static int sq_ended(sd_store *st, const sd_feed_cursor *after, int64_t since_time, int limit,
+                    sd_event **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    reader *r = get_reader(st);
+    if (!r)
+        return SD_EUNAVAILABLE;
+    sqlite3_stmt *s = r->stmt[R_ENDED];
+    sqlite3_bind_int64(s, 1, after->seq);
+    sqlite3_bind_int64(s, 2, since_time);
+    sqlite3_bind_int(s, 3, limit);
+    return read_events(s, limit, out, n);
 }
 
 static int sq_ready(sd_store *st)
@@ -1259,4 +1288,5 @@ const sd_store_ops sd_store_sqlite = {
     .stats = sq_stats,
     .events = sq_events,
     .backup = sd_sqlite_backup,
+    .ended = sq_ended,
 };

@@ -124,6 +124,12 @@ int sd_store_events(sd_store_handle *h, sd_event_scope scope, const char *key, i
     return h->ops->events(h->st, scope, key, after, limit, out, n);
 }
 
+int sd_store_ended(sd_store_handle *h, const sd_feed_cursor *after, int64_t since_time, int limit,
+                   sd_event **out, size_t *n)
+{
+    return h->ops->ended(h->st, after, since_time, limit, out, n);
+}
+
 static const enum sd_store_op write_op[] = {
     [SD_W_CREATE] = SD_OP_CREATE,     [SD_W_UPDATE] = SD_OP_UPDATE,
     [SD_W_END] = SD_OP_END,           [SD_W_END_USER] = SD_OP_END_USER,

@@ -47,7 +47,17 @@ typedef struct sd_event {
     char actor[64];
     char address[48];
     char reason[32];
+    int64_t tx; /* the revocation feed's order (sd_feed_cursor); 0 elsewhere */
 } sd_event;
+
+/* A position in the revocation feed (the ended op): the writing
+ * transaction's id where commit order and seq order can differ (PostgreSQL,
+ * one writer per replica), 0 where they cannot (SQLite, one writer), then
+ * the event's seq. The feed advances in (tx, seq) order. */
+typedef struct sd_feed_cursor {
+    int64_t tx;
+    int64_t seq;
+} sd_feed_cursor;
 
 typedef enum sd_event_scope {
     SD_EVENTS_ALL,     /* every event after the cursor (the audit log's feed) */
@@ -107,6 +117,14 @@ typedef struct sd_store_ops {
      * kept for the history retention. */
     int (*events)(sd_store *st, sd_event_scope scope, const char *key, int64_t after, int limit,
                   sd_event **out, size_t *n);
+    /* The revocation feed: ending events ("revoked", "evicted"; not
+     * "expired") of every origin, after the cursor in (tx, seq) order, with
+     * time >= since_time (ms), at most limit; *out is a malloc'd array of
+     * *n, each with its tx. Only events that no transaction still running
+     * can come before are listed, so a cursor taken from the last one skips
+     * nothing that commits later, on any replica. */
+    int (*ended)(sd_store *st, const sd_feed_cursor *after, int64_t since_time, int limit,
+                 sd_event **out, size_t *n);
     /* 0 when the store can take requests. */
     int (*ready)(sd_store *st);
     void (*stats)(sd_store *st, sd_store_stats *out);
@@ -164,6 +182,9 @@ void sd_store_write(sd_store_handle *h, sd_write *w);
 int sd_store_replica_id(const char *data_dir, char out[17]);
 int sd_store_events(sd_store_handle *h, sd_event_scope scope, const char *key, int64_t after,
                     int limit, sd_event **out, size_t *n);
+/* The backend's ended op (never the cache). */
+int sd_store_ended(sd_store_handle *h, const sd_feed_cursor *after, int64_t since_time, int limit,
+                   sd_event **out, size_t *n);
 int sd_store_ready(sd_store_handle *h);
 void sd_store_get_stats(sd_store_handle *h, sd_store_stats *out);
 

@@ -200,7 +200,7 @@ def test_db_layout(make_server):
                 "sessiond_schema_migrations", "sessiond_cache_epoch"} <= tables, f"tables: {tables}"
         cols = {r[0] for r in db_query(srv.data_dir, "SELECT column_name FROM information_schema.columns "
                                                      "WHERE table_name = 'session_history'")}
-        assert db_query(srv.data_dir, "SELECT version FROM sessiond_schema_migrations") == [(1,), (2,), (3,)]
+        assert db_query(srv.data_dir, "SELECT version FROM sessiond_schema_migrations") == [(1,), (2,), (3,), (4,)]
     else:
         assert srv.db_path.exists(), f"{srv.db_path} missing"
         tables = {r[0] for r in db_query(srv.data_dir, "SELECT name FROM sqlite_master WHERE type='table'")}

@@ -1,0 +1,244 @@
+/*
+ * tokens.c - the JWT half of sessiond (issue 18; docs/tokens.md):
+ *
+ *   GET /.well-known/jwks.json   the public signing keys (public route)
+ *   POST /sessions/token         a session token (Bearer) for a short-lived
+ *                                signed access token (validate scope)
+ *   GET /revocations             sessions revoked, for verifiers to poll
+ *                                (validate scope)
+ *
+ * and sd_api_mint, which refresh (sessions.c) uses too. The opaque session
+ * stays the source of truth: a token is minted only from a session the
+ * validation core has just found valid, and never outlives it.
+ */
+#include "api/api.h"
+#include "util/clock.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <errno.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FEED_DEFAULT_LIMIT 500
+#define FEED_MAX_LIMIT     1000
+/* The feed reaches this much further back than the longest token lives
+ * (the clocks of other replicas may lag). */
+#define FEED_SLACK_MS 60000
+
+int sd_api_mint(sd_app *app, const sd_session *s, int64_t now, char **jwt, int64_t *expires_in)
+{
+    *jwt = NULL;
+    pthread_rwlock_rdlock(&app->jwt_lock);
+    int rc =
+        app->jwt_keys ? sd_jwt_mint(app->jwt_keys, &app->jwt, s, now, jwt, expires_in) : SD_ECONFIG;
+    pthread_rwlock_unlock(&app->jwt_lock);
+    return rc;
+}
+
+bool sd_api_jwt_enabled(sd_app *app)
+{
+    pthread_rwlock_rdlock(&app->jwt_lock);
+    bool on = app->jwt_keys != NULL;
+    pthread_rwlock_unlock(&app->jwt_lock);
+    return on;
+}
+
+static void reply_not_configured(sd_req *r)
+{
+    sd_reply_problem(r, 404, "access tokens are not enabled on this server (no --jwt-keys)");
+}
+
+/* ---- GET /.well-known/jwks.json ------------------------------------------ */
+
+void sd_api_jwks(sd_req *r, void *app_)
+{
+    sd_app *app = app_;
+    pthread_rwlock_rdlock(&app->jwt_lock);
+    json_t *set = app->jwt_keys ? sd_jwks_public(app->jwt_keys) : NULL;
+    bool on = app->jwt_keys != NULL;
+    pthread_rwlock_unlock(&app->jwt_lock);
+    if (!on) {
+        reply_not_configured(r);
+        return;
+    }
+    if (!set) {
+        sd_api_fail(r, SD_ENOMEM, NULL);
+        return;
+    }
+    sd_reply_json(r, 200, set, NULL);
+}
+
+/* ---- POST /sessions/token -------------------------------------------------- */
+
+static void reply_unauthorized(sd_req *r, const char *detail)
+{
+    const char *hdr[] = {"WWW-Authenticate", "Bearer error=\"invalid_token\"", NULL};
+    sd_reply_problem_with(r, 401, hdr, "%s", detail);
+}
+
+/* The optional body: the client's context for a bound session. Returns 0
+ * (*body_out owned by the caller, c's strings point into it) or answers
+ * 400 and returns -1. */
+static int token_context(sd_req *r, sd_check *c, json_t **body_out)
+{
+    *body_out = NULL;
+    size_t blen;
+    sd_req_body(r, &blen);
+    if (blen == 0)
+        return 0;
+    json_t *body = sd_api_body(r);
+    if (!body)
+        return -1;
+    const char *key;
+    json_t *v;
+    json_object_foreach(body, key, v)
+    {
+        if ((strcmp(key, "ipAddress") != 0 && strcmp(key, "userAgent") != 0) ||
+            !json_is_string(v)) {
+            sd_reply_problem(r, 400,
+                             "the body may only hold 'ipAddress' and 'userAgent', strings (the "
+                             "session token goes in 'Authorization: Bearer')");
+            json_decref(body);
+            return -1;
+        }
+    }
+    c->ip = json_string_value(json_object_get(body, "ipAddress"));
+    c->user_agent = json_string_value(json_object_get(body, "userAgent"));
+    *body_out = body;
+    return 0;
+}
+
+void sd_api_session_token(sd_req *r, void *app_)
+{
+    sd_app *app = app_;
+    if (!sd_api_jwt_enabled(app)) {
+        reply_not_configured(r);
+        return;
+    }
+    bool other;
+    const char *tok = sd_api_bearer(r, &other);
+    if (!tok) {
+        sd_reply_problem(r, 400,
+                         other ? "the Authorization header must use the Bearer scheme"
+                               : "send the session token as 'Authorization: Bearer <token>'");
+        return;
+    }
+    sd_check c = {.touch = true};
+    json_t *body;
+    if (token_context(r, &c, &body))
+        return;
+    int rc = sd_api_check_token(app, r, tok, strlen(tok), &c);
+    json_decref(body);
+    if (rc == 0) {
+        reply_unauthorized(r, c.binding_mismatch ? "the session is bound to another client context"
+                                                 : "the session token is not valid");
+        return;
+    }
+    if (rc < 0) {
+        sd_api_fail(r, rc, NULL);
+        return;
+    }
+    /* The validation core reads without the optional fields; amr and the
+     * --jwt-claims fields live there. */
+    sd_session full;
+    int64_t now = sd_now_ms();
+    rc = sd_store_get(app->store, c.s.id, true, &full, NULL, 0);
+    if (rc == 0) {
+        full.expiry = c.expiry > full.expiry ? c.expiry : full.expiry; /* the rolling touch */
+        char *jwt = NULL;
+        int64_t expires_in = 0;
+        rc = sd_session_active(&full, now) ? 0 : SD_ENOTFOUND;
+        if (rc == 0)
+            rc = sd_api_mint(app, &full, now, &jwt, &expires_in);
+        if (rc == 0) {
+            sd_debug("access_token_issued session=%s expires_in=%lld", full.id,
+                     (long long)expires_in);
+            json_t *o = json_pack("{s:s, s:I, s:s}", "accessToken", jwt, "expiresIn",
+                                  (json_int_t)expires_in, "tokenType", "Bearer");
+            OPENSSL_cleanse(jwt, strlen(jwt));
+            free(jwt);
+            if (o)
+                sd_reply_json(r, 200, o, NULL);
+            else
+                sd_api_fail(r, SD_ENOMEM, NULL);
+        }
+        sd_session_clear(&full);
+    }
+    sd_session_clear(&c.s);
+    if (rc == SD_ENOTFOUND)
+        reply_unauthorized(r, "the session ends within the second: sign in again");
+    else if (rc)
+        sd_api_fail(r, rc, NULL);
+}
+
+/* ---- GET /revocations ------------------------------------------------------ */
+
+/* The feed's cursor on the wire: "<tx>.<seq>", both decimal. Returns 0, or
+ * -1 when text is not one this server issues. */
+static int cursor_parse(const char *text, sd_feed_cursor *c)
+{
+    char *end;
+    errno = 0;
+    if (strlen(text) > 41 || text[0] < '0' || text[0] > '9')
+        return -1;
+    long long tx = strtoll(text, &end, 10);
+    if (errno || *end != '.' || end[1] < '0' || end[1] > '9')
+        return -1;
+    const char *s = end + 1;
+    long long seq = strtoll(s, &end, 10);
+    if (errno || *end || tx < 0 || seq < 0)
+        return -1;
+    c->tx = tx;
+    c->seq = seq;
+    return 0;
+}
+
+void sd_api_revocations(sd_req *r, void *app_)
+{
+    sd_app *app = app_;
+    int limit;
+    if (sd_api_query_limit(r, FEED_DEFAULT_LIMIT, FEED_MAX_LIMIT, &limit))
+        return;
+    const char *q;
+    int has = sd_req_query(r, "since", &q);
+    sd_feed_cursor after = {0, 0};
+    if (has < 0 || (has > 0 && cursor_parse(q, &after))) {
+        sd_reply_problem(r, 400,
+                         "query 'since' is not a cursor this server issued (give the "
+                         "'next' of an earlier answer, or none)");
+        return;
+    }
+    /* A session revoked longer ago than a token lives has no live token
+     * left (none is minted after the revocation), whatever the cursor. */
+    int64_t since_time = sd_now_ms() - app->jwt.lifetime_ms - FEED_SLACK_MS;
+    sd_event *v;
+    size_t n;
+    int rc = sd_store_ended(app->store, &after, since_time, limit, &v, &n);
+    if (rc) {
+        sd_api_fail(r, rc, NULL);
+        return;
+    }
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < n; i++) {
+        char t[SD_TIME_TEXT_LEN + 1];
+        json_array_append_new(arr, json_pack("{s:s, s:s, s:s}", "sid", v[i].session_id, "revokedAt",
+                                             sd_time_format(v[i].time, t), "reason",
+                                             v[i].reason[0] ? v[i].reason : "revoked"));
+    }
+    if (n > 0)
+        after = (sd_feed_cursor){v[n - 1].tx, v[n - 1].seq};
+    free(v);
+    char next[48];
+    snprintf(next, sizeof next, "%lld.%lld", (long long)after.tx, (long long)after.seq);
+    json_t *body = arr ? json_pack("{s:o, s:s, s:b}", "revocations", arr, "next", next, "more",
+                                   n == (size_t)limit)
+                       : NULL;
+    if (!body) {
+        sd_api_fail(r, SD_ENOMEM, NULL);
+        return;
+    }
+    sd_reply_json(r, 200, body, NULL);
+}
