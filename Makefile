@@ -20,7 +20,7 @@ PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lhttp_parser -lpthread
 WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral
 BASE    := -std=c17 -D_GNU_SOURCE -DSD_VERSION=\"$(VERSION)\" -Isrc $(WARN)
 CFLAGS_REL  = $(BASE) -O2 -g $(PKG_CFLAGS)
-CFLAGS_ASAN = $(BASE) -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
+CFLAGS_ASAN = $(BASE) -DSD_STORE_FAULTS -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
               -fno-sanitize-recover=undefined $(PKG_CFLAGS)
 
 SRCS     := $(wildcard src/*.c src/*/*.c)

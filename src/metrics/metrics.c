@@ -35,6 +35,11 @@ static const char *const op_names[SD_OP_COUNT] = {
     "get",      "get_by_token", "list_user", "create", "update", "end",
     "end_user", "bulk_end",     "touch",     "sweep",  "purge",  "get_rotated"};
 
+const char *sd_metrics_store_op_name(enum sd_store_op op)
+{
+    return op < SD_OP_COUNT ? op_names[op] : "?";
+}
+
 static const char *const *routes;
 static const char *const *methods;
 static int nroutes;

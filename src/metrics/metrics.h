@@ -56,6 +56,8 @@ void sd_metrics_init(const char *const *methods, const char *const *route_names,
 
 void sd_metrics_request(int route, int status, int64_t ns);
 void sd_metrics_store_op(enum sd_store_op op, int64_t ns);
+/* The op="..." label of a store operation. */
+const char *sd_metrics_store_op_name(enum sd_store_op op);
 void sd_metrics_validation(int valid);
 
 /* Renders every metric; ready: whether /readyz would answer 200 now. The

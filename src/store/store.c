@@ -1,12 +1,15 @@
 /*
  * store.c - the backend registry and the thin wrappers every caller goes
- * through (the one place for store metrics, and later fault injection).
+ * through: the one place for store metrics and, in the test build, for
+ * store faults (store/fault.h).
  */
 #include "store/store.h"
 #include "store/cache.h"
+#include "store/fault.h"
 #include "metrics/metrics.h"
 #include "util/clock.h"
 #include "util/err.h"
+#include "util/log.h"
 #include "util/random.h"
 
 #include <errno.h>
@@ -15,6 +18,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#ifdef SD_STORE_FAULTS
+#define FAULT(op) sd_fault_check(op)
+#else
+#define FAULT(op) 0
+#endif
 
 struct sd_store_handle {
     const sd_store_ops *ops;
@@ -50,6 +59,13 @@ const sd_store_ops *sd_store_from_setting(const char *setting, const char *data_
 int sd_store_open(const sd_store_ops *ops, const char *location, const sd_store_options *opt,
                   sd_store_handle **out, char *err, size_t errlen)
 {
+#ifdef SD_STORE_FAULTS
+    const char *faults = getenv("SESSIOND_STORE_FAULTS");
+    if (sd_fault_load(faults, err, errlen))
+        return SD_ECONFIG;
+    if (faults && *faults)
+        sd_warn("store: injecting faults (SESSIOND_STORE_FAULTS): %s", faults);
+#endif
     sd_store_handle *h = calloc(1, sizeof *h);
     if (!h)
         return SD_ENOMEM;
@@ -78,7 +94,10 @@ int sd_store_get(sd_store_handle *h, const char *id, bool want_attrs, sd_session
 {
     int64_t t0 = sd_mono_ns();
     *out = (sd_session){.user_id_buf = uid_buf, .user_id_cap = uid_cap};
-    int rc = h->ops->get(h->st, id, want_attrs, out);
+    int rc = FAULT(SD_OP_GET);
+    if (rc)
+        return rc;
+    rc = h->ops->get(h->st, id, want_attrs, out);
     sd_metrics_store_op(SD_OP_GET, sd_mono_ns() - t0);
     return rc;
 }
@@ -88,6 +107,9 @@ int sd_store_get_by_token(sd_store_handle *h, const unsigned char hash[SD_HASH_L
 {
     int64_t t0 = sd_mono_ns(), fill_epoch = -1;
     *out = (sd_session){.user_id_buf = uid_buf, .user_id_cap = uid_cap};
+    int frc = FAULT(SD_OP_GET_BY_TOKEN);
+    if (frc)
+        return frc;
     /* The hot path (validation, without attrs) reads the cache first. */
     if (h->cache && !want_attrs && sd_cache_get(h->cache, hash, out, &fill_epoch) == 0) {
         sd_metrics_store_op(SD_OP_GET_BY_TOKEN, sd_mono_ns() - t0);
@@ -104,7 +126,10 @@ int sd_store_get_rotated(sd_store_handle *h, const unsigned char hash[SD_HASH_LE
                          char session_id[SD_ID_LEN + 1], int64_t *rotated_at)
 {
     int64_t t0 = sd_mono_ns();
-    int rc = h->ops->get_rotated(h->st, hash, session_id, rotated_at);
+    int rc = FAULT(SD_OP_GET_ROTATED);
+    if (rc)
+        return rc;
+    rc = h->ops->get_rotated(h->st, hash, session_id, rotated_at);
     sd_metrics_store_op(SD_OP_GET_ROTATED, sd_mono_ns() - t0);
     return rc;
 }
@@ -113,7 +138,10 @@ int sd_store_list_user(sd_store_handle *h, const char *user_id, int64_t now, con
                        int limit, sd_session **out, size_t *n)
 {
     int64_t t0 = sd_mono_ns();
-    int rc = h->ops->list_user(h->st, user_id, now, after, limit, out, n);
+    int rc = FAULT(SD_OP_LIST_USER);
+    if (rc)
+        return rc;
+    rc = h->ops->list_user(h->st, user_id, now, after, limit, out, n);
     sd_metrics_store_op(SD_OP_LIST_USER, sd_mono_ns() - t0);
     return rc;
 }
@@ -166,6 +194,12 @@ void sd_store_write(sd_store_handle *h, sd_write *w)
     w->cache = h->cache;
     w->effects = NULL;
     w->n_effects = w->cap_effects = 0;
+    int rc = FAULT(write_op[w->kind]);
+    if (rc) { /* as the writer answers a write it refuses */
+        w->rc = rc;
+        w->done(w);
+        return;
+    }
     h->ops->write(h->st, w);
 }
 
