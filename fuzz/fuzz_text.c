@@ -1,7 +1,11 @@
 /* fuzz_text.c - the small parsers of client text: token and id shapes,
  * RFC 3339 times, durations, IP addresses against a binding, and the
- * token bucket keyed by whatever the client address is. */
+ * token bucket keyed by whatever the client address is; and the text the
+ * store reads from elsewhere: a Redis cache entry (whoever can write to that
+ * Redis controls it; a decoded entry must encode back to the same bytes)
+ * and the --cache URL. */
 #include "session/session.h"
+#include "store/cache_entry.h"
 #include "session/token.h"
 #include "util/clock.h"
 #include "util/limiter.h"
@@ -35,6 +39,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         l = sd_limiter_new(64, 1.0, 2.0);
     sd_limiter_charge(l, s, 1000);
     sd_limiter_wait(l, s, 1000);
+    sd_session e;
+    int64_t epoch;
+    if (sd_cache_entry_decode((const char *)data, size, &epoch, &e)) {
+        size_t len = 0;
+        char *back = sd_cache_entry_encode(&e, epoch, &len);
+        /* Numbers may be written differently ("+1", "01"); what decodes from
+         * the re-encoding must be the same session. */
+        sd_session e2;
+        int64_t epoch2;
+        if (back && (!sd_cache_entry_decode(back, len, &epoch2, &e2) || epoch2 != epoch ||
+                     e2.version != e.version || e2.expiry != e.expiry ||
+                     strcmp(e2.user_id, e.user_id) != 0 || strcmp(e2.id, e.id) != 0 ||
+                     memcmp(e2.token_hash, e.token_hash, SD_HASH_LEN) != 0))
+            abort();
+        if (back)
+            sd_session_clear(&e2);
+        free(back);
+        sd_session_clear(&e);
+    }
+    sd_cache_url u;
+    char err[256];
+    sd_cache_url_parse(s, &u, err, sizeof err);
     free(s);
     return 0;
 }

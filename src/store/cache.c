@@ -28,6 +28,7 @@
  * the store; writes are fenced); the keeper thread then probes with PING.
  */
 #include "store/cache.h"
+#include "store/cache_entry.h"
 #include "store/store.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -78,10 +79,8 @@ typedef struct conn {
 } conn;
 
 struct sd_cache {
-    char host[256];
-    int port, db;
-    char password[256]; /* never logged; wiped at close */
-    char where[300];    /* host:port/db for messages */
+    sd_cache_url url; /* host, port, db; the password never logged, wiped at close */
+    char where[300];  /* host:port/db for messages */
     struct timeval tv;
     int64_t tombstone_ms;
     sd_cache_epoch_fn epoch_fn;
@@ -175,7 +174,7 @@ static conn *ready_conn(sd_cache *c)
     conn *k = get_conn(c);
     if (!k || k->rc)
         return k;
-    k->rc = redisConnectWithTimeout(c->host, c->port, c->tv);
+    k->rc = redisConnectWithTimeout(c->url.host, c->url.port, c->tv);
     if (!k->rc || k->rc->err) {
         note_failure(c, "connect", k->rc ? k->rc->errstr : "out of memory");
         if (k->rc)
@@ -185,8 +184,8 @@ static conn *ready_conn(sd_cache *c)
     redisSetTimeout(k->rc, c->tv);
     redisEnableKeepAlive(k->rc);
     redisReply *r = NULL;
-    if (c->password[0]) {
-        r = redisCommand(k->rc, "AUTH %s", c->password);
+    if (c->url.password[0]) {
+        r = redisCommand(k->rc, "AUTH %s", c->url.password);
         if (!r || r->type == REDIS_REPLY_ERROR) {
             note_failure(c, "AUTH", r ? "refused" : k->rc->errstr);
             freeReplyObject(r);
@@ -195,8 +194,8 @@ static conn *ready_conn(sd_cache *c)
         }
         freeReplyObject(r);
     }
-    if (c->db) {
-        r = redisCommand(k->rc, "SELECT %d", c->db);
+    if (c->url.db) {
+        r = redisCommand(k->rc, "SELECT %d", c->url.db);
         if (!r || r->type == REDIS_REPLY_ERROR) {
             note_failure(c, "SELECT", r ? r->str : k->rc->errstr);
             freeReplyObject(r);
@@ -334,106 +333,6 @@ static void *through_main(void *arg)
 
 /* ---- entries ----------------------------------------------------------- */
 
-static bool unhex(const char *s, unsigned char *out, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        int v = 0;
-        for (int j = 0; j < 2; j++) {
-            char ch = s[2 * i + j];
-            int x = ch >= '0' && ch <= '9' ? ch - '0' : ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-            if (x < 0)
-                return false;
-            v = v * 16 + x;
-        }
-        out[i] = (unsigned char)v;
-    }
-    return true;
-}
-
-/* "e|version|epoch|id|hash|created|last_seen|expiry|absolute|idle|auth_time|
- * binding|acr length|user length|" then acr and user id. malloc'd. */
-static char *encode(const sd_session *s, int64_t epoch, size_t *len)
-{
-    char hh[2 * SD_HASH_LEN + 1], bh[2 * sizeof s->binding + 1];
-    sd_hex(s->token_hash, SD_HASH_LEN, hh);
-    sd_hex((const unsigned char *)&s->binding, sizeof s->binding, bh);
-    size_t al = strlen(s->acr), ul = strlen(s->user_id);
-    size_t cap = 512 + al + ul;
-    char *v = malloc(cap);
-    if (!v)
-        return NULL;
-    int n =
-        snprintf(v, cap, "e|%lld|%lld|%s|%s|%lld|%lld|%lld|%lld|%lld|%lld|%s|%zu|%zu|%s%s",
-                 (long long)s->version, (long long)epoch, s->id, hh, (long long)s->created_at,
-                 (long long)s->last_seen, (long long)s->expiry, (long long)s->absolute_expiry,
-                 (long long)s->idle_ttl, (long long)s->auth_time, bh, al, ul, s->acr, s->user_id);
-    *len = (size_t)n;
-    return v;
-}
-
-static bool field(const char **p, const char *end, int64_t *out)
-{
-    char *e;
-    if (*p >= end)
-        return false;
-    long long x = strtoll(*p, &e, 10);
-    if (e == *p || e >= end || *e != '|')
-        return false;
-    *out = x;
-    *p = e + 1;
-    return true;
-}
-
-/* Parses an entry into out (owned by the caller on true). false: not an
- * entry. */
-static bool decode(const char *v, size_t len, int64_t *epoch, sd_session *out)
-{
-    const char *p = v, *end = v + len;
-    int64_t f[12];
-    if (len < 2 || memcmp(v, "e|", 2) != 0)
-        return false;
-    p += 2;
-    memset(out, 0, sizeof *out);
-    if (!field(&p, end, &out->version) || !field(&p, end, epoch))
-        return false;
-    if (end - p < SD_ID_LEN + 1 || p[SD_ID_LEN] != '|' || memchr(p, '|', SD_ID_LEN))
-        return false;
-    memcpy(out->id, p, SD_ID_LEN);
-    out->id[SD_ID_LEN] = '\0';
-    p += SD_ID_LEN + 1;
-    if (end - p < 2 * SD_HASH_LEN + 1 || !unhex(p, out->token_hash, SD_HASH_LEN) ||
-        p[2 * SD_HASH_LEN] != '|')
-        return false;
-    p += 2 * SD_HASH_LEN + 1;
-    for (int i = 0; i < 6; i++)
-        if (!field(&p, end, &f[i]))
-            return false;
-    size_t bl = 2 * sizeof out->binding;
-    if ((size_t)(end - p) < bl + 1 ||
-        !unhex(p, (unsigned char *)&out->binding, sizeof out->binding) || p[bl] != '|')
-        return false;
-    p += bl + 1;
-    if (!field(&p, end, &f[6]) || !field(&p, end, &f[7]))
-        return false;
-    size_t al = (size_t)f[6], ul = (size_t)f[7];
-    if (f[6] < 0 || f[7] < 0 || al > SD_ACR_MAX || (size_t)(end - p) != al + ul)
-        return false;
-    memcpy(out->acr, p, al);
-    out->acr[al] = '\0';
-    out->user_id = malloc(ul + 1);
-    if (!out->user_id)
-        return false;
-    memcpy(out->user_id, p + al, ul);
-    out->user_id[ul] = '\0';
-    out->created_at = f[0];
-    out->last_seen = f[1];
-    out->expiry = f[2];
-    out->absolute_expiry = f[3];
-    out->idle_ttl = f[4];
-    out->auth_time = f[5];
-    return true;
-}
-
 /* ---- lookups and fills ------------------------------------------------- */
 
 int sd_cache_get(sd_cache *c, const unsigned char hash[SD_HASH_LEN], sd_session *out,
@@ -461,7 +360,7 @@ int sd_cache_get(sd_cache *c, const unsigned char hash[SD_HASH_LEN], sd_session 
     if (r->type == REDIS_REPLY_STRING) {
         int64_t e = -1;
         sd_session s;
-        if (decode(r->str, r->len, &e, &s)) {
+        if (sd_cache_entry_decode(r->str, r->len, &e, &s)) {
             /* The epoch must still be fresh now that the entry is read:
              * the decision is taken now, not when the lookup began. */
             if (e == want && e == fresh_epoch(c) && sd_hash_equal(s.token_hash, hash) &&
@@ -489,7 +388,7 @@ typedef struct fill_cmd {
 static bool fill_prepare(fill_cmd *f, const sd_session *s, int64_t epoch)
 {
     size_t len;
-    if (!(f->v = encode(s, epoch, &len)))
+    if (!(f->v = sd_cache_entry_encode(s, epoch, &len)))
         return false;
     snprintf(f->skey, sizeof f->skey, KEY_S "%s", s->id);
     memcpy(f->tkey, KEY_T, sizeof KEY_T - 1);
@@ -726,69 +625,6 @@ void sd_cache_after_write(sd_cache *c, struct sd_write *w)
 
 /* ---- open and close ---------------------------------------------------- */
 
-/* redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] */
-static int parse_url(sd_cache *c, const char *url, char *err, size_t errlen)
-{
-    if (strncmp(url, "redis://", 8) != 0) {
-        snprintf(err, errlen, "--cache: expected redis://[:PASSWORD@]HOST[:PORT][/DB]");
-        return SD_EINVALID;
-    }
-    const char *p = url + 8, *at = strrchr(p, '@');
-    if (at) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        const char *pw = colon ? colon + 1 : p;
-        size_t n = (size_t)(at - pw);
-        if (n >= sizeof c->password) {
-            snprintf(err, errlen, "--cache: the password is too long");
-            return SD_EINVALID;
-        }
-        memcpy(c->password, pw, n);
-        c->password[n] = '\0';
-        p = at + 1;
-    }
-    const char *hend;
-    if (*p == '[') {
-        hend = strchr(p, ']');
-        if (!hend) {
-            snprintf(err, errlen, "--cache: unterminated [IPv6 address]");
-            return SD_EINVALID;
-        }
-        snprintf(c->host, sizeof c->host, "%.*s", (int)(hend - p - 1), p + 1);
-        hend++;
-    } else {
-        hend = p + strcspn(p, ":/");
-        snprintf(c->host, sizeof c->host, "%.*s", (int)(hend - p), p);
-    }
-    c->port = 6379;
-    if (*hend == ':') {
-        char *e;
-        long v = strtol(hend + 1, &e, 10);
-        if (e == hend + 1 || v < 1 || v > 65535 || (*e && *e != '/')) {
-            snprintf(err, errlen, "--cache: bad port");
-            return SD_EINVALID;
-        }
-        c->port = (int)v;
-        hend = e;
-    }
-    if (*hend == '/' && hend[1]) {
-        char *e;
-        long v = strtol(hend + 1, &e, 10);
-        if (e == hend + 1 || *e || v < 0 || v > 1000000) {
-            snprintf(err, errlen, "--cache: bad database number");
-            return SD_EINVALID;
-        }
-        c->db = (int)v;
-    } else if (*hend && strcmp(hend, "/") != 0) {
-        snprintf(err, errlen, "--cache: unexpected text after the host");
-        return SD_EINVALID;
-    }
-    if (!c->host[0]) {
-        snprintf(err, errlen, "--cache: no host");
-        return SD_EINVALID;
-    }
-    return 0;
-}
-
 static void free_cache(sd_cache *c)
 {
     for (conn *k = c->conns, *next; k; k = next) {
@@ -796,7 +632,7 @@ static void free_cache(sd_cache *c)
         redisFree(k->rc);
         free(k);
     }
-    explicit_bzero(c->password, sizeof c->password);
+    explicit_bzero(c->url.password, sizeof c->url.password);
     pthread_mutex_destroy(&c->conns_mu);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
@@ -815,14 +651,14 @@ int sd_cache_open(const sd_cache_options *opt, sd_cache **out, char *err, size_t
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&c->cv, &ca);
     pthread_condattr_destroy(&ca);
-    int rc = parse_url(c, opt->url, err, errlen);
+    int rc = sd_cache_url_parse(opt->url, &c->url, err, errlen);
     if (rc) {
         free_cache(c);
         return rc;
     }
     if (opt->password && opt->password[0])
-        snprintf(c->password, sizeof c->password, "%s", opt->password);
-    snprintf(c->where, sizeof c->where, "%s:%d/%d", c->host, c->port, c->db);
+        snprintf(c->url.password, sizeof c->url.password, "%s", opt->password);
+    snprintf(c->where, sizeof c->where, "%s:%d/%d", c->url.host, c->url.port, c->url.db);
     int ms = opt->timeout_ms > 0 ? opt->timeout_ms : 50;
     c->tv.tv_sec = ms / 1000;
     c->tv.tv_usec = (ms % 1000) * 1000;
