@@ -31,8 +31,9 @@ ASAN_LIB := $(patsubst src/%.c,build/asan/obj/%.o,$(LIB_SRCS))
 UNIT_SRCS:= $(wildcard tests/unit/test_*.c)
 UNIT_BINS:= $(patsubst tests/unit/%.c,build/asan/tests/%,$(UNIT_SRCS))
 DEPS_STAMP := build/.deps-build
-# The operator console (console/), compiled into the binary as generated C.
-CONSOLE_FILES := $(sort $(wildcard console/*))
+# The operator console (console/) and the self-service page (account/),
+# compiled into the binary as generated C.
+CONSOLE_FILES := $(sort $(wildcard console/*)) $(sort $(wildcard account/*))
 CONSOLE_GEN   := build/gen/console_assets.c
 REL_OBJS  += build/obj/gen/console_assets.o
 ASAN_OBJS += build/asan/obj/gen/console_assets.o
@@ -72,7 +73,7 @@ build/asan/obj/%.o: src/%.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	@echo "CC (asan) $<"; $(CC) $(CFLAGS_ASAN) -MMD -MP -c $< -o $@
 
-$(CONSOLE_GEN): scripts/embed-console.sh $(CONSOLE_FILES) console | $(DEPS_STAMP)
+$(CONSOLE_GEN): scripts/embed-console.sh $(CONSOLE_FILES) console account | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	@echo "GEN $@"; scripts/embed-console.sh $@ $(CONSOLE_FILES)
 

@@ -87,6 +87,9 @@ void sd_api_metrics(sd_req *r, void *app);
 void sd_api_console_redirect(sd_req *r, void *app); /* console.c */
 void sd_api_console_index(sd_req *r, void *app);
 void sd_api_console_asset(sd_req *r, void *app);
+void sd_api_account_redirect(sd_req *r, void *app); /* console.c: the self-service page */
+void sd_api_account_index(sd_req *r, void *app);
+void sd_api_account_asset(sd_req *r, void *app);
 
 /* The validation core (validate.c), shared by /sessions/validate, /auth and
  * /introspect: shape check, hash, index lookup, expiry, rolling touch, and

@@ -35,6 +35,9 @@ const sd_route sd_api_routes[] = {
     {"GET", "/console", sd_api_console_redirect, SD_ROUTE_NO_BODY, NULL, 1},
     {"GET", "/console/", sd_api_console_index, SD_ROUTE_NO_BODY, NULL, 1},
     {"GET", "/console/{asset}", sd_api_console_asset, SD_ROUTE_NO_BODY, NULL, 1},
+    {"GET", "/account", sd_api_account_redirect, SD_ROUTE_NO_BODY, NULL, 1},
+    {"GET", "/account/", sd_api_account_index, SD_ROUTE_NO_BODY, NULL, 1},
+    {"GET", "/account/{asset}", sd_api_account_asset, SD_ROUTE_NO_BODY, NULL, 1},
 };
 
 const int sd_api_nroutes = (int)(sizeof sd_api_routes / sizeof sd_api_routes[0]);
