@@ -31,8 +31,9 @@ ASAN_LIB := $(patsubst src/%.c,build/asan/obj/%.o,$(LIB_SRCS))
 UNIT_SRCS:= $(wildcard tests/unit/test_*.c)
 UNIT_BINS:= $(patsubst tests/unit/%.c,build/asan/tests/%,$(UNIT_SRCS))
 DEPS_STAMP := build/.deps-build
-# The operator console (console/), compiled into the binary as generated C.
-CONSOLE_FILES := $(sort $(wildcard console/*))
+# The operator console (console/) and the self-service page (account/),
+# compiled into the binary as generated C.
+CONSOLE_FILES := $(sort $(wildcard console/*)) $(sort $(wildcard account/*))
 CONSOLE_GEN   := build/gen/console_assets.c
 REL_OBJS  += build/obj/gen/console_assets.o
 ASAN_OBJS += build/asan/obj/gen/console_assets.o
@@ -72,7 +73,7 @@ build/asan/obj/%.o: src/%.c | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	@echo "CC (asan) $<"; $(CC) $(CFLAGS_ASAN) -MMD -MP -c $< -o $@
 
-$(CONSOLE_GEN): scripts/embed-console.sh $(CONSOLE_FILES) console | $(DEPS_STAMP)
+$(CONSOLE_GEN): scripts/embed-console.sh $(CONSOLE_FILES) console account | $(DEPS_STAMP)
 	@mkdir -p $(dir $@)
 	@echo "GEN $@"; scripts/embed-console.sh $@ $(CONSOLE_FILES)
 
@@ -131,7 +132,8 @@ test: unit e2e e2e-postgres e2e-cache
 # port and gives every sessiond its own database (tests/e2e/pgserver.py).
 PG_SUITE := test_sessions test_validate test_users test_rotation test_audit test_binding \
             test_concurrency test_durability test_throttle test_encryption test_api_keys \
-            test_forward_auth test_fail_closed test_postgres test_identifiers test_write_conformance test_jwt
+            test_forward_auth test_fail_closed test_postgres test_identifiers test_write_conformance test_jwt \
+            test_self_service
 .PHONY: e2e-postgres
 e2e-postgres: build/sessiond | $(TEST_STAMP) $(BROWSER_STAMP) $(JWT_STAMP)
 	SESSIOND_TEST_STORE=postgres SESSIOND_BIN=$(CURDIR)/build/sessiond \
@@ -141,7 +143,7 @@ e2e-postgres: build/sessiond | $(TEST_STAMP) $(BROWSER_STAMP) $(JWT_STAMP)
 # of PostgreSQL (--cache on a private Redis, tests/e2e/redisserver.py);
 # tests/e2e/test_cache.py (in e2e) holds the cache's own failure tests.
 CACHE_SUITE := test_sessions test_validate test_users test_rotation test_binding \
-               test_forward_auth test_concurrency test_write_conformance
+               test_forward_auth test_concurrency test_write_conformance test_self_service
 .PHONY: e2e-cache
 e2e-cache: build/sessiond | $(TEST_STAMP)
 	SESSIOND_TEST_STORE=postgres SESSIOND_TEST_CACHE=redis SESSIOND_BIN=$(CURDIR)/build/sessiond \
@@ -160,7 +162,7 @@ e2e: | $(API_STAMP)
 # (and every request the server accepts) must match docs/openapi.yaml.
 PRISM_TESTS := tests/e2e/test_api_contract.py tests/e2e/test_sessions.py tests/e2e/test_validate.py \
                tests/e2e/test_users.py tests/e2e/test_rotation.py tests/e2e/test_api_keys.py \
-               tests/e2e/test_identifiers.py tests/e2e/test_jwt.py
+               tests/e2e/test_identifiers.py tests/e2e/test_jwt.py tests/e2e/test_self_service.py
 .PHONY: e2e-prism
 e2e-prism: build/sessiond | $(TEST_STAMP) $(API_STAMP) $(BROWSER_STAMP) $(JWT_STAMP)
 	SESSIOND_VIA_PRISM=1 SESSIOND_BIN=$(CURDIR)/build/sessiond \

@@ -70,6 +70,9 @@ void sd_api_validate_id(sd_req *r, void *app); /* validate.c */
 void sd_api_validate_token(sd_req *r, void *app);
 void sd_api_user_list(sd_req *r, void *app); /* users.c */
 void sd_api_user_revoke(sd_req *r, void *app);
+void sd_api_me_list(sd_req *r, void *app); /* me.c */
+void sd_api_me_revoke(sd_req *r, void *app);
+void sd_api_me_revoke_others(sd_req *r, void *app);
 void sd_api_session_events(sd_req *r, void *app); /* events.c */
 void sd_api_user_events(sd_req *r, void *app);
 void sd_api_bulk_delete(sd_req *r, void *app);  /* admin.c */
@@ -84,6 +87,9 @@ void sd_api_metrics(sd_req *r, void *app);
 void sd_api_console_redirect(sd_req *r, void *app); /* console.c */
 void sd_api_console_index(sd_req *r, void *app);
 void sd_api_console_asset(sd_req *r, void *app);
+void sd_api_account_redirect(sd_req *r, void *app); /* console.c: the self-service page */
+void sd_api_account_index(sd_req *r, void *app);
+void sd_api_account_asset(sd_req *r, void *app);
 
 /* The validation core (validate.c), shared by /sessions/validate, /auth and
  * /introspect: shape check, hash, index lookup, expiry, rolling touch, and
@@ -149,6 +155,19 @@ void sd_api_reply_session_with(sd_req *r, int status, const sd_session *s, const
  * spaces skipped), or NULL when there is no such header or it is empty.
  * *other is set when an Authorization header of another scheme is present. */
 const char *sd_api_bearer(const sd_req *r, bool *other);
+
+/* The session token of a request: `Authorization: Bearer`, else the
+ * --auth-cookie cookie (auth.c). Returns it (borrowed from the request;
+ * *len bytes, not NUL-terminated when from the cookie) or NULL when there is
+ * neither; *from_cookie says where it came from. */
+const char *sd_api_request_token(sd_req *r, sd_app *app, size_t *len, bool *from_cookie);
+
+/* One page of user's active sessions, lastSeen descending, as the query's
+ * 'limit' and 'cursor' ask (users.c). Returns 0 with *v (*n sessions,
+ * sd_sessions_free), *shown of them for this page and *next (a new
+ * reference: the next page's cursor, or JSON null); or -1 after answering. */
+int sd_api_user_page(sd_req *r, sd_app *app, const char *user, sd_session **v, size_t *n,
+                     size_t *shown, json_t **next);
 
 /* Checks a userId that names existing sessions (a path's, a bulk
  * revocation's): 1..256 bytes of UTF-8 without C0 controls or DEL, the rule

@@ -48,16 +48,27 @@ static void unauthorized(sd_req *r, const char *why)
     sd_reply_problem_with(r, 401, hdr, "%s", why);
 }
 
+const char *sd_api_request_token(sd_req *r, sd_app *app, size_t *len, bool *from_cookie)
+{
+    const char *tok = sd_api_bearer(r, NULL);
+    *len = 0;
+    *from_cookie = false;
+    if (tok)
+        *len = strlen(tok);
+    else if (sd_req_header(r, "Cookie")) {
+        tok = find_cookie(sd_req_header(r, "Cookie"), app->auth_cookie, len);
+        *from_cookie = tok != NULL;
+    }
+    return tok && *len ? tok : NULL;
+}
+
 void sd_api_forward_auth(sd_req *r, void *app_)
 {
     sd_app *app = app_;
-    size_t len = 0;
-    const char *tok = sd_api_bearer(r, NULL);
-    if (tok)
-        len = strlen(tok);
-    else if (sd_req_header(r, "Cookie"))
-        tok = find_cookie(sd_req_header(r, "Cookie"), app->auth_cookie, &len);
-    if (!tok || len == 0) {
+    size_t len;
+    bool cookie;
+    const char *tok = sd_api_request_token(r, app, &len, &cookie);
+    if (!tok) {
         unauthorized(r, "no session token (Authorization: Bearer or the session cookie)");
         return;
     }

@@ -1,12 +1,16 @@
-/* console.c - serves the operator console: GET /console redirects to
- * /console/, which is index.html; GET /console/<file> is one of the files
- * compiled in from console/ (api/console.h). The files hold no data (the
- * page fetches everything with the caller's key), so these routes are
- * public. Every answer carries a strict Content-Security-Policy: the page
- * runs only its own scripts and styles and talks only to this origin. */
+/* console.c - serves the web pages compiled into the binary (api/console.h):
+ * the operator console (GET /console redirects to /console/, which is
+ * index.html; GET /console/<file> is a file of console/) and the
+ * self-service page the same way at /account/ (account/; it also loads the
+ * console's shared modules and stylesheet from /console/). The files hold
+ * no data (the console fetches everything with the caller's key, the
+ * account page with the user's session cookie or token), so these routes
+ * are public. Every answer carries a strict Content-Security-Policy: the
+ * pages run only their own scripts and styles and talk only to this origin. */
 #include "api/api.h"
 #include "api/console.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,11 +28,14 @@ static const char *const console_headers[] = {"Content-Security-Policy",
                                               "same-origin",
                                               NULL};
 
-const sd_console_asset *sd_console_find(const char *name)
+const sd_console_asset *sd_console_find(const char *dir, const char *name)
 {
-    for (int i = 0; i < sd_console_nassets; i++)
-        if (strcmp(sd_console_assets[i].name, name) == 0)
+    size_t n = strlen(dir);
+    for (int i = 0; i < sd_console_nassets; i++) {
+        const char *a = sd_console_assets[i].name;
+        if (strncmp(a, dir, n) == 0 && a[n] == '/' && strcmp(a + n + 1, name) == 0)
             return &sd_console_assets[i];
+    }
     return NULL;
 }
 
@@ -51,12 +58,13 @@ const char *sd_console_type(const char *name)
     return NULL;
 }
 
-static void serve(sd_req *r, const char *name)
+static void serve(sd_req *r, const char *dir, const char *name)
 {
-    const sd_console_asset *a = sd_console_find(name);
+    const sd_console_asset *a = sd_console_find(dir, name);
     const char *type = a ? sd_console_type(a->name) : NULL;
     if (!a || !type) {
-        sd_reply_problem(r, 404, "the console has no file named '%.64s' (try /console/)", name);
+        sd_reply_problem(r, 404, "the %s has no file named '%.64s' (try /%s/)",
+                         strcmp(dir, "console") == 0 ? "console" : "self-service page", name, dir);
         return;
     }
     char *body = malloc(a->len);
@@ -68,28 +76,54 @@ static void serve(sd_req *r, const char *name)
     sd_reply(r, 200, type, body, a->len, console_headers);
 }
 
-void sd_api_console_redirect(sd_req *r, void *app)
+/* 301 from /<dir> to /<dir>/. */
+static void redirect(sd_req *r, const char *dir)
 {
-    (void)app;
-    static const char *const headers[] = {"Location", "/console/", NULL};
-    static const char text[] = "The console is at /console/\n";
-    char *body = malloc(sizeof text - 1);
+    char location[32], text[64];
+    snprintf(location, sizeof location, "/%s/", dir);
+    int n = snprintf(text, sizeof text, "The page is at %s\n", location);
+    const char *headers[] = {"Location", location, NULL};
+    char *body = malloc((size_t)n);
     if (!body) {
         sd_reply_problem(r, 503, "the server is out of memory");
         return;
     }
-    memcpy(body, text, sizeof text - 1);
-    sd_reply(r, 301, "text/plain; charset=utf-8", body, sizeof text - 1, headers);
+    memcpy(body, text, (size_t)n);
+    sd_reply(r, 301, "text/plain; charset=utf-8", body, (size_t)n, headers);
+}
+
+void sd_api_console_redirect(sd_req *r, void *app)
+{
+    (void)app;
+    redirect(r, "console");
 }
 
 void sd_api_console_index(sd_req *r, void *app)
 {
     (void)app;
-    serve(r, "index.html");
+    serve(r, "console", "index.html");
 }
 
 void sd_api_console_asset(sd_req *r, void *app)
 {
     (void)app;
-    serve(r, sd_req_capture(r, 0));
+    serve(r, "console", sd_req_capture(r, 0));
+}
+
+void sd_api_account_redirect(sd_req *r, void *app)
+{
+    (void)app;
+    redirect(r, "account");
+}
+
+void sd_api_account_index(sd_req *r, void *app)
+{
+    (void)app;
+    serve(r, "account", "index.html");
+}
+
+void sd_api_account_asset(sd_req *r, void *app)
+{
+    (void)app;
+    serve(r, "account", sd_req_capture(r, 0));
 }

@@ -28,42 +28,52 @@ static int parse_cursor(const char *s, sd_cursor *c)
     return 0;
 }
 
-void sd_api_user_list(sd_req *r, void *app_)
+int sd_api_user_page(sd_req *r, sd_app *app, const char *user, sd_session **v, size_t *n,
+                     size_t *shown, json_t **next)
 {
-    sd_app *app = app_;
-    const char *user = sd_api_path_user(r);
-    if (!user)
-        return;
     int limit;
     if (sd_api_query_limit(r, DEFAULT_LIMIT, MAX_LIMIT, &limit))
-        return;
+        return -1;
     const char *q;
     sd_cursor cursor, *after = NULL;
     int has = sd_req_query(r, "cursor", &q);
     if (has) {
         if (has < 0 || parse_cursor(q, &cursor)) {
             sd_reply_problem(r, 400, "query 'cursor' is not a cursor this server issued");
-            return;
+            return -1;
         }
         after = &cursor;
     }
-    sd_session *v;
-    size_t n;
-    int rc = sd_store_list_user(app->store, user, sd_now_ms(), after, limit + 1, &v, &n);
+    int rc = sd_store_list_user(app->store, user, sd_now_ms(), after, limit + 1, v, n);
     if (rc) {
         sd_api_fail(r, rc, NULL);
-        return;
+        return -1;
     }
+    *shown = *n > (size_t)limit ? (size_t)limit : *n;
+    *next = json_null();
+    if (*n > (size_t)limit) {
+        char text[64];
+        const sd_session *last = &(*v)[*shown - 1];
+        snprintf(text, sizeof text, "%lld.%s", (long long)last->last_seen, last->id);
+        *next = json_string(text);
+    }
+    return 0;
+}
+
+void sd_api_user_list(sd_req *r, void *app_)
+{
+    sd_app *app = app_;
+    const char *user = sd_api_path_user(r);
+    if (!user)
+        return;
+    sd_session *v;
+    size_t n, shown;
+    json_t *next;
+    if (sd_api_user_page(r, app, user, &v, &n, &shown, &next))
+        return;
     json_t *arr = json_array();
-    size_t shown = n > (size_t)limit ? (size_t)limit : n;
     for (size_t i = 0; i < shown; i++)
         json_array_append_new(arr, sd_session_to_json(&v[i]));
-    json_t *next = json_null();
-    if (n > (size_t)limit) {
-        char text[64];
-        snprintf(text, sizeof text, "%lld.%s", (long long)v[shown - 1].last_seen, v[shown - 1].id);
-        next = json_string(text);
-    }
     sd_sessions_free(v, n);
     sd_reply_json(r, 200,
                   json_pack("{s:s, s:o, s:o}", "userId", user, "sessions", arr, "nextCursor", next),

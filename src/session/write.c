@@ -235,9 +235,23 @@ static int do_update(const sd_rows_ops *ops, void *rows, sd_write *w)
 
 static int do_end(const sd_rows_ops *ops, void *rows, sd_write *w)
 {
+    int rc;
+    if (w->user_id) {
+        /* Self-service: only a session of this user. Another user's is
+         * "not found" and leaves no effect (its cache entry stays). */
+        sd_session cur;
+        rc = ops->select(rows, w->id, &cur);
+        if (rc && rc != SD_ENOTFOUND)
+            return rc;
+        bool other = rc == 0 && strcmp(cur.user_id, w->user_id) != 0;
+        if (rc == 0)
+            sd_session_clear(&cur);
+        if (other)
+            return SD_ENOTFOUND;
+    }
     /* The intent first: the cache ends the id even when it is not found
      * here (sd_effect_required). */
-    int rc = sd_write_effect(w, SD_FX_END, w->id, 0, 0);
+    rc = sd_write_effect(w, SD_FX_END, w->id, 0, 0);
     if (rc == 0)
         rc = end_one(ops, rows, w, w->id, w->reason);
     if (rc == 0 && w->affected == 0)

@@ -35,7 +35,8 @@ typedef enum sd_write_kind {
                        least recently seen sessions (reason evicted) until the new one fits,
                        or refuse (SD_ELIMIT) */
     SD_W_UPDATE,    /* read w->id, run w->patch through sd_patch_apply, write back */
-    SD_W_END,       /* move w->id to history with w->reason */
+    SD_W_END,       /* move w->id to history with w->reason (only if w->user_id owns it,
+                       when set) */
     SD_W_END_USER,  /* end every active session of w->user_id except w->except_id */
     SD_W_BULK_END,  /* end w->ids[] and every session of w->users[] */
     SD_W_TOUCH,     /* rolling expiry: raise expiry to w->touch_expiry (not awaited) */
@@ -74,7 +75,8 @@ struct sd_write {
     sd_session session; /* CREATE: the new session (owned by the write);
                            UPDATE, ROTATE: the result on success (owned by the write) */
     char id[SD_ID_LEN + 1];
-    const char *user_id; /* END_USER; borrowed */
+    const char *user_id; /* END_USER; END: when set, the session's owner (self-service:
+                            another user's session is SD_ENOTFOUND, no effect); borrowed */
     const char *except_id;
     const char *const *ids;
     size_t n_ids;

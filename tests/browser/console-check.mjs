@@ -4,12 +4,15 @@
 //
 //   node console-check.mjs CONFIG.json
 //
-// CONFIG: {scenario: "full" | "nokey" | "rebind", baseUrl, key, wrongKey,
+// CONFIG: {scenario: "full" | "nokey" | "rebind" | "account", baseUrl, key, wrongKey,
 // narrowKey, user: {id, sessions: [ids, oldest first]}, unicodeUser: {id,
 // sessions}, rebindHost (rebind: a name Chromium resolves to 127.0.0.1, as
 // a DNS rebinding attacker's would), outDir, resultPath}. Screenshots go to outDir; what the page showed goes to
 // resultPath as JSON (the Python side compares it with /metrics and the
-// API). Any failed step exits 1 with a message naming it.
+// API). The "account" scenario drives the self-service page (/account/)
+// instead: account: {token (the session the browser signs in with), other
+// (a session id of the same user to sign out), tokenOnly (a token to paste
+// into the page's form, without the cookie)}. Any failed step exits 1 with a message naming it.
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -348,9 +351,56 @@ async function rebind() {
   check(still.status === 200, `the session the page attacked is gone (${still.status})`);
 }
 
+// The self-service page: the user's devices with the cookie's session
+// marked, one signed out from the page; then the narrow layout, and the
+// token form for a tab without the cookie.
+const devicesShown = (page) => page.$$eval('#devices li', (lis) => lis.map((li) => ({
+  id: li.dataset.sessionId, current: li.classList.contains('current'), text: li.textContent,
+})));
+
+async function accountPage(viewport, token) {
+  const page = await newPage(viewport);
+  if (token) await page.context().addCookies([{ name: 'session', value: token, url: cfg.baseUrl }]);
+  await page.goto(`${cfg.baseUrl}/account/`);
+  return page;
+}
+
+async function account() {
+  step = 'open /account/ with the session cookie';
+  const page = await accountPage({ width: 1280, height: 900 }, cfg.account.token);
+  await page.waitForFunction(() => document.body.dataset.loaded === '1');
+  result.accountBefore = await devicesShown(page);
+  await shot(page, 'account-devices');
+  step = 'sign the other device out from the page';
+  await Promise.all([
+    page.waitForResponse((r) => r.request().method() === 'DELETE' && r.status() === 204),
+    page.click(`#devices li[data-session-id="${cfg.account.other}"] button[data-action="sign-out"]`),
+  ]);
+  await page.waitForFunction(() => document.body.dataset.loaded === '2');
+  result.accountAfter = await devicesShown(page);
+  result.cspViolations = await page.evaluate(() => window.__csp);
+  await shot(page, 'account-after-sign-out');
+  step = 'the page at 375px';
+  const narrow = await accountPage({ width: 375, height: 800 }, cfg.account.token);
+  await narrow.waitForFunction(() => document.body.dataset.loaded === '1');
+  await noHorizontalOverflow(narrow, 'account at 375px');
+  await shot(narrow, 'account-375');
+  step = 'without the cookie: the token form';
+  expectedErrors.add('401 GET /me/sessions');
+  const bare = await accountPage({ width: 800, height: 800 }, null);
+  await bare.waitForSelector('#view-token:not([hidden])');
+  await bare.fill('#token', cfg.account.tokenOnly);
+  await bare.click('#token-form button[type="submit"]');
+  await bare.waitForFunction(() => document.body.dataset.loaded === '1');
+  result.accountByToken = await devicesShown(bare);
+  result.accountStorageHasToken = await bare.evaluate(() => !!sessionStorage.getItem('sessiond.sessionToken'));
+  result.accountUrl = bare.url();
+  await shot(bare, 'account-by-token');
+}
+
 let failed = null;
 try {
-  await ({ nokey, rebind, full }[cfg.scenario] || full)();
+  await ({ nokey, rebind, full, account }[cfg.scenario] || full)();
 } catch (e) {
   failed = e.message || String(e);
   try {

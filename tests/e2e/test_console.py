@@ -14,7 +14,7 @@ import subprocess
 import pytest
 import requests
 
-from conftest import HTTP_TIMEOUT, REPO, new_user
+from conftest import HTTP_TIMEOUT, REPO, new_user, record_token
 
 BROWSER_DIR = REPO / "tests" / "browser"
 CHROMIUM = "/usr/bin/chromium"
@@ -75,15 +75,20 @@ def _run_browser(tmp_path, config):
 # ---------------------------------------------------------------------------
 # Serving
 # ---------------------------------------------------------------------------
-def test_console_is_served_with_a_strict_csp(server):
-    api = server.api
-    r = api.get("/console", expect=301)
-    assert r.headers["Location"] == "/console/"
-    r = api.get("/console/", expect=200)
+def _page_html(api, page):
+    """GET /<page> redirects to /<page>/, served as HTML with the strict CSP."""
+    r = api.get(f"/{page}", expect=301)
+    assert r.headers["Location"] == f"/{page}/"
+    r = api.get(f"/{page}/", expect=200)
     assert r.headers["Content-Type"].startswith("text/html")
     assert r.headers["Content-Security-Policy"] == CSP
     assert r.headers["X-Frame-Options"] == "DENY"
-    html = r.text
+    return r.text
+
+
+def test_console_is_served_with_a_strict_csp(server):
+    api = server.api
+    html = _page_html(api, "console")
     # Nothing inline that the CSP would block, nothing from elsewhere.
     assert not re.search(r"<script(?![^>]*\bsrc=)", html), "inline <script> in index.html"
     assert "<style" not in html and " style=" not in html and "javascript:" not in html
@@ -317,3 +322,65 @@ def test_console_modules_under_node():
     r = subprocess.run(["node", "--test", str(BROWSER_DIR / "modules.test.mjs")], capture_output=True, text=True,
                        timeout=120, stdin=subprocess.DEVNULL)
     assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------
+# The self-service page (/account/)
+# ---------------------------------------------------------------------------
+def test_account_page_is_served_with_the_same_csp(server):
+    api = server.api
+    html = _page_html(api, "account")
+    assert not re.search(r"<script(?![^>]*\bsrc=)", html), "inline <script> in account/index.html"
+    assert "<style" not in html and " style=" not in html and not re.search(r"\son[a-z]+=", html)
+    assert "http://" not in html and "https://" not in html
+    for name in ("index.html", "account.js", "account.css"):
+        r = api.get(f"/account/{name}", expect=200)
+        assert r.headers["Content-Security-Policy"] == CSP
+        assert r.content == (REPO / "account" / name).read_bytes(), name
+    api.get("/account/nope.js", expect=404)
+    text = (REPO / "account" / "account.js").read_text()
+    assert "innerHTML" not in text and "eval(" not in text and "X-Api-Key" not in text
+    # The page's imports are the console's shared modules, which exist.
+    for imp in re.findall(r"from '([^']+)'", text):
+        assert imp.startswith("../console/") and (REPO / "console" / imp[len("../console/"):]).exists(), imp
+
+
+def test_account_page_in_chromium(make_server, tmp_path):
+    """Issue 19's done-when: a user signed in from two places sees both on
+    the page with the right one marked "this device", signs the other out
+    from the page, and the other's token stops validating."""
+    srv = make_server()
+    api = srv.api
+    user = new_user("account")
+    here = api.create(user, userAgent=EDGE_MAC, deviceInfo="Work laptop", ipAddress="203.0.113.7",
+                      geoLocation={"country": "FR", "city": "Paris"})
+    there = api.create(user, userAgent=SAFARI_IPHONE, deviceInfo="iPhone", ipAddress="198.51.100.23")
+    third = api.create(user, userAgent=FIREFOX_WIN, deviceInfo="Home PC")
+    stranger = api.create(new_user("account-other"), userAgent=CHROME_ANDROID)
+    for s in (here, there, third, stranger):
+        record_token(s["token"])
+    out = _out_dir()
+    result = _run_browser(tmp_path, {
+        "scenario": "account", "baseUrl": srv.url, "outDir": str(out),
+        "account": {"token": here["token"], "other": there["sessionId"], "tokenOnly": third["token"]},
+    })
+    before = {d["id"]: d for d in result["accountBefore"]}
+    assert set(before) == {here["sessionId"], there["sessionId"], third["sessionId"]}, before
+    assert [i for i, d in before.items() if d["current"]] == [here["sessionId"]]
+    assert "This device" in before[here["sessionId"]]["text"]
+    assert "This device" not in before[there["sessionId"]]["text"]
+    assert "Safari" in before[there["sessionId"]]["text"] and "iPhone" in before[there["sessionId"]]["text"]
+    assert "Paris" in before[here["sessionId"]]["text"]
+    after = {d["id"] for d in result["accountAfter"]}
+    assert after == {here["sessionId"], third["sessionId"]}, after
+    # The other device's token no longer validates; this one, and other users', still do.
+    assert api.validate(there["token"])["isValid"] is False
+    assert api.validate(here["token"])["isValid"] is True
+    assert api.validate(stranger["token"])["isValid"] is True
+    ev = [e for e in api.get(f"/sessions/{there['sessionId']}/events", expect=200).json()["events"]
+          if e["event"] == "revoked"]
+    assert ev and ev[0]["actor"] == f"self:{here['sessionId']}"
+    # Without the cookie, a pasted token works; it stays in the tab, never in the URL.
+    by_token = {d["id"]: d["current"] for d in result["accountByToken"]}
+    assert by_token == {here["sessionId"]: False, third["sessionId"]: True}, by_token
+    assert result["accountStorageHasToken"] and third["token"] not in result["accountUrl"]

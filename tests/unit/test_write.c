@@ -351,6 +351,29 @@ static void end_records_its_intent(void **state)
     sd_write_free_effects(&e);
 }
 
+/* Self-service: an END with an owner ends only that user's session;
+ * another user's is not found and leaves no effect (no tombstone for a
+ * session that lives on). */
+static void an_end_with_an_owner_spares_other_users(void **state)
+{
+    (void)state;
+    sd_write w;
+    assert_int_equal(create("fay", 1, NOW, NULL, &w), 0);
+    done(&w);
+    sd_write e = {.kind = SD_W_END, .now = NOW, .reason = "revoked", .user_id = "gus"};
+    strcpy(e.id, "s0001");
+    assert_int_equal(sd_write_apply(&ops, NULL, &e), SD_ENOTFOUND);
+    assert_int_equal(e.n_effects, 0);
+    assert_int_equal(e.affected, 0);
+    assert_int_equal(count_events("revoked:s0001"), 0);
+    e.user_id = "fay";
+    assert_int_equal(sd_write_apply(&ops, NULL, &e), 0);
+    assert_int_equal(e.affected, 1);
+    assert_int_equal(count_effects(&e, SD_FX_END), 1);
+    assert_int_equal(count_events("revoked:s0001"), 1);
+    sd_write_free_effects(&e);
+}
+
 static void a_user_wide_revocation_reports_every_ended_session(void **state)
 {
     (void)state;
@@ -485,6 +508,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_cap_lowered_by_more_than_16_is_enforced, setup, teardown),
         cmocka_unit_test_setup_teardown(the_cap_can_refuse_instead, setup, teardown),
         cmocka_unit_test_setup_teardown(end_records_its_intent, setup, teardown),
+        cmocka_unit_test_setup_teardown(an_end_with_an_owner_spares_other_users, setup, teardown),
         cmocka_unit_test_setup_teardown(a_user_wide_revocation_reports_every_ended_session, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(rotation_race_and_reuse, setup, teardown),
