@@ -27,6 +27,10 @@
 /* The feed reaches this much further back than the longest token lives
  * (the clocks of other replicas may lag). */
 #define FEED_SLACK_MS 60000
+/* How long a verifier or a shared cache may keep the JWKS. A rotation is
+ * safe across it as long as a new key is published ('next') at least this
+ * long before it signs (docs/tokens.md, "Rotating the signing key"). */
+#define JWKS_CACHE_CONTROL "public, max-age=300"
 
 int sd_api_mint(sd_app *app, const sd_session *s, int64_t now, char **jwt, int64_t *expires_in)
 {
@@ -68,6 +72,7 @@ void sd_api_jwks(sd_req *r, void *app_)
         sd_api_fail(r, SD_ENOMEM, NULL);
         return;
     }
+    sd_req_set_cache_control(r, JWKS_CACHE_CONTROL);
     sd_reply_json(r, 200, set, NULL);
 }
 

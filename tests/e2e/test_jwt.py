@@ -129,9 +129,23 @@ def test_jwks_publishes_public_keys_only(make_server, tmp_path):
     assert not any(line.split()[1][:24] in log for line in lines)
 
 
+def test_jwks_may_be_cached_for_five_minutes_and_nothing_else_may(make_server, tmp_path):
+    f = tmp_path / "keys"
+    write_keys(f, keygen("EdDSA", "ed-1"))
+    srv = make_server("--jwt-keys", f)
+    assert srv.api.get("/.well-known/jwks.json", expect=200).headers["Cache-Control"] == \
+        "public, max-age=300"
+    s = srv.api.create(new_user())
+    # the next request on the same keep-alive connection is back to no-store
+    assert mint(srv.api, s["token"]) and \
+        srv.api.get("/revocations", expect=200).headers["Cache-Control"] == "no-store"
+    assert srv.api.request("POST", "/.well-known/jwks.json", expect=405).headers["Cache-Control"] == "no-store"
+
+
 def test_without_keys_the_jwt_routes_say_so(server):
-    assert server.api.get("/.well-known/jwks.json", expect=404).headers["Content-Type"] == \
-        "application/problem+json"
+    r = server.api.get("/.well-known/jwks.json", expect=404)
+    assert r.headers["Content-Type"] == "application/problem+json"
+    assert r.headers["Cache-Control"] == "no-store"  # only a 2xx may be cached
     s = server.api.create(new_user())
     mint(server.api, s["token"], expect=404)
     server.api.post(f"/sessions/{s['sessionId']}/refresh", params={"accessToken": "true"},
