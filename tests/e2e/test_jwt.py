@@ -234,6 +234,45 @@ def test_refresh_can_return_an_access_token(jwt_server):
     assert api.validate(r["token"])["isValid"]  # the refused refresh rotated nothing
 
 
+def test_validate_can_return_an_access_token(jwt_server):
+    api = jwt_server.api
+    user = new_user()
+    s = api.create(user, amr=["pwd"], deviceId="phone-2")
+    assert "accessToken" not in api.validate(s["token"])
+    for how in ({"headers": {"Authorization": f"Bearer {s['token']}"}},
+                {"json": {"token": s["token"], "userAgent": "ua"}}):
+        r = api.post("/sessions/validate", params={"accessToken": "true"}, expect=200, **how).json()
+        assert r["isValid"] and r["sessionId"] == s["sessionId"] and r["accessTokenExpiresIn"] == 300
+        res = verify(jwt_server, r["accessToken"])[0]
+        assert res["ok"], res
+        c = res["payload"]
+        assert c["sid"] == s["sessionId"] and c["sub"] == user
+        assert c["amr"] == ["pwd"] and c["deviceId"] == "phone-2"  # the optional fields are read
+        assert s["token"] not in r["accessToken"]
+    plain = api.post("/sessions/validate", params={"accessToken": "false"},
+                     headers={"Authorization": f"Bearer {s['token']}"}, expect=200).json()
+    assert plain["isValid"] and "accessToken" not in plain
+    for bad in ("yes", "1", ""):
+        api.post("/sessions/validate", params={"accessToken": bad},
+                 headers={"Authorization": f"Bearer {s['token']}"}, expect=400)
+    # an invalid session token gets the usual invalid answer, and no token
+    r = api.post("/sessions/validate", params={"accessToken": "true"},
+                 headers={"Authorization": f"Bearer {'A' * 43}"}, expect=200).json()
+    assert r == {"isValid": False, "expiry": None}
+    api.delete(f"/sessions/{s['sessionId']}", expect=204)
+    r = api.post("/sessions/validate", params={"accessToken": "true"},
+                 headers={"Authorization": f"Bearer {s['token']}"}, expect=200).json()
+    assert r == {"isValid": False, "expiry": None}
+
+
+def test_validate_asks_for_a_token_a_server_without_keys_cannot_mint(server):
+    s = server.api.create(new_user())
+    r = server.api.post("/sessions/validate", params={"accessToken": "true"},
+                        headers={"Authorization": f"Bearer {s['token']}"}, expect=400)
+    assert "--jwt-keys" in r.json()["detail"]
+    assert server.api.validate(s["token"])["isValid"]
+
+
 def test_lifetime_is_bounded_by_the_session(make_server, keyfile):
     srv = make_server("--jwt-keys", keyfile, "--absolute-timeout", "90s")
     idle = srv.api.create(new_user(), ttlSeconds=40)
