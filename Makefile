@@ -222,7 +222,8 @@ clean:
 
 # --------------------------------------------------------------------------
 # libsessiond-client (client/), sessionctl (cli/), make install
-# The client side links libcurl and jansson only; it never sees src/.
+# The client side links libcurl, jansson and libcrypto (JWT verification) only;
+# it never sees src/.
 # --------------------------------------------------------------------------
 PREFIX     ?= /usr/local
 DESTDIR    ?=
@@ -234,7 +235,7 @@ MANDIR     ?= $(PREFIX)/share/man
 UNITDIR    ?= $(PREFIX)/lib/systemd/system
 SOMAJOR    := 0
 
-CLIENT_PKGS  := libcurl jansson
+CLIENT_PKGS  := libcurl jansson libcrypto
 CLIENT_CFLAGS_PKG = $(shell pkg-config --cflags $(CLIENT_PKGS))
 CLIENT_LIBS  = $(shell pkg-config --libs $(CLIENT_PKGS)) -lpthread
 CLIENT_BASE  := -std=c17 -D_GNU_SOURCE -DSD_VERSION=\"$(VERSION)\" -Iclient/include $(WARN)

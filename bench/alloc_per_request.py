@@ -117,6 +117,10 @@ def routes(token, sid):
         ("GET /auth (Bearer)", "GET", "/auth", bearer, b""),
         ("POST /introspect (form token=...)", "POST", "/introspect",
          ["Content-Type: application/x-www-form-urlencoded"], form),
+        # Minting may allocate (a read of the optional fields, the claims,
+        # the signature): shown for comparison, not held to 0.
+        ("POST /sessions/validate?accessToken=true (mints a JWT)", "POST",
+         "/sessions/validate?accessToken=true", bearer, b""),
     ]
 
 
@@ -155,9 +159,15 @@ def main():
     tmp = tempfile.mkdtemp(prefix="sessiond-alloc-")
     counts = os.path.join(tmp, "alloccount")
     port = harness.free_port()
+    keys = os.path.join(tmp, "jwt-keys")  # for the minting row
+    with open(keys, "w") as f:
+        f.write(subprocess.run([args.binary, "jwk", "generate"], check=True, capture_output=True,
+                               text=True).stdout)
+    os.chmod(keys, 0o600)
     env = dict(os.environ, LD_PRELOAD=SHIM, ALLOCCOUNT_FILE=counts)
     proc = harness.start([args.binary, "--listen", f"127.0.0.1:{port}", "--data-dir",
-                          os.path.join(tmp, "data"), "--log-level", "warn"], port, "alloc-sessiond.log", env=env)
+                          os.path.join(tmp, "data"), "--log-level", "warn", "--jwt-keys", keys],
+                         port, "alloc-sessiond.log", env=env)
     try:
         c = Conn(port)
         status, reply = c.request("POST", "/sessions", ["Content-Type: application/json"],

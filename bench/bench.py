@@ -19,7 +19,7 @@ import tempfile
 import time
 
 from harness import (BENCH, PROCS, ROOT, TMP, free_port, loaded_sessiond, peak_rss_kb, populate, start,
-                     start_sessiond, status_kb, stop, wrk)
+                     SESSIOND, start_sessiond, status_kb, stop, wrk)
 from idle_conns import idle_connections, raise_nofile  # also make idle-conns on its own
 from write_compare import measure as write_targets  # also make write-compare on its own
 JSON_BODY = '{"isValid":true,"expiry":"2026-11-28T05:23:53.585Z","sessionId":"EBDIWiJAahK2fvOtPXXRDw","userId":"user-1234"}'
@@ -118,6 +118,27 @@ def tls_rows(a, R, data_dir, tokens):
                 stop(sd)
 
 
+def minting_rows(a, R, data_dir, tokens):
+    """Validation that also mints an access token (?accessToken=true, an
+    Ed25519 key) against plain validation, on one server with --jwt-keys
+    and the store of the main runs, alternating (issue 18: minting costs at
+    most 1.5x a plain validation, so the ratio should be at least 0.67x)."""
+    keys = os.path.join(data_dir, "jwt-keys")
+    with open(keys, "w") as f:
+        f.write(subprocess.run([SESSIOND, "jwk", "generate"], check=True, capture_output=True,
+                               text=True).stdout)
+    os.chmod(keys, 0o600)
+    sd, port = start_sessiond(["--jwt-keys", keys], data_dir)
+    try:
+        for _ in range(a.reps):
+            R.add("validate token (plain, keys loaded)",
+                  wrk(port, "validate_token.lua", [tokens], a.duration, proc=sd))
+            R.add("validate token + access token (EdDSA)",
+                  wrk(port, "validate_token_jwt.lua", [tokens], a.duration, proc=sd))
+    finally:
+        stop(sd)
+
+
 def scaleout(a, R, notes):
     """The scale-out mode: one sessiond on a private PostgreSQL 15 with a
     private Redis cache (validation through Redis, creates through
@@ -199,6 +220,7 @@ def main():
             stop(p)
 
     tls_rows(a, R, main_dir, tokens)
+    minting_rows(a, R, main_dir, tokens)
     if not a.no_scaleout:
         scaleout(a, R, notes)
     idle = idle_connections(a.idle) if a.idle else None
@@ -230,6 +252,9 @@ def main():
         lines.append(R.line(name, "nginx return 200"))
     lines.append(R.line("validate token (plain, same store)", "nginx return 200"))
     lines.append(R.line("validate token over TLS", "validate token (plain, same store)"))
+    lines.append(R.line("validate token (plain, keys loaded)", "nginx return 200"))
+    lines.append(R.line("validate token + access token (EdDSA)", "validate token (plain, keys loaded)",
+                        "(target: at least 0.67x, i.e. at most 1.5x the cost)"))
     if redis_rps:
         notes.append(f"redis-benchmark GET (-c 64, no pipelining): {redis_rps:,.0f} req/s")
     for name in ("PG+Redis: validate token", "PG+Redis: create", "PG: validate token", "PG: create"):

@@ -24,18 +24,20 @@ enum {
 
 typedef struct cli {
     sd_client *c;
-    int json;            /* --json */
-    const char *except;  /* revoke-user --except */
-    const char *session; /* events/validate --session */
-    const char *user;    /* events --user */
-    const char *file;    /* validate --token-file */
-    int follow;          /* events --follow */
-    long interval_ms;    /* events --interval */
-    int limit;           /* list/events --limit */
-    int no_touch;        /* validate --no-touch */
-    const char *ip;      /* validate --ip: the end client's address */
-    const char *ua;      /* validate --user-agent */
-    char **args;         /* positional arguments after the command */
+    int json;             /* --json */
+    const char *except;   /* revoke-user --except */
+    const char *session;  /* events/validate --session */
+    const char *user;     /* events --user */
+    const char *file;     /* validate --token-file */
+    int follow;           /* events --follow */
+    long interval_ms;     /* events --interval */
+    int limit;            /* list/events --limit */
+    int no_touch;         /* validate --no-touch */
+    const char *ip;       /* validate --ip: the end client's address */
+    const char *ua;       /* validate --user-agent */
+    const char *issuer;   /* jwt verify --issuer */
+    const char *audience; /* jwt verify --audience */
+    char **args;          /* positional arguments after the command */
     int nargs;
 } cli;
 
@@ -50,6 +52,14 @@ int cmd_bulk_revoke(cli *x);
 int cmd_validate(cli *x);
 int cmd_events(cli *x);
 int cmd_stats(cli *x);
+int cmd_jwt(cli *x);
+
+/* A token from path (NULL: stdin, without echo on a terminal): its first
+ * line, malloc'd (wipe it, then free); NULL after saying why (commands.c). */
+char *cli_read_token(const char *path);
+/* Prints o (stolen) as compact JSON on a line of stdout. */
+struct json_t;
+void cli_print_json(struct json_t *o);
 
 /* Prints "sessionctl: what: <error>: <server detail>" and returns the exit
  * code for rc. */

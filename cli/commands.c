@@ -15,7 +15,7 @@
 #define PAGE     1000 /* the server's largest page */
 #define BULK_MAX 1000 /* the server's largest sessionIds array */
 
-static void print_json(json_t *o)
+void cli_print_json(json_t *o)
 {
     char *s = json_dumps(o, JSON_COMPACT | JSON_ENCODE_ANY);
     if (s)
@@ -71,7 +71,7 @@ int cmd_list(cli *x)
     free(cursor);
     if (code == EXIT_OK) {
         if (x->json)
-            print_json(json_pack("{s:s, s:O}", "userId", user, "sessions", arr));
+            cli_print_json(json_pack("{s:s, s:O}", "userId", user, "sessions", arr));
         else if (shown == 0)
             printf("no active sessions\n");
         else
@@ -130,7 +130,7 @@ int cmd_revoke(cli *x)
     if (rc)
         return cli_fail(x, x->args[0], rc);
     if (x->json)
-        print_json(json_pack("{s:s, s:b}", "sessionId", x->args[0], "revoked", 1));
+        cli_print_json(json_pack("{s:s, s:b}", "sessionId", x->args[0], "revoked", 1));
     else {
         fputs("revoked ", stdout);
         print_safe(stdout, x->args[0]);
@@ -148,7 +148,7 @@ int cmd_revoke_user(cli *x)
     if (rc)
         return cli_fail(x, x->args[0], rc);
     if (x->json) {
-        print_json(json_pack("{s:s, s:I}", "userId", x->args[0], "deleted", (json_int_t)n));
+        cli_print_json(json_pack("{s:s, s:I}", "userId", x->args[0], "deleted", (json_int_t)n));
     } else {
         printf("revoked %lld session%s of user ", (long long)n, n == 1 ? "" : "s");
         print_safe(stdout, x->args[0]);
@@ -258,9 +258,9 @@ int cmd_bulk_revoke(cli *x)
     }
     if (code == EXIT_OK) {
         if (x->json)
-            print_json(json_pack("{s:I, s:I, s:I, s:I}", "ids", (json_int_t)n, "unique",
-                                 (json_int_t)unique, "revoked", (json_int_t)revoked, "notActive",
-                                 (json_int_t)(unique - (size_t)revoked)));
+            cli_print_json(json_pack("{s:I, s:I, s:I, s:I}", "ids", (json_int_t)n, "unique",
+                                     (json_int_t)unique, "revoked", (json_int_t)revoked,
+                                     "notActive", (json_int_t)(unique - (size_t)revoked)));
         else
             printf("%zu ids (%zu unique): %lld revoked, %lld not active (unknown or already "
                    "ended)\n",
@@ -274,7 +274,7 @@ int cmd_bulk_revoke(cli *x)
 
 /* Reads a token: the first line of path, or of stdin (without echo when
  * stdin is a terminal). Returns NULL on failure. */
-static char *read_token(const char *path)
+char *cli_read_token(const char *path)
 {
     FILE *f = path ? fopen(path, "r") : stdin;
     if (!f) {
@@ -323,7 +323,7 @@ int cmd_validate(cli *x)
     if (x->session) {
         rc = sd_client_validate_id(x->c, x->session, &v);
     } else {
-        char *token = read_token(x->file);
+        char *token = cli_read_token(x->file);
         if (!token)
             return EXIT_FAIL;
         rc = sd_client_validate_token_ctx(x->c, token, !x->no_touch, x->ip, x->ua, &v);
@@ -345,7 +345,7 @@ int cmd_validate(cli *x)
             json_object_set_new(o, "reason", json_string(v.reason));
         if (v.binding_mismatch)
             json_object_set_new(o, "bindingMismatch", json_true());
-        print_json(o);
+        cli_print_json(o);
     } else if (v.valid) {
         static const char *const hdr[] = {"VALID", "SESSION ID", "USER", "EXPIRES"};
         table *t = table_new(4, hdr);

@@ -38,6 +38,10 @@ static const struct {
      "[--limit N]\n"
      "                                the audit trail (admin scope)"},
     {"stats", cmd_stats, "stats                         readiness and figures from /metrics"},
+    {"jwt", cmd_jwt,
+     "jwt verify --issuer ISS --audience AUD [--token-file FILE]\n"
+     "                                verify an access token read from stdin "
+     "(or FILE) offline"},
 };
 
 static void usage(FILE *f)
@@ -55,7 +59,7 @@ static void usage(FILE *f)
           "  --json               machine-readable output\n"
           "  -h, --help           this help;  --version  the version\n"
           "\nExit codes: 0 ok, 1 failure, 2 usage, 3 not found, 4 API key refused,\n"
-          "5 server unavailable, 6 invalid token. See sessionctl(1).\n",
+          "5 server unavailable, 6 invalid or refused token. See sessionctl(1).\n",
           f);
 }
 
@@ -162,6 +166,8 @@ enum {
     OPT_NO_TOUCH,
     OPT_IP,
     OPT_UA,
+    OPT_ISSUER,
+    OPT_AUDIENCE,
     OPT_VERSION,
 };
 
@@ -181,6 +187,8 @@ static const struct option longopts[] = {
     {"no-touch", no_argument, NULL, OPT_NO_TOUCH},
     {"ip", required_argument, NULL, OPT_IP},
     {"user-agent", required_argument, NULL, OPT_UA},
+    {"issuer", required_argument, NULL, OPT_ISSUER},
+    {"audience", required_argument, NULL, OPT_AUDIENCE},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -201,6 +209,10 @@ static int option_allowed(const char *cmd, int opt)
     case OPT_LIMIT:
         return strcmp(cmd, "events") == 0 || strcmp(cmd, "list") == 0;
     case OPT_TOKEN_FILE:
+        return strcmp(cmd, "validate") == 0 || strcmp(cmd, "jwt") == 0;
+    case OPT_ISSUER:
+    case OPT_AUDIENCE:
+        return strcmp(cmd, "jwt") == 0;
     case OPT_NO_TOUCH:
     case OPT_IP:
     case OPT_UA:
@@ -332,6 +344,12 @@ int main(int argc, char **argv)
             break;
         case OPT_UA:
             x.ua = optarg;
+            break;
+        case OPT_ISSUER:
+            x.issuer = optarg;
+            break;
+        case OPT_AUDIENCE:
+            x.audience = optarg;
             break;
         case 'h':
             usage(stdout);

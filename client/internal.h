@@ -11,6 +11,7 @@
 
 #include <curl/curl.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 /* Responses larger than this are refused (SD_CLIENT_EPROTO). */
@@ -66,5 +67,36 @@ int sdc__session_from_json(json_t *o, sd_client_session **out);
 char *sdc__dumps(json_t *o);
 /* Overwrites s with zeros before freeing it. */
 void sdc__free_secret(char *s);
+
+/* ---- access tokens (jwks.c, jwt.c) -------------------------------------- */
+
+#define SDC_MAX_JWT  8192 /* longer tokens are refused unread */
+#define SDC_MAX_KEYS 32   /* keys kept from one JWK Set */
+
+typedef struct evp_pkey_st EVP_PKEY;
+
+typedef struct sdc_key {
+    char kid[128];
+    char alg[8]; /* "EdDSA" or "ES256": the only algorithm this key verifies */
+    EVP_PKEY *pk;
+} sdc_key;
+
+typedef struct sdc_keys {
+    sdc_key v[SDC_MAX_KEYS];
+    size_t n;
+} sdc_keys;
+
+/* base64url text (no padding) into a malloc'd buffer, NUL-terminated,
+ * *len its size; NULL when in holds anything but the URL-safe alphabet. */
+unsigned char *sdc__b64url_decode(const char *in, size_t n, size_t *len);
+/* GET /.well-known/jwks.json into *out (its keys freed and replaced only on
+ * success). 0 or an SD_CLIENT_E* value. */
+int sdc__keys_fetch(sd_client *c, sdc_keys *out);
+void sdc__keys_free(sdc_keys *k);
+/* The key with this kid, or NULL. Borrowed from k. */
+const sdc_key *sdc__keys_find(const sdc_keys *k, const char *kid);
+/* 1 when sig is key's valid signature (key->alg) of input, else 0. */
+int sdc__signature_ok(const sdc_key *key, const char *input, size_t ilen, const unsigned char *sig,
+                      size_t slen);
 
 #endif

@@ -286,17 +286,9 @@ void sd_api_session_refresh(sd_req *r, void *app_)
         return;
     }
     /* ?accessToken=true: a JWT access token with the new session token. */
-    const char *want;
-    int has = sd_req_query(r, "accessToken", &want);
-    if (has < 0 || (has > 0 && strcmp(want, "true") != 0 && strcmp(want, "false") != 0)) {
-        sd_reply_problem(r, 400, "query 'accessToken' must be true or false");
+    bool want_jwt;
+    if (sd_api_want_access_token(r, app, &want_jwt))
         return;
-    }
-    bool want_jwt = has > 0 && strcmp(want, "true") == 0;
-    if (want_jwt && !sd_api_jwt_enabled(app)) {
-        sd_reply_problem(r, 400, "access tokens are not enabled on this server (no --jwt-keys)");
-        return;
-    }
     int rc = sd_api_guess_wait(app, r);
     if (rc) {
         sd_api_fail(r, rc, NULL);

@@ -27,6 +27,10 @@
 /* The feed reaches this much further back than the longest token lives
  * (the clocks of other replicas may lag). */
 #define FEED_SLACK_MS 60000
+/* How long a verifier or a shared cache may keep the JWKS. A rotation is
+ * safe across it as long as a new key is published ('next') at least this
+ * long before it signs (docs/tokens.md, "Rotating the signing key"). */
+#define JWKS_CACHE_CONTROL "public, max-age=300"
 
 int sd_api_mint(sd_app *app, const sd_session *s, int64_t now, char **jwt, int64_t *expires_in)
 {
@@ -44,6 +48,42 @@ bool sd_api_jwt_enabled(sd_app *app)
     bool on = app->jwt_keys != NULL;
     pthread_rwlock_unlock(&app->jwt_lock);
     return on;
+}
+
+int sd_api_mint_checked(sd_app *app, const sd_check *c, int64_t now, char **jwt,
+                        int64_t *expires_in)
+{
+    /* The validation core reads without the optional fields; amr and the
+     * --jwt-claims fields live there. */
+    *jwt = NULL;
+    sd_session full;
+    int rc = sd_store_get(app->store, c->s.id, true, &full, NULL, 0);
+    if (rc)
+        return rc;
+    full.expiry = c->expiry > full.expiry ? c->expiry : full.expiry; /* the rolling touch */
+    rc = sd_session_active(&full, now) ? sd_api_mint(app, &full, now, jwt, expires_in)
+                                       : SD_ENOTFOUND;
+    if (rc == 0)
+        sd_debug("access_token_issued session=%s expires_in=%lld", full.id, (long long)*expires_in);
+    sd_session_clear(&full);
+    return rc;
+}
+
+int sd_api_want_access_token(sd_req *r, sd_app *app, bool *want)
+{
+    const char *v;
+    int has = sd_req_query(r, "accessToken", &v);
+    *want = false;
+    if (has < 0 || (has > 0 && strcmp(v, "true") != 0 && strcmp(v, "false") != 0)) {
+        sd_reply_problem(r, 400, "query 'accessToken' must be true or false");
+        return -1;
+    }
+    *want = has > 0 && strcmp(v, "true") == 0;
+    if (*want && !sd_api_jwt_enabled(app)) {
+        sd_reply_problem(r, 400, "access tokens are not enabled on this server (no --jwt-keys)");
+        return -1;
+    }
+    return 0;
 }
 
 static void reply_not_configured(sd_req *r)
@@ -68,6 +108,7 @@ void sd_api_jwks(sd_req *r, void *app_)
         sd_api_fail(r, SD_ENOMEM, NULL);
         return;
     }
+    sd_req_set_cache_control(r, JWKS_CACHE_CONTROL);
     sd_reply_json(r, 200, set, NULL);
 }
 
@@ -141,36 +182,22 @@ void sd_api_session_token(sd_req *r, void *app_)
         sd_api_fail(r, rc, NULL);
         return;
     }
-    /* The validation core reads without the optional fields; amr and the
-     * --jwt-claims fields live there. */
-    sd_session full;
-    int64_t now = sd_now_ms();
-    rc = sd_store_get(app->store, c.s.id, true, &full, NULL, 0);
-    if (rc == 0) {
-        full.expiry = c.expiry > full.expiry ? c.expiry : full.expiry; /* the rolling touch */
-        char *jwt = NULL;
-        int64_t expires_in = 0;
-        rc = sd_session_active(&full, now) ? 0 : SD_ENOTFOUND;
-        if (rc == 0)
-            rc = sd_api_mint(app, &full, now, &jwt, &expires_in);
-        if (rc == 0) {
-            sd_debug("access_token_issued session=%s expires_in=%lld", full.id,
-                     (long long)expires_in);
-            json_t *o = json_pack("{s:s, s:I, s:s}", "accessToken", jwt, "expiresIn",
-                                  (json_int_t)expires_in, "tokenType", "Bearer");
-            OPENSSL_cleanse(jwt, strlen(jwt));
-            free(jwt);
-            if (o)
-                sd_reply_json(r, 200, o, NULL);
-            else
-                sd_api_fail(r, SD_ENOMEM, NULL);
-        }
-        sd_session_clear(&full);
-    }
+    char *jwt = NULL;
+    int64_t expires_in = 0;
+    rc = sd_api_mint_checked(app, &c, sd_now_ms(), &jwt, &expires_in);
     sd_session_clear(&c.s);
-    if (rc == SD_ENOTFOUND)
+    if (rc == 0) {
+        json_t *o = json_pack("{s:s, s:I, s:s}", "accessToken", jwt, "expiresIn",
+                              (json_int_t)expires_in, "tokenType", "Bearer");
+        OPENSSL_cleanse(jwt, strlen(jwt));
+        free(jwt);
+        if (o)
+            sd_reply_json(r, 200, o, NULL);
+        else
+            sd_api_fail(r, SD_ENOMEM, NULL);
+    } else if (rc == SD_ENOTFOUND)
         reply_unauthorized(r, "the session ends within the second: sign in again");
-    else if (rc)
+    else
         sd_api_fail(r, rc, NULL);
 }
 

@@ -12,6 +12,10 @@
  * a rotation or a renewal retired it longer than --refresh-grace ago, it is
  * treated as stolen and its session revoked, on every route that validates
  * (not only on refresh), by a write that is not awaited either.
+ *
+ * With ?accessToken=true a valid answer also carries a signed access token
+ * (tokens.c): one more read of the session's optional fields and one
+ * signature, the only heap work of this route.
  */
 #include "api/api.h"
 #include "audit/audit.h"
@@ -122,8 +126,10 @@ void sd_api_validate_id(sd_req *r, void *app_)
  * {"isValid":true,"expiry":"...","sessionId":"...","userId":"...",
  * "authTime":"...","acr":"..."}, plus "bindingMismatch":true when the
  * binding policy only flags. authTime and acr are there when known, for
- * step-up decisions. */
-static void reply_valid(sd_req *r, int64_t expiry, const sd_session *s, bool mismatch)
+ * step-up decisions. jwt (borrowed; NULL: none) adds "accessToken" and
+ * "accessTokenExpiresIn" (?accessToken=true). */
+static void reply_valid(sd_req *r, int64_t expiry, const sd_session *s, bool mismatch,
+                        const char *jwt, int64_t jwt_expires_in)
 {
     sd_jw w;
     sd_jw_init(&w, sd_req_arena(r), 256);
@@ -147,6 +153,12 @@ static void reply_valid(sd_req *r, int64_t expiry, const sd_session *s, bool mis
     if (mismatch) {
         sd_jw_key(&w, "bindingMismatch");
         sd_jw_bool(&w, true);
+    }
+    if (jwt) {
+        sd_jw_key(&w, "accessToken");
+        sd_jw_str(&w, jwt);
+        sd_jw_key(&w, "accessTokenExpiresIn");
+        sd_jw_int(&w, jwt_expires_in);
     }
     sd_jw_end(&w);
     sd_api_reply_jw(r, 200, &w, NULL);
@@ -458,6 +470,9 @@ void sd_api_validate_token(sd_req *r, void *app_)
     }
     if (has == 1 && (strcmp(q, "false") == 0 || strcmp(q, "0") == 0))
         touch = false;
+    bool want_jwt; /* ?accessToken=true: a signed access token too */
+    if (sd_api_want_access_token(r, app, &want_jwt))
+        return;
 
     char token[SD_TOKEN_LEN + 1];
     size_t len;
@@ -479,6 +494,23 @@ void sd_api_validate_token(sd_req *r, void *app_)
         sd_api_fail(r, rc, NULL);
         return;
     }
-    reply_valid(r, c.expiry, &c.s, c.binding_mismatch);
+    char *jwt = NULL;
+    int64_t expires_in = 0;
+    if (want_jwt) {
+        /* Minting may allocate; the plain path above does not. A session
+         * that ends within the second is valid without a token (as on
+         * refresh). */
+        rc = sd_api_mint_checked(app, &c, sd_now_ms(), &jwt, &expires_in);
+        if (rc && rc != SD_ENOTFOUND) {
+            sd_session_clear(&c.s);
+            sd_api_fail(r, rc, NULL);
+            return;
+        }
+    }
+    reply_valid(r, c.expiry, &c.s, c.binding_mismatch, jwt, expires_in);
     sd_session_clear(&c.s);
+    if (jwt) {
+        OPENSSL_cleanse(jwt, strlen(jwt));
+        free(jwt);
+    }
 }

@@ -81,7 +81,8 @@ struct sd_req {
     bool head_done; /* headers complete: later fields are trailers, not kept */
     sd_match match; /* captures in the arena */
     enum sd_match_result match_result;
-    char actor[64]; /* the caller's key id, set by the authorize hook */
+    char actor[64];            /* the caller's key id, set by the authorize hook */
+    const char *cache_control; /* a 2xx reply's Cache-Control (borrowed); NULL: no-store */
 
     /* the response, rendered by sd_reply on any thread */
     char *out; /* in the arena; NULL: out of memory */

@@ -12,6 +12,7 @@
  */
 #include "http/internal.h"
 #include "util/clock.h"
+#include "util/err.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -184,6 +185,24 @@ void *sd_req_alloc(sd_req *r, size_t n)
 sd_arena *sd_req_arena(sd_req *r)
 {
     return &r->arena;
+}
+
+/* A header value: visible ASCII and spaces only, so a handler's mistake
+ * can never split the response. */
+static bool header_value_ok(const char *v)
+{
+    if (!*v)
+        return false;
+    for (; *v; v++)
+        if ((unsigned char)*v < 0x20 || (unsigned char)*v > 0x7e)
+            return false;
+    return true;
+}
+
+void sd_req_set_cache_control(sd_req *r, const char *value)
+{
+    sd_assert(!value || header_value_ok(value));
+    r->cache_control = value;
 }
 
 const char *sd_req_actor(const sd_req *r)

@@ -1,7 +1,8 @@
 /*
  * response.c - replies: sd_reply and its problem+json and JSON forms
  * (server.h), rendered whole into the request's arena (status line, the
- * common headers - Date, nosniff, no-store, X-Request-Id -,
+ * common headers - Date, nosniff, Cache-Control (no-store unless the
+ * handler chose another for a 2xx: sd_req_set_cache_control), X-Request-Id -,
  * Content-Length, Connection: close when the connection ends, no body for
  * HEAD) on whichever thread answers, without printf or malloc once the
  * connection is warm, then copied into the connection's output buffer and handed to the connection
@@ -58,7 +59,10 @@ static void render(sd_req *r, int status, const char *ctype, const char *body, s
     sd_http *h = r->lp->h;
     bool close = !r->keep_alive || r->close_after || atomic_load(&h->draining);
     const char *date = sd__http_date();
-    size_t extra = ctype ? strlen(ctype) + 16 : 0;
+    /* Only a success may be cached: errors, redirects and 304s never are. */
+    const char *cache =
+        r->cache_control && status >= 200 && status < 300 ? r->cache_control : "no-store";
+    size_t extra = (ctype ? strlen(ctype) + 16 : 0) + strlen(cache);
     for (const char *const *p = headers; p && p[0]; p += 2)
         extra += strlen(p[0]) + strlen(p[1] ? p[1] : "") + 4;
     size_t cap = 256 + strlen(date) + strlen(r->id) + extra + (r->head ? 0 : len);
@@ -76,8 +80,9 @@ static void render(sd_req *r, int status, const char *ctype, const char *body, s
     o = put_str(out, o, sd_http_reason_or_class(status));
     PUTS(out, o, "\r\nDate: ");
     o = put_str(out, o, date);
-    PUTS(out, o,
-         "\r\nX-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\nX-Request-Id: ");
+    PUTS(out, o, "\r\nX-Content-Type-Options: nosniff\r\nCache-Control: ");
+    o = put_str(out, o, cache);
+    PUTS(out, o, "\r\nX-Request-Id: ");
     o = put_str(out, o, r->id);
     PUTS(out, o, "\r\n");
     if (ctype) {

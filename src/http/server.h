@@ -11,7 +11,8 @@
  * (see sd_http_options).
  *
  * Every response carries Content-Type, X-Content-Type-Options: nosniff,
- * Cache-Control: no-store and X-Request-Id. Errors are problem+json
+ * Cache-Control (no-store, unless the handler chose otherwise for a 2xx
+ * reply: sd_req_set_cache_control) and X-Request-Id. Errors are problem+json
  * (RFC 9457).
  */
 #ifndef SD_HTTP_SERVER_H
@@ -103,6 +104,12 @@ const char *sd_req_peer(const sd_req *r);
  * audit records; "" when unknown. */
 void sd_req_set_actor(sd_req *r, const char *actor);
 const char *sd_req_actor(const sd_req *r);
+/* The Cache-Control value of this request's reply when it is a 2xx (any
+ * other status is answered with no-store whatever is set), e.g. "public,
+ * max-age=300"; NULL restores no-store. value is borrowed until the reply
+ * (a string literal, or the request's arena) and must be visible ASCII and
+ * spaces, non-empty (an assertion checks). */
+void sd_req_set_cache_control(sd_req *r, const char *value);
 /* n bytes from the request's arena, aligned for any type: they live until
  * the request is answered (the reply is copied out before sd_reply*
  * returns), with no free. NULL when out of memory. */

@@ -206,8 +206,15 @@ def check_session(obj, *, with_token=False, where="session"):
 # --------------------------------------------------------------------------
 # Common response checks (used for every response the suite sees)
 # --------------------------------------------------------------------------
-def check_common_headers(status, headers, body, where):
-    """headers: mapping or list of (name, value). body: bytes."""
+# The only answers a handler lets caches keep (sd_req_set_cache_control):
+# a 2xx of these paths carries exactly this Cache-Control; every other
+# answer, and any error of these paths, carries no-store.
+CACHEABLE = {"/.well-known/jwks.json": "public, max-age=300"}
+
+
+def check_common_headers(status, headers, body, where, path=None):
+    """headers: mapping or list of (name, value). body: bytes. path: the
+    request's path, for the CACHEABLE exceptions."""
     if isinstance(headers, dict) or hasattr(headers, "items"):
         items = list(headers.items())
     else:
@@ -217,8 +224,13 @@ def check_common_headers(status, headers, body, where):
         h.setdefault(k.lower(), v)
     assert h.get("x-content-type-options", "").strip().lower() == "nosniff", \
         f"{where}: {status} response lacks 'X-Content-Type-Options: nosniff' (headers: {dict(h)})"
-    assert "no-store" in h.get("cache-control", "").lower(), \
-        f"{where}: {status} response lacks 'Cache-Control: no-store' (headers: {dict(h)})"
+    cacheable = CACHEABLE.get((path or "").split("?")[0]) if 200 <= status < 300 else None
+    if cacheable:
+        assert h.get("cache-control") == cacheable, \
+            f"{where}: {status} response has Cache-Control {h.get('cache-control')!r}, want {cacheable!r}"
+    else:
+        assert "no-store" in h.get("cache-control", "").lower(), \
+            f"{where}: {status} response lacks 'Cache-Control: no-store' (headers: {dict(h)})"
     assert h.get("x-request-id", "").strip(), f"{where}: {status} response lacks X-Request-Id"
     if status not in (204, 304):
         # A 204 has no body, so a Content-Type on it would be meaningless.
@@ -280,7 +292,7 @@ def observe_response(method, path, status, headers, body, where=None):
     where = where or f"{method} {path}"
     if VIA_PRISM:
         check_violations(status, headers, body, where)
-    check_common_headers(status, headers, body, where)
+    check_common_headers(status, headers, body, where, path)
     is_create = method.upper() == "POST" and path.split("?")[0] == "/sessions" and status == 201
     if is_create:
         obj = jsonlib.loads(body)

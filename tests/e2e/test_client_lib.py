@@ -65,7 +65,7 @@ def test_pkg_config_file(installed):
     flags = pc(root, "--cflags", "--libs")
     assert f"-I{root}/include" in flags and f"-L{root}/lib" in flags and "-lsessiond-client" in flags
     static = pc(root, "--static", "--libs")
-    assert "-lcurl" in static and "-ljansson" in static
+    assert "-lcurl" in static and "-ljansson" in static and "-lcrypto" in static
 
 
 def _example_output_ok(out):
@@ -86,10 +86,10 @@ def test_example_against_the_real_server(installed, server, tmp_path, link):
         cmd = ["cc", "-std=c17", "-Wall", "-Wextra", "-Werror", src, *pc(root, "--cflags", "--libs"),
                f"-Wl,-rpath,{root}/lib", "-o", str(exe)]
     else:
-        # The archive, and its Requires.private (libcurl, jansson) as shared
-        # libraries: Debian ships no static libcurl dependency chain.
+        # The archive, and its Requires.private (libcurl, jansson, libcrypto)
+        # as shared libraries: Debian ships no static libcurl dependency chain.
         reqs = [r for r in pc(root, "--print-requires-private") if re.match(r"^[a-z]", r)]
-        assert sorted(reqs) == ["jansson", "libcurl"], reqs
+        assert sorted(reqs) == ["jansson", "libcrypto", "libcurl"], reqs
         deps = run(["pkg-config", "--libs", *reqs]).stdout.split()
         cmd = ["cc", "-std=c17", "-Wall", "-Wextra", "-Werror", src, *pc(root, "--cflags"),
                str(root / "lib/libsessiond-client.a"), *deps, "-o", str(exe)]
@@ -118,7 +118,7 @@ def test_man_pages(installed):
     missing = sorted(o for o in options if o not in page)
     assert not missing, f"sessiond.8 does not describe {missing} (see build/sessiond --help)"
     ctl_page = (root / "share/man/man1/sessionctl.1").read_text().replace("\\-", "-")
-    for word in ("list", "show", "revoke-user", "bulk-revoke", "validate", "events", "stats", "--json",
+    for word in ("list", "show", "revoke-user", "bulk-revoke", "validate", "events", "stats", "jwt verify", "--json",
                  "--api-key-file", "--cacert", "--timeout", "EXIT STATUS"):
         assert word in ctl_page, word
     if shutil.which("man"):

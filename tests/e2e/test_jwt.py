@@ -129,9 +129,23 @@ def test_jwks_publishes_public_keys_only(make_server, tmp_path):
     assert not any(line.split()[1][:24] in log for line in lines)
 
 
+def test_jwks_may_be_cached_for_five_minutes_and_nothing_else_may(make_server, tmp_path):
+    f = tmp_path / "keys"
+    write_keys(f, keygen("EdDSA", "ed-1"))
+    srv = make_server("--jwt-keys", f)
+    assert srv.api.get("/.well-known/jwks.json", expect=200).headers["Cache-Control"] == \
+        "public, max-age=300"
+    s = srv.api.create(new_user())
+    # the next request on the same keep-alive connection is back to no-store
+    assert mint(srv.api, s["token"]) and \
+        srv.api.get("/revocations", expect=200).headers["Cache-Control"] == "no-store"
+    assert srv.api.request("POST", "/.well-known/jwks.json", expect=405).headers["Cache-Control"] == "no-store"
+
+
 def test_without_keys_the_jwt_routes_say_so(server):
-    assert server.api.get("/.well-known/jwks.json", expect=404).headers["Content-Type"] == \
-        "application/problem+json"
+    r = server.api.get("/.well-known/jwks.json", expect=404)
+    assert r.headers["Content-Type"] == "application/problem+json"
+    assert r.headers["Cache-Control"] == "no-store"  # only a 2xx may be cached
     s = server.api.create(new_user())
     mint(server.api, s["token"], expect=404)
     server.api.post(f"/sessions/{s['sessionId']}/refresh", params={"accessToken": "true"},
@@ -218,6 +232,45 @@ def test_refresh_can_return_an_access_token(jwt_server):
     api.post(f"/sessions/{s['sessionId']}/refresh", params={"accessToken": "yes"},
              headers={"Authorization": f"Bearer {r['token']}"}, expect=400)
     assert api.validate(r["token"])["isValid"]  # the refused refresh rotated nothing
+
+
+def test_validate_can_return_an_access_token(jwt_server):
+    api = jwt_server.api
+    user = new_user()
+    s = api.create(user, amr=["pwd"], deviceId="phone-2")
+    assert "accessToken" not in api.validate(s["token"])
+    for how in ({"headers": {"Authorization": f"Bearer {s['token']}"}},
+                {"json": {"token": s["token"], "userAgent": "ua"}}):
+        r = api.post("/sessions/validate", params={"accessToken": "true"}, expect=200, **how).json()
+        assert r["isValid"] and r["sessionId"] == s["sessionId"] and r["accessTokenExpiresIn"] == 300
+        res = verify(jwt_server, r["accessToken"])[0]
+        assert res["ok"], res
+        c = res["payload"]
+        assert c["sid"] == s["sessionId"] and c["sub"] == user
+        assert c["amr"] == ["pwd"] and c["deviceId"] == "phone-2"  # the optional fields are read
+        assert s["token"] not in r["accessToken"]
+    plain = api.post("/sessions/validate", params={"accessToken": "false"},
+                     headers={"Authorization": f"Bearer {s['token']}"}, expect=200).json()
+    assert plain["isValid"] and "accessToken" not in plain
+    for bad in ("yes", "1", ""):
+        api.post("/sessions/validate", params={"accessToken": bad},
+                 headers={"Authorization": f"Bearer {s['token']}"}, expect=400)
+    # an invalid session token gets the usual invalid answer, and no token
+    r = api.post("/sessions/validate", params={"accessToken": "true"},
+                 headers={"Authorization": f"Bearer {'A' * 43}"}, expect=200).json()
+    assert r == {"isValid": False, "expiry": None}
+    api.delete(f"/sessions/{s['sessionId']}", expect=204)
+    r = api.post("/sessions/validate", params={"accessToken": "true"},
+                 headers={"Authorization": f"Bearer {s['token']}"}, expect=200).json()
+    assert r == {"isValid": False, "expiry": None}
+
+
+def test_validate_asks_for_a_token_a_server_without_keys_cannot_mint(server):
+    s = server.api.create(new_user())
+    r = server.api.post("/sessions/validate", params={"accessToken": "true"},
+                        headers={"Authorization": f"Bearer {s['token']}"}, expect=400)
+    assert "--jwt-keys" in r.json()["detail"]
+    assert server.api.validate(s["token"])["isValid"]
 
 
 def test_lifetime_is_bounded_by_the_session(make_server, keyfile):

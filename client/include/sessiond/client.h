@@ -49,7 +49,17 @@ extern "C" {
     X(EPRECONDITION, -13, "version mismatch (412)")                                                \
     X(ELIMIT, -14, "too many requests or sessions (429)")                                          \
     X(EUNAVAILABLE, -15, "server unavailable or overloaded (503)")                                 \
-    X(EHTTP, -16, "unexpected HTTP status")
+    X(EHTTP, -16, "unexpected HTTP status")                                                        \
+    X(EJWT_MALFORMED, -17, "access token: not a well-formed signed JWT of sessiond's")             \
+    X(EJWT_ALG, -18, "access token: algorithm not allowed, or not its key's")                      \
+    X(EJWT_KID, -19, "access token: no published key has its kid")                                 \
+    X(EJWT_SIGNATURE, -20, "access token: the signature does not verify")                          \
+    X(EJWT_EXPIRED, -21, "access token: expired")                                                  \
+    X(EJWT_NOT_YET_VALID, -22, "access token: not valid yet (nbf or iat in the future)")           \
+    X(EJWT_AUDIENCE, -23, "access token: not for this audience")                                   \
+    X(EJWT_ISSUER, -24, "access token: from another issuer")                                       \
+    X(EJWT_REVOKED, -25, "access token: its session was revoked")                                  \
+    X(EJWT_CLAIMS, -26, "access token: a required claim is missing or malformed")
 
 enum {
     SD_CLIENT_OK = 0,
@@ -202,6 +212,64 @@ typedef struct sd_client_introspection {
 
 /* POST /introspect (RFC 7662, the token in a form body). */
 int sd_client_introspect(sd_client *c, const char *token, sd_client_introspection *out);
+
+/* ------------------------------------------------------------------ */
+/* Access tokens (JWT): offline verification                          */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A verifier checks sessiond's access tokens without asking sessiond about
+ * each: EdDSA or ES256 signatures (nothing else: no "none", no HS*) with
+ * the keys of GET /.well-known/jwks.json, picked by kid from that set only;
+ * typ "at+jwt"; iss, aud, exp, nbf and iat with a bounded clock skew; and
+ * the sid against the revocation feed (GET /revocations, scope validate).
+ *
+ * Network traffic happens inside sd_client_jwt_verify and sd_client_jwt_poll
+ * only, on the borrowed client c (which must outlive the verifier; the
+ * threading rules of c apply to the verifier too): the key set is fetched
+ * at the first verification, again when older than jwks_max_age_s, and at
+ * once (at most every 10 s) for a kid it does not hold; the feed is polled
+ * by a verification that finds the last poll poll_interval_ms old or older.
+ * A fetch or poll that fails makes that verification fail with the
+ * transport's error (fail closed), never accept.
+ */
+typedef struct sd_client_jwt_verifier sd_client_jwt_verifier;
+
+typedef struct sd_client_jwt_options {
+    const char *issuer;    /* required: the token's iss (sessiond's --jwt-issuer) */
+    const char *audience;  /* required: aud must be it, or a list holding it */
+    int max_clock_skew_s;  /* allowed on exp, nbf, iat; 0: 30; at most 300 */
+    int jwks_max_age_s;    /* refetch the key set after this; 0: 300 */
+    long poll_interval_ms; /* 0: 5000; -1: only sd_client_jwt_poll polls */
+} sd_client_jwt_options;
+
+/* What a verified token says. Strings are "" when the claim is absent. */
+typedef struct sd_client_jwt_claims {
+    char sub[257 * 4]; /* the userId */
+    char sid[32];      /* the sessionId */
+    char jti[64];
+    char acr[64];
+    char kid[128];
+    char alg[8];
+    int64_t iat, nbf, exp, auth_time; /* seconds since the epoch; 0 when absent */
+} sd_client_jwt_claims;
+
+/* Creates a verifier over c (borrowed). Nothing is fetched yet. */
+int sd_client_jwt_verifier_new(sd_client *c, const sd_client_jwt_options *opt,
+                               sd_client_jwt_verifier **out);
+void sd_client_jwt_verifier_free(sd_client_jwt_verifier *v);
+
+/* Verifies token (read during the call only; never logged nor kept). 0 and
+ * *out (optional) filled when valid; else an SD_CLIENT_EJWT_* value saying
+ * why it is refused, or a transport error from a due fetch or poll. */
+int sd_client_jwt_verify(sd_client_jwt_verifier *v, const char *token, sd_client_jwt_claims *out);
+
+/* Polls the revocation feed now (every page). 0 or a transport error. */
+int sd_client_jwt_poll(sd_client_jwt_verifier *v);
+/* How many polls have completed (a test or a health check can wait on it),
+ * and how many revoked sessions the verifier knows. */
+int64_t sd_client_jwt_polls(const sd_client_jwt_verifier *v);
+size_t sd_client_jwt_revoked_count(const sd_client_jwt_verifier *v);
 
 /* ------------------------------------------------------------------ */
 /* Users and bulk revocation                                          */
