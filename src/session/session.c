@@ -5,10 +5,8 @@
 #include "session/session.h"
 #include "util/clock.h"
 #include "util/err.h"
-#include "util/utf8.h"
 
 #include <arpa/inet.h>
-#include <openssl/crypto.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -114,53 +112,6 @@ json_t *sd_session_to_json(const sd_session *s)
     return o;
 }
 
-/* ---- the identifier rule ------------------------------------------------ */
-
-static bool is_control(uint32_t c)
-{
-    return c < 0x20 || (c >= 0x7f && c <= 0x9f);
-}
-
-/* Unicode White_Space, plus U+FEFF: the characters JavaScript's \s and most
- * trim functions remove. */
-static bool is_space(uint32_t c)
-{
-    return (c >= 0x09 && c <= 0x0d) || c == 0x20 || c == 0x85 || c == 0xa0 || c == 0x1680 ||
-           (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 || c == 0x202f ||
-           c == 0x205f || c == 0x3000 || c == 0xfeff;
-}
-
-const char *sd_ident_check(const char *s, size_t len, size_t max)
-{
-    if (len == 0)
-        return "must not be empty";
-    if (len > max)
-        return "is too long";
-    const unsigned char *p = (const unsigned char *)s;
-    uint32_t c = 0;
-    bool all_space = true, first_space = false;
-    for (size_t i = 0; i < len;) {
-        size_t k = sd_utf8_next(p + i, len - i, &c);
-        if (k == 0)
-            return "must be valid UTF-8";
-        if (is_control(c))
-            return "must not contain control characters";
-        if (c == 0x2028 || c == 0x2029)
-            return "must not contain a line or paragraph separator";
-        if (i == 0)
-            first_space = is_space(c);
-        all_space &= is_space(c);
-        i += k;
-    }
-    if (all_space)
-        return "must not be only whitespace";
-    if (first_space)
-        return "must not begin with whitespace";
-    if (is_space(c)) /* the last character */
-        return "must not end with whitespace";
-    return NULL;
-}
-
 /* ---- field checks shared by create and update -------------------------- */
 
 /* A string field of 1..max bytes; ids also follow the identifier rule. */
@@ -259,89 +210,6 @@ static int check_auth_time(const json_t *v, const sd_policy *p, int64_t now, cha
     return 0;
 }
 
-/* ---- binding ----------------------------------------------------------- */
-
-static void ua_digest(const char *ua, unsigned char out[16])
-{
-    unsigned char md[SD_HASH_LEN];
-    sd_token_hash(ua, strlen(ua), md); /* SHA-256 */
-    memcpy(out, md, 16);
-}
-
-/* Parses ip and masks it to the prefix of its family. */
-static bool masked_ip(const char *text, const sd_binding *like, int v4_prefix, int v6_prefix,
-                      unsigned char out[16], unsigned char *family, unsigned char *prefix)
-{
-    memset(out, 0, 16);
-    if (inet_pton(AF_INET, text, out) == 1) {
-        *family = 4;
-        *prefix = (unsigned char)(like ? like->prefix : v4_prefix);
-    } else if (inet_pton(AF_INET6, text, out) == 1) {
-        *family = 6;
-        *prefix = (unsigned char)(like ? like->prefix : v6_prefix);
-    } else {
-        return false;
-    }
-    for (int bit = *prefix; bit < 128; bit++)
-        out[bit / 8] &= (unsigned char)~(0x80 >> (bit % 8));
-    return true;
-}
-
-bool sd_binding_matches(const sd_binding *b, const char *ip, const char *user_agent)
-{
-    if (b->flags & SD_BIND_IP) {
-        unsigned char a[16], family, prefix;
-        if (!ip || !masked_ip(ip, b, 0, 0, a, &family, &prefix) || family != b->family ||
-            memcmp(a, b->ip, 16) != 0)
-            return false;
-    }
-    if (b->flags & SD_BIND_UA) {
-        unsigned char d[16];
-        if (!user_agent)
-            return false;
-        ua_digest(user_agent, d);
-        if (CRYPTO_memcmp(d, b->ua, 16) != 0)
-            return false;
-    }
-    return true;
-}
-
-/* The create body's "bind": {"ip": bool, "userAgent": bool}. */
-static int parse_bind(const json_t *body, const json_t *v, const sd_policy *p, sd_binding *out,
-                      char *err, size_t n)
-{
-    memset(out, 0, sizeof *out);
-    if (!json_is_object(v))
-        return fail(err, n,
-                    "field 'bind' must be an object like {\"ip\": true, \"userAgent\": "
-                    "true}");
-    const char *key;
-    json_t *f;
-    json_object_foreach((json_t *)v, key, f)
-    {
-        if (strcmp(key, "ip") != 0 && strcmp(key, "userAgent") != 0)
-            return fail(err, n, "field 'bind' may only hold 'ip' and 'userAgent'");
-        if (!json_is_boolean(f))
-            return fail(err, n, "'bind.%s' must be a boolean", key);
-    }
-    if (json_is_true(json_object_get(v, "ip"))) {
-        json_t *ip = json_object_get(body, "ipAddress");
-        if (!ip)
-            return fail(err, n, "'bind.ip' needs the session's 'ipAddress'");
-        masked_ip(json_string_value(ip), NULL, p->bind_v4_prefix, p->bind_v6_prefix, out->ip,
-                  &out->family, &out->prefix);
-        out->flags |= SD_BIND_IP;
-    }
-    if (json_is_true(json_object_get(v, "userAgent"))) {
-        json_t *ua = json_object_get(body, "userAgent");
-        if (!ua)
-            return fail(err, n, "'bind.userAgent' needs the session's 'userAgent'");
-        ua_digest(json_string_value(ua), out->ua);
-        out->flags |= SD_BIND_UA;
-    }
-    return 0;
-}
-
 /* ---- create ------------------------------------------------------------ */
 
 int sd_session_from_create(const json_t *body, const sd_policy *p, int64_t now, sd_session *out,
@@ -397,7 +265,7 @@ int sd_session_from_create(const json_t *body, const sd_policy *p, int64_t now, 
         return fail(err, n, "field 'userId' is required");
     sd_binding binding = {0};
     if ((v = json_object_get(body, "bind"))) {
-        int rc = parse_bind(body, v, p, &binding, err, n);
+        int rc = sd_binding_parse(body, v, p, &binding, err, n);
         if (rc)
             return rc;
     }

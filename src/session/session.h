@@ -72,6 +72,12 @@ int sd_session_set_user_id(sd_session *s, const char *uid, size_t n);
  * what s is bound to; always true for an unbound session. */
 bool sd_binding_matches(const sd_binding *b, const char *ip, const char *user_agent);
 
+/* The create body's "bind" v ({"ip": bool, "userAgent": bool}) into out,
+ * from the body's ipAddress and userAgent, masked to p's prefixes. 0, or
+ * SD_EINVALID with a sentence in err. */
+int sd_binding_parse(const json_t *body, const json_t *v, const sd_policy *p, sd_binding *out,
+                     char *err, size_t n);
+
 /* Frees what s owns and zeroes it. Safe on a zeroed struct. */
 void sd_session_clear(sd_session *s);
 
