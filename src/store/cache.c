@@ -459,21 +459,19 @@ static size_t plan(const struct sd_write *w, inv *v, size_t max, bool *fence)
     return n;
 }
 
-/* Runs n commands in one pipelined round trip; ok[i] says which Redis ran.
- * Fills carry the epoch read last (a stale one is merely not trusted). */
-static void invalidate_all(sd_cache *c, const inv *v, size_t n, bool *ok)
+/* Appends the n commands to one connection's output (nothing is sent
+ * yet: hiredis copies the arguments, so what v points to may go once this
+ * returns); sent[i] says which were. The connection, or NULL when Redis
+ * cannot be used now. Fills carry the epoch read last (a stale one is
+ * merely not trusted). */
+static conn *append_all(sd_cache *c, const inv *v, size_t n, bool *sent)
 {
-    for (size_t i = 0; i < n; i++)
-        ok[i] = false;
     conn *k = n ? ready_conn(c) : NULL;
     if (!k)
-        return;
+        return NULL;
     char ttl[24];
     snprintf(ttl, sizeof ttl, "%lld", (long long)c->tombstone_ms);
     int64_t epoch = atomic_load(&c->epoch), now = sd_now_ms();
-    bool *sent = calloc(n, sizeof *sent);
-    if (!sent)
-        return;
     for (size_t i = 0; i < n; i++) {
         const char *argv[10];
         size_t lens[10];
@@ -501,13 +499,21 @@ static void invalidate_all(sd_cache *c, const inv *v, size_t n, bool *ok)
         if (arc != REDIS_OK) {
             note_failure(c, "EVAL", "out of memory");
             drop(k);
-            free(sent);
-            return;
+            for (size_t j = 0; j < n; j++)
+                sent[j] = false;
+            return NULL;
         }
         sent[i] = true;
     }
+    return k;
+}
+
+/* Sends what append_all buffered and reads every reply: ok[i] says which
+ * commands Redis ran. */
+static void read_all(sd_cache *c, conn *k, size_t n, const bool *sent, bool *ok)
+{
     bool any = false;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; k && i < n; i++) {
         void *r = NULL;
         if (!sent[i])
             continue;
@@ -523,7 +529,6 @@ static void invalidate_all(sd_cache *c, const inv *v, size_t n, bool *ok)
             ok[i] = any = true;
         freeReplyObject(rr);
     }
-    free(sent);
     if (any)
         note_success(c);
 }
@@ -558,45 +563,72 @@ static void through(sd_cache *c, struct sd_write *list, bool may_fence)
         total += plan(w, NULL, 0, &f);
     inv *v = calloc(total ? total : 1, sizeof *v);
     bool *ok = calloc(total ? total : 1, sizeof *ok);
-    bool *fenced = calloc(nw, sizeof *fenced);
-    size_t at = 0;
-    if (v && ok) {
+    bool *sent = calloc(total ? total : 1, sizeof *sent);
+    conn *k = NULL;
+    if (v && ok && sent) {
+        size_t at = 0;
         for (struct sd_write *w = list; w; w = w->next)
             at += plan(w, v + at, total - at, &f);
-        invalidate_all(c, v, total, ok);
+        k = append_all(c, v, total, sent);
     }
-    /* A write waits for a fence when it always needs one, or when an
-     * invalidation it needs failed. */
-    bool need_fence = false;
-    at = 0;
-    size_t k = 0;
-    for (struct sd_write *w = list; w; w = w->next, k++) {
+    /* The writes whose commands are all best effort (a create's fill, a
+     * touch's marker) are acknowledged now, before Redis answers: their
+     * acknowledgement never waits on Redis. The others wait for the replies,
+     * and for a fence when they always need one or when an invalidation
+     * they need failed. */
+    struct sd_write *wait = NULL, **tail = &wait;
+    size_t *first = calloc(nw ? nw : 1, sizeof *first), nwait = 0, at = 0;
+    for (struct sd_write *w = list, *next; w; w = next) {
+        next = w->next;
+        size_t n = plan(w, NULL, 0, &f);
+        bool required = f || !v || !ok || !sent || !first;
+        for (size_t i = 0; !required && i < n; i++)
+            required = v[at + i].required;
+        if (!required) {
+            w->next = NULL;
+            w->done(w);
+        } else {
+            if (first)
+                first[nwait] = at;
+            nwait++;
+            *tail = w;
+            tail = &w->next;
+        }
+        at += n;
+    }
+    *tail = NULL;
+    if (v && ok && sent)
+        read_all(c, k, total, sent, ok);
+    bool need_fence = false, *fenced = calloc(nwait ? nwait : 1, sizeof *fenced);
+    size_t j = 0;
+    for (struct sd_write *w = wait; w; w = w->next, j++) {
         size_t n = plan(w, NULL, 0, &f);
         bool must = f;
-        if (v && ok)
+        if (v && ok && sent && first)
             for (size_t i = 0; i < n; i++)
-                must |= !ok[at + i] && v[at + i].required;
+                must |= !ok[first[j] + i] && v[first[j] + i].required;
         else /* out of memory: nothing was sent */
             for (size_t i = 0; i < w->n_effects; i++)
                 must |= sd_effect_required(w, &w->effects[i]);
-        at += n;
         if (fenced)
-            fenced[k] = must;
+            fenced[j] = must;
         need_fence |= must;
     }
     int rc = !need_fence ? 0 : may_fence && fenced ? fence(c) : SD_EUNAVAILABLE;
-    k = 0;
-    while (list) {
-        struct sd_write *next = list->next;
-        list->next = NULL;
-        if (rc && (!fenced || fenced[k]))
-            list->rc = SD_EUNAVAILABLE;
-        list->done(list);
-        list = next;
-        k++;
+    j = 0;
+    while (wait) {
+        struct sd_write *next = wait->next;
+        wait->next = NULL;
+        if (rc && (!fenced || fenced[j]))
+            wait->rc = SD_EUNAVAILABLE;
+        wait->done(wait);
+        wait = next;
+        j++;
     }
     free(v);
     free(ok);
+    free(sent);
+    free(first);
     free(fenced);
 }
 
