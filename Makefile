@@ -193,6 +193,20 @@ IDLE_CONNS ?= 10000
 idle-conns: build/sessiond
 	$(PYTHON) bench/idle_conns.py --conns $(IDLE_CONNS)
 
+# kill -9 at depth (issue 17): the crash test's mixed load (creates at a
+# per-user cap, updates, rotation, mfa renewal, deletes, user-wide
+# revocations) for ROUNDS rounds on the release build; prints rounds,
+# acknowledged writes, lost writes and revocations (both must be 0) and the
+# slowest restart. crash-postgres: the same on a private PostgreSQL.
+ROUNDS ?= 1000
+.PHONY: crash crash-postgres
+crash: build/sessiond | $(TEST_STAMP)
+	SESSIOND_CRASH_ROUNDS=$(ROUNDS) SESSIOND_BIN=$(CURDIR)/build/sessiond \
+	  $(PYTHON) -m pytest -q -s -p no:cacheprovider tests/e2e/test_crash.py
+crash-postgres: build/sessiond | $(TEST_STAMP)
+	SESSIOND_TEST_STORE=postgres SESSIOND_CRASH_ROUNDS=$(ROUNDS) SESSIOND_BIN=$(CURDIR)/build/sessiond \
+	  $(PYTHON) -m pytest -q -s -p no:cacheprovider tests/e2e/test_crash.py
+
 # Issue 13's write targets side by side: embedded durable creates (and the
 # bytes written per create) vs Redis with appendfsync always, updates vs
 # creates, PostgreSQL creates vs pgbench inserts (bench/write_compare.py).
