@@ -1,6 +1,7 @@
 /*
  * cache.c - the Redis cache tier (hiredis, synchronous with timeouts, one
- * connection per calling thread like the PostgreSQL readers).
+ * connection per calling thread like the PostgreSQL readers; the node is
+ * reached through sentinel.c, a fixed address or the master Sentinel names).
  *
  * Revocation safety rests on three rules (docs/architecture.md, "The Redis
  * cache"):
@@ -15,13 +16,25 @@
  *     read from the database by a query that started less than FRESH_MS
  *     ago (FENCE_WAIT_MS > FRESH_MS). So once a fenced write is
  *     acknowledged, every replica ignores every entry written before it.
+ *  4. With Sentinel (--cache redis-sentinel://), a process sends nothing to
+ *     a master whose lineage (run id and replication id: both change when a
+ *     node restarts or is promoted) is not the one it adopted last, nor at
+ *     its start, before it has bumped the cache epoch in the database
+ *     (sentinel.c, sd_master_adopt). Every entry a promoted replica holds
+ *     came to it before it was promoted, so under an epoch below that bump;
+ *     a tombstone the old master acknowledged and never replicated leaves
+ *     only such entries, which no replica trusts once it uses the new
+ *     master. Within a process the connections made before the change are
+ *     dropped (the count is raised before the bump; an epoch is read before
+ *     the connection's count is checked).
  * Validity never rests on the cache: a hit is returned as the store's row
  * and the domain checks its expiry with this server's clock.
  *
  * Threads: the store's writer never waits on Redis: completed writes go to
  * the write-through thread, which invalidates for all of them in one
  * pipelined round trip, fences those that need it, then completes them. The
- * keeper thread reads the epoch every EPOCH_POLL_MS.
+ * keeper thread reads the epoch every EPOCH_POLL_MS and, with Sentinel, asks
+ * which master it names every SENTINEL_POLL_MS.
  *
  * Degradation: every call is bounded by the timeout; after BREAKER_FAILS
  * failures in a row the breaker opens for BREAKER_COOLDOWN_MS (reads go to
