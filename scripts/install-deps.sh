@@ -13,6 +13,7 @@ test_pkgs="$test_pkgs clang" # libFuzzer harnesses (make fuzz, fuzz-smoke in mak
 test_pkgs="$test_pkgs postgresql-15 postgresql-client-15" # make e2e-postgres (tests/e2e/pgserver.py)
 test_pkgs="$test_pkgs redis-server" # tests/e2e/test_cache.py starts a private Redis
 test_pkgs="$test_pkgs python3-cryptography" # tests/e2e/test_jwt_verify.py signs the hostile tokens
+test_pkgs="$test_pkgs redis-sentinel" # tests/e2e/test_sentinel.py: a master, a replica, three Sentinels
 # The TLS tests make certificates and run s_client with the openssl CLI.
 test_pkgs="$test_pkgs openssl"
 # Replicas behind a load balancer (tests/e2e/test_replicas.py, make scale-demo).

@@ -46,8 +46,10 @@ static const option options[] = {
      "not here): shared by every replica"},
     {"cache", OPT_STRING, F(cache), "", 0, 0,
      "Redis cache tier in front of a shared --store for validation: "
-     "redis://[:PASSWORD@]HOST[:PORT][/DB] ('' for none); write-through, revocation-safe, "
-     "served from the store while Redis is down"},
+     "redis://[:PASSWORD@]HOST[:PORT][/DB], or "
+     "redis-sentinel://[:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/MASTER-NAME[/DB] to follow the "
+     "master Redis Sentinel names ('' for none); write-through, revocation-safe, served from "
+     "the store while Redis is down"},
     {"cache-password", OPT_STRING, F(cache_password), "", 0, 0,
      "password of --cache (better SESSIOND_CACHE_PASSWORD or the config file than the URL); "
      "never logged"},

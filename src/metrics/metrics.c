@@ -271,9 +271,14 @@ char *sd_metrics_render(const sd_store_stats *st, int ready, size_t *len)
             "# HELP sessiond_cache_fences_total Cache epoch bumps: writes the cache could not "
             "invalidate.\n"
             "# TYPE sessiond_cache_fences_total counter\n"
-            "sessiond_cache_fences_total %lld\n",
+            "sessiond_cache_fences_total %lld\n"
+            "# HELP sessiond_cache_master_changes_total Redis masters adopted (Sentinel): "
+            "each bumps the cache epoch.\n"
+            "# TYPE sessiond_cache_master_changes_total counter\n"
+            "sessiond_cache_master_changes_total %lld\n",
             st->cache_degraded ? 1 : 0, (long long)st->cache_hits, (long long)st->cache_misses,
-            (long long)st->cache_errors, (long long)st->cache_fences);
+            (long long)st->cache_errors, (long long)st->cache_fences,
+            (long long)st->cache_master_changes);
     if (b.oom) {
         free(b.p);
         return NULL;

@@ -44,6 +44,7 @@ typedef struct sd_store_stats {
     bool cache;  /* a Redis cache tier is attached (--cache): the fields below count */
     bool cache_degraded;
     int64_t cache_hits, cache_misses, cache_errors, cache_fences;
+    int64_t cache_master_changes;
 } sd_store_stats;
 
 /* Names the routes: route i is methods[i] on route_names[i] (a pattern),

@@ -1,6 +1,7 @@
 /*
  * cache.c - the Redis cache tier (hiredis, synchronous with timeouts, one
- * connection per calling thread like the PostgreSQL readers).
+ * connection per calling thread like the PostgreSQL readers; the node is
+ * reached through sentinel.c, a fixed address or the master Sentinel names).
  *
  * Revocation safety rests on three rules (docs/architecture.md, "The Redis
  * cache"):
@@ -15,13 +16,25 @@
  *     read from the database by a query that started less than FRESH_MS
  *     ago (FENCE_WAIT_MS > FRESH_MS). So once a fenced write is
  *     acknowledged, every replica ignores every entry written before it.
+ *  4. With Sentinel (--cache redis-sentinel://), a process sends nothing to
+ *     a master whose lineage (run id and replication id: both change when a
+ *     node restarts or is promoted) is not the one it adopted last, nor at
+ *     its start, before it has bumped the cache epoch in the database
+ *     (sentinel.c, sd_master_adopt). Every entry a promoted replica holds
+ *     came to it before it was promoted, so under an epoch below that bump;
+ *     a tombstone the old master acknowledged and never replicated leaves
+ *     only such entries, which no replica trusts once it uses the new
+ *     master. Within a process the connections made before the change are
+ *     dropped (the count is raised before the bump; an epoch is read before
+ *     the connection's count is checked).
  * Validity never rests on the cache: a hit is returned as the store's row
  * and the domain checks its expiry with this server's clock.
  *
  * Threads: the store's writer never waits on Redis: completed writes go to
  * the write-through thread, which invalidates for all of them in one
  * pipelined round trip, fences those that need it, then completes them. The
- * keeper thread reads the epoch every EPOCH_POLL_MS.
+ * keeper thread reads the epoch every EPOCH_POLL_MS and, with Sentinel, asks
+ * which master it names every SENTINEL_POLL_MS.
  *
  * Degradation: every call is bounded by the timeout; after BREAKER_FAILS
  * failures in a row the breaker opens for BREAKER_COOLDOWN_MS (reads go to
@@ -29,6 +42,7 @@
  */
 #include "store/cache.h"
 #include "store/cache_entry.h"
+#include "store/sentinel.h"
 #include "store/store.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -50,6 +64,7 @@
 #define FENCE_WAIT_MS       (FRESH_MS + 50)
 #define BREAKER_FAILS       3
 #define BREAKER_COOLDOWN_MS 1000
+#define SENTINEL_POLL_MS    1000
 
 /* KEYS[1] s:<id>, KEYS[2] t:<hash>; ARGV: entry, version, expiry, absolute
  * expiry (ms since the epoch), index ("e|<version>|<hash>"). Never over a
@@ -75,12 +90,13 @@ static const char invalidate_lua[] = "local c = redis.call('GET', KEYS[1]) "
 
 typedef struct conn {
     redisContext *rc;
+    uint64_t lineage_seq; /* the master adopted when it connected */
     struct conn *next;
 } conn;
 
 struct sd_cache {
     sd_cache_url url; /* host, port, db; the password never logged, wiped at close */
-    char where[300];  /* host:port/db for messages */
+    char where[300];  /* host:port/db or the master's name for messages */
     struct timeval tv;
     int64_t tombstone_ms;
     sd_cache_epoch_fn epoch_fn;
@@ -89,6 +105,8 @@ struct sd_cache {
 
     pthread_mutex_t conns_mu;
     conn *conns;
+
+    sd_master_watch master; /* Sentinel: a connection made before its last change is dropped */
 
     _Atomic int64_t epoch, epoch_read_ns; /* the last epoch read, when its query started */
     _Atomic int fails;                    /* failures in a row */
@@ -163,48 +181,60 @@ static void drop(conn *k)
     k->rc = NULL;
 }
 
-/* Runs one command on this thread's connection (connecting first when
- * needed). The reply (not an error reply) or NULL: the failure is counted,
- * the connection dropped (after a timeout its replies are out of step). With
- * the breaker open nothing is sent. */
+static void set_epoch(sd_cache *c, int64_t e, int64_t read_ns);
+
+/* The cache epoch bump before a new master is used (sd_master_adopt). */
+static int bump_for_master(void *ctx, int64_t *epoch)
+{
+    sd_cache *c = ctx;
+    int64_t t0 = sd_mono_ns();
+    int rc = c->epoch_fn(c->epoch_ctx, true, epoch);
+    if (rc == 0)
+        set_epoch(c, *epoch, t0);
+    return rc;
+}
+
+/* This thread's connection, connected (through Sentinel when configured)
+ * and logged in, or NULL: the failure is counted. With the breaker open
+ * nothing is sent. A connection to a master adopted before the last is
+ * dropped first. */
 static conn *ready_conn(sd_cache *c)
 {
     if (breaker_open(c))
         return NULL;
     conn *k = get_conn(c);
+    if (k && k->rc && c->url.n_sentinels && k->lineage_seq != atomic_load(&c->master.seq))
+        drop(k);
     if (!k || k->rc)
         return k;
-    k->rc = redisConnectWithTimeout(c->url.host, c->url.port, c->tv);
-    if (!k->rc || k->rc->err) {
-        note_failure(c, "connect", k->rc ? k->rc->errstr : "out of memory");
-        if (k->rc)
-            drop(k);
+    sd_redis_node node;
+    const char *what = "connect";
+    char why[300];
+    k->rc = sd_redis_connect(&c->url, c->tv, &c->master.first, &node, &what, why, sizeof why);
+    int rc = 0;
+    if (k->rc && c->url.n_sentinels &&
+        (rc = sd_master_adopt(&c->master, &node, c->url.master_name, bump_for_master, c,
+                              &k->lineage_seq))) {
+        snprintf(why, sizeof why, "%s", sd_strerror(rc));
+        what = "the epoch bump for a new master";
+        drop(k);
+    }
+    if (!k->rc) {
+        note_failure(c, what, why);
         return NULL;
     }
-    redisSetTimeout(k->rc, c->tv);
-    redisEnableKeepAlive(k->rc);
-    redisReply *r = NULL;
-    if (c->url.password[0]) {
-        r = redisCommand(k->rc, "AUTH %s", c->url.password);
-        if (!r || r->type == REDIS_REPLY_ERROR) {
-            note_failure(c, "AUTH", r ? "refused" : k->rc->errstr);
-            freeReplyObject(r);
-            drop(k);
-            return NULL;
-        }
-        freeReplyObject(r);
-    }
-    if (c->url.db) {
-        r = redisCommand(k->rc, "SELECT %d", c->url.db);
-        if (!r || r->type == REDIS_REPLY_ERROR) {
-            note_failure(c, "SELECT", r ? r->str : k->rc->errstr);
-            freeReplyObject(r);
-            drop(k);
-            return NULL;
-        }
-        freeReplyObject(r);
-    }
     return k;
+}
+
+/* An error reply: counted; READONLY (the node was demoted) drops every
+ * connection so that the next command finds the master again. */
+static void error_reply(sd_cache *c, conn *k, const char *what, const redisReply *r)
+{
+    note_failure(c, what, r->str);
+    if (strncmp(r->str, "READONLY", 8) == 0) {
+        atomic_fetch_add(&c->master.seq, 1);
+        drop(k);
+    }
 }
 
 static redisReply *call(sd_cache *c, int argc, const char **argv, const size_t *lens)
@@ -219,7 +249,7 @@ static redisReply *call(sd_cache *c, int argc, const char **argv, const size_t *
         return NULL;
     }
     if (r->type == REDIS_REPLY_ERROR) {
-        note_failure(c, argv[0], r->str);
+        error_reply(c, k, argv[0], r);
         freeReplyObject(r);
         return NULL;
     }
@@ -281,17 +311,26 @@ static void deadline_in(struct timespec *ts, int ms)
     }
 }
 
-/* Keeps the epoch fresh; probes Redis while the breaker is open. */
+/* Keeps the epoch fresh; probes Redis while the breaker is open; every
+ * SENTINEL_POLL_MS asks Sentinel which master it names, and when another
+ * than the one in use, drops every connection and adopts it with a PING (a
+ * failover is followed even while no request comes). */
 static void *keeper_main(void *arg)
 {
     sd_cache *c = arg;
+    int64_t next_ask = 0;
     pthread_mutex_lock(&c->mu);
     while (!c->stopping) {
         pthread_mutex_unlock(&c->mu);
         int64_t t0 = sd_mono_ns(), e = 0;
         if (c->epoch_fn(c->epoch_ctx, false, &e) == 0)
             set_epoch(c, e, t0);
-        if (atomic_load(&c->degraded) && !breaker_open(c)) {
+        bool moved = false;
+        if (c->url.n_sentinels && sd_mono_ns() >= next_ask) {
+            next_ask = sd_mono_ns() + (int64_t)SENTINEL_POLL_MS * 1000000;
+            moved = sd_master_moved(&c->master, &c->url, c->tv);
+        }
+        if ((moved || atomic_load(&c->degraded)) && !breaker_open(c)) {
             const char *argv[] = {"PING"};
             size_t lens[] = {4};
             freeReplyObject(call(c, 1, argv, lens));
@@ -466,12 +505,13 @@ static size_t plan(const struct sd_write *w, inv *v, size_t max, bool *fence)
  * merely not trusted). */
 static conn *append_all(sd_cache *c, const inv *v, size_t n, bool *sent)
 {
+    /* The epoch before the connection's check (see adopt). */
+    int64_t epoch = atomic_load(&c->epoch), now = sd_now_ms();
     conn *k = n ? ready_conn(c) : NULL;
     if (!k)
         return NULL;
     char ttl[24];
     snprintf(ttl, sizeof ttl, "%lld", (long long)c->tombstone_ms);
-    int64_t epoch = atomic_load(&c->epoch), now = sd_now_ms();
     for (size_t i = 0; i < n; i++) {
         const char *argv[10];
         size_t lens[10];
@@ -523,9 +563,13 @@ static void read_all(sd_cache *c, conn *k, size_t n, const bool *sent, bool *ok)
             break;
         }
         redisReply *rr = r;
-        if (rr->type == REDIS_REPLY_ERROR)
-            note_failure(c, "EVAL", rr->str);
-        else
+        if (rr->type == REDIS_REPLY_ERROR) {
+            error_reply(c, k, "EVAL", rr);
+            if (!k->rc) {
+                freeReplyObject(rr);
+                break;
+            }
+        } else
             ok[i] = any = true;
         freeReplyObject(rr);
     }
@@ -666,6 +710,7 @@ static void free_cache(sd_cache *c)
     }
     explicit_bzero(c->url.password, sizeof c->url.password);
     pthread_mutex_destroy(&c->conns_mu);
+    sd_master_watch_destroy(&c->master);
     pthread_mutex_destroy(&c->mu);
     pthread_cond_destroy(&c->cv);
     free(c);
@@ -677,6 +722,7 @@ int sd_cache_open(const sd_cache_options *opt, sd_cache **out, char *err, size_t
     if (!c)
         return SD_ENOMEM;
     pthread_mutex_init(&c->conns_mu, NULL);
+    sd_master_watch_init(&c->master);
     pthread_mutex_init(&c->mu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -690,7 +736,11 @@ int sd_cache_open(const sd_cache_options *opt, sd_cache **out, char *err, size_t
     }
     if (opt->password && opt->password[0])
         snprintf(c->url.password, sizeof c->url.password, "%s", opt->password);
-    snprintf(c->where, sizeof c->where, "%s:%d/%d", c->url.host, c->url.port, c->url.db);
+    if (c->url.n_sentinels)
+        snprintf(c->where, sizeof c->where, "master %s through %d Sentinels, /%d",
+                 c->url.master_name, c->url.n_sentinels, c->url.db);
+    else
+        snprintf(c->where, sizeof c->where, "%s:%d/%d", c->url.host, c->url.port, c->url.db);
     int ms = opt->timeout_ms > 0 ? opt->timeout_ms : 50;
     c->tv.tv_sec = ms / 1000;
     c->tv.tv_usec = (ms % 1000) * 1000;
@@ -772,4 +822,5 @@ void sd_cache_get_stats(sd_cache *c, sd_cache_stats *out)
     out->misses = atomic_load(&c->misses);
     out->errors = atomic_load(&c->errors);
     out->fences = atomic_load(&c->fences);
+    out->master_changes = atomic_load(&c->master.adopted);
 }

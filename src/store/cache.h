@@ -31,7 +31,9 @@ struct sd_write;
 typedef int (*sd_cache_epoch_fn)(void *ctx, bool bump, int64_t *epoch);
 
 typedef struct sd_cache_options {
-    const char *url;      /* redis://[:PASSWORD@]HOST[:PORT][/DB]; borrowed during open */
+    const char *url;      /* redis://[:PASSWORD@]HOST[:PORT][/DB] or
+                             redis-sentinel://[:PASSWORD@]HOST:PORT[,...]/MASTER[/DB];
+                             borrowed during open */
     const char *password; /* overrides the URL's; "" or NULL: none; borrowed during open */
     int timeout_ms;       /* every connect and command */
     int64_t tombstone_ms; /* how long an ended session's tombstone lives: at least the
@@ -43,6 +45,7 @@ typedef struct sd_cache_options {
 typedef struct sd_cache_stats {
     bool degraded; /* the circuit breaker is open: reads go to the store */
     int64_t hits, misses, errors, fences;
+    int64_t master_changes; /* Sentinel: masters adopted, each with an epoch bump */
 } sd_cache_stats;
 
 /* Opens the cache (one connection per calling thread, made on first use)

@@ -122,15 +122,107 @@ bool sd_cache_entry_decode(const char *v, size_t len, int64_t *epoch, sd_session
     return true;
 }
 
-/* redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] */
+/* One HOST[:PORT] or [IPv6][:PORT] at *pp, ending at one of the bytes of
+ * stop (or the end); *pp is left on that byte. 0 or SD_EINVALID. */
+static int hostport(const char **pp, const char *stop, int defport, sd_cache_hostport *out,
+                    char *err, size_t errlen)
+{
+    const char *p = *pp, *hend;
+    if (*p == '[') {
+        hend = strchr(p, ']');
+        if (!hend) {
+            snprintf(err, errlen, "--cache: unterminated [IPv6 address]");
+            return SD_EINVALID;
+        }
+        snprintf(out->host, sizeof out->host, "%.*s", (int)(hend - p - 1), p + 1);
+        hend++;
+    } else {
+        char set[16];
+        snprintf(set, sizeof set, ":%s", stop);
+        hend = p + strcspn(p, set);
+        snprintf(out->host, sizeof out->host, "%.*s", (int)(hend - p), p);
+    }
+    out->port = defport;
+    if (*hend == ':') {
+        char *e;
+        long v = strtol(hend + 1, &e, 10);
+        if (e == hend + 1 || v < 1 || v > 65535 || (*e && !strchr(stop, *e))) {
+            snprintf(err, errlen, "--cache: bad port");
+            return SD_EINVALID;
+        }
+        out->port = (int)v;
+        hend = e;
+    }
+    if (!out->host[0]) {
+        snprintf(err, errlen, "--cache: no host");
+        return SD_EINVALID;
+    }
+    *pp = hend;
+    return 0;
+}
+
+/* "/DB" at p (or nothing, or "/"): 0 or SD_EINVALID. */
+static int dbnum(const char *p, int *db, char *err, size_t errlen)
+{
+    if (*p == '/' && p[1]) {
+        char *e;
+        long v = strtol(p + 1, &e, 10);
+        if (e == p + 1 || *e || v < 0 || v > 1000000) {
+            snprintf(err, errlen, "--cache: bad database number");
+            return SD_EINVALID;
+        }
+        *db = (int)v;
+    } else if (*p && strcmp(p, "/") != 0) {
+        snprintf(err, errlen, "--cache: unexpected text after the host");
+        return SD_EINVALID;
+    }
+    return 0;
+}
+
+/* The Sentinels' list, "/" and the master's name at p (after the
+ * password), then the database. */
+static int sentinel_part(const char *p, sd_cache_url *c, char *err, size_t errlen)
+{
+    int rc;
+    for (;;) {
+        if (c->n_sentinels == SD_CACHE_MAX_SENTINELS) {
+            snprintf(err, errlen, "--cache: more than %d Sentinels", SD_CACHE_MAX_SENTINELS);
+            return SD_EINVALID;
+        }
+        if ((rc = hostport(&p, ",/", 26379, &c->sentinels[c->n_sentinels], err, errlen)))
+            return rc;
+        c->n_sentinels++;
+        if (*p != ',')
+            break;
+        p++;
+    }
+    size_t n = *p == '/' ? strspn(p + 1, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                         "0123456789._-")
+                         : 0;
+    if (n == 0 || n >= sizeof c->master_name) {
+        snprintf(err, errlen,
+                 "--cache: expected /MASTER-NAME after the Sentinels (letters, "
+                 "digits, '.', '_', '-')");
+        return SD_EINVALID;
+    }
+    memcpy(c->master_name, p + 1, n);
+    c->master_name[n] = '\0';
+    return dbnum(p + 1 + n, &c->db, err, errlen);
+}
+
+/* redis://[[USER]:PASSWORD@]HOST[:PORT][/DB] or
+ * redis-sentinel://[[USER]:PASSWORD@]HOST[:PORT][,...]/MASTER[/DB] */
 int sd_cache_url_parse(const char *url, sd_cache_url *c, char *err, size_t errlen)
 {
     memset(c, 0, sizeof *c);
-    if (strncmp(url, "redis://", 8) != 0) {
-        snprintf(err, errlen, "--cache: expected redis://[:PASSWORD@]HOST[:PORT][/DB]");
+    bool sentinel = strncmp(url, "redis-sentinel://", 17) == 0;
+    if (!sentinel && strncmp(url, "redis://", 8) != 0) {
+        snprintf(err, errlen,
+                 "--cache: expected redis://[:PASSWORD@]HOST[:PORT][/DB] or "
+                 "redis-sentinel://[:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER-NAME[/DB]");
         return SD_EINVALID;
     }
-    const char *p = url + 8, *at = strrchr(p, '@');
+    const char *p = url + (sentinel ? 17 : 8), *at = strrchr(p, '@');
     if (at) {
         const char *colon = memchr(p, ':', (size_t)(at - p));
         const char *pw = colon ? colon + 1 : p;
@@ -143,45 +235,13 @@ int sd_cache_url_parse(const char *url, sd_cache_url *c, char *err, size_t errle
         c->password[n] = '\0';
         p = at + 1;
     }
-    const char *hend;
-    if (*p == '[') {
-        hend = strchr(p, ']');
-        if (!hend) {
-            snprintf(err, errlen, "--cache: unterminated [IPv6 address]");
-            return SD_EINVALID;
-        }
-        snprintf(c->host, sizeof c->host, "%.*s", (int)(hend - p - 1), p + 1);
-        hend++;
-    } else {
-        hend = p + strcspn(p, ":/");
-        snprintf(c->host, sizeof c->host, "%.*s", (int)(hend - p), p);
-    }
-    c->port = 6379;
-    if (*hend == ':') {
-        char *e;
-        long v = strtol(hend + 1, &e, 10);
-        if (e == hend + 1 || v < 1 || v > 65535 || (*e && *e != '/')) {
-            snprintf(err, errlen, "--cache: bad port");
-            return SD_EINVALID;
-        }
-        c->port = (int)v;
-        hend = e;
-    }
-    if (*hend == '/' && hend[1]) {
-        char *e;
-        long v = strtol(hend + 1, &e, 10);
-        if (e == hend + 1 || *e || v < 0 || v > 1000000) {
-            snprintf(err, errlen, "--cache: bad database number");
-            return SD_EINVALID;
-        }
-        c->db = (int)v;
-    } else if (*hend && strcmp(hend, "/") != 0) {
-        snprintf(err, errlen, "--cache: unexpected text after the host");
-        return SD_EINVALID;
-    }
-    if (!c->host[0]) {
-        snprintf(err, errlen, "--cache: no host");
-        return SD_EINVALID;
-    }
-    return 0;
+    int rc;
+    if (sentinel)
+        return sentinel_part(p, c, err, errlen);
+    sd_cache_hostport hp;
+    if ((rc = hostport(&p, "/", 6379, &hp, err, errlen)))
+        return rc;
+    memcpy(c->host, hp.host, sizeof c->host);
+    c->port = hp.port;
+    return dbnum(p, &c->db, err, errlen);
 }

@@ -21,11 +21,25 @@ char *sd_cache_entry_encode(const sd_session *s, int64_t epoch, size_t *len);
  * user id is malloc'd) and its epoch. false: not an entry. */
 bool sd_cache_entry_decode(const char *v, size_t len, int64_t *epoch, sd_session *out);
 
-/* redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], parsed. */
+#define SD_CACHE_MAX_SENTINELS 8
+
+typedef struct sd_cache_hostport {
+    char host[256];
+    int port;
+} sd_cache_hostport;
+
+/* redis://[[USER]:PASSWORD@]HOST[:PORT][/DB], or
+ * redis-sentinel://[[USER]:PASSWORD@]HOST[:PORT][,HOST[:PORT]...]/MASTER[/DB]
+ * (Sentinels default to port 26379; n_sentinels > 0 says which form, and
+ * then host and port are unused: the master is found through Sentinel),
+ * parsed. The password is the data nodes', never the Sentinels'. */
 typedef struct sd_cache_url {
     char host[256];
     int port, db;
     char password[256]; /* never logged */
+    int n_sentinels;
+    sd_cache_hostport sentinels[SD_CACHE_MAX_SENTINELS];
+    char master_name[128]; /* [A-Za-z0-9._-]+ */
 } sd_cache_url;
 
 /* 0, or SD_EINVALID with a sentence for the operator in err (which never

@@ -221,6 +221,7 @@ void sd_store_get_stats(sd_store_handle *h, sd_store_stats *out)
         out->cache_misses = cs.misses;
         out->cache_errors = cs.errors;
         out->cache_fences = cs.fences;
+        out->cache_master_changes = cs.master_changes;
     }
 }
 

@@ -59,13 +59,40 @@ def _read_reply(f):
     raise RuntimeError(f"unexpected reply {line!r}")
 
 
+def command(port, *args, password=None, timeout=5):
+    """One command to the Redis (or Sentinel) on a loopback port; the reply,
+    or RuntimeError for an error reply."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        f = s.makefile("rb")
+        if password:
+            s.sendall(_encode(["AUTH", password]))
+            _read_reply(f)
+        s.sendall(_encode(args))
+        return _read_reply(f)
+
+
+def terminate(proc):
+    """Stops a process this module started, by PID: SIGTERM (after SIGCONT,
+    in case it is paused), SIGKILL if it outlives 10 s."""
+    if proc is None or proc.poll() is not None:
+        return
+    os.kill(proc.pid, signal.SIGCONT)
+    os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 class RedisServer:
-    def __init__(self, password=None):
+    def __init__(self, password=None, extra=()):
         if not os.path.exists(REDIS_BIN):
             raise RuntimeError(f"{REDIS_BIN} not found (scripts/install-deps.sh test installs redis-server)")
         self.dir = tempfile.mkdtemp(prefix="sessiond-redis-")
         self.port = _free_port()
         self.password = password
+        self.extra = list(extra)  # more redis-server options, e.g. --replicaof
         self.proc = None
         self.start()
 
@@ -79,6 +106,7 @@ class RedisServer:
                "--logfile", os.path.join(self.dir, "redis.log")]
         if self.password:
             cmd += ["--requirepass", self.password]
+        cmd += self.extra
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 15
@@ -99,13 +127,7 @@ class RedisServer:
             time.sleep(0.05)
 
     def cmd(self, *args, timeout=5):
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as s:
-            f = s.makefile("rb")
-            if self.password:
-                s.sendall(_encode(["AUTH", self.password]))
-                _read_reply(f)
-            s.sendall(_encode(args))
-            return _read_reply(f)
+        return command(self.port, *args, password=self.password, timeout=timeout)
 
     def pause(self):
         os.kill(self.proc.pid, signal.SIGSTOP)
@@ -124,16 +146,7 @@ class RedisServer:
         self.proc = None
 
     def stop(self):
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGCONT)
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        terminate(self.proc)
         self.proc = None
 
     def close(self):
