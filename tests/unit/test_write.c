@@ -34,6 +34,8 @@ typedef struct rows {
     int n_retired;
     char events[256][40]; /* "event:id" */
     int n_events;
+    char last_reason[32];
+    int64_t not_before;
 } rows;
 
 static rows db;
@@ -104,8 +106,9 @@ static int f_find_retired(void *r, const unsigned char hash[SD_HASH_LEN], const 
 static int f_event(void *r, const sd_write *w, const char *event, const char *id, const char *user,
                    const char *reason)
 {
-    (void)r, (void)w, (void)user, (void)reason;
-    snprintf(db.events[db.n_events++], sizeof db.events[0], "%s:%s", event, id);
+    (void)r, (void)w, (void)user;
+    snprintf(db.events[db.n_events++], sizeof db.events[0], "%s:%s", event, id ? id : "");
+    snprintf(db.last_reason, sizeof db.last_reason, "%s", reason ? reason : "");
     return 0;
 }
 
@@ -195,6 +198,24 @@ static int f_reencrypt(void *r, sd_write *w)
     return SD_EINVALID;
 }
 
+static int f_raise_not_before(void *r, int64_t *value)
+{
+    (void)r;
+    if (*value > db.not_before)
+        db.not_before = *value;
+    *value = db.not_before;
+    return 0;
+}
+
+static int f_count_before(void *r, int64_t before, int64_t now, int64_t *n)
+{
+    (void)r;
+    *n = 0;
+    for (int i = 0; i < db.n; i++)
+        *n += db.r[i].active && db.r[i].s.expiry > now && db.r[i].s.created_at < before;
+    return 0;
+}
+
 static const sd_rows_ops ops = {
     .select = f_select,
     .count_user = f_count_user,
@@ -209,6 +230,8 @@ static const sd_rows_ops ops = {
     .sweep = f_sweep,
     .purge = f_purge,
     .reencrypt = f_reencrypt,
+    .raise_not_before = f_raise_not_before,
+    .count_before = f_count_before,
 };
 
 static int setup(void **state)
@@ -501,6 +524,69 @@ static void touches_and_sweeps_are_never_fenced(void **state)
     sd_write_free_effects(&s);
 }
 
+static sd_write not_before(int64_t before)
+{
+    sd_write w = {.kind = SD_W_NOT_BEFORE, .now = NOW, .before = before};
+    sd_write_apply(&ops, NULL, &w);
+    return w;
+}
+
+static void the_not_before_is_raised_only_and_audited_with_its_count(void **state)
+{
+    (void)state;
+    sd_write w;
+    for (int k = 1; k <= 3; k++) { /* created 2 h, 1 h and 0 h ago */
+        assert_int_equal(create("ivy", k, NOW - (3 - k) * HOUR, NULL, &w), 0);
+        done(&w);
+    }
+    sd_write n = not_before(NOW - HOUR / 2);
+    assert_int_equal(n.rc, 0);
+    assert_int_equal(n.before, NOW - HOUR / 2);
+    assert_int_equal(n.affected, 2);
+    assert_int_equal(n.n_effects, 0); /* nothing ended: validation compares */
+    assert_int_equal(count_events("not_before_set:"), 1);
+    assert_string_equal(db.last_reason, "sessions=2");
+    assert_non_null(find("s0001"));
+    /* An earlier time leaves the later one in force. */
+    n = not_before(NOW - 3 * HOUR);
+    assert_int_equal(n.rc, 0);
+    assert_int_equal(n.before, NOW - HOUR / 2);
+    assert_int_equal(n.affected, 2);
+    assert_int_equal(count_events("not_before_set:"), 2);
+}
+
+static void a_session_cut_off_by_the_not_before_is_not_found_for_writes(void **state)
+{
+    (void)state;
+    sd_write w;
+    assert_int_equal(create("jon", 1, NOW - HOUR, NULL, &w), 0);
+    done(&w);
+    sd_write r = {.kind = SD_W_ROTATE, .now = NOW, .not_before = NOW - HOUR + 1};
+    strcpy(r.id, "s0001");
+    hash_of(1, r.presented_hash);
+    hash_of(1001, r.session.token_hash);
+    assert_int_equal(sd_write_apply(&ops, NULL, &r), SD_ENOTFOUND);
+    assert_int_equal(r.n_effects, 0);
+    assert_int_equal(db.n_retired, 0);
+    r.not_before = NOW - HOUR; /* created at the not-before: not before it */
+    assert_int_equal(sd_write_apply(&ops, NULL, &r), 0);
+    done(&r);
+    sd_policy p = {.idle_timeout_ms = HOUR,
+                   .absolute_timeout_ms = 24 * HOUR,
+                   .max_idle_timeout_ms = 2 * HOUR,
+                   .max_data_bytes = 1024};
+    json_t *body = json_pack("{s:i}", "ttlSeconds", 60);
+    sd_patch patch;
+    char err[256];
+    assert_int_equal(sd_patch_parse(body, &p, &patch, err, sizeof err), 0);
+    sd_write u = {
+        .kind = SD_W_UPDATE, .now = NOW, .patch = &patch, .policy = &p, .not_before = NOW};
+    strcpy(u.id, "s0001");
+    assert_int_equal(sd_write_apply(&ops, NULL, &u), SD_ENOTFOUND);
+    assert_int_equal(u.n_effects, 0);
+    json_decref(body);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -515,6 +601,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(an_update_that_raises_privilege_renews_the_token, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(touches_and_sweeps_are_never_fenced, setup, teardown),
+        cmocka_unit_test_setup_teardown(the_not_before_is_raised_only_and_audited_with_its_count,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(a_session_cut_off_by_the_not_before_is_not_found_for_writes,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
