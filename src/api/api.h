@@ -173,7 +173,8 @@ const char *sd_api_bearer(const sd_req *r, bool *other);
  * neither; *from_cookie says where it came from. */
 const char *sd_api_request_token(sd_req *r, sd_app *app, size_t *len, bool *from_cookie);
 
-/* One page of user's active sessions, lastSeen descending, as the query's
+/* One page of user's active sessions (but those the global not-before cut
+ * off: a page may hold fewer than the limit), lastSeen descending, as the query's
  * 'limit' and 'cursor' ask (users.c). Returns 0 with *v (*n sessions,
  * sd_sessions_free), *shown of them for this page and *next (a new
  * reference: the next page's cursor, or JSON null); or -1 after answering. */

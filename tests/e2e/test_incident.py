@@ -96,6 +96,12 @@ def test_not_before_invalidates_every_older_session_on_every_replica_at_once(mak
             assert every_way_valid(srv, s) == dict.fromkeys(
                 ("token", "id", "auth", "introspect", "me", "get"), False), s["sessionId"]
     assert b.api.get("/admin/not-before", expect=200).json() == {"notBefore": r["notBefore"]}
+    # Listings leave them out, for the operator and for the user.
+    user = old[0][1]["userId"]
+    newer = a.api.create(user)
+    assert [x["sessionId"] for x in b.api.list_user(user).json()["sessions"]] == [newer["sessionId"]]
+    me = b.api.get("/me/sessions", headers={"Authorization": f"Bearer {newer['token']}"}, expect=200)
+    assert [x["sessionId"] for x in me.json()["sessions"]] == [newer["sessionId"]]
     # Newer sessions, created on either replica, keep validating everywhere.
     new = [a.api.create(new_user("ir")), b.api.create(new_user("ir"))]
     for srv in (a, b):
