@@ -78,6 +78,7 @@ void sd_api_user_events(sd_req *r, void *app);
 void sd_api_bulk_delete(sd_req *r, void *app);    /* admin.c */
 void sd_api_not_before_get(sd_req *r, void *app); /* incident.c */
 void sd_api_not_before_set(sd_req *r, void *app);
+void sd_api_triage_revoke(sd_req *r, void *app);
 void sd_api_forward_auth(sd_req *r, void *app); /* auth.c */
 void sd_api_introspect(sd_req *r, void *app);
 void sd_api_jwks(sd_req *r, void *app); /* tokens.c */
@@ -225,6 +226,7 @@ typedef struct sd_api_write {
     char token[SD_TOKEN_LEN + 1];
     const char **list; /* owned array for bulk writes */
     bool want_jwt;     /* refresh: an access token is asked for too */
+    void *extra;       /* owned (malloc'd): what a handler keeps for the write */
 } sd_api_write;
 
 /* Allocates a write of kind whose completion calls done (an UPDATE or a

@@ -171,6 +171,7 @@ void sd_api_write_free(sd_api_write *c)
     sd_session_clear(&c->w.session);
     json_decref(c->body);
     free(c->list);
+    free(c->extra);
     OPENSSL_cleanse(c->token, sizeof c->token);
     free(c);
 }

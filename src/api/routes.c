@@ -27,6 +27,7 @@ const sd_route sd_api_routes[] = {
     {"DELETE", "/me/sessions/{sessionId}", sd_api_me_revoke, SD_ROUTE_NO_BODY, NULL, 0},
     {"GET", "/admin/not-before", sd_api_not_before_get, SD_ROUTE_NO_BODY, "admin", 0},
     {"POST", "/admin/not-before", sd_api_not_before_set, SD_ROUTE_BODY, "admin", 0},
+    {"POST", "/admin/revoke", sd_api_triage_revoke, SD_ROUTE_BODY, "admin", 0},
     {"GET", "/auth", sd_api_forward_auth, SD_ROUTE_NO_BODY, "validate", 0},
     {"POST", "/introspect", sd_api_introspect, SD_ROUTE_FORM, sd_api_scope_introspect, 0},
     {"GET", "/revocations", sd_api_revocations, SD_ROUTE_NO_BODY, "validate", 0},

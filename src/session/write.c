@@ -5,6 +5,7 @@
  * the effects the index and the cache follow.
  */
 #include "session/write.h"
+#include "session/triage.h"
 #include "util/err.h"
 
 #include <stdio.h>
@@ -292,6 +293,34 @@ static int do_not_before(const sd_rows_ops *ops, void *rows, sd_write *w)
     return ops->event(rows, w, "not_before_set", NULL, NULL, reason);
 }
 
+/* One batch of an incident-response revocation: the match is made here in
+ * C (attrs may be sealed at rest), each match ended on its own so the
+ * effects name every one (the cache tombstones them). */
+static int do_triage(const sd_rows_ops *ops, void *rows, sd_write *w)
+{
+    sd_session *v = NULL;
+    size_t n = 0;
+    int64_t last = w->cursor;
+    int rc = w->limit > 0 && w->triage ? ops->scan(rows, w->cursor, w->limit, w->now, &v, &n, &last)
+                                       : SD_EINVALID;
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        if (sd_triage_match(w->triage, &v[i]))
+            rc = end_one(ops, rows, w, v[i].id, "incident_revoked");
+    for (size_t i = 0; i < n; i++)
+        sd_session_clear(&v[i]);
+    free(v);
+    if (rc)
+        return rc;
+    bool done = n < (size_t)w->limit;
+    w->cursor = last;
+    w->limit = (int)n;
+    if (!done)
+        return 0;
+    char reason[32];
+    snprintf(reason, sizeof reason, "sessions=%lld", (long long)(w->total + w->affected));
+    return ops->event(rows, w, "incident_revoked", NULL, NULL, reason);
+}
+
 int sd_write_apply(const sd_rows_ops *ops, void *rows, sd_write *w)
 {
     int rc = 0;
@@ -339,6 +368,9 @@ int sd_write_apply(const sd_rows_ops *ops, void *rows, sd_write *w)
         break;
     case SD_W_NOT_BEFORE:
         rc = do_not_before(ops, rows, w);
+        break;
+    case SD_W_TRIAGE:
+        rc = do_triage(ops, rows, w);
         break;
     }
     w->rc = rc;

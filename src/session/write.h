@@ -55,6 +55,11 @@ typedef enum sd_write_kind {
                         value in force) and audit it (not_before_set) with the count of
                         active sessions created before it (w->affected). Ends no row:
                         validation compares each session's creation with the value */
+    SD_W_TRIAGE,     /* incident response: read up to w->limit active rows after row
+                        w->cursor (out: the last read; w->limit out: rows read, fewer
+                        than asked when the table is done) and end those w->triage
+                        matches (reason incident_revoked); the last batch audits
+                        incident_revoked with w->total + w->affected */
 } sd_write_kind;
 
 /* One outcome of a write for the world outside the database. */
@@ -95,14 +100,16 @@ struct sd_write {
     bool renew_possible; /* UPDATE: renew_hash is the token to switch to if the update */
     bool renewed;        /* raises privilege (sd_privilege_raised); out: it did */
     unsigned char renew_hash[SD_HASH_LEN];
-    int64_t before;     /* PURGE; NOT_BEFORE (in: wanted, out: in force) */
-    int64_t not_before; /* UPDATE, ROTATE, REUSE: a session created before it has ended
-                           for every write (the global not-before, 0: none) */
-    int limit;          /* SWEEP, PURGE, REENCRYPT (out: rows scanned) */
-    int table;          /* REENCRYPT */
-    int64_t cursor;     /* REENCRYPT (in and out) */
-    char actor[64];     /* who asked (API key id), for the audit events; "" when none */
-    char address[48];   /* the client's address; "" when none */
+    int64_t before;                 /* PURGE; NOT_BEFORE (in: wanted, out: in force) */
+    int64_t not_before;             /* UPDATE, ROTATE, REUSE: a session created before it has ended
+                                       for every write (the global not-before, 0: none) */
+    int limit;                      /* SWEEP, PURGE, REENCRYPT (out: rows scanned) */
+    int table;                      /* REENCRYPT */
+    int64_t cursor;                 /* REENCRYPT, TRIAGE (in and out) */
+    const struct sd_triage *triage; /* TRIAGE: which sessions; borrowed */
+    int64_t total;                  /* TRIAGE: sessions the earlier batches ended */
+    char actor[64];                 /* who asked (API key id), for the audit events; "" when none */
+    char address[48];               /* the client's address; "" when none */
 
     /* out */
     int rc;           /* 0, SD_ENOTFOUND, SD_ECONFLICT, SD_EINVALID, SD_ELIMIT, SD_EREUSED,
@@ -187,6 +194,11 @@ typedef struct sd_rows_ops {
     int (*raise_not_before)(void *rows, int64_t *value);
     /* How many active (expiry > now) sessions were created before `before`. */
     int (*count_before)(void *rows, int64_t before, int64_t now, int64_t *n);
+    /* Up to limit active (expiry > now) sessions, with attrs, of rows after
+     * row cursor, in row order: *out a malloc'd array of *n (sd_sessions
+     * cleared and freed by the caller), *last the last row read. */
+    int (*scan)(void *rows, int64_t cursor, int limit, int64_t now, sd_session **out, size_t *n,
+                int64_t *last);
 } sd_rows_ops;
 
 /* Runs write w over the backend's rows: the one place that decides what each

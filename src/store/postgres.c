@@ -169,6 +169,7 @@ enum {
     W_RE_SET_HISTORY,
     W_NB_RAISE,
     W_NB_COUNT,
+    W_SCAN,
     W_NSTMT
 };
 
@@ -241,6 +242,8 @@ static const char *const wsql[W_NSTMT] = {
     [W_RE_SET_HISTORY] = "UPDATE session_history SET attrs = $2 WHERE rid = $1",
     [W_NB_RAISE] = "UPDATE sessiond_not_before SET not_before = GREATEST(not_before, $1::bigint) "
                    "WHERE id = 1 RETURNING not_before",
+    [W_SCAN] = "SELECT " COLS ", rid FROM sessions WHERE rid > $1 AND expiry > $2 "
+               "ORDER BY rid LIMIT $3",
     [W_NB_COUNT] = "SELECT count(*) FROM sessions WHERE created_at < $1 AND expiry > $2",
 };
 
@@ -1121,6 +1124,37 @@ static int r_count_before(void *rows, int64_t before, int64_t now, int64_t *n)
     return wvalue(rows, W_NB_COUNT, &p, n);
 }
 
+static int r_scan(void *rows, int64_t cursor, int limit, int64_t now, sd_session **out, size_t *n,
+                  int64_t *last)
+{
+    sd_store *st = rows;
+    params p = {0};
+    p_int(&p, cursor);
+    p_int(&p, now);
+    p_int(&p, limit);
+    PGresult *res = wexec(st, W_SCAN, &p);
+    if (!res)
+        return SD_EUNAVAILABLE;
+    int rows_ = PQntuples(res), rc = 0;
+    sd_session *v = calloc(rows_ ? (size_t)rows_ : 1, sizeof *v);
+    *n = 0;
+    for (int i = 0; v && rc == 0 && i < rows_; i++) {
+        *last = col_int(res, i, 13); /* after COLS */
+        if ((rc = row_to_session(st, res, i, true, &v[i])) == 0)
+            (*n)++;
+    }
+    PQclear(res);
+    if (!v || rc) {
+        for (size_t i = 0; v && i < *n; i++)
+            sd_session_clear(&v[i]);
+        free(v);
+        *n = 0;
+        return v ? rc : SD_ENOMEM;
+    }
+    *out = v;
+    return 0;
+}
+
 static const sd_rows_ops pg_rows = {
     .select = r_select,
     .lock_user = r_lock_user,
@@ -1138,6 +1172,7 @@ static const sd_rows_ops pg_rows = {
     .reencrypt = r_reencrypt,
     .raise_not_before = r_raise_not_before,
     .count_before = r_count_before,
+    .scan = r_scan,
 };
 
 static void drop_writer_conn(sd_store *st, const char *why)

@@ -134,6 +134,7 @@ enum {
     W_RE_SET_HISTORY,
     W_NB_RAISE,
     W_NB_COUNT,
+    W_SCAN,
     W_NSTMT
 };
 
@@ -206,6 +207,8 @@ static const char *const wsql[W_NSTMT] = {
         "INSERT INTO meta(key, value) VALUES('not_before', ?1) ON CONFLICT(key) DO "
         "UPDATE SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER)) "
         "RETURNING CAST(value AS INTEGER)",
+    [W_SCAN] = "SELECT " COLS ", rowid FROM sessions WHERE rowid > ?1 AND expiry > ?2 "
+               "ORDER BY rowid LIMIT ?3",
     [W_NB_COUNT] = "SELECT count(*) FROM sessions WHERE created_at < ?1 AND expiry > ?2",
     [W_PURGE] = "DELETE FROM session_history WHERE rowid IN (SELECT rowid FROM session_history "
                 "WHERE ended_at < ?1 LIMIT ?2)",
@@ -938,6 +941,38 @@ static int r_count_before(void *rows, int64_t before, int64_t now, int64_t *n)
     return wvalue(q, n);
 }
 
+static int r_scan(void *rows, int64_t cursor, int limit, int64_t now, sd_session **out, size_t *n,
+                  int64_t *last)
+{
+    sd_store *st = rows;
+    sqlite3_stmt *q = st->w[W_SCAN];
+    sd_session *v = calloc((size_t)limit, sizeof *v);
+    int rc = v ? SQLITE_DONE : SQLITE_NOMEM, erc = 0;
+    *n = 0;
+    sqlite3_bind_int64(q, 1, cursor);
+    sqlite3_bind_int64(q, 2, now);
+    sqlite3_bind_int(q, 3, limit);
+    while (v && *n < (size_t)limit && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+        *last = sqlite3_column_int64(q, 13); /* after COLS */
+        if ((erc = row_to_session(st, q, true, &v[*n])))
+            break;
+        (*n)++;
+    }
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    if (!erc && rc != SQLITE_ROW && rc != SQLITE_DONE)
+        erc = v ? SD_EUNAVAILABLE : SD_ENOMEM;
+    if (erc) {
+        for (size_t i = 0; i < *n; i++)
+            sd_session_clear(&v[i]);
+        free(v);
+        *n = 0;
+        return erc;
+    }
+    *out = v;
+    return 0;
+}
+
 static const sd_rows_ops sq_rows = {
     .select = r_select,
     .lock_user = NULL, /* one writer: the writer thread */
@@ -955,6 +990,7 @@ static const sd_rows_ops sq_rows = {
     .reencrypt = r_reencrypt,
     .raise_not_before = r_raise_not_before,
     .count_before = r_count_before,
+    .scan = r_scan,
 };
 
 static bool fatal_code(int rc)

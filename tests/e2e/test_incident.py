@@ -171,3 +171,76 @@ def test_not_json_is_a_400(make_server):
     r = a.api.post("/admin/not-before", data=b"{not json", headers={"Content-Type": "application/json"},
                    expect=400)
     assert r.headers["Content-Type"].startswith("application/problem+json")
+
+
+# ---- triage: revoke by client network or device ---------------------------
+
+def revoke(srv, body, expect=200):
+    return srv.api.post("/admin/revoke", json=body, expect=expect)
+
+
+def test_triage_by_network_ends_those_sessions_on_every_replica(make_server):
+    a, b = replicas(make_server)
+    hit = [a.api.create(new_user("tr"), ipAddress=ip) for ip in ("203.0.113.7", "203.0.113.250")] + \
+          [b.api.create(new_user("tr"), ipAddress="2001:db8:5::1")]
+    spared = [a.api.create(new_user("tr"), ipAddress=ip) for ip in ("203.0.114.7", "198.51.100.1")] + \
+             [b.api.create(new_user("tr"))]  # no address
+    for s in hit + spared:
+        warm(a, s)
+        warm(b, s)
+    assert revoke(b, {"network": "203.0.113.0/24"}).json() == {"revoked": 2}
+    assert revoke(a, {"network": "2001:db8::/32"}).json() == {"revoked": 1}
+    for srv in (a, b):
+        for s in hit:
+            assert every_way_valid(srv, s) == dict.fromkeys(
+                ("token", "id", "auth", "introspect", "me", "get"), False), s["sessionId"]
+        for s in spared:
+            assert valid(srv, s["token"]), s["sessionId"]
+    ev = a.api.get(f"/sessions/{hit[0]['sessionId']}/events", expect=200).json()["events"]
+    assert [(e["event"], e.get("reason")) for e in ev][-1] == ("revoked", "incident_revoked")
+    # Again: nothing left to end.
+    assert revoke(a, {"network": "203.0.113.0/24"}).json() == {"revoked": 0}
+    # Audited with the count, in the audit log of the replica that wrote it.
+    wait_for(lambda: "sessions=2" in [e["reason"] for e in audit_records(b)
+                                      if e["event"] == "incident_revoked"],
+             timeout=30, what="the incident_revoked audit record with its count")
+
+
+def test_triage_by_device_over_several_batches_and_sealed_attrs(make_server, tmp_path):
+    keys = tmp_path / "enc.keys"
+    keys.write_text("k1 " + "ab" * 32 + "\n")
+    keys.chmod(0o600)
+    a, b = replicas(make_server, "--encryption-keys", str(keys))
+    device = "stolen-laptop-1"
+    # More than one batch (500 rows) of other sessions around the device's.
+    first = a.api.create(new_user("tr"), deviceId=device)
+    for i in range(520):
+        a.api.create(new_user("tr"), deviceId=f"other-{i}")
+    last = b.api.create(new_user("tr"), deviceId=device)
+    other = a.api.create(new_user("tr"), deviceId="other-x")
+    for s in (first, last, other):
+        warm(b, s)
+    assert revoke(a, {"deviceId": device}).json() == {"revoked": 2}
+    for srv in (a, b):
+        assert not valid(srv, first["token"]) and not valid(srv, last["token"])
+        assert valid(srv, other["token"])
+
+
+@pytest.mark.parametrize("body", [
+    {},
+    {"network": "203.0.113.0/24", "deviceId": "d"},
+    {"network": "203.0.113.1/24"},
+    {"network": "203.0.113.0/33"},
+    {"network": "example.com"},
+    {"network": 24},
+    {"deviceId": ""},
+    {"deviceId": 5},
+    {"deviceId": "x" * 257},
+    {"sessionIds": []},
+], ids=lambda b: json.dumps(b)[:40])
+def test_bad_triage_is_a_400_problem(make_server, body):
+    a = make_server()
+    s = a.api.create(new_user("tr"), ipAddress="203.0.113.1", deviceId="d")
+    r = revoke(a, body, expect=400)
+    assert r.headers["Content-Type"].startswith("application/problem+json")
+    assert valid(a, s["token"])

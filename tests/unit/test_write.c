@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "session/triage.h"
 #include "session/write.h"
 #include "util/err.h"
 
@@ -216,6 +217,21 @@ static int f_count_before(void *r, int64_t before, int64_t now, int64_t *n)
     return 0;
 }
 
+/* Rows in insertion order; the row number (1-based) is the cursor. */
+static int f_scan(void *r, int64_t cursor, int limit, int64_t now, sd_session **out, size_t *n,
+                  int64_t *last)
+{
+    (void)r;
+    *out = calloc((size_t)limit, sizeof **out);
+    *n = 0;
+    for (int i = (int)cursor; i < db.n && *n < (size_t)limit; i++) {
+        *last = i + 1;
+        if (db.r[i].active && db.r[i].s.expiry > now)
+            assert_int_equal(sd_session_copy(&(*out)[(*n)++], &db.r[i].s), 0);
+    }
+    return 0;
+}
+
 static const sd_rows_ops ops = {
     .select = f_select,
     .count_user = f_count_user,
@@ -232,6 +248,7 @@ static const sd_rows_ops ops = {
     .reencrypt = f_reencrypt,
     .raise_not_before = f_raise_not_before,
     .count_before = f_count_before,
+    .scan = f_scan,
 };
 
 static int setup(void **state)
@@ -587,6 +604,40 @@ static void a_session_cut_off_by_the_not_before_is_not_found_for_writes(void **s
     json_decref(body);
 }
 
+static void triage_ends_the_matches_in_batches_and_audits_the_total(void **state)
+{
+    (void)state;
+    sd_write w;
+    for (int k = 1; k <= 5; k++) { /* 1, 3, 5 in the network */
+        assert_int_equal(create("kim", k, NOW, NULL, &w), 0);
+        json_object_set_new(db.r[db.n - 1].s.attrs, "ipAddress",
+                            json_string(k % 2 ? "203.0.113.9" : "198.51.100.9"));
+        done(&w);
+    }
+    sd_triage t;
+    assert_int_equal(sd_triage_network("203.0.113.0/24", &t, NULL, 0), 0);
+    sd_write b = {.kind = SD_W_TRIAGE, .now = NOW, .triage = &t, .limit = 2};
+    int64_t total = 0, batches = 0;
+    do {
+        b.limit = 2;
+        assert_int_equal(sd_write_apply(&ops, NULL, &b), 0);
+        assert_int_equal(count_effects(&b, SD_FX_END), b.affected); /* the cache tombstones each */
+        for (size_t i = 0; i < b.n_effects; i++)
+            assert_true(sd_effect_required(&b, &b.effects[i]));
+        sd_write_free_effects(&b);
+        b.total = total += b.affected;
+        batches++;
+    } while (b.limit == 2);
+    assert_int_equal(total, 3);
+    assert_int_equal(batches, 3);
+    assert_null(find("s0001"));
+    assert_non_null(find("s0002"));
+    assert_null(find("s0005"));
+    assert_int_equal(count_events("revoked:s0003"), 1);
+    assert_int_equal(count_events("incident_revoked:"), 1); /* once, by the last batch */
+    assert_string_equal(db.last_reason, "sessions=3");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -604,6 +655,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(the_not_before_is_raised_only_and_audited_with_its_count,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(a_session_cut_off_by_the_not_before_is_not_found_for_writes,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(triage_ends_the_matches_in_batches_and_audits_the_total,
                                         setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
