@@ -133,7 +133,7 @@ test: unit e2e e2e-postgres e2e-cache
 PG_SUITE := test_sessions test_validate test_users test_rotation test_audit test_binding \
             test_concurrency test_durability test_throttle test_encryption test_api_keys \
             test_forward_auth test_fail_closed test_postgres test_identifiers test_write_conformance test_jwt \
-            test_self_service
+            test_self_service test_incident
 .PHONY: e2e-postgres
 e2e-postgres: build/sessiond | $(TEST_STAMP) $(BROWSER_STAMP) $(JWT_STAMP)
 	SESSIOND_TEST_STORE=postgres SESSIOND_BIN=$(CURDIR)/build/sessiond \
@@ -143,7 +143,8 @@ e2e-postgres: build/sessiond | $(TEST_STAMP) $(BROWSER_STAMP) $(JWT_STAMP)
 # of PostgreSQL (--cache on a private Redis, tests/e2e/redisserver.py);
 # tests/e2e/test_cache.py (in e2e) holds the cache's own failure tests.
 CACHE_SUITE := test_sessions test_validate test_users test_rotation test_binding \
-               test_forward_auth test_concurrency test_write_conformance test_self_service
+               test_forward_auth test_concurrency test_write_conformance test_self_service \
+               test_incident
 .PHONY: e2e-cache
 e2e-cache: build/sessiond | $(TEST_STAMP)
 	SESSIOND_TEST_STORE=postgres SESSIOND_TEST_CACHE=redis SESSIOND_BIN=$(CURDIR)/build/sessiond \
@@ -162,7 +163,8 @@ e2e: | $(API_STAMP)
 # (and every request the server accepts) must match docs/openapi.yaml.
 PRISM_TESTS := tests/e2e/test_api_contract.py tests/e2e/test_sessions.py tests/e2e/test_validate.py \
                tests/e2e/test_users.py tests/e2e/test_rotation.py tests/e2e/test_api_keys.py \
-               tests/e2e/test_identifiers.py tests/e2e/test_jwt.py tests/e2e/test_self_service.py
+               tests/e2e/test_identifiers.py tests/e2e/test_jwt.py tests/e2e/test_self_service.py \
+               tests/e2e/test_incident.py
 .PHONY: e2e-prism
 e2e-prism: build/sessiond | $(TEST_STAMP) $(API_STAMP) $(BROWSER_STAMP) $(JWT_STAMP)
 	SESSIOND_VIA_PRISM=1 SESSIOND_BIN=$(CURDIR)/build/sessiond \

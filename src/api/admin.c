@@ -57,16 +57,10 @@ void sd_api_bulk_delete(sd_req *r, void *app_)
     json_t *body = sd_api_body(r);
     if (!body)
         return;
-    const char *key;
-    json_t *v;
-    json_object_foreach(body, key, v)
-    {
-        if (strcmp(key, "sessionIds") && strcmp(key, "userIds")) {
-            sd_reply_problem(r, 400, "unknown field '%.64s' (expected sessionIds and/or userIds)",
-                             key);
-            json_decref(body);
-            return;
-        }
+    static const char *const fields[] = {"sessionIds", "userIds", NULL};
+    if (sd_api_known_fields(r, body, fields, "sessionIds and/or userIds")) {
+        json_decref(body);
+        return;
     }
     sd_api_write *c = sd_api_write_new(r, app, SD_W_BULK_END, bulk_done);
     if (!c) {

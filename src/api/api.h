@@ -75,7 +75,10 @@ void sd_api_me_revoke(sd_req *r, void *app);
 void sd_api_me_revoke_others(sd_req *r, void *app);
 void sd_api_session_events(sd_req *r, void *app); /* events.c */
 void sd_api_user_events(sd_req *r, void *app);
-void sd_api_bulk_delete(sd_req *r, void *app);  /* admin.c */
+void sd_api_bulk_delete(sd_req *r, void *app);    /* admin.c */
+void sd_api_not_before_get(sd_req *r, void *app); /* incident.c */
+void sd_api_not_before_set(sd_req *r, void *app);
+void sd_api_triage_revoke(sd_req *r, void *app);
 void sd_api_forward_auth(sd_req *r, void *app); /* auth.c */
 void sd_api_introspect(sd_req *r, void *app);
 void sd_api_jwks(sd_req *r, void *app); /* tokens.c */
@@ -118,6 +121,11 @@ typedef struct sd_check {
 
 int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, sd_check *c);
 
+/* Whether the global not-before (POST /admin/not-before) has cut session s
+ * off: 1 (created before it: invalid everywhere), 0, or a store error
+ * (SD_EUNAVAILABLE: it cannot be known now; fail closed). O(1). */
+int sd_api_cut_off(sd_app *app, const sd_session *s);
+
 /* Guessing defence (validate.c): 0 when r's client may present a token now,
  * SD_ETHROTTLED while its failures have emptied its bucket. */
 int sd_api_guess_wait(sd_app *app, sd_req *r);
@@ -150,6 +158,10 @@ int sd_api_want_access_token(sd_req *r, sd_app *app, bool *want);
  * New reference. */
 json_t *sd_api_body(sd_req *r);
 
+/* Answers 400 (naming `expected`) and returns -1 when the object body has a
+ * member not in names (NULL-terminated); else 0. */
+int sd_api_known_fields(sd_req *r, json_t *body, const char *const *names, const char *expected);
+
 /* Answers a failed domain or store result: SD_ENOTFOUND 404, SD_ECONFLICT
  * 412, SD_EINVALID 400 with detail, anything else 503. */
 void sd_api_fail(sd_req *r, int rc, const char *detail);
@@ -173,7 +185,8 @@ const char *sd_api_bearer(const sd_req *r, bool *other);
  * neither; *from_cookie says where it came from. */
 const char *sd_api_request_token(sd_req *r, sd_app *app, size_t *len, bool *from_cookie);
 
-/* One page of user's active sessions, lastSeen descending, as the query's
+/* One page of user's active sessions (but those the global not-before cut
+ * off: a page may hold fewer than the limit), lastSeen descending, as the query's
  * 'limit' and 'cursor' ask (users.c). Returns 0 with *v (*n sessions,
  * sd_sessions_free), *shown of them for this page and *next (a new
  * reference: the next page's cursor, or JSON null); or -1 after answering. */
@@ -224,10 +237,12 @@ typedef struct sd_api_write {
     char token[SD_TOKEN_LEN + 1];
     const char **list; /* owned array for bulk writes */
     bool want_jwt;     /* refresh: an access token is asked for too */
+    void *extra;       /* owned (malloc'd): what a handler keeps for the write */
 } sd_api_write;
 
-/* Allocates a write of kind whose completion calls done; answers 503 and
- * returns NULL when out of memory. */
+/* Allocates a write of kind whose completion calls done (an UPDATE or a
+ * ROTATE with the global not-before in force); answers 503 and returns NULL
+ * when out of memory or when the not-before cannot be known. */
 sd_api_write *sd_api_write_new(sd_req *r, sd_app *app, sd_write_kind kind,
                                void (*done)(sd_write *));
 /* Frees it (wiping the token). */

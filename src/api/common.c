@@ -125,13 +125,35 @@ int sd_api_user_id_ok(const char *u)
     return ok;
 }
 
+int sd_api_known_fields(sd_req *r, json_t *body, const char *const *names, const char *expected)
+{
+    const char *key;
+    json_t *v;
+    json_object_foreach(body, key, v)
+    {
+        size_t i = 0;
+        while (names[i] && strcmp(key, names[i]))
+            i++;
+        if (!names[i]) {
+            sd_reply_problem(r, 400, "unknown field '%.64s' (expected %s)", key, expected);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 sd_api_write *sd_api_write_new(sd_req *r, sd_app *app, sd_write_kind kind, void (*done)(sd_write *))
 {
-    sd_api_write *c = calloc(1, sizeof *c);
+    /* A write that keeps a session going ignores one the global
+     * not-before has cut off (session/write.c). */
+    int64_t nb = 0;
+    int rc = kind == SD_W_UPDATE || kind == SD_W_ROTATE ? sd_store_not_before(app->store, &nb) : 0;
+    sd_api_write *c = rc ? NULL : calloc(1, sizeof *c);
     if (!c) {
-        sd_api_fail(r, SD_ENOMEM, NULL);
+        sd_api_fail(r, rc ? rc : SD_ENOMEM, NULL);
         return NULL;
     }
+    c->w.not_before = nb;
     c->req = r;
     c->app = app;
     c->w.kind = kind;
@@ -149,6 +171,7 @@ void sd_api_write_free(sd_api_write *c)
     sd_session_clear(&c->w.session);
     json_decref(c->body);
     free(c->list);
+    free(c->extra);
     OPENSSL_cleanse(c->token, sizeof c->token);
     free(c);
 }

@@ -84,9 +84,10 @@ void sd_api_session_get(sd_req *r, void *app_)
         return;
     sd_session s;
     int rc = sd_store_get(app->store, id, true, &s, NULL, 0);
-    if (rc == 0 && !sd_session_active(&s, sd_now_ms())) {
+    int cut = rc == 0 ? sd_api_cut_off(app, &s) : 0;
+    if (rc == 0 && (cut || !sd_session_active(&s, sd_now_ms()))) {
         sd_session_clear(&s);
-        rc = SD_ENOTFOUND;
+        rc = cut < 0 ? cut : SD_ENOTFOUND;
     }
     if (rc) {
         sd_api_fail(r, rc, NULL);

@@ -57,6 +57,24 @@ int sd_api_user_page(sd_req *r, sd_app *app, const char *user, sd_session **v, s
         snprintf(text, sizeof text, "%lld.%s", (long long)last->last_seen, last->id);
         *next = json_string(text);
     }
+    /* Sessions the global not-before cut off are no longer listed: moved
+     * past the page (still within *n for sd_sessions_free), order kept. */
+    int64_t nb = 0;
+    if ((rc = sd_store_not_before(app->store, &nb))) {
+        json_decref(*next);
+        sd_sessions_free(*v, *n);
+        sd_api_fail(r, rc, NULL);
+        return -1;
+    }
+    size_t kept = 0;
+    for (size_t i = 0; i < *shown; i++) {
+        if ((*v)[i].created_at < nb)
+            continue;
+        sd_session t = (*v)[kept];
+        (*v)[kept++] = (*v)[i];
+        (*v)[i] = t;
+    }
+    *shown = kept;
     return 0;
 }
 

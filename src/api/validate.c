@@ -76,6 +76,13 @@ static int invalid(sd_app *app, sd_req *r, const sd_session *s, const char *reas
     return 0;
 }
 
+int sd_api_cut_off(sd_app *app, const sd_session *s)
+{
+    int64_t nb = 0;
+    int rc = sd_store_not_before(app->store, &nb);
+    return rc ? rc : s->created_at < nb;
+}
+
 void sd_api_validate_id(sd_req *r, void *app_)
 {
     sd_app *app = app_;
@@ -93,9 +100,15 @@ void sd_api_validate_id(sd_req *r, void *app_)
     char uid[SD_MAX_USER_ID + 1];
     sd_session s;
     rc = sd_store_get(app->store, id, false, &s, uid, sizeof uid);
-    if (rc == SD_ENOTFOUND || (rc == 0 && !sd_session_active(&s, sd_now_ms()))) {
+    int cut = rc == 0 && sd_session_active(&s, sd_now_ms()) ? sd_api_cut_off(app, &s) : 0;
+    if (cut < 0) {
+        sd_session_clear(&s);
+        sd_api_fail(r, cut, NULL);
+        return;
+    }
+    if (rc == SD_ENOTFOUND || (rc == 0 && (cut || !sd_session_active(&s, sd_now_ms())))) {
         if (rc == 0) {
-            invalid(app, r, &s, "expired");
+            invalid(app, r, &s, cut ? "not_before" : "expired");
             sd_session_clear(&s);
         } else {
             sd_session unknown = {.user_id = NULL};
@@ -274,6 +287,12 @@ int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, sd
     }
     if (rc)
         return rc;
+    if ((rc = sd_api_cut_off(app, s))) { /* created before the global not-before */
+        if (rc == 1)
+            invalid(app, r, s, "not_before");
+        sd_session_clear(s);
+        return rc == 1 ? 0 : rc;
+    }
     if (c->to_header && sd_ident_check(s->user_id, strlen(s->user_id), SD_MAX_USER_ID)) {
         /* Stored before the identifier rule: a gateway would strip or split
          * the id on its way to the application. Not a guess: the throttle

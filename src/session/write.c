@@ -5,8 +5,10 @@
  * the effects the index and the cache follow.
  */
 #include "session/write.h"
+#include "session/triage.h"
 #include "util/err.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -150,7 +152,7 @@ static int do_rotate(const sd_rows_ops *ops, void *rows, sd_write *w)
     int rc = ops->select(rows, w->id, &cur);
     if (rc)
         return rc;
-    if (!sd_session_active(&cur, w->now)) {
+    if (!sd_session_active(&cur, w->now) || cur.created_at < w->not_before) {
         sd_session_clear(&cur);
         return SD_ENOTFOUND;
     }
@@ -206,6 +208,10 @@ static int do_update(const sd_rows_ops *ops, void *rows, sd_write *w)
     int rc = ops->select(rows, w->id, &cur);
     if (rc)
         return rc;
+    if (cur.created_at < w->not_before) { /* ended by the global not-before */
+        sd_session_clear(&cur);
+        return SD_ENOTFOUND;
+    }
     int64_t read_version = cur.version;
     sd_session before = cur;
     before.attrs = json_incref(cur.attrs); /* sd_patch_apply replaces cur.attrs */
@@ -267,6 +273,54 @@ static int end_user(const sd_rows_ops *ops, void *rows, sd_write *w, const char 
     return ops->end(rows, w, &e);
 }
 
+/* The global not-before: raised (never lowered: a session it cut off never
+ * comes back), then audited with the number of active sessions it
+ * invalidates. The rows stay until the sweeper or a revocation moves them:
+ * validation compares each session's creation time with the value in force,
+ * in memory, so there is nothing to end here and no cache entry to touch. */
+static int do_not_before(const sd_rows_ops *ops, void *rows, sd_write *w)
+{
+    int64_t value = w->before, n = 0;
+    int rc = ops->raise_not_before(rows, &value);
+    if (rc == 0)
+        rc = ops->count_before(rows, value, w->now, &n);
+    if (rc)
+        return rc;
+    w->before = value;
+    w->affected = n;
+    char reason[32];
+    snprintf(reason, sizeof reason, "sessions=%lld", (long long)n);
+    return ops->event(rows, w, "not_before_set", NULL, NULL, reason);
+}
+
+/* One batch of an incident-response revocation: the match is made here in
+ * C (attrs may be sealed at rest), each match ended on its own so the
+ * effects name every one (the cache tombstones them). */
+static int do_triage(const sd_rows_ops *ops, void *rows, sd_write *w)
+{
+    sd_session *v = NULL;
+    size_t n = 0;
+    int64_t last = w->cursor;
+    int rc = w->limit > 0 && w->triage ? ops->scan(rows, w->cursor, w->limit, w->now, &v, &n, &last)
+                                       : SD_EINVALID;
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        if (sd_triage_match(w->triage, &v[i]))
+            rc = end_one(ops, rows, w, v[i].id, "incident_revoked");
+    for (size_t i = 0; i < n; i++)
+        sd_session_clear(&v[i]);
+    free(v);
+    if (rc)
+        return rc;
+    bool done = n < (size_t)w->limit;
+    w->cursor = last;
+    w->limit = (int)n;
+    if (!done)
+        return 0;
+    char reason[32];
+    snprintf(reason, sizeof reason, "sessions=%lld", (long long)(w->total + w->affected));
+    return ops->event(rows, w, "incident_revoked", NULL, NULL, reason);
+}
+
 int sd_write_apply(const sd_rows_ops *ops, void *rows, sd_write *w)
 {
     int rc = 0;
@@ -311,6 +365,12 @@ int sd_write_apply(const sd_rows_ops *ops, void *rows, sd_write *w)
         break;
     case SD_W_REENCRYPT:
         rc = ops->reencrypt(rows, w);
+        break;
+    case SD_W_NOT_BEFORE:
+        rc = do_not_before(ops, rows, w);
+        break;
+    case SD_W_TRIAGE:
+        rc = do_triage(ops, rows, w);
         break;
     }
     w->rc = rc;

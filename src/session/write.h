@@ -31,26 +31,35 @@
 typedef struct sd_write sd_write;
 
 typedef enum sd_write_kind {
-    SD_W_CREATE,    /* insert w->session; at w->policy's per-user cap, first end the user's
-                       least recently seen sessions (reason evicted) until the new one fits,
-                       or refuse (SD_ELIMIT) */
-    SD_W_UPDATE,    /* read w->id, run w->patch through sd_patch_apply, write back */
-    SD_W_END,       /* move w->id to history with w->reason (only if w->user_id owns it,
-                       when set) */
-    SD_W_END_USER,  /* end every active session of w->user_id except w->except_id */
-    SD_W_BULK_END,  /* end w->ids[] and every session of w->users[] */
-    SD_W_TOUCH,     /* rolling expiry: raise expiry to w->touch_expiry (not awaited) */
-    SD_W_SWEEP,     /* move up to w->limit expired sessions to history */
-    SD_W_PURGE,     /* delete up to w->limit history rows that ended before w->before */
-    SD_W_ROTATE,    /* replace the token of w->id: w->presented_hash -> w->session.token_hash */
-    SD_W_REENCRYPT, /* seal under the newest key up to w->limit rows of table w->table
-                       (0 active, 1 history) after row w->cursor; w->cursor moves on */
-    SD_W_REUSE,     /* end w->id (reason token_reuse) when w->presented_hash is a token it
-                       retired longer than the refresh grace ago (a retired token came back
-                       on a validation). Decided as for ROTATE, but never rotates:
-                       SD_EREUSED when it ended the session; else nothing changes (SD_ECONFLICT
-                       within the grace or for the current token, SD_EMISMATCH not a token of
-                       this session, SD_ENOTFOUND the session has ended) */
+    SD_W_CREATE,     /* insert w->session; at w->policy's per-user cap, first end the user's
+                        least recently seen sessions (reason evicted) until the new one fits,
+                        or refuse (SD_ELIMIT) */
+    SD_W_UPDATE,     /* read w->id, run w->patch through sd_patch_apply, write back */
+    SD_W_END,        /* move w->id to history with w->reason (only if w->user_id owns it,
+                        when set) */
+    SD_W_END_USER,   /* end every active session of w->user_id except w->except_id */
+    SD_W_BULK_END,   /* end w->ids[] and every session of w->users[] */
+    SD_W_TOUCH,      /* rolling expiry: raise expiry to w->touch_expiry (not awaited) */
+    SD_W_SWEEP,      /* move up to w->limit expired sessions to history */
+    SD_W_PURGE,      /* delete up to w->limit history rows that ended before w->before */
+    SD_W_ROTATE,     /* replace the token of w->id: w->presented_hash -> w->session.token_hash */
+    SD_W_REENCRYPT,  /* seal under the newest key up to w->limit rows of table w->table
+                        (0 active, 1 history) after row w->cursor; w->cursor moves on */
+    SD_W_REUSE,      /* end w->id (reason token_reuse) when w->presented_hash is a token it
+                        retired longer than the refresh grace ago (a retired token came back
+                        on a validation). Decided as for ROTATE, but never rotates:
+                        SD_EREUSED when it ended the session; else nothing changes (SD_ECONFLICT
+                        within the grace or for the current token, SD_EMISMATCH not a token of
+                        this session, SD_ENOTFOUND the session has ended) */
+    SD_W_NOT_BEFORE, /* raise the global not-before to w->before (never lowered; out: the
+                        value in force) and audit it (not_before_set) with the count of
+                        active sessions created before it (w->affected). Ends no row:
+                        validation compares each session's creation with the value */
+    SD_W_TRIAGE,     /* incident response: read up to w->limit active rows after row
+                        w->cursor (out: the last read; w->limit out: rows read, fewer
+                        than asked when the table is done) and end those w->triage
+                        matches (reason incident_revoked); the last batch audits
+                        incident_revoked with w->total + w->affected */
 } sd_write_kind;
 
 /* One outcome of a write for the world outside the database. */
@@ -91,12 +100,16 @@ struct sd_write {
     bool renew_possible; /* UPDATE: renew_hash is the token to switch to if the update */
     bool renewed;        /* raises privilege (sd_privilege_raised); out: it did */
     unsigned char renew_hash[SD_HASH_LEN];
-    int64_t before;   /* PURGE */
-    int limit;        /* SWEEP, PURGE, REENCRYPT (out: rows scanned) */
-    int table;        /* REENCRYPT */
-    int64_t cursor;   /* REENCRYPT (in and out) */
-    char actor[64];   /* who asked (API key id), for the audit events; "" when none */
-    char address[48]; /* the client's address; "" when none */
+    int64_t before;                 /* PURGE; NOT_BEFORE (in: wanted, out: in force) */
+    int64_t not_before;             /* UPDATE, ROTATE, REUSE: a session created before it has ended
+                                       for every write (the global not-before, 0: none) */
+    int limit;                      /* SWEEP, PURGE, REENCRYPT (out: rows scanned) */
+    int table;                      /* REENCRYPT */
+    int64_t cursor;                 /* REENCRYPT, TRIAGE (in and out) */
+    const struct sd_triage *triage; /* TRIAGE: which sessions; borrowed */
+    int64_t total;                  /* TRIAGE: sessions the earlier batches ended */
+    char actor[64];                 /* who asked (API key id), for the audit events; "" when none */
+    char address[48];               /* the client's address; "" when none */
 
     /* out */
     int rc;           /* 0, SD_ENOTFOUND, SD_ECONFLICT, SD_EINVALID, SD_ELIMIT, SD_EREUSED,
@@ -119,6 +132,7 @@ struct sd_write {
     int64_t t_submit_ns;               /* wrapper-private */
     void (*wrapped_done)(sd_write *w); /* wrapper-private */
     struct sd_cache *cache;            /* wrapper-private */
+    struct sd_store_handle *handle;    /* wrapper-private */
 };
 
 /* How rows end: one session (id) or a user's (user_id, but except_id). The
@@ -175,6 +189,16 @@ typedef struct sd_rows_ops {
     int (*purge)(void *rows, int64_t before, int limit, int64_t *n);
     /* Re-seals attrs of up to w->limit rows of w->table after w->cursor. */
     int (*reencrypt)(void *rows, sd_write *w);
+    /* The global not-before (ms since the epoch): raised to *value unless it
+     * is already later; *value gets the one in force. */
+    int (*raise_not_before)(void *rows, int64_t *value);
+    /* How many active (expiry > now) sessions were created before `before`. */
+    int (*count_before)(void *rows, int64_t before, int64_t now, int64_t *n);
+    /* Up to limit active (expiry > now) sessions, with attrs, of rows after
+     * row cursor, in row order: *out a malloc'd array of *n (sd_sessions
+     * cleared and freed by the caller), *last the last row read. */
+    int (*scan)(void *rows, int64_t cursor, int limit, int64_t now, sd_session **out, size_t *n,
+                int64_t *last);
 } sd_rows_ops;
 
 /* Runs write w over the backend's rows: the one place that decides what each

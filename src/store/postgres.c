@@ -127,6 +127,12 @@ static const migration migrations[] = {
      "ALTER TABLE audit_events ALTER COLUMN xid SET DEFAULT pg_current_xact_id();"
      "CREATE INDEX events_ended ON audit_events((COALESCE(xid, '0'::xid8)), seq)"
      " WHERE event IN ('revoked', 'evicted');"},
+    /* The global not-before (issue 19): validation refuses every session
+     * created before it. Raised only; every replica reads it (store/notbefore.c). */
+    {5, "the global not-before",
+     "CREATE TABLE sessiond_not_before(id integer PRIMARY KEY CHECK (id = 1),"
+     " not_before bigint NOT NULL);"
+     "INSERT INTO sessiond_not_before VALUES (1, 0);"},
 };
 #define NMIGRATIONS (sizeof migrations / sizeof migrations[0])
 
@@ -161,6 +167,9 @@ enum {
     W_RE_SCAN_HISTORY,
     W_RE_SET_ACTIVE,
     W_RE_SET_HISTORY,
+    W_NB_RAISE,
+    W_NB_COUNT,
+    W_SCAN,
     W_NSTMT
 };
 
@@ -231,6 +240,11 @@ static const char *const wsql[W_NSTMT] = {
         "SELECT rid, id, attrs FROM session_history WHERE rid > $1 ORDER BY rid LIMIT $2",
     [W_RE_SET_ACTIVE] = "UPDATE sessions SET attrs = $2 WHERE rid = $1",
     [W_RE_SET_HISTORY] = "UPDATE session_history SET attrs = $2 WHERE rid = $1",
+    [W_NB_RAISE] = "UPDATE sessiond_not_before SET not_before = GREATEST(not_before, $1::bigint) "
+                   "WHERE id = 1 RETURNING not_before",
+    [W_SCAN] = "SELECT " COLS ", rid FROM sessions WHERE rid > $1 AND expiry > $2 "
+               "ORDER BY rid LIMIT $3",
+    [W_NB_COUNT] = "SELECT count(*) FROM sessions WHERE created_at < $1 AND expiry > $2",
 };
 
 enum {
@@ -246,6 +260,7 @@ enum {
     R_EPOCH_BUMP,
     R_ROTATED,
     R_ENDED,
+    R_NOT_BEFORE,
     R_NSTMT
 };
 static const char *const rsql[R_NSTMT] = {
@@ -267,6 +282,7 @@ static const char *const rsql[R_NSTMT] = {
     [R_EPOCH_BUMP] = ("UPDATE sessiond_cache_epoch SET epoch = epoch + 1 WHERE id = 1 "
                       "RETURNING epoch"), /* parenthesised: clang's -Wstring-concatenation */
     [R_ROTATED] = "SELECT session_id, rotated_at FROM rotated_tokens WHERE token_hash = $1",
+    [R_NOT_BEFORE] = "SELECT not_before FROM sessiond_not_before WHERE id = 1",
     [R_ENDED] = "SELECT " EV_COLS ", COALESCE(xid, '0'::xid8)::text FROM audit_events "
                 "WHERE event IN ('revoked', 'evicted') "
                 "AND (COALESCE(xid, '0'::xid8), seq) > ($1::text::xid8, $2::bigint) "
@@ -766,18 +782,29 @@ static int pg_ready(sd_store *st)
     return rc;
 }
 
-static int pg_cache_epoch(sd_store *st, bool bump, int64_t *epoch)
+/* A read of one row's one integer (a single-row table's). */
+static int read_value(sd_store *st, int which, int64_t *value)
 {
     params p = {0};
     int rc;
-    PGresult *res = rquery(st, bump ? R_EPOCH_BUMP : R_EPOCH, &p, &rc);
+    PGresult *res = rquery(st, which, &p, &rc);
     if (!res)
         return rc;
     rc = PQntuples(res) == 1 ? 0 : SD_EUNAVAILABLE;
     if (rc == 0)
-        *epoch = col_int(res, 0, 0);
+        *value = col_int(res, 0, 0);
     PQclear(res);
     return rc;
+}
+
+static int pg_cache_epoch(sd_store *st, bool bump, int64_t *epoch)
+{
+    return read_value(st, bump ? R_EPOCH_BUMP : R_EPOCH, epoch);
+}
+
+static int pg_not_before(sd_store *st, int64_t *value)
+{
+    return read_value(st, R_NOT_BEFORE, value);
 }
 
 static void pg_stats(sd_store *st, sd_store_stats *out)
@@ -1082,6 +1109,52 @@ static int r_reencrypt(void *rows, sd_write *w)
     return rc;
 }
 
+static int r_raise_not_before(void *rows, int64_t *value)
+{
+    params p = {0};
+    p_int(&p, *value);
+    return wvalue(rows, W_NB_RAISE, &p, value);
+}
+
+static int r_count_before(void *rows, int64_t before, int64_t now, int64_t *n)
+{
+    params p = {0};
+    p_int(&p, before);
+    p_int(&p, now);
+    return wvalue(rows, W_NB_COUNT, &p, n);
+}
+
+static int r_scan(void *rows, int64_t cursor, int limit, int64_t now, sd_session **out, size_t *n,
+                  int64_t *last)
+{
+    sd_store *st = rows;
+    params p = {0};
+    p_int(&p, cursor);
+    p_int(&p, now);
+    p_int(&p, limit);
+    PGresult *res = wexec(st, W_SCAN, &p);
+    if (!res)
+        return SD_EUNAVAILABLE;
+    int rows_ = PQntuples(res), rc = 0;
+    sd_session *v = calloc(rows_ ? (size_t)rows_ : 1, sizeof *v);
+    *n = 0;
+    for (int i = 0; v && rc == 0 && i < rows_; i++) {
+        *last = col_int(res, i, 13); /* after COLS */
+        if ((rc = row_to_session(st, res, i, true, &v[i])) == 0)
+            (*n)++;
+    }
+    PQclear(res);
+    if (!v || rc) {
+        for (size_t i = 0; v && i < *n; i++)
+            sd_session_clear(&v[i]);
+        free(v);
+        *n = 0;
+        return v ? rc : SD_ENOMEM;
+    }
+    *out = v;
+    return 0;
+}
+
 static const sd_rows_ops pg_rows = {
     .select = r_select,
     .lock_user = r_lock_user,
@@ -1097,6 +1170,9 @@ static const sd_rows_ops pg_rows = {
     .sweep = r_sweep,
     .purge = r_purge,
     .reencrypt = r_reencrypt,
+    .raise_not_before = r_raise_not_before,
+    .count_before = r_count_before,
+    .scan = r_scan,
 };
 
 static void drop_writer_conn(sd_store *st, const char *why)
@@ -1423,4 +1499,5 @@ const sd_store_ops sd_store_postgres = {
     .events = pg_events,
     .ended = pg_ended,
     .cache_epoch = pg_cache_epoch,
+    .not_before = pg_not_before,
 };

@@ -132,6 +132,9 @@ enum {
     W_RE_SCAN_HISTORY,
     W_RE_SET_ACTIVE,
     W_RE_SET_HISTORY,
+    W_NB_RAISE,
+    W_NB_COUNT,
+    W_SCAN,
     W_NSTMT
 };
 
@@ -199,6 +202,14 @@ static const char *const wsql[W_NSTMT] = {
                           "ORDER BY rowid LIMIT ?2",
     [W_RE_SET_ACTIVE] = "UPDATE sessions SET attrs = ?2 WHERE rowid = ?1",
     [W_RE_SET_HISTORY] = "UPDATE session_history SET attrs = ?2 WHERE rowid = ?1",
+    /* The global not-before, never lowered (meta holds text). */
+    [W_NB_RAISE] =
+        "INSERT INTO meta(key, value) VALUES('not_before', ?1) ON CONFLICT(key) DO "
+        "UPDATE SET value = max(CAST(value AS INTEGER), CAST(excluded.value AS INTEGER)) "
+        "RETURNING CAST(value AS INTEGER)",
+    [W_SCAN] = "SELECT " COLS ", rowid FROM sessions WHERE rowid > ?1 AND expiry > ?2 "
+               "ORDER BY rowid LIMIT ?3",
+    [W_NB_COUNT] = "SELECT count(*) FROM sessions WHERE created_at < ?1 AND expiry > ?2",
     [W_PURGE] = "DELETE FROM session_history WHERE rowid IN (SELECT rowid FROM session_history "
                 "WHERE ended_at < ?1 LIMIT ?2)",
 };
@@ -215,6 +226,7 @@ enum {
     R_EV_USER,
     R_ROTATED,
     R_ENDED,
+    R_NOT_BEFORE,
     R_NSTMT
 };
 #define EV_COLS "seq, at, event, session_id, user_id, actor, address, reason"
@@ -233,6 +245,7 @@ static const char *const rsql[R_NSTMT] = {
                   "ORDER BY seq LIMIT ?3",
     [R_ROTATED] = "SELECT session_id, rotated_at FROM rotated_tokens WHERE token_hash = ?1",
     /* One writer commits in seq order: seq alone is the feed's order. */
+    [R_NOT_BEFORE] = "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'not_before'",
     [R_ENDED] = "SELECT " EV_COLS " FROM audit_events WHERE seq > ?1 AND at >= ?2 "
                 "AND event IN ('revoked', 'evicted') ORDER BY seq LIMIT ?3",
 };
@@ -563,6 +576,18 @@ static int sq_ended(sd_store *st, const sd_feed_cursor *after, int64_t since_tim
     return read_events(s, limit, out, n);
 }
 
+static int sq_not_before(sd_store *st, int64_t *value)
+{
+    reader *r = get_reader(st);
+    if (!r)
+        return SD_EUNAVAILABLE;
+    sqlite3_stmt *s = r->stmt[R_NOT_BEFORE];
+    int rc = sqlite3_step(s);
+    *value = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : SD_EUNAVAILABLE;
+}
+
 static int sq_ready(sd_store *st)
 {
     if (atomic_load(&st->broken) || atomic_load(&st->write_failing))
@@ -629,17 +654,25 @@ static int r_select(void *rows, const char *id, sd_session *out)
     return read_one(st, st->w[W_SELECT], true, out);
 }
 
+/* Steps a bound writer statement that answers one integer: *v gets it. */
+static int wvalue(sqlite3_stmt *q, int64_t *v)
+{
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW)
+        *v = sqlite3_column_int64(q, 0);
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    return rc == SQLITE_ROW ? 0 : SD_EUNAVAILABLE;
+}
+
 static int r_count_user(void *rows, const char *user_id, int64_t now, int64_t *count)
 {
     sd_store *st = rows;
     sqlite3_stmt *q = st->w[W_USER_COUNT];
     bind_text(q, 1, user_id);
     sqlite3_bind_int64(q, 2, now);
-    int rc = sqlite3_step(q);
-    *count = rc == SQLITE_ROW ? sqlite3_column_int64(q, 0) : 0;
-    sqlite3_reset(q);
-    sqlite3_clear_bindings(q);
-    return rc == SQLITE_ROW ? 0 : SD_EUNAVAILABLE;
+    *count = 0;
+    return wvalue(q, count);
 }
 
 static int r_oldest_user(void *rows, const char *user_id, int64_t now, size_t limit,
@@ -890,6 +923,56 @@ static int r_reencrypt(void *rows, sd_write *w)
     return rc;
 }
 
+static int r_raise_not_before(void *rows, int64_t *value)
+{
+    sd_store *st = rows;
+    sqlite3_stmt *q = st->w[W_NB_RAISE];
+    sqlite3_bind_int64(q, 1, *value);
+    return wvalue(q, value);
+}
+
+static int r_count_before(void *rows, int64_t before, int64_t now, int64_t *n)
+{
+    sd_store *st = rows;
+    sqlite3_stmt *q = st->w[W_NB_COUNT];
+    sqlite3_bind_int64(q, 1, before);
+    sqlite3_bind_int64(q, 2, now);
+    *n = 0;
+    return wvalue(q, n);
+}
+
+static int r_scan(void *rows, int64_t cursor, int limit, int64_t now, sd_session **out, size_t *n,
+                  int64_t *last)
+{
+    sd_store *st = rows;
+    sqlite3_stmt *q = st->w[W_SCAN];
+    sd_session *v = calloc((size_t)limit, sizeof *v);
+    int rc = v ? SQLITE_DONE : SQLITE_NOMEM, erc = 0;
+    *n = 0;
+    sqlite3_bind_int64(q, 1, cursor);
+    sqlite3_bind_int64(q, 2, now);
+    sqlite3_bind_int(q, 3, limit);
+    while (v && *n < (size_t)limit && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+        *last = sqlite3_column_int64(q, 13); /* after COLS */
+        if ((erc = row_to_session(st, q, true, &v[*n])))
+            break;
+        (*n)++;
+    }
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    if (!erc && rc != SQLITE_ROW && rc != SQLITE_DONE)
+        erc = v ? SD_EUNAVAILABLE : SD_ENOMEM;
+    if (erc) {
+        for (size_t i = 0; i < *n; i++)
+            sd_session_clear(&v[i]);
+        free(v);
+        *n = 0;
+        return erc;
+    }
+    *out = v;
+    return 0;
+}
+
 static const sd_rows_ops sq_rows = {
     .select = r_select,
     .lock_user = NULL, /* one writer: the writer thread */
@@ -905,6 +988,9 @@ static const sd_rows_ops sq_rows = {
     .sweep = r_sweep,
     .purge = r_purge,
     .reencrypt = r_reencrypt,
+    .raise_not_before = r_raise_not_before,
+    .count_before = r_count_before,
+    .scan = r_scan,
 };
 
 static bool fatal_code(int rc)
@@ -1288,5 +1374,6 @@ const sd_store_ops sd_store_sqlite = {
     .stats = sq_stats,
     .events = sq_events,
     .backup = sd_sqlite_backup,
+    .not_before = sq_not_before,
     .ended = sq_ended,
 };

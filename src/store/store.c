@@ -6,6 +6,7 @@
 #include "store/store.h"
 #include "store/cache.h"
 #include "store/fault.h"
+#include "store/notbefore.h"
 #include "metrics/metrics.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -29,6 +30,7 @@ struct sd_store_handle {
     const sd_store_ops *ops;
     sd_store *st;
     sd_cache *cache; /* NULL without --cache */
+    sd_nb *nb;       /* the global not-before; NULL when the backend has none */
 };
 
 static const sd_store_ops *const backends[] = {&sd_store_sqlite, &sd_store_postgres};
@@ -56,6 +58,12 @@ const sd_store_ops *sd_store_from_setting(const char *setting, const char *data_
     return NULL;
 }
 
+static int not_before_of(void *ctx, int64_t *value)
+{
+    sd_store_handle *h = ctx;
+    return h->ops->not_before(h->st, value);
+}
+
 int sd_store_open(const sd_store_ops *ops, const char *location, const sd_store_options *opt,
                   sd_store_handle **out, char *err, size_t errlen)
 {
@@ -75,6 +83,13 @@ int sd_store_open(const sd_store_ops *ops, const char *location, const sd_store_
         free(h);
         return rc;
     }
+    if (ops->not_before &&
+        (rc = sd_nb_open(not_before_of, h, (ops->caps & SD_STORE_SHARED) != 0, &h->nb))) {
+        snprintf(err, errlen, "cannot read the global not-before: %s", sd_strerror(rc));
+        ops->close(h->st);
+        free(h);
+        return rc;
+    }
     *out = h;
     return 0;
 }
@@ -84,7 +99,9 @@ void sd_store_close(sd_store_handle *h)
     if (!h)
         return;
     sd_cache_shutdown(h->cache); /* fences what waits, while the store is open */
-    h->ops->close(h->st);
+    sd_nb_quiesce(h->nb);        /* its keeper reads the store no more */
+    h->ops->close(h->st);        /* its last not-before setters wait out their fence */
+    sd_nb_close(h->nb);
     sd_cache_close(h->cache);
     free(h);
 }
@@ -164,7 +181,8 @@ static const enum sd_store_op write_op[] = {
     [SD_W_BULK_END] = SD_OP_BULK_END, [SD_W_TOUCH] = SD_OP_TOUCH,
     [SD_W_SWEEP] = SD_OP_SWEEP,       [SD_W_PURGE] = SD_OP_PURGE,
     [SD_W_ROTATE] = SD_OP_UPDATE,     [SD_W_REENCRYPT] = SD_OP_UPDATE,
-    [SD_W_REUSE] = SD_OP_END,
+    [SD_W_REUSE] = SD_OP_END,         [SD_W_NOT_BEFORE] = SD_OP_BULK_END,
+    [SD_W_TRIAGE] = SD_OP_BULK_END,
 };
 
 /* The last step before the caller's completion: the effects (read by the
@@ -180,7 +198,9 @@ static void timed_done(sd_write *w)
 {
     sd_metrics_store_op(write_op[w->kind], sd_mono_ns() - w->t_submit_ns);
     w->done = release_done;
-    if (w->cache)
+    if (w->kind == SD_W_NOT_BEFORE) /* no effects: nothing for the cache */
+        sd_nb_after_write(w->handle->nb, w);
+    else if (w->cache)
         sd_cache_after_write(w->cache, w); /* write-through; calls done */
     else
         w->done(w);
@@ -192,6 +212,7 @@ void sd_store_write(sd_store_handle *h, sd_write *w)
     w->wrapped_done = w->done;
     w->done = timed_done;
     w->cache = h->cache;
+    w->handle = h;
     w->effects = NULL;
     w->n_effects = w->cap_effects = 0;
     int rc = FAULT(write_op[w->kind]);
@@ -201,6 +222,12 @@ void sd_store_write(sd_store_handle *h, sd_write *w)
         return;
     }
     h->ops->write(h->st, w);
+}
+
+int sd_store_not_before(sd_store_handle *h, int64_t *value)
+{
+    *value = 0;
+    return h->nb ? sd_nb_get(h->nb, value) : 0;
 }
 
 int sd_store_ready(sd_store_handle *h)

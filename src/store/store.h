@@ -131,6 +131,9 @@ typedef struct sd_store_ops {
     /* The cache tier's epoch (store/cache.h): read, or increment durably
      * (bump) and read. NULL when the backend cannot share one (sqlite). */
     int (*cache_epoch)(sd_store *st, bool bump, int64_t *epoch);
+    /* The global not-before in the database (ms since the epoch, 0: none),
+     * read on the caller's thread (store/notbefore.h keeps it in memory). */
+    int (*not_before)(sd_store *st, int64_t *value);
     /* `sessiond backup`: copies the live store at location into dest (a new
      * directory); a sentence in err on failure. NULL when the database has
      * its own tools (PostgreSQL: pg_dump, base backups). */
@@ -186,6 +189,11 @@ int sd_store_events(sd_store_handle *h, sd_event_scope scope, const char *key, i
 int sd_store_ended(sd_store_handle *h, const sd_feed_cursor *after, int64_t since_time, int limit,
                    sd_event **out, size_t *n);
 int sd_store_ready(sd_store_handle *h);
+/* The global not-before in force (ms since the epoch; 0: none) for a
+ * validation starting now: an atomic load, or, on a shared store whose
+ * last read is no longer fresh, one read on the caller's thread
+ * (store/notbefore.h). 0, or SD_EUNAVAILABLE when it cannot be known. */
+int sd_store_not_before(sd_store_handle *h, int64_t *value);
 void sd_store_get_stats(sd_store_handle *h, sd_store_stats *out);
 
 /* Frees an array from list_user. */

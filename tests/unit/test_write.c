@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <cmocka.h>
 
+#include "session/triage.h"
 #include "session/write.h"
 #include "util/err.h"
 
@@ -34,6 +35,8 @@ typedef struct rows {
     int n_retired;
     char events[256][40]; /* "event:id" */
     int n_events;
+    char last_reason[32];
+    int64_t not_before;
 } rows;
 
 static rows db;
@@ -104,8 +107,9 @@ static int f_find_retired(void *r, const unsigned char hash[SD_HASH_LEN], const 
 static int f_event(void *r, const sd_write *w, const char *event, const char *id, const char *user,
                    const char *reason)
 {
-    (void)r, (void)w, (void)user, (void)reason;
-    snprintf(db.events[db.n_events++], sizeof db.events[0], "%s:%s", event, id);
+    (void)r, (void)w, (void)user;
+    snprintf(db.events[db.n_events++], sizeof db.events[0], "%s:%s", event, id ? id : "");
+    snprintf(db.last_reason, sizeof db.last_reason, "%s", reason ? reason : "");
     return 0;
 }
 
@@ -195,6 +199,39 @@ static int f_reencrypt(void *r, sd_write *w)
     return SD_EINVALID;
 }
 
+static int f_raise_not_before(void *r, int64_t *value)
+{
+    (void)r;
+    if (*value > db.not_before)
+        db.not_before = *value;
+    *value = db.not_before;
+    return 0;
+}
+
+static int f_count_before(void *r, int64_t before, int64_t now, int64_t *n)
+{
+    (void)r;
+    *n = 0;
+    for (int i = 0; i < db.n; i++)
+        *n += db.r[i].active && db.r[i].s.expiry > now && db.r[i].s.created_at < before;
+    return 0;
+}
+
+/* Rows in insertion order; the row number (1-based) is the cursor. */
+static int f_scan(void *r, int64_t cursor, int limit, int64_t now, sd_session **out, size_t *n,
+                  int64_t *last)
+{
+    (void)r;
+    *out = calloc((size_t)limit, sizeof **out);
+    *n = 0;
+    for (int i = (int)cursor; i < db.n && *n < (size_t)limit; i++) {
+        *last = i + 1;
+        if (db.r[i].active && db.r[i].s.expiry > now)
+            assert_int_equal(sd_session_copy(&(*out)[(*n)++], &db.r[i].s), 0);
+    }
+    return 0;
+}
+
 static const sd_rows_ops ops = {
     .select = f_select,
     .count_user = f_count_user,
@@ -209,6 +246,9 @@ static const sd_rows_ops ops = {
     .sweep = f_sweep,
     .purge = f_purge,
     .reencrypt = f_reencrypt,
+    .raise_not_before = f_raise_not_before,
+    .count_before = f_count_before,
+    .scan = f_scan,
 };
 
 static int setup(void **state)
@@ -501,6 +541,103 @@ static void touches_and_sweeps_are_never_fenced(void **state)
     sd_write_free_effects(&s);
 }
 
+static sd_write not_before(int64_t before)
+{
+    sd_write w = {.kind = SD_W_NOT_BEFORE, .now = NOW, .before = before};
+    sd_write_apply(&ops, NULL, &w);
+    return w;
+}
+
+static void the_not_before_is_raised_only_and_audited_with_its_count(void **state)
+{
+    (void)state;
+    sd_write w;
+    for (int k = 1; k <= 3; k++) { /* created 2 h, 1 h and 0 h ago */
+        assert_int_equal(create("ivy", k, NOW - (3 - k) * HOUR, NULL, &w), 0);
+        done(&w);
+    }
+    sd_write n = not_before(NOW - HOUR / 2);
+    assert_int_equal(n.rc, 0);
+    assert_int_equal(n.before, NOW - HOUR / 2);
+    assert_int_equal(n.affected, 2);
+    assert_int_equal(n.n_effects, 0); /* nothing ended: validation compares */
+    assert_int_equal(count_events("not_before_set:"), 1);
+    assert_string_equal(db.last_reason, "sessions=2");
+    assert_non_null(find("s0001"));
+    /* An earlier time leaves the later one in force. */
+    n = not_before(NOW - 3 * HOUR);
+    assert_int_equal(n.rc, 0);
+    assert_int_equal(n.before, NOW - HOUR / 2);
+    assert_int_equal(n.affected, 2);
+    assert_int_equal(count_events("not_before_set:"), 2);
+}
+
+static void a_session_cut_off_by_the_not_before_is_not_found_for_writes(void **state)
+{
+    (void)state;
+    sd_write w;
+    assert_int_equal(create("jon", 1, NOW - HOUR, NULL, &w), 0);
+    done(&w);
+    sd_write r = {.kind = SD_W_ROTATE, .now = NOW, .not_before = NOW - HOUR + 1};
+    strcpy(r.id, "s0001");
+    hash_of(1, r.presented_hash);
+    hash_of(1001, r.session.token_hash);
+    assert_int_equal(sd_write_apply(&ops, NULL, &r), SD_ENOTFOUND);
+    assert_int_equal(r.n_effects, 0);
+    assert_int_equal(db.n_retired, 0);
+    r.not_before = NOW - HOUR; /* created at the not-before: not before it */
+    assert_int_equal(sd_write_apply(&ops, NULL, &r), 0);
+    done(&r);
+    sd_policy p = {.idle_timeout_ms = HOUR,
+                   .absolute_timeout_ms = 24 * HOUR,
+                   .max_idle_timeout_ms = 2 * HOUR,
+                   .max_data_bytes = 1024};
+    json_t *body = json_pack("{s:i}", "ttlSeconds", 60);
+    sd_patch patch;
+    char err[256];
+    assert_int_equal(sd_patch_parse(body, &p, &patch, err, sizeof err), 0);
+    sd_write u = {
+        .kind = SD_W_UPDATE, .now = NOW, .patch = &patch, .policy = &p, .not_before = NOW};
+    strcpy(u.id, "s0001");
+    assert_int_equal(sd_write_apply(&ops, NULL, &u), SD_ENOTFOUND);
+    assert_int_equal(u.n_effects, 0);
+    json_decref(body);
+}
+
+static void triage_ends_the_matches_in_batches_and_audits_the_total(void **state)
+{
+    (void)state;
+    sd_write w;
+    for (int k = 1; k <= 5; k++) { /* 1, 3, 5 in the network */
+        assert_int_equal(create("kim", k, NOW, NULL, &w), 0);
+        json_object_set_new(db.r[db.n - 1].s.attrs, "ipAddress",
+                            json_string(k % 2 ? "203.0.113.9" : "198.51.100.9"));
+        done(&w);
+    }
+    sd_triage t;
+    assert_int_equal(sd_triage_network("203.0.113.0/24", &t, NULL, 0), 0);
+    sd_write b = {.kind = SD_W_TRIAGE, .now = NOW, .triage = &t, .limit = 2};
+    int64_t total = 0, batches = 0;
+    do {
+        b.limit = 2;
+        assert_int_equal(sd_write_apply(&ops, NULL, &b), 0);
+        assert_int_equal(count_effects(&b, SD_FX_END), b.affected); /* the cache tombstones each */
+        for (size_t i = 0; i < b.n_effects; i++)
+            assert_true(sd_effect_required(&b, &b.effects[i]));
+        sd_write_free_effects(&b);
+        b.total = total += b.affected;
+        batches++;
+    } while (b.limit == 2);
+    assert_int_equal(total, 3);
+    assert_int_equal(batches, 3);
+    assert_null(find("s0001"));
+    assert_non_null(find("s0002"));
+    assert_null(find("s0005"));
+    assert_int_equal(count_events("revoked:s0003"), 1);
+    assert_int_equal(count_events("incident_revoked:"), 1); /* once, by the last batch */
+    assert_string_equal(db.last_reason, "sessions=3");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -515,6 +652,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(an_update_that_raises_privilege_renews_the_token, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(touches_and_sweeps_are_never_fenced, setup, teardown),
+        cmocka_unit_test_setup_teardown(the_not_before_is_raised_only_and_audited_with_its_count,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(a_session_cut_off_by_the_not_before_is_not_found_for_writes,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(triage_ends_the_matches_in_batches_and_audits_the_total,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
