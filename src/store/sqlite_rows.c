@@ -1,0 +1,500 @@
+/*
+ * sqlite_rows.c - the embedded store's writes: the row operations
+ * (session/write.h, sd_rows_ops) and the transaction (store/writer.h,
+ * sd_tx_ops) the shared writer runs on the writer's connection, and the
+ * index kept in step with each committed batch's effects.
+ */
+#include "store/sqlite_internal.h"
+#include "util/err.h"
+#include "util/log.h"
+
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the writer -------------------------------------------------------- */
+
+/* Runs a prepared statement of the writer to completion; returns the SQLite
+ * result code (SQLITE_DONE on success) and resets it. */
+int sq__wstep(sd_store *st, int which)
+{
+    sqlite3_stmt *s = st->w[which];
+    int rc;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW)
+        ;
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return rc;
+}
+
+#define WOK(rc) ((rc) == SQLITE_DONE)
+
+/* Runs a DELETE FROM sessions ... RETURNING id: each id it removed is
+ * reported to w as ended (the index and the cache follow). */
+static int wstep_ended(sd_store *st, int which, sd_write *w, bool expired)
+{
+    sqlite3_stmt *s = st->w[which];
+    int rc, erc = 0;
+    while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+        const char *id = (const char *)sqlite3_column_text(s, 0);
+        if (erc == 0)
+            erc = sd_write_ended(w, id ? id : "", expired);
+    }
+    sqlite3_reset(s);
+    sqlite3_clear_bindings(s);
+    return erc ? erc : WOK(rc) ? 0 : SD_EUNAVAILABLE;
+}
+
+static void bind_opt(sqlite3_stmt *s, int i, const char *v)
+{
+    sq__bind_text(s, i, v && v[0] ? v : NULL);
+}
+
+/* ---- the row operations (session/write.h) ------------------------------ */
+
+static int r_select(void *rows, const char *id, sd_session *out)
+{
+    sd_store *st = rows;
+    sq__bind_text(st->w[W_SELECT], 1, id);
+    return sq__read_one(st, st->w[W_SELECT], true, out);
+}
+
+/* Steps a bound writer statement that answers one integer: *v gets it. */
+static int wvalue(sqlite3_stmt *q, int64_t *v)
+{
+    int rc = sqlite3_step(q);
+    if (rc == SQLITE_ROW)
+        *v = sqlite3_column_int64(q, 0);
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    return rc == SQLITE_ROW ? 0 : SD_EUNAVAILABLE;
+}
+
+static int r_count_user(void *rows, const char *user_id, int64_t now, int64_t *count)
+{
+    sd_store *st = rows;
+    sqlite3_stmt *q = st->w[W_USER_COUNT];
+    sq__bind_text(q, 1, user_id);
+    sqlite3_bind_int64(q, 2, now);
+    *count = 0;
+    return wvalue(q, count);
+}
+
+static int r_oldest_user(void *rows, const char *user_id, int64_t now, size_t limit,
+                         char (*ids)[SD_ID_LEN + 1], size_t *n)
+{
+    sd_store *st = rows;
+    sqlite3_stmt *q = st->w[W_USER_OLDEST];
+    sq__bind_text(q, 1, user_id);
+    sqlite3_bind_int64(q, 2, now);
+    sqlite3_bind_int64(q, 3, (sqlite3_int64)limit);
+    int rc = SQLITE_DONE;
+    *n = 0;
+    while (*n < limit && (rc = sqlite3_step(q)) == SQLITE_ROW)
+        snprintf(ids[(*n)++], SD_ID_LEN + 1, "%s", (const char *)sqlite3_column_text(q, 0));
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : SD_EUNAVAILABLE;
+}
+
+static int r_find_retired(void *rows, const unsigned char hash[SD_HASH_LEN], const char *id,
+                          bool *found, int64_t *at)
+{
+    sd_store *st = rows;
+    sqlite3_stmt *q = st->w[W_ROT_FIND];
+    sqlite3_bind_blob(q, 1, hash, SD_HASH_LEN, SQLITE_STATIC);
+    sq__bind_text(q, 2, id);
+    int rc = sqlite3_step(q);
+    *found = rc == SQLITE_ROW;
+    *at = *found ? sqlite3_column_int64(q, 0) : 0;
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : SD_EUNAVAILABLE;
+}
+
+static int r_event(void *rows, const sd_write *w, const char *event, const char *id,
+                   const char *user_id, const char *reason)
+{
+    sd_store *st = rows;
+    sqlite3_stmt *q = st->w[W_EV_ONE];
+    sqlite3_bind_int64(q, 1, w->now);
+    sq__bind_text(q, 2, event);
+    sq__bind_text(q, 3, id);
+    sq__bind_text(q, 4, user_id);
+    bind_opt(q, 5, w->actor);
+    bind_opt(q, 6, w->address);
+    sq__bind_text(q, 7, reason);
+    return WOK(sq__wstep(st, W_EV_ONE)) ? 0 : SD_EUNAVAILABLE;
+}
+
+static int r_insert(void *rows, const sd_write *w, const sd_session *s, const char *event)
+{
+    sd_store *st = rows;
+    char *attrs = sd_attrs_text(st->keys, s->id, s->attrs);
+    if (!attrs)
+        return SD_ENOMEM;
+    sqlite3_stmt *q = st->w[W_INSERT];
+    sq__bind_text(q, 1, s->id);
+    sqlite3_bind_blob(q, 2, s->token_hash, SD_HASH_LEN, SQLITE_STATIC);
+    sq__bind_text(q, 3, s->user_id);
+    sqlite3_bind_int64(q, 4, s->created_at);
+    sqlite3_bind_int64(q, 5, s->last_seen);
+    sqlite3_bind_int64(q, 6, s->expiry);
+    sqlite3_bind_int64(q, 7, s->absolute_expiry);
+    sqlite3_bind_int64(q, 8, s->idle_ttl);
+    sqlite3_bind_int64(q, 9, s->version);
+    sqlite3_bind_text(q, 10, attrs, -1, SQLITE_STATIC);
+    if (s->binding.flags)
+        sqlite3_bind_blob(q, 11, &s->binding, sizeof s->binding, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 12, s->auth_time);
+    sq__bind_text(q, 13, s->acr[0] ? s->acr : NULL);
+    int rc = sq__wstep(st, W_INSERT);
+    free(attrs);
+    if (!WOK(rc))
+        return SD_EUNAVAILABLE; /* a UNIQUE clash of 128/256-bit random values included */
+    return r_event(rows, w, event, s->id, s->user_id, NULL);
+}
+
+static int r_update(void *rows, const sd_session *s, int64_t read_version, int64_t *n)
+{
+    sd_store *st = rows;
+    char *attrs = sd_attrs_text(st->keys, s->id, s->attrs);
+    if (!attrs)
+        return SD_ENOMEM;
+    sqlite3_stmt *q = st->w[W_UPDATE];
+    sq__bind_text(q, 1, s->id);
+    sqlite3_bind_int64(q, 2, s->last_seen);
+    sqlite3_bind_int64(q, 3, s->expiry);
+    sqlite3_bind_int64(q, 4, s->idle_ttl);
+    sqlite3_bind_int64(q, 5, s->version);
+    sqlite3_bind_text(q, 6, attrs, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(q, 7, read_version);
+    int rc = sq__wstep(st, W_UPDATE);
+    free(attrs);
+    *n = sqlite3_changes(st->wdb);
+    return WOK(rc) ? 0 : SD_EUNAVAILABLE;
+}
+
+static int r_retire(void *rows, const char *id, const unsigned char old_hash[SD_HASH_LEN],
+                    const unsigned char new_hash[SD_HASH_LEN], int64_t at, bool bump)
+{
+    sd_store *st = rows;
+    sqlite3_stmt *q = st->w[W_ROT_ADD];
+    sqlite3_bind_blob(q, 1, old_hash, SD_HASH_LEN, SQLITE_STATIC);
+    sq__bind_text(q, 2, id);
+    sqlite3_bind_int64(q, 3, at);
+    if (!WOK(sq__wstep(st, W_ROT_ADD)))
+        return SD_EUNAVAILABLE;
+    int which = bump ? W_ROT_SET : W_TOKEN_SET;
+    q = st->w[which];
+    sq__bind_text(q, 1, id);
+    sqlite3_bind_blob(q, 2, new_hash, SD_HASH_LEN, SQLITE_STATIC);
+    return WOK(sq__wstep(st, which)) ? 0 : SD_EUNAVAILABLE;
+}
+
+/* The events first (from the rows about to end), then the copy to history,
+ * then the delete, which reports the ids. */
+static int r_end(void *rows, sd_write *w, const sd_end_rows *e)
+{
+    sd_store *st = rows;
+    bool user = e->user_id != NULL;
+    sqlite3_stmt *q = st->w[user ? W_EV_END_USER : W_EV_END_ONE];
+    sq__bind_text(q, 1, user ? e->user_id : e->id);
+    sqlite3_bind_int64(q, 2, w->now);
+    sq__bind_text(q, 3, e->reason);
+    if (user)
+        sq__bind_text(q, 4, e->except_id);
+    sq__bind_text(q, 5, e->event);
+    bind_opt(q, 6, w->actor);
+    bind_opt(q, 7, w->address);
+    if (!WOK(sq__wstep(st, user ? W_EV_END_USER : W_EV_END_ONE)))
+        return SD_EUNAVAILABLE;
+    q = st->w[user ? W_END_USER_COPY : W_END_ONE_COPY];
+    sq__bind_text(q, 1, user ? e->user_id : e->id);
+    sqlite3_bind_int64(q, 2, w->now);
+    sq__bind_text(q, 3, e->reason);
+    if (user)
+        sq__bind_text(q, 4, e->except_id);
+    if (!WOK(sq__wstep(st, user ? W_END_USER_COPY : W_END_ONE_COPY)))
+        return SD_EUNAVAILABLE;
+    if (sqlite3_changes(st->wdb) == 0)
+        return 0;
+    q = st->w[user ? W_END_USER_DEL : W_END_ONE_DEL];
+    sq__bind_text(q, 1, user ? e->user_id : e->id);
+    if (user) {
+        sqlite3_bind_int64(q, 2, w->now);
+        sq__bind_text(q, 4, e->except_id);
+    }
+    return wstep_ended(st, user ? W_END_USER_DEL : W_END_ONE_DEL, w, false);
+}
+
+static int r_touch(void *rows, const sd_write *w, int64_t *n)
+{
+    sd_store *st = rows;
+    sqlite3_stmt *q = st->w[W_TOUCH];
+    sq__bind_text(q, 1, w->id);
+    sqlite3_bind_int64(q, 2, w->touch_expiry);
+    sqlite3_bind_int64(q, 3, w->now);
+    sqlite3_bind_int64(q, 4, w->touch_version);
+    int rc = sq__wstep(st, W_TOUCH);
+    *n = sqlite3_changes(st->wdb);
+    return WOK(rc) ? 0 : SD_EUNAVAILABLE;
+}
+
+static int r_sweep(void *rows, sd_write *w)
+{
+    sd_store *st = rows;
+    static const int steps[] = {W_EV_SWEEP, W_SWEEP_COPY, W_SWEEP_DEL};
+    for (size_t k = 0; k < sizeof steps / sizeof steps[0]; k++) {
+        int i = steps[k];
+        sqlite3_bind_int64(st->w[i], 1, w->now);
+        sqlite3_bind_int(st->w[i], 2, w->limit);
+        int rc = i == W_SWEEP_DEL        ? wstep_ended(st, i, w, true)
+                 : WOK(sq__wstep(st, i)) ? 0
+                                         : SD_EUNAVAILABLE;
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static int r_purge(void *rows, int64_t before, int limit, int64_t *n)
+{
+    sd_store *st = rows;
+    /* History, then the retired tokens and audit events, kept as long. */
+    static const int steps[] = {W_PURGE, W_ROT_PURGE, W_EV_PURGE};
+    for (size_t k = 0; k < sizeof steps / sizeof steps[0]; k++) {
+        sqlite3_stmt *q = st->w[steps[k]];
+        sqlite3_bind_int64(q, 1, before);
+        sqlite3_bind_int(q, 2, limit);
+        if (!WOK(sq__wstep(st, steps[k])))
+            return SD_EUNAVAILABLE;
+        if (k == 0)
+            *n = sqlite3_changes(st->wdb);
+    }
+    return 0;
+}
+
+/* Seals the attrs of up to w->limit rows after w->cursor under the newest
+ * key (rows already sealed under it are skipped). w->affected counts the
+ * rows rewritten; w->limit comes back as the rows scanned (fewer than asked:
+ * the table is done). */
+static int r_reencrypt(void *rows, sd_write *w)
+{
+    sd_store *st = rows;
+    if (!st->keys || w->limit <= 0)
+        return SD_EINVALID;
+    int scan = w->table ? W_RE_SCAN_HISTORY : W_RE_SCAN_ACTIVE;
+    int set = w->table ? W_RE_SET_HISTORY : W_RE_SET_ACTIVE;
+    sqlite3_stmt *q = st->w[scan];
+    sqlite3_bind_int64(q, 1, w->cursor);
+    sqlite3_bind_int(q, 2, w->limit);
+    /* Collect first, then update: the scan must not run over rows it changes. */
+    typedef struct change {
+        int64_t rowid;
+        char *sealed;
+    } change;
+    change *v = calloc((size_t)w->limit, sizeof *v);
+    int rc = v ? 0 : SD_ENOMEM, scanned = 0;
+    size_t n = 0;
+    while (rc == 0 && sqlite3_step(q) == SQLITE_ROW) {
+        scanned++;
+        w->cursor = sqlite3_column_int64(q, 0);
+        const char *id = (const char *)sqlite3_column_text(q, 1);
+        const char *a = (const char *)sqlite3_column_text(q, 2);
+        char *sealed = NULL;
+        if (id && a &&
+            (rc = sd_reseal(st->keys, id, a, (size_t)sqlite3_column_bytes(q, 2), &sealed)) == 0 &&
+            sealed) {
+            v[n].rowid = w->cursor;
+            v[n++].sealed = sealed;
+        }
+    }
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    for (size_t i = 0; i < n; i++) {
+        q = st->w[set];
+        sqlite3_bind_int64(q, 1, v[i].rowid);
+        sqlite3_bind_text(q, 2, v[i].sealed, -1, SQLITE_STATIC);
+        if (rc == 0 && !WOK(sq__wstep(st, set)))
+            rc = SD_EUNAVAILABLE;
+        else
+            sqlite3_clear_bindings(q);
+        free(v[i].sealed);
+    }
+    free(v);
+    w->affected = (int64_t)n;
+    w->limit = scanned;
+    return rc;
+}
+
+static int r_raise_not_before(void *rows, int64_t *value)
+{
+    sd_store *st = rows;
+    sqlite3_stmt *q = st->w[W_NB_RAISE];
+    sqlite3_bind_int64(q, 1, *value);
+    return wvalue(q, value);
+}
+
+static int r_count_before(void *rows, int64_t before, int64_t now, int64_t *n)
+{
+    sd_store *st = rows;
+    sqlite3_stmt *q = st->w[W_NB_COUNT];
+    sqlite3_bind_int64(q, 1, before);
+    sqlite3_bind_int64(q, 2, now);
+    *n = 0;
+    return wvalue(q, n);
+}
+
+static int r_scan(void *rows, int64_t cursor, int limit, int64_t now, sd_session **out, size_t *n,
+                  int64_t *last)
+{
+    sd_store *st = rows;
+    sqlite3_stmt *q = st->w[W_SCAN];
+    sd_session *v = calloc((size_t)limit, sizeof *v);
+    int rc = v ? SQLITE_DONE : SQLITE_NOMEM, erc = 0;
+    *n = 0;
+    sqlite3_bind_int64(q, 1, cursor);
+    sqlite3_bind_int64(q, 2, now);
+    sqlite3_bind_int(q, 3, limit);
+    while (v && *n < (size_t)limit && (rc = sqlite3_step(q)) == SQLITE_ROW) {
+        *last = sqlite3_column_int64(q, 13); /* after COLS */
+        if ((erc = sq__row_to_session(st, q, true, &v[*n])))
+            break;
+        (*n)++;
+    }
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    if (!erc && rc != SQLITE_ROW && rc != SQLITE_DONE)
+        erc = v ? SD_EUNAVAILABLE : SD_ENOMEM;
+    if (erc) {
+        for (size_t i = 0; i < *n; i++)
+            sd_session_clear(&v[i]);
+        free(v);
+        *n = 0;
+        return erc;
+    }
+    *out = v;
+    return 0;
+}
+
+const sd_rows_ops sq__rows = {
+    .select = r_select,
+    .lock_user = NULL, /* one writer: the writer thread */
+    .count_user = r_count_user,
+    .oldest_user = r_oldest_user,
+    .find_retired = r_find_retired,
+    .insert = r_insert,
+    .update = r_update,
+    .retire = r_retire,
+    .event = r_event,
+    .end = r_end,
+    .touch = r_touch,
+    .sweep = r_sweep,
+    .purge = r_purge,
+    .reencrypt = r_reencrypt,
+    .raise_not_before = r_raise_not_before,
+    .count_before = r_count_before,
+    .scan = r_scan,
+};
+
+static bool fatal_code(int rc)
+{
+    int primary = rc & 0xff;
+    return primary == SQLITE_IOERR || primary == SQLITE_CORRUPT || primary == SQLITE_FULL ||
+           primary == SQLITE_NOTADB || primary == SQLITE_CANTOPEN;
+}
+
+/* ---- the transaction (store/writer.h) ---------------------------------- */
+
+static int tx_begin(void *be)
+{
+    sd_store *st = be;
+    if (atomic_load(&st->broken) || !WOK(sq__wstep(st, W_BEGIN)))
+        return SD_EUNAVAILABLE;
+    st->changes_at_begin = sqlite3_total_changes(st->wdb);
+    return 0;
+}
+
+static int tx_savepoint(void *be)
+{
+    return WOK(sq__wstep(be, W_SAVEPOINT)) ? 0 : SD_EUNAVAILABLE;
+}
+
+static void tx_release(void *be, bool more)
+{
+    (void)more;
+    sq__wstep(be, W_RELEASE);
+}
+
+static void tx_rollback_to(void *be)
+{
+    sq__wstep(be, W_ROLLBACK_TO);
+    sq__wstep(be, W_RELEASE);
+}
+
+/* A COMMIT that fails with an I/O error marks the store broken: retrying
+ * an fsync can falsely report success. Readiness comes back with the first
+ * commit that really wrote. */
+static int tx_commit(void *be)
+{
+    sd_store *st = be;
+    if (WOK(sq__wstep(st, W_COMMIT))) {
+        if (sqlite3_total_changes(st->wdb) != st->changes_at_begin)
+            atomic_store(&st->write_failing, false);
+        return 0;
+    }
+    int ext = sqlite3_extended_errcode(st->wdb);
+    sd_error("store: commit failed: %s (%d)", sqlite3_errmsg(st->wdb), ext);
+    if (!sqlite3_get_autocommit(st->wdb))
+        sq__wstep(st, W_ROLLBACK);
+    if (fatal_code(ext) && (ext & 0xff) != SQLITE_FULL) {
+        atomic_store(&st->broken, true);
+        sd_error("store: marked broken after an I/O error; no further write will be "
+                 "acknowledged until restart");
+    }
+    atomic_store(&st->write_failing, true);
+    return SD_EUNAVAILABLE;
+}
+
+/* After a successful COMMIT, and before any write of the batch is
+ * acknowledged: bring the in-memory index to the committed state, by the
+ * effects of the writes that were kept. */
+static void tx_committed(void *be, sd_write *batch)
+{
+    sd_store *st = be;
+    sd_index_lock(st->index);
+    for (sd_write *w = batch; w; w = w->next) {
+        if (!sd_write_kept(w->rc))
+            continue;
+        for (size_t i = 0; i < w->n_effects; i++) {
+            const sd_effect *e = &w->effects[i];
+            switch ((sd_effect_kind)e->kind) {
+            case SD_FX_PUT:
+                if (sd_index_put_locked(st->index, &w->session))
+                    sd_error("store: out of memory adding session %s to the validation index: "
+                             "it validates as unknown (fails closed) until a restart reloads "
+                             "the index",
+                             w->session.id);
+                break;
+            case SD_FX_TOUCH:
+                sd_index_touch_locked(st->index, e->id, e->expiry, w->now);
+                break;
+            case SD_FX_END:
+                sd_index_remove_locked(st->index, e->id);
+                break;
+            }
+        }
+    }
+    sd_index_unlock(st->index);
+}
+
+const sd_tx_ops sq__tx = {
+    .begin = tx_begin,
+    .savepoint = tx_savepoint,
+    .release = tx_release,
+    .rollback_to = tx_rollback_to,
+    .commit = tx_commit,
+    .committed = tx_committed,
+};
