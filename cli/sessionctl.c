@@ -237,14 +237,17 @@ static bool takes_argument(const char *arg)
 /* A session id is 22 base64url characters and may begin with '-' (or
  * "--"): getopt would take it for an option. Such arguments, unless they
  * name a known option, are moved after a "--" so that they stay operands
- * (their order among themselves is kept). Returns the new argc. */
+ * (their order among themselves is kept). So are 43-character ones, the
+ * shape of a session token: a token pasted on the command line then meets
+ * the command's own refusal (read from stdin, never argv), not a puzzling
+ * "invalid option". Returns the new argc. */
 static int protect_ids(int argc, char **argv, char **out)
 {
     int n = 0, nids = 0;
     char *ids[64];
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
-        bool id_shaped = i > 0 && a[0] == '-' && strlen(a) == 22 && nids < 64;
+        bool id_shaped = i > 0 && a[0] == '-' && (strlen(a) == 22 || strlen(a) == 43) && nids < 64;
         for (const char *p = a; id_shaped && *p; p++)
             id_shaped = isalnum((unsigned char)*p) || *p == '-' || *p == '_';
         for (const struct option *o = longopts; id_shaped && o->name; o++)
