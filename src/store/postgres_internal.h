@@ -1,0 +1,176 @@
+/*
+ * postgres_internal.h - what the files of the PostgreSQL store share, and
+ * nothing else includes: the store struct, the statements' numbers, the
+ * parameters of a statement and the functions that cross files (pg__ names,
+ * as libuv's uv__).
+ *
+ *   postgres.c         the public face: open and close, the health of the
+ *                      writer's connection (pings, reconnection), the vtable
+ *   postgres_schema.c  the migrations and the first connection that runs them
+ *   postgres_read.c    connections, parameters, row mapping, the readers'
+ *                      connections and every read
+ *   postgres_rows.c    the writer's statements, the row operations
+ *                      (sd_rows_ops) and the transaction (sd_tx_ops)
+ *
+ * The sections below follow the files; each function is declared in the
+ * section of the file that defines it.
+ */
+#ifndef SD_STORE_POSTGRES_INTERNAL_H
+#define SD_STORE_POSTGRES_INTERNAL_H
+
+#include "store/crypt.h"
+#include "store/store.h"
+#include "store/writer.h"
+
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define COLS                                                                                       \
+    "id, token_hash, user_id, created_at, last_seen, expiry, absolute_expiry, idle_ttl, version, " \
+    "attrs, binding, auth_time, acr"
+#define MAXP 20
+
+/* ---- statements -------------------------------------------------------- */
+
+/* The writer's statements (their SQL: pg__wsql, postgres_rows.c), prepared
+ * as "w<n>" on the writer's connection. */
+enum {
+    W_INSERT,
+    W_SELECT_LOCK,
+    W_UPDATE,
+    W_END_ONE,
+    W_END_USER,
+    W_TOUCH,
+    W_SWEEP,
+    W_PURGE,
+    W_USER_LOCK,
+    W_USER_COUNT,
+    W_USER_OLDEST,
+    W_ROT_FIND,
+    W_ROT_ADD,
+    W_ROT_SET,
+    W_ROT_PURGE,
+    W_TOKEN_SET,
+    W_EV_ONE,
+    W_EV_PURGE,
+    W_RE_SCAN_ACTIVE,
+    W_RE_SCAN_HISTORY,
+    W_RE_SET_ACTIVE,
+    W_RE_SET_HISTORY,
+    W_NB_RAISE,
+    W_NB_COUNT,
+    W_SCAN,
+    W_NSTMT
+};
+
+/* The readers' statements (their SQL: postgres_read.c), prepared as "r<n>"
+ * on each reader's connection. */
+enum {
+    R_GET,
+    R_TOKEN,
+    R_LIST_FIRST,
+    R_LIST_AFTER,
+    R_PING,
+    R_EV_ALL,
+    R_EV_SESSION,
+    R_EV_USER,
+    R_EPOCH,
+    R_EPOCH_BUMP,
+    R_ROTATED,
+    R_ENDED,
+    R_NOT_BEFORE,
+    R_NSTMT
+};
+
+/* ---- the store --------------------------------------------------------- */
+
+typedef struct reader {
+    PGconn *conn;
+    struct reader *next;
+} reader;
+
+struct sd_store {
+    char *conninfo;  /* as given; holds the password, if any: never logged */
+    char where[300]; /* "host=... port=... dbname=..." for messages */
+    char origin[65]; /* this replica's id: its writer's events feed its audit log */
+    uint64_t generation;
+    PGconn *wconn;     /* the writer's; NULL while down */
+    bool lost;         /* the writer's connection broke in this batch */
+    bool savepoint;    /* writer-private: a savepoint "w" is open */
+    sd_writer *writer; /* the shared writer (store/writer.c) over this store's rows */
+    int backoff_ms;    /* writer-private */
+    int64_t rows_at_open;
+
+    pthread_mutex_t readers_mu;
+    reader *readers;
+
+    const sd_keyring *keys;
+    bool migrated;              /* writer-private after open: the schema is current */
+    _Atomic bool up;            /* the writer's connection works */
+    _Atomic bool write_failing; /* the last COMMIT failed */
+};
+
+/* ---- parameters -------------------------------------------------------- */
+
+typedef struct params {
+    int n;
+    const char *v[MAXP];
+    int len[MAXP];
+    int fmt[MAXP];
+    char num[MAXP][24];
+} params;
+
+/* ---- postgres.c: health ------------------------------------------------ */
+
+void pg__drop_writer_conn(sd_store *st, const char *why);
+int pg__next_backoff(sd_store *st);
+int pg__health_check(sd_store *st);
+
+/* ---- postgres_schema.c ------------------------------------------------- */
+
+int pg__first_connect(sd_store *st, bool log_fail);
+
+/* ---- postgres_read.c --------------------------------------------------- */
+
+void pg__p_text(params *p, const char *s);
+void pg__p_opt(params *p, const char *s);
+void pg__p_int(params *p, int64_t x);
+void pg__p_bytes(params *p, const void *b, int n);
+
+PGconn *pg__connect_db(const char *conninfo);
+void pg__conn_error(PGconn *c, char *out, size_t n);
+bool pg__exec_ok(PGconn *c, const char *sql);
+PGconn *pg__open_conn(sd_store *st, char role, bool log_fail);
+
+int64_t pg__col_int(const PGresult *r, int row, int col);
+void pg__col_copy(const PGresult *r, int row, int col, char *out, size_t n);
+int pg__row_to_session(const sd_store *st, const PGresult *r, int row, bool want_attrs,
+                       sd_session *out);
+
+PGresult *pg__rquery(sd_store *st, int which, const params *p, int *rc);
+
+int pg__get(sd_store *st, const char *id, bool want_attrs, sd_session *out);
+int pg__get_by_token(sd_store *st, const unsigned char hash[SD_HASH_LEN], bool want_attrs,
+                     sd_session *out);
+int pg__get_rotated(sd_store *st, const unsigned char hash[SD_HASH_LEN],
+                    char session_id[SD_ID_LEN + 1], int64_t *rotated_at);
+int pg__list_user(sd_store *st, const char *user_id, int64_t now, const sd_cursor *after, int limit,
+                  sd_session **out, size_t *n);
+int pg__events(sd_store *st, sd_event_scope scope, const char *key, int64_t after, int limit,
+               sd_event **out, size_t *n);
+int pg__ended(sd_store *st, const sd_feed_cursor *after, int64_t since_time, int limit,
+              sd_event **out, size_t *n);
+int pg__cache_epoch(sd_store *st, bool bump, int64_t *epoch);
+int pg__not_before(sd_store *st, int64_t *value);
+
+/* ---- postgres_rows.c --------------------------------------------------- */
+
+extern const char *const pg__wsql[W_NSTMT];
+extern const sd_rows_ops pg__rows;
+extern const sd_tx_ops pg__tx;
+
+#endif
