@@ -42,6 +42,7 @@
  */
 #include "store/cache.h"
 #include "store/cache_entry.h"
+#include "store/cache_internal.h"
 #include "store/sentinel.h"
 #include "store/store.h"
 #include "util/clock.h"
@@ -56,15 +57,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-#define KEY_T               "sessiond:t:"
-#define KEY_S               "sessiond:s:"
-#define EPOCH_POLL_MS       50
-#define FRESH_MS            250
-#define FENCE_WAIT_MS       (FRESH_MS + 50)
-#define BREAKER_FAILS       3
-#define BREAKER_COOLDOWN_MS 1000
-#define SENTINEL_POLL_MS    1000
 
 /* KEYS[1] s:<id>, KEYS[2] t:<hash>; ARGV: entry, version, expiry, absolute
  * expiry (ms since the epoch), index ("e|<version>|<hash>"). Never over a
@@ -81,46 +73,12 @@ static const char fill_lua[] =
     "return 1";
 /* KEYS[1] s:<id>; ARGV: tombstone or marker, ms. Deletes the token key the
  * index names; leaves a tombstone alone. */
-static const char invalidate_lua[] = "local c = redis.call('GET', KEYS[1]) "
-                                     "if c == 'x' then return 0 end "
-                                     "if c then local h = string.match(c, '^e|%d+|(%x+)$') "
-                                     "if h then redis.call('DEL', '" KEY_T "' .. h) end end "
-                                     "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) "
-                                     "return 1";
-
-typedef struct conn {
-    redisContext *rc;
-    uint64_t lineage_seq; /* the master adopted when it connected */
-    struct conn *next;
-} conn;
-
-struct sd_cache {
-    sd_cache_url url; /* host, port, db; the password never logged, wiped at close */
-    char where[300];  /* host:port/db or the master's name for messages */
-    struct timeval tv;
-    int64_t tombstone_ms;
-    sd_cache_epoch_fn epoch_fn;
-    void *epoch_ctx;
-    uint64_t generation;
-
-    pthread_mutex_t conns_mu;
-    conn *conns;
-
-    sd_master_watch master; /* Sentinel: a connection made before its last change is dropped */
-
-    _Atomic int64_t epoch, epoch_read_ns; /* the last epoch read, when its query started */
-    _Atomic int fails;                    /* failures in a row */
-    _Atomic int64_t open_until_ns;        /* the breaker skips Redis until then */
-    _Atomic bool degraded;
-    _Atomic int64_t hits, misses, errors, fences;
-
-    pthread_t keeper, througher;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct sd_write *queue_head, *queue_tail; /* under mu: awaiting write-through */
-    bool stopping, closed;                    /* under mu */
-    bool started;
-};
+const char cc__invalidate_lua[] = "local c = redis.call('GET', KEYS[1]) "
+                                  "if c == 'x' then return 0 end "
+                                  "if c then local h = string.match(c, '^e|%d+|(%x+)$') "
+                                  "if h then redis.call('DEL', '" KEY_T "' .. h) end end "
+                                  "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) "
+                                  "return 1";
 
 static _Atomic uint64_t generations;
 static _Thread_local struct {
@@ -135,7 +93,7 @@ static bool breaker_open(sd_cache *c)
     return atomic_load(&c->open_until_ns) > sd_mono_ns();
 }
 
-static void note_failure(sd_cache *c, const char *what, const char *why)
+void cc__note_failure(sd_cache *c, const char *what, const char *why)
 {
     atomic_fetch_add(&c->errors, 1);
     if (atomic_fetch_add(&c->fails, 1) + 1 >= BREAKER_FAILS) {
@@ -147,7 +105,7 @@ static void note_failure(sd_cache *c, const char *what, const char *why)
     }
 }
 
-static void note_success(sd_cache *c)
+void cc__note_success(sd_cache *c)
 {
     if (atomic_load(&c->fails))
         atomic_store(&c->fails, 0);
@@ -175,13 +133,13 @@ static conn *get_conn(sd_cache *c)
     return k;
 }
 
-static void drop(conn *k)
+void cc__drop(conn *k)
 {
     redisFree(k->rc);
     k->rc = NULL;
 }
 
-static void set_epoch(sd_cache *c, int64_t e, int64_t read_ns);
+void cc__set_epoch(sd_cache *c, int64_t e, int64_t read_ns);
 
 /* The cache epoch bump before a new master is used (sd_master_adopt). */
 static int bump_for_master(void *ctx, int64_t *epoch)
@@ -190,7 +148,7 @@ static int bump_for_master(void *ctx, int64_t *epoch)
     int64_t t0 = sd_mono_ns();
     int rc = c->epoch_fn(c->epoch_ctx, true, epoch);
     if (rc == 0)
-        set_epoch(c, *epoch, t0);
+        cc__set_epoch(c, *epoch, t0);
     return rc;
 }
 
@@ -198,13 +156,13 @@ static int bump_for_master(void *ctx, int64_t *epoch)
  * and logged in, or NULL: the failure is counted. With the breaker open
  * nothing is sent. A connection to a master adopted before the last is
  * dropped first. */
-static conn *ready_conn(sd_cache *c)
+conn *cc__ready_conn(sd_cache *c)
 {
     if (breaker_open(c))
         return NULL;
     conn *k = get_conn(c);
     if (k && k->rc && c->url.n_sentinels && k->lineage_seq != atomic_load(&c->master.seq))
-        drop(k);
+        cc__drop(k);
     if (!k || k->rc)
         return k;
     sd_redis_node node;
@@ -217,10 +175,10 @@ static conn *ready_conn(sd_cache *c)
                               &k->lineage_seq))) {
         snprintf(why, sizeof why, "%s", sd_strerror(rc));
         what = "the epoch bump for a new master";
-        drop(k);
+        cc__drop(k);
     }
     if (!k->rc) {
-        note_failure(c, what, why);
+        cc__note_failure(c, what, why);
         return NULL;
     }
     return k;
@@ -228,32 +186,32 @@ static conn *ready_conn(sd_cache *c)
 
 /* An error reply: counted; READONLY (the node was demoted) drops every
  * connection so that the next command finds the master again. */
-static void error_reply(sd_cache *c, conn *k, const char *what, const redisReply *r)
+void cc__error_reply(sd_cache *c, conn *k, const char *what, const redisReply *r)
 {
-    note_failure(c, what, r->str);
+    cc__note_failure(c, what, r->str);
     if (strncmp(r->str, "READONLY", 8) == 0) {
         atomic_fetch_add(&c->master.seq, 1);
-        drop(k);
+        cc__drop(k);
     }
 }
 
 static redisReply *call(sd_cache *c, int argc, const char **argv, const size_t *lens)
 {
-    conn *k = ready_conn(c);
+    conn *k = cc__ready_conn(c);
     if (!k)
         return NULL;
     redisReply *r = redisCommandArgv(k->rc, argc, argv, lens);
     if (!r) {
-        note_failure(c, argv[0], k->rc->errstr);
-        drop(k);
+        cc__note_failure(c, argv[0], k->rc->errstr);
+        cc__drop(k);
         return NULL;
     }
     if (r->type == REDIS_REPLY_ERROR) {
-        error_reply(c, k, argv[0], r);
+        cc__error_reply(c, k, argv[0], r);
         freeReplyObject(r);
         return NULL;
     }
-    note_success(c);
+    cc__note_success(c);
     return r;
 }
 
@@ -293,7 +251,7 @@ static int64_t fresh_epoch(sd_cache *c)
     return at && sd_mono_ns() - at < (int64_t)FRESH_MS * 1000000 ? e : -1;
 }
 
-static void set_epoch(sd_cache *c, int64_t e, int64_t read_ns)
+void cc__set_epoch(sd_cache *c, int64_t e, int64_t read_ns)
 {
     if (e > atomic_load(&c->epoch))
         atomic_store(&c->epoch, e);
@@ -324,7 +282,7 @@ static void *keeper_main(void *arg)
         pthread_mutex_unlock(&c->mu);
         int64_t t0 = sd_mono_ns(), e = 0;
         if (c->epoch_fn(c->epoch_ctx, false, &e) == 0)
-            set_epoch(c, e, t0);
+            cc__set_epoch(c, e, t0);
         bool moved = false;
         if (c->url.n_sentinels && sd_mono_ns() >= next_ask) {
             next_ask = sd_mono_ns() + (int64_t)SENTINEL_POLL_MS * 1000000;
@@ -340,31 +298,6 @@ static void *keeper_main(void *arg)
         pthread_mutex_lock(&c->mu);
         if (!c->stopping)
             pthread_cond_timedwait(&c->cv, &c->mu, &ts);
-    }
-    pthread_mutex_unlock(&c->mu);
-    return NULL;
-}
-
-static void through(sd_cache *c, struct sd_write *list, bool may_fence);
-
-/* The write-through thread: takes every write queued since its last turn,
- * invalidates for all of them in one pipelined round trip, fences those
- * whose invalidation failed, then completes them all. So the store's writer
- * never waits on Redis. */
-static void *through_main(void *arg)
-{
-    sd_cache *c = arg;
-    pthread_mutex_lock(&c->mu);
-    for (;;) {
-        while (!c->queue_head && !c->stopping)
-            pthread_cond_wait(&c->cv, &c->mu);
-        struct sd_write *list = c->queue_head;
-        c->queue_head = c->queue_tail = NULL;
-        if (!list && c->stopping)
-            break;
-        pthread_mutex_unlock(&c->mu);
-        through(c, list, true);
-        pthread_mutex_lock(&c->mu);
     }
     pthread_mutex_unlock(&c->mu);
     return NULL;
@@ -417,14 +350,8 @@ int sd_cache_get(sd_cache *c, const unsigned char hash[SD_HASH_LEN], sd_session 
 }
 
 /* The EVAL of fill_lua for s under epoch, as argv (v malloc'd). */
-typedef struct fill_cmd {
-    char *v;
-    char skey[sizeof KEY_S + SD_ID_LEN], tkey[sizeof KEY_T + 2 * SD_HASH_LEN];
-    char ver[24], exp[24], abs_[24], index[40 + 2 * SD_HASH_LEN];
-    const char *argv[10];
-} fill_cmd;
 
-static bool fill_prepare(fill_cmd *f, const sd_session *s, int64_t epoch)
+bool cc__fill_prepare(fill_cmd *f, const sd_session *s, int64_t epoch)
 {
     size_t len;
     if (!(f->v = sd_cache_entry_encode(s, epoch, &len)))
@@ -446,257 +373,10 @@ static bool fill_prepare(fill_cmd *f, const sd_session *s, int64_t epoch)
 void sd_cache_fill(sd_cache *c, const sd_session *s, int64_t fill_epoch)
 {
     fill_cmd f;
-    if (fill_epoch < 0 || s->expiry <= sd_now_ms() || !fill_prepare(&f, s, fill_epoch))
+    if (fill_epoch < 0 || s->expiry <= sd_now_ms() || !cc__fill_prepare(&f, s, fill_epoch))
         return;
     eval(c, fill_lua, 2, f.argv + 3, 5, f.argv + 5, NULL);
     free(f.v);
-}
-
-/* ---- write-through ----------------------------------------------------- */
-
-/* A write whose effects end more sessions than this is fenced instead of
- * tombstoning each (a user-wide or bulk revocation of a large account). */
-#define MAX_TOMBSTONES 1024
-
-/* One command of the write-through: a tombstone (ended) or a marker with
- * version over the session's key, or the fill of a new session (the
- * article's pre-warming: the first validation after a login is a hit). */
-typedef struct inv {
-    const char *id;
-    bool ended;
-    int64_t version;
-    bool required;          /* its failure fences the write (sd_effect_required) */
-    const sd_session *fill; /* a fill: never required */
-} inv;
-
-/* What a completed write needs, from its effects: up to max commands into v,
- * and *fence when it must be fenced whatever Redis says. Returns the number
- * of commands wanted (may exceed max: the caller asks again with room). */
-static size_t plan(const struct sd_write *w, inv *v, size_t max, bool *fence)
-{
-    size_t n = 0, ends = 0;
-    *fence = false;
-    for (size_t i = 0; i < w->n_effects; i++)
-        ends += w->effects[i].kind == SD_FX_END && !w->effects[i].expired;
-    bool too_many = ends > MAX_TOMBSTONES;
-    for (size_t i = 0; i < w->n_effects; i++) {
-        const sd_effect *e = &w->effects[i];
-        inv x = {e->id, e->kind == SD_FX_END, e->version, sd_effect_required(w, e), NULL};
-        if (e->kind == SD_FX_END && (e->expired || too_many)) {
-            *fence |= too_many && x.required; /* expired: every hit checks expiry */
-            continue;
-        }
-        if (e->kind == SD_FX_PUT && w->kind == SD_W_CREATE) {
-            if (w->rc != 0)
-                continue;
-            x.fill = &w->session; /* a new id: nothing to invalidate */
-        }
-        if (n < max)
-            v[n] = x;
-        n++;
-    }
-    return n;
-}
-
-/* Appends the n commands to one connection's output (nothing is sent
- * yet: hiredis copies the arguments, so what v points to may go once this
- * returns); sent[i] says which were. The connection, or NULL when Redis
- * cannot be used now. Fills carry the epoch read last (a stale one is
- * merely not trusted). */
-static conn *append_all(sd_cache *c, const inv *v, size_t n, bool *sent)
-{
-    /* The epoch before the connection's check (see adopt). */
-    int64_t epoch = atomic_load(&c->epoch), now = sd_now_ms();
-    conn *k = n ? ready_conn(c) : NULL;
-    if (!k)
-        return NULL;
-    char ttl[24];
-    snprintf(ttl, sizeof ttl, "%lld", (long long)c->tombstone_ms);
-    for (size_t i = 0; i < n; i++) {
-        const char *argv[10];
-        size_t lens[10];
-        int argc = 6;
-        char key[sizeof KEY_S + 64], marker[32];
-        fill_cmd f = {0};
-        if (v[i].fill) {
-            if (v[i].fill->expiry <= now || !fill_prepare(&f, v[i].fill, epoch))
-                continue; /* best effort: a miss fills it later */
-            memcpy(argv, f.argv, sizeof f.argv);
-            argc = 10;
-        } else {
-            snprintf(key, sizeof key, KEY_S "%.63s", v[i].id);
-            if (v[i].ended)
-                snprintf(marker, sizeof marker, "x");
-            else
-                snprintf(marker, sizeof marker, "m|%lld", (long long)v[i].version);
-            const char *inv_argv[] = {"EVAL", invalidate_lua, "1", key, marker, ttl};
-            memcpy(argv, inv_argv, sizeof inv_argv);
-        }
-        for (int j = 0; j < argc; j++)
-            lens[j] = strlen(argv[j]);
-        int arc = redisAppendCommandArgv(k->rc, argc, argv, lens);
-        free(f.v);
-        if (arc != REDIS_OK) {
-            note_failure(c, "EVAL", "out of memory");
-            drop(k);
-            for (size_t j = 0; j < n; j++)
-                sent[j] = false;
-            return NULL;
-        }
-        sent[i] = true;
-    }
-    return k;
-}
-
-/* Sends what append_all buffered and reads every reply: ok[i] says which
- * commands Redis ran. */
-static void read_all(sd_cache *c, conn *k, size_t n, const bool *sent, bool *ok)
-{
-    bool any = false;
-    for (size_t i = 0; k && i < n; i++) {
-        void *r = NULL;
-        if (!sent[i])
-            continue;
-        if (redisGetReply(k->rc, &r) != REDIS_OK) {
-            note_failure(c, "EVAL", k->rc->errstr);
-            drop(k);
-            break;
-        }
-        redisReply *rr = r;
-        if (rr->type == REDIS_REPLY_ERROR) {
-            error_reply(c, k, "EVAL", rr);
-            if (!k->rc) {
-                freeReplyObject(rr);
-                break;
-            }
-        } else
-            ok[i] = any = true;
-        freeReplyObject(rr);
-    }
-    if (any)
-        note_success(c);
-}
-
-/* Bumps the epoch for writes that need a fence and waits until no replica
- * trusts the old one. 0 or the bump's error. */
-static int fence(sd_cache *c)
-{
-    int64_t t0 = sd_mono_ns(), e = 0;
-    int rc = c->epoch_fn(c->epoch_ctx, true, &e);
-    if (rc) {
-        sd_error("cache: cannot bump the cache epoch in the store (%s): the writes it fences "
-                 "answer 503",
-                 sd_strerror(rc));
-        return rc;
-    }
-    set_epoch(c, e, t0);
-    atomic_fetch_add(&c->fences, 1);
-    struct timespec ts = {0, FENCE_WAIT_MS * 1000000L};
-    while (nanosleep(&ts, &ts) != 0)
-        ;
-    return 0;
-}
-
-/* Write-through for a list of completed writes, then their completions.
- * Without may_fence (at shutdown) a write that needs a fence answers 503. */
-static void through(sd_cache *c, struct sd_write *list, bool may_fence)
-{
-    size_t total = 0, nw = 0;
-    bool f;
-    for (struct sd_write *w = list; w; w = w->next, nw++)
-        total += plan(w, NULL, 0, &f);
-    inv *v = calloc(total ? total : 1, sizeof *v);
-    bool *ok = calloc(total ? total : 1, sizeof *ok);
-    bool *sent = calloc(total ? total : 1, sizeof *sent);
-    conn *k = NULL;
-    if (v && ok && sent) {
-        size_t at = 0;
-        for (struct sd_write *w = list; w; w = w->next)
-            at += plan(w, v + at, total - at, &f);
-        k = append_all(c, v, total, sent);
-    }
-    /* The writes whose commands are all best effort (a create's fill, a
-     * touch's marker) are acknowledged now, before Redis answers: their
-     * acknowledgement never waits on Redis. The others wait for the replies,
-     * and for a fence when they always need one or when an invalidation
-     * they need failed. */
-    struct sd_write *wait = NULL, **tail = &wait;
-    size_t *first = calloc(nw ? nw : 1, sizeof *first), nwait = 0, at = 0;
-    for (struct sd_write *w = list, *next; w; w = next) {
-        next = w->next;
-        size_t n = plan(w, NULL, 0, &f);
-        bool required = f || !v || !ok || !sent || !first;
-        for (size_t i = 0; !required && i < n; i++)
-            required = v[at + i].required;
-        if (!required) {
-            w->next = NULL;
-            w->done(w);
-        } else {
-            if (first)
-                first[nwait] = at;
-            nwait++;
-            *tail = w;
-            tail = &w->next;
-        }
-        at += n;
-    }
-    *tail = NULL;
-    if (v && ok && sent)
-        read_all(c, k, total, sent, ok);
-    bool need_fence = false, *fenced = calloc(nwait ? nwait : 1, sizeof *fenced);
-    size_t j = 0;
-    for (struct sd_write *w = wait; w; w = w->next, j++) {
-        size_t n = plan(w, NULL, 0, &f);
-        bool must = f;
-        if (v && ok && sent && first)
-            for (size_t i = 0; i < n; i++)
-                must |= !ok[first[j] + i] && v[first[j] + i].required;
-        else /* out of memory: nothing was sent */
-            for (size_t i = 0; i < w->n_effects; i++)
-                must |= sd_effect_required(w, &w->effects[i]);
-        if (fenced)
-            fenced[j] = must;
-        need_fence |= must;
-    }
-    int rc = !need_fence ? 0 : may_fence && fenced ? fence(c) : SD_EUNAVAILABLE;
-    j = 0;
-    while (wait) {
-        struct sd_write *next = wait->next;
-        wait->next = NULL;
-        if (rc && (!fenced || fenced[j]))
-            wait->rc = SD_EUNAVAILABLE;
-        wait->done(wait);
-        wait = next;
-        j++;
-    }
-    free(v);
-    free(ok);
-    free(sent);
-    free(first);
-    free(fenced);
-}
-
-void sd_cache_after_write(sd_cache *c, struct sd_write *w)
-{
-    bool f;
-    if (plan(w, NULL, 0, &f) == 0 && !f) {
-        w->done(w);
-        return;
-    }
-    w->next = NULL;
-    pthread_mutex_lock(&c->mu);
-    if (c->closed) { /* the thread is gone: on this thread, and no fence any more */
-        pthread_mutex_unlock(&c->mu);
-        through(c, w, false);
-        return;
-    }
-    if (c->queue_tail)
-        c->queue_tail->next = w;
-    else
-        c->queue_head = w;
-    c->queue_tail = w;
-    pthread_cond_broadcast(&c->cv);
-    pthread_mutex_unlock(&c->mu);
 }
 
 /* ---- open and close ---------------------------------------------------- */
@@ -758,7 +438,7 @@ int sd_cache_open(const sd_cache_options *opt, sd_cache **out, char *err, size_t
         free_cache(c);
         return rc;
     } else {
-        set_epoch(c, e, t0);
+        cc__set_epoch(c, e, t0);
     }
     const char *argv[] = {"PING"};
     size_t lens[] = {4};
@@ -775,7 +455,7 @@ int sd_cache_open(const sd_cache_options *opt, sd_cache **out, char *err, size_t
         return SD_ENOMEM;
     }
     pthread_setname_np(c->keeper, "sd-cache-epoch");
-    if (pthread_create(&c->througher, NULL, through_main, c)) {
+    if (pthread_create(&c->througher, NULL, cc__through_main, c)) {
         pthread_mutex_lock(&c->mu);
         c->stopping = true;
         pthread_cond_broadcast(&c->cv);
