@@ -49,11 +49,16 @@ static void reply_mismatch(sd_req *r)
                    NULL);
 }
 
-int sd_api_guess_wait(sd_app *app, sd_req *r)
+static int guess_wait_at(sd_app *app, sd_req *r, int64_t now)
 {
-    if (app->guesses && sd_limiter_wait(app->guesses, sd_req_peer(r), sd_now_ms()) > 0)
+    if (app->guesses && sd_limiter_wait(app->guesses, sd_req_peer(r), now) > 0)
         return SD_ETHROTTLED;
     return 0;
+}
+
+int sd_api_guess_wait(sd_app *app, sd_req *r)
+{
+    return app->guesses ? guess_wait_at(app, r, sd_now_ms()) : 0;
 }
 
 void sd_api_guess_failed(sd_app *app, const char *address, const char *actor)
@@ -87,7 +92,8 @@ void sd_api_validate_id(sd_req *r, void *app_)
 {
     sd_app *app = app_;
     const char *id = sd_req_capture(r, 0);
-    int rc = sd_api_guess_wait(app, r);
+    int64_t now = sd_now_ms(); /* one clock read for the request */
+    int rc = guess_wait_at(app, r, now);
     if (rc) {
         sd_api_fail(r, rc, NULL);
         return;
@@ -100,13 +106,13 @@ void sd_api_validate_id(sd_req *r, void *app_)
     char uid[SD_MAX_USER_ID + 1];
     sd_session s;
     rc = sd_store_get(app->store, id, false, &s, uid, sizeof uid);
-    int cut = rc == 0 && sd_session_active(&s, sd_now_ms()) ? sd_api_cut_off(app, &s) : 0;
+    int cut = rc == 0 && sd_session_active(&s, now) ? sd_api_cut_off(app, &s) : 0;
     if (cut < 0) {
         sd_session_clear(&s);
         sd_api_fail(r, cut, NULL);
         return;
     }
-    if (rc == SD_ENOTFOUND || (rc == 0 && (cut || !sd_session_active(&s, sd_now_ms())))) {
+    if (rc == SD_ENOTFOUND || (rc == 0 && (cut || !sd_session_active(&s, now)))) {
         if (rc == 0) {
             invalid(app, r, &s, cut ? "not_before" : "expired");
             sd_session_clear(&s);
@@ -269,7 +275,8 @@ int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, sd
 {
     sd_session *s = &c->s;
     c->binding_mismatch = c->unforwardable = false;
-    int rc = sd_api_guess_wait(app, r);
+    int64_t now = sd_now_ms(); /* one clock read for the request */
+    int rc = guess_wait_at(app, r, now);
     if (rc)
         return rc;
     if (!sd_token_wellformed(token, len))
@@ -277,7 +284,6 @@ int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, sd
     unsigned char hash[SD_HASH_LEN];
     sd_token_hash(token, len, hash);
     rc = sd_store_get_by_token(app->store, hash, false, s, c->user_id_buf, sizeof c->user_id_buf);
-    int64_t now = sd_now_ms();
     if (rc == SD_ENOTFOUND)
         return not_current(app, r, hash, now);
     if (rc == 0 && !sd_session_active(s, now)) {

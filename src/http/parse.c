@@ -48,7 +48,7 @@ static int on_message_begin(http_parser *p)
         return 0;
     if (!(c->req = sd__req_new(c)))
         return -1;
-    c->request_deadline = sd_mono_ms() + SD__REQUEST_TIMEOUT_MS;
+    c->request_deadline = sd_loop_now_ns(c->lp->loop) / 1000000 + SD__REQUEST_TIMEOUT_MS;
     return 0;
 }
 
@@ -212,7 +212,7 @@ static bool next_head(sd__conn *c)
         return false;
     }
     if (c->in_len && !c->req) { /* the request's clock runs from its first byte */
-        c->request_deadline = sd_mono_ms() + SD__REQUEST_TIMEOUT_MS;
+        c->request_deadline = sd_loop_now_ns(c->lp->loop) / 1000000 + SD__REQUEST_TIMEOUT_MS;
         if (!(c->req = sd__req_new(c)))
             sd__conn_close(c);
     }

@@ -80,7 +80,7 @@ sd_req *sd__req_new(sd__conn *c)
     sd_http *h = lp->h;
     r->c = c;
     r->lp = lp;
-    r->t0 = sd_mono_ns();
+    r->t0 = sd_loop_now_ns(lp->loop); /* when this turn's reads began */
     r->match.route = -1;
     r->keep_alive = true;
     format_id(r->id, sizeof r->id, h->id_prefix, atomic_fetch_add(&h->next_id, 1));
