@@ -71,6 +71,10 @@ void sd_api_session_create(sd_req *r, void *app_)
         sd_api_write_free(c);
         return;
     }
+    if (sd_api_anomaly_create(app, r, c)) {
+        sd_api_write_free(c);
+        return;
+    }
     sd_store_write(app->store, &c->w);
 }
 

@@ -138,19 +138,20 @@ void sd_api_validate_id(sd_req *r, void *app_)
 /* The hot path's answer:
  * {"isValid":true,"expiry":"...","sessionId":"...","userId":"...",
  * "authTime":"...","acr":"..."}, plus "bindingMismatch":true when the
- * binding policy only flags. authTime and acr are there when known, for
+ * binding policy only flags, and "signals":[...] for flagged anomaly
+ * signals. authTime and acr are there when known, for
  * step-up decisions. jwt (borrowed; NULL: none) adds "accessToken" and
  * "accessTokenExpiresIn" (?accessToken=true). */
-static void reply_valid(sd_req *r, int64_t expiry, const sd_session *s, bool mismatch,
-                        const char *jwt, int64_t jwt_expires_in)
+static void reply_valid(sd_req *r, const sd_check *c, const char *jwt, int64_t jwt_expires_in)
 {
+    const sd_session *s = &c->s;
     sd_jw w;
     sd_jw_init(&w, sd_req_arena(r), 256);
     sd_jw_object(&w);
     sd_jw_key(&w, "isValid");
     sd_jw_bool(&w, true);
     sd_jw_key(&w, "expiry");
-    sd_api_jw_time(&w, expiry);
+    sd_api_jw_time(&w, c->expiry);
     sd_jw_key(&w, "sessionId");
     sd_jw_str(&w, s->id);
     sd_jw_key(&w, "userId");
@@ -163,9 +164,17 @@ static void reply_valid(sd_req *r, int64_t expiry, const sd_session *s, bool mis
         sd_jw_key(&w, "acr");
         sd_jw_str(&w, s->acr);
     }
-    if (mismatch) {
+    if (c->binding_mismatch) {
         sd_jw_key(&w, "bindingMismatch");
         sd_jw_bool(&w, true);
+    }
+    if (c->signals) {
+        sd_jw_key(&w, "signals");
+        sd_jw_array(&w);
+        for (int i = 0; i < SD_SIG_COUNT; i++)
+            if (c->signals & (1u << i))
+                sd_jw_str(&w, sd_signal_name(i));
+        sd_jw_end(&w);
     }
     if (jwt) {
         sd_jw_key(&w, "accessToken");
@@ -269,6 +278,8 @@ int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, sd
 {
     sd_session *s = &c->s;
     c->binding_mismatch = c->unforwardable = false;
+    c->signals = 0;
+    c->refused = NULL;
     int rc = sd_api_guess_wait(app, r);
     if (rc)
         return rc;
@@ -317,6 +328,12 @@ int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, sd
             sd_metrics_validation(0);
             sd_session_clear(s);
             return 0;
+        }
+    }
+    if (c->has_geo || app->anomaly_state) { /* the geofence, anomaly signals (anomaly.c) */
+        if ((rc = sd_api_anomaly_check(app, r, c, now)) != 1) {
+            sd_session_clear(s);
+            return rc;
         }
     }
     c->expiry = s->expiry;
@@ -438,16 +455,26 @@ static int find_token(sd_req *r, char *out, size_t *len, json_t **body_out, sd_c
         json_t *v;
         json_object_foreach(body, key, v)
         {
+            if (strcmp(key, "geoLocation") == 0 && json_is_object(v))
+                continue;
             if ((strcmp(key, "token") != 0 && strcmp(key, "ipAddress") != 0 &&
                  strcmp(key, "userAgent") != 0) ||
                 !json_is_string(v)) {
                 sd_reply_problem(r, 400,
                                  "the body may only hold 'token', 'ipAddress' and 'userAgent', "
-                                 "strings");
+                                 "strings, and 'geoLocation', an object");
                 json_decref(body);
                 return -1;
             }
         }
+        char err[160];
+        json_t *geo = json_object_get(body, "geoLocation");
+        if (geo && sd_geo_parse(geo, &c->geo, err, sizeof err)) {
+            sd_reply_problem(r, 400, "%s", err);
+            json_decref(body);
+            return -1;
+        }
+        c->has_geo = geo && (c->geo.has_point || c->geo.country[0]);
         c->ip = json_string_value(json_object_get(body, "ipAddress"));
         c->user_agent = json_string_value(json_object_get(body, "userAgent"));
         in_body = json_string_value(json_object_get(body, "token"));
@@ -503,7 +530,17 @@ void sd_api_validate_token(sd_req *r, void *app_)
     OPENSSL_cleanse(token, sizeof token);
     json_decref(body);
     if (rc == 0) {
-        if (c.binding_mismatch)
+        if (c.refused && strcmp(c.refused, "geofence") == 0)
+            sd_reply_problem(r, 403,
+                             "the session cannot be used from country %s: the geofence refuses "
+                             "it",
+                             c.geo.country);
+        else if (c.refused && strcmp(c.refused, "step_up_required") == 0)
+            sd_reply_bytes(r, 200, "application/json",
+                           LIT("{\"isValid\":false,\"expiry\":null,\"reason\":\"step_up_"
+                               "required\"}"),
+                           NULL);
+        else if (c.binding_mismatch)
             reply_mismatch(r);
         else
             reply_invalid(r);
@@ -526,7 +563,7 @@ void sd_api_validate_token(sd_req *r, void *app_)
             return;
         }
     }
-    reply_valid(r, c.expiry, &c.s, c.binding_mismatch, jwt, expires_in);
+    reply_valid(r, &c, jwt, expires_in);
     sd_session_clear(&c.s);
     if (jwt) {
         OPENSSL_cleanse(jwt, strlen(jwt));
