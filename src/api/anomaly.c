@@ -98,13 +98,19 @@ typedef struct signal_write {
     sd_signals sig;
 } signal_write;
 
+void sd_api_anomaly_log(const sd_write *w, const char *session_id)
+{
+    for (int i = 0; w->rc == 0 && w->signals && i < SD_SIG_COUNT; i++)
+        if (w->signals->fired & (1u << i))
+            sd_warn("anomaly_detected session=%s signal=%s action=%s %s", session_id,
+                    sd_signal_name(i), sd_signal_action_name(w->signals->action[i]),
+                    w->signals->detail[i]);
+}
+
 static void signal_done(sd_write *w)
 {
     signal_write *sw = (signal_write *)w;
-    for (int i = 0; w->rc == 0 && i < SD_SIG_COUNT; i++)
-        if (sw->sig.fired & (1u << i))
-            sd_warn("anomaly_detected session=%s signal=%s action=%s %s", w->id, sd_signal_name(i),
-                    sd_signal_action_name(sw->sig.action[i]), sw->sig.detail[i]);
+    sd_api_anomaly_log(w, w->id);
     if (w->rc && w->rc != SD_ENOTFOUND)
         sd_error("anomaly signals of session %s not recorded: %s (the next validation from "
                  "there tries again)",

@@ -146,6 +146,10 @@ void sd_api_anomaly_init(sd_app *app);
 struct sd_api_write;
 int sd_api_anomaly_create(sd_app *app, sd_req *r, struct sd_api_write *c);
 
+/* Logs each signal the write w recorded (on session_id), with its detail
+ * (distance, speed ...): the completion of a create or an SD_W_SIGNAL. */
+void sd_api_anomaly_log(const sd_write *w, const char *session_id);
+
 /* At validation of a valid session c->s, when c->has_geo or
  * app->anomaly_state (else it is never called: the plain path costs
  * nothing): reads the session's attrs once, applies the geofence, the

@@ -71,6 +71,8 @@ def test_signals_fire_on_crafted_geolocations_and_not_on_ordinary_ones(make_serv
     assert reasons[1] == "newCountry flag JP", reasons
     for s in (first, near, lyon):
         assert _events(a, s["sessionId"]) == []
+    assert f"anomaly_detected session={far['sessionId']} signal=impossibleTravel action=flag distance_km=" \
+        in srv.log_text()
     # Flagged: every validation of it lists them; the others list none.
     v = _validate(a, far["token"]).json()
     assert v["isValid"] is True and v["signals"] == ["newCountry", "impossibleTravel"], v
