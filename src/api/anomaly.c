@@ -151,6 +151,20 @@ static int refused(sd_req *r, sd_check *c, const char *why)
     return 0;
 }
 
+int sd_api_anomaly_step_up(sd_app *app, const sd_session *s)
+{
+    sd_session full;
+    int rc = sd_store_get(app->store, s->id, true, &full, NULL, 0);
+    if (rc == SD_ENOTFOUND)
+        return 0; /* ended since: the caller's answer stands */
+    if (rc)
+        return rc;
+    bool step_up;
+    sd_anomaly_state(&app->anomaly, full.attrs, &step_up);
+    sd_session_clear(&full);
+    return step_up;
+}
+
 int sd_api_anomaly_check(sd_app *app, sd_req *r, sd_check *c, int64_t now)
 {
     if (!app->anomaly_create && !app->anomaly_state)

@@ -146,6 +146,10 @@ void sd_api_anomaly_init(sd_app *app);
 struct sd_api_write;
 int sd_api_anomaly_create(sd_app *app, sd_req *r, struct sd_api_write *c);
 
+/* Whether session s has a step-up pending (validation by id, when
+ * app->anomaly_state): 1, 0, or a store error. One read of its attrs. */
+int sd_api_anomaly_step_up(sd_app *app, const sd_session *s);
+
 /* Logs each signal the write w recorded (on session_id), with its detail
  * (distance, speed ...): the completion of a create or an SD_W_SIGNAL. */
 void sd_api_anomaly_log(const sd_write *w, const char *session_id);

@@ -49,6 +49,15 @@ static void reply_mismatch(sd_req *r)
                    NULL);
 }
 
+/* A signal whose action is stepup fired on the session (api/anomaly.c):
+ * invalid until it is renewed with mfa. */
+static void reply_step_up(sd_req *r)
+{
+    sd_reply_bytes(r, 200, "application/json",
+                   LIT("{\"isValid\":false,\"expiry\":null,\"reason\":\"step_up_required\"}"),
+                   NULL);
+}
+
 int sd_api_guess_wait(sd_app *app, sd_req *r)
 {
     if (app->guesses && sd_limiter_wait(app->guesses, sd_req_peer(r), sd_now_ms()) > 0)
@@ -120,6 +129,18 @@ void sd_api_validate_id(sd_req *r, void *app_)
     }
     if (rc) {
         sd_api_fail(r, rc, NULL);
+        return;
+    }
+    if (app->anomaly_state && (rc = sd_api_anomaly_step_up(app, &s)) != 0) {
+        if (rc > 0) { /* not a guess: the throttle is not charged */
+            sd_metrics_validation(0);
+            sd_audit_emit("validation_failed", s.id, s.user_id, sd_req_actor(r), sd_req_peer(r),
+                          "step_up_required");
+            reply_step_up(r);
+        } else {
+            sd_api_fail(r, rc, NULL);
+        }
+        sd_session_clear(&s);
         return;
     }
     sd_metrics_validation(1);
@@ -536,10 +557,7 @@ void sd_api_validate_token(sd_req *r, void *app_)
                              "it",
                              c.geo.country);
         else if (c.refused && strcmp(c.refused, "step_up_required") == 0)
-            sd_reply_bytes(r, 200, "application/json",
-                           LIT("{\"isValid\":false,\"expiry\":null,\"reason\":\"step_up_"
-                               "required\"}"),
-                           NULL);
+            reply_step_up(r);
         else if (c.binding_mismatch)
             reply_mismatch(r);
         else

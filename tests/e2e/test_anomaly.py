@@ -128,8 +128,9 @@ def test_stepup_until_mfa_renewal(make_server):
         return g.get("stepUpRequired") is True and g
     g = wait_for(pending, timeout=30, what="the step-up recorded")
     assert g["mfa"] is False, "a step-up takes mfa back, so that raising it renews the token"
-    # Without a geolocation too, until the session is renewed with mfa.
+    # Without a geolocation too, by id too, until the session is renewed with mfa.
     assert _validate(a, s["token"]).json()["reason"] == "step_up_required"
+    assert a.validate_id(s["sessionId"]) == {"isValid": False, "expiry": None, "reason": "step_up_required"}
     r = a.get(f"/auth", headers={"Authorization": f"Bearer {s['token']}"})
     assert r.status_code == 401, "every route that validates asks for the step-up"
     u = a.put(f"/sessions/{s['sessionId']}", json={"mfa": True}, expect=200).json()
@@ -137,6 +138,7 @@ def test_stepup_until_mfa_renewal(make_server):
     assert u["token"] != s["token"] and "stepUpRequired" not in u and "signals" not in u, u
     v = _validate(a, u["token"]).json()
     assert v["isValid"] is True and "signals" not in v, v
+    assert a.validate_id(s["sessionId"])["isValid"] is True
     assert _validate(a, s["token"]).json()["isValid"] is False, "the old token was renewed away"
     audited = wait_for(lambda: [r for r in _audit(srv, "validation_failed") if r["reason"] == "step_up_required"],
                        timeout=30, what="step_up_required audit records")
