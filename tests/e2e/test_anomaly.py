@@ -131,8 +131,11 @@ def test_stepup_until_mfa_renewal(make_server):
     # Without a geolocation too, by id too, until the session is renewed with mfa.
     assert _validate(a, s["token"]).json()["reason"] == "step_up_required"
     assert a.validate_id(s["sessionId"]) == {"isValid": False, "expiry": None, "reason": "step_up_required"}
-    r = a.get(f"/auth", headers={"Authorization": f"Bearer {s['token']}"})
+    r = a.get("/auth", headers={"Authorization": f"Bearer {s['token']}"})
     assert r.status_code == 401, "every route that validates asks for the step-up"
+    r = a.post("/introspect", data=f"token={s['token']}".encode(),
+               headers={"Content-Type": "application/x-www-form-urlencoded"}, expect=200)
+    assert r.json() == {"active": False}
     u = a.put(f"/sessions/{s['sessionId']}", json={"mfa": True}, expect=200).json()
     record_token(u["token"])
     assert u["token"] != s["token"] and "stepUpRequired" not in u and "signals" not in u, u
