@@ -86,8 +86,11 @@ static bool seen_country(const sd_session *s, const char *cc, bool *known)
     json_t *v;
     if (json_array_size(list) > 0) {
         *known = true;
-        json_array_foreach(list, i, v) if (json_is_string(v) &&
-                                           strcmp(json_string_value(v), cc) == 0) return true;
+        json_array_foreach(list, i, v)
+        {
+            if (json_is_string(v) && strcmp(json_string_value(v), cc) == 0)
+                return true;
+        }
         return false;
     }
     sd_geo g;
@@ -230,8 +233,11 @@ static int add_unique(json_t *attrs, const char *key, const char *v, size_t max)
     }
     size_t i;
     json_t *e;
-    json_array_foreach(list, i,
-                       e) if (json_is_string(e) && strcmp(json_string_value(e), v) == 0) return 0;
+    json_array_foreach(list, i, e)
+    {
+        if (json_is_string(e) && strcmp(json_string_value(e), v) == 0)
+            return 0;
+    }
     if (json_array_size(list) >= max)
         json_array_remove(list, 0);
     return json_array_append_new(list, json_string(v)) ? SD_ENOMEM : 0;
