@@ -15,7 +15,7 @@ PYTHON  := /usr/bin/python3
 # Recursively expanded on purpose: pkg-config runs when a recipe needs it,
 # after the deps step has installed the packages.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
-PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lhttp_parser -lpthread
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lhttp_parser -lpthread -lm
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral
 BASE    := -std=c17 -D_GNU_SOURCE -DSD_VERSION=\"$(VERSION)\" -Isrc $(WARN)

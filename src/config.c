@@ -7,6 +7,7 @@
  */
 #include "config.h"
 #include "jwt/claims.h"
+#include "session/anomaly.h"
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -113,6 +114,37 @@ static const option options[] = {
      "bits of an IPv4 address an ip binding keeps (24: the /24 network)"},
     {"binding-ipv6-prefix", OPT_INT, F(binding_ipv6_prefix), "64", 0, 128,
      "bits of an IPv6 address an ip binding keeps"},
+    {"anomaly-new-device", OPT_STRING, F(anomaly_new_device), "off", 0, 0,
+     "a session created with a deviceId (else userAgent) none of the user's live sessions has: "
+     "'off', 'record' (audited as anomaly_detected, kept on the session), 'flag' (and listed "
+     "in the validate answer's signals) or 'stepup' (and validation answers invalid, reason "
+     "step_up_required, until a PUT raises mfa again)"},
+    {"anomaly-new-country", OPT_STRING, F(anomaly_new_country), "off", 0, 0,
+     "a geoLocation.country none of the user's live sessions (at create) or this session (at "
+     "validation) was seen from: off, record, flag or stepup"},
+    {"anomaly-impossible-travel", OPT_STRING, F(anomaly_impossible_travel), "off", 0, 0,
+     "from the last geoLocation lat/lon the user was seen at to this one faster than "
+     "--anomaly-max-speed: off, record, flag or stepup"},
+    {"anomaly-session-burst", OPT_STRING, F(anomaly_session_burst), "off", 0, 0,
+     "more than --anomaly-burst-count creates for one user within --anomaly-burst-window: "
+     "off, record, flag or stepup"},
+    {"anomaly-max-speed", OPT_INT, F(anomaly_max_speed), "1000", 1, 1000000,
+     "impossible travel: km/h above which a move between two geolocations is impossible"},
+    {"anomaly-min-distance", OPT_INT, F(anomaly_min_distance), "100", 0, 20000,
+     "impossible travel: moves shorter than this many km never count (the accuracy of "
+     "IP geolocation)"},
+    {"anomaly-burst-count", OPT_INT, F(anomaly_burst_count), "10", 1, 100000,
+     "session burst: creates for one user allowed within the window"},
+    {"anomaly-burst-window", OPT_DURATION, F(anomaly_burst_window_ms), "5m", 1000, DAY,
+     "session burst: the window"},
+    {"geo-allow", OPT_STRING, F(geo_allow), "", 0, 0,
+     "geofence: comma-separated ISO 3166-1 alpha-2 countries a client may create or validate "
+     "a session from when it gives geoLocation.country ('' for any not denied); others get 403"},
+    {"geo-deny", OPT_STRING, F(geo_deny), "", 0, 0,
+     "geofence: comma-separated countries refused (403) at create and validation"},
+    {"geo-groups", OPT_STRING, F(geo_groups), "", 0, 0,
+     "geofence per user group: 'NAME=allow:CC,CC;NAME=deny:CC' (up to 16); a session created "
+     "with geoGroup NAME follows its rule besides --geo-allow and --geo-deny"},
     {"failed-validation-rate", OPT_INT, F(failed_validation_rate), "100", 0, 1000000,
      "failed validations (unknown, expired or malformed tokens) one client address may make "
      "per second, after a burst, before it gets 429 (0: no throttling)"},
@@ -406,7 +438,23 @@ int sd_config_load(sd_config *cfg, int argc, char **argv, char **envp, FILE *err
         fprintf(err, "sessiond: binding-policy must be enforce or flag\n");
         return SD_CONFIG_EXIT_ERR;
     }
+    const char *actions[] = {cfg->anomaly_new_device, cfg->anomaly_new_country,
+                             cfg->anomaly_impossible_travel, cfg->anomaly_session_burst};
+    for (size_t i = 0; i < sizeof actions / sizeof actions[0]; i++)
+        if (sd_signal_action_parse(actions[i]) < 0) {
+            fprintf(err,
+                    "sessiond: anomaly-* actions must be off, record, flag or stepup, not "
+                    "'%s'\n",
+                    actions[i]);
+            return SD_CONFIG_EXIT_ERR;
+        }
     char why[300];
+    sd_geofence fence;
+    if (sd_geofence_parse(cfg->geo_allow, cfg->geo_deny, cfg->geo_groups, &fence, why,
+                          sizeof why)) {
+        fprintf(err, "sessiond: %s\n", why);
+        return SD_CONFIG_EXIT_ERR;
+    }
     if (sd_jwt_claims_check(cfg->jwt_claims, why, sizeof why)) {
         fprintf(err, "sessiond: %s\n", why);
         return SD_CONFIG_EXIT_ERR;

@@ -43,6 +43,17 @@ typedef struct sd_config {
     char binding_policy[16];
     int64_t binding_ipv4_prefix;
     int64_t binding_ipv6_prefix;
+    char anomaly_new_device[16];
+    char anomaly_new_country[16];
+    char anomaly_impossible_travel[16];
+    char anomaly_session_burst[16];
+    int64_t anomaly_max_speed;
+    int64_t anomaly_min_distance;
+    int64_t anomaly_burst_count;
+    int64_t anomaly_burst_window_ms;
+    char geo_allow[1024];
+    char geo_deny[1024];
+    char geo_groups[2048];
     int64_t failed_validation_rate;
     int64_t failed_validation_burst;
     double audit_sample_validations;

@@ -238,6 +238,19 @@ int main(int argc, char **argv)
                    .bind_v6_prefix = (int)cfg.binding_ipv6_prefix,
                    .bind_enforce = strcmp(cfg.binding_policy, "flag") != 0},
     };
+    app.anomaly = (sd_anomaly_policy){
+        .action = {(unsigned char)sd_signal_action_parse(cfg.anomaly_new_device),
+                   (unsigned char)sd_signal_action_parse(cfg.anomaly_new_country),
+                   (unsigned char)sd_signal_action_parse(cfg.anomaly_impossible_travel),
+                   (unsigned char)sd_signal_action_parse(cfg.anomaly_session_burst)},
+        .max_speed_kmh = (double)cfg.anomaly_max_speed,
+        .min_distance_km = (double)cfg.anomaly_min_distance,
+        .burst_count = (int)cfg.anomaly_burst_count,
+        .burst_window_ms = cfg.anomaly_burst_window_ms};
+    /* checked by sd_config_load */
+    sd_geofence_parse(cfg.geo_allow, cfg.geo_deny, cfg.geo_groups, &app.anomaly.geofence, err,
+                      sizeof err);
+    sd_api_anomaly_init(&app);
     sd_store_options sopt = {.keys = ring,
                              .commit_batch = (int)cfg.commit_batch,
                              .max_queued = (int)cfg.max_queued_writes};

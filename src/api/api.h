@@ -8,6 +8,7 @@
 
 #include "http/server.h"
 #include "jwt/claims.h"
+#include "session/anomaly.h"
 #include "session/session.h"
 #include "store/store.h"
 #include "util/jsonw.h"
@@ -25,6 +26,10 @@ typedef struct sd_app {
     pthread_rwlock_t jwt_lock;  /* guards jwt_keys (swapped on SIGHUP) */
     struct sd_jwks *jwt_keys;   /* JWT signing keys; NULL: no access tokens */
     sd_jwt_options jwt;         /* the access tokens' claims and lifetime */
+    sd_anomaly_policy anomaly;  /* anomaly signals and the geofence (api/anomaly.c) */
+    bool anomaly_create;        /* create computes signals or checks the geofence */
+    bool anomaly_state;         /* every validation reads the session's signals (some flag
+                                   or step up): see sd_api_anomaly_wanted */
 } sd_app;
 
 /* The authorize hook of the HTTP layer (common.c): checks X-Api-Key (or a
@@ -110,16 +115,53 @@ typedef struct sd_check {
     bool to_header;         /* the user id goes into a header (GET /auth): a session
                                whose id breaks the identifier rule (stored before
                                it) is invalid, never forwarded altered */
+    bool has_geo;           /* geo: where the client is now (the validate body's
+                               geoLocation), for the geofence and the anomaly signals */
+    sd_geo geo;
     /* out */
     sd_session s;                         /* valid: the session, owned by the caller */
     int64_t expiry;                       /* valid: the enforced expiry */
     bool binding_mismatch;                /* the context does not match the session's binding
                                              (invalid with --binding-policy enforce, else valid) */
     bool unforwardable;                   /* to_header and the user id breaks the rule: invalid */
+    unsigned signals;                     /* valid: the session's flagged anomaly signals
+                                             (1 << sd_signal) */
+    const char *refused;                  /* invalid: "step_up_required" or "geofence" (the
+                                             country has a rule against it); else NULL */
     char user_id_buf[SD_MAX_USER_ID + 1]; /* where s.user_id is read to (no malloc) */
 } sd_check;
 
 int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, sd_check *c);
+
+/* ---- anomaly signals and the geofence (anomaly.c) ------------------------ */
+
+/* Sets app->anomaly_create and app->anomaly_state from app->anomaly. */
+void sd_api_anomaly_init(sd_app *app);
+
+/* At create, after the domain built c->w.session: the geofence (403 and
+ * geofence_refused when the body's country is refused), the geoGroup (400
+ * when no --geo-groups rule has it), and the anomaly signals against the
+ * user's live sessions, which c->w.signals then carries to the write (in
+ * c->extra). Returns 0 to go on, or -1 after answering. */
+struct sd_api_write;
+int sd_api_anomaly_create(sd_app *app, sd_req *r, struct sd_api_write *c);
+
+/* Whether session s has a step-up pending (validation by id, when
+ * app->anomaly_state): 1, 0, or a store error. One read of its attrs. */
+int sd_api_anomaly_step_up(sd_app *app, const sd_session *s);
+
+/* Logs each signal the write w recorded (on session_id), with its detail
+ * (distance, speed ...): the completion of a create or an SD_W_SIGNAL. */
+void sd_api_anomaly_log(const sd_write *w, const char *session_id);
+
+/* At validation of a valid session c->s, when c->has_geo or
+ * app->anomaly_state (else it is never called: the plain path costs
+ * nothing): reads the session's attrs once, applies the geofence, the
+ * pending step-up and the signals of this validation (recorded by an
+ * SD_W_SIGNAL write that is not awaited). Returns 1 (still valid;
+ * c->signals set), 0 (invalid, c->refused says why; audited) or a store
+ * error. */
+int sd_api_anomaly_check(sd_app *app, sd_req *r, sd_check *c, int64_t now);
 
 /* Whether the global not-before (POST /admin/not-before) has cut session s
  * off: 1 (created before it: invalid everywhere), 0, or a store error

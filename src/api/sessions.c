@@ -44,6 +44,7 @@ static void create_done(sd_write *w)
             sd_info("excess_sessions_exceeded user=%s evicted=%lld (least recently seen)", user,
                     (long long)w->affected);
         sd_info("session_created session=%s user=%s", w->session.id, user);
+        sd_api_anomaly_log(w, w->session.id);
         sd_api_reply_session(c->req, 201, &w->session, c->token, location);
     }
     sd_api_write_free(c);
@@ -68,6 +69,10 @@ void sd_api_session_create(sd_req *r, void *app_)
         if (rc == SD_ERANDOM)
             sd_error("random source failed: no session created");
         sd_api_fail(r, rc, err);
+        sd_api_write_free(c);
+        return;
+    }
+    if (sd_api_anomaly_create(app, r, c)) {
         sd_api_write_free(c);
         return;
     }

@@ -182,7 +182,7 @@ static const enum sd_store_op write_op[] = {
     [SD_W_SWEEP] = SD_OP_SWEEP,       [SD_W_PURGE] = SD_OP_PURGE,
     [SD_W_ROTATE] = SD_OP_UPDATE,     [SD_W_REENCRYPT] = SD_OP_UPDATE,
     [SD_W_REUSE] = SD_OP_END,         [SD_W_NOT_BEFORE] = SD_OP_BULK_END,
-    [SD_W_TRIAGE] = SD_OP_BULK_END,
+    [SD_W_TRIAGE] = SD_OP_BULK_END,   [SD_W_SIGNAL] = SD_OP_UPDATE,
 };
 
 /* The last step before the caller's completion: the effects (read by the

@@ -188,7 +188,8 @@ typedef struct sd_client_validation {
     char expiry[32];       /* "" when not valid */
     char session_id[32];   /* by token only */
     char user_id[257 * 4]; /* by token only */
-    char reason[32];       /* not valid: "binding_mismatch" when that is why, else "" */
+    char reason[32];       /* not valid: "binding_mismatch" or "step_up_required" when that
+                              is why, else "" */
     int binding_mismatch;  /* valid, but from another context (--binding-policy flag) */
 } sd_client_validation;
 
