@@ -1,8 +1,10 @@
 /* claims.c - a session's JWT claims and their minting (see claims.h). */
 #include "jwt/claims.h"
+#include "jwt/jwe.h"
 #include "util/err.h"
 #include "util/random.h"
 
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,5 +131,11 @@ int sd_jwt_mint(const sd_jwks *k, const sd_jwt_options *o, const sd_session *s, 
         return SD_ENOMEM;
     *jwt = sd_jws_sign(k, SD_JWT_TYP, payload, strlen(payload));
     free(payload);
+    const sd_jwe_key *to = sd_jwks_recipient(k);
+    if (*jwt && to) {
+        char *jwe = sd_jwe_encrypt(to, *jwt, strlen(*jwt));
+        OPENSSL_clear_free(*jwt, strlen(*jwt));
+        *jwt = jwe;
+    }
     return *jwt ? 0 : SD_ENOMEM;
 }

@@ -1,5 +1,6 @@
 /* jwk.c - the JWT signing keys: key file, JWK Set, JWS signing (see jwk.h). */
 #include "jwt/jwk.h"
+#include "jwt/jwe.h"
 #include "util/err.h"
 #include "util/keyfile.h"
 #include "util/log.h"
@@ -31,8 +32,20 @@ typedef struct key {
 struct sd_jwks {
     key *v;
     int n;
-    int current; /* index of the signing key */
+    int current;           /* index of the signing key */
+    sd_jwe_key *recipient; /* encrypted tokens: the recipient's key; NULL: none */
 };
+
+void sd_jwks_set_recipient(sd_jwks *k, sd_jwe_key *e)
+{
+    sd_jwe_key_free(k->recipient);
+    k->recipient = e;
+}
+
+const sd_jwe_key *sd_jwks_recipient(const sd_jwks *k)
+{
+    return k ? k->recipient : NULL;
+}
 
 void sd_jwks_free(sd_jwks *k)
 {
@@ -40,6 +53,7 @@ void sd_jwks_free(sd_jwks *k)
         return;
     for (int i = 0; i < k->n; i++)
         EVP_PKEY_free(k->v[i].pkey);
+    sd_jwe_key_free(k->recipient);
     free(k->v);
     free(k);
 }

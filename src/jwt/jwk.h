@@ -38,6 +38,13 @@ int sd_jwks_parse(const char *text, size_t len, const char *name, sd_jwks **out,
 
 void sd_jwks_free(sd_jwks *k);
 
+/* The recipient key of encrypted tokens (--jwt-encrypt-key, jwe.h): k
+ * takes ownership of e (freed with k; NULL: tokens are signed only). Kept
+ * here so that one SIGHUP swaps both under one lock. */
+struct sd_jwe_key;
+void sd_jwks_set_recipient(sd_jwks *k, struct sd_jwe_key *e);
+const struct sd_jwe_key *sd_jwks_recipient(const sd_jwks *k); /* borrowed; NULL: none */
+
 /* How many keys are published; the current key's id and JWS alg
  * ("EdDSA" or "ES256"). Borrowed from k. */
 int sd_jwks_count(const sd_jwks *k);
