@@ -70,8 +70,9 @@ void sdc__free_secret(char *s);
 
 /* ---- access tokens (jwks.c, jwt.c) -------------------------------------- */
 
-#define SDC_MAX_JWT  8192 /* longer tokens are refused unread */
-#define SDC_MAX_KEYS 32   /* keys kept from one JWK Set */
+#define SDC_MAX_JWT  8192              /* longer tokens are refused unread */
+#define SDC_MAX_KEYS 32                /* keys kept from one JWK Set */
+#define SDC_MAX_JWE  (SDC_MAX_JWT * 2) /* an encrypted one: the JWT and a header */
 
 typedef struct evp_pkey_st EVP_PKEY;
 
@@ -95,6 +96,20 @@ int sdc__keys_fetch(sd_client *c, sdc_keys *out);
 void sdc__keys_free(sdc_keys *k);
 /* The key with this kid, or NULL. Borrowed from k. */
 const sdc_key *sdc__keys_find(const sdc_keys *k, const char *kid);
+/* A JWK Set (parsed JSON) into *out, as sdc__keys_fetch does. 0 or
+ * SD_CLIENT_EPROTO when it has no "keys" array. */
+int sdc__keys_parse(json_t *set, sdc_keys *out);
+/* A P-256 public key from its uncompressed point (04|x|y); NULL when the
+ * point is not on the curve. */
+EVP_PKEY *sdc__p256_key(const unsigned char point[65]);
+
+/* jwe.c: the verifier's P-256 private key from a PEM file (0 or
+ * SD_CLIENT_EINVAL), and the signed JWT inside a compact JWE for it:
+ * *jws malloc'd (the caller clears and frees it), or an SD_CLIENT_EJWT_*
+ * value. */
+int sdc__jwe_key_load(const char *path, EVP_PKEY **out);
+int sdc__jwe_decrypt(EVP_PKEY *key, const char *tok, size_t n, char **jws);
+
 /* 1 when sig is key's valid signature (key->alg) of input, else 0. */
 int sdc__signature_ok(const sdc_key *key, const char *input, size_t ilen, const unsigned char *sig,
                       size_t slen);

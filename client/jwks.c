@@ -20,7 +20,7 @@
 unsigned char *sdc__b64url_decode(const char *in, size_t n, size_t *len)
 {
     *len = 0;
-    if (n == 0 || n % 4 == 1 || n > SDC_MAX_JWT)
+    if (n == 0 || n % 4 == 1 || n > SDC_MAX_JWE)
         return NULL;
     size_t padded = (n + 3) / 4 * 4;
     char *std = malloc(padded + 1);
@@ -72,7 +72,7 @@ static int member_bytes(json_t *jwk, const char *name, unsigned char *out, size_
     return rc;
 }
 
-static EVP_PKEY *p256_key(const unsigned char point[65])
+EVP_PKEY *sdc__p256_key(const unsigned char point[65])
 {
     EVP_PKEY *pk = NULL;
     OSSL_PARAM_BLD *b = OSSL_PARAM_BLD_new();
@@ -108,7 +108,7 @@ static void add_key(sdc_keys *k, json_t *jwk)
     } else if (strcmp(alg, "ES256") == 0 && strcmp(kty, "EC") == 0 && strcmp(crv, "P-256") == 0) {
         if (member_bytes(jwk, "x", point + 1, 32) == 0 &&
             member_bytes(jwk, "y", point + 33, 32) == 0)
-            pk = p256_key(point);
+            pk = sdc__p256_key(point);
     }
     if (!pk)
         return;
@@ -125,12 +125,18 @@ int sdc__keys_fetch(sd_client *c, sdc_keys *out)
     int rc = sdc__exchange_json(c, &req, &set);
     if (rc)
         return rc;
-    json_t *arr = json_object_get(set, "keys");
-    if (!json_is_array(arr)) {
-        json_decref(set);
+    rc = sdc__keys_parse(set, out);
+    json_decref(set);
+    if (rc)
         sdc__set_detail(c, "the JWK Set has no 'keys' array");
+    return rc;
+}
+
+int sdc__keys_parse(json_t *set, sdc_keys *out)
+{
+    json_t *arr = json_object_get(set, "keys");
+    if (!json_is_array(arr))
         return SD_CLIENT_EPROTO;
-    }
     sdc_keys k = {.n = 0};
     size_t i;
     json_t *jwk;
@@ -139,7 +145,6 @@ int sdc__keys_fetch(sd_client *c, sdc_keys *out)
         if (json_is_object(jwk))
             add_key(&k, jwk);
     }
-    json_decref(set);
     sdc__keys_free(out);
     *out = k;
     return 0;

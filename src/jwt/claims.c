@@ -134,7 +134,8 @@ int sd_jwt_mint(const sd_jwks *k, const sd_jwt_options *o, const sd_session *s, 
     const sd_jwe_key *to = sd_jwks_recipient(k);
     if (*jwt && to) {
         char *jwe = sd_jwe_encrypt(to, *jwt, strlen(*jwt));
-        OPENSSL_clear_free(*jwt, strlen(*jwt));
+        OPENSSL_cleanse(*jwt, strlen(*jwt));
+        free(*jwt);
         *jwt = jwe;
     }
     return *jwt ? 0 : SD_ENOMEM;

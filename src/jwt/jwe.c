@@ -284,7 +284,9 @@ out:
     OPENSSL_cleanse(z, sizeof z);
     OPENSSL_cleanse(kek, sizeof kek);
     OPENSSL_cleanse(cek, sizeof cek);
-    if (ct)
-        OPENSSL_clear_free(ct, n ? n : 1);
+    if (ct) {
+        OPENSSL_cleanse(ct, n ? n : 1);
+        free(ct);
+    }
     return out;
 }
