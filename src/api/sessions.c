@@ -9,7 +9,6 @@
 #include "util/err.h"
 #include "util/log.h"
 
-#include <openssl/crypto.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -224,20 +223,17 @@ void sd_api_session_delete(sd_req *r, void *app_)
  * accessToken and accessTokenExpiresIn, or nothing when the session ends
  * within the second (the rotation stands; the new session token is in the
  * answer). */
-static json_t *access_token(sd_app *app, const sd_session *s)
+static json_t *access_token(sd_app *app, sd_req *r, const sd_session *s)
 {
-    char *jwt = NULL;
+    const char *jwt = NULL;
     int64_t expires_in = 0;
-    int rc = sd_api_mint(app, s, sd_now_ms(), &jwt, &expires_in);
+    int rc = sd_api_mint(app, s, sd_now_ms(), sd_req_arena(r), &jwt, &expires_in);
     if (rc) {
         sd_warn("refresh: no access token for session=%s: %s", s->id, sd_strerror(rc));
         return NULL;
     }
-    json_t *o =
-        json_pack("{s:s, s:I}", "accessToken", jwt, "accessTokenExpiresIn", (json_int_t)expires_in);
-    OPENSSL_cleanse(jwt, strlen(jwt));
-    free(jwt);
-    return o;
+    return json_pack("{s:s, s:I}", "accessToken", jwt, "accessTokenExpiresIn",
+                     (json_int_t)expires_in);
 }
 
 static void refresh_done(sd_write *w)
@@ -250,7 +246,7 @@ static void refresh_done(sd_write *w)
         sd_info("session_refreshed session=%s user=%s", w->session.id,
                 sd_log_quote(w->session.user_id, q, sizeof q));
         sd_api_reply_session_with(c->req, 200, &w->session, c->token, NULL,
-                                  c->want_jwt ? access_token(c->app, &w->session) : NULL);
+                                  c->want_jwt ? access_token(c->app, c->req, &w->session) : NULL);
         break;
     case SD_ECONFLICT:
         sd_reply_problem(c->req, 409,

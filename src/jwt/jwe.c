@@ -240,11 +240,11 @@ static int seal(const unsigned char cek[CEK_LEN], const unsigned char iv[IV_LEN]
     return ok ? 0 : SD_EINVALID;
 }
 
-char *sd_jwe_encrypt(const sd_jwe_key *k, const char *jws, size_t n)
+const char *sd_jwe_encrypt(const sd_jwe_key *k, sd_arena *a, const char *jws, size_t n)
 {
     unsigned char point[65], z[32], kek[32], cek[CEK_LEN], iv[IV_LEN], wrapped[WRAPPED_LEN],
         tag[TAG_LEN];
-    unsigned char *ct = malloc(n ? n : 1);
+    unsigned char *ct = sd_arena_alloc(a, n ? n : 1);
     char *out = NULL;
     if (!ct || agree(k->pub, point, z) || concat_kdf(z, sizeof z, kek) ||
         sd_random(cek, sizeof cek) || sd_random(iv, sizeof iv) || wrap(kek, cek, wrapped))
@@ -262,12 +262,11 @@ char *sd_jwe_encrypt(const sd_jwe_key *k, const char *jws, size_t n)
     sd_assert(hl > 0 && (size_t)hl < sizeof header);
     size_t cap = 4 * ((size_t)hl / 3 + 1) + 4 * (WRAPPED_LEN / 3 + 1) + 4 * (IV_LEN / 3 + 1) +
                  4 * (n / 3 + 1) + 4 * (TAG_LEN / 3 + 1) + 8;
-    out = malloc(cap);
+    out = sd_arena_alloc(a, cap);
     if (!out)
         goto out;
     size_t o = sd_b64url((const unsigned char *)header, (size_t)hl, out);
     if (seal(cek, iv, out, o, jws, n, ct, tag)) { /* the AAD: the encoded header */
-        free(out);
         out = NULL;
         goto out;
     }
@@ -284,9 +283,5 @@ out:
     OPENSSL_cleanse(z, sizeof z);
     OPENSSL_cleanse(kek, sizeof kek);
     OPENSSL_cleanse(cek, sizeof cek);
-    if (ct) {
-        OPENSSL_cleanse(ct, n ? n : 1);
-        free(ct);
-    }
     return out;
 }

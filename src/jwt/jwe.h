@@ -25,6 +25,8 @@
 #ifndef SD_JWT_JWE_H
 #define SD_JWT_JWE_H
 
+#include "util/arena.h"
+
 #include <stddef.h>
 
 typedef struct sd_jwe_key sd_jwe_key;
@@ -46,8 +48,9 @@ void sd_jwe_key_free(sd_jwe_key *k);
 /* The recipient key's id ("" when the file gave none). Borrowed from k. */
 const char *sd_jwe_key_kid(const sd_jwe_key *k);
 
-/* The compact JWE of the n bytes of jws (a compact JWS) for k. malloc'd
- * text, or NULL when out of memory, the random source or a cipher fails. */
-char *sd_jwe_encrypt(const sd_jwe_key *k, const char *jws, size_t n);
+/* The compact JWE of the n bytes of jws (a compact JWS) for k: text in
+ * arena a, or NULL when out of memory, the random source or a cipher
+ * fails. (OpenSSL allocates for the ephemeral key and the KDF.) */
+const char *sd_jwe_encrypt(const sd_jwe_key *k, sd_arena *a, const char *jws, size_t n);
 
 #endif
