@@ -14,6 +14,7 @@
 #include <openssl/ecdsa.h>
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
+#include <openssl/sha.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -54,8 +55,11 @@ fail:
 
 void sdc__keys_free(sdc_keys *k)
 {
-    for (size_t i = 0; i < k->n; i++)
+    for (size_t i = 0; i < k->n; i++) {
+        EVP_MD_CTX_free(k->v[i].vctx);
+        EVP_PKEY_CTX_free(k->v[i].pctx);
         EVP_PKEY_free(k->v[i].pk);
+    }
     k->n = 0;
 }
 
@@ -150,7 +154,7 @@ int sdc__keys_parse(json_t *set, sdc_keys *out)
     return 0;
 }
 
-const sdc_key *sdc__keys_find(const sdc_keys *k, const char *kid)
+sdc_key *sdc__keys_find(sdc_keys *k, const char *kid)
 {
     for (size_t i = 0; i < k->n; i++)
         if (strcmp(k->v[i].kid, kid) == 0)
@@ -175,21 +179,32 @@ static unsigned char *es256_der(const unsigned char *sig, int *len)
     return *len > 0 ? der : NULL;
 }
 
-int sdc__signature_ok(const sdc_key *key, const char *input, size_t ilen, const unsigned char *sig,
+int sdc__signature_ok(sdc_key *key, const char *input, size_t ilen, const unsigned char *sig,
                       size_t slen)
 {
     bool es = strcmp(key->alg, "ES256") == 0;
     if (slen != 64)
         return 0;
-    unsigned char *der = NULL;
+    if (!es) {
+        if (!key->vctx && (key->vctx = EVP_MD_CTX_new()) &&
+            EVP_DigestVerifyInit_ex(key->vctx, NULL, NULL, NULL, NULL, key->pk, NULL) != 1) {
+            EVP_MD_CTX_free(key->vctx);
+            key->vctx = NULL;
+        }
+        return key->vctx &&
+               EVP_DigestVerify(key->vctx, sig, slen, (const unsigned char *)input, ilen) == 1;
+    }
+    if (!key->pctx && (key->pctx = EVP_PKEY_CTX_new_from_pkey(NULL, key->pk, NULL)) &&
+        EVP_PKEY_verify_init(key->pctx) != 1) {
+        EVP_PKEY_CTX_free(key->pctx);
+        key->pctx = NULL;
+    }
+    unsigned char digest[SHA256_DIGEST_LENGTH], *der = NULL;
     int dlen = 0;
-    if (es && !(der = es256_der(sig, &dlen)))
+    if (!key->pctx || !(der = es256_der(sig, &dlen)))
         return 0;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int ok = ctx && EVP_DigestVerifyInit(ctx, NULL, es ? EVP_sha256() : NULL, NULL, key->pk) > 0 &&
-             EVP_DigestVerify(ctx, es ? der : sig, es ? (size_t)dlen : slen,
-                              (const unsigned char *)input, ilen) == 1;
-    EVP_MD_CTX_free(ctx);
+    SHA256((const unsigned char *)input, ilen, digest);
+    int ok = EVP_PKEY_verify(key->pctx, der, (size_t)dlen, digest, sizeof digest) == 1;
     OPENSSL_free(der);
     return ok;
 }

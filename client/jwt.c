@@ -46,7 +46,13 @@ struct sd_client_jwt_verifier {
     char cursor[48];       /* the feed's next; "" before the first poll */
     bool static_keys;      /* opt->jwks_json: keys given, never fetched */
     EVP_PKEY *decrypt_key; /* opt->decrypt_key_file: only JWE tokens; NULL: JWS */
-    json_t *revoked;       /* sid -> the wall-clock second it was learned */
+    /* The last header that passed the checks, as text, and what it says:
+     * sessiond's tokens from one key share it, so most verifications skip
+     * decoding and parsing it. */
+    char hdr_text[256];
+    size_t hdr_len;
+    char hdr_alg[8], hdr_kid[128];
+    json_t *revoked; /* sid -> the wall-clock second it was learned */
 };
 
 static int64_t mono_ms(void)
@@ -254,6 +260,41 @@ static int check_claims(sd_client_jwt_verifier *v, json_t *p, sd_client_jwt_clai
     return 0;
 }
 
+/* The protected header's alg and kid (n bytes of base64url at p), checked:
+ * alg EdDSA or ES256, typ at+jwt, no crit, a kid. 0 or SD_CLIENT_EJWT_*. */
+static int header_fields(sd_client_jwt_verifier *v, const char *p, size_t n, char alg[8],
+                         char kid[128])
+{
+    if (n == v->hdr_len && memcmp(p, v->hdr_text, n) == 0) {
+        memcpy(alg, v->hdr_alg, 8);
+        memcpy(kid, v->hdr_kid, 128);
+        return 0;
+    }
+    json_t *header = part_json(p, n);
+    int rc = header ? 0 : SD_CLIENT_EJWT_MALFORMED;
+    const char *a = json_string_value(json_object_get(header, "alg"));
+    const char *typ = json_string_value(json_object_get(header, "typ"));
+    const char *k = json_string_value(json_object_get(header, "kid"));
+    if (rc == 0 && (!a || (strcmp(a, "EdDSA") != 0 && strcmp(a, "ES256") != 0)))
+        rc = SD_CLIENT_EJWT_ALG; /* none, HS*, RS*, ...: never */
+    else if (rc == 0 && (!typ || strcmp(typ, "at+jwt") != 0 || json_object_get(header, "crit")))
+        rc = SD_CLIENT_EJWT_MALFORMED;
+    else if (rc == 0 && (!k || !k[0] || strlen(k) >= 128))
+        rc = SD_CLIENT_EJWT_KID; /* no published key has a longer one (jwks.c) */
+    if (rc == 0) {
+        snprintf(alg, 8, "%s", a);
+        snprintf(kid, 128, "%s", k);
+        if (n < sizeof v->hdr_text) {
+            memcpy(v->hdr_text, p, n);
+            v->hdr_len = n;
+            memcpy(v->hdr_alg, alg, 8);
+            memcpy(v->hdr_kid, kid, 128);
+        }
+    }
+    json_decref(header);
+    return rc;
+}
+
 /* Keys and feed as fresh as the options ask. */
 static int refresh(sd_client_jwt_verifier *v, int64_t now)
 {
@@ -276,21 +317,13 @@ static int verify_jws(sd_client_jwt_verifier *v, const char *token, sd_client_jw
     const char *d2 = d1 ? memchr(d1 + 1, '.', n - (size_t)(d1 + 1 - token)) : NULL;
     if (n > SDC_MAX_JWT || !d1 || !d2 || memchr(d2 + 1, '.', n - (size_t)(d2 + 1 - token)))
         return SD_CLIENT_EJWT_MALFORMED;
-    json_t *header = part_json(token, (size_t)(d1 - token)), *payload = NULL;
-    int rc = header ? 0 : SD_CLIENT_EJWT_MALFORMED;
-    const char *alg = json_string_value(json_object_get(header, "alg"));
-    const char *typ = json_string_value(json_object_get(header, "typ"));
-    const char *kid = json_string_value(json_object_get(header, "kid"));
-    if (rc == 0 && (!alg || (strcmp(alg, "EdDSA") != 0 && strcmp(alg, "ES256") != 0)))
-        rc = SD_CLIENT_EJWT_ALG; /* none, HS*, RS*, ...: never */
-    else if (rc == 0 && (!typ || strcmp(typ, "at+jwt") != 0 || json_object_get(header, "crit")))
-        rc = SD_CLIENT_EJWT_MALFORMED;
-    else if (rc == 0 && (!kid || !kid[0]))
-        rc = SD_CLIENT_EJWT_KID;
+    json_t *payload = NULL;
+    char alg[8], kid[128];
+    int rc = header_fields(v, token, (size_t)(d1 - token), alg, kid);
     int64_t now = mono_ms();
     if (rc == 0)
         rc = refresh(v, now);
-    const sdc_key *key = rc == 0 ? sdc__keys_find(&v->keys, kid) : NULL;
+    sdc_key *key = rc == 0 ? sdc__keys_find(&v->keys, kid) : NULL;
     if (rc == 0 && !key && !v->static_keys && now - v->keys_at >= KID_REFETCH_MS) {
         /* A key published since the last fetch (a rotation). */
         if ((rc = sdc__keys_fetch(v->c, &v->keys)) == 0) {
@@ -317,7 +350,6 @@ static int verify_jws(sd_client_jwt_verifier *v, const char *token, sd_client_jw
         rc = SD_CLIENT_EJWT_MALFORMED;
     if (rc == 0)
         rc = check_claims(v, payload, out);
-    json_decref(header);
     json_decref(payload);
     if (rc) {
         char kid_kept[128], alg_kept[8];
