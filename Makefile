@@ -163,7 +163,8 @@ e2e: | $(API_STAMP)
 # (and every request the server accepts) must match docs/openapi.yaml.
 PRISM_TESTS := tests/e2e/test_api_contract.py tests/e2e/test_sessions.py tests/e2e/test_validate.py \
                tests/e2e/test_users.py tests/e2e/test_rotation.py tests/e2e/test_api_keys.py \
-               tests/e2e/test_identifiers.py tests/e2e/test_jwt.py tests/e2e/test_self_service.py \
+               tests/e2e/test_identifiers.py tests/e2e/test_jwt.py tests/e2e/test_jwe.py \
+               tests/e2e/test_self_service.py \
                tests/e2e/test_incident.py
 .PHONY: e2e-prism
 e2e-prism: build/sessiond | $(TEST_STAMP) $(API_STAMP) $(BROWSER_STAMP) $(JWT_STAMP)

@@ -345,3 +345,30 @@ def test_sessionctl_jwt_verify_decrypts(srv, recipient, tmp_path):
     p = ctl("--decrypt-key", str(recipient.public_file))  # not a private key
     assert p.returncode not in (0, 6), p.stderr
     assert tok not in p.stderr
+
+
+def test_a_pinned_key_set_is_never_refetched(make_server, signing_keys, driver_exe, tmp_path):
+    """jwks_json: the verifier trusts the set it was given, and a kid the
+    server publishes later stays unknown to it (while one that fetches
+    finds it at once)."""
+    srv = make_server("--jwt-keys", signing_keys[0], "--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE)
+    pinned = srv.api.get("/.well-known/jwks.json").json()
+    s = srv.api.create(new_user())
+    first = via_token_route(srv.api, s["token"])
+    write_keys(signing_keys[0], signing_keys[0].read_text(), keygen("ES256", "es-2"))
+    os.kill(srv.pid, signal.SIGHUP)
+    wait_for(lambda: json.loads(unb64(via_token_route(srv.api, s["token"]).split(".")[0]))["kid"] == "es-2",
+             timeout=60, what="es-2 to sign")
+    second = via_token_route(srv.api, s["token"])
+    env = dict(os.environ, SESSIOND_JWKS=json.dumps(pinned))
+    env.pop("SESSIOND_JWT_DECRYPT_KEY", None)
+    p = subprocess.run([str(driver_exe), srv.url, ISSUER, AUDIENCE], input=f"{first}\n{second}\n",
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    a, b = p.stdout.splitlines()
+    assert a.startswith("ok ") and b.startswith("refused " + REASON["kid"]), p.stdout
+    v = Verifier(driver_exe, srv.url)
+    try:
+        assert v.ask(second)[0] == "ok"
+    finally:
+        v.close()
