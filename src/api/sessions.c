@@ -223,17 +223,23 @@ void sd_api_session_delete(sd_req *r, void *app_)
  * accessToken and accessTokenExpiresIn, or nothing when the session ends
  * within the second (the rotation stands; the new session token is in the
  * answer). */
-static json_t *access_token(sd_app *app, sd_req *r, const sd_session *s)
+static json_t *access_token(sd_app *app, const sd_session *s)
 {
+    /* This runs on a backend thread (the write's completion): an arena of
+     * its own, not the request's. */
+    char first[2048];
+    sd_arena a;
+    sd_arena_init(&a, first, sizeof first);
     const char *jwt = NULL;
     int64_t expires_in = 0;
-    int rc = sd_api_mint(app, s, sd_now_ms(), sd_req_arena(r), &jwt, &expires_in);
-    if (rc) {
+    int rc = sd_api_mint(app, s, sd_now_ms(), &a, &jwt, &expires_in);
+    json_t *o = rc ? NULL
+                   : json_pack("{s:s, s:I}", "accessToken", jwt, "accessTokenExpiresIn",
+                               (json_int_t)expires_in);
+    sd_arena_reset(&a);
+    if (rc)
         sd_warn("refresh: no access token for session=%s: %s", s->id, sd_strerror(rc));
-        return NULL;
-    }
-    return json_pack("{s:s, s:I}", "accessToken", jwt, "accessTokenExpiresIn",
-                     (json_int_t)expires_in);
+    return o;
 }
 
 static void refresh_done(sd_write *w)
@@ -246,7 +252,7 @@ static void refresh_done(sd_write *w)
         sd_info("session_refreshed session=%s user=%s", w->session.id,
                 sd_log_quote(w->session.user_id, q, sizeof q));
         sd_api_reply_session_with(c->req, 200, &w->session, c->token, NULL,
-                                  c->want_jwt ? access_token(c->app, c->req, &w->session) : NULL);
+                                  c->want_jwt ? access_token(c->app, &w->session) : NULL);
         break;
     case SD_ECONFLICT:
         sd_reply_problem(c->req, 409,
