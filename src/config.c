@@ -72,6 +72,11 @@ static const option options[] = {
     {"jwt-lifetime", OPT_DURATION, F(jwt_lifetime_ms), "5m", 10000, 3600 * 1000,
      "longest lifetime of an access token (never past its session's expiry); a revoked "
      "session's tokens stay valid this long for a verifier that does not poll /revocations"},
+    {"jwt-encrypt-key", OPT_STRING, F(jwt_encrypt_key), "", 0, 0,
+     "file with the P-256 public key of the access tokens' recipient ('<key id> <base64 DER "
+     "public key>' line, or PEM): every access token is then the signed JWT encrypted as a JWE "
+     "(ECDH-ES+A256KW, A256GCM) that only the holder of the private key can read. SIGHUP "
+     "reloads it with --jwt-keys"},
     {"jwt-claims", OPT_STRING, F(jwt_claims), "", 0, 0,
      "comma-separated session fields access tokens carry besides the standard claims "
      "(deviceId, deviceInfo, userAgent, ipAddress, geoLocation, mfa, data, createdAt, "
@@ -457,6 +462,10 @@ int sd_config_load(sd_config *cfg, int argc, char **argv, char **envp, FILE *err
     }
     if (sd_jwt_claims_check(cfg->jwt_claims, why, sizeof why)) {
         fprintf(err, "sessiond: %s\n", why);
+        return SD_CONFIG_EXIT_ERR;
+    }
+    if (cfg->jwt_encrypt_key[0] && !cfg->jwt_keys[0]) {
+        fprintf(err, "sessiond: jwt-encrypt-key needs jwt-keys (it encrypts the signed tokens)\n");
         return SD_CONFIG_EXIT_ERR;
     }
     /* The revocation feed lists ended sessions from the audit events, kept

@@ -32,6 +32,7 @@ typedef struct sd_config {
     char jwt_issuer[256];
     char jwt_audience[512];
     char jwt_claims[256];
+    char jwt_encrypt_key[1024];
     int64_t jwt_lifetime_ms;
     int64_t idle_timeout_ms;
     int64_t absolute_timeout_ms;

@@ -17,6 +17,7 @@
 #include "commands.h"
 #include "config.h"
 #include "http/tls.h"
+#include "jwt/jwe.h"
 #include "jwt/jwk.h"
 #include "store/crypt.h"
 #include "metrics/metrics.h"
@@ -76,8 +77,16 @@ static int load_jwt_keys(const sd_config *cfg, sd_jwks **out)
         return 0;
     char err[512];
     int rc = sd_jwks_load(cfg->jwt_keys, out, err, sizeof err);
+    sd_jwe_key *enc = NULL;
+    if (rc == 0 && cfg->jwt_encrypt_key[0] &&
+        (rc = sd_jwe_key_load(cfg->jwt_encrypt_key, &enc, err, sizeof err)) != 0) {
+        sd_jwks_free(*out);
+        *out = NULL;
+    }
     if (rc)
         sd_error("%s", err);
+    else if (enc)
+        sd_jwks_set_recipient(*out, enc);
     return rc;
 }
 
@@ -100,8 +109,9 @@ static void reload_jwt_keys(sd_app *app, const sd_config *fresh)
     app->jwt_keys = nk;
     pthread_rwlock_unlock(&app->jwt_lock);
     sd_jwks_free(old);
-    sd_info("SIGHUP: JWT keys reloaded: %d published, signing with '%s' (%s)", sd_jwks_count(nk),
-            sd_jwks_current_kid(nk), sd_jwks_current_alg(nk));
+    sd_info("SIGHUP: JWT keys reloaded: %d published, signing with '%s' (%s)%s", sd_jwks_count(nk),
+            sd_jwks_current_kid(nk), sd_jwks_current_alg(nk),
+            sd_jwks_recipient(nk) ? ", encrypted (JWE)" : "");
 }
 
 /* SIGHUP: a new TLS context from the files; on any error the old one stays.
@@ -199,9 +209,11 @@ int main(int argc, char **argv)
         return 2;
     }
     if (jwt_keys)
-        sd_info("access tokens: %d JWT keys published, signing with '%s' (%s), lifetime %llds",
+        sd_info("access tokens: %d JWT keys published, signing with '%s' (%s), lifetime %llds%s",
                 sd_jwks_count(jwt_keys), sd_jwks_current_kid(jwt_keys),
-                sd_jwks_current_alg(jwt_keys), (long long)(cfg.jwt_lifetime_ms / 1000));
+                sd_jwks_current_alg(jwt_keys), (long long)(cfg.jwt_lifetime_ms / 1000),
+                sd_jwks_recipient(jwt_keys) ? ", encrypted (JWE " SD_JWE_ALG ", " SD_JWE_ENC ")"
+                                            : "");
     sd_tls *tls = NULL;
     sd_tls_options topt;
     if (tls_options(&cfg, &topt)) {

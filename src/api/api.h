@@ -176,18 +176,19 @@ int sd_api_guess_wait(sd_app *app, sd_req *r);
 void sd_api_guess_failed(sd_app *app, const char *address, const char *actor);
 
 /* Mints an access token for s (tokens.c) under the JWT keys' read lock.
- * Returns 0 (*jwt malloc'd, the caller frees it), SD_ENOTFOUND when the
+ * Returns 0 (*jwt in arena a: the request's), SD_ENOTFOUND when the
  * session ends within the second, SD_ECONFIG without --jwt-keys, or
- * SD_ERANDOM / SD_ENOMEM. */
-int sd_api_mint(sd_app *app, const sd_session *s, int64_t now, char **jwt, int64_t *expires_in);
+ * SD_EINVALID / SD_ERANDOM / SD_ENOMEM (jwt/claims.h). */
+int sd_api_mint(sd_app *app, const sd_session *s, int64_t now, sd_arena *a, const char **jwt,
+                int64_t *expires_in);
 /* True when --jwt-keys is configured (tokens.c). */
 bool sd_api_jwt_enabled(sd_app *app);
 /* Mints an access token for the session c found valid (sd_api_check_token
  * returned 1): reads the session's optional fields (amr, --jwt-claims)
  * once, with c->expiry (the rolling touch) as its expiry. Returns what
  * sd_api_mint does (SD_ENOTFOUND also when the session ended meanwhile).
- * *jwt malloc'd, the caller frees it. */
-int sd_api_mint_checked(sd_app *app, const sd_check *c, int64_t now, char **jwt,
+ * *jwt in arena a. */
+int sd_api_mint_checked(sd_app *app, const sd_check *c, int64_t now, sd_arena *a, const char **jwt,
                         int64_t *expires_in);
 /* The query ?accessToken=true|false of validate and refresh: 0 with *want
  * set, or answers 400 (a bad value, or true without --jwt-keys) and

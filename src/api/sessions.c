@@ -9,7 +9,6 @@
 #include "util/err.h"
 #include "util/log.h"
 
-#include <openssl/crypto.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -231,17 +230,20 @@ void sd_api_session_delete(sd_req *r, void *app_)
  * answer). */
 static json_t *access_token(sd_app *app, const sd_session *s)
 {
-    char *jwt = NULL;
+    /* This runs on a backend thread (the write's completion): an arena of
+     * its own, not the request's. */
+    char first[2048];
+    sd_arena a;
+    sd_arena_init(&a, first, sizeof first);
+    const char *jwt = NULL;
     int64_t expires_in = 0;
-    int rc = sd_api_mint(app, s, sd_now_ms(), &jwt, &expires_in);
-    if (rc) {
+    int rc = sd_api_mint(app, s, sd_now_ms(), &a, &jwt, &expires_in);
+    json_t *o = rc ? NULL
+                   : json_pack("{s:s, s:I}", "accessToken", jwt, "accessTokenExpiresIn",
+                               (json_int_t)expires_in);
+    sd_arena_reset(&a);
+    if (rc)
         sd_warn("refresh: no access token for session=%s: %s", s->id, sd_strerror(rc));
-        return NULL;
-    }
-    json_t *o =
-        json_pack("{s:s, s:I}", "accessToken", jwt, "accessTokenExpiresIn", (json_int_t)expires_in);
-    OPENSSL_cleanse(jwt, strlen(jwt));
-    free(jwt);
     return o;
 }
 

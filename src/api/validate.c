@@ -574,13 +574,13 @@ void sd_api_validate_token(sd_req *r, void *app_)
         sd_api_fail(r, rc, NULL);
         return;
     }
-    char *jwt = NULL;
+    const char *jwt = NULL;
     int64_t expires_in = 0;
     if (want_jwt) {
         /* Minting may allocate; the plain path above does not. A session
          * that ends within the second is valid without a token (as on
          * refresh). */
-        rc = sd_api_mint_checked(app, &c, sd_now_ms(), &jwt, &expires_in);
+        rc = sd_api_mint_checked(app, &c, sd_now_ms(), sd_req_arena(r), &jwt, &expires_in);
         if (rc && rc != SD_ENOTFOUND) {
             sd_session_clear(&c.s);
             sd_api_fail(r, rc, NULL);
@@ -589,8 +589,4 @@ void sd_api_validate_token(sd_req *r, void *app_)
     }
     reply_valid(r, &c, jwt, expires_in);
     sd_session_clear(&c.s);
-    if (jwt) {
-        OPENSSL_cleanse(jwt, strlen(jwt));
-        free(jwt);
-    }
 }
