@@ -352,7 +352,7 @@ int main(int argc, char **argv)
         /* the embedded store answers from memory: no pool to hop through */
         .handler_threads = store_ops->caps & SD_STORE_MEMORY_READS ? 0 : (int)cfg.handler_threads,
     };
-    pthread_rwlock_init(&app.keys_lock, NULL);
+    sd_brlock_init(&app.keys_lock);
     pthread_rwlock_init(&app.jwt_lock, NULL);
     /* 16384 buckets (about 1 MB) whatever the number of client addresses. */
     if (cfg.failed_validation_rate > 0)
@@ -400,10 +400,10 @@ int main(int argc, char **argv)
                     reload_tls(tls, &fresh);
                 if (app.jwt_keys)
                     reload_jwt_keys(&app, &fresh);
-                pthread_rwlock_wrlock(&app.keys_lock);
+                sd_brlock_wrlock(&app.keys_lock);
                 sd_keys *old = app.keys;
                 app.keys = nk;
-                pthread_rwlock_unlock(&app.keys_lock);
+                sd_brlock_wrunlock(&app.keys_lock);
                 sd_keys_free(old);
                 sd_info("SIGHUP: reloaded; log-level %s, %d API keys", fresh.log_level,
                         sd_keys_count(nk));
@@ -444,7 +444,7 @@ int main(int argc, char **argv)
     sd_keys_free(app.keys);
     sd_jwks_free(app.jwt_keys);
     sd_limiter_free(app.guesses);
-    pthread_rwlock_destroy(&app.keys_lock);
+    sd_brlock_destroy(&app.keys_lock);
     pthread_rwlock_destroy(&app.jwt_lock);
     sd_info("stopped");
     return 0;

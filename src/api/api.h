@@ -6,6 +6,7 @@
 #ifndef SD_API_H
 #define SD_API_H
 
+#include "util/brlock.h"
 #include "http/server.h"
 #include "jwt/claims.h"
 #include "session/anomaly.h"
@@ -19,7 +20,7 @@ typedef struct sd_app {
     sd_policy policy;
     sd_store_handle *store;
     const char *auth_cookie;    /* cookie GET /auth reads the token from */
-    pthread_rwlock_t keys_lock; /* guards keys (swapped on SIGHUP) */
+    sd_brlock keys_lock;        /* guards keys (swapped on SIGHUP; read by every request) */
     struct sd_keys *keys;       /* NULL: no caller authentication (loopback only) */
     struct sd_limiter *guesses; /* failed validations per client address; NULL: off */
     double audit_sample;        /* fraction of successful validations audited */

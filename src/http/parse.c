@@ -67,7 +67,7 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
     if (!c->reading_field || r->nheaders == 0) {
         if (r->nheaders == SD__MAX_HEADERS)
             return -1;
-        r->nheaders++;
+        r->headers[r->nheaders++] = (sd__header){0}; /* not cleared with the request */
         c->reading_field = true;
     }
     sd__header *hd = &r->headers[r->nheaders - 1];

@@ -70,11 +70,11 @@ sd_req *sd__req_new(sd__conn *c)
     if (r) {
         lp->free_reqs = r->next_work;
         lp->nfree_reqs--;
-        memset(r, 0, offsetof(sd_req, arena)); /* the arena is reset already */
+        memset(r, 0, offsetof(sd_req, headers)); /* the arena is reset already */
     } else {
         if (!(r = malloc(sizeof *r)))
             return NULL;
-        memset(r, 0, offsetof(sd_req, arena));
+        memset(r, 0, offsetof(sd_req, headers));
         sd_arena_init(&r->arena, r->arena_mem, sizeof r->arena_mem);
     }
     sd_http *h = lp->h;

@@ -40,15 +40,17 @@ int sd_id_mint(int64_t now_ms, char out[SD_ID_LEN + 1])
     return 0;
 }
 
+/* Every byte checked, without a branch per byte (the compiler vectorises
+ * it): validation asks this of every token it is shown. */
 static bool b64url_only(const char *s, size_t n)
 {
+    unsigned ok = 1;
     for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_'))
-            return false;
+        unsigned char c = (unsigned char)s[i];
+        ok &= ((unsigned)(c - 'A') < 26) | ((unsigned)(c - 'a') < 26) |
+              ((unsigned)(c - '0') < 10) | (c == '-') | (c == '_');
     }
-    return true;
+    return ok;
 }
 
 bool sd_token_wellformed(const char *s, size_t n)
