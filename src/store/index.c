@@ -8,6 +8,7 @@
 #include "store/index.h"
 #include "util/brlock.h"
 #include "util/err.h"
+#include "util/slab.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -34,8 +35,9 @@ typedef struct entry {
 
 struct sd_index {
     sd_brlock lock;
-    entry **by_token, **by_id;
-    size_t nbuckets; /* power of two */
+    sd_slab *slab;             /* the entries, on huge pages (util/slab.h) */
+    entry **by_token, **by_id; /* huge pages too once large */
+    size_t nbuckets;           /* power of two */
     size_t count;
 };
 
@@ -65,6 +67,17 @@ static uint64_t hid(const char *id)
     return x ^ (x >> 29);
 }
 
+static size_t entry_size(size_t user_id_len)
+{
+    return sizeof(entry) + user_id_len + 1;
+}
+
+static void entry_free(sd_index *ix, entry *e)
+{
+    free(e->extra);
+    sd_slab_release(ix->slab, e, entry_size(e->user_id_len));
+}
+
 sd_index *sd_index_new(void)
 {
     /* aligned: each reader slot of the lock on a cache line of its own */
@@ -74,10 +87,11 @@ sd_index *sd_index_new(void)
         return NULL;
     memset(ix, 0, size);
     ix->nbuckets = 1024;
-    ix->by_token = calloc(ix->nbuckets, sizeof *ix->by_token);
-    ix->by_id = calloc(ix->nbuckets, sizeof *ix->by_id);
+    ix->by_token = sd_huge_calloc(ix->nbuckets * sizeof *ix->by_token);
+    ix->by_id = sd_huge_calloc(ix->nbuckets * sizeof *ix->by_id);
+    ix->slab = sd_slab_new();
     sd_brlock_init(&ix->lock);
-    if (!ix->by_token || !ix->by_id) {
+    if (!ix->by_token || !ix->by_id || !ix->slab) {
         sd_index_free(ix);
         return NULL;
     }
@@ -91,12 +105,12 @@ void sd_index_free(sd_index *ix)
     for (size_t i = 0; ix->by_id && i < ix->nbuckets; i++) {
         for (entry *e = ix->by_id[i], *next; e; e = next) {
             next = e->next_id;
-            free(e->extra);
-            free(e);
+            entry_free(ix, e);
         }
     }
-    free(ix->by_token);
-    free(ix->by_id);
+    sd_slab_free(ix->slab);
+    sd_huge_free(ix->by_token, ix->nbuckets * sizeof *ix->by_token);
+    sd_huge_free(ix->by_id, ix->nbuckets * sizeof *ix->by_id);
     sd_brlock_destroy(&ix->lock);
     free(ix);
 }
@@ -132,10 +146,10 @@ static entry **find_token(sd_index *ix, const unsigned char *hash)
 static void grow(sd_index *ix)
 {
     size_t n = ix->nbuckets * 2;
-    entry **bt = calloc(n, sizeof *bt), **bi = calloc(n, sizeof *bi);
+    entry **bt = sd_huge_calloc(n * sizeof *bt), **bi = sd_huge_calloc(n * sizeof *bi);
     if (!bt || !bi) {
-        free(bt);
-        free(bi);
+        sd_huge_free(bt, n * sizeof *bt);
+        sd_huge_free(bi, n * sizeof *bi);
         return;
     }
     for (size_t i = 0; i < ix->nbuckets; i++) {
@@ -149,8 +163,8 @@ static void grow(sd_index *ix)
             bt[k] = e;
         }
     }
-    free(ix->by_token);
-    free(ix->by_id);
+    sd_huge_free(ix->by_token, ix->nbuckets * sizeof *ix->by_token);
+    sd_huge_free(ix->by_id, ix->nbuckets * sizeof *ix->by_id);
     ix->by_token = bt;
     ix->by_id = bi;
     ix->nbuckets = n;
@@ -166,19 +180,18 @@ void sd_index_remove_locked(sd_index *ix, const char *id)
     sd_assert(*tp == e);
     *tp = e->next_token;
     ix->count--;
-    free(e->extra);
-    free(e);
+    entry_free(ix, e);
 }
 
 /* Links a new entry for s (whose id is not in the index). */
 static entry *insert_new(sd_index *ix, const sd_session *s)
 {
     size_t n = strlen(s->user_id);
-    entry *e = calloc(1, sizeof *e + n + 1);
+    entry *e = sd_slab_alloc(ix->slab, entry_size(n));
     bool need = s->binding.flags || s->acr[0];
     extra *x = e && need ? malloc(sizeof *x) : NULL;
     if (!e || (need && !x)) {
-        free(e);
+        sd_slab_release(ix->slab, e, entry_size(n));
         return NULL;
     }
     if (x) {
