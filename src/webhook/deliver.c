@@ -285,6 +285,14 @@ int sd_webhooks_start(sd_webhooks *w, sd_store_handle *store, char *err, size_t 
     sd_cond_init_mono(&w->cv);
     for (size_t i = 0; i < w->n; i++) {
         sd__hook *h = &w->v[i];
+        /* A new webhook's cursor starts at the feed's end: made here, before
+         * the server takes requests, so it delivers every event committed
+         * after its first start (its thread takes the lease again). */
+        sd_feed_cursor c;
+        int rc = sd_store_outbox_cursor(store, h->name, LEASE_MS, NULL, &c);
+        if (rc && rc != SD_EBUSY)
+            sd_warn("webhook %s: cannot read its cursor yet (%s); its thread tries again", h->name,
+                    sd_strerror(rc));
         if (pthread_create(&h->thread, NULL, sd__hook_main, h)) {
             snprintf(err, errlen, "cannot start a webhook thread");
             return SD_ENOMEM; /* sd_webhooks_stop joins the ones started */
