@@ -202,7 +202,7 @@ static const option options[] = {
      "'URL SECRET-FILE [EVENT,...]' (repeatable): POST every audit event of the store (or only "
      "the events named) to URL as JSON, signed the Standard Webhooks way with the 'whsec_...' "
      "secret read from SECRET-FILE; at least once, in order, from the store (docs/webhooks.md)"},
-    {"webhook-timeout", OPT_DURATION, F(webhook_timeout_ms), "10s", 100, 300000,
+    {"webhook-timeout", OPT_DURATION, F(webhook_timeout_ms), "10s", 100, 15000,
      "longest one webhook delivery attempt may take (connect and answer)"},
     {"webhook-max-attempts", OPT_INT, F(webhook_max_attempts), "20", 1, 1000,
      "attempts at one event before it is given up (counted as dead-lettered) and the next "
