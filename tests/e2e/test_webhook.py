@@ -17,13 +17,14 @@ import hmac
 import http.server
 import json
 import os
+import re
 import subprocess
 import threading
 import time
 
 import pytest
 
-from conftest import (CACHE_MODE, PG_MODE, SESSIOND_BIN, child_env, free_port, new_user, pg, redis,
+from conftest import (CACHE_MODE, PG_MODE, REPO, SESSIOND_BIN, child_env, free_port, new_user, pg, redis,
                       wait_for)
 
 pytestmark = pytest.mark.no_prism("webhook deliveries do not go through the API")
@@ -385,7 +386,7 @@ def test_bad_webhook_settings_are_clear_startup_errors(tmp_path):
     bare.write_text(secret[len("whsec_"):] + "\n")
     bare.chmod(0o600)
     cases = [
-        ([f"http://127.0.0.1:9/h"], "expected 'URL SECRET-FILE"),
+        (["http://127.0.0.1:9/h"], "expected 'URL SECRET-FILE"),
         ([f"ftp://127.0.0.1:9/h {path}"], "scheme must be http or https"),
         ([f"http:// {path}"], "not a URL"),
         ([f"http://127.0.0.1:9/h {tmp_path}/missing"], "cannot open the webhook secret file"),
@@ -400,3 +401,42 @@ def test_bad_webhook_settings_are_clear_startup_errors(tmp_path):
         assert rc == 2 and says in err, (hooks, rc, err[-800:])
         assert secret not in err and secret[len("whsec_"):] not in err
         assert "hunter2" not in err and "q1" not in err
+
+
+def test_the_documented_receiving_pipeline_works(make_server, tmp_path):
+    """docs/webhooks.md's receiver, run as written (paths and ports aside):
+    a token reused after its rotation reaches it, and it revokes the user's
+    other sessions through the admin API."""
+    doc = (REPO / "docs" / "webhooks.md").read_text()
+    code = re.search(r"```python\n(.*?)```", doc, re.S).group(1)
+    secret, secret_path = make_secret(tmp_path)
+    port = free_port()
+    srv = make_server("--refresh-grace", "0s", start=False)
+    for old, new in (("/etc/receiver/webhook.secret", str(secret_path)),
+                     ('open("/etc/receiver/sessiond-admin.key").read().strip()', '"unused-in-protected-mode"'),
+                     ("/var/lib/receiver/", f"{tmp_path}/"), ("https://sessiond.internal:8443", srv.direct_url),
+                     ('("127.0.0.1", 9000)', f'("127.0.0.1", {port})')):
+        assert old in code, old
+        code = code.replace(old, new)
+    (tmp_path / "receiver.py").write_text(code)
+    rec = subprocess.Popen(["/usr/bin/python3", str(tmp_path / "receiver.py")], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+    try:
+        srv.args += ["--webhook", f"http://127.0.0.1:{port}/hook {secret_path}"]
+        srv.start()
+        u = new_user("whdoc")
+        stolen, other = srv.api.create(u), srv.api.create(u)
+        srv.api.post(f"/sessions/{stolen['sessionId']}/refresh",
+                     headers={"Authorization": f"Bearer {stolen['token']}"}, expect=200)
+        assert srv.api.validate(stolen["token"], touch=False)["isValid"] is False  # reuse: revoked
+        # The receiver revokes the user's other sessions in answer.
+        wait_for(lambda: not srv.api.validate(other["token"], touch=False)["isValid"], timeout=DEADLINE,
+                 what="the pipeline revoking the user's other session")
+        lines = wait_for(lambda: (tmp_path / "events.jsonl").exists() and
+                         (tmp_path / "events.jsonl").read_text().splitlines(), timeout=DEADLINE,
+                         what="the forwarded events")
+        assert "token_reuse_detected" in [json.loads(x)["type"] for x in lines]
+    finally:
+        rec.kill()
+        out = rec.communicate(timeout=DEADLINE)[0]
+    assert "ALERT token reuse" in out, out
