@@ -196,6 +196,7 @@ static const enum sd_store_op write_op[] = {
     [SD_W_ROTATE] = SD_OP_UPDATE,     [SD_W_REENCRYPT] = SD_OP_UPDATE,
     [SD_W_REUSE] = SD_OP_END,         [SD_W_NOT_BEFORE] = SD_OP_BULK_END,
     [SD_W_TRIAGE] = SD_OP_BULK_END,   [SD_W_SIGNAL] = SD_OP_UPDATE,
+    [SD_W_REFUSAL] = SD_OP_UPDATE, /* an event, no row: timed with the small writes */
 };
 
 /* The last step before the caller's completion: the effects (read by the

@@ -291,6 +291,27 @@ def test_an_event_that_never_succeeds_is_dead_lettered_and_the_next_delivered(ma
     assert f"gave up event evt_{bad} (created) after 3 attempts" in srv.log_text()
 
 
+def test_security_events_are_delivered_too(make_server, receiver):
+    """Anomaly signals and geofence refusals (another feature's events) are
+    the store's like any other, so they are delivered: a refused create
+    (no session) and a refused validation."""
+    srv = make_server(*hook_args(receiver, "--geo-deny", "RU", "--anomaly-new-country", "flag"))
+    u = new_user("whs")
+    srv.api.post("/sessions", json={"userId": u, "geoLocation": {"country": "RU"}}, expect=403)
+    s = srv.api.create(u, geoLocation={"country": "FR", "lat": 48.8566, "lon": 2.3522})
+    srv.api.create(u, geoLocation={"country": "DE", "lat": 52.52, "lon": 13.405})  # a new country
+    srv.api.post("/sessions/validate", json={"token": s["token"], "geoLocation": {"country": "RU"}}, expect=403)
+    want = store_events(srv, [u])
+    kinds = [e for _, e, _ in want]
+    assert kinds.count("geofence_refused") == 2 and "anomaly_detected" in kinds, want
+    receiver.wait_for_seqs(q for q, _, _ in want)
+    got = {r["json"]["data"]["seq"]: r["json"] for r in receiver.got}
+    refusals = [got[q] for q, e, _ in want if e == "geofence_refused"]
+    assert [r["data"]["reason"] for r in refusals] == ["country=RU denied"] * 2
+    assert "sessionId" not in refusals[0]["data"] and refusals[1]["data"]["sessionId"] == s["sessionId"]
+    assert all(r["data"]["userId"] == u for r in refusals)
+
+
 def test_kill9_mid_delivery_then_restart_delivers_every_event(make_server, receiver):
     receiver.hold_nth = 3  # the third delivery is never answered: sessiond is mid-delivery
     srv = make_server(*hook_args(receiver))
