@@ -21,11 +21,12 @@
 #define MAX_HOOKS 32
 
 /* Checks the URL with libcurl's parser: http or https, a host. Fills
- * h->shown without userinfo, query or fragment. */
+ * h->shown with the scheme, host and port only: userinfo, a query, and
+ * even the path (some services put the secret there) stay out of logs. */
 static int check_url(sd__hook *h, int nth, char *err, size_t errlen)
 {
     CURLU *u = curl_url();
-    char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL;
+    char *scheme = NULL, *host = NULL, *port = NULL;
     int rc = SD_ECONFIG;
     if (!u || curl_url_set(u, CURLUPART_URL, h->url, 0) != CURLUE_OK)
         snprintf(err, errlen, "--webhook #%d: the URL is not a URL (http://... or https://...)",
@@ -37,15 +38,13 @@ static int check_url(sd__hook *h, int nth, char *err, size_t errlen)
         snprintf(err, errlen, "--webhook #%d: the URL has no host", nth);
     else {
         curl_url_get(u, CURLUPART_PORT, &port, 0);
-        curl_url_get(u, CURLUPART_PATH, &path, 0);
-        snprintf(h->shown, sizeof h->shown, "%s://%s%s%s%s", scheme, host, port ? ":" : "",
-                 port ? port : "", path ? path : "/");
+        snprintf(h->shown, sizeof h->shown, "%s://%s%s%s/...", scheme, host, port ? ":" : "",
+                 port ? port : "");
         rc = 0;
     }
     curl_free(scheme);
     curl_free(host);
     curl_free(port);
-    curl_free(path);
     curl_url_cleanup(u);
     return rc;
 }
