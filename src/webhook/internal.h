@@ -18,7 +18,7 @@
 typedef struct sd__hook {
     struct sd_webhooks *set;
     char url[2048];            /* may hold credentials or a query: never logged */
-    char shown[512];           /* scheme://host[:port]/path, for logs */
+    char shown[512];           /* scheme://host[:port]/..., for logs */
     char name[SD_WH_NAME_MAX]; /* its cursor's name and its metrics label */
     char events[512];          /* ",name,name," or "" for every event */
     unsigned char key[SD_WEBHOOK_KEY_MAX];

@@ -200,25 +200,45 @@ static int add(char **buf, size_t *len, const char *fmt, ...)
     return 0;
 }
 
+enum series_kind { S_DELIVERED, S_FAILED, S_DEAD, S_SKIPPED, S_LEADER, S_LAG, S_COUNT };
+
+static const struct {
+    const char *name, *type, *help;
+} series_of[S_COUNT] = {
+    [S_DELIVERED] = {"sessiond_webhook_delivered_total", "counter",
+                     "Events a webhook's receiver acknowledged (2xx)."},
+    [S_FAILED] = {"sessiond_webhook_failed_total", "counter",
+                  "Delivery attempts that failed (no answer, or not 2xx); each is retried."},
+    [S_DEAD] = {"sessiond_webhook_dead_letter_total", "counter",
+                "Events given up after --webhook-max-attempts failed attempts."},
+    [S_SKIPPED] = {"sessiond_webhook_skipped_total", "counter",
+                   "Events the webhook's event list leaves out."},
+    [S_LEADER] = {"sessiond_webhook_leader", "gauge",
+                  "1 while this replica holds the webhook's lease and delivers."},
+    [S_LAG] = {"sessiond_webhook_lag_seconds", "gauge",
+               "Age of the event being delivered (0: caught up)."},
+};
+
 /* One series: its header, then a sample per webhook. */
-static int series(const sd_webhooks *w, char **buf, size_t *len, const char *name, const char *type,
-                  const char *help, int which)
+static int series(const sd_webhooks *w, char **buf, size_t *len, enum series_kind k)
 {
-    int rc = add(buf, len, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+    const char *name = series_of[k].name;
+    int rc = add(buf, len, "# HELP %s %s\n# TYPE %s %s\n", name, series_of[k].help, name,
+                 series_of[k].type);
     int64_t now = sd_now_ms();
     for (size_t i = 0; rc == 0 && w && i < w->n; i++) {
         const sd__hook *h = &w->v[i];
-        int64_t since = atomic_load(&h->pending_since);
-        if (which == 4) {
+        if (k == S_LAG) {
+            int64_t since = atomic_load(&h->pending_since);
             double lag = since > 0 && now > since ? (double)(now - since) / 1000.0 : 0.0;
             rc = add(buf, len, "%s{webhook=\"%s\"} %.3f\n", name, h->name, lag);
             continue;
         }
-        uint64_t v = which == 0   ? atomic_load(&h->delivered)
-                     : which == 1 ? atomic_load(&h->failed)
-                     : which == 2 ? atomic_load(&h->dead)
-                     : which == 3 ? (uint64_t)atomic_load(&h->leader)
-                                  : atomic_load(&h->filtered);
+        uint64_t v = k == S_DELIVERED ? atomic_load(&h->delivered)
+                     : k == S_FAILED  ? atomic_load(&h->failed)
+                     : k == S_DEAD    ? atomic_load(&h->dead)
+                     : k == S_SKIPPED ? atomic_load(&h->filtered)
+                                      : (uint64_t)atomic_load(&h->leader);
         rc = add(buf, len, "%s{webhook=\"%s\"} %llu\n", name, h->name, (unsigned long long)v);
     }
     return rc;
@@ -226,22 +246,8 @@ static int series(const sd_webhooks *w, char **buf, size_t *len, const char *nam
 
 int sd_webhooks_metrics(const sd_webhooks *w, char **buf, size_t *len)
 {
-    int rc = series(w, buf, len, "sessiond_webhook_delivered_total", "counter",
-                    "Events a webhook's receiver acknowledged (2xx).", 0);
-    if (rc == 0)
-        rc = series(w, buf, len, "sessiond_webhook_failed_total", "counter",
-                    "Delivery attempts that failed (no answer, or not 2xx); each is retried.", 1);
-    if (rc == 0)
-        rc = series(w, buf, len, "sessiond_webhook_dead_letter_total", "counter",
-                    "Events given up after --webhook-max-attempts failed attempts.", 2);
-    if (rc == 0)
-        rc = series(w, buf, len, "sessiond_webhook_leader", "gauge",
-                    "1 while this replica holds the webhook's lease and delivers.", 3);
-    if (rc == 0)
-        rc = series(w, buf, len, "sessiond_webhook_lag_seconds", "gauge",
-                    "Age of the oldest event not yet delivered (0: caught up).", 4);
-    if (rc == 0)
-        rc = series(w, buf, len, "sessiond_webhook_skipped_total", "counter",
-                    "Events the webhook's event list leaves out.", 5);
+    int rc = 0;
+    for (int k = 0; rc == 0 && k < S_COUNT; k++)
+        rc = series(w, buf, len, (enum series_kind)k);
     return rc;
 }
