@@ -36,6 +36,7 @@ typedef struct worker {
     sd_feed_cursor cur; /* past the last event delivered or given up */
     bool leader, dirty; /* dirty: cur not yet saved */
     int64_t renewed;    /* monotonic ms of the last take or save */
+    int last_rc;        /* of the last take or save: logged when it changes */
 } worker;
 
 static bool stopping(const sd_webhooks *w)
@@ -68,14 +69,21 @@ static void claim(worker *k, int64_t lease_ms)
         k->leader = true;
         k->dirty = false;
         k->renewed = sd_mono_ms();
-    } else {
+    } else if (rc == SD_EBUSY) {
         if (k->leader)
-            sd_warn("webhook %s: lost the lease on its cursor (%s); another replica delivers",
-                    k->h->name, sd_strerror(rc));
-        else if (rc != SD_EBUSY)
-            sd_warn("webhook %s: cannot read its cursor: %s", k->h->name, sd_strerror(rc));
+            sd_warn("webhook %s: another replica took over its cursor's lease", k->h->name);
+        k->leader = false;
+    } else {
+        /* Once per outage, not every attempt. Delivery stops until the
+         * cursor can be read again (from the last one saved: at least once). */
+        if (rc != k->last_rc)
+            sd_warn("webhook %s: cannot %s its cursor: %s; delivery waits for the store",
+                    k->h->name, k->leader ? "save" : "read", sd_strerror(rc));
         k->leader = false;
     }
+    if (rc == 0 && k->last_rc != 0 && k->last_rc != SD_EBUSY)
+        sd_info("webhook %s: its cursor can be read again", k->h->name);
+    k->last_rc = rc;
     atomic_store(&k->h->leader, k->leader);
 }
 
