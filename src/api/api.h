@@ -19,19 +19,20 @@
 typedef struct sd_app {
     sd_policy policy;
     sd_store_handle *store;
-    const char *auth_cookie;      /* cookie GET /auth reads the token from */
-    sd_brlock keys_lock;          /* guards keys (swapped on SIGHUP; read by every request) */
-    struct sd_keys *keys;         /* NULL: no caller authentication (loopback only) */
-    struct sd_limiter *guesses;   /* failed validations per client address; NULL: off */
-    double audit_sample;          /* fraction of successful validations audited */
-    pthread_rwlock_t jwt_lock;    /* guards jwt_keys (swapped on SIGHUP) */
-    struct sd_jwks *jwt_keys;     /* JWT signing keys; NULL: no access tokens */
-    sd_jwt_options jwt;           /* the access tokens' claims and lifetime */
-    sd_anomaly_policy anomaly;    /* anomaly signals and the geofence (api/anomaly.c) */
-    bool anomaly_create;          /* create computes signals or checks the geofence */
-    bool anomaly_state;           /* every validation reads the session's signals (some flag
-                                     or step up): see sd_api_anomaly_wanted */
-    struct sd_webhooks *webhooks; /* --webhook deliveries (webhook/webhook.h); NULL: none */
+    const char *auth_cookie;    /* cookie GET /auth reads the token from */
+    sd_brlock keys_lock;        /* guards keys (swapped on SIGHUP; read by every request) */
+    struct sd_keys *keys;       /* NULL: no caller authentication (loopback only) */
+    struct sd_limiter *guesses; /* failed validations per client address; NULL: off */
+    double audit_sample;        /* fraction of successful validations audited */
+    pthread_rwlock_t jwt_lock;  /* guards jwt_keys (swapped on SIGHUP) */
+    struct sd_jwks *jwt_keys;   /* JWT signing keys; NULL: no access tokens */
+    sd_jwt_options jwt;         /* the access tokens' claims and lifetime */
+    sd_anomaly_policy anomaly;  /* anomaly signals and the geofence (api/anomaly.c) */
+    bool anomaly_create;        /* create computes signals or checks the geofence */
+    bool anomaly_state;         /* every validation reads the session's signals (some flag
+                                   or step up): see sd_api_anomaly_wanted */
+    /* --webhook deliveries (webhook/webhook.h); NULL: none */
+    struct sd_webhooks *webhooks;
 } sd_app;
 
 /* The authorize hook of the HTTP layer (common.c): checks X-Api-Key (or a
