@@ -9,7 +9,7 @@
 
 VERSION := 0.1.0
 CC      ?= cc
-PKGS    := jansson sqlite3 libcrypto libssl libpq hiredis
+PKGS    := jansson sqlite3 libcrypto libssl libpq hiredis libcurl
 PYTHON  := /usr/bin/python3
 
 # Recursively expanded on purpose: pkg-config runs when a recipe needs it,

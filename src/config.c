@@ -18,7 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum opt_type { OPT_STRING, OPT_INT, OPT_DURATION, OPT_FRACTION, OPT_LOGLEVEL };
+/* OPT_LIST: repeatable; each value (several lines in one environment
+ * variable) becomes a line of the field, and a source of higher precedence
+ * that names the option replaces the lines of the lower ones. */
+enum opt_type { OPT_STRING, OPT_INT, OPT_DURATION, OPT_FRACTION, OPT_LOGLEVEL, OPT_LIST };
 
 typedef struct option {
     const char *name; /* flag --name, env SESSIOND_NAME, file key name */
@@ -195,6 +198,19 @@ static const option options[] = {
      "writes waiting for the disk beyond which new writes get 503 (load shedding)"},
     {"shutdown-timeout", OPT_DURATION, F(shutdown_timeout_ms), "10s", 0, DAY,
      "how long SIGTERM waits for requests in flight"},
+    {"webhook", OPT_LIST, F(webhook), "", 0, 0,
+     "'URL SECRET-FILE [EVENT,...]' (repeatable): POST every audit event of the store (or only "
+     "the events named) to URL as JSON, signed the Standard Webhooks way with the 'whsec_...' "
+     "secret read from SECRET-FILE; at least once, in order, from the store (docs/webhooks.md)"},
+    {"webhook-timeout", OPT_DURATION, F(webhook_timeout_ms), "10s", 100, 15000,
+     "longest one webhook delivery attempt may take (connect and answer)"},
+    {"webhook-max-attempts", OPT_INT, F(webhook_max_attempts), "20", 1, 1000,
+     "attempts at one event before it is given up (counted as dead-lettered) and the next "
+     "is delivered"},
+    {"webhook-retry-initial", OPT_DURATION, F(webhook_retry_initial_ms), "1s", 1, 3600 * 1000,
+     "wait after a webhook's first failed attempt; doubled after each further one"},
+    {"webhook-retry-max", OPT_DURATION, F(webhook_retry_max_ms), "10m", 1, DAY,
+     "longest wait between two attempts at one event"},
 };
 #define NOPTIONS (sizeof options / sizeof options[0])
 
@@ -226,6 +242,19 @@ static int set(sd_config *cfg, const option *o, const char *text, const char *fr
         }
         memcpy(field, text, strlen(text) + 1);
         return 0;
+    case OPT_LIST: {
+        size_t have = strlen(field), add = strlen(text);
+        if (add == 0)
+            return 0;
+        if (have + add + 2 > o->size) {
+            fprintf(err, "sessiond: %s (%s): too many values\n", o->name, from);
+            return SD_ECONFIG;
+        }
+        if (have)
+            field[have++] = '\n';
+        memcpy(field + have, text, add + 1);
+        return 0;
+    }
     case OPT_LOGLEVEL:
         if (sd_log_level_parse(text) < 0) {
             fprintf(err, "sessiond: %s (%s): '%s' is not debug, info, warn or error\n", o->name,
@@ -276,6 +305,13 @@ static int set(sd_config *cfg, const option *o, const char *text, const char *fr
     }
     }
     return SD_ECONFIG;
+}
+
+/* A list named by a source of higher precedence drops the lower ones'. */
+static void clear_list(sd_config *cfg, const option *o)
+{
+    if (o->type == OPT_LIST)
+        ((char *)cfg + o->offset)[0] = '\0';
 }
 
 static char *trim(char *s)
@@ -417,10 +453,12 @@ int sd_config_load(sd_config *cfg, int argc, char **argv, char **envp, FILE *err
             size_t n = strlen(env);
             for (char **e = envp; *e; e++)
                 if (strncmp(*e, env, n) == 0 && (*e)[n] == '=' &&
-                    set(cfg, &options[i], *e + n + 1, env, err))
+                    (clear_list(cfg, &options[i]), set(cfg, &options[i], *e + n + 1, env, err)))
                     return SD_CONFIG_EXIT_ERR;
         }
     }
+    for (int i = 0; i < nflags; i++)
+        clear_list(cfg, fopt[i]);
     for (int i = 0; i < nflags; i++) {
         char from[80];
         snprintf(from, sizeof from, "--%s", fopt[i]->name);

@@ -75,6 +75,11 @@ typedef struct sd_config {
     int64_t refresh_grace_ms;
     char session_limit_policy[16];
     int64_t shutdown_timeout_ms;
+    char webhook[8192]; /* one 'URL SECRET-FILE [EVENTS]' a line (repeatable) */
+    int64_t webhook_timeout_ms;
+    int64_t webhook_max_attempts;
+    int64_t webhook_retry_initial_ms;
+    int64_t webhook_retry_max_ms;
 } sd_config;
 
 /* Result of sd_config_load: go on, or exit now with the given status

@@ -1,11 +1,11 @@
 /*
  * main.c - start-up, signals and wiring; nothing else.
  *
- * Order of start: config, store, audit log, sweeper, HTTP. Order of stop
+ * Order of start: config, store, audit log, sweeper, webhooks, HTTP. Order of stop
  * (SIGTERM or SIGINT): stop accepting and answer new requests 503, wait for
  * requests in flight (their writes finish) up to --shutdown-timeout, stop
  * HTTP (waiting for handlers still running; if one still runs after that,
- * exit 1 at once without closing what it uses), stop the sweeper, close the
+ * exit 1 at once without closing what it uses), stop the webhooks, the sweeper, close the
  * audit log (after logging what was committed), close the store (which
  * commits what is queued and checkpoints), free the HTTP server. SIGHUP reloads the
  * settings that can change at run time (the log level, API keys, the TLS
@@ -26,6 +26,7 @@
 #include "util/err.h"
 #include "util/limiter.h"
 #include "util/log.h"
+#include "webhook/webhook.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -229,11 +230,26 @@ int main(int argc, char **argv)
                 : topt.client_auth_required ? "required"
                                             : "optional");
     }
+    /* The webhooks' settings and secrets, checked before anything starts. */
+    sd_webhook_options wopt = {.timeout_ms = cfg.webhook_timeout_ms,
+                               .retry_initial_ms = cfg.webhook_retry_initial_ms,
+                               .retry_max_ms = cfg.webhook_retry_max_ms,
+                               .max_attempts = (int)cfg.webhook_max_attempts};
+    sd_webhooks *webhooks = NULL;
+    if (sd_webhooks_parse(cfg.webhook, &wopt, &webhooks, err, sizeof err)) {
+        sd_error("%s", err);
+        sd_tls_free(tls);
+        sd_jwks_free(jwt_keys);
+        sd_keyring_free(ring);
+        sd_keys_free(keys);
+        return 2;
+    }
     sd_app app = {
         .keys = keys,
         .auth_cookie = cfg.auth_cookie,
         .audit_sample = cfg.audit_sample_validations,
         .jwt_keys = jwt_keys,
+        .webhooks = webhooks,
         .jwt = {.issuer = cfg.jwt_issuer,
                 .audience = cfg.jwt_audience,
                 .lifetime_ms = cfg.jwt_lifetime_ms,
@@ -274,6 +290,7 @@ int main(int argc, char **argv)
         sd_keyring_free(ring);
         sd_jwks_free(jwt_keys);
         sd_keys_free(keys);
+        sd_webhooks_stop(webhooks);
         return 2;
     }
     /* A shared store tells replicas apart by an id kept in the data dir. */
@@ -288,6 +305,7 @@ int main(int argc, char **argv)
             sd_keyring_free(ring);
             sd_jwks_free(jwt_keys);
             sd_keys_free(keys);
+            sd_webhooks_stop(webhooks);
             return 1;
         }
         sopt.origin = origin;
@@ -298,6 +316,7 @@ int main(int argc, char **argv)
         sd_keyring_free(ring);
         sd_jwks_free(jwt_keys);
         sd_keys_free(keys);
+        sd_webhooks_stop(webhooks);
         return 1;
     }
     if (cfg.cache[0] && (rc = sd_store_attach_cache(
@@ -309,6 +328,7 @@ int main(int argc, char **argv)
         sd_keyring_free(ring);
         sd_jwks_free(jwt_keys);
         sd_keys_free(keys);
+        sd_webhooks_stop(webhooks);
         return 1;
     }
     explicit_bzero(cfg.cache_password, sizeof cfg.cache_password);
@@ -326,12 +346,25 @@ int main(int argc, char **argv)
         sd_tls_free(tls);
         sd_keyring_free(ring);
         sd_jwks_free(jwt_keys);
+        sd_webhooks_stop(webhooks);
         return 1;
     }
     sd_sweeper *sweeper = NULL;
     if ((rc = sd_sweeper_start(app.store, cfg.sweep_interval_ms, (int)cfg.sweep_batch,
                                cfg.history_retention_ms, &sweeper))) {
         sd_error("cannot start the sweeper: %s", sd_strerror(rc));
+        sd_audit_close();
+        sd_store_close(app.store);
+        sd_tls_free(tls);
+        sd_keyring_free(ring);
+        sd_jwks_free(jwt_keys);
+        sd_webhooks_stop(webhooks);
+        return 1;
+    }
+    if ((rc = sd_webhooks_start(webhooks, app.store, err, sizeof err))) {
+        sd_error("%s", err);
+        sd_webhooks_stop(webhooks);
+        sd_sweeper_stop(sweeper);
         sd_audit_close();
         sd_store_close(app.store);
         sd_tls_free(tls);
@@ -368,6 +401,7 @@ int main(int argc, char **argv)
     if (rc) {
         sd_error("%s", err);
         sd_limiter_free(app.guesses);
+        sd_webhooks_stop(webhooks);
         sd_sweeper_stop(sweeper);
         sd_audit_close();
         sd_store_close(app.store);
@@ -436,6 +470,7 @@ int main(int argc, char **argv)
         _exit(1);
     }
     sd_tls_free(tls);
+    sd_webhooks_stop(webhooks); /* saves each cursor, gives up the leases */
     sd_sweeper_stop(sweeper);
     sd_audit_close();          /* logs what the last writes committed */
     sd_store_close(app.store); /* a write that completes now replies into the stopped server */

@@ -13,6 +13,7 @@
 #include "api/api.h"
 #include "audit/audit.h"
 #include "metrics/metrics.h"
+#include "util/clock.h"
 #include "util/err.h"
 #include "util/log.h"
 
@@ -31,16 +32,52 @@ void sd_api_anomaly_init(sd_app *app)
     app->anomaly_state = sd_anomaly_needs_state(&app->anomaly);
 }
 
+/* A geofence refusal's audit event, written through the store (SD_W_REFUSAL)
+ * so that it is durable like the other events and the webhooks deliver it. */
+typedef struct refusal_write {
+    sd_write w;
+    char user_id[257];
+    char reason[32];
+} refusal_write;
+
+static void refusal_done(sd_write *w)
+{
+    refusal_write *rw = (refusal_write *)w;
+    if (w->rc) { /* the audit log has it at least */
+        sd_error("geofence_refused of user %s not stored: %s", rw->user_id, sd_strerror(w->rc));
+        sd_audit_emit("geofence_refused", w->id, rw->user_id, w->actor, w->address, rw->reason);
+    }
+    free(rw);
+}
+
 /* The geofence's refusal: logged, audited (geofence_refused, with the
- * country and the rule: neither is a secret) and answered 403. */
-static void refuse(sd_req *r, const char *session_id, const char *user_id, const char *country,
-                   const char *why)
+ * country and the rule: neither is a secret; not awaited) and answered 403
+ * by the caller. */
+static void refuse(sd_app *app, sd_req *r, const char *session_id, const char *user_id,
+                   const char *country, const char *why)
 {
     char reason[32]; /* an event's reason is kept to 31 bytes */
     snprintf(reason, sizeof reason, "country=%s %s", country, why);
     sd_warn("geofence_refused session=%s address=%s %s", session_id ? session_id : "-",
             sd_req_peer(r), reason);
-    sd_audit_emit("geofence_refused", session_id, user_id, sd_req_actor(r), sd_req_peer(r), reason);
+    refusal_write *rw = calloc(1, sizeof *rw);
+    if (!rw) {
+        sd_audit_emit("geofence_refused", session_id, user_id, sd_req_actor(r), sd_req_peer(r),
+                      reason);
+        return;
+    }
+    rw->w.kind = SD_W_REFUSAL;
+    rw->w.now = sd_now_ms();
+    rw->w.policy = &app->policy;
+    snprintf(rw->w.id, sizeof rw->w.id, "%s", session_id ? session_id : "");
+    snprintf(rw->user_id, sizeof rw->user_id, "%s", user_id ? user_id : "");
+    snprintf(rw->reason, sizeof rw->reason, "%s", reason);
+    rw->w.user_id = rw->user_id;
+    rw->w.reason = rw->reason;
+    snprintf(rw->w.actor, sizeof rw->w.actor, "%s", sd_req_actor(r));
+    snprintf(rw->w.address, sizeof rw->w.address, "%s", sd_req_peer(r));
+    rw->w.done = refusal_done;
+    sd_store_write(app->store, &rw->w);
 }
 
 static const char *attr_string(const json_t *attrs, const char *key)
@@ -66,7 +103,7 @@ int sd_api_anomaly_create(sd_app *app, sd_req *r, sd_api_write *c)
     }
     const char *why = sd_geofence_check(&app->anomaly.geofence, group, here.country);
     if (why) {
-        refuse(r, NULL, s->user_id, here.country, why);
+        refuse(app, r, NULL, s->user_id, here.country, why);
         sd_reply_problem(r, 403,
                          "sessions cannot be created from country %s: the geofence refuses it "
                          "(%s)",
@@ -180,7 +217,7 @@ int sd_api_anomaly_check(sd_app *app, sd_req *r, sd_check *c, int64_t now)
                                               attr_string(full.attrs, "geoGroup"), c->geo.country)
                           : NULL;
     if (why) {
-        refuse(r, full.id, full.user_id, c->geo.country, why);
+        refuse(app, r, full.id, full.user_id, c->geo.country, why);
         sd_session_clear(&full);
         c->refused = "geofence";
         sd_metrics_validation(0);

@@ -31,6 +31,8 @@ typedef struct sd_app {
     bool anomaly_create;        /* create computes signals or checks the geofence */
     bool anomaly_state;         /* every validation reads the session's signals (some flag
                                    or step up): see sd_api_anomaly_wanted */
+    /* --webhook deliveries (webhook/webhook.h); NULL: none */
+    struct sd_webhooks *webhooks;
 } sd_app;
 
 /* The authorize hook of the HTTP layer (common.c): checks X-Api-Key (or a

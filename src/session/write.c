@@ -432,6 +432,10 @@ int sd_write_apply(const sd_rows_ops *ops, void *rows, sd_write *w)
     case SD_W_SIGNAL:
         rc = do_signal(ops, rows, w);
         break;
+    case SD_W_REFUSAL:
+        rc =
+            ops->event(rows, w, "geofence_refused", w->id[0] ? w->id : NULL, w->user_id, w->reason);
+        break;
     }
     w->rc = rc;
     return rc;

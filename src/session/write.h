@@ -63,6 +63,10 @@ typedef enum sd_write_kind {
     SD_W_SIGNAL,     /* a validation saw w->signals on w->id (session/anomaly.h): record them
                         on the session (attrs, version + 1) and audit each fired one
                         (anomaly_detected); not awaited. SD_ENOTFOUND when it has ended */
+    SD_W_REFUSAL,    /* the geofence refused a create or a validation: audit it
+                        (geofence_refused, reason w->reason, session w->id or none, user
+                        w->user_id), so it is as durable as the other events (the webhooks
+                        deliver it); changes no row; not awaited */
 } sd_write_kind;
 
 /* One outcome of a write for the world outside the database. */

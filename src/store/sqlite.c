@@ -245,6 +245,7 @@ static int sq_open(const char *dir, const sd_store_options *opt, sd_store **out,
 
     char lock[1100];
     snprintf(lock, sizeof lock, "%s/LOCK", dir);
+    snprintf(st->dir, sizeof st->dir, "%s", dir);
     snprintf(st->path, sizeof st->path, "%s/sessiond.db", dir);
     st->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (st->lock_fd < 0) {
@@ -336,4 +337,6 @@ const sd_store_ops sd_store_sqlite = {
     .backup = sd_sqlite_backup,
     .not_before = sq_not_before,
     .ended = sq_ended,
+    .feed = sq_feed,
+    .outbox_cursor = sq_outbox_cursor,
 };

@@ -699,6 +699,31 @@ static void triage_ends_the_matches_in_batches_and_audits_the_total(void **state
     assert_string_equal(db.last_reason, "sessions=3");
 }
 
+/* A geofence refusal is an event and nothing else: no row, no effect. */
+static void a_refusal_is_audited_and_changes_nothing(void **state)
+{
+    (void)state;
+    sd_write w;
+    assert_int_equal(create("uma", 1, NOW, NULL, &w), 0);
+    done(&w);
+    int rows_before = db.n;
+    sd_write r = {
+        .kind = SD_W_REFUSAL, .now = NOW, .user_id = "uma", .reason = "country=FR denied"};
+    snprintf(r.id, sizeof r.id, "s0001");
+    assert_int_equal(sd_write_apply(&ops, NULL, &r), 0);
+    assert_int_equal(r.n_effects, 0);
+    assert_int_equal(count_events("geofence_refused:s0001"), 1);
+    assert_string_equal(db.last_reason, "country=FR denied");
+    sd_write c = {
+        .kind = SD_W_REFUSAL, .now = NOW, .user_id = "uma", .reason = "country=FR denied"};
+    assert_int_equal(sd_write_apply(&ops, NULL, &c), 0); /* a refused create: no session */
+    assert_int_equal(count_events("geofence_refused:"), 2);
+    assert_int_equal(db.n, rows_before);
+    assert_non_null(find("s0001"));
+    sd_write_free_effects(&r);
+    sd_write_free_effects(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -721,6 +746,7 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(triage_ends_the_matches_in_batches_and_audits_the_total,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(a_refusal_is_audited_and_changes_nothing, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
