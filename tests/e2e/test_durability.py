@@ -197,10 +197,10 @@ def test_db_layout(make_server):
         tables = {r[0] for r in db_query(srv.data_dir, "SELECT table_name FROM information_schema.tables "
                                                        "WHERE table_schema = 'public'")}
         assert {"sessions", "session_history", "rotated_tokens", "audit_events",
-                "sessiond_schema_migrations", "sessiond_cache_epoch", "sessiond_not_before"} <= tables, f"tables: {tables}"
+                "sessiond_schema_migrations", "sessiond_cache_epoch", "sessiond_not_before", "sessiond_outbox"} <= tables, f"tables: {tables}"
         cols = {r[0] for r in db_query(srv.data_dir, "SELECT column_name FROM information_schema.columns "
                                                      "WHERE table_name = 'session_history'")}
-        assert db_query(srv.data_dir, "SELECT version FROM sessiond_schema_migrations") == [(1,), (2,), (3,), (4,), (5,)]
+        assert db_query(srv.data_dir, "SELECT version FROM sessiond_schema_migrations") == [(1,), (2,), (3,), (4,), (5,), (6,)]
     else:
         assert srv.db_path.exists(), f"{srv.db_path} missing"
         tables = {r[0] for r in db_query(srv.data_dir, "SELECT name FROM sqlite_master WHERE type='table'")}
