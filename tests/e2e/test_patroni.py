@@ -18,8 +18,9 @@ dies (SIGKILL for its Patroni, then for its postmaster and every backend):
 its leader key expires in etcd, the standby's Patroni takes it and promotes.
 Afterwards every create either replica answered 201 (before, during or
 after the failover) is in the new primary's table and validates, and every
-revoked session is still refused. The time from the kill to each replica's
-first successful create, and to the promotion, is printed, not asserted.
+revoked session is still refused. The time from the kill (once the node's
+last process is gone) to each replica's first successful create sent after
+it, and to the promotion, is printed, not asserted.
 """
 import threading
 import time
@@ -140,8 +141,8 @@ def test_primary_node_killed_under_create_load_loses_no_acknowledged_write(clust
     try:
         for name, load in loads.items():
             wait_for(lambda: len(load.acked()) >= BEFORE, timeout=120, what=f"creates acknowledged via {name}")
-        t_kill = time.monotonic()
         old.kill_node()
+        t_kill = time.monotonic()  # every process of the old primary's node is gone
         cluster.wait_primary(new, timeout=180)
         t_promoted = time.monotonic() - t_kill
         # Nobody touches sessiond or haproxy from here on.
