@@ -20,6 +20,9 @@ test_pkgs="$test_pkgs openssl"
 test_pkgs="$test_pkgs haproxy"
 # The second gateway of tests/e2e/test_forward_auth.py (examples/caddy-forward-auth.Caddyfile).
 test_pkgs="$test_pkgs caddy"
+# PostgreSQL under Patroni (tests/e2e/test_patroni.py): three etcd members and
+# two Patroni members, started by the test on free ports (not as services).
+test_pkgs="$test_pkgs patroni etcd-server"
 
 # make scale-demo: PostgreSQL and haproxy on loopback (scripts/scale-demo.py).
 scale_pkgs="python3 postgresql-15 postgresql-client-15 haproxy redis-server"
@@ -63,3 +66,25 @@ APT="apt-get -o DPkg::Lock::Timeout=600"
 $SUDO $APT update -qq
 # shellcheck disable=SC2086
 $SUDO $APT install -y -qq --no-install-recommends $missing
+
+# Services that installing a test package enables and may start (etcd on
+# 2379/2380, patroni): the tests run their own on free ports, so stop and
+# disable the packaged ones, only when this run installed them (a machine
+# that already ran them keeps them). Under systemd through systemctl; without
+# it (containers, CI) through the init script and update-rc.d, and systemctl
+# offline so that a later boot under systemd does not start them either.
+for pair in etcd-server:etcd patroni:patroni; do
+	case " $missing " in *" ${pair%%:*} "*) ;; *) continue ;; esac
+	svc=${pair#*:}
+	if [ -d /run/systemd/system ]; then
+		$SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
+	else
+		if [ -x "/etc/init.d/$svc" ]; then
+			$SUDO "/etc/init.d/$svc" stop >/dev/null 2>&1 || true
+			$SUDO update-rc.d "$svc" disable >/dev/null 2>&1 || true
+		fi
+		if command -v systemctl >/dev/null 2>&1; then
+			$SUDO systemctl disable "$svc" >/dev/null 2>&1 || true
+		fi
+	fi
+done

@@ -66,7 +66,11 @@ listen stats
 
 
 class HaProxy:
-    def __init__(self, backends, workdir=None, port=None):
+    """haproxy with config_text(backends), or with config=f(port, stats_port)
+    returning another configuration whose proxy `backend` lists `backends`
+    (tests/e2e/patroni.py: PostgreSQL primaries in TCP mode)."""
+
+    def __init__(self, backends, workdir=None, port=None, config=None, backend="replicas"):
         if not Path(HAPROXY).exists():
             raise RuntimeError("haproxy not found (scripts/install-deps.sh test installs it)")
         self.root = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="sessiond-lb-"))
@@ -75,21 +79,25 @@ class HaProxy:
         self.stats_port = _free_port()
         self.cfg = self.root / "haproxy.cfg"
         self.log = self.root / "haproxy.log"
-        self.cfg.write_text(config_text(self.port, self.stats_port, backends))
+        text = config(self.port, self.stats_port) if config else config_text(self.port, self.stats_port, backends)
+        self.cfg.write_text(text)
         self.names = [n for n, _ in backends]
+        self.backend = backend
         self.proc = None
 
     @property
     def url(self):
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout=20):
+    def start(self, timeout=20, want=None):
+        """Starts haproxy and waits for the backends to be `want` ({name:
+        status}; default: every one UP)."""
         subprocess.run([HAPROXY, "-c", "-q", "-f", str(self.cfg)], check=True)
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen([HAPROXY, "-db", "-f", str(self.cfg)], stdin=subprocess.DEVNULL,
                                      stdout=logf, stderr=logf, cwd=str(self.root))
         logf.close()
-        self.wait_states({n: "UP" for n in self.names}, timeout)
+        self.wait_states(want if want is not None else {n: "UP" for n in self.names}, timeout)
         return self
 
     def states(self):
@@ -102,7 +110,7 @@ class HaProxy:
         except OSError:
             return {}
         rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
-        return {row["svname"]: row["status"] for row in rows if row["pxname"] == "replicas"}
+        return {row["svname"]: row["status"] for row in rows if row["pxname"] == self.backend}
 
     def wait_states(self, want, timeout=20):
         deadline = time.monotonic() + timeout

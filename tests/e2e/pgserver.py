@@ -42,6 +42,27 @@ def _as_postgres():
     return {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
 
 
+def crash_postmaster(pid):
+    """A machine crash: SIGKILL for the postmaster `pid` and every backend (a
+    postmaster killed alone leaves its backends serving a while). The caller
+    reaps the postmaster if it is its child."""
+    os.kill(pid, signal.SIGSTOP)  # forks nothing more
+    kids = []
+    for d in Path("/proc").iterdir():
+        try:
+            stat = (d / "stat").read_text()
+        except (OSError, ValueError):
+            continue
+        if stat.rsplit(")", 1)[-1].split()[1] == str(pid):  # field 4: ppid
+            kids.append(d.name)
+    for k in kids:
+        try:
+            os.kill(int(k), signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    os.kill(pid, signal.SIGKILL)
+
+
 class PgServer:
     def __init__(self, standby_of=None):
         """A new cluster (initdb), or with standby_of=<PgServer> a streaming
@@ -116,26 +137,10 @@ class PgServer:
         self.proc = None
 
     def crash(self):
-        """A machine crash: SIGKILL for the postmaster and every backend
-        (a postmaster killed alone leaves its backends serving a while)."""
+        """A machine crash (crash_postmaster)."""
         if self.proc is None:
             return
-        pid = self.proc.pid
-        os.kill(pid, signal.SIGSTOP)  # forks nothing more
-        kids = []
-        for d in Path("/proc").iterdir():
-            try:
-                stat = (d / "stat").read_text()
-            except (OSError, ValueError):
-                continue
-            if stat.rsplit(")", 1)[-1].split()[1] == str(pid):  # field 4: ppid
-                kids.append(d.name)
-        for k in kids:
-            try:
-                os.kill(int(k), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        os.kill(pid, signal.SIGKILL)
+        crash_postmaster(self.proc.pid)
         self.proc.wait()
         self.proc = None
 
