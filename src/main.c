@@ -21,6 +21,8 @@
 #include "store/crypt.h"
 #include "metrics/metrics.h"
 #include "session/sweeper.h"
+#include "util/allocfail.h"
+#include "util/jsonmem.h"
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/limiter.h"
@@ -120,6 +122,12 @@ static void reload_tls(sd_tls *tls, const sd_config *fresh)
 
 int main(int argc, char **argv)
 {
+    char err[512] = "";
+    if (sd_allocfail_init(err, sizeof err)) { /* the sanitizer build's test hook */
+        fprintf(stderr, "sessiond: %s\n", err);
+        return 2;
+    }
+    sd_json_mem_init();
     if (argc >= 2 && argv[1][0] != '-') {
         const sd_command *c = sd_cmd_find(argv[1]);
         if (!c) {
@@ -152,6 +160,7 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGHUP);
+    sd_allocfail_signals(&sigs);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -179,7 +188,6 @@ int main(int argc, char **argv)
     else
         sd_info("%d API keys loaded from %s", sd_keys_count(keys), cfg.api_keys);
 
-    char err[512] = "";
     sd_keyring *ring = NULL;
     if (cfg.encryption_keys[0] &&
         sd_keyring_load(cfg.encryption_keys, &ring, err, sizeof err) != 0) {
@@ -363,6 +371,10 @@ int main(int argc, char **argv)
         int sig = 0;
         if (sigwait(&sigs, &sig) != 0)
             continue;
+        if (sig == SIGUSR2) { /* only with SESSIOND_ALLOC_FAULTS=control=... */
+            sd_allocfail_control();
+            continue;
+        }
         if (sig == SIGHUP) {
             /* Reload what can change at run time: the log level, from the
              * same sources in the same precedence. */

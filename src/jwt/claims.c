@@ -1,5 +1,6 @@
 /* claims.c - a session's JWT claims and their minting (see claims.h). */
 #include "jwt/claims.h"
+#include "util/jsonmem.h"
 #include "util/err.h"
 #include "util/random.h"
 
@@ -120,10 +121,11 @@ int sd_jwt_mint(const sd_jwks *k, const sd_jwt_options *o, const sd_session *s, 
         return SD_ERANDOM;
     sd_b64url(rnd, sizeof rnd, jti);
     json_t *claims;
+    sd_json_oom_clear(); /* a claim jansson had no memory for fails the token */
     int rc = sd_jwt_claims(s, o, now, jti, &claims, expires_in);
     if (rc)
         return rc;
-    char *payload = json_dumps(claims, JSON_COMPACT);
+    char *payload = sd_json_dumps(claims, JSON_COMPACT);
     json_decref(claims);
     if (!payload)
         return SD_ENOMEM;

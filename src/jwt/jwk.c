@@ -1,5 +1,6 @@
 /* jwk.c - the JWT signing keys: key file, JWK Set, JWS signing (see jwk.h). */
 #include "jwt/jwk.h"
+#include "util/jsonmem.h"
 #include "util/err.h"
 #include "util/keyfile.h"
 #include "util/log.h"
@@ -309,8 +310,9 @@ static int sign_raw(const key *e, const unsigned char *tbs, size_t n, unsigned c
 char *sd_jws_sign(const sd_jwks *k, const char *typ, const char *payload, size_t len)
 {
     const key *e = &k->v[k->current];
+    sd_json_oom_clear();
     json_t *h = json_pack("{s:s, s:s, s:s}", "alg", e->alg, "kid", e->kid, "typ", typ);
-    char *htext = h ? json_dumps(h, JSON_COMPACT) : NULL;
+    char *htext = h ? sd_json_dumps(h, JSON_COMPACT) : NULL;
     json_decref(h);
     if (!htext)
         return NULL;
