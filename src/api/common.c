@@ -31,8 +31,9 @@ json_t *sd_api_body(sd_req *r)
         return NULL;
     }
     json_error_t e;
-    json_t *v = sd_json_loadb(body, len, JSON_REJECT_DUPLICATES, &e);
-    if (!v && sd_json_oom()) { /* jansson may call that a syntax error */
+    bool oom;
+    json_t *v = sd_json_loadb(body, len, JSON_REJECT_DUPLICATES, &e, &oom);
+    if (oom) { /* jansson may call that a syntax error */
         sd_reply_problem(r, 503, "the server is out of memory reading the body; retry shortly");
         return NULL;
     }
@@ -102,6 +103,7 @@ void sd_api_reply_session(sd_req *r, int status, const sd_session *s, const char
 void sd_api_reply_session_with(sd_req *r, int status, const sd_session *s, const char *token,
                                const char *location, json_t *extra)
 {
+    unsigned long mark = sd_json_failures();
     json_t *o = sd_session_to_json(s);
     if (!o) {
         json_decref(extra);
@@ -115,7 +117,7 @@ void sd_api_reply_session_with(sd_req *r, int status, const sd_session *s, const
         bad |= json_object_update(o, extra);
         json_decref(extra);
     }
-    if (bad || sd_json_oom()) { /* since sd_session_to_json cleared it */
+    if (bad || sd_json_failures() != mark) {
         json_decref(o);
         sd_api_fail(r, SD_ENOMEM, NULL);
         return;

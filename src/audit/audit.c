@@ -109,8 +109,9 @@ static bool scan_lines(const char *buf, size_t n, uint64_t *seq, char *prev, int
         if (!nl)
             break;
         size_t len = (size_t)(nl - (buf + i));
-        json_t *o = sd_json_loadb(buf + i, len, 0, NULL);
-        if (!o && sd_json_oom())
+        bool oom;
+        json_t *o = sd_json_loadb(buf + i, len, 0, NULL, &oom);
+        if (oom)
             return false; /* not a torn record: memory ran out reading it */
         if (o) {
             json_t *s = json_object_get(o, "seq"), *h = json_object_get(o, "hash"),

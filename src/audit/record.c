@@ -30,7 +30,7 @@ char *sd_audit_render(const sd_event *e, uint64_t seq, int64_t store_seq, const 
                       char hash_out[SD_AUDIT_HASH_HEX + 1], size_t *len)
 {
     char t[SD_TIME_TEXT_LEN + 1];
-    sd_json_oom_clear(); /* a record missing a member (its prev) would break the chain */
+    unsigned long mark = sd_json_failures(); /* a record missing prev would break the chain */
     json_t *o = json_object();
     if (!o)
         return NULL;
@@ -45,7 +45,7 @@ char *sd_audit_render(const sd_event *e, uint64_t seq, int64_t store_seq, const 
     if (store_seq > 0)
         json_object_set_new(o, "storeSeq", json_integer(store_seq));
     json_object_set_new(o, "prev", json_string(prev));
-    char *body = sd_json_dumps(o, JSON_COMPACT);
+    char *body = sd_json_dumps(o, JSON_COMPACT, mark);
     json_decref(o);
     if (!body)
         return NULL;

@@ -52,8 +52,9 @@ static const char *check_line(chain *c, char *line, size_t len)
     sd_audit_hash(line, body_len, want);
     if (strcmp(want, hash) != 0)
         return "the record was altered (its hash does not match its content)";
-    json_t *o = sd_json_loadb(line, body_len, 0, NULL);
-    if (!o && sd_json_oom())
+    bool oom;
+    json_t *o = sd_json_loadb(line, body_len, 0, NULL, &oom);
+    if (oom)
         return "out of memory reading the record (not a fault of the log)";
     json_t *seq = json_object_get(o, "seq"), *prev = json_object_get(o, "prev");
     const char *why = NULL;

@@ -356,6 +356,12 @@ void sd__conn_append_last(sd__conn *c, const char *data, size_t len)
 void sd__conn_fail_oom(sd__conn *c)
 {
     if (!c->in_flight && c->fd >= 0) {
+        /* What the peer sent and nobody will read would turn the close into
+         * a reset that can overtake the answer: read it away first. */
+        char sink[4096];
+        if (!c->ssl)
+            while (recv(c->fd, sink, sizeof sink, MSG_DONTWAIT) > 0)
+                ;
         char rid[32], buf[1024];
         sd__req_mint_id(c->lp->h, rid, sizeof rid);
         sd__conn_append_last(c, buf,

@@ -175,12 +175,21 @@ void sd_reply_bytes(sd_req *r, int status, const char *content_type, const char 
 
 void sd_reply_json(sd_req *r, int status, json_t *body, const char *const *headers)
 {
-    if (!body) {
-        sd_reply(r, status, status == 204 ? NULL : "application/json", NULL, 0, headers);
+    if (!body && status != 204) { /* json_pack and the like had no memory */
+        sd_reply_problem(r, 503, "the server is out of memory");
         return;
     }
-    sd_json_oom_clear();
-    char *text = sd_json_dumps(body, JSON_COMPACT);
+    if (!body) {
+        sd_reply(r, status, NULL, NULL, 0, headers);
+        return;
+    }
+    /* Not cleared here: a member the handler set without memory (since the
+     * dispatch, or since sd_session_to_json) makes this NULL too. */
+    char *text = sd_json_dumps(body, JSON_COMPACT, sd_json_failures());
+    if (text && sd_json_oom()) {
+        free(text);
+        text = NULL;
+    }
     json_decref(body);
     if (!text) {
         sd_reply_problem(r, 503, "the server is out of memory");
@@ -200,11 +209,11 @@ static char *problem_text(sd_req *r, int status, const char *detail_in)
             if ((unsigned char)*p >= 0x80)
                 *p = '?';
     json_decref(probe);
-    sd_json_oom_clear();
+    unsigned long mark = sd_json_failures();
     json_t *o = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", "about:blank", "title",
                           sd_http_reason_or_class(status), "status", status, "detail", detail,
                           "requestId", r->id);
-    char *text = o ? sd_json_dumps(o, JSON_COMPACT) : NULL;
+    char *text = o ? sd_json_dumps(o, JSON_COMPACT, mark) : NULL;
     json_decref(o);
     return text;
 }

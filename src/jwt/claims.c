@@ -121,11 +121,11 @@ int sd_jwt_mint(const sd_jwks *k, const sd_jwt_options *o, const sd_session *s, 
         return SD_ERANDOM;
     sd_b64url(rnd, sizeof rnd, jti);
     json_t *claims;
-    sd_json_oom_clear(); /* a claim jansson had no memory for fails the token */
+    unsigned long mark = sd_json_failures(); /* a claim set without memory fails the token */
     int rc = sd_jwt_claims(s, o, now, jti, &claims, expires_in);
     if (rc)
         return rc;
-    char *payload = sd_json_dumps(claims, JSON_COMPACT);
+    char *payload = sd_json_dumps(claims, JSON_COMPACT, mark);
     json_decref(claims);
     if (!payload)
         return SD_ENOMEM;

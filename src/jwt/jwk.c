@@ -310,9 +310,9 @@ static int sign_raw(const key *e, const unsigned char *tbs, size_t n, unsigned c
 char *sd_jws_sign(const sd_jwks *k, const char *typ, const char *payload, size_t len)
 {
     const key *e = &k->v[k->current];
-    sd_json_oom_clear();
+    unsigned long mark = sd_json_failures();
     json_t *h = json_pack("{s:s, s:s, s:s}", "alg", e->alg, "kid", e->kid, "typ", typ);
-    char *htext = h ? sd_json_dumps(h, JSON_COMPACT) : NULL;
+    char *htext = h ? sd_json_dumps(h, JSON_COMPACT, mark) : NULL;
     json_decref(h);
     if (!htext)
         return NULL;

@@ -74,7 +74,7 @@ static void put_time(json_t *o, const char *key, int64_t ms)
 
 json_t *sd_session_to_json(const sd_session *s)
 {
-    sd_json_oom_clear(); /* a member jansson had no memory for: NULL, never a partial view */
+    unsigned long mark = sd_json_failures(); /* a member set without memory: NULL */
     json_t *o = json_object();
     if (!o)
         return NULL;
@@ -111,7 +111,7 @@ json_t *sd_session_to_json(const sd_session *s)
     put_time(o, "expiry", s->expiry);
     put_time(o, "absoluteExpiry", s->absolute_expiry);
     json_object_set_new(o, "version", json_integer(s->version));
-    if (sd_json_oom()) {
+    if (sd_json_failures() != mark) {
         json_decref(o);
         return NULL;
     }
@@ -224,7 +224,7 @@ int sd_session_from_create(const json_t *body, const sd_policy *p, int64_t now, 
     memset(out, 0, sizeof *out);
     if (!json_is_object(body))
         return fail(err, n, "the body must be a JSON object");
-    sd_json_oom_clear(); /* see below: what jansson had no memory for */
+    unsigned long mark = sd_json_failures(); /* see below */
 
     const char *key;
     json_t *v;
@@ -301,7 +301,7 @@ int sd_session_from_create(const json_t *body, const sd_policy *p, int64_t now, 
 
     /* A check or a member that jansson had no memory for (a size check
      * that measured nothing, an attribute left out): the create fails. */
-    int rc = sd_json_oom() ? SD_ENOMEM : sd_id_mint(now, out->id);
+    int rc = sd_json_failures() != mark ? SD_ENOMEM : sd_id_mint(now, out->id);
     if (rc == 0)
         rc = sd_token_mint(token_out);
     if (rc) {
@@ -359,7 +359,7 @@ static int parse_time_field(const char *key, const json_t *v, int64_t *ms, char 
 
 int sd_patch_parse(const json_t *body, const sd_policy *p, sd_patch *out, char *err, size_t n)
 {
-    sd_json_oom_clear(); /* a size check that measured nothing fails below */
+    unsigned long mark = sd_json_failures(); /* a size check that measured nothing */
     memset(out, 0, sizeof *out);
     out->body = body;
     if (!json_is_object(body))
@@ -417,7 +417,7 @@ int sd_patch_parse(const json_t *body, const sd_policy *p, sd_patch *out, char *
         return fail(err, n,
                     "the body names no field to update (expiry, ttlSeconds, lastSeen, "
                     "geoLocation, mfa, deviceInfo, data)");
-    return sd_json_oom() ? SD_ENOMEM : 0;
+    return sd_json_failures() != mark ? SD_ENOMEM : 0;
 }
 
 /* RFC 7396 merge of patch into target (both objects). */
@@ -475,7 +475,7 @@ int sd_patch_apply(const sd_patch *patch, const sd_policy *p, sd_session *s, int
         last_seen = patch->last_seen > now ? now : patch->last_seen;
     }
 
-    sd_json_oom_clear(); /* a merge jansson had no memory for is never half applied */
+    unsigned long mark = sd_json_failures(); /* a merge is never half applied */
     json_t *attrs = s->attrs ? json_deep_copy(s->attrs) : json_object();
     if (!attrs)
         return SD_ENOMEM;
@@ -505,7 +505,7 @@ int sd_patch_apply(const sd_patch *patch, const sd_policy *p, sd_session *s, int
                         p->max_data_bytes);
         }
     }
-    if (sd_json_oom()) {
+    if (sd_json_failures() != mark) {
         json_decref(attrs);
         return SD_ENOMEM;
     }

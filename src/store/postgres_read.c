@@ -228,8 +228,8 @@ int pg__row_to_session(const sd_store *st, const PGresult *r, int row, bool want
             sd_session_clear(out);
             return SD_EUNAVAILABLE;
         }
-        out->attrs = sd_json_loadb(plain, n, 0, NULL);
-        bool oom = !out->attrs && sd_json_oom();
+        bool oom;
+        out->attrs = sd_json_loadb(plain, n, 0, NULL, &oom);
         OPENSSL_cleanse(plain, n);
         free(plain);
         if (oom) { /* never read as empty: an update would write that back */

@@ -190,6 +190,7 @@ static void drop_index(sd_index *ix)
 
 static void free_store(sd_store *st)
 {
+    sd_index_batch_clear(&st->prepared);
     for (int i = 0; i < W_NSTMT; i++)
         sqlite3_finalize(st->w[i]);
     for (reader *r = st->readers, *next; r; r = next) {

@@ -106,7 +106,8 @@ struct sd_store {
     pthread_mutex_t readers_mu;
     reader *readers;
 
-    sd_index *index; /* exact in-memory index of the active table */
+    sd_index *index;         /* exact in-memory index of the active table */
+    sd_index_batch prepared; /* the writer's: entries for the batch's puts (tx_prepare) */
 
     const sd_keyring *keys; /* encryption at rest of attrs; NULL: plain */
     _Atomic bool broken;

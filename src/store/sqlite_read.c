@@ -91,8 +91,8 @@ int sq__row_to_session(const sd_store *st, sqlite3_stmt *s, bool want_attrs, sd_
             sd_session_clear(out);
             return SD_EUNAVAILABLE;
         }
-        out->attrs = plain ? sd_json_loadb(plain, n, 0, NULL) : NULL;
-        bool oom = plain && !out->attrs && sd_json_oom();
+        bool oom = false;
+        out->attrs = plain ? sd_json_loadb(plain, n, 0, NULL, &oom) : NULL;
         if (plain)
             OPENSSL_cleanse(plain, n);
         free(plain);

@@ -4,6 +4,7 @@
  * commit is durable, and the counts /metrics shows.
  */
 #include "store/writer.h"
+#include "util/jsonmem.h"
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -34,6 +35,7 @@ static void complete(sd_write *list)
     while (list) {
         sd_write *next = list->next;
         list->next = NULL;
+        sd_json_oom_clear(); /* the reply it builds is judged on its own (sd_reply_json) */
         list->done(list);
         list = next;
     }
@@ -62,7 +64,9 @@ static void commit_batch(sd_writer *wr, sd_write *batch)
             w->rc = SD_EUNAVAILABLE;
             continue;
         }
-        if (sd_write_kept(sd_write_apply(wr->rows, wr->be, w))) {
+        int prc = 0;
+        if (sd_write_kept(sd_write_apply(wr->rows, wr->be, w)) &&
+            (!tx->prepare || (prc = tx->prepare(wr->be, w)) == 0)) {
             delta += w->delta;
             if (w->kind == SD_W_SWEEP) {
                 swept += w->affected;
@@ -71,7 +75,7 @@ static void commit_batch(sd_writer *wr, sd_write *batch)
             tx->release(wr->be, w->next != NULL);
         } else {
             tx->rollback_to(wr->be);
-            w->rc = SD_EUNAVAILABLE;
+            w->rc = prc ? prc : SD_EUNAVAILABLE;
         }
     }
     if (tx->commit(wr->be)) {

@@ -232,8 +232,8 @@ int sd_allocfail_init(char *err, size_t errlen)
             memcpy(control, item + 8, n - 8 + 1);
             continue;
         }
-        snprintf(err, errlen, "alloc faults: expected at=N, at=N+, control=PATH or trace, not '%.200s'",
-                 item);
+        snprintf(err, errlen,
+                 "alloc faults: expected at=N, at=N+, control=PATH or trace, not '%.200s'", item);
         return -1;
     }
     sd_warn("injecting allocation failures (SESSIOND_ALLOC_FAULTS): %s", spec);

@@ -8,8 +8,8 @@
  * Routed through the hook: sessiond's own malloc, calloc, realloc, strdup,
  * strndup and getline (the sanitizer build links with -Wl,--wrap=...),
  * jansson (whose hook, util/jsonmem.h, calls malloc), SQLite
- * (SQLITE_CONFIG_MALLOC) and OpenSSL (CRYPTO_set_mem_functions). Not routed: libc's own allocations (stdio,
- * pthread_create, getaddrinfo), libpq and hiredis 0.14 (neither has a hook).
+ * (SQLITE_CONFIG_MALLOC) and OpenSSL (CRYPTO_set_mem_functions). Not routed: libc's own allocations
+ * (stdio, pthread_create, getaddrinfo), libpq and hiredis 0.14 (neither has a hook).
  *
  * SESSIOND_ALLOC_FAULTS, read once by sd_allocfail_init(), is a
  * comma-separated list of:

@@ -1,9 +1,16 @@
 /*
- * jsonmem.h - jansson's allocations through a hook that remembers a failure.
- * Jansson's parser reports a failed allocation as a syntax error ("invalid
- * token"), which would answer a client 400 for the server's own trouble;
- * with this hook installed a caller can tell the two apart and answer 503.
- * A leaf: only jansson is known here.
+ * jsonmem.h - jansson's allocations through a hook that counts failures.
+ * Jansson reports a failed allocation badly: its parser calls it a syntax
+ * error (a client would get 400 for the server's trouble) and can return a
+ * string cut short; json_object_set_new and json_array_append_new fail
+ * silently (a reply or a stored value would miss a member); json_dumps has
+ * been seen to return a text with parts missing. With the hook installed a
+ * caller can tell, and fail whole. A leaf: only jansson is known here.
+ *
+ * Two views of the same events, per thread: a count (a mark taken before a
+ * piece of work, compared after it) and a flag (cleared where a request's
+ * work starts on a thread: the dispatch, a write's completion; checked by
+ * sd_reply_json).
  */
 #ifndef SD_JSONMEM_H
 #define SD_JSONMEM_H
@@ -12,25 +19,19 @@
 #include <stdbool.h>
 
 /* Installs the hook (json_set_alloc_funcs); call once at start, before any
- * JSON value exists. Without it sd_json_oom() is always false. */
+ * JSON value exists. Without it nothing is ever counted. */
 void sd_json_mem_init(void);
-/* Forgets an earlier failure on this thread; call before the jansson calls
- * to be judged. */
+/* How many allocations of jansson have failed on this thread. */
+unsigned long sd_json_failures(void);
+/* The flag: cleared here, set by every failure on this thread. */
 void sd_json_oom_clear(void);
-/* True when an allocation of jansson failed on this thread since the last
- * sd_json_oom_clear(). */
 bool sd_json_oom(void);
-
-/* json_loadb, but NULL when an allocation of jansson failed meanwhile
- * (then sd_json_oom() is true): jansson 2.14 can return a value with a
- * string cut short, or call a failed allocation a syntax error. Clears the
- * flag first. */
-json_t *sd_json_loadb(const char *buf, size_t len, size_t flags, json_error_t *e);
-/* json_dumps, but NULL (nothing to free) when an allocation of jansson
- * failed on this thread since the last sd_json_oom_clear(): a member the
- * caller set may then be missing, and jansson 2.14 has been seen to return
- * a text with parts missing (not valid JSON) under a failed allocation.
- * Callers clear before building what they dump, or just before this. */
-char *sd_json_dumps(const json_t *v, size_t flags);
+/* json_loadb, but NULL with *oom true when an allocation failed meanwhile
+ * (whatever jansson returned); *oom false otherwise. */
+json_t *sd_json_loadb(const char *buf, size_t len, size_t flags, json_error_t *e, bool *oom);
+/* json_dumps, but NULL (nothing to free) when an allocation of jansson has
+ * failed on this thread since the mark `since` (sd_json_failures() taken
+ * before building v: a member set without memory is missing from it). */
+char *sd_json_dumps(const json_t *v, size_t flags, unsigned long since);
 
 #endif
