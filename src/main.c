@@ -22,6 +22,7 @@
 #include "metrics/metrics.h"
 #include "session/sweeper.h"
 #include "util/allocfail.h"
+#include "util/crypto_init.h"
 #include "util/jsonmem.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -128,6 +129,11 @@ int main(int argc, char **argv)
         return 2;
     }
     sd_json_mem_init();
+    if (sd_crypto_init()) {
+        fprintf(stderr, "sessiond: out of memory setting up OpenSSL\n");
+        return 1;
+    }
+    sd_allocfail_begin(); /* the sweep counts from here */
     if (argc >= 2 && argv[1][0] != '-') {
         const sd_command *c = sd_cmd_find(argv[1]);
         if (!c) {
@@ -309,6 +315,7 @@ int main(int argc, char **argv)
         sd_tls_free(tls);
         sd_keyring_free(ring);
         sd_jwks_free(jwt_keys);
+        sd_keys_free(keys);
         return 1;
     }
     sd_sweeper *sweeper = NULL;
@@ -320,6 +327,7 @@ int main(int argc, char **argv)
         sd_tls_free(tls);
         sd_keyring_free(ring);
         sd_jwks_free(jwt_keys);
+        sd_keys_free(keys);
         return 1;
     }
     sd_http_options hopt = {
@@ -357,6 +365,9 @@ int main(int argc, char **argv)
         sd_tls_free(tls);
         sd_keyring_free(ring);
         sd_jwks_free(jwt_keys);
+        sd_keys_free(keys);
+        pthread_rwlock_destroy(&app.keys_lock);
+        pthread_rwlock_destroy(&app.jwt_lock);
         return 1;
     }
     /* Never the connection string: it may hold a password (postgres.c logs

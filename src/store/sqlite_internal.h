@@ -93,6 +93,7 @@ struct sd_store {
     int lock_fd;
     uint64_t generation;
     sqlite3 *wdb;
+    sqlite3 *ckpt_db; /* the checkpointer thread's connection */
     sqlite3_stmt *w[W_NSTMT];
     sd_writer *writer;    /* the shared writer (store/writer.c) over this store's rows */
     int changes_at_begin; /* writer-private: sqlite3_total_changes at BEGIN */

@@ -75,11 +75,16 @@ int sd_store_open(const sd_store_ops *ops, const char *location, const sd_store_
         sd_warn("store: injecting faults (SESSIOND_STORE_FAULTS): %s", faults);
 #endif
     sd_store_handle *h = calloc(1, sizeof *h);
-    if (!h)
+    if (!h) {
+        snprintf(err, errlen, "out of memory");
         return SD_ENOMEM;
+    }
     h->ops = ops;
+    err[0] = '\0';
     int rc = ops->open(location, opt, &h->st, err, errlen);
     if (rc) {
+        if (!err[0]) /* a backend that ran out of memory before it could say where */
+            snprintf(err, errlen, "%s", sd_strerror(rc));
         free(h);
         return rc;
     }

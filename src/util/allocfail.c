@@ -37,6 +37,8 @@ static _Atomic unsigned long fail_at; /* the one to fail; 0: none */
 static _Atomic bool persist;          /* and every one after it */
 static char control[4096];            /* the control file; "" without */
 static bool trace;                    /* print the stack of each failure */
+static unsigned long start_at;        /* at=N, armed by sd_allocfail_begin() */
+static bool start_all;
 
 /* Counts one allocation; true when it is the one to fail. */
 static bool should_fail(void)
@@ -46,6 +48,7 @@ static bool should_fail(void)
     if (at == 0 || n < at || (n > at && !atomic_load(&persist)))
         return false;
     atomic_fetch_add(&failed, 1);
+    errno = ENOMEM; /* as malloc sets it */
     if (trace) {
         sd_warn("alloc faults: failing allocation %lu", n);
         __sanitizer_print_stack_trace();
@@ -237,8 +240,23 @@ int sd_allocfail_init(char *err, size_t errlen)
         return -1;
     }
     sd_warn("injecting allocation failures (SESSIOND_ALLOC_FAULTS): %s", spec);
-    arm(at, all);
+    start_at = at;
+    start_all = all;
     return 0;
+}
+
+/* At exit nothing fails any more: OpenSSL's own clean-up (its atexit
+ * handler, registered earlier, so run after this one) allocates to free
+ * its tables, and would leave them all behind otherwise. */
+static void disarm_at_exit(void)
+{
+    atomic_store(&fail_at, 0);
+}
+
+void sd_allocfail_begin(void)
+{
+    atexit(disarm_at_exit);
+    arm(start_at, start_all);
 }
 
 void sd_allocfail_signals(sigset_t *set)

@@ -13,7 +13,8 @@
  *
  * SESSIOND_ALLOC_FAULTS, read once by sd_allocfail_init(), is a
  * comma-separated list of:
- *   at=N     fail the Nth allocation counted from start-up;
+ *   at=N     fail the Nth allocation counted from sd_allocfail_begin()
+ *            (main calls it once OpenSSL is set up: util/crypto_init.h);
  *   at=N+    that one and every one after it;
  *   control=PATH
  *            on SIGUSR2 the server re-reads PATH (`N`, `N+` or `off`),
@@ -22,6 +23,7 @@
  *            PATH.ack (written whole: a temporary file renamed).
  *   trace    print the stack of every allocation made to fail (to stderr).
  * Every allocation is counted, armed or not, so `off` measures a path.
+ * Once main returns (exit handlers) nothing fails any more.
  */
 #ifndef SD_ALLOCFAIL_H
 #define SD_ALLOCFAIL_H
@@ -34,6 +36,8 @@
  * call first in main, before anything allocates. 0, or -1 with a sentence
  * in err (a malformed setting, or a library that allocated already). */
 int sd_allocfail_init(char *err, size_t errlen);
+/* Starts counting for at=N (allocations before it are not counted). */
+void sd_allocfail_begin(void);
 /* Adds SIGUSR2 to set when a control file is configured. */
 void sd_allocfail_signals(sigset_t *set);
 /* The main thread's answer to SIGUSR2 (see control= above). */
@@ -45,6 +49,7 @@ static inline int sd_allocfail_init(char *err, size_t errlen)
     (void)errlen;
     return 0;
 }
+static inline void sd_allocfail_begin(void) {}
 static inline void sd_allocfail_signals(sigset_t *set)
 {
     (void)set;
