@@ -356,7 +356,7 @@ uninstall:
 #   make fuzz-smoke        each target for FUZZ_SMOKE_SECONDS (default 20): part of make test
 # Seeds live in fuzz/corpus/<target>/; findings are written to build/fuzz/.
 FUZZ_CC      := clang
-FUZZ_TARGETS := fuzz_http fuzz_bodies fuzz_router fuzz_text fuzz_files
+FUZZ_TARGETS := fuzz_http fuzz_bodies fuzz_router fuzz_text fuzz_files fuzz_jwks fuzz_pgconn
 FUZZ_BINS    := $(patsubst %,build/fuzz/%,$(FUZZ_TARGETS))
 FUZZ_OBJS    := $(patsubst src/%.c,build/fuzz/obj/%.o,$(LIB_SRCS)) build/fuzz/obj/gen/console_assets.o
 FUZZ_SECONDS ?= 300
