@@ -10,6 +10,7 @@
 #include "metrics/metrics.h"
 #include "util/clock.h"
 #include "util/err.h"
+#include "util/jsonmem.h"
 #include "util/log.h"
 #include "util/random.h"
 
@@ -196,6 +197,9 @@ static void release_done(sd_write *w)
 {
     sd_write_free_effects(w);
     w->done = w->wrapped_done;
+    /* On the writer's or the write-through's thread: a jansson failure of
+     * earlier work there says nothing about the reply done builds. */
+    sd_json_oom_clear();
     w->done(w);
 }
 

@@ -4,7 +4,6 @@
  * commit is durable, and the counts /metrics shows.
  */
 #include "store/writer.h"
-#include "util/jsonmem.h"
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -35,7 +34,6 @@ static void complete(sd_write *list)
     while (list) {
         sd_write *next = list->next;
         list->next = NULL;
-        sd_json_oom_clear(); /* the reply it builds is judged on its own (sd_reply_json) */
         list->done(list);
         list = next;
     }

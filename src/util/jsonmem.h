@@ -9,7 +9,8 @@
  *
  * Two views of the same events, per thread: a count (a mark taken before a
  * piece of work, compared after it) and a flag (cleared where a request's
- * work starts on a thread: the dispatch, a write's completion; checked by
+ * work starts on a thread: the dispatch, a write's completion in store.c;
+ * checked by
  * sd_reply_json).
  */
 #ifndef SD_JSONMEM_H
