@@ -81,10 +81,10 @@ def fresh(srv, method, path, **kw):
     return r
 
 
-def faulty_server(make_server, tmp_path, *args):
+def faulty_server(make_server, tmp_path, *args, env=None):
     ctl = tmp_path / "alloc.ctl"
     srv = make_server("--sweep-interval", "1h", *args,
-                      env={"SESSIOND_ALLOC_FAULTS": f"control={ctl}"})
+                      env={**(env or {}), "SESSIOND_ALLOC_FAULTS": f"control={ctl}"})
     if "injecting allocation failures" not in srv.log_text():
         pytest.skip("the release build has no allocation fault hook (the sanitizer build does)")
     return srv, Faults(srv, ctl)
@@ -177,12 +177,17 @@ def test_create_under_allocation_failures(make_server, tmp_path):
     sw.finish()
 
 
-def test_validate_under_allocation_failures(make_server, tmp_path):
-    srv, faults = faulty_server(make_server, tmp_path)
+def test_validate_under_allocation_failures(make_server, tmp_path, clock):
+    """Each validation comes 10 minutes (on the shifted wall clock) after its
+    session's creation, so it extends the expiry: the rolling touch is
+    written behind the answer, and a failure there must not fail it."""
+    srv, faults = faulty_server(make_server, tmp_path, env=clock.env)
     sw = Sweep(srv, faults)
 
     def setup():
-        return sw.create(new_user("oom"), ipAddress="192.0.2.7")
+        s = sw.create(new_user("oom"), ipAddress="192.0.2.7")
+        clock.advance(600)
+        return s
 
     def request(s):
         return fresh(srv, "POST", "/sessions/validate", headers={"Authorization": f"Bearer {s['token']}"},
@@ -194,6 +199,9 @@ def test_validate_under_allocation_failures(make_server, tmp_path):
             assert r.json()["isValid"], f"{where}: {r.text}"
         again = fresh(srv, "POST", "/sessions/validate", headers={"Authorization": f"Bearer {s['token']}"})
         assert again.status_code == 200 and again.json()["isValid"], f"{where}: then {again.text}"
+        # Checked here: by the restart the shifted clock has run hours past
+        # its idle timeout.
+        sw.acked.pop(s["sessionId"])
 
     sw.run("validate", setup, request, check)
     sw.finish()
