@@ -130,7 +130,7 @@ int main(int argc, char **argv)
     }
     sd_json_mem_init();
     if (sd_crypto_init()) {
-        fprintf(stderr, "sessiond: out of memory setting up OpenSSL\n");
+        fprintf(stderr, "sessiond: cannot set up OpenSSL (out of memory, or its configuration)\n");
         return 1;
     }
     sd_allocfail_begin(); /* the sweep counts from here */

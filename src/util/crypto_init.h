@@ -10,7 +10,8 @@
 #ifndef SD_CRYPTO_INIT_H
 #define SD_CRYPTO_INIT_H
 
-/* 0, or -1 when OpenSSL reported a failure (out of memory). */
+/* 0, or -1 when OpenSSL reported a failure (out of memory, or its
+ * configuration file). */
 int sd_crypto_init(void);
 
 #endif
