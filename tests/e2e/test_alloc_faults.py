@@ -13,7 +13,7 @@ integrity_check and, after a restart, every acknowledged create validates.
 
 The sweep is bounded: each path's allocations are counted first (the hook
 counts while disarmed), then N runs over all of them up to FULL and over an
-even stride beyond; every STRIDE-th N is also swept with "N+" (that one and
+even stride beyond; every PERSIST-th N is also swept with "N+" (that one and
 every allocation after it fails, until the test disarms). The release build
 has no hook: these tests skip there.
 """
@@ -23,7 +23,6 @@ import re
 import secrets
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -231,7 +230,10 @@ def test_update_under_allocation_failures(make_server, tmp_path):
 
 
 def test_refresh_under_allocation_failures(make_server, tmp_path):
-    srv, faults = faulty_server(make_server, tmp_path)
+    # A retired token presented after the grace window revokes its session;
+    # the check below presents one, so the window is made longer than any
+    # machine could take to get there.
+    srv, faults = faulty_server(make_server, tmp_path, "--refresh-grace", "1h")
     sw = Sweep(srv, faults)
 
     def setup():
@@ -297,11 +299,11 @@ def start_with(tmp_path, spec, data_dir, port, name, args=()):
                                 env=child_env({"SESSIOND_ALLOC_FAULTS": spec,
                                                "SESSIOND_FAILED_VALIDATION_RATE": "0"}))
 
-    def up_or_gone():
+    def up_or_gone():  # up: answering HTTP at all (with "N+" past start-up, a 503)
         if proc.poll() is not None:
             return True
         try:
-            return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=HTTP_TIMEOUT).status_code == 200
+            return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=HTTP_TIMEOUT).status_code in (200, 503)
         except requests.RequestException:
             return False
     try:
