@@ -9,13 +9,13 @@
 
 VERSION := 0.1.0
 CC      ?= cc
-PKGS    := jansson sqlite3 libcrypto libssl libpq hiredis
+PKGS    := jansson sqlite3 libcrypto libssl libpq hiredis libcurl
 PYTHON  := /usr/bin/python3
 
 # Recursively expanded on purpose: pkg-config runs when a recipe needs it,
 # after the deps step has installed the packages.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS))
-PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lhttp_parser -lpthread
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lhttp_parser -lpthread -lm
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral
 BASE    := -std=c17 -D_GNU_SOURCE -DSD_VERSION=\"$(VERSION)\" -Isrc $(WARN)
@@ -166,7 +166,8 @@ e2e: | $(API_STAMP)
 # (and every request the server accepts) must match docs/openapi.yaml.
 PRISM_TESTS := tests/e2e/test_api_contract.py tests/e2e/test_sessions.py tests/e2e/test_validate.py \
                tests/e2e/test_users.py tests/e2e/test_rotation.py tests/e2e/test_api_keys.py \
-               tests/e2e/test_identifiers.py tests/e2e/test_jwt.py tests/e2e/test_self_service.py \
+               tests/e2e/test_identifiers.py tests/e2e/test_jwt.py tests/e2e/test_jwe.py \
+               tests/e2e/test_self_service.py \
                tests/e2e/test_incident.py
 .PHONY: e2e-prism
 e2e-prism: build/sessiond | $(TEST_STAMP) $(API_STAMP) $(BROWSER_STAMP) $(JWT_STAMP)
@@ -177,13 +178,23 @@ test: e2e-prism
 
 # Benchmarks: never part of make test. Prints the table and writes
 # bench/results/latest.md (see docs/performance.md).
-bench: build/sessiond
+bench: build/sessiond build/jwt_verify_bench
 	scripts/install-deps.sh bench
 	$(PYTHON) bench/bench.py
 
-bench-quick: build/sessiond
+bench-quick: build/sessiond build/jwt_verify_bench
 	scripts/install-deps.sh bench
 	$(PYTHON) bench/bench.py --quick
+
+# Offline JWT verifications per second of libsessiond-client, one thread
+# (bench/jwt_verify_bench.c; issue 18's target: 20k/s per core). A row of
+# make bench; never part of make test.
+build/jwt_verify_bench: bench/jwt_verify_bench.c build/libsessiond-client.a
+	@echo "LD $@"; $(CC) $(CLIENT_BASE) -O2 -g $(CLIENT_CFLAGS_PKG) -o $@ $< build/libsessiond-client.a $(CLIENT_LIBS)
+
+.PHONY: jwt-verify-bench
+jwt-verify-bench: build/jwt_verify_bench
+	build/jwt_verify_bench --jwe
 
 # Heap calls per request on the hot routes, on one warm keep-alive connection
 # (bench/alloccount.c under LD_PRELOAD; issue 14). Never part of make test.

@@ -121,6 +121,7 @@ def routes(token, sid):
         # the signature): shown for comparison, not held to 0.
         ("POST /sessions/validate?accessToken=true (mints a JWT)", "POST",
          "/sessions/validate?accessToken=true", bearer, b""),
+        ("POST /sessions/token (mints a JWT)", "POST", "/sessions/token", bearer, b""),
     ]
 
 

@@ -90,8 +90,25 @@ def peak_rss_kb(pids):
     return total
 
 
+def settle(pids, quiet_pct=5.0, limit_s=60.0):
+    """Waits until the processes are idle (under quiet_pct of a core over
+    half a second, at most limit_s): a row measures its own load, not the
+    checkpoint of the previous row's writes still running. Returns the
+    seconds waited."""
+    hz = os.sysconf("SC_CLK_TCK")
+    start = time.time()
+    while time.time() - start < limit_s:
+        c0 = cpu_ticks(pids)
+        time.sleep(0.5)
+        if (cpu_ticks(pids) - c0) / hz / 0.5 * 100 < quiet_pct:
+            break
+    return time.time() - start
+
+
 def wrk(port, script, args=(), duration=5, conns=64, proc=None, scheme="http"):
     pids = tree_pids(proc.pid) if proc else []
+    if pids:
+        settle(pids)
     c0, t0 = cpu_ticks(pids), time.time()
     cmd = ["wrk", "-t2", f"-c{conns}", f"-d{duration}s", "-s", os.path.join(LUA, script),
            f"{scheme}://127.0.0.1:{port}", "--"] + list(args)
@@ -123,9 +140,12 @@ def start_sessiond(extra=(), data_dir=None, timeout=30):
     d = data_dir or tempfile.mkdtemp(dir=TMP)
     p = start([SESSIOND, "--listen", f"127.0.0.1:{port}", "--data-dir", d, "--log-level", "warn",
                "--max-connections-per-ip", "0",
-               # all load comes from one address: the guessing throttle would
-               # turn the mixed load's renewed (retired) tokens into 429s
-               "--failed-validation-rate", "0"] + list(extra), port, "sessiond.log", timeout=timeout)
+               # The guessing throttle on, as by default (every validation
+               # asks it), with a bucket no row can empty: all load comes
+               # from one address, and the mixed load's renewed (retired)
+               # tokens would otherwise turn into 429s.
+               "--failed-validation-rate", "1000000", "--failed-validation-burst", "1000000"]
+              + list(extra), port, "sessiond.log", timeout=timeout)
     return p, port
 
 

@@ -24,20 +24,21 @@ enum {
 
 typedef struct cli {
     sd_client *c;
-    int json;             /* --json */
-    const char *except;   /* revoke-user --except */
-    const char *session;  /* events/validate --session */
-    const char *user;     /* events --user */
-    const char *file;     /* validate --token-file */
-    int follow;           /* events --follow */
-    long interval_ms;     /* events --interval */
-    int limit;            /* list/events --limit */
-    int no_touch;         /* validate --no-touch */
-    const char *ip;       /* validate --ip: the end client's address */
-    const char *ua;       /* validate --user-agent */
-    const char *issuer;   /* jwt verify --issuer */
-    const char *audience; /* jwt verify --audience */
-    char **args;          /* positional arguments after the command */
+    int json;                /* --json */
+    const char *except;      /* revoke-user --except */
+    const char *session;     /* events/validate --session */
+    const char *user;        /* events --user */
+    const char *file;        /* validate --token-file */
+    int follow;              /* events --follow */
+    long interval_ms;        /* events --interval */
+    int limit;               /* list/events --limit */
+    int no_touch;            /* validate --no-touch */
+    const char *ip;          /* validate --ip: the end client's address */
+    const char *ua;          /* validate --user-agent */
+    const char *issuer;      /* jwt verify --issuer */
+    const char *audience;    /* jwt verify --audience */
+    const char *decrypt_key; /* jwt verify --decrypt-key: PEM private key of encrypted tokens */
+    char **args;             /* positional arguments after the command */
     int nargs;
 } cli;
 

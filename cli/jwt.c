@@ -3,7 +3,8 @@
  * --token-file) checked offline by libsessiond-client's verifier against
  * the server's JWK Set and revocation feed, as a service behind the
  * gateway would check it. Prints the verified claims (a table, or --json);
- * a refused token exits 6 with the reason on stderr.
+ * a refused token exits 6 with the reason on stderr. --decrypt-key: the
+ * recipient's PEM private key, for encrypted tokens (JWE).
  */
 #include "cli.h"
 
@@ -51,7 +52,8 @@ int cmd_jwt(cli *x)
     if (!x->issuer || !x->audience)
         return cli_usage_error("jwt verify needs --issuer and --audience (the server's "
                                "--jwt-issuer and one of its --jwt-audience)");
-    sd_client_jwt_options o = {.issuer = x->issuer, .audience = x->audience};
+    sd_client_jwt_options o = {
+        .issuer = x->issuer, .audience = x->audience, .decrypt_key_file = x->decrypt_key};
     sd_client_jwt_verifier *v;
     int rc = sd_client_jwt_verifier_new(x->c, &o, &v);
     if (rc)
@@ -70,7 +72,7 @@ int cmd_jwt(cli *x)
         print_claims(x, &cl);
         return EXIT_OK;
     }
-    if (rc > SD_CLIENT_EJWT_MALFORMED || rc < SD_CLIENT_EJWT_CLAIMS)
+    if (rc > SD_CLIENT_EJWT_MALFORMED || rc < SD_CLIENT_EJWT_ENCRYPTION)
         return cli_fail(x, "jwt verify", rc); /* could not fetch the keys or the feed */
     fprintf(stderr, "sessionctl: token refused: %s\n", sd_client_strerror(rc));
     if (x->json)

@@ -39,9 +39,9 @@ static const struct {
      "                                the audit trail (admin scope)"},
     {"stats", cmd_stats, "stats                         readiness and figures from /metrics"},
     {"jwt", cmd_jwt,
-     "jwt verify --issuer ISS --audience AUD [--token-file FILE]\n"
+     "jwt verify --issuer ISS --audience AUD [--token-file FILE] [--decrypt-key PEM]\n"
      "                                verify an access token read from stdin "
-     "(or FILE) offline"},
+     "(or FILE) offline; --decrypt-key: encrypted tokens (JWE)"},
 };
 
 static void usage(FILE *f)
@@ -168,6 +168,7 @@ enum {
     OPT_UA,
     OPT_ISSUER,
     OPT_AUDIENCE,
+    OPT_DECRYPT_KEY,
     OPT_VERSION,
 };
 
@@ -189,6 +190,7 @@ static const struct option longopts[] = {
     {"user-agent", required_argument, NULL, OPT_UA},
     {"issuer", required_argument, NULL, OPT_ISSUER},
     {"audience", required_argument, NULL, OPT_AUDIENCE},
+    {"decrypt-key", required_argument, NULL, OPT_DECRYPT_KEY},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -212,6 +214,7 @@ static int option_allowed(const char *cmd, int opt)
         return strcmp(cmd, "validate") == 0 || strcmp(cmd, "jwt") == 0;
     case OPT_ISSUER:
     case OPT_AUDIENCE:
+    case OPT_DECRYPT_KEY:
         return strcmp(cmd, "jwt") == 0;
     case OPT_NO_TOUCH:
     case OPT_IP:
@@ -353,6 +356,9 @@ int main(int argc, char **argv)
             break;
         case OPT_AUDIENCE:
             x.audience = optarg;
+            break;
+        case OPT_DECRYPT_KEY:
+            x.decrypt_key = optarg;
             break;
         case 'h':
             usage(stdout);

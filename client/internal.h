@@ -70,15 +70,25 @@ void sdc__free_secret(char *s);
 
 /* ---- access tokens (jwks.c, jwt.c) -------------------------------------- */
 
-#define SDC_MAX_JWT  8192 /* longer tokens are refused unread */
-#define SDC_MAX_KEYS 32   /* keys kept from one JWK Set */
+#define SDC_MAX_JWT  8192              /* longer tokens are refused unread */
+#define SDC_MAX_KEYS 32                /* keys kept from one JWK Set */
+#define SDC_MAX_JWE  (SDC_MAX_JWT * 2) /* an encrypted one: the JWT and a header */
 
 typedef struct evp_pkey_st EVP_PKEY;
+
+typedef struct evp_md_ctx_st EVP_MD_CTX;
+typedef struct evp_pkey_ctx_st EVP_PKEY_CTX;
 
 typedef struct sdc_key {
     char kid[128];
     char alg[8]; /* "EdDSA" or "ES256": the only algorithm this key verifies */
     EVP_PKEY *pk;
+    /* Set up at the key's first use and kept (a verifier is used by one
+     * thread at a time): EdDSA an EVP_MD_CTX DigestVerify-initialised with
+     * pk (one-shot, reusable), ES256 an EVP_PKEY_CTX verify-initialised
+     * with pk (over the SHA256() of the input). */
+    EVP_MD_CTX *vctx;
+    EVP_PKEY_CTX *pctx;
 } sdc_key;
 
 typedef struct sdc_keys {
@@ -94,9 +104,23 @@ unsigned char *sdc__b64url_decode(const char *in, size_t n, size_t *len);
 int sdc__keys_fetch(sd_client *c, sdc_keys *out);
 void sdc__keys_free(sdc_keys *k);
 /* The key with this kid, or NULL. Borrowed from k. */
-const sdc_key *sdc__keys_find(const sdc_keys *k, const char *kid);
+sdc_key *sdc__keys_find(sdc_keys *k, const char *kid);
+/* A JWK Set (parsed JSON) into *out, as sdc__keys_fetch does. 0 or
+ * SD_CLIENT_EPROTO when it has no "keys" array. */
+int sdc__keys_parse(json_t *set, sdc_keys *out);
+/* A P-256 public key from its uncompressed point (04|x|y); NULL when the
+ * point is not on the curve. */
+EVP_PKEY *sdc__p256_key(const unsigned char point[65]);
+
+/* jwe.c: the verifier's P-256 private key from a PEM file (0 or
+ * SD_CLIENT_EINVAL), and the signed JWT inside a compact JWE for it:
+ * *jws malloc'd (the caller clears and frees it), or an SD_CLIENT_EJWT_*
+ * value. */
+int sdc__jwe_key_load(const char *path, EVP_PKEY **out);
+int sdc__jwe_decrypt(EVP_PKEY *key, const char *tok, size_t n, char **jws);
+
 /* 1 when sig is key's valid signature (key->alg) of input, else 0. */
-int sdc__signature_ok(const sdc_key *key, const char *input, size_t ilen, const unsigned char *sig,
+int sdc__signature_ok(sdc_key *key, const char *input, size_t ilen, const unsigned char *sig,
                       size_t slen);
 
 #endif

@@ -14,13 +14,14 @@
 #include <openssl/ecdsa.h>
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
+#include <openssl/sha.h>
 #include <stdlib.h>
 #include <string.h>
 
 unsigned char *sdc__b64url_decode(const char *in, size_t n, size_t *len)
 {
     *len = 0;
-    if (n == 0 || n % 4 == 1 || n > SDC_MAX_JWT)
+    if (n == 0 || n % 4 == 1 || n > SDC_MAX_JWE)
         return NULL;
     size_t padded = (n + 3) / 4 * 4;
     char *std = malloc(padded + 1);
@@ -54,8 +55,11 @@ fail:
 
 void sdc__keys_free(sdc_keys *k)
 {
-    for (size_t i = 0; i < k->n; i++)
+    for (size_t i = 0; i < k->n; i++) {
+        EVP_MD_CTX_free(k->v[i].vctx);
+        EVP_PKEY_CTX_free(k->v[i].pctx);
         EVP_PKEY_free(k->v[i].pk);
+    }
     k->n = 0;
 }
 
@@ -72,7 +76,7 @@ static int member_bytes(json_t *jwk, const char *name, unsigned char *out, size_
     return rc;
 }
 
-static EVP_PKEY *p256_key(const unsigned char point[65])
+EVP_PKEY *sdc__p256_key(const unsigned char point[65])
 {
     EVP_PKEY *pk = NULL;
     OSSL_PARAM_BLD *b = OSSL_PARAM_BLD_new();
@@ -108,7 +112,7 @@ static void add_key(sdc_keys *k, json_t *jwk)
     } else if (strcmp(alg, "ES256") == 0 && strcmp(kty, "EC") == 0 && strcmp(crv, "P-256") == 0) {
         if (member_bytes(jwk, "x", point + 1, 32) == 0 &&
             member_bytes(jwk, "y", point + 33, 32) == 0)
-            pk = p256_key(point);
+            pk = sdc__p256_key(point);
     }
     if (!pk)
         return;
@@ -125,12 +129,18 @@ int sdc__keys_fetch(sd_client *c, sdc_keys *out)
     int rc = sdc__exchange_json(c, &req, &set);
     if (rc)
         return rc;
-    json_t *arr = json_object_get(set, "keys");
-    if (!json_is_array(arr)) {
-        json_decref(set);
+    rc = sdc__keys_parse(set, out);
+    json_decref(set);
+    if (rc)
         sdc__set_detail(c, "the JWK Set has no 'keys' array");
+    return rc;
+}
+
+int sdc__keys_parse(json_t *set, sdc_keys *out)
+{
+    json_t *arr = json_object_get(set, "keys");
+    if (!json_is_array(arr))
         return SD_CLIENT_EPROTO;
-    }
     sdc_keys k = {.n = 0};
     size_t i;
     json_t *jwk;
@@ -139,13 +149,12 @@ int sdc__keys_fetch(sd_client *c, sdc_keys *out)
         if (json_is_object(jwk))
             add_key(&k, jwk);
     }
-    json_decref(set);
     sdc__keys_free(out);
     *out = k;
     return 0;
 }
 
-const sdc_key *sdc__keys_find(const sdc_keys *k, const char *kid)
+sdc_key *sdc__keys_find(sdc_keys *k, const char *kid)
 {
     for (size_t i = 0; i < k->n; i++)
         if (strcmp(k->v[i].kid, kid) == 0)
@@ -170,21 +179,32 @@ static unsigned char *es256_der(const unsigned char *sig, int *len)
     return *len > 0 ? der : NULL;
 }
 
-int sdc__signature_ok(const sdc_key *key, const char *input, size_t ilen, const unsigned char *sig,
+int sdc__signature_ok(sdc_key *key, const char *input, size_t ilen, const unsigned char *sig,
                       size_t slen)
 {
     bool es = strcmp(key->alg, "ES256") == 0;
     if (slen != 64)
         return 0;
-    unsigned char *der = NULL;
+    if (!es) {
+        if (!key->vctx && (key->vctx = EVP_MD_CTX_new()) &&
+            EVP_DigestVerifyInit_ex(key->vctx, NULL, NULL, NULL, NULL, key->pk, NULL) != 1) {
+            EVP_MD_CTX_free(key->vctx);
+            key->vctx = NULL;
+        }
+        return key->vctx &&
+               EVP_DigestVerify(key->vctx, sig, slen, (const unsigned char *)input, ilen) == 1;
+    }
+    if (!key->pctx && (key->pctx = EVP_PKEY_CTX_new_from_pkey(NULL, key->pk, NULL)) &&
+        EVP_PKEY_verify_init(key->pctx) != 1) {
+        EVP_PKEY_CTX_free(key->pctx);
+        key->pctx = NULL;
+    }
+    unsigned char digest[SHA256_DIGEST_LENGTH], *der = NULL;
     int dlen = 0;
-    if (es && !(der = es256_der(sig, &dlen)))
+    if (!key->pctx || !(der = es256_der(sig, &dlen)))
         return 0;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    int ok = ctx && EVP_DigestVerifyInit(ctx, NULL, es ? EVP_sha256() : NULL, NULL, key->pk) > 0 &&
-             EVP_DigestVerify(ctx, es ? der : sig, es ? (size_t)dlen : slen,
-                              (const unsigned char *)input, ilen) == 1;
-    EVP_MD_CTX_free(ctx);
+    SHA256((const unsigned char *)input, ilen, digest);
+    int ok = EVP_PKEY_verify(key->pctx, der, (size_t)dlen, digest, sizeof digest) == 1;
     OPENSSL_free(der);
     return ok;
 }

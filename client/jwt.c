@@ -18,6 +18,7 @@
 #include "internal.h"
 
 #include <openssl/crypto.h>
+#include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -42,7 +43,15 @@ struct sd_client_jwt_verifier {
     int64_t keys_at;   /* monotonic ms of the last fetch; 0: never */
     int64_t polled_at; /* monotonic ms of the last poll; 0: never */
     int64_t polls;
-    char cursor[48]; /* the feed's next; "" before the first poll */
+    char cursor[48];       /* the feed's next; "" before the first poll */
+    bool static_keys;      /* opt->jwks_json: keys given, never fetched */
+    EVP_PKEY *decrypt_key; /* opt->decrypt_key_file: only JWE tokens; NULL: JWS */
+    /* The last header that passed the checks, as text, and what it says:
+     * sessiond's tokens from one key share it, so most verifications skip
+     * decoding and parsing it. */
+    char hdr_text[256];
+    size_t hdr_len;
+    char hdr_alg[8], hdr_kid[128];
     json_t *revoked; /* sid -> the wall-clock second it was learned */
 };
 
@@ -59,9 +68,9 @@ int sd_client_jwt_verifier_new(sd_client *c, const sd_client_jwt_options *opt,
     if (!out)
         return SD_CLIENT_EINVAL;
     *out = NULL;
-    if (!c || !opt || !opt->issuer || !opt->issuer[0] || !opt->audience || !opt->audience[0] ||
-        opt->max_clock_skew_s < 0 || opt->max_clock_skew_s > MAX_SKEW_S ||
-        opt->jwks_max_age_s < 0 || opt->poll_interval_ms < -1)
+    if (!opt || (!c && !(opt->jwks_json && opt->poll_interval_ms == -1)) || !opt->issuer ||
+        !opt->issuer[0] || !opt->audience || !opt->audience[0] || opt->max_clock_skew_s < 0 ||
+        opt->max_clock_skew_s > MAX_SKEW_S || opt->jwks_max_age_s < 0 || opt->poll_interval_ms < -1)
         return SD_CLIENT_EINVAL;
     sd_client_jwt_verifier *v = calloc(1, sizeof *v);
     if (!v)
@@ -77,6 +86,20 @@ int sd_client_jwt_verifier_new(sd_client *c, const sd_client_jwt_options *opt,
         sd_client_jwt_verifier_free(v);
         return SD_CLIENT_ENOMEM;
     }
+    int rc = 0;
+    if (opt->decrypt_key_file)
+        rc = sdc__jwe_key_load(opt->decrypt_key_file, &v->decrypt_key);
+    if (rc == 0 && opt->jwks_json) {
+        json_t *set = json_loads(opt->jwks_json, JSON_REJECT_DUPLICATES, NULL);
+        rc = set && sdc__keys_parse(set, &v->keys) == 0 ? 0 : SD_CLIENT_EINVAL;
+        json_decref(set);
+        v->static_keys = true;
+        v->keys_at = 1;
+    }
+    if (rc) {
+        sd_client_jwt_verifier_free(v);
+        return rc;
+    }
     *out = v;
     return 0;
 }
@@ -86,6 +109,7 @@ void sd_client_jwt_verifier_free(sd_client_jwt_verifier *v)
     if (!v)
         return;
     sdc__keys_free(&v->keys);
+    EVP_PKEY_free(v->decrypt_key);
     free(v->issuer);
     free(v->audience);
     json_decref(v->revoked);
@@ -144,7 +168,7 @@ static int poll_page(sd_client_jwt_verifier *v, int *more)
 
 int sd_client_jwt_poll(sd_client_jwt_verifier *v)
 {
-    if (!v)
+    if (!v || !v->c)
         return SD_CLIENT_EINVAL;
     int more = 1, rc = 0;
     for (int pages = 0; rc == 0 && more && pages < MAX_FEED_PAGES; pages++)
@@ -236,11 +260,46 @@ static int check_claims(sd_client_jwt_verifier *v, json_t *p, sd_client_jwt_clai
     return 0;
 }
 
+/* The protected header's alg and kid (n bytes of base64url at p), checked:
+ * alg EdDSA or ES256, typ at+jwt, no crit, a kid. 0 or SD_CLIENT_EJWT_*. */
+static int header_fields(sd_client_jwt_verifier *v, const char *p, size_t n, char alg[8],
+                         char kid[128])
+{
+    if (n == v->hdr_len && memcmp(p, v->hdr_text, n) == 0) {
+        memcpy(alg, v->hdr_alg, 8);
+        memcpy(kid, v->hdr_kid, 128);
+        return 0;
+    }
+    json_t *header = part_json(p, n);
+    int rc = header ? 0 : SD_CLIENT_EJWT_MALFORMED;
+    const char *a = json_string_value(json_object_get(header, "alg"));
+    const char *typ = json_string_value(json_object_get(header, "typ"));
+    const char *k = json_string_value(json_object_get(header, "kid"));
+    if (rc == 0 && (!a || (strcmp(a, "EdDSA") != 0 && strcmp(a, "ES256") != 0)))
+        rc = SD_CLIENT_EJWT_ALG; /* none, HS*, RS*, ...: never */
+    else if (rc == 0 && (!typ || strcmp(typ, "at+jwt") != 0 || json_object_get(header, "crit")))
+        rc = SD_CLIENT_EJWT_MALFORMED;
+    else if (rc == 0 && (!k || !k[0] || strlen(k) >= 128))
+        rc = SD_CLIENT_EJWT_KID; /* no published key has a longer one (jwks.c) */
+    if (rc == 0) {
+        snprintf(alg, 8, "%s", a);
+        snprintf(kid, 128, "%s", k);
+        if (n < sizeof v->hdr_text) {
+            memcpy(v->hdr_text, p, n);
+            v->hdr_len = n;
+            memcpy(v->hdr_alg, alg, 8);
+            memcpy(v->hdr_kid, kid, 128);
+        }
+    }
+    json_decref(header);
+    return rc;
+}
+
 /* Keys and feed as fresh as the options ask. */
 static int refresh(sd_client_jwt_verifier *v, int64_t now)
 {
     int rc = 0;
-    if (!v->keys_at || now - v->keys_at >= v->jwks_age_ms) {
+    if (!v->static_keys && (!v->keys_at || now - v->keys_at >= v->jwks_age_ms)) {
         if ((rc = sdc__keys_fetch(v->c, &v->keys)))
             return rc;
         v->keys_at = mono_ms();
@@ -250,35 +309,22 @@ static int refresh(sd_client_jwt_verifier *v, int64_t now)
     return rc;
 }
 
-int sd_client_jwt_verify(sd_client_jwt_verifier *v, const char *token, sd_client_jwt_claims *out)
+/* A signed token (compact JWS) and its claims, as the file comment says. */
+static int verify_jws(sd_client_jwt_verifier *v, const char *token, sd_client_jwt_claims *out)
 {
-    sd_client_jwt_claims scratch;
-    if (!out)
-        out = &scratch;
-    memset(out, 0, sizeof *out);
-    if (!v || !token)
-        return SD_CLIENT_EINVAL;
     size_t n = strnlen(token, SDC_MAX_JWT + 1);
     const char *d1 = memchr(token, '.', n);
     const char *d2 = d1 ? memchr(d1 + 1, '.', n - (size_t)(d1 + 1 - token)) : NULL;
     if (n > SDC_MAX_JWT || !d1 || !d2 || memchr(d2 + 1, '.', n - (size_t)(d2 + 1 - token)))
         return SD_CLIENT_EJWT_MALFORMED;
-    json_t *header = part_json(token, (size_t)(d1 - token)), *payload = NULL;
-    int rc = header ? 0 : SD_CLIENT_EJWT_MALFORMED;
-    const char *alg = json_string_value(json_object_get(header, "alg"));
-    const char *typ = json_string_value(json_object_get(header, "typ"));
-    const char *kid = json_string_value(json_object_get(header, "kid"));
-    if (rc == 0 && (!alg || (strcmp(alg, "EdDSA") != 0 && strcmp(alg, "ES256") != 0)))
-        rc = SD_CLIENT_EJWT_ALG; /* none, HS*, RS*, ...: never */
-    else if (rc == 0 && (!typ || strcmp(typ, "at+jwt") != 0 || json_object_get(header, "crit")))
-        rc = SD_CLIENT_EJWT_MALFORMED;
-    else if (rc == 0 && (!kid || !kid[0]))
-        rc = SD_CLIENT_EJWT_KID;
+    json_t *payload = NULL;
+    char alg[8], kid[128];
+    int rc = header_fields(v, token, (size_t)(d1 - token), alg, kid);
     int64_t now = mono_ms();
     if (rc == 0)
         rc = refresh(v, now);
-    const sdc_key *key = rc == 0 ? sdc__keys_find(&v->keys, kid) : NULL;
-    if (rc == 0 && !key && now - v->keys_at >= KID_REFETCH_MS) {
+    sdc_key *key = rc == 0 ? sdc__keys_find(&v->keys, kid) : NULL;
+    if (rc == 0 && !key && !v->static_keys && now - v->keys_at >= KID_REFETCH_MS) {
         /* A key published since the last fetch (a rotation). */
         if ((rc = sdc__keys_fetch(v->c, &v->keys)) == 0) {
             v->keys_at = mono_ms();
@@ -304,7 +350,6 @@ int sd_client_jwt_verify(sd_client_jwt_verifier *v, const char *token, sd_client
         rc = SD_CLIENT_EJWT_MALFORMED;
     if (rc == 0)
         rc = check_claims(v, payload, out);
-    json_decref(header);
     json_decref(payload);
     if (rc) {
         char kid_kept[128], alg_kept[8];
@@ -314,5 +359,34 @@ int sd_client_jwt_verify(sd_client_jwt_verifier *v, const char *token, sd_client
         memcpy(out->kid, kid_kept, sizeof kid_kept); /* which key said no, for logs */
         memcpy(out->alg, alg_kept, sizeof alg_kept);
     }
+    return rc;
+}
+
+/* Encrypted tokens first lose their JWE layer (jwe.c): a verifier with a
+ * decryption key takes nothing else, one without takes no JWE. */
+int sd_client_jwt_verify(sd_client_jwt_verifier *v, const char *token, sd_client_jwt_claims *out)
+{
+    sd_client_jwt_claims scratch;
+    if (!out)
+        out = &scratch;
+    memset(out, 0, sizeof *out);
+    if (!v || !token)
+        return SD_CLIENT_EINVAL;
+    size_t n = strnlen(token, SDC_MAX_JWE + 1), dots = 0;
+    for (const char *p = token; (p = memchr(p, '.', n - (size_t)(p - token))); p++)
+        dots++;
+    if (n > SDC_MAX_JWE)
+        return SD_CLIENT_EJWT_MALFORMED;
+    if (dots != 4)
+        return v->decrypt_key && dots == 2 ? SD_CLIENT_EJWT_ENCRYPTION : verify_jws(v, token, out);
+    if (!v->decrypt_key)
+        return SD_CLIENT_EJWT_ENCRYPTION;
+    char *jws;
+    int rc = sdc__jwe_decrypt(v->decrypt_key, token, n, &jws);
+    if (rc)
+        return rc;
+    rc = verify_jws(v, jws, out);
+    OPENSSL_cleanse(jws, strlen(jws));
+    free(jws);
     return rc;
 }

@@ -4,6 +4,7 @@
  * signature converter (DER to JOSE). Oracle besides the sanitizers: an
  * error never quotes a line's key field. */
 #include "jwt/jwk.h"
+#include "util/arena.h"
 
 #include <jansson.h>
 #include <stdint.h>
@@ -50,7 +51,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (sd_jwks_count(k) < 1 || !sd_jwks_current_kid(k) || !sd_jwks_current_alg(k))
         abort();
     json_decref(sd_jwks_public(k));
-    free(sd_jws_sign(k, "at+jwt", "{\"sub\":\"u\"}", 11));
+    char mem[1024];
+    sd_arena a;
+    sd_arena_init(&a, mem, sizeof mem);
+    size_t len = 0;
+    sd_jws_sign(k, &a, "{\"sub\":\"u\"}", 11, &len);
+    sd_arena_reset(&a);
     sd_jwks_free(k);
     return 0;
 }

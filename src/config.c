@@ -7,6 +7,7 @@
  */
 #include "config.h"
 #include "jwt/claims.h"
+#include "session/anomaly.h"
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -17,7 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum opt_type { OPT_STRING, OPT_INT, OPT_DURATION, OPT_FRACTION, OPT_LOGLEVEL };
+/* OPT_LIST: repeatable; each value (several lines in one environment
+ * variable) becomes a line of the field, and a source of higher precedence
+ * that names the option replaces the lines of the lower ones. */
+enum opt_type { OPT_STRING, OPT_INT, OPT_DURATION, OPT_FRACTION, OPT_LOGLEVEL, OPT_LIST };
 
 typedef struct option {
     const char *name; /* flag --name, env SESSIOND_NAME, file key name */
@@ -71,6 +75,11 @@ static const option options[] = {
     {"jwt-lifetime", OPT_DURATION, F(jwt_lifetime_ms), "5m", 10000, 3600 * 1000,
      "longest lifetime of an access token (never past its session's expiry); a revoked "
      "session's tokens stay valid this long for a verifier that does not poll /revocations"},
+    {"jwt-encrypt-key", OPT_STRING, F(jwt_encrypt_key), "", 0, 0,
+     "file with the P-256 public key of the access tokens' recipient ('<key id> <base64 DER "
+     "public key>' line, or PEM): every access token is then the signed JWT encrypted as a JWE "
+     "(ECDH-ES+A256KW, A256GCM) that only the holder of the private key can read. SIGHUP "
+     "reloads it with --jwt-keys"},
     {"jwt-claims", OPT_STRING, F(jwt_claims), "", 0, 0,
      "comma-separated session fields access tokens carry besides the standard claims "
      "(deviceId, deviceInfo, userAgent, ipAddress, geoLocation, mfa, data, createdAt, "
@@ -113,6 +122,37 @@ static const option options[] = {
      "bits of an IPv4 address an ip binding keeps (24: the /24 network)"},
     {"binding-ipv6-prefix", OPT_INT, F(binding_ipv6_prefix), "64", 0, 128,
      "bits of an IPv6 address an ip binding keeps"},
+    {"anomaly-new-device", OPT_STRING, F(anomaly_new_device), "off", 0, 0,
+     "a session created with a deviceId (else userAgent) none of the user's live sessions has: "
+     "'off', 'record' (audited as anomaly_detected, kept on the session), 'flag' (and listed "
+     "in the validate answer's signals) or 'stepup' (and validation answers invalid, reason "
+     "step_up_required, until a PUT raises mfa again)"},
+    {"anomaly-new-country", OPT_STRING, F(anomaly_new_country), "off", 0, 0,
+     "a geoLocation.country none of the user's live sessions (at create) or this session (at "
+     "validation) was seen from: off, record, flag or stepup"},
+    {"anomaly-impossible-travel", OPT_STRING, F(anomaly_impossible_travel), "off", 0, 0,
+     "from the last geoLocation lat/lon the user was seen at to this one faster than "
+     "--anomaly-max-speed: off, record, flag or stepup"},
+    {"anomaly-session-burst", OPT_STRING, F(anomaly_session_burst), "off", 0, 0,
+     "more than --anomaly-burst-count creates for one user within --anomaly-burst-window: "
+     "off, record, flag or stepup"},
+    {"anomaly-max-speed", OPT_INT, F(anomaly_max_speed), "1000", 1, 1000000,
+     "impossible travel: km/h above which a move between two geolocations is impossible"},
+    {"anomaly-min-distance", OPT_INT, F(anomaly_min_distance), "100", 0, 20000,
+     "impossible travel: moves shorter than this many km never count (the accuracy of "
+     "IP geolocation)"},
+    {"anomaly-burst-count", OPT_INT, F(anomaly_burst_count), "10", 1, 100000,
+     "session burst: creates for one user allowed within the window"},
+    {"anomaly-burst-window", OPT_DURATION, F(anomaly_burst_window_ms), "5m", 1000, DAY,
+     "session burst: the window"},
+    {"geo-allow", OPT_STRING, F(geo_allow), "", 0, 0,
+     "geofence: comma-separated ISO 3166-1 alpha-2 countries a client may create or validate "
+     "a session from when it gives geoLocation.country ('' for any not denied); others get 403"},
+    {"geo-deny", OPT_STRING, F(geo_deny), "", 0, 0,
+     "geofence: comma-separated countries refused (403) at create and validation"},
+    {"geo-groups", OPT_STRING, F(geo_groups), "", 0, 0,
+     "geofence per user group: 'NAME=allow:CC,CC;NAME=deny:CC' (up to 16); a session created "
+     "with geoGroup NAME follows its rule besides --geo-allow and --geo-deny"},
     {"failed-validation-rate", OPT_INT, F(failed_validation_rate), "100", 0, 1000000,
      "failed validations (unknown, expired or malformed tokens) one client address may make "
      "per second, after a burst, before it gets 429 (0: no throttling)"},
@@ -158,6 +198,19 @@ static const option options[] = {
      "writes waiting for the disk beyond which new writes get 503 (load shedding)"},
     {"shutdown-timeout", OPT_DURATION, F(shutdown_timeout_ms), "10s", 0, DAY,
      "how long SIGTERM waits for requests in flight"},
+    {"webhook", OPT_LIST, F(webhook), "", 0, 0,
+     "'URL SECRET-FILE [EVENT,...]' (repeatable): POST every audit event of the store (or only "
+     "the events named) to URL as JSON, signed the Standard Webhooks way with the 'whsec_...' "
+     "secret read from SECRET-FILE; at least once, in order, from the store (docs/webhooks.md)"},
+    {"webhook-timeout", OPT_DURATION, F(webhook_timeout_ms), "10s", 100, 15000,
+     "longest one webhook delivery attempt may take (connect and answer)"},
+    {"webhook-max-attempts", OPT_INT, F(webhook_max_attempts), "20", 1, 1000,
+     "attempts at one event before it is given up (counted as dead-lettered) and the next "
+     "is delivered"},
+    {"webhook-retry-initial", OPT_DURATION, F(webhook_retry_initial_ms), "1s", 1, 3600 * 1000,
+     "wait after a webhook's first failed attempt; doubled after each further one"},
+    {"webhook-retry-max", OPT_DURATION, F(webhook_retry_max_ms), "10m", 1, DAY,
+     "longest wait between two attempts at one event"},
 };
 #define NOPTIONS (sizeof options / sizeof options[0])
 
@@ -189,6 +242,19 @@ static int set(sd_config *cfg, const option *o, const char *text, const char *fr
         }
         memcpy(field, text, strlen(text) + 1);
         return 0;
+    case OPT_LIST: {
+        size_t have = strlen(field), add = strlen(text);
+        if (add == 0)
+            return 0;
+        if (have + add + 2 > o->size) {
+            fprintf(err, "sessiond: %s (%s): too many values\n", o->name, from);
+            return SD_ECONFIG;
+        }
+        if (have)
+            field[have++] = '\n';
+        memcpy(field + have, text, add + 1);
+        return 0;
+    }
     case OPT_LOGLEVEL:
         if (sd_log_level_parse(text) < 0) {
             fprintf(err, "sessiond: %s (%s): '%s' is not debug, info, warn or error\n", o->name,
@@ -239,6 +305,13 @@ static int set(sd_config *cfg, const option *o, const char *text, const char *fr
     }
     }
     return SD_ECONFIG;
+}
+
+/* A list named by a source of higher precedence drops the lower ones'. */
+static void clear_list(sd_config *cfg, const option *o)
+{
+    if (o->type == OPT_LIST)
+        ((char *)cfg + o->offset)[0] = '\0';
 }
 
 static char *trim(char *s)
@@ -380,10 +453,12 @@ int sd_config_load(sd_config *cfg, int argc, char **argv, char **envp, FILE *err
             size_t n = strlen(env);
             for (char **e = envp; *e; e++)
                 if (strncmp(*e, env, n) == 0 && (*e)[n] == '=' &&
-                    set(cfg, &options[i], *e + n + 1, env, err))
+                    (clear_list(cfg, &options[i]), set(cfg, &options[i], *e + n + 1, env, err)))
                     return SD_CONFIG_EXIT_ERR;
         }
     }
+    for (int i = 0; i < nflags; i++)
+        clear_list(cfg, fopt[i]);
     for (int i = 0; i < nflags; i++) {
         char from[80];
         snprintf(from, sizeof from, "--%s", fopt[i]->name);
@@ -406,9 +481,29 @@ int sd_config_load(sd_config *cfg, int argc, char **argv, char **envp, FILE *err
         fprintf(err, "sessiond: binding-policy must be enforce or flag\n");
         return SD_CONFIG_EXIT_ERR;
     }
+    const char *actions[] = {cfg->anomaly_new_device, cfg->anomaly_new_country,
+                             cfg->anomaly_impossible_travel, cfg->anomaly_session_burst};
+    for (size_t i = 0; i < sizeof actions / sizeof actions[0]; i++)
+        if (sd_signal_action_parse(actions[i]) < 0) {
+            fprintf(err,
+                    "sessiond: anomaly-* actions must be off, record, flag or stepup, not "
+                    "'%s'\n",
+                    actions[i]);
+            return SD_CONFIG_EXIT_ERR;
+        }
     char why[300];
+    sd_geofence fence;
+    if (sd_geofence_parse(cfg->geo_allow, cfg->geo_deny, cfg->geo_groups, &fence, why,
+                          sizeof why)) {
+        fprintf(err, "sessiond: %s\n", why);
+        return SD_CONFIG_EXIT_ERR;
+    }
     if (sd_jwt_claims_check(cfg->jwt_claims, why, sizeof why)) {
         fprintf(err, "sessiond: %s\n", why);
+        return SD_CONFIG_EXIT_ERR;
+    }
+    if (cfg->jwt_encrypt_key[0] && !cfg->jwt_keys[0]) {
+        fprintf(err, "sessiond: jwt-encrypt-key needs jwt-keys (it encrypts the signed tokens)\n");
         return SD_CONFIG_EXIT_ERR;
     }
     /* The revocation feed lists ended sessions from the audit events, kept

@@ -32,6 +32,7 @@ typedef struct sd_config {
     char jwt_issuer[256];
     char jwt_audience[512];
     char jwt_claims[256];
+    char jwt_encrypt_key[1024];
     int64_t jwt_lifetime_ms;
     int64_t idle_timeout_ms;
     int64_t absolute_timeout_ms;
@@ -43,6 +44,17 @@ typedef struct sd_config {
     char binding_policy[16];
     int64_t binding_ipv4_prefix;
     int64_t binding_ipv6_prefix;
+    char anomaly_new_device[16];
+    char anomaly_new_country[16];
+    char anomaly_impossible_travel[16];
+    char anomaly_session_burst[16];
+    int64_t anomaly_max_speed;
+    int64_t anomaly_min_distance;
+    int64_t anomaly_burst_count;
+    int64_t anomaly_burst_window_ms;
+    char geo_allow[1024];
+    char geo_deny[1024];
+    char geo_groups[2048];
     int64_t failed_validation_rate;
     int64_t failed_validation_burst;
     double audit_sample_validations;
@@ -63,6 +75,11 @@ typedef struct sd_config {
     int64_t refresh_grace_ms;
     char session_limit_policy[16];
     int64_t shutdown_timeout_ms;
+    char webhook[8192]; /* one 'URL SECRET-FILE [EVENTS]' a line (repeatable) */
+    int64_t webhook_timeout_ms;
+    int64_t webhook_max_attempts;
+    int64_t webhook_retry_initial_ms;
+    int64_t webhook_retry_max_ms;
 } sd_config;
 
 /* Result of sd_config_load: go on, or exit now with the given status

@@ -1,11 +1,11 @@
 /*
  * main.c - start-up, signals and wiring; nothing else.
  *
- * Order of start: config, store, audit log, sweeper, HTTP. Order of stop
+ * Order of start: config, store, audit log, sweeper, webhooks, HTTP. Order of stop
  * (SIGTERM or SIGINT): stop accepting and answer new requests 503, wait for
  * requests in flight (their writes finish) up to --shutdown-timeout, stop
  * HTTP (waiting for handlers still running; if one still runs after that,
- * exit 1 at once without closing what it uses), stop the sweeper, close the
+ * exit 1 at once without closing what it uses), stop the webhooks, the sweeper, close the
  * audit log (after logging what was committed), close the store (which
  * commits what is queued and checkpoints), free the HTTP server. SIGHUP reloads the
  * settings that can change at run time (the log level, API keys, the TLS
@@ -17,6 +17,7 @@
 #include "commands.h"
 #include "config.h"
 #include "http/tls.h"
+#include "jwt/jwe.h"
 #include "jwt/jwk.h"
 #include "store/crypt.h"
 #include "metrics/metrics.h"
@@ -28,6 +29,7 @@
 #include "util/err.h"
 #include "util/limiter.h"
 #include "util/log.h"
+#include "webhook/webhook.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -79,8 +81,16 @@ static int load_jwt_keys(const sd_config *cfg, sd_jwks **out)
         return 0;
     char err[512];
     int rc = sd_jwks_load(cfg->jwt_keys, out, err, sizeof err);
+    sd_jwe_key *enc = NULL;
+    if (rc == 0 && cfg->jwt_encrypt_key[0] &&
+        (rc = sd_jwe_key_load(cfg->jwt_encrypt_key, &enc, err, sizeof err)) != 0) {
+        sd_jwks_free(*out);
+        *out = NULL;
+    }
     if (rc)
         sd_error("%s", err);
+    else if (enc)
+        sd_jwks_set_recipient(*out, enc);
     return rc;
 }
 
@@ -103,8 +113,9 @@ static void reload_jwt_keys(sd_app *app, const sd_config *fresh)
     app->jwt_keys = nk;
     pthread_rwlock_unlock(&app->jwt_lock);
     sd_jwks_free(old);
-    sd_info("SIGHUP: JWT keys reloaded: %d published, signing with '%s' (%s)", sd_jwks_count(nk),
-            sd_jwks_current_kid(nk), sd_jwks_current_alg(nk));
+    sd_info("SIGHUP: JWT keys reloaded: %d published, signing with '%s' (%s)%s", sd_jwks_count(nk),
+            sd_jwks_current_kid(nk), sd_jwks_current_alg(nk),
+            sd_jwks_recipient(nk) ? ", encrypted (JWE)" : "");
 }
 
 /* SIGHUP: a new TLS context from the files; on any error the old one stays.
@@ -213,9 +224,11 @@ int main(int argc, char **argv)
         return 2;
     }
     if (jwt_keys)
-        sd_info("access tokens: %d JWT keys published, signing with '%s' (%s), lifetime %llds",
+        sd_info("access tokens: %d JWT keys published, signing with '%s' (%s), lifetime %llds%s",
                 sd_jwks_count(jwt_keys), sd_jwks_current_kid(jwt_keys),
-                sd_jwks_current_alg(jwt_keys), (long long)(cfg.jwt_lifetime_ms / 1000));
+                sd_jwks_current_alg(jwt_keys), (long long)(cfg.jwt_lifetime_ms / 1000),
+                sd_jwks_recipient(jwt_keys) ? ", encrypted (JWE " SD_JWE_ALG ", " SD_JWE_ENC ")"
+                                            : "");
     sd_tls *tls = NULL;
     sd_tls_options topt;
     if (tls_options(&cfg, &topt)) {
@@ -231,11 +244,26 @@ int main(int argc, char **argv)
                 : topt.client_auth_required ? "required"
                                             : "optional");
     }
+    /* The webhooks' settings and secrets, checked before anything starts. */
+    sd_webhook_options wopt = {.timeout_ms = cfg.webhook_timeout_ms,
+                               .retry_initial_ms = cfg.webhook_retry_initial_ms,
+                               .retry_max_ms = cfg.webhook_retry_max_ms,
+                               .max_attempts = (int)cfg.webhook_max_attempts};
+    sd_webhooks *webhooks = NULL;
+    if (sd_webhooks_parse(cfg.webhook, &wopt, &webhooks, err, sizeof err)) {
+        sd_error("%s", err);
+        sd_tls_free(tls);
+        sd_jwks_free(jwt_keys);
+        sd_keyring_free(ring);
+        sd_keys_free(keys);
+        return 2;
+    }
     sd_app app = {
         .keys = keys,
         .auth_cookie = cfg.auth_cookie,
         .audit_sample = cfg.audit_sample_validations,
         .jwt_keys = jwt_keys,
+        .webhooks = webhooks,
         .jwt = {.issuer = cfg.jwt_issuer,
                 .audience = cfg.jwt_audience,
                 .lifetime_ms = cfg.jwt_lifetime_ms,
@@ -252,6 +280,19 @@ int main(int argc, char **argv)
                    .bind_v6_prefix = (int)cfg.binding_ipv6_prefix,
                    .bind_enforce = strcmp(cfg.binding_policy, "flag") != 0},
     };
+    app.anomaly = (sd_anomaly_policy){
+        .action = {(unsigned char)sd_signal_action_parse(cfg.anomaly_new_device),
+                   (unsigned char)sd_signal_action_parse(cfg.anomaly_new_country),
+                   (unsigned char)sd_signal_action_parse(cfg.anomaly_impossible_travel),
+                   (unsigned char)sd_signal_action_parse(cfg.anomaly_session_burst)},
+        .max_speed_kmh = (double)cfg.anomaly_max_speed,
+        .min_distance_km = (double)cfg.anomaly_min_distance,
+        .burst_count = (int)cfg.anomaly_burst_count,
+        .burst_window_ms = cfg.anomaly_burst_window_ms};
+    /* checked by sd_config_load */
+    sd_geofence_parse(cfg.geo_allow, cfg.geo_deny, cfg.geo_groups, &app.anomaly.geofence, err,
+                      sizeof err);
+    sd_api_anomaly_init(&app);
     sd_store_options sopt = {.keys = ring,
                              .commit_batch = (int)cfg.commit_batch,
                              .max_queued = (int)cfg.max_queued_writes};
@@ -263,6 +304,7 @@ int main(int argc, char **argv)
         sd_keyring_free(ring);
         sd_jwks_free(jwt_keys);
         sd_keys_free(keys);
+        sd_webhooks_stop(webhooks);
         return 2;
     }
     /* A shared store tells replicas apart by an id kept in the data dir. */
@@ -277,6 +319,7 @@ int main(int argc, char **argv)
             sd_keyring_free(ring);
             sd_jwks_free(jwt_keys);
             sd_keys_free(keys);
+            sd_webhooks_stop(webhooks);
             return 1;
         }
         sopt.origin = origin;
@@ -287,6 +330,7 @@ int main(int argc, char **argv)
         sd_keyring_free(ring);
         sd_jwks_free(jwt_keys);
         sd_keys_free(keys);
+        sd_webhooks_stop(webhooks);
         return 1;
     }
     if (cfg.cache[0] && (rc = sd_store_attach_cache(
@@ -298,6 +342,7 @@ int main(int argc, char **argv)
         sd_keyring_free(ring);
         sd_jwks_free(jwt_keys);
         sd_keys_free(keys);
+        sd_webhooks_stop(webhooks);
         return 1;
     }
     explicit_bzero(cfg.cache_password, sizeof cfg.cache_password);
@@ -316,12 +361,26 @@ int main(int argc, char **argv)
         sd_keyring_free(ring);
         sd_jwks_free(jwt_keys);
         sd_keys_free(keys);
+        sd_webhooks_stop(webhooks);
         return 1;
     }
     sd_sweeper *sweeper = NULL;
     if ((rc = sd_sweeper_start(app.store, cfg.sweep_interval_ms, (int)cfg.sweep_batch,
                                cfg.history_retention_ms, &sweeper))) {
         sd_error("cannot start the sweeper: %s", sd_strerror(rc));
+        sd_audit_close();
+        sd_store_close(app.store);
+        sd_tls_free(tls);
+        sd_keyring_free(ring);
+        sd_jwks_free(jwt_keys);
+        sd_keys_free(keys);
+        sd_webhooks_stop(webhooks);
+        return 1;
+    }
+    if ((rc = sd_webhooks_start(webhooks, app.store, err, sizeof err))) {
+        sd_error("%s", err);
+        sd_webhooks_stop(webhooks);
+        sd_sweeper_stop(sweeper);
         sd_audit_close();
         sd_store_close(app.store);
         sd_tls_free(tls);
@@ -343,7 +402,7 @@ int main(int argc, char **argv)
         /* the embedded store answers from memory: no pool to hop through */
         .handler_threads = store_ops->caps & SD_STORE_MEMORY_READS ? 0 : (int)cfg.handler_threads,
     };
-    pthread_rwlock_init(&app.keys_lock, NULL);
+    sd_brlock_init(&app.keys_lock);
     pthread_rwlock_init(&app.jwt_lock, NULL);
     /* 16384 buckets (about 1 MB) whatever the number of client addresses. */
     if (cfg.failed_validation_rate > 0)
@@ -359,6 +418,7 @@ int main(int argc, char **argv)
     if (rc) {
         sd_error("%s", err);
         sd_limiter_free(app.guesses);
+        sd_webhooks_stop(webhooks);
         sd_sweeper_stop(sweeper);
         sd_audit_close();
         sd_store_close(app.store);
@@ -366,7 +426,7 @@ int main(int argc, char **argv)
         sd_keyring_free(ring);
         sd_jwks_free(jwt_keys);
         sd_keys_free(keys);
-        pthread_rwlock_destroy(&app.keys_lock);
+        sd_brlock_destroy(&app.keys_lock);
         pthread_rwlock_destroy(&app.jwt_lock);
         return 1;
     }
@@ -398,10 +458,10 @@ int main(int argc, char **argv)
                     reload_tls(tls, &fresh);
                 if (app.jwt_keys)
                     reload_jwt_keys(&app, &fresh);
-                pthread_rwlock_wrlock(&app.keys_lock);
+                sd_brlock_wrlock(&app.keys_lock);
                 sd_keys *old = app.keys;
                 app.keys = nk;
-                pthread_rwlock_unlock(&app.keys_lock);
+                sd_brlock_wrunlock(&app.keys_lock);
                 sd_keys_free(old);
                 sd_info("SIGHUP: reloaded; log-level %s, %d API keys", fresh.log_level,
                         sd_keys_count(nk));
@@ -434,6 +494,7 @@ int main(int argc, char **argv)
         _exit(1);
     }
     sd_tls_free(tls);
+    sd_webhooks_stop(webhooks); /* saves each cursor, gives up the leases */
     sd_sweeper_stop(sweeper);
     sd_audit_close();          /* logs what the last writes committed */
     sd_store_close(app.store); /* a write that completes now replies into the stopped server */
@@ -442,7 +503,7 @@ int main(int argc, char **argv)
     sd_keys_free(app.keys);
     sd_jwks_free(app.jwt_keys);
     sd_limiter_free(app.guesses);
-    pthread_rwlock_destroy(&app.keys_lock);
+    sd_brlock_destroy(&app.keys_lock);
     pthread_rwlock_destroy(&app.jwt_lock);
     sd_info("stopped");
     return 0;

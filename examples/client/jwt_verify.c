@@ -10,6 +10,10 @@
  * often the revocation feed has been read. A line "poll" reads the feed at
  * once. The API key (scope validate, for the feed) comes from the
  * environment variable SESSIOND_API_KEY, never from the command line.
+ * Encrypted tokens (sessiond --jwt-encrypt-key): SESSIOND_JWT_DECRYPT_KEY
+ * names the PEM file of the recipient's P-256 private key. Pinned keys:
+ * SESSIOND_JWKS holds a JWK Set (JSON) to trust instead of fetching the
+ * server's (the feed is still polled from URL).
  * tests/e2e/test_jwt_verify.py drives it.
  */
 #define _POSIX_C_SOURCE 200809L /* getline */
@@ -36,6 +40,8 @@ int main(int argc, char **argv)
         .issuer = argv[2],
         .audience = argv[3],
         .poll_interval_ms = argc == 5 ? strtol(argv[4], NULL, 10) : 0, /* 0: every 5 s */
+        .decrypt_key_file = getenv("SESSIOND_JWT_DECRYPT_KEY"),        /* NULL: signed tokens */
+        .jwks_json = getenv("SESSIOND_JWKS"), /* NULL: fetch the server's */
     };
     sd_client_jwt_verifier *v;
     if ((rc = sd_client_jwt_verifier_new(c, &vo, &v))) {

@@ -6,8 +6,10 @@
 #ifndef SD_API_H
 #define SD_API_H
 
+#include "util/brlock.h"
 #include "http/server.h"
 #include "jwt/claims.h"
+#include "session/anomaly.h"
 #include "session/session.h"
 #include "store/store.h"
 #include "util/jsonw.h"
@@ -18,13 +20,19 @@ typedef struct sd_app {
     sd_policy policy;
     sd_store_handle *store;
     const char *auth_cookie;    /* cookie GET /auth reads the token from */
-    pthread_rwlock_t keys_lock; /* guards keys (swapped on SIGHUP) */
+    sd_brlock keys_lock;        /* guards keys (swapped on SIGHUP; read by every request) */
     struct sd_keys *keys;       /* NULL: no caller authentication (loopback only) */
     struct sd_limiter *guesses; /* failed validations per client address; NULL: off */
     double audit_sample;        /* fraction of successful validations audited */
     pthread_rwlock_t jwt_lock;  /* guards jwt_keys (swapped on SIGHUP) */
     struct sd_jwks *jwt_keys;   /* JWT signing keys; NULL: no access tokens */
     sd_jwt_options jwt;         /* the access tokens' claims and lifetime */
+    sd_anomaly_policy anomaly;  /* anomaly signals and the geofence (api/anomaly.c) */
+    bool anomaly_create;        /* create computes signals or checks the geofence */
+    bool anomaly_state;         /* every validation reads the session's signals (some flag
+                                   or step up): see sd_api_anomaly_wanted */
+    /* --webhook deliveries (webhook/webhook.h); NULL: none */
+    struct sd_webhooks *webhooks;
 } sd_app;
 
 /* The authorize hook of the HTTP layer (common.c): checks X-Api-Key (or a
@@ -110,16 +118,53 @@ typedef struct sd_check {
     bool to_header;         /* the user id goes into a header (GET /auth): a session
                                whose id breaks the identifier rule (stored before
                                it) is invalid, never forwarded altered */
+    bool has_geo;           /* geo: where the client is now (the validate body's
+                               geoLocation), for the geofence and the anomaly signals */
+    sd_geo geo;
     /* out */
     sd_session s;                         /* valid: the session, owned by the caller */
     int64_t expiry;                       /* valid: the enforced expiry */
     bool binding_mismatch;                /* the context does not match the session's binding
                                              (invalid with --binding-policy enforce, else valid) */
     bool unforwardable;                   /* to_header and the user id breaks the rule: invalid */
+    unsigned signals;                     /* valid: the session's flagged anomaly signals
+                                             (1 << sd_signal) */
+    const char *refused;                  /* invalid: "step_up_required" or "geofence" (the
+                                             country has a rule against it); else NULL */
     char user_id_buf[SD_MAX_USER_ID + 1]; /* where s.user_id is read to (no malloc) */
 } sd_check;
 
 int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, sd_check *c);
+
+/* ---- anomaly signals and the geofence (anomaly.c) ------------------------ */
+
+/* Sets app->anomaly_create and app->anomaly_state from app->anomaly. */
+void sd_api_anomaly_init(sd_app *app);
+
+/* At create, after the domain built c->w.session: the geofence (403 and
+ * geofence_refused when the body's country is refused), the geoGroup (400
+ * when no --geo-groups rule has it), and the anomaly signals against the
+ * user's live sessions, which c->w.signals then carries to the write (in
+ * c->extra). Returns 0 to go on, or -1 after answering. */
+struct sd_api_write;
+int sd_api_anomaly_create(sd_app *app, sd_req *r, struct sd_api_write *c);
+
+/* Whether session s has a step-up pending (validation by id, when
+ * app->anomaly_state): 1, 0, or a store error. One read of its attrs. */
+int sd_api_anomaly_step_up(sd_app *app, const sd_session *s);
+
+/* Logs each signal the write w recorded (on session_id), with its detail
+ * (distance, speed ...): the completion of a create or an SD_W_SIGNAL. */
+void sd_api_anomaly_log(const sd_write *w, const char *session_id);
+
+/* At validation of a valid session c->s, when c->has_geo or
+ * app->anomaly_state (else it is never called: the plain path costs
+ * nothing): reads the session's attrs once, applies the geofence, the
+ * pending step-up and the signals of this validation (recorded by an
+ * SD_W_SIGNAL write that is not awaited). Returns 1 (still valid;
+ * c->signals set), 0 (invalid, c->refused says why; audited) or a store
+ * error. */
+int sd_api_anomaly_check(sd_app *app, sd_req *r, sd_check *c, int64_t now);
 
 /* Whether the global not-before (POST /admin/not-before) has cut session s
  * off: 1 (created before it: invalid everywhere), 0, or a store error
@@ -134,18 +179,19 @@ int sd_api_guess_wait(sd_app *app, sd_req *r);
 void sd_api_guess_failed(sd_app *app, const char *address, const char *actor);
 
 /* Mints an access token for s (tokens.c) under the JWT keys' read lock.
- * Returns 0 (*jwt malloc'd, the caller frees it), SD_ENOTFOUND when the
+ * Returns 0 (*jwt in arena a: the request's), SD_ENOTFOUND when the
  * session ends within the second, SD_ECONFIG without --jwt-keys, or
- * SD_ERANDOM / SD_ENOMEM. */
-int sd_api_mint(sd_app *app, const sd_session *s, int64_t now, char **jwt, int64_t *expires_in);
+ * SD_EINVALID / SD_ERANDOM / SD_ENOMEM (jwt/claims.h). */
+int sd_api_mint(sd_app *app, const sd_session *s, int64_t now, sd_arena *a, const char **jwt,
+                int64_t *expires_in);
 /* True when --jwt-keys is configured (tokens.c). */
 bool sd_api_jwt_enabled(sd_app *app);
 /* Mints an access token for the session c found valid (sd_api_check_token
  * returned 1): reads the session's optional fields (amr, --jwt-claims)
  * once, with c->expiry (the rolling touch) as its expiry. Returns what
  * sd_api_mint does (SD_ENOTFOUND also when the session ended meanwhile).
- * *jwt malloc'd, the caller frees it. */
-int sd_api_mint_checked(sd_app *app, const sd_check *c, int64_t now, char **jwt,
+ * *jwt in arena a. */
+int sd_api_mint_checked(sd_app *app, const sd_check *c, int64_t now, sd_arena *a, const char **jwt,
                         int64_t *expires_in);
 /* The query ?accessToken=true|false of validate and refresh: 0 with *want
  * set, or answers 400 (a bad value, or true without --jwt-keys) and

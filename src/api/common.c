@@ -359,9 +359,9 @@ int sd_api_loopback_only(sd_req *r)
 
 bool sd_api_protected_mode(sd_app *app)
 {
-    pthread_rwlock_rdlock(&app->keys_lock);
+    int slot = sd_brlock_rdlock(&app->keys_lock);
     bool open = app->keys == NULL;
-    pthread_rwlock_unlock(&app->keys_lock);
+    sd_brlock_rdunlock(&app->keys_lock, slot);
     return open;
 }
 
@@ -477,9 +477,9 @@ static enum sd_key_result check_basic(const sd_keys *k, const char *auth, const 
 int sd_api_authorize(void *app_, sd_req *r, const char *scope)
 {
     sd_app *app = app_;
-    pthread_rwlock_rdlock(&app->keys_lock);
+    int slot = sd_brlock_rdlock(&app->keys_lock);
     if (!app->keys) {
-        pthread_rwlock_unlock(&app->keys_lock);
+        sd_brlock_rdunlock(&app->keys_lock, slot);
         /* protected mode: loopback only, no keys; a browser page must not
          * reach it through a rebound name or from another site */
         return sd_api_loopback_only(r);
@@ -491,7 +491,7 @@ int sd_api_authorize(void *app_, sd_req *r, const char *scope)
     int nkeys = sd_req_header_count(r, "X-Api-Key");
     int nauth = introspect ? sd_req_header_count(r, "Authorization") : 0;
     if (nkeys > 1 || nauth > 1 || (nkeys && nauth)) {
-        pthread_rwlock_unlock(&app->keys_lock);
+        sd_brlock_rdunlock(&app->keys_lock, slot);
         sd_warn("caller_auth_failed reason=ambiguous_credentials scope=%s request=%s", scope,
                 sd_req_id(r));
         sd_audit_emit("caller_auth_failed", NULL, NULL, NULL, sd_req_peer(r),
@@ -525,7 +525,7 @@ int sd_api_authorize(void *app_, sd_req *r, const char *scope)
                                    : sd_keys_check(app->keys, key, scope, &id);
     char key_id[64];
     snprintf(key_id, sizeof key_id, "%s", id ? id : "-");
-    pthread_rwlock_unlock(&app->keys_lock);
+    sd_brlock_rdunlock(&app->keys_lock, slot);
     const char *hdr[] = {"WWW-Authenticate",
                          introspect ? APIKEY_CHALLENGE
                              ", Basic realm=\"sessiond\", charset=\"UTF-8\""

@@ -4,6 +4,7 @@
 #include "audit/audit.h"
 #include "metrics/metrics.h"
 #include "util/err.h"
+#include "webhook/webhook.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -54,5 +55,10 @@ void sd_api_metrics(sd_req *r, void *app_)
     text = all;
     memcpy(text + len, audit, (size_t)n + 1);
     len += (size_t)n;
+    if (sd_webhooks_metrics(app->webhooks, &text, &len)) {
+        free(text);
+        sd_api_fail(r, SD_ENOMEM, NULL);
+        return;
+    }
     sd_reply(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, NULL);
 }

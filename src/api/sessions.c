@@ -9,7 +9,6 @@
 #include "util/err.h"
 #include "util/log.h"
 
-#include <openssl/crypto.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,6 +43,7 @@ static void create_done(sd_write *w)
             sd_info("excess_sessions_exceeded user=%s evicted=%lld (least recently seen)", user,
                     (long long)w->affected);
         sd_info("session_created session=%s user=%s", w->session.id, user);
+        sd_api_anomaly_log(w, w->session.id);
         sd_api_reply_session(c->req, 201, &w->session, c->token, location);
     }
     sd_api_write_free(c);
@@ -68,6 +68,10 @@ void sd_api_session_create(sd_req *r, void *app_)
         if (rc == SD_ERANDOM)
             sd_error("random source failed: no session created");
         sd_api_fail(r, rc, err);
+        sd_api_write_free(c);
+        return;
+    }
+    if (sd_api_anomaly_create(app, r, c)) {
         sd_api_write_free(c);
         return;
     }
@@ -226,17 +230,20 @@ void sd_api_session_delete(sd_req *r, void *app_)
  * answer). */
 static json_t *access_token(sd_app *app, const sd_session *s)
 {
-    char *jwt = NULL;
+    /* This runs on a backend thread (the write's completion): an arena of
+     * its own, not the request's. */
+    char first[2048];
+    sd_arena a;
+    sd_arena_init(&a, first, sizeof first);
+    const char *jwt = NULL;
     int64_t expires_in = 0;
-    int rc = sd_api_mint(app, s, sd_now_ms(), &jwt, &expires_in);
-    if (rc) {
+    int rc = sd_api_mint(app, s, sd_now_ms(), &a, &jwt, &expires_in);
+    json_t *o = rc ? NULL
+                   : json_pack("{s:s, s:I}", "accessToken", jwt, "accessTokenExpiresIn",
+                               (json_int_t)expires_in);
+    sd_arena_reset(&a);
+    if (rc)
         sd_warn("refresh: no access token for session=%s: %s", s->id, sd_strerror(rc));
-        return NULL;
-    }
-    json_t *o =
-        json_pack("{s:s, s:I}", "accessToken", jwt, "accessTokenExpiresIn", (json_int_t)expires_in);
-    OPENSSL_cleanse(jwt, strlen(jwt));
-    free(jwt);
     return o;
 }
 

@@ -17,7 +17,6 @@
 #include "util/log.h"
 
 #include <errno.h>
-#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,12 +31,13 @@
  * long before it signs (docs/tokens.md, "Rotating the signing key"). */
 #define JWKS_CACHE_CONTROL "public, max-age=300"
 
-int sd_api_mint(sd_app *app, const sd_session *s, int64_t now, char **jwt, int64_t *expires_in)
+int sd_api_mint(sd_app *app, const sd_session *s, int64_t now, sd_arena *a, const char **jwt,
+                int64_t *expires_in)
 {
     *jwt = NULL;
     pthread_rwlock_rdlock(&app->jwt_lock);
-    int rc =
-        app->jwt_keys ? sd_jwt_mint(app->jwt_keys, &app->jwt, s, now, jwt, expires_in) : SD_ECONFIG;
+    int rc = app->jwt_keys ? sd_jwt_mint(app->jwt_keys, &app->jwt, s, now, a, jwt, expires_in)
+                           : SD_ECONFIG;
     pthread_rwlock_unlock(&app->jwt_lock);
     return rc;
 }
@@ -50,7 +50,7 @@ bool sd_api_jwt_enabled(sd_app *app)
     return on;
 }
 
-int sd_api_mint_checked(sd_app *app, const sd_check *c, int64_t now, char **jwt,
+int sd_api_mint_checked(sd_app *app, const sd_check *c, int64_t now, sd_arena *a, const char **jwt,
                         int64_t *expires_in)
 {
     /* The validation core reads without the optional fields; amr and the
@@ -61,7 +61,7 @@ int sd_api_mint_checked(sd_app *app, const sd_check *c, int64_t now, char **jwt,
     if (rc)
         return rc;
     full.expiry = c->expiry > full.expiry ? c->expiry : full.expiry; /* the rolling touch */
-    rc = sd_session_active(&full, now) ? sd_api_mint(app, &full, now, jwt, expires_in)
+    rc = sd_session_active(&full, now) ? sd_api_mint(app, &full, now, a, jwt, expires_in)
                                        : SD_ENOTFOUND;
     if (rc == 0)
         sd_debug("access_token_issued session=%s expires_in=%lld", full.id, (long long)*expires_in);
@@ -182,19 +182,22 @@ void sd_api_session_token(sd_req *r, void *app_)
         sd_api_fail(r, rc, NULL);
         return;
     }
-    char *jwt = NULL;
+    const char *jwt = NULL;
     int64_t expires_in = 0;
-    rc = sd_api_mint_checked(app, &c, sd_now_ms(), &jwt, &expires_in);
+    rc = sd_api_mint_checked(app, &c, sd_now_ms(), sd_req_arena(r), &jwt, &expires_in);
     sd_session_clear(&c.s);
     if (rc == 0) {
-        json_t *o = json_pack("{s:s, s:I, s:s}", "accessToken", jwt, "expiresIn",
-                              (json_int_t)expires_in, "tokenType", "Bearer");
-        OPENSSL_cleanse(jwt, strlen(jwt));
-        free(jwt);
-        if (o)
-            sd_reply_json(r, 200, o, NULL);
-        else
-            sd_api_fail(r, SD_ENOMEM, NULL);
+        sd_jw w;
+        sd_jw_init(&w, sd_req_arena(r), strlen(jwt) + 64);
+        sd_jw_object(&w);
+        sd_jw_key(&w, "accessToken");
+        sd_jw_str(&w, jwt);
+        sd_jw_key(&w, "expiresIn");
+        sd_jw_int(&w, expires_in);
+        sd_jw_key(&w, "tokenType");
+        sd_jw_str(&w, "Bearer");
+        sd_jw_end(&w);
+        sd_api_reply_jw(r, 200, &w, NULL);
     } else if (rc == SD_ENOTFOUND)
         reply_unauthorized(r, "the session ends within the second: sign in again");
     else

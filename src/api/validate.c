@@ -49,11 +49,25 @@ static void reply_mismatch(sd_req *r)
                    NULL);
 }
 
-int sd_api_guess_wait(sd_app *app, sd_req *r)
+/* A signal whose action is stepup fired on the session (api/anomaly.c):
+ * invalid until it is renewed with mfa. */
+static void reply_step_up(sd_req *r)
 {
-    if (app->guesses && sd_limiter_wait(app->guesses, sd_req_peer(r), sd_now_ms()) > 0)
+    sd_reply_bytes(r, 200, "application/json",
+                   LIT("{\"isValid\":false,\"expiry\":null,\"reason\":\"step_up_required\"}"),
+                   NULL);
+}
+
+static int guess_wait_at(sd_app *app, sd_req *r, int64_t now)
+{
+    if (app->guesses && sd_limiter_wait(app->guesses, sd_req_peer(r), now) > 0)
         return SD_ETHROTTLED;
     return 0;
+}
+
+int sd_api_guess_wait(sd_app *app, sd_req *r)
+{
+    return app->guesses ? guess_wait_at(app, r, sd_now_ms()) : 0;
 }
 
 void sd_api_guess_failed(sd_app *app, const char *address, const char *actor)
@@ -87,7 +101,8 @@ void sd_api_validate_id(sd_req *r, void *app_)
 {
     sd_app *app = app_;
     const char *id = sd_req_capture(r, 0);
-    int rc = sd_api_guess_wait(app, r);
+    int64_t now = sd_now_ms(); /* one clock read for the request */
+    int rc = guess_wait_at(app, r, now);
     if (rc) {
         sd_api_fail(r, rc, NULL);
         return;
@@ -100,13 +115,13 @@ void sd_api_validate_id(sd_req *r, void *app_)
     char uid[SD_MAX_USER_ID + 1];
     sd_session s;
     rc = sd_store_get(app->store, id, false, &s, uid, sizeof uid);
-    int cut = rc == 0 && sd_session_active(&s, sd_now_ms()) ? sd_api_cut_off(app, &s) : 0;
+    int cut = rc == 0 && sd_session_active(&s, now) ? sd_api_cut_off(app, &s) : 0;
     if (cut < 0) {
         sd_session_clear(&s);
         sd_api_fail(r, cut, NULL);
         return;
     }
-    if (rc == SD_ENOTFOUND || (rc == 0 && (cut || !sd_session_active(&s, sd_now_ms())))) {
+    if (rc == SD_ENOTFOUND || (rc == 0 && (cut || !sd_session_active(&s, now)))) {
         if (rc == 0) {
             invalid(app, r, &s, cut ? "not_before" : "expired");
             sd_session_clear(&s);
@@ -120,6 +135,18 @@ void sd_api_validate_id(sd_req *r, void *app_)
     }
     if (rc) {
         sd_api_fail(r, rc, NULL);
+        return;
+    }
+    if (app->anomaly_state && (rc = sd_api_anomaly_step_up(app, &s)) != 0) {
+        if (rc > 0) { /* not a guess: the throttle is not charged */
+            sd_metrics_validation(0);
+            sd_audit_emit("validation_failed", s.id, s.user_id, sd_req_actor(r), sd_req_peer(r),
+                          "step_up_required");
+            reply_step_up(r);
+        } else {
+            sd_api_fail(r, rc, NULL);
+        }
+        sd_session_clear(&s);
         return;
     }
     sd_metrics_validation(1);
@@ -138,19 +165,20 @@ void sd_api_validate_id(sd_req *r, void *app_)
 /* The hot path's answer:
  * {"isValid":true,"expiry":"...","sessionId":"...","userId":"...",
  * "authTime":"...","acr":"..."}, plus "bindingMismatch":true when the
- * binding policy only flags. authTime and acr are there when known, for
+ * binding policy only flags, and "signals":[...] for flagged anomaly
+ * signals. authTime and acr are there when known, for
  * step-up decisions. jwt (borrowed; NULL: none) adds "accessToken" and
  * "accessTokenExpiresIn" (?accessToken=true). */
-static void reply_valid(sd_req *r, int64_t expiry, const sd_session *s, bool mismatch,
-                        const char *jwt, int64_t jwt_expires_in)
+static void reply_valid(sd_req *r, const sd_check *c, const char *jwt, int64_t jwt_expires_in)
 {
+    const sd_session *s = &c->s;
     sd_jw w;
     sd_jw_init(&w, sd_req_arena(r), 256);
     sd_jw_object(&w);
     sd_jw_key(&w, "isValid");
     sd_jw_bool(&w, true);
     sd_jw_key(&w, "expiry");
-    sd_api_jw_time(&w, expiry);
+    sd_api_jw_time(&w, c->expiry);
     sd_jw_key(&w, "sessionId");
     sd_jw_str(&w, s->id);
     sd_jw_key(&w, "userId");
@@ -163,9 +191,17 @@ static void reply_valid(sd_req *r, int64_t expiry, const sd_session *s, bool mis
         sd_jw_key(&w, "acr");
         sd_jw_str(&w, s->acr);
     }
-    if (mismatch) {
+    if (c->binding_mismatch) {
         sd_jw_key(&w, "bindingMismatch");
         sd_jw_bool(&w, true);
+    }
+    if (c->signals) {
+        sd_jw_key(&w, "signals");
+        sd_jw_array(&w);
+        for (int i = 0; i < SD_SIG_COUNT; i++)
+            if (c->signals & (1u << i))
+                sd_jw_str(&w, sd_signal_name(i));
+        sd_jw_end(&w);
     }
     if (jwt) {
         sd_jw_key(&w, "accessToken");
@@ -269,7 +305,10 @@ int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, sd
 {
     sd_session *s = &c->s;
     c->binding_mismatch = c->unforwardable = false;
-    int rc = sd_api_guess_wait(app, r);
+    c->signals = 0;
+    c->refused = NULL;
+    int64_t now = sd_now_ms(); /* one clock read for the request */
+    int rc = guess_wait_at(app, r, now);
     if (rc)
         return rc;
     if (!sd_token_wellformed(token, len))
@@ -277,7 +316,6 @@ int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, sd
     unsigned char hash[SD_HASH_LEN];
     sd_token_hash(token, len, hash);
     rc = sd_store_get_by_token(app->store, hash, false, s, c->user_id_buf, sizeof c->user_id_buf);
-    int64_t now = sd_now_ms();
     if (rc == SD_ENOTFOUND)
         return not_current(app, r, hash, now);
     if (rc == 0 && !sd_session_active(s, now)) {
@@ -317,6 +355,12 @@ int sd_api_check_token(sd_app *app, sd_req *r, const char *token, size_t len, sd
             sd_metrics_validation(0);
             sd_session_clear(s);
             return 0;
+        }
+    }
+    if (c->has_geo || app->anomaly_state) { /* the geofence, anomaly signals (anomaly.c) */
+        if ((rc = sd_api_anomaly_check(app, r, c, now)) != 1) {
+            sd_session_clear(s);
+            return rc;
         }
     }
     c->expiry = s->expiry;
@@ -438,16 +482,26 @@ static int find_token(sd_req *r, char *out, size_t *len, json_t **body_out, sd_c
         json_t *v;
         json_object_foreach(body, key, v)
         {
+            if (strcmp(key, "geoLocation") == 0 && json_is_object(v))
+                continue;
             if ((strcmp(key, "token") != 0 && strcmp(key, "ipAddress") != 0 &&
                  strcmp(key, "userAgent") != 0) ||
                 !json_is_string(v)) {
                 sd_reply_problem(r, 400,
                                  "the body may only hold 'token', 'ipAddress' and 'userAgent', "
-                                 "strings");
+                                 "strings, and 'geoLocation', an object");
                 json_decref(body);
                 return -1;
             }
         }
+        char err[160];
+        json_t *geo = json_object_get(body, "geoLocation");
+        if (geo && sd_geo_parse(geo, &c->geo, err, sizeof err)) {
+            sd_reply_problem(r, 400, "%s", err);
+            json_decref(body);
+            return -1;
+        }
+        c->has_geo = geo && (c->geo.has_point || c->geo.country[0]);
         c->ip = json_string_value(json_object_get(body, "ipAddress"));
         c->user_agent = json_string_value(json_object_get(body, "userAgent"));
         in_body = json_string_value(json_object_get(body, "token"));
@@ -503,7 +557,14 @@ void sd_api_validate_token(sd_req *r, void *app_)
     OPENSSL_cleanse(token, sizeof token);
     json_decref(body);
     if (rc == 0) {
-        if (c.binding_mismatch)
+        if (c.refused && strcmp(c.refused, "geofence") == 0)
+            sd_reply_problem(r, 403,
+                             "the session cannot be used from country %s: the geofence refuses "
+                             "it",
+                             c.geo.country);
+        else if (c.refused && strcmp(c.refused, "step_up_required") == 0)
+            reply_step_up(r);
+        else if (c.binding_mismatch)
             reply_mismatch(r);
         else
             reply_invalid(r);
@@ -513,23 +574,19 @@ void sd_api_validate_token(sd_req *r, void *app_)
         sd_api_fail(r, rc, NULL);
         return;
     }
-    char *jwt = NULL;
+    const char *jwt = NULL;
     int64_t expires_in = 0;
     if (want_jwt) {
         /* Minting may allocate; the plain path above does not. A session
          * that ends within the second is valid without a token (as on
          * refresh). */
-        rc = sd_api_mint_checked(app, &c, sd_now_ms(), &jwt, &expires_in);
+        rc = sd_api_mint_checked(app, &c, sd_now_ms(), sd_req_arena(r), &jwt, &expires_in);
         if (rc && rc != SD_ENOTFOUND) {
             sd_session_clear(&c.s);
             sd_api_fail(r, rc, NULL);
             return;
         }
     }
-    reply_valid(r, c.expiry, &c.s, c.binding_mismatch, jwt, expires_in);
+    reply_valid(r, &c, jwt, expires_in);
     sd_session_clear(&c.s);
-    if (jwt) {
-        OPENSSL_cleanse(jwt, strlen(jwt));
-        free(jwt);
-    }
 }

@@ -30,7 +30,8 @@ struct sd_loop {
     _Atomic bool stop;
     sd_loop_timer *heap; /* armed timers: the soonest at the root */
     size_t ntimers;
-    uint64_t seq; /* timers started so far */
+    uint64_t seq;   /* timers started so far */
+    int64_t now_ns; /* the loop's time (sd_loop_now_ns) */
     sd_loop_hook before_sleep;
     void *before_sleep_data;
 };
@@ -40,6 +41,7 @@ int sd_loop_new(sd_loop **out)
     sd_loop *l = calloc(1, sizeof *l);
     if (!l)
         return SD_ENOMEM;
+    l->now_ns = sd_mono_ns();
     l->ep = epoll_create1(EPOLL_CLOEXEC);
     if (l->ep < 0) {
         int rc = -errno;
@@ -214,7 +216,17 @@ void sd_loop_timer_start_at(sd_loop *l, sd_loop_timer *t, int64_t due_ns, sd_loo
 
 void sd_loop_timer_start(sd_loop *l, sd_loop_timer *t, int64_t after_ms, sd_loop_timer_cb cb)
 {
-    sd_loop_timer_start_at(l, t, sd_mono_ns() + after_ms * 1000000, cb);
+    sd_loop_timer_start_at(l, t, l->now_ns + after_ms * 1000000, cb);
+}
+
+int64_t sd_loop_now_ns(const sd_loop *l)
+{
+    return l->now_ns;
+}
+
+int64_t sd_loop_update_time(sd_loop *l)
+{
+    return l->now_ns = sd_mono_ns();
 }
 
 /* How long the next wait may last: until the soonest timer, at most
@@ -223,7 +235,7 @@ static int wait_ms(sd_loop *l)
 {
     if (!l->heap)
         return MAX_WAIT_MS;
-    int64_t ms = (l->heap->due_ns - sd_mono_ns() + 999999) / 1000000;
+    int64_t ms = (l->heap->due_ns - sd_loop_update_time(l) + 999999) / 1000000;
     return ms < 0 ? 0 : ms > MAX_WAIT_MS ? MAX_WAIT_MS : (int)ms;
 }
 
@@ -232,7 +244,7 @@ static int wait_ms(sd_loop *l)
  * already past). */
 static void run_timers(sd_loop *l)
 {
-    int64_t now = sd_mono_ns();
+    int64_t now = sd_loop_update_time(l);
     while (l->heap && l->heap->due_ns <= now) {
         sd_loop_timer *t = l->heap;
         heap_remove(l, t);
@@ -247,6 +259,7 @@ void sd_loop_run(sd_loop *l)
         if (l->before_sleep)
             l->before_sleep(l->before_sleep_data);
         int n = epoll_wait(l->ep, evs, MAX_EVENTS, wait_ms(l));
+        sd_loop_update_time(l);
         for (int i = 0; i < n; i++) {
             sd_loop_io *io = evs[i].data.ptr;
             io->cb(io, evs[i].events);

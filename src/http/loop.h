@@ -66,7 +66,17 @@ void sd_loop_io_set(sd_loop *l, sd_loop_io *io, uint32_t events);
 /* Stops watching (before the caller closes the descriptor). */
 void sd_loop_io_stop(sd_loop *l, sd_loop_io *io);
 
-/* Calls cb once, after_ms from now. Starting an armed timer moves it. */
+/* The loop's time on the sd_mono_ns clock: read once when a wait for
+ * events returns (and by sd_loop_update_time), so the callbacks of one
+ * turn share one clock read instead of each making its own, as libuv's
+ * uv_now. Timeouts and deadlines use it; a duration that must be exact
+ * (a request's latency) reads the clock. */
+int64_t sd_loop_now_ns(const sd_loop *l);
+/* Reads the clock into the loop's time and returns it. */
+int64_t sd_loop_update_time(sd_loop *l);
+
+/* Calls cb once, after_ms from the loop's time. Starting an armed timer
+ * moves it. */
 void sd_loop_timer_start(sd_loop *l, sd_loop_timer *t, int64_t after_ms, sd_loop_timer_cb cb);
 /* The same at due_ns on the sd_mono_ns clock (in the past: the next turn). */
 void sd_loop_timer_start_at(sd_loop *l, sd_loop_timer *t, int64_t due_ns, sd_loop_timer_cb cb);

@@ -52,7 +52,7 @@ static int on_message_begin(http_parser *p)
         c->oom = true;
         return -1;
     }
-    c->request_deadline = sd_mono_ms() + SD__REQUEST_TIMEOUT_MS;
+    c->request_deadline = sd_loop_now_ns(c->lp->loop) / 1000000 + SD__REQUEST_TIMEOUT_MS;
     return 0;
 }
 
@@ -71,7 +71,7 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
     if (!c->reading_field || r->nheaders == 0) {
         if (r->nheaders == SD__MAX_HEADERS)
             return -1;
-        r->nheaders++;
+        r->headers[r->nheaders++] = (sd__header){0}; /* not cleared with the request */
         c->reading_field = true;
     }
     sd__header *hd = &r->headers[r->nheaders - 1];
@@ -218,7 +218,7 @@ static bool next_head(sd__conn *c)
         return false;
     }
     if (c->in_len && !c->req) { /* the request's clock runs from its first byte */
-        c->request_deadline = sd_mono_ms() + SD__REQUEST_TIMEOUT_MS;
+        c->request_deadline = sd_loop_now_ns(c->lp->loop) / 1000000 + SD__REQUEST_TIMEOUT_MS;
         if (!(c->req = sd__req_new(c)))
             sd__conn_fail_oom(c);
     }

@@ -75,17 +75,17 @@ sd_req *sd__req_new(sd__conn *c)
     if (r) {
         lp->free_reqs = r->next_work;
         lp->nfree_reqs--;
-        memset(r, 0, offsetof(sd_req, arena)); /* the arena is reset already */
+        memset(r, 0, offsetof(sd_req, headers)); /* the arena is reset already */
     } else {
         if (!(r = malloc(sizeof *r)))
             return NULL;
-        memset(r, 0, offsetof(sd_req, arena));
+        memset(r, 0, offsetof(sd_req, headers));
         sd_arena_init(&r->arena, r->arena_mem, sizeof r->arena_mem);
     }
     sd_http *h = lp->h;
     r->c = c;
     r->lp = lp;
-    r->t0 = sd_mono_ns();
+    r->t0 = sd_loop_now_ns(lp->loop); /* when this turn's reads began */
     r->match.route = -1;
     r->keep_alive = true;
     sd__req_mint_id(h, r->id, sizeof r->id);

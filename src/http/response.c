@@ -262,7 +262,8 @@ static void deliver(sd_req *r)
     sd__conn *c = r->c;
     sd_http *h = r->lp->h;
     int route = r->match_result == SD_MATCH_OK ? r->match.route : -1;
-    int64_t ns = sd_mono_ns() - r->t0;
+    int64_t now = sd_loop_update_time(r->lp->loop);
+    int64_t ns = now - r->t0;
     sd_metrics_request(route, r->status, ns);
     if (sd_log_get_level() <= SD_LOG_DEBUG)
         sd_debug("request id=%s method=%s route=%s status=%d us=%lld", r->id, r->method,
@@ -289,7 +290,7 @@ static void deliver(sd_req *r)
     sd__req_free(r);
     if (!sd__conn_flush(c))
         return;
-    c->idle_deadline = sd_mono_ms() + h->opt.connection_timeout_s * 1000LL;
+    c->idle_deadline = now / 1000000 + h->opt.connection_timeout_s * 1000LL;
     if (c->close_after_write) { /* output pending: close once it is out */
         sd__conn_set_events(c);
         return;

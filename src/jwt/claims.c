@@ -1,6 +1,6 @@
 /* claims.c - a session's JWT claims and their minting (see claims.h). */
 #include "jwt/claims.h"
-#include "util/jsonmem.h"
+#include "jwt/jwe.h"
 #include "util/err.h"
 #include "util/random.h"
 
@@ -43,25 +43,105 @@ int sd_jwt_claims_check(const char *list, char *err, size_t errlen)
 }
 
 /* aud: one string, or an array for a comma-separated list. */
-static json_t *audience(const char *a)
+static void audience(sd_jw *w, const char *a)
 {
-    if (!strchr(a, ','))
-        return json_string(a);
-    json_t *v = json_array();
-    for (const char *p = a; v && *p;) {
+    if (!strchr(a, ',')) {
+        sd_jw_str(w, a);
+        return;
+    }
+    sd_jw_array(w);
+    for (const char *p = a; *p;) {
         const char *comma = strchr(p, ',');
         size_t n = comma ? (size_t)(comma - p) : strlen(p);
         if (n)
-            json_array_append_new(v, json_stringn(p, n));
+            sd_jw_strn(w, p, n);
         p += n + (comma != NULL);
     }
-    return v;
+    sd_jw_end(w);
+}
+
+/* A value of the session's JSON (amr, a --jwt-claims field) as it is. */
+static void put_json(sd_jw *w, json_t *v)
+{
+    const char *k;
+    json_t *x;
+    size_t i;
+    char num[32];
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        sd_jw_object(w);
+        json_object_foreach(v, k, x)
+        {
+            sd_jw_key(w, k);
+            put_json(w, x);
+        }
+        sd_jw_end(w);
+        break;
+    case JSON_ARRAY:
+        sd_jw_array(w);
+        json_array_foreach(v, i, x) put_json(w, x);
+        sd_jw_end(w);
+        break;
+    case JSON_STRING:
+        sd_jw_strn(w, json_string_value(v), json_string_length(v));
+        break;
+    case JSON_INTEGER:
+        sd_jw_int(w, json_integer_value(v));
+        break;
+    case JSON_REAL: /* finite (jansson holds no other); %.17g round-trips */
+        sd_jw_raw(w, num, (size_t)snprintf(num, sizeof num, "%.17g", json_real_value(v)));
+        break;
+    case JSON_TRUE:
+    case JSON_FALSE:
+        sd_jw_bool(w, json_is_true(v));
+        break;
+    case JSON_NULL:
+        sd_jw_null(w);
+        break;
+    }
+}
+
+static void claim_int(sd_jw *w, const char *name, int64_t v)
+{
+    sd_jw_key(w, name);
+    sd_jw_int(w, v);
+}
+
+static void claim_str(sd_jw *w, const char *name, const char *v)
+{
+    sd_jw_key(w, name);
+    sd_jw_str(w, v);
+}
+
+/* The --jwt-claims fields of s's public view. */
+static void selected(sd_jw *w, const sd_session *s, const char *list)
+{
+    json_t *view = sd_session_to_json(s);
+    if (!view) {
+        w->failed = true;
+        return;
+    }
+    for (const char *p = list; *p;) {
+        const char *comma = strchr(p, ',');
+        size_t n = comma ? (size_t)(comma - p) : strlen(p);
+        char name[32];
+        if (n < sizeof name && selectable_name(p, n)) {
+            memcpy(name, p, n);
+            name[n] = '\0';
+            json_t *v = json_object_get(view, name);
+            if (v) {
+                sd_jw_key(w, name);
+                put_json(w, v);
+            }
+        }
+        p += n + (comma != NULL);
+    }
+    json_decref(view);
 }
 
 int sd_jwt_claims(const sd_session *s, const sd_jwt_options *o, int64_t now, const char *jti,
-                  json_t **out, int64_t *expires_in)
+                  sd_jw *w, int64_t *expires_in)
 {
-    *out = NULL;
     int64_t end = now + o->lifetime_ms;
     if (s->expiry < end)
         end = s->expiry;
@@ -70,49 +150,37 @@ int sd_jwt_claims(const sd_session *s, const sd_jwt_options *o, int64_t now, con
     int64_t iat = now / 1000, exp = end / 1000; /* rounded down: never past the session */
     if (exp <= iat)
         return SD_ENOTFOUND;
-    json_t *c = json_object();
-    if (!c)
-        return SD_ENOMEM;
-    json_object_set_new(c, "iss", json_string(o->issuer));
-    json_object_set_new(c, "sub", json_string(s->user_id ? s->user_id : ""));
-    if (o->audience[0])
-        json_object_set_new(c, "aud", audience(o->audience));
-    json_object_set_new(c, "iat", json_integer(iat));
-    json_object_set_new(c, "nbf", json_integer(iat));
-    json_object_set_new(c, "exp", json_integer(exp));
-    json_object_set_new(c, "jti", json_string(jti));
-    json_object_set_new(c, "sid", json_string(s->id));
-    json_object_set_new(c, "auth_time",
-                        json_integer((s->auth_time ? s->auth_time : s->created_at) / 1000));
-    if (s->acr[0])
-        json_object_set_new(c, "acr", json_string(s->acr));
-    json_t *amr = s->attrs ? json_object_get(s->attrs, "amr") : NULL;
-    if (json_is_array(amr))
-        json_object_set(c, "amr", amr);
-    if (o->claims[0]) {
-        json_t *view = sd_session_to_json(s);
-        for (const char *p = o->claims; view && *p;) {
-            const char *comma = strchr(p, ',');
-            size_t n = comma ? (size_t)(comma - p) : strlen(p);
-            char name[32];
-            if (n < sizeof name && selectable_name(p, n)) {
-                memcpy(name, p, n);
-                name[n] = '\0';
-                json_t *v = json_object_get(view, name);
-                if (v)
-                    json_object_set(c, name, v);
-            }
-            p += n + (comma != NULL);
-        }
-        json_decref(view);
+    sd_jw_object(w);
+    claim_str(w, "iss", o->issuer);
+    sd_jw_key(w, "sub");
+    if (sd_jw_str(w, s->user_id ? s->user_id : "")) /* altered: not the user's id */
+        return SD_EINVALID;
+    if (o->audience[0]) {
+        sd_jw_key(w, "aud");
+        audience(w, o->audience);
     }
-    *out = c;
+    claim_int(w, "iat", iat);
+    claim_int(w, "nbf", iat);
+    claim_int(w, "exp", exp);
+    claim_str(w, "jti", jti);
+    claim_str(w, "sid", s->id);
+    claim_int(w, "auth_time", (s->auth_time ? s->auth_time : s->created_at) / 1000);
+    if (s->acr[0])
+        claim_str(w, "acr", s->acr);
+    json_t *amr = s->attrs ? json_object_get(s->attrs, "amr") : NULL;
+    if (json_is_array(amr)) {
+        sd_jw_key(w, "amr");
+        put_json(w, amr);
+    }
+    if (o->claims[0])
+        selected(w, s, o->claims);
+    sd_jw_end(w);
     *expires_in = exp - iat;
-    return 0;
+    return w->failed ? SD_ENOMEM : 0;
 }
 
 int sd_jwt_mint(const sd_jwks *k, const sd_jwt_options *o, const sd_session *s, int64_t now,
-                char **jwt, int64_t *expires_in)
+                sd_arena *a, const char **jwt, int64_t *expires_in)
 {
     *jwt = NULL;
     unsigned char rnd[16];
@@ -120,16 +188,17 @@ int sd_jwt_mint(const sd_jwks *k, const sd_jwt_options *o, const sd_session *s, 
     if (sd_random(rnd, sizeof rnd))
         return SD_ERANDOM;
     sd_b64url(rnd, sizeof rnd, jti);
-    json_t *claims;
-    unsigned long mark = sd_json_failures(); /* a claim set without memory fails the token */
-    int rc = sd_jwt_claims(s, o, now, jti, &claims, expires_in);
+    sd_jw w;
+    sd_jw_init(&w, a, 512);
+    int rc = sd_jwt_claims(s, o, now, jti, &w, expires_in);
+    size_t plen = 0, jlen = 0;
+    const char *payload = rc ? NULL : sd_jw_done(&w, &plen);
     if (rc)
         return rc;
-    char *payload = sd_json_dumps(claims, JSON_COMPACT, mark);
-    json_decref(claims);
-    if (!payload)
+    if (!payload || !(*jwt = sd_jws_sign(k, a, payload, plen, &jlen)))
         return SD_ENOMEM;
-    *jwt = sd_jws_sign(k, SD_JWT_TYP, payload, strlen(payload));
-    free(payload);
-    return *jwt ? 0 : SD_ENOMEM;
+    const sd_jwe_key *to = sd_jwks_recipient(k);
+    if (to && !(*jwt = sd_jwe_encrypt(to, a, *jwt, jlen)))
+        return SD_ENOMEM;
+    return 0;
 }

@@ -20,7 +20,8 @@
 #include "jwt/jwk.h"
 #include "session/session.h"
 
-#include <jansson.h>
+#include "util/jsonw.h"
+
 #include <stdint.h>
 
 typedef struct sd_jwt_options {
@@ -30,24 +31,25 @@ typedef struct sd_jwt_options {
     const char *claims;   /* comma-separated session fields to copy; "" for none */
 } sd_jwt_options;
 
-/* The media type in the JWS header (RFC 9068 section 2.1). */
-#define SD_JWT_TYP "at+jwt"
-
 /* Checks a --jwt-claims list: names of the session's public fields, none of
  * them a registered or reserved claim. Returns 0 or SD_EINVALID with err. */
 int sd_jwt_claims_check(const char *list, char *err, size_t errlen);
 
-/* The claims of a token for session s at now (ms), with jti. *out: a new
- * reference; *expires_in: seconds from iat to exp. Returns 0, SD_ENOTFOUND
- * when the session ends within the second (no token would live a second),
- * or SD_ENOMEM. */
+/* The claims of a token for session s at now (ms), with jti, written as a
+ * JSON object by w (util/jsonw.h: into its arena, no tree); *expires_in:
+ * seconds from iat to exp. Returns 0, SD_ENOTFOUND when the session ends
+ * within the second (no token would live a second; nothing written),
+ * SD_EINVALID when the user id is not valid UTF-8 (sub would not be it),
+ * or SD_ENOMEM. Only --jwt-claims fields cost heap calls (the session's
+ * public view is built for them). */
 int sd_jwt_claims(const sd_session *s, const sd_jwt_options *o, int64_t now, const char *jti,
-                  json_t **out, int64_t *expires_in);
+                  sd_jw *w, int64_t *expires_in);
 
-/* Mints a signed token for s with k's current key: a fresh jti from the
- * kernel, the claims above. *jwt is malloc'd (the caller frees it). Returns
- * 0, SD_ENOTFOUND (as above), SD_ERANDOM or SD_ENOMEM. */
+/* Mints a token for s with k's current key: a fresh jti from the kernel,
+ * the claims above, signed (jwk.h), and encrypted when k has a recipient
+ * (jwe.h). *jwt is text in arena a (the request's). Returns 0,
+ * SD_ENOTFOUND or SD_EINVALID (as above), SD_ERANDOM or SD_ENOMEM. */
 int sd_jwt_mint(const sd_jwks *k, const sd_jwt_options *o, const sd_session *s, int64_t now,
-                char **jwt, int64_t *expires_in);
+                sd_arena *a, const char **jwt, int64_t *expires_in);
 
 #endif

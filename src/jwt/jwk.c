@@ -1,6 +1,6 @@
 /* jwk.c - the JWT signing keys: key file, JWK Set, JWS signing (see jwk.h). */
 #include "jwt/jwk.h"
-#include "util/jsonmem.h"
+#include "jwt/jwe.h"
 #include "util/err.h"
 #include "util/keyfile.h"
 #include "util/log.h"
@@ -11,7 +11,10 @@
 #include <openssl/crypto.h>
 #include <openssl/ecdsa.h>
 #include <openssl/evp.h>
+#include <openssl/sha.h>
 #include <openssl/x509.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,13 +30,32 @@ typedef struct key {
     EVP_PKEY *pkey;
     unsigned char pub[65]; /* Ed25519: 32 bytes; P-256: 04 | x | y */
     size_t pub_len;
+    uint64_t gen;  /* unique across loads: what a thread's signing context is for */
+    char hdr[200]; /* the base64url of its JWS header */
+    size_t hdr_len;
 } key;
+
+/* Generations of loaded keys: never reused, so a thread's cached context
+ * can never be taken for a newer key's. */
+static _Atomic uint64_t key_generation;
 
 struct sd_jwks {
     key *v;
     int n;
-    int current; /* index of the signing key */
+    int current;           /* index of the signing key */
+    sd_jwe_key *recipient; /* encrypted tokens: the recipient's key; NULL: none */
 };
+
+void sd_jwks_set_recipient(sd_jwks *k, sd_jwe_key *e)
+{
+    sd_jwe_key_free(k->recipient);
+    k->recipient = e;
+}
+
+const sd_jwe_key *sd_jwks_recipient(const sd_jwks *k)
+{
+    return k ? k->recipient : NULL;
+}
 
 void sd_jwks_free(sd_jwks *k)
 {
@@ -41,6 +63,7 @@ void sd_jwks_free(sd_jwks *k)
         return;
     for (int i = 0; i < k->n; i++)
         EVP_PKEY_free(k->v[i].pkey);
+    sd_jwe_key_free(k->recipient);
     free(k->v);
     free(k);
 }
@@ -174,6 +197,12 @@ int sd_jwks_parse(const char *text, size_t len, const char *name, sd_jwks **out,
         }
         memcpy(e.kid, kid, strlen(kid) + 1); /* kid_ok: at most SD_KID_MAX */
         e.next = fields == 3;
+        e.gen = atomic_fetch_add(&key_generation, 1) + 1;
+        char h[128]; /* kid_ok: nothing in it needs escaping */
+        int hl = snprintf(h, sizeof h, "{\"alg\":\"%s\",\"kid\":\"%s\",\"typ\":\"" SD_JWT_TYP "\"}",
+                          e.alg, e.kid);
+        sd_assert(hl > 0 && (size_t)hl < sizeof h && 4 * ((size_t)hl / 3 + 1) < sizeof e.hdr);
+        e.hdr_len = sd_b64url((const unsigned char *)h, (size_t)hl, e.hdr);
         k->v = v;
         k->v[k->n] = e;
         if (!e.next)
@@ -284,58 +313,111 @@ int sd_ecdsa_der_to_jose(const unsigned char *der, size_t n, unsigned char out[6
     return rc;
 }
 
+/* ---- the per-thread signing context ---------------------------------- */
+
+typedef struct signer {
+    uint64_t gen;       /* the key it is set up for; 0: none */
+    EVP_MD_CTX *md;     /* EdDSA: DigestSign-initialised with the key (one-shot, reusable) */
+    EVP_PKEY_CTX *pctx; /* ES256: sign-initialised with the key, signs a SHA-256 digest */
+} signer;
+
+static pthread_key_t signer_tls;
+static pthread_once_t signer_once = PTHREAD_ONCE_INIT;
+static int signer_tls_rc;
+
+static void signer_reset(signer *s)
+{
+    EVP_MD_CTX_free(s->md);
+    EVP_PKEY_CTX_free(s->pctx);
+    *s = (signer){0};
+}
+
+static void signer_free(void *p)
+{
+    signer_reset(p);
+    free(p);
+}
+
+static void signer_tls_init(void)
+{
+    signer_tls_rc = pthread_key_create(&signer_tls, signer_free);
+}
+
+/* This thread's context for e, set up when it was last for another key.
+ * NULL when out of memory or OpenSSL refuses. */
+static signer *signer_for(const key *e)
+{
+    pthread_once(&signer_once, signer_tls_init);
+    if (signer_tls_rc)
+        return NULL;
+    signer *s = pthread_getspecific(signer_tls);
+    if (!s) {
+        if (!(s = calloc(1, sizeof *s)))
+            return NULL;
+        if (pthread_setspecific(signer_tls, s)) {
+            free(s);
+            return NULL;
+        }
+    }
+    if (s->gen == e->gen)
+        return s;
+    signer_reset(s);
+    bool ok;
+    if (strcmp(e->alg, "ES256") == 0) {
+        s->pctx = EVP_PKEY_CTX_new_from_pkey(NULL, e->pkey, NULL);
+        ok = s->pctx && EVP_PKEY_sign_init(s->pctx) == 1 &&
+             EVP_PKEY_CTX_set_signature_md(s->pctx, EVP_sha256()) == 1;
+    } else {
+        s->md = EVP_MD_CTX_new();
+        ok = s->md && EVP_DigestSignInit_ex(s->md, NULL, NULL, NULL, NULL, e->pkey, NULL) == 1;
+    }
+    if (!ok) {
+        signer_reset(s);
+        return NULL;
+    }
+    s->gen = e->gen;
+    return s;
+}
+
 /* The signature of tbs (n bytes) by e, in JOSE's form, into sig (64 bytes
  * for both algorithms). Returns 0 or SD_EINVALID. */
 static int sign_raw(const key *e, const unsigned char *tbs, size_t n, unsigned char sig[64])
 {
-    bool ec = strcmp(e->alg, "ES256") == 0;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    unsigned char der[80];
+    signer *s = signer_for(e);
+    unsigned char der[80], digest[SHA256_DIGEST_LENGTH];
     size_t len = sizeof der;
-    int rc = SD_EINVALID;
-    if (ctx &&
-        EVP_DigestSignInit_ex(ctx, NULL, ec ? "SHA256" : NULL, NULL, NULL, e->pkey, NULL) == 1 &&
-        EVP_DigestSign(ctx, der, &len, tbs, n) == 1) {
-        if (!ec && len == 64) {
-            memcpy(sig, der, 64);
-            rc = 0;
-        } else if (ec) {
-            rc = sd_ecdsa_der_to_jose(der, len, sig);
-        }
+    if (!s)
+        return SD_EINVALID;
+    if (s->md) { /* Ed25519: 64 bytes, already JOSE's form */
+        size_t sl = 64;
+        return EVP_DigestSign(s->md, sig, &sl, tbs, n) == 1 && sl == 64 ? 0 : SD_EINVALID;
     }
-    EVP_MD_CTX_free(ctx);
-    return rc;
+    SHA256(tbs, n, digest);
+    if (EVP_PKEY_sign(s->pctx, der, &len, digest, sizeof digest) != 1)
+        return SD_EINVALID;
+    return sd_ecdsa_der_to_jose(der, len, sig);
 }
 
-char *sd_jws_sign(const sd_jwks *k, const char *typ, const char *payload, size_t len)
+const char *sd_jws_sign(const sd_jwks *k, sd_arena *a, const char *payload, size_t len,
+                        size_t *out_len)
 {
     const key *e = &k->v[k->current];
-    unsigned long mark = sd_json_failures();
-    json_t *h = json_pack("{s:s, s:s, s:s}", "alg", e->alg, "kid", e->kid, "typ", typ);
-    char *htext = h ? sd_json_dumps(h, JSON_COMPACT, mark) : NULL;
-    json_decref(h);
-    if (!htext)
-        return NULL;
-    size_t hl = strlen(htext);
     /* header . payload . signature (86 characters) */
-    size_t cap = 4 * (hl / 3 + 1) + 1 + 4 * (len / 3 + 1) + 1 + 88 + 1;
-    char *out = malloc(cap);
-    if (!out) {
-        free(htext);
+    size_t cap = e->hdr_len + 1 + 4 * (len / 3 + 1) + 1 + 88 + 1;
+    char *out = sd_arena_alloc(a, cap);
+    if (!out)
         return NULL;
-    }
-    size_t o = sd_b64url((const unsigned char *)htext, hl, out);
-    free(htext);
+    memcpy(out, e->hdr, e->hdr_len);
+    size_t o = e->hdr_len;
     out[o++] = '.';
     o += sd_b64url((const unsigned char *)payload, len, out + o);
     unsigned char sig[64];
-    if (sign_raw(e, (const unsigned char *)out, o, sig)) {
-        free(out);
+    if (sign_raw(e, (const unsigned char *)out, o, sig))
         return NULL;
-    }
     out[o++] = '.';
     o += sd_b64url(sig, sizeof sig, out + o);
     sd_assert(o < cap);
+    *out_len = o;
     return out;
 }
 

@@ -19,6 +19,8 @@
 #ifndef SD_JWT_JWK_H
 #define SD_JWT_JWK_H
 
+#include "util/arena.h"
+
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -38,6 +40,13 @@ int sd_jwks_parse(const char *text, size_t len, const char *name, sd_jwks **out,
 
 void sd_jwks_free(sd_jwks *k);
 
+/* The recipient key of encrypted tokens (--jwt-encrypt-key, jwe.h): k
+ * takes ownership of e (freed with k; NULL: tokens are signed only). Kept
+ * here so that one SIGHUP swaps both under one lock. */
+struct sd_jwe_key;
+void sd_jwks_set_recipient(sd_jwks *k, struct sd_jwe_key *e);
+const struct sd_jwe_key *sd_jwks_recipient(const sd_jwks *k); /* borrowed; NULL: none */
+
 /* How many keys are published; the current key's id and JWS alg
  * ("EdDSA" or "ES256"). Borrowed from k. */
 int sd_jwks_count(const sd_jwks *k);
@@ -49,10 +58,21 @@ const char *sd_jwks_current_alg(const sd_jwks *k);
  * out of memory. */
 json_t *sd_jwks_public(const sd_jwks *k);
 
+/* The media type in the JWS header (RFC 9068 section 2.1). */
+#define SD_JWT_TYP "at+jwt"
+
 /* The compact JWS (RFC 7515) of payload (len bytes of JSON) signed with the
- * current key, protected header {"alg", "kid", "typ": typ}. malloc'd text;
- * NULL when out of memory or the signature fails. */
-char *sd_jws_sign(const sd_jwks *k, const char *typ, const char *payload, size_t len);
+ * current key, protected header {"alg", "kid", "typ": SD_JWT_TYP} (encoded
+ * once, when the key is loaded). The text is in arena a (*out_len its
+ * length); NULL when out of memory or the signature fails.
+ *
+ * Cost: each thread keeps OpenSSL's signing context for the key it last
+ * signed with (EdDSA: an EVP_MD_CTX set up once; ES256: an EVP_PKEY_CTX and
+ * the one-shot SHA256()), so a token costs the signature itself and no
+ * key set-up. A thread's context holds a reference to its key until the
+ * thread signs with another key or ends (after a SIGHUP that retired it). */
+const char *sd_jws_sign(const sd_jwks *k, sd_arena *a, const char *payload, size_t len,
+                        size_t *out_len);
 
 /* An ECDSA signature as OpenSSL writes it (DER SEQUENCE of r, s) into
  * JOSE's form (RFC 7518 section 3.4): r then s, each 32 bytes big-endian.

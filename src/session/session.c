@@ -3,6 +3,7 @@
  * and update, the JSON view, and the expiry policy.
  */
 #include "session/session.h"
+#include "session/geo.h"
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/jsonmem.h"
@@ -80,8 +81,8 @@ json_t *sd_session_to_json(const sd_session *s)
         return NULL;
     json_object_set_new(o, "sessionId", json_string(s->id));
     json_object_set_new(o, "userId", json_string(s->user_id ? s->user_id : ""));
-    static const char *const optional[] = {"deviceId", "deviceInfo", "userAgent", "ipAddress",
-                                           "geoLocation"};
+    static const char *const optional[] = {"deviceId",    "deviceInfo", "userAgent", "ipAddress",
+                                           "geoLocation", "geoGroup",   "signals"};
     for (size_t i = 0; i < sizeof optional / sizeof optional[0]; i++) {
         json_t *v = s->attrs ? json_object_get(s->attrs, optional[i]) : NULL;
         if (v)
@@ -89,6 +90,8 @@ json_t *sd_session_to_json(const sd_session *s)
     }
     json_t *mfa = s->attrs ? json_object_get(s->attrs, "mfa") : NULL;
     json_object_set_new(o, "mfa", json_boolean(json_is_true(mfa)));
+    if (s->attrs && json_is_true(json_object_get(s->attrs, "stepUp")))
+        json_object_set_new(o, "stepUpRequired", json_true());
     json_t *data = s->attrs ? json_object_get(s->attrs, "data") : NULL;
     json_object_set_new(o, "data", data ? json_incref(data) : json_object());
     if (s->binding.flags) {
@@ -139,6 +142,8 @@ static size_t encoded_size(const json_t *v)
     return json_dumpb(v, NULL, 0, JSON_COMPACT);
 }
 
+/* A string of free text, or an object whose "lat", "lon" and "country",
+ * when given, are what session/geo.h computes with. */
 static int check_geo(const json_t *v, char *err, size_t n)
 {
     if (json_is_string(v))
@@ -147,7 +152,8 @@ static int check_geo(const json_t *v, char *err, size_t n)
         if (encoded_size(v) > MAX_GEO_BYTES)
             return fail(err, n, "field 'geoLocation' must encode to at most %d bytes",
                         MAX_GEO_BYTES);
-        return 0;
+        sd_geo g;
+        return sd_geo_parse(v, &g, err, n);
     }
     return fail(err, n, "field 'geoLocation' must be a string or an object");
 }
@@ -171,10 +177,10 @@ static int check_ttl(const json_t *v, const sd_policy *p, int64_t *ttl_ms, char 
     return 0;
 }
 
-static const char *const server_fields[] = {"sessionId",      "id",       "token",
-                                            "createdAt",      "lastSeen", "expiry",
-                                            "absoluteExpiry", "version",  "idleTimeoutSeconds",
-                                            "tokenHash"};
+static const char *const server_fields[] = {
+    "signals",        "stepUpRequired", "sessionId",          "id",
+    "token",          "createdAt",      "lastSeen",           "expiry",
+    "absoluteExpiry", "version",        "idleTimeoutSeconds", "tokenHash"};
 
 static bool in_list(const char *key, const char *const *list, size_t n)
 {
@@ -234,6 +240,8 @@ int sd_session_from_create(const json_t *body, const sd_policy *p, int64_t now, 
         int rc = 0;
         if (strcmp(key, "userId") == 0 || strcmp(key, "deviceId") == 0)
             rc = check_string(key, v, MAX_ID_BYTES, true, err, n);
+        else if (strcmp(key, "geoGroup") == 0)
+            rc = check_string(key, v, SD_GEO_GROUP_MAX, true, err, n);
         else if (strcmp(key, "deviceInfo") == 0 || strcmp(key, "userAgent") == 0)
             rc = check_string(key, v, MAX_TEXT_BYTES, false, err, n);
         else if (strcmp(key, "ipAddress") == 0) {
@@ -280,7 +288,8 @@ int sd_session_from_create(const json_t *body, const sd_policy *p, int64_t now, 
     json_t *attrs = json_object();
     if (!attrs)
         return SD_ENOMEM;
-    static const char *const copied[] = {"deviceId", "deviceInfo", "userAgent", "geoLocation"};
+    static const char *const copied[] = {"deviceId", "deviceInfo", "userAgent", "geoLocation",
+                                         "geoGroup"};
     for (size_t i = 0; i < sizeof copied / sizeof copied[0]; i++)
         if ((v = json_object_get(body, copied[i])))
             json_object_set(attrs, copied[i], v);
@@ -332,20 +341,11 @@ int sd_session_from_create(const json_t *body, const sd_policy *p, int64_t now, 
 
 /* ---- update ------------------------------------------------------------ */
 
-static const char *const read_only[] = {"userId",
-                                        "sessionId",
-                                        "createdAt",
-                                        "absoluteExpiry",
-                                        "token",
-                                        "deviceId",
-                                        "userAgent",
-                                        "ipAddress",
-                                        "idleTimeoutSeconds",
-                                        "id",
-                                        "bind",
-                                        "acr",
-                                        "amr",
-                                        "authTime"};
+static const char *const read_only[] = {
+    "userId",   "sessionId",     "createdAt", "absoluteExpiry",     "token",
+    "deviceId", "userAgent",     "ipAddress", "idleTimeoutSeconds", "id",
+    "bind",     "acr",           "amr",       "authTime",           "geoGroup",
+    "signals",  "stepUpRequired"};
 
 static int parse_time_field(const char *key, const json_t *v, int64_t *ms, char *err, size_t n)
 {

@@ -5,6 +5,7 @@
  * the effects the index and the cache follow.
  */
 #include "session/write.h"
+#include "session/anomaly.h"
 #include "session/triage.h"
 #include "util/err.h"
 
@@ -115,11 +116,32 @@ static int enforce_user_limit(const sd_rows_ops *ops, void *rows, sd_write *w)
     return rc;
 }
 
+/* One audit event per anomaly signal that fired (session/anomaly.h):
+ * anomaly_detected, reason "<signal> <action> <brief>" (an event's reason
+ * is kept to 31 bytes: "impossibleTravel stepup 20015km" fits). */
+static int signal_events(const sd_rows_ops *ops, void *rows, sd_write *w, const sd_session *s)
+{
+    int rc = 0;
+    for (int i = 0; rc == 0 && i < SD_SIG_COUNT; i++) {
+        if (!(w->signals->fired & (1u << i)))
+            continue;
+        char reason[64];
+        snprintf(reason, sizeof reason, "%s %s %s", sd_signal_name(i),
+                 sd_signal_action_name(w->signals->action[i]), w->signals->brief[i]);
+        rc = ops->event(rows, w, "anomaly_detected", s->id, s->user_id, reason);
+    }
+    return rc;
+}
+
 static int do_create(const sd_rows_ops *ops, void *rows, sd_write *w)
 {
     int rc = enforce_user_limit(ops, rows, w);
+    if (rc == 0 && w->signals)
+        rc = sd_anomaly_apply(w->signals, w->session.attrs);
     if (rc == 0)
         rc = ops->insert(rows, w, &w->session, "created");
+    if (rc == 0 && w->signals)
+        rc = signal_events(ops, rows, w, &w->session);
     if (rc == 0) {
         w->delta++;
         rc = sd_write_effect(w, SD_FX_PUT, w->session.id, w->session.version, 0);
@@ -221,6 +243,8 @@ static int do_update(const sd_rows_ops *ops, void *rows, sd_write *w)
     if (rc == 0 && raised && w->renew_possible) {
         rc = retire(ops, rows, &cur, w->renew_hash, w->now, false);
         w->renewed = rc == 0;
+        if (w->renewed) /* the step-up the anomaly signals asked for is done */
+            sd_anomaly_clear(cur.attrs);
     }
     int64_t n = 0;
     if (rc == 0 && (rc = ops->update(rows, &cur, read_version, &n)) == 0 && n == 0)
@@ -321,6 +345,39 @@ static int do_triage(const sd_rows_ops *ops, void *rows, sd_write *w)
     return ops->event(rows, w, "incident_revoked", NULL, NULL, reason);
 }
 
+/* What a validation saw (anomaly signals, a move): recorded on the session
+ * as an update of its attrs, which the index and the cache follow (PUT). */
+static int do_signal(const sd_rows_ops *ops, void *rows, sd_write *w)
+{
+    sd_session cur;
+    int rc = w->signals ? ops->select(rows, w->id, &cur) : SD_EINVALID;
+    if (rc)
+        return rc;
+    int64_t read_version = cur.version, n = 0;
+    if (!sd_session_active(&cur, w->now) || cur.created_at < w->not_before)
+        rc = SD_ENOTFOUND;
+    if (rc == 0 && !cur.attrs && !(cur.attrs = json_object()))
+        rc = SD_ENOMEM;
+    if (rc == 0)
+        rc = sd_anomaly_apply(w->signals, cur.attrs);
+    if (rc == 0) {
+        cur.version++;
+        rc = ops->update(rows, &cur, read_version, &n);
+    }
+    if (rc == 0 && n == 0)
+        rc = SD_ECONFLICT;
+    if (rc == 0)
+        rc = signal_events(ops, rows, w, &cur);
+    if (rc == 0)
+        rc = sd_write_effect(w, SD_FX_PUT, cur.id, cur.version, 0);
+    if (rc) {
+        sd_session_clear(&cur);
+        return rc;
+    }
+    w->session = cur; /* the PUT's state, for the validation index */
+    return 0;
+}
+
 int sd_write_apply(const sd_rows_ops *ops, void *rows, sd_write *w)
 {
     int rc = 0;
@@ -371,6 +428,13 @@ int sd_write_apply(const sd_rows_ops *ops, void *rows, sd_write *w)
         break;
     case SD_W_TRIAGE:
         rc = do_triage(ops, rows, w);
+        break;
+    case SD_W_SIGNAL:
+        rc = do_signal(ops, rows, w);
+        break;
+    case SD_W_REFUSAL:
+        rc =
+            ops->event(rows, w, "geofence_refused", w->id[0] ? w->id : NULL, w->user_id, w->reason);
         break;
     }
     w->rc = rc;

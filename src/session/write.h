@@ -60,6 +60,13 @@ typedef enum sd_write_kind {
                         than asked when the table is done) and end those w->triage
                         matches (reason incident_revoked); the last batch audits
                         incident_revoked with w->total + w->affected */
+    SD_W_SIGNAL,     /* a validation saw w->signals on w->id (session/anomaly.h): record them
+                        on the session (attrs, version + 1) and audit each fired one
+                        (anomaly_detected); not awaited. SD_ENOTFOUND when it has ended */
+    SD_W_REFUSAL,    /* the geofence refused a create or a validation: audit it
+                        (geofence_refused, reason w->reason, session w->id or none, user
+                        w->user_id), so it is as durable as the other events (the webhooks
+                        deliver it); changes no row; not awaited */
 } sd_write_kind;
 
 /* One outcome of a write for the world outside the database. */
@@ -82,7 +89,8 @@ struct sd_write {
     sd_write_kind kind;
     int64_t now;
     sd_session session; /* CREATE: the new session (owned by the write);
-                           UPDATE, ROTATE: the result on success (owned by the write) */
+                           UPDATE, ROTATE, SIGNAL: the result on success (owned by the
+                           write) */
     char id[SD_ID_LEN + 1];
     const char *user_id; /* END_USER; END: when set, the session's owner (self-service:
                             another user's session is SD_ENOTFOUND, no effect); borrowed */
@@ -107,9 +115,11 @@ struct sd_write {
     int table;                      /* REENCRYPT */
     int64_t cursor;                 /* REENCRYPT, TRIAGE (in and out) */
     const struct sd_triage *triage; /* TRIAGE: which sessions; borrowed */
-    int64_t total;                  /* TRIAGE: sessions the earlier batches ended */
-    char actor[64];                 /* who asked (API key id), for the audit events; "" when none */
-    char address[48];               /* the client's address; "" when none */
+    const struct sd_signals *signals; /* CREATE (NULL: none computed), SIGNAL: the anomaly
+                                         signals to record; borrowed */
+    int64_t total;                    /* TRIAGE: sessions the earlier batches ended */
+    char actor[64];   /* who asked (API key id), for the audit events; "" when none */
+    char address[48]; /* the client's address; "" when none */
 
     /* out */
     int rc;           /* 0, SD_ENOTFOUND, SD_ECONFLICT, SD_EINVALID, SD_ELIMIT, SD_EREUSED,

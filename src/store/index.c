@@ -1,11 +1,14 @@
 /*
  * index.c - two chained hash tables (by token hash, by id) over one set of
- * entries, behind a writer-preferring rwlock. Token hashes are SHA-256
+ * entries, behind a big reader lock (util/brlock.h: validations on
+ * different cores share no lock word). Token hashes are SHA-256
  * output, so their first 8 bytes are already a uniform hash; ids are mixed
  * whole (hid).
  */
 #include "store/index.h"
+#include "util/brlock.h"
 #include "util/err.h"
+#include "util/slab.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -17,19 +20,24 @@ typedef struct extra {
     char acr[SD_ACR_MAX + 1];
 } extra;
 
+/* The user id lives in the entry, after the fields (one allocation, and a
+ * validation's copy of it reads memory next to what the probe just
+ * loaded instead of chasing a pointer to a cache miss of its own). */
 typedef struct sd_index_entry {
     unsigned char token_hash[SD_HASH_LEN];
-    char id[SD_ID_LEN + 1];
-    char *user_id;
+    struct sd_index_entry *next_token, *next_id; /* next_id: a prepared batch's list too */
     int64_t created_at, last_seen, expiry, absolute_expiry, idle_ttl, version, auth_time;
     extra *extra; /* NULL unless the session is bound or has an acr */
-    struct sd_index_entry *next_token, *next_id; /* next_id: a batch's list too */
+    uint32_t user_id_len;
+    char id[SD_ID_LEN + 1];
+    char user_id[]; /* user_id_len bytes and a NUL */
 } entry;
 
 struct sd_index {
-    pthread_rwlock_t lock;
-    entry **by_token, **by_id;
-    size_t nbuckets; /* power of two */
+    sd_brlock lock;
+    sd_slab *slab;             /* the entries, on huge pages (util/slab.h) */
+    entry **by_token, **by_id; /* huge pages too once large */
+    size_t nbuckets;           /* power of two */
     size_t count;
 };
 
@@ -59,20 +67,31 @@ static uint64_t hid(const char *id)
     return x ^ (x >> 29);
 }
 
+static size_t entry_size(size_t user_id_len)
+{
+    return sizeof(entry) + user_id_len + 1;
+}
+
+static void entry_free(sd_index *ix, entry *e)
+{
+    free(e->extra);
+    sd_slab_release(ix->slab, e, entry_size(e->user_id_len));
+}
+
 sd_index *sd_index_new(void)
 {
-    sd_index *ix = calloc(1, sizeof *ix);
+    /* aligned: each reader slot of the lock on a cache line of its own */
+    size_t size = (sizeof(sd_index) + 63) & ~(size_t)63;
+    sd_index *ix = aligned_alloc(64, size);
     if (!ix)
         return NULL;
+    memset(ix, 0, size);
     ix->nbuckets = 1024;
-    ix->by_token = calloc(ix->nbuckets, sizeof *ix->by_token);
-    ix->by_id = calloc(ix->nbuckets, sizeof *ix->by_id);
-    pthread_rwlockattr_t attr;
-    pthread_rwlockattr_init(&attr);
-    pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-    pthread_rwlock_init(&ix->lock, &attr);
-    pthread_rwlockattr_destroy(&attr);
-    if (!ix->by_token || !ix->by_id) {
+    ix->by_token = sd_huge_calloc(ix->nbuckets * sizeof *ix->by_token);
+    ix->by_id = sd_huge_calloc(ix->nbuckets * sizeof *ix->by_id);
+    ix->slab = sd_slab_new();
+    sd_brlock_init(&ix->lock);
+    if (!ix->by_token || !ix->by_id || !ix->slab) {
         sd_index_free(ix);
         return NULL;
     }
@@ -86,25 +105,24 @@ void sd_index_free(sd_index *ix)
     for (size_t i = 0; ix->by_id && i < ix->nbuckets; i++) {
         for (entry *e = ix->by_id[i], *next; e; e = next) {
             next = e->next_id;
-            free(e->user_id);
-            free(e->extra);
-            free(e);
+            entry_free(ix, e);
         }
     }
-    free(ix->by_token);
-    free(ix->by_id);
-    pthread_rwlock_destroy(&ix->lock);
+    sd_slab_free(ix->slab);
+    sd_huge_free(ix->by_token, ix->nbuckets * sizeof *ix->by_token);
+    sd_huge_free(ix->by_id, ix->nbuckets * sizeof *ix->by_id);
+    sd_brlock_destroy(&ix->lock);
     free(ix);
 }
 
 void sd_index_lock(sd_index *ix)
 {
-    pthread_rwlock_wrlock(&ix->lock);
+    sd_brlock_wrlock(&ix->lock);
 }
 
 void sd_index_unlock(sd_index *ix)
 {
-    pthread_rwlock_unlock(&ix->lock);
+    sd_brlock_wrunlock(&ix->lock);
 }
 
 static entry **find_id(sd_index *ix, const char *id)
@@ -128,10 +146,10 @@ static entry **find_token(sd_index *ix, const unsigned char *hash)
 static void grow(sd_index *ix)
 {
     size_t n = ix->nbuckets * 2;
-    entry **bt = calloc(n, sizeof *bt), **bi = calloc(n, sizeof *bi);
+    entry **bt = sd_huge_calloc(n * sizeof *bt), **bi = sd_huge_calloc(n * sizeof *bi);
     if (!bt || !bi) {
-        free(bt);
-        free(bi);
+        sd_huge_free(bt, n * sizeof *bt);
+        sd_huge_free(bi, n * sizeof *bi);
         return;
     }
     for (size_t i = 0; i < ix->nbuckets; i++) {
@@ -145,18 +163,11 @@ static void grow(sd_index *ix)
             bt[k] = e;
         }
     }
-    free(ix->by_token);
-    free(ix->by_id);
+    sd_huge_free(ix->by_token, ix->nbuckets * sizeof *ix->by_token);
+    sd_huge_free(ix->by_id, ix->nbuckets * sizeof *ix->by_id);
     ix->by_token = bt;
     ix->by_id = bi;
     ix->nbuckets = n;
-}
-
-static void entry_free(entry *e)
-{
-    free(e->user_id);
-    free(e->extra);
-    free(e);
 }
 
 void sd_index_remove_locked(sd_index *ix, const char *id)
@@ -169,26 +180,26 @@ void sd_index_remove_locked(sd_index *ix, const char *id)
     sd_assert(*tp == e);
     *tp = e->next_token;
     ix->count--;
-    entry_free(e);
+    entry_free(ix, e);
 }
 
 /* A new, unlinked entry for s: NULL when out of memory. */
-static entry *build(const sd_session *s)
+static entry *build(sd_index *ix, const sd_session *s)
 {
-    entry *e = calloc(1, sizeof *e);
-    char *uid = e ? strdup(s->user_id) : NULL;
+    size_t n = strlen(s->user_id);
+    entry *e = sd_slab_alloc(ix->slab, entry_size(n));
     bool need = s->binding.flags || s->acr[0];
-    extra *x = uid && need ? malloc(sizeof *x) : NULL;
-    if (!uid || (need && !x)) {
-        free(uid);
-        free(e);
+    extra *x = e && need ? malloc(sizeof *x) : NULL;
+    if (!e || (need && !x)) {
+        sd_slab_release(ix->slab, e, entry_size(n));
         return NULL;
     }
     if (x) {
         x->binding = s->binding;
         memcpy(x->acr, s->acr, sizeof x->acr);
     }
-    e->user_id = uid;
+    memcpy(e->user_id, s->user_id, n + 1);
+    e->user_id_len = (uint32_t)n;
     e->extra = x;
     e->auth_time = s->auth_time;
     memcpy(e->id, s->id, sizeof e->id);
@@ -196,8 +207,8 @@ static entry *build(const sd_session *s)
     return e;
 }
 
-/* Links e (whose id is not in the index); allocates nothing that can fail
- * it (a failed growth leaves longer chains). */
+/* Links e (whose id is not in the index); nothing here can fail it (a
+ * failed growth leaves longer chains). */
 static void link_entry(sd_index *ix, entry *e)
 {
     if (ix->count >= ix->nbuckets)
@@ -214,7 +225,7 @@ static void link_entry(sd_index *ix, entry *e)
 /* Links a new entry for s (whose id is not in the index). */
 static entry *insert_new(sd_index *ix, const sd_session *s)
 {
-    entry *e = build(s);
+    entry *e = build(ix, s);
     if (e)
         link_entry(ix, e);
     return e;
@@ -243,9 +254,9 @@ int sd_index_put_locked(sd_index *ix, const sd_session *s)
     return 0;
 }
 
-int sd_index_prepare(sd_index_batch *b, const sd_session *s)
+int sd_index_prepare(sd_index *ix, sd_index_batch *b, const sd_session *s)
 {
-    entry *e = build(s);
+    entry *e = build(ix, s);
     if (!e)
         return SD_ENOMEM;
     e->next_id = NULL;
@@ -270,7 +281,7 @@ void sd_index_put_prepared_locked(sd_index *ix, sd_index_batch *b, const sd_sess
         e = NULL;
     }
     if (e) {
-        entry_free(p);
+        entry_free(ix, p);
     } else {
         link_entry(ix, p);
         e = p;
@@ -278,11 +289,11 @@ void sd_index_put_prepared_locked(sd_index *ix, sd_index_batch *b, const sd_sess
     set_fields(e, s);
 }
 
-void sd_index_batch_clear(sd_index_batch *b)
+void sd_index_batch_clear(sd_index *ix, sd_index_batch *b)
 {
     for (entry *e = b->head, *next; e; e = next) {
         next = e->next_id;
-        entry_free(e);
+        entry_free(ix, e);
     }
     b->head = b->tail = NULL;
 }
@@ -367,7 +378,7 @@ static int fill(const entry *e, sd_session *out)
     out->user_id_cap = cap;
     memcpy(out->id, e->id, sizeof out->id);
     memcpy(out->token_hash, e->token_hash, SD_HASH_LEN);
-    int rc = sd_session_set_user_id(out, e->user_id, strlen(e->user_id));
+    int rc = sd_session_set_user_id(out, e->user_id, e->user_id_len);
     out->created_at = e->created_at;
     out->last_seen = e->last_seen;
     out->expiry = e->expiry;
@@ -384,34 +395,34 @@ static int fill(const entry *e, sd_session *out)
 
 int sd_index_get_by_token(sd_index *ix, const unsigned char hash[SD_HASH_LEN], sd_session *out)
 {
-    pthread_rwlock_rdlock(&ix->lock);
+    int slot = sd_brlock_rdlock(&ix->lock);
     entry *e = *find_token(ix, hash);
     int rc = e ? fill(e, out) : SD_ENOTFOUND;
-    pthread_rwlock_unlock(&ix->lock);
+    sd_brlock_rdunlock(&ix->lock, slot);
     return rc;
 }
 
 int sd_index_get_by_id(sd_index *ix, const char *id, sd_session *out)
 {
-    pthread_rwlock_rdlock(&ix->lock);
+    int slot = sd_brlock_rdlock(&ix->lock);
     entry *e = *find_id(ix, id);
     int rc = e ? fill(e, out) : SD_ENOTFOUND;
-    pthread_rwlock_unlock(&ix->lock);
+    sd_brlock_rdunlock(&ix->lock, slot);
     return rc;
 }
 
 size_t sd_index_count(sd_index *ix)
 {
-    pthread_rwlock_rdlock(&ix->lock);
+    int slot = sd_brlock_rdlock(&ix->lock);
     size_t n = ix->count;
-    pthread_rwlock_unlock(&ix->lock);
+    sd_brlock_rdunlock(&ix->lock, slot);
     return n;
 }
 
 size_t sd_index_longest_chain(sd_index *ix)
 {
     size_t longest = 0;
-    pthread_rwlock_rdlock(&ix->lock);
+    int slot = sd_brlock_rdlock(&ix->lock);
     for (size_t i = 0; i < ix->nbuckets; i++) {
         size_t a = 0, b = 0;
         for (entry *e = ix->by_id[i]; e; e = e->next_id)
@@ -423,6 +434,6 @@ size_t sd_index_longest_chain(sd_index *ix)
         if (b > longest)
             longest = b;
     }
-    pthread_rwlock_unlock(&ix->lock);
+    sd_brlock_rdunlock(&ix->lock, slot);
     return longest;
 }

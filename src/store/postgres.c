@@ -245,6 +245,8 @@ const sd_store_ops sd_store_postgres = {
     .stats = pg_stats,
     .events = pg__events,
     .ended = pg__ended,
+    .feed = pg__feed,
+    .outbox_cursor = pg__outbox_cursor,
     .cache_epoch = pg__cache_epoch,
     .not_before = pg__not_before,
 };

@@ -83,6 +83,9 @@ enum {
     R_ROTATED,
     R_ENDED,
     R_NOT_BEFORE,
+    R_FEED,
+    R_OUTBOX_INIT,
+    R_OUTBOX_TAKE,
     R_NSTMT
 };
 
@@ -169,7 +172,17 @@ int pg__events(sd_store *st, sd_event_scope scope, const char *key, int64_t afte
 int pg__ended(sd_store *st, const sd_feed_cursor *after, int64_t since_time, int limit,
               sd_event **out, size_t *n);
 int pg__cache_epoch(sd_store *st, bool bump, int64_t *epoch);
+/* The rows of res (the events' columns, then the transaction when with_tx)
+ * into a malloc'd array; clears res. */
+int pg__read_events(PGresult *res, bool with_tx, sd_event **out, size_t *n);
 int pg__not_before(sd_store *st, int64_t *value);
+
+/* ---- postgres_outbox.c ------------------------------------------------- */
+
+extern const char pg__sql_feed[], pg__sql_outbox_init[], pg__sql_outbox_take[];
+int pg__feed(sd_store *st, const sd_feed_cursor *after, int limit, sd_event **out, size_t *n);
+int pg__outbox_cursor(sd_store *st, const char *name, int64_t lease_ms, const sd_feed_cursor *save,
+                      sd_feed_cursor *cursor);
 
 /* ---- postgres_rows.c --------------------------------------------------- */
 

@@ -48,6 +48,10 @@ static const char *const rsql[R_NSTMT] = {
                 "AND at >= $3::bigint "
                 "AND COALESCE(xid, '0'::xid8) < pg_snapshot_xmin(pg_current_snapshot()) "
                 "ORDER BY COALESCE(xid, '0'::xid8), seq LIMIT $4",
+    /* The webhook outbox's (postgres_outbox.c). */
+    [R_FEED] = pg__sql_feed,
+    [R_OUTBOX_INIT] = pg__sql_outbox_init,
+    [R_OUTBOX_TAKE] = pg__sql_outbox_take,
 };
 
 static _Thread_local struct {
@@ -394,9 +398,7 @@ int pg__list_user(sd_store *st, const char *user_id, int64_t now, const sd_curso
     return 0;
 }
 
-/* The rows of res (EV_COLS, then the transaction when with_tx) into a
- * malloc'd array; clears res. */
-static int read_events(PGresult *res, bool with_tx, sd_event **out, size_t *n)
+int pg__read_events(PGresult *res, bool with_tx, sd_event **out, size_t *n)
 {
     size_t rows = (size_t)PQntuples(res);
     sd_event *v = calloc(rows ? rows : 1, sizeof *v);
@@ -443,7 +445,7 @@ int pg__events(sd_store *st, sd_event_scope scope, const char *key, int64_t afte
                                &p, &rc);
     if (!res)
         return rc;
-    return read_events(res, false, out, n);
+    return pg__read_events(res, false, out, n);
 }
 
 int pg__ended(sd_store *st, const sd_feed_cursor *after, int64_t since_time, int limit,
@@ -460,7 +462,7 @@ int pg__ended(sd_store *st, const sd_feed_cursor *after, int64_t since_time, int
     PGresult *res = pg__rquery(st, R_ENDED, &p, &rc);
     if (!res)
         return rc;
-    return read_events(res, true, out, n);
+    return pg__read_events(res, true, out, n);
 }
 
 /* A read of one row's one integer (a single-row table's). */

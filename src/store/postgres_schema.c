@@ -86,6 +86,14 @@ static const migration migrations[] = {
      "CREATE TABLE sessiond_not_before(id integer PRIMARY KEY CHECK (id = 1),"
      " not_before bigint NOT NULL);"
      "INSERT INTO sessiond_not_before VALUES (1, 0);"},
+    /* The webhook outbox (issue 19, store/postgres_outbox.c): every
+     * replica's events in (xid, seq) order, as the revocation feed reads
+     * its ending ones, and each webhook's cursor with the lease that lets
+     * one replica at a time deliver. */
+    {6, "the webhook outbox",
+     "CREATE INDEX events_feed ON audit_events((COALESCE(xid, '0'::xid8)), seq);"
+     "CREATE TABLE sessiond_outbox(name text PRIMARY KEY, tx xid8 NOT NULL,"
+     " seq bigint NOT NULL, owner text, lease_until bigint NOT NULL DEFAULT 0);"},
 };
 #define NMIGRATIONS (sizeof migrations / sizeof migrations[0])
 

@@ -183,7 +183,7 @@ static void drop_index(sd_index *ix)
 static void free_store(sd_store *st)
 {
     sqlite3_close(st->ckpt_db);
-    sd_index_batch_clear(&st->prepared);
+    sd_index_batch_clear(st->index, &st->prepared);
     for (int i = 0; i < W_NSTMT; i++)
         sqlite3_finalize(st->w[i]);
     for (reader *r = st->readers, *next; r; r = next) {
@@ -239,6 +239,7 @@ static int sq_open(const char *dir, const sd_store_options *opt, sd_store **out,
 
     char lock[1100];
     snprintf(lock, sizeof lock, "%s/LOCK", dir);
+    snprintf(st->dir, sizeof st->dir, "%s", dir);
     snprintf(st->path, sizeof st->path, "%s/sessiond.db", dir);
     st->lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     if (st->lock_fd < 0) {
@@ -333,4 +334,6 @@ const sd_store_ops sd_store_sqlite = {
     .backup = sd_sqlite_backup,
     .not_before = sq_not_before,
     .ended = sq_ended,
+    .feed = sq_feed,
+    .outbox_cursor = sq_outbox_cursor,
 };

@@ -79,6 +79,7 @@ enum {
     R_ROTATED,
     R_ENDED,
     R_NOT_BEFORE,
+    R_EV_TAIL,
     R_NSTMT
 };
 
@@ -89,6 +90,7 @@ typedef struct reader {
 } reader;
 
 struct sd_store {
+    char dir[1024]; /* the data directory */
     char path[1100];
     int lock_fd;
     uint64_t generation;
@@ -140,6 +142,13 @@ int sq_events(sd_store *st, sd_event_scope scope, const char *key, int64_t after
 int sq_ended(sd_store *st, const sd_feed_cursor *after, int64_t since_time, int limit,
              sd_event **out, size_t *n);
 int sq_not_before(sd_store *st, int64_t *value);
+/* sqlite_read.c: the webhook outbox's feed (seq order: one writer) and the
+ * feed's end (the greatest seq). */
+int sq_feed(sd_store *st, const sd_feed_cursor *after, int limit, sd_event **out, size_t *n);
+int sq__feed_end(sd_store *st, int64_t *seq);
+/* sqlite_outbox.c */
+int sq_outbox_cursor(sd_store *st, const char *name, int64_t lease_ms, const sd_feed_cursor *save,
+                     sd_feed_cursor *cursor);
 int sq_ready(sd_store *st);
 void sq_stats(sd_store *st, sd_store_stats *out);
 

@@ -316,6 +316,24 @@ int sq_ended(sd_store *st, const sd_feed_cursor *after, int64_t since_time, int 
     return read_events(s, limit, out, n);
 }
 
+int sq_feed(sd_store *st, const sd_feed_cursor *after, int limit, sd_event **out, size_t *n)
+{
+    /* One writer commits in seq order: the audit log's feed is this one. */
+    return sq_events(st, SD_EVENTS_ALL, NULL, after->seq, limit, out, n);
+}
+
+int sq__feed_end(sd_store *st, int64_t *seq)
+{
+    reader *r = get_reader(st);
+    if (!r)
+        return SD_EUNAVAILABLE;
+    sqlite3_stmt *s = r->stmt[R_EV_TAIL];
+    int rc = sqlite3_step(s);
+    *seq = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    return rc == SQLITE_ROW ? 0 : SD_EUNAVAILABLE;
+}
+
 int sq_not_before(sd_store *st, int64_t *value)
 {
     reader *r = get_reader(st);

@@ -414,7 +414,7 @@ static int tx_begin(void *be)
     if (atomic_load(&st->broken) || !WOK(sq__wstep(st, W_BEGIN)))
         return SD_EUNAVAILABLE;
     st->changes_at_begin = sqlite3_total_changes(st->wdb);
-    sd_index_batch_clear(&st->prepared);
+    sd_index_batch_clear(st->index, &st->prepared);
     return 0;
 }
 
@@ -446,7 +446,7 @@ static int tx_commit(void *be)
             atomic_store(&st->write_failing, false);
         return 0;
     }
-    sd_index_batch_clear(&st->prepared);
+    sd_index_batch_clear(st->index, &st->prepared);
     int ext = sqlite3_extended_errcode(st->wdb);
     sd_error("store: commit failed: %s (%d)", sqlite3_errmsg(st->wdb), ext);
     if (!sqlite3_get_autocommit(st->wdb))
@@ -469,8 +469,8 @@ static int tx_prepare(void *be, sd_write *w)
     sd_index_batch mine = {0};
     for (size_t i = 0; i < w->n_effects; i++)
         if ((sd_effect_kind)w->effects[i].kind == SD_FX_PUT &&
-            sd_index_prepare(&mine, &w->session)) {
-            sd_index_batch_clear(&mine);
+            sd_index_prepare(st->index, &mine, &w->session)) {
+            sd_index_batch_clear(st->index, &mine);
             return SD_ENOMEM;
         }
     sd_index_batch_append(&st->prepared, &mine);

@@ -140,6 +140,7 @@ const char *const sq__rsql[R_NSTMT] = {
     [R_NOT_BEFORE] = "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'not_before'",
     [R_ENDED] = "SELECT " EV_COLS " FROM audit_events WHERE seq > ?1 AND at >= ?2 "
                 "AND event IN ('revoked', 'evicted') ORDER BY seq LIMIT ?3",
+    [R_EV_TAIL] = "SELECT COALESCE(max(seq), 0) FROM audit_events",
 };
 
 const size_t sq__n_v2_columns = sizeof sq__v2_columns / sizeof sq__v2_columns[0];

@@ -11,6 +11,7 @@
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/jsonmem.h"
+#include "util/file.h"
 #include "util/log.h"
 #include "util/random.h"
 
@@ -181,6 +182,18 @@ int sd_store_ended(sd_store_handle *h, const sd_feed_cursor *after, int64_t sinc
     return h->ops->ended(h->st, after, since_time, limit, out, n);
 }
 
+int sd_store_feed(sd_store_handle *h, const sd_feed_cursor *after, int limit, sd_event **out,
+                  size_t *n)
+{
+    return h->ops->feed(h->st, after, limit, out, n);
+}
+
+int sd_store_outbox_cursor(sd_store_handle *h, const char *name, int64_t lease_ms,
+                           const sd_feed_cursor *save, sd_feed_cursor *cursor)
+{
+    return h->ops->outbox_cursor(h->st, name, lease_ms, save, cursor);
+}
+
 static const enum sd_store_op write_op[] = {
     [SD_W_CREATE] = SD_OP_CREATE,     [SD_W_UPDATE] = SD_OP_UPDATE,
     [SD_W_END] = SD_OP_END,           [SD_W_END_USER] = SD_OP_END_USER,
@@ -188,7 +201,8 @@ static const enum sd_store_op write_op[] = {
     [SD_W_SWEEP] = SD_OP_SWEEP,       [SD_W_PURGE] = SD_OP_PURGE,
     [SD_W_ROTATE] = SD_OP_UPDATE,     [SD_W_REENCRYPT] = SD_OP_UPDATE,
     [SD_W_REUSE] = SD_OP_END,         [SD_W_NOT_BEFORE] = SD_OP_BULK_END,
-    [SD_W_TRIAGE] = SD_OP_BULK_END,
+    [SD_W_TRIAGE] = SD_OP_BULK_END,   [SD_W_SIGNAL] = SD_OP_UPDATE,
+    [SD_W_REFUSAL] = SD_OP_UPDATE, /* an event, no row: timed with the small writes */
 };
 
 /* The last step before the caller's completion: the effects (read by the
@@ -305,30 +319,6 @@ int sd_store_replica_id(const char *data_dir, char out[17])
     if (sd_random(raw, sizeof raw))
         return SD_ERANDOM;
     sd_hex(raw, sizeof raw, out);
-    /* A new file under a temporary name, made durable, then renamed over:
-     * a crash leaves the old id or the whole new one, never a torn one. */
-    char tmp[1120];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return -errno;
-    ssize_t w = write(fd, out, 16);
-    int rc = w == 16 ? 0 : w < 0 ? -errno : -EIO;
-    if (rc == 0 && fsync(fd) != 0)
-        rc = -errno;
-    if (close(fd) != 0 && rc == 0)
-        rc = -errno;
-    if (rc == 0 && rename(tmp, path) != 0)
-        rc = -errno;
-    if (rc) {
-        unlink(tmp);
-        return rc;
-    }
-    int dfd = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd >= 0) { /* the rename itself durable */
-        if (fsync(dfd) != 0)
-            rc = -errno;
-        close(dfd);
-    }
-    return rc;
+    /* A crash leaves the old id or the whole new one, never a torn one. */
+    return sd_file_replace(data_dir, "replica-id", out, 16);
 }

@@ -125,6 +125,21 @@ typedef struct sd_store_ops {
      * nothing that commits later, on any replica. */
     int (*ended)(sd_store *st, const sd_feed_cursor *after, int64_t since_time, int limit,
                  sd_event **out, size_t *n);
+    /* The webhook outbox's feed (webhook/webhook.c): every event of every
+     * origin after the cursor, in (tx, seq) order, at most limit, each with
+     * its tx; the same guarantee as ended (a cursor taken from the last one
+     * skips nothing that commits later). Read on the caller's connection. */
+    int (*feed)(sd_store *st, const sd_feed_cursor *after, int limit, sd_event **out, size_t *n);
+    /* A named consumer's durable cursor into the feed (one per webhook),
+     * with a lease so that one replica at a time consumes it: takes or
+     * renews the lease of name for this replica for lease_ms (0 gives it up
+     * at once), stores *save when given, and fills *cursor with the stored
+     * cursor. A name seen for the first time starts at the feed's current
+     * end. SD_EBUSY while another replica's lease runs; SD_EUNAVAILABLE
+     * when the store cannot say. name: [A-Za-z0-9_-]{1,64}. The embedded
+     * store (one process owns its directory) keeps it in a file there. */
+    int (*outbox_cursor)(sd_store *st, const char *name, int64_t lease_ms,
+                         const sd_feed_cursor *save, sd_feed_cursor *cursor);
     /* 0 when the store can take requests. */
     int (*ready)(sd_store *st);
     void (*stats)(sd_store *st, sd_store_stats *out);
@@ -188,6 +203,11 @@ int sd_store_events(sd_store_handle *h, sd_event_scope scope, const char *key, i
 /* The backend's ended op (never the cache). */
 int sd_store_ended(sd_store_handle *h, const sd_feed_cursor *after, int64_t since_time, int limit,
                    sd_event **out, size_t *n);
+/* The backend's feed and outbox_cursor ops (webhook/webhook.c). */
+int sd_store_feed(sd_store_handle *h, const sd_feed_cursor *after, int limit, sd_event **out,
+                  size_t *n);
+int sd_store_outbox_cursor(sd_store_handle *h, const char *name, int64_t lease_ms,
+                           const sd_feed_cursor *save, sd_feed_cursor *cursor);
 int sd_store_ready(sd_store_handle *h);
 /* The global not-before in force (ms since the epoch; 0: none) for a
  * validation starting now: an atomic load, or, on a shared store whose

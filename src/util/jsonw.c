@@ -212,6 +212,12 @@ void sd_jw_null(sd_jw *w)
     put(w, "null", 4);
 }
 
+void sd_jw_raw(sd_jw *w, const char *text, size_t n)
+{
+    before_value(w);
+    put(w, text, n);
+}
+
 const char *sd_jw_done(sd_jw *w, size_t *len)
 {
     if (!reserve(w, 0))

@@ -61,6 +61,9 @@ size_t sd_jw_str(sd_jw *w, const char *s);
 void sd_jw_int(sd_jw *w, int64_t v);
 void sd_jw_bool(sd_jw *w, bool v);
 void sd_jw_null(sd_jw *w);
+/* A value written as given: n bytes of JSON the caller vouches for (a
+ * number it formatted, say). */
+void sd_jw_raw(sd_jw *w, const char *text, size_t n);
 
 /* The text (NUL-terminated, in the arena) and its length; NULL when out of
  * memory. */

@@ -58,7 +58,7 @@ _B64URL_RUN = re.compile(rb"[A-Za-z0-9_-]{43,}")
 SESSION_REQUIRED = ("sessionId", "userId", "mfa", "data", "createdAt",
                     "lastSeen", "expiry", "absoluteExpiry", "version")
 SESSION_OPTIONAL = ("deviceId", "deviceInfo", "userAgent", "ipAddress", "geoLocation", "bind", "acr", "amr",
-                    "authTime")
+                    "authTime", "geoGroup", "signals", "stepUpRequired")
 
 # --------------------------------------------------------------------------
 # Global bookkeeping: issued tokens and every artifact (log file / data dir)

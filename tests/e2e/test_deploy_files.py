@@ -9,6 +9,7 @@ installs). The systemd unit is verified by test_client_lib.py
 (systemd-analyze verify on the installed unit); here only its PostgreSQL
 readiness. Nothing is built or pulled.
 """
+import os
 import re
 import shutil
 import subprocess
@@ -182,11 +183,19 @@ def test_final_stage_installs_exactly_runtime_libraries():
     dyn = subprocess.run(["readelf", "-d", SESSIOND_BIN], capture_output=True, text=True, check=True).stdout
     needed = re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dyn)
     assert needed
+    ldd = subprocess.run(["ldd", SESSIOND_BIN], capture_output=True, text=True).stdout
+    resolved = dict(re.findall(r"^\s*(\S+) => (/\S+)", ldd, re.M))
     for lib in needed:
         if "asan" in lib or "ubsan" in lib:
             continue  # the sanitizer build's runtime; the image holds the release build
-        owner = subprocess.run(["dpkg", "-S", f"*/{lib}"], capture_output=True, text=True).stdout
-        pkg = owner.split(":")[0].strip()
+        # The owner of the library the binary loads (its directory as ldd
+        # resolves it), so a same-named library of another architecture
+        # (libc6-i386's /lib32/libm.so.6) is not taken for it.
+        owners = subprocess.run(["dpkg", "-S", f"*/{lib}"], capture_output=True,
+                                text=True).stdout.splitlines()
+        arch_dir = os.path.basename(os.path.dirname(resolved.get(lib, "")))
+        mine = [o for o in owners if arch_dir and o.endswith(f"/{arch_dir}/{lib}")]
+        pkg = (mine or owners or [""])[0].split(":")[0].strip()
         assert pkg, f"no package owns {lib}"
         # glibc is in every Debian image (essential packages depend on it).
         assert pkg in pkgs or pkg == "libc6", f"{lib} ({pkg}) is not installed by the final stage"

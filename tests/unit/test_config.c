@@ -113,6 +113,24 @@ static void tls_options_go_together(void **state)
     assert_int_equal(load(&c, auth, NULL), SD_CONFIG_EXIT_ERR);
 }
 
+/* A repeatable option: every flag adds a line; a source of higher
+ * precedence replaces the lines of a lower one. */
+static void lists_repeat_and_replace_lower_sources(void **state)
+{
+    (void)state;
+    sd_config c;
+    char *two[] = {"sessiond", "--webhook", "http://a/ s1", "--webhook=http://b/ s2", NULL};
+    assert_int_equal(load(&c, two, NULL), SD_CONFIG_RUN);
+    assert_string_equal(c.webhook, "http://a/ s1\nhttp://b/ s2");
+    char *envp[] = {"SESSIOND_WEBHOOK=http://e/ s3\nhttp://f/ s4", NULL};
+    char *none[] = {"sessiond", NULL};
+    assert_int_equal(load(&c, none, envp), SD_CONFIG_RUN);
+    assert_string_equal(c.webhook, "http://e/ s3\nhttp://f/ s4");
+    char *one[] = {"sessiond", "--webhook", "http://a/ s1", NULL};
+    assert_int_equal(load(&c, one, envp), SD_CONFIG_RUN);
+    assert_string_equal(c.webhook, "http://a/ s1");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -120,6 +138,7 @@ int main(void)
         cmocka_unit_test(precedence),
         cmocka_unit_test(rejects_bad_values),
         cmocka_unit_test(tls_options_go_together),
+        cmocka_unit_test(lists_repeat_and_replace_lower_sources),
     };
     return cmocka_run_group_tests_name("config", tests, setup, teardown);
 }

@@ -58,7 +58,7 @@ static void put_get_replace_remove(void **state)
 /* Puts prepared before a commit (sd_index_prepare) land as sd_index_put
  * would: a new id is linked, the same token updates in place (the spare
  * entry freed), a new token re-links; what a failed commit left is freed
- * by sd_index_batch_clear (LeakSanitizer checks). */
+ * by sd_index_batch_clear. */
 static void prepared_puts(void **state)
 {
     (void)state;
@@ -68,12 +68,12 @@ static void prepared_puts(void **state)
     session_n(&a, "A%021u", 1);
     session_n(&b, "B%021u", 2);
     sd_index_batch batch = {0}, more = {0};
-    assert_int_equal(sd_index_prepare(&batch, &a), 0);
-    assert_int_equal(sd_index_prepare(&more, &b), 0);
+    assert_int_equal(sd_index_prepare(ix, &batch, &a), 0);
+    assert_int_equal(sd_index_prepare(ix, &more, &b), 0);
     sd_index_batch_append(&batch, &more);
     assert_null(more.head);
     a.version = 3; /* the same token, a later version: updated in place */
-    assert_int_equal(sd_index_prepare(&batch, &a), 0);
+    assert_int_equal(sd_index_prepare(ix, &batch, &a), 0);
 
     sd_index_lock(ix);
     sd_index_put_prepared_locked(ix, &batch, &a);
@@ -91,7 +91,7 @@ static void prepared_puts(void **state)
     unsigned char old[SD_HASH_LEN];
     memcpy(old, b.token_hash, sizeof old);
     sd_token_hash("rotated", 7, b.token_hash);
-    assert_int_equal(sd_index_prepare(&batch, &b), 0);
+    assert_int_equal(sd_index_prepare(ix, &batch, &b), 0);
     sd_index_lock(ix);
     sd_index_put_prepared_locked(ix, &batch, &b);
     sd_index_unlock(ix);
@@ -103,8 +103,8 @@ static void prepared_puts(void **state)
     /* A commit that failed: its prepared entries are freed, none linked. */
     sd_session c;
     session_n(&c, "C%021u", 3);
-    assert_int_equal(sd_index_prepare(&batch, &c), 0);
-    sd_index_batch_clear(&batch);
+    assert_int_equal(sd_index_prepare(ix, &batch, &c), 0);
+    sd_index_batch_clear(ix, &batch);
     assert_null(batch.head);
     assert_int_equal(sd_index_get_by_id(ix, c.id, &out), SD_ENOTFOUND);
     sd_index_free(ix);

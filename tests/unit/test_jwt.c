@@ -1,5 +1,6 @@
 /* Unit tests of jwt/jwk.c and jwt/claims.c: the key file, ES256's JOSE
- * signature form, claims and lifetime bounds, signatures that verify. */
+ * signature form, claims and lifetime bounds, signatures that verify (with
+ * the per-thread signing context, across a reload). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -163,9 +164,33 @@ static sd_session session_at(int64_t now)
                     .acr = "aal2"};
     memset(s.token_hash, 0xab, sizeof s.token_hash);
     s.user_id = strdup("alice");
-    s.attrs = json_pack("{s:[s,s], s:s, s:{s:s}, s:b}", "amr", "pwd", "otp", "deviceId", "d1",
-                        "data", "plan", "pro", "mfa", 1);
+    s.attrs = json_pack("{s:[s,s], s:s, s:{s:s, s:f, s:n, s:[b,i]}, s:b}", "amr", "pwd", "otp",
+                        "deviceId", "d1", "data", "plan", "pro", "ratio", 0.1, "none", "n", 1, -2,
+                        "mfa", 1);
     return s;
+}
+
+/* sd_jwt_claims into a fresh arena, parsed back; NULL when rc is not 0. */
+static json_t *claims_of(const sd_session *s, const sd_jwt_options *o, int64_t now, const char *jti,
+                         int64_t *in, int want_rc)
+{
+    char first[256];
+    sd_arena a;
+    sd_arena_init(&a, first, sizeof first); /* small: the writer grows past it */
+    sd_jw w;
+    sd_jw_init(&w, &a, 16);
+    assert_int_equal(sd_jwt_claims(s, o, now, jti, &w, in), want_rc);
+    json_t *c = NULL;
+    if (want_rc == 0) {
+        size_t n;
+        const char *text = sd_jw_done(&w, &n);
+        assert_non_null(text);
+        assert_null(strstr(text, "abab")); /* nothing of the token hash */
+        c = json_loadb(text, n, JSON_REJECT_DUPLICATES, NULL);
+        assert_non_null(c);
+    }
+    sd_arena_reset(&a);
+    return c;
 }
 
 static void claims_and_lifetime_bounds(void **state)
@@ -177,9 +202,8 @@ static void claims_and_lifetime_bounds(void **state)
                         .audience = "api,admin",
                         .lifetime_ms = 300000,
                         .claims = "deviceId,data"};
-    json_t *c;
     int64_t in;
-    assert_int_equal(sd_jwt_claims(&s, &o, now, "jti1", &c, &in), 0);
+    json_t *c = claims_of(&s, &o, now, "jti1", &in, 0);
     assert_int_equal(in, 300);
     assert_string_equal(json_string_value(json_object_get(c, "sub")), "alice");
     assert_string_equal(json_string_value(json_object_get(c, "sid")), s.id);
@@ -191,28 +215,29 @@ static void claims_and_lifetime_bounds(void **state)
     assert_string_equal(json_string_value(json_object_get(c, "acr")), "aal2");
     assert_int_equal(json_array_size(json_object_get(c, "amr")), 2);
     assert_string_equal(json_string_value(json_object_get(c, "deviceId")), "d1");
-    assert_non_null(json_object_get(c, "data"));
+    json_t *data = json_object_get(c, "data");
+    assert_string_equal(json_string_value(json_object_get(data, "plan")), "pro");
+    assert_true(json_real_value(json_object_get(data, "ratio")) == 0.1); /* reals round-trip */
+    assert_true(json_is_null(json_object_get(data, "none")));
+    assert_int_equal(json_integer_value(json_array_get(json_object_get(data, "n"), 1)), -2);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(c, "amr"), 1)), "otp");
     assert_null(json_object_get(c, "mfa")); /* not asked for */
     assert_null(json_object_get(c, "token"));
-    char *text = json_dumps(c, JSON_COMPACT);
-    assert_null(strstr(text, "abab")); /* nothing of the token hash */
-    free(text);
     json_decref(c);
 
     /* bounded by the idle expiry, then by the absolute expiry (rounded down) */
     s.expiry = now + 42500;
-    assert_int_equal(sd_jwt_claims(&s, &o, now, "j", &c, &in), 0);
+    c = claims_of(&s, &o, now, "j", &in, 0);
     assert_int_equal(json_integer_value(json_object_get(c, "exp")), (now + 42500) / 1000);
     assert_true(json_integer_value(json_object_get(c, "exp")) * 1000 <= s.expiry);
     json_decref(c);
     s.absolute_expiry = now + 10000;
-    assert_int_equal(sd_jwt_claims(&s, &o, now, "j", &c, &in), 0);
+    c = claims_of(&s, &o, now, "j", &in, 0);
     assert_int_equal(json_integer_value(json_object_get(c, "exp")), (now + 10000) / 1000);
     json_decref(c);
     /* a session ending within the second gets no token */
     s.absolute_expiry = now + 500;
-    assert_int_equal(sd_jwt_claims(&s, &o, now, "j", &c, &in), SD_ENOTFOUND);
-    assert_null(c);
+    assert_null(claims_of(&s, &o, now, "j", &in, SD_ENOTFOUND));
     sd_session_clear(&s);
 }
 
@@ -239,17 +264,24 @@ static void minted_tokens_verify(void **state)
         int64_t now = 1796419976123LL;
         sd_session s = session_at(now);
         sd_jwt_options o = {.issuer = "i", .audience = "a", .lifetime_ms = 60000, .claims = ""};
-        char *jwt;
+        const char *jwt;
         int64_t in;
-        for (int i = 0; i < 50; i++) { /* ECDSA: r and s of every length */
-            assert_int_equal(sd_jwt_mint(k, &o, &s, now, &jwt, &in), 0);
+        char first[1024];
+        sd_arena a;
+        sd_arena_init(&a, first, sizeof first);
+        /* ECDSA: r and s of every length; both: the thread's cached signing
+         * context signs token after token */
+        for (int i = 0; i < 50; i++) {
+            assert_int_equal(sd_jwt_mint(k, &o, &s, now, &a, &jwt, &in), 0);
             assert_true(verifies(jwt, key, t == 1));
-            char *c = &jwt[strlen(jwt) - 3]; /* a changed signature does not verify */
+            char *copy = strdup(jwt);
+            char *c = &copy[strlen(copy) - 3]; /* a changed signature does not verify */
             *c = *c == 'A' ? 'B' : 'A';
-            assert_false(verifies(jwt, key, t == 1));
-            free(jwt);
+            assert_false(verifies(copy, key, t == 1));
+            free(copy);
+            sd_arena_reset(&a);
         }
-        assert_int_equal(sd_jwt_mint(k, &o, &s, now, &jwt, &in), 0);
+        assert_int_equal(sd_jwt_mint(k, &o, &s, now, &a, &jwt, &in), 0);
         unsigned char head[256];
         size_t hl = unb64url(jwt, (size_t)(strchr(jwt, '.') - jwt), head);
         head[hl] = '\0';
@@ -257,11 +289,40 @@ static void minted_tokens_verify(void **state)
         snprintf(want, sizeof want, "{\"alg\":\"%s\",\"kid\":\"k%d\",\"typ\":\"at+jwt\"}",
                  t ? "ES256" : "EdDSA", t);
         assert_string_equal((char *)head, want);
-        free(jwt);
+        sd_arena_reset(&a);
         sd_session_clear(&s);
         sd_jwks_free(k);
         EVP_PKEY_free(key);
     }
+}
+
+/* A reload (SIGHUP) frees the key set and loads another, maybe at the same
+ * address: the thread's cached signing context must follow the new key. */
+static void a_reloaded_key_signs_at_once(void **state)
+{
+    (void)state;
+    int64_t now = 1796419976123LL;
+    sd_session s = session_at(now);
+    sd_jwt_options o = {.issuer = "i", .audience = "a", .lifetime_ms = 60000, .claims = ""};
+    char first[1024];
+    sd_arena a;
+    sd_arena_init(&a, first, sizeof first);
+    for (int i = 0; i < 4; i++) {
+        char b64[512], text[700];
+        EVP_PKEY *key = new_key(i % 2 ? "EC" : "ED25519", b64, sizeof b64);
+        snprintf(text, sizeof text, "same %s\n", b64); /* the same kid every time */
+        sd_jwks *k = parse(text, 0);
+        const char *jwt;
+        int64_t in;
+        for (int j = 0; j < 3; j++) {
+            assert_int_equal(sd_jwt_mint(k, &o, &s, now, &a, &jwt, &in), 0);
+            assert_true(verifies(jwt, key, i % 2));
+            sd_arena_reset(&a);
+        }
+        sd_jwks_free(k);
+        EVP_PKEY_free(key);
+    }
+    sd_session_clear(&s);
 }
 
 static void generated_lines_load(void **state)
@@ -293,6 +354,7 @@ int main(void)
         cmocka_unit_test(claims_and_lifetime_bounds),
         cmocka_unit_test(claims_list_check),
         cmocka_unit_test(minted_tokens_verify),
+        cmocka_unit_test(a_reloaded_key_signs_at_once),
         cmocka_unit_test(generated_lines_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

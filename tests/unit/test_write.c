@@ -8,6 +8,7 @@
 #include <cmocka.h>
 
 #include "session/triage.h"
+#include "session/anomaly.h"
 #include "session/write.h"
 #include "util/err.h"
 
@@ -515,6 +516,66 @@ static void an_update_that_raises_privilege_renews_the_token(void **state)
     json_decref(body);
 }
 
+/* Anomaly signals (session/anomaly.h): a SIGNAL write records them on the
+ * session (a PUT the index and the cache follow) with one anomaly_detected
+ * event each; a step-up takes mfa back, and the mfa renewal clears it. */
+static void signals_are_recorded_and_a_renewal_clears_the_step_up(void **state)
+{
+    (void)state;
+    sd_write w;
+    assert_int_equal(create("ida", 1, NOW, NULL, &w), 0);
+    done(&w);
+    sd_signals sig = {
+        .fired = (1u << SD_SIG_NEW_COUNTRY) | (1u << SD_SIG_IMPOSSIBLE_TRAVEL),
+        .action =
+            {[SD_SIG_NEW_COUNTRY] = SD_ACT_RECORD, [SD_SIG_IMPOSSIBLE_TRAVEL] = SD_ACT_STEPUP},
+        .brief = {[SD_SIG_NEW_COUNTRY] = "JP", [SD_SIG_IMPOSSIBLE_TRAVEL] = "9712km"},
+        .step_up = true,
+        .here = {.has_point = true, .lat = 35.7, .lon = 139.7, .country = "JP"},
+        .at = NOW};
+    sd_write g = {.kind = SD_W_SIGNAL, .now = NOW, .signals = &sig};
+    strcpy(g.id, "s0001");
+    assert_int_equal(sd_write_apply(&ops, NULL, &g), 0);
+    assert_int_equal(count_events("anomaly_detected:s0001"), 2);
+    assert_string_equal(db.last_reason, "impossibleTravel stepup 9712km");
+    assert_int_equal(count_effects(&g, SD_FX_PUT), 1);
+    assert_int_equal(g.session.version, 2);
+    const row *x = find("s0001");
+    assert_int_equal(x->s.version, 2);
+    assert_true(json_is_true(json_object_get(x->s.attrs, "stepUp")));
+    assert_true(json_is_false(json_object_get(x->s.attrs, "mfa")));
+    assert_int_equal(json_array_size(json_object_get(x->s.attrs, "signals")), 2);
+    done(&g);
+    /* An ended session records nothing. */
+    sd_write gone = {.kind = SD_W_SIGNAL, .now = NOW, .signals = &sig};
+    strcpy(gone.id, "s0404");
+    assert_int_equal(sd_write_apply(&ops, NULL, &gone), SD_ENOTFOUND);
+    assert_int_equal(gone.n_effects, 0);
+    done(&gone);
+    /* PUT {"mfa": true}: raised (the step-up set it false), renewed, cleared. */
+    json_t *body = json_pack("{s:b}", "mfa", 1);
+    sd_policy p = {.idle_timeout_ms = HOUR,
+                   .absolute_timeout_ms = 24 * HOUR,
+                   .max_idle_timeout_ms = 2 * HOUR,
+                   .max_data_bytes = 1024};
+    sd_patch patch;
+    char err[256];
+    assert_int_equal(sd_patch_parse(body, &p, &patch, err, sizeof err), 0);
+    sd_write u = {
+        .kind = SD_W_UPDATE, .now = NOW, .patch = &patch, .policy = &p, .renew_possible = true};
+    strcpy(u.id, "s0001");
+    hash_of(78, u.renew_hash);
+    assert_int_equal(sd_write_apply(&ops, NULL, &u), 0);
+    assert_true(u.renewed);
+    x = find("s0001");
+    assert_null(json_object_get(x->s.attrs, "stepUp"));
+    assert_null(json_object_get(x->s.attrs, "signals"));
+    assert_string_equal(
+        json_string_value(json_array_get(json_object_get(x->s.attrs, "countries"), 0)), "JP");
+    done(&u);
+    json_decref(body);
+}
+
 static void touches_and_sweeps_are_never_fenced(void **state)
 {
     (void)state;
@@ -638,6 +699,31 @@ static void triage_ends_the_matches_in_batches_and_audits_the_total(void **state
     assert_string_equal(db.last_reason, "sessions=3");
 }
 
+/* A geofence refusal is an event and nothing else: no row, no effect. */
+static void a_refusal_is_audited_and_changes_nothing(void **state)
+{
+    (void)state;
+    sd_write w;
+    assert_int_equal(create("uma", 1, NOW, NULL, &w), 0);
+    done(&w);
+    int rows_before = db.n;
+    sd_write r = {
+        .kind = SD_W_REFUSAL, .now = NOW, .user_id = "uma", .reason = "country=FR denied"};
+    snprintf(r.id, sizeof r.id, "s0001");
+    assert_int_equal(sd_write_apply(&ops, NULL, &r), 0);
+    assert_int_equal(r.n_effects, 0);
+    assert_int_equal(count_events("geofence_refused:s0001"), 1);
+    assert_string_equal(db.last_reason, "country=FR denied");
+    sd_write c = {
+        .kind = SD_W_REFUSAL, .now = NOW, .user_id = "uma", .reason = "country=FR denied"};
+    assert_int_equal(sd_write_apply(&ops, NULL, &c), 0); /* a refused create: no session */
+    assert_int_equal(count_events("geofence_refused:"), 2);
+    assert_int_equal(db.n, rows_before);
+    assert_non_null(find("s0001"));
+    sd_write_free_effects(&r);
+    sd_write_free_effects(&c);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -651,6 +737,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(rotation_race_and_reuse, setup, teardown),
         cmocka_unit_test_setup_teardown(an_update_that_raises_privilege_renews_the_token, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(signals_are_recorded_and_a_renewal_clears_the_step_up,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(touches_and_sweeps_are_never_fenced, setup, teardown),
         cmocka_unit_test_setup_teardown(the_not_before_is_raised_only_and_audited_with_its_count,
                                         setup, teardown),
@@ -658,6 +746,7 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(triage_ends_the_matches_in_batches_and_audits_the_total,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(a_refusal_is_audited_and_changes_nothing, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -59,7 +59,8 @@ extern "C" {
     X(EJWT_AUDIENCE, -23, "access token: not for this audience")                                   \
     X(EJWT_ISSUER, -24, "access token: from another issuer")                                       \
     X(EJWT_REVOKED, -25, "access token: its session was revoked")                                  \
-    X(EJWT_CLAIMS, -26, "access token: a required claim is missing or malformed")
+    X(EJWT_CLAIMS, -26, "access token: a required claim is missing or malformed")                  \
+    X(EJWT_ENCRYPTION, -27, "access token: not encrypted for this verifier's key, or altered (JWE)")
 
 enum {
     SD_CLIENT_OK = 0,
@@ -188,7 +189,8 @@ typedef struct sd_client_validation {
     char expiry[32];       /* "" when not valid */
     char session_id[32];   /* by token only */
     char user_id[257 * 4]; /* by token only */
-    char reason[32];       /* not valid: "binding_mismatch" when that is why, else "" */
+    char reason[32];       /* not valid: "binding_mismatch" or "step_up_required" when that
+                              is why, else "" */
     int binding_mismatch;  /* valid, but from another context (--binding-policy flag) */
 } sd_client_validation;
 
@@ -241,6 +243,17 @@ typedef struct sd_client_jwt_options {
     int max_clock_skew_s;  /* allowed on exp, nbf, iat; 0: 30; at most 300 */
     int jwks_max_age_s;    /* refetch the key set after this; 0: 300 */
     long poll_interval_ms; /* 0: 5000; -1: only sd_client_jwt_poll polls */
+    /* Encrypted tokens (sessiond's --jwt-encrypt-key): a PEM file with the
+     * recipient's P-256 private key, read once by sd_client_jwt_verifier_new.
+     * With it, only JWE tokens (ECDH-ES+A256KW, A256GCM) are accepted and
+     * the signed JWT inside is verified as above; a token that is merely
+     * signed is refused (SD_CLIENT_EJWT_ENCRYPTION). NULL: signed tokens. */
+    const char *decrypt_key_file;
+    /* A JWK Set (JSON text) to trust instead of fetching the server's: the
+     * keys are parsed once, never refetched. NULL: fetch as above. With it
+     * and poll_interval_ms -1, c may be NULL (no network at all: the feed
+     * is then not read, and revocation reaches the verifier only at exp). */
+    const char *jwks_json;
 } sd_client_jwt_options;
 
 /* What a verified token says. Strings are "" when the claim is absent. */
