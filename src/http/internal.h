@@ -73,7 +73,7 @@ struct sd_req {
     size_t url_len;
     char *path, *query; /* split url (point into url) */
     int nheaders;       /* in headers[], below */
-    char *body; /* NUL-terminated */
+    char *body;         /* NUL-terminated */
     size_t body_len, body_cap;
     bool has_body;
     bool keep_alive;
