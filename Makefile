@@ -20,8 +20,11 @@ PKG_LIBS   = $(shell pkg-config --libs $(PKGS)) -lhttp_parser -lpthread -lm
 WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wno-format-nonliteral
 BASE    := -std=c17 -D_GNU_SOURCE -DSD_VERSION=\"$(VERSION)\" -Isrc $(WARN)
 CFLAGS_REL  = $(BASE) -O2 -g $(PKG_CFLAGS)
-CFLAGS_ASAN = $(BASE) -DSD_STORE_FAULTS -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
+CFLAGS_ASAN = $(BASE) -DSD_STORE_FAULTS -DSD_ALLOC_FAULTS -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
               -fno-sanitize-recover=undefined $(PKG_CFLAGS)
+# Allocation-failure injection (src/util/allocfail.h): the sanitizer build's
+# own calls go through its counting hook.
+LDFLAGS_ASAN := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup,--wrap=getline
 
 SRCS     := $(wildcard src/*.c src/*/*.c)
 LIB_SRCS := $(filter-out src/main.c,$(SRCS))
@@ -97,11 +100,11 @@ build/sessiond: $(REL_OBJS)
 	@echo "LD $@"; $(CC) $(CFLAGS_REL) -o $@ $^ $(PKG_LIBS)
 
 build/asan/sessiond: $(ASAN_OBJS)
-	@echo "LD $@"; $(CC) $(CFLAGS_ASAN) -o $@ $^ $(PKG_LIBS)
+	@echo "LD $@"; $(CC) $(CFLAGS_ASAN) $(LDFLAGS_ASAN) -o $@ $^ $(PKG_LIBS)
 
 build/asan/tests/%: tests/unit/%.c $(ASAN_LIB) | $(TEST_STAMP)
 	@mkdir -p $(dir $@)
-	@echo "LD $@"; $(CC) $(CFLAGS_ASAN) -o $@ $< $(ASAN_LIB) $(PKG_LIBS) -lcmocka
+	@echo "LD $@"; $(CC) $(CFLAGS_ASAN) $(LDFLAGS_ASAN) -o $@ $< $(ASAN_LIB) $(PKG_LIBS) -lcmocka
 
 asan: build/asan/sessiond
 
@@ -364,7 +367,7 @@ uninstall:
 #   make fuzz-smoke        each target for FUZZ_SMOKE_SECONDS (default 20): part of make test
 # Seeds live in fuzz/corpus/<target>/; findings are written to build/fuzz/.
 FUZZ_CC      := clang
-FUZZ_TARGETS := fuzz_http fuzz_bodies fuzz_router fuzz_text fuzz_files
+FUZZ_TARGETS := fuzz_http fuzz_bodies fuzz_router fuzz_text fuzz_files fuzz_jwks fuzz_pgconn
 FUZZ_BINS    := $(patsubst %,build/fuzz/%,$(FUZZ_TARGETS))
 FUZZ_OBJS    := $(patsubst src/%.c,build/fuzz/obj/%.o,$(LIB_SRCS)) build/fuzz/obj/gen/console_assets.o
 FUZZ_SECONDS ?= 300

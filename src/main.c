@@ -22,6 +22,9 @@
 #include "store/crypt.h"
 #include "metrics/metrics.h"
 #include "session/sweeper.h"
+#include "util/allocfail.h"
+#include "util/crypto_init.h"
+#include "util/jsonmem.h"
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/limiter.h"
@@ -131,6 +134,17 @@ static void reload_tls(sd_tls *tls, const sd_config *fresh)
 
 int main(int argc, char **argv)
 {
+    char err[512] = "";
+    if (sd_allocfail_init(err, sizeof err)) { /* the sanitizer build's test hook */
+        fprintf(stderr, "sessiond: %s\n", err);
+        return 2;
+    }
+    sd_json_mem_init();
+    if (sd_crypto_init()) {
+        fprintf(stderr, "sessiond: cannot set up OpenSSL (out of memory, or its configuration)\n");
+        return 1;
+    }
+    sd_allocfail_begin(); /* the sweep counts from here */
     if (argc >= 2 && argv[1][0] != '-') {
         const sd_command *c = sd_cmd_find(argv[1]);
         if (!c) {
@@ -163,6 +177,7 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGHUP);
+    sd_allocfail_signals(&sigs);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -190,7 +205,6 @@ int main(int argc, char **argv)
     else
         sd_info("%d API keys loaded from %s", sd_keys_count(keys), cfg.api_keys);
 
-    char err[512] = "";
     sd_keyring *ring = NULL;
     if (cfg.encryption_keys[0] &&
         sd_keyring_load(cfg.encryption_keys, &ring, err, sizeof err) != 0) {
@@ -346,6 +360,7 @@ int main(int argc, char **argv)
         sd_tls_free(tls);
         sd_keyring_free(ring);
         sd_jwks_free(jwt_keys);
+        sd_keys_free(keys);
         sd_webhooks_stop(webhooks);
         return 1;
     }
@@ -358,6 +373,7 @@ int main(int argc, char **argv)
         sd_tls_free(tls);
         sd_keyring_free(ring);
         sd_jwks_free(jwt_keys);
+        sd_keys_free(keys);
         sd_webhooks_stop(webhooks);
         return 1;
     }
@@ -370,6 +386,7 @@ int main(int argc, char **argv)
         sd_tls_free(tls);
         sd_keyring_free(ring);
         sd_jwks_free(jwt_keys);
+        sd_keys_free(keys);
         return 1;
     }
     sd_http_options hopt = {
@@ -408,6 +425,9 @@ int main(int argc, char **argv)
         sd_tls_free(tls);
         sd_keyring_free(ring);
         sd_jwks_free(jwt_keys);
+        sd_keys_free(keys);
+        sd_brlock_destroy(&app.keys_lock);
+        pthread_rwlock_destroy(&app.jwt_lock);
         return 1;
     }
     /* Never the connection string: it may hold a password (postgres.c logs
@@ -422,6 +442,10 @@ int main(int argc, char **argv)
         int sig = 0;
         if (sigwait(&sigs, &sig) != 0)
             continue;
+        if (sig == SIGUSR2) { /* only with SESSIOND_ALLOC_FAULTS=control=... */
+            sd_allocfail_control();
+            continue;
+        }
         if (sig == SIGHUP) {
             /* Reload what can change at run time: the log level, from the
              * same sources in the same precedence. */

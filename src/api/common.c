@@ -6,6 +6,8 @@
 #include "audit/audit.h"
 #include "util/log.h"
 #include "util/err.h"
+#include "util/jsonmem.h"
+#include "util/utf8.h"
 
 #include "util/clock.h"
 
@@ -29,7 +31,12 @@ json_t *sd_api_body(sd_req *r)
         return NULL;
     }
     json_error_t e;
-    json_t *v = json_loadb(body, len, JSON_REJECT_DUPLICATES, &e);
+    bool oom;
+    json_t *v = sd_json_loadb(body, len, JSON_REJECT_DUPLICATES, &e, &oom);
+    if (oom) { /* jansson may call that a syntax error */
+        sd_reply_problem(r, 503, "the server is out of memory reading the body; retry shortly");
+        return NULL;
+    }
     if (!v) {
         sd_reply_problem(r, 400, "the body is not valid JSON: %s (at byte %d)", e.text, e.position);
         return NULL;
@@ -74,6 +81,9 @@ void sd_api_fail(sd_req *r, int rc, const char *detail)
                          "the server is overloaded: too many writes are waiting for the "
                          "disk; retry shortly");
         break;
+    case SD_ENOMEM:
+        sd_reply_problem(r, 503, "the server is out of memory; retry shortly");
+        break;
     case SD_ERANDOM:
         sd_reply_problem(r, 503, "the random source failed; nothing was created");
         break;
@@ -93,17 +103,24 @@ void sd_api_reply_session(sd_req *r, int status, const sd_session *s, const char
 void sd_api_reply_session_with(sd_req *r, int status, const sd_session *s, const char *token,
                                const char *location, json_t *extra)
 {
+    unsigned long mark = sd_json_failures();
     json_t *o = sd_session_to_json(s);
     if (!o) {
         json_decref(extra);
         sd_api_fail(r, SD_ENOMEM, NULL);
         return;
     }
-    if (token)
-        json_object_set_new(o, "token", json_string(token));
+    /* A reply without its token (or the rest) would be a success the
+     * client cannot use: out of memory for it is a 503. */
+    int bad = token && json_object_set_new(o, "token", json_string(token));
     if (extra) {
-        json_object_update(o, extra);
+        bad |= json_object_update(o, extra);
         json_decref(extra);
+    }
+    if (bad || sd_json_failures() != mark) {
+        json_decref(o);
+        sd_api_fail(r, SD_ENOMEM, NULL);
+        return;
     }
     char etag[32];
     snprintf(etag, sizeof etag, "\"%lld\"", (long long)s->version);
@@ -119,10 +136,11 @@ int sd_api_user_id_ok(const char *u)
     for (const char *p = u; *p; p++)
         if ((unsigned char)*p < 0x20 || *p == 0x7f)
             return 0;
-    json_t *utf8 = json_stringn(u, n); /* NULL unless valid UTF-8 */
-    int ok = utf8 != NULL;
-    json_decref(utf8);
-    return ok;
+    uint32_t c;
+    for (size_t i = 0, k; i < n; i += k)
+        if (!(k = sd_utf8_next((const unsigned char *)u + i, n - i, &c)))
+            return 0;
+    return 1;
 }
 
 int sd_api_known_fields(sd_req *r, json_t *body, const char *const *names, const char *expected)

@@ -10,6 +10,7 @@
  * next start, which keeps the chain intact.
  */
 #include "audit/audit.h"
+#include "util/jsonmem.h"
 #include "audit/record.h"
 #include "util/clock.h"
 #include "util/err.h"
@@ -99,7 +100,7 @@ void sd_audit_emit(const char *event, const char *session_id, const char *user_i
 
 /* Reads the record state from complete lines of buf: the last seq and hash,
  * and the last storeSeq seen. */
-static void scan_lines(const char *buf, size_t n, uint64_t *seq, char *prev, int64_t *cursor,
+static bool scan_lines(const char *buf, size_t n, uint64_t *seq, char *prev, int64_t *cursor,
                        bool *found_cursor)
 {
     size_t i = 0;
@@ -108,7 +109,10 @@ static void scan_lines(const char *buf, size_t n, uint64_t *seq, char *prev, int
         if (!nl)
             break;
         size_t len = (size_t)(nl - (buf + i));
-        json_t *o = json_loadb(buf + i, len, 0, NULL);
+        bool oom;
+        json_t *o = sd_json_loadb(buf + i, len, 0, NULL, &oom);
+        if (oom)
+            return false; /* not a torn record: memory ran out reading it */
         if (o) {
             json_t *s = json_object_get(o, "seq"), *h = json_object_get(o, "hash"),
                    *c = json_object_get(o, "storeSeq");
@@ -125,6 +129,7 @@ static void scan_lines(const char *buf, size_t n, uint64_t *seq, char *prev, int
         }
         i += len + 1;
     }
+    return true;
 }
 
 /* Resumes from an existing file: cuts a torn last line (when fix), then
@@ -168,8 +173,13 @@ static int resume_from(const char *path, bool fix, uint64_t *seq, char *prev, in
                 return -1;
             }
         }
-        scan_lines(buf + start, end - start, seq, prev, cursor, found_cursor);
+        bool ok = scan_lines(buf + start, end - start, seq, prev, cursor, found_cursor);
         free(buf);
+        if (!ok) {
+            close(fd);
+            errno = ENOMEM;
+            return -1;
+        }
         if (*found_cursor || from == 0)
             break;
     }

@@ -1,6 +1,7 @@
 /* record.c - the audit log on disk: records (rendering, hashing) and file
  * names (see record.h). */
 #include "audit/record.h"
+#include "util/jsonmem.h"
 #include "util/clock.h"
 #include "util/random.h"
 
@@ -29,6 +30,7 @@ char *sd_audit_render(const sd_event *e, uint64_t seq, int64_t store_seq, const 
                       char hash_out[SD_AUDIT_HASH_HEX + 1], size_t *len)
 {
     char t[SD_TIME_TEXT_LEN + 1];
+    unsigned long mark = sd_json_failures(); /* a record missing prev would break the chain */
     json_t *o = json_object();
     if (!o)
         return NULL;
@@ -43,7 +45,7 @@ char *sd_audit_render(const sd_event *e, uint64_t seq, int64_t store_seq, const 
     if (store_seq > 0)
         json_object_set_new(o, "storeSeq", json_integer(store_seq));
     json_object_set_new(o, "prev", json_string(prev));
-    char *body = json_dumps(o, JSON_COMPACT);
+    char *body = sd_json_dumps(o, JSON_COMPACT, mark);
     json_decref(o);
     if (!body)
         return NULL;

@@ -8,6 +8,7 @@
  * trusted as the anchor (older files may have been pruned by retention).
  */
 #include "audit/audit.h"
+#include "util/jsonmem.h"
 #include "audit/record.h"
 
 #include <dirent.h>
@@ -51,7 +52,10 @@ static const char *check_line(chain *c, char *line, size_t len)
     sd_audit_hash(line, body_len, want);
     if (strcmp(want, hash) != 0)
         return "the record was altered (its hash does not match its content)";
-    json_t *o = json_loadb(line, body_len, 0, NULL);
+    bool oom;
+    json_t *o = sd_json_loadb(line, body_len, 0, NULL, &oom);
+    if (oom)
+        return "out of memory reading the record (not a fault of the log)";
     json_t *seq = json_object_get(o, "seq"), *prev = json_object_get(o, "prev");
     const char *why = NULL;
     if (!json_is_integer(seq) || json_integer_value(seq) < 1 || !json_is_string(prev) ||

@@ -338,6 +338,42 @@ bool sd__conn_append(sd__conn *c, const char *data, size_t len)
     return true;
 }
 
+void sd__conn_append_last(sd__conn *c, const char *data, size_t len)
+{
+    if (c->out && c->out_cap - c->out_len >= len) {
+        memcpy(c->out + c->out_len, data, len);
+        c->out_len += len;
+    } else if (c->out_len == c->out_off && c->fd >= 0) {
+        for (size_t o = 0; o < len;) {
+            ssize_t n = conn_send(c, data + o, len - o);
+            if (n <= 0)
+                break;
+            o += (size_t)n;
+        }
+    }
+}
+
+void sd__conn_fail_oom(sd__conn *c)
+{
+    if (!c->in_flight && c->fd >= 0) {
+        /* What the peer sent and nobody will read would turn the close into
+         * a reset that can overtake the answer: read it away first. */
+        char sink[4096];
+        if (!c->ssl)
+            while (recv(c->fd, sink, sizeof sink, MSG_DONTWAIT) > 0)
+                ;
+        char rid[32], buf[1024];
+        sd__req_mint_id(c->lp->h, rid, sizeof rid);
+        sd__conn_append_last(c, buf,
+                             sd__oom_response(buf, sizeof buf, c->req ? c->req->id : rid,
+                                              "the server is out of memory; retry shortly"));
+        c->close_after_write = true;
+        if (!sd__conn_flush(c))
+            return; /* closed */
+    }
+    sd__conn_close(c);
+}
+
 static void on_readable(sd__conn *c)
 {
     for (;;) {
@@ -345,7 +381,7 @@ static void on_readable(sd__conn *c)
             size_t cap = c->in ? c->in_cap * 2 : IN_BUF;
             char *p = c->in ? realloc(c->in, cap) : buf_take(&c->lp->in_pool, IN_BUF);
             if (!p) {
-                sd__conn_close(c);
+                sd__conn_fail_oom(c);
                 return;
             }
             c->in = p;
@@ -441,6 +477,21 @@ static void on_event(sd_loop_io *io, uint32_t events)
 
 /* ---- accepting ---------------------------------------------------------- */
 
+/* A well-formed 503 without reading the request, then close (shutdown
+ * first, so the unread request does not turn the close into a reset before
+ * the answer). Over TLS there is no session to answer in: only the close.
+ * detail: a constant sentence (sd__oom_response). */
+static void refuse(sd_http *h, int fd, const char *detail)
+{
+    char rid[32], busy[1024];
+    sd__req_mint_id(h, rid, sizeof rid);
+    size_t n = sd__oom_response(busy, sizeof busy, rid, detail);
+    ssize_t w = h->opt.tls ? 0 : send(fd, busy, n, MSG_NOSIGNAL);
+    (void)w;
+    shutdown(fd, SHUT_WR);
+    close(fd);
+}
+
 static void accept_all(sd__thread *lp)
 {
     sd_http *h = lp->h;
@@ -484,23 +535,7 @@ static void accept_all(sd__thread *lp)
         else if (ss.ss_family == AF_INET6)
             inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof ip);
         if (atomic_load(&h->nconns) >= h->opt.max_connections || !ip_acquire(h, ip)) {
-            /* Over a connection cap: a well-formed 503 without reading the
-             * request, then close (shutdown first, so the unread request
-             * does not turn the close into a reset before the answer). */
-            static const char body[] =
-                "{\"type\":\"about:blank\",\"title\":\"Service Unavailable\",\"status\":503,"
-                "\"detail\":\"too many connections; retry shortly\"}";
-            char busy[512];
-            int n = snprintf(busy, sizeof busy,
-                             "HTTP/1.1 503 Service Unavailable\r\nDate: %s\r\n"
-                             "Content-Type: application/problem+json\r\n"
-                             "X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\n"
-                             "Retry-After: 1\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
-                             sd__http_date(), sizeof body - 1, body);
-            ssize_t w = h->opt.tls ? 0 : send(fd, busy, (size_t)n, MSG_NOSIGNAL);
-            (void)w;
-            shutdown(fd, SHUT_WR);
-            close(fd);
+            refuse(h, fd, "too many connections; retry shortly");
             continue;
         }
         sd__conn *c = calloc(1, sizeof *c);
@@ -510,7 +545,7 @@ static void accept_all(sd__thread *lp)
         }
         if (!c) {
             ip_release(h, ip);
-            close(fd);
+            refuse(h, fd, "the server is out of memory for a new connection; retry shortly");
             continue;
         }
         atomic_fetch_add(&h->nconns, 1);

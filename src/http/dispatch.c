@@ -11,6 +11,7 @@
  * reads nothing more until the reply (in_flight).
  */
 #include "http/internal.h"
+#include "util/jsonmem.h"
 #include "util/err.h"
 
 #include <stdio.h>
@@ -128,6 +129,7 @@ void sd__dispatch(sd__conn *c)
         pthread_mutex_unlock(&h->work_mu);
         return;
     }
+    sd_json_oom_clear(); /* sd_reply_json: what the handler builds is checked */
     route->fn(r, h->app);
 }
 
@@ -150,6 +152,7 @@ static void *worker_main(void *arg)
             h->work_tail = NULL;
         h->work_busy++;
         pthread_mutex_unlock(&h->work_mu);
+        sd_json_oom_clear();
         h->routes[r->match.route].fn(r, h->app);
         pthread_mutex_lock(&h->work_mu);
         if (--h->work_busy == 0)

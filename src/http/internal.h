@@ -122,6 +122,7 @@ struct sd__conn {
     bool chunked;       /* the body is chunked: checked (chunk) before the parser sees it */
     sd_chunk_state chunk;
     bool body_too_large;
+    bool oom; /* an allocation for the request failed: 503, then close */
     /* sd_mono_ms; set by whoever starts a request or ends one, watched by
      * timer (conn.c arms it for the deadline that applies whenever the
      * connection's events are set) */
@@ -225,12 +226,26 @@ void sd__conn_set_events(sd__conn *c);
 bool sd__conn_flush(sd__conn *c);
 /* Queues output bytes (copied). Returns false when out of memory. */
 bool sd__conn_append(sd__conn *c, const char *data, size_t len);
+/* The last-resort answer (sd__oom_response) when memory has run out: into
+ * the output buffer if it has room, else straight to the socket when nothing
+ * else is pending on it (else dropped); never allocates. The caller closes. */
+void sd__conn_append_last(sd__conn *c, const char *data, size_t len);
+/* Out of memory with no request to answer through: the last-resort 503
+ * (unless a request is in flight), then the connection closes. */
+void sd__conn_fail_oom(sd__conn *c);
 
 /* ---- request.c --------------------------------------------------------- */
 
 /* A new request on c, with its id (NULL when out of memory): one of its
  * loop's cached requests when there is one. On the loop thread only. */
 sd_req *sd__req_new(sd__conn *c);
+/* A new request id ("<prefix>-<n>") in out, for an answer with no request. */
+void sd__req_mint_id(sd_http *h, char *out, size_t cap);
+/* The answer of last resort when memory runs out (response.c): a whole 503
+ * problem response naming request rid, rendered into buf without malloc or
+ * jansson; its length (0 when cap is too small). detail: a constant
+ * sentence without quotes or backslashes. */
+size_t sd__oom_response(char *buf, size_t cap, const char *rid, const char *detail);
 /* Releases a request and all it holds (its arena reset, the struct cached
  * for reuse or freed); NULL is fine. On the loop thread, or once the loops
  * have stopped. */

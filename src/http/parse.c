@@ -29,11 +29,13 @@ static http_parser_settings parser_settings;
 /* Appends n bytes to a NUL-terminated string in the request's arena (it
  * grows in place while it is the arena's last allocation: a header name or
  * value split across callbacks). */
-static int grow_append(sd_arena *a, char **buf, size_t *len, const char *at, size_t n)
+static int grow_append(sd__conn *c, char **buf, size_t *len, const char *at, size_t n)
 {
-    char *p = sd_arena_grow(a, *buf, *buf ? *len + 1 : 0, *len + n + 1);
-    if (!p)
+    char *p = sd_arena_grow(&c->req->arena, *buf, *buf ? *len + 1 : 0, *len + n + 1);
+    if (!p) {
+        c->oom = true;
         return -1;
+    }
     memcpy(p + *len, at, n);
     *len += n;
     p[*len] = '\0';
@@ -46,8 +48,10 @@ static int on_message_begin(http_parser *p)
     sd__conn *c = p->data;
     if (c->req) /* created when its first bytes arrived: the clock runs from then */
         return 0;
-    if (!(c->req = sd__req_new(c)))
+    if (!(c->req = sd__req_new(c))) {
+        c->oom = true;
         return -1;
+    }
     c->request_deadline = sd_loop_now_ns(c->lp->loop) / 1000000 + SD__REQUEST_TIMEOUT_MS;
     return 0;
 }
@@ -55,7 +59,7 @@ static int on_message_begin(http_parser *p)
 static int on_url(http_parser *p, const char *at, size_t n)
 {
     sd__conn *c = p->data;
-    return grow_append(&c->req->arena, &c->req->url, &c->req->url_len, at, n);
+    return grow_append(c, &c->req->url, &c->req->url_len, at, n);
 }
 
 static int on_header_field(http_parser *p, const char *at, size_t n)
@@ -71,7 +75,7 @@ static int on_header_field(http_parser *p, const char *at, size_t n)
         c->reading_field = true;
     }
     sd__header *hd = &r->headers[r->nheaders - 1];
-    return grow_append(&r->arena, &hd->name, &hd->name_len, at, n);
+    return grow_append(c, &hd->name, &hd->name_len, at, n);
 }
 
 static int on_header_value(http_parser *p, const char *at, size_t n)
@@ -82,7 +86,7 @@ static int on_header_value(http_parser *p, const char *at, size_t n)
         return 0;
     c->reading_field = false;
     sd__header *hd = &r->headers[r->nheaders - 1];
-    return grow_append(&r->arena, &hd->value, &hd->value_len, at, n);
+    return grow_append(c, &hd->value, &hd->value_len, at, n);
 }
 
 static int on_headers_complete(http_parser *p)
@@ -96,7 +100,7 @@ static int on_headers_complete(http_parser *p)
     r->keep_alive = http_should_keep_alive(p);
     for (int i = 0; i < r->nheaders; i++) {
         sd__header *hd = &r->headers[i];
-        if (!hd->value && grow_append(&r->arena, &hd->value, &hd->value_len, "", 0))
+        if (!hd->value && grow_append(c, &hd->value, &hd->value_len, "", 0))
             return -1;
         /* Field values lose their surrounding whitespace (RFC 9110 5.5). */
         char *v = hd->value;
@@ -140,8 +144,10 @@ static int on_body(http_parser *p, const char *at, size_t n)
         while (cap < r->body_len + n + 1)
             cap *= 2;
         char *b = sd_arena_grow(&r->arena, r->body, r->body_len + (r->body ? 1 : 0), cap);
-        if (!b)
+        if (!b) {
+            c->oom = true;
             return -1;
+        }
         r->body = b;
         r->body_cap = cap;
     }
@@ -214,7 +220,7 @@ static bool next_head(sd__conn *c)
     if (c->in_len && !c->req) { /* the request's clock runs from its first byte */
         c->request_deadline = sd_loop_now_ns(c->lp->loop) / 1000000 + SD__REQUEST_TIMEOUT_MS;
         if (!(c->req = sd__req_new(c)))
-            sd__conn_close(c);
+            sd__conn_fail_oom(c);
     }
     return false;
 }
@@ -259,7 +265,10 @@ static void process_input_locked(sd__conn *c)
         if (e != HPE_OK) {
             int status = 400;
             const char *detail = http_errno_description(e);
-            if (e == HPE_CB_headers_complete && c->parser.http_major != 1) {
+            if (c->oom) {
+                status = 503;
+                detail = "the server is out of memory reading the request; retry shortly";
+            } else if (e == HPE_CB_headers_complete && c->parser.http_major != 1) {
                 detail = "only HTTP/1.0 and HTTP/1.1 are served";
             } else if (e == HPE_CB_headers_complete && c->req && c->req->method) {
                 status = 413;

@@ -63,6 +63,11 @@ static void format_id(char *out, size_t cap, const char *prefix, uint64_t n)
     out[o] = '\0';
 }
 
+void sd__req_mint_id(sd_http *h, char *out, size_t cap)
+{
+    format_id(out, cap, h->id_prefix, atomic_fetch_add(&h->next_id, 1));
+}
+
 sd_req *sd__req_new(sd__conn *c)
 {
     sd__thread *lp = c->lp;
@@ -83,7 +88,7 @@ sd_req *sd__req_new(sd__conn *c)
     r->t0 = sd_loop_now_ns(lp->loop); /* when this turn's reads began */
     r->match.route = -1;
     r->keep_alive = true;
-    format_id(r->id, sizeof r->id, h->id_prefix, atomic_fetch_add(&h->next_id, 1));
+    sd__req_mint_id(h, r->id, sizeof r->id);
     return r;
 }
 

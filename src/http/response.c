@@ -12,6 +12,7 @@
  * sd__fail_request answers what parse.c and a connection's timeout timer find wrong, and closes.
  */
 #include "http/internal.h"
+#include "util/jsonmem.h"
 #include "http/status.h"
 #include "metrics/metrics.h"
 #include "util/clock.h"
@@ -49,6 +50,30 @@ static size_t put_uint(char *out, size_t o, size_t v)
     while (n)
         out[o++] = tmp[--n];
     return o;
+}
+
+/* The problem body of last resort (see sd__oom_response). */
+static int oom_body(char *buf, size_t cap, const char *rid, const char *detail)
+{
+    return snprintf(buf, cap,
+                    "{\"type\":\"about:blank\",\"title\":\"Service Unavailable\",\"status\":503,"
+                    "\"detail\":\"%s\",\"requestId\":\"%s\"}",
+                    detail, rid);
+}
+
+size_t sd__oom_response(char *buf, size_t cap, const char *rid, const char *detail)
+{
+    char body[512];
+    int bn = oom_body(body, sizeof body, rid, detail);
+    if (bn < 0 || (size_t)bn >= sizeof body)
+        return 0;
+    int n = snprintf(buf, cap,
+                     "HTTP/1.1 503 Service Unavailable\r\nDate: %s\r\n"
+                     "X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\n"
+                     "X-Request-Id: %s\r\nContent-Type: application/problem+json\r\n"
+                     "Retry-After: 1\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s",
+                     sd__http_date(), rid, bn, body);
+    return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
 }
 
 /* Renders the whole response into r->out, in the request's arena (no
@@ -150,11 +175,21 @@ void sd_reply_bytes(sd_req *r, int status, const char *content_type, const char 
 
 void sd_reply_json(sd_req *r, int status, json_t *body, const char *const *headers)
 {
-    if (!body) {
-        sd_reply(r, status, status == 204 ? NULL : "application/json", NULL, 0, headers);
+    if (!body && status != 204) { /* json_pack and the like had no memory */
+        sd_reply_problem(r, 503, "the server is out of memory");
         return;
     }
-    char *text = json_dumps(body, JSON_COMPACT);
+    if (!body) {
+        sd_reply(r, status, NULL, NULL, 0, headers);
+        return;
+    }
+    /* Not cleared here: a member the handler set without memory (since the
+     * dispatch, or since sd_session_to_json) makes this NULL too. */
+    char *text = sd_json_dumps(body, JSON_COMPACT, sd_json_failures());
+    if (text && sd_json_oom()) {
+        free(text);
+        text = NULL;
+    }
     json_decref(body);
     if (!text) {
         sd_reply_problem(r, 503, "the server is out of memory");
@@ -174,10 +209,11 @@ static char *problem_text(sd_req *r, int status, const char *detail_in)
             if ((unsigned char)*p >= 0x80)
                 *p = '?';
     json_decref(probe);
+    unsigned long mark = sd_json_failures();
     json_t *o = json_pack("{s:s, s:s, s:i, s:s, s:s}", "type", "about:blank", "title",
                           sd_http_reason_or_class(status), "status", status, "detail", detail,
                           "requestId", r->id);
-    char *text = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    char *text = o ? sd_json_dumps(o, JSON_COMPACT, mark) : NULL;
     json_decref(o);
     return text;
 }
@@ -190,11 +226,17 @@ static void problem_va(sd_req *r, int status, const char *const *headers, const 
     char *text = problem_text(r, status, detail);
     const char *allow[] = {"Allow", r->match.allow, NULL};
     const char *retry[] = {"Retry-After", "1", NULL};
+    if (!text) { /* out of memory for the problem: a 503 made without any */
+        char body[512];
+        int n = oom_body(body, sizeof body, r->id, "the server is out of memory; retry shortly");
+        sd_reply_bytes(r, 503, "application/problem+json", body, (size_t)n, retry);
+        return;
+    }
     const char *const *extra = headers         ? headers
                                : status == 405 ? allow
                                : status == 503 ? retry
                                                : NULL;
-    sd_reply(r, status, "application/problem+json", text, text ? strlen(text) : 0, extra);
+    sd_reply(r, status, "application/problem+json", text, strlen(text), extra);
 }
 
 void sd_reply_problem(sd_req *r, int status, const char *fmt, ...)
@@ -237,6 +279,12 @@ static void deliver(sd_req *r)
         return;
     }
     bool ok = r->out && sd__conn_append(c, r->out, r->out_len);
+    if (!ok) { /* out of memory for the answer: the one made without any */
+        char buf[1024];
+        sd__conn_append_last(
+            c, buf,
+            sd__oom_response(buf, sizeof buf, r->id, "the server is out of memory; retry shortly"));
+    }
     if (!ok || r->close_after)
         c->close_after_write = true;
     sd__req_free(r);
@@ -266,7 +314,7 @@ void sd__fail_request(sd__conn *c, int status, const char *detail)
     if (!c->req)
         c->req = sd__req_new(c);
     if (!c->req) {
-        sd__conn_close(c);
+        sd__conn_fail_oom(c);
         return;
     }
     sd_req *r = c->req;
@@ -275,7 +323,12 @@ void sd__fail_request(sd__conn *c, int status, const char *detail)
     r->keep_alive = false;
     char *text = problem_text(r, status, detail);
     const char *retry[] = {"Retry-After", "1", NULL};
-    render(r, status, "application/problem+json", text, text ? strlen(text) : 0,
+    char oom[512];
+    if (!text) { /* out of memory for the problem: a 503 made without any */
+        status = 503;
+        oom_body(oom, sizeof oom, r->id, "the server is out of memory; retry shortly");
+    }
+    render(r, status, "application/problem+json", text ? text : oom, strlen(text ? text : oom),
            status == 503 ? retry : NULL);
     free(text);
     c->in_len = 0; /* nothing after a framing error is trusted */

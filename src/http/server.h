@@ -133,7 +133,11 @@ void sd_reply(sd_req *r, int status, const char *content_type, char *body, size_
  * connection: the hot routes answer through it. */
 void sd_reply_bytes(sd_req *r, int status, const char *content_type, const char *body, size_t len,
                     const char *const *headers);
-/* body is stolen (json_decref'd); NULL means no body (e.g. 204). */
+/* body is stolen (json_decref'd); NULL means no body for a 204, and for
+ * any other status a value jansson had no memory for (json_pack's NULL):
+ * 503. So is a body a jansson allocation failed for on this thread since
+ * the request was dispatched (a member json_object_set_new left out; see
+ * util/jsonmem.h), or whose text could not be made. */
 void sd_reply_json(sd_req *r, int status, json_t *body, const char *const *headers);
 void sd_reply_problem(sd_req *r, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

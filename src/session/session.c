@@ -6,6 +6,7 @@
 #include "session/geo.h"
 #include "util/clock.h"
 #include "util/err.h"
+#include "util/jsonmem.h"
 
 #include <arpa/inet.h>
 #include <stdarg.h>
@@ -74,6 +75,7 @@ static void put_time(json_t *o, const char *key, int64_t ms)
 
 json_t *sd_session_to_json(const sd_session *s)
 {
+    unsigned long mark = sd_json_failures(); /* a member set without memory: NULL */
     json_t *o = json_object();
     if (!o)
         return NULL;
@@ -112,6 +114,10 @@ json_t *sd_session_to_json(const sd_session *s)
     put_time(o, "expiry", s->expiry);
     put_time(o, "absoluteExpiry", s->absolute_expiry);
     json_object_set_new(o, "version", json_integer(s->version));
+    if (sd_json_failures() != mark) {
+        json_decref(o);
+        return NULL;
+    }
     return o;
 }
 
@@ -224,6 +230,7 @@ int sd_session_from_create(const json_t *body, const sd_policy *p, int64_t now, 
     memset(out, 0, sizeof *out);
     if (!json_is_object(body))
         return fail(err, n, "the body must be a JSON object");
+    unsigned long mark = sd_json_failures(); /* see below */
 
     const char *key;
     json_t *v;
@@ -301,7 +308,9 @@ int sd_session_from_create(const json_t *body, const sd_policy *p, int64_t now, 
     v = json_object_get(body, "data");
     json_object_set_new(attrs, "data", v ? json_deep_copy(v) : json_object());
 
-    int rc = sd_id_mint(now, out->id);
+    /* A check or a member that jansson had no memory for (a size check
+     * that measured nothing, an attribute left out): the create fails. */
+    int rc = sd_json_failures() != mark ? SD_ENOMEM : sd_id_mint(now, out->id);
     if (rc == 0)
         rc = sd_token_mint(token_out);
     if (rc) {
@@ -350,6 +359,7 @@ static int parse_time_field(const char *key, const json_t *v, int64_t *ms, char 
 
 int sd_patch_parse(const json_t *body, const sd_policy *p, sd_patch *out, char *err, size_t n)
 {
+    unsigned long mark = sd_json_failures(); /* a size check that measured nothing */
     memset(out, 0, sizeof *out);
     out->body = body;
     if (!json_is_object(body))
@@ -407,7 +417,7 @@ int sd_patch_parse(const json_t *body, const sd_policy *p, sd_patch *out, char *
         return fail(err, n,
                     "the body names no field to update (expiry, ttlSeconds, lastSeen, "
                     "geoLocation, mfa, deviceInfo, data)");
-    return 0;
+    return sd_json_failures() != mark ? SD_ENOMEM : 0;
 }
 
 /* RFC 7396 merge of patch into target (both objects). */
@@ -465,6 +475,7 @@ int sd_patch_apply(const sd_patch *patch, const sd_policy *p, sd_session *s, int
         last_seen = patch->last_seen > now ? now : patch->last_seen;
     }
 
+    unsigned long mark = sd_json_failures(); /* a merge is never half applied */
     json_t *attrs = s->attrs ? json_deep_copy(s->attrs) : json_object();
     if (!attrs)
         return SD_ENOMEM;
@@ -493,6 +504,10 @@ int sd_patch_apply(const sd_patch *patch, const sd_policy *p, sd_session *s, int
             return fail(err, n, "field 'data' would encode to more than %zu bytes after the merge",
                         p->max_data_bytes);
         }
+    }
+    if (sd_json_failures() != mark) {
+        json_decref(attrs);
+        return SD_ENOMEM;
     }
     json_decref(s->attrs);
     s->attrs = attrs;

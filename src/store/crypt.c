@@ -1,5 +1,6 @@
 /* crypt.c - AES-256-GCM sealing of the attrs column (see crypt.h). */
 #include "store/crypt.h"
+#include "util/jsonmem.h"
 #include "util/err.h"
 #include "util/keyfile.h"
 #include "util/log.h"
@@ -216,7 +217,8 @@ bool sd_sealed_current(const sd_keyring *k, const char *text, size_t n)
 
 char *sd_attrs_text(const sd_keyring *k, const char *id, const json_t *attrs)
 {
-    char *json = json_dumps(attrs, JSON_COMPACT);
+    /* never a text jansson left parts out of */
+    char *json = sd_json_dumps(attrs, JSON_COMPACT, sd_json_failures());
     if (!json || !k)
         return json;
     size_t n = strlen(json);

@@ -23,9 +23,9 @@ typedef struct extra {
 /* The user id lives in the entry, after the fields (one allocation, and a
  * validation's copy of it reads memory next to what the probe just
  * loaded instead of chasing a pointer to a cache miss of its own). */
-typedef struct entry {
+typedef struct sd_index_entry {
     unsigned char token_hash[SD_HASH_LEN];
-    struct entry *next_token, *next_id;
+    struct sd_index_entry *next_token, *next_id; /* next_id: a prepared batch's list too */
     int64_t created_at, last_seen, expiry, absolute_expiry, idle_ttl, version, auth_time;
     extra *extra; /* NULL unless the session is bound or has an acr */
     uint32_t user_id_len;
@@ -183,8 +183,8 @@ void sd_index_remove_locked(sd_index *ix, const char *id)
     entry_free(ix, e);
 }
 
-/* Links a new entry for s (whose id is not in the index). */
-static entry *insert_new(sd_index *ix, const sd_session *s)
+/* A new, unlinked entry for s: NULL when out of memory. */
+static entry *build(sd_index *ix, const sd_session *s)
 {
     size_t n = strlen(s->user_id);
     entry *e = sd_slab_alloc(ix->slab, entry_size(n));
@@ -204,6 +204,13 @@ static entry *insert_new(sd_index *ix, const sd_session *s)
     e->auth_time = s->auth_time;
     memcpy(e->id, s->id, sizeof e->id);
     memcpy(e->token_hash, s->token_hash, SD_HASH_LEN);
+    return e;
+}
+
+/* Links e (whose id is not in the index); nothing here can fail it (a
+ * failed growth leaves longer chains). */
+static void link_entry(sd_index *ix, entry *e)
+{
     if (ix->count >= ix->nbuckets)
         grow(ix);
     entry **pp = &ix->by_id[hid(e->id) & (ix->nbuckets - 1)];
@@ -213,6 +220,14 @@ static entry *insert_new(sd_index *ix, const sd_session *s)
     e->next_token = *pp;
     *pp = e;
     ix->count++;
+}
+
+/* Links a new entry for s (whose id is not in the index). */
+static entry *insert_new(sd_index *ix, const sd_session *s)
+{
+    entry *e = build(ix, s);
+    if (e)
+        link_entry(ix, e);
     return e;
 }
 
@@ -237,6 +252,62 @@ int sd_index_put_locked(sd_index *ix, const sd_session *s)
         return SD_ENOMEM;
     set_fields(e, s);
     return 0;
+}
+
+int sd_index_prepare(sd_index *ix, sd_index_batch *b, const sd_session *s)
+{
+    entry *e = build(ix, s);
+    if (!e)
+        return SD_ENOMEM;
+    e->next_id = NULL;
+    if (b->tail)
+        b->tail->next_id = e;
+    else
+        b->head = e;
+    b->tail = e;
+    return 0;
+}
+
+void sd_index_put_prepared_locked(sd_index *ix, sd_index_batch *b, const sd_session *s)
+{
+    entry *p = b->head;
+    sd_assert(p && strcmp(p->id, s->id) == 0);
+    b->head = p->next_id;
+    if (!b->head)
+        b->tail = NULL;
+    entry *e = *find_id(ix, s->id);
+    if (e && memcmp(e->token_hash, s->token_hash, SD_HASH_LEN) != 0) {
+        sd_index_remove_locked(ix, s->id); /* a new token: re-link by hash */
+        e = NULL;
+    }
+    if (e) {
+        entry_free(ix, p);
+    } else {
+        link_entry(ix, p);
+        e = p;
+    }
+    set_fields(e, s);
+}
+
+void sd_index_batch_clear(sd_index *ix, sd_index_batch *b)
+{
+    for (entry *e = b->head, *next; e; e = next) {
+        next = e->next_id;
+        entry_free(ix, e);
+    }
+    b->head = b->tail = NULL;
+}
+
+void sd_index_batch_append(sd_index_batch *b, sd_index_batch *from)
+{
+    if (!from->head)
+        return;
+    if (b->tail)
+        b->tail->next_id = from->head;
+    else
+        b->head = from->head;
+    b->tail = from->tail;
+    from->head = from->tail = NULL;
 }
 
 int sd_index_add(sd_index *ix, const sd_session *s)

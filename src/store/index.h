@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 typedef struct sd_index sd_index;
+typedef struct sd_index_entry sd_index_entry;
 
 sd_index *sd_index_new(void);
 void sd_index_free(sd_index *ix);
@@ -63,5 +64,22 @@ void sd_index_unlock(sd_index *ix);
 int sd_index_put_locked(sd_index *ix, const sd_session *s);
 void sd_index_remove_locked(sd_index *ix, const char *id);
 void sd_index_touch_locked(sd_index *ix, const char *id, int64_t expiry, int64_t now);
+
+/* A put that cannot fail once the store has committed: sd_index_prepare
+ * builds s's entry before the COMMIT (SD_ENOMEM: the write is refused), and
+ * after it sd_index_put_prepared_locked does what sd_index_put_locked does
+ * with the batch's first entry (which must be s's), allocating nothing.
+ * sd_index_batch_clear frees what a failed commit left. Entries are used in
+ * the order they were prepared. Prepared without the lock: on the thread
+ * that applies the puts (the writer's), the only one that changes the index
+ * and its (not thread-safe) slab once the store is open. */
+typedef struct sd_index_batch {
+    sd_index_entry *head, *tail;
+} sd_index_batch;
+int sd_index_prepare(sd_index *ix, sd_index_batch *b, const sd_session *s);
+void sd_index_put_prepared_locked(sd_index *ix, sd_index_batch *b, const sd_session *s);
+void sd_index_batch_clear(sd_index *ix, sd_index_batch *b);
+/* Moves the entries of from to the end of b. */
+void sd_index_batch_append(sd_index_batch *b, sd_index_batch *from);
 
 #endif

@@ -138,7 +138,7 @@ static void pg_write(sd_store *st, sd_write *w)
 /* ---- open and close ---------------------------------------------------- */
 
 /* Host, port and dbname of a connection string, never its password. */
-static void describe(const char *conninfo, char *out, size_t n)
+void pg__describe(const char *conninfo, char *out, size_t n)
 {
     char *err = NULL;
     PQconninfoOption *o = PQconninfoParse(conninfo, &err);
@@ -195,7 +195,7 @@ static int pg_open(const char *conninfo, const sd_store_options *opt, sd_store *
     int rc = SD_ENOMEM;
     if (!st->conninfo)
         goto fail;
-    describe(conninfo, st->where, sizeof st->where);
+    pg__describe(conninfo, st->where, sizeof st->where);
     /* Unreachable at start is not fatal: sessiond serves 503 (not ready)
      * and the writer keeps trying, as after a loss. A database it cannot
      * use (a newer schema, a failed migration) is. */

@@ -146,6 +146,10 @@ void pg__p_bytes(params *p, const void *b, int n);
 
 PGconn *pg__connect_db(const char *conninfo);
 void pg__conn_error(PGconn *c, char *out, size_t n);
+/* Host, port and dbname of a connection string into out, never its
+ * password (the log's "where"; "(unparsable connection string)" when libpq
+ * cannot parse it). */
+void pg__describe(const char *conninfo, char *out, size_t n);
 bool pg__exec_ok(PGconn *c, const char *sql);
 PGconn *pg__open_conn(sd_store *st, char role, bool log_fail);
 

@@ -11,6 +11,7 @@
  * replaces it once and asks the writer to check.
  */
 #include "store/postgres_internal.h"
+#include "util/jsonmem.h"
 #include "util/err.h"
 #include "util/log.h"
 
@@ -231,9 +232,14 @@ int pg__row_to_session(const sd_store *st, const PGresult *r, int row, bool want
             sd_session_clear(out);
             return SD_EUNAVAILABLE;
         }
-        out->attrs = json_loadb(plain, n, 0, NULL);
+        bool oom;
+        out->attrs = sd_json_loadb(plain, n, 0, NULL, &oom);
         OPENSSL_cleanse(plain, n);
         free(plain);
+        if (oom) { /* never read as empty: an update would write that back */
+            sd_session_clear(out);
+            return SD_ENOMEM;
+        }
         if (!out->attrs)
             out->attrs = json_object();
     }

@@ -141,14 +141,7 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
 static void *checkpointer_main(void *arg)
 {
     sd_store *st = arg;
-    sqlite3 *db;
-    char err[256];
-    if (sq__open_db(st->path, SQLITE_OPEN_READWRITE, &db, err, sizeof err) ||
-        sq__exec(db, "PRAGMA journal_mode=WAL", err, sizeof err)) { /* opens the WAL */
-        sd_error("store: checkpointer: %s", err);
-        sqlite3_close(db);
-        return NULL;
-    }
+    sqlite3 *db = st->ckpt_db; /* opened by sq_open: a failure there fails the start */
     pthread_mutex_lock(&st->mu);
     while (!st->stopping) {
         while (!st->ckpt_wanted && !st->stopping)
@@ -164,7 +157,6 @@ static void *checkpointer_main(void *arg)
         pthread_mutex_lock(&st->mu);
     }
     pthread_mutex_unlock(&st->mu);
-    sqlite3_close(db);
     return NULL;
 }
 
@@ -190,6 +182,8 @@ static void drop_index(sd_index *ix)
 
 static void free_store(sd_store *st)
 {
+    sqlite3_close(st->ckpt_db);
+    sd_index_batch_clear(st->index, &st->prepared);
     for (int i = 0; i < W_NSTMT; i++)
         sqlite3_finalize(st->w[i]);
     for (reader *r = st->readers, *next; r; r = next) {
@@ -283,6 +277,9 @@ static int sq_open(const char *dir, const sd_store_options *opt, sd_store **out,
         goto fail;
     sqlite3_wal_hook(st->wdb, wal_hook, st);
 
+    if ((rc = sq__open_db(st->path, SQLITE_OPEN_READWRITE, &st->ckpt_db, err, errlen)) ||
+        (rc = sq__exec(st->ckpt_db, "PRAGMA journal_mode=WAL", err, errlen))) /* opens the WAL */
+        goto fail;
     sd_writer_options wo = {opt ? opt->commit_batch : 0, opt ? opt->max_queued : 0, 0};
     if (sd_writer_start(&wo, &sq__tx, &sq__rows, st, &st->writer)) {
         snprintf(err, errlen, "cannot start the writer thread");

@@ -95,6 +95,7 @@ struct sd_store {
     int lock_fd;
     uint64_t generation;
     sqlite3 *wdb;
+    sqlite3 *ckpt_db; /* the checkpointer thread's connection */
     sqlite3_stmt *w[W_NSTMT];
     sd_writer *writer;    /* the shared writer (store/writer.c) over this store's rows */
     int changes_at_begin; /* writer-private: sqlite3_total_changes at BEGIN */
@@ -108,7 +109,8 @@ struct sd_store {
     pthread_mutex_t readers_mu;
     reader *readers;
 
-    sd_index *index; /* exact in-memory index of the active table */
+    sd_index *index;         /* exact in-memory index of the active table */
+    sd_index_batch prepared; /* the writer's: entries for the batch's puts (tx_prepare) */
 
     const sd_keyring *keys; /* encryption at rest of attrs; NULL: plain */
     _Atomic bool broken;

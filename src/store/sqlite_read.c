@@ -5,6 +5,7 @@
  * instead: store/index.c).
  */
 #include "store/sqlite_internal.h"
+#include "util/jsonmem.h"
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -90,10 +91,15 @@ int sq__row_to_session(const sd_store *st, sqlite3_stmt *s, bool want_attrs, sd_
             sd_session_clear(out);
             return SD_EUNAVAILABLE;
         }
-        out->attrs = plain ? json_loadb(plain, n, 0, NULL) : NULL;
+        bool oom = false;
+        out->attrs = plain ? sd_json_loadb(plain, n, 0, NULL, &oom) : NULL;
         if (plain)
             OPENSSL_cleanse(plain, n);
         free(plain);
+        if (oom) { /* never read as empty: an update would write that back */
+            sd_session_clear(out);
+            return SD_ENOMEM;
+        }
         if (!out->attrs)
             out->attrs = json_object();
     }

@@ -414,6 +414,7 @@ static int tx_begin(void *be)
     if (atomic_load(&st->broken) || !WOK(sq__wstep(st, W_BEGIN)))
         return SD_EUNAVAILABLE;
     st->changes_at_begin = sqlite3_total_changes(st->wdb);
+    sd_index_batch_clear(st->index, &st->prepared);
     return 0;
 }
 
@@ -445,6 +446,7 @@ static int tx_commit(void *be)
             atomic_store(&st->write_failing, false);
         return 0;
     }
+    sd_index_batch_clear(st->index, &st->prepared);
     int ext = sqlite3_extended_errcode(st->wdb);
     sd_error("store: commit failed: %s (%d)", sqlite3_errmsg(st->wdb), ext);
     if (!sqlite3_get_autocommit(st->wdb))
@@ -456,6 +458,23 @@ static int tx_commit(void *be)
     }
     atomic_store(&st->write_failing, true);
     return SD_EUNAVAILABLE;
+}
+
+/* The index entries the write's puts will need after the COMMIT, built now
+ * (tx_committed links them without allocating): an acknowledged write is
+ * never missing from the index for want of memory. */
+static int tx_prepare(void *be, sd_write *w)
+{
+    sd_store *st = be;
+    sd_index_batch mine = {0};
+    for (size_t i = 0; i < w->n_effects; i++)
+        if ((sd_effect_kind)w->effects[i].kind == SD_FX_PUT &&
+            sd_index_prepare(st->index, &mine, &w->session)) {
+            sd_index_batch_clear(st->index, &mine);
+            return SD_ENOMEM;
+        }
+    sd_index_batch_append(&st->prepared, &mine);
+    return 0;
 }
 
 /* After a successful COMMIT, and before any write of the batch is
@@ -472,11 +491,7 @@ static void tx_committed(void *be, sd_write *batch)
             const sd_effect *e = &w->effects[i];
             switch ((sd_effect_kind)e->kind) {
             case SD_FX_PUT:
-                if (sd_index_put_locked(st->index, &w->session))
-                    sd_error("store: out of memory adding session %s to the validation index: "
-                             "it validates as unknown (fails closed) until a restart reloads "
-                             "the index",
-                             w->session.id);
+                sd_index_put_prepared_locked(st->index, &st->prepared, &w->session);
                 break;
             case SD_FX_TOUCH:
                 sd_index_touch_locked(st->index, e->id, e->expiry, w->now);
@@ -495,6 +510,7 @@ const sd_tx_ops sq__tx = {
     .savepoint = tx_savepoint,
     .release = tx_release,
     .rollback_to = tx_rollback_to,
+    .prepare = tx_prepare,
     .commit = tx_commit,
     .committed = tx_committed,
 };

@@ -10,6 +10,7 @@
 #include "metrics/metrics.h"
 #include "util/clock.h"
 #include "util/err.h"
+#include "util/jsonmem.h"
 #include "util/file.h"
 #include "util/log.h"
 #include "util/random.h"
@@ -76,11 +77,16 @@ int sd_store_open(const sd_store_ops *ops, const char *location, const sd_store_
         sd_warn("store: injecting faults (SESSIOND_STORE_FAULTS): %s", faults);
 #endif
     sd_store_handle *h = calloc(1, sizeof *h);
-    if (!h)
+    if (!h) {
+        snprintf(err, errlen, "out of memory");
         return SD_ENOMEM;
+    }
     h->ops = ops;
+    err[0] = '\0';
     int rc = ops->open(location, opt, &h->st, err, errlen);
     if (rc) {
+        if (!err[0]) /* a backend that ran out of memory before it could say where */
+            snprintf(err, errlen, "%s", sd_strerror(rc));
         free(h);
         return rc;
     }
@@ -205,6 +211,9 @@ static void release_done(sd_write *w)
 {
     sd_write_free_effects(w);
     w->done = w->wrapped_done;
+    /* On the writer's or the write-through's thread: a jansson failure of
+     * earlier work there says nothing about the reply done builds. */
+    sd_json_oom_clear();
     w->done(w);
 }
 

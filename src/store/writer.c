@@ -62,7 +62,9 @@ static void commit_batch(sd_writer *wr, sd_write *batch)
             w->rc = SD_EUNAVAILABLE;
             continue;
         }
-        if (sd_write_kept(sd_write_apply(wr->rows, wr->be, w))) {
+        int prc = 0;
+        if (sd_write_kept(sd_write_apply(wr->rows, wr->be, w)) &&
+            (!tx->prepare || (prc = tx->prepare(wr->be, w)) == 0)) {
             delta += w->delta;
             if (w->kind == SD_W_SWEEP) {
                 swept += w->affected;
@@ -71,7 +73,7 @@ static void commit_batch(sd_writer *wr, sd_write *batch)
             tx->release(wr->be, w->next != NULL);
         } else {
             tx->rollback_to(wr->be);
-            w->rc = SD_EUNAVAILABLE;
+            w->rc = prc ? prc : SD_EUNAVAILABLE;
         }
     }
     if (tx->commit(wr->be)) {

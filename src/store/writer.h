@@ -29,6 +29,11 @@ typedef struct sd_tx_ops {
     int (*savepoint)(void *be);
     void (*release)(void *be, bool more);
     void (*rollback_to)(void *be);
+    /* After a write is applied, before it is released: allocates what
+     * committed() will need for it, so that nothing can fail once the batch
+     * has committed. 0, or SD_ENOMEM (that write is rolled back and refused
+     * alone). NULL: nothing to do. */
+    int (*prepare)(void *be, sd_write *w);
     /* COMMIT: 0 once durable, else SD_EUNAVAILABLE (the backend has rolled
      * back, dropped its connection or marked itself broken as it must). */
     int (*commit)(void *be);

@@ -3,6 +3,7 @@
  * and base64 are OpenSSL's.
  */
 #include "webhook/message.h"
+#include "util/jsonmem.h"
 #include "util/clock.h"
 #include "util/err.h"
 
@@ -66,6 +67,7 @@ char *sd_webhook_body(const sd_event *e, size_t *len)
 {
     char when[40];
     sd_time_format(e->time, when);
+    unsigned long mark = sd_json_failures(); /* never a body jansson left parts out of */
     json_t *data =
         json_pack("{s:I,s:s,s:s}", "seq", (json_int_t)e->seq, "time", when, "event", e->event);
     json_t *root =
@@ -74,7 +76,7 @@ char *sd_webhook_body(const sd_event *e, size_t *len)
     if (root && put(data, "sessionId", e->session_id) == 0 &&
         put(data, "userId", e->user_id) == 0 && put(data, "actor", e->actor) == 0 &&
         put(data, "clientAddress", e->address) == 0 && put(data, "reason", e->reason) == 0)
-        out = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        out = sd_json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER, mark);
     if (!root)
         json_decref(data);
     json_decref(root);

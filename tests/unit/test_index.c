@@ -55,6 +55,61 @@ static void put_get_replace_remove(void **state)
     sd_index_free(ix);
 }
 
+/* Puts prepared before a commit (sd_index_prepare) land as sd_index_put
+ * would: a new id is linked, the same token updates in place (the spare
+ * entry freed), a new token re-links; what a failed commit left is freed
+ * by sd_index_batch_clear. */
+static void prepared_puts(void **state)
+{
+    (void)state;
+    sd_index *ix = sd_index_new();
+    assert_non_null(ix);
+    sd_session a, b, out = {.user_id = NULL};
+    session_n(&a, "A%021u", 1);
+    session_n(&b, "B%021u", 2);
+    sd_index_batch batch = {0}, more = {0};
+    assert_int_equal(sd_index_prepare(ix, &batch, &a), 0);
+    assert_int_equal(sd_index_prepare(ix, &more, &b), 0);
+    sd_index_batch_append(&batch, &more);
+    assert_null(more.head);
+    a.version = 3; /* the same token, a later version: updated in place */
+    assert_int_equal(sd_index_prepare(ix, &batch, &a), 0);
+
+    sd_index_lock(ix);
+    sd_index_put_prepared_locked(ix, &batch, &a);
+    sd_index_put_prepared_locked(ix, &batch, &b);
+    sd_index_put_prepared_locked(ix, &batch, &a);
+    sd_index_unlock(ix);
+    assert_null(batch.head);
+    assert_null(batch.tail);
+    assert_int_equal(sd_index_count(ix), 2);
+    assert_int_equal(sd_index_get_by_token(ix, a.token_hash, &out), 0);
+    assert_int_equal(out.version, 3);
+    free(out.user_id);
+
+    /* A new token for b: the old one finds nothing any more. */
+    unsigned char old[SD_HASH_LEN];
+    memcpy(old, b.token_hash, sizeof old);
+    sd_token_hash("rotated", 7, b.token_hash);
+    assert_int_equal(sd_index_prepare(ix, &batch, &b), 0);
+    sd_index_lock(ix);
+    sd_index_put_prepared_locked(ix, &batch, &b);
+    sd_index_unlock(ix);
+    assert_int_equal(sd_index_get_by_token(ix, old, &out), SD_ENOTFOUND);
+    assert_int_equal(sd_index_get_by_token(ix, b.token_hash, &out), 0);
+    free(out.user_id);
+    assert_int_equal(sd_index_count(ix), 2);
+
+    /* A commit that failed: its prepared entries are freed, none linked. */
+    sd_session c;
+    session_n(&c, "C%021u", 3);
+    assert_int_equal(sd_index_prepare(ix, &batch, &c), 0);
+    sd_index_batch_clear(ix, &batch);
+    assert_null(batch.head);
+    assert_int_equal(sd_index_get_by_id(ix, c.id, &out), SD_ENOTFOUND);
+    sd_index_free(ix);
+}
+
 /* Ids that differ only in their last characters (as bulk-loaded or imported
  * ones do) must still spread over the buckets: before, only the first 16
  * characters were hashed and such ids made one chain. */
@@ -118,6 +173,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(put_get_replace_remove),
+        cmocka_unit_test(prepared_puts),
         cmocka_unit_test(ids_sharing_a_long_prefix_spread),
         cmocka_unit_test(reserve_then_add_finds_everything),
     };
