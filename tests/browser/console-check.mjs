@@ -403,7 +403,7 @@ async function account() {
 let failed = null;
 try {
   const harness = {
-    cfg, newPage, check, shot, result, expectedErrors, setStep: (s) => { step = s; },
+    cfg, newPage, check, shot, noHorizontalOverflow, result, expectedErrors, setStep: (s) => { step = s; },
   };
   await ({ nokey, rebind, full, account, incident: () => incident(harness) }[cfg.scenario] || full)();
 } catch (e) {

@@ -1,13 +1,15 @@
 // incident-check.mjs - the console's Incident view in Chromium: the
 // "incident" scenario of console-check.mjs, which passes its harness in t
-// (cfg, newPage, check, shot, result, expectedErrors, setStep). Started by
-// tests/e2e/test_console_incident.py once per phase, so that the Python
-// side checks through the HTTP API what each phase did (or did not do):
+// (cfg, newPage, check, shot, noHorizontalOverflow, result, expectedErrors,
+// setStep). Started by tests/e2e/test_console_incident.py once per phase,
+// so that the Python side checks through the HTTP API what each phase did
+// (or did not do):
 //
 //   cancel   a bad network shows the server's problem detail; the preview
 //            counts cfg.incident.matching sessions in cfg.incident.network;
 //            Cancel in the dialog of both actions; a future time is refused
-//            with the server's detail after the confirmation
+//            with the server's detail after the confirmation; no sideways
+//            scrolling at 1280px and 375px
 //   triage   the preview, then the revocation confirmed: the count revoked
 //   signout  "Sign everyone out" now, confirmed: the count and the value
 //
@@ -112,7 +114,13 @@ async function cancel(t) {
   await page.waitForFunction(() => document.getElementById('nb-error').textContent !== '');
   t.result.futureError = await page.textContent('#nb-error');
   t.result.notBeforeAfterCancel = await page.getAttribute('#nb-current', 'data-value');
+  await t.noHorizontalOverflow(page, 'incident at 1280px');
   await t.shot(page, 'incident-04-refused');
+
+  t.setStep('phone width (375px)');
+  await page.setViewportSize({ width: 375, height: 812 });
+  await t.noHorizontalOverflow(page, 'incident at 375px');
+  await t.shot(page, 'incident-04-phone');
   return page;
 }
 
