@@ -319,8 +319,10 @@ static int do_not_before(const sd_rows_ops *ops, void *rows, sd_write *w)
 
 /* One batch of an incident-response revocation: the match is made here in
  * C (attrs may be sealed at rest), each match ended on its own so the
- * effects name every one (the cache tombstones them). A dry run (the
- * console's preview) counts the same matches and changes nothing. */
+ * effects name every one (the cache tombstones them); a session the global
+ * not-before cut off is no match (it can no longer validate, and counting
+ * it would inflate the count). A dry run (the console's preview) counts
+ * the same matches and changes nothing. */
 static int do_triage(const sd_rows_ops *ops, void *rows, sd_write *w)
 {
     sd_session *v = NULL;
@@ -329,8 +331,8 @@ static int do_triage(const sd_rows_ops *ops, void *rows, sd_write *w)
     int rc = w->limit > 0 && w->triage ? ops->scan(rows, w->cursor, w->limit, w->now, &v, &n, &last)
                                        : SD_EINVALID;
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        if (!sd_triage_match(w->triage, &v[i]))
-            continue;
+        if (v[i].created_at < w->not_before || !sd_triage_match(w->triage, &v[i]))
+            continue; /* cut off by the not-before already: nothing to end */
         if (w->dry_run)
             w->affected++;
         else

@@ -58,7 +58,8 @@ typedef enum sd_write_kind {
     SD_W_TRIAGE,     /* incident response: read up to w->limit active rows after row
                         w->cursor (out: the last read; w->limit out: rows read, fewer
                         than asked when the table is done) and end those w->triage
-                        matches (reason incident_revoked); the last batch audits
+                        matches that w->not_before has not cut off (reason
+                        incident_revoked); the last batch audits
                         incident_revoked with w->total + w->affected. With w->dry_run:
                         counts the matches in w->affected, ends none, audits nothing */
     SD_W_SIGNAL,     /* a validation saw w->signals on w->id (session/anomaly.h): record them

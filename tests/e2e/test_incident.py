@@ -248,6 +248,22 @@ def test_triage_dry_run_counts_the_matches_and_ends_none(make_server):
     assert valid(a, spared["token"]) and valid(b, spared["token"])
 
 
+def test_triage_passes_over_sessions_the_not_before_cut_off(make_server):
+    """They can no longer validate: neither counted nor ended again."""
+    a, b = replicas(make_server)
+    old = [(a, a.api.create(new_user("tr"), ipAddress="203.0.113.7")),
+           (b, b.api.create(new_user("tr"), ipAddress="203.0.113.8"))]
+    after_creation_of(old)
+    assert set_not_before(a, "now").json()["sessionsInvalidated"] == 2
+    new = b.api.create(new_user("tr"), ipAddress="203.0.113.9")
+    assert revoke(b, {"network": "203.0.113.0/24", "dryRun": True}).json() == {"matching": 1}
+    assert revoke(a, {"network": "203.0.113.0/24"}).json() == {"revoked": 1}
+    for srv in (a, b):
+        assert not valid(srv, new["token"])
+    ev = a.api.get(f"/sessions/{new['sessionId']}/events", expect=200).json()["events"]
+    assert [(e["event"], e.get("reason")) for e in ev][-1] == ("revoked", "incident_revoked")
+
+
 @pytest.mark.parametrize("body", [
     {},
     {"dryRun": True},

@@ -703,6 +703,41 @@ static void a_triage_dry_run_counts_the_matches_and_changes_nothing(void **state
     assert_int_equal(db.n_events, events);
 }
 
+/* All the batches of a triage at once; returns the total it counted or ended. */
+static int64_t triage_all(sd_write *b)
+{
+    int64_t total = 0;
+    b->cursor = 0;
+    do {
+        b->limit = 500;
+        assert_int_equal(sd_write_apply(&ops, NULL, b), 0);
+        sd_write_free_effects(b);
+        b->total = total += b->affected;
+    } while (b->limit == 500);
+    return total;
+}
+
+/* A session the global not-before cut off cannot validate: triage neither
+ * counts nor ends it (the count is of sessions that could still be used). */
+static void triage_passes_over_sessions_the_not_before_cut_off(void **state)
+{
+    (void)state;
+    seed_triage_rows();
+    find("s0001")->s.created_at = NOW - HOUR; /* in the network, cut off */
+    sd_triage t;
+    assert_int_equal(sd_triage_network("203.0.113.0/24", &t, NULL, 0), 0);
+    sd_write b = {.kind = SD_W_TRIAGE, .now = NOW, .triage = &t, .not_before = NOW - 1};
+    b.dry_run = true;
+    assert_int_equal(triage_all(&b), 2);
+    b.dry_run = false;
+    b.total = 0;
+    assert_int_equal(triage_all(&b), 2);
+    assert_non_null(find("s0001"));
+    assert_null(find("s0003"));
+    assert_null(find("s0005"));
+    assert_string_equal(db.last_reason, "sessions=2");
+}
+
 static void triage_ends_the_matches_in_batches_and_audits_the_total(void **state)
 {
     (void)state;
@@ -778,6 +813,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(a_triage_dry_run_counts_the_matches_and_changes_nothing,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(triage_passes_over_sessions_the_not_before_cut_off, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(triage_ends_the_matches_in_batches_and_audits_the_total,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(a_refusal_is_audited_and_changes_nothing, setup, teardown),
