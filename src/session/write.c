@@ -331,8 +331,10 @@ static int do_triage(const sd_rows_ops *ops, void *rows, sd_write *w)
     int rc = w->limit > 0 && w->triage ? ops->scan(rows, w->cursor, w->limit, w->now, &v, &n, &last)
                                        : SD_EINVALID;
     for (size_t i = 0; rc == 0 && i < n; i++) {
-        if (v[i].created_at < w->not_before || !sd_triage_match(w->triage, &v[i]))
-            continue; /* cut off by the not-before already: nothing to end */
+        if (v[i].created_at < w->not_before) /* cut off already: nothing to end */
+            continue;
+        if (!sd_triage_match(w->triage, &v[i]))
+            continue;
         if (w->dry_run)
             w->affected++;
         else
