@@ -33,14 +33,20 @@ export function seg(strings, ...values) {
 // Calls method path (relative, e.g. "users/alice/sessions?limit=100").
 // Resolves to the parsed JSON (or text, or null for 204); rejects with an
 // ApiError carrying the problem's detail. opts.key overrides the stored key
-// (sign-in), opts.quiet401 skips the unauthorized handler.
+// (sign-in), opts.quiet401 skips the unauthorized handler, opts.json is a
+// value sent as the JSON body.
 export async function call(method, path, opts = {}) {
   const headers = { Accept: 'application/json, text/plain' };
   const k = opts.key !== undefined ? opts.key : key.get();
   if (k) headers['X-Api-Key'] = k;
+  const init = { method, headers, cache: 'no-store', credentials: 'omit' };
+  if (opts.json !== undefined) {
+    headers['Content-Type'] = 'application/json';
+    init.body = JSON.stringify(opts.json);
+  }
   let res;
   try {
-    res = await fetch(new URL(path, BASE), { method, headers, cache: 'no-store', credentials: 'omit' });
+    res = await fetch(new URL(path, BASE), init);
   } catch (e) {
     throw new ApiError(0, 'sessiond did not answer: is it still running?');
   }

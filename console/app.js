@@ -1,17 +1,20 @@
 // app.js - the operator console: sign-in, overview, a user's sessions, a
-// session's detail and history. Views are sections of index.html switched
-// by the URL's hash (#/overview, #/users/<id>, #/sessions/<id>), so the
-// browser's back button and bookmarks work.
+// session's detail and history; the Incident view is incident.js. Views are
+// sections of index.html switched by the URL's hash (#/overview,
+// #/users/<id>, #/sessions/<id>, #/incident), so the browser's back button
+// and bookmarks work.
 
 import { ApiError, call, key, probe, seg, setUnauthorizedHandler } from './api.js';
 import { Series, drawChart } from './chart.js';
+import { confirmDialog } from './confirm.js';
 import { $, clear, h, setValue } from './dom.js';
 import * as fmt from './format.js';
+import { showIncident } from './incident.js';
 import { bucketDelta, quantile, summarize } from './metrics.js';
 import { describeUserAgent } from './ua.js';
 
 const REFRESH_MS = 5000;
-const VIEWS = ['view-login', 'view-overview', 'view-users', 'view-session'];
+const VIEWS = ['view-login', 'view-overview', 'view-users', 'view-session', 'view-incident'];
 let mode = null; // 'key' (signed in with a key), 'open' (no keys configured), null
 
 // ---- shell ---------------------------------------------------------------
@@ -21,7 +24,11 @@ function show(view, title) {
   for (const v of VIEWS) $(v).hidden = v !== view;
   $('view-error').hidden = true;
   $('nav').hidden = view === 'view-login';
-  const current = { 'nav-overview': view === 'view-overview', 'nav-users': view === 'view-users' || view === 'view-session' };
+  const current = {
+    'nav-overview': view === 'view-overview',
+    'nav-users': view === 'view-users' || view === 'view-session',
+    'nav-incident': view === 'view-incident',
+  };
   for (const [id, on] of Object.entries(current)) {
     if (on) $(id).setAttribute('aria-current', 'page');
     else $(id).removeAttribute('aria-current');
@@ -101,40 +108,6 @@ setUnauthorizedHandler(() => {
   key.clear();
   showLogin('sessiond no longer accepts the key (was it rotated?). Sign in again.');
 });
-
-// ---- confirmation dialog ---------------------------------------------------
-
-// Asks; resolves true when the operator confirmed. Focus goes back to
-// opener (or to fallback when the opener is gone from the page).
-function confirmDialog({ title, text, ok, opener, fallback }) {
-  const dlg = $('confirm');
-  $('confirm-title').textContent = title;
-  $('confirm-text').textContent = text;
-  $('confirm-ok').textContent = ok;
-  return new Promise((resolve) => {
-    let answer = false;
-    const okClick = () => {
-      answer = true;
-      dlg.close();
-    };
-    const cancelClick = () => dlg.close();
-    const closed = () => {
-      $('confirm-ok').removeEventListener('click', okClick);
-      $('confirm-cancel').removeEventListener('click', cancelClick);
-      dlg.removeEventListener('close', closed);
-      resolve(answer);
-    };
-    $('confirm-ok').addEventListener('click', okClick);
-    $('confirm-cancel').addEventListener('click', cancelClick);
-    dlg.addEventListener('close', closed);
-    dlg.showModal();
-    $('confirm-cancel').focus();
-  }).then((answer) => {
-    const target = opener && opener.isConnected ? opener : fallback;
-    if (target && !answer) target.focus();
-    return answer;
-  });
-}
 
 // ---- overview ----------------------------------------------------------------
 
@@ -578,6 +551,10 @@ function route(focusMain = false) {
   } else if (head === 'sessions' && arg) {
     show('view-session', `Session ${arg}`);
     loadSession(arg).then(() => $('session-title').focus());
+  } else if (head === 'incident') {
+    show('view-incident', 'Incident response');
+    showIncident();
+    $('incident-title').focus();
   } else {
     show('view-overview', 'Overview');
     startOverview();

@@ -163,9 +163,12 @@ int sd_api_known_fields(sd_req *r, json_t *body, const char *const *names, const
 sd_api_write *sd_api_write_new(sd_req *r, sd_app *app, sd_write_kind kind, void (*done)(sd_write *))
 {
     /* A write that keeps a session going ignores one the global
-     * not-before has cut off (session/write.c). */
+     * not-before has cut off (session/write.c), and so does triage: it
+     * counts and ends only sessions that could still validate. */
     int64_t nb = 0;
-    int rc = kind == SD_W_UPDATE || kind == SD_W_ROTATE ? sd_store_not_before(app->store, &nb) : 0;
+    int rc = kind == SD_W_UPDATE || kind == SD_W_ROTATE || kind == SD_W_TRIAGE
+                 ? sd_store_not_before(app->store, &nb)
+                 : 0;
     sd_api_write *c = rc ? NULL : calloc(1, sizeof *c);
     if (!c) {
         sd_api_fail(r, rc ? rc : SD_ENOMEM, NULL);

@@ -12,6 +12,8 @@
  *        or whose deviceId is that one; answers the count. The match runs
  *        in C over the active rows in batches of TRIAGE_BATCH, one write
  *        each (SD_W_TRIAGE), so no transaction holds the writer long.
+ *        With "dryRun": true the same batches count the matches and end
+ *        nothing ({"matching": n}, not audited): the console's preview.
  */
 #include "api/api.h"
 #include "session/triage.h"
@@ -111,6 +113,11 @@ static void triage_done(sd_write *w)
         sd_store_write(c->app->store, w);
         return;
     }
+    if (w->dry_run) {
+        sd_reply_json(c->req, 200, json_pack("{s:I}", "matching", (json_int_t)w->total), NULL);
+        sd_api_write_free(c);
+        return;
+    }
     sd_warn("incident_revoked %s=%s sessions=%lld actor=%s", t->family ? "network" : "deviceId",
             t->family ? json_string_value(json_object_get(c->body, "network")) : "(given)",
             (long long)w->total, w->actor);
@@ -124,12 +131,18 @@ void sd_api_triage_revoke(sd_req *r, void *app_)
     json_t *body = sd_api_body(r);
     if (!body)
         return;
-    static const char *const fields[] = {"network", "deviceId", NULL};
-    if (sd_api_known_fields(r, body, fields, "network or deviceId")) {
+    static const char *const fields[] = {"network", "deviceId", "dryRun", NULL};
+    if (sd_api_known_fields(r, body, fields, "network or deviceId, and dryRun")) {
         json_decref(body);
         return;
     }
     json_t *net = json_object_get(body, "network"), *dev = json_object_get(body, "deviceId");
+    json_t *dry = json_object_get(body, "dryRun");
+    if (dry && !json_is_boolean(dry)) {
+        sd_reply_problem(r, 400, "field 'dryRun' must be true or false");
+        json_decref(body);
+        return;
+    }
     sd_triage t;
     char err[160];
     if (!net == !dev) {
@@ -170,5 +183,6 @@ void sd_api_triage_revoke(sd_req *r, void *app_)
     c->extra = kept;
     c->w.triage = kept;
     c->w.limit = TRIAGE_BATCH;
+    c->w.dry_run = json_is_true(dry);
     sd_store_write(app->store, &c->w);
 }

@@ -319,7 +319,10 @@ static int do_not_before(const sd_rows_ops *ops, void *rows, sd_write *w)
 
 /* One batch of an incident-response revocation: the match is made here in
  * C (attrs may be sealed at rest), each match ended on its own so the
- * effects name every one (the cache tombstones them). */
+ * effects name every one (the cache tombstones them); a session the global
+ * not-before cut off is no match (it can no longer validate, and counting
+ * it would inflate the count). A dry run (the console's preview) counts
+ * the same matches and changes nothing. */
 static int do_triage(const sd_rows_ops *ops, void *rows, sd_write *w)
 {
     sd_session *v = NULL;
@@ -327,9 +330,16 @@ static int do_triage(const sd_rows_ops *ops, void *rows, sd_write *w)
     int64_t last = w->cursor;
     int rc = w->limit > 0 && w->triage ? ops->scan(rows, w->cursor, w->limit, w->now, &v, &n, &last)
                                        : SD_EINVALID;
-    for (size_t i = 0; rc == 0 && i < n; i++)
-        if (sd_triage_match(w->triage, &v[i]))
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        if (v[i].created_at < w->not_before) /* cut off already: nothing to end */
+            continue;
+        if (!sd_triage_match(w->triage, &v[i]))
+            continue;
+        if (w->dry_run)
+            w->affected++;
+        else
             rc = end_one(ops, rows, w, v[i].id, "incident_revoked");
+    }
     for (size_t i = 0; i < n; i++)
         sd_session_clear(&v[i]);
     free(v);
@@ -338,7 +348,7 @@ static int do_triage(const sd_rows_ops *ops, void *rows, sd_write *w)
     bool done = n < (size_t)w->limit;
     w->cursor = last;
     w->limit = (int)n;
-    if (!done)
+    if (!done || w->dry_run)
         return 0;
     char reason[32];
     snprintf(reason, sizeof reason, "sessions=%lld", (long long)(w->total + w->affected));

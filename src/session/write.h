@@ -58,8 +58,10 @@ typedef enum sd_write_kind {
     SD_W_TRIAGE,     /* incident response: read up to w->limit active rows after row
                         w->cursor (out: the last read; w->limit out: rows read, fewer
                         than asked when the table is done) and end those w->triage
-                        matches (reason incident_revoked); the last batch audits
-                        incident_revoked with w->total + w->affected */
+                        matches that w->not_before has not cut off (reason
+                        incident_revoked); the last batch audits
+                        incident_revoked with w->total + w->affected. With w->dry_run:
+                        counts the matches in w->affected, ends none, audits nothing */
     SD_W_SIGNAL,     /* a validation saw w->signals on w->id (session/anomaly.h): record them
                         on the session (attrs, version + 1) and audit each fired one
                         (anomaly_detected); not awaited. SD_ENOTFOUND when it has ended */
@@ -118,6 +120,7 @@ struct sd_write {
     const struct sd_signals *signals; /* CREATE (NULL: none computed), SIGNAL: the anomaly
                                          signals to record; borrowed */
     int64_t total;                    /* TRIAGE: sessions the earlier batches ended */
+    bool dry_run;                     /* TRIAGE: count the matches only */
     char actor[64];   /* who asked (API key id), for the audit events; "" when none */
     char address[48]; /* the client's address; "" when none */
 

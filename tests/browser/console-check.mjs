@@ -4,7 +4,7 @@
 //
 //   node console-check.mjs CONFIG.json
 //
-// CONFIG: {scenario: "full" | "nokey" | "rebind" | "account", baseUrl, key, wrongKey,
+// CONFIG: {scenario: "full" | "nokey" | "rebind" | "account" | "incident", baseUrl, key, wrongKey,
 // narrowKey, user: {id, sessions: [ids, oldest first]}, unicodeUser: {id,
 // sessions}, rebindHost (rebind: a name Chromium resolves to 127.0.0.1, as
 // a DNS rebinding attacker's would), outDir, resultPath}. Screenshots go to outDir; what the page showed goes to
@@ -12,11 +12,13 @@
 // API). The "account" scenario drives the self-service page (/account/)
 // instead: account: {token (the session the browser signs in with), other
 // (a session id of the same user to sign out), tokenOnly (a token to paste
-// into the page's form, without the cookie)}. Any failed step exits 1 with a message naming it.
+// into the page's form, without the cookie)}. The "incident" scenario is
+// incident-check.mjs (incident: {phase, network, ...}). Any failed step exits 1 with a message naming it.
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { incident } from './incident-check.mjs';
 
 const cfg = JSON.parse((await import('node:fs')).readFileSync(process.argv[2], 'utf8'));
 const STEP_TIMEOUT = 30000;
@@ -400,7 +402,10 @@ async function account() {
 
 let failed = null;
 try {
-  await ({ nokey, rebind, full, account }[cfg.scenario] || full)();
+  const harness = {
+    cfg, newPage, check, shot, noHorizontalOverflow, result, expectedErrors, setStep: (s) => { step = s; },
+  };
+  await ({ nokey, rebind, full, account, incident: () => incident(harness) }[cfg.scenario] || full)();
 } catch (e) {
   failed = e.message || String(e);
   try {

@@ -1,4 +1,4 @@
-"""Incident response (issue 19 item 6): the global not-before.
+"""Incident response (issue 19 item 6): the global not-before and triage.
 
 POST /admin/not-before makes every validation refuse every session created
 before the given time, on every replica and through the Redis cache, from
@@ -226,8 +226,49 @@ def test_triage_by_device_over_several_batches_and_sealed_attrs(make_server, tmp
         assert valid(srv, other["token"])
 
 
+def test_triage_dry_run_counts_the_matches_and_ends_none(make_server):
+    """The console's preview: the same match, nothing ended, no event."""
+    a, b = replicas(make_server)
+    hit = [a.api.create(new_user("tr"), ipAddress="203.0.113.7"),
+           b.api.create(new_user("tr"), ipAddress="203.0.113.8", deviceId="lost-phone")]
+    spared = a.api.create(new_user("tr"), ipAddress="198.51.100.1", deviceId="other-phone")
+    for s in hit + [spared]:
+        warm(a, s)
+        warm(b, s)
+    assert revoke(b, {"network": "203.0.113.0/24", "dryRun": True}).json() == {"matching": 2}
+    assert revoke(a, {"dryRun": True, "deviceId": "lost-phone"}).json() == {"matching": 1}
+    for srv in (a, b):
+        for s in hit + [spared]:
+            assert valid(srv, s["token"]), s["sessionId"]
+    ev = a.api.get(f"/sessions/{hit[0]['sessionId']}/events", expect=200).json()["events"]
+    assert [e["event"] for e in ev] == ["created"]
+    # dryRun false is the revocation itself; then nothing is left to match.
+    assert revoke(a, {"network": "203.0.113.0/24", "dryRun": False}).json() == {"revoked": 2}
+    assert revoke(b, {"network": "203.0.113.0/24", "dryRun": True}).json() == {"matching": 0}
+    assert valid(a, spared["token"]) and valid(b, spared["token"])
+
+
+def test_triage_passes_over_sessions_the_not_before_cut_off(make_server):
+    """They can no longer validate: neither counted nor ended again."""
+    a, b = replicas(make_server)
+    old = [(a, a.api.create(new_user("tr"), ipAddress="203.0.113.7")),
+           (b, b.api.create(new_user("tr"), ipAddress="203.0.113.8"))]
+    after_creation_of(old)
+    assert set_not_before(a, "now").json()["sessionsInvalidated"] == 2
+    new = b.api.create(new_user("tr"), ipAddress="203.0.113.9")
+    assert revoke(b, {"network": "203.0.113.0/24", "dryRun": True}).json() == {"matching": 1}
+    assert revoke(a, {"network": "203.0.113.0/24"}).json() == {"revoked": 1}
+    for srv in (a, b):
+        assert not valid(srv, new["token"])
+    ev = a.api.get(f"/sessions/{new['sessionId']}/events", expect=200).json()["events"]
+    assert [(e["event"], e.get("reason")) for e in ev][-1] == ("revoked", "incident_revoked")
+
+
 @pytest.mark.parametrize("body", [
     {},
+    {"dryRun": True},
+    {"network": "203.0.113.0/24", "dryRun": "yes"},
+    {"network": "203.0.113.0/24", "dryRun": 1},
     {"network": "203.0.113.0/24", "deviceId": "d"},
     {"network": "203.0.113.1/24"},
     {"network": "203.0.113.0/33"},

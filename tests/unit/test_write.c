@@ -665,16 +665,83 @@ static void a_session_cut_off_by_the_not_before_is_not_found_for_writes(void **s
     json_decref(body);
 }
 
-static void triage_ends_the_matches_in_batches_and_audits_the_total(void **state)
+/* Five sessions s0001..s0005: 1, 3 and 5 in 203.0.113.0/24. */
+static void seed_triage_rows(void)
 {
-    (void)state;
     sd_write w;
-    for (int k = 1; k <= 5; k++) { /* 1, 3, 5 in the network */
+    for (int k = 1; k <= 5; k++) {
         assert_int_equal(create("kim", k, NOW, NULL, &w), 0);
         json_object_set_new(db.r[db.n - 1].s.attrs, "ipAddress",
                             json_string(k % 2 ? "203.0.113.9" : "198.51.100.9"));
         done(&w);
     }
+}
+
+/* The console's preview: the same batches, the same match, nothing ended,
+ * no effect for the cache and no event. */
+static void a_triage_dry_run_counts_the_matches_and_changes_nothing(void **state)
+{
+    (void)state;
+    seed_triage_rows();
+    int events = db.n_events;
+    sd_triage t;
+    assert_int_equal(sd_triage_network("203.0.113.0/24", &t, NULL, 0), 0);
+    sd_write b = {.kind = SD_W_TRIAGE, .now = NOW, .triage = &t, .dry_run = true};
+    int64_t total = 0, batches = 0;
+    do {
+        b.limit = 2;
+        assert_int_equal(sd_write_apply(&ops, NULL, &b), 0);
+        assert_int_equal(b.n_effects, 0);
+        b.total = total += b.affected;
+        batches++;
+    } while (b.limit == 2);
+    assert_int_equal(total, 3);
+    assert_int_equal(batches, 3);
+    static const char *const ids[] = {"s0001", "s0002", "s0003", "s0004", "s0005"};
+    for (size_t k = 0; k < 5; k++)
+        assert_non_null(find(ids[k]));
+    assert_int_equal(db.n_events, events);
+}
+
+/* All the batches of a triage at once; returns the total it counted or ended. */
+static int64_t triage_all(sd_write *b)
+{
+    int64_t total = 0;
+    b->cursor = 0;
+    do {
+        b->limit = 500;
+        assert_int_equal(sd_write_apply(&ops, NULL, b), 0);
+        sd_write_free_effects(b);
+        b->total = total += b->affected;
+    } while (b->limit == 500);
+    return total;
+}
+
+/* A session the global not-before cut off cannot validate: triage neither
+ * counts nor ends it (the count is of sessions that could still be used). */
+static void triage_passes_over_sessions_the_not_before_cut_off(void **state)
+{
+    (void)state;
+    seed_triage_rows();
+    find("s0001")->s.created_at = NOW - HOUR; /* in the network, cut off */
+    sd_triage t;
+    assert_int_equal(sd_triage_network("203.0.113.0/24", &t, NULL, 0), 0);
+    sd_write b = {.kind = SD_W_TRIAGE, .now = NOW, .triage = &t, .not_before = NOW - 1};
+    b.dry_run = true;
+    assert_int_equal(triage_all(&b), 2);
+    b.dry_run = false;
+    b.total = 0;
+    assert_int_equal(triage_all(&b), 2);
+    assert_non_null(find("s0001"));
+    assert_null(find("s0003"));
+    assert_null(find("s0005"));
+    assert_string_equal(db.last_reason, "sessions=2");
+}
+
+static void triage_ends_the_matches_in_batches_and_audits_the_total(void **state)
+{
+    (void)state;
+    seed_triage_rows();
     sd_triage t;
     assert_int_equal(sd_triage_network("203.0.113.0/24", &t, NULL, 0), 0);
     sd_write b = {.kind = SD_W_TRIAGE, .now = NOW, .triage = &t, .limit = 2};
@@ -744,6 +811,10 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(a_session_cut_off_by_the_not_before_is_not_found_for_writes,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(a_triage_dry_run_counts_the_matches_and_changes_nothing,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(triage_passes_over_sessions_the_not_before_cut_off, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(triage_ends_the_matches_in_batches_and_audits_the_total,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(a_refusal_is_audited_and_changes_nothing, setup, teardown),
