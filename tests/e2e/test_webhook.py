@@ -302,9 +302,13 @@ def test_security_events_are_delivered_too(make_server, receiver):
     s = srv.api.create(u, geoLocation={"country": "FR", "lat": 48.8566, "lon": 2.3522})
     srv.api.create(u, geoLocation={"country": "DE", "lat": 52.52, "lon": 13.405})  # a new country
     srv.api.post("/sessions/validate", json={"token": s["token"], "geoLocation": {"country": "RU"}}, expect=403)
+    # The refusal at validation is written without the answer waiting for
+    # it (and the create's signal with it): poll the store until both are in.
+    def complete():
+        kinds = [e for _, e, _ in store_events(srv, [u])]
+        return kinds.count("geofence_refused") == 2 and "anomaly_detected" in kinds
+    wait_for(complete, timeout=DEADLINE, what="the refusal and signal events in the store")
     want = store_events(srv, [u])
-    kinds = [e for _, e, _ in want]
-    assert kinds.count("geofence_refused") == 2 and "anomaly_detected" in kinds, want
     receiver.wait_for_seqs(q for q, _, _ in want)
     got = {r["json"]["data"]["seq"]: r["json"] for r in receiver.got}
     refusals = [got[q] for q, e, _ in want if e == "geofence_refused"]
