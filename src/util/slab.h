@@ -1,8 +1,8 @@
 /*
- * slab.h - memory for many small objects that are read at random (the
+ * slab.h - memory for many small objects that are read in no particular order (the
  * session index's entries), on transparent huge pages.
  *
- * A validation reads one entry of millions at random: with 4 KiB pages each
+ * A validation reads any one entry of millions: with 4 KiB pages each
  * read also misses the TLB and walks the page tables; on 2 MiB pages the
  * same memory needs 512 times fewer TLB entries. The slab takes memory from
  * the kernel in 64 MiB regions marked MADV_HUGEPAGE (Debian's default THP
