@@ -246,6 +246,10 @@ char *sd_metrics_render(const sd_store_stats *st, int ready, size_t *len)
         "# HELP sessiond_store_writes_total Writes committed.\n"
         "# TYPE sessiond_store_writes_total counter\n"
         "sessiond_store_writes_total %lld\n"
+        "# HELP sessiond_store_batch_retries_total Pipelined batches (PostgreSQL) in which a "
+        "statement failed, run again one statement at a time.\n"
+        "# TYPE sessiond_store_batch_retries_total counter\n"
+        "sessiond_store_batch_retries_total %lld\n"
         "# HELP sessiond_store_broken 1 after a fatal store I/O error.\n"
         "# TYPE sessiond_store_broken gauge\n"
         "sessiond_store_broken %d\n"
@@ -253,8 +257,8 @@ char *sd_metrics_render(const sd_store_stats *st, int ready, size_t *len)
         "# TYPE sessiond_ready gauge\n"
         "sessiond_ready %d\n",
         (long long)st->active_rows, (long long)st->sweeps_total, (long long)st->swept_total,
-        (long long)st->commits_total, (long long)st->writes_total, st->broken ? 1 : 0,
-        ready ? 1 : 0);
+        (long long)st->commits_total, (long long)st->writes_total,
+        (long long)st->batch_retries_total, st->broken ? 1 : 0, ready ? 1 : 0);
     if (st->cache)
         put(&b,
             "# HELP sessiond_cache_degraded 1 while the Redis cache tier is failing (breaker "

@@ -40,8 +40,9 @@ typedef struct sd_store_stats {
     int64_t sweeps_total;
     int64_t commits_total;
     int64_t writes_total;
-    bool broken; /* a fatal I/O error: no further write is acknowledged */
-    bool cache;  /* a Redis cache tier is attached (--cache): the fields below count */
+    int64_t batch_retries_total; /* pipelined batches run again one statement at a time */
+    bool broken;                 /* a fatal I/O error: no further write is acknowledged */
+    bool cache; /* a Redis cache tier is attached (--cache): the fields below count */
     bool cache_degraded;
     int64_t cache_hits, cache_misses, cache_errors, cache_fences;
     int64_t cache_master_changes;

@@ -60,6 +60,37 @@ void sd_write_free_effects(sd_write *w)
     w->n_effects = w->cap_effects = 0;
 }
 
+bool sd_write_rewindable(const sd_write *w)
+{
+    switch (w->kind) {
+    case SD_W_SWEEP:
+    case SD_W_PURGE:
+    case SD_W_REENCRYPT:
+    case SD_W_NOT_BEFORE:
+    case SD_W_TRIAGE:
+        return false; /* cursors, limits and values that move as they run */
+    default:
+        return true;
+    }
+}
+
+void sd_write_rewind(sd_write *w)
+{
+    sd_write_free_effects(w);
+    w->rc = 0;
+    w->affected = w->delta = 0;
+    w->detail[0] = '\0';
+    w->renewed = false;
+    if (w->kind == SD_W_UPDATE || w->kind == SD_W_SIGNAL) { /* the session is their result */
+        sd_session_clear(&w->session);
+    } else if (w->kind == SD_W_ROTATE || w->kind == SD_W_REUSE) { /* the new token is input */
+        unsigned char next[SD_HASH_LEN];
+        memcpy(next, w->session.token_hash, sizeof next);
+        sd_session_clear(&w->session);
+        memcpy(w->session.token_hash, next, sizeof next);
+    }
+}
+
 bool sd_effect_required(const sd_write *w, const sd_effect *e)
 {
     if (e->kind == SD_FX_TOUCH || e->expired)
@@ -97,7 +128,10 @@ static int enforce_user_limit(const sd_rows_ops *ops, void *rows, sd_write *w)
     const char *user = w->session.user_id;
     int64_t count = 0;
     int rc = ops->lock_user ? ops->lock_user(rows, user) : 0;
-    if (rc || (rc = ops->count_user(rows, user, w->now, &count)))
+    bool below = false;
+    if (rc == 0 && ops->user_below)
+        rc = ops->user_below(rows, user, w->now, max, &below);
+    if (rc || below || (rc = ops->count_user(rows, user, w->now, &count)))
         return rc;
     if (count < max)
         return 0;

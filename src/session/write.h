@@ -173,6 +173,12 @@ typedef struct sd_rows_ops {
     /* The user's active sessions (expiry > now): how many, and the ids of
      * the `limit` least recently seen into ids (*n of them). */
     int (*count_user)(void *rows, const char *user_id, int64_t now, int64_t *count);
+    /* Optional (NULL: count_user decides): whether the user has fewer than
+     * max active sessions. A pipelining backend may answer true at once and
+     * check it before the batch is acknowledged (a false answer found late
+     * runs the batch again, one statement at a time); false sends the
+     * domain to count_user and oldest_user. */
+    int (*user_below)(void *rows, const char *user_id, int64_t now, int64_t max, bool *below);
     int (*oldest_user)(void *rows, const char *user_id, int64_t now, size_t limit,
                        char (*ids)[SD_ID_LEN + 1], size_t *n);
     /* When hash was retired from session id: *found and *at. */
@@ -222,6 +228,15 @@ int sd_write_apply(const sd_rows_ops *ops, void *rows, sd_write *w);
 /* True for a result the writer keeps (releases the savepoint): a decision
  * of the policy, not a failure. */
 bool sd_write_kept(int rc);
+
+/* Whether w can run again after its batch was rolled back (sd_write_rewind):
+ * the session writes can; the upkeep and admin writes whose inputs move as
+ * they run (sweep, purge, re-encryption, triage, not-before) cannot. */
+bool sd_write_rewindable(const sd_write *w);
+/* Puts a rewindable w back as it was before sd_write_apply ran: its outputs
+ * and effects dropped, its inputs kept (a create's session; a rotation's
+ * new token hash). */
+void sd_write_rewind(sd_write *w);
 
 /* Records an effect on w; SD_ENOMEM when it cannot. */
 int sd_write_effect(sd_write *w, sd_effect_kind kind, const char *id, int64_t version,

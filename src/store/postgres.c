@@ -77,6 +77,8 @@ void pg__drop_writer_conn(sd_store *st, const char *why)
     PQfinish(st->wconn);
     st->wconn = NULL;
     st->lost = false;
+    st->piped = st->pipe_failed = false;
+    st->npend = st->pend_head = 0;
     st->backoff_ms = BACKOFF_MIN_MS;
     mark_down(st, m[0] ? m : why);
 }
@@ -171,6 +173,7 @@ static void free_store(sd_store *st)
         free(r);
     }
     PQfinish(st->wconn);
+    free(st->pend);
     if (st->conninfo) {
         OPENSSL_cleanse(st->conninfo, strlen(st->conninfo));
         free(st->conninfo);

@@ -49,6 +49,7 @@ enum {
     W_PURGE,
     W_USER_LOCK,
     W_USER_COUNT,
+    W_USER_BELOW,
     W_USER_OLDEST,
     W_ROT_FIND,
     W_ROT_ADD,
@@ -101,9 +102,15 @@ struct sd_store {
     char where[300]; /* "host=... port=... dbname=..." for messages */
     char origin[65]; /* this replica's id: its writer's events feed its audit log */
     uint64_t generation;
-    PGconn *wconn;     /* the writer's; NULL while down */
-    bool lost;         /* the writer's connection broke in this batch */
-    bool savepoint;    /* writer-private: a savepoint "w" is open */
+    PGconn *wconn;  /* the writer's; NULL while down */
+    bool lost;      /* the writer's connection broke in this batch */
+    bool savepoint; /* writer-private: a savepoint "w" is open */
+    /* writer-private: the batch runs in pipeline mode (postgres_pipe.c),
+     * a pipelined statement has failed, and the row counts expected of the
+     * statements whose results are still to be read (pend_head first) */
+    bool piped, pipe_failed;
+    int64_t *pend;
+    size_t npend, pend_head, cap_pend;
     sd_writer *writer; /* the shared writer (store/writer.c) over this store's rows */
     int backoff_ms;    /* writer-private */
     int64_t rows_at_open;
@@ -183,6 +190,34 @@ extern const char pg__sql_feed[], pg__sql_outbox_init[], pg__sql_outbox_take[];
 int pg__feed(sd_store *st, const sd_feed_cursor *after, int limit, sd_event **out, size_t *n);
 int pg__outbox_cursor(sd_store *st, const char *name, int64_t lease_ms, const sd_feed_cursor *save,
                       sd_feed_cursor *cursor);
+
+/* ---- postgres_pipe.c --------------------------------------------------- */
+
+/* Writer statement `which`, its result wanted now: the result when it
+ * succeeded, else NULL (logged; st->lost set when the connection broke). */
+PGresult *pg__wexec(sd_store *st, int which, const params *p);
+/* Writer statement `which` for its effect, waited for: 0 or
+ * SD_EUNAVAILABLE, *n (if given) the rows it changed. */
+int pg__wrun(sd_store *st, int which, const params *p, int64_t *n);
+/* Writer statement `which` for its effect: 0 or SD_EUNAVAILABLE, *n (if
+ * given) the rows it changed. Pipelined, it is only sent: *n is `expect`
+ * (the rows the write counts on, or -1 for any), checked before the batch
+ * is acknowledged. */
+int pg__wput(sd_store *st, int which, const params *p, int64_t expect, int64_t *n);
+/* Writer statement `which`, a one-value boolean query, wanted true: *v its
+ * value. Pipelined, it is only sent and *v is true, checked before the
+ * batch is acknowledged (false then runs the batch again). */
+int pg__wtrue(sd_store *st, int which, const params *p, bool *v);
+/* A command without parameters (BEGIN, SAVEPOINT ...): false when it failed
+ * (pipelined: could not be sent). */
+bool pg__wcmd(sd_store *st, const char *sql);
+/* Pipeline mode for the batch: false when libpq would not enter it. */
+bool pg__pipe_enter(sd_store *st);
+/* The pipelined batch's COMMIT: 0 once durable; SD_ERETRY when a statement
+ * failed before it (rolled back: run the batch again without pipelining);
+ * SD_EUNAVAILABLE when the COMMIT failed or the connection broke
+ * (st->lost). Leaves pipeline mode. */
+int pg__pipe_commit(sd_store *st);
 
 /* ---- postgres_rows.c --------------------------------------------------- */
 

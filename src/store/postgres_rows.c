@@ -69,6 +69,7 @@ const char *const pg__wsql[W_NSTMT] = {
                 "WHERE ended_at < $1 LIMIT $2)",
     [W_USER_LOCK] = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
     [W_USER_COUNT] = "SELECT count(*) FROM sessions WHERE user_id = $1 AND expiry > $2",
+    [W_USER_BELOW] = "SELECT count(*) < $3 FROM sessions WHERE user_id = $1 AND expiry > $2",
     [W_USER_OLDEST] = "SELECT id FROM sessions WHERE user_id = $1 AND expiry > $2 "
                       "ORDER BY last_seen, id LIMIT $3",
     [W_ROT_FIND] =
@@ -99,45 +100,10 @@ const char *const pg__wsql[W_NSTMT] = {
 
 /* ---- the writer -------------------------------------------------------- */
 
-/* Runs writer statement `which`. Returns its result when it succeeded, else
- * NULL (logged; st->lost set when the connection broke). */
-static PGresult *wexec(sd_store *st, int which, const params *p)
-{
-    if (st->lost)
-        return NULL;
-    char name[16];
-    snprintf(name, sizeof name, "w%d", which);
-    PGresult *res = PQexecPrepared(st->wconn, name, p->n, p->v, p->len, p->fmt, 0);
-    ExecStatusType s = PQresultStatus(res);
-    if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK)
-        return res;
-    if (PQstatus(st->wconn) != CONNECTION_OK) {
-        st->lost = true;
-    } else {
-        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-        sd_warn("store: postgres write failed (%s): %s", state ? state : "?",
-                PQresultErrorMessage(res));
-    }
-    PQclear(res);
-    return NULL;
-}
-
-/* Runs it for its effect: 0 or SD_EUNAVAILABLE; *n (if given) the rows. */
-static int wrun(sd_store *st, int which, const params *p, int64_t *n)
-{
-    PGresult *res = wexec(st, which, p);
-    if (!res)
-        return SD_EUNAVAILABLE;
-    if (n)
-        *n = strtoll(PQcmdTuples(res), NULL, 10);
-    PQclear(res);
-    return 0;
-}
-
 /* Runs a one-value query: 0 with *v (0 when no row) or SD_EUNAVAILABLE. */
 static int wvalue(sd_store *st, int which, const params *p, int64_t *v)
 {
-    PGresult *res = wexec(st, which, p);
+    PGresult *res = pg__wexec(st, which, p);
     if (!res)
         return SD_EUNAVAILABLE;
     *v = PQntuples(res) > 0 ? pg__col_int(res, 0, 0) : 0;
@@ -145,20 +111,10 @@ static int wvalue(sd_store *st, int which, const params *p, int64_t *v)
     return 0;
 }
 
-static bool wcmd(sd_store *st, const char *sql)
-{
-    if (st->lost)
-        return false;
-    bool ok = pg__exec_ok(st->wconn, sql);
-    if (!ok && PQstatus(st->wconn) != CONNECTION_OK)
-        st->lost = true;
-    return ok;
-}
-
 /* Runs a statement whose rows are the ids it ended: each is reported to w. */
 static int wended(sd_store *st, int which, const params *p, sd_write *w, bool expired)
 {
-    PGresult *res = wexec(st, which, p);
+    PGresult *res = pg__wexec(st, which, p);
     if (!res)
         return SD_EUNAVAILABLE;
     int rc = 0;
@@ -176,7 +132,7 @@ static int r_select(void *rows, const char *id, sd_session *out)
     sd_store *st = rows;
     params p = {0};
     pg__p_text(&p, id);
-    PGresult *res = wexec(st, W_SELECT_LOCK, &p);
+    PGresult *res = pg__wexec(st, W_SELECT_LOCK, &p);
     if (!res)
         return SD_EUNAVAILABLE;
     int rc = PQntuples(res) > 0 ? pg__row_to_session(st, res, 0, true, out) : SD_ENOTFOUND;
@@ -190,7 +146,7 @@ static int r_lock_user(void *rows, const char *user_id)
 {
     params p = {0};
     pg__p_text(&p, user_id);
-    return wrun(rows, W_USER_LOCK, &p, NULL);
+    return pg__wput(rows, W_USER_LOCK, &p, -1, NULL);
 }
 
 static int r_count_user(void *rows, const char *user_id, int64_t now, int64_t *count)
@@ -201,6 +157,15 @@ static int r_count_user(void *rows, const char *user_id, int64_t now, int64_t *c
     return wvalue(rows, W_USER_COUNT, &p, count);
 }
 
+static int r_user_below(void *rows, const char *user_id, int64_t now, int64_t max, bool *below)
+{
+    params p = {0};
+    pg__p_text(&p, user_id);
+    pg__p_int(&p, now);
+    pg__p_int(&p, max);
+    return pg__wtrue(rows, W_USER_BELOW, &p, below);
+}
+
 static int r_oldest_user(void *rows, const char *user_id, int64_t now, size_t limit,
                          char (*ids)[SD_ID_LEN + 1], size_t *n)
 {
@@ -208,7 +173,7 @@ static int r_oldest_user(void *rows, const char *user_id, int64_t now, size_t li
     pg__p_text(&p, user_id);
     pg__p_int(&p, now);
     pg__p_int(&p, (int64_t)limit);
-    PGresult *res = wexec(rows, W_USER_OLDEST, &p);
+    PGresult *res = pg__wexec(rows, W_USER_OLDEST, &p);
     if (!res)
         return SD_EUNAVAILABLE;
     *n = 0;
@@ -224,7 +189,7 @@ static int r_find_retired(void *rows, const unsigned char hash[SD_HASH_LEN], con
     params p = {0};
     pg__p_bytes(&p, hash, SD_HASH_LEN);
     pg__p_text(&p, id);
-    PGresult *res = wexec(rows, W_ROT_FIND, &p);
+    PGresult *res = pg__wexec(rows, W_ROT_FIND, &p);
     if (!res)
         return SD_EUNAVAILABLE;
     *found = PQntuples(res) > 0;
@@ -244,7 +209,7 @@ static int r_event(void *rows, const sd_write *w, const char *event, const char 
     pg__p_opt(&p, w->actor);
     pg__p_opt(&p, w->address);
     pg__p_text(&p, reason);
-    return wrun(rows, W_EV_ONE, &p, NULL);
+    return pg__wput(rows, W_EV_ONE, &p, 1, NULL);
 }
 
 /* The row and its event in one round trip. */
@@ -275,7 +240,7 @@ static int r_insert(void *rows, const sd_write *w, const sd_session *s, const ch
     pg__p_opt(&p, w->actor);
     pg__p_opt(&p, w->address);
     pg__p_text(&p, event);
-    int rc = wrun(st, W_INSERT, &p, NULL);
+    int rc = pg__wput(st, W_INSERT, &p, 1, NULL);
     free(attrs);
     return rc;
 }
@@ -294,7 +259,7 @@ static int r_update(void *rows, const sd_session *s, int64_t read_version, int64
     pg__p_int(&p, s->version);
     pg__p_text(&p, attrs);
     pg__p_int(&p, read_version);
-    int rc = wrun(st, W_UPDATE, &p, n);
+    int rc = pg__wput(st, W_UPDATE, &p, 1, n);
     free(attrs);
     return rc;
 }
@@ -306,12 +271,12 @@ static int r_retire(void *rows, const char *id, const unsigned char old_hash[SD_
     pg__p_bytes(&p, old_hash, SD_HASH_LEN);
     pg__p_text(&p, id);
     pg__p_int(&p, at);
-    if (wrun(rows, W_ROT_ADD, &p, NULL))
+    if (pg__wput(rows, W_ROT_ADD, &p, 1, NULL))
         return SD_EUNAVAILABLE;
     params q = {0};
     pg__p_text(&q, id);
     pg__p_bytes(&q, new_hash, SD_HASH_LEN);
-    return wrun(rows, bump ? W_ROT_SET : W_TOKEN_SET, &q, NULL);
+    return pg__wput(rows, bump ? W_ROT_SET : W_TOKEN_SET, &q, 1, NULL);
 }
 
 /* Delete, events and history rows in one statement. */
@@ -337,7 +302,7 @@ static int r_touch(void *rows, const sd_write *w, int64_t *n)
     pg__p_int(&p, w->touch_expiry);
     pg__p_int(&p, w->now);
     pg__p_int(&p, w->touch_version);
-    return wrun(rows, W_TOUCH, &p, n);
+    return pg__wrun(rows, W_TOUCH, &p, n);
 }
 
 static int r_sweep(void *rows, sd_write *w)
@@ -354,8 +319,8 @@ static int r_purge(void *rows, int64_t before, int limit, int64_t *n)
     pg__p_int(&p, before);
     pg__p_int(&p, limit);
     /* rotated tokens and audit events are kept as long as history */
-    if (wrun(rows, W_PURGE, &p, n) || wrun(rows, W_ROT_PURGE, &p, NULL) ||
-        wrun(rows, W_EV_PURGE, &p, NULL))
+    if (pg__wrun(rows, W_PURGE, &p, n) || pg__wrun(rows, W_ROT_PURGE, &p, NULL) ||
+        pg__wrun(rows, W_EV_PURGE, &p, NULL))
         return SD_EUNAVAILABLE;
     return 0;
 }
@@ -368,7 +333,7 @@ static int r_reencrypt(void *rows, sd_write *w)
     params p = {0};
     pg__p_int(&p, w->cursor);
     pg__p_int(&p, w->limit);
-    PGresult *res = wexec(st, w->table ? W_RE_SCAN_HISTORY : W_RE_SCAN_ACTIVE, &p);
+    PGresult *res = pg__wexec(st, w->table ? W_RE_SCAN_HISTORY : W_RE_SCAN_ACTIVE, &p);
     if (!res)
         return SD_EUNAVAILABLE;
     int rows_ = PQntuples(res), rc = 0;
@@ -383,7 +348,7 @@ static int r_reencrypt(void *rows, sd_write *w)
         params q = {0};
         pg__p_int(&q, w->cursor);
         pg__p_text(&q, sealed);
-        rc = wrun(st, w->table ? W_RE_SET_HISTORY : W_RE_SET_ACTIVE, &q, NULL);
+        rc = pg__wrun(st, w->table ? W_RE_SET_HISTORY : W_RE_SET_ACTIVE, &q, NULL);
         free(sealed);
         changed++;
     }
@@ -416,7 +381,7 @@ static int r_scan(void *rows, int64_t cursor, int limit, int64_t now, sd_session
     pg__p_int(&p, cursor);
     pg__p_int(&p, now);
     pg__p_int(&p, limit);
-    PGresult *res = wexec(st, W_SCAN, &p);
+    PGresult *res = pg__wexec(st, W_SCAN, &p);
     if (!res)
         return SD_EUNAVAILABLE;
     int rows_ = PQntuples(res), rc = 0;
@@ -443,6 +408,7 @@ const sd_rows_ops pg__rows = {
     .select = r_select,
     .lock_user = r_lock_user,
     .count_user = r_count_user,
+    .user_below = r_user_below,
     .oldest_user = r_oldest_user,
     .find_retired = r_find_retired,
     .insert = r_insert,
@@ -462,18 +428,32 @@ const sd_rows_ops pg__rows = {
 /* ---- the transaction (store/writer.h) ---------------------------------- */
 
 /* Each write runs after a SAVEPOINT, so that a failed one is undone alone.
- * The commands around it share round trips (a simple query may hold
- * several): BEGIN with the first SAVEPOINT, each RELEASE with the next
- * SAVEPOINT, and ROLLBACK TO keeps the savepoint for the next. Once the
- * connection is lost in a batch, the rest of its writes fail at once. */
-static int tx_begin(void *be)
+ * The commands around it share round trips: one at a time, a simple query
+ * holds several (BEGIN with the first SAVEPOINT, each RELEASE with the next
+ * SAVEPOINT; ROLLBACK TO keeps the savepoint for the next); pipelined
+ * (postgres_pipe.c), they are only sent. Once the connection is lost in a
+ * batch, the rest of its writes fail at once. */
+static bool wcmd2(sd_store *st, const char *a, const char *b)
+{
+    if (st->piped) /* the extended protocol takes one statement at a time */
+        return pg__wcmd(st, a) && pg__wcmd(st, b);
+    char sql[64];
+    snprintf(sql, sizeof sql, "%s; %s", a, b);
+    return pg__wcmd(st, sql);
+}
+
+static int tx_begin(void *be, bool pipeline)
 {
     sd_store *st = be;
-    if (st->wconn && (st->savepoint = wcmd(st, "BEGIN; SAVEPOINT w")))
+    if (!st->wconn)
+        return SD_EUNAVAILABLE;
+    if (pipeline)
+        pg__pipe_enter(st);
+    if ((st->savepoint = wcmd2(st, "BEGIN", "SAVEPOINT w")))
         return 0;
-    if (st->wconn && st->lost)
+    if (st->lost || st->piped)
         pg__drop_writer_conn(st, "BEGIN failed");
-    if (st->wconn && !st->lost)
+    else
         pg__exec_ok(st->wconn, "ROLLBACK");
     return SD_EUNAVAILABLE;
 }
@@ -482,20 +462,27 @@ static int tx_savepoint(void *be)
 {
     sd_store *st = be;
     if (!st->lost && !st->savepoint)
-        st->savepoint = wcmd(st, "SAVEPOINT w");
+        st->savepoint = pg__wcmd(st, "SAVEPOINT w");
     return !st->lost && st->savepoint ? 0 : SD_EUNAVAILABLE;
 }
 
 static void tx_release(void *be, bool more)
 {
     sd_store *st = be;
-    st->savepoint = wcmd(st, more ? "RELEASE w; SAVEPOINT w" : "RELEASE w") && more;
+    st->savepoint = more ? wcmd2(st, "RELEASE w", "SAVEPOINT w") : pg__wcmd(st, "RELEASE w");
+    st->savepoint = st->savepoint && more;
 }
 
 static void tx_rollback_to(void *be)
 {
     sd_store *st = be;
-    st->savepoint = wcmd(st, "ROLLBACK TO w");
+    st->savepoint = pg__wcmd(st, "ROLLBACK TO w");
+}
+
+static int commit_failed(sd_store *st, int rc)
+{
+    atomic_store(&st->write_failing, true);
+    return rc;
 }
 
 /* Acknowledges only after COMMIT returned OK; a COMMIT whose result is
@@ -505,7 +492,17 @@ static int tx_commit(void *be)
     sd_store *st = be;
     if (st->lost) {
         pg__drop_writer_conn(st, "connection lost in a transaction");
-        return SD_EUNAVAILABLE;
+        return commit_failed(st, SD_EUNAVAILABLE);
+    }
+    if (st->piped) {
+        int rc = pg__pipe_commit(st);
+        if (st->lost)
+            pg__drop_writer_conn(st, "connection lost in a pipelined transaction");
+        if (rc == SD_ERETRY) /* a failure is logged where it was read; a cap reached is not one */
+            sd_debug("store: a pipelined batch runs again, one statement at a time");
+        if (rc == 0)
+            atomic_store(&st->write_failing, false);
+        return rc == 0 || rc == SD_ERETRY ? rc : commit_failed(st, rc);
     }
     PGresult *res = PQexec(st->wconn, "COMMIT");
     /* A COMMIT of an aborted transaction answers OK with the tag ROLLBACK. */
@@ -517,8 +514,7 @@ static int tx_commit(void *be)
             pg__drop_writer_conn(st, "connection lost at COMMIT");
         else
             pg__exec_ok(st->wconn, "ROLLBACK");
-        atomic_store(&st->write_failing, true);
-        return SD_EUNAVAILABLE;
+        return commit_failed(st, SD_EUNAVAILABLE);
     }
     PQclear(res);
     atomic_store(&st->write_failing, false);

@@ -408,8 +408,9 @@ static bool fatal_code(int rc)
 
 /* ---- the transaction (store/writer.h) ---------------------------------- */
 
-static int tx_begin(void *be)
+static int tx_begin(void *be, bool pipeline)
 {
+    (void)pipeline; /* one process, no round trips to share */
     sd_store *st = be;
     if (atomic_load(&st->broken) || !WOK(sq__wstep(st, W_BEGIN)))
         return SD_EUNAVAILABLE;

@@ -26,7 +26,8 @@ struct sd_writer {
     bool stopping, upkeep_wanted;
     struct timespec upkeep_at; /* writer-private */
 
-    _Atomic int64_t active_rows, swept_total, sweeps_total, commits_total, writes_total;
+    _Atomic int64_t active_rows, swept_total, sweeps_total, commits_total, writes_total,
+        retries_total;
 };
 
 static void complete(sd_write *list)
@@ -46,18 +47,22 @@ static void fail_all(sd_write *batch)
     complete(batch);
 }
 
+/* What a batch's writes did, for the counts. */
+typedef struct tally {
+    int64_t delta, swept, sweeps, writes;
+} tally;
+
 /* One transaction for the batch; each write inside its own savepoint, so
- * that a failing one is undone alone. Acknowledged only after COMMIT. */
-static void commit_batch(sd_writer *wr, sd_write *batch)
+ * that a failed one is undone alone. 0 once committed, else the commit's
+ * failure (SD_ERETRY: run it again without pipelining). */
+static int run_batch(sd_writer *wr, sd_write *batch, bool pipeline, tally *t)
 {
     const sd_tx_ops *tx = wr->tx;
-    if (tx->begin(wr->be)) {
-        fail_all(batch);
-        return;
-    }
-    int64_t delta = 0, swept = 0, sweeps = 0, nwrites = 0;
+    if (tx->begin(wr->be, pipeline))
+        return SD_EUNAVAILABLE;
+    *t = (tally){0};
     for (sd_write *w = batch; w; w = w->next) {
-        nwrites++;
+        t->writes++;
         if (tx->savepoint(wr->be)) {
             w->rc = SD_EUNAVAILABLE;
             continue;
@@ -65,10 +70,10 @@ static void commit_batch(sd_writer *wr, sd_write *batch)
         int prc = 0;
         if (sd_write_kept(sd_write_apply(wr->rows, wr->be, w)) &&
             (!tx->prepare || (prc = tx->prepare(wr->be, w)) == 0)) {
-            delta += w->delta;
+            t->delta += w->delta;
             if (w->kind == SD_W_SWEEP) {
-                swept += w->affected;
-                sweeps++;
+                t->swept += w->affected;
+                t->sweeps++;
             }
             tx->release(wr->be, w->next != NULL);
         } else {
@@ -76,17 +81,35 @@ static void commit_batch(sd_writer *wr, sd_write *batch)
             w->rc = prc ? prc : SD_EUNAVAILABLE;
         }
     }
-    if (tx->commit(wr->be)) {
+    return tx->commit(wr->be);
+}
+
+/* Acknowledged only after COMMIT. A batch whose writes can all run again
+ * may be pipelined by the backend (writer.h). */
+static void commit_batch(sd_writer *wr, sd_write *batch)
+{
+    bool pipeline = true;
+    for (sd_write *w = batch; w && pipeline; w = w->next)
+        pipeline = sd_write_rewindable(w);
+    tally t;
+    int rc = run_batch(wr, batch, pipeline, &t);
+    if (rc == SD_ERETRY && pipeline) {
+        for (sd_write *w = batch; w; w = w->next)
+            sd_write_rewind(w);
+        atomic_fetch_add(&wr->retries_total, 1);
+        rc = run_batch(wr, batch, false, &t);
+    }
+    if (rc) {
         fail_all(batch);
         return;
     }
-    if (tx->committed)
-        tx->committed(wr->be, batch);
-    atomic_fetch_add(&wr->active_rows, delta);
+    if (wr->tx->committed)
+        wr->tx->committed(wr->be, batch);
+    atomic_fetch_add(&wr->active_rows, t.delta);
     atomic_fetch_add(&wr->commits_total, 1);
-    atomic_fetch_add(&wr->writes_total, nwrites);
-    atomic_fetch_add(&wr->swept_total, swept);
-    atomic_fetch_add(&wr->sweeps_total, sweeps);
+    atomic_fetch_add(&wr->writes_total, t.writes);
+    atomic_fetch_add(&wr->swept_total, t.swept);
+    atomic_fetch_add(&wr->sweeps_total, t.sweeps);
     complete(batch);
 }
 
@@ -221,4 +244,5 @@ void sd_writer_stats(sd_writer *wr, sd_store_stats *out)
     out->sweeps_total = atomic_load(&wr->sweeps_total);
     out->commits_total = atomic_load(&wr->commits_total);
     out->writes_total = atomic_load(&wr->writes_total);
+    out->batch_retries_total = atomic_load(&wr->retries_total);
 }

@@ -21,8 +21,12 @@
 typedef struct sd_writer sd_writer;
 
 typedef struct sd_tx_ops {
-    /* Opens a transaction: 0, or SD_EUNAVAILABLE (the batch answers 503). */
-    int (*begin)(void *be);
+    /* Opens a transaction: 0, or SD_EUNAVAILABLE (the batch answers 503).
+     * With pipeline, every write of the batch can run again
+     * (sd_write_rewindable): the backend may check statements' results
+     * late, and have commit answer SD_ERETRY when one failed; the writer
+     * then rewinds the writes and runs the batch again, without. */
+    int (*begin)(void *be, bool pipeline);
     /* Around each write: a savepoint, then kept (released; `more` says
      * another write follows) or undone (rolled back to it). A failed
      * savepoint fails that write alone. */
@@ -35,7 +39,8 @@ typedef struct sd_tx_ops {
      * alone). NULL: nothing to do. */
     int (*prepare)(void *be, sd_write *w);
     /* COMMIT: 0 once durable, else SD_EUNAVAILABLE (the backend has rolled
-     * back, dropped its connection or marked itself broken as it must). */
+     * back, dropped its connection or marked itself broken as it must), or,
+     * after begin with pipeline, SD_ERETRY (rolled back; run it again). */
     int (*commit)(void *be);
     /* After a successful commit, before any write of the batch is
      * acknowledged (the embedded store's index follows the effects). NULL:

@@ -21,7 +21,8 @@
     X(LIMIT, -1009, "limit reached")                                                               \
     X(REUSED, -1010, "rotated token reused")                                                       \
     X(MISMATCH, -1011, "token does not match")                                                     \
-    X(THROTTLED, -1012, "too many failed attempts")
+    X(THROTTLED, -1012, "too many failed attempts")                                                \
+    X(RETRY, -1013, "run the batch again")
 
 enum {
 #define SD_ERR_ENUM(name, code, text) SD_E##name = (code),

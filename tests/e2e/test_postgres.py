@@ -4,6 +4,7 @@ reconnects by itself when it is back; nothing acknowledged is lost, even when
 PostgreSQL crashes (immediate shutdown, crash recovery at restart) under a
 write load. Each test starts its own private PostgreSQL 15 (pgserver.py), in
 either mode of the suite."""
+import re
 import signal
 import threading
 
@@ -255,3 +256,9 @@ def test_a_write_the_database_refuses_fails_alone_in_its_batch(pgs, make_server)
     assert {u for u in users if u != "refused"} <= stored
     events = pgs.query_db("outage", "SELECT count(*) FROM audit_events WHERE user_id = 'refused'")
     assert events[0][0] == 0, "a rolled-back create leaves no event"
+    # The batches are pipelined (store/postgres_pipe.c): a refusal is found
+    # only when the batch's results are read, and the batch then runs again
+    # one statement at a time, where the refused write fails alone.
+    text = srv.api.get("/metrics", expect=200).text
+    m = re.search(r"^sessiond_store_batch_retries_total (\d+)$", text, re.M)
+    assert m and int(m.group(1)) >= 1, "no pipelined batch was run again"

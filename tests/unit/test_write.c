@@ -273,8 +273,10 @@ static void hash_of(int k, unsigned char h[SD_HASH_LEN])
     memcpy(h, &k, sizeof k);
 }
 
-/* A create of session number k for user, seen last at last_seen. */
-static int create(const char *user, int k, int64_t last_seen, const sd_policy *p, sd_write *w)
+/* A create of session number k for user, seen last at last_seen, over the
+ * row operations o. */
+static int create_over(const sd_rows_ops *o, const char *user, int k, int64_t last_seen,
+                       const sd_policy *p, sd_write *w)
 {
     memset(w, 0, sizeof *w);
     w->kind = SD_W_CREATE;
@@ -288,7 +290,12 @@ static int create(const char *user, int k, int64_t last_seen, const sd_policy *p
     w->session.absolute_expiry = NOW + 24 * HOUR;
     w->session.version = 1;
     w->session.attrs = json_object();
-    return sd_write_apply(&ops, NULL, w);
+    return sd_write_apply(o, NULL, w);
+}
+
+static int create(const char *user, int k, int64_t last_seen, const sd_policy *p, sd_write *w)
+{
+    return create_over(&ops, user, k, last_seen, p, w);
 }
 
 static void done(sd_write *w)
@@ -365,6 +372,43 @@ static void the_cap_can_refuse_instead(void **state)
     assert_true(sd_write_kept(w.rc));
     assert_int_equal(w.n_effects, 0);
     done(&w);
+}
+
+/* A backend that can say "below the cap" without a count (PostgreSQL's
+ * pipeline answers it at once and checks it later): below, the count is
+ * never read; at the cap, the domain counts and evicts as without it. */
+static int counts;
+
+static int f_counting(void *r, const char *user, int64_t now, int64_t *count)
+{
+    counts++;
+    return f_count_user(r, user, now, count);
+}
+
+static int f_user_below(void *r, const char *user, int64_t now, int64_t max, bool *below)
+{
+    int64_t n = 0;
+    f_count_user(r, user, now, &n);
+    *below = n < max;
+    return 0;
+}
+
+static void a_cap_check_below_the_cap_skips_the_count(void **state)
+{
+    (void)state;
+    sd_rows_ops o = ops;
+    o.count_user = f_counting;
+    o.user_below = f_user_below;
+    sd_policy p = {.max_per_user = 2, .evict_oldest = true};
+    counts = 0;
+    for (int k = 0; k < 3; k++) {
+        sd_write w;
+        assert_int_equal(create_over(&o, "dee", k, NOW - 10 + k, &p, &w), 0);
+        assert_int_equal(counts, k < 2 ? 0 : 1); /* counted only at the cap */
+        assert_int_equal(w.affected, k < 2 ? 0 : 1);
+        done(&w);
+    }
+    assert_int_equal(count_events("evicted:s0000"), 1);
 }
 
 /* An END wants its tombstone even when the session is not found (the retry
@@ -484,6 +528,33 @@ static void rotation_race_and_reuse(void **state)
     assert_int_equal(count_events("revoked:s0001"), 1);
     assert_null(find("s0001"));
     done(&r);
+}
+
+/* A write whose batch was rolled back runs again from its inputs: its
+ * outputs and effects are dropped, its inputs kept (a rotation's new token
+ * hash); the upkeep writes whose cursors move cannot be rewound. */
+static void a_rewound_write_keeps_its_inputs_only(void **state)
+{
+    (void)state;
+    sd_write w;
+    assert_int_equal(create("eve", 1, NOW, NULL, &w), 0);
+    done(&w);
+    sd_write r = rotation(SD_W_ROTATE, 1, NOW);
+    assert_int_equal(r.rc, 0);
+    assert_true(sd_write_rewindable(&r));
+    sd_write_rewind(&r);
+    assert_int_equal(r.rc, 0);
+    assert_int_equal(r.n_effects, 0);
+    assert_null(r.effects);
+    assert_int_equal(r.session.version, 0);
+    assert_null(r.session.user_id);
+    unsigned char next[SD_HASH_LEN];
+    hash_of(1001, next);
+    assert_memory_equal(r.session.token_hash, next, SD_HASH_LEN);
+    done(&r);
+    sd_write sweep = {.kind = SD_W_SWEEP}, triage = {.kind = SD_W_TRIAGE};
+    assert_false(sd_write_rewindable(&sweep));
+    assert_false(sd_write_rewindable(&triage));
 }
 
 static void an_update_that_raises_privilege_renews_the_token(void **state)
@@ -797,6 +868,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(create_records_a_put_and_its_event, setup, teardown),
         cmocka_unit_test_setup_teardown(a_cap_lowered_by_more_than_16_is_enforced, setup, teardown),
         cmocka_unit_test_setup_teardown(the_cap_can_refuse_instead, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_cap_check_below_the_cap_skips_the_count, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_rewound_write_keeps_its_inputs_only, setup, teardown),
         cmocka_unit_test_setup_teardown(end_records_its_intent, setup, teardown),
         cmocka_unit_test_setup_teardown(an_end_with_an_owner_spares_other_users, setup, teardown),
         cmocka_unit_test_setup_teardown(a_user_wide_revocation_reports_every_ended_session, setup,
