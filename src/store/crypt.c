@@ -228,6 +228,38 @@ char *sd_attrs_text(const sd_keyring *k, const char *id, const json_t *attrs)
     return sealed;
 }
 
+int sd_attrs_parse(const sd_keyring *k, const char *id, const char *text, size_t n, json_t **out)
+{
+    *out = NULL;
+    size_t plen = 0;
+    char *plain = text ? sd_open(k, id, text, n, &plen) : NULL;
+    if (text && !plain) {
+        sd_error("store: cannot decrypt the metadata of session %s (unknown key or altered row)",
+                 id);
+        return SD_EUNAVAILABLE;
+    }
+    bool oom = false;
+    *out = plain ? sd_json_loadb(plain, plen, 0, NULL, &oom) : NULL;
+    if (plain)
+        OPENSSL_cleanse(plain, plen);
+    free(plain);
+    if (oom)
+        return SD_ENOMEM;
+    if (!*out && !(*out = json_object()))
+        return SD_ENOMEM;
+    return 0;
+}
+
+int sd_attrs_finish(const sd_keyring *k, sd_session *s, bool want_attrs, const char *text, size_t n)
+{
+    int rc = want_attrs ? sd_attrs_parse(k, s->id, text, n, &s->attrs) : 0;
+    if (rc == 0 && !s->user_id)
+        rc = SD_ENOMEM;
+    if (rc)
+        sd_session_clear(s);
+    return rc;
+}
+
 int sd_reseal(const sd_keyring *k, const char *id, const char *text, size_t n, char **sealed)
 {
     *sealed = NULL;

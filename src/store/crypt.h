@@ -16,6 +16,8 @@
 #ifndef SD_STORE_CRYPT_H
 #define SD_STORE_CRYPT_H
 
+#include "session/session.h"
+
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -46,6 +48,18 @@ bool sd_sealed_current(const sd_keyring *k, const char *text, size_t n);
 /* The attrs column of session id: the JSON of attrs, sealed when k is not
  * NULL. malloc'd; NULL when out of memory. (Every backend's.) */
 char *sd_attrs_text(const sd_keyring *k, const char *id, const json_t *attrs);
+
+/* The inverse, for every backend's row reader: the attrs column of
+ * session id (text, n bytes; NULL for none) opened and parsed into *out
+ * (an empty object when none or unparsable). 0, SD_EUNAVAILABLE
+ * (logged) when it cannot be opened (an unknown key or an altered row), or
+ * SD_ENOMEM (never read as empty: an update would write that back). */
+int sd_attrs_parse(const sd_keyring *k, const char *id, const char *text, size_t n, json_t **out);
+/* The end of every backend's row reader: s's attrs from their column when
+ * want_attrs, then s checked whole; on failure s is cleared and the code
+ * returned (sd_attrs_parse's, or SD_ENOMEM when s's user id is missing). */
+int sd_attrs_finish(const sd_keyring *k, sd_session *s, bool want_attrs, const char *text,
+                    size_t n);
 
 /* Re-sealing for SD_W_REENCRYPT: the attrs text of session id under k's
  * newest key into *sealed (malloc'd), or *sealed NULL when it is sealed

@@ -221,33 +221,8 @@ int pg__row_to_session(const sd_store *st, const PGresult *r, int row, bool want
         bytea_exact(PQgetvalue(r, row, 10), &out->binding, sizeof out->binding);
     out->auth_time = pg__col_int(r, row, 11);
     pg__col_copy(r, row, 12, out->acr, sizeof out->acr);
-    if (want_attrs) {
-        const char *a = PQgetvalue(r, row, 9);
-        size_t alen = (size_t)PQgetlength(r, row, 9), n = 0;
-        char *plain = sd_open(st->keys, out->id, a, alen, &n);
-        if (!plain) {
-            sd_error("store: cannot decrypt the metadata of session %s (unknown key or altered "
-                     "row)",
-                     out->id);
-            sd_session_clear(out);
-            return SD_EUNAVAILABLE;
-        }
-        bool oom;
-        out->attrs = sd_json_loadb(plain, n, 0, NULL, &oom);
-        OPENSSL_cleanse(plain, n);
-        free(plain);
-        if (oom) { /* never read as empty: an update would write that back */
-            sd_session_clear(out);
-            return SD_ENOMEM;
-        }
-        if (!out->attrs)
-            out->attrs = json_object();
-    }
-    if (!out->user_id || (want_attrs && !out->attrs)) {
-        sd_session_clear(out);
-        return SD_ENOMEM;
-    }
-    return 0;
+    return sd_attrs_finish(st->keys, out, want_attrs, PQgetvalue(r, row, 9),
+                           (size_t)PQgetlength(r, row, 9));
 }
 
 /* Asks the writer to check the connection now (a reader saw it break). */

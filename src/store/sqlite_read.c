@@ -78,36 +78,8 @@ int sq__row_to_session(const sd_store *st, sqlite3_stmt *s, bool want_attrs, sd_
     out->auth_time = sqlite3_column_int64(s, 11);
     const char *acr = (const char *)sqlite3_column_text(s, 12);
     snprintf(out->acr, sizeof out->acr, "%s", acr ? acr : "");
-    if (want_attrs) {
-        /* Sealed when the store has keys (crypt.h); plain JSON otherwise. */
-        const char *a = (const char *)sqlite3_column_text(s, 9);
-        size_t n = 0;
-        char *plain =
-            a ? sd_open(st->keys, out->id, a, (size_t)sqlite3_column_bytes(s, 9), &n) : NULL;
-        if (a && !plain) {
-            sd_error("store: cannot decrypt the metadata of session %s (unknown key or altered "
-                     "row)",
-                     out->id);
-            sd_session_clear(out);
-            return SD_EUNAVAILABLE;
-        }
-        bool oom = false;
-        out->attrs = plain ? sd_json_loadb(plain, n, 0, NULL, &oom) : NULL;
-        if (plain)
-            OPENSSL_cleanse(plain, n);
-        free(plain);
-        if (oom) { /* never read as empty: an update would write that back */
-            sd_session_clear(out);
-            return SD_ENOMEM;
-        }
-        if (!out->attrs)
-            out->attrs = json_object();
-    }
-    if (!out->user_id || (want_attrs && !out->attrs)) {
-        sd_session_clear(out);
-        return SD_ENOMEM;
-    }
-    return 0;
+    return sd_attrs_finish(st->keys, out, want_attrs, (const char *)sqlite3_column_text(s, 9),
+                           (size_t)sqlite3_column_bytes(s, 9));
 }
 
 /* ---- readers ----------------------------------------------------------- */
