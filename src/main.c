@@ -298,14 +298,18 @@ int main(int argc, char **argv)
                              .max_queued = (int)cfg.max_queued_writes};
     const char *store_at = NULL;
     const sd_store_ops *store_ops = sd_store_from_setting(cfg.store, cfg.data_dir, &store_at);
+    /* From here on every failure stops what has started, in reverse order,
+     * at `stop` below (each stop is a no-op for what never started). */
+    int status = 1;
+    sd_sweeper *sweeper = NULL;
+    sd_http *http = NULL;
+    sd_brlock_init(&app.keys_lock);
+    pthread_rwlock_init(&app.jwt_lock, NULL);
     if (!store_ops) {
         sd_error("--store: expected 'sqlite' or a PostgreSQL connection string "
                  "(postgres://..., postgresql://... or key=value pairs)");
-        sd_keyring_free(ring);
-        sd_jwks_free(jwt_keys);
-        sd_keys_free(keys);
-        sd_webhooks_stop(webhooks);
-        return 2;
+        status = 2;
+        goto stop;
     }
     /* A shared store tells replicas apart by an id kept in the data dir. */
     char origin[17] = "";
@@ -316,34 +320,19 @@ int main(int argc, char **argv)
             rc = sd_store_replica_id(cfg.data_dir, origin);
         if (rc) {
             sd_error("cannot keep this replica's id in %s: %s", cfg.data_dir, sd_strerror(rc));
-            sd_keyring_free(ring);
-            sd_jwks_free(jwt_keys);
-            sd_keys_free(keys);
-            sd_webhooks_stop(webhooks);
-            return 1;
+            goto stop;
         }
         sopt.origin = origin;
     }
     if ((rc = sd_store_open(store_ops, store_at, &sopt, &app.store, err, sizeof err))) {
         sd_error("cannot open the store: %s", err);
-        sd_tls_free(tls);
-        sd_keyring_free(ring);
-        sd_jwks_free(jwt_keys);
-        sd_keys_free(keys);
-        sd_webhooks_stop(webhooks);
-        return 1;
+        goto stop;
     }
     if (cfg.cache[0] && (rc = sd_store_attach_cache(
                              app.store, cfg.cache, cfg.cache_password, (int)cfg.cache_timeout_ms,
                              cfg.absolute_timeout_ms + 60000, err, sizeof err))) {
         sd_error("cannot start the cache: %s", err);
-        sd_store_close(app.store);
-        sd_tls_free(tls);
-        sd_keyring_free(ring);
-        sd_jwks_free(jwt_keys);
-        sd_keys_free(keys);
-        sd_webhooks_stop(webhooks);
-        return 1;
+        goto stop;
     }
     explicit_bzero(cfg.cache_password, sizeof cfg.cache_password);
     char audit_dir[1100];
@@ -356,38 +345,16 @@ int main(int argc, char **argv)
                              .store = app.store};
     if ((rc = sd_audit_open(&aopt, err, sizeof err))) {
         sd_error("cannot open the audit log: %s", err);
-        sd_store_close(app.store);
-        sd_tls_free(tls);
-        sd_keyring_free(ring);
-        sd_jwks_free(jwt_keys);
-        sd_keys_free(keys);
-        sd_webhooks_stop(webhooks);
-        return 1;
+        goto stop;
     }
-    sd_sweeper *sweeper = NULL;
     if ((rc = sd_sweeper_start(app.store, cfg.sweep_interval_ms, (int)cfg.sweep_batch,
                                cfg.history_retention_ms, &sweeper))) {
         sd_error("cannot start the sweeper: %s", sd_strerror(rc));
-        sd_audit_close();
-        sd_store_close(app.store);
-        sd_tls_free(tls);
-        sd_keyring_free(ring);
-        sd_jwks_free(jwt_keys);
-        sd_keys_free(keys);
-        sd_webhooks_stop(webhooks);
-        return 1;
+        goto stop;
     }
     if ((rc = sd_webhooks_start(webhooks, app.store, err, sizeof err))) {
         sd_error("%s", err);
-        sd_webhooks_stop(webhooks);
-        sd_sweeper_stop(sweeper);
-        sd_audit_close();
-        sd_store_close(app.store);
-        sd_tls_free(tls);
-        sd_keyring_free(ring);
-        sd_jwks_free(jwt_keys);
-        sd_keys_free(keys);
-        return 1;
+        goto stop;
     }
     sd_http_options hopt = {
         .listen = cfg.listen,
@@ -402,13 +369,10 @@ int main(int argc, char **argv)
         /* the embedded store answers from memory: no pool to hop through */
         .handler_threads = store_ops->caps & SD_STORE_MEMORY_READS ? 0 : (int)cfg.handler_threads,
     };
-    sd_brlock_init(&app.keys_lock);
-    pthread_rwlock_init(&app.jwt_lock, NULL);
     /* 16384 buckets (about 1 MB) whatever the number of client addresses. */
     if (cfg.failed_validation_rate > 0)
         app.guesses = sd_limiter_new(16384, (double)cfg.failed_validation_rate,
                                      (double)cfg.failed_validation_burst);
-    sd_http *http = NULL;
     if (cfg.failed_validation_rate > 0 && !app.guesses) {
         snprintf(err, sizeof err, "out of memory for the failed-validation limiter");
         rc = SD_ENOMEM;
@@ -417,18 +381,7 @@ int main(int argc, char **argv)
     }
     if (rc) {
         sd_error("%s", err);
-        sd_limiter_free(app.guesses);
-        sd_webhooks_stop(webhooks);
-        sd_sweeper_stop(sweeper);
-        sd_audit_close();
-        sd_store_close(app.store);
-        sd_tls_free(tls);
-        sd_keyring_free(ring);
-        sd_jwks_free(jwt_keys);
-        sd_keys_free(keys);
-        sd_brlock_destroy(&app.keys_lock);
-        pthread_rwlock_destroy(&app.jwt_lock);
-        return 1;
+        goto stop;
     }
     /* Never the connection string: it may hold a password (postgres.c logs
      * its host and dbname). */
@@ -493,6 +446,8 @@ int main(int argc, char **argv)
                  busy, busy == 1 ? "" : "s");
         _exit(1);
     }
+    status = 0;
+stop:
     sd_tls_free(tls);
     sd_webhooks_stop(webhooks); /* saves each cursor, gives up the leases */
     sd_sweeper_stop(sweeper);
@@ -505,6 +460,7 @@ int main(int argc, char **argv)
     sd_limiter_free(app.guesses);
     sd_brlock_destroy(&app.keys_lock);
     pthread_rwlock_destroy(&app.jwt_lock);
-    sd_info("stopped");
-    return 0;
+    if (status == 0)
+        sd_info("stopped");
+    return status;
 }
