@@ -230,12 +230,14 @@ int64_t sd_loop_update_time(sd_loop *l)
 }
 
 /* How long the next wait may last: until the soonest timer, at most
- * MAX_WAIT_MS. */
+ * MAX_WAIT_MS. From the time run_timers read just before (what before_sleep
+ * took since can only make the wait end late by as much: timers here are
+ * timeouts of seconds, and one clock read a turn is spared). */
 static int wait_ms(sd_loop *l)
 {
     if (!l->heap)
         return MAX_WAIT_MS;
-    int64_t ms = (l->heap->due_ns - sd_loop_update_time(l) + 999999) / 1000000;
+    int64_t ms = (l->heap->due_ns - l->now_ns + 999999) / 1000000;
     return ms < 0 ? 0 : ms > MAX_WAIT_MS ? MAX_WAIT_MS : (int)ms;
 }
 
