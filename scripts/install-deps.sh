@@ -68,12 +68,15 @@ $SUDO $APT update -qq
 $SUDO $APT install -y -qq --no-install-recommends $missing
 
 # Services that installing a test package enables and may start (etcd on
-# 2379/2380, patroni): the tests run their own on free ports, so stop and
+# 2379/2380, patroni, nginx and caddy on 80, Redis on 6379, Sentinel on
+# 26379, PostgreSQL on 5432, haproxy, Prometheus on 9090): the tests and
+# benchmarks run their own on free ports, so stop and
 # disable the packaged ones, only when this run installed them (a machine
 # that already ran them keeps them). Under systemd through systemctl; without
 # it (containers, CI) through the init script and update-rc.d, and systemctl
 # offline so that a later boot under systemd does not start them either.
-for pair in etcd-server:etcd patroni:patroni; do
+for pair in etcd-server:etcd patroni:patroni nginx-light:nginx caddy:caddy redis-server:redis-server \
+	redis-sentinel:redis-sentinel postgresql-15:postgresql haproxy:haproxy prometheus:prometheus; do
 	case " $missing " in *" ${pair%%:*} "*) ;; *) continue ;; esac
 	svc=${pair#*:}
 	if [ -d /run/systemd/system ]; then
