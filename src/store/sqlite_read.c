@@ -42,7 +42,14 @@ int sq__exec(sqlite3 *db, const char *sql, char *err, size_t errlen)
 {
     char *msg = NULL;
     if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        snprintf(err, errlen, "%s: %s", sql, msg ? msg : "error");
+        /* The statement named by its head, not quoted whole (the schema is
+         * a page of SQL): "CREATE TABLE IF NOT EXISTS sessions ...". */
+        int n = (int)strcspn(sql, "(\n;");
+        n = n > 60 ? 60 : n;
+        while (n > 0 && sql[n - 1] == ' ')
+            n--;
+        snprintf(err, errlen, "%.*s%s: %s", n, sql, sql[n] && sql[n] != ';' ? " ..." : "",
+                 msg ? msg : "error");
         sqlite3_free(msg);
         return SD_EUNAVAILABLE;
     }
