@@ -7,6 +7,12 @@ and the min-max spread.
 
   bench/bench.py [--reps 3] [--duration 5] [--sizes 10000,100000,1000000,10000000]
                  [--idle 10000] [--no-scaleout] [--quick]
+                 [--only minting,jwt-verify] [--sessiond PATH]
+
+--only runs just the named groups of rows (on a store of --population
+sessions) and prints their lines, for measuring one change without the
+whole 12-minute run; --sessiond measures another binary (e.g. a build of
+an earlier commit, for before/after runs alternated by hand).
 """
 import argparse
 import json
@@ -19,6 +25,7 @@ import sys
 import tempfile
 import time
 
+import harness
 from harness import (BENCH, PROCS, ROOT, TMP, free_port, loaded_sessiond, peak_rss_kb, populate, start,
                      SESSIOND, start_sessiond, status_kb, stop, wrk)
 from idle_conns import idle_connections, raise_nofile  # also make idle-conns on its own
@@ -126,7 +133,7 @@ def minting_rows(a, R, data_dir, tokens):
     most 1.5x a plain validation, so the ratio should be at least 0.67x)."""
     keys = os.path.join(data_dir, "jwt-keys")
     with open(keys, "w") as f:
-        f.write(subprocess.run([SESSIOND, "jwk", "generate"], check=True, capture_output=True,
+        f.write(subprocess.run([harness.SESSIOND, "jwk", "generate"], check=True, capture_output=True,
                                text=True).stdout)
     os.chmod(keys, 0o600)
     sd, port = start_sessiond(["--jwt-keys", keys], data_dir)
@@ -156,6 +163,31 @@ def jwt_verify_rows(seconds):
         target = "-" if "JWE" in r["alg"] else "20,000"  # the issue's target is for signed tokens
         lines.append(f"| {r['alg']} | {r['per_s']:,.0f} | {r['us']:.1f} | {floor} | {target} |")
     return lines
+
+
+def only(a, groups):
+    """The groups of rows named by --only, printed (latest.md is left alone)."""
+    unknown = groups - {"minting", "jwt-verify"}
+    if unknown:
+        raise SystemExit(f"--only: unknown groups {sorted(unknown)} (minting, jwt-verify)")
+    R, lines = Results(), []
+    if "minting" in groups:
+        data_dir = tempfile.mkdtemp(dir=TMP)
+        sd, port = start_sessiond(data_dir=data_dir)
+        tokens = os.path.join(TMP, "tokens.txt")
+        populate(port, a.population, tokens)
+        stop(sd)
+        minting_rows(a, R, data_dir, tokens)
+        lines.append("| scenario | req/s (median) | spread | p50 ms | p99 ms | p99.9 ms | server CPU | "
+                     "peak RSS MB | errors+non-2xx | ratio |\n|---|---|---|---|---|---|---|---|---|---|")
+        lines.append(R.line("validate token (plain, keys loaded)"))
+        lines.append(R.line("validate token + access token (EdDSA)", "validate token (plain, keys loaded)",
+                            "(target: at least 0.67x, i.e. at most 1.5x the cost)"))
+    if "jwt-verify" in groups:
+        lines.append("")
+        lines.extend(jwt_verify_rows(max(1, min(a.duration, 5))))
+    print(f"# {harness.SESSIOND}, population {a.population:,}, {a.reps} reps of {a.duration} s")
+    print("\n".join(lines))
 
 
 def scaleout(a, R, notes):
@@ -198,7 +230,13 @@ def main():
     ap.add_argument("--no-scaleout", action="store_true", help="skip PostgreSQL and Redis")
     ap.add_argument("--quick", action="store_true", help="1 rep, 3 s runs, small sizes")
     ap.add_argument("--out", default=os.path.join(BENCH, "results", "latest.md"))
+    ap.add_argument("--only", default="", help="comma-separated groups to run alone: minting, jwt-verify")
+    ap.add_argument("--sessiond", default="", help="the sessiond binary to measure (default build/sessiond)")
     a = ap.parse_args()
+    if a.sessiond:
+        harness.SESSIOND = os.path.abspath(a.sessiond)
+    if a.only:
+        return only(a, set(a.only.split(",")))
     if a.quick:
         a.reps, a.duration, a.sizes, a.idle, a.pg_population = 1, 3, "10000,100000", 2000, 10000
     # 10k idle connections and their server need descriptors.
