@@ -177,7 +177,8 @@ def minting_rows(a, R, data_dir, tokens, notes):
         plain, minted = (f"validate token (plain, keys loaded{sfx})",
                          f"validate token + access token (EdDSA{sfx})")
         cp, cm = (statistics.median(x["cpu"] / 100 / x["rps"] * 1e6 for x in R.rows[n]) for n in (plain, minted))
-        notes.append(f"server CPU per request{sfx or ' (--jwt-reuse default)'}: plain validation {cp:.1f} us, "
+        label = sfx or (" (--jwt-reuse default)" if "--jwt-reuse" in help_text else " (a binary without --jwt-reuse)")
+        notes.append(f"server CPU per request{label}: plain validation {cp:.1f} us, "
                      f"with an access token {cm:.1f} us ({cm / cp:.2f}x; medians of the reps)")
         if shares:
             notes.append(f"access tokens handed out again (--jwt-reuse, default) in each rep of the "
