@@ -136,7 +136,7 @@ test: unit e2e e2e-postgres e2e-cache
 PG_SUITE := test_sessions test_validate test_users test_rotation test_audit test_binding \
             test_concurrency test_durability test_throttle test_encryption test_api_keys \
             test_forward_auth test_fail_closed test_postgres test_identifiers test_write_conformance test_jwt \
-            test_self_service test_incident
+            test_self_service test_incident test_jwt_reuse
 .PHONY: e2e-postgres
 e2e-postgres: build/sessiond | $(TEST_STAMP) $(BROWSER_STAMP) $(JWT_STAMP)
 	SESSIOND_TEST_STORE=postgres SESSIOND_BIN=$(CURDIR)/build/sessiond \

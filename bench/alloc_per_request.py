@@ -154,6 +154,9 @@ def main():
     ap.add_argument("--requests", type=int, default=10000, help="measured requests per route")
     ap.add_argument("--warmup", type=int, default=300, help="requests that warm the connection first")
     ap.add_argument("--binary", default=SESSIOND)
+    ap.add_argument("--jwt-reuse", default=None,
+                    help="the server's --jwt-reuse (default: its own, 0.2: after the first request the "
+                         "minting rows hand the same token out again; 0: every request signs)")
     args = ap.parse_args()
 
     build_shim()
@@ -167,7 +170,8 @@ def main():
     os.chmod(keys, 0o600)
     env = dict(os.environ, LD_PRELOAD=SHIM, ALLOCCOUNT_FILE=counts)
     proc = harness.start([args.binary, "--listen", f"127.0.0.1:{port}", "--data-dir",
-                          os.path.join(tmp, "data"), "--log-level", "warn", "--jwt-keys", keys],
+                          os.path.join(tmp, "data"), "--log-level", "warn", "--jwt-keys", keys]
+                         + (["--jwt-reuse", args.jwt_reuse] if args.jwt_reuse is not None else []),
                          port, "alloc-sessiond.log", env=env)
     try:
         c = Conn(port)
@@ -196,7 +200,8 @@ def main():
 
     n = args.requests
     print(f"heap calls per request, {n} requests on one keep-alive connection warmed by {args.warmup} "
-          f"(LD_PRELOAD bench/alloccount.c; release build)")
+          f"(LD_PRELOAD bench/alloccount.c; release build; --jwt-reuse "
+          f"{args.jwt_reuse if args.jwt_reuse is not None else 'default'})")
     print()
     print("| route | allocations/req | malloc | calloc | realloc | memalign | frees/req | net blocks/req | bytes/req | non-200 |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -3,22 +3,37 @@
  * (sd_client_jwt_verify) on one thread (`make jwt-verify-bench`; a row of
  * `make bench`). Issue 18's target: at least 20,000 a second per core.
  *
- * For EdDSA and ES256 it makes a key, a JWK Set of its public half and a
- * token shaped like sessiond's (the header, the claims of a session), then
- * verifies the token in a loop with a verifier given the set as jwks_json
- * (no server, no network: the keys are parsed once, the feed not polled),
- * for --seconds of CPU time. With --jwe it also verifies the encrypted form
- * (ECDH-ES+A256KW, A256GCM), made here as sessiond makes it. Beside each
- * rate it prints OpenSSL's own rate for the bare signature check on the
- * same key (EVP_DigestVerify in a loop), the floor no verifier can beat.
+ * For EdDSA and ES256 it makes a key, a JWK Set of its public half and
+ * tokens shaped like sessiond's (the header, the claims of a session, each
+ * with its own jti), and verifies them with a verifier given the set as
+ * jwks_json (no server, no network: the keys are parsed once, the feed not
+ * polled), for --seconds of CPU time each way:
  *
- * Output, one line per algorithm (bench/bench.py reads it):
- *   JWTVERIFY {"alg":"EdDSA","per_s":..., "openssl_per_s":..., "us":...}
+ *   cold  every token new: made in batches of 256 outside the timed part,
+ *         each verified once (the verifier's cache of verified tokens
+ *         misses every time and pays its hash and insertion);
+ *   warm  64 tokens verified once first, then again and again (what a
+ *         service sees when a caller's token comes back within its life:
+ *         the cache answers, exp/nbf and the feed are checked each time).
+ *
+ * The verifier's hits and misses are printed too, so a cold figure that
+ * hit, or a warm one that missed, shows. With --jwe it does the same for
+ * the encrypted form (ECDH-ES+A256KW, A256GCM), made here as sessiond
+ * makes it. Beside each cold rate it prints OpenSSL's own rate for the
+ * bare signature check on the same key (EVP_DigestVerify in a loop), the
+ * floor no verifier can beat without a cache.
+ *
+ * Output, one line per algorithm and way (bench/bench.py reads it):
+ *   JWTVERIFY {"alg":"EdDSA","mode":"cold","per_s":...,"openssl_per_s":...,"us":...,
+ *              "hits":0,"misses":...}
  * per_s and openssl_per_s are per second of this thread's CPU time
  * (CLOCK_THREAD_CPUTIME_ID), so other load on a shared machine slows the
  * wall clock but not the figure.
  *
- *   build/jwt_verify_bench [--seconds S] [--jwe]
+ * --no-cache turns the verifier's cache off (sd_client_jwt_cache(v, 0)):
+ * the cold figure then shows what the cache's hash and insertion cost.
+ *
+ *   build/jwt_verify_bench [--seconds S] [--jwe] [--no-cache]
  */
 #include <sessiond/client.h>
 
@@ -114,8 +129,8 @@ static void jwk_set(EVP_PKEY *key, bool ec, char *out, size_t cap)
     }
 }
 
-/* A token as sessiond mints one: header, the claims of a session. */
-static void make_token(EVP_PKEY *key, bool ec, char *out, size_t cap)
+/* A token as sessiond mints one: header, the claims of a session, jti n. */
+static void make_token(EVP_PKEY *key, bool ec, long n, char *out, size_t cap)
 {
     char h[128], p[512], hb[256], pb[700];
     long now = (long)time(NULL);
@@ -123,18 +138,18 @@ static void make_token(EVP_PKEY *key, bool ec, char *out, size_t cap)
              ec ? "ES256" : "EdDSA");
     snprintf(p, sizeof p,
              "{\"iss\":\"" ISSUER "\",\"sub\":\"alice@example.com\",\"aud\":\"" AUDIENCE "\","
-             "\"iat\":%ld,\"nbf\":%ld,\"exp\":%ld,\"jti\":\"kjTndOhOM7YSZ3rQ-LL3vQ\","
+             "\"iat\":%ld,\"nbf\":%ld,\"exp\":%ld,\"jti\":\"kjTndOhOM7YSZ3rQ-%08ld\","
              "\"sid\":\"P82cZloyXhQ2cvw9k53UyU\",\"auth_time\":%ld,\"acr\":\"aal2\","
              "\"amr\":[\"pwd\",\"otp\"]}",
-             now, now, now + 3600, now);
+             now, now, now + 3600, n, now);
     b64url((const unsigned char *)h, strlen(h), hb);
     b64url((const unsigned char *)p, strlen(p), pb);
-    int n = snprintf(out, cap, "%s.%s", hb, pb);
+    int len = snprintf(out, cap, "%s.%s", hb, pb);
     unsigned char sig[64];
     char sb[100];
-    sign(key, ec, out, (size_t)n, sig);
+    sign(key, ec, out, (size_t)len, sig);
     b64url(sig, 64, sb);
-    snprintf(out + n, cap - (size_t)n, ".%s", sb);
+    snprintf(out + len, cap - (size_t)len, ".%s", sb);
 }
 
 /* ---- the encrypted form (as src/jwt/jwe.c makes it) ---------------------- */
@@ -211,21 +226,79 @@ static void make_jwe(EVP_PKEY *rcpt, const char *jws, char *out, size_t cap)
 
 /* ---- the loops --------------------------------------------------------- */
 
-/* Verifications per CPU second of token by v, for about secs. */
-static double rate(sd_client_jwt_verifier *v, const char *token, double secs)
+#define BATCH 256
+#define WARM  64
+#define TOKEN 4096
+
+/* What to verify: tokens of key, encrypted for rcpt when it is not NULL. */
+typedef struct maker {
+    EVP_PKEY *key, *rcpt;
+    bool ec;
+    long n; /* tokens made so far: the next jti */
+} maker;
+
+static void make(maker *m, char *out)
 {
+    char jws[2048];
+    make_token(m->key, m->ec, m->n++, m->rcpt ? jws : out, m->rcpt ? sizeof jws : TOKEN);
+    if (m->rcpt)
+        make_jwe(m->rcpt, jws, out, TOKEN);
+}
+
+/* Verifications per CPU second by v of tokens never seen before, for about
+ * secs of verifying (the making is not counted). */
+static double rate_cold(sd_client_jwt_verifier *v, maker *m, double secs)
+{
+    static char tok[BATCH][TOKEN];
     sd_client_jwt_claims cl;
-    if (sd_client_jwt_verify(v, token, &cl) != 0)
-        die("the token does not verify");
+    long n = 0;
+    double t = 0;
+    do {
+        for (int i = 0; i < BATCH; i++)
+            make(m, tok[i]);
+        double t0 = cpu_s();
+        for (int i = 0; i < BATCH; i++)
+            if (sd_client_jwt_verify(v, tok[i], &cl) != 0)
+                die("a verification failed");
+        t += cpu_s() - t0;
+        n += BATCH;
+    } while (t < secs);
+    return (double)n / t;
+}
+
+/* Verifications per CPU second by v of WARM tokens it has verified once. */
+static double rate_warm(sd_client_jwt_verifier *v, maker *m, double secs)
+{
+    static char tok[WARM][TOKEN];
+    sd_client_jwt_claims cl;
+    for (int i = 0; i < WARM; i++) {
+        make(m, tok[i]);
+        if (sd_client_jwt_verify(v, tok[i], &cl) != 0)
+            die("the token does not verify");
+    }
     long n = 0;
     double t0 = cpu_s(), t;
     do {
         for (int i = 0; i < 200; i++)
-            if (sd_client_jwt_verify(v, token, &cl) != 0)
+            if (sd_client_jwt_verify(v, tok[i % WARM], &cl) != 0)
                 die("a verification failed");
         n += 200;
     } while ((t = cpu_s() - t0) < secs);
     return (double)n / t;
+}
+
+/* One line for bench.py; floor <= 0: none. */
+static void report(sd_client_jwt_verifier *v, const char *alg, const char *mode, double r,
+                   double floor)
+{
+    int64_t hits, misses;
+    sd_client_jwt_cache_counts(v, &hits, &misses);
+    printf("JWTVERIFY {\"alg\":\"%s\",\"mode\":\"%s\",\"per_s\":%.0f,", alg, mode, r);
+    if (floor > 0)
+        printf("\"openssl_per_s\":%.0f,", floor);
+    printf("\"us\":%.2f,\"hits\":%lld,\"misses\":%lld}\n", 1e6 / r, (long long)hits,
+           (long long)misses);
+    fflush(stdout);
 }
 
 /* OpenSSL's bare signature checks per CPU second (the floor). */
@@ -263,14 +336,16 @@ static double openssl_rate(EVP_PKEY *key, bool ec, const char *token, double sec
 int main(int argc, char **argv)
 {
     double secs = 2;
-    bool jwe = false;
+    bool jwe = false, no_cache = false;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
             secs = atof(argv[++i]);
         else if (strcmp(argv[i], "--jwe") == 0)
             jwe = true;
+        else if (strcmp(argv[i], "--no-cache") == 0)
+            no_cache = true;
         else {
-            fprintf(stderr, "usage: %s [--seconds S] [--jwe]\n", argv[0]);
+            fprintf(stderr, "usage: %s [--seconds S] [--jwe] [--no-cache]\n", argv[0]);
             return 2;
         }
     }
@@ -289,29 +364,28 @@ int main(int argc, char **argv)
         bool ec = a == 1;
         EVP_PKEY *key = ec ? EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256")
                            : EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
-        char set[512], token[2048], enc[4096];
+        char set[512], token[TOKEN], alg[16];
         jwk_set(key, ec, set, sizeof set);
-        make_token(key, ec, token, sizeof token);
-        sd_client_jwt_options o = {
-            .issuer = ISSUER, .audience = AUDIENCE, .poll_interval_ms = -1, .jwks_json = set};
-        sd_client_jwt_verifier *v;
-        if (sd_client_jwt_verifier_new(NULL, &o, &v))
-            die("verifier");
-        double r = rate(v, token, secs), floor = openssl_rate(key, ec, token, secs);
-        printf("JWTVERIFY {\"alg\":\"%s\",\"per_s\":%.0f,\"openssl_per_s\":%.0f,\"us\":%.2f}\n",
-               algs[a], r, floor, 1e6 / r);
-        sd_client_jwt_verifier_free(v);
-        if (jwe) {
-            make_jwe(rcpt, token, enc, sizeof enc);
-            o.decrypt_key_file = keyfile;
-            if (sd_client_jwt_verifier_new(NULL, &o, &v))
-                die("verifier");
-            r = rate(v, enc, secs);
-            printf("JWTVERIFY {\"alg\":\"%s+JWE\",\"per_s\":%.0f,\"us\":%.2f}\n", algs[a], r,
-                   1e6 / r);
-            sd_client_jwt_verifier_free(v);
+        make_token(key, ec, 0, token, sizeof token);
+        double floor = openssl_rate(key, ec, token, secs);
+        for (int e = 0; e < (jwe ? 2 : 1); e++) {
+            maker m = {.key = key, .rcpt = e ? rcpt : NULL, .ec = ec, .n = 1};
+            snprintf(alg, sizeof alg, "%s%s", algs[a], e ? "+JWE" : "");
+            sd_client_jwt_options o = {.issuer = ISSUER,
+                                       .audience = AUDIENCE,
+                                       .poll_interval_ms = -1,
+                                       .jwks_json = set,
+                                       .decrypt_key_file = e ? keyfile : NULL};
+            for (int warm = 0; warm < (no_cache ? 1 : 2); warm++) {
+                sd_client_jwt_verifier *v;
+                if (sd_client_jwt_verifier_new(NULL, &o, &v) ||
+                    (no_cache && sd_client_jwt_cache(v, 0)))
+                    die("verifier");
+                double r = warm ? rate_warm(v, &m, secs) : rate_cold(v, &m, secs);
+                report(v, alg, warm ? "warm" : "cold", r, e || warm ? 0 : floor);
+                sd_client_jwt_verifier_free(v);
+            }
         }
-        fflush(stdout);
         EVP_PKEY_free(key);
     }
     if (jwe)

@@ -119,6 +119,24 @@ EVP_PKEY *sdc__p256_key(const unsigned char point[65]);
 int sdc__jwe_key_load(const char *path, EVP_PKEY **out);
 int sdc__jwe_decrypt(EVP_PKEY *key, const char *tok, size_t n, char **jws);
 
+/* jwtcache.c: verified tokens by the SHA-256 of the whole token, with the
+ * claims they carried (the caller checks time and revocation on each use).
+ * sdc__vcache_new: entries 0 is off; nothing is allocated for them before
+ * the first put. find returns the kept claims (borrowed until the next
+ * put, drop, clear or resize) or NULL; put never fails (no memory: not
+ * kept). */
+typedef struct sdc_vcache sdc_vcache;
+int sdc__vcache_new(size_t entries, sdc_vcache **out);
+void sdc__vcache_free(sdc_vcache *c);
+int sdc__vcache_resize(sdc_vcache *c, size_t entries);
+bool sdc__vcache_on(const sdc_vcache *c);
+int sdc__vcache_hash(sdc_vcache *c, const char *token, size_t n, unsigned char h[32]);
+sd_client_jwt_claims *sdc__vcache_find(sdc_vcache *c, const unsigned char h[32]);
+void sdc__vcache_put(sdc_vcache *c, const unsigned char h[32], const sd_client_jwt_claims *cl);
+void sdc__vcache_drop(sdc_vcache *c, const unsigned char h[32]);
+void sdc__vcache_clear(sdc_vcache *c);
+void sdc__vcache_counts(const sdc_vcache *c, int64_t *hits, int64_t *misses);
+
 /* 1 when sig is key's valid signature (key->alg) of input, else 0. */
 int sdc__signature_ok(sdc_key *key, const char *input, size_t ilen, const unsigned char *sig,
                       size_t slen);

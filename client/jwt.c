@@ -33,6 +33,10 @@
  * none of its tokens can still pass the exp check by then. */
 #define REVOKED_KEEP_S (2 * 3600)
 #define MAX_FEED_PAGES 1000
+#define CACHE_DEFAULT  1024 /* verified tokens kept (jwtcache.c) */
+#define CACHE_MAX      1048576
+/* verify_cached: the cache has no such token. */
+#define NOT_CACHED 1
 
 struct sd_client_jwt_verifier {
     sd_client *c;
@@ -52,7 +56,8 @@ struct sd_client_jwt_verifier {
     char hdr_text[256];
     size_t hdr_len;
     char hdr_alg[8], hdr_kid[128];
-    json_t *revoked; /* sid -> the wall-clock second it was learned */
+    json_t *revoked;   /* sid -> the wall-clock second it was learned */
+    sdc_vcache *cache; /* verified tokens (jwtcache.c) */
 };
 
 static int64_t mono_ms(void)
@@ -82,11 +87,8 @@ int sd_client_jwt_verifier_new(sd_client *c, const sd_client_jwt_options *opt,
     v->skew_s = opt->max_clock_skew_s ? opt->max_clock_skew_s : DEFAULT_SKEW_S;
     v->jwks_age_ms = (opt->jwks_max_age_s ? opt->jwks_max_age_s : DEFAULT_JWKS_AGE_S) * 1000LL;
     v->poll_ms = opt->poll_interval_ms ? opt->poll_interval_ms : DEFAULT_POLL_MS;
-    if (!v->issuer || !v->audience || !v->revoked) {
-        sd_client_jwt_verifier_free(v);
-        return SD_CLIENT_ENOMEM;
-    }
-    int rc = 0;
+    int rc = v->issuer && v->audience && v->revoked ? sdc__vcache_new(CACHE_DEFAULT, &v->cache)
+                                                    : SD_CLIENT_ENOMEM;
     if (opt->decrypt_key_file)
         rc = sdc__jwe_key_load(opt->decrypt_key_file, &v->decrypt_key);
     if (rc == 0 && opt->jwks_json) {
@@ -113,7 +115,20 @@ void sd_client_jwt_verifier_free(sd_client_jwt_verifier *v)
     free(v->issuer);
     free(v->audience);
     json_decref(v->revoked);
+    sdc__vcache_free(v->cache);
     free(v);
+}
+
+int sd_client_jwt_cache(sd_client_jwt_verifier *v, size_t entries)
+{
+    if (!v || entries > CACHE_MAX)
+        return SD_CLIENT_EINVAL;
+    return sdc__vcache_resize(v->cache, entries);
+}
+
+void sd_client_jwt_cache_counts(const sd_client_jwt_verifier *v, int64_t *hits, int64_t *misses)
+{
+    sdc__vcache_counts(v ? v->cache : NULL, hits, misses);
 }
 
 int64_t sd_client_jwt_polls(const sd_client_jwt_verifier *v)
@@ -303,6 +318,7 @@ static int refresh(sd_client_jwt_verifier *v, int64_t now)
         if ((rc = sdc__keys_fetch(v->c, &v->keys)))
             return rc;
         v->keys_at = mono_ms();
+        sdc__vcache_clear(v->cache); /* verified against the old set */
     }
     if (v->poll_ms >= 0 && (!v->polled_at || now - v->polled_at >= v->poll_ms))
         rc = sd_client_jwt_poll(v);
@@ -328,6 +344,7 @@ static int verify_jws(sd_client_jwt_verifier *v, const char *token, sd_client_jw
         /* A key published since the last fetch (a rotation). */
         if ((rc = sdc__keys_fetch(v->c, &v->keys)) == 0) {
             v->keys_at = mono_ms();
+            sdc__vcache_clear(v->cache);
             key = sdc__keys_find(&v->keys, kid);
         }
     }
@@ -362,8 +379,55 @@ static int verify_jws(sd_client_jwt_verifier *v, const char *token, sd_client_jw
     return rc;
 }
 
+/* A token verified before (its hash h): the keys and the feed refreshed on
+ * their schedule (a fetch of the keys empties the cache), then what time
+ * and the feed may have changed since. NOT_CACHED, 0 or a refusal. */
+static int verify_cached(sd_client_jwt_verifier *v, const unsigned char h[32],
+                         sd_client_jwt_claims *out)
+{
+    int rc = refresh(v, mono_ms());
+    if (rc)
+        return rc;
+    const sd_client_jwt_claims *cl = sdc__vcache_find(v->cache, h);
+    if (!cl)
+        return NOT_CACHED;
+    int64_t now = (int64_t)time(NULL);
+    if (now >= cl->exp + v->skew_s)
+        rc = SD_CLIENT_EJWT_EXPIRED;
+    else if (cl->nbf > now + v->skew_s || cl->iat > now + v->skew_s)
+        rc = SD_CLIENT_EJWT_NOT_YET_VALID; /* the clock went back */
+    else if (json_object_get(v->revoked, cl->sid))
+        rc = SD_CLIENT_EJWT_REVOKED;
+    if (rc == 0) {
+        *out = *cl;
+        return 0;
+    }
+    memcpy(out->kid, cl->kid, sizeof out->kid); /* which key said yes once, for logs */
+    memcpy(out->alg, cl->alg, sizeof out->alg);
+    if (rc == SD_CLIENT_EJWT_EXPIRED)
+        sdc__vcache_drop(v->cache, h);
+    return rc;
+}
+
 /* Encrypted tokens first lose their JWE layer (jwe.c): a verifier with a
  * decryption key takes nothing else, one without takes no JWE. */
+static int verify_token(sd_client_jwt_verifier *v, const char *token, size_t n, size_t dots,
+                        sd_client_jwt_claims *out)
+{
+    if (dots != 4)
+        return v->decrypt_key && dots == 2 ? SD_CLIENT_EJWT_ENCRYPTION : verify_jws(v, token, out);
+    if (!v->decrypt_key)
+        return SD_CLIENT_EJWT_ENCRYPTION;
+    char *jws;
+    int rc = sdc__jwe_decrypt(v->decrypt_key, token, n, &jws);
+    if (rc)
+        return rc;
+    rc = verify_jws(v, jws, out);
+    OPENSSL_cleanse(jws, strlen(jws));
+    free(jws);
+    return rc;
+}
+
 int sd_client_jwt_verify(sd_client_jwt_verifier *v, const char *token, sd_client_jwt_claims *out)
 {
     sd_client_jwt_claims scratch;
@@ -377,16 +441,13 @@ int sd_client_jwt_verify(sd_client_jwt_verifier *v, const char *token, sd_client
         dots++;
     if (n > SDC_MAX_JWE)
         return SD_CLIENT_EJWT_MALFORMED;
-    if (dots != 4)
-        return v->decrypt_key && dots == 2 ? SD_CLIENT_EJWT_ENCRYPTION : verify_jws(v, token, out);
-    if (!v->decrypt_key)
-        return SD_CLIENT_EJWT_ENCRYPTION;
-    char *jws;
-    int rc = sdc__jwe_decrypt(v->decrypt_key, token, n, &jws);
-    if (rc)
+    unsigned char h[32];
+    bool cache = sdc__vcache_on(v->cache) && sdc__vcache_hash(v->cache, token, n, h) == 0;
+    int rc = cache ? verify_cached(v, h, out) : NOT_CACHED;
+    if (rc != NOT_CACHED)
         return rc;
-    rc = verify_jws(v, jws, out);
-    OPENSSL_cleanse(jws, strlen(jws));
-    free(jws);
+    rc = verify_token(v, token, n, dots, out);
+    if (rc == 0 && cache)
+        sdc__vcache_put(v->cache, h, out);
     return rc;
 }

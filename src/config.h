@@ -34,6 +34,8 @@ typedef struct sd_config {
     char jwt_claims[256];
     char jwt_encrypt_key[1024];
     int64_t jwt_lifetime_ms;
+    double jwt_reuse;         /* fraction of a token's lifetime it is handed out again */
+    int64_t jwt_reuse_max_mb; /* memory bound of those tokens */
     int64_t idle_timeout_ms;
     int64_t absolute_timeout_ms;
     int64_t max_idle_timeout_ms;

@@ -19,6 +19,7 @@
 #include "http/tls.h"
 #include "jwt/jwe.h"
 #include "jwt/jwk.h"
+#include "jwt/mintcache.h"
 #include "store/crypt.h"
 #include "metrics/metrics.h"
 #include "session/sweeper.h"
@@ -111,6 +112,8 @@ static void reload_jwt_keys(sd_app *app, const sd_config *fresh)
     pthread_rwlock_wrlock(&app->jwt_lock);
     sd_jwks *old = app->jwt_keys;
     app->jwt_keys = nk;
+    if (app->jwt_cache) /* no token signed with the old keys is handed out again */
+        sd_mintcache_clear(app->jwt_cache);
     pthread_rwlock_unlock(&app->jwt_lock);
     sd_jwks_free(old);
     sd_info("SIGHUP: JWT keys reloaded: %d published, signing with '%s' (%s)%s", sd_jwks_count(nk),
@@ -224,9 +227,11 @@ int main(int argc, char **argv)
         return 2;
     }
     if (jwt_keys)
-        sd_info("access tokens: %d JWT keys published, signing with '%s' (%s), lifetime %llds%s",
+        sd_info("access tokens: %d JWT keys published, signing with '%s' (%s), lifetime %llds, "
+                "reused for %.0f%% of it (at most %lld MiB)%s",
                 sd_jwks_count(jwt_keys), sd_jwks_current_kid(jwt_keys),
                 sd_jwks_current_alg(jwt_keys), (long long)(cfg.jwt_lifetime_ms / 1000),
+                cfg.jwt_reuse * 100, (long long)cfg.jwt_reuse_max_mb,
                 sd_jwks_recipient(jwt_keys) ? ", encrypted (JWE " SD_JWE_ALG ", " SD_JWE_ENC ")"
                                             : "");
     sd_tls *tls = NULL;
@@ -376,6 +381,10 @@ int main(int argc, char **argv)
     if (cfg.failed_validation_rate > 0 && !app.guesses) {
         snprintf(err, sizeof err, "out of memory for the failed-validation limiter");
         rc = SD_ENOMEM;
+    } else if (jwt_keys && cfg.jwt_reuse > 0 &&
+               (rc = sd_mintcache_new((size_t)cfg.jwt_reuse_max_mb << 20, cfg.jwt_reuse,
+                                      &app.jwt_cache))) {
+        snprintf(err, sizeof err, "out of memory for the access tokens' cache (--jwt-reuse)");
     } else {
         rc = sd_http_start(&hopt, sd_api_routes, sd_api_nroutes, &app, &http, err, sizeof err);
     }
@@ -457,6 +466,7 @@ stop:
     sd_keyring_free(ring);
     sd_keys_free(app.keys);
     sd_jwks_free(app.jwt_keys);
+    sd_mintcache_free(app.jwt_cache);
     sd_limiter_free(app.guesses);
     sd_brlock_destroy(&app.keys_lock);
     pthread_rwlock_destroy(&app.jwt_lock);

@@ -13,7 +13,10 @@
  * Encrypted tokens (sessiond --jwt-encrypt-key): SESSIOND_JWT_DECRYPT_KEY
  * names the PEM file of the recipient's P-256 private key. Pinned keys:
  * SESSIOND_JWKS holds a JWK Set (JSON) to trust instead of fetching the
- * server's (the feed is still polled from URL).
+ * server's (the feed is still polled from URL). The verifier keeps the
+ * tokens it has verified (sd_client_jwt_cache): SESSIOND_JWT_CACHE sets
+ * how many (0: none), and a line "cache" answers "cache hits=H misses=M".
+ * SESSIOND_JWKS_MAX_AGE (seconds) refetches the key set that often.
  * tests/e2e/test_jwt_verify.py drives it.
  */
 #define _POSIX_C_SOURCE 200809L /* getline */
@@ -42,10 +45,15 @@ int main(int argc, char **argv)
         .poll_interval_ms = argc == 5 ? strtol(argv[4], NULL, 10) : 0, /* 0: every 5 s */
         .decrypt_key_file = getenv("SESSIOND_JWT_DECRYPT_KEY"),        /* NULL: signed tokens */
         .jwks_json = getenv("SESSIOND_JWKS"), /* NULL: fetch the server's */
+        .jwks_max_age_s =
+            getenv("SESSIOND_JWKS_MAX_AGE") ? atoi(getenv("SESSIOND_JWKS_MAX_AGE")) : 0,
     };
-    sd_client_jwt_verifier *v;
-    if ((rc = sd_client_jwt_verifier_new(c, &vo, &v))) {
+    sd_client_jwt_verifier *v = NULL;
+    if ((rc = sd_client_jwt_verifier_new(c, &vo, &v)) == 0 && getenv("SESSIOND_JWT_CACHE"))
+        rc = sd_client_jwt_cache(v, strtoul(getenv("SESSIOND_JWT_CACHE"), NULL, 10));
+    if (rc) {
         fprintf(stderr, "verifier: %s\n", sd_client_strerror(rc));
+        sd_client_jwt_verifier_free(v);
         sd_client_close(c);
         return 1;
     }
@@ -58,6 +66,10 @@ int main(int argc, char **argv)
         if (strcmp(line, "poll") == 0) {
             rc = sd_client_jwt_poll(v);
             printf("%s", rc ? sd_client_strerror(rc) : "polled");
+        } else if (strcmp(line, "cache") == 0) {
+            int64_t hits, misses;
+            sd_client_jwt_cache_counts(v, &hits, &misses);
+            printf("cache hits=%lld misses=%lld", (long long)hits, (long long)misses);
         } else {
             sd_client_jwt_claims claims;
             rc = sd_client_jwt_verify(v, line, &claims);

@@ -27,10 +27,12 @@ typedef struct sd_app {
     pthread_rwlock_t jwt_lock;  /* guards jwt_keys (swapped on SIGHUP) */
     struct sd_jwks *jwt_keys;   /* JWT signing keys; NULL: no access tokens */
     sd_jwt_options jwt;         /* the access tokens' claims and lifetime */
-    sd_anomaly_policy anomaly;  /* anomaly signals and the geofence (api/anomaly.c) */
-    bool anomaly_create;        /* create computes signals or checks the geofence */
-    bool anomaly_state;         /* every validation reads the session's signals (some flag
-                                   or step up): see sd_api_anomaly_wanted */
+    /* minted tokens handed out again (--jwt-reuse; jwt/mintcache.h); NULL: every ask signs */
+    struct sd_mintcache *jwt_cache;
+    sd_anomaly_policy anomaly; /* anomaly signals and the geofence (api/anomaly.c) */
+    bool anomaly_create;       /* create computes signals or checks the geofence */
+    bool anomaly_state;        /* every validation reads the session's signals (some flag
+                                  or step up): see sd_api_anomaly_wanted */
     /* --webhook deliveries (webhook/webhook.h); NULL: none */
     struct sd_webhooks *webhooks;
 } sd_app;
@@ -186,13 +188,20 @@ int sd_api_mint(sd_app *app, const sd_session *s, int64_t now, sd_arena *a, cons
                 int64_t *expires_in);
 /* True when --jwt-keys is configured (tokens.c). */
 bool sd_api_jwt_enabled(sd_app *app);
-/* Mints an access token for the session c found valid (sd_api_check_token
- * returned 1): reads the session's optional fields (amr, --jwt-claims)
- * once, with c->expiry (the rolling touch) as its expiry. Returns what
- * sd_api_mint does (SD_ENOTFOUND also when the session ended meanwhile).
- * *jwt in arena a. */
+/* An access token for the session c found valid (sd_api_check_token
+ * returned 1). With app->jwt_cache, the token minted for the same version
+ * of the session under the same keys, while most of its lifetime remains
+ * and its exp is within c's expiry bound (*expires_in: the seconds it has
+ * left); otherwise mints one: reads the session's optional fields (amr,
+ * --jwt-claims) once, with c->expiry (the rolling touch) as its expiry,
+ * and remembers the token. Returns what sd_api_mint does (SD_ENOTFOUND
+ * also when the session ended meanwhile). *jwt in arena a. */
 int sd_api_mint_checked(sd_app *app, const sd_check *c, int64_t now, sd_arena *a, const char **jwt,
                         int64_t *expires_in);
+/* Appends the access-token cache's series (sessiond_jwt_reuse_*) to the
+ * metrics text *buf (malloc'd, *len bytes); nothing without the cache.
+ * 0 or SD_ENOMEM (*buf still the caller's). */
+int sd_api_jwt_metrics(sd_app *app, char **buf, size_t *len);
 /* The query ?accessToken=true|false of validate and refresh: 0 with *want
  * set, or answers 400 (a bad value, or true without --jwt-keys) and
  * returns -1. */

@@ -55,7 +55,7 @@ void sd_api_metrics(sd_req *r, void *app_)
     text = all;
     memcpy(text + len, audit, (size_t)n + 1);
     len += (size_t)n;
-    if (sd_webhooks_metrics(app->webhooks, &text, &len)) {
+    if (sd_webhooks_metrics(app->webhooks, &text, &len) || sd_api_jwt_metrics(app, &text, &len)) {
         free(text);
         sd_api_fail(r, SD_ENOMEM, NULL);
         return;

@@ -12,6 +12,7 @@
  * validation core has just found valid, and never outlives it.
  */
 #include "api/api.h"
+#include "jwt/mintcache.h"
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -31,15 +32,25 @@
  * long before it signs (docs/tokens.md, "Rotating the signing key"). */
 #define JWKS_CACHE_CONTROL "public, max-age=300"
 
-int sd_api_mint(sd_app *app, const sd_session *s, int64_t now, sd_arena *a, const char **jwt,
-                int64_t *expires_in)
+/* sd_api_mint, and the generation of the keys that signed (read under the
+ * same lock, so that a SIGHUP cannot come between the two). */
+static int mint(sd_app *app, const sd_session *s, int64_t now, sd_arena *a, const char **jwt,
+                int64_t *expires_in, uint64_t *gen)
 {
     *jwt = NULL;
     pthread_rwlock_rdlock(&app->jwt_lock);
+    *gen = app->jwt_cache ? sd_mintcache_generation(app->jwt_cache) : 0;
     int rc = app->jwt_keys ? sd_jwt_mint(app->jwt_keys, &app->jwt, s, now, a, jwt, expires_in)
                            : SD_ECONFIG;
     pthread_rwlock_unlock(&app->jwt_lock);
     return rc;
+}
+
+int sd_api_mint(sd_app *app, const sd_session *s, int64_t now, sd_arena *a, const char **jwt,
+                int64_t *expires_in)
+{
+    uint64_t gen;
+    return mint(app, s, now, a, jwt, expires_in, &gen);
 }
 
 bool sd_api_jwt_enabled(sd_app *app)
@@ -53,20 +64,75 @@ bool sd_api_jwt_enabled(sd_app *app)
 int sd_api_mint_checked(sd_app *app, const sd_check *c, int64_t now, sd_arena *a, const char **jwt,
                         int64_t *expires_in)
 {
+    /* The validation decided that the session is valid; the cache only
+     * saves the signature (and the read below). */
+    *jwt = NULL;
+    int64_t bound = c->expiry < c->s.absolute_expiry ? c->expiry : c->s.absolute_expiry, exp_s;
+    if (app->jwt_cache &&
+        sd_mintcache_get(app->jwt_cache, c->s.id, c->s.version, now, bound, a, jwt, &exp_s)) {
+        *expires_in = exp_s - now / 1000;
+        sd_debug("access_token_issued session=%s expires_in=%lld reused=1", c->s.id,
+                 (long long)*expires_in);
+        return 0;
+    }
     /* The validation core reads without the optional fields; amr and the
      * --jwt-claims fields live there. */
-    *jwt = NULL;
     sd_session full;
     int rc = sd_store_get(app->store, c->s.id, true, &full, NULL, 0);
     if (rc)
         return rc;
     full.expiry = c->expiry > full.expiry ? c->expiry : full.expiry; /* the rolling touch */
-    rc = sd_session_active(&full, now) ? sd_api_mint(app, &full, now, a, jwt, expires_in)
+    uint64_t gen = 0;
+    rc = sd_session_active(&full, now) ? mint(app, &full, now, a, jwt, expires_in, &gen)
                                        : SD_ENOTFOUND;
+    if (rc == 0 && app->jwt_cache) /* keyed by the version the claims were read from */
+        sd_mintcache_put(app->jwt_cache, full.id, full.version, gen, now, now / 1000 + *expires_in,
+                         *jwt, strlen(*jwt));
     if (rc == 0)
-        sd_debug("access_token_issued session=%s expires_in=%lld", full.id, (long long)*expires_in);
+        sd_debug("access_token_issued session=%s expires_in=%lld reused=0", full.id,
+                 (long long)*expires_in);
     sd_session_clear(&full);
     return rc;
+}
+
+int sd_api_jwt_metrics(sd_app *app, char **buf, size_t *len)
+{
+    if (!app->jwt_cache)
+        return 0;
+    sd_mintcache_stats st;
+    sd_mintcache_stats_get(app->jwt_cache, &st);
+    char text[1600];
+    int n = snprintf(
+        text, sizeof text,
+        "# HELP sessiond_jwt_reuse_total Asks for an access token of a valid session, by "
+        "whether a minted token was handed out again (--jwt-reuse).\n"
+        "# TYPE sessiond_jwt_reuse_total counter\n"
+        "sessiond_jwt_reuse_total{result=\"hit\"} %llu\n"
+        "sessiond_jwt_reuse_total{result=\"miss\"} %llu\n"
+        "sessiond_jwt_reuse_total{result=\"stale\"} %llu\n"
+        "# HELP sessiond_jwt_reuse_evicted_total Kept tokens pushed out for room.\n"
+        "# TYPE sessiond_jwt_reuse_evicted_total counter\n"
+        "sessiond_jwt_reuse_evicted_total %llu\n"
+        "# HELP sessiond_jwt_reuse_skipped_total Minted tokens not kept (too large, no memory).\n"
+        "# TYPE sessiond_jwt_reuse_skipped_total counter\n"
+        "sessiond_jwt_reuse_skipped_total %llu\n"
+        "# HELP sessiond_jwt_reuse_entries Tokens kept.\n"
+        "# TYPE sessiond_jwt_reuse_entries gauge\n"
+        "sessiond_jwt_reuse_entries %llu\n"
+        "# HELP sessiond_jwt_reuse_bytes Memory of the kept tokens and their table "
+        "(bound: --jwt-reuse-max-mb).\n"
+        "# TYPE sessiond_jwt_reuse_bytes gauge\n"
+        "sessiond_jwt_reuse_bytes %llu\n",
+        (unsigned long long)st.hits, (unsigned long long)st.misses, (unsigned long long)st.stale,
+        (unsigned long long)st.evicted, (unsigned long long)st.skipped,
+        (unsigned long long)st.entries, (unsigned long long)st.bytes);
+    char *p = n > 0 && (size_t)n < sizeof text ? realloc(*buf, *len + (size_t)n + 1) : NULL;
+    if (!p)
+        return SD_ENOMEM;
+    memcpy(p + *len, text, (size_t)n + 1);
+    *buf = p;
+    *len += (size_t)n;
+    return 0;
 }
 
 int sd_api_want_access_token(sd_req *r, sd_app *app, bool *want)

@@ -150,8 +150,11 @@ def test_every_route_mints_a_jwe_that_jose_decrypts_and_verifies(srv, recipient)
         assert o["header"] == {"alg": "EdDSA", "kid": "ed-1", "typ": "at+jwt"}
         assert o["payload"]["sub"] == user and o["payload"]["iss"] == ISSUER
     assert {o["payload"]["sid"] for o in out} == {s["sessionId"]}
-    # A fresh ephemeral key and content key for every token.
-    assert len({json.dumps(o["jwe"]["epk"]) for o in out}) == 3
+    # A fresh ephemeral key and content key for every token minted; the
+    # validation was handed the token route's JWE again (--jwt-reuse), the
+    # refresh (a new version of the session) got a new one.
+    assert minted[0] == minted[1] != minted[2]
+    assert len({json.dumps(o["jwe"]["epk"]) for o in out}) == 2
     # jose's plain JWS verifier cannot take it: the token is not a JWS.
     assert not verify(srv, minted[0])[0]["ok"]
 

@@ -196,7 +196,8 @@ def test_token_route_mints_a_token_jose_verifies(jwt_server):
     assert c["acr"] == "aal2" and c["amr"] == ["pwd", "otp"]
     assert c["deviceId"] == "laptop-1" and c["data"] == {"plan": "pro"}
     assert "userAgent" not in c and "token" not in c
-    assert len(c["jti"]) >= 22 and c["jti"] != rb["payload"]["jti"]
+    # asked twice, the session's token is handed out again (--jwt-reuse; test_jwt_reuse.py)
+    assert len(c["jti"]) >= 22 and b["accessToken"] == a["accessToken"] and 240 <= b["expiresIn"] <= 300
     assert ra["header"]["kid"] == "ed-1" and ra["header"]["alg"] == "EdDSA"
     # the session token never reaches the log, nor the access token
     log = jwt_server.log_text()
@@ -242,7 +243,8 @@ def test_validate_can_return_an_access_token(jwt_server):
     for how in ({"headers": {"Authorization": f"Bearer {s['token']}"}},
                 {"json": {"token": s["token"], "userAgent": "ua"}}):
         r = api.post("/sessions/validate", params={"accessToken": "true"}, expect=200, **how).json()
-        assert r["isValid"] and r["sessionId"] == s["sessionId"] and r["accessTokenExpiresIn"] == 300
+        assert r["isValid"] and r["sessionId"] == s["sessionId"]
+        assert 240 <= r["accessTokenExpiresIn"] <= 300  # the second one is handed out again
         res = verify(jwt_server, r["accessToken"])[0]
         assert res["ok"], res
         c = res["payload"]

@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import load_der_private_key
 
-from conftest import REPO, SESSIOND_BIN, new_user
+from conftest import REPO, SESSIOND_BIN, new_user, wait_for
 
 ISSUER = "https://sessiond.test"
 AUDIENCE = "orders-api"
@@ -93,9 +94,10 @@ def driver_exe(tmp_path_factory):
 class Verifier:
     """The example as a long-lived verifier: one line in, one line out."""
 
-    def __init__(self, exe, url, poll_ms=None, audience=AUDIENCE):
+    def __init__(self, exe, url, poll_ms=None, audience=AUDIENCE, env=None):
         args = [str(exe), url, ISSUER, audience] + ([str(poll_ms)] if poll_ms is not None else [])
-        self.p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                  env=dict(os.environ, **(env or {})))
 
     def ask(self, line):
         self.p.stdin.write(line + "\n")
@@ -222,6 +224,63 @@ def test_a_revocation_reaches_a_polling_verifier_at_its_next_poll(srv, driver_ex
         assert v.ask("poll")[0] == "polled"
         assert v.ask(tok2)[:2] == ("refused", REASON["revoked"])
         assert v.ask(tok)[:2] == ("refused", REASON["revoked"])
+    finally:
+        v.close()
+
+
+def test_a_token_verified_again_comes_from_the_cache_and_is_still_checked(srv, driver_exe, clock):
+    """The verifier keeps what it verified (sd_client_jwt_cache), by the
+    hash of the token: the same token again costs no signature check, but
+    exp and the revocation feed are checked on every call. Only the
+    verifier's clock moves (the clock fixture's shim wraps its time())."""
+    s = srv.api.create(new_user())
+    tok = access_token(srv.api, s["token"])  # exp: now + 300
+    v = Verifier(driver_exe, srv.url, poll_ms=-1, env=clock.env)
+    try:
+        assert [v.ask(tok)[0] for _ in range(3)] == ["ok"] * 3
+        assert v.ask("cache")[1] == "hits=2 misses=1"
+        clock.advance(300 + 30 + 1)  # exp plus the 30 s of skew: expired, cached or not
+        assert v.ask(tok)[:2] == ("refused", REASON["expired"])
+        clock.advance(-331)  # the clock back: the expired entry was dropped, verified afresh
+        assert v.ask(tok)[0] == "ok" and v.ask("cache")[1] == "hits=3 misses=2"
+        # a revocation reaches a cached token at the next poll
+        srv.api.delete(f"/sessions/{s['sessionId']}", expect=204)
+        assert v.ask(tok)[0] == "ok"  # not polled yet (poll -1: only when asked)
+        assert v.ask("poll")[0] == "polled"
+        assert v.ask(tok)[:2] == ("refused", REASON["revoked"])
+        assert v.ask("cache")[1] == "hits=5 misses=2"
+    finally:
+        v.close()
+    # turned off, every verification checks the signature
+    s = srv.api.create(new_user())
+    tok = access_token(srv.api, s["token"])
+    v = Verifier(driver_exe, srv.url, poll_ms=-1, env={"SESSIOND_JWT_CACHE": "0"})
+    try:
+        assert [v.ask(tok)[0] for _ in range(3)] == ["ok"] * 3
+        assert v.ask("cache")[1] == "hits=0 misses=0"
+    finally:
+        v.close()
+
+
+def test_a_fetch_of_the_key_set_empties_the_cache(make_server, tmp_path, driver_exe):
+    """A token of a key the set no longer has is refused once the verifier
+    refetches the set, cached or not."""
+    f = tmp_path / "jwt-keys"
+    f.write_text(keyline("EdDSA", "k1"))
+    os.chmod(f, 0o600)
+    srv = make_server("--jwt-keys", f, "--jwt-issuer", ISSUER, "--jwt-audience", AUDIENCE)
+    s = srv.api.create(new_user())
+    tok = access_token(srv.api, s["token"])
+    v = Verifier(driver_exe, srv.url, poll_ms=-1, env={"SESSIOND_JWKS_MAX_AGE": "1"})
+    try:
+        assert v.ask(tok)[0] == "ok" and v.ask(tok)[0] == "ok"
+        assert v.ask("cache")[1] == "hits=1 misses=1"
+        f.write_text(keyline("EdDSA", "k2"))  # k1 retired
+        os.kill(srv.pid, signal.SIGHUP)
+        wait_for(lambda: [k["kid"] for k in srv.api.get("/.well-known/jwks.json").json()["keys"]] == ["k2"],
+                 what="k1 to be retired")
+        time.sleep(1.1)  # at least the verifier's max age (1 s): its next verification refetches
+        assert v.ask(tok)[:2] == ("refused", REASON["kid"])
     finally:
         v.close()
 

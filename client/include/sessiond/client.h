@@ -277,6 +277,20 @@ void sd_client_jwt_verifier_free(sd_client_jwt_verifier *v);
  * why it is refused, or a transport error from a due fetch or poll. */
 int sd_client_jwt_verify(sd_client_jwt_verifier *v, const char *token, sd_client_jwt_claims *out);
 
+/* The verifier keeps the tokens it verified, by the SHA-256 of the whole
+ * token (never the token itself) with the claims they carried, so that the
+ * same token verified again costs a hash instead of a signature check (and
+ * a JWE's decryption). Every call still checks exp, nbf and iat against
+ * the clock and the sid against the revocation feed, and polls and
+ * fetches on the schedule above; a fetch of the key set empties the cache,
+ * so a token of a retired key is refused as soon as the set no longer has
+ * it. A new verifier keeps up to 1024 tokens (about 1.4 MB, allocated at
+ * the first verification); entries 0 turns this off, at most 1048576.
+ * Emptied by the call. 0 or SD_CLIENT_EINVAL. */
+int sd_client_jwt_cache(sd_client_jwt_verifier *v, size_t entries);
+/* How many verifications that cache answered, and how many it did not. */
+void sd_client_jwt_cache_counts(const sd_client_jwt_verifier *v, int64_t *hits, int64_t *misses);
+
 /* Polls the revocation feed now (every page). 0 or a transport error. */
 int sd_client_jwt_poll(sd_client_jwt_verifier *v);
 /* How many polls have completed (a test or a health check can wait on it),
