@@ -10,6 +10,7 @@
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/ecdsa.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <openssl/x509.h>
@@ -108,8 +109,11 @@ static int key_from_b64(const char *b64, key *e)
         e->pkey = d2i_AutoPrivateKey(NULL, &p, len);
     }
     OPENSSL_clear_free(der, n);
-    if (!e->pkey)
-        return SD_EINVALID;
+    if (!e->pkey) { /* OpenSSL 3.0 marks its allocation failures: not a bad key */
+        bool oom = ERR_GET_REASON(ERR_peek_last_error()) == ERR_R_MALLOC_FAILURE;
+        ERR_clear_error();
+        return oom ? SD_ENOMEM : SD_EINVALID;
+    }
     if (EVP_PKEY_is_a(e->pkey, "ED25519")) {
         e->alg = "EdDSA";
         e->pub_len = 32;
@@ -172,13 +176,18 @@ int sd_jwks_parse(const char *text, size_t len, const char *name, sd_jwks **out,
         OPENSSL_cleanse(b64, sizeof b64);
         if (krc == 0 && fields == 3 && strcmp(mark, "next") != 0)
             krc = SD_EINVALID;
+        if (krc == SD_ENOMEM) {
+            snprintf(err, errlen, "%s:%d: out of memory reading the key", name, lineno);
+            rc = SD_ENOMEM;
+            break;
+        }
         if (krc) {
             EVP_PKEY_free(e.pkey);
             snprintf(err, errlen,
                      "%s:%d: expected '<key id> <base64 PKCS#8 Ed25519 or P-256 private key> "
                      "[next]' (id: 1-64 of A-Z a-z 0-9 - _ .)",
                      name, lineno);
-            rc = krc == SD_ENOMEM ? SD_ENOMEM : SD_ECONFIG;
+            rc = SD_ECONFIG;
             break;
         }
         for (int i = 0; i < k->n; i++)
