@@ -77,6 +77,8 @@ def main():
     print()
     for what, met, figure in chaosreport.targets(s):
         print(f"target {'met   ' if met else 'MISSED'}  {what}: {figure}")
+    if any(s["exit_codes"]):
+        print(f"\nthe replicas' exit codes after SIGTERM at the end: {s['exit_codes']}", file=sys.stderr)
     if s.get("error"):
         print(f"\nthe schedule failed: {s['error']}", file=sys.stderr)
         return 1

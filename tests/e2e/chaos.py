@@ -67,6 +67,7 @@ class Topology:
         self.root = Path(tempfile.mkdtemp(prefix="sessiond-chaos-"))
         self.pg = self.pglb = self.redis = self.front = None
         self.replicas = []
+        self.exit_codes = []      # of the replicas' SIGTERM at close (0: clean)
         self.password = "chaos-" + uuid.uuid4().hex[:12]
         try:
             self._start(replicas)
@@ -224,7 +225,7 @@ class Topology:
                 step(lb.stop)
         for s in self.replicas:
             if s.running():
-                step(lambda: s.stop(expect_rc=None))
+                step(lambda: self.exit_codes.append(s.stop(expect_rc=None)))
             step(s.kill9)
         for what in (self.redis, self.pg):
             if what:
@@ -274,7 +275,7 @@ def run(seconds, rate, faults=FAULTS, workers=24, check_rate=100, timeout=5.0, s
     chaosreport.summarize's dict (and 'error' when the schedule failed).
     Everything is stopped by PID before it returns or raises."""
     topo = Topology(log=log)
-    ws, rev, sched = [], None, None
+    ws, rev, sched, s = [], None, None, None
     try:
         rev = chaosload.Revocations(topo.replica_ports(), check_rate, timeout)
         results = []
@@ -338,3 +339,5 @@ def run(seconds, rate, faults=FAULTS, workers=24, check_rate=100, timeout=5.0, s
         if logs:
             topo.save_logs(logs)
         topo.close()
+        if s is not None:
+            s["exit_codes"] = topo.exit_codes
