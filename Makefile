@@ -236,6 +236,15 @@ CHAOS_MINUTES ?= 5
 chaos: build/sessiond | $(TEST_STAMP)
 	CHAOS_MINUTES=$(CHAOS_MINUTES) SESSIOND_BIN=$(CURDIR)/build/sessiond $(PYTHON) bench/chaos.py
 
+# A region failover on asynchronous streaming replication, on loopback
+# (issue 16 item 5, docs/capacity.md): replication lag under the chaos load,
+# then the primary lost under load and the standby promoted; prints the lag,
+# the promotion and resumption times, acknowledged creates lost and
+# revocations undone (bench/region_failover.py).
+.PHONY: region-failover
+region-failover: build/sessiond | $(TEST_STAMP)
+	SESSIOND_BIN=$(CURDIR)/build/sessiond $(PYTHON) bench/region_failover.py
+
 # Issue 13's write targets side by side: embedded durable creates (and the
 # bytes written per create) vs Redis with appendfsync always, updates vs
 # creates, PostgreSQL creates vs pgbench inserts (bench/write_compare.py).
