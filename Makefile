@@ -223,6 +223,28 @@ crash-postgres: build/sessiond | $(TEST_STAMP)
 	SESSIOND_TEST_STORE=postgres SESSIOND_CRASH_ROUNDS=$(ROUNDS) SESSIOND_BIN=$(CURDIR)/build/sessiond \
 	  $(PYTHON) -m pytest -q -s -p no:cacheprovider tests/e2e/test_crash.py
 
+# The HA topology under fire (issue 16): three replicas behind haproxy on
+# PostgreSQL under Patroni (through haproxy) and Redis under Sentinel, a
+# mixed load for CHAOS_MINUTES while a replica, the Redis master, the
+# PostgreSQL primary, a Sentinel and an etcd member are killed (SIGKILL) and
+# restarted one at a time; prints the table of docs/reliability.md and fails
+# if an acknowledged write was lost or a revoked session validated
+# (bench/chaos.py; CHAOS_RATE requests/s, default 200). tests/e2e/test_chaos.py
+# is the one-minute version in make test.
+CHAOS_MINUTES ?= 5
+.PHONY: chaos
+chaos: build/sessiond | $(TEST_STAMP)
+	CHAOS_MINUTES=$(CHAOS_MINUTES) SESSIOND_BIN=$(CURDIR)/build/sessiond $(PYTHON) bench/chaos.py
+
+# A region failover on asynchronous streaming replication, on loopback
+# (issue 16 item 5, docs/capacity.md): replication lag under the chaos load,
+# then the primary lost under load and the standby promoted; prints the lag,
+# the promotion and resumption times, acknowledged creates lost and
+# revocations undone (bench/region_failover.py).
+.PHONY: region-failover
+region-failover: build/sessiond | $(TEST_STAMP)
+	SESSIOND_BIN=$(CURDIR)/build/sessiond $(PYTHON) bench/region_failover.py
+
 # Issue 13's write targets side by side: embedded durable creates (and the
 # bytes written per create) vs Redis with appendfsync always, updates vs
 # creates, PostgreSQL creates vs pgbench inserts (bench/write_compare.py).

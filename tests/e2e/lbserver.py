@@ -1,18 +1,21 @@
 """A private haproxy in front of sessiond replicas (tests and make scale-demo).
 
-Round-robin over the given backends, health checks on GET /readyz (a replica
-whose store is down, or that is gone, leaves the rotation within a few
-checks), and a stats listener whose CSV export says which backends are UP.
+config_text: round-robin over the given backends, health checks on GET
+/readyz (a replica whose store is down, or that is gone, leaves the
+rotation within a few checks), and a stats listener whose CSV export says which backends are UP.
 The server side of every request is a fresh connection (http-server-close),
 so a request is never sent on a connection to a replica that has died: only
 requests in flight on a replica at the moment it dies can fail (502), every
 later one is dispatched to a live replica (a refused connect is retried on
-another one). Runs in the foreground (-db) as a child, stopped by PID.
+another one). shipped_config runs a file of deploy/haproxy/ instead, only
+its addresses replaced. Runs in the foreground (-db) as a child, stopped by
+PID.
 """
 
 import csv
 import io
 import os
+import re
 import shutil
 import signal
 import socket
@@ -63,6 +66,31 @@ listen stats
     stats enable
     stats uri /stats
 """
+
+
+def shipped_config(path, backends, bind="bind *:8080", stats_bind="bind 127.0.0.1:7001"):
+    """A shipped configuration (deploy/haproxy/sessiond.cfg) for
+    `backends` ([(name, host:port)]), as a function of (port, stats_port)
+    for HaProxy's config=: its bind lines and server lines replaced, every
+    other line as shipped. A template that no longer has them fails here
+    rather than running something else."""
+    text = Path(path).read_text()
+    servers = [line for line in text.splitlines() if re.match(r"\s+server\s", line)]
+    assert servers and bind in text and stats_bind in text, f"{path}: no server lines, '{bind}' or '{stats_bind}'"
+    options = re.sub(r"^\s*server\s+\S+\s+\S+\s*", "", servers[0])
+
+    def config(port, stats_port):
+        out, placed = [], False
+        for line in text.splitlines():
+            if line in servers:
+                if not placed:
+                    out.extend(f"    server {name} {addr} {options}" for name, addr in backends)
+                    placed = True
+                continue
+            out.append(line.replace(bind, f"bind 127.0.0.1:{port}")
+                       .replace(stats_bind, f"bind 127.0.0.1:{stats_port}"))
+        return "\n".join(out) + "\n"
+    return config
 
 
 class HaProxy:

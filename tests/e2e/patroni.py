@@ -11,6 +11,11 @@ pgserver.py. Short Patroni timings (ttl 10 s, loop_wait 1 s) so that a
 failover happens soon after the primary's node dies; the harness waits for
 states Patroni and PostgreSQL report, never for a duration.
 
+make chaos (tests/e2e/chaos.py) uses the same cluster with rejoin=True (a
+former primary started again comes back as a standby) and kills and
+restarts single etcd members (EtcdCluster.kill_member, start_member,
+leader).
+
 `haproxy_config` turns deploy/haproxy/patroni.cfg, the configuration
 docs/deployment.md ships, into one for these members (loopback addresses;
 every option as shipped).
@@ -92,30 +97,72 @@ class EtcdCluster:
     def __init__(self, n=3):
         self.root = Path(tempfile.mkdtemp(prefix="sessiond-etcd-"))
         self.members = [{"name": f"etcd{i}", "client": _free_port(), "peer": _free_port()} for i in range(n)]
-        self.procs = []
-        initial = ",".join(f"{m['name']}=http://127.0.0.1:{m['peer']}" for m in self.members)
+        self.procs = [None] * n
+        self.initial = ",".join(f"{m['name']}=http://127.0.0.1:{m['peer']}" for m in self.members)
         try:
-            for m in self.members:
-                log = open(self.root / f"{m['name']}.log", "ab")
-                self.procs.append(subprocess.Popen(
-                    [ETCD_BIN, "--name", m["name"], "--data-dir", str(self.root / m["name"]),
-                     "--listen-client-urls", f"http://127.0.0.1:{m['client']}",
-                     "--advertise-client-urls", f"http://127.0.0.1:{m['client']}",
-                     "--listen-peer-urls", f"http://127.0.0.1:{m['peer']}",
-                     "--initial-advertise-peer-urls", f"http://127.0.0.1:{m['peer']}",
-                     "--initial-cluster", initial, "--initial-cluster-state", "new",
-                     "--initial-cluster-token", self.root.name, "--logger", "zap"],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=str(self.root)))
-                log.close()
+            for i in range(n):
+                self.start_member(i, wait=False)
             for m in self.members:
                 _wait(lambda: self._healthy(m), 60, f"etcd member {m['name']} healthy")
         except BaseException:
             self.close()
             raise
 
+    def start_member(self, i, wait=True):
+        """Starts member i (again, after kill_member: on its data directory,
+        which makes etcd ignore the bootstrap flags and rejoin)."""
+        assert self.procs[i] is None
+        m = self.members[i]
+        log = open(self.root / f"{m['name']}.log", "ab")
+        self.procs[i] = subprocess.Popen(
+            [ETCD_BIN, "--name", m["name"], "--data-dir", str(self.root / m["name"]),
+             "--listen-client-urls", f"http://127.0.0.1:{m['client']}",
+             "--advertise-client-urls", f"http://127.0.0.1:{m['client']}",
+             "--listen-peer-urls", f"http://127.0.0.1:{m['peer']}",
+             "--initial-advertise-peer-urls", f"http://127.0.0.1:{m['peer']}",
+             "--initial-cluster", self.initial, "--initial-cluster-state", "new",
+             "--initial-cluster-token", self.root.name, "--logger", "zap"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=str(self.root))
+        log.close()
+        if wait:
+            _wait(lambda: self._healthy(m), 60, f"etcd member {m['name']} healthy")
+
+    def kill_member(self, i):
+        """SIGKILL for member i by PID (make chaos)."""
+        p, self.procs[i] = self.procs[i], None
+        if p is not None:
+            if p.poll() is None:
+                os.kill(p.pid, signal.SIGKILL)
+            p.wait()
+
+    def leader(self):
+        """The index of the member that is the Raft leader, as a running
+        member reports it (v3 maintenance status), or None."""
+        ids = {}
+        for i, m in enumerate(self.members):
+            if self.procs[i] is None:
+                continue
+            try:
+                req = urllib.request.Request(f"http://127.0.0.1:{m['client']}/v3/maintenance/status",
+                                             data=b"{}", method="POST")
+                with urllib.request.urlopen(req, timeout=2) as r:
+                    st = json.loads(r.read())
+            except (OSError, ValueError):
+                continue
+            ids[st["header"]["member_id"]] = i
+            leader = st.get("leader")
+        return ids.get(leader) if ids else None
+
+    def healthy(self):
+        """Every member running and healthy (the cluster has a leader)."""
+        try:
+            return all(p is not None for p in self.procs) and all(self._healthy(m) for m in self.members)
+        except OSError:
+            return False
+
     def _healthy(self, m):
         for p in self.procs:
-            if p.poll() is not None:
+            if p is not None and p.poll() is not None:
                 raise AssertionError(f"etcd exited with {p.returncode}:\n{self.log_tail()}")
         try:
             return _http_json(f"http://127.0.0.1:{m['client']}/health").get("health") == "true"
@@ -137,9 +184,12 @@ class EtcdCluster:
 
 # -- Patroni -------------------------------------------------------------
 class Member:
-    """One Patroni and the PostgreSQL it manages."""
+    """One Patroni and the PostgreSQL it manages. With rejoin, a former
+    primary started again after its node died comes back as a standby of
+    the new one: pg_rewind (wal_log_hints is on under Patroni), or, when
+    that fails, a new base backup."""
 
-    def __init__(self, root, name, etcd_hosts):
+    def __init__(self, root, name, etcd_hosts, rejoin=False):
         self.name = name
         self.dir = root / name
         self.dir.mkdir()
@@ -163,7 +213,7 @@ class Member:
                     "ttl": 10, "loop_wait": 1, "retry_timeout": 4,
                     "maximum_lag_on_failover": 1048576,
                     "synchronous_mode": True,
-                    "postgresql": {"use_pg_rewind": False, "use_slots": True,
+                    "postgresql": {"use_pg_rewind": rejoin, "use_slots": True,
                                    "parameters": {"max_connections": 300, "synchronous_commit": "on",
                                                   "fsync": "on", "full_page_writes": "on",
                                                   "shared_buffers": "64MB"}},
@@ -181,6 +231,8 @@ class Member:
                 "authentication": {"superuser": {"username": "postgres"},
                                    "replication": {"username": "replicator"}},
                 "parameters": {"unix_socket_directories": str(self.dir)},
+                **({"use_pg_rewind": True, "remove_data_directory_on_rewind_failure": True,
+                    "remove_data_directory_on_diverged_timelines": True} if rejoin else {}),
             },
         }, indent=1))
         if os.geteuid() == 0:
@@ -255,7 +307,7 @@ class PatroniCluster:
     (GET /primary 200), the other its synchronous standby (GET /sync 200),
     and the primary's pg_stat_replication shows it streaming as `sync`."""
 
-    def __init__(self, members=2, timeout=180):
+    def __init__(self, members=2, timeout=180, rejoin=False):
         self.root = Path(tempfile.mkdtemp(prefix="sessiond-patroni-"))
         if os.geteuid() == 0:
             os.chmod(self.root, 0o755)
@@ -263,7 +315,7 @@ class PatroniCluster:
         self.members = []
         try:
             self.etcd = EtcdCluster()
-            self.members = [Member(self.root, f"pg{i}", self.etcd.hosts()) for i in range(members)]
+            self.members = [Member(self.root, f"pg{i}", self.etcd.hosts(), rejoin) for i in range(members)]
             for m in self.members:
                 m.start()
             self.wait_sync(timeout)

@@ -7,11 +7,15 @@ Short Sentinel timeouts (down-after-milliseconds 1000, failover-timeout
 3000) so that a failover happens soon after the master dies; the tests wait
 for what Sentinel reports, never for a duration. The replica accepts writes
 of its own (replica-read-only no) so that a test can put a stale entry on it
-on purpose, as a tombstone lost in replication would leave it.
+on purpose, as a tombstone lost in replication would leave it. make chaos
+(tests/e2e/chaos.py) also kills and restarts single Sentinels
+(Sentinel.kill, start) and waits for the deployment to be whole again
+(SentinelDeployment.healthy).
 """
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -56,13 +60,30 @@ class Sentinel:
             lines.append(f"sentinel auth-pass {MASTER_NAME} {password}")
         with open(conf, "w") as f:
             f.write("\n".join(lines) + "\n")
-        self.proc = subprocess.Popen([SENTINEL_BIN, conf], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.conf = conf
+        self.proc = None
         try:
-            _wait(lambda: self.cmd("PING") == "PONG", 15, "redis-sentinel to answer")
+            self.start()
         except RuntimeError:
             self.close()
             raise
+
+    def start(self):
+        """Starts (or, after kill(), restarts) redis-sentinel on its
+        configuration file, which it has rewritten with what it learnt."""
+        assert self.proc is None
+        self.proc = subprocess.Popen([SENTINEL_BIN, self.conf], stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait(lambda: self.cmd("PING") == "PONG", 15, "redis-sentinel to answer")
+
+    def kill(self):
+        """SIGKILL by PID (make chaos); start() brings it back."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
 
     def cmd(self, *args, timeout=5):
         return redisserver.command(self.port, *args, timeout=timeout)
@@ -137,6 +158,32 @@ class SentinelDeployment:
 
     def other(self, node):
         return next(n for n in self.nodes if n is not node)
+
+    def healthy(self):
+        """Back to full strength after a fault (make chaos): every Sentinel
+        names the same running master and sees the other node as its replica
+        and the two other Sentinels, none of them down, and the replica's
+        link to the master is up."""
+        def up(entries):
+            return all(not {"s_down", "o_down", "disconnected"} & set(dict(zip(e[::2], e[1::2]))[b"flags"]
+                                                                         .decode().split(","))
+                       for e in entries)
+        try:
+            port = self.master_port()
+            if port is None or not self.all_name(port) or any(n.proc is None for n in self.nodes):
+                return False
+            replica = next(n for n in self.nodes if n.port != port)
+            info = replica.cmd("INFO", "replication")
+            if b"master_link_status:up" not in info or f"master_port:{port}".encode() not in info:
+                return False
+            for s in self.sentinels:
+                replicas, peers = s.cmd("SENTINEL", "replicas", MASTER_NAME), s.cmd("SENTINEL", "sentinels",
+                                                                                    MASTER_NAME)
+                if len(replicas) != 1 or len(peers) != 2 or not up(replicas) or not up(peers):
+                    return False
+            return True
+        except (OSError, ConnectionError, RuntimeError, StopIteration):
+            return False
 
     def all_name(self, port):
         """Every Sentinel names port as the master."""

@@ -1,4 +1,5 @@
-"""The deployment files (Dockerfile, deploy/k8s/, deploy/systemd/) checked
+"""The deployment files (Dockerfile, deploy/k8s/, deploy/systemd/, and the
+HA topology's deploy/haproxy/, deploy/patroni/, deploy/etcd/, deploy/redis/) checked
 for what can be checked without a cluster or an image registry: the YAML
 parses and holds the fields that matter (probes on /healthz and /readyz,
 resources, selectors that match the pods, the HPA aimed at the Deployment,
@@ -7,7 +8,12 @@ the Dockerfile's stages, non-root user, port and runtime libraries (the
 shared libraries the built binary needs map to packages the final stage
 installs). The systemd unit is verified by test_client_lib.py
 (systemd-analyze verify on the installed unit); here only its PostgreSQL
-readiness. Nothing is built or pulled.
+readiness. The HA files: both haproxy configurations pass `haproxy -c`,
+Patroni's file passes `patroni --validate-config` (listening addresses made
+local) and keeps synchronous mode, etcd's matches Patroni's host list, and
+redis-server and redis-sentinel run with theirs (briefly, on loopback, by
+PID) and report the settings docs/architecture.md relies on. Nothing is
+built or pulled.
 """
 import os
 import re
@@ -19,7 +25,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from conftest import REPO, SESSIOND_BIN
+from conftest import REPO, SESSIOND_BIN, free_port
 
 K8S = REPO / "deploy" / "k8s"
 DOCKERFILE = REPO / "Dockerfile"
@@ -212,5 +218,102 @@ def test_systemd_unit_waits_for_the_network_and_keeps_retrying():
 
 def test_deployment_doc_explains_every_file():
     doc = (REPO / "docs" / "deployment.md").read_text()
-    for p in [DOCKERFILE, *K8S.glob("*.yaml"), REPO / "deploy" / "systemd" / "sessiond.service"]:
+    for p in [DOCKERFILE, *K8S.glob("*.yaml"), REPO / "deploy" / "systemd" / "sessiond.service", *HA_FILES]:
         assert p.relative_to(REPO).as_posix() in doc, f"docs/deployment.md does not mention {p.name}"
+
+
+# -- the HA topology's files (docs/deployment.md, "The HA topology") ----------
+HA_FILES = [REPO / "deploy" / p for p in ("haproxy/sessiond.cfg", "haproxy/patroni.cfg", "patroni/patroni.yml",
+                                          "etcd/etcd.env", "redis/redis.conf", "redis/sentinel.conf")]
+
+
+def test_haproxy_configurations_are_valid():
+    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    if not Path(haproxy).exists():
+        pytest.skip("haproxy not installed (scripts/install-deps.sh test)")
+    for cfg in (REPO / "deploy" / "haproxy").glob("*.cfg"):
+        r = subprocess.run([haproxy, "-c", "-q", "-f", str(cfg)], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, f"{cfg.name}: {r.stdout}{r.stderr}"
+    front = (REPO / "deploy" / "haproxy" / "sessiond.cfg").read_text()
+    assert "option httpchk GET /readyz" in front and "option redispatch" in front
+
+
+def _patroni_yml():
+    return yaml.safe_load((REPO / "deploy" / "patroni" / "patroni.yml").read_text())
+
+
+def test_patroni_configuration_validates_and_keeps_acknowledged_writes(tmp_path):
+    conf = _patroni_yml()
+    dcs = conf["bootstrap"]["dcs"]
+    assert dcs["synchronous_mode"] is True and dcs["postgresql"]["parameters"]["synchronous_commit"] == "on"
+    assert dcs["loop_wait"] + 2 * dcs["retry_timeout"] <= dcs["ttl"], "Patroni's rule for its timings"
+    assert dcs["postgresql"]["use_pg_rewind"] is True
+    assert conf["postgresql"]["remove_data_directory_on_rewind_failure"] is True
+    assert len(conf["etcd3"]["hosts"].split(",")) >= 3
+    # haproxy checks each member's REST port for /primary.
+    cfg = (REPO / "deploy" / "haproxy" / "patroni.cfg").read_text()
+    assert f"check port {conf['restapi']['listen'].rsplit(':', 1)[1]}" in cfg
+    patroni = shutil.which("patroni")
+    if not patroni:
+        pytest.skip("patroni not installed (scripts/install-deps.sh test)")
+    # Patroni's own validator, the listening addresses made local and free
+    # (it refuses a port something answers on; connect addresses stay).
+    text = (REPO / "deploy" / "patroni" / "patroni.yml").read_text()
+    for listen in (conf["restapi"]["listen"], conf["postgresql"]["listen"]):
+        text = text.replace(f"  listen: {listen}", f"  listen: 127.0.0.1:{free_port()}", 1)
+    (tmp_path / "patroni.yml").write_text(text)
+    r = subprocess.run([patroni, "--validate-config", str(tmp_path / "patroni.yml")], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_etcd_environment_matches_patroni():
+    env = dict(re.findall(r'^(ETCD_[A-Z_]+)="([^"]*)"', (REPO / "deploy" / "etcd" / "etcd.env").read_text(), re.M))
+    members = dict(m.split("=", 1) for m in env["ETCD_INITIAL_CLUSTER"].split(","))
+    assert len(members) % 2 == 1 and len(members) >= 3, "an odd number, three or more"
+    assert members[env["ETCD_NAME"]] == env["ETCD_INITIAL_ADVERTISE_PEER_URLS"]
+    client = urlsplit(env["ETCD_ADVERTISE_CLIENT_URLS"]).netloc
+    assert client in _patroni_yml()["etcd3"]["hosts"].split(",")
+
+
+def test_redis_and_sentinel_configurations_run_as_documented(tmp_path):
+    import redisserver
+    import sentinelserver
+    if not sentinelserver.available():
+        pytest.skip("redis-server or redis-sentinel not installed (scripts/install-deps.sh test)")
+    redis_conf = REPO / "deploy" / "redis" / "redis.conf"
+    password = re.search(r"^requirepass (\S+)", redis_conf.read_text(), re.M).group(1)
+    port = free_port()
+    node = subprocess.Popen([redisserver.REDIS_BIN, str(redis_conf), "--bind", "127.0.0.1", "--port", str(port),
+                             "--dir", str(tmp_path), "--daemonize", "no", "--logfile", str(tmp_path / "redis.log")],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sentinel = None
+    try:
+        def cfg(name):
+            return redisserver.command(port, "CONFIG", "GET", name, password=password)[1].decode()
+        sentinelserver._wait(lambda: redisserver.command(port, "PING", password=password) == "PONG", 15,
+                             "redis-server with deploy/redis/redis.conf")
+        assert (cfg("save"), cfg("appendonly"), cfg("maxmemory-policy")) == ("", "no", "noeviction")
+        assert (cfg("min-replicas-to-write"), cfg("min-replicas-max-lag")) == ("1", "10")
+        # Sentinel on a copy (it rewrites its file) aimed at that node.
+        text = (REPO / "deploy" / "redis" / "sentinel.conf").read_text()
+        m = re.search(r"^sentinel monitor (\S+) (\S+) (\d+) (\d+)$", text, re.M)
+        name, quorum = m.group(1), int(m.group(4))
+        sport = free_port()
+        text = re.sub(r"^bind .*$", "bind 127.0.0.1", text, flags=re.M)
+        text = re.sub(r"^port .*$", f"port {sport}", text, flags=re.M)
+        text = text.replace(m.group(0), f"sentinel monitor {name} 127.0.0.1 {port} {quorum}")
+        (tmp_path / "sentinel.conf").write_text(text + f"dir {tmp_path}\n")
+        sentinel = subprocess.Popen([sentinelserver.SENTINEL_BIN, str(tmp_path / "sentinel.conf")],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def master():
+            r = redisserver.command(sport, "SENTINEL", "master", name)
+            return {k.decode(): v.decode() for k, v in zip(r[::2], r[1::2])}
+        sentinelserver._wait(lambda: master()["flags"] == "master", 15, "Sentinel to log in to the master")
+        got = master()
+        assert (got["quorum"], got["down-after-milliseconds"]) == (str(quorum), "5000")
+        assert quorum == 2 and name == "sessiond-cache"
+    finally:
+        redisserver.terminate(sentinel)
+        redisserver.terminate(node)
