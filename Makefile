@@ -253,11 +253,18 @@ write-compare: build/sessiond
 	scripts/install-deps.sh bench
 	$(PYTHON) bench/write_compare.py
 
-# An hour of steady mixed load sampling RSS and descriptors (SOAK_MINUTES).
+# An hour of steady mixed load sampling RSS and descriptors (SOAK_MINUTES):
+# `make soak` on the embedded store, `make soak-postgres` on a private
+# PostgreSQL with a private Redis cache in front (the scale-out mode).
 SOAK_MINUTES ?= 60
+.PHONY: soak soak-postgres
 soak: build/sessiond
 	scripts/install-deps.sh bench
 	$(PYTHON) bench/soak.py --minutes $(SOAK_MINUTES)
+
+soak-postgres: build/sessiond
+	scripts/install-deps.sh bench
+	$(PYTHON) bench/soak.py --minutes $(SOAK_MINUTES) --store postgres --cache
 
 format:
 	clang-format -i $(wildcard src/*.c src/*.h src/*/*.c src/*/*.h tests/unit/*.c \
