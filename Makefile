@@ -438,7 +438,7 @@ fuzz-long: fuzz-build
 	    build/fuzz/$$t -runs=$(FUZZ_RUNS) -max_total_time=$(FUZZ_LONG_SECONDS) \
 	    -artifact_prefix=build/fuzz/$$t- -print_final_stats=1 -max_len=16384 \
 	    build/fuzz/corpus/$$t fuzz/corpus/$$t 2>&1 >/dev/null; echo $$? >build/fuzz/$$t.long.rc; } | \
-	    grep -av '^20[0-9][0-9]-[0-9][0-9]-[0-9][0-9]T' >build/fuzz/$$t.long.log || true; \
+	    grep -av --line-buffered '^20[0-9][0-9]-[0-9][0-9]-[0-9][0-9]T' >build/fuzz/$$t.long.log || true; \
 	  if [ "$$(cat build/fuzz/$$t.long.rc)" != 0 ]; then tail -60 build/fuzz/$$t.long.log; exit 1; fi; \
 	  grep -E "^#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|stat::average_exec_per_sec" \
 	    build/fuzz/$$t.long.log; \
