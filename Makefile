@@ -394,16 +394,31 @@ uninstall:
 # ---- fuzzing (libFuzzer, clang from Debian) -----------------------------
 #   make fuzz              each target for FUZZ_SECONDS (default 300), corpus kept in build/fuzz/corpus
 #   make fuzz-smoke        each target for FUZZ_SMOKE_SECONDS (default 20): part of make test
+#   make fuzz-long         each target, one after another, until FUZZ_RUNS executions
+#                          (default 10,000,000; -1: no limit) or FUZZ_LONG_SECONDS
+#                          (default 0: no limit), whichever comes first; the log of
+#                          each, with -print_final_stats, in build/fuzz/<target>.long.log.
+#                          Executions add up across runs on the same working corpus,
+#                          so a campaign can be spread over sessions; on a shared
+#                          machine run it as `nice -n 19 make fuzz-long`.
+#   make fuzz-merge        minimise fuzz/corpus/<target> + build/fuzz/corpus/<target>
+#                          into fuzz/corpus/<target> (libFuzzer -merge=1); seeds with
+#                          a name (regress-*, crash-*, anything not a SHA-1) are kept
 # Seeds live in fuzz/corpus/<target>/; findings are written to build/fuzz/.
 FUZZ_CC      := clang
 FUZZ_TARGETS := fuzz_http fuzz_bodies fuzz_router fuzz_text fuzz_files fuzz_jwks fuzz_pgconn
 FUZZ_BINS    := $(patsubst %,build/fuzz/%,$(FUZZ_TARGETS))
 FUZZ_OBJS    := $(patsubst src/%.c,build/fuzz/obj/%.o,$(LIB_SRCS)) build/fuzz/obj/gen/console_assets.o
+# Kept after a build (pattern-rule intermediates are otherwise deleted, and
+# the next make, which reads their .d files, compiles them all again).
+.SECONDARY: $(FUZZ_OBJS)
 FUZZ_SECONDS ?= 300
 FUZZ_SMOKE_SECONDS ?= 20
+FUZZ_RUNS    ?= 10000000
+FUZZ_LONG_SECONDS ?= 0
 CFLAGS_FUZZ   = $(BASE) -O1 -g -fsanitize=fuzzer-no-link,address,undefined \
                 -fno-sanitize-recover=undefined -fno-omit-frame-pointer $(PKG_CFLAGS)
-.PHONY: fuzz fuzz-smoke fuzz-build
+.PHONY: fuzz fuzz-smoke fuzz-long fuzz-merge fuzz-build
 
 build/fuzz/obj/%.o: src/%.c | $(TEST_STAMP)
 	@mkdir -p $(dir $@)
@@ -439,6 +454,39 @@ fuzz: fuzz-build
 
 fuzz-smoke: fuzz-build
 	$(call run_fuzzers,$(FUZZ_SMOKE_SECONDS))
+
+# The same run as run_fuzzers, bounded by executions as well as time, each
+# target's log kept apart from the short runs'. The server's own log lines
+# (they start with the date) are left out: fuzz_http's warnings alone came to
+# 2.6 GB in 10 million executions.
+fuzz-long: fuzz-build
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p build/fuzz/corpus/$$t; \
+	  echo "== $$t (runs $(FUZZ_RUNS), seconds $(FUZZ_LONG_SECONDS))"; date -u +%FT%TZ; \
+	  { ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/fuzz/lsan.supp \
+	    build/fuzz/$$t -runs=$(FUZZ_RUNS) -max_total_time=$(FUZZ_LONG_SECONDS) \
+	    -artifact_prefix=build/fuzz/$$t- -print_final_stats=1 -max_len=16384 \
+	    build/fuzz/corpus/$$t fuzz/corpus/$$t 2>&1 >/dev/null; echo $$? >build/fuzz/$$t.long.rc; } | \
+	    grep -av --line-buffered '^20[0-9][0-9]-[0-9][0-9]-[0-9][0-9]T' >build/fuzz/$$t.long.log || true; \
+	  if [ "$$(cat build/fuzz/$$t.long.rc)" != 0 ]; then tail -60 build/fuzz/$$t.long.log; exit 1; fi; \
+	  grep -E "^#[0-9]+[[:space:]]+DONE|stat::number_of_executed_units|stat::average_exec_per_sec" \
+	    build/fuzz/$$t.long.log; \
+	done
+
+# The named seeds first, so that -merge=1 keeps them whatever they cover, then
+# whatever the tree's corpus or the working corpus adds to them.
+fuzz-merge: fuzz-build
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  rm -rf fuzz/corpus/$$t.new; mkdir -p fuzz/corpus/$$t.new build/fuzz/corpus/$$t; \
+	  for f in $$(ls fuzz/corpus/$$t | grep -Ev '^[0-9a-f]{40}$$'); do \
+	    cp fuzz/corpus/$$t/$$f fuzz/corpus/$$t.new/; done; \
+	  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions=$(CURDIR)/fuzz/lsan.supp \
+	    build/fuzz/$$t -merge=1 -max_len=16384 fuzz/corpus/$$t.new fuzz/corpus/$$t \
+	    build/fuzz/corpus/$$t 2>build/fuzz/$$t.merge.log || \
+	    { grep -v '^20[0-9][0-9]-' build/fuzz/$$t.merge.log | tail -30; exit 1; }; \
+	  rm -rf fuzz/corpus/$$t; mv fuzz/corpus/$$t.new fuzz/corpus/$$t; \
+	  echo "$$t: $$(ls fuzz/corpus/$$t | wc -l) files, $$(cat fuzz/corpus/$$t/* | wc -c) bytes"; \
+	done
 
 test: fuzz-smoke
 
