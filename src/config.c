@@ -29,7 +29,7 @@ typedef struct option {
     size_t offset;
     size_t size; /* for strings: buffer size */
     const char *def;
-    int64_t min, max; /* for ints and durations (ms) */
+    int64_t min, max; /* for ints and durations (ms); fractions: max in hundredths (0: 1) */
     const char *help;
 } option;
 
@@ -84,7 +84,7 @@ static const option options[] = {
      "comma-separated session fields access tokens carry besides the standard claims "
      "(deviceId, deviceInfo, userAgent, ipAddress, geoLocation, mfa, data, createdAt, "
      "absoluteExpiry)"},
-    {"jwt-reuse", OPT_FRACTION, F(jwt_reuse), "0.2", 0, 0,
+    {"jwt-reuse", OPT_FRACTION, F(jwt_reuse), "0.2", 0, 50,
      "a minted access token is handed out again, for the same version of its session and the "
      "same keys, until this fraction of its lifetime has passed (so every token handed out "
      "has at least the rest of it left); 0 signs a new token for every ask; at most 0.5"},
@@ -273,10 +273,10 @@ static int set(sd_config *cfg, const option *o, const char *text, const char *fr
     case OPT_FRACTION: {
         char *end;
         errno = 0;
-        double v = strtod(text, &end);
-        if (errno || end == text || *end || !(v >= 0.0 && v <= 1.0)) {
-            fprintf(err, "sessiond: %s (%s): '%s' is not a number from 0 to 1\n", o->name, from,
-                    text);
+        double v = strtod(text, &end), max = o->max ? (double)o->max / 100 : 1.0;
+        if (errno || end == text || *end || !(v >= 0.0 && v <= max)) {
+            fprintf(err, "sessiond: %s (%s): '%s' is not a number from 0 to %g\n", o->name, from,
+                    text, max);
             return SD_ECONFIG;
         }
         *(double *)field = v;
@@ -507,11 +507,6 @@ int sd_config_load(sd_config *cfg, int argc, char **argv, char **envp, FILE *err
     }
     if (sd_jwt_claims_check(cfg->jwt_claims, why, sizeof why)) {
         fprintf(err, "sessiond: %s\n", why);
-        return SD_CONFIG_EXIT_ERR;
-    }
-    if (cfg->jwt_reuse > 0.5) {
-        fprintf(err, "sessiond: jwt-reuse must be at most 0.5 (a token handed out again keeps "
-                     "most of its lifetime)\n");
         return SD_CONFIG_EXIT_ERR;
     }
     if (cfg->jwt_encrypt_key[0] && !cfg->jwt_keys[0]) {
