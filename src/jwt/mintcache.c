@@ -1,5 +1,6 @@
 /* mintcache.c - minted access tokens handed out again (see mintcache.h). */
 #include "jwt/mintcache.h"
+#include "session/token.h"
 #include "util/err.h"
 
 #include <pthread.h>
@@ -43,16 +44,6 @@ struct sd_mintcache {
     _Atomic uint64_t gen;
     shard shards[SHARDS];
 };
-
-static uint64_t hash_id(const char *s, size_t n)
-{
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a, then a final mix: ids share a time prefix */
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    return h ^ (h >> 33);
-}
 
 static shard *shard_of(sd_mintcache *c, uint64_t h)
 {
@@ -186,7 +177,7 @@ bool sd_mintcache_get(sd_mintcache *c, const char *sid, int64_t version, int64_t
                       sd_arena *a, const char **jwt, int64_t *exp_s)
 {
     size_t n = strlen(sid);
-    uint64_t h = hash_id(sid, n);
+    uint64_t h = sd_id_hash(sid);
     shard *sh = shard_of(c, h);
     bool hit = false;
     pthread_mutex_lock(&sh->mu);
@@ -257,7 +248,7 @@ void sd_mintcache_put(sd_mintcache *c, const char *sid, int64_t version, uint64_
                       int64_t exp_s, const char *jwt, size_t len)
 {
     size_t n = strlen(sid);
-    uint64_t h = hash_id(sid, n);
+    uint64_t h = sd_id_hash(sid);
     shard *sh = shard_of(c, h);
     int64_t until = now + (int64_t)(c->reuse * (double)(exp_s * 1000 - now));
     size_t need = n + 1 + len + 1 + MALLOC_EXTRA;

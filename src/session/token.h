@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define SD_TOKEN_BYTES     32
 #define SD_TOKEN_LEN       43 /* base64url chars, no padding */
@@ -37,6 +38,27 @@ bool sd_id_wellformed(const char *s, size_t n);
 
 /* SHA-256 of the token text. */
 void sd_token_hash(const char *token, size_t n, unsigned char out[SD_HASH_LEN]);
+
+/* A 64-bit hash of a session id for hash tables (the index, the access
+ * tokens' cache): all of it mixed, 8 bytes at a time. Ids that share a long
+ * prefix (their time characters; bulk-loaded or imported ones) must not
+ * share a bucket: with only the first 16 characters mixed, a million such
+ * ids made one chain and the start's index load quadratic. Inline: the
+ * validation by id runs it. */
+static inline uint64_t sd_id_hash(const char *id)
+{
+    size_t n = strnlen(id, SD_ID_LEN);
+    uint64_t x = n;
+    for (size_t i = 0; i < n; i += 8) {
+        uint64_t w = 0;
+        memcpy(&w, id + i, n - i < 8 ? n - i : 8);
+        x = (x ^ w) * 0x9e3779b97f4a7c15ULL;
+        x ^= x >> 32;
+    }
+    x ^= x >> 31;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    return x ^ (x >> 29);
+}
 
 /* Constant-time equality of two hashes. */
 bool sd_hash_equal(const unsigned char a[SD_HASH_LEN], const unsigned char b[SD_HASH_LEN]);

@@ -48,25 +48,6 @@ static uint64_t h64(const void *p)
     return v;
 }
 
-/* Ids are base64url text: mix all of it, 8 bytes at a time. Ids that share
- * a long prefix (bulk-loaded or imported ones) must not share a bucket: with
- * only the first 16 characters mixed, a million such ids made one chain and
- * the start's index load quadratic. */
-static uint64_t hid(const char *id)
-{
-    size_t n = strnlen(id, SD_ID_LEN);
-    uint64_t x = n;
-    for (size_t i = 0; i < n; i += 8) {
-        uint64_t w = 0;
-        memcpy(&w, id + i, n - i < 8 ? n - i : 8);
-        x = (x ^ w) * 0x9e3779b97f4a7c15ULL;
-        x ^= x >> 32;
-    }
-    x ^= x >> 31;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    return x ^ (x >> 29);
-}
-
 static size_t entry_size(size_t user_id_len)
 {
     return sizeof(entry) + user_id_len + 1;
@@ -127,7 +108,7 @@ void sd_index_unlock(sd_index *ix)
 
 static entry **find_id(sd_index *ix, const char *id)
 {
-    entry **pp = &ix->by_id[hid(id) & (ix->nbuckets - 1)];
+    entry **pp = &ix->by_id[sd_id_hash(id) & (ix->nbuckets - 1)];
     while (*pp && strcmp((*pp)->id, id) != 0)
         pp = &(*pp)->next_id;
     return pp;
@@ -155,7 +136,7 @@ static void grow(sd_index *ix)
     for (size_t i = 0; i < ix->nbuckets; i++) {
         for (entry *e = ix->by_id[i], *next; e; e = next) {
             next = e->next_id;
-            size_t k = hid(e->id) & (n - 1);
+            size_t k = sd_id_hash(e->id) & (n - 1);
             e->next_id = bi[k];
             bi[k] = e;
             k = h64(e->token_hash) & (n - 1);
@@ -213,7 +194,7 @@ static void link_entry(sd_index *ix, entry *e)
 {
     if (ix->count >= ix->nbuckets)
         grow(ix);
-    entry **pp = &ix->by_id[hid(e->id) & (ix->nbuckets - 1)];
+    entry **pp = &ix->by_id[sd_id_hash(e->id) & (ix->nbuckets - 1)];
     e->next_id = *pp;
     *pp = e;
     pp = &ix->by_token[h64(e->token_hash) & (ix->nbuckets - 1)];
