@@ -469,8 +469,8 @@ static int tx_savepoint(void *be)
 static void tx_release(void *be, bool more)
 {
     sd_store *st = be;
-    st->savepoint = more ? wcmd2(st, "RELEASE w", "SAVEPOINT w") : pg__wcmd(st, "RELEASE w");
-    st->savepoint = st->savepoint && more;
+    bool ok = more ? wcmd2(st, "RELEASE w", "SAVEPOINT w") : pg__wcmd(st, "RELEASE w");
+    st->savepoint = ok && more;
 }
 
 static void tx_rollback_to(void *be)
