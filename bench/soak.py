@@ -2,9 +2,12 @@
 """sessiond soak (make soak, never in make test): a steady mixed load (the
 article's mix, bench/lua/mixed.lua) for --minutes (default 60) against a
 sessiond with a populated store, sampling the server's RSS and open file
-descriptors every --every seconds. Prints the samples and a verdict: both
-must be flat (the last quarter's median within --slack of the second
-quarter's; the first quarter is warm-up).
+descriptors every --every seconds. Prints the samples, with the answers of
+each window by status class (4xx are a client's mistakes the mix can make
+on purpose; 5xx are the server's) and wrk's socket errors and timeouts, and a
+verdict: RSS and descriptors must be flat (the last quarter's median within
+--slack of the second quarter's; the first quarter is warm-up) and no
+request may be answered 5xx.
 
 With --store postgres the sessiond writes to a private PostgreSQL 15 and,
 with --cache too, validates through a private Redis in front of it (the
@@ -80,21 +83,26 @@ def soak(a, extra):
     where = a.store + (" + Redis cache" if a.cache else "")
     print(f"soak: {a.minutes:g} min of mixed load on {where}, {a.sessions} sessions, "
           f"sampling every {a.every:g} s")
-    print("| minute | req/s | p50 ms | p99 ms | p99.9 ms | errors | RSS MB | fds |\n"
-          "|---|---|---|---|---|---|---|---|")
+    print("| minute | req/s | p50 ms | p99 ms | p99.9 ms | 4xx | 5xx | socket errors | RSS MB | fds |\n"
+          "|---|---|---|---|---|---|---|---|---|---|")
+    total = {"requests": 0, "s4xx": 0, "s5xx": 0, "errors": 0}
     while time.time() < end:
         r = wrk(port, "mixed.lua", [path], duration=max(1, int(a.every)), conns=32, proc=proc)
         rss, fds = sample(proc.pid)
         rows.append((rss, fds))
+        for k in total:
+            total[k] += r[k]
         print(f"| {(a.minutes * 60 - (end - time.time())) / 60:.1f} | {r['rps']:,.0f} | "
               f"{r['p50_us'] / 1000:.2f} | {r['p99_us'] / 1000:.2f} | {r['p999_us'] / 1000:.2f} | "
-              f"{r['non2xx'] + r['errors']} | {rss:.0f} | {fds} |", flush=True)
+              f"{r['s4xx']} | {r['s5xx']} | {r['errors']} | {rss:.0f} | {fds} |", flush=True)
     ok_rss, w_rss, l_rss = flat([x[0] for x in rows], a.slack)
     ok_fds, w_fds, l_fds = flat([x[1] for x in rows], a.slack)
     print(f"RSS {w_rss:.0f} -> {l_rss:.0f} MB: {'flat' if ok_rss else 'GROWING'}; "
-          f"fds {w_fds:.0f} -> {l_fds:.0f}: {'flat' if ok_fds else 'GROWING'}")
+          f"fds {w_fds:.0f} -> {l_fds:.0f}: {'flat' if ok_fds else 'GROWING'}; "
+          f"{total['requests']:,} requests: {total['s4xx']:,} 4xx, {total['s5xx']:,} 5xx, "
+          f"{total['errors']:,} socket errors")
     stop(proc)
-    return 0 if ok_rss and ok_fds else 1
+    return 0 if ok_rss and ok_fds and total["s5xx"] == 0 else 1
 
 
 if __name__ == "__main__":

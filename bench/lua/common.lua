@@ -18,13 +18,16 @@ function M.seed()
   math.randomseed(os.time() + math.floor(os.clock() * 1e6) + tonumber(tostring({}):match("0x(%x+)") or "0", 16) % 100000)
 end
 
-function M.done(summary, latency, requests)
+-- extra: optional counters (name -> integer) added to the line.
+function M.done(summary, latency, requests, extra)
+  local more = ""
+  for k, v in pairs(extra or {}) do more = more .. string.format(',"%s":%d', k, v) end
   io.write(string.format(
-    'BENCHJSON {"requests":%d,"duration_us":%d,"errors":%d,"non2xx":%d,"p50_us":%d,"p99_us":%d,"p999_us":%d,"max_us":%d}\n',
+    'BENCHJSON {"requests":%d,"duration_us":%d,"errors":%d,"non2xx":%d,"p50_us":%d,"p99_us":%d,"p999_us":%d,"max_us":%d%s}\n',
     summary.requests, summary.duration,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
     summary.errors.status,
-    latency:percentile(50), latency:percentile(99), latency:percentile(99.9), latency.max))
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9), latency.max, more))
 end
 
 return M
