@@ -48,6 +48,11 @@ static const option options[] = {
      "(postgres://USER@HOST:PORT/DB?..., or libpq key=value pairs; multi-host with "
      "target_session_attrs=read-write; give the password through PGPASSWORD or PGPASSFILE, "
      "not here): shared by every replica"},
+    {"store-standby", OPT_STRING, F(store_standby), "", 0, 0,
+     "with a PostgreSQL --store: a connection string that reaches only its synchronous standby "
+     "(Patroni's GET /sync behind haproxy, deploy/haproxy/patroni.cfg), read for the cache epoch "
+     "and the global not-before while the primary cannot be, so that validations the cache "
+     "answers go on through a failover ('' for none)"},
     {"cache", OPT_STRING, F(cache), "", 0, 0,
      "Redis cache tier in front of a shared --store for validation: "
      "redis://[:PASSWORD@]HOST[:PORT][/DB], or "
@@ -203,6 +208,10 @@ static const option options[] = {
      "at the limit: 'evict' ends the least recently seen session, 'reject' answers 429"},
     {"max-queued-writes", OPT_INT, F(max_queued_writes), "10000", 1, 10000000,
      "writes waiting for the disk beyond which new writes get 503 (load shedding)"},
+    {"write-hold", OPT_DURATION, F(write_hold_ms), "0s", 0, 300000,
+     "with a PostgreSQL --store: how long a write waits for a database it cannot reach (a "
+     "primary's failover) before it answers 503; a write that did not reach the database runs "
+     "once it is back, and is answered then ('0s': at once, 503 with Retry-After)"},
     {"shutdown-timeout", OPT_DURATION, F(shutdown_timeout_ms), "10s", 0, DAY,
      "how long SIGTERM waits for requests in flight"},
     {"webhook", OPT_LIST, F(webhook), "", 0, 0,

@@ -16,6 +16,7 @@ typedef struct sd_config {
     char listen[256];
     char data_dir[1024];
     char store[2048];
+    char store_standby[2048];
     char cache[1024];
     char cache_password[256];
     int64_t cache_timeout_ms;
@@ -73,6 +74,7 @@ typedef struct sd_config {
     int64_t handler_threads;
     int64_t commit_batch;
     int64_t max_queued_writes;
+    int64_t write_hold_ms;
     int64_t max_sessions_per_user;
     int64_t refresh_grace_ms;
     char session_limit_policy[16];

@@ -300,7 +300,9 @@ int main(int argc, char **argv)
     sd_api_anomaly_init(&app);
     sd_store_options sopt = {.keys = ring,
                              .commit_batch = (int)cfg.commit_batch,
-                             .max_queued = (int)cfg.max_queued_writes};
+                             .max_queued = (int)cfg.max_queued_writes,
+                             .standby = cfg.store_standby,
+                             .hold_ms = (int)cfg.write_hold_ms};
     const char *store_at = NULL;
     const sd_store_ops *store_ops = sd_store_from_setting(cfg.store, cfg.data_dir, &store_at);
     /* From here on every failure stops what has started, in reverse order,
@@ -313,6 +315,13 @@ int main(int argc, char **argv)
     if (!store_ops) {
         sd_error("--store: expected 'sqlite' or a PostgreSQL connection string "
                  "(postgres://..., postgresql://... or key=value pairs)");
+        status = 2;
+        goto stop;
+    }
+    if ((cfg.store_standby[0] || cfg.write_hold_ms) && !(store_ops->caps & SD_STORE_SHARED)) {
+        sd_error("%s goes with a PostgreSQL --store (the embedded store %s)",
+                 cfg.store_standby[0] ? "--store-standby" : "--write-hold",
+                 cfg.store_standby[0] ? "has no standby" : "is always reachable");
         status = 2;
         goto stop;
     }
@@ -438,6 +447,7 @@ int main(int argc, char **argv)
         break;
     }
     sd_http_drain(http);
+    sd_store_drain(app.store); /* writes held for an unreachable database answer 503 now */
     int64_t deadline = sd_mono_ns() + cfg.shutdown_timeout_ms * 1000000;
     while (sd_http_inflight(http) > 0 && sd_mono_ns() < deadline)
         usleep(5000);

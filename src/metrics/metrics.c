@@ -250,6 +250,14 @@ char *sd_metrics_render(const sd_store_stats *st, int ready, size_t *len)
         "statement failed, run again one statement at a time.\n"
         "# TYPE sessiond_store_batch_retries_total counter\n"
         "sessiond_store_batch_retries_total %lld\n"
+        "# HELP sessiond_store_writes_held_total Times a write waited for a store it could not "
+        "reach (--write-hold; a write held twice counts twice).\n"
+        "# TYPE sessiond_store_writes_held_total counter\n"
+        "sessiond_store_writes_held_total %lld\n"
+        "# HELP sessiond_store_write_holds_expired_total Held writes that failed (503) when "
+        "their hold ended before the store came back.\n"
+        "# TYPE sessiond_store_write_holds_expired_total counter\n"
+        "sessiond_store_write_holds_expired_total %lld\n"
         "# HELP sessiond_store_broken 1 after a fatal store I/O error.\n"
         "# TYPE sessiond_store_broken gauge\n"
         "sessiond_store_broken %d\n"
@@ -258,7 +266,19 @@ char *sd_metrics_render(const sd_store_stats *st, int ready, size_t *len)
         "sessiond_ready %d\n",
         (long long)st->active_rows, (long long)st->sweeps_total, (long long)st->swept_total,
         (long long)st->commits_total, (long long)st->writes_total,
-        (long long)st->batch_retries_total, st->broken ? 1 : 0, ready ? 1 : 0);
+        (long long)st->batch_retries_total, (long long)st->writes_held_total,
+        (long long)st->write_holds_expired_total, st->broken ? 1 : 0, ready ? 1 : 0);
+    if (st->standby)
+        put(&b,
+            "# HELP sessiond_store_standby_reads_total Reads of the cache epoch or the global "
+            "not-before answered by the synchronous standby (--store-standby).\n"
+            "# TYPE sessiond_store_standby_reads_total counter\n"
+            "sessiond_store_standby_reads_total %lld\n"
+            "# HELP sessiond_store_standby_fallbacks_total Those reads the standby could not "
+            "answer, made on the primary instead.\n"
+            "# TYPE sessiond_store_standby_fallbacks_total counter\n"
+            "sessiond_store_standby_fallbacks_total %lld\n",
+            (long long)st->standby_reads, (long long)st->standby_fallbacks);
     if (st->cache)
         put(&b,
             "# HELP sessiond_cache_degraded 1 while the Redis cache tier is failing (breaker "

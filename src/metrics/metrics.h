@@ -41,7 +41,11 @@ typedef struct sd_store_stats {
     int64_t commits_total;
     int64_t writes_total;
     int64_t batch_retries_total; /* pipelined batches run again one statement at a time */
-    bool broken;                 /* a fatal I/O error: no further write is acknowledged */
+    int64_t writes_held_total;   /* writes that waited for an unreachable store (--write-hold) */
+    int64_t write_holds_expired_total; /* of those, failed when their hold ended */
+    bool broken;                       /* a fatal I/O error: no further write is acknowledged */
+    bool standby; /* fence values read from a synchronous standby (--store-standby) */
+    int64_t standby_reads, standby_fallbacks; /* answered there; read on the primary instead */
     bool cache; /* a Redis cache tier is attached (--cache): the fields below count */
     bool cache_degraded;
     int64_t cache_hits, cache_misses, cache_errors, cache_fences;

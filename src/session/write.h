@@ -142,6 +142,7 @@ struct sd_write {
     void *udata;
 
     sd_write *next;                    /* backend-private queue link */
+    int64_t hold_until_ns;             /* writer-private: fails past this while the store is down */
     int64_t t_submit_ns;               /* wrapper-private */
     void (*wrapped_done)(sd_write *w); /* wrapper-private */
     struct sd_cache *cache;            /* wrapper-private */

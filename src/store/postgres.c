@@ -130,6 +130,9 @@ static void pg_stats(sd_store *st, sd_store_stats *out)
 {
     sd_writer_stats(st->writer, out);
     out->broken = false; /* a lost connection is recoverable: see ready() */
+    out->standby = st->sb.started;
+    out->standby_reads = atomic_load(&st->sb.reads);
+    out->standby_fallbacks = atomic_load(&st->sb.misses);
 }
 
 static void pg_write(sd_store *st, sd_write *w)
@@ -167,6 +170,7 @@ void pg__describe(const char *conninfo, char *out, size_t n)
 
 static void free_store(sd_store *st)
 {
+    pg__standby_stop(st);
     for (reader *r = st->readers, *next; r; r = next) {
         next = r->next;
         PQfinish(r->conn);
@@ -199,6 +203,10 @@ static int pg_open(const char *conninfo, const sd_store_options *opt, sd_store *
     if (!st->conninfo)
         goto fail;
     pg__describe(conninfo, st->where, sizeof st->where);
+    if (pg__standby_start(st, opt ? opt->standby : NULL)) {
+        snprintf(err, errlen, "cannot start the standby's reader thread");
+        goto fail;
+    }
     /* Unreachable at start is not fatal: sessiond serves 503 (not ready)
      * and the writer keeps trying, as after a loss. A database it cannot
      * use (a newer schema, a failed migration) is. */
@@ -213,8 +221,10 @@ static int pg_open(const char *conninfo, const sd_store_options *opt, sd_store *
         goto fail;
     }
     atomic_store(&st->up, st->wconn != NULL);
-    sd_writer_options wo = {opt ? opt->commit_batch : 0, opt ? opt->max_queued : 0,
-                            PING_INTERVAL_MS};
+    sd_writer_options wo = {.commit_batch = opt ? opt->commit_batch : 0,
+                            .max_queued = opt ? opt->max_queued : 0,
+                            .first_upkeep_ms = PING_INTERVAL_MS,
+                            .hold_ms = opt ? opt->hold_ms : 0};
     if (sd_writer_start(&wo, &pg__tx, &pg__rows, st, &st->writer)) {
         snprintf(err, errlen, "cannot start the writer thread");
         rc = SD_ENOMEM;
@@ -228,6 +238,11 @@ fail:
     return rc;
 }
 
+static void pg_drain(sd_store *st)
+{
+    sd_writer_drain(st->writer);
+}
+
 static void pg_close(sd_store *st)
 {
     sd_writer_stop(st->writer); /* finishes every queued write */
@@ -239,6 +254,7 @@ const sd_store_ops sd_store_postgres = {
     .caps = SD_STORE_SHARED,
     .open = pg_open,
     .close = pg_close,
+    .drain = pg_drain,
     .get = pg__get,
     .get_by_token = pg__get_by_token,
     .get_rotated = pg__get_rotated,

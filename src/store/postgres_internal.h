@@ -33,6 +33,12 @@
     "id, token_hash, user_id, created_at, last_seen, expiry, absolute_expiry, idle_ttl, version, " \
     "attrs, binding, auth_time, acr"
 #define MAXP 20
+/* A statement's prefix by which its transaction commits with
+ * synchronous_commit = remote_apply: set_config(..., true) lasts until the
+ * transaction ends, and the commit reads it then (postgres_standby.c). The
+ * statement must read `apply` (EXISTS (SELECT FROM apply)) for it to run. */
+#define PG_REMOTE_APPLY                                                                            \
+    "WITH apply AS (SELECT set_config('synchronous_commit', 'remote_apply', true)) "
 
 /* ---- statements -------------------------------------------------------- */
 
@@ -118,6 +124,21 @@ struct sd_store {
     pthread_mutex_t readers_mu;
     reader *readers;
 
+    /* The synchronous standby the fence values are read from
+     * (postgres_standby.c): conninfo NULL when none. */
+    struct {
+        char *conninfo; /* holds the password, if any: never logged */
+        char where[300];
+        bool init, started;
+        pthread_t thread; /* the watcher */
+        pthread_mutex_t mu;
+        pthread_cond_t cv;
+        bool stopping, healthy;        /* under mu */
+        int64_t epoch, not_before;     /* under mu: the last read's */
+        int64_t read_ns;               /* under mu: when it started (monotonic) */
+        _Atomic int64_t reads, misses; /* fence reads answered here, or not */
+    } sb;
+
     const sd_keyring *keys;
     bool migrated;              /* writer-private after open: the schema is current */
     _Atomic bool up;            /* the writer's connection works */
@@ -157,6 +178,13 @@ void pg__conn_error(PGconn *c, char *out, size_t n);
  * password (the log's "where"; "(unparsable connection string)" when libpq
  * cannot parse it). */
 void pg__describe(const char *conninfo, char *out, size_t n);
+
+/* postgres_standby.c: the fence values from the synchronous standby. */
+int pg__standby_start(sd_store *st, const char *conninfo); /* none when conninfo is NULL or "" */
+void pg__standby_stop(sd_store *st);
+/* The cache epoch (epoch) or the global not-before from a read on the
+ * standby that started after this call: 0, or SD_EUNAVAILABLE. */
+int pg__standby_value(sd_store *st, bool epoch, int64_t *value);
 bool pg__exec_ok(PGconn *c, const char *sql);
 PGconn *pg__open_conn(sd_store *st, char role, bool log_fail);
 

@@ -266,8 +266,9 @@ int pg__pipe_commit(sd_store *st)
     if (!st->lost && PQpipelineSync(st->wconn) != 1)
         st->lost = true;
     leave(st);
-    if (st->lost)
-        return SD_EUNAVAILABLE; /* the caller drops the connection; never acknowledged */
+    if (st->lost) /* the caller drops the connection; never acknowledged, and when the
+                     COMMIT was never sent, nothing was committed */
+        return checked ? SD_EUNAVAILABLE : SD_ENOTSENT;
     if (!st->pipe_failed)
         return 0;
     if (!pg__exec_ok(st->wconn, "ROLLBACK") && PQstatus(st->wconn) != CONNECTION_OK) {

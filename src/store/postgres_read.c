@@ -37,9 +37,11 @@ static const char *const rsql[R_NSTMT] = {
     [R_EV_USER] = "SELECT " EV_COLS " FROM audit_events WHERE user_id = $1 AND seq > $2 "
                   "ORDER BY seq LIMIT $3",
     [R_EPOCH] = "SELECT epoch FROM sessiond_cache_epoch WHERE id = 1",
-    /* Autocommit on the reader: durable when it returns. */
-    [R_EPOCH_BUMP] = ("UPDATE sessiond_cache_epoch SET epoch = epoch + 1 WHERE id = 1 "
-                      "RETURNING epoch"), /* parenthesised: clang's -Wstring-concatenation */
+    /* Autocommit on the reader: durable when it returns, and applied on
+     * the synchronous standby if there is one (postgres_standby.c). */
+    [R_EPOCH_BUMP] =
+        (PG_REMOTE_APPLY "UPDATE sessiond_cache_epoch SET epoch = epoch + 1 "
+                         "WHERE id = 1 AND EXISTS (SELECT FROM apply) RETURNING epoch"),
     [R_ROTATED] = "SELECT session_id, rotated_at FROM rotated_tokens WHERE token_hash = $1",
     [R_NOT_BEFORE] = "SELECT not_before FROM sessiond_not_before WHERE id = 1",
     [R_ENDED] = "SELECT " EV_COLS ", COALESCE(xid, '0'::xid8)::text FROM audit_events "
@@ -455,12 +457,20 @@ static int read_value(sd_store *st, int which, int64_t *value)
     return rc;
 }
 
+/* A fence value: from the synchronous standby when there is one that
+ * answers (postgres_standby.c says why that is safe), else the primary. */
+static int fence_value(sd_store *st, int which, int64_t *value)
+{
+    int rc = pg__standby_value(st, which == R_EPOCH, value);
+    return rc == 0 ? 0 : read_value(st, which, value);
+}
+
 int pg__cache_epoch(sd_store *st, bool bump, int64_t *epoch)
 {
-    return read_value(st, bump ? R_EPOCH_BUMP : R_EPOCH, epoch);
+    return bump ? read_value(st, R_EPOCH_BUMP, epoch) : fence_value(st, R_EPOCH, epoch);
 }
 
 int pg__not_before(sd_store *st, int64_t *value)
 {
-    return read_value(st, R_NOT_BEFORE, value);
+    return fence_value(st, R_NOT_BEFORE, value);
 }

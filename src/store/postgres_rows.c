@@ -91,8 +91,11 @@ const char *const pg__wsql[W_NSTMT] = {
         "SELECT rid, id, attrs FROM session_history WHERE rid > $1 ORDER BY rid LIMIT $2",
     [W_RE_SET_ACTIVE] = "UPDATE sessions SET attrs = $2 WHERE rid = $1",
     [W_RE_SET_HISTORY] = "UPDATE session_history SET attrs = $2 WHERE rid = $1",
-    [W_NB_RAISE] = "UPDATE sessiond_not_before SET not_before = GREATEST(not_before, $1::bigint) "
-                   "WHERE id = 1 RETURNING not_before",
+    /* The batch that raises it commits once applied on the synchronous
+     * standby, if there is one (postgres_standby.c). */
+    [W_NB_RAISE] = PG_REMOTE_APPLY "UPDATE sessiond_not_before SET not_before = "
+                                   "GREATEST(not_before, $1::bigint) WHERE id = 1 "
+                                   "AND EXISTS (SELECT FROM apply) RETURNING not_before",
     [W_SCAN] = "SELECT " COLS ", rid FROM sessions WHERE rid > $1 AND expiry > $2 "
                "ORDER BY rid LIMIT $3",
     [W_NB_COUNT] = "SELECT count(*) FROM sessions WHERE created_at < $1 AND expiry > $2",
@@ -490,9 +493,9 @@ static int commit_failed(sd_store *st, int rc)
 static int tx_commit(void *be)
 {
     sd_store *st = be;
-    if (st->lost) {
+    if (st->lost) { /* before the COMMIT: nothing was committed */
         pg__drop_writer_conn(st, "connection lost in a transaction");
-        return commit_failed(st, SD_EUNAVAILABLE);
+        return commit_failed(st, SD_ENOTSENT);
     }
     if (st->piped) {
         int rc = pg__pipe_commit(st);

@@ -280,7 +280,9 @@ static int sq_open(const char *dir, const sd_store_options *opt, sd_store **out,
     if ((rc = sq__open_db(st->path, SQLITE_OPEN_READWRITE, &st->ckpt_db, err, errlen)) ||
         (rc = sq__exec(st->ckpt_db, "PRAGMA journal_mode=WAL", err, errlen))) /* opens the WAL */
         goto fail;
-    sd_writer_options wo = {opt ? opt->commit_batch : 0, opt ? opt->max_queued : 0, 0};
+    /* Always accepting (its disk is local): nothing to hold. */
+    sd_writer_options wo = {.commit_batch = opt ? opt->commit_batch : 0,
+                            .max_queued = opt ? opt->max_queued : 0};
     if (sd_writer_start(&wo, &sq__tx, &sq__rows, st, &st->writer)) {
         snprintf(err, errlen, "cannot start the writer thread");
         rc = SD_ENOMEM;

@@ -101,6 +101,12 @@ int sd_store_open(const sd_store_ops *ops, const char *location, const sd_store_
     return 0;
 }
 
+void sd_store_drain(sd_store_handle *h)
+{
+    if (h && h->ops->drain)
+        h->ops->drain(h->st);
+}
+
 void sd_store_close(sd_store_handle *h)
 {
     if (!h)

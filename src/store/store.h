@@ -74,6 +74,12 @@ typedef struct sd_store_options {
         *origin; /* this replica's id in a shared store (its audit feed): [A-Za-z0-9_-]{1,64} */
     int commit_batch;
     int max_queued; /* writes waiting for the writer; beyond, SD_EBUSY (0: 10000) */
+    /* A shared store's synchronous standby, read for the fence values while
+     * the primary cannot be (PostgreSQL: postgres_standby.c); NULL: none. */
+    const char *standby;
+    /* How long a write waits for a shared store it cannot reach (a
+     * failover) before it fails (0: at once); store/writer.h. */
+    int hold_ms;
 } sd_store_options;
 
 /* What a backend is, for the callers that must know (never which one it
@@ -92,6 +98,9 @@ typedef struct sd_store_ops {
                 size_t errlen);
     /* Finishes every queued write, then closes. */
     void (*close)(sd_store *st);
+    /* The server is stopping: writes waiting for an unreachable database
+     * (--write-hold) fail now, and no new one waits. NULL: none wait. */
+    void (*drain)(sd_store *st);
     /* Reads. out is filled on 0 and owned by the caller (sd_session_clear).
      * They return rows of the active table whatever their expiry: the domain
      * decides validity. want_attrs=false skips the optional fields.
@@ -175,6 +184,9 @@ typedef struct sd_store_handle sd_store_handle;
 int sd_store_open(const sd_store_ops *ops, const char *location, const sd_store_options *opt,
                   sd_store_handle **out, char *err, size_t errlen);
 void sd_store_close(sd_store_handle *h);
+/* At shutdown, before waiting for the requests in flight: no write waits
+ * any longer for a database that cannot be reached. */
+void sd_store_drain(sd_store_handle *h);
 /* Puts the Redis cache tier (store/cache.h) in front of the backend's
  * validation reads, with write-through after every commit. url and password
  * are borrowed for the call. The backend must provide cache_epoch. */

@@ -17,17 +17,18 @@ struct sd_writer {
     const sd_rows_ops *rows;
     void *be;
     int commit_batch, max_queued;
+    int64_t hold_ns; /* sd_writer_options.hold_ms */
 
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv; /* work queued, upkeep asked for, or stopping (monotonic clock) */
     sd_write *head, *tail;
     int queued;
-    bool stopping, upkeep_wanted;
+    bool stopping, draining, upkeep_wanted;
     struct timespec upkeep_at; /* writer-private */
 
     _Atomic int64_t active_rows, swept_total, sweeps_total, commits_total, writes_total,
-        retries_total;
+        retries_total, held_total, hold_expired_total;
 };
 
 static void complete(sd_write *list)
@@ -59,7 +60,7 @@ static int run_batch(sd_writer *wr, sd_write *batch, bool pipeline, tally *t)
 {
     const sd_tx_ops *tx = wr->tx;
     if (tx->begin(wr->be, pipeline))
-        return SD_EUNAVAILABLE;
+        return SD_ENOTSENT;
     *t = (tally){0};
     for (sd_write *w = batch; w; w = w->next) {
         t->writes++;
@@ -84,8 +85,33 @@ static int run_batch(sd_writer *wr, sd_write *batch, bool pipeline, tally *t)
     return tx->commit(wr->be);
 }
 
+/* Puts a batch that did not reach the database back at the head of the
+ * queue, its writes as they were submitted. Takes mu. */
+static void hold_again(sd_writer *wr, sd_write *batch)
+{
+    sd_write *last = batch;
+    int n = 1;
+    sd_write_rewind(batch);
+    for (; last->next; last = last->next, n++)
+        sd_write_rewind(last->next);
+    pthread_mutex_lock(&wr->mu);
+    if (wr->draining || wr->stopping) {
+        pthread_mutex_unlock(&wr->mu);
+        fail_all(batch);
+        return;
+    }
+    atomic_fetch_add(&wr->held_total, n);
+    last->next = wr->head;
+    wr->head = batch;
+    if (!wr->tail)
+        wr->tail = last;
+    wr->queued += n;
+    pthread_mutex_unlock(&wr->mu);
+}
+
 /* Acknowledged only after COMMIT. A batch whose writes can all run again
- * may be pipelined by the backend (writer.h). */
+ * may be pipelined by the backend (writer.h), and with hold_ms held again
+ * when it did not reach the database. */
 static void commit_batch(sd_writer *wr, sd_write *batch)
 {
     bool pipeline = true;
@@ -98,6 +124,10 @@ static void commit_batch(sd_writer *wr, sd_write *batch)
             sd_write_rewind(w);
         atomic_fetch_add(&wr->retries_total, 1);
         rc = run_batch(wr, batch, false, &t);
+    }
+    if (rc == SD_ENOTSENT && pipeline && wr->hold_ns) {
+        hold_again(wr, batch);
+        return;
     }
     if (rc) {
         fail_all(batch);
@@ -120,6 +150,48 @@ static void upkeep(sd_writer *wr, bool after_batch)
         sd_mono_deadline(&wr->upkeep_at, ms);
 }
 
+static int64_t ts_ns(const struct timespec *ts)
+{
+    return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+}
+
+/* The backend cannot take writes: the queued ones wait for it, each until
+ * its hold ends (then 503), while upkeep reconnects on its schedule. Under
+ * mu; returns with it held, after one step. */
+static void hold(sd_writer *wr)
+{
+    int64_t now = sd_mono_ns();
+    sd_write *expired = NULL, **tail = &expired;
+    int n = 0;
+    while (wr->head && (wr->stopping || wr->draining || wr->head->hold_until_ns <= now)) {
+        sd_write *w = wr->head; /* in deadline order: submitted in order, held alike */
+        wr->head = w->next;
+        w->next = NULL;
+        *tail = w;
+        tail = &w->next;
+        n++;
+    }
+    if (!wr->head)
+        wr->tail = NULL;
+    wr->queued -= n;
+    bool due = wr->upkeep_wanted || ts_ns(&wr->upkeep_at) <= now;
+    if (expired || due) {
+        wr->upkeep_wanted = false;
+        pthread_mutex_unlock(&wr->mu);
+        atomic_fetch_add(&wr->hold_expired_total, n);
+        fail_all(expired);
+        if (due && wr->tx->upkeep)
+            upkeep(wr, false);
+        pthread_mutex_lock(&wr->mu);
+        return;
+    }
+    struct timespec until = wr->upkeep_at;
+    if (wr->tx->upkeep == NULL || wr->head->hold_until_ns < ts_ns(&until))
+        until = (struct timespec){(time_t)(wr->head->hold_until_ns / 1000000000),
+                                  (long)(wr->head->hold_until_ns % 1000000000)};
+    pthread_cond_timedwait(&wr->cv, &wr->mu, &until);
+}
+
 static void *writer_main(void *arg)
 {
     sd_writer *wr = arg;
@@ -138,6 +210,10 @@ static void *writer_main(void *arg)
             pthread_mutex_unlock(&wr->mu);
             upkeep(wr, false);
             pthread_mutex_lock(&wr->mu);
+            continue;
+        }
+        if (wr->hold_ns && wr->tx->accepting && !wr->tx->accepting(wr->be)) {
+            hold(wr);
             continue;
         }
         sd_write *batch = wr->head, *last = batch;
@@ -166,9 +242,11 @@ void sd_writer_submit(sd_writer *wr, sd_write *w)
     w->next = NULL;
     pthread_mutex_lock(&wr->mu);
     /* Shed load early rather than queue without bound. */
-    int rc = wr->stopping || (wr->tx->accepting && !wr->tx->accepting(wr->be)) ? SD_EUNAVAILABLE
-             : wr->queued >= wr->max_queued                                    ? SD_EBUSY
-                                                                               : 0;
+    int rc = wr->stopping                   ? SD_EUNAVAILABLE
+             : wr->queued >= wr->max_queued ? SD_EBUSY
+             : (!wr->hold_ns || wr->draining) && wr->tx->accepting && !wr->tx->accepting(wr->be)
+                 ? SD_EUNAVAILABLE
+                 : 0;
     if (rc) {
         pthread_mutex_unlock(&wr->mu);
         w->rc = rc;
@@ -176,11 +254,22 @@ void sd_writer_submit(sd_writer *wr, sd_write *w)
         return;
     }
     wr->queued++;
+    w->hold_until_ns = sd_mono_ns() + wr->hold_ns;
+    if (wr->hold_ns && wr->tx->accepting && !wr->tx->accepting(wr->be))
+        atomic_fetch_add(&wr->held_total, 1);
     if (wr->tail)
         wr->tail->next = w;
     else
         wr->head = w;
     wr->tail = w;
+    pthread_cond_signal(&wr->cv);
+    pthread_mutex_unlock(&wr->mu);
+}
+
+void sd_writer_drain(sd_writer *wr)
+{
+    pthread_mutex_lock(&wr->mu);
+    wr->draining = true;
     pthread_cond_signal(&wr->cv);
     pthread_mutex_unlock(&wr->mu);
 }
@@ -204,6 +293,7 @@ int sd_writer_start(const sd_writer_options *opt, const sd_tx_ops *tx, const sd_
     wr->be = be;
     wr->commit_batch = opt && opt->commit_batch > 0 ? opt->commit_batch : 1024;
     wr->max_queued = opt && opt->max_queued > 0 ? opt->max_queued : 10000;
+    wr->hold_ns = opt && opt->hold_ms > 0 ? (int64_t)opt->hold_ms * 1000000 : 0;
     sd_mono_deadline(&wr->upkeep_at, opt ? opt->first_upkeep_ms : 0);
     pthread_mutex_init(&wr->mu, NULL);
     sd_cond_init_mono(&wr->cv);
@@ -245,4 +335,6 @@ void sd_writer_stats(sd_writer *wr, sd_store_stats *out)
     out->commits_total = atomic_load(&wr->commits_total);
     out->writes_total = atomic_load(&wr->writes_total);
     out->batch_retries_total = atomic_load(&wr->retries_total);
+    out->writes_held_total = atomic_load(&wr->held_total);
+    out->write_holds_expired_total = atomic_load(&wr->hold_expired_total);
 }

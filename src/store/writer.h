@@ -40,7 +40,10 @@ typedef struct sd_tx_ops {
     int (*prepare)(void *be, sd_write *w);
     /* COMMIT: 0 once durable, else SD_EUNAVAILABLE (the backend has rolled
      * back, dropped its connection or marked itself broken as it must), or,
-     * after begin with pipeline, SD_ERETRY (rolled back; run it again). */
+     * after begin with pipeline, SD_ERETRY (rolled back; run it again), or
+     * SD_ENOTSENT (the connection was lost before the COMMIT was sent:
+     * nothing of the batch was committed). A failed begin is SD_ENOTSENT
+     * too. */
     int (*commit)(void *be);
     /* After a successful commit, before any write of the batch is
      * acknowledged (the embedded store's index follows the effects). NULL:
@@ -60,15 +63,23 @@ typedef struct sd_writer_options {
     int commit_batch; /* writes per transaction at most (0: 1024) */
     int max_queued;   /* writes waiting; beyond, SD_EBUSY (0: 10000) */
     int first_upkeep_ms;
+    /* While the backend is not accepting (its database unreachable), a write
+     * waits up to this long for it to come back before it fails with
+     * SD_EUNAVAILABLE, and a batch that did not reach the database runs
+     * again once it is back (0: writes fail at once). */
+    int hold_ms;
 } sd_writer_options;
 
 /* Starts the writer thread. 0 or SD_ENOMEM. */
 int sd_writer_start(const sd_writer_options *opt, const sd_tx_ops *tx, const sd_rows_ops *rows,
                     void *be, sd_writer **out);
 /* Queues w (its done runs on the writer thread, or at once when refused:
- * SD_EBUSY past max_queued, SD_EUNAVAILABLE while stopping or not
- * accepting). */
+ * SD_EBUSY past max_queued, SD_EUNAVAILABLE while stopping, or while not
+ * accepting without hold_ms). */
 void sd_writer_submit(sd_writer *wr, sd_write *w);
+/* No write waits for the backend any longer: the held ones fail now, and
+ * new ones are refused at once while it is not accepting. */
+void sd_writer_drain(sd_writer *wr);
 /* Asks for an upkeep call soon (from any thread). */
 void sd_writer_poke(sd_writer *wr);
 /* Finishes every queued write, then stops the thread and frees wr. */

@@ -22,7 +22,8 @@
     X(REUSED, -1010, "rotated token reused")                                                       \
     X(MISMATCH, -1011, "token does not match")                                                     \
     X(THROTTLED, -1012, "too many failed attempts")                                                \
-    X(RETRY, -1013, "run the batch again")
+    X(RETRY, -1013, "run the batch again")                                                         \
+    X(NOTSENT, -1014, "the store was not reached")
 
 enum {
 #define SD_ERR_ENUM(name, code, text) SD_E##name = (code),

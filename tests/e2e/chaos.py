@@ -9,11 +9,13 @@ each stopped by PID in close() (also after a failure or Ctrl-C):
   standby, a three-member etcd; a former primary rejoins as a standby
   (pg_rewind, or a new base backup);
 - haproxy in front of it running deploy/haproxy/patroni.cfg (only its
-  addresses replaced): the member whose Patroni answers GET /primary 200;
+  addresses replaced): the member whose Patroni answers GET /primary 200,
+  and on a second port the one that answers GET /sync 200;
 - Redis under Sentinel (sentinelserver.py): a master, a replica and three
   Sentinels, password-protected;
 - three sessiond replicas (conftest.Server) with --store through that
-  haproxy and --cache redis-sentinel://, the password in
+  haproxy, --store-standby through its second port and --cache
+  redis-sentinel://, the password in
   SESSIOND_CACHE_PASSWORD;
 - haproxy in front of the replicas running deploy/haproxy/sessiond.cfg
   (round-robin, checks on /readyz; only its addresses replaced), which the
@@ -82,16 +84,20 @@ class Topology:
         self.log("starting etcd x3 and Patroni (primary + synchronous standby)...")
         self.pg = patroni.PatroniCluster(rejoin=True)
         self.pg.primary().psql(f"CREATE DATABASE {DB}")
+        sync_port = patroni._free_port()
         self.pglb = lbserver.HaProxy([(m.name, f"127.0.0.1:{m.pg_port}") for m in self.pg.members],
                                      workdir=self.root / "haproxy-pg",
-                                     config=patroni.haproxy_config(self.pg.members), backend="postgres_primary")
+                                     config=patroni.haproxy_config(self.pg.members, sync_port=sync_port),
+                                     backend="postgres_primary")
         self.pglb.start(timeout=60, want={self.pg.primary().name: "UP", self.pg.sync_standby().name: "DOWN"})
         self.log("starting Redis master + replica and 3 Sentinels...")
         self.redis = sentinelserver.SentinelDeployment(password=self.password)
         store = f"postgresql://postgres@127.0.0.1:{self.pglb.port}/{DB}?target_session_attrs=read-write"
         sentinels = ",".join(f"127.0.0.1:{s.port}" for s in self.redis.sentinels)
         cache = f"redis-sentinel://{sentinels}/{sentinelserver.MASTER_NAME}/0"
-        args = ["--store", store, "--cache", cache, "--failed-validation-rate", "0"]
+        standby = f"postgresql://postgres@127.0.0.1:{sync_port}/{DB}"
+        args = ["--store", store, "--store-standby", standby, "--cache", cache,
+                "--failed-validation-rate", "0"]
         env = {"SESSIOND_CACHE_PASSWORD": self.password}
         self.log(f"starting {n} sessiond replicas ({conftest.SESSIOND_BIN}) and haproxy in front...")
         for i in range(n):

@@ -128,8 +128,9 @@ class HaProxy:
         self.wait_states(want if want is not None else {n: "UP" for n in self.names}, timeout)
         return self
 
-    def states(self):
-        """{server name: status} from the stats CSV (UP, DOWN, 'UP 1/2', ...)."""
+    def states(self, backend=None):
+        """{server name: status} of `backend` (default: the one given at
+        construction) from the stats CSV (UP, DOWN, 'UP 1/2', ...)."""
         if self.proc is None or self.proc.poll() is not None:
             raise RuntimeError(f"haproxy is not running:\n{self.log.read_text(errors='replace')[-2000:]}")
         try:
@@ -138,7 +139,7 @@ class HaProxy:
         except OSError:
             return {}
         rows = csv.DictReader(io.StringIO(text.lstrip("# ")))
-        return {row["svname"]: row["status"] for row in rows if row["pxname"] == self.backend}
+        return {row["svname"]: row["status"] for row in rows if row["pxname"] == (backend or self.backend)}
 
     def wait_states(self, want, timeout=20):
         deadline = time.monotonic() + timeout

@@ -380,31 +380,38 @@ class PatroniCluster:
 
 
 # -- haproxy ---------------------------------------------------------------
-def haproxy_config(members, text=None):
+def haproxy_config(members, text=None, sync_port=None):
     """deploy/haproxy/patroni.cfg (or text) for `members`: a function of
-    (port, stats_port) for lbserver.HaProxy's config=. Only the listening
-    addresses and the server lines change; a template that no longer has them
-    fails here rather than testing something else."""
+    (port, stats_port) for lbserver.HaProxy's config=. The primary's listener
+    takes `port`, the synchronous standby's `sync_port` (a free one if None).
+    Only the listening addresses and the server lines change (each section's
+    server lines become one line per member, with that section's options); a
+    template that no longer has them fails here rather than testing something
+    else."""
     text = text if text is not None else HAPROXY_CFG.read_text()
     servers = [l for l in text.splitlines() if re.match(r"\s+server\s", l)]
     assert servers, f"no server lines in {HAPROXY_CFG}"
-    options = re.sub(r"^\s*server\s+\S+\s+\S+\s*", "", servers[0])  # e.g. "maxconn 300 check port 8008"
-    assert re.search(r"\bcheck port \d+\b", options), f"the health check is not on Patroni's port: {options}"
+    for line in servers:
+        assert re.search(r"\bcheck port \d+\b", line), f"a health check is not on Patroni's port: {line}"
     for what in ("bind *:5000", "bind 127.0.0.1:7000", "option httpchk GET /primary"):
         assert what in text, f"{HAPROXY_CFG} has no '{what}'"
+    sync_port = sync_port or _free_port()
 
     def config(port, stats_port):
         out = text.replace("bind *:5000", f"bind 127.0.0.1:{port}")
+        out = out.replace("bind *:5001", f"bind 127.0.0.1:{sync_port}")
         out = out.replace("bind 127.0.0.1:7000", f"bind 127.0.0.1:{stats_port}")
-        ours = [re.sub(r"check port \d+", f"check port {m.api_port}",
-                       f"    server {m.name} 127.0.0.1:{m.pg_port} {options}") for m in members]
-        lines, placed = [], False
+        lines, in_servers = [], False
         for line in out.splitlines():
             if line in servers:
-                if not placed:
-                    lines.extend(ours)
-                    placed = True
+                if not in_servers:  # the first of a section's server lines
+                    options = re.sub(r"^\s*server\s+\S+\s+\S+\s*", "", line)
+                    lines.extend(re.sub(r"check port \d+", f"check port {m.api_port}",
+                                        f"    server {m.name} 127.0.0.1:{m.pg_port} {options}")
+                                 for m in members)
+                in_servers = True
                 continue
+            in_servers = False
             lines.append(line)
         return "\n".join(lines) + "\n"
     return config

@@ -71,6 +71,14 @@ def test_invalid_option_values_fail(tmp_path, args):
     assert (out + err).strip(), "rejection should print a message"
 
 
+@pytest.mark.parametrize("option", [["--store-standby", "postgresql://u@127.0.0.1:1/db"],
+                                    ["--write-hold", "10s"]], ids=["store-standby", "write-hold"])
+def test_shared_store_options_need_a_shared_store(tmp_path, option):
+    rc, out, err = _run([*option, "--listen", f"127.0.0.1:{free_port()}", "--data-dir", str(tmp_path)],
+                        tmp_path)
+    assert rc == 2 and f"{option[0]} goes with a PostgreSQL --store" in err, (rc, err[-500:])
+
+
 def test_millisecond_duration_accepted(make_server):
     srv = make_server("--sweep-interval", "500ms")
     assert srv.api.get("/healthz").status_code == 200

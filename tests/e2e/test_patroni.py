@@ -22,6 +22,7 @@ revoked session is still refused. The time from the kill (once the node's
 last process is gone) to each replica's first successful create sent after
 it, and to the promotion, is printed, not asserted.
 """
+import re
 import threading
 import time
 
@@ -30,6 +31,7 @@ import requests
 
 import lbserver
 import patroni
+import redisserver
 from conftest import new_user, record_token, wait_for
 
 pytestmark = pytest.mark.no_prism("times the failover on sessiond's own answers")
@@ -58,9 +60,12 @@ def cluster():
 def lb(cluster, tmp_path):
     """haproxy with the shipped configuration: the primary UP, the standby
     DOWN (its /primary answers 503)."""
+    sync_port = patroni._free_port()
     h = lbserver.HaProxy([(m.name, f"127.0.0.1:{m.pg_port}") for m in cluster.members],
-                         workdir=tmp_path / "haproxy", config=patroni.haproxy_config(cluster.members),
+                         workdir=tmp_path / "haproxy",
+                         config=patroni.haproxy_config(cluster.members, sync_port=sync_port),
                          backend="postgres_primary")
+    h.sync_port = sync_port  # the listener for GET /sync's member (--store-standby)
     try:
         h.start(timeout=60, want={cluster.primary().name: "UP", cluster.sync_standby().name: "DOWN"})
         yield h
@@ -181,3 +186,90 @@ def test_primary_node_killed_under_create_load_loses_no_acknowledged_write(clust
     for srv in replicas.values():
         log = srv.log_text()
         assert "lost postgres" in log and "connected to postgres" in log
+
+
+def _in_recovery(member):
+    """True or False, or None when the member does not answer."""
+    try:
+        return member.psql("SELECT pg_is_in_recovery()").strip() == "t"
+    except (OSError, RuntimeError, AssertionError):
+        return None
+
+
+def test_validations_the_cache_answers_go_on_while_patroni_promotes(cluster, lb, make_server):
+    """--store-standby: while no member is the primary (the old one killed,
+    the standby not yet promoted), a replica reads the cache epoch and the
+    global not-before from the synchronous standby, so the sessions Redis
+    holds keep validating; a replica without it cannot trust Redis once its
+    last read of the epoch is FRESH_MS (250 ms) old, and answers 503. Revoked
+    sessions never validate on either. What is counted is what sessiond
+    answered in the rounds that started 1 s (4x FRESH_MS) or more after the
+    kill and before which and after which the standby said
+    pg_is_in_recovery() true."""
+    old, new = cluster.primary(), cluster.sync_standby()
+    rs = redisserver.RedisServer()
+    try:
+        store = f"postgresql://postgres@127.0.0.1:{lb.port}/{DB}?target_session_attrs=read-write"
+        standby = f"postgresql://postgres@127.0.0.1:{lb.sync_port}/{DB}"
+        common = ("--store", store, "--cache", rs.url())
+        replicas = {"standby": make_server(*common, "--store-standby", standby),
+                    "control": make_server(*common)}
+        live, revoked = {}, revoke_some(replicas["standby"].api)
+        for name, srv in replicas.items():
+            live[name] = []
+            for _ in range(10):
+                s = srv.api.create(new_user("patroni-cached"))
+                record_token(s["token"])
+                assert srv.api.validate(s["token"], touch=False)["isValid"] is True
+                live[name].append(s)
+        # The standby's listener routes to the synchronous standby.
+        wait_for(lambda: lb.states("postgres_sync_standby").get(new.name) == "UP", timeout=60,
+                 what="haproxy routing the sync listener to the synchronous standby")
+        old.kill_node()
+        t_kill = time.monotonic()
+        seen = {name: {} for name in replicas}  # answer -> count, while no primary
+        rounds = 0
+        while _in_recovery(new) is not False and time.monotonic() - t_kill < 120:
+            started = time.monotonic() - t_kill
+            before = _in_recovery(new)
+            answers = {name: [] for name in replicas}
+            for name, srv in replicas.items():
+                for s in live[name]:
+                    r = srv.api.post("/sessions/validate", headers={"Authorization": f"Bearer {s['token']}"},
+                                     params={"touch": "false"})
+                    answers[name].append(f"{r.status_code} {r.json().get('isValid')}" if r.status_code == 200
+                                         else str(r.status_code))
+                for s in revoked:
+                    r = srv.api.post("/sessions/validate", headers={"Authorization": f"Bearer {s['token']}"},
+                                     params={"touch": "false"})
+                    assert r.status_code in (200, 503), r.text
+                    assert r.status_code == 503 or r.json()["isValid"] is False, \
+                        f"revoked {s['sessionId']} validates via {name} during the failover"
+            if started >= 1.0 and before and _in_recovery(new):
+                rounds += 1
+                for name, got in answers.items():
+                    for a in got:
+                        seen[name][a] = seen[name].get(a, 0) + 1
+        cluster.wait_primary(new, timeout=180)
+        print(f"\nvalidations of cached sessions while no primary ({rounds} rounds): {seen}")
+        assert rounds > 0, "the standby was promoted within a second of the kill: nothing to count"
+        assert set(seen["standby"]) <= {"200 True", "503"}, seen
+        assert seen["standby"].get("200 True", 0) > 0, \
+            f"no cached session validated through the standby's fence values: {seen}"
+        assert seen["control"] == {"503": rounds * len(live["control"])}, \
+            f"without --store-standby a cache hit was trusted with no primary to read: {seen}"
+        log = replicas["standby"].log_text()
+        assert "reading the fence values from the synchronous standby" in log
+        metrics = replicas["standby"].api.get("/metrics").text
+        reads = re.search(r"^sessiond_store_standby_reads_total (\d+)$", metrics, re.M)
+        assert reads and int(reads.group(1)) > 0, metrics[-2000:]
+        assert "sessiond_store_standby_reads_total" not in replicas["control"].api.get("/metrics").text
+        # And after the promotion, everything validates through both.
+        for name, srv in replicas.items():
+            wait_for(lambda: srv.api.get("/readyz").status_code == 200, timeout=60, what=f"{name} ready")
+            for s in live[name]:
+                assert srv.api.validate(s["token"], touch=False)["isValid"] is True
+            for s in revoked:
+                assert srv.api.validate(s["token"], touch=False)["isValid"] is False
+    finally:
+        rs.close()

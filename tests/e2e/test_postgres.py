@@ -198,6 +198,95 @@ def test_a_database_read_that_waits_does_not_stall_the_http_thread(pgs, make_ser
         assert live == 200, "the HTTP thread answered while handlers waited on the database"
 
 
+def _metric(api, name):
+    m = re.search(rf"^{name} (\d+)$", api.get("/metrics").text, re.M)
+    return int(m.group(1)) if m else None
+
+
+def test_with_write_hold_writes_sent_while_postgres_is_down_are_answered_once_it_is_back(pgs, make_server):
+    """--write-hold: a write that finds the database unreachable (a primary's
+    failover) waits for it instead of answering 503 at once, and is answered
+    once it committed there: creates and a delete, each acknowledged only
+    after it is durable. Reads are not held (503), nor, without
+    --store-standby, an update: it needs the global not-before, which only
+    the database knows (test_patroni.py holds one with the standby). The
+    hold (120 s) is far longer than the outage the test makes; it only bounds
+    the test if PostgreSQL never comes back."""
+    srv = _server(make_server, pgs, "--write-hold", "120s")
+    api = srv.api
+    user = new_user("pg")
+    kept, gone = api.create(user), api.create(user)
+    for s in (kept, gone):
+        record_token(s["token"])
+    pgs.stop()
+    wait_for(lambda: _status(api, "GET", "/readyz") == 503, timeout=20, what="/readyz 503 with postgres down")
+    api.get(f"/sessions/{kept['sessionId']}", expect=503)  # reads are not held
+    api.put(f"/sessions/{kept['sessionId']}", json={"data": {"held": True}}, expect=503)
+    answers = {}
+
+    def send(name, method, path, **kw):
+        answers[name] = api.request(method, path, timeout=180, **kw)
+    calls = [("create1", "POST", "/sessions", {"json": {"userId": user}}),
+             ("create2", "POST", "/sessions", {"json": {"userId": user}}),
+             ("delete", "DELETE", f"/sessions/{gone['sessionId']}", {})]
+    held0 = _metric(api, "sessiond_store_writes_held_total")
+    threads = [threading.Thread(target=send, args=(n, m, p), kwargs=kw) for n, m, p, kw in calls]
+    for t in threads:
+        t.start()
+    wait_for(lambda: _metric(api, "sessiond_store_writes_held_total") >= held0 + len(calls), timeout=30,
+             what="the three writes held")
+    assert not answers, f"answered while the database was down: {answers}"
+    pgs.start()
+    for t in threads:
+        t.join(timeout=150)
+    codes = {n: r.status_code for n, r in answers.items()}
+    assert codes == {"create1": 201, "create2": 201, "delete": 204}, \
+        {n: r.text for n, r in answers.items()}
+    for n in ("create1", "create2"):
+        record_token(answers[n].json()["token"])
+        assert api.validate(answers[n].json()["token"], touch=False)["isValid"] is True
+    assert api.validate(gone["token"], touch=False)["isValid"] is False
+    rows = pgs.query_db("outage", "SELECT count(*) FROM sessions WHERE user_id = ?", (user,))
+    assert rows[0][0] == 3  # kept and the two creates
+    assert _metric(api, "sessiond_store_write_holds_expired_total") == 0
+
+
+def test_a_held_write_answers_503_when_its_hold_ends(pgs, make_server):
+    srv = _server(make_server, pgs, "--write-hold", "1s")
+    api = srv.api
+    user = new_user("pg")
+    api.create(user)
+    pgs.stop()
+    wait_for(lambda: _status(api, "GET", "/readyz") == 503, timeout=20, what="/readyz 503 with postgres down")
+    r = api.post("/sessions", json={"userId": user}, expect=503)
+    assert r.headers.get("Retry-After") and "store" in r.json()["detail"]
+    assert _metric(api, "sessiond_store_write_holds_expired_total") >= 1
+    pgs.start()
+    wait_for(lambda: _status(api, "GET", "/readyz") == 200, timeout=30, what="ready again")
+    record_token(api.create(user)["token"])
+
+
+def test_sigterm_answers_the_held_writes_and_stops_cleanly(pgs, make_server):
+    """A write held for an unreachable database does not keep a stopping
+    server waiting for its hold: SIGTERM answers it 503 and the server exits
+    0 well within --shutdown-timeout (here longer than the test's wait)."""
+    srv = _server(make_server, pgs, "--write-hold", "120s", "--shutdown-timeout", "60s")
+    api = srv.api
+    user = new_user("pg")
+    api.create(user)
+    pgs.stop()
+    wait_for(lambda: _status(api, "GET", "/readyz") == 503, timeout=20, what="/readyz 503 with postgres down")
+    answers = []
+    t = threading.Thread(target=lambda: answers.append(
+        api.request("POST", "/sessions", json={"userId": user}, timeout=180)))
+    t.start()
+    wait_for(lambda: _metric(api, "sessiond_store_writes_held_total") >= 1, timeout=30, what="the create held")
+    srv.stop()  # SIGTERM; asserts exit 0
+    t.join(timeout=60)
+    assert [r.status_code for r in answers] == [503]
+    assert "stopped" in srv.log_text()
+
+
 def test_starts_while_postgres_is_unreachable_and_migrates_once_it_is_back(pgs, make_server):
     """A replica (re)started during a database outage (a failover, a
     database still booting) does not exit: it serves 503 with Retry-After
