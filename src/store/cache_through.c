@@ -61,6 +61,13 @@ typedef struct inv {
 /* What a completed write needs, from its effects: up to max commands into v,
  * and *fence when it must be fenced whatever Redis says. Returns the number
  * of commands wanted (may exceed max: the caller asks again with room). */
+/* Whether w->session is the row the write committed (write.h). */
+static bool has_result(const struct sd_write *w)
+{
+    return w->kind == SD_W_CREATE || w->kind == SD_W_UPDATE || w->kind == SD_W_ROTATE ||
+           w->kind == SD_W_SIGNAL;
+}
+
 static size_t plan(const struct sd_write *w, inv *v, size_t max, bool *fence)
 {
     size_t n = 0, ends = 0;
@@ -75,11 +82,16 @@ static size_t plan(const struct sd_write *w, inv *v, size_t max, bool *fence)
             *fence |= too_many && x.required; /* expired: every hit checks expiry */
             continue;
         }
-        if (e->kind == SD_FX_PUT && w->kind == SD_W_CREATE) {
-            if (w->rc != 0)
-                continue;
-            x.fill = &w->session; /* a new id: nothing to invalidate */
-        }
+        if (e->kind == SD_FX_PUT && w->kind == SD_W_CREATE && w->rc != 0)
+            continue;
+        /* The write's own row as it committed (a create, an update, a
+         * rotation, a renewal): put it, over the old entry and its token
+         * key in one step (fill_lua), so the next validation is a hit. For
+         * an update it stays required: if Redis does not run it, the write
+         * is fenced as for a failed invalidation. */
+        if (e->kind == SD_FX_PUT && w->rc == 0 && has_result(w) &&
+            strcmp(e->id, w->session.id) == 0 && e->version == w->session.version)
+            x.fill = &w->session;
         if (n < max)
             v[n] = x;
         n++;
@@ -107,12 +119,13 @@ static conn *append_all(sd_cache *c, const inv *v, size_t n, bool *sent)
         int argc = 6;
         char key[sizeof KEY_S + 64], marker[32];
         fill_cmd f = {0};
-        if (v[i].fill) {
-            if (v[i].fill->expiry <= now || !cc__fill_prepare(&f, v[i].fill, epoch))
-                continue; /* best effort: a miss fills it later */
+        bool fill = v[i].fill && v[i].fill->expiry > now && cc__fill_prepare(&f, v[i].fill, epoch);
+        if (v[i].fill && !fill && !v[i].required)
+            continue; /* best effort: a miss fills it later */
+        if (fill) {
             memcpy(argv, f.argv, sizeof f.argv);
             argc = 10;
-        } else {
+        } else { /* an invalidation (also for a put that could not be filled) */
             snprintf(key, sizeof key, KEY_S "%.63s", v[i].id);
             if (v[i].ended)
                 snprintf(marker, sizeof marker, "x");

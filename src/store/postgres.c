@@ -115,10 +115,15 @@ int pg__health_check(sd_store *st)
     return PING_INTERVAL_MS;
 }
 
+/* Ready while the primary takes requests, or, while it cannot be reached,
+ * while the synchronous standby answers: the validations the cache answers
+ * go on and writes wait (--write-hold) or fail alone. Taking every replica
+ * out of its load balancer for an outage they all share would fail those
+ * too. */
 static int pg_ready(sd_store *st)
 {
     if (!atomic_load(&st->up) || atomic_load(&st->write_failing))
-        return SD_EUNAVAILABLE;
+        return pg__standby_fresh(st) ? 0 : SD_EUNAVAILABLE;
     params p = {0};
     int rc;
     PGresult *res = pg__rquery(st, R_PING, &p, &rc);

@@ -173,3 +173,13 @@ int pg__standby_value(sd_store *st, bool epoch, int64_t *value)
     atomic_fetch_add(rc == 0 ? &st->sb.reads : &st->sb.misses, 1);
     return rc;
 }
+
+bool pg__standby_fresh(sd_store *st)
+{
+    if (!st->sb.started)
+        return false;
+    pthread_mutex_lock(&st->sb.mu);
+    bool fresh = st->sb.healthy && sd_mono_ns() - st->sb.read_ns < 1000 * MS;
+    pthread_mutex_unlock(&st->sb.mu);
+    return fresh;
+}

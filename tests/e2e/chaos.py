@@ -14,8 +14,9 @@ each stopped by PID in close() (also after a failure or Ctrl-C):
 - Redis under Sentinel (sentinelserver.py): a master, a replica and three
   Sentinels, password-protected;
 - three sessiond replicas (conftest.Server) with --store through that
-  haproxy, --store-standby through its second port and --cache
-  redis-sentinel://, the password in
+  haproxy, --store-standby through its second port, --write-hold 15s
+  (writes wait for a new primary; the clients' timeout is 20 s) and
+  --cache redis-sentinel://, the password in
   SESSIOND_CACHE_PASSWORD;
 - haproxy in front of the replicas running deploy/haproxy/sessiond.cfg
   (round-robin, checks on /readyz; only its addresses replaced), which the
@@ -96,7 +97,7 @@ class Topology:
         sentinels = ",".join(f"127.0.0.1:{s.port}" for s in self.redis.sentinels)
         cache = f"redis-sentinel://{sentinels}/{sentinelserver.MASTER_NAME}/0"
         standby = f"postgresql://postgres@127.0.0.1:{sync_port}/{DB}"
-        args = ["--store", store, "--store-standby", standby, "--cache", cache,
+        args = ["--store", store, "--store-standby", standby, "--write-hold", "15s", "--cache", cache,
                 "--failed-validation-rate", "0"]
         env = {"SESSIOND_CACHE_PASSWORD": self.password}
         self.log(f"starting {n} sessiond replicas ({conftest.SESSIOND_BIN}) and haproxy in front...")
@@ -274,7 +275,7 @@ def offsets(seconds, n):
     return [seconds * (k + 0.5) / n for k in range(n)]
 
 
-def run(seconds, rate, faults=FAULTS, workers=24, check_rate=100, timeout=5.0, seed=1, log=print, logs=None):
+def run(seconds, rate, faults=FAULTS, workers=24, check_rate=100, timeout=20.0, seed=1, log=print, logs=None):
     """The whole run: topology, seeded sessions, load and schedule, then
     the checks. The load lasts `seconds`, or until the schedule has
     finished and 5 s more when a recovery runs past it. Returns

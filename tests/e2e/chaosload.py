@@ -3,11 +3,13 @@ tests/e2e/test_chaos.py: a steady mixed load of the design article's shape
 through the front haproxy, a checker that validates every revoked token
 through every replica, and the verdict.
 
-The load: `workers` threads, each with its own keep-alive connection and
-its own sessions (so no two requests race on one session), sending at a
-fixed total rate (open loop: a slot is sent when due, whatever the last
-answer was; a worker more than a second behind drops the slots it missed
-and they are counted, not hidden). The mix (per 100 requests): 78
+The load: `workers` clients, each with its own sessions, sending at a
+fixed total rate, open loop: a slot is sent when due on a keep-alive
+connection of its own, whatever is still in flight (so a request that
+waits, such as a write held through a database failover, delays nothing
+else); a slot that cannot be sent (the client more than a second behind,
+or max_inflight requests already in flight) is counted and counts as a
+failure in the availability. No two writes race on one session. The mix (per 100 requests): 78
 validations by token (the article's 40 retrieves and 40 validations are
 both reads of a session), 10 creates, 8 deletes, 4 updates with If-Match
 (the article's 10 : 10 : 2 for creates, deletes and updates). Each
@@ -190,62 +192,85 @@ class Revocations:
 
 
 class Worker(threading.Thread):
-    """One client: its own connection through the front, its own sessions,
-    a share of the total rate, until stop_at (monotonic)."""
+    """One client: its own sessions and a share of the total rate, until
+    stop_at (monotonic). Open loop: each slot is sent when due on a
+    connection of its own (kept alive and reused), whatever is still in
+    flight, up to max_inflight requests at once; a slot due while that many
+    are in flight, or more than a second late, is not sent and is counted
+    (`skipped`). A session with a write in flight is not picked for another
+    write nor, while its DELETE is in flight, for a validation."""
 
-    def __init__(self, idx, port, rate, stop_at, revocations, results, timeout, seed, max_requests):
+    def __init__(self, idx, port, rate, stop_at, revocations, results, timeout, seed, max_requests,
+                 max_inflight=32):
         super().__init__(daemon=True)
         self.idx, self.rate, self.stop_at = idx, rate, stop_at
-        self.http = Http(port, timeout)
+        self.port, self.timeout = port, timeout
         self.rev, self.results = revocations, results
         self.rng = random.Random(seed * 1000 + idx)
+        self.lock = threading.Lock()
         self.sessions = {}        # sid -> Session, created and not (surely) deleted
         self.gone = []            # sessions with a DELETE of unknown outcome still to resolve
         self.vanished = []        # live sessions a DELETE found missing (404)
+        self.busy = set()         # sids with a write in flight
+        self.deleting = set()     # sids with a DELETE in flight
+        self.idle = []            # Http connections not in use
+        self.inflight = 0
+        self.max_inflight = max_inflight
+        self.tasks = []
         self.users = 0
         self.skipped = 0
         self.max_requests = max_requests
         self.sent = 0
         self.halt = threading.Event()
 
-    def send(self, kind, method, path, body=None, headers=None):
+    def _conn(self):
+        with self.lock:
+            return self.idle.pop() if self.idle else Http(self.port, self.timeout)
+
+    def send(self, http, kind, method, path, body=None, headers=None):
         t0 = time.monotonic()
-        status, data = self.http.request(method, path, body, headers)
+        status, data = http.request(method, path, body, headers)
         t1 = time.monotonic()
         ok = is_valid(status, data) if kind == "validate" else status == OK[kind]
         label = status if ok or kind != "validate" or status != 200 else "200 isValid:false"
         self.results.append((kind, t0, t1, ok, label))
-        self.sent += 1
         return status, data
 
-    def create(self, record=True):
-        self.users += 1
-        body = {"userId": f"chaos-{self.idx}-{self.users}", "data": {"n": 0}}
+    def create(self, record=True, http=None):
+        with self.lock:
+            self.users += 1
+            body = {"userId": f"chaos-{self.idx}-{self.users}", "data": {"n": 0}}
+        own = http is None
+        http = http or Http(self.port, self.timeout)
         if record:
-            status, data = self.send("create", "POST", "/sessions", body)
+            status, data = self.send(http, "create", "POST", "/sessions", body)
         else:
-            status, data = self.http.request("POST", "/sessions", body)
+            status, data = http.request("POST", "/sessions", body)
+        if own:
+            http.close()
         if status == 201:
             obj = json.loads(data)
-            self.sessions[obj["sessionId"]] = Session(obj["sessionId"], obj["token"], obj["version"])
+            with self.lock:
+                self.sessions[obj["sessionId"]] = Session(obj["sessionId"], obj["token"], obj["version"])
         return status
 
-    def validate(self, s):
-        self.send("validate", "POST", "/sessions/validate", headers={"Authorization": f"Bearer {s.token}"})
+    def validate(self, http, s):
+        self.send(http, "validate", "POST", "/sessions/validate", headers={"Authorization": f"Bearer {s.token}"})
 
-    def resolve(self, s):
+    def resolve(self, http, s):
         """Reads back a session whose last update's outcome is unknown."""
-        status, data = self.send("get", "GET", f"/sessions/{s.sid}")
+        status, data = self.send(http, "get", "GET", f"/sessions/{s.sid}")
         if status == 200:
             obj = json.loads(data)
             s.version, s.n, s.attempts = obj["version"], obj["data"].get("n"), []
         return status == 200
 
-    def update(self, s):
-        if s.attempts and not self.resolve(s):
+    def update(self, http, s):
+        """s is busy (ours alone) until this returns."""
+        if s.attempts and not self.resolve(http, s):
             return
         n = s.n + 1
-        status, data = self.send("update", "PUT", f"/sessions/{s.sid}", {"data": {"n": n}},
+        status, data = self.send(http, "update", "PUT", f"/sessions/{s.sid}", {"data": {"n": n}},
                                  {"If-Match": f'"{s.version}"'})
         if status == 200:
             s.version, s.n, s.attempts = json.loads(data)["version"], n, []
@@ -254,20 +279,21 @@ class Worker(threading.Thread):
         else:
             s.attempts.append((s.version, s.n))     # unexpected: read it back next time
 
-    def delete(self, s):
-        status, _ = self.send("delete", "DELETE", f"/sessions/{s.sid}")
-        if status == 204 or (status == 404 and s.maybe_deleted):
-            self.sessions.pop(s.sid, None)
-            if s in self.gone:
-                self.gone.remove(s)
-            self.rev.add(s.sid, s.token)
-        elif status == 404:               # never deleted, yet not found: verify() reports it lost
-            self.sessions.pop(s.sid, None)
-            self.vanished.append(s)
-        elif not s.maybe_deleted:
-            s.maybe_deleted = True        # never validated or updated again; sent again later
-            self.sessions.pop(s.sid, None)
-            self.gone.append(s)
+    def delete(self, http, s):
+        status, _ = self.send(http, "delete", "DELETE", f"/sessions/{s.sid}")
+        with self.lock:
+            if status == 204 or (status == 404 and s.maybe_deleted):
+                self.sessions.pop(s.sid, None)
+                if s in self.gone:
+                    self.gone.remove(s)
+                self.rev.add(s.sid, s.token)
+            elif status == 404:               # never deleted, yet not found: verify() reports it lost
+                self.sessions.pop(s.sid, None)
+                self.vanished.append(s)
+            elif not s.maybe_deleted:
+                s.maybe_deleted = True        # never validated or updated again; sent again later
+                self.sessions.pop(s.sid, None)
+                self.gone.append(s)
 
     def pick(self):
         r = self.rng.randrange(100)
@@ -276,6 +302,40 @@ class Worker(threading.Thread):
                 return kind
             r -= weight
         return MIX[0][0]
+
+    def _choose(self):
+        """The next request (method, session) under the lock; the session
+        marked busy for a write."""
+        kind = self.pick()
+        live = [s for s in self.sessions.values() if s.sid not in self.busy]
+        if kind == "create" or not live:
+            return self.create, None
+        if kind == "validate":
+            ok = [s for s in self.sessions.values() if s.sid not in self.deleting]
+            return self.validate, self.rng.choice(ok or live)
+        if kind == "delete":
+            again = [s for s in self.gone if s.sid not in self.busy]
+            s = again[0] if again else self.rng.choice(live)
+            self.deleting.add(s.sid)
+        else:
+            s = self.rng.choice(live)
+        self.busy.add(s.sid)
+        return (self.delete if kind == "delete" else self.update), s
+
+    def _task(self, op, s):
+        http = self._conn()
+        try:
+            if s is None:
+                op(http=http)
+            else:
+                op(http, s)
+        finally:
+            with self.lock:
+                self.idle.append(http)
+                self.inflight -= 1
+                if s is not None:
+                    self.busy.discard(s.sid)
+                    self.deleting.discard(s.sid)
 
     def run(self):
         interval = 1.0 / self.rate
@@ -292,17 +352,23 @@ class Worker(threading.Thread):
                 self.skipped += missed
                 nxt += missed * interval
             nxt += interval
-            kind = self.pick()
-            live = list(self.sessions.values())
-            if kind == "create" or not live:
-                self.create()
-            elif kind == "delete":
-                self.delete(self.gone[0] if self.gone else self.rng.choice(live))
-            elif kind == "update":
-                self.update(self.rng.choice(live))
-            else:
-                self.validate(self.rng.choice(live))
-        self.http.close()
+            with self.lock:
+                if self.inflight >= self.max_inflight:
+                    self.skipped += 1             # every connection busy: not sent, counted
+                    continue
+                op, s = self._choose()
+                self.inflight += 1
+                self.sent += 1
+            t = threading.Thread(target=self._task, args=(op, s), daemon=True)
+            t.start()
+            self.tasks.append(t)
+            self.tasks = [x for x in self.tasks if x.is_alive()] if len(self.tasks) > 256 else self.tasks
+        for t in self.tasks:
+            t.join(timeout=self.timeout + 5)
+        with self.lock:
+            for h in self.idle:
+                h.close()
+            self.idle = []
 
     def verify(self, port, timeout, deadline):
         """Reads back every session this worker holds as live. Returns

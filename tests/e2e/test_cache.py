@@ -169,13 +169,24 @@ def test_update_and_rotation_go_through_to_the_cache(make_server, db, rds):
     s = a.api.create(new_user("cache"))
     warm(b, rds, s)
     a.api.put(f"/sessions/{s['sessionId']}", json={"data": {"k": 1}}, expect=200)
-    assert rds.cmd("GET", f"sessiond:s:{s['sessionId']}") == b"m|2", \
-        "an update leaves a marker with its version: an older read cannot be put back"
-    warm(b, rds, s, version=2)  # refilled at version 2
+    # The update's write-through puts the row it committed (the 200 waits
+    # for Redis to run it): version 2, over the old entry, whose version an
+    # older read can no longer put back.
+    (_, index), (_, entry) = stale_copy(rds, s)
+    assert index.startswith(b"e|2|") and entry.startswith(b"e|2|"), (index, entry)
+    before = hits(b)
+    wait_for(lambda: is_valid(b.api, s["token"]) and hits(b) > before, timeout=30, interval=0.02,
+             what="b hitting the entry the update put")
+    assert b.api.get(f"/sessions/{s['sessionId']}").json()["data"] == {"k": 1}
     r = a.api.post(f"/sessions/{s['sessionId']}/refresh", headers={"Authorization": f"Bearer {s['token']}"},
                    expect=(200, 201))
     new = r.json()["token"]
     record_token(new)
+    # The rotation puts the row with its new token hash; the old token's key goes.
+    old_tkey = "sessiond:t:" + index.decode().split("|")[2]
+    index = rds.cmd("GET", f"sessiond:s:{s['sessionId']}")
+    assert index.startswith(b"e|") and old_tkey.split(":")[-1].encode() not in index, index
+    assert rds.cmd("EXISTS", old_tkey) == 0
     assert is_valid(b.api, new)
     assert not is_valid(b.api, s["token"]), "the rotated-out token's cached entry is gone"
 

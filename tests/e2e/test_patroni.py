@@ -202,7 +202,8 @@ def test_validations_the_cache_answers_go_on_while_patroni_promotes(cluster, lb,
     global not-before from the synchronous standby, so the sessions Redis
     holds keep validating; a replica without it cannot trust Redis once its
     last read of the epoch is FRESH_MS (250 ms) old, and answers 503. Revoked
-    sessions never validate on either. What is counted is what sessiond
+    sessions never validate on either. /readyz stays 200 on the first (the
+    standby answers), not on the second. What is counted is what sessiond
     answered in the rounds that started 1 s (4x FRESH_MS) or more after the
     kill and before which and after which the standby said
     pg_is_in_recovery() true."""
@@ -239,6 +240,7 @@ def test_validations_the_cache_answers_go_on_while_patroni_promotes(cluster, lb,
                                      params={"touch": "false"})
                     answers[name].append(f"{r.status_code} {r.json().get('isValid')}" if r.status_code == 200
                                          else str(r.status_code))
+                answers[name].append(f"readyz {srv.api.request('GET', '/readyz').status_code}")
                 for s in revoked:
                     r = srv.api.post("/sessions/validate", headers={"Authorization": f"Bearer {s['token']}"},
                                      params={"touch": "false"})
@@ -253,11 +255,14 @@ def test_validations_the_cache_answers_go_on_while_patroni_promotes(cluster, lb,
         cluster.wait_primary(new, timeout=180)
         print(f"\nvalidations of cached sessions while no primary ({rounds} rounds): {seen}")
         assert rounds > 0, "the standby was promoted within a second of the kill: nothing to count"
-        assert set(seen["standby"]) <= {"200 True", "503"}, seen
+        assert set(seen["standby"]) <= {"200 True", "503", "readyz 200", "readyz 503"}, seen
         assert seen["standby"].get("200 True", 0) > 0, \
             f"no cached session validated through the standby's fence values: {seen}"
-        assert seen["control"] == {"503": rounds * len(live["control"])}, \
+        # Ready while the standby answers: the front keeps it in rotation.
+        assert seen["standby"].get("readyz 200", 0) > 0, seen
+        assert seen["control"].get("503") == rounds * len(live["control"]) and "200 True" not in seen["control"], \
             f"without --store-standby a cache hit was trusted with no primary to read: {seen}"
+        assert seen["control"].get("readyz 503", 0) > 0, seen
         log = replicas["standby"].log_text()
         assert "reading the fence values from the synchronous standby" in log
         metrics = replicas["standby"].api.get("/metrics").text
