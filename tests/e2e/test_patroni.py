@@ -271,7 +271,9 @@ def test_validations_the_cache_answers_go_on_while_patroni_promotes(cluster, lb,
         assert "sessiond_store_standby_reads_total" not in replicas["control"].api.get("/metrics").text
         # And after the promotion, everything validates through both.
         for name, srv in replicas.items():
-            wait_for(lambda: srv.api.get("/readyz").status_code == 200, timeout=60, what=f"{name} ready")
+            # (/readyz is 200 on the first already: a read of a row tells the primary is back.)
+            wait_for(lambda: srv.api.request("GET", f"/sessions/{live[name][0]['sessionId']}").status_code == 200,
+                     timeout=60, what=f"{name} reading the new primary")
             for s in live[name]:
                 assert srv.api.validate(s["token"], touch=False)["isValid"] is True
             for s in revoked:
