@@ -36,6 +36,20 @@ def sample(pid):
     return rss / 1024, len(os.listdir(f"/proc/{pid}/fd"))
 
 
+def active_sessions(port):
+    """sessiond_sessions_active from /metrics (the store's live rows: the
+    mix creates a little more than it deletes, so RSS may follow it)."""
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            for line in r.read().decode().splitlines():
+                if line.startswith("sessiond_sessions_active "):
+                    return int(float(line.split()[1]))
+    except OSError:
+        pass
+    return -1
+
+
 def flat(values, slack):
     # Medians: a sample taken while wrk's connections are still closing
     # shows a few more descriptors; the level they return to is what counts.
@@ -83,8 +97,8 @@ def soak(a, extra):
     where = a.store + (" + Redis cache" if a.cache else "")
     print(f"soak: {a.minutes:g} min of mixed load on {where}, {a.sessions} sessions, "
           f"sampling every {a.every:g} s")
-    print("| minute | req/s | p50 ms | p99 ms | p99.9 ms | 4xx | 5xx | socket errors | RSS MB | fds |\n"
-          "|---|---|---|---|---|---|---|---|---|---|")
+    print("| minute | req/s | p50 ms | p99 ms | p99.9 ms | 4xx | 5xx | socket errors | sessions | RSS MB | fds |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|")
     total = {"requests": 0, "s4xx": 0, "s5xx": 0, "errors": 0}
     while time.time() < end:
         r = wrk(port, "mixed.lua", [path], duration=max(1, int(a.every)), conns=32, proc=proc)
@@ -94,7 +108,8 @@ def soak(a, extra):
             total[k] += r[k]
         print(f"| {(a.minutes * 60 - (end - time.time())) / 60:.1f} | {r['rps']:,.0f} | "
               f"{r['p50_us'] / 1000:.2f} | {r['p99_us'] / 1000:.2f} | {r['p999_us'] / 1000:.2f} | "
-              f"{r['s4xx']} | {r['s5xx']} | {r['errors']} | {rss:.0f} | {fds} |", flush=True)
+              f"{r['s4xx']} | {r['s5xx']} | {r['errors']} | {active_sessions(port):,} | {rss:.0f} | {fds} |",
+              flush=True)
     ok_rss, w_rss, l_rss = flat([x[0] for x in rows], a.slack)
     ok_fds, w_fds, l_fds = flat([x[1] for x in rows], a.slack)
     print(f"RSS {w_rss:.0f} -> {l_rss:.0f} MB: {'flat' if ok_rss else 'GROWING'}; "
