@@ -48,8 +48,13 @@ def main():
         ap.error(f"unknown fault(s) {', '.join(sorted(unknown))}; known: {', '.join(chaos.FAULTS)}")
 
     def interrupted(*_):
+        # Once: a second Ctrl-C or SIGTERM would interrupt the stopping of
+        # the topology (chaos.run's finally) and leave its processes behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, interrupted)   # Ctrl-C is SIGINT: KeyboardInterrupt already
+    signal.signal(signal.SIGINT, interrupted)
+    signal.signal(signal.SIGTERM, interrupted)
 
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip() or "unknown"

@@ -271,14 +271,15 @@ char *sd_metrics_render(const sd_store_stats *st, int ready, size_t *len)
     if (st->standby)
         put(&b,
             "# HELP sessiond_store_standby_reads_total Reads of the cache epoch or the global "
-            "not-before answered by the synchronous standby (--store-standby).\n"
+            "not-before answered by the synchronous standby (--store-standby) because the primary "
+            "could not be read.\n"
             "# TYPE sessiond_store_standby_reads_total counter\n"
             "sessiond_store_standby_reads_total %lld\n"
-            "# HELP sessiond_store_standby_fallbacks_total Those reads the standby could not "
-            "answer, made on the primary instead.\n"
-            "# TYPE sessiond_store_standby_fallbacks_total counter\n"
-            "sessiond_store_standby_fallbacks_total %lld\n",
-            (long long)st->standby_reads, (long long)st->standby_fallbacks);
+            "# HELP sessiond_store_standby_misses_total Those reads the standby could not answer "
+            "either (the validation that needed one answered 503).\n"
+            "# TYPE sessiond_store_standby_misses_total counter\n"
+            "sessiond_store_standby_misses_total %lld\n",
+            (long long)st->standby_reads, (long long)st->standby_misses);
     if (st->cache)
         put(&b,
             "# HELP sessiond_cache_degraded 1 while the Redis cache tier is failing (breaker "

@@ -45,7 +45,7 @@ typedef struct sd_store_stats {
     int64_t write_holds_expired_total; /* of those, failed when their hold ended */
     bool broken;                       /* a fatal I/O error: no further write is acknowledged */
     bool standby; /* fence values read from a synchronous standby (--store-standby) */
-    int64_t standby_reads, standby_fallbacks; /* answered there; read on the primary instead */
+    int64_t standby_reads, standby_misses; /* fence reads answered there; not answered either */
     bool cache; /* a Redis cache tier is attached (--cache): the fields below count */
     bool cache_degraded;
     int64_t cache_hits, cache_misses, cache_errors, cache_fences;

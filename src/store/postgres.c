@@ -137,7 +137,7 @@ static void pg_stats(sd_store *st, sd_store_stats *out)
     out->broken = false; /* a lost connection is recoverable: see ready() */
     out->standby = st->sb.started;
     out->standby_reads = atomic_load(&st->sb.reads);
-    out->standby_fallbacks = atomic_load(&st->sb.misses);
+    out->standby_misses = atomic_load(&st->sb.misses);
 }
 
 static void pg_write(sd_store *st, sd_write *w)

@@ -138,6 +138,7 @@ struct sd_store {
         int64_t read_ns;               /* under mu: when it started (monotonic) */
         _Atomic int64_t reads, misses; /* fence reads answered here, or not */
     } sb;
+    _Atomic int64_t fence_skip_until_ns; /* fence reads skip the primary until (postgres_read.c) */
 
     const sd_keyring *keys;
     bool migrated;              /* writer-private after open: the schema is current */

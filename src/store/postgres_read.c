@@ -11,6 +11,7 @@
  * replaces it once and asks the writer to check.
  */
 #include "store/postgres_internal.h"
+#include "util/clock.h"
 #include "util/jsonmem.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -251,10 +252,19 @@ static reader *get_reader(sd_store *st)
     return r;
 }
 
+static PGresult *rquery(sd_store *st, int which, const params *p, int *rc, int attempts);
+
 /* Runs read statement `which`. Returns its result (PGRES_TUPLES_OK) or NULL
  * (*rc set). A broken connection is replaced once, at once, while the writer
  * says the database is up; while it is down nothing waits. */
 PGresult *pg__rquery(sd_store *st, int which, const params *p, int *rc)
+{
+    return rquery(st, which, p, rc, 2);
+}
+
+/* attempts 1: a broken connection is dropped, not replaced (a fence read
+ * that has the standby to go to does not wait on a connection attempt). */
+static PGresult *rquery(sd_store *st, int which, const params *p, int *rc, int attempts)
 {
     *rc = SD_EUNAVAILABLE;
     reader *r = get_reader(st);
@@ -262,7 +272,7 @@ PGresult *pg__rquery(sd_store *st, int which, const params *p, int *rc)
         *rc = SD_ENOMEM;
         return NULL;
     }
-    for (int attempt = 0; attempt < 2; attempt++) {
+    for (int attempt = 0; attempt < attempts; attempt++) {
         if (!atomic_load(&st->up))
             return NULL;
         if (!r->conn && !(r->conn = pg__open_conn(st, 'r', false))) {
@@ -443,11 +453,11 @@ int pg__ended(sd_store *st, const sd_feed_cursor *after, int64_t since_time, int
 }
 
 /* A read of one row's one integer (a single-row table's). */
-static int read_value(sd_store *st, int which, int64_t *value)
+static int read_value(sd_store *st, int which, int64_t *value, int attempts)
 {
     params p = {0};
     int rc;
-    PGresult *res = pg__rquery(st, which, &p, &rc);
+    PGresult *res = rquery(st, which, &p, &rc, attempts);
     if (!res)
         return rc;
     rc = PQntuples(res) == 1 ? 0 : SD_EUNAVAILABLE;
@@ -457,17 +467,31 @@ static int read_value(sd_store *st, int which, int64_t *value)
     return rc;
 }
 
-/* A fence value: from the synchronous standby when there is one that
- * answers (postgres_standby.c says why that is safe), else the primary. */
+/* A fence value: from the primary, or while it cannot be read, from the
+ * synchronous standby (postgres_standby.c says why that is safe). With a
+ * standby, the primary is asked only while the writer says it is up and no
+ * fence read failed there in the last FENCE_SKIP_MS, and a broken connection
+ * is not replaced in the call: right after a primary dies, a connection
+ * attempt through haproxy takes a second or more, longer than a fence value
+ * stays fresh, while the standby's watcher has a value ready. */
+#define FENCE_SKIP_MS 2000
+
 static int fence_value(sd_store *st, int which, int64_t *value)
 {
-    int rc = pg__standby_value(st, which == R_EPOCH, value);
-    return rc == 0 ? 0 : read_value(st, which, value);
+    if (!st->sb.started)
+        return read_value(st, which, value, 2);
+    int64_t now = sd_mono_ns();
+    if (atomic_load(&st->up) && now >= atomic_load(&st->fence_skip_until_ns)) {
+        if (read_value(st, which, value, 1) == 0)
+            return 0;
+        atomic_store(&st->fence_skip_until_ns, now + (int64_t)FENCE_SKIP_MS * 1000000);
+    }
+    return pg__standby_value(st, which == R_EPOCH, value);
 }
 
 int pg__cache_epoch(sd_store *st, bool bump, int64_t *epoch)
 {
-    return bump ? read_value(st, R_EPOCH_BUMP, epoch) : fence_value(st, R_EPOCH, epoch);
+    return bump ? read_value(st, R_EPOCH_BUMP, epoch, 2) : fence_value(st, R_EPOCH, epoch);
 }
 
 int pg__not_before(sd_store *st, int64_t *value)

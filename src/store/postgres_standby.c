@@ -1,8 +1,8 @@
 /*
  * postgres_standby.c - the two fence values (the cache epoch and the global
- * not-before) read from the synchronous standby (--store-standby), so that
- * the validations the Redis cache answers do not depend on the primary: they
- * go on while Patroni promotes, instead of failing with the primary.
+ * not-before) read from the synchronous standby (--store-standby) while the
+ * primary cannot be read, so that the validations the Redis cache answers go
+ * on while Patroni promotes, instead of failing with the primary.
  *
  * Why a standby's value is safe to trust (docs/architecture.md, "Fence
  * values during a failover"): a fenced write is acknowledged FENCE_WAIT_MS
@@ -16,12 +16,13 @@
  * primary waits for; the address must reach only that one (Patroni's REST
  * API GET /sync behind haproxy, deploy/haproxy/patroni.cfg), never an
  * asynchronous replica. When the standby is promoted it holds everything.
+ * The primary stays the first choice (postgres_read.c, fence_value): the
+ * standby is asked only while the primary cannot be read.
  *
  * A watcher thread reads both values every POLL_MS and keeps the connection,
  * so no caller ever waits on a connection attempt (through haproxy, one to a
  * member that just died takes a second or more): a read waits for the
- * watcher's next read that starts after the call, at most WAIT_MS, and falls
- * back to the primary when the standby cannot be read.
+ * watcher's next read that starts after the call, at most WAIT_MS.
  */
 #include "store/postgres_internal.h"
 #include "util/clock.h"
