@@ -57,7 +57,7 @@
 
 #define PING_INTERVAL_MS 1000
 #define BACKOFF_MIN_MS   50
-#define BACKOFF_MAX_MS   1000
+#define BACKOFF_MAX_MS   500
 
 static _Atomic uint64_t generations;
 

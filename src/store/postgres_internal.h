@@ -186,7 +186,7 @@ void pg__standby_stop(sd_store *st);
 /* The cache epoch (epoch) or the global not-before from a read on the
  * standby that started after this call: 0, or SD_EUNAVAILABLE. */
 int pg__standby_value(sd_store *st, bool epoch, int64_t *value);
-/* The standby answered a read that started less than a second ago. */
+/* The standby answered a read in the last few seconds (readiness only). */
 bool pg__standby_fresh(sd_store *st);
 bool pg__exec_ok(PGconn *c, const char *sql);
 PGconn *pg__open_conn(sd_store *st, char role, bool log_fail);

@@ -30,29 +30,57 @@
 #include "util/log.h"
 
 #include <openssl/crypto.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define POLL_MS    50
 #define WAIT_MS    150
 #define BACKOFF_MS 1000
-#define MS         1000000LL
+/* Readiness (pg_ready) holds this long after the standby's last answer: at
+ * a promotion the standby's listener drops it (it is the primary now) a
+ * moment before this replica's writer has reconnected to it, and a load
+ * balancer that took every replica out for that moment would fail the
+ * validations they can still answer. Readiness only routes: what a
+ * validation may trust is decided by the fence reads, not by this. */
+#define READY_GRACE_MS 3000
+#define MS             1000000LL
 
+/* Both values, whether the node is still a standby, and the address the
+ * node was reached at (through haproxy: the member's own). */
 static const char both_sql[] = "SELECT (SELECT epoch FROM sessiond_cache_epoch WHERE id = 1), "
-                               "(SELECT not_before FROM sessiond_not_before WHERE id = 1)";
+                               "(SELECT not_before FROM sessiond_not_before WHERE id = 1), "
+                               "pg_is_in_recovery(), host(inet_server_addr()), inet_server_port()";
 
-/* One read on c: both values, or false. */
-static bool read_both(PGconn *c, int64_t *epoch, int64_t *nb)
+typedef struct reading {
+    int64_t epoch, nb;
+    bool in_recovery;
+    char host[64], port[8]; /* "" over a Unix socket */
+} reading;
+
+/* One read on c, or false. */
+static bool read_both(PGconn *c, reading *out)
 {
     PGresult *res = PQexec(c, both_sql);
     bool ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
               !PQgetisnull(res, 0, 0) && !PQgetisnull(res, 0, 1);
     if (ok) {
-        *epoch = pg__col_int(res, 0, 0);
-        *nb = pg__col_int(res, 0, 1);
+        out->epoch = pg__col_int(res, 0, 0);
+        out->nb = pg__col_int(res, 0, 1);
+        out->in_recovery = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
+        snprintf(out->host, sizeof out->host, "%s", PQgetvalue(res, 0, 3));
+        snprintf(out->port, sizeof out->port, "%s", PQgetvalue(res, 0, 4));
     }
     PQclear(res);
     return ok;
+}
+
+/* The member last reached through the listener, by its own address. */
+static PGconn *connect_direct(sd_store *st, const char *host, const char *port)
+{
+    const char *keys[] = {"dbname", "host", "port", "connect_timeout", "application_name", NULL};
+    const char *vals[] = {st->sb.conninfo, host, port, "1", "sessiond", NULL};
+    return PQconnectdbParams(keys, vals, 1);
 }
 
 /* Sleeps until ns (monotonic) or stop; false when stopping. Under mu. */
@@ -65,50 +93,76 @@ static bool nap_until(sd_store *st, int64_t ns)
     return !st->sb.stopping;
 }
 
+/* Reads through the listener. When it drops the member (at a promotion,
+ * the synchronous standby stops answering GET /sync a moment before it
+ * answers GET /primary, and haproxy routes to it on neither), the watcher
+ * goes to that member by the address it last had and trusts it only once
+ * it is no longer in recovery: promoted, it holds every acknowledged commit
+ * and is the primary. Still in recovery, it may be a standby Patroni
+ * stopped waiting for, so it is not read. */
 static void *watcher_main(void *arg)
 {
     sd_store *st = arg;
     PGconn *c = NULL;
+    bool direct = false; /* c goes to the member's own address */
+    char host[64] = "", port[8] = "";
+    int64_t listener_at = 0;
     enum { UNKNOWN, READING, FAILING } state = UNKNOWN; /* logged on each change */
     pthread_mutex_lock(&st->sb.mu);
     while (!st->sb.stopping) {
         pthread_mutex_unlock(&st->sb.mu);
-        int64_t t0 = sd_mono_ns(), epoch = 0, nb = 0;
-        if (!c) {
-            c = pg__connect_db(st->sb.conninfo);
-            if (PQstatus(c) != CONNECTION_OK) {
-                if (state != FAILING) {
+        int64_t t0 = sd_mono_ns();
+        if (!c || (direct && t0 >= listener_at)) { /* the listener first, again every second */
+            PGconn *l = pg__connect_db(st->sb.conninfo);
+            listener_at = t0 + (int64_t)BACKOFF_MS * MS;
+            if (PQstatus(l) == CONNECTION_OK) {
+                PQfinish(c);
+                c = l;
+                direct = false;
+            } else {
+                if (state != FAILING && !direct) {
                     char m[320];
-                    pg__conn_error(c, m, sizeof m);
-                    sd_warn("store: cannot read the synchronous standby (%s): %s; the fence "
-                            "values are read from the primary meanwhile",
-                            st->sb.where, m);
+                    pg__conn_error(l, m, sizeof m);
+                    sd_warn("store: cannot read the synchronous standby (%s): %s", st->sb.where, m);
                 }
+                PQfinish(l);
+            }
+        }
+        if (!c && host[0]) {
+            c = connect_direct(st, host, port);
+            direct = true;
+            if (PQstatus(c) != CONNECTION_OK) {
                 PQfinish(c);
                 c = NULL;
             }
         }
-        bool ok = c && read_both(c, &epoch, &nb);
-        if (c && !ok) {
-            if (state != FAILING)
+        reading r = {0};
+        bool read = c && read_both(c, &r), ok = read && !(direct && r.in_recovery);
+        if (c && !read) {
+            if (state == READING)
                 sd_warn("store: the synchronous standby (%s) stopped answering: %s", st->sb.where,
                         PQstatus(c) == CONNECTION_OK ? "a read failed" : "connection lost");
             PQfinish(c);
             c = NULL;
         }
+        if (read && !direct && r.host[0]) {
+            snprintf(host, sizeof host, "%s", r.host);
+            snprintf(port, sizeof port, "%s", r.port);
+        }
         if (ok && state != READING)
-            sd_info("store: reading the fence values from the synchronous standby (%s)",
-                    st->sb.where);
+            sd_info("store: reading the fence values from the synchronous standby (%s%s)",
+                    direct ? "promoted, at its own address; " : "", st->sb.where);
         state = ok ? READING : FAILING;
         pthread_mutex_lock(&st->sb.mu);
         st->sb.healthy = ok;
         if (ok) {
-            st->sb.epoch = epoch;
-            st->sb.not_before = nb;
+            st->sb.epoch = r.epoch;
+            st->sb.not_before = r.nb;
             st->sb.read_ns = t0;
         }
         pthread_cond_broadcast(&st->sb.cv);
-        nap_until(st, t0 + (ok ? POLL_MS : BACKOFF_MS) * MS);
+        /* Quickly again while the member it last read is promoting. */
+        nap_until(st, t0 + (ok || (read && direct) ? POLL_MS : BACKOFF_MS) * MS);
     }
     pthread_mutex_unlock(&st->sb.mu);
     PQfinish(c);
@@ -180,7 +234,7 @@ bool pg__standby_fresh(sd_store *st)
     if (!st->sb.started)
         return false;
     pthread_mutex_lock(&st->sb.mu);
-    bool fresh = st->sb.healthy && sd_mono_ns() - st->sb.read_ns < 1000 * MS;
+    bool fresh = st->sb.read_ns && sd_mono_ns() - st->sb.read_ns < READY_GRACE_MS * MS;
     pthread_mutex_unlock(&st->sb.mu);
     return fresh;
 }

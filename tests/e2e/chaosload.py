@@ -50,10 +50,25 @@ class Http:
     body) or (reason, None) for a timeout or a connection error, after
     which the next request opens a new connection."""
 
+    # A connection idle longer than this is not reused: haproxy closes an
+    # idle keep-alive connection after `timeout http-request` (10 s in
+    # deploy/haproxy/sessiond.cfg), and a request written to a connection it
+    # has just closed fails without reaching anyone. Pools do the same.
+    MAX_IDLE_S = 5.0
+
     def __init__(self, port, timeout):
         self.port, self.timeout, self.conn = port, timeout, None
+        self.last_used = 0.0
 
     def request(self, method, path, body=None, headers=None):
+        if self.conn is not None and time.monotonic() - self.last_used > self.MAX_IDLE_S:
+            self.close()
+        try:
+            return self._request(method, path, body, headers)
+        finally:
+            self.last_used = time.monotonic()
+
+    def _request(self, method, path, body=None, headers=None):
         hdrs = dict(headers or {})
         if body is not None:
             body = json.dumps(body).encode()
