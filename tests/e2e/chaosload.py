@@ -348,7 +348,7 @@ class Worker(threading.Thread):
             with self.lock:
                 self.idle.append(http)
                 self.inflight -= 1
-                if s is not None:
+                if s is not None and op != self.validate:  # only a write marked it busy
                     self.busy.discard(s.sid)
                     self.deleting.discard(s.sid)
 
