@@ -141,6 +141,10 @@ def test_primary_node_killed_under_create_load_loses_no_acknowledged_write(clust
         "haproxy": make_server("--store", f"postgresql://postgres@127.0.0.1:{lb.port}/{DB}"
                                           "?target_session_attrs=read-write", *opts),
     }
+    # Started means alive (/healthz); the store may still be connecting.
+    for name, srv in replicas.items():
+        wait_for(lambda: srv.api.request("GET", "/readyz").status_code == 200, timeout=60,
+                 what=f"{name} ready")
     revoked = {name: revoke_some(srv.api) for name, srv in replicas.items()}
     loads = {name: Load(srv) for name, srv in replicas.items()}
     try:
@@ -215,6 +219,9 @@ def test_validations_the_cache_answers_go_on_while_patroni_promotes(cluster, lb,
         common = ("--store", store, "--cache", rs.url())
         replicas = {"standby": make_server(*common, "--store-standby", standby),
                     "control": make_server(*common)}
+        for name, srv in replicas.items():
+            wait_for(lambda: srv.api.request("GET", "/readyz").status_code == 200, timeout=60,
+                     what=f"{name} ready")
         live, revoked = {}, revoke_some(replicas["standby"].api)
         for name, srv in replicas.items():
             live[name] = []
