@@ -12,6 +12,7 @@
  */
 #include "http/internal.h"
 #include "util/jsonmem.h"
+#include "util/clock.h"
 #include "util/err.h"
 
 #include <stdio.h>
@@ -185,8 +186,7 @@ int sd__workers_start(sd_http *h, char *err, size_t errlen)
  * joined). */
 int sd__workers_stop(sd_http *h, int64_t deadline_ns)
 {
-    struct timespec until = {.tv_sec = deadline_ns / 1000000000,
-                             .tv_nsec = deadline_ns % 1000000000};
+    struct timespec until = sd_mono_ts(deadline_ns);
     pthread_mutex_lock(&h->work_mu);
     h->work_stop = true;
     pthread_cond_broadcast(&h->work_cv);

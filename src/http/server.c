@@ -235,8 +235,7 @@ int sd_http_stop(sd_http *h, int64_t deadline_ns)
     int64_t least = sd_mono_ns() + STOP_GRACE_NS;
     if (deadline_ns < least)
         deadline_ns = least;
-    struct timespec until = {.tv_sec = deadline_ns / 1000000000,
-                             .tv_nsec = deadline_ns % 1000000000};
+    struct timespec until = sd_mono_ts(deadline_ns);
     for (int i = 0; i < h->nloops; i++) {
         uint64_t one = 1;
         if (h->loops[i].loop)

@@ -91,6 +91,12 @@ void sd_write_rewind(sd_write *w)
     }
 }
 
+bool sd_write_has_row(const sd_write *w)
+{
+    return w->kind == SD_W_CREATE || w->kind == SD_W_UPDATE || w->kind == SD_W_ROTATE ||
+           w->kind == SD_W_SIGNAL;
+}
+
 bool sd_effect_required(const sd_write *w, const sd_effect *e)
 {
     if (e->kind == SD_FX_TOUCH || e->expired)

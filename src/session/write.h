@@ -238,6 +238,9 @@ bool sd_write_rewindable(const sd_write *w);
  * and effects dropped, its inputs kept (a create's session; a rotation's
  * new token hash). */
 void sd_write_rewind(sd_write *w);
+/* Whether, once w committed (rc 0), w->session is the session's row as it
+ * committed: a create's, an update's, a rotation's, a signal's. */
+bool sd_write_has_row(const sd_write *w);
 
 /* Records an effect on w; SD_ENOMEM when it cannot. */
 int sd_write_effect(sd_write *w, sd_effect_kind kind, const char *id, int64_t version,

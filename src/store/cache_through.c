@@ -62,12 +62,6 @@ typedef struct inv {
  * and *fence when it must be fenced whatever Redis says. Returns the number
  * of commands wanted (may exceed max: the caller asks again with room). */
 /* Whether w->session is the row the write committed (write.h). */
-static bool has_result(const struct sd_write *w)
-{
-    return w->kind == SD_W_CREATE || w->kind == SD_W_UPDATE || w->kind == SD_W_ROTATE ||
-           w->kind == SD_W_SIGNAL;
-}
-
 static size_t plan(const struct sd_write *w, inv *v, size_t max, bool *fence)
 {
     size_t n = 0, ends = 0;
@@ -89,7 +83,7 @@ static size_t plan(const struct sd_write *w, inv *v, size_t max, bool *fence)
          * key in one step (fill_lua), so the next validation is a hit. For
          * an update it stays required: if Redis does not run it, the write
          * is fenced as for a failed invalidation. */
-        if (e->kind == SD_FX_PUT && w->rc == 0 && has_result(w) &&
+        if (e->kind == SD_FX_PUT && w->rc == 0 && sd_write_has_row(w) &&
             strcmp(e->id, w->session.id) == 0 && e->version == w->session.version)
             x.fill = &w->session;
         if (n < max)

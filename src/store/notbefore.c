@@ -103,13 +103,13 @@ static void *keeper_main(void *arg)
         int64_t due = release_due(nb), until = next_read;
         if (due && due < until)
             until = due;
-        struct timespec ts = {(time_t)(until / 1000000000LL), (long)(until % 1000000000LL)};
+        struct timespec ts = sd_mono_ts(until);
         if (!nb->stopping)
             pthread_cond_timedwait(&nb->cv, &nb->mu, &ts);
     }
     /* Stopping: the held setters still wait out their fence. */
     for (int64_t due; (due = release_due(nb));) {
-        struct timespec ts = {(time_t)(due / 1000000000LL), (long)(due % 1000000000LL)};
+        struct timespec ts = sd_mono_ts(due);
         pthread_cond_timedwait(&nb->cv, &nb->mu, &ts);
     }
     pthread_mutex_unlock(&nb->mu);

@@ -86,7 +86,7 @@ static PGconn *connect_direct(sd_store *st, const char *host, const char *port)
 /* Sleeps until ns (monotonic) or stop; false when stopping. Under mu. */
 static bool nap_until(sd_store *st, int64_t ns)
 {
-    struct timespec ts = {(time_t)(ns / 1000000000LL), (long)(ns % 1000000000LL)};
+    struct timespec ts = sd_mono_ts(ns);
     while (!st->sb.stopping && sd_mono_ns() < ns)
         if (pthread_cond_timedwait(&st->sb.cv, &st->sb.mu, &ts))
             break;
@@ -217,7 +217,7 @@ int pg__standby_value(sd_store *st, bool epoch, int64_t *value)
     pthread_mutex_lock(&st->sb.mu);
     /* A read that started after this call: as fresh as one made now. */
     while (st->sb.healthy && st->sb.read_ns < called && !st->sb.stopping && sd_mono_ns() < until) {
-        struct timespec ts = {(time_t)(until / 1000000000LL), (long)(until % 1000000000LL)};
+        struct timespec ts = sd_mono_ts(until);
         pthread_cond_timedwait(&st->sb.cv, &st->sb.mu, &ts);
     }
     if (st->sb.healthy && st->sb.read_ns >= called) {

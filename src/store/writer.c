@@ -25,7 +25,7 @@ struct sd_writer {
     sd_write *head, *tail;
     int queued;
     bool stopping, draining, upkeep_wanted;
-    struct timespec upkeep_at; /* writer-private */
+    int64_t upkeep_at_ns; /* writer-private: when upkeep is due (sd_mono_ns) */
 
     _Atomic int64_t active_rows, swept_total, sweeps_total, commits_total, writes_total,
         retries_total, held_total, hold_expired_total;
@@ -147,12 +147,7 @@ static void upkeep(sd_writer *wr, bool after_batch)
 {
     int ms = wr->tx->upkeep(wr->be, after_batch);
     if (ms >= 0)
-        sd_mono_deadline(&wr->upkeep_at, ms);
-}
-
-static int64_t ts_ns(const struct timespec *ts)
-{
-    return (int64_t)ts->tv_sec * 1000000000 + ts->tv_nsec;
+        wr->upkeep_at_ns = sd_mono_ns() + (int64_t)ms * 1000000;
 }
 
 /* The backend cannot take writes: the queued ones wait for it, each until
@@ -174,21 +169,21 @@ static void hold(sd_writer *wr)
     if (!wr->head)
         wr->tail = NULL;
     wr->queued -= n;
-    bool due = wr->upkeep_wanted || ts_ns(&wr->upkeep_at) <= now;
+    bool due = wr->upkeep_wanted || wr->upkeep_at_ns <= now;
     if (expired || due) {
         wr->upkeep_wanted = false;
         pthread_mutex_unlock(&wr->mu);
         atomic_fetch_add(&wr->hold_expired_total, n);
         fail_all(expired);
-        if (due && wr->tx->upkeep)
+        if (due)
             upkeep(wr, false);
         pthread_mutex_lock(&wr->mu);
         return;
     }
-    struct timespec until = wr->upkeep_at;
-    if (wr->tx->upkeep == NULL || wr->head->hold_until_ns < ts_ns(&until))
-        until = (struct timespec){(time_t)(wr->head->hold_until_ns / 1000000000),
-                                  (long)(wr->head->hold_until_ns % 1000000000)};
+    int64_t until_ns = wr->head->hold_until_ns;
+    if (wr->upkeep_at_ns < until_ns)
+        until_ns = wr->upkeep_at_ns;
+    struct timespec until = sd_mono_ts(until_ns);
     pthread_cond_timedwait(&wr->cv, &wr->mu, &until);
 }
 
@@ -200,8 +195,11 @@ static void *writer_main(void *arg)
         while (!wr->head && !wr->stopping && !wr->upkeep_wanted) {
             if (!wr->tx->upkeep)
                 pthread_cond_wait(&wr->cv, &wr->mu);
-            else if (pthread_cond_timedwait(&wr->cv, &wr->mu, &wr->upkeep_at) != 0)
-                break;
+            else {
+                struct timespec until = sd_mono_ts(wr->upkeep_at_ns);
+                if (pthread_cond_timedwait(&wr->cv, &wr->mu, &until) != 0)
+                    break;
+            }
         }
         if (!wr->head && wr->stopping)
             break;
@@ -285,6 +283,9 @@ void sd_writer_poke(sd_writer *wr)
 int sd_writer_start(const sd_writer_options *opt, const sd_tx_ops *tx, const sd_rows_ops *rows,
                     void *be, sd_writer **out)
 {
+    /* A backend that can stop accepting has upkeep to bring it back (hold
+     * waits on it). */
+    sd_assert(!tx->accepting || tx->upkeep);
     sd_writer *wr = calloc(1, sizeof *wr);
     if (!wr)
         return SD_ENOMEM;
@@ -294,7 +295,7 @@ int sd_writer_start(const sd_writer_options *opt, const sd_tx_ops *tx, const sd_
     wr->commit_batch = opt && opt->commit_batch > 0 ? opt->commit_batch : 1024;
     wr->max_queued = opt && opt->max_queued > 0 ? opt->max_queued : 10000;
     wr->hold_ns = opt && opt->hold_ms > 0 ? (int64_t)opt->hold_ms * 1000000 : 0;
-    sd_mono_deadline(&wr->upkeep_at, opt ? opt->first_upkeep_ms : 0);
+    wr->upkeep_at_ns = sd_mono_ns() + (int64_t)(opt ? opt->first_upkeep_ms : 0) * 1000000;
     pthread_mutex_init(&wr->mu, NULL);
     sd_cond_init_mono(&wr->cv);
     if (pthread_create(&wr->thread, NULL, writer_main, wr)) {

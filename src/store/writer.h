@@ -50,7 +50,8 @@ typedef struct sd_tx_ops {
      * nothing to do. */
     void (*committed)(void *be, sd_write *batch);
     /* Writes are refused (503) while this is false (a backend whose
-     * database is unreachable). NULL: always accepted. */
+     * database is unreachable). NULL: always accepted. A backend with it
+     * has upkeep too: upkeep is what brings it back. */
     bool (*accepting)(void *be);
     /* Upkeep on the writer thread (a connection's health check and
      * reconnection), called when its deadline passed or sd_writer_poke

@@ -46,6 +46,12 @@ void sd_mono_deadline(struct timespec *ts, int64_t ms)
     ts->tv_nsec = (long)(ns % 1000000000);
 }
 
+struct timespec sd_mono_ts(int64_t ns)
+{
+    return (struct timespec){.tv_sec = (time_t)(ns / 1000000000),
+                             .tv_nsec = (long)(ns % 1000000000)};
+}
+
 /* Days since 1970-01-01 for a proleptic Gregorian date (H. Hinnant). */
 static int64_t days_from_civil(int64_t y, unsigned m, unsigned d)
 {

@@ -33,6 +33,10 @@ int sd_cond_init_mono(pthread_cond_t *cv);
  * pthread_cond_timedwait on a condition made by sd_cond_init_mono. */
 void sd_mono_deadline(struct timespec *ts, int64_t ms);
 
+/* The monotonic instant ns (on sd_mono_ns's scale) as a timespec: an
+ * absolute deadline for pthread_cond_timedwait, as sd_mono_deadline. */
+struct timespec sd_mono_ts(int64_t ns);
+
 /* Writes ms as RFC 3339 UTC with milliseconds into out (at least
  * SD_TIME_TEXT_LEN + 1 bytes). Returns out. */
 char *sd_time_format(int64_t ms, char *out);
