@@ -319,15 +319,15 @@ class Worker(threading.Thread):
         return MIX[0][0]
 
     def _choose(self):
-        """The next request (method, session) under the lock; the session
-        marked busy for a write."""
+        """The next request (method, session, marked) under the lock; marked
+        when it is a write and the session is now busy until it ends."""
         kind = self.pick()
         live = [s for s in self.sessions.values() if s.sid not in self.busy]
         if kind == "create" or not live:
-            return self.create, None
+            return self.create, None, False
         if kind == "validate":
             ok = [s for s in self.sessions.values() if s.sid not in self.deleting]
-            return self.validate, self.rng.choice(ok or live)
+            return self.validate, self.rng.choice(ok or live), False
         if kind == "delete":
             again = [s for s in self.gone if s.sid not in self.busy]
             s = again[0] if again else self.rng.choice(live)
@@ -335,9 +335,9 @@ class Worker(threading.Thread):
         else:
             s = self.rng.choice(live)
         self.busy.add(s.sid)
-        return (self.delete if kind == "delete" else self.update), s
+        return (self.delete if kind == "delete" else self.update), s, True
 
-    def _task(self, op, s):
+    def _task(self, op, s, marked):
         http = self._conn()
         try:
             if s is None:
@@ -348,7 +348,7 @@ class Worker(threading.Thread):
             with self.lock:
                 self.idle.append(http)
                 self.inflight -= 1
-                if s is not None and op != self.validate:  # only a write marked it busy
+                if marked:
                     self.busy.discard(s.sid)
                     self.deleting.discard(s.sid)
 
@@ -371,10 +371,10 @@ class Worker(threading.Thread):
                 if self.inflight >= self.max_inflight:
                     self.skipped += 1             # every connection busy: not sent, counted
                     continue
-                op, s = self._choose()
+                op, s, marked = self._choose()
                 self.inflight += 1
                 self.sent += 1
-            t = threading.Thread(target=self._task, args=(op, s), daemon=True)
+            t = threading.Thread(target=self._task, args=(op, s, marked), daemon=True)
             t.start()
             self.tasks.append(t)
             self.tasks = [x for x in self.tasks if x.is_alive()] if len(self.tasks) > 256 else self.tasks
