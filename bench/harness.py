@@ -14,7 +14,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "bench")
 LUA = os.path.join(BENCH, "lua")
-SESSIOND = os.path.join(ROOT, "build", "sessiond")
+# SESSIOND_BIN: another build to measure (an A/B comparison of two commits).
+SESSIOND = os.environ.get("SESSIOND_BIN") or os.path.join(ROOT, "build", "sessiond")
 TMP = tempfile.mkdtemp(prefix="sessiond-bench-")
 PROCS = []
 

@@ -50,7 +50,21 @@
 
 #define CHECKPOINT_PAGES 1000
 
-/* Brings a store made by an older version up to date. */
+static int schema_version(sd_store *st)
+{
+    sqlite3_stmt *s = NULL;
+    int v = 0;
+    if (sqlite3_prepare_v2(st->wdb,
+                           "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'schema_version'",
+                           -1, &s, NULL) == SQLITE_OK &&
+        sqlite3_step(s) == SQLITE_ROW)
+        v = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    return v;
+}
+
+/* Brings a store made by an older version up to date, inside the schema
+ * transaction (sq__schema has made what was missing). */
 static int migrate(sd_store *st, char *err, size_t errlen)
 {
     static const char *const tables[] = {"sessions", "session_history"};
@@ -70,11 +84,25 @@ static int migrate(sd_store *st, char *err, size_t errlen)
                 return rc;
             changed++;
         }
-    if (!changed)
+    int rc;
+    if (changed) {
+        sd_info("store: upgraded the schema to version 2 (bindings, authentication context)");
+        if ((rc = sq__exec(st->wdb, "UPDATE meta SET value = '2' WHERE key = 'schema_version'", err,
+                           errlen)))
+            return rc;
+    }
+    if (schema_version(st) >= 3)
         return 0;
-    sd_info("store: upgraded the schema to version 2 (bindings, authentication context)");
-    return sq__exec(st->wdb, "UPDATE meta SET value = '2' WHERE key = 'schema_version'", err,
-                    errlen);
+    int64_t t0 = sd_mono_ms();
+    if ((rc = sq__exec(st->wdb, sq__v3_rebuild, err, errlen)) ||
+        (rc = sq__exec(st->wdb, sq__schema, err, errlen)) ||
+        (rc = sq__exec(st->wdb, "UPDATE meta SET value = '3' WHERE key = 'schema_version'", err,
+                       errlen)))
+        return rc;
+    sd_info("store: upgraded the schema to version 3 (no index on token hashes; the active "
+            "table rebuilt in %lld ms)",
+            (long long)(sd_mono_ms() - t0));
+    return 0;
 }
 
 /* Fills the index from the active table (at open, before any thread runs). */

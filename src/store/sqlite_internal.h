@@ -69,7 +69,6 @@ enum {
 
 enum {
     R_GET,
-    R_TOKEN,
     R_LIST_FIRST,
     R_LIST_AFTER,
     R_PING,
@@ -118,6 +117,7 @@ struct sd_store {
 };
 
 extern const char sq__schema[];
+extern const char sq__v3_rebuild[];
 extern const char *const sq__v2_columns[][2];
 extern const size_t sq__n_v2_columns;
 extern const char *const sq__wsql[W_NSTMT];

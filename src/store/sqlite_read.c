@@ -154,14 +154,19 @@ int sq_get(sd_store *st, const char *id, bool want_attrs, sd_session *out)
 int sq_get_by_token(sd_store *st, const unsigned char hash[SD_HASH_LEN], bool want_attrs,
                     sd_session *out)
 {
-    if (!want_attrs && st->index)
+    if (!want_attrs)
         return sd_index_get_by_token(st->index, hash, out);
-    reader *r = get_reader(st);
-    if (!r)
-        return SD_EUNAVAILABLE;
-    sqlite3_stmt *s = r->stmt[R_TOKEN];
-    sqlite3_bind_blob(s, 1, hash, SD_HASH_LEN, SQLITE_STATIC);
-    int rc = sq__read_one(st, s, want_attrs, out);
+    /* The table has no index on token_hash (sqlite_sql.c): the in-memory
+     * index names the session, the table gives its row, which must still
+     * hold this token (a rotation may have committed in between). */
+    sd_session found = {0};
+    int rc = sd_index_get_by_token(st->index, hash, &found);
+    char id[SD_ID_LEN + 1];
+    memcpy(id, found.id, sizeof id);
+    sd_session_clear(&found);
+    if (rc)
+        return rc;
+    rc = sq_get(st, id, true, out);
     if (rc == 0 && !sd_hash_equal(out->token_hash, hash)) {
         sd_session_clear(out);
         rc = SD_ENOTFOUND;

@@ -4,13 +4,19 @@
  */
 #include "store/sqlite_internal.h"
 
+/* The active table's columns. No index on token_hash: the in-memory index
+ * (index.c) answers every lookup by token, and a random key cost each
+ * create a B-tree page of WAL and another at checkpoint (schema version 3;
+ * docs/performance.md). */
+#define SESSIONS_DEF                                                                               \
+    "( id TEXT NOT NULL UNIQUE, token_hash BLOB NOT NULL, user_id TEXT NOT NULL,"                  \
+    " created_at INTEGER NOT NULL, last_seen INTEGER NOT NULL, expiry INTEGER NOT NULL,"           \
+    " absolute_expiry INTEGER NOT NULL, idle_ttl INTEGER NOT NULL, version INTEGER NOT NULL,"      \
+    " attrs TEXT NOT NULL, binding BLOB, auth_time INTEGER, acr TEXT);"
+
 const char sq__schema[] =
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
-    "CREATE TABLE IF NOT EXISTS sessions("
-    " id TEXT NOT NULL UNIQUE, token_hash BLOB NOT NULL UNIQUE, user_id TEXT NOT NULL,"
-    " created_at INTEGER NOT NULL, last_seen INTEGER NOT NULL, expiry INTEGER NOT NULL,"
-    " absolute_expiry INTEGER NOT NULL, idle_ttl INTEGER NOT NULL, version INTEGER NOT NULL,"
-    " attrs TEXT NOT NULL, binding BLOB, auth_time INTEGER, acr TEXT);"
+    "CREATE TABLE IF NOT EXISTS sessions" SESSIONS_DEF
     "CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions(user_id, last_seen, id);"
     "CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions(expiry, id);"
     "CREATE TABLE IF NOT EXISTS session_history("
@@ -35,7 +41,17 @@ const char sq__schema[] =
     /* The revocation feed's (sq_ended); made at open where missing. */
     "CREATE INDEX IF NOT EXISTS events_ended ON audit_events(seq) "
     " WHERE event IN ('revoked', 'evicted');"
-    "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '2');";
+    "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '3');";
+
+/* Version 3 dropped the UNIQUE index on sessions.token_hash. SQLite cannot
+ * drop a constraint's index, so the table is made again, under the same
+ * rowids (the scans' cursors), inside the schema transaction; sq__schema
+ * then makes its other indexes again. */
+const char sq__v3_rebuild[] =
+    "CREATE TABLE sessions_v3" SESSIONS_DEF "INSERT INTO sessions_v3(rowid, " COLS
+    ") SELECT rowid, " COLS " FROM sessions;"
+    "DROP TABLE sessions;"
+    "ALTER TABLE sessions_v3 RENAME TO sessions;";
 
 /* Version 2 added columns to sessions and session_history: the binding and
  * the authentication context. Added where missing, inside the schema
@@ -124,7 +140,6 @@ const char *const sq__wsql[W_NSTMT] = {
 /* Statements of a read connection. */
 const char *const sq__rsql[R_NSTMT] = {
     [R_GET] = "SELECT " COLS " FROM sessions WHERE id = ?1",
-    [R_TOKEN] = "SELECT " COLS " FROM sessions WHERE token_hash = ?1",
     [R_LIST_FIRST] = "SELECT " COLS " FROM sessions WHERE user_id = ?1 AND expiry > ?2 "
                      "ORDER BY last_seen DESC, id DESC LIMIT ?3",
     [R_LIST_AFTER] = "SELECT " COLS " FROM sessions WHERE user_id = ?1 AND expiry > ?2 "

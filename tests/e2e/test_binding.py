@@ -1,7 +1,9 @@
 """Optional session binding: a session created with "bind" validates only
 from the client context it was created in (its ipAddress network and/or
 userAgent); policy enforce (invalid, reason binding_mismatch) or flag."""
+import hashlib
 import json
+import time
 import sqlite3
 
 import pytest
@@ -128,6 +130,15 @@ def test_a_version_1_store_is_upgraded_in_place(make_server, tmp_path):
     data.mkdir()
     db = sqlite3.connect(data / "sessiond.db")
     db.executescript(V1_SCHEMA)
+    # A session of the old store: its row survives version 3's rebuild of the
+    # table, under its rowid, and its token still validates.
+    old_token = "oldStoreToken_" + "x" * 29   # the shape of a token: 43 base64url characters
+    old_hash = hashlib.sha256(old_token.encode()).digest()
+    now = int(time.time() * 1000)
+    db.execute("INSERT INTO sessions(rowid, id, token_hash, user_id, created_at, last_seen, expiry,"
+               " absolute_expiry, idle_ttl, version, attrs) VALUES(7, 'AAAAAAAoldSession00000', ?, 'old-user',"
+               " ?, ?, ?, ?, 3600000, 1, '{}')", (old_hash, now, now, now + 3600000, now + 86400000))
+    db.commit()
     db.close()
     srv = make_server(data_dir=data)
     s = srv.api.create(new_user("bind"), ipAddress="192.0.2.1", bind={"ip": True})
@@ -135,7 +146,14 @@ def test_a_version_1_store_is_upgraded_in_place(make_server, tmp_path):
     assert _validate(srv.api, s["token"], ipAddress="192.0.2.1")["isValid"] is True
     srv.api.delete(f"/sessions/{s['sessionId']}", expect=204)  # copies into history with the new column
     assert "upgraded the schema to version 2" in srv.log_text()
+    assert "upgraded the schema to version 3" in srv.log_text()
+    r = _validate(srv.api, old_token)
+    assert r["isValid"] is True and r["userId"] == "old-user", r
     srv.stop()
     db = sqlite3.connect(data / "sessiond.db")
-    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("2",)
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("3",)
+    assert db.execute("SELECT rowid FROM sessions WHERE id='AAAAAAAoldSession00000'").fetchone() == (7,)
+    indexed = {r[0] for r in db.execute("SELECT ii.name FROM pragma_index_list('sessions') il, "
+                                        "pragma_index_info(il.name) ii")}
+    assert "token_hash" not in indexed and {"id", "user_id", "expiry"} <= indexed, indexed
     db.close()
