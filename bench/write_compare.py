@@ -34,31 +34,14 @@ def proc_io(pid):
         return {k: int(v) for k, v in (line.split(": ") for line in f.read().splitlines())}
 
 
-def store_counts(port):
-    """The writer's counters from /metrics: batches (each one fsync), batches
-    the redo log made durable, and COMMITs of the tables."""
-    import urllib.request
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
-    want = {"sessiond_store_commits_total": "batches", "sessiond_store_redo_batches_total": "logged",
-            "sessiond_store_table_commits_total": "table_commits"}
-    out = {v: 0 for v in want.values()}
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in want:
-            out[want[name]] = int(float(value))
-    return out
-
-
 def creates(port, proc, duration):
-    """A create run with the server's bytes written per create, and how its
-    batches were made durable."""
-    io0, m0 = proc_io(proc.pid), store_counts(port)
+    """A create run with the server's bytes written per create."""
+    io0 = proc_io(proc.pid)
     r = wrk(port, "create.lua", [], duration, proc=proc)
-    io1, m1 = proc_io(proc.pid), store_counts(port)
+    io1 = proc_io(proc.pid)
     n = max(1, r["requests"])
     r["wchar_per"] = (io1["wchar"] - io0["wchar"]) / n
     r["disk_per"] = (io1["write_bytes"] - io0["write_bytes"]) / n
-    r.update({k: m1[k] - m0[k] for k in m1})
     return r
 
 
@@ -120,10 +103,6 @@ def pg_rows(pg, duration):
     return r, float(m.group(1))
 
 
-def n_per(a, b):
-    return f"{a / b:.1f}" if b else "-"
-
-
 def measure(duration=10, population=100000, with_pg=True):
     """The rows and notes of the comparison (make bench calls this too)."""
     rows, notes = [], []
@@ -145,10 +124,6 @@ def measure(duration=10, population=100000, with_pg=True):
     notes.append(f"bytes written per create: {c['wchar_per']:,.0f} (write(2), wchar), "
                  f"{c['disk_per']:,.0f} reaching the disk (write_bytes), into a store of "
                  f"{population:,} sessions")
-    notes.append(f"create batches: {c['batches']:,} ({n_per(c['requests'], c['batches'])} creates "
-                 f"each), {c['logged']:,} of them made durable in the redo log; "
-                 f"{c['table_commits']:,} COMMITs ({n_per(c['batches'], c['table_commits'])} "
-                 f"batches each)")
     if with_pg:
         import pgserver
         pg = pgserver.PgServer()

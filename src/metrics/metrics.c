@@ -268,18 +268,6 @@ char *sd_metrics_render(const sd_store_stats *st, int ready, size_t *len)
         (long long)st->commits_total, (long long)st->writes_total,
         (long long)st->batch_retries_total, (long long)st->writes_held_total,
         (long long)st->write_holds_expired_total, st->broken ? 1 : 0, ready ? 1 : 0);
-    if (st->redo)
-        put(&b,
-            "# HELP sessiond_store_redo_batches_total Batches made durable in the embedded "
-            "store's redo log while more writes waited, their COMMIT deferred (each still one "
-            "fsync, counted in sessiond_store_commits_total).\n"
-            "# TYPE sessiond_store_redo_batches_total counter\n"
-            "sessiond_store_redo_batches_total %lld\n"
-            "# HELP sessiond_store_table_commits_total COMMITs of the embedded store's "
-            "transaction (each holds one batch or more).\n"
-            "# TYPE sessiond_store_table_commits_total counter\n"
-            "sessiond_store_table_commits_total %lld\n",
-            (long long)st->redo_batches, (long long)st->table_commits);
     if (st->standby)
         put(&b,
             "# HELP sessiond_store_standby_reads_total Reads of the cache epoch or the global "

@@ -44,9 +44,6 @@ typedef struct sd_store_stats {
     int64_t writes_held_total;   /* writes that waited for an unreachable store (--write-hold) */
     int64_t write_holds_expired_total; /* of those, failed when their hold ended */
     bool broken;                       /* a fatal I/O error: no further write is acknowledged */
-    bool redo;                         /* the embedded store's redo log (the fields below count) */
-    int64_t redo_batches;              /* batches made durable in it, their COMMIT deferred */
-    int64_t table_commits;             /* COMMITs of the writer's transaction */
     bool standby; /* fence values read from a synchronous standby (--store-standby) */
     int64_t standby_reads, standby_misses; /* fence reads answered there; not answered either */
     bool cache; /* a Redis cache tier is attached (--cache): the fields below count */

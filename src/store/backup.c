@@ -8,23 +8,14 @@
  * temporary name, fsync'd, then renamed into place, so DEST never holds a
  * half-written database. Restore: stop sessiond, put the copy in an empty
  * data directory as sessiond.db, start.
- *
- * Under load the server holds the last batches in its redo log, not yet in
- * the tables (sqlite_redo.c). The log is read before the snapshot, and
- * the batches it holds past the snapshot's are run on the copy, so the
- * copy holds every write acknowledged before the backup began. (Read
- * after the snapshot instead, the log could already have been emptied by a
- * COMMIT the snapshot missed.)
  */
 #include "store/backup.h"
-#include "store/sqlite_internal.h"
 #include "util/err.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <sqlite3.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -58,13 +49,6 @@ int sd_sqlite_backup(const char *data_dir, const char *dest_dir, char *err, size
         return SD_ECONFIG;
     }
     unlink(tmp);
-    char redo[1100], *log = NULL;
-    size_t loglen = 0;
-    snprintf(redo, sizeof redo, "%s/sessiond.redo", data_dir);
-    if (sq__redo_read(redo, &log, &loglen)) {
-        snprintf(err, errlen, "cannot read %s: %s", redo, strerror(errno));
-        return SD_EUNAVAILABLE;
-    }
     sqlite3 *db = NULL;
     int rc = sqlite3_open_v2(src, &db, SQLITE_OPEN_READWRITE, NULL);
     sqlite3_stmt *q = NULL;
@@ -81,17 +65,6 @@ int sd_sqlite_backup(const char *data_dir, const char *dest_dir, char *err, size
                  db ? sqlite3_errmsg(db) : "no memory");
     sqlite3_finalize(q);
     sqlite3_close(db);
-    if (rc == SQLITE_OK && loglen > 0) {
-        int64_t last, batches;
-        db = NULL;
-        if (sqlite3_open_v2(tmp, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK ||
-            sq__redo_replay(db, log, loglen, &last, &batches, err, errlen))
-            rc = SQLITE_ERROR;
-        if (!db)
-            snprintf(err, errlen, "cannot open the copy %s", tmp);
-        sqlite3_close(db);
-    }
-    free(log);
     if (rc != SQLITE_OK) {
         unlink(tmp);
         return SD_EUNAVAILABLE;

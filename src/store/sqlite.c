@@ -105,19 +105,6 @@ static int migrate(sd_store *st, char *err, size_t errlen)
     return 0;
 }
 
-static int read_not_before(sd_store *st, int64_t *value, char *err, size_t errlen)
-{
-    sqlite3_stmt *s = NULL;
-    int rc = sqlite3_prepare_v2(st->wdb, sq__rsql[R_NOT_BEFORE], -1, &s, NULL);
-    if (rc == SQLITE_OK && (rc = sqlite3_step(s)) == SQLITE_ROW)
-        *value = sqlite3_column_int64(s, 0);
-    sqlite3_finalize(s);
-    if (rc == SQLITE_ROW || rc == SQLITE_DONE)
-        return 0;
-    snprintf(err, errlen, "cannot read the not-before: %s", sqlite3_errmsg(st->wdb));
-    return SD_EUNAVAILABLE;
-}
-
 /* Fills the index from the active table (at open, before any thread runs). */
 static int load_index(sd_store *st, char *err, size_t errlen)
 {
@@ -239,9 +226,6 @@ static void free_store(sd_store *st)
     if (st->lock_fd >= 0)
         close(st->lock_fd);
     drop_index(st->index);
-    sq__redo_close(st);
-    pthread_mutex_destroy(&st->redo.mu);
-    pthread_cond_destroy(&st->redo.cv);
     pthread_mutex_destroy(&st->mu);
     pthread_mutex_destroy(&st->readers_mu);
     pthread_cond_destroy(&st->ckpt_cv);
@@ -275,9 +259,6 @@ static int sq_open(const char *dir, const sd_store_options *opt, sd_store **out,
     if (!st)
         return SD_ENOMEM;
     st->lock_fd = -1;
-    st->redo.fd = -1;
-    pthread_mutex_init(&st->redo.mu, NULL);
-    sd_cond_init_mono(&st->redo.cv);
     st->keys = opt ? opt->keys : NULL;
     st->generation = atomic_fetch_add(&sq__generations, 1) + 1;
     pthread_mutex_init(&st->mu, NULL);
@@ -320,11 +301,8 @@ static int sq_open(const char *dir, const sd_store_options *opt, sd_store **out,
             goto fail;
         }
     }
-    int64_t nb = 0;
-    if ((rc = sq__redo_open(st, err, errlen)) || (rc = read_not_before(st, &nb, err, errlen)) ||
-        (rc = load_index(st, err, errlen)))
+    if ((rc = load_index(st, err, errlen)))
         goto fail;
-    atomic_store(&st->not_before, nb);
     sqlite3_wal_hook(st->wdb, wal_hook, st);
 
     if ((rc = sq__open_db(st->path, SQLITE_OPEN_READWRITE, &st->ckpt_db, err, errlen)) ||
@@ -358,8 +336,6 @@ static void sq_close(sd_store *st)
 {
     sd_writer_stop(st->writer); /* finishes every queued write */
     st->writer = NULL;
-    if (st->redo.txn_open)
-        sq__commit_tables(st); /* what the log holds, into the tables */
     pthread_mutex_lock(&st->mu);
     st->stopping = true;
     pthread_cond_broadcast(&st->ckpt_cv);

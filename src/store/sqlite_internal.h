@@ -33,10 +33,6 @@ enum {
     W_SAVEPOINT,
     W_RELEASE,
     W_ROLLBACK_TO,
-    W_BATCH,
-    W_BATCH_RELEASE,
-    W_BATCH_ROLLBACK,
-    W_REDO_LSN,
     W_INSERT,
     W_SELECT,
     W_UPDATE,
@@ -92,33 +88,6 @@ typedef struct reader {
     struct reader *next;
 } reader;
 
-/* How long the writer's transaction may stay open across batches (their
- * durability in the redo log meanwhile: sqlite_redo.c). */
-#define SQ_FLUSH_MS 50
-/* The redo log (sqlite_redo.c). Writer-private but for the atomics and
- * what mu guards. */
-typedef struct sq_redo {
-    int fd;                    /* DIR/sessiond.redo (O_APPEND), or -1 */
-    char *buf;                 /* the open batch's statements, NUL-terminated */
-    size_t len, cap, mark;     /* mark: where the open write's statements start */
-    bool recording;            /* between a batch's begin and its commit */
-    bool failed;               /* a statement could not be recorded: commit the batch */
-    bool txn_open;             /* SQLite's transaction spans batches */
-    bool batch_lost;           /* SQLite rolled the transaction back under this batch */
-    bool low_space;            /* little free: each batch commits itself (sqlite_redo.c) */
-    _Atomic bool behind;       /* a COMMIT of logged batches failed: the tables lack them */
-    int64_t space_at;          /* when free space was last looked at */
-    int64_t txn_start_ms;      /* when it began (sd_mono_ms) */
-    int64_t lsn;               /* the last batch logged */
-    int64_t file_bytes;        /* in the log since it was last emptied */
-    _Atomic int64_t batches;   /* logged since the start (/metrics) */
-    _Atomic int64_t commits;   /* COMMITs of the transaction (/metrics) */
-    _Atomic int64_t logged;    /* acknowledged through the log up to this batch */
-    _Atomic int64_t committed; /* in the tables (COMMIT returned) up to this batch */
-    _Atomic bool wanted;       /* a reader waits for a COMMIT */
-    pthread_mutex_t mu;        /* with cv: readers waiting for committed */
-    pthread_cond_t cv;
-} sq_redo;
 struct sd_store {
     char dir[1024]; /* the data directory */
     char path[1100];
@@ -143,8 +112,6 @@ struct sd_store {
     sd_index_batch prepared; /* the writer's: entries for the batch's puts (tx_prepare) */
 
     const sd_keyring *keys; /* encryption at rest of attrs; NULL: plain */
-    sq_redo redo;
-    _Atomic int64_t not_before; /* the global not-before as committed (validation reads it) */
     _Atomic bool broken;
     _Atomic bool write_failing; /* the last commit that tried to change something failed */
 };
@@ -187,47 +154,6 @@ void sq_stats(sd_store *st, sd_store_stats *out);
 
 /* sqlite_rows.c */
 int sq__wstep(sd_store *st, int which);
-/* Commits the writer's transaction (and the batches logged in it). */
-int sq__commit_tables(sd_store *st);
-/* sqlite_redo.c */
-int sq__redo_open(sd_store *st, char *err, size_t errlen);
-void sq__redo_close(sd_store *st);
-/* A writer statement just ran: recorded for the batch's log record when
- * it changed something. */
-void sq__redo_note(sd_store *st, sqlite3_stmt *s);
-void sq__redo_batch(sd_store *st); /* a batch begins */
-void sq__redo_mark(sd_store *st);  /* a write's savepoint */
-void sq__redo_undo(sd_store *st);  /* the write was rolled back to it */
-/* At the batch's end, how to make it durable: it changed nothing; append
- * it to the log (the transaction stays open for the upkeep to commit); or
- * commit now (it could not be recorded, or the log is full). */
-typedef enum { SQ_NOTHING, SQ_LOG, SQ_COMMIT } sq_durable;
-sq_durable sq__redo_defer(sd_store *st);
-/* Before a batch: 0, or SD_EUNAVAILABLE while the tables lack logged
- * batches that cannot be run again yet (a full disk). */
-int sq__redo_ready(sd_store *st);
-/* The writer's upkeep: commits the open transaction when it is time (see
- * tx_upkeep); the ms until it wants to be called again. */
-int sq__redo_upkeep(sd_store *st);
-/* Appends the batch's record and syncs it: 0, SD_ELIMIT (no space: the
- * record is cut, nothing is lost), or SD_EUNAVAILABLE (final). */
-int sq__redo_append(sd_store *st);
-/* After the COMMIT that closed the transaction (ok) or failed to. */
-void sq__redo_committed(sd_store *st, bool ok);
-/* Waits until every batch acknowledged so far is in the tables (a reader
- * of another connection must see what was acknowledged): 0, or
- * SD_EUNAVAILABLE (the store broke, or 10 s passed). */
-int sq__reads_barrier(sd_store *st);
-/* A record's header for batch lsn of payload[0..n). */
-#define SQ_REDO_HEAD 24
-void sq__redo_head(int64_t lsn, const char *payload, size_t n, unsigned char head[SQ_REDO_HEAD]);
-/* The whole file at path (none: *n 0): 0, or an error. */
-int sq__redo_read(const char *path, char **out, size_t *n);
-/* Runs the records of log[0..n) after meta's redo_lsn on db, in one
- * transaction: *last the last batch now in the tables, *batches how many
- * ran. 0, or an error with a sentence in err. */
-int sq__redo_replay(sqlite3 *db, const char *log, size_t n, int64_t *last, int64_t *batches,
-                    char *err, size_t errlen);
 extern const sd_rows_ops sq__rows;
 extern const sd_tx_ops sq__tx;
 

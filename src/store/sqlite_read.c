@@ -139,20 +139,11 @@ int sq__read_one(const sd_store *st, sqlite3_stmt *s, bool want_attrs, sd_sessio
     return ret;
 }
 
-/* A read connection that sees every write acknowledged so far: the writer
- * may hold batches in its redo log, not yet committed (sqlite_redo.c).
- * NULL when it cannot (callers answer SD_EUNAVAILABLE). The index's reads
- * need none: the index follows each batch before its acknowledgement. */
-static reader *fresh_reader(sd_store *st)
-{
-    return sq__reads_barrier(st) ? NULL : get_reader(st);
-}
-
 int sq_get(sd_store *st, const char *id, bool want_attrs, sd_session *out)
 {
     if (!want_attrs && st->index)
         return sd_index_get_by_id(st->index, id, out);
-    reader *r = fresh_reader(st);
+    reader *r = get_reader(st);
     if (!r)
         return SD_EUNAVAILABLE;
     sqlite3_stmt *s = r->stmt[R_GET];
@@ -188,7 +179,7 @@ int sq_list_user(sd_store *st, const char *user_id, int64_t now, const sd_cursor
 {
     *out = NULL;
     *n = 0;
-    reader *r = fresh_reader(st);
+    reader *r = get_reader(st);
     if (!r)
         return SD_EUNAVAILABLE;
     sqlite3_stmt *s = r->stmt[after ? R_LIST_AFTER : R_LIST_FIRST];
@@ -227,7 +218,7 @@ static void column_copy(sqlite3_stmt *s, int i, char *out, size_t size)
 int sq_get_rotated(sd_store *st, const unsigned char hash[SD_HASH_LEN],
                    char session_id[SD_ID_LEN + 1], int64_t *rotated_at)
 {
-    reader *r = fresh_reader(st);
+    reader *r = get_reader(st);
     if (!r)
         return SD_EUNAVAILABLE;
     sqlite3_stmt *s = r->stmt[R_ROTATED];
@@ -281,7 +272,7 @@ int sq_events(sd_store *st, sd_event_scope scope, const char *key, int64_t after
 {
     *out = NULL;
     *n = 0;
-    reader *r = fresh_reader(st);
+    reader *r = get_reader(st);
     if (!r)
         return SD_EUNAVAILABLE;
     sqlite3_stmt *s = r->stmt[scope == SD_EVENTS_SESSION ? R_EV_SESSION
@@ -299,7 +290,7 @@ int sq_ended(sd_store *st, const sd_feed_cursor *after, int64_t since_time, int 
 {
     *out = NULL;
     *n = 0;
-    reader *r = fresh_reader(st);
+    reader *r = get_reader(st);
     if (!r)
         return SD_EUNAVAILABLE;
     sqlite3_stmt *s = r->stmt[R_ENDED];
@@ -327,13 +318,16 @@ int sq__feed_end(sd_store *st, int64_t *seq)
     return rc == SQLITE_ROW ? 0 : SD_EUNAVAILABLE;
 }
 
-/* Every validation asks: kept in memory (read at open, then set by the
- * writer as each raise commits), so it costs no read and waits for no
- * COMMIT the redo log defers. */
 int sq_not_before(sd_store *st, int64_t *value)
 {
-    *value = atomic_load(&st->not_before);
-    return 0;
+    reader *r = get_reader(st);
+    if (!r)
+        return SD_EUNAVAILABLE;
+    sqlite3_stmt *s = r->stmt[R_NOT_BEFORE];
+    int rc = sqlite3_step(s);
+    *value = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+    sqlite3_reset(s);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : SD_EUNAVAILABLE;
 }
 
 int sq_ready(sd_store *st)
@@ -353,7 +347,4 @@ void sq_stats(sd_store *st, sd_store_stats *out)
 {
     sd_writer_stats(st->writer, out);
     out->broken = atomic_load(&st->broken);
-    out->redo = true;
-    out->redo_batches = atomic_load(&st->redo.batches);
-    out->table_commits = atomic_load(&st->redo.commits);
 }

@@ -5,7 +5,6 @@
  * index kept in step with each committed batch's effects.
  */
 #include "store/sqlite_internal.h"
-#include "util/clock.h"
 #include "util/err.h"
 #include "util/log.h"
 
@@ -16,27 +15,14 @@
 
 /* ---- the writer -------------------------------------------------------- */
 
-/* True when SQLite rolled back the transaction the writer holds open (see
- * txn_lost): no statement may run then, or it would commit on its own. */
-static bool autocommit_under_us(sd_store *st)
-{
-    return st->redo.txn_open && sqlite3_get_autocommit(st->wdb);
-}
-
 /* Runs a prepared statement of the writer to completion; returns the SQLite
  * result code (SQLITE_DONE on success) and resets it. */
 int sq__wstep(sd_store *st, int which)
 {
     sqlite3_stmt *s = st->w[which];
-    if (autocommit_under_us(st)) {
-        sqlite3_clear_bindings(s);
-        return SQLITE_ABORT;
-    }
     int rc;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW)
         ;
-    if (rc == SQLITE_DONE)
-        sq__redo_note(st, s);
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
     return rc;
@@ -49,18 +35,12 @@ int sq__wstep(sd_store *st, int which)
 static int wstep_ended(sd_store *st, int which, sd_write *w, bool expired)
 {
     sqlite3_stmt *s = st->w[which];
-    if (autocommit_under_us(st)) {
-        sqlite3_clear_bindings(s);
-        return SD_EUNAVAILABLE;
-    }
     int rc, erc = 0;
     while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
         const char *id = (const char *)sqlite3_column_text(s, 0);
         if (erc == 0)
             erc = sd_write_ended(w, id ? id : "", expired);
     }
-    if (rc == SQLITE_DONE)
-        sq__redo_note(st, s);
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
     return erc ? erc : WOK(rc) ? 0 : SD_EUNAVAILABLE;
@@ -80,19 +60,12 @@ static int r_select(void *rows, const char *id, sd_session *out)
     return sq__read_one(st, st->w[W_SELECT], true, out);
 }
 
-/* Steps a bound writer statement that answers one integer: *v gets it. (A
- * RETURNING statement has made its change by its first row.) */
-static int wvalue(sd_store *st, sqlite3_stmt *q, int64_t *v)
+/* Steps a bound writer statement that answers one integer: *v gets it. */
+static int wvalue(sqlite3_stmt *q, int64_t *v)
 {
-    if (autocommit_under_us(st)) {
-        sqlite3_clear_bindings(q);
-        return SD_EUNAVAILABLE;
-    }
     int rc = sqlite3_step(q);
-    if (rc == SQLITE_ROW) {
+    if (rc == SQLITE_ROW)
         *v = sqlite3_column_int64(q, 0);
-        sq__redo_note(st, q);
-    }
     sqlite3_reset(q);
     sqlite3_clear_bindings(q);
     return rc == SQLITE_ROW ? 0 : SD_EUNAVAILABLE;
@@ -105,7 +78,7 @@ static int r_count_user(void *rows, const char *user_id, int64_t now, int64_t *c
     sq__bind_text(q, 1, user_id);
     sqlite3_bind_int64(q, 2, now);
     *count = 0;
-    return wvalue(st, q, count);
+    return wvalue(q, count);
 }
 
 static int r_oldest_user(void *rows, const char *user_id, int64_t now, size_t limit,
@@ -361,7 +334,7 @@ static int r_raise_not_before(void *rows, int64_t *value)
     sd_store *st = rows;
     sqlite3_stmt *q = st->w[W_NB_RAISE];
     sqlite3_bind_int64(q, 1, *value);
-    return wvalue(st, q, value);
+    return wvalue(q, value);
 }
 
 static int r_count_before(void *rows, int64_t before, int64_t now, int64_t *n)
@@ -371,7 +344,7 @@ static int r_count_before(void *rows, int64_t before, int64_t now, int64_t *n)
     sqlite3_bind_int64(q, 1, before);
     sqlite3_bind_int64(q, 2, now);
     *n = 0;
-    return wvalue(st, q, n);
+    return wvalue(q, n);
 }
 
 static int r_scan(void *rows, int64_t cursor, int limit, int64_t now, sd_session **out, size_t *n,
@@ -435,58 +408,19 @@ static bool fatal_code(int rc)
 
 /* ---- the transaction (store/writer.h) ---------------------------------- */
 
-/* SQLite may roll the whole transaction back by itself after an error
- * (SQLITE_NOMEM, SQLITE_FULL, SQLITE_IOERR): the batches it held since the
- * last COMMIT are gone from the tables, and the connection is back in
- * autocommit mode, where each later statement would commit on its own.
- * True when that happened: no statement of the batch may run any more, and
- * the batches logged meanwhile must run again from the log
- * (sq__redo_ready). */
-static bool txn_lost(sd_store *st)
-{
-    if (st->redo.batch_lost)
-        return true;
-    if (!st->redo.txn_open || !sqlite3_get_autocommit(st->wdb))
-        return false;
-    sd_error("store: SQLite rolled the open transaction back after an error");
-    st->redo.txn_open = false;
-    st->redo.batch_lost = true;
-    if (st->redo.lsn > atomic_load(&st->redo.committed))
-        st->redo.behind = true;
-    return true;
-}
-
-/* The transaction may already be open: the batches before this one were
- * logged instead of committed (sqlite_redo.c). The batch has its own
- * savepoint inside it. */
 static int tx_begin(void *be, bool pipeline)
 {
     (void)pipeline; /* one process, no round trips to share */
     sd_store *st = be;
-    txn_lost(st);
-    st->redo.batch_lost = false;
-    if (atomic_load(&st->broken) || sq__redo_ready(st))
+    if (atomic_load(&st->broken) || !WOK(sq__wstep(st, W_BEGIN)))
         return SD_EUNAVAILABLE;
-    st->redo.recording = false; /* BEGIN IMMEDIATE is not read-only to SQLite */
-    if (!st->redo.txn_open) {
-        if (!WOK(sq__wstep(st, W_BEGIN)))
-            return SD_EUNAVAILABLE;
-        st->redo.txn_open = true;
-        st->redo.txn_start_ms = sd_mono_ms();
-    }
-    if (!WOK(sq__wstep(st, W_BATCH)))
-        return SD_EUNAVAILABLE; /* the open transaction stays for the next batch */
     st->changes_at_begin = sqlite3_total_changes(st->wdb);
     sd_index_batch_clear(st->index, &st->prepared);
-    sq__redo_batch(st);
     return 0;
 }
 
 static int tx_savepoint(void *be)
 {
-    if (txn_lost(be))
-        return SD_EUNAVAILABLE;
-    sq__redo_mark(be);
     return WOK(sq__wstep(be, W_SAVEPOINT)) ? 0 : SD_EUNAVAILABLE;
 }
 
@@ -500,96 +434,31 @@ static void tx_rollback_to(void *be)
 {
     sq__wstep(be, W_ROLLBACK_TO);
     sq__wstep(be, W_RELEASE);
-    sq__redo_undo(be);
 }
 
-static void mark_broken(sd_store *st, const char *why)
+/* A COMMIT that fails with an I/O error marks the store broken: retrying
+ * an fsync can falsely report success. Readiness comes back with the first
+ * commit that really wrote. */
+static int tx_commit(void *be)
 {
-    atomic_store(&st->broken, true);
-    sd_error("store: marked broken after %s; no further write will be acknowledged until "
-             "restart",
-             why);
-}
-
-/* Commits the transaction, and with it every batch logged since it began
- * (meta's redo_lsn says which). A COMMIT that fails with an I/O error marks
- * the store broken: retrying an fsync can falsely report success. So does
- * one that fails with logged batches in it: they are acknowledged, and only
- * a restart (the replay) puts them back in the tables. */
-int sq__commit_tables(sd_store *st)
-{
-    if (txn_lost(st)) {
-        sq__redo_committed(st, false);
-        atomic_store(&st->write_failing, true);
-        return SD_EUNAVAILABLE;
-    }
-    bool logged = st->redo.lsn > atomic_load(&st->redo.committed), ok = true;
-    if (logged) {
-        sqlite3_bind_int64(st->w[W_REDO_LSN], 1, st->redo.lsn);
-        ok = WOK(sq__wstep(st, W_REDO_LSN));
-    }
-    if (ok && WOK(sq__wstep(st, W_COMMIT))) {
-        st->redo.txn_open = false;
-        sq__redo_committed(st, true);
+    sd_store *st = be;
+    if (WOK(sq__wstep(st, W_COMMIT))) {
+        if (sqlite3_total_changes(st->wdb) != st->changes_at_begin)
+            atomic_store(&st->write_failing, false);
         return 0;
     }
-    st->redo.txn_open = false;
+    sd_index_batch_clear(st->index, &st->prepared);
     int ext = sqlite3_extended_errcode(st->wdb);
     sd_error("store: commit failed: %s (%d)", sqlite3_errmsg(st->wdb), ext);
     if (!sqlite3_get_autocommit(st->wdb))
         sq__wstep(st, W_ROLLBACK);
-    if (fatal_code(ext) && (ext & 0xff) != SQLITE_FULL)
-        mark_broken(st, "an I/O error");
-    else if (logged)
-        st->redo.behind = true; /* run again from the log once it can (sq__redo_ready) */
-    sq__redo_committed(st, false);
+    if (fatal_code(ext) && (ext & 0xff) != SQLITE_FULL) {
+        atomic_store(&st->broken, true);
+        sd_error("store: marked broken after an I/O error; no further write will be "
+                 "acknowledged until restart");
+    }
     atomic_store(&st->write_failing, true);
     return SD_EUNAVAILABLE;
-}
-
-/* The batch is durable once logged (the transaction stays open for the
- * upkeep to commit) or committed. Readiness comes back with the first
- * batch that really wrote. */
-static int tx_commit(void *be)
-{
-    sd_store *st = be;
-    bool changed = sqlite3_total_changes(st->wdb) != st->changes_at_begin;
-    sq_durable how = sq__redo_defer(st);
-    if (txn_lost(st)) { /* its writes may have been rolled back with it */
-        sd_index_batch_clear(st->index, &st->prepared);
-        sq__redo_committed(st, false);
-        atomic_store(&st->write_failing, true);
-        return SD_EUNAVAILABLE;
-    }
-    if (how == SQ_NOTHING) { /* the transaction stays open for the upkeep */
-        sq__wstep(st, W_BATCH_RELEASE);
-        return 0;
-    }
-    if (how == SQ_LOG) {
-        int arc = sq__redo_append(st);
-        if (arc) {
-            sd_index_batch_clear(st->index, &st->prepared);
-            sq__wstep(st, W_BATCH_ROLLBACK);
-            sq__wstep(st, W_BATCH_RELEASE);
-            atomic_store(&st->write_failing, true);
-            if (arc != SD_ELIMIT) { /* not a full disk: an fsync's failure is final */
-                mark_broken(st, "a failed write of the redo log");
-                sq__commit_tables(st); /* the batches logged before it */
-            }
-            return SD_EUNAVAILABLE;
-        }
-        sq__wstep(st, W_BATCH_RELEASE);
-        atomic_store(&st->write_failing, false);
-        return 0;
-    }
-    sq__wstep(st, W_BATCH_RELEASE);
-    if (sq__commit_tables(st)) {
-        sd_index_batch_clear(st->index, &st->prepared);
-        return SD_EUNAVAILABLE;
-    }
-    if (changed)
-        atomic_store(&st->write_failing, false);
-    return 0;
 }
 
 /* The index entries the write's puts will need after the COMMIT, built now
@@ -633,18 +502,8 @@ static void tx_committed(void *be, sd_write *batch)
                 break;
             }
         }
-        if (w->kind == SD_W_NOT_BEFORE && w->rc == 0)
-            atomic_store(&st->not_before, w->before); /* the value in force */
     }
     sd_index_unlock(st->index);
-}
-
-/* Between batches and when idle: commits the open transaction SQ_FLUSH_MS
- * after it began, or when a reader waits for it (sqlite_redo.c). */
-static int tx_upkeep(void *be, bool after_batch)
-{
-    (void)after_batch;
-    return sq__redo_upkeep(be);
 }
 
 const sd_tx_ops sq__tx = {
@@ -655,5 +514,4 @@ const sd_tx_ops sq__tx = {
     .prepare = tx_prepare,
     .commit = tx_commit,
     .committed = tx_committed,
-    .upkeep = tx_upkeep,
 };

@@ -68,13 +68,6 @@ const char *const sq__wsql[W_NSTMT] = {
     [W_SAVEPOINT] = "SAVEPOINT w",
     [W_RELEASE] = "RELEASE w",
     [W_ROLLBACK_TO] = "ROLLBACK TO w",
-    /* Around a batch, inside the transaction that may span batches
-     * (sqlite_redo.c). */
-    [W_BATCH] = "SAVEPOINT b",
-    [W_BATCH_RELEASE] = "RELEASE b",
-    [W_BATCH_ROLLBACK] = "ROLLBACK TO b",
-    [W_REDO_LSN] = "INSERT INTO meta(key, value) VALUES('redo_lsn', ?1) "
-                   "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
     [W_INSERT] =
         "INSERT INTO sessions(" COLS ") VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
     [W_SELECT] = "SELECT " COLS " FROM sessions WHERE id = ?1",

@@ -205,8 +205,6 @@ static void *writer_main(void *arg)
             break;
         if (!wr->head) { /* upkeep is due or asked for */
             wr->upkeep_wanted = false;
-            if (!wr->tx->upkeep) /* a poke of a backend that has none */
-                continue;
             pthread_mutex_unlock(&wr->mu);
             upkeep(wr, false);
             pthread_mutex_lock(&wr->mu);
@@ -235,11 +233,6 @@ static void *writer_main(void *arg)
     }
     pthread_mutex_unlock(&wr->mu);
     return NULL;
-}
-
-bool sd_writer_on_thread(sd_writer *wr)
-{
-    return pthread_equal(pthread_self(), wr->thread);
 }
 
 void sd_writer_submit(sd_writer *wr, sd_write *w)

@@ -83,8 +83,6 @@ void sd_writer_submit(sd_writer *wr, sd_write *w);
 void sd_writer_drain(sd_writer *wr);
 /* Asks for an upkeep call soon (from any thread). */
 void sd_writer_poke(sd_writer *wr);
-/* Whether the caller is the writer's thread (a completion runs there). */
-bool sd_writer_on_thread(sd_writer *wr);
 /* Finishes every queued write, then stops the thread and frees wr. */
 void sd_writer_stop(sd_writer *wr);
 /* The writer's counts, into the store's stats (active_rows is the count at

@@ -893,25 +893,11 @@ def observe_raw(method, path, resp):
 # --------------------------------------------------------------------------
 # Database helpers (read-only)
 # --------------------------------------------------------------------------
-def _redo_applied(data_dir, timeout=10.0):
-    """Waits until a running embedded server has committed every write it
-    acknowledged. Under load it keeps the last batches in its redo log
-    (DIR/sessiond.redo), durable but not yet in the tables another process
-    reads; the log is emptied by the COMMIT that puts them there, which
-    follows as soon as no write waits (src/store/sqlite_redo.c)."""
-    redo = Path(data_dir) / "sessiond.redo"
-    deadline = time.monotonic() + timeout
-    while redo.exists() and redo.stat().st_size > 0:
-        assert time.monotonic() < deadline, f"{redo} still holds batches after {timeout}s"
-        time.sleep(0.01)
-
-
 def db_query(data_dir, sql, params=()):
     if PG_MODE:
         return pg().query(data_dir, sql, params)
     path = Path(data_dir) / "sessiond.db"
     assert path.exists(), f"{path} does not exist"
-    _redo_applied(data_dir)
     uri = "file:" + quote(str(path)) + "?mode=ro"
     con = sqlite3.connect(uri, uri=True, timeout=10)
     try:

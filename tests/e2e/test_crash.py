@@ -28,16 +28,14 @@ server runs without the guessing throttle (conftest's default for tests
 that do not set it). Runs on PostgreSQL too (`make crash-postgres`)."""
 import os
 import random
-import signal
 import sqlite3
 import threading
 import time
 from urllib.parse import quote
 
-import pytest
 import requests
 
-from conftest import PG_MODE, db_query, new_user, record_token, wait_for
+from conftest import PG_MODE, db_query, new_user, wait_for
 
 CAP = 6
 
@@ -247,62 +245,3 @@ def test_kill9_at_random_moments_loses_nothing_acknowledged(make_server):
           f"{sorted(ready_times)[len(ready_times) // 2] * 1000:.0f} ms, slowest "
           f"{max(ready_times) * 1000:.0f} ms")
     assert acked.created, "the load produced no acknowledged write at all"
-
-
-def _create_load(url, stop, acked_tokens, lock):
-    s = requests.Session()
-    while not stop.is_set():
-        try:
-            r = s.post(url + "/sessions", json={"userId": new_user("redo")}, timeout=10)
-        except requests.RequestException:
-            return  # killed under us
-        if r.status_code == 201:
-            with lock:
-                acked_tokens.append(r.json()["token"])
-
-
-@pytest.mark.sqlite_only("the redo log is the embedded store's")
-def test_kill9_while_the_redo_log_holds_batches_loses_nothing(make_server):
-    """Under load the writer keeps SQLite's transaction open across batches
-    and makes each durable in DIR/sessiond.redo (src/store/sqlite_redo.c).
-    Each round stops the server (SIGSTOP) at moments until one finds the log
-    holding batches, and kills it there; the restart replays the batches the
-    tables lack (none, when the kill fell between a COMMIT and the log's
-    emptying: then the round goes again), and every create acknowledged
-    before the stop must validate."""
-    srv = make_server("--max-sessions-per-user", "0", "--max-connections-per-ip", "0")
-    redo = srv.data_dir / "sessiond.redo"
-    replays, rounds, deadline = 0, 0, time.monotonic() + 300
-    while replays == 0:
-        assert time.monotonic() < deadline, f"no replay in {rounds} rounds"
-        rounds += 1
-        stop, lock, acked = threading.Event(), threading.Lock(), []
-        threads = [threading.Thread(target=_create_load, args=(srv.url, stop, acked, lock))
-                   for _ in range(24)]
-        for t in threads:
-            t.start()
-        held = 0
-        try:
-            wait_for(lambda: len(acked) > 0, timeout=60, what="a first acknowledged create")
-            for _ in range(2000):
-                os.kill(srv.pid, signal.SIGSTOP)
-                held = redo.stat().st_size
-                if held > 0:
-                    break
-                os.kill(srv.pid, signal.SIGCONT)
-                time.sleep(0.005)
-            with lock:
-                before = list(acked)  # acknowledged while it ran: all must survive
-            srv.kill9()
-        finally:
-            stop.set()
-            for t in threads:
-                t.join(timeout=15)
-        srv.start()
-        replays = srv.log_text().count("batches from the redo log")
-        assert redo.stat().st_size == 0
-        lost = [t for t in before if not srv.api.validate(t, touch=False)["isValid"]]
-        assert not lost, f"round {rounds}: {len(lost)} of {len(before)} acknowledged creates lost"
-        for t in before:
-            record_token(t)
-    print(f"replayed after {rounds} rounds")
