@@ -205,6 +205,8 @@ static void *writer_main(void *arg)
             break;
         if (!wr->head) { /* upkeep is due or asked for */
             wr->upkeep_wanted = false;
+            if (!wr->tx->upkeep) /* a poke of a backend that has none */
+                continue;
             pthread_mutex_unlock(&wr->mu);
             upkeep(wr, false);
             pthread_mutex_lock(&wr->mu);
