@@ -32,41 +32,32 @@ static void each_line(const char *text, size_t len, void (*fn)(const char *, con
     }
 }
 
-struct probe {
-    const char *field; /* a key */
-    bool in_kid;       /* it is also part of some line's key id */
-};
-
-static void find_in_kid(const char *kid, const char *field, void *ctx)
-{
-    (void)field;
-    struct probe *pr = ctx;
-    pr->in_kid |= strstr(kid, pr->field) != NULL;
-}
-
 struct check {
-    const char *err, *text;
-    size_t len;
+    const char *err;
 };
 
 static void check_field(const char *kid, const char *field, void *ctx)
 {
     (void)kid;
     struct check *c = ctx;
-    if (strlen(field) < 16 || !strstr(c->err, field))
-        return;
-    /* An error may name a key id, which is public: a key that is also part
-     * of some key id (the fuzzer writes such files) is not a leak there. */
-    struct probe pr = {field, false};
-    each_line(c->text, c->len, find_in_kid, &pr);
-    if (!pr.in_kid)
+    if (strlen(field) >= 16 && strstr(c->err, field))
         abort();
 }
 
-/* abort()s when err holds the second field of any line of text (a key). */
+/* abort()s when err holds the second field of any line of text (a key).
+ * The key id an error quotes ("key id '<kid>' appears twice") is public and
+ * is blanked first: a file may hold a key that is part of a key id, or one
+ * that matches a key id's end and the quote after it (both found by the
+ * fuzzer, both regression seeds). Fields hold no space, so none can match
+ * across the blank. */
 static void check_no_key_in(const char *err, const char *text, size_t len)
 {
-    struct check c = {err, text, len};
+    char shown[1024];
+    snprintf(shown, sizeof shown, "%s", err);
+    char *from = strstr(shown, "key id '"), *to = strstr(shown, "' appears twice");
+    if (from && to && to > from)
+        memset(from + 8, ' ', (size_t)(to - from - 8));
+    struct check c = {shown};
     each_line(text, len, check_field, &c);
 }
 
