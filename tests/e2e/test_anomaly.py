@@ -14,7 +14,7 @@ import subprocess
 
 import pytest
 
-from conftest import SESSIOND_BIN, child_env, free_port, new_user, problem_detail, record_token, wait_for
+from conftest import audit_log_records, SESSIOND_BIN, child_env, free_port, new_user, problem_detail, record_token, wait_for
 
 PARIS = {"lat": 48.8566, "lon": 2.3522, "country": "FR", "city": "Paris"}
 MONTMARTRE = {"lat": 48.8867, "lon": 2.3431, "country": "FR"}   # 3 km from PARIS
@@ -42,10 +42,7 @@ def _events(api, sid):
 
 
 def _audit(srv, event):
-    path = srv.data_dir / "audit" / "audit.log"
-    if not path.exists():
-        return []
-    return [r for r in map(json.loads, path.read_text().splitlines()) if r["event"] == event]
+    return [r for r in audit_log_records(srv.data_dir, rotated=False) if r["event"] == event]
 
 
 def test_signals_fire_on_crafted_geolocations_and_not_on_ordinary_ones(make_server, clock):

@@ -9,7 +9,7 @@ import subprocess
 import time
 from urllib.parse import quote
 
-from conftest import SESSIOND_BIN, child_env, find_leaked_tokens, new_user, record_token, wait_for
+from conftest import audit_log_records, SESSIOND_BIN, child_env, find_leaked_tokens, new_user, record_token, wait_for
 
 
 def _keys(tmp_path, **keys):
@@ -21,13 +21,7 @@ def _keys(tmp_path, **keys):
 
 def _records(srv):
     """The records of the audit log (all files, oldest first)."""
-    d = srv.data_dir / "audit"
-    files = sorted(d.glob("audit-*.log")) + [d / "audit.log"]
-    out = []
-    for f in files:
-        if f.exists():
-            out += [json.loads(line) for line in f.read_text().splitlines()]
-    return out
+    return audit_log_records(srv.data_dir)
 
 
 def _verify(*paths):

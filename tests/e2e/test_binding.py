@@ -2,13 +2,12 @@
 from the client context it was created in (its ipAddress network and/or
 userAgent); policy enforce (invalid, reason binding_mismatch) or flag."""
 import hashlib
-import json
 import time
 import sqlite3
 
 import pytest
 
-from conftest import new_user, record_token, wait_for
+from conftest import audit_log_records, new_user, record_token, wait_for
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"
 
@@ -43,7 +42,7 @@ def test_enforced_binding_to_ip_and_user_agent(make_server):
     assert "binding_mismatch session=" + s["sessionId"] in srv.log_text()
 
     def audited():
-        recs = [json.loads(x) for x in (srv.data_dir / "audit" / "audit.log").read_text().splitlines()]
+        recs = audit_log_records(srv.data_dir, rotated=False)
         return [r for r in recs if r["event"] == "binding_mismatch"]
     recs = wait_for(lambda: len(audited()) >= 5 and audited(), timeout=5, what="binding_mismatch records")
     assert recs[0]["sessionId"] == s["sessionId"] and recs[0]["reason"] == "rejected"

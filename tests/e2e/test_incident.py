@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from conftest import CACHE_MODE, new_user, wait_for
+from conftest import audit_log_records, CACHE_MODE, new_user, wait_for
 from test_write_conformance import replicas
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -59,8 +59,7 @@ def every_way_valid(srv, s):
 
 
 def audit_records(srv):
-    f = srv.data_dir / "audit" / "audit.log"
-    return [json.loads(line) for line in f.read_text().splitlines()] if f.exists() else []
+    return audit_log_records(srv.data_dir, rotated=False)
 
 
 def set_not_before(srv, value, expect=200):

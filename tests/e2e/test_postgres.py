@@ -11,7 +11,7 @@ import threading
 import pytest
 
 import pgserver
-from conftest import new_user, record_token, wait_for
+from conftest import audit_log_records, new_user, record_token, wait_for
 
 
 @pytest.fixture
@@ -109,7 +109,6 @@ def test_each_replica_logs_the_events_its_own_writer_committed(pgs, make_server)
     writers interleave, so one cursor over both could skip events); the
     events endpoints still see everything. A replica keeps its id (and its
     feed) across a restart."""
-    import json
     pgs.psql("CREATE DATABASE shared")
     a = make_server("--store", pgs.url("shared"))
     b = make_server("--store", pgs.url("shared"))
@@ -126,8 +125,7 @@ def test_each_replica_logs_the_events_its_own_writer_committed(pgs, make_server)
     made[a].append(s["sessionId"])
 
     def logged(srv):
-        path = srv.data_dir / "audit" / "audit.log"
-        recs = [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+        recs = audit_log_records(srv.data_dir, rotated=False)
         return [r["sessionId"] for r in recs if r["event"] == "created"]
     for srv in (a, b):
         wait_for(lambda: sorted(logged(srv)) == sorted(made[srv]), timeout=10,

@@ -4,7 +4,6 @@ retires the old; presenting a retired token inside --refresh-grace is a race
 (409, nothing revoked); after it, theft: the session is revoked. The same
 holds on every route that validates a token (POST /sessions/validate, GET
 /auth, POST /introspect), where a thief uses a stolen token (issue 15)."""
-import json
 import re
 import secrets
 import threading
@@ -12,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import history_rows, new_user, record_token, wait_for
+from conftest import audit_log_records, history_rows, new_user, record_token, wait_for
 
 
 def _metric(srv, name):
@@ -129,12 +128,7 @@ def _events(srv, sid):
 
 
 def _audit_records(srv):
-    d = srv.data_dir / "audit"
-    out = []
-    for f in sorted(d.glob("audit-*.log")) + [d / "audit.log"]:
-        if f.exists():
-            out += [json.loads(line) for line in f.read_text().splitlines()]
-    return out
+    return audit_log_records(srv.data_dir)
 
 
 def _writes(srv):

@@ -2,11 +2,10 @@
 are rate-limited per client address with a token bucket (429 with
 Retry-After), in bounded memory; the moment an address is throttled is
 audited."""
-import json
 import socket
 import time
 
-from conftest import new_user, record_token, wait_for
+from conftest import audit_log_records, new_user, record_token, wait_for
 
 
 def _raw_validate(port, token, source):
@@ -80,7 +79,7 @@ def test_failed_validations_are_throttled_per_address(make_server):
     assert "client_throttled address=127.0.0.1" in log
 
     def audited():
-        recs = [json.loads(x) for x in (srv.data_dir / "audit" / "audit.log").read_text().splitlines()]
+        recs = audit_log_records(srv.data_dir, rotated=False)
         return [r for r in recs if r["event"] == "client_throttled"]
     recs = wait_for(lambda: len(audited()) >= 2 and audited(), timeout=5, what="client_throttled records")
     assert all(r["clientAddress"] == "127.0.0.1" for r in recs)
