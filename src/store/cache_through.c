@@ -61,7 +61,6 @@ typedef struct inv {
 /* What a completed write needs, from its effects: up to max commands into v,
  * and *fence when it must be fenced whatever Redis says. Returns the number
  * of commands wanted (may exceed max: the caller asks again with room). */
-/* Whether w->session is the row the write committed (write.h). */
 static size_t plan(const struct sd_write *w, inv *v, size_t max, bool *fence)
 {
     size_t n = 0, ends = 0;
