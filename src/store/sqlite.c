@@ -91,17 +91,26 @@ static int migrate(sd_store *st, char *err, size_t errlen)
                            errlen)))
             return rc;
     }
-    if (schema_version(st) >= 3)
-        return 0;
-    int64_t t0 = sd_mono_ms();
-    if ((rc = sq__exec(st->wdb, sq__v3_rebuild, err, errlen)) ||
-        (rc = sq__exec(st->wdb, sq__schema, err, errlen)) ||
-        (rc = sq__exec(st->wdb, "UPDATE meta SET value = '3' WHERE key = 'schema_version'", err,
-                       errlen)))
-        return rc;
-    sd_info("store: upgraded the schema to version 3 (no index on token hashes; the active "
-            "table rebuilt in %lld ms)",
-            (long long)(sd_mono_ms() - t0));
+    if (schema_version(st) < 3) {
+        int64_t t0 = sd_mono_ms();
+        if ((rc = sq__exec(st->wdb, sq__v3_rebuild, err, errlen)) ||
+            (rc = sq__exec(st->wdb, sq__schema, err, errlen)) ||
+            (rc = sq__exec(st->wdb, "UPDATE meta SET value = '3' WHERE key = 'schema_version'", err,
+                           errlen)))
+            return rc;
+        sd_info("store: upgraded the schema to version 3 (no index on token hashes; the active "
+                "table rebuilt in %lld ms)",
+                (long long)(sd_mono_ms() - t0));
+    }
+    if (schema_version(st) < 4) {
+        /* sq__schema made the index of the events that name a user alone. */
+        if ((rc = sq__exec(st->wdb,
+                           "DROP INDEX IF EXISTS events_by_user;"
+                           "UPDATE meta SET value = '4' WHERE key = 'schema_version'",
+                           err, errlen)))
+            return rc;
+        sd_info("store: upgraded the schema to version 4 (no index of every event by user)");
+    }
     return 0;
 }
 

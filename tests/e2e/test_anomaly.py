@@ -198,6 +198,11 @@ def test_geofence_refuses_with_403_and_an_audit_record(make_server):
     assert a.list_user(user).json()["sessions"] == []
     rec = wait_for(lambda: _audit(srv, "geofence_refused"), timeout=30, what="geofence_refused record")
     assert rec[0]["userId"] == user and rec[0]["reason"] == "country=RU denied", rec
+    # The user's events list it, though it names no session.
+    ev = wait_for(lambda: [e for e in a.get(f"/users/{user}/events", expect=200).json()["events"]
+                           if e["event"] == "geofence_refused"], timeout=30,
+                  what="the refusal among the user's events")
+    assert not ev[0].get("sessionId") and ev[0]["userId"] == user, ev
     # Elsewhere, or without a country, it is not refused.
     _create(a, user, geoLocation={"country": "US"})
     _create(a, user, geoLocation="Moscow")

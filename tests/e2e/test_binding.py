@@ -146,11 +146,12 @@ def test_a_version_1_store_is_upgraded_in_place(make_server, tmp_path):
     srv.api.delete(f"/sessions/{s['sessionId']}", expect=204)  # copies into history with the new column
     assert "upgraded the schema to version 2" in srv.log_text()
     assert "upgraded the schema to version 3" in srv.log_text()
+    assert "upgraded the schema to version 4" in srv.log_text()
     r = _validate(srv.api, old_token)
     assert r["isValid"] is True and r["userId"] == "old-user", r
     srv.stop()
     db = sqlite3.connect(data / "sessiond.db")
-    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("3",)
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("4",)
     assert db.execute("SELECT rowid FROM sessions WHERE id='AAAAAAAoldSession00000'").fetchone() == (7,)
     indexed = {r[0] for r in db.execute("SELECT ii.name FROM pragma_index_list('sessions') il, "
                                         "pragma_index_info(il.name) ii")}
