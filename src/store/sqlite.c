@@ -111,6 +111,15 @@ static int migrate(sd_store *st, char *err, size_t errlen)
             return rc;
         sd_info("store: upgraded the schema to version 4 (no index of every event by user)");
     }
+    if (schema_version(st) < 5) {
+        /* sq__schema made the index by user alone. */
+        if ((rc = sq__exec(st->wdb,
+                           "DROP INDEX IF EXISTS sessions_by_user;"
+                           "UPDATE meta SET value = '5' WHERE key = 'schema_version'",
+                           err, errlen)))
+            return rc;
+        sd_info("store: upgraded the schema to version 5 (sessions indexed by user alone)");
+    }
     return 0;
 }
 

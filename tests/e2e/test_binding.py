@@ -147,13 +147,17 @@ def test_a_version_1_store_is_upgraded_in_place(make_server, tmp_path):
     assert "upgraded the schema to version 2" in srv.log_text()
     assert "upgraded the schema to version 3" in srv.log_text()
     assert "upgraded the schema to version 4" in srv.log_text()
+    assert "upgraded the schema to version 5" in srv.log_text()
     r = _validate(srv.api, old_token)
     assert r["isValid"] is True and r["userId"] == "old-user", r
     srv.stop()
     db = sqlite3.connect(data / "sessiond.db")
-    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("4",)
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("5",)
     assert db.execute("SELECT rowid FROM sessions WHERE id='AAAAAAAoldSession00000'").fetchone() == (7,)
     indexed = {r[0] for r in db.execute("SELECT ii.name FROM pragma_index_list('sessions') il, "
                                         "pragma_index_info(il.name) ii")}
     assert "token_hash" not in indexed and {"id", "user_id", "expiry"} <= indexed, indexed
+    assert "last_seen" not in indexed, indexed  # version 5: by user alone
+    ev_indexes = {r[1] for r in db.execute("PRAGMA index_list('audit_events')")}
+    assert "events_by_user" not in ev_indexes and "events_by_user_alone" in ev_indexes, ev_indexes
     db.close()
