@@ -205,8 +205,6 @@ static void *writer_main(void *arg)
             break;
         if (!wr->head) { /* upkeep is due or asked for */
             wr->upkeep_wanted = false;
-            if (!wr->tx->upkeep) /* a poke of a backend that has none */
-                continue;
             pthread_mutex_unlock(&wr->mu);
             upkeep(wr, false);
             pthread_mutex_lock(&wr->mu);
@@ -276,6 +274,8 @@ void sd_writer_drain(sd_writer *wr)
 
 void sd_writer_poke(sd_writer *wr)
 {
+    if (!wr->tx->upkeep) /* nothing to run early (the embedded store) */
+        return;
     pthread_mutex_lock(&wr->mu);
     wr->upkeep_wanted = true;
     pthread_cond_signal(&wr->cv);

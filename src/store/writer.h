@@ -81,7 +81,8 @@ void sd_writer_submit(sd_writer *wr, sd_write *w);
 /* No write waits for the backend any longer: the held ones fail now, and
  * new ones are refused at once while it is not accepting. */
 void sd_writer_drain(sd_writer *wr);
-/* Asks for an upkeep call soon (from any thread). */
+/* Asks for an upkeep call soon (from any thread); nothing for a backend
+ * without upkeep. */
 void sd_writer_poke(sd_writer *wr);
 /* Finishes every queued write, then stops the thread and frees wr. */
 void sd_writer_stop(sd_writer *wr);
