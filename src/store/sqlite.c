@@ -106,23 +106,25 @@ static int migrate(sd_store *st, char *err, size_t errlen)
                 "table rebuilt in %lld ms)",
                 (long long)(sd_mono_ms() - t0));
     }
-    if (schema_version(st) < 4) {
-        /* sq__schema made the index of the events that name a user alone. */
-        if ((rc = sq__exec(st->wdb,
-                           "DROP INDEX IF EXISTS events_by_user;"
-                           "UPDATE meta SET value = '4' WHERE key = 'schema_version'",
-                           err, errlen)))
+    /* Upgrades that only drop an index: sq__schema made what replaces it. */
+    static const struct {
+        int version;
+        const char *index, *what;
+    } drops[] = {
+        {4, "events_by_user", "no index of every event by user"},
+        {5, "sessions_by_user", "sessions indexed by user alone"},
+    };
+    for (size_t i = 0; i < sizeof drops / sizeof drops[0]; i++) {
+        if (schema_version(st) >= drops[i].version)
+            continue;
+        char sql[160];
+        snprintf(sql, sizeof sql,
+                 "DROP INDEX IF EXISTS %s; UPDATE meta SET value = '%d' WHERE key = "
+                 "'schema_version'",
+                 drops[i].index, drops[i].version);
+        if ((rc = sq__exec(st->wdb, sql, err, errlen)))
             return rc;
-        sd_info("store: upgraded the schema to version 4 (no index of every event by user)");
-    }
-    if (schema_version(st) < 5) {
-        /* sq__schema made the index by user alone. */
-        if ((rc = sq__exec(st->wdb,
-                           "DROP INDEX IF EXISTS sessions_by_user;"
-                           "UPDATE meta SET value = '5' WHERE key = 'schema_version'",
-                           err, errlen)))
-            return rc;
-        sd_info("store: upgraded the schema to version 5 (sessions indexed by user alone)");
+        sd_info("store: upgraded the schema to version %d (%s)", drops[i].version, drops[i].what);
     }
     return 0;
 }
