@@ -81,14 +81,18 @@ INSERT INTO s VALUES (md5(random()::text) || md5(random()::text), sha256(random(
 """
 
 
-def pg_rows(pg, duration):
-    """sessiond creates on PostgreSQL, then pgbench's inserts, same server."""
+def pg_rows(pg, duration, population=20000):
+    """sessiond creates on PostgreSQL, its updates with If-Match of
+    population sessions, then pgbench's inserts, same server."""
     pg.psql("CREATE DATABASE wc_sessiond")
     pg.psql("CREATE DATABASE wc_pgbench")
     pg.psql(PGBENCH_SCHEMA, db="wc_pgbench")
     sd, port = start_sessiond(["--store", pg.url("wc_sessiond"), "--max-sessions-per-user", "0"])
     try:
         r = wrk(port, "create.lua", [], duration, proc=sd)
+        tokens = os.path.join(TMP, "wc-pg-tokens.txt")
+        populate(port, population, tokens)
+        u = wrk(port, "update.lua", [tokens], duration, proc=sd)
     finally:
         stop(sd)
     script = os.path.join(TMP, "insert.sql")
@@ -100,7 +104,7 @@ def pg_rows(pg, duration):
     m = re.search(r"tps = ([\d.]+)", out.stdout)
     if not m:
         raise SystemExit(f"pgbench failed: {out.stdout}\n{out.stderr}")
-    return r, float(m.group(1))
+    return r, u, float(m.group(1))
 
 
 def measure(duration=10, population=100000, with_pg=True):
@@ -128,12 +132,14 @@ def measure(duration=10, population=100000, with_pg=True):
         import pgserver
         pg = pgserver.PgServer()
         try:
-            p, tps = pg_rows(pg, duration)
+            p, pu, tps = pg_rows(pg, duration)
         finally:
             pg.close()
         rows.append(("PostgreSQL create (sessiond)", p["rps"], p["p99_us"] / 1000))
+        rows.append(("PostgreSQL update If-Match (sessiond)", pu["rps"], pu["p99_us"] / 1000))
         rows.append(("PostgreSQL insert (pgbench -c 64)", tps, float("nan")))
         notes.append(f"PostgreSQL creates / pgbench inserts: {p['rps'] / tps:.2f}x (target 0.5x)")
+        notes.append(f"PostgreSQL updates / creates: {pu['rps'] / p['rps']:.2f}x")
     return rows, notes
 
 
