@@ -84,6 +84,13 @@ INSERT INTO s VALUES (md5(random()::text) || md5(random()::text), sha256(random(
 def pg_rows(pg, duration, population=20000):
     """sessiond creates on PostgreSQL, its updates with If-Match of
     population sessions, then pgbench's inserts, same server."""
+    # A new cluster has no WAL segments to recycle: each 16 MiB of WAL made
+    # a new segment file, zero-filled under a COMMIT (pg_stat_activity:
+    # IO:WALInitWrite), a ~100 ms stall every ~0.6 s that put the p99 of
+    # creates at 130-150 ms. A cluster in service recycles its segments;
+    # without the zero fill this one behaves like it (docs/performance.md).
+    pg.psql("ALTER SYSTEM SET wal_init_zero = off")
+    pg.psql("SELECT pg_reload_conf()")
     pg.psql("CREATE DATABASE wc_sessiond")
     pg.psql("CREATE DATABASE wc_pgbench")
     pg.psql(PGBENCH_SCHEMA, db="wc_pgbench")
