@@ -273,15 +273,20 @@ static int make_dir(const char *dir, char *err, size_t errlen)
     return 0;
 }
 
+/* No memory statistics: they take a global mutex on every allocation of
+ * every connection (3.6 % of the writer's time in a create run,
+ * docs/performance.md). sqlite3_config is not thread-safe and works only
+ * before SQLite is initialised (the first open): once per process, first. */
+static void sqlite_config_once(void)
+{
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 static int sq_open(const char *dir, const sd_store_options *opt, sd_store **out, char *err,
                    size_t errlen)
 {
-    /* No memory statistics: they take a global mutex on every allocation
-     * of every connection (3.6 % of the writer's time in a create run,
-     * docs/performance.md). Only before SQLite is initialised, which the
-     * first open does: a later store (tests, fuzzers) gets SQLITE_MISUSE,
-     * harmless. */
-    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    static pthread_once_t configured = PTHREAD_ONCE_INIT;
+    pthread_once(&configured, sqlite_config_once);
     int rc = make_dir(dir, err, errlen);
     if (rc)
         return rc;

@@ -893,14 +893,14 @@ def observe_raw(method, path, resp):
 # --------------------------------------------------------------------------
 # Database helpers (read-only)
 # --------------------------------------------------------------------------
-def audit_log_records(data_dir, rotated=True):
-    """The records of a server's audit log (DATA-DIR/audit), oldest first,
-    with the rotated files when rotated. The server may be writing it: a
+def audit_log_records(srv):
+    """The records of srv's audit log (DATA-DIR/audit, the rotated files
+    too), oldest first. The server may be writing it: a
     record is whole only once its newline is there, so a last line without
     one (a write in progress, or the torn record of a crash) is left out
     (parsing it failed test_audit by chance in CI)."""
-    d = Path(data_dir) / "audit"
-    files = (sorted(d.glob("audit-*.log")) if rotated else []) + [d / "audit.log"]
+    d = Path(srv.data_dir) / "audit"
+    files = sorted(d.glob("audit-*.log")) + [d / "audit.log"]
     out = []
     for f in files:
         if f.exists():

@@ -42,7 +42,7 @@ def _events(api, sid):
 
 
 def _audit(srv, event):
-    return [r for r in audit_log_records(srv.data_dir, rotated=False) if r["event"] == event]
+    return [r for r in audit_log_records(srv) if r["event"] == event]
 
 
 def test_signals_fire_on_crafted_geolocations_and_not_on_ordinary_ones(make_server, clock):

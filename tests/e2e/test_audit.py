@@ -19,11 +19,6 @@ def _keys(tmp_path, **keys):
     return p
 
 
-def _records(srv):
-    """The records of the audit log (all files, oldest first)."""
-    return audit_log_records(srv.data_dir)
-
-
 def _verify(*paths):
     return subprocess.run([SESSIOND_BIN, "audit", "verify", *map(str, paths)], capture_output=True, text=True,
                           env=child_env(), timeout=30, stdin=subprocess.DEVNULL)
@@ -134,12 +129,12 @@ def test_audit_log_is_chained_complete_and_secret_free(make_server, tmp_path):
     a.post("/sessions/validate", headers={**h, "Authorization": "Bearer " + "A" * 43}, expect=200)
     a.post("/sessions", json={"userId": "x"}, headers={"X-Api-Key": "wrong-key"}, expect=401)
     a.post("/sessions", json={"userId": "x"}, expect=401)
-    wait_for(lambda: sum(1 for r in _records(srv) if r["event"] in ("created", "revoked")) == 6, timeout=10,
+    wait_for(lambda: sum(1 for r in audit_log_records(srv) if r["event"] in ("created", "revoked")) == 6, timeout=10,
              what="the store's events in the audit log")
-    wait_for(lambda: {"validation_failed", "caller_auth_failed"} <= {r["event"] for r in _records(srv)},
+    wait_for(lambda: {"validation_failed", "caller_auth_failed"} <= {r["event"] for r in audit_log_records(srv)},
              timeout=10, what="failures in the audit log")
     srv.stop()
-    recs = _records(srv)
+    recs = audit_log_records(srv)
     created = {r["sessionId"] for r in recs if r["event"] == "created"}
     assert created == set(sids)
     fails = [r for r in recs if r["event"] == "caller_auth_failed"]
@@ -160,7 +155,7 @@ def test_verify_reports_the_first_broken_link(make_server, tmp_path):
     srv = make_server()
     for _ in range(4):
         srv.api.create(new_user("audit"))
-    wait_for(lambda: len(_records(srv)) >= 4, timeout=10, what="4 records")
+    wait_for(lambda: len(audit_log_records(srv)) >= 4, timeout=10, what="4 records")
     srv.stop()
     log = srv.data_dir / "audit" / "audit.log"
     lines = log.read_text().splitlines(keepends=True)
@@ -200,7 +195,7 @@ def test_crash_resumes_the_chain_and_logs_every_commit(make_server):
         with open(log, "ab") as f:  # and a torn record, as a crash mid-write leaves
             f.write(b'{"seq":999,"time":"2026')
         srv.start()
-    wait_for(lambda: {r["sessionId"] for r in _records(srv) if r["event"] == "created"} >= sids, timeout=10,
+    wait_for(lambda: {r["sessionId"] for r in audit_log_records(srv) if r["event"] == "created"} >= sids, timeout=10,
              what="every acknowledged create in the audit log after the crashes")
     srv.stop()
     assert "incomplete record" in srv.log_text()
@@ -213,7 +208,7 @@ def test_rotation_by_size_keeps_one_chain_and_prunes_old_files(make_server):
     for round_ in range(1, 5):  # a file is rotated before a batch that finds it full
         for _ in range(15):  # ~5 KB of records
             srv.api.create(new_user("audit"))
-        wait_for(lambda: len(_records(srv)) >= 15 * round_, timeout=10, what=f"{15 * round_} records")
+        wait_for(lambda: len(audit_log_records(srv)) >= 15 * round_, timeout=10, what=f"{15 * round_} records")
     srv.stop()
     d = srv.data_dir / "audit"
     rotated = sorted(d.glob("audit-*.log"))
@@ -238,8 +233,8 @@ def test_successful_validations_are_sampled_only_when_asked(make_server):
         for _ in range(5):
             assert srv.api.validate(s["token"])["isValid"] is True
         srv.api.validate("Z" * 43)  # a failure: always logged
-        wait_for(lambda: any(r["event"] == "validation_failed" for r in _records(srv)), timeout=10,
+        wait_for(lambda: any(r["event"] == "validation_failed" for r in audit_log_records(srv)), timeout=10,
                  what="the failed validation in the audit log")
-    assert not [r for r in _records(quiet) if r["event"] == "validated"]
-    sampled = [r for r in _records(loud) if r["event"] == "validated"]
+    assert not [r for r in audit_log_records(quiet) if r["event"] == "validated"]
+    sampled = [r for r in audit_log_records(loud) if r["event"] == "validated"]
     assert len(sampled) == 5 and sampled[0]["reason"] == "sampled" and sampled[0]["sessionId"]

@@ -42,7 +42,7 @@ def test_enforced_binding_to_ip_and_user_agent(make_server):
     assert "binding_mismatch session=" + s["sessionId"] in srv.log_text()
 
     def audited():
-        recs = audit_log_records(srv.data_dir, rotated=False)
+        recs = audit_log_records(srv)
         return [r for r in recs if r["event"] == "binding_mismatch"]
     recs = wait_for(lambda: len(audited()) >= 5 and audited(), timeout=5, what="binding_mismatch records")
     assert recs[0]["sessionId"] == s["sessionId"] and recs[0]["reason"] == "rejected"

@@ -17,9 +17,8 @@ import secrets
 import time
 from datetime import datetime
 
-from conftest import new_user, wait_for
+from conftest import audit_log_records, new_user, wait_for
 from test_console import _key_line, _out_dir, _run_browser
-from test_incident import audit_records
 
 NETWORK = "203.0.113.0/24"
 
@@ -91,7 +90,7 @@ def test_incident_view_in_chromium(make_server, tmp_path):
         assert (last["event"], last["reason"], last["actor"]) == ("revoked", "incident_revoked", "secops")
     for s in spared:
         assert valid(s), s["sessionId"]
-    wait_for(lambda: [e for e in audit_records(srv) if e["event"] == "incident_revoked"
+    wait_for(lambda: [e for e in audit_log_records(srv) if e["event"] == "incident_revoked"
                       and e["reason"] == f"sessions={len(hit)}"], timeout=30,
              what="the incident_revoked audit record with its count")
 
@@ -106,6 +105,6 @@ def test_incident_view_in_chromium(make_server, tmp_path):
         assert not valid(s), s["sessionId"]
     after = create(ipAddress="203.0.113.9")
     assert valid(after)
-    wait_for(lambda: [e for e in audit_records(srv) if e["event"] == "not_before_set"
+    wait_for(lambda: [e for e in audit_log_records(srv) if e["event"] == "not_before_set"
                       and e["reason"] == f"sessions={len(spared)}"], timeout=30,
              what="the not_before_set audit record with its count")

@@ -58,10 +58,6 @@ def every_way_valid(srv, s):
     }
 
 
-def audit_records(srv):
-    return audit_log_records(srv.data_dir, rotated=False)
-
-
 def set_not_before(srv, value, expect=200):
     return srv.api.post("/admin/not-before", json={"notBefore": value}, expect=expect)
 
@@ -111,9 +107,9 @@ def test_not_before_invalidates_every_older_session_on_every_replica_at_once(mak
     b.api.post(f"/sessions/{s['sessionId']}/refresh", headers={"Authorization": f"Bearer {s['token']}"},
                expect=404)
     # Audited with the count (in the setter's audit log).
-    wait_for(lambda: [e for e in audit_records(a) if e["event"] == "not_before_set"], timeout=30,
+    wait_for(lambda: [e for e in audit_log_records(a) if e["event"] == "not_before_set"], timeout=30,
              what="the not_before_set audit record")
-    (e,) = [e for e in audit_records(a) if e["event"] == "not_before_set"]
+    (e,) = [e for e in audit_log_records(a) if e["event"] == "not_before_set"]
     assert e["reason"] == f"sessions={len(old)}" and e["sessionId"] is None
 
 
@@ -200,7 +196,7 @@ def test_triage_by_network_ends_those_sessions_on_every_replica(make_server):
     # Again: nothing left to end.
     assert revoke(a, {"network": "203.0.113.0/24"}).json() == {"revoked": 0}
     # Audited with the count, in the audit log of the replica that wrote it.
-    wait_for(lambda: "sessions=2" in [e["reason"] for e in audit_records(b)
+    wait_for(lambda: "sessions=2" in [e["reason"] for e in audit_log_records(b)
                                       if e["event"] == "incident_revoked"],
              timeout=30, what="the incident_revoked audit record with its count")
 

@@ -125,7 +125,7 @@ def test_each_replica_logs_the_events_its_own_writer_committed(pgs, make_server)
     made[a].append(s["sessionId"])
 
     def logged(srv):
-        recs = audit_log_records(srv.data_dir, rotated=False)
+        recs = audit_log_records(srv)
         return [r["sessionId"] for r in recs if r["event"] == "created"]
     for srv in (a, b):
         wait_for(lambda: sorted(logged(srv)) == sorted(made[srv]), timeout=10,

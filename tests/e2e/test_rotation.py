@@ -127,10 +127,6 @@ def _events(srv, sid):
     return srv.api.get(f"/sessions/{sid}/events", expect=200).json()["events"]
 
 
-def _audit_records(srv):
-    return audit_log_records(srv.data_dir)
-
-
 def _writes(srv):
     return _metric(srv, "sessiond_store_writes_total")
 
@@ -153,7 +149,7 @@ def _assert_revoked_for_reuse(srv, sid, new, old):
     wait_for(lambda: f"token_reuse_detected session={sid} address=127.0.0.1 action=revoked" in srv.log_text(),
              what="token_reuse_detected in the log")
     wait_for(lambda: any(r["event"] == "validation_failed" and r.get("sessionId") == sid
-                         and r.get("reason") == "token_reuse" for r in _audit_records(srv)),
+                         and r.get("reason") == "token_reuse" for r in audit_log_records(srv)),
              what="validation_failed (token_reuse) in the audit log")
     assert _metric(srv, "sessiond_sessions_active") == 0
     # Once ended, the retired token costs reads only: no write per presentation.
@@ -210,7 +206,7 @@ def test_a_rotated_token_validated_inside_the_window_revokes_nothing(make_server
     srv.api.get(f"/sessions/{sid}", expect=200)
     assert [e["event"] for e in _events(srv, sid)] == ["created", "refreshed"]
     wait_for(lambda: any(r["event"] == "validation_failed" and r.get("sessionId") == sid
-                         and r.get("reason") == "token_rotated" for r in _audit_records(srv)),
+                         and r.get("reason") == "token_rotated" for r in audit_log_records(srv)),
              what="validation_failed (token_rotated) in the audit log")
     assert "token_reuse_detected" not in srv.log_text()
 

@@ -79,7 +79,7 @@ def test_failed_validations_are_throttled_per_address(make_server):
     assert "client_throttled address=127.0.0.1" in log
 
     def audited():
-        recs = audit_log_records(srv.data_dir, rotated=False)
+        recs = audit_log_records(srv)
         return [r for r in recs if r["event"] == "client_throttled"]
     recs = wait_for(lambda: len(audited()) >= 2 and audited(), timeout=5, what="client_throttled records")
     assert all(r["clientAddress"] == "127.0.0.1" for r in recs)
