@@ -45,11 +45,15 @@ int sd_write_ended(sd_write *w, const char *id, bool expired)
     w->delta--;
     /* An END records its intent first (see sd_effect_required). */
     sd_effect *last = w->n_effects ? &w->effects[w->n_effects - 1] : NULL;
-    if (last && last->kind == SD_FX_END && strcmp(last->id, id) == 0)
+    if (last && last->kind == SD_FX_END && strcmp(last->id, id) == 0) {
+        last->gone = true;
         return 0;
+    }
     int rc = sd_write_effect(w, SD_FX_END, id, 0, 0);
-    if (rc == 0)
+    if (rc == 0) {
         w->effects[w->n_effects - 1].expired = expired;
+        w->effects[w->n_effects - 1].gone = true;
+    }
     return rc;
 }
 

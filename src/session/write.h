@@ -82,6 +82,7 @@ typedef struct sd_effect {
     char id[SD_ID_LEN + 1];
     unsigned char kind; /* sd_effect_kind */
     bool expired;       /* END by the sweeper: a cache entry checks expiry itself */
+    bool gone;          /* END: its row left the table (an intent alone leaves it) */
     int64_t version;    /* PUT, TOUCH: the session's version after the write */
     int64_t expiry;     /* TOUCH */
 } sd_effect;

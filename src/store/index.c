@@ -4,6 +4,14 @@
  * different cores share no lock word). Token hashes are SHA-256
  * output, so their first 8 bytes are already a uniform hash; ids are mixed
  * whole (hid).
+ *
+ * And a timing wheel of the entries by expiry, for the sweeper
+ * (sd_index_expired): WHEEL_SLOTS lists of one second each, an entry in the
+ * slot of its expiry's second modulo the wheel. An expiry change moves the
+ * entry between two lists in O(1), where a B-tree on the table's expiry
+ * cost each update a random page (schema version 6). An expiry further out
+ * than the wheel's turn shares a slot with nearer ones: the sweep compares
+ * each entry's expiry, and such an entry is passed over once a turn.
  */
 #include "store/index.h"
 #include "util/brlock.h"
@@ -26,6 +34,7 @@ typedef struct extra {
 typedef struct sd_index_entry {
     unsigned char token_hash[SD_HASH_LEN];
     struct sd_index_entry *next_token, *next_id; /* next_id: a prepared batch's list too */
+    struct sd_index_entry *wnext, **wpprev;      /* its wheel slot's list; wpprev NULL: none */
     int64_t created_at, last_seen, expiry, absolute_expiry, idle_ttl, version, auth_time;
     extra *extra; /* NULL unless the session is bound or has an acr */
     uint32_t user_id_len;
@@ -33,13 +42,54 @@ typedef struct sd_index_entry {
     char user_id[]; /* user_id_len bytes and a NUL */
 } entry;
 
+#define WHEEL_SLOTS 4096 /* seconds: a turn of about 68 minutes */
+
 struct sd_index {
     sd_brlock lock;
     sd_slab *slab;             /* the entries, on huge pages (util/slab.h) */
     entry **by_token, **by_id; /* huge pages too once large */
     size_t nbuckets;           /* power of two */
     size_t count;
+    entry *wheel[WHEEL_SLOTS];
+    int64_t sweep_sec; /* the first second whose slot the sweep has not finished */
 };
+
+/* The wheel's slot for e: that of its expiry's second, or of the sweep's
+ * cursor when that second is behind it (an expiry already passed when it
+ * was set), so the next sweep finds it instead of the next turn. */
+static void wheel_link(sd_index *ix, entry *e)
+{
+    int64_t sec = e->expiry / 1000;
+    if (sec < ix->sweep_sec)
+        sec = ix->sweep_sec;
+    entry **head = &ix->wheel[(uint64_t)sec & (WHEEL_SLOTS - 1)];
+    e->wnext = *head;
+    if (*head)
+        (*head)->wpprev = &e->wnext;
+    *head = e;
+    e->wpprev = head;
+}
+
+static void wheel_unlink(entry *e)
+{
+    if (!e->wpprev)
+        return;
+    *e->wpprev = e->wnext;
+    if (e->wnext)
+        e->wnext->wpprev = e->wpprev;
+    e->wpprev = NULL;
+}
+
+/* Sets e's expiry, moving it to its new slot. */
+static void set_expiry(sd_index *ix, entry *e, int64_t expiry)
+{
+    bool moved = !e->wpprev || expiry / 1000 != e->expiry / 1000;
+    e->expiry = expiry;
+    if (moved) {
+        wheel_unlink(e);
+        wheel_link(ix, e);
+    }
+}
 
 static uint64_t h64(const void *p)
 {
@@ -160,6 +210,7 @@ void sd_index_remove_locked(sd_index *ix, const char *id)
     entry **tp = find_token(ix, e->token_hash);
     sd_assert(*tp == e);
     *tp = e->next_token;
+    wheel_unlink(e);
     ix->count--;
     entry_free(ix, e);
 }
@@ -182,6 +233,7 @@ static entry *build(sd_index *ix, const sd_session *s)
     memcpy(e->user_id, s->user_id, n + 1);
     e->user_id_len = (uint32_t)n;
     e->extra = x;
+    e->wpprev = NULL;
     e->auth_time = s->auth_time;
     memcpy(e->id, s->id, sizeof e->id);
     memcpy(e->token_hash, s->token_hash, SD_HASH_LEN);
@@ -212,11 +264,11 @@ static entry *insert_new(sd_index *ix, const sd_session *s)
     return e;
 }
 
-static void set_fields(entry *e, const sd_session *s)
+static void set_fields(sd_index *ix, entry *e, const sd_session *s)
 {
     e->created_at = s->created_at;
     e->last_seen = s->last_seen;
-    e->expiry = s->expiry;
+    set_expiry(ix, e, s->expiry);
     e->absolute_expiry = s->absolute_expiry;
     e->idle_ttl = s->idle_ttl;
     e->version = s->version;
@@ -231,7 +283,7 @@ int sd_index_put_locked(sd_index *ix, const sd_session *s)
     }
     if (!e && !(e = insert_new(ix, s)))
         return SD_ENOMEM;
-    set_fields(e, s);
+    set_fields(ix, e, s);
     return 0;
 }
 
@@ -267,7 +319,7 @@ void sd_index_put_prepared_locked(sd_index *ix, sd_index_batch *b, const sd_sess
         link_entry(ix, p);
         e = p;
     }
-    set_fields(e, s);
+    set_fields(ix, e, s);
 }
 
 void sd_index_batch_clear(sd_index *ix, sd_index_batch *b)
@@ -296,7 +348,7 @@ int sd_index_add(sd_index *ix, const sd_session *s)
     sd_index_lock(ix);
     entry *e = insert_new(ix, s);
     if (e)
-        set_fields(e, s);
+        set_fields(ix, e, s);
     sd_index_unlock(ix);
     return e ? 0 : SD_ENOMEM;
 }
@@ -321,7 +373,7 @@ void sd_index_touch_locked(sd_index *ix, const char *id, int64_t expiry, int64_t
     if (expiry > e->absolute_expiry)
         expiry = e->absolute_expiry;
     if (expiry > e->expiry)
-        e->expiry = expiry;
+        set_expiry(ix, e, expiry);
     if (now > e->last_seen)
         e->last_seen = now;
 }
@@ -417,4 +469,22 @@ size_t sd_index_longest_chain(sd_index *ix)
     }
     sd_brlock_rdunlock(&ix->lock, slot);
     return longest;
+}
+
+int sd_index_expired(sd_index *ix, int64_t now, char (*ids)[SD_ID_LEN + 1], int max)
+{
+    int64_t last = now / 1000; /* this second's slot: walked, not passed */
+    if (ix->sweep_sec < last - (WHEEL_SLOTS - 1))
+        ix->sweep_sec = last - (WHEEL_SLOTS - 1); /* each slot once, the first time all */
+    int n = 0;
+    for (;;) {
+        for (entry *e = ix->wheel[(uint64_t)ix->sweep_sec & (WHEEL_SLOTS - 1)]; e && n < max;
+             e = e->wnext) {
+            if (e->expiry <= now)
+                memcpy(ids[n++], e->id, sizeof ids[0]);
+        }
+        if (n >= max || ix->sweep_sec >= last)
+            return n; /* a full slot stays the cursor's: what this sweep moves leaves it */
+        ix->sweep_sec++;
+    }
 }

@@ -4,7 +4,8 @@
  * lookup instead of a B-tree walk.
  *
  * It holds what validation needs (id, token hash, user, expiries, idle
- * timeout, lastSeen, version), not the optional fields. It is exact: the
+ * timeout, lastSeen, version), not the optional fields, and what the
+ * sweeper needs: the entries by expiry (sd_index_expired). It is exact: the
  * store's writer applies every committed change to it before any write of the
  * batch is acknowledged, and it is loaded from the table at start. It only
  * makes sense where one process owns the store (the embedded mode).
@@ -53,6 +54,16 @@ int sd_index_get_by_token(sd_index *ix, const unsigned char hash[SD_HASH_LEN], s
 int sd_index_get_by_id(sd_index *ix, const char *id, sd_session *out);
 
 size_t sd_index_count(sd_index *ix);
+
+/* The sweep's candidates: copies into ids the ids of up to max entries
+ * whose expiry is at or before now, and returns how many. It walks the
+ * expiry wheel's slots from where the last call stopped to now's second,
+ * so each call costs the slots passed and the entries in them, not the
+ * index. An entry stays a candidate until it is removed: the sweep's
+ * caller removes those it moved, and the next call finds the rest. Only
+ * on the thread that changes the index (the store's writer): it takes no
+ * lock and moves the wheel's cursor. */
+int sd_index_expired(sd_index *ix, int64_t now, char (*ids)[SD_ID_LEN + 1], int max);
 
 /* The longest chain of either table (a full scan: for tests). */
 size_t sd_index_longest_chain(sd_index *ix);

@@ -113,6 +113,7 @@ static int migrate(sd_store *st, char *err, size_t errlen)
     } drops[] = {
         {4, "events_by_user", "no index of every event by user"},
         {5, "sessions_by_user", "sessions indexed by user alone"},
+        {6, "sessions_by_expiry", "expiries tracked by the in-memory index"},
     };
     for (size_t i = 0; i < sizeof drops / sizeof drops[0]; i++) {
         if (schema_version(st) >= drops[i].version)

@@ -242,21 +242,38 @@ static int r_touch(void *rows, const sd_write *w, int64_t *n)
     return WOK(rc) ? 0 : SD_EUNAVAILABLE;
 }
 
+/* The expired sessions are those the in-memory index names (it tracks
+ * every row's expiry: there is no index on expiry in the table), looked up
+ * by id as a JSON array; the statements check each row's expiry again. */
 static int r_sweep(void *rows, sd_write *w)
 {
     sd_store *st = rows;
+    int max = w->limit > 0 ? w->limit : 1;
+    char(*ids)[SD_ID_LEN + 1] = malloc((size_t)max * sizeof *ids);
+    char *json = malloc((size_t)max * (SD_ID_LEN + 3) + 3);
+    if (!ids || !json) {
+        free(ids);
+        free(json);
+        return SD_ENOMEM;
+    }
+    int n = sd_index_expired(st->index, w->now, ids, max), rc = 0;
+    size_t len = 0;
+    json[len++] = '[';
+    for (int k = 0; k < n; k++)
+        len += (size_t)sprintf(json + len, "%s\"%s\"", k ? "," : "", ids[k]);
+    json[len++] = ']';
     static const int steps[] = {W_EV_SWEEP, W_SWEEP_COPY, W_SWEEP_DEL};
-    for (size_t k = 0; k < sizeof steps / sizeof steps[0]; k++) {
+    for (size_t k = 0; n > 0 && rc == 0 && k < sizeof steps / sizeof steps[0]; k++) {
         int i = steps[k];
         sqlite3_bind_int64(st->w[i], 1, w->now);
-        sqlite3_bind_int(st->w[i], 2, w->limit);
-        int rc = i == W_SWEEP_DEL        ? wstep_ended(st, i, w, true)
-                 : WOK(sq__wstep(st, i)) ? 0
-                                         : SD_EUNAVAILABLE;
-        if (rc)
-            return rc;
+        sqlite3_bind_text(st->w[i], 2, json, (int)len, SQLITE_STATIC);
+        rc = i == W_SWEEP_DEL        ? wstep_ended(st, i, w, true)
+             : WOK(sq__wstep(st, i)) ? 0
+                                     : SD_EUNAVAILABLE;
     }
-    return 0;
+    free(ids);
+    free(json);
+    return rc;
 }
 
 static int r_purge(void *rows, int64_t before, int limit, int64_t *n)
@@ -497,8 +514,10 @@ static void tx_committed(void *be, sd_write *batch)
             case SD_FX_TOUCH:
                 sd_index_touch_locked(st->index, e->id, e->expiry, w->now);
                 break;
-            case SD_FX_END:
-                sd_index_remove_locked(st->index, e->id);
+            case SD_FX_END: /* an intent alone (not found) ends no row: an expired
+                               one stays indexed, where the sweep finds it */
+                if (e->gone)
+                    sd_index_remove_locked(st->index, e->id);
                 break;
             }
         }

@@ -21,7 +21,10 @@ const char sq__schema[] =
      * every update, a random page a create does not touch (schema version
      * 5). A user's list and the cap's oldest sort the user's rows. */
     "CREATE INDEX IF NOT EXISTS sessions_of_user ON sessions(user_id);"
-    "CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions(expiry, id);"
+    /* No index on expiry: the sweep takes the expired ids from the
+     * in-memory index's wheel (index.h, sd_index_expired) and the sweep's
+     * statements (W_SWEEP_*) look them up by id; an index on expiry moved
+     * its entry on every update, a random page (schema version 6). */
     "CREATE TABLE IF NOT EXISTS session_history("
     " id TEXT NOT NULL UNIQUE, token_hash BLOB NOT NULL, user_id TEXT NOT NULL,"
     " created_at INTEGER NOT NULL, last_seen INTEGER NOT NULL, expiry INTEGER NOT NULL,"
@@ -48,7 +51,7 @@ const char sq__schema[] =
     /* The revocation feed's (sq_ended); made at open where missing. */
     "CREATE INDEX IF NOT EXISTS events_ended ON audit_events(seq) "
     " WHERE event IN ('revoked', 'evicted');"
-    "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '5');";
+    "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '6');";
 
 /* Version 3 dropped the UNIQUE index on sessions.token_hash. SQLite cannot
  * drop a constraint's index, so the table is made again, under the same
@@ -92,10 +95,9 @@ const char *const sq__wsql[W_NSTMT] = {
                 "last_seen = max(last_seen, ?3) WHERE id = ?1 AND expiry > ?3 AND version = ?4",
     [W_SWEEP_COPY] = "INSERT OR REPLACE INTO session_history(" COLS ", ended_at, end_reason) "
                      "SELECT " COLS ", min(expiry, absolute_expiry), 'expired' FROM sessions "
-                     "WHERE id IN (SELECT id FROM sessions WHERE expiry <= ?1 "
-                     "ORDER BY expiry, id LIMIT ?2)",
-    [W_SWEEP_DEL] = "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE expiry <= ?1 "
-                    "ORDER BY expiry, id LIMIT ?2) RETURNING id",
+                     "WHERE id IN (SELECT value FROM json_each(?2)) AND expiry <= ?1",
+    [W_SWEEP_DEL] = "DELETE FROM sessions WHERE id IN (SELECT value FROM json_each(?2)) "
+                    "AND expiry <= ?1 RETURNING id",
     [W_LOAD] = "SELECT " COLS " FROM sessions",
     [W_ROT_FIND] =
         "SELECT rotated_at FROM rotated_tokens WHERE token_hash = ?1 AND session_id = ?2",
@@ -120,8 +122,8 @@ const char *const sq__wsql[W_NSTMT] = {
                       "WHERE user_id = ?1 AND expiry > ?2 AND id IS NOT ?4",
     [W_EV_SWEEP] = "INSERT INTO audit_events(at, event, session_id, user_id, reason) "
                    "SELECT min(expiry, absolute_expiry), 'expired', id, user_id, 'expired' "
-                   "FROM sessions WHERE id IN (SELECT id FROM sessions WHERE expiry <= ?1 "
-                   "ORDER BY expiry, id LIMIT ?2)",
+                   "FROM sessions WHERE id IN (SELECT value FROM json_each(?2)) "
+                   "AND expiry <= ?1 ORDER BY expiry, id",
     /* Events are appended in time order, so the old ones are a prefix: look
      * at the first ?2 only (no index on time needed). */
     [W_EV_PURGE] = "DELETE FROM audit_events WHERE seq IN (SELECT seq FROM audit_events "

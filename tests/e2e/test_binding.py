@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from conftest import audit_log_records, new_user, record_token, wait_for
+from conftest import audit_log_records, history_rows, new_user, record_token, wait_for
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"
 
@@ -137,6 +137,12 @@ def test_a_version_1_store_is_upgraded_in_place(make_server, tmp_path):
     db.execute("INSERT INTO sessions(rowid, id, token_hash, user_id, created_at, last_seen, expiry,"
                " absolute_expiry, idle_ttl, version, attrs) VALUES(7, 'AAAAAAAoldSession00000', ?, 'old-user',"
                " ?, ?, ?, ?, 3600000, 1, '{}')", (old_hash, now, now, now + 3600000, now + 86400000))
+    # And one that expired while the old version was stopped: version 6's
+    # sweep finds it through the in-memory index, with no index on expiry.
+    db.execute("INSERT INTO sessions(rowid, id, token_hash, user_id, created_at, last_seen, expiry,"
+               " absolute_expiry, idle_ttl, version, attrs) VALUES(8, 'AAAAAAAexpSession00000', ?, 'old-user',"
+               " ?, ?, ?, ?, 60000, 1, '{}')",
+               (hashlib.sha256(b"expired").digest(), now - 120000, now - 120000, now - 60000, now + 86400000))
     db.commit()
     db.close()
     srv = make_server(data_dir=data)
@@ -148,16 +154,21 @@ def test_a_version_1_store_is_upgraded_in_place(make_server, tmp_path):
     assert "upgraded the schema to version 3" in srv.log_text()
     assert "upgraded the schema to version 4" in srv.log_text()
     assert "upgraded the schema to version 5" in srv.log_text()
+    assert "upgraded the schema to version 6" in srv.log_text()
     r = _validate(srv.api, old_token)
     assert r["isValid"] is True and r["userId"] == "old-user", r
+    rows = wait_for(lambda: history_rows(data, "AAAAAAAexpSession00000"), timeout=30,
+                    what="the sweeper to move the session that expired before the upgrade")
+    assert rows[0][3] == "expired", rows
     srv.stop()
     db = sqlite3.connect(data / "sessiond.db")
-    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("5",)
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("6",)
     assert db.execute("SELECT rowid FROM sessions WHERE id='AAAAAAAoldSession00000'").fetchone() == (7,)
     indexed = {r[0] for r in db.execute("SELECT ii.name FROM pragma_index_list('sessions') il, "
                                         "pragma_index_info(il.name) ii")}
-    assert "token_hash" not in indexed and {"id", "user_id", "expiry"} <= indexed, indexed
+    assert "token_hash" not in indexed and {"id", "user_id"} <= indexed, indexed
     assert "last_seen" not in indexed, indexed  # version 5: by user alone
+    assert "expiry" not in indexed, indexed  # version 6: expiries in the in-memory index
     ev_indexes = {r[1] for r in db.execute("PRAGMA index_list('audit_events')")}
     assert "events_by_user" not in ev_indexes and "events_by_user_alone" in ev_indexes, ev_indexes
     db.close()

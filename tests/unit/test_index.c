@@ -9,6 +9,7 @@
 #include "store/index.h"
 #include "util/err.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,6 +170,84 @@ static void reserve_then_add_finds_everything(void **state)
     sd_index_free(ix);
 }
 
+/* Drains the sweep's candidates at now, removing each as the sweep's commit
+ * does; returns how many, and whether id was among them. */
+static int drain(sd_index *ix, int64_t now, const char *id, bool *seen)
+{
+    char ids[8][SD_ID_LEN + 1];
+    int n, total = 0;
+    while ((n = sd_index_expired(ix, now, ids, 8)) > 0) {
+        for (int k = 0; k < n; k++) {
+            if (id && strcmp(ids[k], id) == 0)
+                *seen = true;
+            sd_index_remove(ix, ids[k]);
+        }
+        total += n;
+    }
+    return total;
+}
+
+/* The expiry wheel: what sd_index_expired names is exactly what has
+ * expired, across touches, puts that move an expiry, an expiry further out
+ * than the wheel's turn, and an expiry set behind the sweep's cursor. */
+static void expired_ids_come_from_the_wheel(void **state)
+{
+    (void)state;
+    const int64_t T = 10000000; /* ms */
+    sd_index *ix = sd_index_new();
+    assert_non_null(ix);
+    sd_session s;
+    for (unsigned i = 0; i < 100; i++) {
+        session_n(&s, "W%021u", i);
+        s.expiry = T + (int64_t)i * 500;
+        s.absolute_expiry = T + 10000000;
+        assert_int_equal(sd_index_put(ix, &s), 0);
+    }
+    session_n(&s, "F%021u", 1001); /* past the wheel's turn of 4,096 s */
+    s.expiry = s.absolute_expiry = T + 5000000;
+    assert_int_equal(sd_index_put(ix, &s), 0);
+    session_n(&s, "P%021u", 1002); /* already expired when indexed */
+    s.expiry = s.absolute_expiry = T - 100000;
+    assert_int_equal(sd_index_put(ix, &s), 0);
+
+    bool seen = false;
+    assert_int_equal(drain(ix, T - 200000, NULL, &seen), 0);
+    /* W0..W20 (expiry <= T + 10 s) and P1 */
+    assert_int_equal(drain(ix, T + 10000, "P000000000000000001002", &seen), 22);
+    assert_true(seen);
+    assert_int_equal(sd_index_count(ix), 80);
+
+    /* W50 touched to T + 60 s: not expired at T + 30 s, unlike W21..W60. */
+    sd_index_touch(ix, "W000000000000000000050", T + 60000, T + 20000);
+    seen = false;
+    assert_int_equal(drain(ix, T + 30000, "W000000000000000000050", &seen), 39);
+    assert_false(seen);
+    /* A put that moves W70's expiry later, and one behind the cursor. */
+    session_n(&s, "W%021u", 70);
+    s.expiry = T + 90000;
+    s.absolute_expiry = T + 10000000;
+    assert_int_equal(sd_index_put(ix, &s), 0);
+    session_n(&s, "B%021u", 1003);
+    s.expiry = T + 29500;
+    s.absolute_expiry = T + 10000000;
+    assert_int_equal(sd_index_put(ix, &s), 0);
+    seen = false;
+    assert_int_equal(drain(ix, T + 30100, "B000000000000000001003", &seen), 1);
+    assert_true(seen);
+    /* At T + 60 s: W50, W61..W69 and W71..W99 have gone (W70 is at 90 s). */
+    seen = false;
+    assert_int_equal(drain(ix, T + 60000, "W000000000000000000070", &seen), 39);
+    assert_false(seen);
+    sd_index_remove(ix, "W000000000000000000070");
+    assert_int_equal(sd_index_count(ix), 1);
+    assert_int_equal(drain(ix, T + 4999999, NULL, &seen), 0);
+    seen = false;
+    assert_int_equal(drain(ix, T + 5000000, "F000000000000000001001", &seen), 1);
+    assert_true(seen);
+    assert_int_equal(sd_index_count(ix), 0);
+    sd_index_free(ix);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -176,6 +255,7 @@ int main(void)
         cmocka_unit_test(prepared_puts),
         cmocka_unit_test(ids_sharing_a_long_prefix_spread),
         cmocka_unit_test(reserve_then_add_finds_everything),
+        cmocka_unit_test(expired_ids_come_from_the_wheel),
     };
     return cmocka_run_group_tests_name("index", tests, NULL, NULL);
 }

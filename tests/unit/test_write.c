@@ -425,13 +425,15 @@ static void end_records_its_intent(void **state)
     assert_int_equal(e.n_effects, 1);
     assert_int_equal(e.affected, 1);
     assert_true(sd_effect_required(&e, &e.effects[0]));
+    assert_true(e.effects[0].gone); /* the row left: the index drops it */
     assert_int_equal(count_events("revoked:s0001"), 1);
     sd_write_free_effects(&e);
     assert_int_equal(sd_write_apply(&ops, NULL, &e), SD_ENOTFOUND);
     assert_int_equal(e.n_effects, 1);
     assert_int_equal(e.effects[0].kind, SD_FX_END);
     assert_true(sd_effect_required(&e, &e.effects[0]));
-    e.rc = SD_EUNAVAILABLE; /* after a failed write: best effort only */
+    assert_false(e.effects[0].gone); /* an intent alone: a row (an expired one) stays indexed */
+    e.rc = SD_EUNAVAILABLE;          /* after a failed write: best effort only */
     assert_false(sd_effect_required(&e, &e.effects[0]));
     sd_write_free_effects(&e);
 }
