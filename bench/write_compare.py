@@ -14,7 +14,7 @@ make test.
   pgbench -c 64 inserting rows of the same shape, with the same indexes, into
   the same server.
 
-Usage: bench/write_compare.py [--duration S] [--population N] [--no-pg]
+Usage: bench/write_compare.py [--duration S] [--population N] [--no-pg | --pg-only]
 """
 import argparse
 import os
@@ -114,9 +114,27 @@ def pg_rows(pg, duration, population=20000):
     return r, u, float(m.group(1))
 
 
-def measure(duration=10, population=100000, with_pg=True):
+def measure(duration=10, population=100000, with_pg=True, with_embedded=True):
     """The rows and notes of the comparison (make bench calls this too)."""
     rows, notes = [], []
+    if with_embedded:
+        embedded_rows(duration, population, rows, notes)
+    if with_pg:
+        import pgserver
+        pg = pgserver.PgServer()
+        try:
+            p, pu, tps = pg_rows(pg, duration)
+        finally:
+            pg.close()
+        rows.append(("PostgreSQL create (sessiond)", p["rps"], p["p99_us"] / 1000))
+        rows.append(("PostgreSQL update If-Match (sessiond)", pu["rps"], pu["p99_us"] / 1000))
+        rows.append(("PostgreSQL insert (pgbench -c 64)", tps, float("nan")))
+        notes.append(f"PostgreSQL creates / pgbench inserts: {p['rps'] / tps:.2f}x (target 0.5x)")
+        notes.append(f"PostgreSQL updates / creates: {pu['rps'] / p['rps']:.2f}x")
+    return rows, notes
+
+
+def embedded_rows(duration, population, rows, notes):
     sd, port = start_sessiond(["--max-sessions-per-user", "0"])
     try:
         tokens = os.path.join(TMP, "wc-tokens.txt")
@@ -135,19 +153,6 @@ def measure(duration=10, population=100000, with_pg=True):
     notes.append(f"bytes written per create: {c['wchar_per']:,.0f} (write(2), wchar), "
                  f"{c['disk_per']:,.0f} reaching the disk (write_bytes), into a store of "
                  f"{population:,} sessions")
-    if with_pg:
-        import pgserver
-        pg = pgserver.PgServer()
-        try:
-            p, pu, tps = pg_rows(pg, duration)
-        finally:
-            pg.close()
-        rows.append(("PostgreSQL create (sessiond)", p["rps"], p["p99_us"] / 1000))
-        rows.append(("PostgreSQL update If-Match (sessiond)", pu["rps"], pu["p99_us"] / 1000))
-        rows.append(("PostgreSQL insert (pgbench -c 64)", tps, float("nan")))
-        notes.append(f"PostgreSQL creates / pgbench inserts: {p['rps'] / tps:.2f}x (target 0.5x)")
-        notes.append(f"PostgreSQL updates / creates: {pu['rps'] / p['rps']:.2f}x")
-    return rows, notes
 
 
 def main():
@@ -155,8 +160,9 @@ def main():
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--population", type=int, default=100000)
     ap.add_argument("--no-pg", action="store_true")
+    ap.add_argument("--pg-only", action="store_true", help="the PostgreSQL rows alone")
     a = ap.parse_args()
-    rows, notes = measure(a.duration, a.population, not a.no_pg)
+    rows, notes = measure(a.duration, a.population, not a.no_pg, not a.pg_only)
     print("| write | per second | p99 ms |\n|---|---|---|")
     for name, rps, p99 in rows:
         print(f"| {name} | {rps:,.0f} | {p99:.1f} |")

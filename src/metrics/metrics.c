@@ -250,6 +250,14 @@ char *sd_metrics_render(const sd_store_stats *st, int ready, size_t *len)
         "statement failed, run again one statement at a time.\n"
         "# TYPE sessiond_store_batch_retries_total counter\n"
         "sessiond_store_batch_retries_total %lld\n"
+        "# HELP sessiond_store_writes_queued Writes waiting for the store's writer (at most "
+        "--max-queued-writes; past it a write answers 503).\n"
+        "# TYPE sessiond_store_writes_queued gauge\n"
+        "sessiond_store_writes_queued %lld\n"
+        "# HELP sessiond_store_rows_read_ahead_total Selects of read-modify-writes in pipelined "
+        "batches (PostgreSQL) answered by the rows the batch read ahead in one round trip.\n"
+        "# TYPE sessiond_store_rows_read_ahead_total counter\n"
+        "sessiond_store_rows_read_ahead_total %lld\n"
         "# HELP sessiond_store_writes_held_total Times a write waited for a store it could not "
         "reach (--write-hold; a write held twice counts twice).\n"
         "# TYPE sessiond_store_writes_held_total counter\n"
@@ -266,7 +274,8 @@ char *sd_metrics_render(const sd_store_stats *st, int ready, size_t *len)
         "sessiond_ready %d\n",
         (long long)st->active_rows, (long long)st->sweeps_total, (long long)st->swept_total,
         (long long)st->commits_total, (long long)st->writes_total,
-        (long long)st->batch_retries_total, (long long)st->writes_held_total,
+        (long long)st->batch_retries_total, (long long)st->writes_queued,
+        (long long)st->rows_read_ahead_total, (long long)st->writes_held_total,
         (long long)st->write_holds_expired_total, st->broken ? 1 : 0, ready ? 1 : 0);
     if (st->standby)
         put(&b,

@@ -40,8 +40,10 @@ typedef struct sd_store_stats {
     int64_t sweeps_total;
     int64_t commits_total;
     int64_t writes_total;
-    int64_t batch_retries_total; /* pipelined batches run again one statement at a time */
-    int64_t writes_held_total;   /* writes that waited for an unreachable store (--write-hold) */
+    int64_t batch_retries_total;   /* pipelined batches run again one statement at a time */
+    int64_t rows_read_ahead_total; /* selects answered by a batch's rows read ahead */
+    int64_t writes_queued;         /* waiting for the writer now (a gauge) */
+    int64_t writes_held_total;     /* writes that waited for an unreachable store (--write-hold) */
     int64_t write_holds_expired_total; /* of those, failed when their hold ended */
     bool broken;                       /* a fatal I/O error: no further write is acknowledged */
     bool standby; /* fence values read from a synchronous standby (--store-standby) */

@@ -64,6 +64,22 @@ void sd_write_free_effects(sd_write *w)
     w->n_effects = w->cap_effects = 0;
 }
 
+const char *sd_write_reads(const sd_write *w)
+{
+    switch (w->kind) {
+    case SD_W_UPDATE:
+    case SD_W_ROTATE:
+    case SD_W_REUSE:
+        return w->id;
+    case SD_W_END: /* self-service: the owner is checked first */
+        return w->user_id ? w->id : NULL;
+    case SD_W_SIGNAL:
+        return w->signals ? w->id : NULL;
+    default:
+        return NULL;
+    }
+}
+
 bool sd_write_rewindable(const sd_write *w)
 {
     switch (w->kind) {

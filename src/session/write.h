@@ -235,6 +235,11 @@ bool sd_write_kept(int rc);
  * the session writes can; the upkeep and admin writes whose inputs move as
  * they run (sweep, purge, re-encryption, triage, not-before) cannot. */
 bool sd_write_rewindable(const sd_write *w);
+
+/* The id of the row the write reads first (the rows' select, under a row
+ * lock where the backend has them), or NULL: for a backend that reads a
+ * batch's rows ahead, in one round trip, before its writes run. */
+const char *sd_write_reads(const sd_write *w);
 /* Puts a rewindable w back as it was before sd_write_apply ran: its outputs
  * and effects dropped, its inputs kept (a create's session; a rotation's
  * new token hash). */

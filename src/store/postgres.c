@@ -135,6 +135,7 @@ static void pg_stats(sd_store *st, sd_store_stats *out)
 {
     sd_writer_stats(st->writer, out);
     out->broken = false; /* a lost connection is recoverable: see ready() */
+    out->rows_read_ahead_total = atomic_load(&st->ahead_used);
     out->standby = st->sb.started;
     out->standby_reads = atomic_load(&st->sb.reads);
     out->standby_misses = atomic_load(&st->sb.misses);
@@ -183,6 +184,10 @@ static void free_store(sd_store *st)
     }
     PQfinish(st->wconn);
     free(st->pend);
+    for (size_t i = 0; i < st->nahead; i++)
+        PQclear(st->ahead_res[i]);
+    free(st->ahead_id);
+    free(st->ahead_res);
     if (st->conninfo) {
         OPENSSL_cleanse(st->conninfo, strlen(st->conninfo));
         free(st->conninfo);

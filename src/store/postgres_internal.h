@@ -117,8 +117,16 @@ struct sd_store {
     bool piped, pipe_failed;
     int64_t *pend;
     size_t npend, pend_head, cap_pend;
-    sd_writer *writer; /* the shared writer (store/writer.c) over this store's rows */
-    int backoff_ms;    /* writer-private */
+    /* writer-private: the rows a pipelined batch's writes will select, read
+     * ahead under their row locks in one round trip (tx_begin), ids sorted;
+     * the first select of each id takes its result (NULL once taken, or once
+     * a write of the batch changed that row) */
+    char (*ahead_id)[SD_ID_LEN + 1];
+    PGresult **ahead_res;
+    size_t nahead, cap_ahead;
+    _Atomic int64_t ahead_used; /* selects answered from them (the metrics') */
+    sd_writer *writer;          /* the shared writer (store/writer.c) over this store's rows */
+    int backoff_ms;             /* writer-private */
     int64_t rows_at_open;
 
     pthread_mutex_t readers_mu;
@@ -244,6 +252,15 @@ int pg__wtrue(sd_store *st, int which, const params *p, bool *v);
 bool pg__wcmd(sd_store *st, const char *sql);
 /* Pipeline mode for the batch: false when libpq would not enter it. */
 bool pg__pipe_enter(sd_store *st);
+/* A pipelined batch's rows read ahead (see postgres_pipe.c): read at the
+ * top of its transaction, the rows its writes will select; taken by the
+ * first select of each id (NULL: read it now); dropped when a write of the
+ * batch changes that row (all of them: rows it does not name); cleared at
+ * the batch's end. */
+void pg__read_ahead(sd_store *st, const sd_write *batch);
+PGresult *pg__ahead_take(sd_store *st, const char *id);
+void pg__ahead_drop(sd_store *st, const char *id);
+void pg__ahead_clear(sd_store *st);
 /* The pipelined batch's COMMIT: 0 once durable; SD_ERETRY when a statement
  * failed before it (rolled back: run the batch again without pipelining);
  * SD_EUNAVAILABLE when the COMMIT failed or the connection broke

@@ -8,7 +8,9 @@
  * checked later, and only a read the domain needs (a select, a count, the
  * ids a revocation ended) waits, after the server has run everything sent
  * before it. A batch of creates then costs a round trip per create instead
- * of four, and one for the COMMIT.
+ * of four, and one for the COMMIT; the selects of a batch's
+ * read-modify-writes are read ahead, all in one round trip (below),
+ * instead of one round trip each.
  *
  * What is checked later is checked before the batch is acknowledged: the
  * status of each result and, where the write counted on it, its row count.
@@ -226,6 +228,129 @@ bool pg__wcmd(sd_store *st, const char *sql)
         return false;
     }
     return true;
+}
+
+/* ---- rows read ahead ---------------------------------------------------- */
+
+/* Statement `which` once for each of n ids (its one parameter), all in
+ * one round trip; out[i] gets each result, NULL where it failed (logged;
+ * the pipeline has failed then, st->pipe_failed). Pipelined only. */
+static void wexec_ids(sd_store *st, int which, const char (*ids)[SD_ID_LEN + 1], size_t n,
+                      PGresult **out)
+{
+    memset(out, 0, n * sizeof *out);
+    if (!st->piped || !usable(st))
+        return;
+    char name[16];
+    snprintf(name, sizeof name, "w%d", which);
+    size_t sent = 0;
+    for (; sent < n; sent++) {
+        params p = {0};
+        pg__p_text(&p, ids[sent]);
+        if (PQsendQueryPrepared(st->wconn, name, p.n, p.v, p.len, p.fmt, 0) != 1)
+            break;
+    }
+    if (sent < n)
+        st->pipe_failed = true;
+    if (PQsendFlushRequest(st->wconn) != 1 || PQflush(st->wconn) != 0) {
+        st->lost = true; /* their results cannot be read: start afresh */
+        return;
+    }
+    settle(st); /* what was sent before them first, then theirs, in order */
+    if (st->lost)
+        return;
+    for (size_t i = 0; i < sent; i++) {
+        PGresult *res = next_result(st);
+        if (!res) {
+            st->pipe_failed = true;
+            return;
+        }
+        if (ok_status(res)) {
+            out[i] = res;
+            continue;
+        }
+        fail(st, res, name);
+        st->pipe_failed = true;
+        PQclear(res);
+    }
+}
+
+/* A pipelined batch of read-modify-writes would wait a round trip for each
+ * write's select before it can send the write. The rows they will select
+ * (sd_write_reads) are read first instead, in one round trip before the
+ * first savepoint, under their row locks (taken in id order, the same on
+ * every replica), and each first select takes its result; a write that
+ * changes a row before its select came drops it (pg__ahead_drop), and one
+ * that changes rows it does not name drops them all. */
+
+static int id_cmp(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+void pg__ahead_clear(sd_store *st)
+{
+    for (size_t i = 0; i < st->nahead; i++)
+        PQclear(st->ahead_res[i]);
+    st->nahead = 0;
+}
+
+static PGresult **ahead_find(sd_store *st, const char *id)
+{
+    const char(*hit)[SD_ID_LEN + 1] =
+        st->nahead ? bsearch(id, st->ahead_id, st->nahead, sizeof *st->ahead_id, id_cmp) : NULL;
+    return hit ? &st->ahead_res[hit - st->ahead_id] : NULL;
+}
+
+PGresult *pg__ahead_take(sd_store *st, const char *id)
+{
+    PGresult **r = st->nahead ? ahead_find(st, id) : NULL, *res = r ? *r : NULL;
+    if (res) {
+        *r = NULL; /* the first select's alone */
+        atomic_fetch_add(&st->ahead_used, 1);
+    }
+    return res;
+}
+
+void pg__ahead_drop(sd_store *st, const char *id)
+{
+    PGresult **r = st->nahead ? ahead_find(st, id) : NULL;
+    if (r) {
+        PQclear(*r);
+        *r = NULL;
+    }
+}
+
+void pg__read_ahead(sd_store *st, const sd_write *batch)
+{
+    size_t n = 0;
+    for (const sd_write *w = batch; w; w = w->next)
+        n += sd_write_reads(w) != NULL;
+    if (n < 2) /* one read costs the round trip it would anyway */
+        return;
+    if (n > st->cap_ahead) {
+        void *ids = realloc(st->ahead_id, n * sizeof *st->ahead_id);
+        if (ids)
+            st->ahead_id = ids;
+        void *res = ids ? realloc(st->ahead_res, n * sizeof *st->ahead_res) : NULL;
+        if (!res)
+            return; /* out of memory: each select reads its row */
+        st->ahead_res = res;
+        st->cap_ahead = n;
+    }
+    n = 0;
+    for (const sd_write *w = batch; w; w = w->next) {
+        const char *id = sd_write_reads(w);
+        if (id)
+            snprintf(st->ahead_id[n++], sizeof *st->ahead_id, "%s", id);
+    }
+    qsort(st->ahead_id, n, sizeof *st->ahead_id, id_cmp);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (k == 0 || strcmp(st->ahead_id[k - 1], st->ahead_id[i]) != 0)
+            memmove(st->ahead_id[k++], st->ahead_id[i], sizeof *st->ahead_id);
+    wexec_ids(st, W_SELECT_LOCK, st->ahead_id, k, st->ahead_res);
+    st->nahead = k;
 }
 
 /* ---- the pipelined transaction ----------------------------------------- */

@@ -133,9 +133,12 @@ static int wended(sd_store *st, int which, const params *p, sd_write *w, bool ex
 static int r_select(void *rows, const char *id, sd_session *out)
 {
     sd_store *st = rows;
-    params p = {0};
-    pg__p_text(&p, id);
-    PGresult *res = pg__wexec(st, W_SELECT_LOCK, &p);
+    PGresult *res = pg__ahead_take(st, id);
+    if (!res) {
+        params p = {0};
+        pg__p_text(&p, id);
+        res = pg__wexec(st, W_SELECT_LOCK, &p);
+    }
     if (!res)
         return SD_EUNAVAILABLE;
     int rc = PQntuples(res) > 0 ? pg__row_to_session(st, res, 0, true, out) : SD_ENOTFOUND;
@@ -243,6 +246,7 @@ static int r_insert(void *rows, const sd_write *w, const sd_session *s, const ch
     pg__p_opt(&p, w->actor);
     pg__p_opt(&p, w->address);
     pg__p_text(&p, event);
+    pg__ahead_drop(st, s->id);
     int rc = pg__wput(st, W_INSERT, &p, 1, NULL);
     free(attrs);
     return rc;
@@ -262,6 +266,7 @@ static int r_update(void *rows, const sd_session *s, int64_t read_version, int64
     pg__p_int(&p, s->version);
     pg__p_text(&p, attrs);
     pg__p_int(&p, read_version);
+    pg__ahead_drop(st, s->id);
     int rc = pg__wput(st, W_UPDATE, &p, 1, n);
     free(attrs);
     return rc;
@@ -279,6 +284,7 @@ static int r_retire(void *rows, const char *id, const unsigned char old_hash[SD_
     params q = {0};
     pg__p_text(&q, id);
     pg__p_bytes(&q, new_hash, SD_HASH_LEN);
+    pg__ahead_drop(rows, id);
     return pg__wput(rows, bump ? W_ROT_SET : W_TOKEN_SET, &q, 1, NULL);
 }
 
@@ -295,6 +301,10 @@ static int r_end(void *rows, sd_write *w, const sd_end_rows *e)
     pg__p_opt(&p, w->address);
     if (user)
         pg__p_text(&p, e->except_id);
+    if (user)
+        pg__ahead_clear(rows);
+    else
+        pg__ahead_drop(rows, e->id);
     return wended(rows, user ? W_END_USER : W_END_ONE, &p, w, false);
 }
 
@@ -305,6 +315,7 @@ static int r_touch(void *rows, const sd_write *w, int64_t *n)
     pg__p_int(&p, w->touch_expiry);
     pg__p_int(&p, w->now);
     pg__p_int(&p, w->touch_version);
+    pg__ahead_drop(rows, w->id);
     return pg__wrun(rows, W_TOUCH, &p, n);
 }
 
@@ -313,6 +324,7 @@ static int r_sweep(void *rows, sd_write *w)
     params p = {0};
     pg__p_int(&p, w->now);
     pg__p_int(&p, w->limit);
+    pg__ahead_clear(rows);
     return wended(rows, W_SWEEP, &p, w, true);
 }
 
@@ -331,6 +343,7 @@ static int r_purge(void *rows, int64_t before, int limit, int64_t *n)
 static int r_reencrypt(void *rows, sd_write *w)
 {
     sd_store *st = rows;
+    pg__ahead_clear(st);
     if (!st->keys || w->limit <= 0)
         return SD_EINVALID;
     params p = {0};
@@ -445,15 +458,27 @@ static bool wcmd2(sd_store *st, const char *a, const char *b)
     return pg__wcmd(st, sql);
 }
 
-static int tx_begin(void *be, bool pipeline)
+static int tx_begin(void *be, bool pipeline, const sd_write *batch)
 {
     sd_store *st = be;
+    pg__ahead_clear(st);
     if (!st->wconn)
         return SD_EUNAVAILABLE;
     if (pipeline)
         pg__pipe_enter(st);
-    if ((st->savepoint = wcmd2(st, "BEGIN", "SAVEPOINT w")))
+    if (st->piped && pg__wcmd(st, "BEGIN")) {
+        /* The rows read ahead at the top of the transaction, not in the
+         * first write's savepoint (undoing that must not undo their locks).
+         * A read that failed fails the pipelined attempt alone: the commit
+         * answers SD_ERETRY and the batch runs again, one statement at a
+         * time. Only a lost connection fails the batch here. */
+        pg__read_ahead(st, batch);
+        st->savepoint = pg__wcmd(st, "SAVEPOINT w");
+        if (!st->lost)
+            return 0;
+    } else if (!st->piped && (st->savepoint = wcmd2(st, "BEGIN", "SAVEPOINT w"))) {
         return 0;
+    }
     if (st->lost || st->piped)
         pg__drop_writer_conn(st, "BEGIN failed");
     else
@@ -493,7 +518,8 @@ static int commit_failed(sd_store *st, int rc)
 static int tx_commit(void *be)
 {
     sd_store *st = be;
-    if (st->lost) { /* before the COMMIT: nothing was committed */
+    pg__ahead_clear(st); /* unread ones: their writes failed before their select */
+    if (st->lost) {      /* before the COMMIT: nothing was committed */
         pg__drop_writer_conn(st, "connection lost in a transaction");
         return commit_failed(st, SD_ENOTSENT);
     }

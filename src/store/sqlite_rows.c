@@ -425,8 +425,9 @@ static bool fatal_code(int rc)
 
 /* ---- the transaction (store/writer.h) ---------------------------------- */
 
-static int tx_begin(void *be, bool pipeline)
+static int tx_begin(void *be, bool pipeline, const sd_write *batch)
 {
+    (void)batch;    /* one process, rows in its page cache: nothing to read ahead */
     (void)pipeline; /* one process, no round trips to share */
     sd_store *st = be;
     if (atomic_load(&st->broken) || !WOK(sq__wstep(st, W_BEGIN)))

@@ -59,7 +59,7 @@ typedef struct tally {
 static int run_batch(sd_writer *wr, sd_write *batch, bool pipeline, tally *t)
 {
     const sd_tx_ops *tx = wr->tx;
-    if (tx->begin(wr->be, pipeline))
+    if (tx->begin(wr->be, pipeline, batch))
         return SD_ENOTSENT;
     *t = (tally){0};
     for (sd_write *w = batch; w; w = w->next) {
@@ -340,4 +340,7 @@ void sd_writer_stats(sd_writer *wr, sd_store_stats *out)
     out->batch_retries_total = atomic_load(&wr->retries_total);
     out->writes_held_total = atomic_load(&wr->held_total);
     out->write_holds_expired_total = atomic_load(&wr->hold_expired_total);
+    pthread_mutex_lock(&wr->mu);
+    out->writes_queued = wr->queued;
+    pthread_mutex_unlock(&wr->mu);
 }

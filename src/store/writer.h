@@ -25,8 +25,10 @@ typedef struct sd_tx_ops {
      * With pipeline, every write of the batch can run again
      * (sd_write_rewindable): the backend may check statements' results
      * late, and have commit answer SD_ERETRY when one failed; the writer
-     * then rewinds the writes and runs the batch again, without. */
-    int (*begin)(void *be, bool pipeline);
+     * then rewinds the writes and runs the batch again, without. The
+     * batch is there to read ahead: a backend may read the rows its writes
+     * will select (sd_write_reads) at once, before the first savepoint. */
+    int (*begin)(void *be, bool pipeline, const sd_write *batch);
     /* Around each write: a savepoint, then kept (released; `more` says
      * another write follows) or undone (rolled back to it). A failed
      * savepoint fails that write alone. */

@@ -163,6 +163,14 @@ class PgServer:
             raise AssertionError(f"psql failed: {r.stderr.strip()}\nSQL: {sql}")
         return r.stdout
 
+    def session(self, db):
+        """An interactive psql on db that reads its statements from stdin (a
+        transaction a test holds open: a row lock, say). The caller ends it
+        (stdin closed, then wait)."""
+        return subprocess.Popen([PSQL, "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", db,
+                                 "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
     def database_for(self, data_dir):
         """The database of the sessiond whose data directory is data_dir."""
         key = str(Path(data_dir).resolve())

@@ -201,6 +201,69 @@ def _metric(api, name):
     return int(m.group(1)) if m else None
 
 
+def test_a_batch_of_updates_reads_its_rows_ahead_and_each_sees_the_writes_before_it(pgs, make_server):
+    """A pipelined batch of read-modify-writes reads the rows its writes
+    will select first, all in one round trip under their row locks
+    (store/postgres_rows.c, read_ahead), instead of a round trip per write;
+    a write whose row an earlier write of the batch changed still reads it
+    afresh. The batch is made without timing: a psql transaction holds one
+    session's row lock, so the writer waits in an update of it while the
+    other updates queue (the queue gauge says when all have); once the lock
+    is released, the queued writes run as one batch."""
+    srv = _server(make_server, pgs, "--sweep-interval", "1h")  # no sweep in the batch
+    api = srv.api
+    user = new_user("pg")
+    blocker, twice = api.create(user), api.create(user)
+    others = [api.create(user) for _ in range(6)]
+    for s in [blocker, twice] + others:
+        record_token(s["token"])
+    holder = pgs.session("outage")
+    answers = {}
+
+    def put(name, sid, data, if_match=None):
+        headers = {"If-Match": if_match} if if_match else {}
+        answers[name] = api.request("PUT", f"/sessions/{sid}", json={"data": data}, headers=headers,
+                                    timeout=120)
+    try:
+        holder.stdin.write(f"BEGIN; SELECT id FROM sessions WHERE id = '{blocker['sessionId']}' FOR UPDATE;\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == blocker["sessionId"]  # the lock is held
+        first = threading.Thread(target=put, args=("blocker", blocker["sessionId"], {"b": 1}))
+        first.start()
+        wait_for(lambda: pgs.query_db("outage", "SELECT count(*) FROM pg_stat_activity "
+                                      "WHERE wait_event_type = 'Lock'")[0][0] >= 1,
+                 timeout=30, what="the writer waiting for the row lock")
+        calls = [(f"o{i}", s["sessionId"], {"n": i}, '"1"') for i, s in enumerate(others)]
+        calls += [(f"twice{i}", twice["sessionId"], {"t": i}, '"1"') for i in range(2)]
+        threads = [threading.Thread(target=put, args=c) for c in calls]
+        for t in threads:
+            t.start()
+        wait_for(lambda: _metric(api, "sessiond_store_writes_queued") >= len(calls), timeout=30,
+                 what="the updates queued behind the locked one")
+        ahead0 = _metric(api, "sessiond_store_rows_read_ahead_total")
+        holder.stdin.write("COMMIT;\n")
+        holder.stdin.close()
+        holder.wait(timeout=30)
+        for t in [first] + threads:
+            t.join(timeout=60)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    assert answers.pop("blocker").status_code == 200
+    for i, s in enumerate(others):
+        r = answers.pop(f"o{i}")
+        assert r.status_code == 200 and r.json()["version"] == 2 and r.json()["data"] == {"n": i}, r.text
+    # One If-Match race inside the batch: the second update of `twice` reads
+    # the row the first wrote (its read ahead was the first's alone).
+    codes = sorted(answers[f"twice{i}"].status_code for i in range(2))
+    assert codes == [200, 412], {n: r.text for n, r in answers.items()}
+    assert api.get_session(twice["sessionId"]).json()["version"] == 2
+    # Seven rows read ahead (six sessions and `twice`), each answering one select.
+    assert _metric(api, "sessiond_store_rows_read_ahead_total") - ahead0 == 7
+    assert _metric(api, "sessiond_store_writes_queued") == 0
+
+
 def test_with_write_hold_writes_sent_while_postgres_is_down_are_answered_once_it_is_back(pgs, make_server):
     """--write-hold: a write that finds the database unreachable (a primary's
     failover) waits for it instead of answering 503 at once, and is answered

@@ -559,6 +559,27 @@ static void a_rewound_write_keeps_its_inputs_only(void **state)
     assert_false(sd_write_rewindable(&triage));
 }
 
+/* The row a write reads first, for a backend that reads a batch's rows
+ * ahead: exactly the writes whose plan begins with the rows' select. */
+static void the_row_a_write_reads_first(void **state)
+{
+    (void)state;
+    static const sd_write_kind reads[] = {SD_W_UPDATE, SD_W_ROTATE, SD_W_REUSE};
+    for (size_t i = 0; i < sizeof reads / sizeof reads[0]; i++) {
+        sd_write w = {.kind = reads[i]};
+        strcpy(w.id, "s0001");
+        assert_string_equal(sd_write_reads(&w), "s0001");
+    }
+    sd_write end = {.kind = SD_W_END}, create = {.kind = SD_W_CREATE}, touch = {.kind = SD_W_TOUCH};
+    strcpy(end.id, "s0001");
+    strcpy(touch.id, "s0001");
+    assert_null(sd_write_reads(&end)); /* an administrator's END reads nothing first */
+    end.user_id = "fay";
+    assert_string_equal(sd_write_reads(&end), "s0001"); /* self-service: the owner checked */
+    assert_null(sd_write_reads(&create));
+    assert_null(sd_write_reads(&touch));
+}
+
 static void an_update_that_raises_privilege_renews_the_token(void **state)
 {
     (void)state;
@@ -893,6 +914,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(triage_ends_the_matches_in_batches_and_audits_the_total,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(a_refusal_is_audited_and_changes_nothing, setup, teardown),
+        cmocka_unit_test(the_row_a_write_reads_first),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
