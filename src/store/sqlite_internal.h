@@ -110,6 +110,9 @@ struct sd_store {
 
     sd_index *index;         /* exact in-memory index of the active table */
     sd_index_batch prepared; /* the writer's: entries for the batch's puts (tx_prepare) */
+    /* the writer's: the batch runs without a savepoint a write (tx_begin),
+     * and a write of it failed (the batch runs again, with them) */
+    bool whole, whole_failed;
 
     const sd_keyring *keys; /* encryption at rest of attrs; NULL: plain */
     _Atomic bool broken;

@@ -425,33 +425,50 @@ static bool fatal_code(int rc)
 
 /* ---- the transaction (store/writer.h) ---------------------------------- */
 
+/* A batch whose writes can all run again (pipeline) runs without a
+ * savepoint a write: a savepoint copies each page a write dirties into the
+ * statement journal first, and SAVEPOINT and RELEASE are two statements
+ * more a write. A write that fails there (an I/O error, out of memory: a
+ * refusal the domain decides is kept, not undone) fails the attempt as a
+ * whole: the commit rolls the batch back and answers SD_ERETRY, and the
+ * writer runs it again with a savepoint a write, where the failing write
+ * is undone alone. */
 static int tx_begin(void *be, bool pipeline, const sd_write *batch)
 {
-    (void)batch;    /* one process, rows in its page cache: nothing to read ahead */
-    (void)pipeline; /* one process, no round trips to share */
+    (void)batch; /* one process, rows in its page cache: nothing to read ahead */
     sd_store *st = be;
     if (atomic_load(&st->broken) || !WOK(sq__wstep(st, W_BEGIN)))
         return SD_EUNAVAILABLE;
     st->changes_at_begin = sqlite3_total_changes(st->wdb);
     sd_index_batch_clear(st->index, &st->prepared);
+    st->whole = pipeline;
+    st->whole_failed = false;
     return 0;
 }
 
 static int tx_savepoint(void *be)
 {
-    return WOK(sq__wstep(be, W_SAVEPOINT)) ? 0 : SD_EUNAVAILABLE;
+    sd_store *st = be;
+    return st->whole || WOK(sq__wstep(st, W_SAVEPOINT)) ? 0 : SD_EUNAVAILABLE;
 }
 
 static void tx_release(void *be, bool more)
 {
     (void)more;
-    sq__wstep(be, W_RELEASE);
+    sd_store *st = be;
+    if (!st->whole)
+        sq__wstep(st, W_RELEASE);
 }
 
 static void tx_rollback_to(void *be)
 {
-    sq__wstep(be, W_ROLLBACK_TO);
-    sq__wstep(be, W_RELEASE);
+    sd_store *st = be;
+    if (st->whole) {
+        st->whole_failed = true; /* one write cannot be undone alone: all are, at the commit */
+        return;
+    }
+    sq__wstep(st, W_ROLLBACK_TO);
+    sq__wstep(st, W_RELEASE);
 }
 
 /* A COMMIT that fails with an I/O error marks the store broken: retrying
@@ -460,6 +477,13 @@ static void tx_rollback_to(void *be)
 static int tx_commit(void *be)
 {
     sd_store *st = be;
+    if (st->whole_failed) {
+        sd_index_batch_clear(st->index, &st->prepared);
+        if (!WOK(sq__wstep(st, W_ROLLBACK)) && !sqlite3_get_autocommit(st->wdb))
+            return SD_EUNAVAILABLE;
+        sd_debug("store: a batch runs again, a savepoint a write");
+        return SD_ERETRY;
+    }
     if (WOK(sq__wstep(st, W_COMMIT))) {
         if (sqlite3_total_changes(st->wdb) != st->changes_at_begin)
             atomic_store(&st->write_failing, false);

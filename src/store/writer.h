@@ -24,7 +24,8 @@ typedef struct sd_tx_ops {
     /* Opens a transaction: 0, or SD_EUNAVAILABLE (the batch answers 503).
      * With pipeline, every write of the batch can run again
      * (sd_write_rewindable): the backend may check statements' results
-     * late, and have commit answer SD_ERETRY when one failed; the writer
+     * late (PostgreSQL's pipeline) or run the writes without a savepoint
+     * each (SQLite), and have commit answer SD_ERETRY when one failed; the writer
      * then rewinds the writes and runs the batch again, without. The
      * batch is there to read ahead: a backend may read the rows its writes
      * will select (sd_write_reads) at once, before the first savepoint. */

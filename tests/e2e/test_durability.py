@@ -189,6 +189,44 @@ def test_kill9_after_bulk_and_user_deletes(make_server):
         assert api.validate(s["token"], touch=False)["isValid"] is False, f"acknowledged delete of {s['sessionId']} lost"
 
 
+@pytest.mark.sqlite_only("a trigger in the embedded store's own file refuses one user's sessions")
+def test_a_write_the_store_refuses_fails_alone_in_its_batch(make_server):
+    """Group commit runs a batch without a savepoint a write (each copies
+    the pages it dirties first); a write SQLite refuses (here a trigger the
+    test adds to the store's file) fails that attempt, which is rolled back
+    and run again with a savepoint a write: the refused write answers 503
+    and leaves nothing, the writes around it commit."""
+    import re
+    import sqlite3
+    srv = make_server("--sweep-interval", "1h")
+    srv.api.create(new_user("whole"))  # the schema exists
+    con = sqlite3.connect(srv.data_dir / "sessiond.db", timeout=10)
+    con.execute("CREATE TRIGGER refuse_one BEFORE INSERT ON sessions WHEN NEW.user_id = 'refused' "
+                "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+    con.commit()
+    con.close()
+    users = [new_user("whole") if i % 4 else "refused" for i in range(48)]
+
+    def create(u):
+        r = srv.api.post("/sessions", json={"userId": u})
+        if r.status_code == 201:
+            record_token(r.json()["token"])
+        return u, r.status_code, r.json()
+    with ThreadPoolExecutor(16) as ex:
+        results = list(ex.map(create, users))
+    for u, code, body in results:
+        if u == "refused":
+            assert code == 503, body
+        else:
+            assert code == 201, body
+            assert srv.api.validate(body["token"], touch=False)["isValid"] is True
+    stored = {r[0] for r in db_query(srv.data_dir, "SELECT user_id FROM sessions")}
+    assert "refused" not in stored and {u for u in users if u != "refused"} <= stored
+    assert db_query(srv.data_dir, "SELECT count(*) FROM audit_events WHERE user_id = 'refused'")[0][0] == 0
+    m = re.search(r"^sessiond_store_batch_retries_total (\d+)$", srv.api.get("/metrics").text, re.M)
+    assert m and int(m.group(1)) >= 1, "a batch with a refused write runs again"
+
+
 def test_db_layout(make_server):
     srv = make_server()
     s = srv.api.create()
