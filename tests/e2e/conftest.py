@@ -956,6 +956,30 @@ def active_row_count(data_dir, session_id):
     return db_query(data_dir, "SELECT COUNT(*) FROM sessions WHERE id = ?", (session_id,))[0][0]
 
 
+def creates_with_a_refused_user(srv, prefix):
+    """48 creates from 16 threads at once, one in four for the user
+    "refused" (which the calling test has made the store refuse): each
+    refused one must answer 503, each other one 201 with a token that
+    validates. Returns the users. Group commit puts several in a batch."""
+    from concurrent.futures import ThreadPoolExecutor
+    users = [new_user(prefix) if i % 4 else "refused" for i in range(48)]
+
+    def create(u):
+        r = srv.api.post("/sessions", json={"userId": u})
+        if r.status_code == 201:
+            record_token(r.json()["token"])
+        return u, r.status_code, r.json()
+    with ThreadPoolExecutor(16) as ex:
+        results = list(ex.map(create, users))
+    for u, code, body in results:
+        if u == "refused":
+            assert code == 503, body
+        else:
+            assert code == 201, body
+            assert srv.api.validate(body["token"], touch=False)["isValid"] is True
+    return users
+
+
 def wait_for(pred, timeout=10.0, interval=0.1, what="condition"):
     deadline = time.monotonic() + timeout
     last = None

@@ -9,8 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from conftest import (SESSIOND_BIN, ARTIFACT_DIRS, PG_MODE, child_env, db_query, history_rows, new_user,
-                      record_token, scan_paths_for_tokens, sleep_until, store_files, wait_for)
+from conftest import (SESSIOND_BIN, ARTIFACT_DIRS, PG_MODE, child_env, creates_with_a_refused_user, db_query,
+                      history_rows, new_user, record_token, scan_paths_for_tokens, sleep_until, store_files,
+                      wait_for)
 
 
 def _snapshot(api, sids):
@@ -205,21 +206,7 @@ def test_a_write_the_store_refuses_fails_alone_in_its_batch(make_server):
                 "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
     con.commit()
     con.close()
-    users = [new_user("whole") if i % 4 else "refused" for i in range(48)]
-
-    def create(u):
-        r = srv.api.post("/sessions", json={"userId": u})
-        if r.status_code == 201:
-            record_token(r.json()["token"])
-        return u, r.status_code, r.json()
-    with ThreadPoolExecutor(16) as ex:
-        results = list(ex.map(create, users))
-    for u, code, body in results:
-        if u == "refused":
-            assert code == 503, body
-        else:
-            assert code == 201, body
-            assert srv.api.validate(body["token"], touch=False)["isValid"] is True
+    users = creates_with_a_refused_user(srv, "whole")
     stored = {r[0] for r in db_query(srv.data_dir, "SELECT user_id FROM sessions")}
     assert "refused" not in stored and {u for u in users if u != "refused"} <= stored
     assert db_query(srv.data_dir, "SELECT count(*) FROM audit_events WHERE user_id = 'refused'")[0][0] == 0

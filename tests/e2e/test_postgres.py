@@ -11,7 +11,7 @@ import threading
 import pytest
 
 import pgserver
-from conftest import audit_log_records, new_user, record_token, wait_for
+from conftest import audit_log_records, creates_with_a_refused_user, new_user, record_token, wait_for
 
 
 @pytest.fixture
@@ -389,25 +389,10 @@ def test_a_write_the_database_refuses_fails_alone_in_its_batch(pgs, make_server)
     behind a savepoint: a write PostgreSQL refuses (here a CHECK constraint
     the test adds) answers 503 and is rolled back alone; the writes around
     it in the same batch commit, and later batches reuse the savepoint."""
-    from concurrent.futures import ThreadPoolExecutor
     srv = _server(make_server, pgs)
     srv.api.create(new_user("pg"))  # the schema exists
     pgs.query_db("outage", "ALTER TABLE sessions ADD CONSTRAINT refuse_one CHECK (user_id <> 'refused')")
-    users = [new_user("pg") if i % 4 else "refused" for i in range(48)]
-
-    def create(u):
-        r = srv.api.post("/sessions", json={"userId": u})
-        if r.status_code == 201:
-            record_token(r.json()["token"])
-        return u, r.status_code, r.json()
-    with ThreadPoolExecutor(16) as ex:
-        results = list(ex.map(create, users))
-    for u, code, body in results:
-        if u == "refused":
-            assert code == 503, body
-        else:
-            assert code == 201, body
-            assert srv.api.validate(body["token"], touch=False)["isValid"] is True
+    users = creates_with_a_refused_user(srv, "pg")
     stored = {r[0] for r in pgs.query_db("outage", "SELECT user_id FROM sessions")}
     assert "refused" not in stored
     assert {u for u in users if u != "refused"} <= stored
