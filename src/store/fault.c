@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 enum { F_NONE, F_FAIL, F_BUSY, F_STALL };
 
@@ -18,9 +19,23 @@ static struct {
     _Atomic long left; /* calls still to fault; -1: all */
 } faults[SD_OP_COUNT];
 
+static char gate[4096];
+
+const char *sd_fault_gate(void)
+{
+    return gate[0] ? gate : NULL;
+}
+
+bool sd_fault_gate_closed(void)
+{
+    return gate[0] && access(gate, F_OK) == 0;
+}
+
 int sd_fault_load(const char *spec, char *err, size_t errlen)
 {
     memset(faults, 0, sizeof faults);
+    const char *g = getenv("SESSIOND_WRITER_GATE");
+    snprintf(gate, sizeof gate, "%s", g ? g : "");
     if (!spec || !*spec)
         return 0;
     char *copy = strdup(spec), *save = NULL;

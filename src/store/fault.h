@@ -17,9 +17,19 @@
 
 #include "metrics/metrics.h"
 
+#include <stdbool.h>
+
 /* Parses spec (NULL or "": none). 0, or SD_EINVALID with a sentence in err. */
 int sd_fault_load(const char *spec, char *err, size_t errlen);
 /* Before operation op: 0 (run it, after any stall) or the code to answer. */
 int sd_fault_check(enum sd_store_op op);
+
+/* The writer's gate: SESSIOND_WRITER_GATE, read with the faults, names a
+ * file; while it exists the writer takes no batch, so the writes sent
+ * meanwhile queue (the queue gauge says how many) and run as one batch once
+ * the test removes it: what writes sharing a batch see, tested without
+ * timing. The gate's path, or NULL when there is none. */
+const char *sd_fault_gate(void);
+bool sd_fault_gate_closed(void);
 
 #endif

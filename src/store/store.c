@@ -75,6 +75,9 @@ int sd_store_open(const sd_store_ops *ops, const char *location, const sd_store_
         return SD_ECONFIG;
     if (faults && *faults)
         sd_warn("store: injecting faults (SESSIOND_STORE_FAULTS): %s", faults);
+    if (sd_fault_gate())
+        sd_warn("store: the writer takes no batch while %s exists (SESSIOND_WRITER_GATE)",
+                sd_fault_gate());
 #endif
     sd_store_handle *h = calloc(1, sizeof *h);
     if (!h) {

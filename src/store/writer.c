@@ -4,6 +4,7 @@
  * commit is durable, and the counts /metrics shows.
  */
 #include "store/writer.h"
+#include "store/fault.h"
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/log.h"
@@ -11,6 +12,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 
 struct sd_writer {
     const sd_tx_ops *tx;
@@ -214,6 +216,14 @@ static void *writer_main(void *arg)
             hold(wr);
             continue;
         }
+#ifdef SD_STORE_FAULTS
+        if (sd_fault_gate_closed() && !wr->stopping) { /* tests: store/fault.h */
+            pthread_mutex_unlock(&wr->mu);
+            nanosleep(&(struct timespec){0, 1000000}, NULL);
+            pthread_mutex_lock(&wr->mu);
+            continue;
+        }
+#endif
         sd_write *batch = wr->head, *last = batch;
         int n = 1;
         while (last->next && n < wr->commit_batch) {

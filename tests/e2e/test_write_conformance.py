@@ -13,25 +13,27 @@ every backend and the cache to it, the eviction-through-cache defect of
 issue 13 (an evicted session kept validating from Redis) and a cap lowered
 by more than 16 among them.
 """
+import re
+import threading
 import time
 
 import pytest
 
-from conftest import CACHE_MODE, PG_MODE, new_user, pg, record_token, redis
+from conftest import CACHE_MODE, PG_MODE, new_user, pg, record_token, redis, wait_for
 
 pytestmark = pytest.mark.no_prism("reads the audit events of several replicas")
 
 
-def replicas(make_server, *args, grace="0s"):
+def replicas(make_server, *args, grace="0s", env=None):
     """(a, b): two replicas of one store, or the one embedded server twice."""
     args = ("--refresh-grace", grace, "--sweep-interval", "1h", *args)
-    a = make_server(*args)
+    a = make_server(*args, env=env)
     if not PG_MODE:
         return a, a
     store = ["--store", pg().url(pg().database_for(a.data_dir))]
     if CACHE_MODE:
         store += ["--cache", redis().url()]
-    b = make_server(*args, *store)
+    b = make_server(*args, *store, env=env)
     return a, b
 
 
@@ -174,3 +176,90 @@ def test_refused_at_the_cap_changes_nothing(make_server):
     a.api.post("/sessions", json={"userId": user}, expect=429)
     assert valid(b, s["token"])
     assert events(b, s["sessionId"]) == ["created"]
+
+
+
+class Gate:
+    """The writer's gate (store/fault.h, the sanitizer build): while its
+    file exists the writer takes no batch, so the writes sent meanwhile run
+    as one batch, in the order they were queued, once it is opened."""
+
+    def __init__(self, tmp_path):
+        self.path = tmp_path / "writer-gate"
+        self.env = {"SESSIOND_WRITER_GATE": str(self.path)}
+
+    def check(self, srv):
+        if "SESSIOND_WRITER_GATE" not in srv.log_text():
+            pytest.skip("the release build has no writer gate (the sanitizer build does)")
+
+    def close(self):
+        self.path.write_text("")
+
+    def open(self):
+        self.path.unlink()
+
+
+def queued(srv):
+    m = re.search(r"^sessiond_store_writes_queued (\d+)$", srv.api.get("/metrics").text, re.M)
+    return int(m.group(1))
+
+
+def in_one_batch(gate, srv, *calls):
+    """Runs each call on a thread of its own, queued in this order while the
+    gate is closed, then opens it: their answers, in the same order."""
+    answers = [None] * len(calls)
+
+    def run(i):
+        answers[i] = calls[i]()
+    threads = []
+    gate.close()
+    try:
+        for i in range(len(calls)):
+            t = threading.Thread(target=run, args=(i,))
+            t.start()
+            threads.append(t)
+            wait_for(lambda: queued(srv) >= i + 1, timeout=30, what=f"write {i + 1} queued")
+    finally:
+        gate.open()
+    for t in threads:
+        t.join(timeout=60)
+    return answers
+
+
+def test_creates_at_the_cap_in_one_batch_see_each_other(make_server, tmp_path):
+    """Two creates of one user in one batch at a cap of 2: the second counts
+    the first (and the session it evicted), so both of the user's older
+    sessions end and the two new ones stay: whatever answers "how many
+    sessions has this user" must see the uncommitted writes of its own
+    batch (a count from an in-memory index that follows commits would not)."""
+    gate = Gate(tmp_path)
+    a, b = replicas(make_server, "--max-sessions-per-user", "2", env=gate.env)
+    gate.check(a)
+    user = new_user("wc")
+    old = [a.api.create(user) for _ in range(2)]
+    x, y = in_one_batch(gate, a, lambda: a.api.create(user), lambda: a.api.create(user))
+    for s in old + [x, y]:
+        record_token(s["token"])
+    assert [valid(b, s["token"]) for s in old + [x, y]] == [False, False, True, True]
+    assert sorted(s["sessionId"] for s in b.api.list_user(user).json()["sessions"]) == \
+        sorted([x["sessionId"], y["sessionId"]])
+    for s in old:
+        assert events(b, s["sessionId"]) == ["created", "evicted"]
+
+
+def test_a_users_revocation_ends_a_create_before_it_in_its_batch(make_server, tmp_path):
+    """A revocation of a user's sessions ends the one a create before it in
+    the same batch made, uncommitted when the revocation runs."""
+    gate = Gate(tmp_path)
+    a, b = replicas(make_server, "--max-sessions-per-user", "0", env=gate.env)
+    gate.check(a)
+    user = new_user("wc")
+    old = a.api.create(user)
+    x, r = in_one_batch(gate, a, lambda: a.api.create(user),
+                        lambda: a.api.delete(f"/users/{user}/sessions", expect=200))
+    for s in (old, x):
+        record_token(s["token"])
+    assert r.json() == {"deleted": 2}
+    assert not valid(b, old["token"]) and not valid(b, x["token"])
+    assert events(b, x["sessionId"]) == ["created", "revoked"]
+    assert b.api.list_user(user).json()["sessions"] == []
