@@ -304,7 +304,7 @@ static PGresult **ahead_find(sd_store *st, const char *id)
 
 PGresult *pg__ahead_take(sd_store *st, const char *id)
 {
-    PGresult **r = st->nahead ? ahead_find(st, id) : NULL, *res = r ? *r : NULL;
+    PGresult **r = ahead_find(st, id), *res = r ? *r : NULL;
     if (res) {
         *r = NULL; /* the first select's alone */
         atomic_fetch_add(&st->ahead_used, 1);
@@ -314,7 +314,7 @@ PGresult *pg__ahead_take(sd_store *st, const char *id)
 
 void pg__ahead_drop(sd_store *st, const char *id)
 {
-    PGresult **r = st->nahead ? ahead_find(st, id) : NULL;
+    PGresult **r = ahead_find(st, id);
     if (r) {
         PQclear(*r);
         *r = NULL;

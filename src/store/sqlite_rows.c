@@ -242,6 +242,25 @@ static int r_touch(void *rows, const sd_write *w, int64_t *n)
     return WOK(rc) ? 0 : SD_EUNAVAILABLE;
 }
 
+/* ids as a JSON array into json, which has room for n * (SD_ID_LEN + 3) + 2
+ * bytes (ids are base64url: nothing to escape); returns its length. */
+static size_t ids_json(const char (*ids)[SD_ID_LEN + 1], int n, char *json)
+{
+    size_t len = 0;
+    json[len++] = '[';
+    for (int k = 0; k < n; k++) {
+        size_t idlen = strnlen(ids[k], SD_ID_LEN);
+        if (k)
+            json[len++] = ',';
+        json[len++] = '"';
+        memcpy(json + len, ids[k], idlen);
+        len += idlen;
+        json[len++] = '"';
+    }
+    json[len++] = ']';
+    return len;
+}
+
 /* The expired sessions are those the in-memory index names (it tracks
  * every row's expiry: there is no index on expiry in the table), looked up
  * by id as a JSON array; the statements check each row's expiry again. */
@@ -250,18 +269,15 @@ static int r_sweep(void *rows, sd_write *w)
     sd_store *st = rows;
     int max = w->limit > 0 ? w->limit : 1;
     char(*ids)[SD_ID_LEN + 1] = malloc((size_t)max * sizeof *ids);
-    char *json = malloc((size_t)max * (SD_ID_LEN + 3) + 3);
-    if (!ids || !json) {
+    if (!ids)
+        return SD_ENOMEM;
+    int n = sd_index_expired(st->index, w->now, ids, max), rc = 0;
+    char *json = n > 0 ? malloc((size_t)n * (SD_ID_LEN + 3) + 2) : NULL;
+    if (n > 0 && !json) {
         free(ids);
-        free(json);
         return SD_ENOMEM;
     }
-    int n = sd_index_expired(st->index, w->now, ids, max), rc = 0;
-    size_t len = 0;
-    json[len++] = '[';
-    for (int k = 0; k < n; k++)
-        len += (size_t)sprintf(json + len, "%s\"%s\"", k ? "," : "", ids[k]);
-    json[len++] = ']';
+    size_t len = n > 0 ? ids_json(ids, n, json) : 0;
     static const int steps[] = {W_EV_SWEEP, W_SWEEP_COPY, W_SWEEP_DEL};
     for (size_t k = 0; n > 0 && rc == 0 && k < sizeof steps / sizeof steps[0]; k++) {
         int i = steps[k];
