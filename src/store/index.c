@@ -12,6 +12,14 @@
  * cost each update a random page (schema version 6). An expiry further out
  * than the wheel's turn shares a slot with nearer ones: the sweep compares
  * each entry's expiry, and such an entry is passed over once a turn.
+ *
+ * The tables double when the load passes 1, and the entries move to the
+ * doubled ones a few buckets at each insert and removal (incremental
+ * rehashing, as Redis's dict.c does), so no write holds the lock for a
+ * whole table's move: doubling 262,144 buckets at once held it 100-170 ms,
+ * every validation and write waiting (docs/performance.md). While they
+ * move, a key's bucket is the old table's when that bucket has not moved
+ * yet, else the new table's: each key is in exactly one place.
  */
 #include "store/index.h"
 #include "util/brlock.h"
@@ -19,6 +27,7 @@
 #include "util/slab.h"
 
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -49,6 +58,10 @@ struct sd_index {
     sd_slab *slab;             /* the entries, on huge pages (util/slab.h) */
     entry **by_token, **by_id; /* huge pages too once large */
     size_t nbuckets;           /* power of two */
+    /* While the tables double: the old ones (NULL when not), whose buckets
+     * below `moved` are in the new ones already. */
+    entry **old_token, **old_id;
+    size_t old_nbuckets, moved;
     size_t count;
     entry *wheel[WHEEL_SLOTS];
     int64_t sweep_sec; /* the first second whose slot the sweep has not finished */
@@ -129,19 +142,31 @@ sd_index *sd_index_new(void)
     return ix;
 }
 
+static void free_chain(sd_index *ix, entry *e)
+{
+    for (entry *next; e; e = next) {
+        next = e->next_id;
+        entry_free(ix, e);
+    }
+}
+
+static void free_tables(entry **by_token, entry **by_id, size_t n)
+{
+    sd_huge_free(by_token, n * sizeof *by_token);
+    sd_huge_free(by_id, n * sizeof *by_id);
+}
+
 void sd_index_free(sd_index *ix)
 {
     if (!ix)
         return;
-    for (size_t i = 0; ix->by_id && i < ix->nbuckets; i++) {
-        for (entry *e = ix->by_id[i], *next; e; e = next) {
-            next = e->next_id;
-            entry_free(ix, e);
-        }
-    }
+    for (size_t i = 0; ix->by_id && i < ix->nbuckets; i++)
+        free_chain(ix, ix->by_id[i]);
+    for (size_t i = ix->moved; ix->old_id && i < ix->old_nbuckets; i++)
+        free_chain(ix, ix->old_id[i]);
     sd_slab_free(ix->slab);
-    sd_huge_free(ix->by_token, ix->nbuckets * sizeof *ix->by_token);
-    sd_huge_free(ix->by_id, ix->nbuckets * sizeof *ix->by_id);
+    free_tables(ix->by_token, ix->by_id, ix->nbuckets);
+    free_tables(ix->old_token, ix->old_id, ix->old_nbuckets);
     sd_brlock_destroy(&ix->lock);
     free(ix);
 }
@@ -156,9 +181,28 @@ void sd_index_unlock(sd_index *ix)
     sd_brlock_wrunlock(&ix->lock);
 }
 
+/* The bucket of hash h in a table pair's new and old tables (the old one
+ * while it has not moved yet). */
+static entry **bucket(const sd_index *ix, entry **table, entry **old, uint64_t h)
+{
+    if (old && (h & (ix->old_nbuckets - 1)) >= ix->moved)
+        return &old[h & (ix->old_nbuckets - 1)];
+    return &table[h & (ix->nbuckets - 1)];
+}
+
+static entry **id_bucket(const sd_index *ix, const char *id)
+{
+    return bucket(ix, ix->by_id, ix->old_id, sd_id_hash(id));
+}
+
+static entry **token_bucket(const sd_index *ix, const unsigned char *hash)
+{
+    return bucket(ix, ix->by_token, ix->old_token, h64(hash));
+}
+
 static entry **find_id(sd_index *ix, const char *id)
 {
-    entry **pp = &ix->by_id[sd_id_hash(id) & (ix->nbuckets - 1)];
+    entry **pp = id_bucket(ix, id);
     while (*pp && strcmp((*pp)->id, id) != 0)
         pp = &(*pp)->next_id;
     return pp;
@@ -166,36 +210,61 @@ static entry **find_id(sd_index *ix, const char *id)
 
 static entry **find_token(sd_index *ix, const unsigned char *hash)
 {
-    entry **pp = &ix->by_token[h64(hash) & (ix->nbuckets - 1)];
+    entry **pp = token_bucket(ix, hash);
     while (*pp && memcmp((*pp)->token_hash, hash, SD_HASH_LEN) != 0)
         pp = &(*pp)->next_token;
     return pp;
 }
 
-/* Doubles the tables when the load passes 1. Failure is harmless: the
+/* Moves up to n of the old tables' buckets into the new ones; the old
+ * tables go once all have moved. */
+static void move_buckets(sd_index *ix, size_t n)
+{
+    for (; ix->old_id && n > 0; n--) {
+        size_t i = ix->moved++;
+        for (entry *e = ix->old_id[i], *next; e; e = next) {
+            next = e->next_id;
+            entry **pp = &ix->by_id[sd_id_hash(e->id) & (ix->nbuckets - 1)];
+            e->next_id = *pp;
+            *pp = e;
+        }
+        for (entry *e = ix->old_token[i], *next; e; e = next) {
+            next = e->next_token;
+            entry **pp = &ix->by_token[h64(e->token_hash) & (ix->nbuckets - 1)];
+            e->next_token = *pp;
+            *pp = e;
+        }
+        if (ix->moved == ix->old_nbuckets) {
+            sd_huge_advise(ix->by_token, ix->nbuckets * sizeof *ix->by_token);
+            sd_huge_advise(ix->by_id, ix->nbuckets * sizeof *ix->by_id);
+            free_tables(ix->old_token, ix->old_id, ix->old_nbuckets);
+            ix->old_token = ix->old_id = NULL;
+            ix->old_nbuckets = ix->moved = 0;
+        }
+    }
+}
+
+/* Buckets moved at each insert and removal: a doubling started at a load of
+ * 1 has moved everything before the load reaches 1 again (after as many
+ * inserts as there were buckets), with room to spare. */
+#define MOVE_STEP 4
+
+/* Starts doubling the tables (the entries move at the next writes,
+ * move_buckets); one still moving finishes first. Failure is harmless: the
  * chains just grow longer. */
 static void grow(sd_index *ix)
 {
+    move_buckets(ix, SIZE_MAX);
     size_t n = ix->nbuckets * 2;
     entry **bt = sd_huge_calloc(n * sizeof *bt), **bi = sd_huge_calloc(n * sizeof *bi);
     if (!bt || !bi) {
-        sd_huge_free(bt, n * sizeof *bt);
-        sd_huge_free(bi, n * sizeof *bi);
+        free_tables(bt, bi, n);
         return;
     }
-    for (size_t i = 0; i < ix->nbuckets; i++) {
-        for (entry *e = ix->by_id[i], *next; e; e = next) {
-            next = e->next_id;
-            size_t k = sd_id_hash(e->id) & (n - 1);
-            e->next_id = bi[k];
-            bi[k] = e;
-            k = h64(e->token_hash) & (n - 1);
-            e->next_token = bt[k];
-            bt[k] = e;
-        }
-    }
-    sd_huge_free(ix->by_token, ix->nbuckets * sizeof *ix->by_token);
-    sd_huge_free(ix->by_id, ix->nbuckets * sizeof *ix->by_id);
+    ix->old_token = ix->by_token;
+    ix->old_id = ix->by_id;
+    ix->old_nbuckets = ix->nbuckets;
+    ix->moved = 0;
     ix->by_token = bt;
     ix->by_id = bi;
     ix->nbuckets = n;
@@ -213,6 +282,7 @@ void sd_index_remove_locked(sd_index *ix, const char *id)
     wheel_unlink(e);
     ix->count--;
     entry_free(ix, e);
+    move_buckets(ix, MOVE_STEP);
 }
 
 /* A new, unlinked entry for s: NULL when out of memory. */
@@ -246,10 +316,12 @@ static void link_entry(sd_index *ix, entry *e)
 {
     if (ix->count >= ix->nbuckets)
         grow(ix);
-    entry **pp = &ix->by_id[sd_id_hash(e->id) & (ix->nbuckets - 1)];
+    else
+        move_buckets(ix, MOVE_STEP);
+    entry **pp = id_bucket(ix, e->id);
     e->next_id = *pp;
     *pp = e;
-    pp = &ix->by_token[h64(e->token_hash) & (ix->nbuckets - 1)];
+    pp = token_bucket(ix, e->token_hash);
     e->next_token = *pp;
     *pp = e;
     ix->count++;
@@ -359,6 +431,7 @@ void sd_index_reserve(sd_index *ix, size_t n)
     while (ix->nbuckets < n) {
         size_t before = ix->nbuckets;
         grow(ix);
+        move_buckets(ix, SIZE_MAX); /* before any reader: no one waits */
         if (ix->nbuckets == before)
             break; /* out of memory: the tables grow as entries come */
     }
@@ -452,20 +525,29 @@ size_t sd_index_count(sd_index *ix)
     return n;
 }
 
-size_t sd_index_longest_chain(sd_index *ix)
+/* The longest chain in buckets [from, to) of a table pair. */
+static size_t longest_in(entry *const *by_id, entry *const *by_token, size_t from, size_t to)
 {
     size_t longest = 0;
-    int slot = sd_brlock_rdlock(&ix->lock);
-    for (size_t i = 0; i < ix->nbuckets; i++) {
+    for (size_t i = from; i < to; i++) {
         size_t a = 0, b = 0;
-        for (entry *e = ix->by_id[i]; e; e = e->next_id)
+        for (const entry *e = by_id[i]; e; e = e->next_id)
             a++;
-        for (entry *e = ix->by_token[i]; e; e = e->next_token)
+        for (const entry *e = by_token[i]; e; e = e->next_token)
             b++;
-        if (a > longest)
-            longest = a;
-        if (b > longest)
-            longest = b;
+        longest = a > longest ? a : longest;
+        longest = b > longest ? b : longest;
+    }
+    return longest;
+}
+
+size_t sd_index_longest_chain(sd_index *ix)
+{
+    int slot = sd_brlock_rdlock(&ix->lock);
+    size_t longest = longest_in(ix->by_id, ix->by_token, 0, ix->nbuckets);
+    if (ix->old_id) {
+        size_t old = longest_in(ix->old_id, ix->old_token, ix->moved, ix->old_nbuckets);
+        longest = old > longest ? old : longest;
     }
     sd_brlock_rdunlock(&ix->lock, slot);
     return longest;

@@ -137,9 +137,14 @@ void *sd_huge_calloc(size_t n)
     void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return NULL;
-    madvise(p, n, MADV_HUGEPAGE);
     ROOT(p, n);
     return p;
+}
+
+void sd_huge_advise(void *p, size_t n)
+{
+    if (p && n >= HUGE)
+        madvise(p, n, MADV_HUGEPAGE);
 }
 
 void sd_huge_free(void *p, size_t n)

@@ -33,9 +33,15 @@ void *sd_slab_alloc(sd_slab *s, size_t n);
 /* Gives back p, allocated with size n. */
 void sd_slab_release(sd_slab *s, void *p, size_t n);
 
-/* A large zeroed array (a hash table's buckets) on huge pages when it is
- * at least 2 MiB; free it with sd_huge_free and the same size. */
+/* A large zeroed array (a hash table's buckets), on small pages as the
+ * kernel faults them in; free it with sd_huge_free and the same size.
+ * sd_huge_advise, once the array is filled, asks for huge pages (at least
+ * 2 MiB): khugepaged collapses the small ones in the background. Advising
+ * before the first touch made each 2 MiB's first write wait for the kernel
+ * to compact memory (Debian's `madvise` defrag mode): 14-28 ms stalls of
+ * the index's writer under its lock (docs/performance.md). */
 void *sd_huge_calloc(size_t n);
+void sd_huge_advise(void *p, size_t n);
 void sd_huge_free(void *p, size_t n);
 
 #endif

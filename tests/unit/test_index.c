@@ -170,6 +170,74 @@ static void reserve_then_add_finds_everything(void **state)
     sd_index_free(ix);
 }
 
+/* Session n of the growth test, with its second token when it has one. */
+static void grown_n(sd_session *s, unsigned n, bool retokened)
+{
+    session_n(s, "G%021u", n);
+    if (retokened) {
+        char tok[32];
+        snprintf(tok, sizeof tok, "again-%u", n);
+        sd_token_hash(tok, strlen(tok), s->token_hash);
+    }
+}
+
+/* Session n is found by id and by its token exactly when present. */
+static void check_n(sd_index *ix, unsigned n, bool present, bool retokened)
+{
+    sd_session s, out = {.user_id = NULL};
+    grown_n(&s, n, retokened);
+    assert_int_equal(sd_index_get_by_id(ix, s.id, &out), present ? 0 : SD_ENOTFOUND);
+    free(out.user_id);
+    out.user_id = NULL;
+    assert_int_equal(sd_index_get_by_token(ix, s.token_hash, &out), present ? 0 : SD_ENOTFOUND);
+    if (present)
+        assert_string_equal(out.id, s.id);
+    free(out.user_id);
+}
+
+/* The tables double a few buckets at a write (incremental rehashing):
+ * every entry stays findable by id and by token while its bucket moves,
+ * through inserts, removals and token changes that land on moved and
+ * unmoved buckets alike, across several doublings. */
+static void growth_moves_a_few_buckets_at_a_time(void **state)
+{
+    (void)state;
+    enum { N = 40000 };
+    static bool present[N], retokened[N];
+    memset(present, 0, sizeof present);
+    memset(retokened, 0, sizeof retokened);
+    sd_index *ix = sd_index_new(); /* 1,024 buckets: doubles six times */
+    assert_non_null(ix);
+    sd_session s;
+    size_t count = 0;
+    for (unsigned i = 0; i < N; i++) {
+        grown_n(&s, i, false);
+        assert_int_equal(sd_index_put(ix, &s), 0);
+        present[i] = true;
+        count++;
+        if (i % 3 == 2 && present[i / 2]) { /* an older one removed */
+            grown_n(&s, i / 2, retokened[i / 2]);
+            sd_index_remove(ix, s.id);
+            present[i / 2] = false;
+            count--;
+        }
+        unsigned r = i * 7 / 8;
+        if (i % 5 == 4 && present[r] && !retokened[r]) { /* a new token: relinked */
+            grown_n(&s, r, true);
+            assert_int_equal(sd_index_put(ix, &s), 0);
+            retokened[r] = true;
+        }
+        if (i % 1009 == 0) /* often while buckets move: all of them */
+            for (unsigned k = 0; k <= i; k++)
+                check_n(ix, k, present[k], retokened[k]);
+    }
+    assert_int_equal(sd_index_count(ix), count);
+    for (unsigned k = 0; k < N; k++)
+        check_n(ix, k, present[k], retokened[k]);
+    assert_in_range(sd_index_longest_chain(ix), 1, 16);
+    sd_index_free(ix);
+}
+
 /* Drains the sweep's candidates at now, removing each as the sweep's commit
  * does; returns how many, and whether id was among them. */
 static int drain(sd_index *ix, int64_t now, const char *id, bool *seen)
@@ -255,6 +323,7 @@ int main(void)
         cmocka_unit_test(prepared_puts),
         cmocka_unit_test(ids_sharing_a_long_prefix_spread),
         cmocka_unit_test(reserve_then_add_finds_everything),
+        cmocka_unit_test(growth_moves_a_few_buckets_at_a_time),
         cmocka_unit_test(expired_ids_come_from_the_wheel),
     };
     return cmocka_run_group_tests_name("index", tests, NULL, NULL);
