@@ -19,6 +19,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "util/hash.h"
+
 #define SD_TOKEN_BYTES     32
 #define SD_TOKEN_LEN       43 /* base64url chars, no padding */
 #define SD_ID_LEN          22
@@ -47,17 +49,7 @@ void sd_token_hash(const char *token, size_t n, unsigned char out[SD_HASH_LEN]);
  * validation by id runs it. */
 static inline uint64_t sd_id_hash(const char *id)
 {
-    size_t n = strnlen(id, SD_ID_LEN);
-    uint64_t x = n;
-    for (size_t i = 0; i < n; i += 8) {
-        uint64_t w = 0;
-        memcpy(&w, id + i, n - i < 8 ? n - i : 8);
-        x = (x ^ w) * 0x9e3779b97f4a7c15ULL;
-        x ^= x >> 32;
-    }
-    x ^= x >> 31;
-    x *= 0xbf58476d1ce4e5b9ULL;
-    return x ^ (x >> 29);
+    return sd_hash64(id, strnlen(id, SD_ID_LEN), 0);
 }
 
 /* Constant-time equality of two hashes. */

@@ -8,6 +8,7 @@
 #include "session/anomaly.h"
 #include "session/triage.h"
 #include "util/err.h"
+#include "util/grow.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,14 +23,10 @@ bool sd_write_kept(int rc)
 int sd_write_effect(sd_write *w, sd_effect_kind kind, const char *id, int64_t version,
                     int64_t expiry)
 {
-    if (w->n_effects == w->cap_effects) {
-        size_t cap = w->cap_effects ? w->cap_effects * 2 : 4;
-        void *p = realloc(w->effects, cap * sizeof *w->effects);
-        if (!p)
-            return SD_ENOMEM;
-        w->effects = p;
-        w->cap_effects = cap;
-    }
+    void *p = sd_grow(w->effects, &w->cap_effects, w->n_effects, sizeof *w->effects, 4);
+    if (!p)
+        return SD_ENOMEM;
+    w->effects = p;
     sd_effect *e = &w->effects[w->n_effects++];
     memset(e, 0, sizeof *e);
     strncpy(e->id, id, SD_ID_LEN);

@@ -1,6 +1,6 @@
 /*
- * index.c - two chained hash tables (by token hash, by id) over one set of
- * entries, behind a big reader lock (util/brlock.h: validations on
+ * index.c - three chained hash tables (by token hash, by id, by user) over
+ * one set of entries, behind a big reader lock (util/brlock.h: validations on
  * different cores share no lock word). Token hashes are SHA-256
  * output, so their first 8 bytes are already a uniform hash; ids are mixed
  * whole (hid).
@@ -24,6 +24,7 @@
 #include "store/index.h"
 #include "util/brlock.h"
 #include "util/err.h"
+#include "util/random.h"
 #include "util/slab.h"
 
 #include <pthread.h>
@@ -44,6 +45,7 @@ typedef struct sd_index_entry {
     unsigned char token_hash[SD_HASH_LEN];
     struct sd_index_entry *next_token, *next_id; /* next_id: a prepared batch's list too */
     struct sd_index_entry *wnext, **wpprev;      /* its wheel slot's list; wpprev NULL: none */
+    struct sd_index_entry *next_user;            /* its user's bucket */
     int64_t created_at, last_seen, expiry, absolute_expiry, idle_ttl, version, auth_time;
     extra *extra; /* NULL unless the session is bound or has an acr */
     uint32_t user_id_len;
@@ -53,15 +55,23 @@ typedef struct sd_index_entry {
 
 #define WHEEL_SLOTS 4096 /* seconds: a turn of about 68 minutes */
 
+/* The three hash tables over the entries, of n buckets each (a power of
+ * two): by token hash, by id, and by a keyed hash of the user id (clients
+ * choose user ids). */
+enum { BY_TOKEN, BY_ID, BY_USER, NTABLES };
+typedef struct tables {
+    entry **by[NTABLES];
+    size_t n;
+} tables;
+
 struct sd_index {
     sd_brlock lock;
-    sd_slab *slab;             /* the entries, on huge pages (util/slab.h) */
-    entry **by_token, **by_id; /* huge pages too once large */
-    size_t nbuckets;           /* power of two */
-    /* While the tables double: the old ones (NULL when not), whose buckets
-     * below `moved` are in the new ones already. */
-    entry **old_token, **old_id;
-    size_t old_nbuckets, moved;
+    sd_slab *slab; /* the entries, on huge pages (util/slab.h) */
+    tables t;      /* huge pages too once large */
+    tables old;    /* while the tables double: the old ones (n 0 when
+                      not), whose buckets below `moved` are in t already */
+    size_t moved;
+    uint64_t user_key;
     size_t count;
     entry *wheel[WHEEL_SLOTS];
     int64_t sweep_sec; /* the first second whose slot the sweep has not finished */
@@ -122,6 +132,25 @@ static void entry_free(sd_index *ix, entry *e)
     sd_slab_release(ix->slab, e, entry_size(e->user_id_len));
 }
 
+static void tables_free(tables *t)
+{
+    for (int k = 0; k < NTABLES; k++)
+        sd_huge_free(t->by[k], t->n * sizeof *t->by[k]);
+    *t = (tables){0};
+}
+
+/* Zeroed tables of n buckets, on small pages until filled (util/slab.h). */
+static bool tables_new(tables *t, size_t n)
+{
+    t->n = n;
+    bool ok = true;
+    for (int k = 0; k < NTABLES; k++)
+        ok = (t->by[k] = sd_huge_calloc(n * sizeof *t->by[k])) != NULL && ok;
+    if (!ok)
+        tables_free(t);
+    return ok;
+}
+
 sd_index *sd_index_new(void)
 {
     /* aligned: each reader slot of the lock on a cache line of its own */
@@ -130,12 +159,10 @@ sd_index *sd_index_new(void)
     if (!ix)
         return NULL;
     memset(ix, 0, size);
-    ix->nbuckets = 1024;
-    ix->by_token = sd_huge_calloc(ix->nbuckets * sizeof *ix->by_token);
-    ix->by_id = sd_huge_calloc(ix->nbuckets * sizeof *ix->by_id);
+    bool made = tables_new(&ix->t, 1024);
     ix->slab = sd_slab_new();
     sd_brlock_init(&ix->lock);
-    if (!ix->by_token || !ix->by_id || !ix->slab) {
+    if (!made || sd_random(&ix->user_key, sizeof ix->user_key) != 0 || !ix->slab) {
         sd_index_free(ix);
         return NULL;
     }
@@ -150,23 +177,17 @@ static void free_chain(sd_index *ix, entry *e)
     }
 }
 
-static void free_tables(entry **by_token, entry **by_id, size_t n)
-{
-    sd_huge_free(by_token, n * sizeof *by_token);
-    sd_huge_free(by_id, n * sizeof *by_id);
-}
-
 void sd_index_free(sd_index *ix)
 {
     if (!ix)
         return;
-    for (size_t i = 0; ix->by_id && i < ix->nbuckets; i++)
-        free_chain(ix, ix->by_id[i]);
-    for (size_t i = ix->moved; ix->old_id && i < ix->old_nbuckets; i++)
-        free_chain(ix, ix->old_id[i]);
+    for (size_t i = 0; ix->t.by[BY_ID] && i < ix->t.n; i++)
+        free_chain(ix, ix->t.by[BY_ID][i]);
+    for (size_t i = ix->moved; i < ix->old.n; i++)
+        free_chain(ix, ix->old.by[BY_ID][i]);
     sd_slab_free(ix->slab);
-    free_tables(ix->by_token, ix->by_id, ix->nbuckets);
-    free_tables(ix->old_token, ix->old_id, ix->old_nbuckets);
+    tables_free(&ix->t);
+    tables_free(&ix->old);
     sd_brlock_destroy(&ix->lock);
     free(ix);
 }
@@ -181,23 +202,22 @@ void sd_index_unlock(sd_index *ix)
     sd_brlock_wrunlock(&ix->lock);
 }
 
-/* The bucket of hash h in a table pair's new and old tables (the old one
- * while it has not moved yet). */
-static entry **bucket(const sd_index *ix, entry **table, entry **old, uint64_t h)
+/* The bucket of hash h in table k: the old table's while that bucket has
+ * not moved yet, else the new one's. */
+static entry **bucket(const sd_index *ix, int k, uint64_t h)
 {
-    if (old && (h & (ix->old_nbuckets - 1)) >= ix->moved)
-        return &old[h & (ix->old_nbuckets - 1)];
-    return &table[h & (ix->nbuckets - 1)];
+    const tables *t = ix->old.n && (h & (ix->old.n - 1)) >= ix->moved ? &ix->old : &ix->t;
+    return &t->by[k][h & (t->n - 1)];
 }
 
 static entry **id_bucket(const sd_index *ix, const char *id)
 {
-    return bucket(ix, ix->by_id, ix->old_id, sd_id_hash(id));
+    return bucket(ix, BY_ID, sd_id_hash(id));
 }
 
 static entry **token_bucket(const sd_index *ix, const unsigned char *hash)
 {
-    return bucket(ix, ix->by_token, ix->old_token, h64(hash));
+    return bucket(ix, BY_TOKEN, h64(hash));
 }
 
 static entry **find_id(sd_index *ix, const char *id)
@@ -206,6 +226,18 @@ static entry **find_id(sd_index *ix, const char *id)
     while (*pp && strcmp((*pp)->id, id) != 0)
         pp = &(*pp)->next_id;
     return pp;
+}
+
+/* User ids come from clients: the hash is keyed, so that no one can make
+ * them share a bucket by choice. */
+static uint64_t user_hash(const sd_index *ix, const char *u, size_t n)
+{
+    return sd_hash64(u, n, ix->user_key);
+}
+
+static entry **user_bucket(const sd_index *ix, const char *u, size_t n)
+{
+    return bucket(ix, BY_USER, user_hash(ix, u, n));
 }
 
 static entry **find_token(sd_index *ix, const unsigned char *hash)
@@ -220,26 +252,32 @@ static entry **find_token(sd_index *ix, const unsigned char *hash)
  * tables go once all have moved. */
 static void move_buckets(sd_index *ix, size_t n)
 {
-    for (; ix->old_id && n > 0; n--) {
+    tables *t = &ix->t;
+    for (; ix->old.n && n > 0; n--) {
         size_t i = ix->moved++;
-        for (entry *e = ix->old_id[i], *next; e; e = next) {
+        for (entry *e = ix->old.by[BY_ID][i], *next; e; e = next) {
             next = e->next_id;
-            entry **pp = &ix->by_id[sd_id_hash(e->id) & (ix->nbuckets - 1)];
+            entry **pp = &t->by[BY_ID][sd_id_hash(e->id) & (t->n - 1)];
             e->next_id = *pp;
             *pp = e;
         }
-        for (entry *e = ix->old_token[i], *next; e; e = next) {
+        for (entry *e = ix->old.by[BY_TOKEN][i], *next; e; e = next) {
             next = e->next_token;
-            entry **pp = &ix->by_token[h64(e->token_hash) & (ix->nbuckets - 1)];
+            entry **pp = &t->by[BY_TOKEN][h64(e->token_hash) & (t->n - 1)];
             e->next_token = *pp;
             *pp = e;
         }
-        if (ix->moved == ix->old_nbuckets) {
-            sd_huge_advise(ix->by_token, ix->nbuckets * sizeof *ix->by_token);
-            sd_huge_advise(ix->by_id, ix->nbuckets * sizeof *ix->by_id);
-            free_tables(ix->old_token, ix->old_id, ix->old_nbuckets);
-            ix->old_token = ix->old_id = NULL;
-            ix->old_nbuckets = ix->moved = 0;
+        for (entry *e = ix->old.by[BY_USER][i], *next; e; e = next) {
+            next = e->next_user;
+            entry **pp = &t->by[BY_USER][user_hash(ix, e->user_id, e->user_id_len) & (t->n - 1)];
+            e->next_user = *pp;
+            *pp = e;
+        }
+        if (ix->moved == ix->old.n) {
+            for (int k = 0; k < NTABLES; k++)
+                sd_huge_advise(t->by[k], t->n * sizeof *t->by[k]);
+            tables_free(&ix->old);
+            ix->moved = 0;
         }
     }
 }
@@ -255,19 +293,12 @@ static void move_buckets(sd_index *ix, size_t n)
 static void grow(sd_index *ix)
 {
     move_buckets(ix, SIZE_MAX);
-    size_t n = ix->nbuckets * 2;
-    entry **bt = sd_huge_calloc(n * sizeof *bt), **bi = sd_huge_calloc(n * sizeof *bi);
-    if (!bt || !bi) {
-        free_tables(bt, bi, n);
+    tables t;
+    if (!tables_new(&t, ix->t.n * 2))
         return;
-    }
-    ix->old_token = ix->by_token;
-    ix->old_id = ix->by_id;
-    ix->old_nbuckets = ix->nbuckets;
+    ix->old = ix->t;
+    ix->t = t;
     ix->moved = 0;
-    ix->by_token = bt;
-    ix->by_id = bi;
-    ix->nbuckets = n;
 }
 
 void sd_index_remove_locked(sd_index *ix, const char *id)
@@ -279,6 +310,10 @@ void sd_index_remove_locked(sd_index *ix, const char *id)
     entry **tp = find_token(ix, e->token_hash);
     sd_assert(*tp == e);
     *tp = e->next_token;
+    entry **up = user_bucket(ix, e->user_id, e->user_id_len);
+    while (*up != e)
+        up = &(*up)->next_user;
+    *up = e->next_user;
     wheel_unlink(e);
     ix->count--;
     entry_free(ix, e);
@@ -314,7 +349,7 @@ static entry *build(sd_index *ix, const sd_session *s)
  * failed growth leaves longer chains). */
 static void link_entry(sd_index *ix, entry *e)
 {
-    if (ix->count >= ix->nbuckets)
+    if (ix->count >= ix->t.n)
         grow(ix);
     else
         move_buckets(ix, MOVE_STEP);
@@ -323,6 +358,9 @@ static void link_entry(sd_index *ix, entry *e)
     *pp = e;
     pp = token_bucket(ix, e->token_hash);
     e->next_token = *pp;
+    *pp = e;
+    pp = user_bucket(ix, e->user_id, e->user_id_len);
+    e->next_user = *pp;
     *pp = e;
     ix->count++;
 }
@@ -428,11 +466,11 @@ int sd_index_add(sd_index *ix, const sd_session *s)
 void sd_index_reserve(sd_index *ix, size_t n)
 {
     sd_index_lock(ix);
-    while (ix->nbuckets < n) {
-        size_t before = ix->nbuckets;
+    while (ix->t.n < n) {
+        size_t before = ix->t.n;
         grow(ix);
         move_buckets(ix, SIZE_MAX); /* before any reader: no one waits */
-        if (ix->nbuckets == before)
+        if (ix->t.n == before)
             break; /* out of memory: the tables grow as entries come */
     }
     sd_index_unlock(ix);
@@ -525,15 +563,16 @@ size_t sd_index_count(sd_index *ix)
     return n;
 }
 
-/* The longest chain in buckets [from, to) of a table pair. */
-static size_t longest_in(entry *const *by_id, entry *const *by_token, size_t from, size_t to)
+/* The longest chain by id or by token in buckets [from, to) of t (a
+ * user's entries share their bucket by design). */
+static size_t longest_in(const tables *t, size_t from, size_t to)
 {
     size_t longest = 0;
     for (size_t i = from; i < to; i++) {
         size_t a = 0, b = 0;
-        for (const entry *e = by_id[i]; e; e = e->next_id)
+        for (const entry *e = t->by[BY_ID][i]; e; e = e->next_id)
             a++;
-        for (const entry *e = by_token[i]; e; e = e->next_token)
+        for (const entry *e = t->by[BY_TOKEN][i]; e; e = e->next_token)
             b++;
         longest = a > longest ? a : longest;
         longest = b > longest ? b : longest;
@@ -544,9 +583,9 @@ static size_t longest_in(entry *const *by_id, entry *const *by_token, size_t fro
 size_t sd_index_longest_chain(sd_index *ix)
 {
     int slot = sd_brlock_rdlock(&ix->lock);
-    size_t longest = longest_in(ix->by_id, ix->by_token, 0, ix->nbuckets);
-    if (ix->old_id) {
-        size_t old = longest_in(ix->old_id, ix->old_token, ix->moved, ix->old_nbuckets);
+    size_t longest = longest_in(&ix->t, 0, ix->t.n);
+    if (ix->old.n) {
+        size_t old = longest_in(&ix->old, ix->moved, ix->old.n);
         longest = old > longest ? old : longest;
     }
     sd_brlock_rdunlock(&ix->lock, slot);
@@ -569,4 +608,28 @@ int sd_index_expired(sd_index *ix, int64_t now, char (*ids)[SD_ID_LEN + 1], int 
             return n; /* a full slot stays the cursor's: what this sweep moves leaves it */
         ix->sweep_sec++;
     }
+}
+
+size_t sd_index_user_locked(sd_index *ix, const char *user, sd_index_user_row *out, size_t cap)
+{
+    size_t len = strlen(user), n = 0;
+    for (entry *e = *user_bucket(ix, user, len); e; e = e->next_user) {
+        if (e->user_id_len != len || memcmp(e->user_id, user, len) != 0)
+            continue;
+        if (n < cap) {
+            memcpy(out[n].id, e->id, sizeof out[n].id);
+            out[n].last_seen = e->last_seen;
+            out[n].expiry = e->expiry;
+        }
+        n++;
+    }
+    return n;
+}
+
+size_t sd_index_user(sd_index *ix, const char *user, sd_index_user_row *out, size_t cap)
+{
+    int slot = sd_brlock_rdlock(&ix->lock);
+    size_t n = sd_index_user_locked(ix, user, out, cap);
+    sd_brlock_rdunlock(&ix->lock, slot);
+    return n;
 }

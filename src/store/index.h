@@ -5,7 +5,8 @@
  *
  * It holds what validation needs (id, token hash, user, expiries, idle
  * timeout, lastSeen, version), not the optional fields, and what the
- * sweeper needs: the entries by expiry (sd_index_expired). It is exact: the
+ * sweeper needs: the entries by expiry (sd_index_expired), and a user's
+ * entries (sd_index_user) for what the table has no index for. It is exact: the
  * store's writer applies every committed change to it before any write of the
  * batch is acknowledged, and it is loaded from the table at start. It only
  * makes sense where one process owns the store (the embedded mode).
@@ -64,6 +65,18 @@ size_t sd_index_count(sd_index *ix);
  * on the thread that changes the index (the store's writer): it takes no
  * lock and moves the wheel's cursor. */
 int sd_index_expired(sd_index *ix, int64_t now, char (*ids)[SD_ID_LEN + 1], int max);
+
+/* A user's entries (expired ones too, until the sweep removes them): up to
+ * cap of them into out, in no order; returns how many there are (past cap:
+ * ask again with room for all). sd_index_user takes the read lock; the
+ * _locked variant is for the thread that changes the index (the writer),
+ * or under sd_index_lock. */
+typedef struct sd_index_user_row {
+    char id[SD_ID_LEN + 1];
+    int64_t last_seen, expiry;
+} sd_index_user_row;
+size_t sd_index_user(sd_index *ix, const char *user, sd_index_user_row *out, size_t cap);
+size_t sd_index_user_locked(sd_index *ix, const char *user, sd_index_user_row *out, size_t cap);
 
 /* The longest chain of either table (a full scan: for tests). */
 size_t sd_index_longest_chain(sd_index *ix);

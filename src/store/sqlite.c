@@ -114,6 +114,7 @@ static int migrate(sd_store *st, char *err, size_t errlen)
         {4, "events_by_user", "no index of every event by user"},
         {5, "sessions_by_user", "sessions indexed by user alone"},
         {6, "sessions_by_expiry", "expiries tracked by the in-memory index"},
+        {7, "sessions_of_user", "a user's sessions from the in-memory index"},
     };
     for (size_t i = 0; i < sizeof drops / sizeof drops[0]; i++) {
         if (schema_version(st) >= drops[i].version)
@@ -237,6 +238,7 @@ static void free_store(sd_store *st)
 {
     sqlite3_close(st->ckpt_db);
     sd_index_batch_clear(st->index, &st->prepared);
+    sq__ov_free(st);
     for (int i = 0; i < W_NSTMT; i++)
         sqlite3_finalize(st->w[i]);
     for (reader *r = st->readers, *next; r; r = next) {

@@ -45,8 +45,6 @@ enum {
     W_SWEEP_DEL,
     W_PURGE,
     W_LOAD,
-    W_USER_COUNT,
-    W_USER_OLDEST,
     W_ROT_FIND,
     W_ROT_ADD,
     W_ROT_SET,
@@ -88,6 +86,12 @@ typedef struct reader {
     struct reader *next;
 } reader;
 
+/* The writer's overlay of a batch's own changes (sqlite_users.c). */
+typedef struct sq_overlay {
+    struct sq_overlay_item *items;
+    size_t n, cap, mark; /* mark: where the current write's part begins */
+} sq_overlay;
+
 struct sd_store {
     char dir[1024]; /* the data directory */
     char path[1100];
@@ -113,11 +117,24 @@ struct sd_store {
     /* the writer's: the batch runs without a savepoint a write (tx_begin),
      * and a write of it failed (the batch runs again, with them) */
     bool whole, whole_failed;
+    sq_overlay overlay; /* the writer's: the batch's own changes by user (sqlite_users.c) */
 
     const sd_keyring *keys; /* encryption at rest of attrs; NULL: plain */
     _Atomic bool broken;
     _Atomic bool write_failing; /* the last commit that tried to change something failed */
 };
+
+/* sqlite_users.c: a user's sessions from the in-memory index */
+char *sq__ids_json(const char *first, size_t stride, size_t n, size_t *len);
+char *sq__user_ids_json(sd_store *st, const char *user, size_t *len);
+int sq__user_live(sd_store *st, const char *user, int64_t now, sd_index_user_row **out, size_t *n);
+int sq__ov_insert(sd_store *st, const sd_session *s);
+int sq__ov_end(sd_store *st, const char *id, const char *user);
+int sq__ov_seen(sd_store *st, const sd_session *s);
+void sq__ov_mark(sd_store *st);
+void sq__ov_undo(sd_store *st);
+void sq__ov_clear(sd_store *st);
+void sq__ov_free(sd_store *st);
 
 extern const char sq__schema[];
 extern const char sq__v3_rebuild[];

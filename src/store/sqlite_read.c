@@ -182,7 +182,12 @@ int sq_list_user(sd_store *st, const char *user_id, int64_t now, const sd_cursor
     reader *r = get_reader(st);
     if (!r)
         return SD_EUNAVAILABLE;
+    size_t len = 0;
+    char *ids = sq__user_ids_json(st, user_id, &len);
+    if (!ids)
+        return SD_ENOMEM;
     sqlite3_stmt *s = r->stmt[after ? R_LIST_AFTER : R_LIST_FIRST];
+    sqlite3_bind_text(s, 6, ids, (int)len, free);
     sq__bind_text(s, 1, user_id);
     sqlite3_bind_int64(s, 2, now);
     sqlite3_bind_int(s, 3, limit);
@@ -280,6 +285,13 @@ int sq_events(sd_store *st, sd_event_scope scope, const char *key, int64_t after
                                                          : R_EV_ALL];
     if (scope != SD_EVENTS_ALL)
         sq__bind_text(s, 1, key);
+    if (scope == SD_EVENTS_USER) {
+        size_t len = 0;
+        char *ids = sq__user_ids_json(st, key, &len);
+        if (!ids)
+            return SD_ENOMEM;
+        sqlite3_bind_text(s, 4, ids, (int)len, free);
+    }
     sqlite3_bind_int64(s, 2, after);
     sqlite3_bind_int(s, 3, limit);
     return read_events(s, limit, out, n);

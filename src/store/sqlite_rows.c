@@ -40,6 +40,9 @@ static int wstep_ended(sd_store *st, int which, sd_write *w, bool expired)
         const char *id = (const char *)sqlite3_column_text(s, 0);
         if (erc == 0)
             erc = sd_write_ended(w, id ? id : "", expired);
+        const char *user = (const char *)sqlite3_column_text(s, 1);
+        if (erc == 0)
+            erc = sq__ov_end(st, id ? id : "", user ? user : "");
     }
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
@@ -71,31 +74,41 @@ static int wvalue(sqlite3_stmt *q, int64_t *v)
     return rc == SQLITE_ROW ? 0 : SD_EUNAVAILABLE;
 }
 
+/* A user's live sessions as the batch sees them (sqlite_users.c). */
 static int r_count_user(void *rows, const char *user_id, int64_t now, int64_t *count)
 {
-    sd_store *st = rows;
-    sqlite3_stmt *q = st->w[W_USER_COUNT];
-    sq__bind_text(q, 1, user_id);
-    sqlite3_bind_int64(q, 2, now);
-    *count = 0;
-    return wvalue(q, count);
+    sd_index_user_row *v = NULL;
+    size_t n = 0;
+    int rc = sq__user_live(rows, user_id, now, &v, &n);
+    free(v);
+    *count = rc ? 0 : (int64_t)n;
+    return rc;
 }
 
+static int by_last_seen(const void *a, const void *b)
+{
+    const sd_index_user_row *x = a, *y = b;
+    if (x->last_seen != y->last_seen)
+        return x->last_seen < y->last_seen ? -1 : 1;
+    return strcmp(x->id, y->id);
+}
+
+/* The least recently seen first (then by id), as the listing orders them
+ * the other way round. */
 static int r_oldest_user(void *rows, const char *user_id, int64_t now, size_t limit,
                          char (*ids)[SD_ID_LEN + 1], size_t *n)
 {
-    sd_store *st = rows;
-    sqlite3_stmt *q = st->w[W_USER_OLDEST];
-    sq__bind_text(q, 1, user_id);
-    sqlite3_bind_int64(q, 2, now);
-    sqlite3_bind_int64(q, 3, (sqlite3_int64)limit);
-    int rc = SQLITE_DONE;
+    sd_index_user_row *v = NULL;
+    size_t k = 0;
+    int rc = sq__user_live(rows, user_id, now, &v, &k);
     *n = 0;
-    while (*n < limit && (rc = sqlite3_step(q)) == SQLITE_ROW)
-        snprintf(ids[(*n)++], SD_ID_LEN + 1, "%s", (const char *)sqlite3_column_text(q, 0));
-    sqlite3_reset(q);
-    sqlite3_clear_bindings(q);
-    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : SD_EUNAVAILABLE;
+    if (rc)
+        return rc;
+    qsort(v, k, sizeof *v, by_last_seen);
+    for (; *n < limit && *n < k; (*n)++)
+        memcpy(ids[*n], v[*n].id, SD_ID_LEN + 1);
+    free(v);
+    return 0;
 }
 
 static int r_find_retired(void *rows, const unsigned char hash[SD_HASH_LEN], const char *id,
@@ -153,6 +166,8 @@ static int r_insert(void *rows, const sd_write *w, const sd_session *s, const ch
     free(attrs);
     if (!WOK(rc))
         return SD_EUNAVAILABLE; /* a UNIQUE clash of 128/256-bit random values included */
+    if (sq__ov_insert(st, s))
+        return SD_ENOMEM;
     return r_event(rows, w, event, s->id, s->user_id, NULL);
 }
 
@@ -173,6 +188,8 @@ static int r_update(void *rows, const sd_session *s, int64_t read_version, int64
     int rc = sq__wstep(st, W_UPDATE);
     free(attrs);
     *n = sqlite3_changes(st->wdb);
+    if (WOK(rc) && *n > 0 && sq__ov_seen(st, s))
+        return SD_ENOMEM;
     return WOK(rc) ? 0 : SD_EUNAVAILABLE;
 }
 
@@ -194,12 +211,14 @@ static int r_retire(void *rows, const char *id, const unsigned char old_hash[SD_
 }
 
 /* The events first (from the rows about to end), then the copy to history,
- * then the delete, which reports the ids. */
-static int r_end(void *rows, sd_write *w, const sd_end_rows *e)
+ * then the delete, which reports the ids. A user's sessions are those the
+ * batch sees (sqlite_users.c), as ?8. */
+static int end_rows(sd_store *st, sd_write *w, const sd_end_rows *e, const char *ids, size_t len)
 {
-    sd_store *st = rows;
     bool user = e->user_id != NULL;
     sqlite3_stmt *q = st->w[user ? W_EV_END_USER : W_EV_END_ONE];
+    if (user)
+        sqlite3_bind_text(q, 8, ids, (int)len, SQLITE_STATIC);
     sq__bind_text(q, 1, user ? e->user_id : e->id);
     sqlite3_bind_int64(q, 2, w->now);
     sq__bind_text(q, 3, e->reason);
@@ -214,8 +233,10 @@ static int r_end(void *rows, sd_write *w, const sd_end_rows *e)
     sq__bind_text(q, 1, user ? e->user_id : e->id);
     sqlite3_bind_int64(q, 2, w->now);
     sq__bind_text(q, 3, e->reason);
-    if (user)
+    if (user) {
         sq__bind_text(q, 4, e->except_id);
+        sqlite3_bind_text(q, 8, ids, (int)len, SQLITE_STATIC);
+    }
     if (!WOK(sq__wstep(st, user ? W_END_USER_COPY : W_END_ONE_COPY)))
         return SD_EUNAVAILABLE;
     if (sqlite3_changes(st->wdb) == 0)
@@ -225,8 +246,27 @@ static int r_end(void *rows, sd_write *w, const sd_end_rows *e)
     if (user) {
         sqlite3_bind_int64(q, 2, w->now);
         sq__bind_text(q, 4, e->except_id);
+        sqlite3_bind_text(q, 8, ids, (int)len, SQLITE_STATIC);
     }
     return wstep_ended(st, user ? W_END_USER_DEL : W_END_ONE_DEL, w, false);
+}
+
+static int r_end(void *rows, sd_write *w, const sd_end_rows *e)
+{
+    sd_store *st = rows;
+    if (!e->user_id)
+        return end_rows(st, w, e, NULL, 0);
+    sd_index_user_row *v = NULL;
+    size_t n = 0, len = 0;
+    int rc = sq__user_live(st, e->user_id, w->now, &v, &n);
+    char *ids = rc ? NULL : sq__ids_json(v ? v[0].id : "", sizeof *v, n, &len);
+    free(v);
+    if (!rc && !ids)
+        rc = SD_ENOMEM;
+    if (!rc)
+        rc = end_rows(st, w, e, ids, len);
+    free(ids);
+    return rc;
 }
 
 static int r_touch(void *rows, const sd_write *w, int64_t *n)
@@ -242,25 +282,6 @@ static int r_touch(void *rows, const sd_write *w, int64_t *n)
     return WOK(rc) ? 0 : SD_EUNAVAILABLE;
 }
 
-/* ids as a JSON array into json, which has room for n * (SD_ID_LEN + 3) + 2
- * bytes (ids are base64url: nothing to escape); returns its length. */
-static size_t ids_json(const char (*ids)[SD_ID_LEN + 1], int n, char *json)
-{
-    size_t len = 0;
-    json[len++] = '[';
-    for (int k = 0; k < n; k++) {
-        size_t idlen = strnlen(ids[k], SD_ID_LEN);
-        if (k)
-            json[len++] = ',';
-        json[len++] = '"';
-        memcpy(json + len, ids[k], idlen);
-        len += idlen;
-        json[len++] = '"';
-    }
-    json[len++] = ']';
-    return len;
-}
-
 /* The expired sessions are those the in-memory index names (it tracks
  * every row's expiry: there is no index on expiry in the table), looked up
  * by id as a JSON array; the statements check each row's expiry again. */
@@ -272,12 +293,12 @@ static int r_sweep(void *rows, sd_write *w)
     if (!ids)
         return SD_ENOMEM;
     int n = sd_index_expired(st->index, w->now, ids, max), rc = 0;
-    char *json = n > 0 ? malloc((size_t)n * (SD_ID_LEN + 3) + 2) : NULL;
-    if (n > 0 && !json) {
+    size_t len = 0;
+    char *json = sq__ids_json(ids[0], sizeof *ids, (size_t)n, &len);
+    if (!json) {
         free(ids);
         return SD_ENOMEM;
     }
-    size_t len = n > 0 ? ids_json(ids, n, json) : 0;
     static const int steps[] = {W_EV_SWEEP, W_SWEEP_COPY, W_SWEEP_DEL};
     for (size_t k = 0; n > 0 && rc == 0 && k < sizeof steps / sizeof steps[0]; k++) {
         int i = steps[k];
@@ -459,12 +480,14 @@ static int tx_begin(void *be, bool pipeline, const sd_write *batch)
     sd_index_batch_clear(st->index, &st->prepared);
     st->whole = pipeline;
     st->whole_failed = false;
+    sq__ov_clear(st);
     return 0;
 }
 
 static int tx_savepoint(void *be)
 {
     sd_store *st = be;
+    sq__ov_mark(st);
     return st->whole || WOK(sq__wstep(st, W_SAVEPOINT)) ? 0 : SD_EUNAVAILABLE;
 }
 
@@ -485,6 +508,7 @@ static void tx_rollback_to(void *be)
     }
     sq__wstep(st, W_ROLLBACK_TO);
     sq__wstep(st, W_RELEASE);
+    sq__ov_undo(st);
 }
 
 /* A COMMIT that fails with an I/O error marks the store broken: retrying
@@ -493,6 +517,7 @@ static void tx_rollback_to(void *be)
 static int tx_commit(void *be)
 {
     sd_store *st = be;
+    sq__ov_clear(st); /* the index follows the committed batch (tx_committed) */
     if (st->whole_failed) {
         sd_index_batch_clear(st->index, &st->prepared);
         if (!WOK(sq__wstep(st, W_ROLLBACK)) && !sqlite3_get_autocommit(st->wdb))

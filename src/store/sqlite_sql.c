@@ -20,7 +20,9 @@ const char sq__schema[] =
     /* By user alone: an index on (user_id, last_seen) moved its entry on
      * every update, a random page a create does not touch (schema version
      * 5). A user's list and the cap's oldest sort the user's rows. */
-    "CREATE INDEX IF NOT EXISTS sessions_of_user ON sessions(user_id);"
+    /* No index on user_id: a user's sessions are the in-memory index's
+     * (sqlite_users.c); each create landed at a random page of one (schema
+     * version 7). */
     /* No index on expiry: the sweep takes the expired ids from the
      * in-memory index's wheel (index.h, sd_index_expired) and the sweep's
      * statements (W_SWEEP_*) look them up by id; an index on expiry moved
@@ -51,7 +53,7 @@ const char sq__schema[] =
     /* The revocation feed's (sq_ended); made at open where missing. */
     "CREATE INDEX IF NOT EXISTS events_ended ON audit_events(seq) "
     " WHERE event IN ('revoked', 'evicted');"
-    "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '6');";
+    "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '7');";
 
 /* Version 3 dropped the UNIQUE index on sessions.token_hash. SQLite cannot
  * drop a constraint's index, so the table is made again, under the same
@@ -85,19 +87,20 @@ const char *const sq__wsql[W_NSTMT] = {
                  "WHERE id = ?1 AND version = ?7",
     [W_END_ONE_COPY] = "INSERT OR REPLACE INTO session_history(" COLS ", ended_at, end_reason) "
                        "SELECT " COLS ", ?2, ?3 FROM sessions WHERE id = ?1 AND expiry > ?2",
-    [W_END_ONE_DEL] = "DELETE FROM sessions WHERE id = ?1 RETURNING id",
+    [W_END_ONE_DEL] = "DELETE FROM sessions WHERE id = ?1 RETURNING id, user_id",
     [W_END_USER_COPY] = "INSERT OR REPLACE INTO session_history(" COLS ", ended_at, end_reason) "
                         "SELECT " COLS ", ?2, ?3 FROM sessions "
-                        "WHERE user_id = ?1 AND expiry > ?2 AND id IS NOT ?4",
-    [W_END_USER_DEL] = "DELETE FROM sessions WHERE user_id = ?1 AND expiry > ?2 AND id IS NOT ?4 "
-                       "RETURNING id",
+                        "WHERE id IN (SELECT value FROM json_each(?8)) AND user_id = ?1 "
+                        "AND expiry > ?2 AND id IS NOT ?4",
+    [W_END_USER_DEL] = "DELETE FROM sessions WHERE id IN (SELECT value FROM json_each(?8)) "
+                       "AND user_id = ?1 AND expiry > ?2 AND id IS NOT ?4 RETURNING id, user_id",
     [W_TOUCH] = "UPDATE sessions SET expiry = max(expiry, min(?2, absolute_expiry)), "
                 "last_seen = max(last_seen, ?3) WHERE id = ?1 AND expiry > ?3 AND version = ?4",
     [W_SWEEP_COPY] = "INSERT OR REPLACE INTO session_history(" COLS ", ended_at, end_reason) "
                      "SELECT " COLS ", min(expiry, absolute_expiry), 'expired' FROM sessions "
                      "WHERE id IN (SELECT value FROM json_each(?2)) AND expiry <= ?1",
     [W_SWEEP_DEL] = "DELETE FROM sessions WHERE id IN (SELECT value FROM json_each(?2)) "
-                    "AND expiry <= ?1 RETURNING id",
+                    "AND expiry <= ?1 RETURNING id, user_id",
     [W_LOAD] = "SELECT " COLS " FROM sessions",
     [W_ROT_FIND] =
         "SELECT rotated_at FROM rotated_tokens WHERE token_hash = ?1 AND session_id = ?2",
@@ -107,9 +110,6 @@ const char *const sq__wsql[W_NSTMT] = {
     [W_ROT_PURGE] = "DELETE FROM rotated_tokens WHERE token_hash IN (SELECT token_hash FROM "
                     "rotated_tokens WHERE rotated_at < ?1 LIMIT ?2)",
     [W_TOKEN_SET] = "UPDATE sessions SET token_hash = ?2 WHERE id = ?1",
-    [W_USER_COUNT] = "SELECT count(*) FROM sessions WHERE user_id = ?1 AND expiry > ?2",
-    [W_USER_OLDEST] = "SELECT id FROM sessions WHERE user_id = ?1 AND expiry > ?2 "
-                      "ORDER BY last_seen, id LIMIT ?3",
     [W_EV_ONE] = "INSERT INTO audit_events(at, event, session_id, user_id, actor, address, reason) "
                  "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     /* The ending events are written from the rows about to end, before the
@@ -119,7 +119,8 @@ const char *const sq__wsql[W_NSTMT] = {
                      "WHERE id = ?1 AND expiry > ?2",
     [W_EV_END_USER] = "INSERT INTO audit_events(at, event, session_id, user_id, actor, address, "
                       "reason) SELECT ?2, ?5, id, user_id, ?6, ?7, ?3 FROM sessions "
-                      "WHERE user_id = ?1 AND expiry > ?2 AND id IS NOT ?4",
+                      "WHERE id IN (SELECT value FROM json_each(?8)) AND user_id = ?1 "
+                      "AND expiry > ?2 AND id IS NOT ?4",
     [W_EV_SWEEP] = "INSERT INTO audit_events(at, event, session_id, user_id, reason) "
                    "SELECT min(expiry, absolute_expiry), 'expired', id, user_id, 'expired' "
                    "FROM sessions WHERE id IN (SELECT value FROM json_each(?2)) "
@@ -149,9 +150,11 @@ const char *const sq__wsql[W_NSTMT] = {
 /* Statements of a read connection. */
 const char *const sq__rsql[R_NSTMT] = {
     [R_GET] = "SELECT " COLS " FROM sessions WHERE id = ?1",
-    [R_LIST_FIRST] = "SELECT " COLS " FROM sessions WHERE user_id = ?1 AND expiry > ?2 "
-                     "ORDER BY last_seen DESC, id DESC LIMIT ?3",
-    [R_LIST_AFTER] = "SELECT " COLS " FROM sessions WHERE user_id = ?1 AND expiry > ?2 "
+    /* ?6: the user's ids, from the in-memory index (sqlite_users.c) */
+    [R_LIST_FIRST] = "SELECT " COLS " FROM sessions WHERE id IN (SELECT value FROM json_each(?6)) "
+                     "AND user_id = ?1 AND expiry > ?2 ORDER BY last_seen DESC, id DESC LIMIT ?3",
+    [R_LIST_AFTER] = "SELECT " COLS " FROM sessions WHERE id IN (SELECT value FROM json_each(?6)) "
+                     "AND user_id = ?1 AND expiry > ?2 "
                      "AND (last_seen, id) < (?4, ?5) ORDER BY last_seen DESC, id DESC LIMIT ?3",
     [R_PING] = "SELECT 1 FROM meta LIMIT 1",
     [R_EV_ALL] = "SELECT " EV_COLS " FROM audit_events WHERE seq > ?2 ORDER BY seq LIMIT ?3",
@@ -161,7 +164,7 @@ const char *const sq__rsql[R_NSTMT] = {
      * changes user): the user's events are those of their sessions, active
      * or ended, and those that name the user alone (a refusal). */
     [R_EV_USER] = "SELECT " EV_COLS " FROM audit_events WHERE seq > ?2 AND ("
-                  "session_id IN (SELECT id FROM sessions WHERE user_id = ?1 "
+                  "session_id IN (SELECT value FROM json_each(?4) "
                   "UNION ALL SELECT id FROM session_history WHERE user_id = ?1) "
                   "OR (session_id IS NULL AND user_id = ?1)) ORDER BY seq LIMIT ?3",
     [R_ROTATED] = "SELECT session_id, rotated_at FROM rotated_tokens WHERE token_hash = ?1",

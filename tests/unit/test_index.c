@@ -316,6 +316,47 @@ static void expired_ids_come_from_the_wheel(void **state)
     sd_index_free(ix);
 }
 
+static int has_row(const sd_index_user_row *v, size_t n, const char *id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v[i].id, id) == 0)
+            return 1;
+    return 0;
+}
+
+/* A user's entries, through growth of the tables and removals; other
+ * users' (one of them sharing a prefix) never among them. */
+static void a_users_entries(void **state)
+{
+    (void)state;
+    sd_index *ix = sd_index_new();
+    assert_non_null(ix);
+    sd_session s;
+    char users[3][16] = {"alice", "bob", "alice2"};
+    for (unsigned i = 0; i < 3000; i++) { /* the tables grow past 1,024 buckets */
+        session_n(&s, "U%021u", i);
+        s.user_id = users[i % 3];
+        assert_int_equal(sd_index_put(ix, &s), 0);
+    }
+    sd_index_user_row v[1000];
+    assert_int_equal(sd_index_user(ix, "alice", v, 1000), 1000);
+    assert_int_equal(sd_index_user(ix, "bob", v, 10), 1000); /* more than cap: the count */
+    assert_int_equal(sd_index_user(ix, "carol", v, 1000), 0);
+    for (unsigned i = 0; i < 3000; i += 2) {
+        char id[SD_ID_LEN + 1];
+        snprintf(id, sizeof id, "U%021u", i);
+        sd_index_remove(ix, id);
+    }
+    size_t n = sd_index_user(ix, "alice2", v, 1000);
+    assert_int_equal(n, 500);
+    for (unsigned i = 0; i < 3000; i++) {
+        char id[SD_ID_LEN + 1];
+        snprintf(id, sizeof id, "U%021u", i);
+        assert_int_equal(has_row(v, n, id), i % 3 == 2 && i % 2 == 1);
+    }
+    sd_index_free(ix);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -325,6 +366,7 @@ int main(void)
         cmocka_unit_test(reserve_then_add_finds_everything),
         cmocka_unit_test(growth_moves_a_few_buckets_at_a_time),
         cmocka_unit_test(expired_ids_come_from_the_wheel),
+        cmocka_unit_test(a_users_entries),
     };
     return cmocka_run_group_tests_name("index", tests, NULL, NULL);
 }
