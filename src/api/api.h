@@ -290,12 +290,14 @@ typedef struct sd_api_write {
     json_t *body; /* owned: keeps borrowed strings of the write alive */
     sd_patch patch;
     char token[SD_TOKEN_LEN + 1];
-    const char **list; /* owned array for bulk writes */
-    bool want_jwt;     /* refresh: an access token is asked for too */
-    void *extra;       /* owned (malloc'd): what a handler keeps for the write */
+    const char **list;        /* owned array for bulk writes */
+    bool want_jwt;            /* refresh: an access token is asked for too */
+    void *extra;              /* owned (malloc'd): what a handler keeps for the write */
+    void (*done)(sd_write *); /* the handler's completion, run on its loop thread */
 } sd_api_write;
 
-/* Allocates a write of kind whose completion calls done (an UPDATE or a
+/* Allocates a write of kind whose completion calls done on the request's
+ * loop thread, not the store's (an UPDATE or a
  * ROTATE with the global not-before in force); answers 503 and returns NULL
  * when out of memory or when the not-before cannot be known. */
 sd_api_write *sd_api_write_new(sd_req *r, sd_app *app, sd_write_kind kind,

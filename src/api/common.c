@@ -103,29 +103,34 @@ void sd_api_reply_session(sd_req *r, int status, const sd_session *s, const char
 void sd_api_reply_session_with(sd_req *r, int status, const sd_session *s, const char *token,
                                const char *location, json_t *extra)
 {
-    unsigned long mark = sd_json_failures();
-    json_t *o = sd_session_to_json(s);
-    if (!o) {
-        json_decref(extra);
-        sd_api_fail(r, SD_ENOMEM, NULL);
-        return;
+    sd_jw w;
+    sd_jw_init(&w, sd_req_arena(r), 512);
+    sd_jw_object(&w);
+    sd_session_jw(&w, s);
+    if (token) {
+        sd_jw_key(&w, "token");
+        sd_jw_str(&w, token);
     }
+    const char *key;
+    json_t *v;
+    json_object_foreach(extra, key, v)
+    {
+        char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        sd_jw_key(&w, key);
+        if (text)
+            sd_jw_raw(&w, text, strlen(text));
+        else
+            w.failed = true;
+        free(text);
+    }
+    json_decref(extra);
     /* A reply without its token (or the rest) would be a success the
-     * client cannot use: out of memory for it is a 503. */
-    int bad = token && json_object_set_new(o, "token", json_string(token));
-    if (extra) {
-        bad |= json_object_update(o, extra);
-        json_decref(extra);
-    }
-    if (bad || sd_json_failures() != mark) {
-        json_decref(o);
-        sd_api_fail(r, SD_ENOMEM, NULL);
-        return;
-    }
+     * client cannot use: out of memory for it is a 503 (sd_api_reply_jw). */
     char etag[32];
     snprintf(etag, sizeof etag, "\"%lld\"", (long long)s->version);
     const char *headers[] = {"ETag", etag, location ? "Location" : NULL, location, NULL};
-    sd_reply_json(r, status, o, headers);
+    sd_jw_end(&w);
+    sd_api_reply_jw(r, status, &w, headers);
 }
 
 int sd_api_user_id_ok(const char *u)
@@ -160,6 +165,22 @@ int sd_api_known_fields(sd_req *r, json_t *body, const char *const *names, const
     return 0;
 }
 
+/* The write's completion, on the request's loop thread (sd_req_call): the
+ * reply is rendered and the write freed there, not on the store's writer,
+ * which every write waits for. */
+static void done_on_loop(void *arg)
+{
+    sd_api_write *c = arg;
+    sd_json_oom_clear(); /* a jansson failure of the loop's earlier work is not this reply's */
+    c->done(&c->w);
+}
+
+static void completed(sd_write *w)
+{
+    sd_api_write *c = w->udata;
+    sd_req_call(c->req, done_on_loop, c);
+}
+
 sd_api_write *sd_api_write_new(sd_req *r, sd_app *app, sd_write_kind kind, void (*done)(sd_write *))
 {
     /* A write that keeps a session going ignores one the global
@@ -180,7 +201,8 @@ sd_api_write *sd_api_write_new(sd_req *r, sd_app *app, sd_write_kind kind, void 
     c->w.kind = kind;
     c->w.now = sd_now_ms();
     c->w.policy = &app->policy;
-    c->w.done = done;
+    c->done = done;
+    c->w.done = completed;
     c->w.udata = c;
     snprintf(c->w.actor, sizeof c->w.actor, "%s", sd_req_actor(r));
     snprintf(c->w.address, sizeof c->w.address, "%s", sd_req_peer(r));

@@ -88,7 +88,9 @@ struct sd_req {
     size_t out_len;
     int status;
     bool close_after;
-    sd_req *next_done; /* the loop's list of finished deferred requests */
+    sd_req *next_done;    /* the loop's list of finished deferred requests */
+    void (*call)(void *); /* on the done list: a call to run (sd_req_call), not a reply */
+    void *call_arg;
     sd_req *next_work; /* the handler pool's queue, and the loop's cache */
 
     /* Not cleared on reuse (sd__req_new clears only what is above): the
@@ -154,6 +156,7 @@ struct sd__thread {
     } in_pool, out_pool;
     pthread_mutex_t mu;
     sd_req *done_head, *done_tail;
+    bool ended; /* under mu: the loop has run its done list for the last time */
     sd__conn *conns;
     sd_req *free_reqs; /* answered requests kept for reuse (request.c; this thread's) */
     int nfree_reqs;
@@ -261,6 +264,9 @@ void sd__fail_request(sd__conn *c, int status, const char *detail);
 /* The wake-up eventfd's file event: delivers replies made on other
  * threads (registered by server.c). */
 void sd__on_wake(sd_loop_io *io, uint32_t events);
+/* Runs the done list (response.c); end: for the last time, as the loop
+ * ends (later calls run on their callers' threads). */
+void sd__run_done(sd__thread *lp, bool end);
 
 /* ---- parse.c ----------------------------------------------------------- */
 

@@ -141,6 +141,7 @@ static void render(sd_req *r, int status, const char *ctype, const char *body, s
 }
 
 static void deliver(sd_req *r);
+static bool to_loop(sd_req *r, bool only_open);
 
 /* ---- the public replies (server.h) --------------------------------------- */
 
@@ -155,12 +156,22 @@ void sd_reply_bytes(sd_req *r, int status, const char *content_type, const char 
                     const char *const *headers)
 {
     render(r, status, content_type, body, len, headers);
-    sd__thread *lp = r->lp;
-    if (pthread_equal(pthread_self(), lp->thread)) {
+    if (pthread_equal(pthread_self(), r->lp->thread))
         deliver(r);
-        return;
-    }
+    else
+        to_loop(r, false);
+}
+
+/* Queues r on its loop's done list and wakes the loop; false (nothing
+ * queued) when only_open and the loop has ended. */
+static bool to_loop(sd_req *r, bool only_open)
+{
+    sd__thread *lp = r->lp;
     pthread_mutex_lock(&lp->mu);
+    if (only_open && lp->ended) {
+        pthread_mutex_unlock(&lp->mu);
+        return false;
+    }
     r->next_done = NULL;
     if (lp->done_tail)
         lp->done_tail->next_done = r;
@@ -171,6 +182,19 @@ void sd_reply_bytes(sd_req *r, int status, const char *content_type, const char 
     uint64_t one = 1;
     ssize_t w = write(lp->wake_fd, &one, sizeof one);
     (void)w;
+    return true;
+}
+
+void sd_req_call(sd_req *r, void (*fn)(void *), void *arg)
+{
+    if (!pthread_equal(pthread_self(), r->lp->thread)) {
+        r->call = fn;
+        r->call_arg = arg;
+        if (to_loop(r, true))
+            return;
+        r->call = NULL;
+    }
+    fn(arg);
 }
 
 void sd_reply_json(sd_req *r, int status, json_t *body, const char *const *headers)
@@ -344,13 +368,28 @@ void sd__on_wake(sd_loop_io *io, uint32_t events)
     uint64_t v;
     ssize_t rd = read(lp->wake_fd, &v, sizeof v);
     (void)rd;
+    sd__run_done(lp, false);
+}
+
+/* The done list: each call run (it answers, here or later), each reply
+ * delivered. The last run (end: the loop is ending) marks the loop ended,
+ * so that a call made after it runs on its caller's thread instead. */
+void sd__run_done(sd__thread *lp, bool end)
+{
     pthread_mutex_lock(&lp->mu);
     sd_req *list = lp->done_head;
     lp->done_head = lp->done_tail = NULL;
+    lp->ended = lp->ended || end;
     pthread_mutex_unlock(&lp->mu);
     while (list) {
         sd_req *next = list->next_done;
-        deliver(list);
+        void (*call)(void *) = list->call;
+        if (call) {
+            list->call = NULL;
+            call(list->call_arg);
+        } else {
+            deliver(list);
+        }
         list = next;
     }
 }

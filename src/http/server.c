@@ -57,6 +57,7 @@ static void *loop_main(void *arg)
     sd__thread *lp = arg;
     sd_loop_set_before_sleep(lp->loop, before_sleep, lp);
     sd_loop_run(lp->loop);
+    sd__run_done(lp, true); /* calls queued before the end run here */
     return NULL;
 }
 

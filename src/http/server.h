@@ -122,6 +122,14 @@ sd_arena *sd_req_arena(sd_req *r);
  * CN). Borrowed until reply. */
 const char *sd_req_client_cert(const sd_req *r);
 
+/* Runs fn(arg) on the thread of r's connection, before r is answered: at
+ * once when called there, else queued to that loop (woken by its eventfd,
+ * as a reply made elsewhere is). A handler's completion made on another
+ * thread (the store's writer) renders its reply there instead of on the
+ * thread every write waits for. Once the loop has ended (the server
+ * stopping), fn runs at once on the caller's thread. */
+void sd_req_call(sd_req *r, void (*fn)(void *), void *arg);
+
 /* ---- replies: exactly one per request, from any thread ------------------ */
 
 /* Extra headers: NULL-terminated array of name, value, name, value, ...

@@ -4,6 +4,7 @@
  */
 #include "session/session.h"
 #include "session/geo.h"
+#include "util/arena.h"
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/jsonmem.h"
@@ -67,57 +68,108 @@ bool sd_session_active(const sd_session *s, int64_t now)
     return now < s->expiry && now < s->absolute_expiry;
 }
 
-static void put_time(json_t *o, const char *key, int64_t ms)
+/* A value of the attrs as jansson writes it (strings through w's escaping,
+ * which differs only where both are valid JSON of the same text). */
+static void jw_value(sd_jw *w, const json_t *v)
+{
+    if (json_is_string(v)) {
+        sd_jw_strn(w, json_string_value(v), json_string_length(v));
+        return;
+    }
+    char small[512];
+    size_t n = json_dumpb(v, small, sizeof small, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *buf = n > sizeof small ? malloc(n) : small;
+    if (n == 0 || !buf ||
+        (buf != small && json_dumpb(v, buf, n, JSON_COMPACT | JSON_ENCODE_ANY) != n))
+        w->failed = true;
+    else
+        sd_jw_raw(w, buf, n);
+    if (buf != small)
+        free(buf);
+}
+
+static void jw_time(sd_jw *w, const char *key, int64_t ms)
 {
     char buf[SD_TIME_TEXT_LEN + 1];
-    json_object_set_new(o, key, json_string(sd_time_format(ms, buf)));
+    sd_jw_key(w, key);
+    sd_jw_strn(w, sd_time_format(ms, buf), SD_TIME_TEXT_LEN);
+}
+
+/* The view, written once: sd_session_to_json parses this text. */
+void sd_session_jw(sd_jw *w, const sd_session *s)
+{
+    sd_jw_key(w, "sessionId");
+    sd_jw_str(w, s->id);
+    sd_jw_key(w, "userId");
+    sd_jw_str(w, s->user_id ? s->user_id : "");
+    static const char *const optional[] = {"deviceId",    "deviceInfo", "userAgent", "ipAddress",
+                                           "geoLocation", "geoGroup",   "signals"};
+    for (size_t i = 0; i < sizeof optional / sizeof optional[0]; i++) {
+        const json_t *v = s->attrs ? json_object_get(s->attrs, optional[i]) : NULL;
+        if (v) {
+            sd_jw_key(w, optional[i]);
+            jw_value(w, v);
+        }
+    }
+    sd_jw_key(w, "mfa");
+    sd_jw_bool(w, s->attrs && json_is_true(json_object_get(s->attrs, "mfa")));
+    if (s->attrs && json_is_true(json_object_get(s->attrs, "stepUp"))) {
+        sd_jw_key(w, "stepUpRequired");
+        sd_jw_bool(w, true);
+    }
+    const json_t *data = s->attrs ? json_object_get(s->attrs, "data") : NULL;
+    sd_jw_key(w, "data");
+    if (data)
+        jw_value(w, data);
+    else
+        sd_jw_raw(w, "{}", 2);
+    if (s->binding.flags) {
+        sd_jw_key(w, "bind");
+        sd_jw_object(w);
+        if (s->binding.flags & SD_BIND_IP) {
+            sd_jw_key(w, "ip");
+            sd_jw_bool(w, true);
+        }
+        if (s->binding.flags & SD_BIND_UA) {
+            sd_jw_key(w, "userAgent");
+            sd_jw_bool(w, true);
+        }
+        sd_jw_end(w);
+    }
+    if (s->acr[0]) {
+        sd_jw_key(w, "acr");
+        sd_jw_str(w, s->acr);
+    }
+    const json_t *amr = s->attrs ? json_object_get(s->attrs, "amr") : NULL;
+    if (amr) {
+        sd_jw_key(w, "amr");
+        jw_value(w, amr);
+    }
+    if (s->auth_time)
+        jw_time(w, "authTime", s->auth_time);
+    jw_time(w, "createdAt", s->created_at);
+    jw_time(w, "lastSeen", s->last_seen);
+    jw_time(w, "expiry", s->expiry);
+    jw_time(w, "absoluteExpiry", s->absolute_expiry);
+    sd_jw_key(w, "version");
+    sd_jw_int(w, s->version);
 }
 
 json_t *sd_session_to_json(const sd_session *s)
 {
-    unsigned long mark = sd_json_failures(); /* a member set without memory: NULL */
-    json_t *o = json_object();
-    if (!o)
-        return NULL;
-    json_object_set_new(o, "sessionId", json_string(s->id));
-    json_object_set_new(o, "userId", json_string(s->user_id ? s->user_id : ""));
-    static const char *const optional[] = {"deviceId",    "deviceInfo", "userAgent", "ipAddress",
-                                           "geoLocation", "geoGroup",   "signals"};
-    for (size_t i = 0; i < sizeof optional / sizeof optional[0]; i++) {
-        json_t *v = s->attrs ? json_object_get(s->attrs, optional[i]) : NULL;
-        if (v)
-            json_object_set(o, optional[i], v);
-    }
-    json_t *mfa = s->attrs ? json_object_get(s->attrs, "mfa") : NULL;
-    json_object_set_new(o, "mfa", json_boolean(json_is_true(mfa)));
-    if (s->attrs && json_is_true(json_object_get(s->attrs, "stepUp")))
-        json_object_set_new(o, "stepUpRequired", json_true());
-    json_t *data = s->attrs ? json_object_get(s->attrs, "data") : NULL;
-    json_object_set_new(o, "data", data ? json_incref(data) : json_object());
-    if (s->binding.flags) {
-        json_t *b = json_object();
-        if (s->binding.flags & SD_BIND_IP)
-            json_object_set_new(b, "ip", json_true());
-        if (s->binding.flags & SD_BIND_UA)
-            json_object_set_new(b, "userAgent", json_true());
-        json_object_set_new(o, "bind", b);
-    }
-    if (s->acr[0])
-        json_object_set_new(o, "acr", json_string(s->acr));
-    json_t *amr = s->attrs ? json_object_get(s->attrs, "amr") : NULL;
-    if (amr)
-        json_object_set(o, "amr", amr);
-    if (s->auth_time)
-        put_time(o, "authTime", s->auth_time);
-    put_time(o, "createdAt", s->created_at);
-    put_time(o, "lastSeen", s->last_seen);
-    put_time(o, "expiry", s->expiry);
-    put_time(o, "absoluteExpiry", s->absolute_expiry);
-    json_object_set_new(o, "version", json_integer(s->version));
-    if (sd_json_failures() != mark) {
-        json_decref(o);
-        return NULL;
-    }
+    char mem[1024];
+    sd_arena a;
+    sd_arena_init(&a, mem, sizeof mem);
+    sd_jw w;
+    sd_jw_init(&w, &a, 512);
+    sd_jw_object(&w);
+    sd_session_jw(&w, s);
+    sd_jw_end(&w);
+    size_t len = 0;
+    const char *text = sd_jw_done(&w, &len);
+    bool oom = false;
+    json_t *o = text ? sd_json_loadb(text, len, JSON_ALLOW_NUL, NULL, &oom) : NULL;
+    sd_arena_reset(&a);
     return o;
 }
 

@@ -10,6 +10,8 @@
 
 #include "session/token.h"
 
+#include "util/jsonw.h"
+
 #include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -87,7 +89,15 @@ int sd_session_copy(sd_session *dst, const sd_session *src);
 /* Active: now is before both expiries. Decided here, never by a TTL. */
 bool sd_session_active(const sd_session *s, int64_t now);
 
-/* The public JSON view (never the token or its hash). New reference. */
+/* The public JSON view (never the token or its hash): its members written
+ * into an open object of w, without a tree (the replies of create, update
+ * and get: no allocation but the arena's); the caller opens the object and
+ * may add members after. */
+void sd_session_jw(sd_jw *w, const sd_session *s);
+
+/* The same view as a jansson tree (sd_session_jw's text parsed: written
+ * once), for the cold routes that pick from it. New reference; NULL when
+ * out of memory. */
 json_t *sd_session_to_json(const sd_session *s);
 
 /* The identifier rule, for every client-chosen identifier that can reach an

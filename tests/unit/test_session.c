@@ -5,8 +5,10 @@
 #include <cmocka.h>
 
 #include "session/session.h"
+#include "util/arena.h"
 #include "util/err.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static const sd_policy P = {.idle_timeout_ms = 3600 * 1000,
@@ -328,6 +330,85 @@ static void json_view_has_no_secret(void **state)
     sd_session_clear(&s);
 }
 
+/* The public view's members, in order, for a bare session and for one
+ * with every optional member; values from the attrs come back equal
+ * (through sd_session_jw's escaping and a parse: a line separator in a
+ * string, a control character, nesting in data). */
+static void json_view_members_in_order(void **state)
+{
+    (void)state;
+    const char *const creates[] = {
+        "{\"userId\":\"u\"}",
+        "{\"userId\":\"\u00e9l\u00e8ve\",\"deviceId\":\"d1\",\"deviceInfo\":\"Caf\u00e9 \\\"x\\\" "
+        "\u2028\","
+        "\"userAgent\":\"UA/"
+        "1\",\"ipAddress\":\"192.0.2.7\",\"geoLocation\":{\"lat\":52.1,\"lon\":4.3,"
+        "\"country\":\"NL\"},\"data\":{\"k\":[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]],"
+        "\"s\":\"\\u0001\"},\"mfa\":true}",
+    };
+    const char *const members[][21] = {
+        {"sessionId", "userId", "mfa", "data", "authTime", "createdAt", "lastSeen", "expiry",
+         "absoluteExpiry", "version", NULL},
+        {"sessionId",
+         "userId",
+         "deviceId",
+         "deviceInfo",
+         "userAgent",
+         "ipAddress",
+         "geoLocation",
+         "signals",
+         "mfa",
+         "stepUpRequired",
+         "data",
+         "bind",
+         "acr",
+         "amr",
+         "authTime",
+         "createdAt",
+         "lastSeen",
+         "expiry",
+         "absoluteExpiry",
+         "version",
+         NULL},
+    };
+    for (size_t i = 0; i < sizeof creates / sizeof creates[0]; i++) {
+        sd_session s;
+        char err[256] = "";
+        assert_int_equal(create(creates[i], &s, err, sizeof err), 0);
+        if (i == 1) { /* what other writes add */
+            json_object_set_new(s.attrs, "stepUp", json_true());
+            json_object_set_new(s.attrs, "amr", json_pack("[s,s]", "pwd", "otp"));
+            json_object_set_new(s.attrs, "signals", json_pack("[s]", "new_country"));
+            s.binding.flags = SD_BIND_IP | SD_BIND_UA;
+            snprintf(s.acr, sizeof s.acr, "%s", "urn:x:2fa");
+            s.auth_time = NOW - 5000;
+        }
+        json_t *o = sd_session_to_json(&s);
+        assert_non_null(o);
+        size_t k = 0;
+        const char *key;
+        json_t *v;
+        json_object_foreach(o, key, v)
+        {
+            assert_non_null(members[i][k]);
+            assert_string_equal(key, members[i][k]);
+            k++;
+        }
+        assert_null(members[i][k]);
+        static const char *const from_attrs[] = {"deviceId",  "deviceInfo",  "userAgent",
+                                                 "ipAddress", "geoLocation", "signals",
+                                                 "data",      "amr"};
+        for (size_t j = 0; j < sizeof from_attrs / sizeof from_attrs[0]; j++) {
+            json_t *want = json_object_get(s.attrs, from_attrs[j]);
+            if (want || i == 1)
+                assert_true(json_equal(json_object_get(o, from_attrs[j]), want));
+        }
+        assert_true(json_is_true(json_object_get(o, "mfa")) == (i == 1));
+        json_decref(o);
+        sd_session_clear(&s);
+    }
+}
+
 static void rotation_decisions(void **state)
 {
     (void)state;
@@ -354,6 +435,7 @@ int main(void)
         cmocka_unit_test(touch_is_coalesced_and_capped),
         cmocka_unit_test(active_respects_both_limits),
         cmocka_unit_test(json_view_has_no_secret),
+        cmocka_unit_test(json_view_members_in_order),
         cmocka_unit_test(rotation_decisions),
     };
     return cmocka_run_group_tests_name("session", tests, NULL, NULL);
