@@ -263,3 +263,56 @@ def test_a_users_revocation_ends_a_create_before_it_in_its_batch(make_server, tm
     assert not valid(b, old["token"]) and not valid(b, x["token"])
     assert events(b, x["sessionId"]) == ["created", "revoked"]
     assert b.api.list_user(user).json()["sessions"] == []
+
+
+def test_updates_of_one_session_in_one_batch_build_on_each_other(make_server, tmp_path):
+    """Updates of one session queued behind each other in one batch, each
+    sent while the committed row was the same: each applies to what the one
+    before it wrote (a result computed from the row as it was sent, before
+    the batch, would not). Two merges keep both keys; two If-Match of the
+    same version answer 200 and 412; a mfa raise behind a plain update
+    renews the token once."""
+    gate = Gate(tmp_path)
+    a, b = replicas(make_server, env=gate.env)
+    gate.check(a)
+    s = a.api.create(new_user("wc"), data={"k": 0})
+    record_token(s["token"])
+    sid = s["sessionId"]
+
+    def put(body, version=None):
+        return lambda: a.api.put(f"/sessions/{sid}", json=body,
+                                 headers={"If-Match": f'"{version}"'} if version else None)
+    x, y = in_one_batch(gate, a, put({"data": {"a": 1}}), put({"data": {"b": 2}}))
+    assert (x.status_code, y.status_code) == (200, 200)
+    assert x.json()["data"] == {"k": 0, "a": 1} and x.json()["version"] == 2
+    assert y.json()["data"] == {"k": 0, "a": 1, "b": 2} and y.json()["version"] == 3
+    x, y = in_one_batch(gate, a, put({"data": {"c": 3}}, 3), put({"data": {"d": 4}}, 3))
+    assert (x.status_code, y.status_code) == (200, 412)
+    x, y = in_one_batch(gate, a, put({"geoLocation": "NL"}), put({"mfa": True}))
+    assert (x.status_code, y.status_code) == (200, 200)
+    assert y.json()["mfa"] is True and y.json()["geoLocation"] == "NL" and "token" in y.json()
+    record_token(y.json()["token"])
+    view = b.api.get(f"/sessions/{sid}", expect=200).json()
+    assert view["data"] == {"k": 0, "a": 1, "b": 2, "c": 3} and view["version"] == 6
+    assert valid(b, y.json()["token"])  # (the old one is retired: presenting it is a reuse)
+    assert events(b, sid) == ["created"] + ["updated"] * 5 + ["renewed"]
+
+
+def test_an_update_behind_a_rolling_touch_keeps_the_touch(make_server, tmp_path):
+    """A validation's rolling touch queued before an update of the same
+    session in one batch, the update sent while the row still had the old
+    expiry: the touch moves expiry and lastSeen without a new version, and
+    the update must not write the expiry it was sent against back over it."""
+    gate = Gate(tmp_path)
+    a, b = replicas(make_server, "--touch-fraction", "0", env=gate.env)
+    gate.check(a)
+    s = a.api.create(new_user("wc"))
+    record_token(s["token"])
+    sid = s["sessionId"]
+    time.sleep(0.01)  # a later expiry for the touch to move to (a floor, not a wait)
+    v, u = in_one_batch(gate, a, lambda: a.api.validate(s["token"]),
+                        lambda: a.api.put(f"/sessions/{sid}", json={"data": {"x": 1}}))
+    assert v["isValid"] and v["expiry"] > s["expiry"]
+    assert u.status_code == 200 and u.json()["expiry"] == v["expiry"]
+    view = b.api.get(f"/sessions/{sid}", expect=200).json()
+    assert view["expiry"] == v["expiry"] and view["data"] == {"x": 1}
