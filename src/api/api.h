@@ -266,13 +266,6 @@ int sd_api_query_limit(sd_req *r, int dflt, int max, int *limit);
  * routes): answers status with the text and headers, or 503 when the
  * writer ran out of memory. */
 void sd_api_reply_jw(sd_req *r, int status, sd_jw *w, const char *const *headers);
-/* An RFC 3339 time as a JSON string value. */
-void sd_api_jw_time(sd_jw *w, int64_t ms);
-/* s's userId as a JSON string value. Stored ids are valid UTF-8 (every
- * create checks it); one that is not is written with U+FFFD for each bad
- * byte, as the writer does, and logged (the reply no longer names exactly
- * the stored id). */
-void sd_api_jw_user_id(sd_jw *w, const sd_session *s);
 
 /* n bytes of application/x-www-form-urlencoded text decoded ('+' a space,
  * %XX a byte), malloc'd (the caller frees; the undecoded copy is wiped, as

@@ -113,7 +113,7 @@ void sd_api_forward_auth(sd_req *r, void *app_)
     sd_jw_key(&w, "sessionId");
     sd_jw_str(&w, c.s.id);
     sd_jw_key(&w, "userId");
-    sd_api_jw_user_id(&w, &c.s);
+    sd_session_jw_user_id(&w, &c.s);
     sd_jw_end(&w);
     sd_api_reply_jw(r, 200, &w, hdr);
     sd_session_clear(&c.s);
@@ -169,7 +169,7 @@ void sd_api_introspect(sd_req *r, void *app_)
     sd_jw_key(&w, "active");
     sd_jw_bool(&w, true);
     sd_jw_key(&w, "sub");
-    sd_api_jw_user_id(&w, s);
+    sd_session_jw_user_id(&w, s);
     sd_jw_key(&w, "exp");
     sd_jw_int(&w, c.expiry / 1000);
     sd_jw_key(&w, "iat");

@@ -115,13 +115,8 @@ void sd_api_reply_session_with(sd_req *r, int status, const sd_session *s, const
     json_t *v;
     json_object_foreach(extra, key, v)
     {
-        char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
         sd_jw_key(&w, key);
-        if (text)
-            sd_jw_raw(&w, text, strlen(text));
-        else
-            w.failed = true;
-        free(text);
+        sd_jw_json(&w, v);
     }
     json_decref(extra);
     /* A reply without its token (or the rest) would be a success the
@@ -228,20 +223,6 @@ void sd_api_reply_jw(sd_req *r, int status, sd_jw *w, const char *const *headers
         return;
     }
     sd_reply_bytes(r, status, "application/json", text, len, headers);
-}
-
-void sd_api_jw_time(sd_jw *w, int64_t ms)
-{
-    char t[SD_TIME_TEXT_LEN + 1];
-    sd_jw_strn(w, sd_time_format(ms, t), SD_TIME_TEXT_LEN);
-}
-
-void sd_api_jw_user_id(sd_jw *w, const sd_session *s)
-{
-    if (sd_jw_str(w, s->user_id))
-        sd_warn("reply_user_id_not_utf8 session=%s: the stored userId is not valid UTF-8; "
-                "answered with U+FFFD in place of each bad byte",
-                s->id);
 }
 
 /* ---- protected mode: loopback names only -------------------------------- */

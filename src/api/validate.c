@@ -156,7 +156,7 @@ void sd_api_validate_id(sd_req *r, void *app_)
     sd_jw_key(&w, "isValid");
     sd_jw_bool(&w, true);
     sd_jw_key(&w, "expiry");
-    sd_api_jw_time(&w, s.expiry);
+    sd_jw_time(&w, s.expiry);
     sd_jw_end(&w);
     sd_api_reply_jw(r, 200, &w, NULL);
     sd_session_clear(&s);
@@ -178,14 +178,14 @@ static void reply_valid(sd_req *r, const sd_check *c, const char *jwt, int64_t j
     sd_jw_key(&w, "isValid");
     sd_jw_bool(&w, true);
     sd_jw_key(&w, "expiry");
-    sd_api_jw_time(&w, c->expiry);
+    sd_jw_time(&w, c->expiry);
     sd_jw_key(&w, "sessionId");
     sd_jw_str(&w, s->id);
     sd_jw_key(&w, "userId");
-    sd_api_jw_user_id(&w, s);
+    sd_session_jw_user_id(&w, s);
     if (s->auth_time) {
         sd_jw_key(&w, "authTime");
-        sd_api_jw_time(&w, s->auth_time);
+        sd_jw_time(&w, s->auth_time);
     }
     if (s->acr[0]) {
         sd_jw_key(&w, "acr");

@@ -60,47 +60,6 @@ static void audience(sd_jw *w, const char *a)
     sd_jw_end(w);
 }
 
-/* A value of the session's JSON (amr, a --jwt-claims field) as it is. */
-static void put_json(sd_jw *w, json_t *v)
-{
-    const char *k;
-    json_t *x;
-    size_t i;
-    char num[32];
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        sd_jw_object(w);
-        json_object_foreach(v, k, x)
-        {
-            sd_jw_key(w, k);
-            put_json(w, x);
-        }
-        sd_jw_end(w);
-        break;
-    case JSON_ARRAY:
-        sd_jw_array(w);
-        json_array_foreach(v, i, x) put_json(w, x);
-        sd_jw_end(w);
-        break;
-    case JSON_STRING:
-        sd_jw_strn(w, json_string_value(v), json_string_length(v));
-        break;
-    case JSON_INTEGER:
-        sd_jw_int(w, json_integer_value(v));
-        break;
-    case JSON_REAL: /* finite (jansson holds no other); %.17g round-trips */
-        sd_jw_raw(w, num, (size_t)snprintf(num, sizeof num, "%.17g", json_real_value(v)));
-        break;
-    case JSON_TRUE:
-    case JSON_FALSE:
-        sd_jw_bool(w, json_is_true(v));
-        break;
-    case JSON_NULL:
-        sd_jw_null(w);
-        break;
-    }
-}
-
 static void claim_int(sd_jw *w, const char *name, int64_t v)
 {
     sd_jw_key(w, name);
@@ -131,7 +90,7 @@ static void selected(sd_jw *w, const sd_session *s, const char *list)
             json_t *v = json_object_get(view, name);
             if (v) {
                 sd_jw_key(w, name);
-                put_json(w, v);
+                sd_jw_json(w, v);
             }
         }
         p += n + (comma != NULL);
@@ -170,7 +129,7 @@ int sd_jwt_claims(const sd_session *s, const sd_jwt_options *o, int64_t now, con
     json_t *amr = s->attrs ? json_object_get(s->attrs, "amr") : NULL;
     if (json_is_array(amr)) {
         sd_jw_key(w, "amr");
-        put_json(w, amr);
+        sd_jw_json(w, amr);
     }
     if (o->claims[0])
         selected(w, s, o->claims);

@@ -8,6 +8,7 @@
 #include "util/clock.h"
 #include "util/err.h"
 #include "util/jsonmem.h"
+#include "util/log.h"
 
 #include <arpa/inet.h>
 #include <stdarg.h>
@@ -68,31 +69,18 @@ bool sd_session_active(const sd_session *s, int64_t now)
     return now < s->expiry && now < s->absolute_expiry;
 }
 
-/* A value of the attrs as jansson writes it (strings through w's escaping,
- * which differs only where both are valid JSON of the same text). */
-static void jw_value(sd_jw *w, const json_t *v)
-{
-    if (json_is_string(v)) {
-        sd_jw_strn(w, json_string_value(v), json_string_length(v));
-        return;
-    }
-    char small[512];
-    size_t n = json_dumpb(v, small, sizeof small, JSON_COMPACT | JSON_ENCODE_ANY);
-    char *buf = n > sizeof small ? malloc(n) : small;
-    if (n == 0 || !buf ||
-        (buf != small && json_dumpb(v, buf, n, JSON_COMPACT | JSON_ENCODE_ANY) != n))
-        w->failed = true;
-    else
-        sd_jw_raw(w, buf, n);
-    if (buf != small)
-        free(buf);
-}
-
 static void jw_time(sd_jw *w, const char *key, int64_t ms)
 {
-    char buf[SD_TIME_TEXT_LEN + 1];
     sd_jw_key(w, key);
-    sd_jw_strn(w, sd_time_format(ms, buf), SD_TIME_TEXT_LEN);
+    sd_jw_time(w, ms);
+}
+
+void sd_session_jw_user_id(sd_jw *w, const sd_session *s)
+{
+    if (sd_jw_str(w, s->user_id ? s->user_id : ""))
+        sd_warn("reply_user_id_not_utf8 session=%s: the stored userId is not valid UTF-8; "
+                "answered with U+FFFD in place of each bad byte",
+                s->id);
 }
 
 /* The view, written once: sd_session_to_json parses this text. */
@@ -101,14 +89,14 @@ void sd_session_jw(sd_jw *w, const sd_session *s)
     sd_jw_key(w, "sessionId");
     sd_jw_str(w, s->id);
     sd_jw_key(w, "userId");
-    sd_jw_str(w, s->user_id ? s->user_id : "");
+    sd_session_jw_user_id(w, s);
     static const char *const optional[] = {"deviceId",    "deviceInfo", "userAgent", "ipAddress",
                                            "geoLocation", "geoGroup",   "signals"};
     for (size_t i = 0; i < sizeof optional / sizeof optional[0]; i++) {
         const json_t *v = s->attrs ? json_object_get(s->attrs, optional[i]) : NULL;
         if (v) {
             sd_jw_key(w, optional[i]);
-            jw_value(w, v);
+            sd_jw_json(w, v);
         }
     }
     sd_jw_key(w, "mfa");
@@ -120,7 +108,7 @@ void sd_session_jw(sd_jw *w, const sd_session *s)
     const json_t *data = s->attrs ? json_object_get(s->attrs, "data") : NULL;
     sd_jw_key(w, "data");
     if (data)
-        jw_value(w, data);
+        sd_jw_json(w, data);
     else
         sd_jw_raw(w, "{}", 2);
     if (s->binding.flags) {
@@ -143,7 +131,7 @@ void sd_session_jw(sd_jw *w, const sd_session *s)
     const json_t *amr = s->attrs ? json_object_get(s->attrs, "amr") : NULL;
     if (amr) {
         sd_jw_key(w, "amr");
-        jw_value(w, amr);
+        sd_jw_json(w, amr);
     }
     if (s->auth_time)
         jw_time(w, "authTime", s->auth_time);

@@ -94,6 +94,11 @@ bool sd_session_active(const sd_session *s, int64_t now);
  * and get: no allocation but the arena's); the caller opens the object and
  * may add members after. */
 void sd_session_jw(sd_jw *w, const sd_session *s);
+/* s's userId as a JSON string value. Stored ids are valid UTF-8 (every
+ * create checks it); one that is not is written with U+FFFD for each bad
+ * byte, as the writer does, and logged (the reply no longer names exactly
+ * the stored id). */
+void sd_session_jw_user_id(sd_jw *w, const sd_session *s);
 
 /* The same view as a jansson tree (sd_session_jw's text parsed: written
  * once), for the cold routes that pick from it. New reference; NULL when

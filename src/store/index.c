@@ -43,9 +43,11 @@ typedef struct extra {
  * loaded instead of chasing a pointer to a cache miss of its own). */
 typedef struct sd_index_entry {
     unsigned char token_hash[SD_HASH_LEN];
-    struct sd_index_entry *next_token, *next_id; /* next_id: a prepared batch's list too */
-    struct sd_index_entry *wnext, **wpprev;      /* its wheel slot's list; wpprev NULL: none */
-    struct sd_index_entry *next_user;            /* its user's bucket */
+    struct sd_index_entry *next_token, *next_id;    /* next_id: a prepared batch's list too */
+    struct sd_index_entry *wnext, **wpprev;         /* its wheel slot's list; wpprev NULL: none */
+    struct sd_index_entry *next_user, **pprev_user; /* its user's bucket: doubly
+                                                        linked, as a user may hold
+                                                        very many entries */
     int64_t created_at, last_seen, expiry, absolute_expiry, idle_ttl, version, auth_time;
     extra *extra; /* NULL unless the session is bound or has an acr */
     uint32_t user_id_len;
@@ -248,6 +250,16 @@ static entry **find_token(sd_index *ix, const unsigned char *hash)
     return pp;
 }
 
+/* Puts e first in the user bucket *pp. */
+static void user_link(entry **pp, entry *e)
+{
+    e->next_user = *pp;
+    if (*pp)
+        (*pp)->pprev_user = &e->next_user;
+    *pp = e;
+    e->pprev_user = pp;
+}
+
 /* Moves up to n of the old tables' buckets into the new ones; the old
  * tables go once all have moved. */
 static void move_buckets(sd_index *ix, size_t n)
@@ -269,9 +281,7 @@ static void move_buckets(sd_index *ix, size_t n)
         }
         for (entry *e = ix->old.by[BY_USER][i], *next; e; e = next) {
             next = e->next_user;
-            entry **pp = &t->by[BY_USER][user_hash(ix, e->user_id, e->user_id_len) & (t->n - 1)];
-            e->next_user = *pp;
-            *pp = e;
+            user_link(&t->by[BY_USER][user_hash(ix, e->user_id, e->user_id_len) & (t->n - 1)], e);
         }
         if (ix->moved == ix->old.n) {
             for (int k = 0; k < NTABLES; k++)
@@ -310,10 +320,9 @@ void sd_index_remove_locked(sd_index *ix, const char *id)
     entry **tp = find_token(ix, e->token_hash);
     sd_assert(*tp == e);
     *tp = e->next_token;
-    entry **up = user_bucket(ix, e->user_id, e->user_id_len);
-    while (*up != e)
-        up = &(*up)->next_user;
-    *up = e->next_user;
+    *e->pprev_user = e->next_user;
+    if (e->next_user)
+        e->next_user->pprev_user = e->pprev_user;
     wheel_unlink(e);
     ix->count--;
     entry_free(ix, e);
@@ -359,9 +368,7 @@ static void link_entry(sd_index *ix, entry *e)
     pp = token_bucket(ix, e->token_hash);
     e->next_token = *pp;
     *pp = e;
-    pp = user_bucket(ix, e->user_id, e->user_id_len);
-    e->next_user = *pp;
-    *pp = e;
+    user_link(user_bucket(ix, e->user_id, e->user_id_len), e);
     ix->count++;
 }
 

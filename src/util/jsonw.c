@@ -1,7 +1,10 @@
 /* jsonw.c - the JSON writer of jsonw.h. */
 #include "util/jsonw.h"
+#include "util/clock.h"
 #include "util/utf8.h"
 
+#include <jansson.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ---- escaping ------------------------------------------------------------ */
@@ -225,4 +228,28 @@ const char *sd_jw_done(sd_jw *w, size_t *len)
     w->buf[w->len] = '\0';
     *len = w->len;
     return w->buf;
+}
+
+void sd_jw_time(sd_jw *w, int64_t ms)
+{
+    char t[SD_TIME_TEXT_LEN + 1];
+    sd_jw_strn(w, sd_time_format(ms, t), SD_TIME_TEXT_LEN);
+}
+
+void sd_jw_json(sd_jw *w, const json_t *v)
+{
+    if (json_is_string(v)) {
+        sd_jw_strn(w, json_string_value(v), json_string_length(v));
+        return;
+    }
+    char small[512];
+    size_t n = json_dumpb(v, small, sizeof small, JSON_COMPACT | JSON_ENCODE_ANY);
+    char *buf = n > sizeof small ? malloc(n) : small;
+    if (n == 0 || !buf ||
+        (buf != small && json_dumpb(v, buf, n, JSON_COMPACT | JSON_ENCODE_ANY) != n))
+        w->failed = true;
+    else
+        sd_jw_raw(w, buf, n);
+    if (buf != small)
+        free(buf);
 }

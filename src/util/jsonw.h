@@ -2,7 +2,8 @@
  * jsonw.h - a small JSON writer for the replies of the hot routes: text
  * appended into a buffer that grows in an arena (util/arena.h: the
  * request's, so no malloc once a connection is warm), no tree, no printf.
- * Jansson stays for parsing and for the cold routes.
+ * Jansson stays for parsing and for the cold routes; sd_jw_json writes one
+ * of its values into the text.
  *
  * Strings are always written as valid JSON in valid UTF-8, whatever bytes
  * they are given:
@@ -64,6 +65,15 @@ void sd_jw_null(sd_jw *w);
 /* A value written as given: n bytes of JSON the caller vouches for (a
  * number it formatted, say). */
 void sd_jw_raw(sd_jw *w, const char *text, size_t n);
+
+/* An RFC 3339 time (util/clock.h's sd_time_format) as a string value. */
+void sd_jw_time(sd_jw *w, int64_t ms);
+
+/* A jansson value (json_t) of any depth: a string through the escaping
+ * above, any other value as jansson writes it compactly (its strings are
+ * already valid UTF-8). Out of memory sets failed. */
+struct json_t;
+void sd_jw_json(sd_jw *w, const struct json_t *v);
 
 /* The text (NUL-terminated, in the arena) and its length; NULL when out of
  * memory. */

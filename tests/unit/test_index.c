@@ -354,6 +354,24 @@ static void a_users_entries(void **state)
         snprintf(id, sizeof id, "U%021u", i);
         assert_int_equal(has_row(v, n, id), i % 3 == 2 && i % 2 == 1);
     }
+    /* Unlinked from anywhere in its user's chain (head, middle, tail),
+     * with other inserts between. */
+    for (unsigned i = 1; i < 3000; i += 2) {
+        char id[SD_ID_LEN + 1];
+        snprintf(id, sizeof id, "U%021u", i);
+        sd_index_remove(ix, id);
+        session_n(&s, "V%021u", i);
+        s.user_id = users[i % 3];
+        assert_int_equal(sd_index_put(ix, &s), 0);
+    }
+    assert_int_equal(sd_index_user(ix, "alice2", v, 1000), 500);
+    for (unsigned i = 1; i < 3000; i += 2) {
+        char id[SD_ID_LEN + 1];
+        snprintf(id, sizeof id, "V%021u", i);
+        sd_index_remove(ix, id);
+    }
+    for (int u = 0; u < 3; u++)
+        assert_int_equal(sd_index_user(ix, users[u], v, 1000), 0);
     sd_index_free(ix);
 }
 
