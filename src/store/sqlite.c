@@ -67,28 +67,35 @@ static int schema_version(sd_store *st)
     return v;
 }
 
+/* Adds a column to table unless it has it already; *added counts those added. */
+static int add_column(sd_store *st, const char *table, const char *column, const char *type,
+                      int *added, char *err, size_t errlen)
+{
+    char sql[160];
+    sqlite3_stmt *s = NULL;
+    snprintf(sql, sizeof sql, "SELECT %s FROM %s LIMIT 0", column, table);
+    int rc = sqlite3_prepare_v2(st->wdb, sql, -1, &s, NULL);
+    sqlite3_finalize(s);
+    if (rc == SQLITE_OK)
+        return 0;
+    snprintf(sql, sizeof sql, "ALTER TABLE %s ADD COLUMN %s %s", table, column, type);
+    if ((rc = sq__exec(st->wdb, sql, err, errlen)))
+        return rc;
+    (*added)++;
+    return 0;
+}
+
 /* Brings a store made by an older version up to date, inside the schema
  * transaction (sq__schema has made what was missing). */
 static int migrate(sd_store *st, char *err, size_t errlen)
 {
     static const char *const tables[] = {"sessions", "session_history"};
-    int changed = 0;
+    int changed = 0, rc;
     for (size_t t = 0; t < 2; t++)
-        for (size_t c = 0; c < sq__n_v2_columns; c++) {
-            char sql[160];
-            sqlite3_stmt *s = NULL;
-            snprintf(sql, sizeof sql, "SELECT %s FROM %s LIMIT 0", sq__v2_columns[c][0], tables[t]);
-            int rc = sqlite3_prepare_v2(st->wdb, sql, -1, &s, NULL);
-            sqlite3_finalize(s);
-            if (rc == SQLITE_OK)
-                continue;
-            snprintf(sql, sizeof sql, "ALTER TABLE %s ADD COLUMN %s %s", tables[t],
-                     sq__v2_columns[c][0], sq__v2_columns[c][1]);
-            if ((rc = sq__exec(st->wdb, sql, err, errlen)))
+        for (size_t c = 0; c < sq__n_v2_columns; c++)
+            if ((rc = add_column(st, tables[t], sq__v2_columns[c][0], sq__v2_columns[c][1],
+                                 &changed, err, errlen)))
                 return rc;
-            changed++;
-        }
-    int rc;
     if (changed) {
         sd_info("store: upgraded the schema to version 2 (bindings, authentication context)");
         if ((rc = sq__exec(st->wdb, "UPDATE meta SET value = '2' WHERE key = 'schema_version'", err,
@@ -127,6 +134,19 @@ static int migrate(sd_store *st, char *err, size_t errlen)
         if ((rc = sq__exec(st->wdb, sql, err, errlen)))
             return rc;
         sd_info("store: upgraded the schema to version %d (%s)", drops[i].version, drops[i].what);
+    }
+    if (schema_version(st) < 8) {
+        int64_t t0 = sd_mono_ms();
+        int added = 0;
+        for (size_t c = 0; c < sq__n_v8_columns; c++)
+            if ((rc = add_column(st, sq__v8_columns[c][0], sq__v8_columns[c][1], "INTEGER", &added,
+                                 err, errlen)))
+                return rc;
+        if ((rc = sq__exec(st->wdb, sq__v8_chain, err, errlen)))
+            return rc;
+        sd_info("store: upgraded the schema to version 8 (a session's audit events chained, not "
+                "indexed by session; %lld ms)",
+                (long long)(sd_mono_ms() - t0));
     }
     return 0;
 }

@@ -50,6 +50,9 @@ enum {
     W_ROT_SET,
     W_ROT_PURGE,
     W_TOKEN_SET,
+    W_EV_FIRST,
+    W_EV_HEAD,
+    W_EV_HEAD_ENDED,
     W_EV_ONE,
     W_EV_END_ONE,
     W_EV_END_USER,
@@ -138,6 +141,9 @@ void sq__ov_free(sd_store *st);
 
 extern const char sq__schema[];
 extern const char sq__v3_rebuild[];
+extern const char sq__v8_chain[];
+extern const char *const sq__v8_columns[][2];
+extern const size_t sq__n_v8_columns;
 extern const char *const sq__v2_columns[][2];
 extern const size_t sq__n_v2_columns;
 extern const char *const sq__wsql[W_NSTMT];

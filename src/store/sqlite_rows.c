@@ -6,6 +6,7 @@
  */
 #include "store/sqlite_internal.h"
 #include "util/err.h"
+#include "util/grow.h"
 #include "util/log.h"
 
 #include <openssl/crypto.h>
@@ -47,6 +48,58 @@ static int wstep_ended(sd_store *st, int which, sd_write *w, bool expired)
     sqlite3_reset(s);
     sqlite3_clear_bindings(s);
     return erc ? erc : WOK(rc) ? 0 : SD_EUNAVAILABLE;
+}
+
+/* ---- a session's chain of audit events (sqlite_sql.c, audit_events) ---- */
+
+/* Moves the head of session id's chain to seq: on its active row, else on
+ * its history row (an event after its end). */
+static int move_head(sd_store *st, const char *id, int64_t seq)
+{
+    for (int which = W_EV_HEAD; which <= W_EV_HEAD_ENDED; which++) {
+        sqlite3_stmt *q = st->w[which];
+        sq__bind_text(q, 1, id);
+        sqlite3_bind_int64(q, 2, seq);
+        if (!WOK(sq__wstep(st, which)))
+            return SD_EUNAVAILABLE;
+        if (sqlite3_changes(st->wdb) > 0)
+            break;
+    }
+    return 0;
+}
+
+/* Runs a bound statement that adds events for many sessions and returns
+ * each one's (session_id, seq); then moves their heads (the returned rows
+ * are taken first: the statement is done with the tables by then). */
+static int events_of_many(sd_store *st, int which)
+{
+    typedef struct {
+        char id[SD_ID_LEN + 1];
+        int64_t seq;
+    } head;
+    head *v = NULL;
+    size_t n = 0, cap = 0;
+    sqlite3_stmt *q = st->w[which];
+    int rc, erc = 0;
+    while ((rc = sqlite3_step(q)) == SQLITE_ROW) {
+        head *g = erc ? NULL : sd_grow(v, &cap, n, sizeof *v, 16);
+        if (!g) {
+            erc = SD_ENOMEM;
+            continue;
+        }
+        v = g;
+        const char *id = (const char *)sqlite3_column_text(q, 0);
+        snprintf(v[n].id, sizeof v[n].id, "%s", id ? id : "");
+        v[n++].seq = sqlite3_column_int64(q, 1);
+    }
+    sqlite3_reset(q);
+    sqlite3_clear_bindings(q);
+    if (!erc && !WOK(rc))
+        erc = SD_EUNAVAILABLE;
+    for (size_t i = 0; i < n && !erc; i++)
+        erc = move_head(st, v[i].id, v[i].seq);
+    free(v);
+    return erc;
 }
 
 static void bind_opt(sqlite3_stmt *s, int i, const char *v)
@@ -138,16 +191,27 @@ static int r_event(void *rows, const sd_write *w, const char *event, const char 
     bind_opt(q, 5, w->actor);
     bind_opt(q, 6, w->address);
     sq__bind_text(q, 7, reason);
-    return WOK(sq__wstep(st, W_EV_ONE)) ? 0 : SD_EUNAVAILABLE;
+    if (!WOK(sq__wstep(st, W_EV_ONE)))
+        return SD_EUNAVAILABLE;
+    return id ? move_head(st, id, sqlite3_last_insert_rowid(st->wdb)) : 0;
 }
 
 static int r_insert(void *rows, const sd_write *w, const sd_session *s, const char *event)
 {
     sd_store *st = rows;
+    sqlite3_stmt *q = st->w[W_EV_FIRST]; /* first: the row names it as its head */
+    sqlite3_bind_int64(q, 1, w->now);
+    sq__bind_text(q, 2, event);
+    sq__bind_text(q, 3, s->id);
+    sq__bind_text(q, 4, s->user_id);
+    bind_opt(q, 5, w->actor);
+    bind_opt(q, 6, w->address);
+    if (!WOK(sq__wstep(st, W_EV_FIRST)))
+        return SD_EUNAVAILABLE;
     char *attrs = sd_attrs_text(st->keys, s->id, s->attrs);
     if (!attrs)
         return SD_ENOMEM;
-    sqlite3_stmt *q = st->w[W_INSERT];
+    q = st->w[W_INSERT];
     sq__bind_text(q, 1, s->id);
     sqlite3_bind_blob(q, 2, s->token_hash, SD_HASH_LEN, SQLITE_STATIC);
     sq__bind_text(q, 3, s->user_id);
@@ -162,13 +226,12 @@ static int r_insert(void *rows, const sd_write *w, const sd_session *s, const ch
         sqlite3_bind_blob(q, 11, &s->binding, sizeof s->binding, SQLITE_STATIC);
     sqlite3_bind_int64(q, 12, s->auth_time);
     sq__bind_text(q, 13, s->acr[0] ? s->acr : NULL);
+    sqlite3_bind_int64(q, 14, sqlite3_last_insert_rowid(st->wdb));
     int rc = sq__wstep(st, W_INSERT);
     free(attrs);
     if (!WOK(rc))
         return SD_EUNAVAILABLE; /* a UNIQUE clash of 128/256-bit random values included */
-    if (sq__ov_insert(st, s))
-        return SD_ENOMEM;
-    return r_event(rows, w, event, s->id, s->user_id, NULL);
+    return sq__ov_insert(st, s) ? SD_ENOMEM : 0;
 }
 
 static int r_update(void *rows, const sd_session *s, int64_t read_version, int64_t *n)
@@ -227,8 +290,18 @@ static int end_rows(sd_store *st, sd_write *w, const sd_end_rows *e, const char 
     sq__bind_text(q, 5, e->event);
     bind_opt(q, 6, w->actor);
     bind_opt(q, 7, w->address);
-    if (!WOK(sq__wstep(st, user ? W_EV_END_USER : W_EV_END_ONE)))
-        return SD_EUNAVAILABLE;
+    int64_t seq = 0; /* one session's end event: the head its history row takes */
+    if (user) {
+        int rc = events_of_many(st, W_EV_END_USER);
+        if (rc)
+            return rc;
+    } else {
+        if (!WOK(sq__wstep(st, W_EV_END_ONE)))
+            return SD_EUNAVAILABLE;
+        if (sqlite3_changes(st->wdb) == 0)
+            return 0; /* nothing to end: no row to copy or delete either */
+        seq = sqlite3_last_insert_rowid(st->wdb);
+    }
     q = st->w[user ? W_END_USER_COPY : W_END_ONE_COPY];
     sq__bind_text(q, 1, user ? e->user_id : e->id);
     sqlite3_bind_int64(q, 2, w->now);
@@ -236,6 +309,8 @@ static int end_rows(sd_store *st, sd_write *w, const sd_end_rows *e, const char 
     if (user) {
         sq__bind_text(q, 4, e->except_id);
         sqlite3_bind_text(q, 8, ids, (int)len, SQLITE_STATIC);
+    } else {
+        sqlite3_bind_int64(q, 9, seq);
     }
     if (!WOK(sq__wstep(st, user ? W_END_USER_COPY : W_END_ONE_COPY)))
         return SD_EUNAVAILABLE;
@@ -305,6 +380,7 @@ static int r_sweep(void *rows, sd_write *w)
         sqlite3_bind_int64(st->w[i], 1, w->now);
         sqlite3_bind_text(st->w[i], 2, json, (int)len, SQLITE_STATIC);
         rc = i == W_SWEEP_DEL        ? wstep_ended(st, i, w, true)
+             : i == W_EV_SWEEP       ? events_of_many(st, i)
              : WOK(sq__wstep(st, i)) ? 0
                                      : SD_EUNAVAILABLE;
     }

@@ -7,12 +7,13 @@
 /* The active table's columns. No index on token_hash: the in-memory index
  * (index.c) answers every lookup by token, and a random key cost each
  * create a B-tree page of WAL and another at checkpoint (schema version 3;
- * docs/performance.md). */
+ * docs/performance.md). last_event: the seq of the session's newest audit
+ * event, the head of its chain (see audit_events). */
 #define SESSIONS_DEF                                                                               \
     "( id TEXT NOT NULL UNIQUE, token_hash BLOB NOT NULL, user_id TEXT NOT NULL,"                  \
     " created_at INTEGER NOT NULL, last_seen INTEGER NOT NULL, expiry INTEGER NOT NULL,"           \
     " absolute_expiry INTEGER NOT NULL, idle_ttl INTEGER NOT NULL, version INTEGER NOT NULL,"      \
-    " attrs TEXT NOT NULL, binding BLOB, auth_time INTEGER, acr TEXT);"
+    " attrs TEXT NOT NULL, binding BLOB, auth_time INTEGER, acr TEXT, last_event INTEGER);"
 
 const char sq__schema[] =
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
@@ -32,7 +33,7 @@ const char sq__schema[] =
     " created_at INTEGER NOT NULL, last_seen INTEGER NOT NULL, expiry INTEGER NOT NULL,"
     " absolute_expiry INTEGER NOT NULL, idle_ttl INTEGER NOT NULL, version INTEGER NOT NULL,"
     " attrs TEXT NOT NULL, ended_at INTEGER NOT NULL, end_reason TEXT NOT NULL, binding BLOB,"
-    " auth_time INTEGER, acr TEXT);"
+    " auth_time INTEGER, acr TEXT, last_event INTEGER);"
     "CREATE INDEX IF NOT EXISTS history_by_ended ON session_history(ended_at);"
     "CREATE INDEX IF NOT EXISTS history_by_user ON session_history(user_id, ended_at);"
     "CREATE TABLE IF NOT EXISTS rotated_tokens(token_hash BLOB PRIMARY KEY, session_id TEXT NOT "
@@ -40,11 +41,17 @@ const char sq__schema[] =
     " rotated_at INTEGER NOT NULL) WITHOUT ROWID;"
     "CREATE INDEX IF NOT EXISTS rotated_by_time ON rotated_tokens(rotated_at);"
     /* AUTOINCREMENT: a seq is never reused, even after a purge emptied the
-     * table, so the audit log's cursor into it stays valid. */
+     * table, so the audit log's cursor into it stays valid.
+     * A session's events are a chain, not an index: each names the one
+     * before it of the same session (prev), and the session's row its
+     * newest (last_event): each statement below that adds an event
+     * names its prev and moves its session's head (sqlite_rows.c). An index on
+     * (session_id, seq) put each event of an older session at a random
+     * page: every update paid a page of WAL and another at checkpoint for
+     * it (schema version 8; docs/performance.md). */
     "CREATE TABLE IF NOT EXISTS audit_events(seq INTEGER PRIMARY KEY AUTOINCREMENT,"
     " at INTEGER NOT NULL, event TEXT NOT NULL, session_id TEXT, user_id TEXT,"
-    " actor TEXT, address TEXT, reason TEXT);"
-    "CREATE INDEX IF NOT EXISTS events_by_session ON audit_events(session_id, seq);"
+    " actor TEXT, address TEXT, reason TEXT, prev INTEGER);"
     /* A user's events are their sessions' (R_EV_USER), and those that name
      * the user and no session: an index by user on every event cost each
      * create a page at a random place (schema version 4). */
@@ -53,7 +60,26 @@ const char sq__schema[] =
     /* The revocation feed's (sq_ended); made at open where missing. */
     "CREATE INDEX IF NOT EXISTS events_ended ON audit_events(seq) "
     " WHERE event IN ('revoked', 'evicted');"
-    "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '7');";
+    "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '8');";
+
+/* Version 8: the chains made from the index they replace (built where an
+ * older store lacks it), in the schema transaction; the columns are added
+ * first where missing (sq__v8_columns). */
+const char sq__v8_chain[] =
+    "CREATE INDEX IF NOT EXISTS events_by_session ON audit_events(session_id, seq);"
+    "UPDATE audit_events SET prev = (SELECT max(e.seq) FROM audit_events e "
+    " WHERE e.session_id = audit_events.session_id AND e.seq < audit_events.seq) "
+    " WHERE session_id IS NOT NULL;"
+    "UPDATE sessions SET last_event = (SELECT max(seq) FROM audit_events "
+    " WHERE session_id = sessions.id);"
+    "UPDATE session_history SET last_event = (SELECT max(seq) FROM audit_events "
+    " WHERE session_id = session_history.id);"
+    "DROP INDEX events_by_session;"
+    "UPDATE meta SET value = '8' WHERE key = 'schema_version';";
+
+const char *const sq__v8_columns[][2] = {
+    {"sessions", "last_event"}, {"session_history", "last_event"}, {"audit_events", "prev"}};
+const size_t sq__n_v8_columns = sizeof sq__v8_columns / sizeof sq__v8_columns[0];
 
 /* Version 3 dropped the UNIQUE index on sessions.token_hash. SQLite cannot
  * drop a constraint's index, so the table is made again, under the same
@@ -80,24 +106,27 @@ const char *const sq__wsql[W_NSTMT] = {
     [W_SAVEPOINT] = "SAVEPOINT w",
     [W_RELEASE] = "RELEASE w",
     [W_ROLLBACK_TO] = "ROLLBACK TO w",
-    [W_INSERT] =
-        "INSERT INTO sessions(" COLS ") VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13)",
+    /* After its created event (W_EV_FIRST): ?14 is that event's seq. */
+    [W_INSERT] = "INSERT INTO sessions(" COLS ", last_event) "
+                 "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)",
     [W_SELECT] = "SELECT " COLS " FROM sessions WHERE id = ?1",
     [W_UPDATE] = "UPDATE sessions SET last_seen=?2, expiry=?3, idle_ttl=?4, version=?5, attrs=?6 "
                  "WHERE id = ?1 AND version = ?7",
-    [W_END_ONE_COPY] = "INSERT OR REPLACE INTO session_history(" COLS ", ended_at, end_reason) "
-                       "SELECT " COLS ", ?2, ?3 FROM sessions WHERE id = ?1 AND expiry > ?2",
+    [W_END_ONE_COPY] = "INSERT OR REPLACE INTO session_history(" COLS ", ended_at, end_reason, "
+                       "last_event) SELECT " COLS ", ?2, ?3, ?9 FROM sessions "
+                       "WHERE id = ?1 AND expiry > ?2",
     [W_END_ONE_DEL] = "DELETE FROM sessions WHERE id = ?1 RETURNING id, user_id",
-    [W_END_USER_COPY] = "INSERT OR REPLACE INTO session_history(" COLS ", ended_at, end_reason) "
-                        "SELECT " COLS ", ?2, ?3 FROM sessions "
+    [W_END_USER_COPY] = "INSERT OR REPLACE INTO session_history(" COLS ", ended_at, end_reason, "
+                        "last_event) SELECT " COLS ", ?2, ?3, last_event FROM sessions "
                         "WHERE id IN (SELECT value FROM json_each(?8)) AND user_id = ?1 "
                         "AND expiry > ?2 AND id IS NOT ?4",
     [W_END_USER_DEL] = "DELETE FROM sessions WHERE id IN (SELECT value FROM json_each(?8)) "
                        "AND user_id = ?1 AND expiry > ?2 AND id IS NOT ?4 RETURNING id, user_id",
     [W_TOUCH] = "UPDATE sessions SET expiry = max(expiry, min(?2, absolute_expiry)), "
                 "last_seen = max(last_seen, ?3) WHERE id = ?1 AND expiry > ?3 AND version = ?4",
-    [W_SWEEP_COPY] = "INSERT OR REPLACE INTO session_history(" COLS ", ended_at, end_reason) "
-                     "SELECT " COLS ", min(expiry, absolute_expiry), 'expired' FROM sessions "
+    [W_SWEEP_COPY] = "INSERT OR REPLACE INTO session_history(" COLS ", ended_at, end_reason, "
+                     "last_event) SELECT " COLS ", min(expiry, absolute_expiry), 'expired', "
+                     "last_event FROM sessions "
                      "WHERE id IN (SELECT value FROM json_each(?2)) AND expiry <= ?1",
     [W_SWEEP_DEL] = "DELETE FROM sessions WHERE id IN (SELECT value FROM json_each(?2)) "
                     "AND expiry <= ?1 RETURNING id, user_id",
@@ -110,21 +139,34 @@ const char *const sq__wsql[W_NSTMT] = {
     [W_ROT_PURGE] = "DELETE FROM rotated_tokens WHERE token_hash IN (SELECT token_hash FROM "
                     "rotated_tokens WHERE rotated_at < ?1 LIMIT ?2)",
     [W_TOKEN_SET] = "UPDATE sessions SET token_hash = ?2 WHERE id = ?1",
-    [W_EV_ONE] = "INSERT INTO audit_events(at, event, session_id, user_id, actor, address, reason) "
-                 "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    /* A session's first event: nothing before it. */
+    [W_EV_FIRST] = "INSERT INTO audit_events(at, event, session_id, user_id, actor, address, "
+                   "reason) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    /* Then the session's head: its active row, else its history row. */
+    [W_EV_HEAD] = "UPDATE sessions SET last_event = ?2 WHERE id = ?1",
+    [W_EV_HEAD_ENDED] = "UPDATE session_history SET last_event = ?2 WHERE id = ?1",
+    [W_EV_ONE] = "INSERT INTO audit_events(at, event, session_id, user_id, actor, address, reason, "
+                 "prev) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, "
+                 "coalesce((SELECT last_event FROM sessions WHERE id = ?3), "
+                 "(SELECT last_event FROM session_history WHERE id = ?3)))",
     /* The ending events are written from the rows about to end, before the
-     * copy to history: same predicates as W_END_ONE_COPY / W_END_USER_COPY. */
-    [W_EV_END_ONE] = "INSERT INTO audit_events(at, event, session_id, user_id, actor, address, "
-                     "reason) SELECT ?2, ?5, id, user_id, ?6, ?7, ?3 FROM sessions "
-                     "WHERE id = ?1 AND expiry > ?2",
+     * copy to history: same predicates as W_END_ONE_COPY / W_END_USER_COPY.
+     * The copy of one takes the event's seq as the head (?9); those of
+     * many return theirs, and the heads move before the copy. */
+    [W_EV_END_ONE] =
+        "INSERT INTO audit_events(at, event, session_id, user_id, actor, address, "
+        "reason, prev) SELECT ?2, ?5, id, user_id, ?6, ?7, ?3, last_event FROM sessions "
+        "WHERE id = ?1 AND expiry > ?2",
     [W_EV_END_USER] = "INSERT INTO audit_events(at, event, session_id, user_id, actor, address, "
-                      "reason) SELECT ?2, ?5, id, user_id, ?6, ?7, ?3 FROM sessions "
+                      "reason, prev) SELECT ?2, ?5, id, user_id, ?6, ?7, ?3, last_event "
+                      "FROM sessions "
                       "WHERE id IN (SELECT value FROM json_each(?8)) AND user_id = ?1 "
-                      "AND expiry > ?2 AND id IS NOT ?4",
-    [W_EV_SWEEP] = "INSERT INTO audit_events(at, event, session_id, user_id, reason) "
-                   "SELECT min(expiry, absolute_expiry), 'expired', id, user_id, 'expired' "
+                      "AND expiry > ?2 AND id IS NOT ?4 RETURNING session_id, seq",
+    [W_EV_SWEEP] = "INSERT INTO audit_events(at, event, session_id, user_id, reason, prev) "
+                   "SELECT min(expiry, absolute_expiry), 'expired', id, user_id, 'expired', "
+                   "last_event "
                    "FROM sessions WHERE id IN (SELECT value FROM json_each(?2)) "
-                   "AND expiry <= ?1 ORDER BY expiry, id",
+                   "AND expiry <= ?1 ORDER BY expiry, id RETURNING session_id, seq",
     /* Events are appended in time order, so the old ones are a prefix: look
      * at the first ?2 only (no index on time needed). */
     [W_EV_PURGE] = "DELETE FROM audit_events WHERE seq IN (SELECT seq FROM audit_events "
@@ -158,14 +200,25 @@ const char *const sq__rsql[R_NSTMT] = {
                      "AND (last_seen, id) < (?4, ?5) ORDER BY last_seen DESC, id DESC LIMIT ?3",
     [R_PING] = "SELECT 1 FROM meta LIMIT 1",
     [R_EV_ALL] = "SELECT " EV_COLS " FROM audit_events WHERE seq > ?2 ORDER BY seq LIMIT ?3",
-    [R_EV_SESSION] = "SELECT " EV_COLS " FROM audit_events WHERE session_id = ?1 AND seq > ?2 "
-                     "ORDER BY seq LIMIT ?3",
+    /* A session's chain walked from its head back to the cursor (prev is
+     * always older: the walk ends), then the page taken oldest first. */
+    [R_EV_SESSION] = "WITH RECURSIVE chain(seq) AS (SELECT coalesce("
+                     "(SELECT last_event FROM sessions WHERE id = ?1), "
+                     "(SELECT last_event FROM session_history WHERE id = ?1)) "
+                     "UNION ALL SELECT e.prev FROM audit_events e, chain c "
+                     "WHERE e.seq = c.seq AND c.seq > ?2 AND e.prev < e.seq) "
+                     "SELECT " EV_COLS " FROM audit_events WHERE seq IN (SELECT seq FROM chain) "
+                     "AND seq > ?2 AND session_id = ?1 ORDER BY seq LIMIT ?3",
     /* An event that names a session names its user too (a session never
      * changes user): the user's events are those of their sessions, active
      * or ended, and those that name the user alone (a refusal). */
-    [R_EV_USER] = "SELECT " EV_COLS " FROM audit_events WHERE seq > ?2 AND ("
-                  "session_id IN (SELECT value FROM json_each(?4) "
-                  "UNION ALL SELECT id FROM session_history WHERE user_id = ?1) "
+    [R_EV_USER] = "WITH RECURSIVE chain(seq) AS (SELECT last_event FROM sessions "
+                  "WHERE id IN (SELECT value FROM json_each(?4)) AND user_id = ?1 "
+                  "UNION ALL SELECT last_event FROM session_history WHERE user_id = ?1 "
+                  "UNION ALL SELECT e.prev FROM audit_events e, chain c "
+                  "WHERE e.seq = c.seq AND c.seq > ?2 AND e.prev < e.seq) "
+                  "SELECT " EV_COLS " FROM audit_events WHERE seq > ?2 AND ("
+                  "(seq IN (SELECT seq FROM chain) AND user_id = ?1) "
                   "OR (session_id IS NULL AND user_id = ?1)) ORDER BY seq LIMIT ?3",
     [R_ROTATED] = "SELECT session_id, rotated_at FROM rotated_tokens WHERE token_hash = ?1",
     /* One writer commits in seq order: seq alone is the feed's order. */

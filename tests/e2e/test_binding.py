@@ -156,6 +156,7 @@ def test_a_version_1_store_is_upgraded_in_place(make_server, tmp_path):
     assert "upgraded the schema to version 5" in srv.log_text()
     assert "upgraded the schema to version 6" in srv.log_text()
     assert "upgraded the schema to version 7" in srv.log_text()
+    assert "upgraded the schema to version 8" in srv.log_text()
     r = _validate(srv.api, old_token)
     assert r["isValid"] is True and r["userId"] == "old-user", r
     rows = wait_for(lambda: history_rows(data, "AAAAAAAexpSession00000"), timeout=30,
@@ -163,7 +164,7 @@ def test_a_version_1_store_is_upgraded_in_place(make_server, tmp_path):
     assert rows[0][3] == "expired", rows
     srv.stop()
     db = sqlite3.connect(data / "sessiond.db")
-    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("7",)
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("8",)
     assert db.execute("SELECT rowid FROM sessions WHERE id='AAAAAAAoldSession00000'").fetchone() == (7,)
     indexed = {r[0] for r in db.execute("SELECT ii.name FROM pragma_index_list('sessions') il, "
                                         "pragma_index_info(il.name) ii")}
@@ -172,4 +173,85 @@ def test_a_version_1_store_is_upgraded_in_place(make_server, tmp_path):
     assert "expiry" not in indexed, indexed  # version 6: expiries in the in-memory index
     ev_indexes = {r[1] for r in db.execute("PRAGMA index_list('audit_events')")}
     assert "events_by_user" not in ev_indexes and "events_by_user_alone" in ev_indexes, ev_indexes
+    assert "events_by_session" not in ev_indexes, ev_indexes  # version 8: chained
+    db.close()
+
+
+# A store as version 7 left it: a session's events found through an index
+# on (session_id, seq).
+V7_SCHEMA = """
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE sessions( id TEXT NOT NULL UNIQUE, token_hash BLOB NOT NULL, user_id TEXT NOT NULL,
+ created_at INTEGER NOT NULL, last_seen INTEGER NOT NULL, expiry INTEGER NOT NULL,
+ absolute_expiry INTEGER NOT NULL, idle_ttl INTEGER NOT NULL, version INTEGER NOT NULL,
+ attrs TEXT NOT NULL, binding BLOB, auth_time INTEGER, acr TEXT);
+CREATE TABLE session_history( id TEXT NOT NULL UNIQUE, token_hash BLOB NOT NULL, user_id TEXT NOT NULL,
+ created_at INTEGER NOT NULL, last_seen INTEGER NOT NULL, expiry INTEGER NOT NULL,
+ absolute_expiry INTEGER NOT NULL, idle_ttl INTEGER NOT NULL, version INTEGER NOT NULL,
+ attrs TEXT NOT NULL, ended_at INTEGER NOT NULL, end_reason TEXT NOT NULL, binding BLOB,
+ auth_time INTEGER, acr TEXT);
+CREATE INDEX history_by_ended ON session_history(ended_at);
+CREATE INDEX history_by_user ON session_history(user_id, ended_at);
+CREATE TABLE rotated_tokens(token_hash BLOB PRIMARY KEY, session_id TEXT NOT NULL,
+ rotated_at INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX rotated_by_time ON rotated_tokens(rotated_at);
+CREATE TABLE audit_events(seq INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL,
+ event TEXT NOT NULL, session_id TEXT, user_id TEXT, actor TEXT, address TEXT, reason TEXT);
+CREATE INDEX events_by_session ON audit_events(session_id, seq);
+CREATE INDEX events_by_user_alone ON audit_events(user_id, seq) WHERE session_id IS NULL;
+CREATE INDEX events_ended ON audit_events(seq) WHERE event IN ('revoked', 'evicted');
+INSERT INTO meta VALUES('schema_version', '7');
+"""
+
+
+@pytest.mark.sqlite_only("an old SQLite store file is upgraded; PostgreSQL has its own migrations")
+def test_a_version_7_store_keeps_each_sessions_events(make_server, tmp_path):
+    """Version 8 chains a session's events instead of indexing them by
+    session: the events an older store holds are chained by the upgrade, in
+    order, and new ones follow them, for an active session, an ended one and
+    their user."""
+    data = tmp_path / "v7"
+    data.mkdir()
+    db = sqlite3.connect(data / "sessiond.db")
+    db.executescript(V7_SCHEMA)
+    now = int(time.time() * 1000)
+    live, ended, user = "AAAAAAAliveSession0000", "AAAAAAAendedSession000", "v7-user"
+    db.execute("INSERT INTO sessions(id, token_hash, user_id, created_at, last_seen, expiry,"
+               " absolute_expiry, idle_ttl, version, attrs) VALUES(?, ?, ?, ?, ?, ?, ?, 3600000, 2, '{}')",
+               (live, hashlib.sha256(b"live").digest(), user, now, now, now + 3600000, now + 86400000))
+    db.execute("INSERT INTO session_history(id, token_hash, user_id, created_at, last_seen, expiry,"
+               " absolute_expiry, idle_ttl, version, attrs, ended_at, end_reason)"
+               " VALUES(?, ?, ?, ?, ?, ?, ?, 3600000, 1, '{}', ?, 'revoked')",
+               (ended, hashlib.sha256(b"ended").digest(), user, now, now, now + 3600000, now + 86400000, now))
+    for event, sid, uid in (("created", live, user), ("created", ended, user), ("updated", live, user),
+                            ("revoked", ended, user), ("geofence_refused", None, user),
+                            ("created", "AAAAAAAotherUser000000", "someone-else")):
+        db.execute("INSERT INTO audit_events(at, event, session_id, user_id) VALUES(?, ?, ?, ?)",
+                   (now, event, sid, uid))
+    db.commit()
+    db.close()
+    srv = make_server(data_dir=data)
+    a = srv.api
+
+    def events(path, **params):
+        return [(e["seq"], e["event"]) for e in a.get(path, params=params, expect=200).json()["events"]]
+
+    assert "upgraded the schema to version 8" in srv.log_text()
+    assert events(f"/sessions/{live}/events") == [(1, "created"), (3, "updated")]
+    assert events(f"/sessions/{ended}/events") == [(2, "created"), (4, "revoked")]
+    a.put(f"/sessions/{live}", json={"data": {"n": 1}}, expect=200)
+    after = events(f"/sessions/{live}/events")
+    assert [e for _, e in after] == ["created", "updated", "updated"] and after[2][0] > 6, after
+    assert events(f"/sessions/{live}/events", after=1) == after[1:]
+    assert events(f"/sessions/{live}/events", limit=1) == after[:1]
+    assert events(f"/users/{user}/events") == [(1, "created"), (2, "created"), (3, "updated"),
+                                               (4, "revoked"), (5, "geofence_refused"), after[2]]
+    assert events(f"/users/{user}/events", after=3, limit=2) == [(4, "revoked"), (5, "geofence_refused")]
+    a.delete(f"/sessions/{live}", expect=204)
+    assert [e for _, e in events(f"/sessions/{live}/events")] == ["created", "updated", "updated", "revoked"]
+    srv.stop()
+    db = sqlite3.connect(data / "sessiond.db")
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("8",)
+    ev_indexes = {r[1] for r in db.execute("PRAGMA index_list('audit_events')")}
+    assert "events_by_session" not in ev_indexes, ev_indexes
     db.close()
