@@ -163,7 +163,10 @@ void sd_reply_bytes(sd_req *r, int status, const char *content_type, const char 
 }
 
 /* Queues r on its loop's done list and wakes the loop; false (nothing
- * queued) when only_open and the loop has ended. */
+ * queued) when only_open and the loop has ended. Only the first of a list
+ * wakes it (one write(2) for a batch's replies, not one each): the loop
+ * reads the eventfd before it takes the list (sd__on_wake), so a reply
+ * queued behind others is always taken with them or wakes it again. */
 static bool to_loop(sd_req *r, bool only_open)
 {
     sd__thread *lp = r->lp;
@@ -173,15 +176,18 @@ static bool to_loop(sd_req *r, bool only_open)
         return false;
     }
     r->next_done = NULL;
+    bool first = !lp->done_head;
     if (lp->done_tail)
         lp->done_tail->next_done = r;
     else
         lp->done_head = r;
     lp->done_tail = r;
     pthread_mutex_unlock(&lp->mu);
-    uint64_t one = 1;
-    ssize_t w = write(lp->wake_fd, &one, sizeof one);
-    (void)w;
+    if (first) {
+        uint64_t one = 1;
+        ssize_t w = write(lp->wake_fd, &one, sizeof one);
+        (void)w;
+    }
     return true;
 }
 
