@@ -48,11 +48,12 @@
 #define SD_SANITIZED 0
 #endif
 
-/* 16 MiB of WAL: a page written by many commits (an index's inner pages,
- * the tables' last pages) is copied back once per checkpoint, so a longer
- * interval copies less (1,000 pages wrote 12.6 KB per create, this 11.1 KB,
- * creates +5 %, updates +12 %; docs/performance.md). */
-#define CHECKPOINT_PAGES 4000
+/* 64 MiB of WAL: a page written by many commits (an index's inner pages,
+ * the tables' last pages, the leaf of a session updated again) is copied
+ * back once per checkpoint, so a longer interval copies less (1,000 pages
+ * wrote 12.6 KB per create, 4,000 11.1 KB, creates +5 %, updates +12 %;
+ * 16,000 halved the checkpointer's CPU per update; docs/performance.md). */
+#define CHECKPOINT_PAGES 16000
 
 static int schema_version(sd_store *st)
 {
@@ -193,12 +194,12 @@ static int load_index(sd_store *st, char *err, size_t errlen)
  * checkpoint thread copies frames back to the database in the background.
  * Under constant writes it can never finish (the writer keeps appending), and
  * the WAL is only reused once a checkpoint is complete when a write begins,
- * so past four times that the writer copies the (few) remaining frames
+ * so past twice that (128 MiB) the writer copies the (few) remaining frames
  * itself: the WAL then restarts from its beginning instead of growing. */
 static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
 {
     sd_store *st = arg;
-    if (pages >= 4 * CHECKPOINT_PAGES) {
+    if (pages >= 2 * CHECKPOINT_PAGES) {
         int log = 0, done = 0;
         sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
         return SQLITE_OK;
