@@ -461,6 +461,18 @@ int sd_patch_parse(const json_t *body, const sd_policy *p, sd_patch *out, char *
 }
 
 /* RFC 7396 merge of patch into target (both objects). */
+/* parent's member key as an object of parent's own: a shallow copy of the
+ * object there (its members shared, not copied), or a new empty one; NULL
+ * when out of memory. What a merge changes is copied, the rest is shared
+ * with the tree it came from, which stays as it was. */
+static json_t *own_object(json_t *parent, const char *key)
+{
+    json_t *t = json_object_get(parent, key);
+    t = json_is_object(t) ? json_copy(t) : json_object();
+    return t && json_object_set_new(parent, key, t) == 0 ? t : NULL;
+}
+
+/* RFC 7396 into target, which is the caller's own (own_object). */
 static void merge_patch(json_t *target, const json_t *patch)
 {
     const char *key;
@@ -470,12 +482,9 @@ static void merge_patch(json_t *target, const json_t *patch)
         if (json_is_null(v)) {
             json_object_del(target, key);
         } else if (json_is_object(v)) {
-            json_t *t = json_object_get(target, key);
-            if (!json_is_object(t)) {
-                t = json_object();
-                json_object_set_new(target, key, t);
-            }
-            merge_patch(t, v);
+            json_t *t = own_object(target, key);
+            if (t)
+                merge_patch(t, v);
         } else {
             json_object_set(target, key, v);
         }
@@ -515,8 +524,10 @@ int sd_patch_apply(const sd_patch *patch, const sd_policy *p, sd_session *s, int
         last_seen = patch->last_seen > now ? now : patch->last_seen;
     }
 
-    unsigned long mark = sd_json_failures(); /* a merge is never half applied */
-    json_t *attrs = s->attrs ? json_deep_copy(s->attrs) : json_object();
+    /* A merge is never half applied: it changes a copy (of the objects it
+     * changes only), which replaces s->attrs once whole. */
+    unsigned long mark = sd_json_failures();
+    json_t *attrs = json_is_object(s->attrs) ? json_copy(s->attrs) : json_object();
     if (!attrs)
         return SD_ENOMEM;
     const json_t *b = patch->body;
@@ -533,10 +544,10 @@ int sd_patch_apply(const sd_patch *patch, const sd_policy *p, sd_session *s, int
     if ((v = json_object_get(b, "mfa")))
         json_object_set(attrs, "mfa", v);
     if ((v = json_object_get(b, "data"))) {
-        json_t *data = json_object_get(attrs, "data");
-        if (!json_is_object(data)) {
-            data = json_object();
-            json_object_set_new(attrs, "data", data);
+        json_t *data = own_object(attrs, "data");
+        if (!data) {
+            json_decref(attrs);
+            return SD_ENOMEM;
         }
         merge_patch(data, v);
         if (encoded_size(data) > p->max_data_bytes) {

@@ -230,6 +230,43 @@ static void update_merges_and_bumps_version(void **state)
     sd_session_clear(&s);
 }
 
+/* The merge changes copies of what it changes: the tree read from the row
+ * (which the write may still hold) is left as it was, nested objects too,
+ * and a merge that fails leaves the session as it was. */
+static void update_leaves_the_read_tree_as_it_was(void **state)
+{
+    (void)state;
+    sd_session s;
+    char err[256];
+    assert_int_equal(
+        create("{\"userId\":\"u\",\"data\":{\"a\":{\"x\":1},\"b\":2}}", &s, err, sizeof err), 0);
+    json_t *old = json_incref(s.attrs);
+    assert_int_equal(
+        patch(&s, "{\"data\":{\"a\":{\"y\":2},\"b\":null},\"mfa\":true}", NOW + 1, err, sizeof err),
+        0);
+    char *was = json_dumps(old, JSON_COMPACT | JSON_SORT_KEYS);
+    char *now = json_dumps(s.attrs, JSON_COMPACT | JSON_SORT_KEYS);
+    assert_string_equal(was, "{\"data\":{\"a\":{\"x\":1},\"b\":2},\"mfa\":false}");
+    assert_string_equal(now, "{\"data\":{\"a\":{\"x\":1,\"y\":2}},\"mfa\":true}");
+    free(was);
+    free(now);
+    json_decref(old);
+    /* Past max_data_bytes (64): refused, nothing of it applied. */
+    old = json_incref(s.attrs);
+    assert_int_equal(patch(&s,
+                           "{\"data\":{\"a\":{\"z\":\"0123456789012345678901234567890123456789"
+                           "0123456789\"}},\"mfa\":false}",
+                           NOW + 2, err, sizeof err),
+                     SD_EINVALID);
+    assert_ptr_equal(s.attrs, old);
+    now = json_dumps(s.attrs, JSON_COMPACT | JSON_SORT_KEYS);
+    assert_string_equal(now, "{\"data\":{\"a\":{\"x\":1,\"y\":2}},\"mfa\":true}");
+    free(now);
+    json_decref(old);
+    assert_true(s.version == 2);
+    sd_session_clear(&s);
+}
+
 static void update_checks_version_and_clamps(void **state)
 {
     (void)state;
@@ -429,6 +466,7 @@ int main(void)
         cmocka_unit_test(identifier_rule),
         cmocka_unit_test(create_applies_the_identifier_rule),
         cmocka_unit_test(update_merges_and_bumps_version),
+        cmocka_unit_test(update_leaves_the_read_tree_as_it_was),
         cmocka_unit_test(update_checks_version_and_clamps),
         cmocka_unit_test(update_rejects_bad_bodies),
         cmocka_unit_test(data_limit_applies_after_merge),
