@@ -304,10 +304,8 @@ static int do_update(const sd_rows_ops *ops, void *rows, sd_write *w)
             sd_anomaly_clear(cur.attrs);
     }
     int64_t n = 0;
-    if (rc == 0 && (rc = ops->update(rows, &cur, read_version, &n)) == 0 && n == 0)
+    if (rc == 0 && (rc = ops->update(rows, w, &cur, read_version, "updated", &n)) == 0 && n == 0)
         rc = SD_ECONFLICT; /* changed since the read: cannot happen to the only writer of it */
-    if (rc == 0)
-        rc = ops->event(rows, w, "updated", cur.id, cur.user_id, NULL);
     if (rc == 0 && w->renewed)
         rc = ops->event(rows, w, "renewed", cur.id, cur.user_id, "privilege_raised");
     if (rc == 0)
@@ -429,7 +427,7 @@ static int do_signal(const sd_rows_ops *ops, void *rows, sd_write *w)
         rc = sd_anomaly_apply(w->signals, cur.attrs);
     if (rc == 0) {
         cur.version++;
-        rc = ops->update(rows, &cur, read_version, &n);
+        rc = ops->update(rows, w, &cur, read_version, NULL, &n);
     }
     if (rc == 0 && n == 0)
         rc = SD_ECONFLICT;

@@ -189,8 +189,11 @@ typedef struct sd_rows_ops {
     /* Inserts s and its `event` (a UNIQUE clash answers SD_EUNAVAILABLE). */
     int (*insert)(void *rows, const sd_write *w, const sd_session *s, const char *event);
     /* Writes s's mutable fields (last_seen, expiry, idle_ttl, version,
-     * attrs) where its version is still read_version; *n rows changed. */
-    int (*update)(void *rows, const sd_session *s, int64_t read_version, int64_t *n);
+     * attrs) where its version is still read_version; *n rows changed.
+     * With an event (not NULL), also that audit event, as event() writes
+     * it (none is kept when *n is 0: the write fails and is undone). */
+    int (*update)(void *rows, const sd_write *w, const sd_session *s, int64_t read_version,
+                  const char *event, int64_t *n);
     /* Keeps old_hash in the retired tokens (id, at), then sets the session's
      * token to new_hash, and its version + 1 with bump. */
     int (*retire)(void *rows, const char *id, const unsigned char old_hash[SD_HASH_LEN],

@@ -252,7 +252,8 @@ static int r_insert(void *rows, const sd_write *w, const sd_session *s, const ch
     return rc;
 }
 
-static int r_update(void *rows, const sd_session *s, int64_t read_version, int64_t *n)
+static int r_update(void *rows, const sd_write *w, const sd_session *s, int64_t read_version,
+                    const char *event, int64_t *n)
 {
     sd_store *st = rows;
     char *attrs = sd_attrs_text(st->keys, s->id, s->attrs);
@@ -269,7 +270,7 @@ static int r_update(void *rows, const sd_session *s, int64_t read_version, int64
     pg__ahead_drop(st, s->id);
     int rc = pg__wput(st, W_UPDATE, &p, 1, n);
     free(attrs);
-    return rc;
+    return rc == 0 && event ? r_event(rows, w, event, s->id, s->user_id, NULL) : rc;
 }
 
 static int r_retire(void *rows, const char *id, const unsigned char old_hash[SD_HASH_LEN],

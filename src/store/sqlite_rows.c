@@ -179,10 +179,10 @@ static int r_find_retired(void *rows, const unsigned char hash[SD_HASH_LEN], con
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : SD_EUNAVAILABLE;
 }
 
-static int r_event(void *rows, const sd_write *w, const char *event, const char *id,
-                   const char *user_id, const char *reason)
+/* An event of the write, after its session's head; the head stays. */
+static int add_event(sd_store *st, const sd_write *w, const char *event, const char *id,
+                     const char *user_id, const char *reason)
 {
-    sd_store *st = rows;
     sqlite3_stmt *q = st->w[W_EV_ONE];
     sqlite3_bind_int64(q, 1, w->now);
     sq__bind_text(q, 2, event);
@@ -191,9 +191,15 @@ static int r_event(void *rows, const sd_write *w, const char *event, const char 
     bind_opt(q, 5, w->actor);
     bind_opt(q, 6, w->address);
     sq__bind_text(q, 7, reason);
-    if (!WOK(sq__wstep(st, W_EV_ONE)))
-        return SD_EUNAVAILABLE;
-    return id ? move_head(st, id, sqlite3_last_insert_rowid(st->wdb)) : 0;
+    return WOK(sq__wstep(st, W_EV_ONE)) ? 0 : SD_EUNAVAILABLE;
+}
+
+static int r_event(void *rows, const sd_write *w, const char *event, const char *id,
+                   const char *user_id, const char *reason)
+{
+    sd_store *st = rows;
+    int rc = add_event(st, w, event, id, user_id, reason);
+    return rc == 0 && id ? move_head(st, id, sqlite3_last_insert_rowid(st->wdb)) : rc;
 }
 
 static int r_insert(void *rows, const sd_write *w, const sd_session *s, const char *event)
@@ -234,9 +240,15 @@ static int r_insert(void *rows, const sd_write *w, const sd_session *s, const ch
     return sq__ov_insert(st, s) ? SD_ENOMEM : 0;
 }
 
-static int r_update(void *rows, const sd_session *s, int64_t read_version, int64_t *n)
+/* With an event: the event first, then the row, which names it as its head
+ * (one write of the row, not a second to move the head). */
+static int r_update(void *rows, const sd_write *w, const sd_session *s, int64_t read_version,
+                    const char *event, int64_t *n)
 {
     sd_store *st = rows;
+    *n = 0;
+    if (event && add_event(st, w, event, s->id, s->user_id, NULL))
+        return SD_EUNAVAILABLE;
     char *attrs = sd_attrs_text(st->keys, s->id, s->attrs);
     if (!attrs)
         return SD_ENOMEM;
@@ -248,6 +260,8 @@ static int r_update(void *rows, const sd_session *s, int64_t read_version, int64
     sqlite3_bind_int64(q, 5, s->version);
     sqlite3_bind_text(q, 6, attrs, -1, SQLITE_STATIC);
     sqlite3_bind_int64(q, 7, read_version);
+    if (event)
+        sqlite3_bind_int64(q, 8, sqlite3_last_insert_rowid(st->wdb));
     int rc = sq__wstep(st, W_UPDATE);
     free(attrs);
     *n = sqlite3_changes(st->wdb);

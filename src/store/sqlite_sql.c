@@ -110,8 +110,9 @@ const char *const sq__wsql[W_NSTMT] = {
     [W_INSERT] = "INSERT INTO sessions(" COLS ", last_event) "
                  "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)",
     [W_SELECT] = "SELECT " COLS " FROM sessions WHERE id = ?1",
-    [W_UPDATE] = "UPDATE sessions SET last_seen=?2, expiry=?3, idle_ttl=?4, version=?5, attrs=?6 "
-                 "WHERE id = ?1 AND version = ?7",
+    /* ?8: the update's own event (added first), the new head; or NULL. */
+    [W_UPDATE] = "UPDATE sessions SET last_seen=?2, expiry=?3, idle_ttl=?4, version=?5, attrs=?6, "
+                 "last_event = coalesce(?8, last_event) WHERE id = ?1 AND version = ?7",
     [W_END_ONE_COPY] = "INSERT OR REPLACE INTO session_history(" COLS ", ended_at, end_reason, "
                        "last_event) SELECT " COLS ", ?2, ?3, ?9 FROM sessions "
                        "WHERE id = ?1 AND expiry > ?2",

@@ -123,15 +123,17 @@ static int f_insert(void *r, const sd_write *w, const sd_session *s, const char 
     return f_event(r, w, event, s->id, s->user_id, NULL);
 }
 
-static int f_update(void *r, const sd_session *s, int64_t read_version, int64_t *n)
+static int f_update(void *r, const sd_write *w, const sd_session *s, int64_t read_version,
+                    const char *event, int64_t *n)
 {
-    (void)r;
     row *x = find(s->id);
     *n = 0;
     if (x && x->s.version == read_version) {
         sd_session_clear(&x->s);
         assert_int_equal(sd_session_copy(&x->s, s), 0);
         *n = 1;
+        if (event)
+            return f_event(r, w, event, s->id, s->user_id, NULL);
     }
     return 0;
 }
