@@ -191,7 +191,7 @@ typedef struct sd_rows_ops {
     /* Writes s's mutable fields (last_seen, expiry, idle_ttl, version,
      * attrs) where its version is still read_version; *n rows changed.
      * With an event (not NULL), also that audit event, as event() writes
-     * it (none is kept when *n is 0: the write fails and is undone). */
+     * it, unless *n is 0 (then no event is kept). */
     int (*update)(void *rows, const sd_write *w, const sd_session *s, int64_t read_version,
                   const char *event, int64_t *n);
     /* Keeps old_hash in the retired tokens (id, at), then sets the session's

@@ -270,7 +270,7 @@ static int r_update(void *rows, const sd_write *w, const sd_session *s, int64_t 
     pg__ahead_drop(st, s->id);
     int rc = pg__wput(st, W_UPDATE, &p, 1, n);
     free(attrs);
-    return rc == 0 && event ? r_event(rows, w, event, s->id, s->user_id, NULL) : rc;
+    return rc == 0 && event && *n > 0 ? r_event(rows, w, event, s->id, s->user_id, NULL) : rc;
 }
 
 static int r_retire(void *rows, const char *id, const unsigned char old_hash[SD_HASH_LEN],

@@ -53,6 +53,7 @@ enum {
     W_EV_FIRST,
     W_EV_HEAD,
     W_EV_HEAD_ENDED,
+    W_EV_DROP,
     W_EV_ONE,
     W_EV_END_ONE,
     W_EV_END_USER,

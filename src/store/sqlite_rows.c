@@ -260,11 +260,16 @@ static int r_update(void *rows, const sd_write *w, const sd_session *s, int64_t 
     sqlite3_bind_int64(q, 5, s->version);
     sqlite3_bind_text(q, 6, attrs, -1, SQLITE_STATIC);
     sqlite3_bind_int64(q, 7, read_version);
+    int64_t seq = event ? sqlite3_last_insert_rowid(st->wdb) : 0;
     if (event)
-        sqlite3_bind_int64(q, 8, sqlite3_last_insert_rowid(st->wdb));
+        sqlite3_bind_int64(q, 8, seq);
     int rc = sq__wstep(st, W_UPDATE);
     free(attrs);
     *n = sqlite3_changes(st->wdb);
+    if (WOK(rc) && *n == 0 && event) { /* no row to name it: no event either */
+        sqlite3_bind_int64(st->w[W_EV_DROP], 1, seq);
+        rc = sq__wstep(st, W_EV_DROP);
+    }
     if (WOK(rc) && *n > 0 && sq__ov_seen(st, s))
         return SD_ENOMEM;
     return WOK(rc) ? 0 : SD_EUNAVAILABLE;

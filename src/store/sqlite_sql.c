@@ -146,6 +146,8 @@ const char *const sq__wsql[W_NSTMT] = {
     /* Then the session's head: its active row, else its history row. */
     [W_EV_HEAD] = "UPDATE sessions SET last_event = ?2 WHERE id = ?1",
     [W_EV_HEAD_ENDED] = "UPDATE session_history SET last_event = ?2 WHERE id = ?1",
+    /* An update's event when its row was not written after all. */
+    [W_EV_DROP] = "DELETE FROM audit_events WHERE seq = ?1",
     [W_EV_ONE] = "INSERT INTO audit_events(at, event, session_id, user_id, actor, address, reason, "
                  "prev) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, "
                  "coalesce((SELECT last_event FROM sessions WHERE id = ?3), "
