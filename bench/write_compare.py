@@ -9,7 +9,8 @@ make test.
   write_bytes, what reached the block layer), against Redis 7 with
   `appendonly yes` and `appendfsync always` (every SET fsync'd before its
   reply; redis-benchmark -c 64 -t set -d 200, the size of a session).
-- Updates with If-Match (bench/lua/update.lua) against those creates.
+- Updates with If-Match (bench/lua/update.lua) against those creates, with
+  the bytes the server wrote per update.
 - PostgreSQL creates (sessiond --store on a private PostgreSQL 15) against
   pgbench -c 64 inserting rows of the same shape, with the same indexes, into
   the same server.
@@ -34,15 +35,20 @@ def proc_io(pid):
         return {k: int(v) for k, v in (line.split(": ") for line in f.read().splitlines())}
 
 
-def creates(port, proc, duration):
-    """A create run with the server's bytes written per create."""
+def measured(port, proc, duration, lua, args):
+    """A wrk run with the server's bytes written per request."""
     io0 = proc_io(proc.pid)
-    r = wrk(port, "create.lua", [], duration, proc=proc)
+    r = wrk(port, lua, args, duration, proc=proc)
     io1 = proc_io(proc.pid)
     n = max(1, r["requests"])
     r["wchar_per"] = (io1["wchar"] - io0["wchar"]) / n
     r["disk_per"] = (io1["write_bytes"] - io0["write_bytes"]) / n
     return r
+
+
+def creates(port, proc, duration):
+    """A create run with the server's bytes written per create."""
+    return measured(port, proc, duration, "create.lua", [])
 
 
 def redis_fsync_always(requests=200000):
@@ -140,7 +146,7 @@ def embedded_rows(duration, population, rows, notes):
         tokens = os.path.join(TMP, "wc-tokens.txt")
         populate(port, population, tokens)
         c = creates(port, sd, duration)
-        u = wrk(port, "update.lua", [tokens], duration, proc=sd)
+        u = measured(port, sd, duration, "update.lua", [tokens])
     finally:
         stop(sd)
     red = redis_fsync_always()
@@ -153,6 +159,9 @@ def embedded_rows(duration, population, rows, notes):
     notes.append(f"bytes written per create: {c['wchar_per']:,.0f} (write(2), wchar), "
                  f"{c['disk_per']:,.0f} reaching the disk (write_bytes), into a store of "
                  f"{population:,} sessions")
+    notes.append(f"bytes written per update: {u['wchar_per']:,.0f} (wchar), "
+                 f"{u['disk_per']:,.0f} reaching the disk (write_bytes), the updates spread over "
+                 f"the first {population:,} sessions")
 
 
 def main():
