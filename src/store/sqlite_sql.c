@@ -170,10 +170,15 @@ const char *const sq__wsql[W_NSTMT] = {
                    "last_event "
                    "FROM sessions WHERE id IN (SELECT value FROM json_each(?2)) "
                    "AND expiry <= ?1 ORDER BY expiry, id RETURNING session_id, seq",
-    /* Events are appended in time order, so the old ones are a prefix: look
-     * at the first ?2 only (no index on time needed). */
+    /* The old events are a prefix: of the first ?2 (no index on time
+     * needed), those before the first that is not old yet. Times are
+     * mostly in seq order, not always (an expired event has its session's
+     * expiry, the clock may step back): a strict prefix never deletes an
+     * event a later one still points to (its chain, audit_events.prev). */
     [W_EV_PURGE] = "DELETE FROM audit_events WHERE seq IN (SELECT seq FROM audit_events "
-                   "ORDER BY seq LIMIT ?2) AND at < ?1",
+                   "ORDER BY seq LIMIT ?2) AND seq < coalesce((SELECT min(seq) FROM "
+                   "(SELECT seq, at FROM audit_events ORDER BY seq LIMIT ?2) WHERE at >= ?1), "
+                   "9223372036854775807)",
     [W_RE_SCAN_ACTIVE] = "SELECT rowid, id, attrs FROM sessions WHERE rowid > ?1 ORDER BY rowid "
                          "LIMIT ?2",
     [W_RE_SCAN_HISTORY] = "SELECT rowid, id, attrs FROM session_history WHERE rowid > ?1 "

@@ -8,8 +8,10 @@ import secrets
 import subprocess
 import time
 from urllib.parse import quote
+import pytest
 
-from conftest import audit_log_records, SESSIOND_BIN, child_env, find_leaked_tokens, new_user, record_token, wait_for
+from conftest import (audit_log_records, SESSIOND_BIN, child_env, find_leaked_tokens, history_rows, new_user,
+                      record_token, wait_for)
 
 
 def _keys(tmp_path, **keys):
@@ -238,3 +240,30 @@ def test_successful_validations_are_sampled_only_when_asked(make_server):
     assert not [r for r in audit_log_records(quiet) if r["event"] == "validated"]
     sampled = [r for r in audit_log_records(loud) if r["event"] == "validated"]
     assert len(sampled) == 5 and sampled[0]["reason"] == "sampled" and sampled[0]["sessionId"]
+
+
+@pytest.mark.sqlite_only("the embedded store's events are chained (audit_events.prev); PostgreSQL indexes them")
+def test_the_purge_keeps_every_event_a_later_one_points_to(make_server, clock):
+    """The purge of old events cuts a strict prefix of the log: events
+    written out of time order (here a clock that stepped back an hour)
+    wait for the younger ones before them, so no session's chain of events
+    loses a link. The history row purged in the same pass says when it
+    ran."""
+    srv = make_server("--history-retention", "30m", "--sweep-interval", "200ms",
+                      "--idle-timeout", "12h", env=clock.env)
+    a = srv.api
+    young = a.create(new_user("purge"))
+    record_token(young["token"])
+    clock.advance(-3600)
+    old = a.create(new_user("purge"))
+    record_token(old["token"])
+    ended = a.create(new_user("purge"))
+    record_token(ended["token"])
+    a.delete(f"/sessions/{ended['sessionId']}", expect=204)
+    clock.advance(3600 + 1200)  # the cut-off is now 10 minutes before the young event
+    wait_for(lambda: history_rows(srv.data_dir, ended["sessionId"]) == [], timeout=30,
+             what="the history row older than --history-retention 30m to be purged")
+    assert [e["event"] for e in a.get(f"/sessions/{old['sessionId']}/events", expect=200).json()["events"]] \
+        == ["created"]
+    assert [e["event"] for e in a.get(f"/sessions/{young['sessionId']}/events", expect=200).json()["events"]] \
+        == ["created"]
