@@ -179,11 +179,13 @@ static int r_find_retired(void *rows, const unsigned char hash[SD_HASH_LEN], con
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : SD_EUNAVAILABLE;
 }
 
-/* An event of the write, after its session's head; the head stays. */
+/* An event of the write, after its session's head (none when first: a
+ * session's created event); the head stays. */
 static int add_event(sd_store *st, const sd_write *w, const char *event, const char *id,
-                     const char *user_id, const char *reason)
+                     const char *user_id, const char *reason, bool first)
 {
-    sqlite3_stmt *q = st->w[W_EV_ONE];
+    int which = first ? W_EV_FIRST : W_EV_ONE;
+    sqlite3_stmt *q = st->w[which];
     sqlite3_bind_int64(q, 1, w->now);
     sq__bind_text(q, 2, event);
     sq__bind_text(q, 3, id);
@@ -191,33 +193,26 @@ static int add_event(sd_store *st, const sd_write *w, const char *event, const c
     bind_opt(q, 5, w->actor);
     bind_opt(q, 6, w->address);
     sq__bind_text(q, 7, reason);
-    return WOK(sq__wstep(st, W_EV_ONE)) ? 0 : SD_EUNAVAILABLE;
+    return WOK(sq__wstep(st, which)) ? 0 : SD_EUNAVAILABLE;
 }
 
 static int r_event(void *rows, const sd_write *w, const char *event, const char *id,
                    const char *user_id, const char *reason)
 {
     sd_store *st = rows;
-    int rc = add_event(st, w, event, id, user_id, reason);
+    int rc = add_event(st, w, event, id, user_id, reason, false);
     return rc == 0 && id ? move_head(st, id, sqlite3_last_insert_rowid(st->wdb)) : rc;
 }
 
 static int r_insert(void *rows, const sd_write *w, const sd_session *s, const char *event)
 {
     sd_store *st = rows;
-    sqlite3_stmt *q = st->w[W_EV_FIRST]; /* first: the row names it as its head */
-    sqlite3_bind_int64(q, 1, w->now);
-    sq__bind_text(q, 2, event);
-    sq__bind_text(q, 3, s->id);
-    sq__bind_text(q, 4, s->user_id);
-    bind_opt(q, 5, w->actor);
-    bind_opt(q, 6, w->address);
-    if (!WOK(sq__wstep(st, W_EV_FIRST)))
+    if (add_event(st, w, event, s->id, s->user_id, NULL, true)) /* the row names it as its head */
         return SD_EUNAVAILABLE;
     char *attrs = sd_attrs_text(st->keys, s->id, s->attrs);
     if (!attrs)
         return SD_ENOMEM;
-    q = st->w[W_INSERT];
+    sqlite3_stmt *q = st->w[W_INSERT];
     sq__bind_text(q, 1, s->id);
     sqlite3_bind_blob(q, 2, s->token_hash, SD_HASH_LEN, SQLITE_STATIC);
     sq__bind_text(q, 3, s->user_id);
@@ -247,7 +242,7 @@ static int r_update(void *rows, const sd_write *w, const sd_session *s, int64_t 
 {
     sd_store *st = rows;
     *n = 0;
-    if (event && add_event(st, w, event, s->id, s->user_id, NULL))
+    if (event && add_event(st, w, event, s->id, s->user_id, NULL, false))
         return SD_EUNAVAILABLE;
     char *attrs = sd_attrs_text(st->keys, s->id, s->attrs);
     if (!attrs)
