@@ -86,6 +86,18 @@ static int add_column(sd_store *st, const char *table, const char *column, const
     return 0;
 }
 
+static bool index_exists(sd_store *st, const char *name)
+{
+    sqlite3_stmt *s = NULL;
+    bool found = sqlite3_prepare_v2(
+                     st->wdb, "SELECT 1 FROM sqlite_schema WHERE type = 'index' AND name = ?1", -1,
+                     &s, NULL) == SQLITE_OK &&
+                 sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC) == SQLITE_OK &&
+                 sqlite3_step(s) == SQLITE_ROW;
+    sqlite3_finalize(s);
+    return found;
+}
+
 /* Brings a store made by an older version up to date, inside the schema
  * transaction (sq__schema has made what was missing). */
 static int migrate(sd_store *st, char *err, size_t errlen)
@@ -136,7 +148,10 @@ static int migrate(sd_store *st, char *err, size_t errlen)
             return rc;
         sd_info("store: upgraded the schema to version %d (%s)", drops[i].version, drops[i].what);
     }
-    if (schema_version(st) < 8) {
+    /* An older sessiond that opened the store since made the index again
+     * (its schema has it) and wrote events unchained: chain them all again. */
+    bool unchained = schema_version(st) >= 8 && index_exists(st, "events_by_session");
+    if (schema_version(st) < 8 || unchained) {
         int64_t t0 = sd_mono_ms();
         int added = 0;
         for (size_t c = 0; c < sq__n_v8_columns; c++)
@@ -145,8 +160,9 @@ static int migrate(sd_store *st, char *err, size_t errlen)
                 return rc;
         if ((rc = sq__exec(st->wdb, sq__v8_chain, err, errlen)))
             return rc;
-        sd_info("store: upgraded the schema to version 8 (a session's audit events chained, not "
-                "indexed by session; %lld ms)",
+        sd_info("store: %s (a session's audit events chained, not indexed by session; %lld ms)",
+                unchained ? "chained the audit events again after an older sessiond wrote some"
+                          : "upgraded the schema to version 8",
                 (long long)(sd_mono_ms() - t0));
     }
     return 0;

@@ -254,4 +254,19 @@ def test_a_version_7_store_keeps_each_sessions_events(make_server, tmp_path):
     assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("8",)
     ev_indexes = {r[1] for r in db.execute("PRAGMA index_list('audit_events')")}
     assert "events_by_session" not in ev_indexes, ev_indexes
+    # An older sessiond opens the store again: its schema makes the index
+    # again, and it writes an event without chaining it.
+    db.execute("CREATE INDEX IF NOT EXISTS events_by_session ON audit_events(session_id, seq)")
+    db.execute("INSERT INTO audit_events(at, event, session_id, user_id) VALUES(?, 'geofence_refused', ?, ?)",
+               (now, ended, user))
+    db.commit()
+    db.close()
+    srv = make_server(data_dir=data)
+    a = srv.api
+    assert "chained the audit events again" in srv.log_text()
+    assert [e for _, e in events(f"/sessions/{ended}/events")] == ["created", "revoked", "geofence_refused"]
+    assert [e for _, e in events(f"/sessions/{live}/events")] == ["created", "updated", "updated", "revoked"]
+    srv.stop()
+    db = sqlite3.connect(data / "sessiond.db")
+    assert "events_by_session" not in {r[1] for r in db.execute("PRAGMA index_list('audit_events')")}
     db.close()
