@@ -103,7 +103,14 @@ static bool index_exists(sd_store *st, const char *name)
 static int migrate(sd_store *st, char *err, size_t errlen)
 {
     static const char *const tables[] = {"sessions", "session_history"};
-    int changed = 0, rc;
+    int changed = 0, rc, have = schema_version(st);
+    if (have > SQ_SCHEMA_VERSION) { /* its rows would be written the old way */
+        snprintf(err, errlen,
+                 "the store has schema version %d, newer than this sessiond knows (%d): "
+                 "upgrade sessiond",
+                 have, SQ_SCHEMA_VERSION);
+        return SD_ECONFIG;
+    }
     for (size_t t = 0; t < 2; t++)
         for (size_t c = 0; c < sq__n_v2_columns; c++)
             if ((rc = add_column(st, tables[t], sq__v2_columns[c][0], sq__v2_columns[c][1],

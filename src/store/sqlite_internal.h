@@ -140,6 +140,8 @@ void sq__ov_undo(sd_store *st);
 void sq__ov_clear(sd_store *st);
 void sq__ov_free(sd_store *st);
 
+/* The schema version sq__schema makes and migrate() brings older stores to. */
+#define SQ_SCHEMA_VERSION 8
 extern const char sq__schema[];
 extern const char sq__v3_rebuild[];
 extern const char sq__v8_chain[];

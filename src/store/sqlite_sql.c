@@ -15,6 +15,9 @@
     " absolute_expiry INTEGER NOT NULL, idle_ttl INTEGER NOT NULL, version INTEGER NOT NULL,"      \
     " attrs TEXT NOT NULL, binding BLOB, auth_time INTEGER, acr TEXT, last_event INTEGER);"
 
+#define VERSION_TEXT_(v) #v
+#define VERSION_TEXT(v)  VERSION_TEXT_(v)
+
 const char sq__schema[] =
     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
     "CREATE TABLE IF NOT EXISTS sessions" SESSIONS_DEF
@@ -60,7 +63,8 @@ const char sq__schema[] =
     /* The revocation feed's (sq_ended); made at open where missing. */
     "CREATE INDEX IF NOT EXISTS events_ended ON audit_events(seq) "
     " WHERE event IN ('revoked', 'evicted');"
-    "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '8');";
+    "INSERT OR IGNORE INTO meta(key, value) VALUES('schema_version', '" VERSION_TEXT(
+        SQ_SCHEMA_VERSION) "');";
 
 /* Version 8: the chains made from the index they replace (built where an
  * older store lacks it), in the schema transaction; the columns are added

@@ -2,12 +2,14 @@
 from the client context it was created in (its ipAddress network and/or
 userAgent); policy enforce (invalid, reason binding_mismatch) or flag."""
 import hashlib
-import time
 import sqlite3
+import subprocess
+import time
 
 import pytest
 
-from conftest import audit_log_records, history_rows, new_user, record_token, wait_for
+from conftest import (SESSIOND_BIN, audit_log_records, child_env, free_port, history_rows, new_user, record_token,
+                      wait_for)
 
 UA = "Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0"
 
@@ -269,4 +271,26 @@ def test_a_version_7_store_keeps_each_sessions_events(make_server, tmp_path):
     srv.stop()
     db = sqlite3.connect(data / "sessiond.db")
     assert "events_by_session" not in {r[1] for r in db.execute("PRAGMA index_list('audit_events')")}
+    db.close()
+
+
+@pytest.mark.sqlite_only("an SQLite store file; PostgreSQL refuses a newer schema in its own migrations")
+def test_a_store_newer_than_the_binary_is_refused(tmp_path):
+    """A store whose schema version this sessiond does not know yet is not
+    opened: its rows would be written without what the newer version
+    keeps (the chains of events of version 8, say)."""
+    data = tmp_path / "newer"
+    data.mkdir()
+    db = sqlite3.connect(data / "sessiond.db")
+    db.executescript("CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+                     "INSERT INTO meta VALUES('schema_version', '99');")
+    db.close()
+    p = subprocess.run([SESSIOND_BIN, "--listen", f"127.0.0.1:{free_port()}", "--data-dir", str(data)],
+                       cwd=tmp_path, env=child_env(), stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    out = (p.stdout + p.stderr).decode(errors="replace")
+    assert p.returncode != 0, out
+    assert "schema version 99, newer than this sessiond knows" in out, out[-500:]
+    db = sqlite3.connect(data / "sessiond.db")
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("99",)
+    assert db.execute("SELECT count(*) FROM sqlite_schema WHERE name = 'sessions'").fetchone() == (0,)
     db.close()
