@@ -124,9 +124,11 @@ class Load:
 
 def settled_validity(api, token, what):
     """isValid once the replica answers: each handler thread has its own
-    connection to the store, back on its own backoff after a failover, so a
-    thread not yet reconnected answers 503 meanwhile (never a wrong
-    answer); a session is asked until one answers."""
+    connection to the store, and one the failover broke is found broken only
+    by that thread's next query (a fence read answers 503 then rather than
+    wait for a new connection; the next query makes one), so for a while
+    some requests answer 503 (never a wrong answer): a session is asked
+    until one answers."""
     def answer():
         r = api.post("/sessions/validate", headers={"Authorization": f"Bearer {token}"}, params={"touch": "false"})
         assert r.status_code in (200, 503), r.text
