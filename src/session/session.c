@@ -460,7 +460,6 @@ int sd_patch_parse(const json_t *body, const sd_policy *p, sd_patch *out, char *
     return sd_json_failures() != mark ? SD_ENOMEM : 0;
 }
 
-/* RFC 7396 merge of patch into target (both objects). */
 /* parent's member key as an object of parent's own: a shallow copy of the
  * object there (its members shared, not copied), or a new empty one; NULL
  * when out of memory. What a merge changes is copied, the rest is shared

@@ -68,7 +68,8 @@ static int schema_version(sd_store *st)
     return v;
 }
 
-/* Adds a column to table unless it has it already; *added counts those added. */
+/* Adds a column to table unless it has it already; *added (unless NULL)
+ * counts those added. */
 static int add_column(sd_store *st, const char *table, const char *column, const char *type,
                       int *added, char *err, size_t errlen)
 {
@@ -82,7 +83,8 @@ static int add_column(sd_store *st, const char *table, const char *column, const
     snprintf(sql, sizeof sql, "ALTER TABLE %s ADD COLUMN %s %s", table, column, type);
     if ((rc = sq__exec(st->wdb, sql, err, errlen)))
         return rc;
-    (*added)++;
+    if (added)
+        (*added)++;
     return 0;
 }
 
@@ -157,12 +159,12 @@ static int migrate(sd_store *st, char *err, size_t errlen)
     }
     /* An older sessiond that opened the store since made the index again
      * (its schema has it) and wrote events unchained: chain them all again. */
-    bool unchained = schema_version(st) >= 8 && index_exists(st, "events_by_session");
-    if (schema_version(st) < 8 || unchained) {
+    bool upgrade = schema_version(st) < 8;
+    bool unchained = !upgrade && index_exists(st, "events_by_session");
+    if (upgrade || unchained) {
         int64_t t0 = sd_mono_ms();
-        int added = 0;
         for (size_t c = 0; c < sq__n_v8_columns; c++)
-            if ((rc = add_column(st, sq__v8_columns[c][0], sq__v8_columns[c][1], "INTEGER", &added,
+            if ((rc = add_column(st, sq__v8_columns[c][0], sq__v8_columns[c][1], "INTEGER", NULL,
                                  err, errlen)))
                 return rc;
         if ((rc = sq__exec(st->wdb, sq__v8_chain, err, errlen)))

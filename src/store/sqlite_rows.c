@@ -56,7 +56,9 @@ static int wstep_ended(sd_store *st, int which, sd_write *w, bool expired)
  * its history row (an event after its end). */
 static int move_head(sd_store *st, const char *id, int64_t seq)
 {
-    for (int which = W_EV_HEAD; which <= W_EV_HEAD_ENDED; which++) {
+    static const int heads[] = {W_EV_HEAD, W_EV_HEAD_ENDED};
+    for (size_t i = 0; i < sizeof heads / sizeof heads[0]; i++) {
+        int which = heads[i];
         sqlite3_stmt *q = st->w[which];
         sq__bind_text(q, 1, id);
         sqlite3_bind_int64(q, 2, seq);

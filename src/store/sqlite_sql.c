@@ -15,6 +15,12 @@
     " absolute_expiry INTEGER NOT NULL, idle_ttl INTEGER NOT NULL, version INTEGER NOT NULL,"      \
     " attrs TEXT NOT NULL, binding BLOB, auth_time INTEGER, acr TEXT, last_event INTEGER);"
 
+/* The head of session P's chain of events (P a parameter): on its active
+ * row, else on its history row. */
+#define HEAD_OF(p)                                                                                 \
+    "coalesce((SELECT last_event FROM sessions WHERE id = " p "), "                                \
+    "(SELECT last_event FROM session_history WHERE id = " p "))"
+
 #define VERSION_TEXT_(v) #v
 #define VERSION_TEXT(v)  VERSION_TEXT_(v)
 
@@ -153,9 +159,7 @@ const char *const sq__wsql[W_NSTMT] = {
     /* An update's event when its row was not written after all. */
     [W_EV_DROP] = "DELETE FROM audit_events WHERE seq = ?1",
     [W_EV_ONE] = "INSERT INTO audit_events(at, event, session_id, user_id, actor, address, reason, "
-                 "prev) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, "
-                 "coalesce((SELECT last_event FROM sessions WHERE id = ?3), "
-                 "(SELECT last_event FROM session_history WHERE id = ?3)))",
+                 "prev) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, " HEAD_OF("?3") ")",
     /* The ending events are written from the rows about to end, before the
      * copy to history: same predicates as W_END_ONE_COPY / W_END_USER_COPY.
      * The copy of one takes the event's seq as the head (?9); those of
@@ -214,13 +218,12 @@ const char *const sq__rsql[R_NSTMT] = {
     [R_EV_ALL] = "SELECT " EV_COLS " FROM audit_events WHERE seq > ?2 ORDER BY seq LIMIT ?3",
     /* A session's chain walked from its head back to the cursor (prev is
      * always older: the walk ends), then the page taken oldest first. */
-    [R_EV_SESSION] = "WITH RECURSIVE chain(seq) AS (SELECT coalesce("
-                     "(SELECT last_event FROM sessions WHERE id = ?1), "
-                     "(SELECT last_event FROM session_history WHERE id = ?1)) "
-                     "UNION ALL SELECT e.prev FROM audit_events e, chain c "
-                     "WHERE e.seq = c.seq AND c.seq > ?2 AND e.prev < e.seq) "
-                     "SELECT " EV_COLS " FROM audit_events WHERE seq IN (SELECT seq FROM chain) "
-                     "AND seq > ?2 AND session_id = ?1 ORDER BY seq LIMIT ?3",
+    [R_EV_SESSION] = "WITH RECURSIVE chain(seq) AS (SELECT " HEAD_OF(
+        "?1") " "
+              "UNION ALL SELECT e.prev FROM audit_events e, chain c "
+              "WHERE e.seq = c.seq AND c.seq > ?2 AND e.prev < e.seq) "
+              "SELECT " EV_COLS " FROM audit_events WHERE seq IN (SELECT seq FROM chain) "
+              "AND seq > ?2 AND session_id = ?1 ORDER BY seq LIMIT ?3",
     /* An event that names a session names its user too (a session never
      * changes user): the user's events are those of their sessions, active
      * or ended, and those that name the user alone (a refusal). */

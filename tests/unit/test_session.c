@@ -230,6 +230,15 @@ static void update_merges_and_bumps_version(void **state)
     sd_session_clear(&s);
 }
 
+/* v as compact JSON with sorted keys is `want`. */
+static void assert_json_text(const json_t *v, const char *want)
+{
+    char *got = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
+    assert_non_null(got);
+    assert_string_equal(got, want);
+    free(got);
+}
+
 /* The merge changes copies of what it changes: the tree read from the row
  * (which the write may still hold) is left as it was, nested objects too,
  * and a merge that fails leaves the session as it was. */
@@ -244,12 +253,8 @@ static void update_leaves_the_read_tree_as_it_was(void **state)
     assert_int_equal(
         patch(&s, "{\"data\":{\"a\":{\"y\":2},\"b\":null},\"mfa\":true}", NOW + 1, err, sizeof err),
         0);
-    char *was = json_dumps(old, JSON_COMPACT | JSON_SORT_KEYS);
-    char *now = json_dumps(s.attrs, JSON_COMPACT | JSON_SORT_KEYS);
-    assert_string_equal(was, "{\"data\":{\"a\":{\"x\":1},\"b\":2},\"mfa\":false}");
-    assert_string_equal(now, "{\"data\":{\"a\":{\"x\":1,\"y\":2}},\"mfa\":true}");
-    free(was);
-    free(now);
+    assert_json_text(old, "{\"data\":{\"a\":{\"x\":1},\"b\":2},\"mfa\":false}");
+    assert_json_text(s.attrs, "{\"data\":{\"a\":{\"x\":1,\"y\":2}},\"mfa\":true}");
     json_decref(old);
     /* Past max_data_bytes (64): refused, nothing of it applied. */
     old = json_incref(s.attrs);
@@ -259,9 +264,7 @@ static void update_leaves_the_read_tree_as_it_was(void **state)
                            NOW + 2, err, sizeof err),
                      SD_EINVALID);
     assert_ptr_equal(s.attrs, old);
-    now = json_dumps(s.attrs, JSON_COMPACT | JSON_SORT_KEYS);
-    assert_string_equal(now, "{\"data\":{\"a\":{\"x\":1,\"y\":2}},\"mfa\":true}");
-    free(now);
+    assert_json_text(s.attrs, "{\"data\":{\"a\":{\"x\":1,\"y\":2}},\"mfa\":true}");
     json_decref(old);
     assert_true(s.version == 2);
     sd_session_clear(&s);
