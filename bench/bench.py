@@ -334,7 +334,8 @@ def main():
     if not a.no_scaleout:
         scaleout(a, R, notes)
     idle = idle_connections(a.idle) if a.idle else None
-    writes, write_notes = write_targets(a.duration, min(a.population, 100000), not a.no_scaleout)
+    writes, write_notes = write_targets(a.duration, min(a.population, 100000), not a.no_scaleout,
+                                        rounds=a.reps)
 
     scaling = []
     for n in [int(x) for x in a.sizes.split(",") if x]:
