@@ -6,6 +6,7 @@ set -eu
 
 build_pkgs="gcc make pkg-config libhttp-parser-dev libsqlite3-dev libjansson-dev libssl-dev libcurl4-openssl-dev xxd libpq-dev"
 build_pkgs="$build_pkgs libhiredis-dev" # the Redis cache tier (--cache redis://...)
+build_pkgs="$build_pkgs libjemalloc-dev" # the server's allocator (docs/dependencies.md)
 test_pkgs="libcmocka-dev python3 python3-pytest python3-requests python3-yaml sqlite3 curl nginx-light chromium"
 # promtool (Prometheus conventions: tests/e2e/test_prometheus.py)
 test_pkgs="$test_pkgs prometheus"
