@@ -8,7 +8,8 @@
  * Counts malloc, calloc, realloc, free (of a non-NULL pointer),
  * posix_memalign, aligned_alloc and memalign, the bytes asked for and the
  * reallocs of NULL (so that new blocks minus frees shows a leak), with
- * relaxed atomic counters; then calls the next allocator (libc's) found with
+ * relaxed atomic counters; then calls the next allocator (jemalloc, which
+ * build/sessiond links, else the C library's) found with
  * dlsym(RTLD_NEXT).
  *
  * How the counts leave the process: the counters themselves live in the file
