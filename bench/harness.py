@@ -106,14 +106,18 @@ def settle(pids, quiet_pct=5.0, limit_s=60.0):
     return time.time() - start
 
 
+WRK_THREADS = 2  # the scripts that split their work by thread read it (update.lua)
+
+
 def wrk(port, script, args=(), duration=5, conns=64, proc=None, scheme="http"):
     pids = tree_pids(proc.pid) if proc else []
     if pids:
         settle(pids)
     c0, t0 = cpu_ticks(pids), time.time()
-    cmd = ["wrk", "-t2", f"-c{conns}", f"-d{duration}s", "-s", os.path.join(LUA, script),
-           f"{scheme}://127.0.0.1:{port}", "--"] + list(args)
-    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, BENCH_LUA=LUA))
+    cmd = ["wrk", f"-t{WRK_THREADS}", f"-c{conns}", f"-d{duration}s", "-s",
+           os.path.join(LUA, script), f"{scheme}://127.0.0.1:{port}", "--"] + list(args)
+    out = subprocess.run(cmd, capture_output=True, text=True,
+                         env=dict(os.environ, BENCH_LUA=LUA, WRK_THREADS=str(WRK_THREADS)))
     wall = time.time() - t0
     m = re.search(r"BENCHJSON (\{.*\})", out.stdout)
     if not m:

@@ -25,7 +25,7 @@ def start(args, port):
     return p, d
 def wrk(port, script, arg):
     r = subprocess.run(["wrk", "-t2", "-c64", "-d10s", "-s", f"bench/lua/{script}", f"http://127.0.0.1:{port}", "--", arg],
-                       capture_output=True, text=True)
+                       capture_output=True, text=True, env=dict(os.environ, WRK_THREADS="2"))
     line = [l for l in r.stdout.splitlines() if l.startswith("BENCHJSON")][0]
     rps = [l for l in r.stdout.splitlines() if "Requests/sec" in l][0]
     return rps.strip() + " " + line[10:]
