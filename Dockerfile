@@ -19,7 +19,8 @@ RUN scripts/install-deps.sh build \
 FROM debian:12-slim AS runtime
 RUN apt-get update -qq \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      libhttp-parser2.9 libsqlite3-0 libjansson4 libssl3 libpq5 libhiredis0.14 libcurl4 ca-certificates \
+      libhttp-parser2.9 libsqlite3-0 libjansson4 libssl3 libpq5 libhiredis0.14 libcurl4 libjemalloc2 \
+      ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 sessiond \
  && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/sessiond --shell /usr/sbin/nologin sessiond \
