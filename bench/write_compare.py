@@ -150,8 +150,8 @@ def median_of(runs, key):
 
 
 def embedded_rows(duration, population, rounds, rows, notes):
-    """ROUNDS rounds, each a new sessiond (POPULATION sessions, at version 1
-    as update.lua expects them), its creates, then its updates, then Redis:
+    """ROUNDS rounds, each a new sessiond (POPULATION sessions), its
+    creates, then its updates, then Redis (alike rounds):
     this host's speed drifts by 10-20 % within minutes (a shared virtual
     machine), so each ratio is taken within its round and the median of the
     rounds is reported, with the spread."""
