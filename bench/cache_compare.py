@@ -9,6 +9,7 @@ Usage: bench/cache_compare.py validate_token.lua"""
 import os, shutil, subprocess, sys, time, signal, tempfile, requests
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests", "e2e"))
+WRK_THREADS = 2  # wrk -t, passed to the scripts too (update.lua splits its ids by thread)
 import pgserver, redisserver
 BIN = os.path.join(REPO, "build", "sessiond")
 os.chdir(REPO)
@@ -23,8 +24,8 @@ def start(args, port):
         time.sleep(0.05)
     return p, d
 def wrk(port, script, arg, secs=10):
-    r = subprocess.run(["wrk", "-t2", "-c64", f"-d{secs}s", "-s", f"bench/lua/{script}", f"http://127.0.0.1:{port}", "--", arg],
-                       capture_output=True, text=True, env=dict(os.environ, WRK_THREADS="2"))
+    r = subprocess.run(["wrk", f"-t{WRK_THREADS}", "-c64", f"-d{secs}s", "-s", f"bench/lua/{script}", f"http://127.0.0.1:{port}", "--", arg],
+                       capture_output=True, text=True, env=dict(os.environ, WRK_THREADS=str(WRK_THREADS)))
     line = [l for l in r.stdout.splitlines() if l.startswith("BENCHJSON")][0]
     rps = [l for l in r.stdout.splitlines() if "Requests/sec" in l][0]
     return rps.strip() + " " + line[10:]

@@ -149,12 +149,16 @@ def median_of(runs, key):
     return statistics.median(r[key] for r in runs)
 
 
+def spread(xs):
+    return ", ".join(f"{x:.2f}" for x in xs)
+
+
 def embedded_rows(duration, population, rounds, rows, notes):
-    """ROUNDS rounds, each a new sessiond (POPULATION sessions), its
-    creates, then its updates, then Redis (alike rounds):
-    this host's speed drifts by 10-20 % within minutes (a shared virtual
-    machine), so each ratio is taken within its round and the median of the
-    rounds is reported, with the spread."""
+    """ROUNDS alike rounds, each a new sessiond (POPULATION sessions), its
+    creates, then its updates, then Redis: this host's speed drifts by
+    10-20 % within minutes (a shared virtual machine), so each ratio is
+    taken within its round and the median of the rounds is reported, with
+    the spread."""
     cs, us, reds = [], [], []
     for _ in range(rounds):
         sd, port = start_sessiond(["--max-sessions-per-user", "0"])
@@ -166,15 +170,11 @@ def embedded_rows(duration, population, rounds, rows, notes):
         finally:
             stop(sd)
         reds.append(redis_fsync_always())
-    c_rps, u_rps = median_of(cs, "rps"), median_of(us, "rps")
-    rows.append(("embedded create (durable)", c_rps, median_of(cs, "p99_us") / 1000))
+    rows.append(("embedded create (durable)", median_of(cs, "rps"), median_of(cs, "p99_us") / 1000))
     rows.append(("Redis SET, appendfsync always", median_of(reds, "rps"), median_of(reds, "p99_ms")))
-    rows.append(("embedded update If-Match", u_rps, median_of(us, "p99_us") / 1000))
+    rows.append(("embedded update If-Match", median_of(us, "rps"), median_of(us, "p99_us") / 1000))
     vs_redis = [c["rps"] / r["rps"] for c, r in zip(cs, reds)]
     vs_creates = [u["rps"] / c["rps"] for u, c in zip(us, cs)]
-
-    def spread(xs):
-        return ", ".join(f"{x:.2f}" for x in xs)
     notes.append(f"embedded creates / Redis appendfsync always: {statistics.median(vs_redis):.2f}x, "
                  f"median of {rounds} rounds ({spread(vs_redis)}) (target 0.5x, p99 < 10 ms: "
                  f"{median_of(cs, 'p99_us') / 1000:.1f} ms)")

@@ -1,17 +1,12 @@
 -- PUT /sessions/{id} with If-Match. Each thread updates its own share of
 -- the sessions (every WRK_THREADS-th id, from its own offset) and tracks
 -- the versions it has seen (from the responses' ETag + sessionId); a
--- session it knows no version of yet (its first update in this run) is
--- sent If-Match: * (any current version), and the reply teaches it the
--- version. A guess is stale only when two of its own connections update
--- one session at once (the winner's reply has taught the thread the new
--- version by then): a 412 is a correct precondition failure, counted as
--- non-2xx. When the threads shared every
--- id and guessed version 1 for unknown ones, a thread whose session the
--- other had updated kept guessing an old version: 40 % of an 8 s run were
--- 412s (refusals that write nothing), counted as updates, and every run
--- after the first on one store almost only 412s (docs/performance.md,
--- 2026-12-06).
+-- session it knows no version of yet is sent If-Match: * (any current
+-- version), and the reply teaches it the version. A guess goes stale only
+-- when two of its own connections update one session at once: that 412 is
+-- a correct precondition failure, counted as non-2xx. (Threads sharing
+-- every id and guessing version 1 made most "updates" 412s:
+-- docs/performance.md, 2026-12-06.)
 package.path = package.path .. ";" .. (os.getenv("BENCH_LUA") or "bench/lua") .. "/?.lua"
 local c = require("common")
 local ids, version = {}, {}
