@@ -89,13 +89,28 @@ void sd_api_user_list(sd_req *r, void *app_)
     json_t *next;
     if (sd_api_user_page(r, app, user, &v, &n, &shown, &next))
         return;
-    json_t *arr = json_array();
-    for (size_t i = 0; i < shown; i++)
-        json_array_append_new(arr, sd_session_to_json(&v[i]));
+    /* Written once, as a session's own reply is (sd_session_jw): a jansson
+     * tree per session, parsed from that text, cost a list of ten a third
+     * of its speed (docs/performance.md, 2026-12-06). */
+    sd_jw w;
+    sd_jw_init(&w, sd_req_arena(r), 512 * (shown + 1));
+    sd_jw_object(&w);
+    sd_jw_key(&w, "userId");
+    sd_jw_str(&w, user);
+    sd_jw_key(&w, "sessions");
+    sd_jw_array(&w);
+    for (size_t i = 0; i < shown; i++) {
+        sd_jw_object(&w);
+        sd_session_jw(&w, &v[i]);
+        sd_jw_end(&w);
+    }
+    sd_jw_end(&w);
     sd_sessions_free(v, n);
-    sd_reply_json(r, 200,
-                  json_pack("{s:s, s:o, s:o}", "userId", user, "sessions", arr, "nextCursor", next),
-                  NULL);
+    sd_jw_key(&w, "nextCursor");
+    sd_jw_json(&w, next);
+    json_decref(next);
+    sd_jw_end(&w);
+    sd_api_reply_jw(r, 200, &w, NULL);
 }
 
 static void revoke_done(sd_write *w)
