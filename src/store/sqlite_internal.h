@@ -186,4 +186,8 @@ int sq__wstep(sd_store *st, int which);
 extern const sd_rows_ops sq__rows;
 extern const sd_tx_ops sq__tx;
 
+/* sqlite_pcache.c: SQLite's page cache wrapped to skip truncations that
+ * drop nothing. Before SQLite is initialised (sqlite3_config). */
+void sq__pcache_install(void);
+
 #endif
