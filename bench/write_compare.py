@@ -10,7 +10,9 @@ make test.
   `appendonly yes` and `appendfsync always` (every SET fsync'd before its
   reply; redis-benchmark -c 64 -t set -d 200, the size of a session).
 - Updates with If-Match (bench/lua/update.lua) against those creates, with
-  the bytes the server wrote per update.
+  the bytes the server wrote per update; spread uniformly over the
+  population (the B-tree's worst case), or with --hot F over its newest
+  fraction F only (update locality; docs/performance.md).
 - PostgreSQL creates (sessiond --store on a private PostgreSQL 15) against
   pgbench -c 64 inserting rows of the same shape, with the same indexes, into
   the same server.
@@ -19,7 +21,7 @@ The embedded rows are the medians of --rounds rounds (creates, updates,
 Redis in turn), each ratio taken within its round.
 
 Usage: bench/write_compare.py [--duration S] [--population N] [--rounds R]
-                              [--no-pg | --pg-only]
+                              [--hot F] [--no-pg | --pg-only]
 """
 import argparse
 import os
@@ -153,6 +155,14 @@ def spread(xs):
     return ", ".join(f"{x:.2f}" for x in xs)
 
 
+def spread_over(population):
+    """Which sessions update.lua updates (UPDATE_HOT, set by --hot)."""
+    hot = float(os.environ.get("UPDATE_HOT", "1"))
+    if hot >= 1:
+        return f"the first {population:,} sessions"
+    return f"the newest {hot:.0%} of the first {population:,} sessions ({int(population * hot):,})"
+
+
 def embedded_rows(duration, population, rounds, rows, notes):
     """ROUNDS alike rounds, each a new sessiond (POPULATION sessions), its
     creates, then its updates, then Redis: this host's speed drifts by
@@ -187,7 +197,7 @@ def embedded_rows(duration, population, rounds, rows, notes):
                  f"{population:,} sessions")
     notes.append(f"bytes written per update: {median_of(us, 'wchar_per'):,.0f} (wchar), "
                  f"{median_of(us, 'disk_per'):,.0f} reaching the disk (write_bytes), the updates spread "
-                 f"over the first {population:,} sessions")
+                 f"over {spread_over(population)}")
 
 
 def main():
@@ -198,7 +208,13 @@ def main():
                     help="embedded rounds (creates, updates, Redis); the ratios' median is reported")
     ap.add_argument("--no-pg", action="store_true")
     ap.add_argument("--pg-only", action="store_true", help="the PostgreSQL rows alone")
+    ap.add_argument("--hot", type=float, default=1.0,
+                    help="updates go to the newest FRACTION of the population only (update "
+                         "locality; 1 = spread over all of it, the benchmark's default)")
     a = ap.parse_args()
+    if not 0 < a.hot <= 1:
+        ap.error("--hot is a fraction in (0, 1]")
+    os.environ["UPDATE_HOT"] = str(a.hot)
     rows, notes = measure(a.duration, a.population, not a.no_pg, not a.pg_only, a.rounds)
     print("| write | per second | p99 ms |\n|---|---|---|")
     for name, rps, p99 in rows:

@@ -18,7 +18,11 @@ end
 function init(args)
   local _, all = c.load(args[1])
   local step = tonumber(os.getenv("WRK_THREADS") or "1")
-  for i = 1 + (offset or 0), #all, step do ids[#ids + 1] = all[i] end
+  -- UPDATE_HOT (a fraction, default 1): only the newest part of the
+  -- population is updated (the file lists sessions oldest first).
+  local hot = tonumber(os.getenv("UPDATE_HOT") or "1")
+  local first = math.floor(#all * (1 - hot)) + 1
+  for i = first + (offset or 0), #all, step do ids[#ids + 1] = all[i] end
   c.seed()
 end
 function request()
