@@ -136,11 +136,7 @@ int sd_api_user_id_ok(const char *u)
     for (const char *p = u; *p; p++)
         if ((unsigned char)*p < 0x20 || *p == 0x7f)
             return 0;
-    uint32_t c;
-    for (size_t i = 0, k; i < n; i += k)
-        if (!(k = sd_utf8_next((const unsigned char *)u + i, n - i, &c)))
-            return 0;
-    return 1;
+    return sd_utf8_valid(u, n);
 }
 
 int sd_api_known_fields(sd_req *r, json_t *body, const char *const *names, const char *expected)

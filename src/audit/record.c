@@ -26,23 +26,13 @@ void sd_audit_hash(const char *p, size_t n, char out[SD_AUDIT_HASH_HEX + 1])
     sd_hex(md, sizeof md, out);
 }
 
-static bool valid_utf8(const char *s)
-{
-    size_t n = strlen(s), k;
-    uint32_t c;
-    for (size_t i = 0; i < n; i += k)
-        if (!(k = sd_utf8_next((const unsigned char *)s + i, n - i, &c)))
-            return false;
-    return true;
-}
-
 /* A string member, or null when empty (or not valid UTF-8: ids from a
  * path are not checked for it, and a record names what was asked, never a
  * replacement of it). */
 static void opt_string(sd_jw *w, const char *key, const char *s)
 {
     sd_jw_key(w, key);
-    if (s && s[0] && valid_utf8(s))
+    if (s && s[0] && sd_utf8_valid(s, strlen(s)))
         sd_jw_str(w, s);
     else
         sd_jw_null(w);

@@ -324,9 +324,9 @@ static int make_dir(const char *dir, char *err, size_t errlen)
 
 /* No memory statistics: they take a global mutex on every allocation of
  * every connection (3.6 % of the writer's time in a create run,
- * docs/performance.md). The page cache wrapped (sqlite_pcache.c).
- * sqlite3_config is not thread-safe and works only
- * before SQLite is initialised (the first open): once per process, first. */
+ * docs/performance.md); the page cache wrapped (sqlite_pcache.c).
+ * sqlite3_config is not thread-safe and works only before SQLite is
+ * initialised (the first open): once per process, first. */
 static void sqlite_config_once(void)
 {
     sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);

@@ -23,28 +23,11 @@
 
 typedef struct wrapped {
     sqlite3_pcache *inner;
-    unsigned max_key; /* no page of the cache has a higher key (temp key aside) */
-    int page_size;
+    unsigned max_key;  /* no page of the cache has a higher key (temp_key aside) */
+    unsigned temp_key; /* where balance_nonroot parks a page: the pending-byte page */
 } wrapped;
 
 static sqlite3_pcache_methods2 base;
-
-/* The key balance_nonroot parks a page at while it swaps two numbers. */
-static unsigned temp_key(const wrapped *w)
-{
-    return 0x40000000u / (unsigned)w->page_size + 1;
-}
-
-static int w_init(void *arg)
-{
-    return base.xInit ? base.xInit(arg) : SQLITE_OK;
-}
-
-static void w_shutdown(void *arg)
-{
-    if (base.xShutdown)
-        base.xShutdown(arg);
-}
 
 static sqlite3_pcache *w_create(int page_size, int extra, int purgeable)
 {
@@ -55,7 +38,7 @@ static sqlite3_pcache *w_create(int page_size, int extra, int purgeable)
         free(w);
         return NULL;
     }
-    w->page_size = page_size;
+    w->temp_key = 0x40000000u / (unsigned)page_size + 1;
     return (sqlite3_pcache *)w;
 }
 
@@ -87,7 +70,7 @@ static void w_rekey(sqlite3_pcache *p, sqlite3_pcache_page *pg, unsigned from, u
 {
     wrapped *w = (wrapped *)p;
     base.xRekey(w->inner, pg, from, to);
-    if (to > w->max_key && to != temp_key(w))
+    if (to > w->max_key && to != w->temp_key)
         w->max_key = to;
 }
 
@@ -119,8 +102,8 @@ void sq__pcache_install(void)
     static sqlite3_pcache_methods2 mine;
     mine = (sqlite3_pcache_methods2){.iVersion = 1,
                                      .pArg = base.pArg,
-                                     .xInit = w_init,
-                                     .xShutdown = w_shutdown,
+                                     .xInit = base.xInit,
+                                     .xShutdown = base.xShutdown,
                                      .xCreate = w_create,
                                      .xCachesize = w_cachesize,
                                      .xPagecount = w_pagecount,

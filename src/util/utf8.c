@@ -23,3 +23,12 @@ size_t sd_utf8_next(const unsigned char *p, size_t n, uint32_t *c)
     *c = v;
     return len;
 }
+
+bool sd_utf8_valid(const char *s, size_t n)
+{
+    uint32_t c;
+    for (size_t i = 0, k; i < n; i += k)
+        if (!(k = sd_utf8_next((const unsigned char *)s + i, n - i, &c)))
+            return false;
+    return true;
+}

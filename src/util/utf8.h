@@ -5,6 +5,7 @@
 #ifndef SD_UTF8_H
 #define SD_UTF8_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -13,5 +14,8 @@
  * a stray continuation byte, a truncated or overlong sequence, a surrogate
  * (U+D800-U+DFFF), or past U+10FFFF. *c is untouched on 0. */
 size_t sd_utf8_next(const unsigned char *p, size_t n, uint32_t *c);
+
+/* Whether all n bytes of s are valid UTF-8 (as sd_utf8_next decodes it). */
+bool sd_utf8_valid(const char *s, size_t n);
 
 #endif
