@@ -221,6 +221,21 @@ int sd_api_known_fields(sd_req *r, json_t *body, const char *const *names, const
  * 412, SD_EINVALID 400 with detail, anything else 503. */
 void sd_api_fail(sd_req *r, int rc, const char *detail);
 
+/* ---- conditional requests on a session (precond.c) ---------------------- */
+
+/* Reads If-Match and If-None-Match into out: 0, or answers 400 and returns
+ * -1 (session/precond.h says when). */
+int sd_api_preconds(sd_req *r, sd_precond *out);
+/* A read's preconditions against the session's version: 0 to go on, or
+ * answers (412, or 304 Not Modified when If-None-Match names it: GET and
+ * HEAD only call this) and returns -1. */
+int sd_api_precond_answer(sd_req *r, const sd_precond *p, int64_t version);
+/* Answers 412 with the session's ETag and detail. */
+void sd_api_precondition_failed(sd_req *r, int64_t version, const char *detail);
+/* Answers a failed write as sd_api_fail does; a failed precondition's 412
+ * carries the session's ETag (w->version_found). */
+void sd_api_fail_write(sd_req *r, const sd_write *w);
+
 /* Answers 200/201 with the session's JSON (plus token when given) and its
  * ETag; extra headers may add Location. */
 void sd_api_reply_session(sd_req *r, int status, const sd_session *s, const char *token,
@@ -282,6 +297,7 @@ typedef struct sd_api_write {
     sd_app *app;
     json_t *body; /* owned: keeps borrowed strings of the write alive */
     sd_patch patch;
+    sd_precond pre; /* UPDATE (through patch.pre), END: the request's preconditions */
     char token[SD_TOKEN_LEN + 1];
     const char **list;        /* owned array for bulk writes */
     bool want_jwt;            /* refresh: an access token is asked for too */

@@ -56,9 +56,12 @@ void sd_api_fail(sd_req *r, int rc, const char *detail)
         sd_reply_problem(r, 404, "no active session with this id");
         break;
     case SD_ECONFLICT:
-        sd_reply_problem(r, 412,
-                         "the session has changed: its version does not match "
-                         "If-Match or 'version' (GET it again, then retry)");
+        if (detail && *detail)
+            sd_reply_problem(r, 412, "%s", detail);
+        else
+            sd_reply_problem(r, 412,
+                             "the session has changed: its version does not match "
+                             "If-Match or 'version' (GET it again, then retry)");
         break;
     case SD_EINVALID:
         sd_reply_problem(r, 400, "%s", detail && *detail ? detail : "invalid request");

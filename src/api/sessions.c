@@ -86,6 +86,9 @@ void sd_api_session_get(sd_req *r, void *app_)
     const char *id = path_id(r);
     if (!id)
         return;
+    sd_precond pre;
+    if (sd_api_preconds(r, &pre))
+        return;
     sd_session s;
     int rc = sd_store_get(app->store, id, true, &s, NULL, 0);
     int cut = rc == 0 ? sd_api_cut_off(app, &s) : 0;
@@ -97,7 +100,8 @@ void sd_api_session_get(sd_req *r, void *app_)
         sd_api_fail(r, rc, NULL);
         return;
     }
-    sd_api_reply_session(r, 200, &s, NULL, NULL);
+    if (sd_api_precond_answer(r, &pre, s.version) == 0)
+        sd_api_reply_session(r, 200, &s, NULL, NULL);
     sd_session_clear(&s);
 }
 
@@ -107,7 +111,7 @@ static void update_done(sd_write *w)
 {
     sd_api_write *c = w->udata;
     if (w->rc) {
-        sd_api_fail(c->req, w->rc, w->detail);
+        sd_api_fail_write(c->req, w);
     } else {
         if (w->renewed)
             sd_info("session_renewed session=%s reason=privilege_raised", w->session.id);
@@ -115,44 +119,6 @@ static void update_done(sd_write *w)
         sd_api_reply_session(c->req, 200, &w->session, w->renewed ? c->token : NULL, NULL);
     }
     sd_api_write_free(c);
-}
-
-/* Parses If-Match (RFC 9110 section 13.1.1): '*' or a list of entity tags.
- * Our tags are strong, "<version>"; a weak or foreign tag can never match
- * (it is kept as -1 so that a header of only such tags fails with 412). */
-static void parse_if_match(const char *h, sd_patch *p)
-{
-    p->n_if_match = 0;
-    if (!h)
-        return;
-    while (*h == ' ' || *h == '\t')
-        h++;
-    if (strcmp(h, "*") == 0)
-        return;
-    while (*h && p->n_if_match < (int)(sizeof p->if_match / sizeof p->if_match[0])) {
-        int64_t v = -1;
-        const char *end = strchr(h, ',');
-        size_t len = end ? (size_t)(end - h) : strlen(h);
-        while (len && (h[len - 1] == ' ' || h[len - 1] == '\t'))
-            len--;
-        /* Strong comparison is exact: "05" is not the tag of version 5. */
-        if (len >= 3 && h[0] == '"' && h[len - 1] == '"' && !(len > 3 && h[1] == '0')) {
-            v = 0;
-            for (size_t i = 1; i + 1 < len; i++) {
-                if (h[i] < '0' || h[i] > '9' || v > INT64_MAX / 10 - 10) {
-                    v = -1;
-                    break;
-                }
-                v = v * 10 + (h[i] - '0');
-            }
-        }
-        p->if_match[p->n_if_match++] = v;
-        if (!end)
-            break;
-        h = end + 1;
-        while (*h == ' ' || *h == '\t')
-            h++;
-    }
 }
 
 void sd_api_session_update(sd_req *r, void *app_)
@@ -177,7 +143,11 @@ void sd_api_session_update(sd_req *r, void *app_)
         sd_api_write_free(c);
         return;
     }
-    parse_if_match(sd_req_header(r, "If-Match"), &c->patch);
+    if (sd_api_preconds(r, &c->pre)) {
+        sd_api_write_free(c);
+        return;
+    }
+    c->patch.pre = &c->pre;
     /* Setting mfa true may raise the privilege: have a new token ready (the
      * writer uses it only if mfa really goes from false to true). */
     if (json_is_true(json_object_get(body, "mfa"))) {
@@ -200,7 +170,7 @@ static void delete_done(sd_write *w)
 {
     sd_api_write *c = w->udata;
     if (w->rc) {
-        sd_api_fail(c->req, w->rc, w->detail);
+        sd_api_fail_write(c->req, w);
     } else {
         sd_info("session_logout session=%s", w->id);
         sd_reply_json(c->req, 204, NULL, NULL);
@@ -217,6 +187,12 @@ void sd_api_session_delete(sd_req *r, void *app_)
     sd_api_write *c = sd_api_write_new(r, app, SD_W_END, delete_done);
     if (!c)
         return;
+    if (sd_api_preconds(r, &c->pre)) {
+        sd_api_write_free(c);
+        return;
+    }
+    if (sd_precond_any(&c->pre)) /* evaluated by the writer, on the row it ends */
+        c->w.precond = &c->pre;
     memcpy(c->w.id, id, SD_ID_LEN + 1);
     c->w.reason = "revoked";
     sd_store_write(app->store, &c->w);

@@ -123,7 +123,7 @@ static void render(sd_req *r, int status, const char *ctype, const char *body, s
         o = put_str(out, o, p[1]);
         PUTS(out, o, "\r\n");
     }
-    if (status != 204 && status >= 200) {
+    if (status != 204 && status != 304 && status >= 200) { /* neither has content */
         PUTS(out, o, "Content-Length: ");
         o = put_uint(out, o, len);
         PUTS(out, o, "\r\n");
@@ -131,7 +131,7 @@ static void render(sd_req *r, int status, const char *ctype, const char *body, s
     if (close)
         PUTS(out, o, "Connection: close\r\n");
     PUTS(out, o, "\r\n");
-    if (!r->head && len && status != 204)
+    if (!r->head && len && status != 204 && status != 304)
         PUT(out, o, body, len);
     sd_assert(o <= cap);
     r->out = out;

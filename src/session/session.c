@@ -495,14 +495,17 @@ int sd_patch_apply(const sd_patch *patch, const sd_policy *p, sd_session *s, int
 {
     if (!sd_session_active(s, now))
         return SD_ENOTFOUND;
-    if (patch->has_version && patch->version != s->version)
+    if (patch->has_version && patch->version != s->version) {
+        snprintf(err, n,
+                 "the session has changed: it is at version %lld, not the body's 'version' %lld "
+                 "(GET it again, then retry)",
+                 (long long)s->version, (long long)patch->version);
         return SD_ECONFLICT;
-    if (patch->n_if_match > 0) {
-        bool any = false;
-        for (int i = 0; i < patch->n_if_match; i++)
-            any |= patch->if_match[i] == s->version;
-        if (!any)
-            return SD_ECONFLICT;
+    }
+    sd_precond_result pr = patch->pre ? sd_precond_eval(patch->pre, s->version) : SD_PRECOND_HOLDS;
+    if (pr != SD_PRECOND_HOLDS) {
+        sd_precond_detail(pr, s->version, err, n);
+        return SD_ECONFLICT;
     }
 
     int64_t expiry = s->expiry, idle = s->idle_ttl, last_seen = s->last_seen;

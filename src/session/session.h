@@ -8,6 +8,7 @@
 #ifndef SD_SESSION_H
 #define SD_SESSION_H
 
+#include "session/precond.h"
 #include "session/token.h"
 
 #include "util/jsonw.h"
@@ -136,19 +137,16 @@ typedef struct sd_patch {
     const json_t *body;
     bool has_expiry, has_ttl, has_last_seen, has_version;
     int64_t expiry, ttl_ms, last_seen, version;
-    /* If-Match: the versions any of which may match (-1 never matches);
-     * n_if_match 0 means no precondition from the header. */
-    int64_t if_match[8];
-    int n_if_match;
+    const sd_precond *pre; /* If-Match, If-None-Match; NULL: none. Borrowed */
 } sd_patch;
 
 /* Validates a PUT body. Returns 0 or SD_EINVALID with err. */
 int sd_patch_parse(const json_t *body, const sd_policy *p, sd_patch *out, char *err, size_t errlen);
 
-/* Applies patch to s at time now: checks the expected version (SD_ECONFLICT),
- * clamps expiry to absoluteExpiry, merges data (RFC 7396), bumps version.
- * Returns 0, SD_ENOTFOUND (s no longer active), SD_ECONFLICT or SD_EINVALID
- * with err. On error s is unchanged. */
+/* Applies patch to s at time now: checks the expected version and the
+ * preconditions (SD_ECONFLICT), clamps expiry to absoluteExpiry, merges data
+ * (RFC 7396), bumps version. Returns 0, SD_ENOTFOUND (s no longer active),
+ * SD_ECONFLICT or SD_EINVALID, each of the last two with err. On error s is unchanged. */
 int sd_patch_apply(const sd_patch *patch, const sd_policy *p, sd_session *s, int64_t now, char *err,
                    size_t errlen);
 

@@ -68,8 +68,8 @@ const char *sd_write_reads(const sd_write *w)
     case SD_W_ROTATE:
     case SD_W_REUSE:
         return w->id;
-    case SD_W_END: /* self-service: the owner is checked first */
-        return w->user_id ? w->id : NULL;
+    case SD_W_END: /* self-service: the owner is checked first; a precondition too */
+        return w->user_id || w->precond ? w->id : NULL;
     case SD_W_SIGNAL:
         return w->signals ? w->id : NULL;
     default:
@@ -97,6 +97,7 @@ void sd_write_rewind(sd_write *w)
     w->rc = 0;
     w->affected = w->delta = 0;
     w->detail[0] = '\0';
+    w->version_found = 0;
     w->renewed = false;
     if (w->kind == SD_W_UPDATE || w->kind == SD_W_SIGNAL) { /* the session is their result */
         sd_session_clear(&w->session);
@@ -295,6 +296,8 @@ static int do_update(const sd_rows_ops *ops, void *rows, sd_write *w)
     sd_session before = cur;
     before.attrs = json_incref(cur.attrs); /* sd_patch_apply replaces cur.attrs */
     rc = sd_patch_apply(w->patch, w->policy, &cur, w->now, w->detail, sizeof w->detail);
+    if (rc == SD_ECONFLICT)
+        w->version_found = cur.version; /* unchanged on error */
     bool raised = rc == 0 && sd_privilege_raised(&before, &cur);
     json_decref(before.attrs);
     if (rc == 0 && raised && w->renew_possible) {
@@ -321,18 +324,28 @@ static int do_update(const sd_rows_ops *ops, void *rows, sd_write *w)
 static int do_end(const sd_rows_ops *ops, void *rows, sd_write *w)
 {
     int rc;
-    if (w->user_id) {
+    if (w->user_id || w->precond) {
         /* Self-service: only a session of this user. Another user's is
-         * "not found" and leaves no effect (its cache entry stays). */
+         * "not found" and leaves no effect (its cache entry stays). A
+         * precondition is evaluated on an active session only: an ended or
+         * expired one is not found, whatever was asked of it. */
         sd_session cur;
         rc = ops->select(rows, w->id, &cur);
         if (rc && rc != SD_ENOTFOUND)
             return rc;
-        bool other = rc == 0 && strcmp(cur.user_id, w->user_id) != 0;
+        bool other = rc == 0 && w->user_id && strcmp(cur.user_id, w->user_id) != 0;
+        sd_precond_result pr = SD_PRECOND_HOLDS;
+        if (rc == 0 && !other && w->precond && sd_session_active(&cur, w->now) &&
+            (pr = sd_precond_eval(w->precond, cur.version)) != SD_PRECOND_HOLDS) {
+            sd_precond_detail(pr, cur.version, w->detail, sizeof w->detail);
+            w->version_found = cur.version;
+        }
         if (rc == 0)
             sd_session_clear(&cur);
         if (other)
             return SD_ENOTFOUND;
+        if (pr != SD_PRECOND_HOLDS)
+            return SD_ECONFLICT; /* nothing ended: no effect */
     }
     /* The intent first: the cache ends the id even when it is not found
      * here (sd_effect_required). */

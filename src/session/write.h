@@ -104,9 +104,11 @@ struct sd_write {
     size_t n_users;
     const sd_patch *patch; /* UPDATE; borrowed */
     const sd_policy *policy;
-    const char *reason;                        /* END: "revoked" */
-    int64_t touch_expiry;                      /* TOUCH: applied only while the session still has */
-    int64_t touch_version;                     /* this version (a PUT since the read wins) */
+    const char *reason;        /* END: "revoked" */
+    const sd_precond *precond; /* END: If-Match, If-None-Match on the session (NULL: none;
+                                  UPDATE's are in its patch); borrowed */
+    int64_t touch_expiry;      /* TOUCH: applied only while the session still has */
+    int64_t touch_version;     /* this version (a PUT since the read wins) */
     unsigned char presented_hash[SD_HASH_LEN]; /* ROTATE, REUSE: the token the client holds */
     bool renew_possible; /* UPDATE: renew_hash is the token to switch to if the update */
     bool renewed;        /* raises privilege (sd_privilege_raised); out: it did */
@@ -126,11 +128,14 @@ struct sd_write {
     char address[48]; /* the client's address; "" when none */
 
     /* out */
-    int rc;           /* 0, SD_ENOTFOUND, SD_ECONFLICT, SD_EINVALID, SD_ELIMIT, SD_EREUSED,
-                         SD_EMISMATCH, SD_EUNAVAILABLE, or SD_EBUSY: the writer's queue is
-                         full (shed; retry later) */
-    int64_t affected; /* rows ended/removed (CREATE: sessions evicted) */
-    char detail[256]; /* for SD_EINVALID: the sentence for the client */
+    int rc;                /* 0, SD_ENOTFOUND, SD_ECONFLICT, SD_EINVALID, SD_ELIMIT, SD_EREUSED,
+                              SD_EMISMATCH, SD_EUNAVAILABLE, or SD_EBUSY: the writer's queue is
+                              full (shed; retry later) */
+    int64_t affected;      /* rows ended/removed (CREATE: sessions evicted) */
+    char detail[256];      /* for SD_EINVALID, and SD_ECONFLICT from a precondition: the
+                              sentence for the client */
+    int64_t version_found; /* SD_ECONFLICT from a precondition (UPDATE, END): the session's
+                              version, its ETag; else 0 */
     /* The effects, in the order they happened; malloc'd by sd_write_effect and
      * freed by the store wrapper before w->done runs (done never sees them).
      * After a failed write they may name changes that were undone. */

@@ -212,9 +212,10 @@ def check_session(obj, *, with_token=False, where="session"):
 CACHEABLE = {"/.well-known/jwks.json": "public, max-age=300"}
 
 
-def check_common_headers(status, headers, body, where, path=None):
+def check_common_headers(status, headers, body, where, path=None, head=False):
     """headers: mapping or list of (name, value). body: bytes. path: the
-    request's path, for the CACHEABLE exceptions."""
+    request's path, for the CACHEABLE exceptions. head: the answer to a HEAD
+    request, which has no body to check."""
     if isinstance(headers, dict) or hasattr(headers, "items"):
         items = list(headers.items())
     else:
@@ -239,6 +240,9 @@ def check_common_headers(status, headers, body, where, path=None):
         ctype = h.get("content-type", "").split(";")[0].strip().lower()
         assert ctype == "application/problem+json", \
             f"{where}: error {status} has Content-Type {h.get('content-type')!r}, want application/problem+json"
+    if status >= 400 and head:
+        assert not body, f"{where}: a HEAD answer with a body"
+    elif status >= 400:
         try:
             prob = jsonlib.loads(body)
         except ValueError:
@@ -292,7 +296,7 @@ def observe_response(method, path, status, headers, body, where=None):
     where = where or f"{method} {path}"
     if VIA_PRISM:
         check_violations(status, headers, body, where)
-    check_common_headers(status, headers, body, where, path)
+    check_common_headers(status, headers, body, where, path, head=method.upper() == "HEAD")
     is_create = method.upper() == "POST" and path.split("?")[0] == "/sessions" and status == 201
     if is_create:
         obj = jsonlib.loads(body)

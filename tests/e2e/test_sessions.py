@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from conftest import (RawConn, skip_if_prism_cannot_relay, check_session, record_token, db_query, history_rows, http_request_bytes, new_user,
+from conftest import (VIA_PRISM, RawConn, skip_if_prism_cannot_relay, check_session, record_token, db_query, history_rows, http_request_bytes, new_user,
                       observe_raw, parse_time, fmt_time, problem_detail, seconds_between, utcnow)
 
 
@@ -403,6 +403,53 @@ def test_put_wrong_content_type_415(api):
 
 def test_put_unknown_session_404(api):
     api.put("/sessions/AAAAAAAAAAAAAAAAAAAAAA", json={"mfa": True}, expect=404)
+
+
+def test_get_with_preconditions(api):
+    """RFC 9110 section 13 on GET and HEAD: If-None-Match naming the
+    current version (weakly) answers 304 with the ETag and no body; If-Match
+    naming none answers 412 with the current ETag; If-Match first."""
+    s = api.create()
+    sid = s["sessionId"]
+    api.put(f"/sessions/{sid}", json={"data": {"k": 1}}, headers={"If-Match": '"1"'}, expect=200)
+    # Prism cannot relay a HEAD answer (it reads a JSON body that is not
+    # there): HEAD only when the server is called directly.
+    for method in ("GET",) if VIA_PRISM else ("GET", "HEAD"):
+        for inm in ('"2"', 'W/"2"', '"7", "2"', "*"):
+            r = api.request(method, f"/sessions/{sid}", headers={"If-None-Match": inm})
+            assert r.status_code == 304, (method, inm, r.status_code)
+            assert r.headers.get("ETag") == '"2"' and r.content == b""
+            assert "Content-Length" not in r.headers
+        r = api.request(method, f"/sessions/{sid}", headers={"If-None-Match": '"1"'})
+        assert r.status_code == 200 and r.headers.get("ETag") == '"2"'
+        r = api.request(method, f"/sessions/{sid}", headers={"If-Match": '"1"'})
+        assert r.status_code == 412 and r.headers.get("ETag") == '"2"'
+        r = api.request(method, f"/sessions/{sid}", headers={"If-Match": '"1"', "If-None-Match": '"2"'})
+        assert r.status_code == 412
+        r = api.request(method, f"/sessions/{sid}", headers={"If-Match": '"2"', "If-None-Match": '"1"'})
+        assert r.status_code == 200
+    r = api.get(f"/sessions/{sid}", headers={"If-None-Match": ",".join(f'"{i}"' for i in range(1, 10))}, expect=400)
+    assert "If-None-Match" in r.json()["detail"]
+    # Conditions are not evaluated for a session that is not there: 404.
+    api.get("/sessions/AAAAAAAAAAAAAAAAAAAAAA", headers={"If-Match": '"1"'}, expect=404)
+
+
+def test_put_and_delete_with_preconditions(api):
+    s = api.create()
+    sid = s["sessionId"]
+    r = api.put(f"/sessions/{sid}", json={"data": {"k": 1}}, headers={"If-None-Match": '"1"'}, expect=412)
+    assert r.headers.get("ETag") == '"1"' and "If-None-Match" in r.json()["detail"]
+    r = api.put(f"/sessions/{sid}", json={"data": {"k": 1}}, headers={"If-None-Match": "*"}, expect=412)
+    r = api.put(f"/sessions/{sid}", json={"data": {"k": 1}, "version": 5}, expect=412)
+    assert r.headers.get("ETag") == '"1"' and "version" in r.json()["detail"]
+    assert api.get_session(sid).json()["version"] == 1, "a 412 PUT must not change the session"
+    r = api.put(f"/sessions/{sid}", json={"data": {"k": 1}}, headers={"If-None-Match": '"5"'}, expect=200)
+    assert r.headers.get("ETag") == '"2"'
+    r = api.delete(f"/sessions/{sid}", headers={"If-Match": '"1"'}, expect=412)
+    assert r.headers.get("ETag") == '"2"' and "If-Match" in r.json()["detail"]
+    assert api.validate(s["token"], touch=False)["isValid"], "a 412 DELETE must not end the session"
+    api.delete(f"/sessions/{sid}", headers={"If-Match": '"2"'}, expect=204)
+    assert not api.validate(s["token"], touch=False)["isValid"]
 
 
 def test_put_if_match(api):

@@ -110,6 +110,25 @@ def test_delete(make_server):
     assert events(b, s["sessionId"]) == ["created", "revoked"]
 
 
+def test_delete_with_preconditions(make_server):
+    """DELETE with If-Match / If-None-Match is decided by the writer on the
+    row it ends: a failed one ends nothing (412 with the current ETag, no
+    event, still valid on every replica), a holding one ends it."""
+    a, b = replicas(make_server)
+    s = a.api.create(new_user("wc"))
+    seen(b, s)
+    sid = s["sessionId"]
+    a.api.put(f"/sessions/{sid}", json={"data": {"k": 1}}, headers={"If-Match": '"1"'}, expect=200)
+    for h in ({"If-Match": '"1"'}, {"If-None-Match": '"2"'}, {"If-None-Match": "*"}):
+        r = a.api.delete(f"/sessions/{sid}", headers=h, expect=412)
+        assert r.headers.get("ETag") == '"2"', (h, r.headers)
+        assert valid(b, s["token"]) and valid(a, s["token"]), h
+    a.api.delete(f"/sessions/{sid}", headers={"If-Match": '"1", "2"', "If-None-Match": '"1"'}, expect=204)
+    assert not valid(b, s["token"])
+    a.api.delete(f"/sessions/{sid}", headers={"If-Match": '"2"'}, expect=404)
+    assert events(b, sid) == ["created", "updated", "revoked"]
+
+
 def test_revoke_a_users_sessions_but_one(make_server):
     a, b = replicas(make_server)
     user = new_user("wc")

@@ -440,6 +440,86 @@ static void end_records_its_intent(void **state)
     sd_write_free_effects(&e);
 }
 
+/* An END with preconditions (DELETE with If-Match or If-None-Match) is
+ * decided on the row it would end, inside the write: a failed one ends
+ * nothing, leaves no effect and no event, and says the version it found;
+ * an ended session is not found whatever was asked of it. */
+static void an_end_with_a_precondition_ends_only_when_it_holds(void **state)
+{
+    (void)state;
+    sd_write w;
+    assert_int_equal(create("hal", 1, NOW, NULL, &w), 0);
+    done(&w);
+    sd_precond stale, current, none_current;
+    char err[128];
+    assert_int_equal(sd_precond_parse("\"2\"", NULL, &stale, err, sizeof err), 0);
+    assert_int_equal(sd_precond_parse("\"1\"", NULL, &current, err, sizeof err), 0);
+    assert_int_equal(sd_precond_parse(NULL, "W/\"1\"", &none_current, err, sizeof err), 0);
+    const sd_precond *failing[] = {&stale, &none_current};
+    for (size_t i = 0; i < 2; i++) {
+        sd_write e = {.kind = SD_W_END, .now = NOW, .reason = "revoked", .precond = failing[i]};
+        strcpy(e.id, "s0001");
+        assert_string_equal(sd_write_reads(&e), "s0001");
+        assert_int_equal(sd_write_apply(&ops, NULL, &e), SD_ECONFLICT);
+        assert_int_equal(e.version_found, 1);
+        assert_non_null(strstr(e.detail, "\"1\""));
+        assert_int_equal(e.n_effects, 0);
+        assert_int_equal(e.affected, 0);
+        assert_non_null(find("s0001"));
+        sd_write_rewind(&e);
+        assert_int_equal(e.version_found, 0);
+    }
+    assert_int_equal(count_events("revoked:s0001"), 0);
+    sd_write e = {.kind = SD_W_END, .now = NOW, .reason = "revoked", .precond = &current};
+    strcpy(e.id, "s0001");
+    assert_int_equal(sd_write_apply(&ops, NULL, &e), 0);
+    assert_int_equal(e.affected, 1);
+    assert_int_equal(count_effects(&e, SD_FX_END), 1);
+    assert_int_equal(count_events("revoked:s0001"), 1);
+    sd_write_free_effects(&e);
+    e.precond = &stale; /* gone: not found, and the cache still drops it */
+    assert_int_equal(sd_write_apply(&ops, NULL, &e), SD_ENOTFOUND);
+    assert_int_equal(e.version_found, 0);
+    assert_int_equal(e.n_effects, 1);
+    assert_true(sd_effect_required(&e, &e.effects[0]));
+    sd_write_free_effects(&e);
+}
+
+/* An UPDATE's preconditions travel in its patch; a failed one says the
+ * version it found, as an END's does. */
+static void an_update_with_a_failed_precondition_says_the_version(void **state)
+{
+    (void)state;
+    sd_write w;
+    assert_int_equal(create("ida", 1, NOW, NULL, &w), 0);
+    done(&w);
+    json_t *body = json_pack("{s:{s:i}}", "data", "k", 1);
+    sd_policy p = {.idle_timeout_ms = HOUR,
+                   .absolute_timeout_ms = 24 * HOUR,
+                   .max_idle_timeout_ms = 2 * HOUR,
+                   .max_data_bytes = 1024};
+    sd_patch patch;
+    sd_precond pre;
+    char err[256];
+    assert_int_equal(sd_patch_parse(body, &p, &patch, err, sizeof err), 0);
+    assert_int_equal(sd_precond_parse(NULL, "*", &pre, err, sizeof err), 0);
+    patch.pre = &pre;
+    sd_write u = {.kind = SD_W_UPDATE, .now = NOW, .patch = &patch, .policy = &p};
+    strcpy(u.id, "s0001");
+    assert_int_equal(sd_write_apply(&ops, NULL, &u), SD_ECONFLICT);
+    assert_int_equal(u.version_found, 1);
+    assert_non_null(strstr(u.detail, "If-None-Match"));
+    assert_int_equal(count_events("updated:s0001"), 0);
+    sd_write_rewind(&u);
+    assert_int_equal(sd_precond_parse("\"1\"", "\"7\"", &pre, err, sizeof err), 0);
+    assert_int_equal(sd_write_apply(&ops, NULL, &u), 0);
+    assert_int_equal(u.version_found, 0);
+    assert_int_equal(u.session.version, 2);
+    assert_int_equal(count_events("updated:s0001"), 1);
+    done(&u);
+    json_decref(body);
+}
+
 /* Self-service: an END with an owner ends only that user's session;
  * another user's is not found and leaves no effect (no tombstone for a
  * session that lives on). */
@@ -897,6 +977,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_rewound_write_keeps_its_inputs_only, setup, teardown),
         cmocka_unit_test_setup_teardown(end_records_its_intent, setup, teardown),
         cmocka_unit_test_setup_teardown(an_end_with_an_owner_spares_other_users, setup, teardown),
+        cmocka_unit_test_setup_teardown(an_end_with_a_precondition_ends_only_when_it_holds, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(an_update_with_a_failed_precondition_says_the_version,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(a_user_wide_revocation_reports_every_ended_session, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(rotation_race_and_reuse, setup, teardown),
