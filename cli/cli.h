@@ -26,6 +26,7 @@ typedef struct cli {
     sd_client *c;
     int json;                /* --json */
     const char *except;      /* revoke-user --except */
+    long if_version;         /* revoke --if-version: > 0, only while at that version */
     const char *session;     /* events/validate --session */
     const char *user;        /* events --user */
     const char *file;        /* validate --token-file */

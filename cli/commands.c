@@ -126,7 +126,8 @@ int cmd_revoke(cli *x)
 {
     if (need_args(x, 1, "one SESSION-ID: sessionctl revoke ID"))
         return EXIT_USAGE;
-    int rc = sd_client_delete(x->c, x->args[0]);
+    int rc = x->if_version > 0 ? sd_client_delete_if(x->c, x->args[0], x->if_version)
+                               : sd_client_delete(x->c, x->args[0]);
     if (rc)
         return cli_fail(x, x->args[0], rc);
     if (x->json)

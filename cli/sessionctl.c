@@ -8,6 +8,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -22,7 +23,9 @@ static const struct {
 } commands[] = {
     {"list", cmd_list, "list USER [--limit N]         a user's active sessions"},
     {"show", cmd_show, "show SESSION-ID               one session"},
-    {"revoke", cmd_revoke, "revoke SESSION-ID             end one session"},
+    {"revoke", cmd_revoke,
+     "revoke SESSION-ID [--if-version N]\n"
+     "                                end one session (only while at version N)"},
     {"revoke-user", cmd_revoke_user,
      "revoke-user USER [--except SESSION-ID]\n"
      "                                end all of a user's sessions"},
@@ -169,6 +172,7 @@ enum {
     OPT_ISSUER,
     OPT_AUDIENCE,
     OPT_DECRYPT_KEY,
+    OPT_IF_VERSION,
     OPT_VERSION,
 };
 
@@ -191,6 +195,7 @@ static const struct option longopts[] = {
     {"issuer", required_argument, NULL, OPT_ISSUER},
     {"audience", required_argument, NULL, OPT_AUDIENCE},
     {"decrypt-key", required_argument, NULL, OPT_DECRYPT_KEY},
+    {"if-version", required_argument, NULL, OPT_IF_VERSION},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -202,6 +207,8 @@ static int option_allowed(const char *cmd, int opt)
     switch (opt) {
     case OPT_EXCEPT:
         return strcmp(cmd, "revoke-user") == 0;
+    case OPT_IF_VERSION:
+        return strcmp(cmd, "revoke") == 0;
     case OPT_SESSION:
         return strcmp(cmd, "events") == 0 || strcmp(cmd, "validate") == 0;
     case OPT_USER:
@@ -359,6 +366,10 @@ int main(int argc, char **argv)
             break;
         case OPT_DECRYPT_KEY:
             x.decrypt_key = optarg;
+            break;
+        case OPT_IF_VERSION:
+            if ((x.if_version = parse_count(optarg, LONG_MAX)) < 0)
+                return cli_usage_error("--if-version: '%s' is not a version (1, 2, ...)", optarg);
             break;
         case 'h':
             usage(stdout);

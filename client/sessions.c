@@ -166,17 +166,30 @@ int sd_client_update_session(sd_client *c, const char *session_id, const sd_clie
     return rc;
 }
 
-int sd_client_delete(sd_client *c, const char *session_id)
+/* DELETE /sessions/{id}, with If-Match "version" when version > 0. */
+static int delete_session(sd_client *c, const char *session_id, int64_t version)
 {
     if (!c || !session_id)
         return SD_CLIENT_EINVAL;
     char *path = sdc__path(c, "/sessions", session_id, "");
     if (!path)
         return SD_CLIENT_ENOMEM;
-    sdc_req r = {.method = "DELETE", .path = path};
+    char etag[32];
+    snprintf(etag, sizeof etag, "\"%" PRId64 "\"", version);
+    sdc_req r = {.method = "DELETE", .path = path, .if_match = version > 0 ? etag : NULL};
     int rc = sdc__exchange(c, &r);
     free(path);
     return rc;
+}
+
+int sd_client_delete(sd_client *c, const char *session_id)
+{
+    return delete_session(c, session_id, 0);
+}
+
+int sd_client_delete_if(sd_client *c, const char *session_id, int64_t version)
+{
+    return version > 0 ? delete_session(c, session_id, version) : SD_CLIENT_EINVAL;
 }
 
 int sd_client_refresh(sd_client *c, const char *session_id, const char *token,

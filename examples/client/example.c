@@ -57,8 +57,13 @@ int main(int argc, char **argv)
     printf("%zu active session(s)\n", l->count);
     sd_client_session_list_free(l);
 
+    /* A revocation decided on what was read: refused once the session has
+     * changed since (here, a version it never had). */
+    rc = sd_client_delete_if(c, s->session_id, s->version + 1);
+    printf("revoke if at version %lld: %s\n", (long long)(s->version + 1), sd_client_strerror(rc));
+
     /* Logout. */
-    if ((rc = sd_client_delete(c, s->session_id)))
+    if ((rc = sd_client_delete_if(c, s->session_id, s->version)))
         return fail(c, "revoke", rc);
     if ((rc = sd_client_validate_token(c, s->token, 1, &v)))
         return fail(c, "validate", rc);

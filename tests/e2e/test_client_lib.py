@@ -72,6 +72,7 @@ def _example_output_ok(out):
     m = re.search(r"created (\S{22}) for example-user", out)
     assert m, out
     assert "valid=1 user=example-user" in out and "after revoke: valid=0" in out
+    assert "revoke if at version 2: version mismatch (412)" in out, out
     assert re.search(r"\d+ active session\(s\)", out)
     assert "get after revoke: not found (404) (no active session with this id)" in out
     return m.group(1)

@@ -79,6 +79,15 @@ def test_revoke_and_revoke_user_except(module_server):
     assert a.validate(s["token"])["isValid"] is False
     ctl(url, "revoke", s["sessionId"], expect=NOTFOUND)
 
+    # --if-version: only while the session is at that version (If-Match).
+    s = a.create(new_user("ctl"))
+    p = ctl(url, "revoke", s["sessionId"], "--if-version", "2", expect=FAIL)
+    assert "412" in p.stderr, p.stderr
+    assert a.validate(s["token"], touch=False)["isValid"] is True
+    ctl(url, "revoke", s["sessionId"], "--if-version", "0", expect=USAGE)
+    assert "revoked " + s["sessionId"] in ctl(url, "revoke", s["sessionId"], "--if-version", "1").stdout
+    assert a.validate(s["token"])["isValid"] is False
+
     user = new_user("ctl")
     keep, *others = [a.create(user) for _ in range(3)]
     out = ctl(url, "revoke-user", user, "--except", keep["sessionId"]).stdout

@@ -175,6 +175,9 @@ int sd_client_update_session(sd_client *c, const char *session_id, const sd_clie
 
 /* DELETE /sessions/{id}: revoke. SD_CLIENT_ENOTFOUND when not active. */
 int sd_client_delete(sd_client *c, const char *session_id);
+/* The same only while the session is at version (> 0; sent as If-Match:
+ * "N"): SD_CLIENT_EPRECONDITION, and nothing ends, when it has changed since. */
+int sd_client_delete_if(sd_client *c, const char *session_id, int64_t version);
 
 /* POST /sessions/{id}/refresh with the current token: *out has the new one. */
 int sd_client_refresh(sd_client *c, const char *session_id, const char *token,
