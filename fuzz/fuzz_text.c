@@ -1,9 +1,11 @@
 /* fuzz_text.c - the small parsers of client text: token and id shapes,
- * RFC 3339 times, durations, IP addresses against a binding, and the
+ * RFC 3339 times, durations, IP addresses against a binding, If-Match and
+ * If-None-Match (each header alone and both at once), and the
  * token bucket keyed by whatever the client address is; and the text the
  * store reads from elsewhere: a Redis cache entry (whoever can write to that
  * Redis controls it; a decoded entry must encode back to the same bytes)
  * and the --cache URL. */
+#include "session/precond.h"
 #include "session/session.h"
 #include "store/cache_entry.h"
 #include "session/token.h"
@@ -29,6 +31,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (sd_time_parse(s, &ms) == 0)
         sd_time_format(ms, buf);
     sd_duration_parse(s, &ms);
+    sd_precond pre;
+    char perr[128];
+    const char *half = s + n / 2; /* the second half as If-None-Match too */
+    if (sd_precond_parse(s, NULL, &pre, perr, sizeof perr) == 0)
+        sd_precond_eval(&pre, 3);
+    if (sd_precond_parse(NULL, s, &pre, perr, sizeof perr) == 0)
+        sd_precond_eval(&pre, 3);
+    if (sd_precond_parse(s, half, &pre, perr, sizeof perr) == 0)
+        sd_precond_eval(&pre, 1);
     sd_binding b = {.flags = SD_BIND_IP | SD_BIND_UA, .family = 4, .prefix = 24};
     sd_binding_matches(&b, s, s);
     b.family = 6;

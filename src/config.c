@@ -115,7 +115,12 @@ static const option options[] = {
     {"idle-timeout", OPT_DURATION, F(idle_timeout_ms), "1h", 1000, 365 * DAY,
      "default idle timeout of a session (ttlSeconds overrides it per session)"},
     {"absolute-timeout", OPT_DURATION, F(absolute_timeout_ms), "24h", 1000, 3650 * DAY,
-     "hard lifetime of a session from its creation; nothing extends it"},
+     "hard lifetime of a session from its creation (lifetimeSeconds at create chooses another); "
+     "nothing extends it"},
+    {"max-absolute-timeout", OPT_DURATION, F(max_absolute_timeout_ms), "0s", 0, 3650 * DAY,
+     "longest lifetime a client may ask for with lifetimeSeconds at create (a 'remember me' "
+     "session; longer asks are reduced to it); 0: --absolute-timeout, so a client can only "
+     "shorten a session's lifetime"},
     {"max-idle-timeout", OPT_DURATION, F(max_idle_timeout_ms), "24h", 1000, 3650 * DAY,
      "largest idle timeout a client may ask for with ttlSeconds"},
     {"touch-fraction", OPT_FRACTION, F(touch_fraction), "0.05", 0, 0,
@@ -531,6 +536,10 @@ int sd_config_load(sd_config *cfg, int argc, char **argv, char **envp, FILE *err
     }
     if (cfg->idle_timeout_ms > cfg->max_idle_timeout_ms) {
         fprintf(err, "sessiond: idle-timeout must not exceed max-idle-timeout\n");
+        return SD_CONFIG_EXIT_ERR;
+    }
+    if (cfg->max_absolute_timeout_ms && cfg->absolute_timeout_ms > cfg->max_absolute_timeout_ms) {
+        fprintf(err, "sessiond: absolute-timeout must not exceed max-absolute-timeout\n");
         return SD_CONFIG_EXIT_ERR;
     }
     return SD_CONFIG_RUN;

@@ -39,6 +39,7 @@ typedef struct sd_config {
     int64_t jwt_reuse_max_mb; /* memory bound of those tokens */
     int64_t idle_timeout_ms;
     int64_t absolute_timeout_ms;
+    int64_t max_absolute_timeout_ms;
     int64_t max_idle_timeout_ms;
     double touch_fraction;
     int64_t sweep_interval_ms;

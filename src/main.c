@@ -275,6 +275,7 @@ int main(int argc, char **argv)
                 .claims = cfg.jwt_claims},
         .policy = {.idle_timeout_ms = cfg.idle_timeout_ms,
                    .absolute_timeout_ms = cfg.absolute_timeout_ms,
+                   .max_absolute_timeout_ms = cfg.max_absolute_timeout_ms,
                    .max_idle_timeout_ms = cfg.max_idle_timeout_ms,
                    .touch_fraction = cfg.touch_fraction,
                    .max_data_bytes = (size_t)cfg.max_data_bytes,
@@ -344,7 +345,7 @@ int main(int argc, char **argv)
     }
     if (cfg.cache[0] && (rc = sd_store_attach_cache(
                              app.store, cfg.cache, cfg.cache_password, (int)cfg.cache_timeout_ms,
-                             cfg.absolute_timeout_ms + 60000, err, sizeof err))) {
+                             sd_policy_max_lifetime(&app.policy) + 60000, err, sizeof err))) {
         sd_error("cannot start the cache: %s", err);
         goto stop;
     }

@@ -217,6 +217,23 @@ static int check_ttl(const json_t *v, const sd_policy *p, int64_t *ttl_ms, char 
     return 0;
 }
 
+int64_t sd_policy_max_lifetime(const sd_policy *p)
+{
+    return p->max_absolute_timeout_ms > p->absolute_timeout_ms ? p->max_absolute_timeout_ms
+                                                               : p->absolute_timeout_ms;
+}
+
+/* lifetimeSeconds: an integer >= 1, clamped to the policy's maximum. */
+static int check_lifetime(const json_t *v, const sd_policy *p, int64_t *ms, char *err, size_t n)
+{
+    if (!json_is_integer(v) || json_integer_value(v) < 1)
+        return fail(err, n, "field 'lifetimeSeconds' must be an integer of at least 1");
+    json_int_t secs = json_integer_value(v);
+    int64_t max = sd_policy_max_lifetime(p);
+    *ms = secs > max / 1000 ? max : secs * 1000;
+    return 0;
+}
+
 static const char *const server_fields[] = {
     "signals",        "stepUpRequired", "sessionId",          "id",
     "token",          "createdAt",      "lastSeen",           "expiry",
@@ -251,14 +268,14 @@ static int check_amr(const json_t *v, char *err, size_t n)
 }
 
 /* "authTime": RFC 3339, not in the future, not before the oldest moment a
- * session of this policy could still be alive for. */
+ * session of this policy could still be alive for (its longest lifetime). */
 static int check_auth_time(const json_t *v, const sd_policy *p, int64_t now, char *err, size_t n)
 {
     int64_t t;
     if (!json_is_string(v) || sd_time_parse(json_string_value(v), &t) != 0)
         return fail(err, n, "field 'authTime' must be an RFC 3339 time");
-    if (t > now + FUTURE_SKEW_MS || t < now - p->absolute_timeout_ms)
-        return fail(err, n, "field 'authTime' must be within --absolute-timeout before now");
+    if (t > now + FUTURE_SKEW_MS || t < now - sd_policy_max_lifetime(p))
+        return fail(err, n, "field 'authTime' must be within --max-absolute-timeout before now");
     return 0;
 }
 
@@ -274,7 +291,7 @@ int sd_session_from_create(const json_t *body, const sd_policy *p, int64_t now, 
 
     const char *key;
     json_t *v;
-    int64_t ttl = p->idle_timeout_ms;
+    int64_t ttl = p->idle_timeout_ms, lifetime = p->absolute_timeout_ms;
     json_object_foreach((json_t *)body, key, v)
     {
         int rc = 0;
@@ -299,6 +316,8 @@ int sd_session_from_create(const json_t *body, const sd_policy *p, int64_t now, 
             rc = check_data(v, p, err, n);
         else if (strcmp(key, "ttlSeconds") == 0)
             rc = check_ttl(v, p, &ttl, err, n);
+        else if (strcmp(key, "lifetimeSeconds") == 0)
+            rc = check_lifetime(v, p, &lifetime, err, n);
         else if (strcmp(key, "bind") == 0)
             rc = 0; /* after the loop: it needs the other fields checked */
         else if (strcmp(key, "acr") == 0)
@@ -369,7 +388,7 @@ int sd_session_from_create(const json_t *body, const sd_policy *p, int64_t now, 
         snprintf(out->acr, sizeof out->acr, "%s", json_string_value(v));
     out->created_at = out->last_seen = now;
     out->idle_ttl = ttl;
-    out->absolute_expiry = now + p->absolute_timeout_ms;
+    out->absolute_expiry = now + lifetime;
     out->expiry = now + ttl < out->absolute_expiry ? now + ttl : out->absolute_expiry;
     out->version = 1;
     if (!out->user_id) {
@@ -381,11 +400,24 @@ int sd_session_from_create(const json_t *body, const sd_policy *p, int64_t now, 
 
 /* ---- update ------------------------------------------------------------ */
 
-static const char *const read_only[] = {
-    "userId",   "sessionId",     "createdAt", "absoluteExpiry",     "token",
-    "deviceId", "userAgent",     "ipAddress", "idleTimeoutSeconds", "id",
-    "bind",     "acr",           "amr",       "authTime",           "geoGroup",
-    "signals",  "stepUpRequired"};
+static const char *const read_only[] = {"userId",
+                                        "sessionId",
+                                        "createdAt",
+                                        "absoluteExpiry",
+                                        "token",
+                                        "deviceId",
+                                        "userAgent",
+                                        "ipAddress",
+                                        "idleTimeoutSeconds",
+                                        "id",
+                                        "bind",
+                                        "acr",
+                                        "amr",
+                                        "authTime",
+                                        "geoGroup",
+                                        "signals",
+                                        "stepUpRequired",
+                                        "lifetimeSeconds"};
 
 static int parse_time_field(const char *key, const json_t *v, int64_t *ms, char *err, size_t n)
 {

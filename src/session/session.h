@@ -18,17 +18,18 @@
 #include <stdint.h>
 
 typedef struct sd_policy {
-    int64_t idle_timeout_ms;     /* default idle timeout */
-    int64_t absolute_timeout_ms; /* lifetime from creation */
-    int64_t max_idle_timeout_ms; /* clamp for ttlSeconds */
-    double touch_fraction;       /* rolling-expiry coalescing */
-    size_t max_data_bytes;       /* JSON size of `data` */
-    int max_per_user;            /* active sessions a user may have; 0: no limit */
-    bool evict_oldest;           /* at the limit: end the least recently seen (else refuse) */
-    int64_t refresh_grace_ms;    /* a rotated token's race window (refresh and validation) */
-    int bind_v4_prefix;          /* bits of an IPv4 address a binding keeps */
-    int bind_v6_prefix;          /* bits of an IPv6 address a binding keeps */
-    bool bind_enforce;           /* a binding mismatch fails validation (else only flagged) */
+    int64_t idle_timeout_ms;         /* default idle timeout */
+    int64_t absolute_timeout_ms;     /* lifetime from creation */
+    int64_t max_absolute_timeout_ms; /* clamp for lifetimeSeconds (0: absolute_timeout_ms) */
+    int64_t max_idle_timeout_ms;     /* clamp for ttlSeconds */
+    double touch_fraction;           /* rolling-expiry coalescing */
+    size_t max_data_bytes;           /* JSON size of `data` */
+    int max_per_user;                /* active sessions a user may have; 0: no limit */
+    bool evict_oldest;               /* at the limit: end the least recently seen (else refuse) */
+    int64_t refresh_grace_ms;        /* a rotated token's race window (refresh and validation) */
+    int bind_v4_prefix;              /* bits of an IPv4 address a binding keeps */
+    int bind_v6_prefix;              /* bits of an IPv6 address a binding keeps */
+    bool bind_enforce;               /* a binding mismatch fails validation (else only flagged) */
 } sd_policy;
 
 #define SD_ACR_MAX 32
@@ -125,6 +126,10 @@ const char *sd_ident_check(const char *s, size_t len, size_t max);
 #define SD_IDENT_RULE                                                                              \
     "1 to %zu bytes of UTF-8 without control characters (U+0000-U+001F, U+007F-U+009F), "          \
     "U+2028 or U+2029, and without whitespace at either end"
+
+/* The longest lifetime a session of policy p may have: the larger of
+ * absolute_timeout_ms and max_absolute_timeout_ms. */
+int64_t sd_policy_max_lifetime(const sd_policy *p);
 
 /* Builds a new session from a create body. Mints the id and the token
  * (written to token_out, for the create response only). Returns 0,

@@ -11,7 +11,8 @@ import pytest
 from conftest import (REPO, SESSIOND_BIN, child_env, free_port, history_rows, http_request_bytes, RawConn,
                       new_user, observe_raw, seconds_between, wait_for)
 
-OPTIONS = ["--listen", "--data-dir", "--idle-timeout", "--absolute-timeout", "--max-idle-timeout",
+OPTIONS = ["--listen", "--data-dir", "--idle-timeout", "--absolute-timeout", "--max-absolute-timeout",
+           "--max-idle-timeout",
            "--touch-fraction", "--sweep-interval", "--history-retention", "--max-body-bytes", "--log-level",
            "--config", "--help"]
 

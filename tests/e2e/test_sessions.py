@@ -7,7 +7,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from conftest import (VIA_PRISM, RawConn, skip_if_prism_cannot_relay, check_session, record_token, db_query, history_rows, http_request_bytes, new_user,
+from conftest import (VIA_PRISM, wait_for, RawConn, skip_if_prism_cannot_relay, check_session, record_token, db_query, history_rows, http_request_bytes, new_user,
                       observe_raw, parse_time, fmt_time, problem_detail, seconds_between, utcnow)
 
 
@@ -273,6 +273,43 @@ def test_ttl_capped_by_absolute_expiry(make_server):
     assert abs(seconds_between(s["createdAt"], s["absoluteExpiry"]) - 30) <= 2
     assert s["expiry"] == s["absoluteExpiry"], \
         f"expiry must be min(now + ttl, absoluteExpiry): expiry {s['expiry']} absoluteExpiry {s['absoluteExpiry']}"
+
+
+def test_lifetime_seconds_up_to_max_absolute_timeout(make_server, clock):
+    """lifetimeSeconds at create sets the session's absolute lifetime (a
+    'remember me' session), reduced to --max-absolute-timeout; without that
+    option a client can only shorten --absolute-timeout. Nothing extends it
+    later, and the session stops validating at that absolute expiry however
+    active it stays."""
+    srv = make_server("--absolute-timeout", "1h", "--max-absolute-timeout", "30d", "--idle-timeout", "30m",
+                      env=clock.env)
+    day = 86400
+    for asked, lifetime in ((7 * day, 7 * day), (10 ** 9, 30 * day), (None, 3600), (60, 60)):
+        s = srv.api.create(**({} if asked is None else {"lifetimeSeconds": asked}))
+        assert abs(seconds_between(s["createdAt"], s["absoluteExpiry"]) - lifetime) <= 2, (asked, s)
+        assert abs(seconds_between(s["createdAt"], s["expiry"]) - min(lifetime, 1800)) <= 2, (asked, s)
+    r = srv.api.put(f"/sessions/{s['sessionId']}", json={"lifetimeSeconds": 600}, expect=400)
+    assert "lifetimeSeconds" in r.json()["detail"]
+    for bad in (0, -5, "1d", 1.5):
+        r = srv.api.post("/sessions", json={"userId": new_user(), "lifetimeSeconds": bad}, expect=400)
+        assert "lifetimeSeconds" in r.json()["detail"]
+    # A week-long session with a day's idle timeout, kept active: valid on
+    # day 6, ended on day 8.
+    s = srv.api.create(lifetimeSeconds=7 * day, ttlSeconds=day)
+    for _ in range(12):
+        clock.advance(day / 2)
+        v = srv.api.validate(s["token"])
+        assert v["isValid"] is True
+        # Activity rolls the idle expiry forward; the write is not awaited by
+        # the validation, so wait until the store has it before moving on.
+        wait_for(lambda: srv.api.get_session(s["sessionId"]).json()["expiry"] == v["expiry"],
+                 what="the rolling expiry written")
+    clock.advance(2 * day)
+    assert srv.api.validate(s["token"])["isValid"] is False
+    # Without --max-absolute-timeout, lifetimeSeconds can only shorten.
+    plain = make_server("--absolute-timeout", "1h")
+    s = plain.api.create(lifetimeSeconds=7 * day)
+    assert abs(seconds_between(s["createdAt"], s["absoluteExpiry"]) - 3600) <= 2
 
 
 # ------------------------------------------------------------------- get --

@@ -86,6 +86,16 @@ static void rejects_bad_values(void **state)
         assert_int_equal(load(&c, cases[i], NULL), SD_CONFIG_EXIT_ERR);
     char *argv[] = {"sessiond", "--idle-timeout", "2d", "--max-idle-timeout", "1d", NULL};
     assert_int_equal(load(&c, argv, NULL), SD_CONFIG_EXIT_ERR);
+    /* The lifetime a client may ask for is never below the default one;
+     * unset (0), it is the default one. */
+    char *longer[] = {"sessiond", "--absolute-timeout", "2d", "--max-absolute-timeout", "1d", NULL};
+    assert_int_equal(load(&c, longer, NULL), SD_CONFIG_EXIT_ERR);
+    char *unset[] = {"sessiond", "--absolute-timeout", "31d", NULL};
+    assert_int_equal(load(&c, unset, NULL), SD_CONFIG_RUN);
+    assert_true(c.max_absolute_timeout_ms == 0);
+    char *set[] = {"sessiond", "--absolute-timeout", "1d", "--max-absolute-timeout", "30d", NULL};
+    assert_int_equal(load(&c, set, NULL), SD_CONFIG_RUN);
+    assert_true(c.max_absolute_timeout_ms == 30LL * 86400 * 1000);
 }
 
 static void tls_options_go_together(void **state)

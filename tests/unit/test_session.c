@@ -63,6 +63,48 @@ static void create_clamps_ttl(void **state)
     sd_session_clear(&s);
 }
 
+/* lifetimeSeconds sets the absolute expiry at create, up to the policy's
+ * max_absolute_timeout_ms (0 there: absolute_timeout_ms, so a client can
+ * only shorten it); expiry is then the earlier of idle and absolute. */
+static void create_takes_a_lifetime_up_to_the_max(void **state)
+{
+    (void)state;
+    static const int64_t DAY = 24 * 3600 * 1000;
+    sd_policy p = P;
+    p.max_absolute_timeout_ms = 30 * DAY;
+    char tok[SD_TOKEN_LEN + 1], err[256];
+    struct {
+        const sd_policy *pol;
+        const char *json;
+        int64_t lifetime, expiry;
+    } cases[] = {
+        {&P, "{\"userId\":\"a\"}", DAY, P.idle_timeout_ms},
+        {&P, "{\"userId\":\"a\",\"lifetimeSeconds\":600}", 600000, 600000},
+        {&P, "{\"userId\":\"a\",\"lifetimeSeconds\":604800}", DAY, P.idle_timeout_ms},
+        {&p, "{\"userId\":\"a\",\"lifetimeSeconds\":604800}", 7 * DAY, P.idle_timeout_ms},
+        {&p, "{\"userId\":\"a\",\"lifetimeSeconds\":99999999999}", 30 * DAY, P.idle_timeout_ms},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_t *body = json_loads(cases[i].json, 0, NULL);
+        sd_session s;
+        assert_int_equal(sd_session_from_create(body, cases[i].pol, NOW, &s, tok, err, sizeof err),
+                         0);
+        assert_true(s.absolute_expiry == NOW + cases[i].lifetime);
+        assert_true(s.expiry == NOW + cases[i].expiry);
+        sd_session_clear(&s);
+        json_decref(body);
+    }
+    assert_true(sd_policy_max_lifetime(&P) == DAY);
+    assert_true(sd_policy_max_lifetime(&p) == 30 * DAY);
+    /* An authTime as old as the longest lifetime is accepted. */
+    json_t *body = json_pack("{s:s, s:s}", "userId", "a", "authTime", "2026-11-01T00:00:00Z");
+    sd_session s;
+    assert_int_equal(sd_session_from_create(body, &P, NOW, &s, tok, err, sizeof err), SD_EINVALID);
+    assert_int_equal(sd_session_from_create(body, &p, NOW, &s, tok, err, sizeof err), 0);
+    sd_session_clear(&s);
+    json_decref(body);
+}
+
 static void create_rejects_bad_input(void **state)
 {
     (void)state;
@@ -85,6 +127,8 @@ static void create_rejects_bad_input(void **state)
          "data"},
         {"{\"userId\":\"a\",\"ttlSeconds\":0}", "ttlSeconds"},
         {"{\"userId\":\"a\",\"ttlSeconds\":1.5}", "ttlSeconds"},
+        {"{\"userId\":\"a\",\"lifetimeSeconds\":0}", "lifetimeSeconds"},
+        {"{\"userId\":\"a\",\"lifetimeSeconds\":\"1d\"}", "lifetimeSeconds"},
         {"{\"userId\":\"a\",\"geoLocation\":7}", "geoLocation"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -465,6 +509,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(create_fills_server_fields),
         cmocka_unit_test(create_clamps_ttl),
+        cmocka_unit_test(create_takes_a_lifetime_up_to_the_max),
         cmocka_unit_test(create_rejects_bad_input),
         cmocka_unit_test(identifier_rule),
         cmocka_unit_test(create_applies_the_identifier_rule),
