@@ -285,21 +285,16 @@ async function loadActivity(userId) {
   const body = $('activity-table').tBodies[0];
   let events = [];
   try {
-    let after = null;
-    for (let page = 0; page < 20; page++) {
-      const q = after ? `&after=${encodeURIComponent(after)}` : '';
-      const r = await call('GET', `${seg`users/${userId}/events`}?limit=1000${q}`);
-      events = events.concat(r.events).slice(-ACTIVITY_ROWS);
-      after = r.next;
-      if (!after) break;
-    }
+    // One page, newest first: the latest events however long the history.
+    const r = await call('GET', `${seg`users/${userId}/events`}?order=desc&limit=${ACTIVITY_ROWS}`);
+    events = r.events;
   } catch (e) {
     if (e.status !== 401) showError(`Could not read the user's history: ${e.message}`);
     return;
   }
   if (currentUser !== userId) return;
   clear(body);
-  for (const e of events.reverse()) body.append(eventRow(e, true));
+  for (const e of events) body.append(eventRow(e, true));
   $('activity').hidden = events.length === 0;
 }
 

@@ -1,8 +1,9 @@
 /*
  * events.c - GET /sessions/{sessionId}/events and GET /users/{userId}/events
  * (admin scope): a session's or a user's audit events from the store,
- * ended sessions included within the retention, oldest first, paginated by
- * an opaque cursor (the last event's seq). Each read is itself audited.
+ * ended sessions included within the retention, oldest first (?after=) or
+ * with ?order=desc newest first (?before=), paginated by an opaque cursor
+ * (the last event's seq). Each read is itself audited.
  */
 #include "api/api.h"
 #include "audit/audit.h"
@@ -37,34 +38,61 @@ static json_t *event_json(const sd_event *e)
     return o;
 }
 
-/* Reads after; answers 400 and returns -1 when malformed. */
-static int after_arg(sd_req *r, int64_t *after)
+/* Reads the cursor query name into *v (0 when absent); answers 400 and
+ * returns -1 when malformed. */
+static int cursor_arg(sd_req *r, const char *name, int64_t *v)
 {
     const char *q;
-    *after = 0;
-    int has = sd_req_query(r, "after", &q);
+    *v = 0;
+    int has = sd_req_query(r, name, &q);
     if (has) {
         char *end;
         errno = 0;
-        long long v = has > 0 ? strtoll(q, &end, 10) : 0;
-        if (has < 0 || errno || end == q || *end || v < 0) {
-            sd_reply_problem(r, 400, "query 'after' is not a cursor this server issued");
+        long long x = has > 0 ? strtoll(q, &end, 10) : 0;
+        if (has < 0 || errno || end == q || *end || x < 0) {
+            sd_reply_problem(r, 400, "query '%s' is not a cursor this server issued", name);
             return -1;
         }
-        *after = v;
+        *v = x;
     }
+    return 0;
+}
+
+/* ?order=asc (the default: oldest first, after the cursor 'after') or desc
+ * (newest first, before the cursor 'before'): *before is 0 for asc, else
+ * the cursor (INT64_MAX for the first page). Answers 400 and returns -1 on
+ * an unknown order or the other order's cursor. */
+static int order_args(sd_req *r, int64_t *after, int64_t *before)
+{
+    const char *q;
+    int has = sd_req_query(r, "order", &q);
+    bool desc = has > 0 && strcmp(q, "desc") == 0;
+    if (has && !(has > 0 && (desc || strcmp(q, "asc") == 0))) {
+        sd_reply_problem(r, 400, "query 'order' must be 'asc' (oldest first) or 'desc'");
+        return -1;
+    }
+    if (cursor_arg(r, "after", after) || cursor_arg(r, "before", before))
+        return -1;
+    if (desc ? *after != 0 : *before != 0) {
+        sd_reply_problem(r, 400, "query '%s' pages order=%s; give '%s' with this order",
+                         desc ? "after" : "before", desc ? "asc" : "desc",
+                         desc ? "before" : "after");
+        return -1;
+    }
+    if (desc && *before == 0)
+        *before = INT64_MAX;
     return 0;
 }
 
 static void list_events(sd_req *r, sd_app *app, sd_event_scope scope, const char *key)
 {
     int limit;
-    int64_t after;
-    if (sd_api_query_limit(r, DEFAULT_LIMIT, MAX_LIMIT, &limit) || after_arg(r, &after))
+    int64_t after, before;
+    if (sd_api_query_limit(r, DEFAULT_LIMIT, MAX_LIMIT, &limit) || order_args(r, &after, &before))
         return;
     sd_event *v;
     size_t n;
-    int rc = sd_store_events(app->store, scope, key, after, limit + 1, &v, &n);
+    int rc = sd_store_events(app->store, scope, key, after, before, limit + 1, &v, &n);
     if (rc) {
         sd_api_fail(r, rc, NULL);
         return;
@@ -72,7 +100,7 @@ static void list_events(sd_req *r, sd_app *app, sd_event_scope scope, const char
     bool is_session = scope == SD_EVENTS_SESSION;
     sd_audit_emit("admin_read", is_session ? key : NULL, is_session ? NULL : key, sd_req_actor(r),
                   sd_req_peer(r), is_session ? "session_events" : "user_events");
-    if (is_session && n == 0 && after == 0) {
+    if (is_session && n == 0 && after == 0 && (before == 0 || before == INT64_MAX)) {
         free(v);
         sd_reply_problem(r, 404,
                          "no events for this session: it never existed or its history "

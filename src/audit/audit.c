@@ -309,7 +309,7 @@ static void write_batch(audit *a, const sd_event *q, size_t nq)
     for (int round = 0; ok && round < 64; round++) {
         sd_event *v;
         size_t n;
-        if (sd_store_events(a->opt.store, SD_EVENTS_ALL, NULL, a->cursor, BATCH, &v, &n))
+        if (sd_store_events(a->opt.store, SD_EVENTS_ALL, NULL, a->cursor, 0, BATCH, &v, &n))
             break; /* store unavailable: next time */
         ok = render_all(a, &b, v, n, true);
         free(v);

@@ -85,6 +85,8 @@ enum {
     R_EV_ALL,
     R_EV_SESSION,
     R_EV_USER,
+    R_EV_SESSION_DESC,
+    R_EV_USER_DESC,
     R_EPOCH,
     R_EPOCH_BUMP,
     R_ROTATED,
@@ -213,8 +215,8 @@ int pg__get_rotated(sd_store *st, const unsigned char hash[SD_HASH_LEN],
                     char session_id[SD_ID_LEN + 1], int64_t *rotated_at);
 int pg__list_user(sd_store *st, const char *user_id, int64_t now, const sd_cursor *after, int limit,
                   sd_session **out, size_t *n);
-int pg__events(sd_store *st, sd_event_scope scope, const char *key, int64_t after, int limit,
-               sd_event **out, size_t *n);
+int pg__events(sd_store *st, sd_event_scope scope, const char *key, int64_t after, int64_t before,
+               int limit, sd_event **out, size_t *n);
 int pg__ended(sd_store *st, const sd_feed_cursor *after, int64_t since_time, int limit,
               sd_event **out, size_t *n);
 int pg__cache_epoch(sd_store *st, bool bump, int64_t *epoch);

@@ -37,6 +37,10 @@ static const char *const rsql[R_NSTMT] = {
                      "ORDER BY seq LIMIT $3",
     [R_EV_USER] = "SELECT " EV_COLS " FROM audit_events WHERE user_id = $1 AND seq > $2 "
                   "ORDER BY seq LIMIT $3",
+    [R_EV_SESSION_DESC] = "SELECT " EV_COLS " FROM audit_events WHERE session_id = $1 "
+                          "AND seq < $2 ORDER BY seq DESC LIMIT $3",
+    [R_EV_USER_DESC] = "SELECT " EV_COLS " FROM audit_events WHERE user_id = $1 AND seq < $2 "
+                       "ORDER BY seq DESC LIMIT $3",
     [R_EPOCH] = "SELECT epoch FROM sessiond_cache_epoch WHERE id = 1",
     /* Autocommit on the reader: durable when it returns, and applied on
      * the synchronous standby if there is one (postgres_standby.c). */
@@ -412,24 +416,26 @@ int pg__read_events(PGresult *res, bool with_tx, sd_event **out, size_t *n)
     return 0;
 }
 
-int pg__events(sd_store *st, sd_event_scope scope, const char *key, int64_t after, int limit,
-               sd_event **out, size_t *n)
+int pg__events(sd_store *st, sd_event_scope scope, const char *key, int64_t after, int64_t before,
+               int limit, sd_event **out, size_t *n)
 {
     *out = NULL;
     *n = 0;
+    bool desc = before > 0 && scope != SD_EVENTS_ALL;
     params p = {0};
     if (scope != SD_EVENTS_ALL)
         pg__p_text(&p, key);
-    pg__p_int(&p, after);
+    pg__p_int(&p, desc ? before : after);
     pg__p_int(&p, limit > 0 ? limit : 0);
     if (scope == SD_EVENTS_ALL)
         pg__p_text(&p, st->origin);
     int rc;
-    PGresult *res = pg__rquery(st,
-                               scope == SD_EVENTS_SESSION ? R_EV_SESSION
-                               : scope == SD_EVENTS_USER  ? R_EV_USER
-                                                          : R_EV_ALL,
-                               &p, &rc);
+    PGresult *res =
+        pg__rquery(st,
+                   scope == SD_EVENTS_SESSION ? (desc ? R_EV_SESSION_DESC : R_EV_SESSION)
+                   : scope == SD_EVENTS_USER  ? (desc ? R_EV_USER_DESC : R_EV_USER)
+                                              : R_EV_ALL,
+                   &p, &rc);
     if (!res)
         return rc;
     return pg__read_events(res, false, out, n);

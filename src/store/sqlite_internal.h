@@ -77,6 +77,8 @@ enum {
     R_EV_ALL,
     R_EV_SESSION,
     R_EV_USER,
+    R_EV_SESSION_DESC,
+    R_EV_USER_DESC,
     R_ROTATED,
     R_ENDED,
     R_NOT_BEFORE,
@@ -166,8 +168,8 @@ int sq_list_user(sd_store *st, const char *user_id, int64_t now, const sd_cursor
                  sd_session **out, size_t *n);
 int sq_get_rotated(sd_store *st, const unsigned char hash[SD_HASH_LEN],
                    char session_id[SD_ID_LEN + 1], int64_t *rotated_at);
-int sq_events(sd_store *st, sd_event_scope scope, const char *key, int64_t after, int limit,
-              sd_event **out, size_t *n);
+int sq_events(sd_store *st, sd_event_scope scope, const char *key, int64_t after, int64_t before,
+              int limit, sd_event **out, size_t *n);
 int sq_ended(sd_store *st, const sd_feed_cursor *after, int64_t since_time, int limit,
              sd_event **out, size_t *n);
 int sq_not_before(sd_store *st, int64_t *value);

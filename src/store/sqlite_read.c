@@ -272,16 +272,17 @@ static int read_events(sqlite3_stmt *s, int limit, sd_event **out, size_t *n)
     return 0;
 }
 
-int sq_events(sd_store *st, sd_event_scope scope, const char *key, int64_t after, int limit,
-              sd_event **out, size_t *n)
+int sq_events(sd_store *st, sd_event_scope scope, const char *key, int64_t after, int64_t before,
+              int limit, sd_event **out, size_t *n)
 {
     *out = NULL;
     *n = 0;
     reader *r = get_reader(st);
     if (!r)
         return SD_EUNAVAILABLE;
-    sqlite3_stmt *s = r->stmt[scope == SD_EVENTS_SESSION ? R_EV_SESSION
-                              : scope == SD_EVENTS_USER  ? R_EV_USER
+    bool desc = before > 0 && scope != SD_EVENTS_ALL;
+    sqlite3_stmt *s = r->stmt[scope == SD_EVENTS_SESSION ? (desc ? R_EV_SESSION_DESC : R_EV_SESSION)
+                              : scope == SD_EVENTS_USER  ? (desc ? R_EV_USER_DESC : R_EV_USER)
                                                          : R_EV_ALL];
     if (scope != SD_EVENTS_ALL)
         sq__bind_text(s, 1, key);
@@ -292,7 +293,7 @@ int sq_events(sd_store *st, sd_event_scope scope, const char *key, int64_t after
             return SD_ENOMEM;
         sqlite3_bind_text(s, 4, ids, (int)len, free);
     }
-    sqlite3_bind_int64(s, 2, after);
+    sqlite3_bind_int64(s, 2, desc ? before : after);
     sqlite3_bind_int(s, 3, limit);
     return read_events(s, limit, out, n);
 }
@@ -315,7 +316,7 @@ int sq_ended(sd_store *st, const sd_feed_cursor *after, int64_t since_time, int 
 int sq_feed(sd_store *st, const sd_feed_cursor *after, int limit, sd_event **out, size_t *n)
 {
     /* One writer commits in seq order: the audit log's feed is this one. */
-    return sq_events(st, SD_EVENTS_ALL, NULL, after->seq, limit, out, n);
+    return sq_events(st, SD_EVENTS_ALL, NULL, after->seq, 0, limit, out, n);
 }
 
 int sq__feed_end(sd_store *st, int64_t *seq)

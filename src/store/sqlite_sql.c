@@ -235,6 +235,27 @@ const char *const sq__rsql[R_NSTMT] = {
                   "SELECT " EV_COLS " FROM audit_events WHERE seq > ?2 AND ("
                   "(seq IN (SELECT seq FROM chain) AND user_id = ?1) "
                   "OR (session_id IS NULL AND user_id = ?1)) ORDER BY seq LIMIT ?3",
+    /* Newest first, before ?2: the walk starts at the cursor when it is an
+     * event of this session (the page costs its own length), else at the
+     * head; n counts the events below the cursor so far, and the walk stops
+     * with ?3 of them. */
+    [R_EV_SESSION_DESC] =
+        "WITH RECURSIVE chain(seq, n) AS (SELECT coalesce((SELECT seq FROM audit_events "
+        "WHERE seq = ?2 AND session_id = ?1), " HEAD_OF(
+            "?1") "), 0 "
+                  "UNION ALL SELECT e.prev, c.n + (c.seq < ?2) FROM audit_events e, chain c "
+                  "WHERE e.seq = c.seq AND e.prev < e.seq AND c.n + (c.seq < ?2) < ?3) "
+                  "SELECT " EV_COLS " FROM audit_events WHERE seq IN (SELECT seq FROM chain) "
+                  "AND seq < ?2 AND session_id = ?1 ORDER BY seq DESC LIMIT ?3",
+    /* A user's, newest first: up to ?3 below the cursor from each chain. */
+    [R_EV_USER_DESC] = "WITH RECURSIVE chain(seq, n) AS (SELECT last_event, 0 FROM sessions "
+                       "WHERE id IN (SELECT value FROM json_each(?4)) AND user_id = ?1 "
+                       "UNION ALL SELECT last_event, 0 FROM session_history WHERE user_id = ?1 "
+                       "UNION ALL SELECT e.prev, c.n + (c.seq < ?2) FROM audit_events e, chain c "
+                       "WHERE e.seq = c.seq AND e.prev < e.seq AND c.n + (c.seq < ?2) < ?3) "
+                       "SELECT " EV_COLS " FROM audit_events WHERE seq < ?2 AND ("
+                       "(seq IN (SELECT seq FROM chain) AND user_id = ?1) "
+                       "OR (session_id IS NULL AND user_id = ?1)) ORDER BY seq DESC LIMIT ?3",
     [R_ROTATED] = "SELECT session_id, rotated_at FROM rotated_tokens WHERE token_hash = ?1",
     /* One writer commits in seq order: seq alone is the feed's order. */
     [R_NOT_BEFORE] = "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'not_before'",

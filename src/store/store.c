@@ -180,9 +180,9 @@ int sd_store_list_user(sd_store_handle *h, const char *user_id, int64_t now, con
 }
 
 int sd_store_events(sd_store_handle *h, sd_event_scope scope, const char *key, int64_t after,
-                    int limit, sd_event **out, size_t *n)
+                    int64_t before, int limit, sd_event **out, size_t *n)
 {
-    return h->ops->events(h->st, scope, key, after, limit, out, n);
+    return h->ops->events(h->st, scope, key, after, before, limit, out, n);
 }
 
 int sd_store_ended(sd_store_handle *h, const sd_feed_cursor *after, int64_t since_time, int limit,

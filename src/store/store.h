@@ -121,11 +121,13 @@ typedef struct sd_store_ops {
     int (*list_user)(sd_store *st, const char *user_id, int64_t now, const sd_cursor *after,
                      int limit, sd_session **out, size_t *n);
     void (*write)(sd_store *st, sd_write *w);
-    /* Audit events with seq > after (of the session or user named by key),
-     * oldest first, at most limit; *out is a malloc'd array of *n. Events are
-     * kept for the history retention. */
-    int (*events)(sd_store *st, sd_event_scope scope, const char *key, int64_t after, int limit,
-                  sd_event **out, size_t *n);
+    /* Audit events (of the session or user named by key): with before 0,
+     * those with seq > after, oldest first; with before > 0 (SESSION and
+     * USER only), those with seq < before, newest first (after unused). At
+     * most limit; *out is a malloc'd array of *n. Events are kept for the
+     * history retention. */
+    int (*events)(sd_store *st, sd_event_scope scope, const char *key, int64_t after,
+                  int64_t before, int limit, sd_event **out, size_t *n);
     /* The revocation feed: ending events ("revoked", "evicted"; not
      * "expired") of every origin, after the cursor in (tx, seq) order, with
      * time >= since_time (ms), at most limit; *out is a malloc'd array of
@@ -211,7 +213,7 @@ void sd_store_write(sd_store_handle *h, sd_write *w);
  * random hex digits), so that it survives restarts. 0 or an error. */
 int sd_store_replica_id(const char *data_dir, char out[17]);
 int sd_store_events(sd_store_handle *h, sd_event_scope scope, const char *key, int64_t after,
-                    int limit, sd_event **out, size_t *n);
+                    int64_t before, int limit, sd_event **out, size_t *n);
 /* The backend's ended op (never the cache). */
 int sd_store_ended(sd_store_handle *h, const sd_feed_cursor *after, int64_t since_time, int limit,
                    sd_event **out, size_t *n);

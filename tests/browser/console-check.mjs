@@ -207,6 +207,15 @@ async function full() {
   check(new URL(page.url()).hash.startsWith('#/users/'), `the URL does not name the user: ${page.url()}`);
   await shot(page, '04-sessions');
 
+  step = 'recent activity: the latest events, newest first';
+  await page.waitForFunction(() => !document.getElementById('activity').hidden);
+  const shownActivity = await page.$$eval('#activity-table tbody tr', (trs) => trs.map((tr) => tr.dataset.event));
+  const latest = await api('GET', `/users/${encodeURIComponent(cfg.user.id)}/events?order=desc&limit=20`);
+  check(latest.status === 200 && JSON.stringify(shownActivity) ===
+    JSON.stringify(latest.body.events.map((e) => e.event)),
+  `the activity table ${JSON.stringify(shownActivity)} is not the API's newest events`);
+  result.activity = shownActivity;
+
   step = 'keyboard: dialog opens, Escape cancels, focus returns';
   const revokeB = `#sessions-table tr[data-session-id="${b}"] button.danger`;
   await page.focus(revokeB);

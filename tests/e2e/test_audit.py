@@ -90,6 +90,59 @@ def test_user_events_pagination_and_errors(server):
     a.post(f"/users/{quote(user)}/events", expect=405)
 
 
+def test_events_newest_first(server):
+    """order=desc lists the same events newest first, paged with 'before'
+    (the 'next' cursor); a session's pages each cost their own length (its
+    chain is walked from the cursor), a user's first page its newest events
+    however long the history."""
+    a = server.api
+    user = new_user("audit")
+    s1, s2 = a.create(user), a.create(user)
+    for i in range(7):
+        s = s1 if i % 2 else s2
+        a.put(f"/sessions/{s['sessionId']}", json={"data": {"i": i}}, expect=200)
+    a.delete(f"/sessions/{s1['sessionId']}", expect=204)
+
+    def pages(path, **params):
+        got, cursor = [], None
+        while True:
+            q = dict(params, limit=3)
+            if cursor:
+                q["before" if params.get("order") == "desc" else "after"] = cursor
+            body = a.get(path, params=q, expect=200).json()
+            assert len(body["events"]) <= 3
+            got += body["events"]
+            cursor = body.get("next")
+            if not cursor:
+                return got
+
+    for path in (f"/sessions/{s1['sessionId']}/events", f"/sessions/{s2['sessionId']}/events",
+                 f"/users/{quote(user)}/events"):
+        asc = pages(path)
+        desc = pages(path, order="desc")
+        assert desc == list(reversed(asc)) and len(asc) >= 4, (path, asc, desc)
+        assert [e["seq"] for e in desc] == sorted((e["seq"] for e in desc), reverse=True)
+        assert pages(path, order="asc") == asc
+        one = a.get(path, params={"order": "desc", "limit": 1}, expect=200).json()
+        assert one["events"] == desc[:1] and one["next"] == str(desc[0]["seq"])
+    newest = a.get(f"/users/{quote(user)}/events", params={"order": "desc", "limit": 1}).json()["events"][0]
+    assert newest["event"] == "revoked" and newest["sessionId"] == s1["sessionId"]
+    # A cursor of another session's event still pages this one correctly.
+    other = pages(f"/sessions/{s1['sessionId']}/events", order="desc")
+    mixed = a.get(f"/sessions/{s2['sessionId']}/events",
+                  params={"order": "desc", "before": other[0]["seq"]}, expect=200).json()["events"]
+    assert all(e["seq"] < other[0]["seq"] and e["sessionId"] == s2["sessionId"] for e in mixed) and mixed
+    # Each order takes its own cursor; an unknown order is refused.
+    path = f"/users/{quote(user)}/events"
+    r = a.get(path, params={"order": "desc", "after": 5}, expect=400)
+    assert "before" in r.json()["detail"]
+    r = a.get(path, params={"before": 5}, expect=400)
+    assert "after" in r.json()["detail"]
+    a.get(path, params={"order": "newest"}, expect=400)
+    a.get(path, params={"order": "desc", "before": "x"}, expect=400)
+    a.get("/sessions/AAAAAAAAAAAAAAAAAAAAAA/events", params={"order": "desc"}, expect=404)
+
+
 def test_expiry_eviction_and_reuse_are_recorded(make_server):
     srv = make_server("--sweep-interval", "100ms", "--max-sessions-per-user", "1", "--refresh-grace", "0s")
     a = srv.api

@@ -232,6 +232,9 @@ def test_console_in_chromium(make_server, tmp_path):
     assert "Edge 120 on macOS" in result["firstRowText"], result["firstRowText"]
     assert "ago" in result["firstRowText"] or "just now" in result["firstRowText"]
     assert result["unicodeTitle"] == f"Sessions of {uni_user}"
+    # Recent activity: the user's latest events (the four creates, newest
+    # first: no revocation yet when the page was read).
+    assert result["activity"] == ["created"] * 4, result["activity"]
 
     # The overview shows what /metrics said.
     shown = result["overview"]["shown"]
