@@ -4,7 +4,8 @@
  * (store/writer.h) the shared writer runs on its connection. This file opens
  * (schema, migration, the index loaded from the table) and closes the store,
  * and runs the checkpoint thread; sqlite_sql.c has the statements,
- * sqlite_read.c the reads, sqlite_rows.c the writes (sqlite_internal.h).
+ * sqlite_read.c the reads, sqlite_rows.c and sqlite_tx.c the writes
+ * (sqlite_internal.h).
  *
  * Durability: synchronous=FULL, so a COMMIT has been fsync'd when it returns;
  * the shared writer acknowledges a write only after its batch committed (one

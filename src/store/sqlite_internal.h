@@ -3,8 +3,8 @@
  * else includes: the store struct, the statements' numbers and text, and
  * the functions that cross files (sq__*). sqlite.c opens and closes the
  * store; sqlite_sql.c holds the schema and statements; sqlite_read.c the
- * read connections and reads; sqlite_rows.c the row operations and the
- * transaction the shared writer runs.
+ * read connections and reads; sqlite_rows.c the row operations and
+ * sqlite_tx.c the transaction the shared writer runs them in.
  */
 #ifndef SD_SQLITE_INTERNAL_H
 #define SD_SQLITE_INTERNAL_H
@@ -186,6 +186,7 @@ void sq_stats(sd_store *st, sd_store_stats *out);
 /* sqlite_rows.c */
 int sq__wstep(sd_store *st, int which);
 extern const sd_rows_ops sq__rows;
+/* sqlite_tx.c */
 extern const sd_tx_ops sq__tx;
 
 /* sqlite_pcache.c: SQLite's page cache wrapped to skip truncations that
