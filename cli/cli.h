@@ -31,6 +31,7 @@ typedef struct cli {
     const char *user;        /* events --user */
     const char *file;        /* validate --token-file */
     int follow;              /* events --follow */
+    int newest;              /* events --newest: the latest first */
     long interval_ms;        /* events --interval */
     int limit;               /* list/events --limit */
     int no_touch;            /* validate --no-touch */

@@ -41,6 +41,34 @@ static void print_event(const sd_client_event *e, int json)
     }
 }
 
+/* --newest: the newest --limit events (20 when not given), newest first,
+ * paged with `before`. */
+static int events_newest(cli *x)
+{
+    long want = x->limit ? x->limit : 20, shown = 0;
+    char *before = NULL;
+    int code = EXIT_OK;
+    while (shown < want) {
+        sd_client_event_list *l;
+        int page = want - shown < EVENT_PAGE ? (int)(want - shown) : EVENT_PAGE;
+        int rc = x->session ? sd_client_session_events_newest(x->c, x->session, page, before, &l)
+                            : sd_client_user_events_newest(x->c, x->user, page, before, &l);
+        if (rc) {
+            code = cli_fail(x, x->session ? x->session : x->user, rc);
+            break;
+        }
+        for (size_t i = 0; i < l->count && shown < want; i++, shown++)
+            print_event(&l->events[i], x->json);
+        free(before);
+        before = l->next ? strdup(l->next) : NULL;
+        sd_client_event_list_free(l);
+        if (!before)
+            break;
+    }
+    free(before);
+    return code;
+}
+
 /*
  * Pages through the events from the first; with --follow, polls for more.
  * The cursor is opaque: a page without `next` is fetched again (with the
@@ -56,6 +84,8 @@ int cmd_events(cli *x)
         return cli_usage_error("events needs exactly one of --session ID and --user USER");
     if (x->follow && x->limit)
         return cli_usage_error("--limit and --follow do not go together");
+    if (x->follow && x->newest)
+        return cli_usage_error("--newest and --follow do not go together");
     if (x->follow) {
         struct sigaction sa = {.sa_handler = on_signal};
         sigaction(SIGINT, &sa, NULL);
@@ -65,6 +95,8 @@ int cmd_events(cli *x)
     if (!x->json)
         printf("%-6s  %-24s  %-20s  %-22s  %-16s  %-10s  %-15s  %s\n", "SEQ", "TIME", "EVENT",
                "SESSION ID", "USER", "ACTOR", "ADDRESS", "REASON");
+    if (x->newest)
+        return events_newest(x);
     char *after = NULL;
     int64_t last = -1;
     long shown = 0;

@@ -38,8 +38,9 @@ static const struct {
      "(or FILE)"},
     {"events", cmd_events,
      "events --session ID|--user USER [--follow] [--interval DUR] "
-     "[--limit N]\n"
-     "                                the audit trail (admin scope)"},
+     "[--limit N] [--newest]\n"
+     "                                the audit trail (admin scope); --newest: the latest "
+     "N (20) first"},
     {"stats", cmd_stats, "stats                         readiness and figures from /metrics"},
     {"jwt", cmd_jwt,
      "jwt verify --issuer ISS --audience AUD [--token-file FILE] [--decrypt-key PEM]\n"
@@ -173,6 +174,7 @@ enum {
     OPT_AUDIENCE,
     OPT_DECRYPT_KEY,
     OPT_IF_VERSION,
+    OPT_NEWEST,
     OPT_VERSION,
 };
 
@@ -196,6 +198,7 @@ static const struct option longopts[] = {
     {"audience", required_argument, NULL, OPT_AUDIENCE},
     {"decrypt-key", required_argument, NULL, OPT_DECRYPT_KEY},
     {"if-version", required_argument, NULL, OPT_IF_VERSION},
+    {"newest", no_argument, NULL, OPT_NEWEST},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -214,6 +217,7 @@ static int option_allowed(const char *cmd, int opt)
     case OPT_USER:
     case OPT_FOLLOW:
     case OPT_INTERVAL:
+    case OPT_NEWEST:
         return strcmp(cmd, "events") == 0;
     case OPT_LIMIT:
         return strcmp(cmd, "events") == 0 || strcmp(cmd, "list") == 0;
@@ -335,6 +339,9 @@ int main(int argc, char **argv)
             break;
         case OPT_FOLLOW:
             x.follow = 1;
+            break;
+        case OPT_NEWEST:
+            x.newest = 1;
             break;
         case OPT_INTERVAL:
             x.interval_ms = parse_duration(optarg);

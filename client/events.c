@@ -48,8 +48,10 @@ static int event_from_json(json_t *o, sd_client_event *e)
     return e->event && e->json ? 0 : SD_CLIENT_ENOMEM;
 }
 
+/* One page of prefix/key/events: oldest first after the cursor, or with
+ * newest newest first (order=desc) before it. */
 static int list_events(sd_client *c, const char *prefix, const char *key, int limit,
-                       const char *after, sd_client_event_list **out)
+                       const char *cursor, bool newest, sd_client_event_list **out)
 {
     if (!c || !key || !out || limit < 0)
         return SD_CLIENT_EINVAL;
@@ -66,7 +68,9 @@ static int list_events(sd_client *c, const char *prefix, const char *key, int li
         if ((rc = sdc__query(c, &path, "limit", n)))
             goto out;
     }
-    if (after && (rc = sdc__query(c, &path, "after", after)))
+    if (newest && (rc = sdc__query(c, &path, "order", "desc")))
+        goto out;
+    if (cursor && (rc = sdc__query(c, &path, newest ? "before" : "after", cursor)))
         goto out;
     sdc_req r = {.method = "GET", .path = path};
     if ((rc = sdc__exchange_json(c, &r, &o)))
@@ -107,13 +111,25 @@ out:
 int sd_client_session_events(sd_client *c, const char *session_id, int limit, const char *after,
                              sd_client_event_list **out)
 {
-    return list_events(c, "/sessions", session_id, limit, after, out);
+    return list_events(c, "/sessions", session_id, limit, after, false, out);
 }
 
 int sd_client_user_events(sd_client *c, const char *user_id, int limit, const char *after,
                           sd_client_event_list **out)
 {
-    return list_events(c, "/users", user_id, limit, after, out);
+    return list_events(c, "/users", user_id, limit, after, false, out);
+}
+
+int sd_client_session_events_newest(sd_client *c, const char *session_id, int limit,
+                                    const char *before, sd_client_event_list **out)
+{
+    return list_events(c, "/sessions", session_id, limit, before, true, out);
+}
+
+int sd_client_user_events_newest(sd_client *c, const char *user_id, int limit, const char *before,
+                                 sd_client_event_list **out)
+{
+    return list_events(c, "/users", user_id, limit, before, true, out);
 }
 
 int sd_client_health(sd_client *c)

@@ -204,6 +204,13 @@ def test_events_session_user_and_follow(module_server):
     ev = _events(url, "--user", user2)
     assert len(ev) == 120 and [e["seq"] for e in ev] == sorted({e["seq"] for e in ev})
     assert len(_events(url, "--user", user2, "--limit", "7")) == 7
+    # --newest: the latest first, over more than one page (limit 150 > 100).
+    newest = _events(url, "--user", user2, "--newest", "--limit", "150")
+    assert newest == list(reversed(ev)), "--newest is not the events newest first"
+    assert _events(url, "--user", user2, "--newest", "--limit", "3") == list(reversed(ev))[:3]
+    assert [e["event"] for e in _events(url, "--session", s["sessionId"], "--newest")] == \
+        ["revoked", "updated", "created"]
+    ctl(url, "events", "--user", user2, "--newest", "--follow", expect=USAGE)
 
     # --follow prints what happens after it started, then stops on SIGTERM.
     user3 = new_user("ev")

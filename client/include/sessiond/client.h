@@ -344,9 +344,10 @@ typedef struct sd_client_event {
 } sd_client_event;
 
 typedef struct sd_client_event_list {
-    sd_client_event *events; /* count entries, oldest first */
+    sd_client_event *events; /* count entries, oldest first (newest first from *_newest) */
     size_t count;
-    char *next; /* pass as `after` for the next page; NULL when no more yet */
+    char *next; /* pass as `after` (as `before` to *_newest) for the next page; NULL when no
+                   more yet */
 } sd_client_event_list;
 
 void sd_client_event_list_free(sd_client_event_list *l);
@@ -357,6 +358,12 @@ int sd_client_session_events(sd_client *c, const char *session_id, int limit, co
                              sd_client_event_list **out);
 int sd_client_user_events(sd_client *c, const char *user_id, int limit, const char *after,
                           sd_client_event_list **out);
+/* The same newest first (order=desc): before NULL, from the newest event;
+ * else the `next` of the page before. */
+int sd_client_session_events_newest(sd_client *c, const char *session_id, int limit,
+                                    const char *before, sd_client_event_list **out);
+int sd_client_user_events_newest(sd_client *c, const char *user_id, int limit, const char *before,
+                                 sd_client_event_list **out);
 
 /* ------------------------------------------------------------------ */
 /* Operations                                                         */
