@@ -9,6 +9,8 @@
  *                                   the data directory's lock keeps a running
  *                                   server out)
  *   sessiond jwk generate [OPTIONS] a new JWT signing key, as a --jwt-keys line
+ *   sessiond check [OPTIONS]        load the configuration and its files as a
+ *                                   start would, then exit (startup.c)
  *   sessiond help [COMMAND]         the commands, or one command's usage
  *
  * One table (commands.c) holds each command's name, usage line and summary:

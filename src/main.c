@@ -16,6 +16,7 @@
 #include "audit/audit.h"
 #include "commands.h"
 #include "config.h"
+#include "startup.h"
 #include "http/tls.h"
 #include "jwt/jwe.h"
 #include "jwt/jwk.h"
@@ -44,57 +45,6 @@
 
 extern char **environ;
 
-/* True when the listen address can only be reached from this machine. */
-static bool loopback_only(const char *listen)
-{
-    return strncmp(listen, "127.", 4) == 0 || strncmp(listen, "localhost:", 10) == 0 ||
-           strncmp(listen, "[::1]:", 6) == 0;
-}
-
-/* Loads the key file named in cfg (none: NULL). Returns 0 or an error. */
-static int load_keys(const sd_config *cfg, sd_keys **out)
-{
-    *out = NULL;
-    if (!cfg->api_keys[0])
-        return 0;
-    char err[512];
-    int rc = sd_keys_load(cfg->api_keys, out, err, sizeof err);
-    if (rc)
-        sd_error("%s", err);
-    return rc;
-}
-
-/* The TLS settings of cfg in *o; NULL when cfg names no certificate. */
-static const sd_tls_options *tls_options(const sd_config *cfg, sd_tls_options *o)
-{
-    *o = (sd_tls_options){.cert_file = cfg->tls_cert,
-                          .key_file = cfg->tls_key,
-                          .client_ca_file = cfg->tls_client_ca,
-                          .client_auth_required = strcmp(cfg->tls_client_auth, "require") == 0};
-    return cfg->tls_cert[0] ? o : NULL;
-}
-
-/* Loads the JWT signing keys named in cfg (none: NULL). 0 or an error. */
-static int load_jwt_keys(const sd_config *cfg, sd_jwks **out)
-{
-    *out = NULL;
-    if (!cfg->jwt_keys[0])
-        return 0;
-    char err[512];
-    int rc = sd_jwks_load(cfg->jwt_keys, out, err, sizeof err);
-    sd_jwe_key *enc = NULL;
-    if (rc == 0 && cfg->jwt_encrypt_key[0] &&
-        (rc = sd_jwe_key_load(cfg->jwt_encrypt_key, &enc, err, sizeof err)) != 0) {
-        sd_jwks_free(*out);
-        *out = NULL;
-    }
-    if (rc)
-        sd_error("%s", err);
-    else if (enc)
-        sd_jwks_set_recipient(*out, enc);
-    return rc;
-}
-
 /* SIGHUP: the JWT signing keys from their file; on any error (or when the
  * option was removed) the current ones stay. */
 static void reload_jwt_keys(sd_app *app, const sd_config *fresh)
@@ -105,7 +55,7 @@ static void reload_jwt_keys(sd_app *app, const sd_config *fresh)
                 "keys");
         return;
     }
-    if (load_jwt_keys(fresh, &nk)) {
+    if (sd_startup_load_jwt_keys(fresh, &nk)) {
         sd_error("SIGHUP: keeping the current JWT keys");
         return;
     }
@@ -127,7 +77,7 @@ static void reload_tls(sd_tls *tls, const sd_config *fresh)
 {
     sd_tls_options o;
     char err[512];
-    if (!tls_options(fresh, &o))
+    if (!sd_startup_tls_options(fresh, &o))
         sd_warn("SIGHUP: TLS is not turned off without a restart; keeping the current certificate");
     else if (sd_tls_reload(tls, &o, err, sizeof err))
         sd_error("SIGHUP: %s; keeping the current TLS certificate", err);
@@ -191,83 +141,17 @@ int main(int argc, char **argv)
     }
     sd_metrics_init(route_methods, route_names, sd_api_nroutes);
 
-    /* Protected mode (as Redis does it): without API keys, only loopback. */
-    sd_keys *keys = NULL;
-    if (load_keys(&cfg, &keys))
+    sd_loaded loaded;
+    if (sd_startup_load(&cfg, &loaded))
         return 2;
-    if (!keys && !loopback_only(cfg.listen)) {
-        sd_error("refusing to listen on %s without API keys: anyone who can reach it could "
-                 "create, read and revoke sessions. Give --api-keys FILE, or listen on a "
-                 "loopback address.",
-                 cfg.listen);
-        return 2;
-    }
-    if (!keys)
-        sd_info("protected mode: no API keys configured; serving loopback only, callers are "
-                "not authenticated");
-    else
-        sd_info("%d API keys loaded from %s", sd_keys_count(keys), cfg.api_keys);
-
-    sd_keyring *ring = NULL;
-    if (cfg.encryption_keys[0] &&
-        sd_keyring_load(cfg.encryption_keys, &ring, err, sizeof err) != 0) {
-        sd_error("%s", err);
-        sd_keys_free(keys);
-        return 2;
-    }
-    if (ring)
-        sd_info("session metadata is encrypted at rest under key '%s'", sd_keyring_current(ring));
-    else
-        sd_info("no --encryption-keys: session metadata (ipAddress, userAgent, deviceInfo, "
-                "geoLocation, data) is stored in the clear");
-    sd_jwks *jwt_keys = NULL;
-    if (load_jwt_keys(&cfg, &jwt_keys)) {
-        sd_keyring_free(ring);
-        sd_keys_free(keys);
-        return 2;
-    }
-    if (jwt_keys)
-        sd_info("access tokens: %d JWT keys published, signing with '%s' (%s), lifetime %llds, "
-                "reused for %.0f%% of it (at most %lld MiB)%s",
-                sd_jwks_count(jwt_keys), sd_jwks_current_kid(jwt_keys),
-                sd_jwks_current_alg(jwt_keys), (long long)(cfg.jwt_lifetime_ms / 1000),
-                cfg.jwt_reuse * 100, (long long)cfg.jwt_reuse_max_mb,
-                sd_jwks_recipient(jwt_keys) ? ", encrypted (JWE " SD_JWE_ALG ", " SD_JWE_ENC ")"
-                                            : "");
-    sd_tls *tls = NULL;
-    sd_tls_options topt;
-    if (tls_options(&cfg, &topt)) {
-        if (sd_tls_create(&topt, &tls, err, sizeof err)) {
-            sd_error("%s", err);
-            sd_jwks_free(jwt_keys);
-            sd_keyring_free(ring);
-            sd_keys_free(keys);
-            return 2;
-        }
-        sd_info("TLS 1.2/1.3 with %s; client certificates %s", cfg.tls_cert,
-                !cfg.tls_client_ca[0]       ? "not requested"
-                : topt.client_auth_required ? "required"
-                                            : "optional");
-    }
-    /* The webhooks' settings and secrets, checked before anything starts. */
-    sd_webhook_options wopt = {.timeout_ms = cfg.webhook_timeout_ms,
-                               .retry_initial_ms = cfg.webhook_retry_initial_ms,
-                               .retry_max_ms = cfg.webhook_retry_max_ms,
-                               .max_attempts = (int)cfg.webhook_max_attempts};
-    sd_webhooks *webhooks = NULL;
-    if (sd_webhooks_parse(cfg.webhook, &wopt, &webhooks, err, sizeof err)) {
-        sd_error("%s", err);
-        sd_tls_free(tls);
-        sd_jwks_free(jwt_keys);
-        sd_keyring_free(ring);
-        sd_keys_free(keys);
-        return 2;
-    }
+    sd_tls *tls = loaded.tls;
+    sd_keyring *ring = loaded.ring;
+    sd_webhooks *webhooks = loaded.webhooks;
     sd_app app = {
-        .keys = keys,
+        .keys = loaded.keys,
         .auth_cookie = cfg.auth_cookie,
         .audit_sample = cfg.audit_sample_validations,
-        .jwt_keys = jwt_keys,
+        .jwt_keys = loaded.jwt_keys,
         .webhooks = webhooks,
         .jwt = {.issuer = cfg.jwt_issuer,
                 .audience = cfg.jwt_audience,
@@ -305,7 +189,7 @@ int main(int argc, char **argv)
                              .standby = cfg.store_standby,
                              .hold_ms = (int)cfg.write_hold_ms};
     const char *store_at = NULL;
-    const sd_store_ops *store_ops = sd_store_from_setting(cfg.store, cfg.data_dir, &store_at);
+    const sd_store_ops *store_ops = sd_startup_store(&cfg, &store_at);
     /* From here on every failure stops what has started, in reverse order,
      * at `stop` below (each stop is a no-op for what never started). */
     int status = 1;
@@ -314,15 +198,6 @@ int main(int argc, char **argv)
     sd_brlock_init(&app.keys_lock);
     pthread_rwlock_init(&app.jwt_lock, NULL);
     if (!store_ops) {
-        sd_error("--store: expected 'sqlite' or a PostgreSQL connection string "
-                 "(postgres://..., postgresql://... or key=value pairs)");
-        status = 2;
-        goto stop;
-    }
-    if ((cfg.store_standby[0] || cfg.write_hold_ms) && !(store_ops->caps & SD_STORE_SHARED)) {
-        sd_error("%s goes with a PostgreSQL --store (the embedded store %s)",
-                 cfg.store_standby[0] ? "--store-standby" : "--write-hold",
-                 cfg.store_standby[0] ? "has no standby" : "is always reachable");
         status = 2;
         goto stop;
     }
@@ -391,7 +266,7 @@ int main(int argc, char **argv)
     if (cfg.failed_validation_rate > 0 && !app.guesses) {
         snprintf(err, sizeof err, "out of memory for the failed-validation limiter");
         rc = SD_ENOMEM;
-    } else if (jwt_keys && cfg.jwt_reuse > 0 &&
+    } else if (app.jwt_keys && cfg.jwt_reuse > 0 &&
                (rc = sd_mintcache_new((size_t)cfg.jwt_reuse_max_mb << 20, cfg.jwt_reuse,
                                       &app.jwt_cache))) {
         snprintf(err, sizeof err, "out of memory for the access tokens' cache (--jwt-reuse)");
@@ -424,7 +299,8 @@ int main(int argc, char **argv)
             sd_config fresh;
             sd_keys *nk = NULL;
             if (sd_config_load(&fresh, argc, argv, environ, stderr) == SD_CONFIG_RUN &&
-                load_keys(&fresh, &nk) == 0 && (nk || loopback_only(cfg.listen))) {
+                sd_startup_load_keys(&fresh, &nk) == 0 &&
+                (nk || sd_startup_loopback_only(cfg.listen))) {
                 sd_log_set_level((enum sd_log_level)sd_log_level_parse(fresh.log_level));
                 if (tls)
                     reload_tls(tls, &fresh);

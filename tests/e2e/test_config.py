@@ -36,7 +36,7 @@ def test_help_lists_every_option(tmp_path):
     assert not missing, f"--help does not mention {missing}:\n{text}"
 
 
-COMMANDS = ["audit", "backup", "reencrypt", "help"]
+COMMANDS = ["audit", "backup", "reencrypt", "check", "help"]
 
 
 def test_help_lists_the_commands_and_each_has_its_own_help(tmp_path):
@@ -200,3 +200,33 @@ def test_make_run_takes_an_address_and_a_data_directory(tmp_path):
     env = {"SESSIOND_LISTEN": "127.0.0.1:9191", "SESSIOND_DATA_DIR": "/tmp/x"}
     assert "--listen '127.0.0.1:9191' --data-dir '/tmp/x'" in cmd(env=env)
     assert "--listen '127.0.0.1:9292'" in cmd("LISTEN=127.0.0.1:9292", env=env)
+
+
+def test_check_loads_what_a_start_loads(tmp_path):
+    """`sessiond check` loads the configuration and every file it names as a
+    start does, opens no store, and says what fails (exit 2) or sums up what
+    a start would run with (exit 0)."""
+    import hashlib
+    import secrets
+    data = tmp_path / "data"
+    rc, out, err = _run(["check", "--data-dir", str(data)], tmp_path)
+    assert rc == 0 and out.startswith("configuration ok: listen 127.0.0.1:8080, store sqlite in "), (rc, out, err)
+    assert "API keys off (protected mode)" in out and not data.exists(), "check must not create the store"
+    keys = tmp_path / "keys"
+    keys.write_text(f"ops {hashlib.sha256(secrets.token_urlsafe(32).encode()).hexdigest()} sessions,admin\n")
+    conf = tmp_path / "sessiond.conf"
+    conf.write_text(f"listen = 0.0.0.0:{free_port()}\napi-keys = {keys}\n")
+    rc, out, err = _run(["check", "--config", str(conf)], tmp_path)
+    assert rc == 0 and "API keys on" in out and "0.0.0.0:" in out, (rc, out, err)
+    bad = [
+        (["--listen", f"0.0.0.0:{free_port()}"], "without API keys"),
+        (["--api-keys", str(tmp_path / "missing")], "missing"),
+        (["--tls-cert", str(keys), "--tls-key", str(keys)], "TLS certificate"),
+        (["--store-standby", "host=x"], "--store-standby goes with a PostgreSQL --store"),
+        (["--encryption-keys", str(conf)], "encryption"),
+        (["--idle-timeout", "soon"], "not a duration"),
+    ]
+    for args, says in bad:
+        rc, out, err = _run(["check", "--data-dir", str(data), *args], tmp_path)
+        assert rc == 2 and says.lower() in err.lower() and not out, (args, rc, out, err)
+    assert not data.exists()
