@@ -134,8 +134,10 @@ def test_systemd_unit_verifies(installed, tmp_path):
         pytest.skip("systemd-analyze is not installed")
     _, root = installed
     unit = tmp_path / "sessiond.service"
-    unit.write_text((root / "lib/systemd/system/sessiond.service").read_text()
-                    .replace(f"ExecStart={PREFIX}/sbin/sessiond", f"ExecStart={root}/sbin/sessiond"))
+    text = (root / "lib/systemd/system/sessiond.service").read_text()
+    # A reload checks the configuration first (sessiond check), then signals.
+    assert f"ExecReload={PREFIX}/sbin/sessiond check " in text and "ExecReload=/bin/kill -HUP $MAINPID" in text
+    unit.write_text(text.replace(f"={PREFIX}/sbin/sessiond", f"={root}/sbin/sessiond"))
     r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True,
                        timeout=120)
     problems = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.strip()]
