@@ -111,23 +111,28 @@ enum sd_match_result sd_route_match_in(const sd_route *routes, int n, const char
     size_t caplen[SD_MAX_CAPTURES];
     int ncap = 0;
     const char *group = NULL;
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n && m->route < 0; i++) {
         if (group ? strcmp(routes[i].pattern, group) != 0
                   : !match_pattern(routes[i].pattern, path, cap, caplen, &ncap))
             continue;
         if (!group)
             group = routes[i].pattern;
         int is_head = strcmp(method, "HEAD") == 0 && strcmp(routes[i].method, "GET") == 0;
-        if (m->route < 0 && (strcmp(routes[i].method, method) == 0 || is_head))
+        if (strcmp(routes[i].method, method) == 0 || is_head)
             m->route = i;
-        size_t len = strlen(m->allow);
-        snprintf(m->allow + len, sizeof m->allow - len, "%s%s%s", len ? ", " : "", routes[i].method,
-                 strcmp(routes[i].method, "GET") == 0 ? ", HEAD" : "");
     }
     if (!group)
         return SD_MATCH_NOT_FOUND;
-    if (m->route < 0)
+    if (m->route < 0) { /* the methods of the pattern, for the 405's Allow */
+        for (int i = 0; i < n; i++) {
+            if (strcmp(routes[i].pattern, group) != 0)
+                continue;
+            size_t len = strlen(m->allow);
+            snprintf(m->allow + len, sizeof m->allow - len, "%s%s%s", len ? ", " : "",
+                     routes[i].method, strcmp(routes[i].method, "GET") == 0 ? ", HEAD" : "");
+        }
         return SD_MATCH_METHOD;
+    }
     for (int i = 0; i < ncap; i++) {
         if (!(m->captures[i] = decode_capture(cap[i], caplen[i], a))) {
             sd_match_free(m);

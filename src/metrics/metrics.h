@@ -64,6 +64,8 @@ void sd_metrics_init(const char *const *methods, const char *const *route_names,
 
 void sd_metrics_request(int route, int status, int64_t ns);
 void sd_metrics_store_op(enum sd_store_op op, int64_t ns);
+/* One timed operation standing for weight of them (a sampled read). */
+void sd_metrics_store_op_n(enum sd_store_op op, int64_t ns, unsigned weight);
 /* The op="..." label of a store operation. */
 const char *sd_metrics_store_op_name(enum sd_store_op op);
 void sd_metrics_validation(int valid);
