@@ -48,8 +48,8 @@ static int event_from_json(json_t *o, sd_client_event *e)
     return e->event && e->json ? 0 : SD_CLIENT_ENOMEM;
 }
 
-/* One page of prefix/key/events: oldest first after the cursor, or with
- * newest newest first (order=desc) before it. */
+/* One page of prefix/key/events: oldest first after the cursor, or (newest)
+ * newest first before it (order=desc). */
 static int list_events(sd_client *c, const char *prefix, const char *key, int limit,
                        const char *cursor, bool newest, sd_client_event_list **out)
 {

@@ -141,6 +141,16 @@ static json_t *update_body(sd_client *c, const sd_client_update *u, int *rc)
     return o;
 }
 
+/* The If-Match value for version into buf ("N"), or NULL when version is 0:
+ * no precondition. */
+static const char *if_match(int64_t version, char buf[32])
+{
+    if (version <= 0)
+        return NULL;
+    snprintf(buf, 32, "\"%" PRId64 "\"", version);
+    return buf;
+}
+
 int sd_client_update_session(sd_client *c, const char *session_id, const sd_client_update *u,
                              sd_client_session **out)
 {
@@ -159,8 +169,7 @@ int sd_client_update_session(sd_client *c, const char *session_id, const sd_clie
         return SD_CLIENT_ENOMEM;
     }
     char etag[32];
-    snprintf(etag, sizeof etag, "\"%" PRId64 "\"", u->if_match);
-    sdc_req r = {.method = "PUT", .path = path, .if_match = u->if_match > 0 ? etag : NULL};
+    sdc_req r = {.method = "PUT", .path = path, .if_match = if_match(u->if_match, etag)};
     rc = session_call(c, &r, o, out);
     free(path);
     return rc;
@@ -175,8 +184,7 @@ static int delete_session(sd_client *c, const char *session_id, int64_t version)
     if (!path)
         return SD_CLIENT_ENOMEM;
     char etag[32];
-    snprintf(etag, sizeof etag, "\"%" PRId64 "\"", version);
-    sdc_req r = {.method = "DELETE", .path = path, .if_match = version > 0 ? etag : NULL};
+    sdc_req r = {.method = "DELETE", .path = path, .if_match = if_match(version, etag)};
     int rc = sdc__exchange(c, &r);
     free(path);
     return rc;

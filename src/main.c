@@ -144,15 +144,12 @@ int main(int argc, char **argv)
     sd_loaded loaded;
     if (sd_startup_load(&cfg, &loaded))
         return 2;
-    sd_tls *tls = loaded.tls;
-    sd_keyring *ring = loaded.ring;
-    sd_webhooks *webhooks = loaded.webhooks;
     sd_app app = {
         .keys = loaded.keys,
         .auth_cookie = cfg.auth_cookie,
         .audit_sample = cfg.audit_sample_validations,
         .jwt_keys = loaded.jwt_keys,
-        .webhooks = webhooks,
+        .webhooks = loaded.webhooks,
         .jwt = {.issuer = cfg.jwt_issuer,
                 .audience = cfg.jwt_audience,
                 .lifetime_ms = cfg.jwt_lifetime_ms,
@@ -183,7 +180,7 @@ int main(int argc, char **argv)
     sd_geofence_parse(cfg.geo_allow, cfg.geo_deny, cfg.geo_groups, &app.anomaly.geofence, err,
                       sizeof err);
     sd_api_anomaly_init(&app);
-    sd_store_options sopt = {.keys = ring,
+    sd_store_options sopt = {.keys = loaded.ring,
                              .commit_batch = (int)cfg.commit_batch,
                              .max_queued = (int)cfg.max_queued_writes,
                              .standby = cfg.store_standby,
@@ -242,7 +239,7 @@ int main(int argc, char **argv)
         sd_error("cannot start the sweeper: %s", sd_strerror(rc));
         goto stop;
     }
-    if ((rc = sd_webhooks_start(webhooks, app.store, err, sizeof err))) {
+    if ((rc = sd_webhooks_start(loaded.webhooks, app.store, err, sizeof err))) {
         sd_error("%s", err);
         goto stop;
     }
@@ -255,7 +252,7 @@ int main(int argc, char **argv)
         .max_header_bytes = (size_t)cfg.max_header_bytes,
         .max_body_bytes = (size_t)cfg.max_body_bytes,
         .authorize = sd_api_authorize,
-        .tls = tls,
+        .tls = loaded.tls,
         /* the embedded store answers from memory: no pool to hop through */
         .handler_threads = store_ops->caps & SD_STORE_MEMORY_READS ? 0 : (int)cfg.handler_threads,
     };
@@ -302,8 +299,8 @@ int main(int argc, char **argv)
                 sd_startup_load_keys(&fresh, &nk) == 0 &&
                 (nk || sd_startup_loopback_only(cfg.listen))) {
                 sd_log_set_level((enum sd_log_level)sd_log_level_parse(fresh.log_level));
-                if (tls)
-                    reload_tls(tls, &fresh);
+                if (loaded.tls)
+                    reload_tls(loaded.tls, &fresh);
                 if (app.jwt_keys)
                     reload_jwt_keys(&app, &fresh);
                 sd_brlock_wrlock(&app.keys_lock);
@@ -344,13 +341,13 @@ int main(int argc, char **argv)
     }
     status = 0;
 stop:
-    sd_tls_free(tls);
-    sd_webhooks_stop(webhooks); /* saves each cursor, gives up the leases */
+    sd_tls_free(loaded.tls);
+    sd_webhooks_stop(loaded.webhooks); /* saves each cursor, gives up the leases */
     sd_sweeper_stop(sweeper);
     sd_audit_close();          /* logs what the last writes committed */
     sd_store_close(app.store); /* a write that completes now replies into the stopped server */
     sd_http_free(http);
-    sd_keyring_free(ring);
+    sd_keyring_free(loaded.ring);
     sd_keys_free(app.keys);
     sd_jwks_free(app.jwt_keys);
     sd_mintcache_free(app.jwt_cache);

@@ -236,6 +236,10 @@ void sd_api_precondition_failed(sd_req *r, int64_t version, const char *detail);
  * carries the session's ETag (w->version_found). */
 void sd_api_fail_write(sd_req *r, const sd_write *w);
 
+/* A session's ETag for its version: "N", strong. */
+#define SD_API_ETAG_LEN 24
+void sd_api_etag(int64_t version, char out[SD_API_ETAG_LEN]);
+
 /* Answers 200/201 with the session's JSON (plus token when given) and its
  * ETag; extra headers may add Location. */
 void sd_api_reply_session(sd_req *r, int status, const sd_session *s, const char *token,

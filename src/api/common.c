@@ -97,6 +97,11 @@ void sd_api_fail(sd_req *r, int rc, const char *detail)
     }
 }
 
+void sd_api_etag(int64_t version, char out[SD_API_ETAG_LEN])
+{
+    snprintf(out, SD_API_ETAG_LEN, "\"%lld\"", (long long)version);
+}
+
 void sd_api_reply_session(sd_req *r, int status, const sd_session *s, const char *token,
                           const char *location)
 {
@@ -124,8 +129,8 @@ void sd_api_reply_session_with(sd_req *r, int status, const sd_session *s, const
     json_decref(extra);
     /* A reply without its token (or the rest) would be a success the
      * client cannot use: out of memory for it is a 503 (sd_api_reply_jw). */
-    char etag[32];
-    snprintf(etag, sizeof etag, "\"%lld\"", (long long)s->version);
+    char etag[SD_API_ETAG_LEN];
+    sd_api_etag(s->version, etag);
     const char *headers[] = {"ETag", etag, location ? "Location" : NULL, location, NULL};
     sd_jw_end(&w);
     sd_api_reply_jw(r, status, &w, headers);

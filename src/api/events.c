@@ -59,10 +59,10 @@ static int cursor_arg(sd_req *r, const char *name, int64_t *v)
 }
 
 /* ?order=asc (the default: oldest first, after the cursor 'after') or desc
- * (newest first, before the cursor 'before'): *before is 0 for asc, else
- * the cursor (INT64_MAX for the first page). Answers 400 and returns -1 on
- * an unknown order or the other order's cursor. */
-static int order_args(sd_req *r, int64_t *after, int64_t *before)
+ * (newest first, before the cursor 'before'); a cursor is 0 when absent.
+ * Answers 400 and returns -1 on an unknown order or the other order's
+ * cursor. */
+static int order_args(sd_req *r, bool *desc_out, int64_t *after, int64_t *before)
 {
     const char *q;
     int has = sd_req_query(r, "order", &q);
@@ -79,8 +79,7 @@ static int order_args(sd_req *r, int64_t *after, int64_t *before)
                          desc ? "before" : "after");
         return -1;
     }
-    if (desc && *before == 0)
-        *before = INT64_MAX;
+    *desc_out = desc;
     return 0;
 }
 
@@ -88,11 +87,15 @@ static void list_events(sd_req *r, sd_app *app, sd_event_scope scope, const char
 {
     int limit;
     int64_t after, before;
-    if (sd_api_query_limit(r, DEFAULT_LIMIT, MAX_LIMIT, &limit) || order_args(r, &after, &before))
+    bool desc;
+    if (sd_api_query_limit(r, DEFAULT_LIMIT, MAX_LIMIT, &limit) ||
+        order_args(r, &desc, &after, &before))
         return;
     sd_event *v;
     size_t n;
-    int rc = sd_store_events(app->store, scope, key, after, before, limit + 1, &v, &n);
+    /* Newest first from the newest: before every seq. */
+    int64_t below = desc ? (before ? before : INT64_MAX) : 0;
+    int rc = sd_store_events(app->store, scope, key, after, below, limit + 1, &v, &n);
     if (rc) {
         sd_api_fail(r, rc, NULL);
         return;
@@ -100,7 +103,7 @@ static void list_events(sd_req *r, sd_app *app, sd_event_scope scope, const char
     bool is_session = scope == SD_EVENTS_SESSION;
     sd_audit_emit("admin_read", is_session ? key : NULL, is_session ? NULL : key, sd_req_actor(r),
                   sd_req_peer(r), is_session ? "session_events" : "user_events");
-    if (is_session && n == 0 && after == 0 && (before == 0 || before == INT64_MAX)) {
+    if (is_session && n == 0 && after == 0 && before == 0) {
         free(v);
         sd_reply_problem(r, 404,
                          "no events for this session: it never existed or its history "

@@ -8,8 +8,6 @@
 #include "api/api.h"
 #include "util/err.h"
 
-#include <stdio.h>
-
 int sd_api_preconds(sd_req *r, sd_precond *out)
 {
     char err[128];
@@ -21,15 +19,10 @@ int sd_api_preconds(sd_req *r, sd_precond *out)
     return 0;
 }
 
-static void etag_of(int64_t version, char *buf, size_t n)
-{
-    snprintf(buf, n, "\"%lld\"", (long long)version);
-}
-
 void sd_api_precondition_failed(sd_req *r, int64_t version, const char *detail)
 {
-    char etag[32];
-    etag_of(version, etag, sizeof etag);
+    char etag[SD_API_ETAG_LEN];
+    sd_api_etag(version, etag);
     const char *hdr[] = {"ETag", etag, NULL};
     sd_reply_problem_with(r, 412, hdr, "%s", detail);
 }
@@ -40,8 +33,8 @@ int sd_api_precond_answer(sd_req *r, const sd_precond *p, int64_t version)
     if (pr == SD_PRECOND_HOLDS)
         return 0;
     if (pr == SD_PRECOND_NONE) { /* a read: not modified */
-        char etag[32];
-        etag_of(version, etag, sizeof etag);
+        char etag[SD_API_ETAG_LEN];
+        sd_api_etag(version, etag);
         const char *hdr[] = {"ETag", etag, NULL};
         sd_reply(r, 304, NULL, NULL, 0, hdr);
         return -1;

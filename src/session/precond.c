@@ -107,6 +107,15 @@ sd_precond_result sd_precond_eval(const sd_precond *p, int64_t version)
     return SD_PRECOND_HOLDS;
 }
 
+int sd_precond_check(const sd_precond *p, int64_t version, char *err, size_t n)
+{
+    sd_precond_result r = p ? sd_precond_eval(p, version) : SD_PRECOND_HOLDS;
+    if (r == SD_PRECOND_HOLDS)
+        return 0;
+    sd_precond_detail(r, version, err, n);
+    return SD_ECONFLICT;
+}
+
 void sd_precond_detail(sd_precond_result r, int64_t version, char *buf, size_t n)
 {
     if (r == SD_PRECOND_NONE)

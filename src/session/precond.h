@@ -21,8 +21,8 @@ typedef struct sd_precond {
      * never matches). 0 tags: no If-Match, or '*' (any current version). */
     int64_t if_match[SD_PRECOND_TAGS];
     int n_if_match;
-    /* If-None-Match: versions none of which may be current (weak tags
-     * compare as strong ones there); any: '*', whatever the version. */
+    /* If-None-Match: versions none of which may be current (compared
+     * weakly: W/"3" names version 3); any: '*', whatever the version. */
     int64_t if_none_match[SD_PRECOND_TAGS];
     int n_if_none_match;
     bool if_none_match_any;
@@ -54,5 +54,9 @@ sd_precond_result sd_precond_eval(const sd_precond *p, int64_t version);
 /* The sentence for a client whose precondition r (not HOLDS) failed
  * against a session at version, into buf. */
 void sd_precond_detail(sd_precond_result r, int64_t version, char *buf, size_t n);
+
+/* A write's check (NULL p: none): 0 when p holds for a session at version,
+ * else SD_ECONFLICT with the sentence in err (a write has no 304). */
+int sd_precond_check(const sd_precond *p, int64_t version, char *err, size_t n);
 
 #endif

@@ -534,11 +534,9 @@ int sd_patch_apply(const sd_patch *patch, const sd_policy *p, sd_session *s, int
                  (long long)s->version, (long long)patch->version);
         return SD_ECONFLICT;
     }
-    sd_precond_result pr = patch->pre ? sd_precond_eval(patch->pre, s->version) : SD_PRECOND_HOLDS;
-    if (pr != SD_PRECOND_HOLDS) {
-        sd_precond_detail(pr, s->version, err, n);
-        return SD_ECONFLICT;
-    }
+    int rc = sd_precond_check(patch->pre, s->version, err, n);
+    if (rc)
+        return rc;
 
     int64_t expiry = s->expiry, idle = s->idle_ttl, last_seen = s->last_seen;
     if (patch->has_expiry) {

@@ -331,21 +331,18 @@ static int do_end(const sd_rows_ops *ops, void *rows, sd_write *w)
          * expired one is not found, whatever was asked of it. */
         sd_session cur;
         rc = ops->select(rows, w->id, &cur);
-        if (rc && rc != SD_ENOTFOUND)
-            return rc;
-        bool other = rc == 0 && w->user_id && strcmp(cur.user_id, w->user_id) != 0;
-        sd_precond_result pr = SD_PRECOND_HOLDS;
-        if (rc == 0 && !other && w->precond && sd_session_active(&cur, w->now) &&
-            (pr = sd_precond_eval(w->precond, cur.version)) != SD_PRECOND_HOLDS) {
-            sd_precond_detail(pr, cur.version, w->detail, sizeof w->detail);
-            w->version_found = cur.version;
-        }
-        if (rc == 0)
+        if (rc == 0) { /* not found: ended below as not found, the cache ends the id */
+            if (w->user_id && strcmp(cur.user_id, w->user_id) != 0)
+                rc = SD_ENOTFOUND;
+            else if (sd_session_active(&cur, w->now) &&
+                     (rc = sd_precond_check(w->precond, cur.version, w->detail, sizeof w->detail)))
+                w->version_found = cur.version; /* nothing ended: no effect */
             sd_session_clear(&cur);
-        if (other)
-            return SD_ENOTFOUND;
-        if (pr != SD_PRECOND_HOLDS)
-            return SD_ECONFLICT; /* nothing ended: no effect */
+            if (rc)
+                return rc;
+        } else if (rc != SD_ENOTFOUND) {
+            return rc;
+        }
     }
     /* The intent first: the cache ends the id even when it is not found
      * here (sd_effect_required). */

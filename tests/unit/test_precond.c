@@ -103,6 +103,18 @@ static void details_name_the_version(void **state)
     assert_non_null(strstr(d, "If-Match"));
     sd_precond_detail(SD_PRECOND_NONE, 12, d, sizeof d);
     assert_non_null(strstr(d, "If-None-Match"));
+    /* A write's check: none asked holds; a failure is a conflict with the
+     * sentence, If-None-Match's too (a write has no 304). */
+    d[0] = '\0';
+    assert_int_equal(sd_precond_check(NULL, 12, d, sizeof d), 0);
+    sd_precond p = parsed("\"12\"", NULL);
+    assert_int_equal(sd_precond_check(&p, 12, d, sizeof d), 0);
+    assert_string_equal(d, "");
+    assert_int_equal(sd_precond_check(&p, 13, d, sizeof d), SD_ECONFLICT);
+    assert_non_null(strstr(d, "\"13\""));
+    p = parsed(NULL, "*");
+    assert_int_equal(sd_precond_check(&p, 13, d, sizeof d), SD_ECONFLICT);
+    assert_non_null(strstr(d, "If-None-Match"));
 }
 
 int main(void)
