@@ -271,11 +271,13 @@ soak-postgres: build/sessiond
 
 format:
 	clang-format -i $(wildcard src/*.c src/*.h src/*/*.c src/*/*.h tests/unit/*.c \
-	  fuzz/*.c fuzz/*.h client/*.c client/*.h client/include/sessiond/*.h cli/*.c cli/*.h examples/client/*.c)
+	  fuzz/*.c fuzz/*.h client/*.c client/*.h client/include/sessiond/*.h cli/*.c cli/*.h examples/client/*.c \
+	  tests/client/*.c)
 
 format-check:
 	@clang-format --dry-run --Werror $(wildcard src/*.c src/*.h src/*/*.c src/*/*.h tests/unit/*.c \
-	  fuzz/*.c fuzz/*.h client/*.c client/*.h client/include/sessiond/*.h cli/*.c cli/*.h examples/client/*.c)
+	  fuzz/*.c fuzz/*.h client/*.c client/*.h client/include/sessiond/*.h cli/*.c cli/*.h examples/client/*.c \
+	  tests/client/*.c)
 
 clean:
 	rm -rf build

@@ -59,6 +59,9 @@ static void usage(FILE *f)
           "  --url URL            server (env SESSIOND_URL, default " DEFAULT_URL ")\n"
           "  --api-key-file FILE  read the API key from FILE (default: env SESSIOND_API_KEY)\n"
           "  --timeout DUR        per-request timeout, e.g. 500ms, 10s (default 30s)\n"
+          "  --retry N            ask again up to N times (at most 10) when the server\n"
+          "                       answers 503 or cannot be reached, for what changes\n"
+          "                       nothing (show, list, validate, events, stats)\n"
           "  --cacert FILE        CA bundle (PEM) to verify an https server\n"
           "  --json               machine-readable output\n"
           "  -h, --help           this help;  --version  the version\n"
@@ -175,6 +178,7 @@ enum {
     OPT_DECRYPT_KEY,
     OPT_IF_VERSION,
     OPT_NEWEST,
+    OPT_RETRY,
     OPT_VERSION,
 };
 
@@ -199,6 +203,7 @@ static const struct option longopts[] = {
     {"decrypt-key", required_argument, NULL, OPT_DECRYPT_KEY},
     {"if-version", required_argument, NULL, OPT_IF_VERSION},
     {"newest", no_argument, NULL, OPT_NEWEST},
+    {"retry", required_argument, NULL, OPT_RETRY},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -301,6 +306,7 @@ int main(int argc, char **argv)
     cli x = {.interval_ms = 2000};
     sd_client_options o = {0};
     const char *key_file = NULL;
+    long retries = 0;
     int seen[OPT_VERSION + 1] = {0};
     int opt;
 
@@ -321,6 +327,10 @@ int main(int argc, char **argv)
                 return cli_usage_error("--timeout: '%s' is not a duration (500ms, 10s, 1m)",
                                        optarg);
             o.connect_timeout_ms = o.timeout_ms < 5000 ? o.timeout_ms : 5000;
+            break;
+        case OPT_RETRY:
+            if ((retries = parse_count(optarg, 10)) < 0)
+                return cli_usage_error("--retry: '%s' is not a count from 1 to 10", optarg);
             break;
         case OPT_CACERT:
             o.ca_file = optarg;
@@ -425,6 +435,8 @@ int main(int argc, char **argv)
                 sd_client_strerror(rc));
         return EXIT_USAGE;
     }
+    if (retries)
+        sd_client_set_retry(x.c, (int)retries, 0);
     int code = fn(&x);
     sd_client_close(x.c);
     return code;

@@ -9,15 +9,21 @@
  */
 #include "internal.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 #define DEFAULT_URL        "http://127.0.0.1:8080"
 #define DEFAULT_CONNECT_MS 5000L
 #define DEFAULT_TIMEOUT_MS 30000L
+#define MAX_RETRIES        10
+#define DEFAULT_RETRY_MS   10000L /* what a call's retries may sleep in all */
+#define BACKOFF_FIRST_MS   100L
 
 static const char *const errors[] = {
 #define SDC_ERR_TEXT(name, code, text) [-(code)] = text,
@@ -89,11 +95,33 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
     return len;
 }
 
+/* Retry-After in delta-seconds (RFC 9110 10.2.3) as ms; -1 for anything
+ * else (an HTTP-date: the backoff is used instead). */
+static long retry_after_ms(const char *v, size_t vl)
+{
+    long s = 0;
+    size_t i = 0;
+    for (; i < vl && v[i] >= '0' && v[i] <= '9'; i++)
+        if ((s = s * 10 + (v[i] - '0')) > 86400)
+            return 86400L * 1000;
+    while (i < vl && (v[i] == ' ' || v[i] == '\t' || v[i] == '\r' || v[i] == '\n'))
+        i++;
+    return i > 0 && i == vl && v[0] >= '0' && v[0] <= '9' ? s * 1000 : -1;
+}
+
 static size_t on_header(char *data, size_t size, size_t n, void *arg)
 {
     sd_client *c = arg;
     size_t len = size * n;
     static const char name[] = "x-request-id:";
+    static const char retry[] = "retry-after:";
+    if (len > sizeof retry - 1 && strncasecmp(data, retry, sizeof retry - 1) == 0) {
+        const char *v = data + sizeof retry - 1;
+        size_t vl = len - (sizeof retry - 1);
+        while (vl && (*v == ' ' || *v == '\t'))
+            v++, vl--;
+        c->retry_after_ms = retry_after_ms(v, vl);
+    }
     if (len > sizeof name - 1 && strncasecmp(data, name, sizeof name - 1) == 0) {
         const char *v = data + sizeof name - 1;
         size_t vl = len - (sizeof name - 1);
@@ -212,6 +240,20 @@ void sd_client_close(sd_client *c)
 int sd_client_last_status(const sd_client *c)
 {
     return c ? c->status : 0;
+}
+
+int sd_client_set_retry(sd_client *c, int max_retries, long max_wait_ms)
+{
+    if (!c || max_retries < 0 || max_retries > MAX_RETRIES || max_wait_ms < 0)
+        return SD_CLIENT_EINVAL;
+    c->max_retries = max_retries;
+    c->max_wait_ms = max_wait_ms ? max_wait_ms : DEFAULT_RETRY_MS;
+    return 0;
+}
+
+int sd_client_last_retries(const sd_client *c)
+{
+    return c ? c->retries : 0;
 }
 
 const char *sd_client_last_detail(const sd_client *c)
@@ -340,7 +382,7 @@ static struct curl_slist *add_header(struct curl_slist *l, const char *h, int *b
     return n;
 }
 
-int sdc__exchange(sd_client *c, const sdc_req *req)
+static int exchange_once(sd_client *c, const sdc_req *req)
 {
     int rc = SD_CLIENT_ENOMEM, bad = 0;
     struct curl_slist *hdrs = NULL;
@@ -348,6 +390,7 @@ int sdc__exchange(sd_client *c, const sdc_req *req)
     CURL *h = c->curl;
 
     c->status = 0;
+    c->retry_after_ms = -1;
     c->detail[0] = c->request_id[0] = c->errbuf[0] = '\0';
     if (c->body) /* it may hold the token of the previous answer */
         explicit_bzero(c->body, c->body_len + 1);
@@ -423,6 +466,53 @@ out:
     free_headers(hdrs);
     sdc__free_secret(auth);
     free(url);
+    return rc;
+}
+
+/* The wait before retry `k` (0 first): the server's Retry-After, else
+ * 100 ms doubling, each drawn from its upper half (so that clients the same
+ * outage turned away do not come back in step). */
+static long retry_wait_ms(const sd_client *c, int k)
+{
+    if (c->retry_after_ms >= 0)
+        return c->retry_after_ms;
+    long step = BACKOFF_FIRST_MS << (k < 16 ? k : 16);
+    unsigned r = 0;
+    if (getrandom(&r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r)
+        r = (unsigned)clock();
+    return step / 2 + (long)(r % (unsigned long)(step / 2 + 1));
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) == -1 && errno == EINTR)
+        ;
+}
+
+/* Answers worth asking again: the server shed the request or could not
+ * serve it (503), or no connection carried the exchange. Not a timeout: the
+ * caller's budget for the call is spent. */
+static bool retryable(int rc)
+{
+    return rc == SD_CLIENT_EUNAVAILABLE || rc == SD_CLIENT_ECONNECT || rc == SD_CLIENT_ETRANSPORT;
+}
+
+int sdc__exchange(sd_client *c, const sdc_req *req)
+{
+    bool safe = req->safe || strcmp(req->method, "GET") == 0;
+    long slept = 0;
+    int rc;
+    c->retries = 0;
+    while ((rc = exchange_once(c, req)) != 0 && safe && retryable(rc) &&
+           c->retries < c->max_retries) {
+        long wait = retry_wait_ms(c, c->retries);
+        if (wait > c->max_wait_ms - slept)
+            break; /* the server asks for longer than is left: answer now */
+        sleep_ms(wait);
+        slept += wait;
+        c->retries++;
+    }
     return rc;
 }
 

@@ -29,6 +29,11 @@ struct sd_client {
     char request_id[64];
     char *body; /* response body, NUL-terminated */
     size_t body_len, body_cap;
+    /* Retries of the calls that change nothing (sd_client_set_retry). */
+    int max_retries;
+    long max_wait_ms;
+    int retries;         /* the last call's */
+    long retry_after_ms; /* the last answer's Retry-After; -1: none */
 };
 
 /* One request to the server. */
@@ -40,12 +45,16 @@ typedef struct sdc_req {
     size_t body_len;
     const char *bearer;   /* token for Authorization: Bearer, or NULL */
     const char *if_match; /* the If-Match header's value, or NULL */
+    bool safe;            /* a POST that changes nothing (a validation): may be
+                             retried as a GET is (sd_client_set_retry) */
 } sdc_req;
 
 /*
  * Sends req and reads the answer into c->body. Returns 0 for a 2xx, else the
  * SD_CLIENT_E* value matching the transport failure or the status (and sets
- * c->detail from the problem body or the transport's message).
+ * c->detail from the problem body or the transport's message). A GET, or a
+ * request marked safe, is sent again after a 503 or a failed connection as
+ * sd_client_set_retry allows.
  */
 int sdc__exchange(sd_client *c, const sdc_req *req);
 

@@ -55,7 +55,13 @@ static int set_str(json_t *o, const char *key, const char *v)
 
 int sd_client_create(sd_client *c, const sd_client_new_session *req, sd_client_session **out)
 {
-    if (!c || !req || !req->user_id || !out)
+    return sd_client_create_with_lifetime(c, req, 0, out);
+}
+
+int sd_client_create_with_lifetime(sd_client *c, const sd_client_new_session *req,
+                                   int64_t lifetime_seconds, sd_client_session **out)
+{
+    if (!c || !req || !req->user_id || !out || lifetime_seconds < 0)
         return SD_CLIENT_EINVAL;
     *out = NULL;
     c->detail[0] = '\0';
@@ -80,6 +86,10 @@ int sd_client_create(sd_client *c, const sd_client_new_session *req, sd_client_s
     if (!rc && req->ttl_seconds > 0)
         rc = json_object_set_new(o, "ttlSeconds", json_integer(req->ttl_seconds)) ? SD_CLIENT_ENOMEM
                                                                                   : 0;
+    if (!rc && lifetime_seconds > 0)
+        rc = json_object_set_new(o, "lifetimeSeconds", json_integer(lifetime_seconds))
+                 ? SD_CLIENT_ENOMEM
+                 : 0;
     if (!rc && (req->bind_ip || req->bind_user_agent)) {
         json_t *b = json_object();
         if (!b || (req->bind_ip && json_object_set_new(b, "ip", json_true())) ||
@@ -250,6 +260,7 @@ int sd_client_validate_token_ctx(sd_client *c, const char *token, int touch, con
             rc = SD_CLIENT_ENOMEM;
     }
     sdc_req r = {.method = "POST",
+                 .safe = true,
                  .path = touch ? "/sessions/validate" : "/sessions/validate?touch=false",
                  .bearer = token,
                  .content_type = text ? "application/json" : NULL,
@@ -308,6 +319,7 @@ int sd_client_introspect(sd_client *c, const char *token, sd_client_introspectio
     curl_free(esc);
     json_t *o;
     sdc_req r = {.method = "POST",
+                 .safe = true,
                  .path = "/introspect",
                  .content_type = "application/x-www-form-urlencoded",
                  .body = form,

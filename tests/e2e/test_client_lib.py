@@ -151,3 +151,61 @@ def test_uninstall_removes_everything(tmp_path):
     run(["make", "-s", "uninstall", f"DESTDIR={dest}", "PREFIX=/opt/sd"], cwd=REPO)
     left = [p for p in dest.rglob("*") if not p.is_dir()]
     assert not left, left
+
+
+@pytest.fixture(scope="module")
+def check_client(installed, tmp_path_factory):
+    """tests/client/check_client.c built against the installed library."""
+    _, root = installed
+    exe = tmp_path_factory.mktemp("check") / "check_client"
+    run(["cc", "-std=c17", "-Wall", "-Wextra", "-Werror", str(REPO / "tests/client/check_client.c"),
+         *pc(root, "--cflags", "--libs"), f"-Wl,-rpath,{root}/lib", "-o", str(exe)])
+
+    def step(url, *args):
+        out = run([str(exe), url, *map(str, args)], env=child_env()).stdout
+        return dict(w.split("=", 1) for w in out.split())
+    return step
+
+
+def _instant(text):
+    from datetime import datetime
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
+
+
+def test_create_with_lifetime(check_client, make_server):
+    srv = make_server("--absolute-timeout", "1h", "--max-absolute-timeout", "30d")
+    for asked, got in ((600, 600), (7 * 86400, 7 * 86400), (90 * 86400, 30 * 86400)):
+        r = check_client(srv.url, "lifetime", asked)
+        assert r["rc"] == "0", r
+        assert _instant(r["absolute_expiry"]) - _instant(r["created_at"]) == pytest.approx(got, abs=1), (asked, r)
+    # Without one, the server's --absolute-timeout.
+    r = check_client(srv.url, "lifetime", 0)
+    assert _instant(r["absolute_expiry"]) - _instant(r["created_at"]) == pytest.approx(3600, abs=1), r
+
+
+@pytest.mark.no_prism("faults are injected into the server, not the contract")
+def test_reads_retried_after_503_writes_never(check_client, make_server):
+    srv = make_server(env={"SESSIOND_STORE_FAULTS": "get_by_token=fail*4,create=fail*1"})
+    if "injecting faults" not in srv.log_text():
+        pytest.skip("the release build has no store fault hook (the sanitizer build does)")
+    # A write is never sent again: the 503 comes back as it was.
+    assert check_client(srv.url, "create", 5, 10000) == {"rc": "-15", "retries": "0", "status": "503"}
+    # Retries off (the default): the first 503 stands.
+    assert check_client(srv.url, "validate", 0, 0) == {"rc": "-15", "valid": "-1", "retries": "0", "status": "503"}
+    # The server asks for 1 s (Retry-After: 1), more than the 500 ms allowed:
+    # the 503 is answered at once, no retry slept.
+    assert check_client(srv.url, "validate", 5, 500) == {"rc": "-15", "valid": "-1", "retries": "0",
+                                                         "status": "503"}
+    # Two faults left: two retries, each after the 1 s asked, then valid.
+    assert check_client(srv.url, "validate", 5, 10000) == {"rc": "0", "valid": "1", "retries": "2", "status": "200"}
+    # Faults spent: no retry needed.
+    assert check_client(srv.url, "validate", 5, 10000)["retries"] == "0"
+
+
+def test_retries_when_nothing_listens(check_client):
+    # Port 1 on loopback refuses every connection. Two retries allowed, after
+    # backoffs of at most 100 and 200 ms: both are made, then the failure.
+    r = check_client("http://127.0.0.1:1", "health", 2, 10000)
+    assert r == {"rc": "-3", "retries": "2", "status": "0"}, r
+    # With retries off, none.
+    assert check_client("http://127.0.0.1:1", "health", 0, 0)["retries"] == "0"

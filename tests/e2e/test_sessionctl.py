@@ -310,3 +310,21 @@ def test_ids_that_begin_with_a_dash_are_operands(module_server):
         assert "no active session" in p.stderr, p.stderr
         p = ctl(url, "revoke-user", new_user("ctl"), "--except", sid)
         assert "revoked 0 sessions" in p.stdout, p.stdout
+
+
+@pytest.mark.no_prism("faults are injected into the server, not the contract")
+def test_retry_reads_after_503(make_server):
+    srv = make_server(env={"SESSIOND_STORE_FAULTS": "get_by_token=fail*2,end=fail*1"})
+    if "injecting faults" not in srv.log_text():
+        pytest.skip("the release build has no store fault hook (the sanitizer build does)")
+    s = srv.api.create(new_user("ctl-retry"))
+    # Without --retry the first 503 is the answer (exit 5).
+    p = ctl(srv.url, "validate", "--no-touch", stdin=s["token"], expect=UNAVAILABLE)
+    assert "503" in p.stderr, p.stderr
+    # With it, the second try (after the Retry-After of 1 s) is served.
+    ctl(srv.url, "--retry", "3", "validate", "--no-touch", stdin=s["token"])
+    # A revocation is sent once: its 503 stands, and the session is still there.
+    ctl(srv.url, "--retry", "3", "revoke", s["sessionId"], expect=UNAVAILABLE)
+    assert srv.api.validate(s["token"], touch=False)["isValid"] is True
+    ctl(srv.url, "--retry", "0", "list", "u", expect=USAGE)
+    ctl(srv.url, "--retry", "11", "list", "u", expect=USAGE)

@@ -104,6 +104,21 @@ const char *sd_client_last_detail(const sd_client *c);
 /* X-Request-Id of the last response ("" when none). Valid until the next call. */
 const char *sd_client_last_request_id(const sd_client *c);
 
+/* Retries, off until this is called: a call that changes nothing (every GET,
+ * the validations, introspection) is sent again when the server answers 503
+ * or cannot be reached or the connection breaks, at most max_retries times
+ * (0 turns retries off; at most 10). Before each retry the client sleeps
+ * what the answer's Retry-After asks, or else a backoff from 100 ms
+ * doubling, drawn at random from its upper half; never more than
+ * max_wait_ms in all (0: 10000) - a Retry-After longer than what is left
+ * of that ends the retries, and the call returns the 503 at once. A write
+ * (create, update, delete, refresh, revoke) is never retried: after a 503
+ * or a broken connection it may have been done or not; read it back.
+ * SD_CLIENT_EINVAL for values out of range. */
+int sd_client_set_retry(sd_client *c, int max_retries, long max_wait_ms);
+/* How many retries the last call made (0 when the first answer stood). */
+int sd_client_last_retries(const sd_client *c);
+
 /* ------------------------------------------------------------------ */
 /* Sessions                                                           */
 /* ------------------------------------------------------------------ */
@@ -148,6 +163,11 @@ typedef struct sd_client_new_session {
 
 /* Creates a session; *out holds the token (shown this once). */
 int sd_client_create(sd_client *c, const sd_client_new_session *req, sd_client_session **out);
+/* The same, with the session's own absolute lifetime (lifetimeSeconds, > 0):
+ * a "remember me" session of 30 days, a kiosk's of 10 minutes. The server
+ * reduces it to its --max-absolute-timeout. */
+int sd_client_create_with_lifetime(sd_client *c, const sd_client_new_session *req,
+                                   int64_t lifetime_seconds, sd_client_session **out);
 
 /* GET /sessions/{id}. SD_CLIENT_ENOTFOUND when not active. */
 int sd_client_get(sd_client *c, const char *session_id, sd_client_session **out);

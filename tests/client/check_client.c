@@ -1,0 +1,76 @@
+/*
+ * check_client.c - what test_client_lib.py asks of the installed
+ * libsessiond-client beyond examples/client/example.c: a session's own
+ * lifetime, and the retries of calls that change nothing. One step a run,
+ * its outcome printed as name=value words for the test to read:
+ *
+ *   check_client URL lifetime SECONDS
+ *       creates a session with that lifetime; prints its createdAt and
+ *       absoluteExpiry
+ *   check_client URL validate RETRIES WAIT_MS
+ *       creates a session, then validates its token with those retries
+ *   check_client URL create RETRIES WAIT_MS
+ *       creates a session with those retries set (writes are never retried)
+ *   check_client URL health RETRIES WAIT_MS
+ *       GET /healthz with those retries
+ *
+ * Exits 0 when the library calls behaved (whatever the server answered),
+ * 1 on a usage or setup error.
+ */
+#include <sessiond/client.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int create(sd_client *c, int64_t lifetime, sd_client_session **s)
+{
+    sd_client_new_session req = {.user_id = "check-client"};
+    return lifetime ? sd_client_create_with_lifetime(c, &req, lifetime, s)
+                    : sd_client_create(c, &req, s);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 4) {
+        fprintf(stderr, "usage: check_client URL lifetime|validate|create ARGS\n");
+        return 1;
+    }
+    sd_client_options o = {.base_url = argv[1], .api_key = getenv("SESSIOND_API_KEY")};
+    sd_client *c;
+    if (sd_client_open(&o, &c))
+        return 1;
+    sd_client_session *s = NULL;
+    int rc, code = 0;
+    if (strcmp(argv[2], "lifetime") == 0) {
+        rc = create(c, strtoll(argv[3], NULL, 10), &s);
+        printf("rc=%d created_at=%s absolute_expiry=%s\n", rc, s ? s->created_at : "-",
+               s ? s->absolute_expiry : "-");
+    } else if (strcmp(argv[2], "validate") == 0 && argc == 5) {
+        if ((rc = create(c, 0, &s))) {
+            fprintf(stderr, "create: %s\n", sd_client_strerror(rc));
+            code = 1;
+        } else if (sd_client_set_retry(c, atoi(argv[3]), atol(argv[4]))) {
+            code = 1;
+        } else {
+            sd_client_validation v;
+            rc = sd_client_validate_token(c, s->token, 0, &v);
+            printf("rc=%d valid=%d retries=%d status=%d\n", rc, rc ? -1 : v.valid,
+                   sd_client_last_retries(c), sd_client_last_status(c));
+        }
+    } else if ((strcmp(argv[2], "create") == 0 || strcmp(argv[2], "health") == 0) && argc == 5) {
+        if (sd_client_set_retry(c, atoi(argv[3]), atol(argv[4]))) {
+            code = 1;
+        } else {
+            rc = strcmp(argv[2], "create") == 0 ? create(c, 0, &s) : sd_client_health(c);
+            printf("rc=%d retries=%d status=%d\n", rc, sd_client_last_retries(c),
+                   sd_client_last_status(c));
+        }
+    } else {
+        fprintf(stderr, "check_client: unknown step '%s'\n", argv[2]);
+        code = 1;
+    }
+    sd_client_session_free(s);
+    sd_client_close(c);
+    return code;
+}
