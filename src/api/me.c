@@ -6,7 +6,9 @@
  *
  * GET    /me/sessions       my active sessions, "current" marking this one
  * DELETE /me/sessions       sign out every other device (this one stays)
- * DELETE /me/sessions/{id}  sign out one of my sessions (this one included)
+ * DELETE /me/sessions/{id}  sign out one of my sessions (this one included);
+ *                           If-Match / If-None-Match as on /sessions/{id},
+ *                           evaluated by the writer after the owner check
  *
  * The token goes through the validation core (sd_api_check_token), so the
  * guessing throttle, client binding (the connection's address and
@@ -40,7 +42,7 @@ static json_t *device_json(const sd_session *s, const char *current_id)
     json_object_set_new(o, "current", json_boolean(strcmp(s->id, current_id) == 0));
     static const char *const shown[] = {"deviceId",    "deviceInfo", "userAgent", "ipAddress",
                                         "geoLocation", "mfa",        "authTime",  "createdAt",
-                                        "lastSeen",    "expiry"};
+                                        "lastSeen",    "expiry",     "version"};
     for (size_t i = 0; i < sizeof shown / sizeof shown[0]; i++) {
         json_t *v = json_object_get(full, shown[i]);
         if (v)
@@ -146,7 +148,7 @@ static void end_done(sd_write *w)
 {
     sd_api_write *c = w->udata;
     if (w->rc) {
-        sd_api_fail(c->req, w->rc, w->detail);
+        sd_api_fail_write(c->req, w);
     } else {
         sd_info("self_service_revoked actor=%s session=%s count=%lld", w->actor,
                 w->kind == SD_W_END ? w->id : "others", (long long)w->affected);
@@ -164,6 +166,11 @@ static void end_done(sd_write *w)
 static void revoke(sd_req *r, sd_app *app, sd_check *chk, sd_write_kind kind, const char *id)
 {
     sd_api_write *c = sd_api_write_new(r, app, kind, end_done);
+    if (c && kind == SD_W_END && sd_api_preconds(r, &c->pre)) { /* answered 400 */
+        sd_session_clear(&chk->s);
+        sd_api_write_free(c);
+        return;
+    }
     /* The write borrows the user id and this session's id from c->body,
      * which lives as long as the write. */
     json_t *who =
@@ -181,6 +188,8 @@ static void revoke(sd_req *r, sd_app *app, sd_check *chk, sd_write_kind kind, co
     if (kind == SD_W_END) {
         snprintf(c->w.id, sizeof c->w.id, "%s", id);
         c->w.reason = "revoked";
+        if (sd_precond_any(&c->pre)) /* evaluated by the writer, as on /sessions/{id} */
+            c->w.precond = &c->pre;
     } else {
         c->w.except_id = json_string_value(json_object_get(who, "sessionId"));
         c->w.reason = "user_revoked";

@@ -109,6 +109,37 @@ def test_revoke_one_of_mine(api):
     assert api.validate(here["token"])["isValid"] is False
 
 
+def test_revoke_one_of_mine_only_at_the_version_i_saw(api):
+    user = new_user("me-if")
+    here, there = login(api, user), login(api, user)
+    listed = {d["sessionId"]: d for d in me(api, here["token"]).json()["sessions"]}
+    assert listed[there["sessionId"]]["version"] == there["version"] == 1
+    # The other device changed after the listing: a sign-out on the old
+    # version ends nothing and says the version it found.
+    api.put(f"/sessions/{there['sessionId']}", json={"deviceInfo": "renamed"}, expect=200)
+    r = api.delete(f"/me/sessions/{there['sessionId']}", headers={**bearer(here["token"]), "If-Match": '"1"'},
+                   expect=412)
+    assert r.headers["ETag"] == '"2"' and 'version "2"' in problem_detail(r), problem_detail(r)
+    assert api.validate(there["token"], touch=False)["isValid"] is True
+    assert not [e for e in events(api, there["sessionId"]) if e["event"] == "revoked"]
+    # If-None-Match: * on a session that exists fails the same way.
+    api.delete(f"/me/sessions/{there['sessionId']}", headers={**bearer(here["token"]), "If-None-Match": "*"},
+               expect=412)
+    api.delete(f"/me/sessions/{there['sessionId']}",
+               headers={**bearer(here["token"]), "If-None-Match": ", ".join(f'"{i}"' for i in range(9))},
+               expect=400)
+    # On the version it is at, it ends.
+    api.delete(f"/me/sessions/{there['sessionId']}", headers={**bearer(here["token"]), "If-Match": '"2"'},
+               expect=204)
+    assert api.validate(there["token"])["isValid"] is False
+    # Another user's session is 404 whatever the condition: a 412 would show
+    # that it exists (and its version).
+    theirs = login(api, new_user("me-if-b"))
+    for cond in ({"If-Match": '"1"'}, {"If-Match": '"9"'}, {"If-None-Match": "*"}):
+        api.delete(f"/me/sessions/{theirs['sessionId']}", headers={**bearer(here["token"]), **cond}, expect=404)
+    assert api.validate(theirs["token"], touch=False)["isValid"] is True
+
+
 def test_another_users_session_is_not_found_not_forbidden(api):
     mine = login(api, new_user("me-a"))
     theirs = login(api, new_user("me-b"))
