@@ -5,6 +5,7 @@
 #include "jwt/jwk.h"
 #include "startup.h"
 #include "store/crypt.h"
+#include "store/sentinel.h"
 #include "store/store.h"
 #include "util/clock.h"
 #include "util/log.h"
@@ -175,10 +176,34 @@ usage:
     return 2;
 }
 
-/* sessiond check [options]: the configuration and every file it names,
- * loaded as a start loads them (startup.c), without serving. */
+/* --connect: reaches the store and the cache as a start would, changing
+ * nothing (their probes). Each says one line; 0 when all could be used. */
+static int check_connect(const sd_config *cfg, const sd_store_ops *ops, const char *at)
+{
+    char line[600];
+    int rc = ops->probe(at, line, sizeof line);
+    fprintf(rc ? stderr : stdout, "%s%s\n", rc ? "sessiond check: " : "", line);
+    if (cfg->cache[0]) {
+        int crc = sd_redis_probe(cfg->cache, cfg->cache_password, (int)cfg->cache_timeout_ms, line,
+                                 sizeof line);
+        fprintf(crc ? stderr : stdout, "%s%s\n", crc ? "sessiond check: " : "", line);
+        rc = rc ? rc : crc;
+    }
+    return rc;
+}
+
+/* sessiond check [--connect] [options]: the configuration and every file it
+ * names, loaded as a start loads them (startup.c), without serving. */
 static int cmd_check(int argc, char **argv)
 {
+    bool connect = false;
+    int n = 1;
+    for (int i = 1; i < argc; i++) /* ours, not the server's: taken out first */
+        if (strcmp(argv[i], "--connect") == 0)
+            connect = true;
+        else
+            argv[n++] = argv[i];
+    argc = n;
     sd_config cfg;
     int rc = sd_config_load(&cfg, argc, argv, environ, stderr);
     if (rc != SD_CONFIG_RUN)
@@ -193,13 +218,21 @@ static int cmd_check(int argc, char **argv)
         return 2;
     }
     /* Never the connection string: it may hold a password. */
-    printf("configuration ok: listen %s, store %s%s%s, API keys %s, TLS %s, JWT access tokens "
+    printf("configuration ok: listen %s, store %s%s%s%s, API keys %s, TLS %s, JWT access tokens "
            "%s, encryption at rest %s, webhooks %s\n",
            cfg.listen, ops->name, ops->caps & SD_STORE_LOCAL ? " in " : "",
-           ops->caps & SD_STORE_LOCAL ? cfg.data_dir : "", l.keys ? "on" : "off (protected mode)",
+           ops->caps & SD_STORE_LOCAL ? cfg.data_dir : "",
+           cfg.cache[0] ? " with the Redis cache" : "", l.keys ? "on" : "off (protected mode)",
            l.tls ? "on" : "off", l.jwt_keys ? "on" : "off", l.ring ? "on" : "off",
            l.webhooks ? "on" : "off");
     sd_startup_free(&l);
+    bool unreachable = connect && check_connect(&cfg, ops, at);
+    explicit_bzero(cfg.cache_password, sizeof cfg.cache_password);
+    if (unreachable) {
+        fprintf(stderr,
+                "sessiond check: a start with this configuration would not serve (above)\n");
+        return 2;
+    }
     return fflush(stdout) == 0 ? 0 : 1;
 }
 
@@ -227,11 +260,14 @@ static const sd_command commands[] = {
      "the date and random digits. --next marks the key published but not signing yet\n"
      "(rotation: docs/tokens.md). Append it to the key file (chmod 600) and send SIGHUP.",
      cmd_jwk},
-    {"check", "[OPTIONS]",
+    {"check", "[--connect] [OPTIONS]",
      "load the configuration and every file it names as a start would, then exit",
      "Takes the server's options (flags, environment, --config FILE). Exit 0 with a\n"
      "summary when a start would load them all (the store is not opened), 2 naming\n"
-     "what fails: run it before a restart or a SIGHUP.",
+     "what fails: run it before a restart or a SIGHUP. --connect also reaches the store\n"
+     "and the Redis cache, changing nothing: the schema version against this binary's,\n"
+     "a PostgreSQL standby or a Redis replica where a primary is needed, a role that\n"
+     "cannot create the schema.",
      cmd_check},
     {"help", "[COMMAND]", "list the commands, or print one command's usage", NULL, cmd_help},
 };

@@ -3,6 +3,7 @@
  */
 #include "startup.h"
 #include "jwt/jwe.h"
+#include "store/cache_entry.h"
 #include "util/log.h"
 
 #include <string.h>
@@ -58,6 +59,18 @@ const sd_store_ops *sd_startup_store(const sd_config *cfg, const char **at)
                  cfg->store_standby[0] ? "--store-standby" : "--write-hold",
                  cfg->store_standby[0] ? "has no standby" : "is always reachable");
         return NULL;
+    }
+    if (cfg->cache[0]) { /* what sd_store_attach_cache would refuse, known before a start */
+        sd_cache_url u;
+        char err[300];
+        int rc = ops->cache_epoch ? sd_cache_url_parse(cfg->cache, &u, err, sizeof err) : 0;
+        explicit_bzero(&u, sizeof u);
+        if (!ops->cache_epoch || rc) {
+            sd_error("%s", ops->cache_epoch
+                               ? err
+                               : "--cache needs a shared store (--store postgres://...)");
+            return NULL;
+        }
     }
     return ops;
 }

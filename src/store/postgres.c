@@ -196,6 +196,84 @@ static void free_store(sd_store *st)
     free(st);
 }
 
+/* sessiond check --connect: connects as a start would and reads, changing
+ * nothing: the server, whether it takes writes, the schema version applied
+ * and, when a start would have to create or migrate it, whether this role
+ * may. */
+static int pg_probe(const char *conninfo, char *out, size_t outlen)
+{
+    char where[300], e[320];
+    pg__describe(conninfo, where, sizeof where);
+    PGconn *c = pg__connect_db(conninfo);
+    if (PQstatus(c) != CONNECTION_OK) {
+        pg__conn_error(c, e, sizeof e);
+        snprintf(out, outlen, "cannot connect to postgres (%s): %s", where, e);
+        PQfinish(c);
+        return SD_EUNAVAILABLE;
+    }
+    PGresult *r = PQexec(c, "SELECT current_setting('server_version'), pg_is_in_recovery(), "
+                            "to_regclass('sessiond_schema_migrations') IS NOT NULL, "
+                            "coalesce(has_schema_privilege(current_schema(), 'CREATE'), false), "
+                            "coalesce(current_schema(), '(none)')");
+    int rc = SD_EUNAVAILABLE, have = 0;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        pg__conn_error(c, e, sizeof e);
+        snprintf(out, outlen, "postgres (%s) did not answer: %s", where, e);
+        goto out;
+    }
+    char version[64], schema_name[64];
+    snprintf(version, sizeof version, "%s", PQgetvalue(r, 0, 0));
+    snprintf(schema_name, sizeof schema_name, "%s", PQgetvalue(r, 0, 4));
+    bool standby = PQgetvalue(r, 0, 1)[0] == 't', schema = PQgetvalue(r, 0, 2)[0] == 't',
+         may_create = PQgetvalue(r, 0, 3)[0] == 't';
+    PQclear(r);
+    r = NULL;
+    if (standby) {
+        snprintf(out, outlen,
+                 "postgres %s (%s) is a standby, read-only: sessiond writes to the primary "
+                 "(name every host, with target_session_attrs=read-write)",
+                 version, where);
+        rc = SD_ECONFIG;
+        goto out;
+    }
+    if (schema) {
+        r = PQexec(c, "SELECT coalesce(max(version), 0) FROM sessiond_schema_migrations");
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            pg__conn_error(c, e, sizeof e);
+            snprintf(out, outlen, "postgres (%s): cannot read the schema version: %s", where, e);
+            goto out;
+        }
+        have = atoi(PQgetvalue(r, 0, 0));
+    }
+    int newest = pg__schema_newest();
+    if (have > newest) {
+        snprintf(out, outlen,
+                 "the database (%s) has schema version %d, newer than this sessiond knows (%d): "
+                 "upgrade sessiond",
+                 where, have, newest);
+        rc = SD_ECONFIG;
+    } else if (have < newest && !may_create) {
+        snprintf(out, outlen,
+                 "postgres %s (%s): a start must %s the schema (version %d to %d), and this role "
+                 "may not create in schema %s (GRANT CREATE ON SCHEMA %s TO it)",
+                 version, where, have ? "migrate" : "create", have, newest, schema_name,
+                 schema_name);
+        rc = SD_ECONFIG;
+    } else {
+        char upgrade[64] = "";
+        if (have < newest)
+            snprintf(upgrade, sizeof upgrade, " (a start %s it, version %d)",
+                     have ? "migrates" : "creates", newest);
+        snprintf(out, outlen, "store postgres %s (%s): primary, schema version %d%s", version,
+                 where, have, upgrade);
+        rc = 0;
+    }
+out:
+    PQclear(r);
+    PQfinish(c);
+    return rc;
+}
+
 static int pg_open(const char *conninfo, const sd_store_options *opt, sd_store **out, char *err,
                    size_t errlen)
 {
@@ -263,6 +341,7 @@ const sd_store_ops sd_store_postgres = {
     .name = "postgres",
     .caps = SD_STORE_SHARED,
     .open = pg_open,
+    .probe = pg_probe,
     .close = pg_close,
     .drain = pg_drain,
     .get = pg__get,

@@ -175,6 +175,8 @@ int pg__health_check(sd_store *st);
 /* ---- postgres_schema.c ------------------------------------------------- */
 
 int pg__first_connect(sd_store *st, bool log_fail);
+/* The newest schema version this sessiond knows (its last migration). */
+int pg__schema_newest(void);
 
 /* ---- postgres_read.c --------------------------------------------------- */
 

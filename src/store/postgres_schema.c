@@ -157,6 +157,11 @@ fail:
  * the writer thread while the database has been unreachable since the start.
  * SD_EUNAVAILABLE when it cannot connect (logged when log_fail), SD_ECONFIG
  * for a database this binary cannot use (always logged). */
+int pg__schema_newest(void)
+{
+    return migrations[NMIGRATIONS - 1].version;
+}
+
 int pg__first_connect(sd_store *st, bool log_fail)
 {
     char err[512] = "";

@@ -171,6 +171,48 @@ redisContext *sd_redis_connect(const sd_cache_url *u, struct timeval tv, _Atomic
     return rc;
 }
 
+int sd_redis_probe(const char *url, const char *password, int timeout_ms, char *out, size_t outlen)
+{
+    sd_cache_url u;
+    char err[300];
+    int rc = sd_cache_url_parse(url, &u, err, sizeof err);
+    if (rc) {
+        snprintf(out, outlen, "%s", err);
+        explicit_bzero(&u, sizeof u);
+        return rc;
+    }
+    if (password && password[0])
+        snprintf(u.password, sizeof u.password, "%s", password);
+    int ms = timeout_ms > 0 ? timeout_ms : 50;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    _Atomic int first = 0;
+    sd_redis_node node;
+    const char *what = "connect";
+    redisContext *c = sd_redis_connect(&u, tv, &first, &node, &what, err, sizeof err);
+    rc = c ? 0 : SD_EUNAVAILABLE;
+    if (c) { /* logged in (or not asked to): a command answers */
+        what = "PING";
+        redisReply *r = redisCommand(c, "PING");
+        if (!r || r->type == REDIS_REPLY_ERROR) {
+            snprintf(err, sizeof err, "%s", r ? r->str : c->errstr);
+            rc = SD_EUNAVAILABLE;
+        }
+        freeReplyObject(r);
+    }
+    /* With Sentinel the node was checked to be the master; without, ask. */
+    if (!rc && !u.n_sentinels && check_master(c, &node, &what, err, sizeof err))
+        rc = SD_ECONFIG;
+    if (rc)
+        snprintf(out, outlen, "the Redis cache (%s): %s: %s",
+                 u.n_sentinels ? u.master_name : u.host, what, err);
+    else
+        snprintf(out, outlen, "cache redis %s:%d/%d: a master%s", node.host, node.port, u.db,
+                 u.n_sentinels ? ", as the Sentinels name it" : "");
+    redisFree(c);
+    explicit_bzero(&u, sizeof u);
+    return rc;
+}
+
 /* ---- the master in use ------------------------------------------------- */
 
 void sd_master_watch_init(sd_master_watch *w)

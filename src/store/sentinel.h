@@ -39,6 +39,13 @@ typedef struct sd_redis_node {
 redisContext *sd_redis_connect(const sd_cache_url *u, struct timeval tv, _Atomic int *first,
                                sd_redis_node *node, const char **what, char *err, size_t errlen);
 
+/* sessiond check --connect: reaches the node the cache would write to (url
+ * as --cache gives it, password as --cache-password, each step bounded by
+ * timeout_ms) and checks it is a master, changing nothing. 0 with one line
+ * about it in out, else an SD_E* value with the reason there (never the
+ * password). */
+int sd_redis_probe(const char *url, const char *password, int timeout_ms, char *out, size_t outlen);
+
 /* Only asks the Sentinels which address the master has now. 0, or
  * SD_EUNAVAILABLE with a sentence in err. */
 int sd_sentinel_ask(const sd_cache_url *u, struct timeval tv, _Atomic int *first, char *host,

@@ -334,6 +334,77 @@ static void sqlite_config_once(void)
     sq__pcache_install();
 }
 
+/* sessiond check --connect: what a start would find in dir, changing
+ * nothing: no directory, file or lock is made, and the database (when there
+ * is one) is opened read-only beside a running server. */
+static int sq_probe(const char *dir, char *out, size_t outlen)
+{
+    char path[1100], lock[1100], parent[1100];
+    struct stat sb;
+    snprintf(path, sizeof path, "%s/sessiond.db", dir);
+    snprintf(lock, sizeof lock, "%s/LOCK", dir);
+    if (stat(dir, &sb) == 0 && !S_ISDIR(sb.st_mode)) {
+        snprintf(out, outlen, "data directory %s is not a directory", dir);
+        return SD_ECONFIG;
+    }
+    if (stat(path, &sb) != 0) {
+        int e = errno;
+        /* A start makes the directory (one level) and the store in it. */
+        snprintf(parent, sizeof parent, "%s", dir);
+        char *slash = strrchr(parent, '/');
+        if (slash)
+            *(slash == parent ? slash + 1 : slash) = '\0';
+        const char *writable = stat(dir, &sb) == 0 ? dir : slash ? parent : ".";
+        if (e != ENOENT || access(writable, W_OK | X_OK) != 0) {
+            snprintf(out, outlen, "a start could not make the store in %s: %s", dir,
+                     strerror(e != ENOENT ? e : errno));
+            return SD_ECONFIG;
+        }
+        snprintf(out, outlen,
+                 "store sqlite: no store in %s yet; a start makes one (schema version %d)", dir,
+                 SQ_SCHEMA_VERSION);
+        return 0;
+    }
+    sqlite3 *db = NULL;
+    char err[300];
+    int rc = sq__open_db(path, SQLITE_OPEN_READONLY, &db, err, sizeof err), have = -1;
+    sqlite3_stmt *q = NULL;
+    if (rc == 0 &&
+        sqlite3_prepare_v2(db,
+                           "SELECT CAST(value AS INTEGER) FROM meta "
+                           "WHERE key = 'schema_version'",
+                           -1, &q, NULL) == SQLITE_OK &&
+        sqlite3_step(q) == SQLITE_ROW)
+        have = sqlite3_column_int(q, 0);
+    else if (rc == 0)
+        snprintf(err, sizeof err, "%s", sqlite3_errmsg(db));
+    sqlite3_finalize(q);
+    sqlite3_close(db);
+    if (have < 0) {
+        snprintf(out, outlen, "%s is not a store sessiond can read: %s", path, err);
+        return SD_ECONFIG;
+    }
+    if (have > SQ_SCHEMA_VERSION) {
+        snprintf(out, outlen,
+                 "the store in %s has schema version %d, newer than this sessiond knows (%d): "
+                 "upgrade sessiond",
+                 dir, have, SQ_SCHEMA_VERSION);
+        return SD_ECONFIG;
+    }
+    /* A running server holds the lock: said, not an error (check runs
+     * before a restart or a SIGHUP). */
+    int fd = open(lock, O_RDONLY | O_CLOEXEC);
+    bool in_use = fd >= 0 && flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+    if (fd >= 0)
+        close(fd);
+    char upgrade[64] = "";
+    if (have < SQ_SCHEMA_VERSION)
+        snprintf(upgrade, sizeof upgrade, " (a start migrates it, version %d)", SQ_SCHEMA_VERSION);
+    snprintf(out, outlen, "store sqlite in %s: schema version %d%s%s", dir, have, upgrade,
+             in_use ? "; in use by a running sessiond" : "");
+    return 0;
+}
+
 static int sq_open(const char *dir, const sd_store_options *opt, sd_store **out, char *err,
                    size_t errlen)
 {
@@ -439,6 +510,7 @@ const sd_store_ops sd_store_sqlite = {
     .name = "sqlite",
     .caps = SD_STORE_LOCAL | SD_STORE_MEMORY_READS,
     .open = sq_open,
+    .probe = sq_probe,
     .close = sq_close,
     .get = sq_get,
     .get_by_token = sq_get_by_token,

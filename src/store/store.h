@@ -96,6 +96,12 @@ typedef struct sd_store_ops {
     /* Opens the store at location (for sqlite: a data directory). */
     int (*open)(const char *location, const sd_store_options *opt, sd_store **out, char *err,
                 size_t errlen);
+    /* sessiond check --connect: reaches the store at location as open
+     * would, changing nothing (nothing is created, migrated or locked), and
+     * writes one line about what it found into out (never a password). 0
+     * when a start could open it, else an SD_E* value with the reason in
+     * out. */
+    int (*probe)(const char *location, char *out, size_t outlen);
     /* Finishes every queued write, then closes. */
     void (*close)(sd_store *st);
     /* The server is stopping: writes waiting for an unreachable database

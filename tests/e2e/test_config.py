@@ -202,6 +202,39 @@ def test_make_run_takes_an_address_and_a_data_directory(tmp_path):
     assert "--listen '127.0.0.1:9292'" in cmd("LISTEN=127.0.0.1:9292", env=env)
 
 
+def test_check_connect_embedded_store(tmp_path, make_server):
+    """`sessiond check --connect` on the embedded store: what a start would
+    find in the data directory, read-only beside a running server, nothing
+    made where there is nothing."""
+    import sqlite3
+    fresh = tmp_path / "fresh" / "data"
+    rc, out, err = _run(["check", "--connect", "--data-dir", str(fresh)], tmp_path)
+    assert rc == 2 and "a start could not make the store" in err, (rc, out, err)  # two levels missing
+    fresh.parent.mkdir()
+    rc, out, err = _run(["check", "--connect", "--data-dir", str(fresh)], tmp_path)
+    assert rc == 0 and f"no store in {fresh} yet; a start makes one (schema version" in out, (rc, out, err)
+    assert not fresh.exists(), "check must not create the data directory"
+    srv = make_server()
+    srv.api.create(new_user("probe"))
+    rc, out, err = _run(["check", "--connect", "--data-dir", str(srv.data_dir)], tmp_path)
+    assert rc == 0 and re.search(r"store sqlite in .*: schema version \d+; in use by a running sessiond", out), \
+        (rc, out, err)
+    srv.stop()
+    rc, out, err = _run(["check", "--connect", "--data-dir", str(srv.data_dir)], tmp_path)
+    assert rc == 0 and "in use" not in out, (rc, out, err)
+    with sqlite3.connect(srv.data_dir / "sessiond.db") as db:
+        db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    rc, out, err = _run(["check", "--connect", "--data-dir", str(srv.data_dir)], tmp_path)
+    assert rc == 2 and "schema version 99, newer than this sessiond knows" in err, (rc, out, err)
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "sessiond.db").write_bytes(b"not a database" * 100)
+    rc, out, err = _run(["check", "--connect", "--data-dir", str(junk)], tmp_path)
+    assert rc == 2 and "is not a store sessiond can read" in err, (rc, out, err)
+    rc, out, err = _run(["check", "--connect", "--data-dir", str(junk / "sessiond.db")], tmp_path)
+    assert rc == 2 and "is not a directory" in err, (rc, out, err)
+
+
 def test_check_loads_what_a_start_loads(tmp_path):
     """`sessiond check` loads the configuration and every file it names as a
     start does, opens no store, and says what fails (exit 2) or sums up what
@@ -218,11 +251,17 @@ def test_check_loads_what_a_start_loads(tmp_path):
     conf.write_text(f"listen = 0.0.0.0:{free_port()}\napi-keys = {keys}\n")
     rc, out, err = _run(["check", "--config", str(conf)], tmp_path)
     assert rc == 0 and "API keys on" in out and "0.0.0.0:" in out, (rc, out, err)
+    rc, out, err = _run(["check", "--data-dir", str(data), "--store", "postgres://127.0.0.1:1/x", "--cache",
+                         "redis://:pw@127.0.0.1:1/2"], tmp_path)
+    assert rc == 0 and "store postgres with the Redis cache," in out and "pw" not in out + err, (rc, out, err)
     bad = [
         (["--listen", f"0.0.0.0:{free_port()}"], "without API keys"),
         (["--api-keys", str(tmp_path / "missing")], "missing"),
         (["--tls-cert", str(keys), "--tls-key", str(keys)], "TLS certificate"),
         (["--store-standby", "host=x"], "--store-standby goes with a PostgreSQL --store"),
+        # A start refused these only once the store was open.
+        (["--cache", "redis://127.0.0.1:6379"], "--cache needs a shared store"),
+        (["--store", "postgres://127.0.0.1:1/x", "--cache", "redis://h:notaport"], "bad port"),
         (["--encryption-keys", str(conf)], "encryption"),
         (["--idle-timeout", "soon"], "not a duration"),
     ]

@@ -404,3 +404,66 @@ def test_a_write_the_database_refuses_fails_alone_in_its_batch(pgs, make_server)
     text = srv.api.get("/metrics", expect=200).text
     m = re.search(r"^sessiond_store_batch_retries_total (\d+)$", text, re.M)
     assert m and int(m.group(1)) >= 1, "no pipelined batch was run again"
+
+
+def test_check_connect_reaches_postgres_and_redis_changing_nothing(pgs, make_server, tmp_path):
+    """`sessiond check --connect`: the database a start would use, its schema
+    version against this binary's, a standby or a role that could not create
+    the schema refused; the Redis cache reached and checked to be a master."""
+    import redisserver
+    from test_config import _run
+    pgs.psql("CREATE DATABASE probe")
+    url = pgs.url("probe")
+    data = tmp_path / "d"
+
+    def check(*args):
+        return _run(["check", "--connect", "--data-dir", str(data), *args], tmp_path)
+    rc, out, err = check("--store", url)
+    assert rc == 0 and "primary, schema version 0 (a start creates it, version" in out, (rc, out, err)
+    assert pgs.psql("SELECT to_regclass('sessions') IS NULL").strip() == "t", "check must create nothing"
+    srv = make_server("--store", url)
+    srv.api.create(new_user("probe"))
+    rc, out, err = check("--store", url)
+    assert rc == 0 and re.search(r"primary, schema version \d+$", out.strip().splitlines()[-1]), (rc, out, err)
+    # A database a newer sessiond migrated.
+    pgs.psql("INSERT INTO sessiond_schema_migrations(version, description) VALUES (999, 'from the future')",
+             db="probe")
+    rc, out, err = check("--store", url)
+    assert rc == 2 and "schema version 999, newer than this sessiond knows" in err, (rc, out, err)
+    # A role that may not create in the schema, on a database not yet made.
+    pgs.psql("CREATE DATABASE fresh")
+    pgs.psql("CREATE ROLE app LOGIN")
+    pgs.psql("REVOKE CREATE ON SCHEMA public FROM PUBLIC", db="fresh")
+    rc, out, err = check("--store", pgs.url("fresh").replace("//postgres@", "//app@"))
+    assert rc == 2 and "may not create in schema public" in err, (rc, out, err)
+    # A standby: read-only, a start could not write.
+    sb = pgserver.PgServer(standby_of=pgs)
+    try:
+        rc, out, err = check("--store", sb.url("probe"))
+        assert rc == 2 and "is a standby, read-only" in err, (rc, out, err)
+    finally:
+        sb.close()
+    # Nobody listening.
+    rc, out, err = check("--store", "postgresql://postgres@127.0.0.1:1/x?connect_timeout=2")
+    assert rc == 2 and "cannot connect to postgres (host=127.0.0.1 port=1" in err, (rc, out, err)
+
+    # The Redis cache: a master; a replica (read-only) refused; nobody there.
+    master = redisserver.RedisServer(password="s3cret-pw")
+    replica = redisserver.RedisServer(extra=["--replicaof", "127.0.0.1", str(master.port),
+                                             "--masterauth", "s3cret-pw"])
+    try:
+        rc, out, err = check("--store", pgs.url("fresh"), "--cache", f"redis://:s3cret-pw@127.0.0.1:{master.port}/3",
+                             "--cache-timeout", "2s")
+        assert rc == 0 and f"cache redis 127.0.0.1:{master.port}/3: a master" in out, (rc, out, err)
+        assert "s3cret" not in out + err
+        rc, out, err = check("--store", pgs.url("fresh"), "--cache", f"redis://127.0.0.1:{master.port}/0",
+                             "--cache-timeout", "2s")
+        assert rc == 2 and "PING: NOAUTH" in err, (rc, out, err)
+        rc, out, err = check("--store", pgs.url("fresh"), "--cache", f"redis://127.0.0.1:{replica.port}",
+                             "--cache-timeout", "2s")
+        assert rc == 2 and f"127.0.0.1:{replica.port} is not a master (slave)" in err, (rc, out, err)
+        rc, out, err = check("--store", pgs.url("fresh"), "--cache", "redis://127.0.0.1:1", "--cache-timeout", "2s")
+        assert rc == 2 and "the Redis cache (127.0.0.1): connect:" in err, (rc, out, err)
+    finally:
+        replica.close()
+        master.close()
