@@ -40,6 +40,10 @@ typedef struct cli {
     const char *issuer;      /* jwt verify --issuer */
     const char *audience;    /* jwt verify --audience */
     const char *decrypt_key; /* jwt verify --decrypt-key: PEM private key of encrypted tokens */
+    const char *network;     /* revoke-matching --network CIDR */
+    const char *device;      /* revoke-matching --device ID */
+    int dry_run;             /* revoke-matching --dry-run: count, end nothing */
+    int yes;                 /* --yes: the operator confirms a revocation of many */
     char **args;             /* positional arguments after the command */
     int nargs;
 } cli;
@@ -56,6 +60,11 @@ int cmd_validate(cli *x);
 int cmd_events(cli *x);
 int cmd_stats(cli *x);
 int cmd_jwt(cli *x);
+int cmd_not_before(cli *x);
+int cmd_revoke_matching(cli *x);
+
+/* EXIT_USAGE after saying what was expected, unless x has n operands. */
+int cli_need_args(cli *x, int n, const char *what);
 
 /* A token from path (NULL: stdin, without echo on a terminal): its first
  * line, malloc'd (wipe it, then free); NULL after saying why (commands.c). */

@@ -24,7 +24,7 @@ void cli_print_json(json_t *o)
     json_decref(o);
 }
 
-static int need_args(cli *x, int n, const char *what)
+int cli_need_args(cli *x, int n, const char *what)
 {
     if (x->nargs != n)
         return cli_usage_error("expected %s", what);
@@ -33,7 +33,7 @@ static int need_args(cli *x, int n, const char *what)
 
 int cmd_list(cli *x)
 {
-    if (need_args(x, 1, "one USER: sessionctl list USER"))
+    if (cli_need_args(x, 1, "one USER: sessionctl list USER"))
         return EXIT_USAGE;
     const char *user = x->args[0];
     static const char *const hdr[] = {"SESSION ID", "DEVICE",  "IP ADDRESS", "MFA",
@@ -84,7 +84,7 @@ int cmd_list(cli *x)
 
 int cmd_show(cli *x)
 {
-    if (need_args(x, 1, "one SESSION-ID: sessionctl show ID"))
+    if (cli_need_args(x, 1, "one SESSION-ID: sessionctl show ID"))
         return EXIT_USAGE;
     sd_client_session *s;
     int rc = sd_client_get(x->c, x->args[0], &s);
@@ -124,7 +124,7 @@ int cmd_show(cli *x)
 
 int cmd_revoke(cli *x)
 {
-    if (need_args(x, 1, "one SESSION-ID: sessionctl revoke ID"))
+    if (cli_need_args(x, 1, "one SESSION-ID: sessionctl revoke ID"))
         return EXIT_USAGE;
     int rc = x->if_version > 0 ? sd_client_delete_if(x->c, x->args[0], x->if_version)
                                : sd_client_delete(x->c, x->args[0]);
@@ -142,7 +142,7 @@ int cmd_revoke(cli *x)
 
 int cmd_revoke_user(cli *x)
 {
-    if (need_args(x, 1, "one USER: sessionctl revoke-user USER [--except ID]"))
+    if (cli_need_args(x, 1, "one USER: sessionctl revoke-user USER [--except ID]"))
         return EXIT_USAGE;
     int64_t n = 0;
     int rc = sd_client_revoke_user(x->c, x->args[0], x->except, &n);
@@ -182,7 +182,7 @@ static int cmp_str(const void *a, const void *b)
  */
 int cmd_bulk_revoke(cli *x)
 {
-    if (need_args(x, 1, "one FILE (or - for stdin): sessionctl bulk-revoke FILE"))
+    if (cli_need_args(x, 1, "one FILE (or - for stdin): sessionctl bulk-revoke FILE"))
         return EXIT_USAGE;
     const char *path = x->args[0];
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "r");

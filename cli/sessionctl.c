@@ -42,6 +42,13 @@ static const struct {
      "                                the audit trail (admin scope); --newest: the latest "
      "N (20) first"},
     {"stats", cmd_stats, "stats                         readiness and figures from /metrics"},
+    {"not-before", cmd_not_before,
+     "not-before [TIME|now --yes]   show the global not-before, or sign out every session\n"
+     "                                created before TIME (RFC 3339), on every replica"},
+    {"revoke-matching", cmd_revoke_matching,
+     "revoke-matching --network CIDR | --device ID [--dry-run | --yes]\n"
+     "                                end every session from a network or of a device "
+     "(admin scope)"},
     {"jwt", cmd_jwt,
      "jwt verify --issuer ISS --audience AUD [--token-file FILE] [--decrypt-key PEM]\n"
      "                                verify an access token read from stdin "
@@ -179,6 +186,10 @@ enum {
     OPT_IF_VERSION,
     OPT_NEWEST,
     OPT_RETRY,
+    OPT_NETWORK,
+    OPT_DEVICE,
+    OPT_DRY_RUN,
+    OPT_YES,
     OPT_VERSION,
 };
 
@@ -204,6 +215,10 @@ static const struct option longopts[] = {
     {"if-version", required_argument, NULL, OPT_IF_VERSION},
     {"newest", no_argument, NULL, OPT_NEWEST},
     {"retry", required_argument, NULL, OPT_RETRY},
+    {"network", required_argument, NULL, OPT_NETWORK},
+    {"device", required_argument, NULL, OPT_DEVICE},
+    {"dry-run", no_argument, NULL, OPT_DRY_RUN},
+    {"yes", no_argument, NULL, OPT_YES},
     {"help", no_argument, NULL, 'h'},
     {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
@@ -236,6 +251,12 @@ static int option_allowed(const char *cmd, int opt)
     case OPT_IP:
     case OPT_UA:
         return strcmp(cmd, "validate") == 0;
+    case OPT_NETWORK:
+    case OPT_DEVICE:
+    case OPT_DRY_RUN:
+        return strcmp(cmd, "revoke-matching") == 0;
+    case OPT_YES:
+        return strcmp(cmd, "revoke-matching") == 0 || strcmp(cmd, "not-before") == 0;
     default:
         return 1;
     }
@@ -327,6 +348,18 @@ int main(int argc, char **argv)
                 return cli_usage_error("--timeout: '%s' is not a duration (500ms, 10s, 1m)",
                                        optarg);
             o.connect_timeout_ms = o.timeout_ms < 5000 ? o.timeout_ms : 5000;
+            break;
+        case OPT_NETWORK:
+            x.network = optarg;
+            break;
+        case OPT_DEVICE:
+            x.device = optarg;
+            break;
+        case OPT_DRY_RUN:
+            x.dry_run = 1;
+            break;
+        case OPT_YES:
+            x.yes = 1;
             break;
         case OPT_RETRY:
             if ((retries = parse_count(optarg, 10)) < 0)

@@ -60,27 +60,11 @@ static int list_events(sd_client *c, const char *prefix, const char *key, int li
     sd_client_event_list *l = NULL;
     int rc = SD_CLIENT_ENOMEM;
     char *path = sdc__path(c, prefix, key, "/events");
-    if (!path)
+    json_t *arr;
+    if (!path || (newest && (rc = sdc__query(c, &path, "order", "desc"))) ||
+        (rc = sdc__get_page(c, &path, limit, newest ? "before" : "after", cursor, NULL, "events",
+                            &o, &arr)))
         goto out;
-    if (limit > 0) {
-        char n[16];
-        snprintf(n, sizeof n, "%d", limit);
-        if ((rc = sdc__query(c, &path, "limit", n)))
-            goto out;
-    }
-    if (newest && (rc = sdc__query(c, &path, "order", "desc")))
-        goto out;
-    if (cursor && (rc = sdc__query(c, &path, newest ? "before" : "after", cursor)))
-        goto out;
-    sdc_req r = {.method = "GET", .path = path};
-    if ((rc = sdc__exchange_json(c, &r, &o)))
-        goto out;
-    json_t *arr = json_object_get(o, "events");
-    if (!json_is_array(arr)) {
-        sdc__set_detail(c, "the response has no events array");
-        rc = SD_CLIENT_EPROTO;
-        goto out;
-    }
     rc = SD_CLIENT_ENOMEM;
     l = calloc(1, sizeof *l);
     if (!l || !(l->events = calloc(json_array_size(arr) + 1, sizeof *l->events)))

@@ -10,6 +10,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -54,6 +55,19 @@ void sdc__free_secret(char *s)
         explicit_bzero(s, strlen(s));
         free(s);
     }
+}
+
+void sd_client_free_secret(char *s)
+{
+    sdc__free_secret(s);
+}
+
+const char *sdc__if_match(int64_t version, char buf[32])
+{
+    if (version <= 0)
+        return NULL;
+    snprintf(buf, 32, "\"%" PRId64 "\"", version);
+    return buf;
 }
 
 void sd_client_free(void *p)
@@ -293,6 +307,29 @@ int sdc__query(sd_client *c, char **path, const char *name, const char *value)
         return SD_CLIENT_ENOMEM;
     free(*path);
     *path = p;
+    return 0;
+}
+
+int sdc__get_page(sd_client *c, char **path, int limit, const char *cursor_key, const char *cursor,
+                  const char *bearer, const char *array_key, json_t **o, json_t **arr)
+{
+    *o = *arr = NULL;
+    int rc = 0;
+    if (limit > 0) {
+        char n[16];
+        snprintf(n, sizeof n, "%d", limit);
+        rc = sdc__query(c, path, "limit", n);
+    }
+    if (!rc && cursor)
+        rc = sdc__query(c, path, cursor_key, cursor);
+    sdc_req r = {.method = "GET", .path = *path, .bearer = bearer};
+    if (rc || (rc = sdc__exchange_json(c, &r, o)))
+        return rc;
+    *arr = json_object_get(*o, array_key);
+    if (!json_is_array(*arr)) {
+        sdc__set_detail(c, "the response has no %s array", array_key);
+        return SD_CLIENT_EPROTO;
+    }
     return 0;
 }
 

@@ -66,12 +66,26 @@ char *sdc__path(sd_client *c, const char *prefix, const char *seg, const char *s
 /* Appends "&name=<escaped value>" (or "?" for the first) to *path. */
 int sdc__query(sd_client *c, char **path, const char *name, const char *value);
 
+/* The If-Match value for version into buf ("N"), or NULL when version is 0:
+ * no precondition. */
+const char *sdc__if_match(int64_t version, char buf[32]);
+
+/* GETs one page of a listing: *path (malloc'd; limit > 0 and the cursor, when
+ * given, appended as cursor_key) with the bearer token when given. 0 with
+ * the answer in *o (the caller's, json_decref; set even on an error after
+ * the exchange) and its array_key member in *arr (borrowed), or an error. */
+int sdc__get_page(sd_client *c, char **path, int limit, const char *cursor_key, const char *cursor,
+                  const char *bearer, const char *array_key, json_t **o, json_t **arr);
+
 /* Sets c->detail (printf-style). */
 void sdc__set_detail(sd_client *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* JSON helpers (json.c). */
 char *sdc__strdup_or_null(json_t *o, const char *key);
 int sdc__copy_str(json_t *o, const char *key, char *dst, size_t cap);
+/* The integer member key of o into *out (when not NULL); SD_CLIENT_EPROTO
+ * (detail set) when o has none. */
+int sdc__read_count(sd_client *c, json_t *o, const char *key, int64_t *out);
 int sdc__session_from_json(json_t *o, sd_client_session **out);
 char *sdc__dumps(json_t *o);
 /* Overwrites s with zeros before freeing it. */

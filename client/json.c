@@ -18,6 +18,18 @@ char *sdc__strdup_or_null(json_t *o, const char *key)
     return json_is_string(v) ? strdup(json_string_value(v)) : NULL;
 }
 
+int sdc__read_count(sd_client *c, json_t *o, const char *key, int64_t *out)
+{
+    json_t *d = json_object_get(o, key);
+    if (!json_is_integer(d)) {
+        sdc__set_detail(c, "the response has no %s count", key);
+        return SD_CLIENT_EPROTO;
+    }
+    if (out)
+        *out = json_integer_value(d);
+    return 0;
+}
+
 int sdc__copy_str(json_t *o, const char *key, char *dst, size_t cap)
 {
     json_t *v = json_object_get(o, key);

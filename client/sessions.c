@@ -151,16 +151,6 @@ static json_t *update_body(sd_client *c, const sd_client_update *u, int *rc)
     return o;
 }
 
-/* The If-Match value for version into buf ("N"), or NULL when version is 0:
- * no precondition. */
-static const char *if_match(int64_t version, char buf[32])
-{
-    if (version <= 0)
-        return NULL;
-    snprintf(buf, 32, "\"%" PRId64 "\"", version);
-    return buf;
-}
-
 int sd_client_update_session(sd_client *c, const char *session_id, const sd_client_update *u,
                              sd_client_session **out)
 {
@@ -179,7 +169,7 @@ int sd_client_update_session(sd_client *c, const char *session_id, const sd_clie
         return SD_CLIENT_ENOMEM;
     }
     char etag[32];
-    sdc_req r = {.method = "PUT", .path = path, .if_match = if_match(u->if_match, etag)};
+    sdc_req r = {.method = "PUT", .path = path, .if_match = sdc__if_match(u->if_match, etag)};
     rc = session_call(c, &r, o, out);
     free(path);
     return rc;
@@ -194,7 +184,7 @@ static int delete_session(sd_client *c, const char *session_id, int64_t version)
     if (!path)
         return SD_CLIENT_ENOMEM;
     char etag[32];
-    sdc_req r = {.method = "DELETE", .path = path, .if_match = if_match(version, etag)};
+    sdc_req r = {.method = "DELETE", .path = path, .if_match = sdc__if_match(version, etag)};
     int rc = sdc__exchange(c, &r);
     free(path);
     return rc;
@@ -340,5 +330,30 @@ int sd_client_introspect(sd_client *c, const char *token, sd_client_introspectio
         }
     }
     json_decref(o);
+    return rc;
+}
+
+int sd_client_access_token(sd_client *c, const char *token, char **access_token,
+                           int64_t *expires_in)
+{
+    if (!c || !token || !access_token)
+        return SD_CLIENT_EINVAL;
+    *access_token = NULL;
+    json_t *o = NULL;
+    /* A validation that also signs: changes nothing a retry could repeat. */
+    sdc_req r = {.method = "POST", .safe = true, .path = "/sessions/token", .bearer = token};
+    int rc = sdc__exchange_json(c, &r, &o);
+    if (rc == 0) {
+        json_t *t = json_object_get(o, "accessToken"), *e = json_object_get(o, "expiresIn");
+        if (!json_is_string(t) || !json_is_integer(e)) {
+            sdc__set_detail(c, "the response has no accessToken or expiresIn");
+            rc = SD_CLIENT_EPROTO;
+        } else if (!(*access_token = strdup(json_string_value(t)))) {
+            rc = SD_CLIENT_ENOMEM;
+        } else if (expires_in) {
+            *expires_in = json_integer_value(e);
+        }
+    }
+    json_decref(o); /* its copy of the JWT: c->body is wiped by the next call or close */
     return rc;
 }

@@ -29,25 +29,10 @@ int sd_client_list_user(sd_client *c, const char *user_id, int limit, const char
     sd_client_session_list *l = NULL;
     int rc = SD_CLIENT_ENOMEM;
     char *path = sdc__path(c, "/users", user_id, "/sessions");
-    if (!path)
+    json_t *arr;
+    if (!path ||
+        (rc = sdc__get_page(c, &path, limit, "cursor", cursor, NULL, "sessions", &o, &arr)))
         goto out;
-    if (limit > 0) {
-        char n[16];
-        snprintf(n, sizeof n, "%d", limit);
-        if ((rc = sdc__query(c, &path, "limit", n)))
-            goto out;
-    }
-    if (cursor && (rc = sdc__query(c, &path, "cursor", cursor)))
-        goto out;
-    sdc_req r = {.method = "GET", .path = path};
-    if ((rc = sdc__exchange_json(c, &r, &o)))
-        goto out;
-    json_t *arr = json_object_get(o, "sessions");
-    if (!json_is_array(arr)) {
-        sdc__set_detail(c, "the response has no sessions array");
-        rc = SD_CLIENT_EPROTO;
-        goto out;
-    }
     rc = SD_CLIENT_ENOMEM;
     l = calloc(1, sizeof *l);
     if (!l || !(l->sessions = calloc(json_array_size(arr) + 1, sizeof *l->sessions)))
@@ -71,18 +56,6 @@ out:
     return rc;
 }
 
-static int read_deleted(sd_client *c, json_t *o, int64_t *deleted)
-{
-    json_t *d = json_object_get(o, "deleted");
-    if (!json_is_integer(d)) {
-        sdc__set_detail(c, "the response has no deleted count");
-        return SD_CLIENT_EPROTO;
-    }
-    if (deleted)
-        *deleted = json_integer_value(d);
-    return 0;
-}
-
 int sd_client_revoke_user(sd_client *c, const char *user_id, const char *except_session_id,
                           int64_t *deleted)
 {
@@ -97,7 +70,7 @@ int sd_client_revoke_user(sd_client *c, const char *user_id, const char *except_
         goto out;
     sdc_req r = {.method = "DELETE", .path = path};
     if ((rc = sdc__exchange_json(c, &r, &o)) == 0)
-        rc = read_deleted(c, o, deleted);
+        rc = sdc__read_count(c, o, "deleted", deleted);
 out:
     json_decref(o);
     free(path);
@@ -144,7 +117,7 @@ int sd_client_bulk_delete(sd_client *c, const char *const *session_ids, size_t n
                  .body = text,
                  .body_len = strlen(text)};
     if ((rc = sdc__exchange_json(c, &r, &resp)) == 0)
-        rc = read_deleted(c, resp, deleted);
+        rc = sdc__read_count(c, resp, "deleted", deleted);
 out:
     json_decref(o);
     json_decref(resp);

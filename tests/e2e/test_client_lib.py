@@ -120,7 +120,8 @@ def test_man_pages(installed):
     assert not missing, f"sessiond.8 does not describe {missing} (see build/sessiond --help)"
     ctl_page = (root / "share/man/man1/sessionctl.1").read_text().replace("\\-", "-")
     for word in ("list", "show", "revoke-user", "bulk-revoke", "validate", "events", "stats", "jwt verify", "--json",
-                 "--api-key-file", "--cacert", "--timeout", "EXIT STATUS"):
+                 "--api-key-file", "--cacert", "--timeout", "--retry", "not-before", "revoke-matching",
+                 "--dry-run", "--yes", "EXIT STATUS"):
         assert word in ctl_page, word
     if shutil.which("man"):
         for p in ("man1/sessionctl.1", "man8/sessiond.8"):
@@ -209,3 +210,24 @@ def test_retries_when_nothing_listens(check_client):
     assert r == {"rc": "-3", "retries": "2", "status": "0"}, r
     # With retries off, none.
     assert check_client("http://127.0.0.1:1", "health", 0, 0)["retries"] == "0"
+
+
+def test_self_service_calls(check_client, server):
+    r = check_client(server.url, "me", new_user("lib-me"))
+    assert r["listed"] == "3" and r["current"] == "1" and r["user_ok"] == "1" and r["version"] == "1", r
+    assert r["stale"] == "-13", "a sign-out on a version the session is not at: 412"
+    assert r["revoked"] == "0" and r["again"] == "-11", r
+    assert r["others"] == "0" and r["deleted"] == "1" and r["third_valid"] == "0", r
+
+
+def test_access_token(check_client, make_server, tmp_path):
+    key = run([SESSIOND_BIN, "jwk", "generate"], env=child_env()).stdout
+    keys = tmp_path / "jwt-keys"
+    keys.write_text(key)
+    keys.chmod(0o600)
+    srv = make_server("--jwt-keys", str(keys), "--jwt-lifetime", "2m")
+    assert check_client(srv.url, "access", new_user("lib-jwt")) == {"rc": "0", "jwt_parts": "3",
+                                                                     "expires_in": "120"}
+    # A server that mints none: a clear refusal, not a crash.
+    r = check_client(make_server().url, "access", new_user("lib-jwt"))
+    assert r["rc"] == "-11" and r["jwt_parts"] == "0", r  # 404: no access tokens here

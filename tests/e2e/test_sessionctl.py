@@ -328,3 +328,36 @@ def test_retry_reads_after_503(make_server):
     assert srv.api.validate(s["token"], touch=False)["isValid"] is True
     ctl(srv.url, "--retry", "0", "list", "u", expect=USAGE)
     ctl(srv.url, "--retry", "11", "list", "u", expect=USAGE)
+
+
+def test_incident_commands(make_server):
+    srv = make_server()
+    a, url = srv.api, srv.url
+    old = a.create(new_user("ctl-inc"), ipAddress="203.0.113.7", deviceId="stolen-1")
+    other = a.create(new_user("ctl-inc"), ipAddress="198.51.100.9", deviceId="desk-2")
+    assert ctl(url, "not-before").stdout.strip() == "not-before: none"
+    assert json.loads(ctl(url, "--json", "not-before").stdout) == {"notBefore": None}
+    # A revocation of many asks for --yes; without it nothing happens.
+    p = ctl(url, "revoke-matching", "--network", "203.0.113.0/24", expect=USAGE)
+    assert "--yes" in p.stderr
+    p = ctl(url, "revoke-matching", "--network", "203.0.113.0/24", "--dry-run")
+    assert p.stdout.strip() == "would revoke 1 session from network 203.0.113.0/24", p.stdout
+    assert a.validate(old["token"], touch=False)["isValid"] is True
+    j = json.loads(ctl(url, "--json", "revoke-matching", "--device", "stolen-1", "--yes").stdout)
+    assert j == {"deviceId": "stolen-1", "revoked": 1}, j
+    assert a.validate(old["token"], touch=False)["isValid"] is False
+    assert a.validate(other["token"], touch=False)["isValid"] is True
+    ctl(url, "revoke-matching", "--network", "203.0.113.7/24", "--yes", expect=FAIL)  # host bits set: 400
+    ctl(url, "revoke-matching", "--yes", expect=USAGE)
+    ctl(url, "revoke-matching", "--network", "10.0.0.0/8", "--device", "x", "--yes", expect=USAGE)
+    # The global not-before: asked for --yes, then every older session stops.
+    ctl(url, "not-before", "now", expect=USAGE)
+    p = ctl(url, "not-before", "now", "--yes")
+    assert p.stdout.startswith("not-before: 20") and "(1 active session invalidated)" in p.stdout, p.stdout
+    assert a.validate(other["token"], touch=False)["isValid"] is False
+    shown = ctl(url, "not-before").stdout.strip()
+    assert shown == p.stdout.split(" (")[0], (shown, p.stdout)
+    newer = a.create(new_user("ctl-inc"))
+    assert a.validate(newer["token"], touch=False)["isValid"] is True
+    ctl(url, "not-before", "yesterday", "--yes", expect=FAIL)  # not RFC 3339: 400
+    ctl(url, "list", "u", "--yes", expect=USAGE)

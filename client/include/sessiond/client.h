@@ -238,6 +238,75 @@ typedef struct sd_client_introspection {
 /* POST /introspect (RFC 7662, the token in a form body). */
 int sd_client_introspect(sd_client *c, const char *token, sd_client_introspection *out);
 
+/* POST /sessions/token: a short-lived JWT access token for the session of
+ * token (validated as a validation is: throttled, rolling expiry, reuse
+ * detection). *access_token is the JWT (or, with --jwt-encrypt-key, the
+ * JWE), a credential: wipe and free it with sd_client_free_secret;
+ * *expires_in (optional) its lifetime in seconds. SD_CLIENT_EAUTH when the
+ * session token is not valid (401), SD_CLIENT_ENOTFOUND when the server
+ * mints no access tokens (started without --jwt-keys). */
+int sd_client_access_token(sd_client *c, const char *token, char **access_token,
+                           int64_t *expires_in);
+
+/* ------------------------------------------------------------------ */
+/* Self-service: a user's own sessions, by the user's session token   */
+/* ------------------------------------------------------------------ */
+
+/* A session as its user sees it: where and when, never its data or token. */
+typedef struct sd_client_device {
+    char *session_id;
+    int current; /* 1 for the session of the token that asked ("this device") */
+    char *device_id, *device_info, *user_agent, *ip_address; /* NULL when absent */
+    char *geo_location;                                      /* JSON text, or NULL */
+    int mfa;
+    char *auth_time; /* RFC 3339, or NULL */
+    char *created_at, *last_seen, *expiry;
+    int64_t version; /* for sd_client_revoke_my_session's if_version */
+} sd_client_device;
+
+typedef struct sd_client_device_list {
+    char *user_id;            /* the token's user */
+    char *current_session_id; /* the token's session */
+    sd_client_device *devices;
+    size_t count;      /* lastSeen descending */
+    char *next_cursor; /* pass as cursor for the next page; NULL on the last */
+} sd_client_device_list;
+
+void sd_client_device_list_free(sd_client_device_list *l);
+
+/* GET /me/sessions with token: one page (limit 0: the server's default;
+ * cursor NULL: the first). SD_CLIENT_EAUTH when the token is not valid. */
+int sd_client_my_sessions(sd_client *c, const char *token, int limit, const char *cursor,
+                          sd_client_device_list **out);
+/* DELETE /me/sessions/{id}: signs out one of the token's user's sessions
+ * (this one included). if_version > 0: only while it is at that version
+ * (the listing's), else SD_CLIENT_EPRECONDITION. Another user's session is
+ * SD_CLIENT_ENOTFOUND, as an unknown one. */
+int sd_client_revoke_my_session(sd_client *c, const char *token, const char *session_id,
+                                int64_t if_version);
+/* DELETE /me/sessions: signs out every other session of the token's user;
+ * *deleted (optional) counts them. */
+int sd_client_revoke_my_other_sessions(sd_client *c, const char *token, int64_t *deleted);
+
+/* ------------------------------------------------------------------ */
+/* Incident response (admin scope)                                    */
+/* ------------------------------------------------------------------ */
+
+/* GET /admin/not-before: the time in force (RFC 3339) in *not_before,
+ * freed with sd_client_free, or NULL when none was ever set. */
+int sd_client_not_before(sd_client *c, char **not_before);
+/* POST /admin/not-before: every session created before `when` (RFC 3339,
+ * or "now": the server's clock) stops validating on every replica. The
+ * value is only raised. *in_force (optional, sd_client_free) is the value
+ * now in force; *invalidated (optional) the active sessions it cut off. */
+int sd_client_set_not_before(sd_client *c, const char *when, char **in_force, int64_t *invalidated);
+/* POST /admin/revoke: ends every active session from the network (CIDR,
+ * e.g. "203.0.113.0/24") or of the device id; exactly one of the two.
+ * dry_run 1: counts the matching sessions and ends none. *count (optional):
+ * the sessions ended, or with dry_run those that match. */
+int sd_client_revoke_matching(sd_client *c, const char *network, const char *device_id, int dry_run,
+                              int64_t *count);
+
 /* ------------------------------------------------------------------ */
 /* Access tokens (JWT): offline verification                          */
 /* ------------------------------------------------------------------ */
@@ -399,6 +468,9 @@ int sd_client_metrics(sd_client *c, char **text);
 
 /* Frees memory the library returned as a plain pointer. */
 void sd_client_free(void *p);
+/* Wipes a NUL-terminated secret the library returned (an access token),
+ * then frees it. */
+void sd_client_free_secret(char *s);
 
 #ifdef __cplusplus
 }
