@@ -365,9 +365,24 @@ static int sq_probe(const char *dir, char *out, size_t outlen)
                  SQ_SCHEMA_VERSION);
         return 0;
     }
+    /* Read-only is not enough: SQLite makes the -wal and -shm files of a
+     * database in WAL mode when they are missing (owned by whoever runs the
+     * check, which the server's user may then not open). A server runs or
+     * crashed: they are there. Else (stopped, checkpointed) the file alone is
+     * the store: opened immutable, which makes nothing. */
+    char wal[1110], shm[1110], uri[3400];
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    snprintf(shm, sizeof shm, "%s-shm", path);
+    bool immutable = stat(wal, &sb) != 0 || stat(shm, &sb) != 0;
+    size_t u = (size_t)snprintf(uri, sizeof uri, "file:");
+    for (const char *p = path; *p && u + 4 < sizeof uri; p++)
+        u += (size_t)(strchr("?#%", *p) ? snprintf(uri + u, 4, "%%%02X", (unsigned char)*p)
+                                        : snprintf(uri + u, 2, "%c", *p));
+    snprintf(uri + u, sizeof uri - u, "%s", immutable ? "?immutable=1" : "");
     sqlite3 *db = NULL;
     char err[300];
-    int rc = sq__open_db(path, SQLITE_OPEN_READONLY, &db, err, sizeof err), have = -1;
+    int rc = sq__open_db(uri, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, &db, err, sizeof err),
+        have = -1;
     sqlite3_stmt *q = NULL;
     if (rc == 0 &&
         sqlite3_prepare_v2(db,

@@ -220,8 +220,12 @@ def test_check_connect_embedded_store(tmp_path, make_server):
     assert rc == 0 and re.search(r"store sqlite in .*: schema version \d+; in use by a running sessiond", out), \
         (rc, out, err)
     srv.stop()
+    before = sorted(p.name for p in srv.data_dir.iterdir())
     rc, out, err = _run(["check", "--connect", "--data-dir", str(srv.data_dir)], tmp_path)
     assert rc == 0 and "in use" not in out, (rc, out, err)
+    # Read-only SQLite would make the -wal and -shm files (owned by whoever
+    # checks, perhaps not the server's user): the check makes nothing.
+    assert sorted(p.name for p in srv.data_dir.iterdir()) == before
     with sqlite3.connect(srv.data_dir / "sessiond.db") as db:
         db.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     rc, out, err = _run(["check", "--connect", "--data-dir", str(srv.data_dir)], tmp_path)
