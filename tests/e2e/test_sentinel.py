@@ -88,6 +88,13 @@ def test_validation_is_served_from_the_master_sentinel_names(make_server, db, de
         srv.stop()
         assert SECRET not in srv.log_text(), "the Redis password is never logged"
         assert "new to this replica" in srv.log_text()
+    # `sessiond check --connect` finds the same master through the Sentinels.
+    from test_config import _run
+    rc, out, err = _run(["check", "--connect", "--data-dir", str(a.data_dir), "--store", db, "--cache", dep.url(),
+                         "--cache-timeout", "2s"], a.workdir)
+    assert rc == 0 and f"cache redis 127.0.0.1:{master.port}/0: a master, as the Sentinels name it" in out, \
+        (rc, out, err)
+    assert SECRET not in out + err
 
 
 def test_sessiond_follows_a_failover_and_keeps_validating(make_server, db, dep):
