@@ -105,11 +105,11 @@ const char *sd_client_last_detail(const sd_client *c);
 const char *sd_client_last_request_id(const sd_client *c);
 
 /* Retries, off until this is called: a call that changes nothing (every GET,
- * the validations, introspection) is sent again when the server answers 503
- * or cannot be reached or the connection breaks, at most max_retries times
- * (0 turns retries off; at most 10). Before each retry the client sleeps
- * what the answer's Retry-After asks, or else a backoff from 100 ms
- * doubling, drawn at random from its upper half; never more than
+ * the validations, introspection, access tokens) is sent again when the
+ * server answers 503 or cannot be reached or the connection breaks, at most
+ * max_retries times (0 turns retries off; at most 10). Before each retry
+ * the client sleeps what the answer's Retry-After asks, or else a backoff
+ * from 100 ms doubling, drawn at random from its upper half; never more than
  * max_wait_ms in all (0: 10000) - a Retry-After longer than what is left
  * of that ends the retries, and the call returns the 503 at once. A write
  * (create, update, delete, refresh, revoke) is never retried: after a 503
