@@ -109,33 +109,11 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
     return len;
 }
 
-/* Retry-After in delta-seconds (RFC 9110 10.2.3) as ms; -1 for anything
- * else (an HTTP-date: the backoff is used instead). */
-static long retry_after_ms(const char *v, size_t vl)
-{
-    long s = 0;
-    size_t i = 0;
-    for (; i < vl && v[i] >= '0' && v[i] <= '9'; i++)
-        if ((s = s * 10 + (v[i] - '0')) > 86400)
-            return 86400L * 1000;
-    while (i < vl && (v[i] == ' ' || v[i] == '\t' || v[i] == '\r' || v[i] == '\n'))
-        i++;
-    return i > 0 && i == vl && v[0] >= '0' && v[0] <= '9' ? s * 1000 : -1;
-}
-
 static size_t on_header(char *data, size_t size, size_t n, void *arg)
 {
     sd_client *c = arg;
     size_t len = size * n;
     static const char name[] = "x-request-id:";
-    static const char retry[] = "retry-after:";
-    if (len > sizeof retry - 1 && strncasecmp(data, retry, sizeof retry - 1) == 0) {
-        const char *v = data + sizeof retry - 1;
-        size_t vl = len - (sizeof retry - 1);
-        while (vl && (*v == ' ' || *v == '\t'))
-            v++, vl--;
-        c->retry_after_ms = retry_after_ms(v, vl);
-    }
     if (len > sizeof name - 1 && strncasecmp(data, name, sizeof name - 1) == 0) {
         const char *v = data + sizeof name - 1;
         size_t vl = len - (sizeof name - 1);
@@ -427,7 +405,6 @@ static int exchange_once(sd_client *c, const sdc_req *req)
     CURL *h = c->curl;
 
     c->status = 0;
-    c->retry_after_ms = -1;
     c->detail[0] = c->request_id[0] = c->errbuf[0] = '\0';
     if (c->body) /* it may hold the token of the previous answer */
         explicit_bzero(c->body, c->body_len + 1);
@@ -506,13 +483,15 @@ out:
     return rc;
 }
 
-/* The wait before retry `k` (0 first): the server's Retry-After, else
- * 100 ms doubling, each drawn from its upper half (so that clients the same
- * outage turned away do not come back in step). */
+/* The wait before retry `k` (0 first): the last answer's Retry-After
+ * (libcurl reads both of its forms; 0 when there was none), else 100 ms
+ * doubling, each drawn from its upper half (so that clients the same outage
+ * turned away do not come back in step). */
 static long retry_wait_ms(const sd_client *c, int k)
 {
-    if (c->retry_after_ms >= 0)
-        return c->retry_after_ms;
+    curl_off_t after = 0;
+    if (curl_easy_getinfo(c->curl, CURLINFO_RETRY_AFTER, &after) == CURLE_OK && after > 0)
+        return after > 86400 ? 86400L * 1000 : (long)after * 1000;
     long step = BACKOFF_FIRST_MS << (k < 16 ? k : 16);
     unsigned r = 0;
     if (getrandom(&r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r)

@@ -32,8 +32,7 @@ struct sd_client {
     /* Retries of the calls that change nothing (sd_client_set_retry). */
     int max_retries;
     long max_wait_ms;
-    int retries;         /* the last call's */
-    long retry_after_ms; /* the last answer's Retry-After; -1: none */
+    int retries; /* the last call's */
 };
 
 /* One request to the server. */

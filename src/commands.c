@@ -178,16 +178,22 @@ usage:
 
 /* --connect: reaches the store and the cache as a start would, changing
  * nothing (their probes). Each says one line; 0 when all could be used. */
+/* A probe's line: on stdout when rc is 0, else on stderr as a failure. */
+static int say(int rc, const char *line)
+{
+    fprintf(rc ? stderr : stdout, "%s%s\n", rc ? "sessiond check: " : "", line);
+    return rc;
+}
+
 static int check_connect(const sd_config *cfg, const sd_store_ops *ops, const char *at)
 {
     char line[600];
-    int rc = ops->probe(at, line, sizeof line);
-    fprintf(rc ? stderr : stdout, "%s%s\n", rc ? "sessiond check: " : "", line);
+    int rc = say(ops->probe(at, line, sizeof line), line);
     if (cfg->cache[0]) {
         int crc = sd_redis_probe(cfg->cache, cfg->cache_password, (int)cfg->cache_timeout_ms, line,
                                  sizeof line);
-        fprintf(crc ? stderr : stdout, "%s%s\n", crc ? "sessiond check: " : "", line);
-        rc = rc ? rc : crc;
+        if (say(crc, line) && !rc)
+            rc = crc;
     }
     return rc;
 }

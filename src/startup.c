@@ -3,7 +3,6 @@
  */
 #include "startup.h"
 #include "jwt/jwe.h"
-#include "store/cache_entry.h"
 #include "util/log.h"
 
 #include <string.h>
@@ -60,17 +59,10 @@ const sd_store_ops *sd_startup_store(const sd_config *cfg, const char **at)
                  cfg->store_standby[0] ? "has no standby" : "is always reachable");
         return NULL;
     }
-    if (cfg->cache[0]) { /* what sd_store_attach_cache would refuse, known before a start */
-        sd_cache_url u;
-        char err[300];
-        int rc = ops->cache_epoch ? sd_cache_url_parse(cfg->cache, &u, err, sizeof err) : 0;
-        explicit_bzero(&u, sizeof u);
-        if (!ops->cache_epoch || rc) {
-            sd_error("%s", ops->cache_epoch
-                               ? err
-                               : "--cache needs a shared store (--store postgres://...)");
-            return NULL;
-        }
+    char err[300];
+    if (cfg->cache[0] && sd_store_cache_check(ops, cfg->cache, err, sizeof err)) {
+        sd_error("%s", err); /* known before the store opens */
+        return NULL;
     }
     return ops;
 }

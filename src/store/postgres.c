@@ -215,50 +215,35 @@ static int pg_probe(const char *conninfo, char *out, size_t outlen)
                             "to_regclass('sessiond_schema_migrations') IS NOT NULL, "
                             "coalesce(has_schema_privilege(current_schema(), 'CREATE'), false), "
                             "coalesce(current_schema(), '(none)')");
-    int rc = SD_EUNAVAILABLE, have = 0;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+    bool answered = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    char version[64] = "", schema_name[64] = "";
+    bool standby = false, schema = false, may_create = false;
+    if (answered) {
+        snprintf(version, sizeof version, "%s", PQgetvalue(r, 0, 0));
+        snprintf(schema_name, sizeof schema_name, "%s", PQgetvalue(r, 0, 4));
+        standby = PQgetvalue(r, 0, 1)[0] == 't';
+        schema = PQgetvalue(r, 0, 2)[0] == 't';
+        may_create = PQgetvalue(r, 0, 3)[0] == 't';
+    }
+    PQclear(r);
+    int rc = SD_ECONFIG, have = 0, newest = pg__schema_newest();
+    if (!answered || (!standby && schema && !pg__schema_applied(c, &have))) {
         pg__conn_error(c, e, sizeof e);
         snprintf(out, outlen, "postgres (%s) did not answer: %s", where, e);
-        goto out;
-    }
-    char version[64], schema_name[64];
-    snprintf(version, sizeof version, "%s", PQgetvalue(r, 0, 0));
-    snprintf(schema_name, sizeof schema_name, "%s", PQgetvalue(r, 0, 4));
-    bool standby = PQgetvalue(r, 0, 1)[0] == 't', schema = PQgetvalue(r, 0, 2)[0] == 't',
-         may_create = PQgetvalue(r, 0, 3)[0] == 't';
-    PQclear(r);
-    r = NULL;
-    if (standby) {
+        rc = SD_EUNAVAILABLE;
+    } else if (standby) {
         snprintf(out, outlen,
                  "postgres %s (%s) is a standby, read-only: sessiond writes to the primary "
                  "(name every host, with target_session_attrs=read-write)",
                  version, where);
-        rc = SD_ECONFIG;
-        goto out;
-    }
-    if (schema) {
-        r = PQexec(c, "SELECT coalesce(max(version), 0) FROM sessiond_schema_migrations");
-        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-            pg__conn_error(c, e, sizeof e);
-            snprintf(out, outlen, "postgres (%s): cannot read the schema version: %s", where, e);
-            goto out;
-        }
-        have = atoi(PQgetvalue(r, 0, 0));
-    }
-    int newest = pg__schema_newest();
-    if (have > newest) {
-        snprintf(out, outlen,
-                 "the database (%s) has schema version %d, newer than this sessiond knows (%d): "
-                 "upgrade sessiond",
-                 where, have, newest);
-        rc = SD_ECONFIG;
+    } else if (pg__newer_schema(have, out, outlen)) {
+        /* out says why */
     } else if (have < newest && !may_create) {
         snprintf(out, outlen,
                  "postgres %s (%s): a start must %s the schema (version %d to %d), and this role "
                  "may not create in schema %s (GRANT CREATE ON SCHEMA %s TO it)",
                  version, where, have ? "migrate" : "create", have, newest, schema_name,
                  schema_name);
-        rc = SD_ECONFIG;
     } else {
         char upgrade[64] = "";
         if (have < newest)
@@ -268,8 +253,6 @@ static int pg_probe(const char *conninfo, char *out, size_t outlen)
                  where, have, upgrade);
         rc = 0;
     }
-out:
-    PQclear(r);
     PQfinish(c);
     return rc;
 }

@@ -177,6 +177,12 @@ int pg__health_check(sd_store *st);
 int pg__first_connect(sd_store *st, bool log_fail);
 /* The newest schema version this sessiond knows (its last migration). */
 int pg__schema_newest(void);
+/* The newest version applied to c's database (its migrations table must
+ * exist) into *have; false when the query failed. */
+bool pg__schema_applied(PGconn *c, int *have);
+/* A database a newer sessiond migrated: SD_ECONFIG with the sentence in
+ * err, else 0. */
+int pg__newer_schema(int have, char *err, size_t errlen);
 
 /* ---- postgres_read.c --------------------------------------------------- */
 

@@ -97,6 +97,32 @@ static const migration migrations[] = {
 };
 #define NMIGRATIONS (sizeof migrations / sizeof migrations[0])
 
+int pg__schema_newest(void)
+{
+    return migrations[NMIGRATIONS - 1].version;
+}
+
+bool pg__schema_applied(PGconn *c, int *have)
+{
+    PGresult *r = PQexec(c, "SELECT coalesce(max(version), 0) FROM sessiond_schema_migrations");
+    bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (ok)
+        *have = atoi(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    return ok;
+}
+
+int pg__newer_schema(int have, char *err, size_t errlen)
+{
+    if (have <= pg__schema_newest())
+        return 0;
+    snprintf(err, errlen,
+             "the database has schema version %d, newer than this sessiond knows (%d): "
+             "upgrade sessiond",
+             have, pg__schema_newest());
+    return SD_ECONFIG;
+}
+
 /* Creates or upgrades the schema in one transaction. The advisory lock makes
  * replicas that start together take turns: the first migrates, the others
  * find the versions applied. */
@@ -108,19 +134,11 @@ static int migrate(PGconn *c, char *err, size_t errlen)
                         "version integer PRIMARY KEY, description text NOT NULL,"
                         " applied_at timestamptz NOT NULL DEFAULT now())"))
         goto fail;
-    PGresult *r = PQexec(c, "SELECT coalesce(max(version), 0) FROM sessiond_schema_migrations");
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        PQclear(r);
+    int have;
+    if (!pg__schema_applied(c, &have))
         goto fail;
-    }
-    int have = atoi(PQgetvalue(r, 0, 0));
-    PQclear(r);
-    if (have > migrations[NMIGRATIONS - 1].version) {
+    if (pg__newer_schema(have, err, errlen)) {
         pg__exec_ok(c, "ROLLBACK");
-        snprintf(err, errlen,
-                 "the database has schema version %d, newer than this sessiond knows (%d): "
-                 "upgrade sessiond",
-                 have, migrations[NMIGRATIONS - 1].version);
         return SD_ECONFIG;
     }
     for (size_t i = 0; i < NMIGRATIONS; i++) {
@@ -131,10 +149,10 @@ static int migrate(PGconn *c, char *err, size_t errlen)
         const char *vals[] = {v, migrations[i].what};
         if (!pg__exec_ok(c, migrations[i].sql))
             goto fail;
-        r = PQexecParams(c,
-                         "INSERT INTO sessiond_schema_migrations(version, description) "
-                         "VALUES($1, $2)",
-                         2, NULL, vals, NULL, NULL, 0);
+        PGresult *r = PQexecParams(c,
+                                   "INSERT INTO sessiond_schema_migrations(version, description) "
+                                   "VALUES($1, $2)",
+                                   2, NULL, vals, NULL, NULL, 0);
         bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
         PQclear(r);
         if (!ok)
@@ -157,11 +175,6 @@ fail:
  * the writer thread while the database has been unreachable since the start.
  * SD_EUNAVAILABLE when it cannot connect (logged when log_fail), SD_ECONFIG
  * for a database this binary cannot use (always logged). */
-int pg__schema_newest(void)
-{
-    return migrations[NMIGRATIONS - 1].version;
-}
-
 int pg__first_connect(sd_store *st, bool log_fail)
 {
     char err[512] = "";

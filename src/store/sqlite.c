@@ -56,17 +56,31 @@
  * 16,000 halved the checkpointer's CPU per update; docs/performance.md). */
 #define CHECKPOINT_PAGES 16000
 
-static int schema_version(sd_store *st)
+/* The store's schema version, or -1 when db has none to read. */
+static int schema_version(sqlite3 *db)
 {
     sqlite3_stmt *s = NULL;
-    int v = 0;
-    if (sqlite3_prepare_v2(st->wdb,
+    int v = -1;
+    if (sqlite3_prepare_v2(db,
                            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'schema_version'",
                            -1, &s, NULL) == SQLITE_OK &&
         sqlite3_step(s) == SQLITE_ROW)
         v = sqlite3_column_int(s, 0);
     sqlite3_finalize(s);
     return v;
+}
+
+/* A store a newer sessiond wrote: its rows would be written the old way.
+ * SD_ECONFIG with the sentence in err, else 0. */
+static int newer_schema(int have, char *err, size_t errlen)
+{
+    if (have <= SQ_SCHEMA_VERSION)
+        return 0;
+    snprintf(err, errlen,
+             "the store has schema version %d, newer than this sessiond knows (%d): "
+             "upgrade sessiond",
+             have, SQ_SCHEMA_VERSION);
+    return SD_ECONFIG;
 }
 
 /* Adds a column to table unless it has it already; *added (unless NULL)
@@ -106,14 +120,9 @@ static bool index_exists(sd_store *st, const char *name)
 static int migrate(sd_store *st, char *err, size_t errlen)
 {
     static const char *const tables[] = {"sessions", "session_history"};
-    int changed = 0, rc, have = schema_version(st);
-    if (have > SQ_SCHEMA_VERSION) { /* its rows would be written the old way */
-        snprintf(err, errlen,
-                 "the store has schema version %d, newer than this sessiond knows (%d): "
-                 "upgrade sessiond",
-                 have, SQ_SCHEMA_VERSION);
-        return SD_ECONFIG;
-    }
+    int changed = 0, rc;
+    if ((rc = newer_schema(schema_version(st->wdb), err, errlen)))
+        return rc;
     for (size_t t = 0; t < 2; t++)
         for (size_t c = 0; c < sq__n_v2_columns; c++)
             if ((rc = add_column(st, tables[t], sq__v2_columns[c][0], sq__v2_columns[c][1],
@@ -125,7 +134,7 @@ static int migrate(sd_store *st, char *err, size_t errlen)
                            errlen)))
             return rc;
     }
-    if (schema_version(st) < 3) {
+    if (schema_version(st->wdb) < 3) {
         int64_t t0 = sd_mono_ms();
         if ((rc = sq__exec(st->wdb, sq__v3_rebuild, err, errlen)) ||
             (rc = sq__exec(st->wdb, sq__schema, err, errlen)) ||
@@ -147,7 +156,7 @@ static int migrate(sd_store *st, char *err, size_t errlen)
         {7, "sessions_of_user", "a user's sessions from the in-memory index"},
     };
     for (size_t i = 0; i < sizeof drops / sizeof drops[0]; i++) {
-        if (schema_version(st) >= drops[i].version)
+        if (schema_version(st->wdb) >= drops[i].version)
             continue;
         char sql[160];
         snprintf(sql, sizeof sql,
@@ -160,7 +169,7 @@ static int migrate(sd_store *st, char *err, size_t errlen)
     }
     /* An older sessiond that opened the store since made the index again
      * (its schema has it) and wrote events unchained: chain them all again. */
-    bool upgrade = schema_version(st) < 8;
+    bool upgrade = schema_version(st->wdb) < 8;
     bool unchained = !upgrade && index_exists(st, "events_by_session");
     if (upgrade || unchained) {
         int64_t t0 = sd_mono_ms();
@@ -381,31 +390,17 @@ static int sq_probe(const char *dir, char *out, size_t outlen)
     snprintf(uri + u, sizeof uri - u, "%s", immutable ? "?immutable=1" : "");
     sqlite3 *db = NULL;
     char err[300];
-    int rc = sq__open_db(uri, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, &db, err, sizeof err),
-        have = -1;
-    sqlite3_stmt *q = NULL;
-    if (rc == 0 &&
-        sqlite3_prepare_v2(db,
-                           "SELECT CAST(value AS INTEGER) FROM meta "
-                           "WHERE key = 'schema_version'",
-                           -1, &q, NULL) == SQLITE_OK &&
-        sqlite3_step(q) == SQLITE_ROW)
-        have = sqlite3_column_int(q, 0);
-    else if (rc == 0)
+    int have = -1;
+    if (sq__open_db(uri, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI, &db, err, sizeof err) == 0 &&
+        (have = schema_version(db)) < 0)
         snprintf(err, sizeof err, "%s", sqlite3_errmsg(db));
-    sqlite3_finalize(q);
     sqlite3_close(db);
     if (have < 0) {
         snprintf(out, outlen, "%s is not a store sessiond can read: %s", path, err);
         return SD_ECONFIG;
     }
-    if (have > SQ_SCHEMA_VERSION) {
-        snprintf(out, outlen,
-                 "the store in %s has schema version %d, newer than this sessiond knows (%d): "
-                 "upgrade sessiond",
-                 dir, have, SQ_SCHEMA_VERSION);
+    if (newer_schema(have, out, outlen))
         return SD_ECONFIG;
-    }
     /* A running server holds the lock: said, not an error (check runs
      * before a restart or a SIGHUP). */
     int fd = open(lock, O_RDONLY | O_CLOEXEC);

@@ -5,6 +5,7 @@
  */
 #include "store/store.h"
 #include "store/cache.h"
+#include "store/cache_entry.h"
 #include "store/fault.h"
 #include "store/notbefore.h"
 #include "metrics/metrics.h"
@@ -309,13 +310,24 @@ static int epoch_of(void *ctx, bool bump, int64_t *epoch)
     return h->ops->cache_epoch(h->st, bump, epoch);
 }
 
-int sd_store_attach_cache(sd_store_handle *h, const char *url, const char *password, int timeout_ms,
-                          int64_t tombstone_ms, char *err, size_t errlen)
+int sd_store_cache_check(const sd_store_ops *ops, const char *url, char *err, size_t errlen)
 {
-    if (!h->ops->cache_epoch) {
+    if (!ops->cache_epoch) {
         snprintf(err, errlen, "--cache needs a shared store (--store postgres://...)");
         return SD_EINVALID;
     }
+    sd_cache_url u;
+    int rc = sd_cache_url_parse(url, &u, err, errlen);
+    explicit_bzero(&u, sizeof u); /* it holds the password */
+    return rc;
+}
+
+int sd_store_attach_cache(sd_store_handle *h, const char *url, const char *password, int timeout_ms,
+                          int64_t tombstone_ms, char *err, size_t errlen)
+{
+    int rc = sd_store_cache_check(h->ops, url, err, errlen);
+    if (rc)
+        return rc;
     sd_cache_options opt = {.url = url,
                             .password = password,
                             .timeout_ms = timeout_ms,

@@ -195,6 +195,11 @@ void sd_store_close(sd_store_handle *h);
 /* At shutdown, before waiting for the requests in flight: no write waits
  * any longer for a database that cannot be reached. */
 void sd_store_drain(sd_store_handle *h);
+/* Whether a --cache of url could be put in front of ops's store (it must
+ * provide cache_epoch; url must parse): 0, else SD_EINVALID with the
+ * sentence in err. Checked before the store opens (startup.c) and again by
+ * sd_store_attach_cache. */
+int sd_store_cache_check(const sd_store_ops *ops, const char *url, char *err, size_t errlen);
 /* Puts the Redis cache tier (store/cache.h) in front of the backend's
  * validation reads, with write-through after every commit. url and password
  * are borrowed for the call. The backend must provide cache_epoch. */
